@@ -1,0 +1,322 @@
+"""
+The gateway's configuration file (TOML): namespaces, shared access rules and entities.
+
+Loading either returns a frozen L{GatewayConfig} or raises L{ConfigError} naming the file, the key path
+(C{namespaces[0].hybrid_connections[2].max_listeners}) and what is wrong, so a bad file stops start-up
+with a message a person can act on. Other layers (the SOAP bindings) add entity sections through
+L{EntitySection} values handed to L{load_config}; this module does not import them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from relay.auth import Rights, SharedAccessRule
+from relay.entities import (
+    HYBRID_CONNECTION,
+    RESERVED_FIRST_SEGMENTS,
+    Entity,
+    EntityNameError,
+    HybridConnectionSettings,
+    Namespace,
+    name_key,
+    split_name,
+)
+
+MIN_KEY_LENGTH = 16
+
+
+class ConfigError(ValueError):
+    """A configuration file is unusable; the message names the file, the key and the problem."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+class Section:
+    """
+    A view of one table of the file that knows its key path, so every error names where it happened.
+
+    Keys are consumed as they are read; L{finish} rejects whatever is left, which catches misspelt keys.
+    """
+
+    def __init__(self, source: str, path: str, data: Mapping[str, Any]) -> None:
+        self.source = source
+        self.path = path
+        self._data = dict(data)
+        self._seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        """The full key path of C{name} in this table."""
+        return f"{self.path}.{name}" if self.path else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        """An error about key C{name} of this table."""
+        return ConfigError(self.source, self.key(name), problem)
+
+    def get(
+        self, name: str, kind: type | tuple[type, ...], default: Any = None, *, required: bool = False
+    ) -> Any:
+        """Read a key, checking its TOML type."""
+        self._seen.add(name)
+        if name not in self._data:
+            if required:
+                raise self.error(name, "is required")
+            return default
+        value = self._data[name]
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            raise self.error(name, f"must be {_type_name(kind)}, not a boolean")
+        if not isinstance(value, kind):
+            raise self.error(name, f"must be {_type_name(kind)}, not {type(value).__name__}")
+        return value
+
+    def number(self, name: str, default: float, low: float, high: float) -> float:
+        """Read a number of seconds or a count within bounds."""
+        value = self.get(name, (int, float), default)
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low:g} and {high:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        """Read an integer within bounds."""
+        value = self.get(name, int, default)
+        if not low <= value <= high:
+            raise self.error(name, f"must be between {low} and {high}, got {value!r}")
+        return int(value)
+
+    def tables(self, name: str) -> list[Section]:
+        """Read an array of tables (C{[[name]]})."""
+        items = self.get(name, list, [])
+        sections = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ConfigError(self.source, f"{self.key(name)}[{i}]", "must be a table")
+            sections.append(Section(self.source, f"{self.key(name)}[{i}]", item))
+        return sections
+
+    def table(self, name: str) -> Section:
+        """Read a sub-table (C{[name]}), empty when absent."""
+        return Section(self.source, self.key(name), self.get(name, dict, {}))
+
+    def finish(self) -> None:
+        """Reject keys nobody read: they are typos or settings of another version."""
+        for name in self._data:
+            if name not in self._seen:
+                raise self.error(name, "is not a known setting")
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    names = {
+        "str": "a string",
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "list": "an array",
+        "dict": "a table",
+    }
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+EntityParser = Callable[[Section, str], Entity]
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySection:
+    """
+    An array of tables in a namespace that defines entities of one kind.
+
+    @ivar key: the TOML key (C{hybrid_connections}, C{oneway}, ...).
+    @ivar parse: builds an L{Entity} from one table and the entity's name.
+    """
+
+    key: str
+    parse: EntityParser
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    """A namespace and the entities configured in it."""
+
+    namespace: Namespace
+    entities: tuple[Entity, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """
+    Everything the configuration file says.
+
+    @ivar listen: endpoint strings to serve on (the command line adds to or replaces them).
+    @ivar public_url: base URL that rendezvous addresses use.
+    @ivar state_dir: where generated keys and state are kept.
+    @ivar namespaces: configured namespaces.
+    @ivar limits: gateway-wide numbers (timeouts, throttles) by name.
+    """
+
+    listen: tuple[str, ...] = ()
+    public_url: str | None = None
+    state_dir: str | None = None
+    namespaces: tuple[NamespaceConfig, ...] = ()
+    limits: Mapping[str, float] = field(default_factory=dict)
+
+
+GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
+    # name: (default, low, high)
+    "rendezvous_timeout": (30.0, 1.0, 300.0),
+    "control_ping_interval": (30.0, 1.0, 3600.0),
+    "listener_failure_delay": (1.0, 0.0, 60.0),
+    "listener_failure_max_delay": (8.0, 0.0, 600.0),
+    "close_handshake_timeout": (5.0, 0.5, 60.0),
+    "splice_buffer_bytes": (262144.0, 16384.0, 67108864.0),
+}
+
+
+def parse_rule(section: Section) -> SharedAccessRule:
+    """Read one C{[[...rules]]} table."""
+    name = section.get("name", str, required=True)
+    if not name or len(name) > 256:
+        raise section.error("name", "must be 1 to 256 characters")
+    key = section.get("key", str, required=True)
+    if len(key) < MIN_KEY_LENGTH:
+        raise section.error(
+            "key", f"must be at least {MIN_KEY_LENGTH} characters (use 'relay key' to make one)"
+        )
+    right_names = section.get("rights", list, required=True)
+    if not right_names or not all(isinstance(r, str) for r in right_names):
+        raise section.error("rights", "must be a non-empty array of 'Listen', 'Send', 'Manage'")
+    try:
+        rights = Rights.parse(right_names)
+    except ValueError as e:
+        raise section.error("rights", str(e)) from None
+    section.finish()
+    return SharedAccessRule(name=name, key=key, rights=rights)
+
+
+def parse_rules(section: Section) -> tuple[SharedAccessRule, ...]:
+    """Read the C{rules} array of a namespace or entity, rejecting duplicate names."""
+    rules: list[SharedAccessRule] = []
+    for rule_section in section.tables("rules"):
+        rule = parse_rule(rule_section)
+        if any(r.name == rule.name for r in rules):
+            raise rule_section.error("name", f"rule {rule.name!r} is defined twice")
+        rules.append(rule)
+    return tuple(rules)
+
+
+def parse_hybrid_connection(section: Section, name: str) -> Entity:
+    """Read one C{[[namespaces.hybrid_connections]]} table."""
+    settings = HybridConnectionSettings(
+        requires_client_authorization=section.get("requires_client_authorization", bool, True),
+        max_listeners=section.integer("max_listeners", 25, 1, 1000),
+        request_timeout=section.number("request_timeout", 60.0, 0.1, 3600.0),
+        http_enabled=section.get("http_enabled", bool, True),
+    )
+    rules = parse_rules(section)
+    section.finish()
+    return Entity(name=name, kind=HYBRID_CONNECTION, rules=rules, settings=settings)
+
+
+HYBRID_CONNECTIONS = EntitySection("hybrid_connections", parse_hybrid_connection)
+
+
+def parse_entity_name(section: Section) -> str:
+    """Read and check an entity's C{name}."""
+    name = section.get("name", str, required=True)
+    try:
+        segments = split_name(name)
+    except EntityNameError as e:
+        raise section.error("name", str(e)) from None
+    if segments[0].lower() in RESERVED_FIRST_SEGMENTS:
+        raise section.error("name", f"the first segment {segments[0]!r} is reserved")
+    return "/".join(segments)
+
+
+def parse_namespace(section: Section, index: int, kinds: Mapping[str, EntitySection]) -> NamespaceConfig:
+    """Read one C{[[namespaces]]} table with its entities."""
+    hosts = section.get("hosts", list, required=True)
+    if not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise section.error("hosts", "must be a non-empty array of host names (or '*' for any host)")
+    for host in hosts:
+        if host != "*" and (":" in host or "/" in host or " " in host):
+            raise section.error("hosts", f"{host!r} must be a bare host name without scheme, port or path")
+    name = section.get("name", str, default=hosts[0] if hosts[0] != "*" else f"namespace{index}")
+    namespace = Namespace(
+        name=name,
+        hosts=tuple(h.lower() for h in hosts),
+        rules=parse_rules(section),
+        auto_create=section.get("auto_create", bool, False),
+    )
+    entities: list[Entity] = []
+    seen: dict[str, str] = {}
+    for kind in kinds.values():
+        for entity_section in section.tables(kind.key):
+            entity_name = parse_entity_name(entity_section)
+            key = name_key(entity_name.split("/"))
+            if key in seen:
+                raise entity_section.error("name", f"{entity_name!r} is already defined as {seen[key]}")
+            entity = kind.parse(entity_section, entity_name)
+            seen[key] = f"{kind.key} entity"
+            entities.append(entity)
+    section.finish()
+    return NamespaceConfig(namespace=namespace, entities=tuple(entities))
+
+
+def parse_config(
+    data: Mapping[str, Any], source: str, extra_sections: tuple[EntitySection, ...] = ()
+) -> GatewayConfig:
+    """Build a L{GatewayConfig} from parsed TOML."""
+    root = Section(source, "", data)
+    kinds = {s.key: s for s in (HYBRID_CONNECTIONS, *extra_sections)}
+    gateway = root.table("gateway")
+    listen = gateway.get("listen", list, [])
+    if not all(isinstance(e, str) and e for e in listen):
+        raise gateway.error("listen", "must be an array of endpoint strings such as 'tcp:9080'")
+    public_url = gateway.get("public_url", str)
+    if public_url is not None and not public_url.startswith(("http://", "https://", "ws://", "wss://")):
+        raise gateway.error("public_url", "must start with http://, https://, ws:// or wss://")
+    limits = {name: gateway.number(name, *bounds) for name, bounds in GATEWAY_LIMITS.items()}
+    state_dir = gateway.get("state_dir", str)
+    gateway.finish()
+    namespaces = tuple(parse_namespace(s, i, kinds) for i, s in enumerate(root.tables("namespaces")))
+    owners: dict[str, str] = {}
+    for i, ns in enumerate(namespaces):
+        for host in ns.namespace.hosts:
+            if host in owners:
+                raise ConfigError(
+                    source, f"namespaces[{i}].hosts", f"host {host!r} already belongs to {owners[host]}"
+                )
+            owners[host] = f"namespace {ns.namespace.name!r}"
+    root.finish()
+    return GatewayConfig(
+        listen=tuple(listen), public_url=public_url, state_dir=state_dir, namespaces=namespaces, limits=limits
+    )
+
+
+def load_config(path: str | Path, extra_sections: tuple[EntitySection, ...] = ()) -> GatewayConfig:
+    """
+    Read and check a configuration file.
+
+    @raise ConfigError: when the file cannot be read, is not TOML, or says something invalid.
+    """
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(source, "", f"cannot read the file: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(source, "", f"not valid TOML: {e}") from None
+    return parse_config(data, source, extra_sections)
+
+
+def default_limits() -> dict[str, float]:
+    """Gateway-wide limits when no file sets them."""
+    return {name: bounds[0] for name, bounds in GATEWAY_LIMITS.items()}

@@ -1,0 +1,117 @@
+"""
+Connection strings in Azure's format: C{Endpoint=sb://HOST/;SharedAccessKeyName=...;SharedAccessKey=...}.
+
+C{UseDevelopmentEmulator=true} (the convention of Azure's Service Bus emulator) says the endpoint speaks
+plain C{ws://}/C{http://} instead of TLS; our development gateway prints it when it serves without TLS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+_KNOWN = {
+    "endpoint": "Endpoint",
+    "entitypath": "EntityPath",
+    "sharedaccesskeyname": "SharedAccessKeyName",
+    "sharedaccesskey": "SharedAccessKey",
+    "sharedaccesssignature": "SharedAccessSignature",
+    "usedevelopmentemulator": "UseDevelopmentEmulator",
+    "operationtimeout": "OperationTimeout",
+}
+
+
+class ConnectionStringError(ValueError):
+    """A connection string is malformed or incomplete."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionString:
+    """
+    A parsed connection string.
+
+    @ivar endpoint: the C{Endpoint} URI as written (C{sb://host[:port]/}).
+    @ivar key_name: C{SharedAccessKeyName}, if given.
+    @ivar key: C{SharedAccessKey}; never shown in reprs.
+    @ivar signature: a ready-made C{SharedAccessSignature} token instead of a key.
+    @ivar entity_path: C{EntityPath}, the hybrid connection name, if given.
+    @ivar plain: C{UseDevelopmentEmulator=true}: use C{ws://} and C{http://}.
+    """
+
+    endpoint: str
+    key_name: str | None = None
+    key: str | None = field(default=None, repr=False)
+    signature: str | None = field(default=None, repr=False)
+    entity_path: str | None = None
+    plain: bool = False
+
+    @property
+    def host(self) -> str:
+        """The endpoint's host name, without port."""
+        return urlsplit(self.endpoint).hostname or ""
+
+    @property
+    def netloc(self) -> str:
+        """The endpoint's host and port as written."""
+        return urlsplit(self.endpoint).netloc
+
+    @property
+    def websocket_base(self) -> str:
+        """The C{wss://} (or, for the emulator, C{ws://}) base URL."""
+        return f"{'ws' if self.plain else 'wss'}://{self.netloc}"
+
+    @property
+    def http_base(self) -> str:
+        """The C{https://} (or C{http://}) base URL."""
+        return f"{'http' if self.plain else 'https'}://{self.netloc}"
+
+    def format(self) -> str:
+        """Render in the canonical key order."""
+        parts = [f"Endpoint={self.endpoint}"]
+        if self.key_name is not None:
+            parts.append(f"SharedAccessKeyName={self.key_name}")
+        if self.key is not None:
+            parts.append(f"SharedAccessKey={self.key}")
+        if self.signature is not None:
+            parts.append(f"SharedAccessSignature={self.signature}")
+        if self.entity_path is not None:
+            parts.append(f"EntityPath={self.entity_path}")
+        if self.plain:
+            parts.append("UseDevelopmentEmulator=true")
+        return ";".join(parts)
+
+
+def parse_connection_string(text: str) -> ConnectionString:
+    """
+    Parse C{Key=Value;...} pairs (keys case-insensitive, unknown keys rejected).
+
+    @raise ConnectionStringError: when a pair is malformed, a key is unknown or the endpoint is missing.
+    """
+    values: dict[str, str] = {}
+    for part in text.strip().split(";"):
+        if not part.strip():
+            continue
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise ConnectionStringError(f"connection string part {name.strip()[:30]!r} has no '='")
+        canonical = _KNOWN.get(name.strip().lower())
+        if canonical is None:
+            raise ConnectionStringError(f"unknown connection string key {name.strip()!r}")
+        values[canonical] = value.strip()
+    endpoint = values.get("Endpoint")
+    if not endpoint:
+        raise ConnectionStringError("connection string has no Endpoint")
+    parts = urlsplit(endpoint)
+    if not parts.scheme or not parts.netloc:
+        raise ConnectionStringError(f"Endpoint {endpoint!r} is not an absolute URI such as sb://host/")
+    has_key = "SharedAccessKeyName" in values and "SharedAccessKey" in values
+    if not has_key and "SharedAccessSignature" not in values:
+        raise ConnectionStringError("connection string needs SharedAccessKeyName and SharedAccessKey")
+    return ConnectionString(
+        endpoint=endpoint,
+        key_name=values.get("SharedAccessKeyName"),
+        key=values.get("SharedAccessKey"),
+        signature=values.get("SharedAccessSignature"),
+        entity_path=values.get("EntityPath"),
+        plain=values.get("UseDevelopmentEmulator", "").lower() == "true",
+    )

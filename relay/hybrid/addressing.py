@@ -1,0 +1,131 @@
+"""
+Hybrid connection URLs: the C{$hc} path, the reserved C{sb-hc-*} query parameters, rendezvous addresses.
+
+Every query parameter whose name starts with C{sb-hc-} (any case) and has an C{=} belongs to the relay and
+is removed before anything is shown to the other party; everything else is passed on byte for byte, in its
+original order and encoding (a bare C{sb-hc-x} without C{=} is not reserved).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
+
+RESERVED_PREFIX = "sb-hc-"
+HC_SEGMENT = "$hc"
+
+ACTION_LISTEN = "listen"
+ACTION_CONNECT = "connect"
+ACTION_ACCEPT = "accept"
+ACTION_REQUEST = "request"
+ACTIONS = frozenset({ACTION_LISTEN, ACTION_CONNECT, ACTION_ACCEPT, ACTION_REQUEST})
+
+
+class AddressError(ValueError):
+    """A request target is malformed (the relay answers 400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTarget:
+    """
+    A request target split into what the relay reads and what it passes on.
+
+    @ivar path: the raw path (percent-encoding kept), without the query.
+    @ivar relay_params: reserved parameters, names lower-cased, values decoded (first occurrence wins).
+    @ivar query: the raw query without reserved pairs, or C{""}.
+    """
+
+    path: str
+    relay_params: dict[str, str] = field(default_factory=dict)
+    query: str = ""
+
+    def param(self, name: str) -> str | None:
+        """A reserved parameter's value by its short name (C{action} for C{sb-hc-action})."""
+        return self.relay_params.get(RESERVED_PREFIX + name)
+
+    @property
+    def target(self) -> str:
+        """The path and the passed-on query, as forwarded to a listener."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+
+def is_reserved(pair: str) -> bool:
+    """Tell whether a raw C{name=value} pair is reserved for the relay."""
+    name, eq, _ = pair.partition("=")
+    return bool(eq) and unquote(name).lower().startswith(RESERVED_PREFIX)
+
+
+def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -> RequestTarget:
+    """
+    Split a raw request target (C{/path?query}) into path, reserved parameters and passed-on query.
+
+    @raise AddressError: when the target is not origin-form, or C{sb-hc-action} is given twice.
+    """
+    if not raw_target.startswith("/"):
+        raise AddressError("request target must start with '/'")
+    if "#" in raw_target:
+        raise AddressError("request target must not contain a fragment")
+    path, _, query = raw_target.partition("?")
+    kept: list[str] = []
+    params: dict[str, str] = {}
+    if query:
+        for pair in query.split("&"):
+            if is_reserved(pair):
+                raw_name, _, raw_value = pair.partition("=")
+                name = unquote(raw_name).lower()
+                if name in params:
+                    if name == RESERVED_PREFIX + "action":
+                        raise AddressError("sb-hc-action is given more than once")
+                    continue
+                params[name] = unquote_plus(raw_value)
+            else:
+                kept.append(pair)
+    passed = "&".join(kept)
+    return RequestTarget(path=path, relay_params=params, query=passed if kept else "")
+
+
+def hc_path(path: str) -> str | None:
+    """
+    The part of a raw C{/$hc/...} path after the C{$hc} segment, or C{None} when the path is not under it.
+
+    Clients that percent-encode C{$} (C{%24hc}) are accepted too.
+    """
+    segments = path.split("/", 2)
+    if len(segments) < 2 or unquote(segments[1]).lower() != HC_SEGMENT:
+        return None
+    return "/" + (segments[2] if len(segments) > 2 else "")
+
+
+def websocket_base(public_url: str) -> str:
+    """
+    The C{ws://} or C{wss://} base (scheme, host, port, base path without trailing slash) for addresses.
+    """
+    parts = urlsplit(public_url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
+    if scheme is None or not parts.netloc:
+        raise AddressError(f"public URL {public_url!r} must be absolute http(s):// or ws(s)://")
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def http_base(public_url: str) -> str:
+    """The C{http://} or C{https://} base matching L{websocket_base}, for addresses shown to HTTP clients."""
+    ws = websocket_base(public_url)
+    return "https" + ws[3:] if ws.startswith("wss") else "http" + ws[2:]
+
+
+def rendezvous_address(
+    ws_base: str, entity_path: str, query: str, action: str, connection_id: str, key: str | None = None
+) -> str:
+    """
+    Build a one-time rendezvous address.
+
+    @param entity_path: the entity name plus the sender's suffix, raw, starting with C{/}.
+    @param query: the sender's passed-on query (reserved pairs already removed).
+    @param key: an extra secret when the connection id was chosen by the sender and is therefore guessable.
+    """
+    parts = [query] if query else []
+    parts.append(f"{RESERVED_PREFIX}action={action}")
+    parts.append(f"{RESERVED_PREFIX}id={quote(connection_id, safe='')}")
+    if key is not None:
+        parts.append(f"{RESERVED_PREFIX}key={key}")
+    return f"{ws_base}/{HC_SEGMENT}{entity_path}?{'&'.join(parts)}"

@@ -1,0 +1,246 @@
+"""
+A WebSocket frame rewriter for relaying between two server-side legs without parsing messages.
+
+Both parties of a rendezvous are WebSocket I{clients} of the relay, so every frame we read is masked and
+every frame we write must not be. Instead of decoding whole messages and re-encoding them (which costs a
+Python object per frame and buffers whole messages), L{FrameRelay} walks each read buffer in a tight loop:
+it checks and rewrites data-frame headers, unmasks payload bytes as they arrive (a frame may span many
+reads, and is forwarded piece by piece), and hands control frames (ping, pong, close) to the caller, which
+answers them per leg. Memory per leg is bounded by one partial header or control frame (139 bytes).
+
+Text payloads are not UTF-8-checked here: the receiving endpoint validates them and closes with 1007,
+which the relay then carries back like any other close.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+OP_CONTINUATION = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+
+_DATA_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
+_CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
+_NVX_THRESHOLD = 1024
+
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
+
+try:  # Autobahn ships a C XOR masker (CFFI) in its wheels; use it for large payloads when present.
+    from _nvx_xormasker import ffi as _ffi
+    from _nvx_xormasker import lib as _lib
+except ImportError:  # pragma: no cover - depends on how autobahn was built
+    _ffi = _lib = None
+
+
+class FrameError(Exception):
+    """
+    The peer broke the framing rules; the leg must be closed with C{code}.
+
+    @ivar code: the close code (1002 protocol error, 1007 invalid payload).
+    @ivar reason: a short description for the close frame and the log.
+    """
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ControlFrame:
+    """A complete, unmasked control frame read from a leg."""
+
+    opcode: int
+    payload: bytes
+
+
+def _rotate(mask: bytes, offset: int) -> bytes:
+    shift = offset & 3
+    return mask[shift:] + mask[:shift] if shift else mask
+
+
+def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """
+    XOR C{data} with the 4-byte C{mask}, starting C{offset} bytes into the masked payload.
+
+    Small payloads use one big-integer XOR (no per-byte Python loop); large ones use Autobahn's C masker
+    when it is available.
+    """
+    n = len(data)
+    if not n:
+        return b""
+    mask = _rotate(mask, offset)
+    if _lib is not None and n >= _NVX_THRESHOLD:
+        buf = bytearray(data)
+        masker = _lib.nvx_xormask_new(mask)
+        try:
+            _lib.nvx_xormask_set_impl(masker, 2)
+            _lib.nvx_xormask_process(masker, _ffi.from_buffer(buf), n)
+        finally:
+            _lib.nvx_xormask_free(masker)
+        return bytes(buf)
+    key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
+    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+
+
+def data_header(first_byte: int, length: int) -> bytes:
+    """An unmasked frame header with the given first byte (FIN, RSV, opcode) and payload length."""
+    if length < 126:
+        return bytes((first_byte, length))
+    if length < 65536:
+        return bytes((first_byte, 126)) + _U16.pack(length)
+    return bytes((first_byte, 127)) + _U64.pack(length)
+
+
+def encode_frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """An unmasked (server-to-client) frame."""
+    return data_header((0x80 if fin else 0) | opcode, len(payload)) + payload
+
+
+def encode_close(code: int | None, reason: str = "") -> bytes:
+    """An unmasked close frame; C{code=None} sends an empty close payload."""
+    if code is None:
+        return encode_frame(OP_CLOSE)
+    data = reason.encode("utf-8")[:123]
+    return encode_frame(OP_CLOSE, _U16.pack(code) + data)
+
+
+def valid_close_code(code: int) -> bool:
+    """Tell whether a close code may appear on the wire (RFC 6455 section 7.4)."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
+
+
+def parse_close(payload: bytes) -> tuple[int | None, str]:
+    """
+    Read a close frame's code and reason.
+
+    @return: C{(None, "")} for an empty close payload.
+    @raise FrameError: for a one-byte payload, a code not allowed on the wire, or a reason that is not UTF-8.
+    """
+    if not payload:
+        return None, ""
+    if len(payload) == 1:
+        raise FrameError(1002, "close frame with a one-byte payload")
+    (code,) = _U16.unpack_from(payload)
+    if not valid_close_code(code):
+        raise FrameError(1002, f"close code {code} is not allowed on the wire")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise FrameError(1007, "close reason is not UTF-8") from None
+    return code, reason
+
+
+class FrameRelay:
+    """
+    Turn a masked client-to-server byte stream into unmasked frames for the other leg.
+
+    L{feed} returns, in stream order, byte strings to write to the other leg and L{ControlFrame}s for the
+    caller to act on. Message boundaries, fragmentation and frame sizes are kept exactly as received.
+    """
+
+    __slots__ = ("_buffer", "_in_message", "_mask", "_offset", "_remaining")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._remaining = 0
+        self._mask = b""
+        self._offset = 0
+        self._in_message = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a header or control frame."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes | ControlFrame]:
+        """
+        Consume bytes read from the leg.
+
+        @raise FrameError: when the peer violates the framing rules; the leg must then be closed.
+        """
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
+        items: list[bytes | ControlFrame] = []
+        run: list[bytes] = []
+        view = memoryview(data)
+        size = len(data)
+        pos = 0
+        while pos < size:
+            remaining = self._remaining
+            if remaining:
+                take = remaining if remaining <= size - pos else size - pos
+                run.append(unmask(view[pos : pos + take], self._mask, self._offset))
+                self._offset += take
+                self._remaining = remaining - take
+                pos += take
+                continue
+            if size - pos < 2:
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if not b1 & 0x80:
+                raise FrameError(1002, "client frame is not masked")
+            if b0 & 0x70:
+                raise FrameError(1002, "reserved bits set without a negotiated extension")
+            length = b1 & 0x7F
+            header = 6
+            if length == 126:
+                header = 8
+                if size - pos < header:
+                    break
+                (length,) = _U16.unpack_from(data, pos + 2)
+            elif length == 127:
+                header = 14
+                if size - pos < header:
+                    break
+                (length,) = _U64.unpack_from(data, pos + 2)
+                if length >> 63:
+                    raise FrameError(1002, "frame length has the most significant bit set")
+            elif size - pos < header:
+                break
+            opcode = b0 & 0x0F
+            mask = data[pos + header - 4 : pos + header]
+            if opcode in _CONTROL_OPCODES:
+                if not b0 & 0x80:
+                    raise FrameError(1002, "fragmented control frame")
+                if length > 125:
+                    raise FrameError(1002, "control frame payload longer than 125 bytes")
+                if size - pos < header + length:
+                    break
+                start = pos + header
+                payload = unmask(view[start : start + length], mask)
+                pos = start + length
+                if run:
+                    items.append(b"".join(run))
+                    run = []
+                items.append(ControlFrame(opcode, payload))
+                continue
+            if opcode not in _DATA_OPCODES:
+                raise FrameError(1002, f"reserved opcode {opcode}")
+            if opcode == OP_CONTINUATION:
+                if not self._in_message:
+                    raise FrameError(1002, "continuation frame outside a fragmented message")
+            elif self._in_message:
+                raise FrameError(1002, "new data message before the previous one finished")
+            self._in_message = not b0 & 0x80
+            run.append(data_header(b0, length))
+            pos += header
+            if length:
+                self._remaining = length
+                self._mask = mask
+                self._offset = 0
+        if pos < size:
+            self._buffer = bytes(view[pos:])
+        if run:
+            items.append(b"".join(run))
+        return items
