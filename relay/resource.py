@@ -1,0 +1,138 @@
+"""
+The root web resource: one C{Site} for WebSocket upgrades and plain HTTP, dispatched by path.
+
+Reserved first segments (C{$hc}, C{$wcf}) go to the resource their layer registered; any other path is
+resolved to a namespace (by C{Host}) and an entity (longest name match) and handed to the resource factory
+registered for that entity's kind. Layers register here; this module imports none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import unquote
+
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from typing_extensions import override
+
+from relay.entities import EntityMatch, Namespace
+from relay.errors import ErrorKind, RelayError, new_tracking_id
+from relay.store import IGatewayStore
+
+EntityResourceFactory = Callable[[IRequest, Namespace, EntityMatch], IResource]
+NamespaceResourceFactory = Callable[[IRequest, Namespace, str], IResource | None]
+
+
+def request_host(request: IRequest) -> str:
+    """The C{Host} header's host name, lower-cased, without port (IPv6 brackets removed)."""
+    raw = request.getHeader(b"host") or b""
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def tracking_id_of(request: IRequest) -> str:
+    """The tracking id of a request, made on first use and kept on the request."""
+    tracking_id: str | None = getattr(request, "relay_tracking_id", None)
+    if tracking_id is None:
+        tracking_id = new_tracking_id()
+        request.relay_tracking_id = tracking_id  # type: ignore[attr-defined]
+    return tracking_id
+
+
+class ErrorResource(Resource):
+    """
+    A plain-text error answer whose body names the cause and the tracking id.
+
+    Used for every refusal the relay itself produces on plain HTTP, so callers can tell relay errors
+    (no C{Via} header) from the listener's.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, error: RelayError) -> None:
+        super().__init__()
+        self.error = error
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """Write status, reason and a short text body."""
+        tracking_id = tracking_id_of(request)
+        text = self.error.describe(tracking_id)
+        self.log.info(
+            "refused {method} {path}: {kind} {message}",
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1")[:200],
+            kind=self.error.kind.name,
+            message=self.error.message,
+            tracking_id=tracking_id,
+        )
+        request.setResponseCode(self.error.status, text.encode("latin-1", errors="replace")[:200])
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        body = (text + "\n").encode("utf-8")
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", str(len(body)).encode())
+            return b""
+        return body
+
+
+class GatewayRoot(Resource):
+    """
+    Dispatch every request to the layer that owns its path.
+
+    @ivar store: where namespaces and entities are looked up.
+    """
+
+    isLeaf = True
+
+    def __init__(self, store: IGatewayStore) -> None:
+        super().__init__()
+        self.store = store
+        self._prefixes: dict[str, IResource] = {}
+        self._kinds: dict[str, EntityResourceFactory] = {}
+        self._namespace_root: NamespaceResourceFactory | None = None
+
+    def register_prefix(self, segment: str, resource: IResource) -> None:
+        """Route paths whose first segment is C{segment} (such as C{$hc}) to C{resource}."""
+        self._prefixes[segment.lower()] = resource
+
+    def register_kind(self, kind: str, factory: EntityResourceFactory) -> None:
+        """Route requests on entities of C{kind} to the resource C{factory} returns."""
+        self._kinds[kind] = factory
+
+    def register_namespace_root(self, factory: NamespaceResourceFactory) -> None:
+        """Serve paths that name no entity (such as the service registry at C{/}) with C{factory}."""
+        self._namespace_root = factory
+
+    def route(self, request: IRequest) -> IResource:
+        """Find the resource for a request."""
+        path = request.path.decode("latin-1")
+        first = unquote(path.lstrip("/").split("/", 1)[0]).lower()
+        prefixed = self._prefixes.get(first)
+        if prefixed is not None:
+            return prefixed
+        namespace = self.store.namespace_for_host(request_host(request))
+        if namespace is None:
+            return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name"))
+        match = self.store.match(namespace, path)
+        if match is not None:
+            factory = self._kinds.get(match.entity.kind)
+            if factory is not None:
+                return factory(request, namespace, match)
+            return ErrorResource(
+                RelayError(ErrorKind.NOT_FOUND, f"Entity {match.entity.name!r} is not served over plain HTTP")
+            )
+        if self._namespace_root is not None:
+            resource = self._namespace_root(request, namespace, path)
+            if resource is not None:
+                return resource
+        return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No entity with this name"))
+
+    @override
+    def render(self, request: IRequest) -> bytes | int:
+        """Hand the request to the resource that owns it."""
+        return self.route(request).render(request)  # type: ignore[no-any-return]
