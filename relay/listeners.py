@@ -104,7 +104,9 @@ class ListenerRegistry(Generic[T]):
     def choose(self, namespace: Namespace, entity: Entity, exclude: Sequence[T] = ()) -> T | None:
         """Pick a listener for a new sender, skipping C{exclude}; C{None} when there is none."""
         candidates = [
-            listener for listener in self._listeners.get(entity_key(namespace, entity), ()) if listener not in exclude
+            listener
+            for listener in self._listeners.get(entity_key(namespace, entity), ())
+            if listener not in exclude
         ]
         if not candidates:
             return None

@@ -117,7 +117,9 @@ class GatewayRoot(Resource):
             return prefixed
         namespace = self.store.namespace_for_host(request_host(request))
         if namespace is None:
-            return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name"))
+            return ErrorResource(
+                RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name")
+            )
         match = self.store.match(namespace, path)
         if match is not None:
             factory = self._kinds.get(match.entity.kind)

@@ -1,0 +1,310 @@
+"""
+The splice: relay frames between a sender's and a listener's WebSocket after both handshakes.
+
+Autobahn handles the handshakes; afterwards each leg's raw bytes go through a L{FrameRelay} straight to the
+other leg's transport. Back-pressure runs both ways: each transport has the other leg's reader registered
+as its streaming producer, so a full write buffer pauses reading on the other side, and TCP carries the
+slowdown to the writer. The gateway holds at most about one write buffer plus one read per direction.
+
+Close is end to end: a close frame from one leg is forwarded to the other, and the first leg's closing
+handshake completes only when the other leg answers (or a timeout passes). A leg that vanishes without a
+close becomes a 1001 close on the other leg; a leg that breaks the framing rules is failed with its close
+code and the other leg gets 1001. Nothing one pair does reaches any other connection.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from relay.errors import CloseCode
+from relay.hybrid.frames import (
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    ControlFrame,
+    FrameError,
+    FrameRelay,
+    encode_close,
+    encode_frame,
+    parse_close,
+)
+
+
+def tcp_transport(transport: Any) -> Any:
+    """The TCP transport under a TLS wrapper, or the transport itself."""
+    inner = getattr(transport, "transport", None)
+    if inner is not None and hasattr(transport, "wrappedProtocol"):
+        return inner
+    return transport
+
+
+def pending_write_bytes(transport: Any) -> int:
+    """Bytes a transport has accepted but not yet handed to the kernel."""
+    tcp = tcp_transport(transport)
+    buffered = (
+        len(getattr(tcp, "dataBuffer", b"")) - getattr(tcp, "offset", 0) + getattr(tcp, "_tempDataLen", 0)
+    )
+    app = getattr(transport, "_appSendBuffer", None)
+    if app:
+        buffered += sum(len(chunk) for chunk in app)
+    return max(buffered, 0)
+
+
+@implementer(IPushProducer)
+class _PauseReading:
+    """
+    The producer registered on one leg's transport: it pauses and resumes reading on the other leg.
+
+    Registering the other transport itself would make Twisted call its C{stopProducing} (that is,
+    C{loseConnection}) when this leg disconnects, cutting the other leg before it is sent its close frame.
+    """
+
+    def __init__(self, reader: Any) -> None:
+        self._reader = reader
+
+    def pauseProducing(self) -> None:
+        """The consumer's buffer is full: stop reading the other leg."""
+        self._reader.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        """The consumer drained: read the other leg again."""
+        self._reader.resumeProducing()
+
+    def stopProducing(self) -> None:
+        """Shutdown is handled by the splice, which closes the other leg properly."""
+
+
+class SpliceLeg:
+    """One side of a splice: its protocol, its frame rewriter and its closing state."""
+
+    __slots__ = (
+        "close_code",
+        "close_reason",
+        "close_received",
+        "close_sent",
+        "finished",
+        "name",
+        "other",
+        "protocol",
+        "relay",
+        "splice",
+        "transport",
+    )
+
+    def __init__(self, splice: Splice, protocol: Any, name: str) -> None:
+        self.splice = splice
+        self.protocol = protocol
+        self.transport = protocol.transport
+        self.name = name
+        self.relay = FrameRelay()
+        self.other: SpliceLeg = self
+        self.close_sent = False
+        self.close_received = False
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.finished = False
+
+    def data_received(self, data: bytes) -> None:
+        """Bytes arrived on this leg's socket."""
+        self.splice.data_received(self, data)
+
+    def connection_lost(self, reason: Failure) -> None:
+        """This leg's socket is gone."""
+        self.splice.connection_lost(self, reason)
+
+
+class Splice:
+    """
+    A joined sender/listener pair.
+
+    @ivar connection_id: the tracking id of the pair (the C{sb-hc-id}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        sender: Any,
+        listener: Any,
+        clock: IReactorTime,
+        connection_id: str,
+        buffer_size: int = 262144,
+        close_timeout: float = 5.0,
+    ) -> None:
+        self.connection_id = connection_id
+        self._clock = clock
+        self._close_timeout = close_timeout
+        self._buffer_size = buffer_size
+        self.sender = SpliceLeg(self, sender, "sender")
+        self.listener = SpliceLeg(self, listener, "listener")
+        self.sender.other = self.listener
+        self.listener.other = self.sender
+        self._close_timer: IDelayedCall | None = None
+        self.bytes_relayed = {"sender": 0, "listener": 0}
+
+    def start(self) -> None:
+        """Take over both sockets and relay whatever Autobahn had already buffered."""
+        for leg in (self.sender, self.listener):
+            tcp = tcp_transport(leg.transport)
+            tcp.bufferSize = self._buffer_size
+            leg.transport.unregisterProducer()
+            leg.protocol.splice_leg = leg
+        for leg in (self.sender, self.listener):
+            leg.transport.registerProducer(_PauseReading(leg.other.transport), True)
+        for leg in (self.sender, self.listener):
+            early = bytes(leg.protocol.data)
+            leg.protocol.data = b""
+            if early:
+                self.data_received(leg, early)
+
+    def buffered_bytes(self) -> int:
+        """Bytes the gateway holds for this pair: unsent writes on both legs plus partial frames."""
+        return sum(
+            pending_write_bytes(leg.transport) + leg.relay.buffered for leg in (self.sender, self.listener)
+        )
+
+    def data_received(self, leg: SpliceLeg, data: bytes) -> None:
+        """Rewrite and forward what one leg sent; answer its control frames."""
+        if leg.close_received or leg.finished:
+            return
+        try:
+            items = leg.relay.feed(data)
+        except FrameError as e:
+            self._fail_leg(leg, e.code, e.reason)
+            return
+        other = leg.other
+        write = other.transport.write
+        for item in items:
+            if type(item) is bytes:
+                if not other.close_sent:
+                    self.bytes_relayed[leg.name] += len(item)
+                    write(item)
+            else:
+                self._control(leg, item)  # type: ignore[arg-type]
+                if leg.close_received or leg.finished:
+                    return
+
+    def _control(self, leg: SpliceLeg, frame: ControlFrame) -> None:
+        if frame.opcode == OP_PING:
+            if not leg.close_sent:
+                leg.transport.write(encode_frame(OP_PONG, frame.payload))
+        elif frame.opcode == OP_PONG:
+            return
+        elif frame.opcode == OP_CLOSE:
+            try:
+                code, reason = parse_close(frame.payload)
+            except FrameError as e:
+                self._fail_leg(leg, e.code, e.reason)
+                return
+            self._close_received(leg, CloseCode.NORMAL if code is None else code, reason)
+
+    def _close_received(self, leg: SpliceLeg, code: int, reason: str) -> None:
+        leg.close_received = True
+        leg.close_code = code
+        leg.close_reason = reason
+        other = leg.other
+        self.log.info(
+            "{side} of {connection_id} closed with {code}",
+            side=leg.name,
+            connection_id=self.connection_id,
+            code=code,
+            reason=reason,
+        )
+        if leg.close_sent:
+            # This answers a close we forwarded from the other leg: finish this leg, answer the other.
+            self._finish(leg)
+            if other.close_received and not other.close_sent:
+                self._send_close(other, code, reason)
+                self._finish(other)
+            return
+        if not other.close_sent and not other.finished:
+            self._send_close(other, code, reason)
+            self._arm_close_timer()
+        elif other.finished:
+            self._send_close(leg, code, reason)
+            self._finish(leg)
+
+    def _send_close(self, leg: SpliceLeg, code: int, reason: str) -> None:
+        if leg.close_sent or leg.finished:
+            return
+        leg.close_sent = True
+        leg.transport.write(encode_close(code, reason))
+
+    def _finish(self, leg: SpliceLeg) -> None:
+        if leg.finished:
+            return
+        leg.finished = True
+        leg.transport.loseConnection()
+        leg.other.transport.resumeProducing()
+        if self.sender.finished and self.listener.finished:
+            self._cancel_close_timer()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None:
+            self._close_timer = self._clock.callLater(self._close_timeout, self._close_timed_out)
+
+    def _cancel_close_timer(self) -> None:
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+
+    def _close_timed_out(self) -> None:
+        self._close_timer = None
+        self.log.info("closing handshake of {connection_id} timed out", connection_id=self.connection_id)
+        for leg in (self.sender, self.listener):
+            if not leg.finished:
+                if leg.close_received:
+                    self._send_close(leg, leg.close_code or CloseCode.NORMAL, leg.close_reason)
+                leg.finished = True
+                if leg.close_received:
+                    leg.transport.loseConnection()
+                else:
+                    leg.transport.abortConnection()
+
+    def _fail_leg(self, leg: SpliceLeg, code: int, reason: str) -> None:
+        self.log.warn(
+            "{side} of {connection_id} broke the WebSocket framing rules: {reason}",
+            side=leg.name,
+            connection_id=self.connection_id,
+            code=code,
+            reason=reason,
+        )
+        self._send_close(leg, code, reason)
+        leg.close_received = True
+        self._finish(leg)
+        other = leg.other
+        if not other.finished:
+            self._send_close(other, CloseCode.GOING_AWAY, f"{leg.name} failed: {reason}")
+            self._arm_close_timer()
+
+    def connection_lost(self, leg: SpliceLeg, reason: Failure) -> None:
+        """A leg's socket closed; close the other leg if it is still open."""
+        was_finished = leg.finished
+        leg.finished = True
+        leg.close_received = True
+        other = leg.other
+        other.transport.resumeProducing()
+        if not was_finished:
+            self.log.info(
+                "{side} of {connection_id} went away without closing",
+                side=leg.name,
+                connection_id=self.connection_id,
+            )
+        if other.finished:
+            self._cancel_close_timer()
+            return
+        if other.close_received and not other.close_sent:
+            # The other leg is waiting for its close to be answered: answer with its own code.
+            self._send_close(other, other.close_code or CloseCode.NORMAL, other.close_reason)
+            self._finish(other)
+            return
+        if not other.close_sent:
+            code = CloseCode.GOING_AWAY if leg.close_code is None else leg.close_code
+            text = f"{leg.name} went away" if leg.close_code is None else leg.close_reason
+            self._send_close(other, code, text)
+        self._arm_close_timer()

@@ -1,0 +1,199 @@
+"""
+The listener control channel: the long-lived WebSocket over which a listener is told about senders.
+
+It registers the listener, sends C{accept} messages, adopts renewed tokens, and closes with 1008 when the
+token lapses unrenewed. Messages from the listener other than C{renewToken} are handed to optional
+handlers (HTTP relaying adds C{response} handling); unknown keys are logged and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relay.auth import Rights
+from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.hybrid.messages import ControlMessageError, decode_object, parse_renew_token
+from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
+
+MessageHandler = Callable[["ControlChannel", Any], None]
+BinaryHandler = Callable[["ControlChannel", bytes], None]
+
+
+@implementer(IListenerChannel)
+class ControlChannel:
+    """
+    One registered listener.
+
+    @ivar listener_id: tracking id of the channel (the listener's C{sb-hc-id} or a new GUID).
+    @ivar admission: namespace, entity and the grant the channel was opened with.
+    @ivar closing: set once the channel is going away; it then gets no new work.
+    @ivar handlers: extra top-level message keys this channel understands (C{response} for HTTP).
+    @ivar binary_handler: what to do with binary messages (HTTP response bodies); ignored when C{None}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        protocol: Any,
+        router: HybridConnectionRouter,
+        admission: Admission,
+        listener_id: str,
+        host: str,
+        clock: IReactorTime,
+    ) -> None:
+        self.protocol = protocol
+        self.router = router
+        self.admission = admission
+        self.listener_id = listener_id
+        self.host = host
+        self.clock = clock
+        self.closing = False
+        self.handlers: dict[str, MessageHandler] = {}
+        self.binary_handler: BinaryHandler | None = None
+        self.on_closed: list[Callable[[ControlChannel], None]] = []
+        self._pending: set[Ticket] = set()
+        self._expiry_call: IDelayedCall | None = None
+        self._expiry = admission.grant.expiry if admission.grant else None
+
+    @property
+    def entity_name(self) -> str:
+        """The hybrid connection this listener serves."""
+        return self.admission.entity.name
+
+    def opened(self) -> None:
+        """The handshake completed: watch the token's expiry."""
+        self.log.info(
+            "listener {listener_id} online on {entity} ({count} listeners)",
+            listener_id=self.listener_id,
+            entity=self.entity_name,
+            count=self.router.registry.count(self.admission.namespace, self.admission.entity),
+        )
+        self._schedule_expiry()
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.cancel()
+        self._expiry_call = None
+        if self._expiry is not None:
+            delay = max(0.0, self._expiry - self.clock.seconds())
+            self._expiry_call = self.clock.callLater(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry_call = None
+        self.log.info("listener {listener_id} token expired without renewal", listener_id=self.listener_id)
+        self.close(CloseCode.POLICY_VIOLATION, "Token expired")
+
+    def send_control(self, payload: bytes) -> bool:
+        """Send one JSON text message if the channel is open."""
+        if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
+            return False
+        self.protocol.sendMessage(payload, isBinary=False)
+        return True
+
+    def send_binary(self, payload: bytes) -> bool:
+        """Send one binary message (an HTTP request body right after its C{request})."""
+        if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
+            return False
+        self.protocol.sendMessage(payload, isBinary=True)
+        return True
+
+    def add_pending(self, ticket: Ticket) -> None:
+        """Track a sender announced on this channel until its ticket is settled."""
+        self._pending.add(ticket)
+        ticket.when_done(self._pending.discard)
+
+    def message(self, payload: bytes, is_binary: bool) -> None:
+        """Handle one complete message from the listener."""
+        if is_binary:
+            if self.binary_handler is not None:
+                self.binary_handler(self, payload)
+            else:
+                self.log.debug(
+                    "ignored binary message from listener {listener_id}", listener_id=self.listener_id
+                )
+            return
+        try:
+            obj = decode_object(payload)
+            for key, body in obj.items():
+                if key == "renewToken":
+                    self._renew(parse_renew_token(body).token)
+                elif key in self.handlers:
+                    self.handlers[key](self, body)
+                else:
+                    self.log.info(
+                        "ignored unknown control message {key!r} from listener {listener_id}",
+                        key=key[:64],
+                        listener_id=self.listener_id,
+                    )
+        except ControlMessageError as e:
+            self.log.warn(
+                "malformed control message from listener {listener_id}: {error}",
+                listener_id=self.listener_id,
+                error=str(e),
+            )
+            self.close(CloseCode.POLICY_VIOLATION, f"Malformed control message: {e}")
+
+    def _renew(self, token: str) -> None:
+        try:
+            grant = self.router.authorize(
+                self.admission.namespace, self.admission.match, self.host, [token], Rights.LISTEN
+            )
+        except RelayError as e:
+            self.log.info(
+                "listener {listener_id} sent an invalid renewToken: {error}",
+                listener_id=self.listener_id,
+                error=e.message,
+            )
+            self.close(CloseCode.POLICY_VIOLATION, f"Invalid renewToken: {e.message}")
+            return
+        assert grant is not None  # noqa: S101 - listeners always need a token
+        self._expiry = grant.expiry
+        self._schedule_expiry()
+        self.log.info(
+            "listener {listener_id} renewed its token until {expiry}",
+            listener_id=self.listener_id,
+            expiry=grant.expiry,
+        )
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the channel on the relay's initiative (token expiry, bad message, shutdown)."""
+        if self.closing:
+            return
+        self._withdraw()
+        text = close_reason(f"{reason}. TrackingId:{self.listener_id}")
+        self.protocol.sendClose(code=int(code), reason=text)
+
+    def _withdraw(self) -> None:
+        self.closing = True
+        self.router.unregister_listener(self.admission, self)
+        if self._expiry_call is not None and self._expiry_call.active():
+            self._expiry_call.cancel()
+        self._expiry_call = None
+        for ticket in list(self._pending):
+            self.router.rendezvous.fail(
+                ticket,
+                RelayError(
+                    ErrorKind.LISTENER_TIMEOUT, "The listener went away before accepting the connection"
+                ),
+            )
+
+    def closed(self, code: int | None, reason: str | None) -> None:
+        """The socket is gone: unregister and fail whatever waited on this listener."""
+        if not self.closing:
+            self._withdraw()
+        self.log.info(
+            "listener {listener_id} offline from {entity} (close code {code})",
+            listener_id=self.listener_id,
+            entity=self.entity_name,
+            code=code,
+        )
+        callbacks, self.on_closed = self.on_closed, []
+        for callback in callbacks:
+            callback(self)

@@ -1,0 +1,126 @@
+"""
+One-time rendezvous addresses: a sender waits while its listener is asked to come and meet it.
+
+Each pending sender gets a L{Ticket} with a secret key (part of the address), a deadline, and a Deferred
+that fires with the listener's answer. A key is claimable exactly once; after a claim, timeout, rejection
+or cancellation it is gone and any later use is refused (403).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from relay.errors import ErrorKind, RelayError
+
+
+def new_key() -> str:
+    """An unguessable rendezvous key (128 random bits, URL-safe)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(eq=False)
+class Ticket:
+    """
+    A sender waiting for its listener.
+
+    @ivar key: the secret in the rendezvous address.
+    @ivar connection_id: the tracking id shown to both parties.
+    @ivar outcome: fires with what the listener side hands over, or fails with a L{RelayError}.
+    @ivar context: whatever the sender side needs to remember (offered subprotocols, headers).
+    """
+
+    key: str
+    connection_id: str
+    outcome: Deferred[Any] = field(default_factory=Deferred)
+    context: Any = None
+    _timer: IDelayedCall | None = None
+    _on_done: list[Callable[[Ticket], None]] = field(default_factory=list)
+    done: bool = False
+
+    def when_done(self, callback: Callable[[Ticket], None]) -> None:
+        """Call C{callback} once when the ticket is claimed, fails or is cancelled."""
+        self._on_done.append(callback)
+
+    def _finish(self) -> None:
+        self.done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        callbacks, self._on_done = self._on_done, []
+        for callback in callbacks:
+            callback(self)
+
+
+class RendezvousTable:
+    """
+    Pending rendezvous tickets by key, each with a deadline.
+
+    @ivar timeout: seconds a ticket stays claimable.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, timeout: float = 30.0) -> None:
+        self._clock = clock
+        self.timeout = timeout
+        self._tickets: dict[str, Ticket] = {}
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def open(self, connection_id: str, context: Any = None, key: str | None = None) -> Ticket:
+        """Create a ticket that fails with 504 unless claimed within the timeout."""
+        ticket = Ticket(key=key or new_key(), connection_id=connection_id, context=context)
+        if ticket.key in self._tickets:
+            raise ValueError("rendezvous key collision")
+        self._tickets[ticket.key] = ticket
+        ticket._timer = self._clock.callLater(self.timeout, self._expire, ticket)
+        return ticket
+
+    def claim(self, key: str) -> Ticket | None:
+        """Take a ticket out of the table; C{None} when the key is unknown, used or expired."""
+        ticket = self._tickets.pop(key, None)
+        if ticket is not None:
+            ticket._finish()
+        return ticket
+
+    def fail(self, ticket: Ticket, error: RelayError) -> None:
+        """Withdraw a pending ticket and fail its sender."""
+        if self._tickets.get(ticket.key) is ticket:
+            del self._tickets[ticket.key]
+            ticket._finish()
+            ticket.outcome.errback(error)
+
+    def cancel(self, ticket: Ticket) -> None:
+        """Withdraw a pending ticket without telling anyone (the sender went away)."""
+        if self._tickets.get(ticket.key) is ticket:
+            del self._tickets[ticket.key]
+            ticket._finish()
+
+    def _expire(self, ticket: Ticket) -> None:
+        ticket._timer = None
+        if self._tickets.get(ticket.key) is ticket:
+            self.log.info(
+                "rendezvous {connection_id} expired: no listener came within {timeout}s",
+                connection_id=ticket.connection_id,
+                timeout=self.timeout,
+            )
+            self.fail(
+                ticket,
+                RelayError(
+                    ErrorKind.LISTENER_TIMEOUT,
+                    f"No listener accepted the connection within {self.timeout:g}s",
+                ),
+            )
+
+    def fail_all(self, error: RelayError) -> None:
+        """Fail every pending ticket (shutdown)."""
+        for ticket in list(self._tickets.values()):
+            self.fail(ticket, error)

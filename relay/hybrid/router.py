@@ -1,0 +1,265 @@
+"""
+Hybrid connection routing: admission, listener registration, and pairing senders with listeners.
+
+Admission resolves the namespace and entity and checks tokens; each WebSocket sender is paired with a
+listener through a one-time rendezvous ticket.
+
+Nothing here touches a socket: transports hand in decoded upgrade requests and get decisions, tickets or
+L{RelayError}s back, and the listener side is reached only through L{IListenerChannel}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface
+
+from relay.auth import Grant, Rights, validate_any
+from relay.entities import HYBRID_CONNECTION, Entity, EntityMatch, HybridConnectionSettings, Namespace
+from relay.errors import ErrorKind, RelayError
+from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
+from relay.hybrid.messages import Accept, RemoteEndpoint
+from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
+from relay.listeners import ListenerRegistry, QuotaExceeded
+from relay.store import EntityConflict, IGatewayStore
+
+
+class IListenerChannel(Interface):
+    """A listener's control channel as routing sees it."""
+
+    listener_id = Attribute("The listener's tracking id.")
+    closing = Attribute("True once the channel is closing; it then gets no new work.")
+
+    def send_control(payload: bytes) -> bool:
+        """Send one JSON text message; return C{False} if the channel can no longer take it."""
+
+    def add_pending(ticket: Ticket) -> None:
+        """Remember a ticket issued through this channel, to fail it if the channel drops."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """
+    A request that passed admission.
+
+    @ivar namespace: the namespace the host selected.
+    @ivar match: the entity and the path suffix.
+    @ivar grant: the validated token, or C{None} for an anonymous sender.
+    """
+
+    namespace: Namespace
+    match: EntityMatch
+    grant: Grant | None
+
+    @property
+    def entity(self) -> Entity:
+        """The hybrid connection."""
+        return self.match.entity
+
+    @property
+    def settings(self) -> HybridConnectionSettings:
+        """The hybrid connection's settings."""
+        settings: HybridConnectionSettings = self.match.entity.settings
+        return settings
+
+
+@dataclass(frozen=True, slots=True)
+class SenderContext:
+    """What a waiting WebSocket sender offered, kept on its ticket for the listener's upgrade."""
+
+    offered_protocols: tuple[str, ...]
+    issued_query: str
+
+
+class HybridConnectionRouter:
+    """
+    Decide who may listen or send, and pair senders with listeners.
+
+    @ivar registry: live control channels per hybrid connection.
+    @ivar rendezvous: pending sender tickets.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        store: IGatewayStore,
+        registry: ListenerRegistry[IListenerChannel],
+        clock: IReactorTime,
+        websocket_base: str,
+        rendezvous_timeout: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.clock = clock
+        self.websocket_base = websocket_base
+        self.rendezvous = RendezvousTable(clock, rendezvous_timeout)
+
+    def resolve(self, host: str, path: str, *, create: bool = False) -> tuple[Namespace, EntityMatch]:
+        """
+        Find the namespace and hybrid connection for a host and an entity path (after C{$hc}).
+
+        @param create: make the hybrid connection if the namespace auto-creates them (first listener).
+        @raise RelayError: 404 when either is unknown or the name belongs to another entity kind.
+        """
+        namespace = self.store.namespace_for_host(host)
+        if namespace is None:
+            raise RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name")
+        match = self.store.match(namespace, path)
+        if match is None and create and namespace.auto_create:
+            match = self._auto_create(namespace, path)
+        if match is None:
+            raise RelayError(ErrorKind.NOT_FOUND, "No hybrid connection with this name")
+        if match.entity.kind != HYBRID_CONNECTION:
+            raise RelayError(ErrorKind.NOT_FOUND, f"{match.entity.name!r} is not a hybrid connection")
+        return namespace, match
+
+    def _auto_create(self, namespace: Namespace, path: str) -> EntityMatch | None:
+        from relay.entities import EntityNameError, split_name
+
+        try:
+            segments = split_name(path)
+        except EntityNameError:
+            return None
+        try:
+            entity = self.store.add(
+                namespace, Entity(name="/".join(segments), kind=HYBRID_CONNECTION, dynamic=True)
+            )
+        except EntityConflict:
+            return None
+        self.log.info(
+            "created hybrid connection {entity} in {namespace} for its first listener",
+            entity=entity.name,
+            namespace=namespace.name,
+        )
+        return EntityMatch(entity, "")
+
+    def authorize(
+        self,
+        namespace: Namespace,
+        match: EntityMatch,
+        host: str,
+        tokens: Sequence[str],
+        needed: Rights,
+    ) -> Grant | None:
+        """
+        Check the presented tokens for C{needed} on the matched entity.
+
+        Senders of a hybrid connection that does not require client authorization need no token, but a
+        token they present anyway must still be valid (no silent downgrade of a bad credential).
+
+        @return: the grant, or C{None} for an anonymous sender.
+        @raise RelayError: 401 or 403.
+        """
+        entity = match.entity
+        settings: HybridConnectionSettings = entity.settings
+        anonymous_ok = needed == Rights.SEND and not settings.requires_client_authorization
+        if anonymous_ok and not tokens:
+            return None
+        decision = validate_any(
+            tokens,
+            rules=(*namespace.rules, *entity.rules),
+            namespace_hosts=namespace.audience_hosts(host),
+            entity_path=entity.name,
+            needed=needed,
+            now=self.clock.seconds(),
+        )
+        if isinstance(decision, Grant):
+            return decision
+        raise RelayError(decision.kind, decision.reason)
+
+    def admit(
+        self, host: str, path: str, tokens: Sequence[str], needed: Rights, *, create: bool = False
+    ) -> Admission:
+        """Resolve and authorize in one step."""
+        namespace, match = self.resolve(host, path, create=create)
+        grant = self.authorize(namespace, match, host, tokens, needed)
+        return Admission(namespace, match, grant)
+
+    def register_listener(self, admission: Admission, channel: IListenerChannel) -> None:
+        """
+        Make a control channel eligible for senders.
+
+        @raise RelayError: 403 when the hybrid connection already has its maximum of listeners.
+        """
+        try:
+            self.registry.add(
+                admission.namespace, admission.entity, channel, admission.settings.max_listeners
+            )
+        except QuotaExceeded:
+            raise RelayError(
+                ErrorKind.QUOTA_EXCEEDED,
+                f"Quota exceeded: {admission.entity.name!r} allows {admission.settings.max_listeners} listeners",
+            ) from None
+
+    def unregister_listener(self, admission: Admission, channel: IListenerChannel) -> None:
+        """Remove a control channel; senders no longer go to it."""
+        self.registry.remove(admission.namespace, admission.entity, channel)
+
+    def connect_sender(
+        self,
+        admission: Admission,
+        target: RequestTarget,
+        entity_path: str,
+        headers: Mapping[str, str],
+        remote: RemoteEndpoint,
+        offered_protocols: Sequence[str],
+        connection_id: str | None = None,
+    ) -> Ticket:
+        """
+        Announce a WebSocket sender to one listener and return the ticket the sender waits on.
+
+        @param entity_path: the raw path after C{$hc} (entity name and the sender's suffix).
+        @param connection_id: the tracking id to use when the sender chose none (default: a new GUID).
+        @raise RelayError: 404 when no listener is online (or none could take the announcement).
+        """
+        sender_id = target.param("id")
+        connection_id = sender_id or connection_id or str(uuid.uuid4())
+        key = new_key() if sender_id else connection_id
+        address = rendezvous_address(
+            self.websocket_base,
+            entity_path,
+            target.query,
+            ACTION_ACCEPT,
+            connection_id,
+            key if sender_id else None,
+        )
+        issued_query = address.partition("?")[2]
+        accept = Accept(address=address, id=connection_id, connect_headers=headers, remote_endpoint=remote)
+        payload = accept.encode()
+        tried: list[IListenerChannel] = []
+        while True:
+            channel = self.registry.choose(admission.namespace, admission.entity, exclude=tried)
+            if channel is None:
+                raise RelayError(ErrorKind.NO_LISTENER, "No listener is connected to this hybrid connection")
+            tried.append(channel)
+            if channel.closing:
+                continue
+            ticket = self.rendezvous.open(
+                connection_id, SenderContext(tuple(offered_protocols), issued_query), key=key
+            )
+            if channel.send_control(payload):
+                channel.add_pending(ticket)
+                self.log.info(
+                    "sender {connection_id} announced to listener {listener_id} on {entity}",
+                    connection_id=connection_id,
+                    listener_id=channel.listener_id,
+                    entity=admission.entity.name,
+                )
+                return ticket
+            self.rendezvous.cancel(ticket)
+
+    def claim(self, key: str) -> Ticket:
+        """
+        Take the ticket a listener's rendezvous upgrade names.
+
+        @raise RelayError: 403 when the address is unknown, used or expired.
+        """
+        ticket = self.rendezvous.claim(key)
+        if ticket is None:
+            raise RelayError(ErrorKind.RENDEZVOUS_UNKNOWN, "Rendezvous address is unknown, used or expired")
+        return ticket

@@ -1,0 +1,423 @@
+"""
+The C{$hc} WebSocket endpoint: Autobahn protocol and factory for listeners, senders and rendezvous.
+
+The protocol only translates. C{onConnect} reads the upgrade (action, tokens, headers), asks the
+L{HybridConnectionRouter} for a decision, and installs a role: a L{ControlChannel} for listeners, or one leg
+of a L{Splice} for senders and their listeners' rendezvous upgrades. Refusals become HTTP statuses with a
+reason that names the cause and a tracking id; refused listeners are answered after a delay that grows per
+source address, because some clients reconnect in a tight loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote_plus
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import override
+
+from relay.auth import Rights
+from relay.errors import ErrorKind, RelayError
+from relay.hybrid.addressing import (
+    ACTION_ACCEPT,
+    ACTION_CONNECT,
+    ACTION_LISTEN,
+    ACTION_REQUEST,
+    AddressError,
+    RequestTarget,
+    hc_path,
+    split_target,
+)
+from relay.hybrid.bridge import Splice, SpliceLeg
+from relay.hybrid.control import ControlChannel
+from relay.hybrid.messages import RemoteEndpoint
+from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.router import HybridConnectionRouter, SenderContext
+from relay.throttle import FailureThrottle
+
+_HEADER_SPELLING = {
+    "sec-websocket-key": "Sec-WebSocket-Key",
+    "sec-websocket-version": "Sec-WebSocket-Version",
+    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
+    "sec-websocket-extensions": "Sec-WebSocket-Extensions",
+    "www-authenticate": "WWW-Authenticate",
+    "te": "TE",
+}
+_TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
+_MAX_REASON = 200
+
+
+def header_name(lower: str) -> str:
+    """The conventional spelling of a header name Autobahn handed us in lower case."""
+    return _HEADER_SPELLING.get(lower) or "-".join(part.capitalize() for part in lower.split("-"))
+
+
+def connect_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The sender's upgrade headers for the C{accept} message: all but the relay's token header."""
+    return {header_name(name): value for name, value in headers.items() if name != _TOKEN_HEADER}
+
+
+def safe_reason(text: str) -> str:
+    """A reason phrase that cannot break the HTTP status line."""
+    cleaned = "".join(c if 32 <= ord(c) < 127 else " " for c in text)
+    return cleaned[:_MAX_REASON]
+
+
+def deny(error: RelayError, tracking_id: str) -> ConnectionDeny:
+    """The Autobahn refusal for a relay error."""
+    return ConnectionDeny(error.status, safe_reason(error.describe(tracking_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection(Exception):
+    """A listener refused a sender: the sender's upgrade fails with the listener's own status."""
+
+    status: int
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What a listener's accepted rendezvous hands to the waiting sender."""
+
+    protocol: HybridConnectionProtocol
+    subprotocol: str | None
+
+
+class HybridConnectionFactory(WebSocketServerFactory):
+    """
+    Carries the router and limits to every C{$hc} connection.
+
+    @ivar router: admission and pairing decisions.
+    @ivar throttle: delays for refused listeners.
+    @ivar limits: gateway-wide numbers (see L{relay.config.GATEWAY_LIMITS}).
+    """
+
+    def __init__(
+        self,
+        router: HybridConnectionRouter,
+        throttle: FailureThrottle,
+        clock: IReactorTime,
+        limits: Mapping[str, float],
+        server_name: str = "relay",
+    ) -> None:
+        super().__init__(server=server_name, reactor=clock)
+        self.router = router
+        self.throttle = throttle
+        self.clock = clock
+        self.limits = limits
+        self.request_rendezvous: Any = None  # HTTP relaying plugs in here
+        self.splices: set[Splice] = set()
+        self.externalPort = None
+        ping = float(limits.get("control_ping_interval", 30.0))
+        self.setProtocolOptions(
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=float(limits.get("close_handshake_timeout", 5.0)),
+            autoPingInterval=ping,
+            autoPingTimeout=ping,
+            maxFramePayloadSize=4 * 1024 * 1024,
+            maxMessagePayloadSize=16 * 1024 * 1024,
+            perMessageCompressionAccept=lambda offers: None,
+            failByDrop=False,
+        )
+
+
+class HybridConnectionProtocol(WebSocketServerProtocol):
+    """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
+
+    # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
+    logger = Logger()
+    factory: HybridConnectionFactory
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracking_id = ""
+        self.splice_leg: SpliceLeg | None = None
+        self.control: ControlChannel | None = None
+        self.http_role: Any = None
+        self._ticket: Ticket | None = None
+        self._handoff: Handoff | None = None
+        self._accepted_ticket: Ticket | None = None
+        self._accepted_protocol: str | None = None
+        self._delayed: IDelayedCall | None = None
+        self._throttled_source: str | None = None
+        self._gone = False
+
+    # -- handshake -------------------------------------------------------------------------------------
+
+    @override
+    def onConnect(self, request: ConnectionRequest) -> Any:
+        """Admit the upgrade and pick this connection's role."""
+        try:
+            target = split_target(self.http_request_uri)
+        except AddressError as e:
+            self.tracking_id = str(uuid.uuid4())
+            raise deny(RelayError(ErrorKind.BAD_REQUEST, str(e)), self.tracking_id) from None
+        self.tracking_id = target.param("id") or str(uuid.uuid4())
+        path = hc_path(target.path) or "/"
+        action = target.param("action")
+        host = (self.http_request_host or "").lower()
+        try:
+            if action == ACTION_LISTEN:
+                return self._listen(request, target, path, host)
+            if action == ACTION_CONNECT:
+                return self._connect(request, target, path, host)
+            if action == ACTION_ACCEPT:
+                return self._accept(request, target)
+            if action == ACTION_REQUEST and self.factory.request_rendezvous is not None:
+                return self.factory.request_rendezvous(self, request, target)
+            if action == ACTION_REQUEST:
+                raise RelayError(
+                    ErrorKind.RENDEZVOUS_UNKNOWN, "Rendezvous address is unknown, used or expired"
+                )
+            raise RelayError(ErrorKind.BAD_REQUEST, "Missing or unknown sb-hc-action")
+        except RelayError as e:
+            self.logger.info(
+                "refused {action} upgrade on {path}: {kind} {message}",
+                action=action or "-",
+                path=path[:200],
+                kind=e.kind.name,
+                message=e.message,
+                tracking_id=self.tracking_id,
+                peer=self.peer,
+            )
+            if action == ACTION_LISTEN:
+                return self._deny_later(e)
+            raise deny(e, self.tracking_id) from None
+
+    def _tokens(self, request: ConnectionRequest, target: RequestTarget) -> list[str]:
+        tokens = []
+        header = request.headers.get(_TOKEN_HEADER)
+        if header:
+            tokens.append(header)
+        query = target.param("token")
+        if query:
+            tokens.append(query)
+        return tokens
+
+    def _remote(self) -> RemoteEndpoint:
+        peer = self.transport.getPeer()
+        return RemoteEndpoint(address=getattr(peer, "host", ""), port=int(getattr(peer, "port", 0)))
+
+    def _listen(self, request: ConnectionRequest, target: RequestTarget, path: str, host: str) -> None:
+        router = self.factory.router
+        admission = router.admit(host, path, self._tokens(request, target), Rights.LISTEN, create=True)
+        channel = ControlChannel(self, router, admission, self.tracking_id, host, self.factory.clock)
+        router.register_listener(admission, channel)
+        self.factory.throttle.forget(self._source())
+        self.control = channel
+        return None
+
+    def _connect(
+        self, request: ConnectionRequest, target: RequestTarget, path: str, host: str
+    ) -> Deferred[Any]:
+        router = self.factory.router
+        admission = router.admit(host, path, self._tokens(request, target), Rights.SEND)
+        ticket = router.connect_sender(
+            admission,
+            target,
+            path,
+            connect_headers(request.headers),
+            self._remote(),
+            tuple(request.protocols),
+            connection_id=self.tracking_id,
+        )
+        self._ticket = ticket
+        self.autoPingInterval = 0
+        outcome: Deferred[Any] = ticket.outcome
+        outcome.addCallbacks(self._listener_arrived, self._listener_failed)
+        return outcome
+
+    def _listener_arrived(self, handoff: Handoff) -> str | None:
+        if self._gone:
+            handoff.protocol.sendClose(code=1001, reason="Sender went away")
+            raise ConnectionDeny(ErrorKind.BAD_GATEWAY.status, "Sender went away")
+        self._handoff = handoff
+        return handoff.subprotocol
+
+    def _listener_failed(self, failure: Failure) -> None:
+        error = failure.value
+        if isinstance(error, Rejection):
+            raise ConnectionDeny(error.status, safe_reason(error.description)) from None
+        if isinstance(error, RelayError):
+            self.logger.info(
+                "sender {tracking_id} not connected: {message}",
+                tracking_id=self.tracking_id,
+                message=error.message,
+            )
+            raise deny(error, self.tracking_id) from None
+        failure.raiseException()
+
+    def _accept(self, request: ConnectionRequest, target: RequestTarget) -> str | None:
+        key = target.param("key") or target.param("id") or ""
+        ticket = self.factory.router.claim(key)
+        self.tracking_id = ticket.connection_id
+        context: SenderContext = ticket.context
+        rejection = _rejection(target, self.http_request_uri, context.issued_query)
+        if rejection is not None:
+            self.logger.info(
+                "listener rejected sender {tracking_id} with {status}",
+                tracking_id=self.tracking_id,
+                status=rejection.status,
+            )
+            ticket.outcome.errback(rejection)
+            raise RelayError(ErrorKind.REJECT_DELIVERED, "Rejection delivered to the sender")
+        chosen = None
+        if request.protocols:
+            offered = [p for p in request.protocols if p in context.offered_protocols]
+            if not offered:
+                ticket.outcome.errback(
+                    RelayError(
+                        ErrorKind.BAD_GATEWAY, "The listener chose a subprotocol the sender did not offer"
+                    )
+                )
+                raise RelayError(ErrorKind.BAD_REQUEST, "Subprotocol was not offered by the sender")
+            chosen = offered[0]
+        self._accepted_ticket = ticket
+        self._accepted_protocol = chosen
+        self.autoPingInterval = 0
+        return chosen
+
+    def _source(self) -> str:
+        return str(getattr(self.transport.getPeer(), "host", self.peer))
+
+    def _deny_later(self, error: RelayError) -> Deferred[None]:
+        throttle = self.factory.throttle
+        source = self._source()
+        delay = throttle.failure_delay(source)
+        refusal = deny(error, self.tracking_id)
+        if delay <= 0:
+            raise refusal
+        if not throttle.begin_wait(source):
+            self.logger.warn("dropping refused listener from {source}: too many waiting", source=source)
+            self.transport.abortConnection()
+            return Deferred()
+        self._throttled_source = source
+        waiting: Deferred[None] = Deferred()
+
+        def answer() -> None:
+            self._delayed = None
+            self._end_throttle()
+            waiting.errback(refusal)
+
+        self._delayed = self.factory.clock.callLater(delay, answer)
+        return waiting
+
+    def _end_throttle(self) -> None:
+        if self._throttled_source is not None:
+            self.factory.throttle.end_wait(self._throttled_source)
+            self._throttled_source = None
+
+    # -- open connection -------------------------------------------------------------------------------
+
+    @override
+    def onOpen(self) -> None:
+        """Start the role picked in C{onConnect}."""
+        if self.control is not None:
+            self.control.opened()
+        elif self._accepted_ticket is not None:
+            ticket, self._accepted_ticket = self._accepted_ticket, None
+            ticket.outcome.callback(Handoff(self, self._accepted_protocol))
+        elif self._handoff is not None:
+            splice = Splice(
+                self,
+                self._handoff.protocol,
+                self.factory.clock,
+                self.tracking_id,
+                buffer_size=int(self.factory.limits.get("splice_buffer_bytes", 262144)),
+                close_timeout=float(self.factory.limits.get("close_handshake_timeout", 5.0)),
+            )
+            self._handoff = None
+            self.factory.splices.add(splice)
+            splice.start()
+            self.logger.info("sender {tracking_id} joined its listener", tracking_id=self.tracking_id)
+        elif self.http_role is not None:
+            self.http_role.opened()
+
+    @override
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Messages reach only control channels and HTTP rendezvous; spliced legs bypass Autobahn."""
+        if self.control is not None:
+            self.control.message(payload, isBinary)
+        elif self.http_role is not None:
+            self.http_role.message(payload, isBinary)
+
+    @override
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Let the role clean up."""
+        if self.control is not None:
+            self.control.closed(code, reason)
+        elif self.http_role is not None:
+            self.http_role.closed(code, reason)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """Spliced legs relay raw frames; everything else goes through Autobahn."""
+        leg = self.splice_leg
+        if leg is not None:
+            leg.data_received(data)
+        else:
+            super().dataReceived(data)
+
+    @override
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Withdraw a waiting sender, release throttle slots, tell a splice its leg is gone."""
+        self._gone = True
+        if self._delayed is not None and self._delayed.active():
+            self._delayed.cancel()
+        self._delayed = None
+        self._end_throttle()
+        if self._ticket is not None and not self._ticket.done:
+            self.logger.info(
+                "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
+            )
+            self.factory.router.rendezvous.cancel(self._ticket)
+        leg = self.splice_leg
+        if leg is not None:
+            leg.connection_lost(reason)
+            if leg.other.finished:
+                self.factory.splices.discard(leg.splice)
+        super().connectionLost(reason)
+
+
+HybridConnectionFactory.protocol = HybridConnectionProtocol
+
+
+def _rejection(target: RequestTarget, raw_uri: str, issued_query: str) -> Rejection | None:
+    """
+    The status a listener's rendezvous upgrade carries to reject its sender, if any.
+
+    .NET appends C{sb-hc-statusCode}/C{sb-hc-statusDescription}; the Node libraries append the unprefixed
+    C{statusCode}/C{statusDescription}. Unprefixed names are only read from what the listener appended to
+    the address we issued, so a sender's own C{statusCode} query parameter is never mistaken for one.
+    """
+    code = target.param("statuscode")
+    description = target.param("statusdescription")
+    if code is None:
+        query = raw_uri.partition("?")[2]
+        appended = query[len(issued_query) :] if query.startswith(issued_query) else ""
+        if appended:
+            extra = split_target("/?" + appended.lstrip("&"))
+            pairs = dict(p.partition("=")[::2] for p in extra.query.split("&") if p)
+            lowered = {k.lower(): unquote_plus(v) for k, v in pairs.items()}
+            code = lowered.get("statuscode")
+            description = lowered.get("statusdescription", description)
+    if code is None:
+        return None
+    try:
+        status = int(code)
+    except ValueError:
+        status = 0
+    if not 400 <= status <= 599:
+        status = ErrorKind.BAD_GATEWAY.status
+        description = f"Listener rejected the connection with an invalid status {code[:10]!r}"
+    return Rejection(status, description or "Rejected by the listener")

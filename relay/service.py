@@ -1,0 +1,230 @@
+"""
+The gateway service tree: store, listener registry, routers, the web root, and one server per endpoint.
+
+Everything is built from a L{GatewaySettings} value and a reactor, so tests can assemble a gateway on a
+C{MemoryReactorClock} or on real loopback ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from typing_extensions import override
+
+from relay.auth import Rights, SharedAccessRule
+from relay.config import GatewayConfig, default_limits
+from relay.connstr import ConnectionString
+from relay.entities import Entity, Namespace
+from relay.errors import CloseCode, ErrorKind, RelayError
+from relay.hybrid.addressing import websocket_base
+from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
+from relay.hybrid.websocket import HybridConnectionFactory
+from relay.listeners import IListenerChooser, ListenerRegistry
+from relay.resource import ErrorResource, GatewayRoot
+from relay.state import DEVELOPMENT_KEY_NAME, development_key, write_endpoint
+from relay.store import MemoryGatewayStore
+from relay.throttle import FailureThrottle
+
+DEFAULT_LISTEN = "tcp:9080:interface=127.0.0.1"
+SERVER_NAME = "relay"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """
+    What the gateway is asked to do: the configuration file merged with the command line.
+
+    @ivar listen: endpoint strings (C{tcp:9080}, C{ssl:443:privateKey=...}).
+    @ivar public_url: base of rendezvous addresses; derived from the first endpoint when C{None}.
+    @ivar state_dir: where the development key and the last endpoint are kept.
+    @ivar config: the configuration file's content (empty: the development namespace only).
+    """
+
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    public_url: str | None = None
+    state_dir: Path = field(default_factory=lambda: Path("relay-state"))
+    config: GatewayConfig = field(default_factory=GatewayConfig)
+
+    @property
+    def limits(self) -> Mapping[str, float]:
+        """Gateway-wide limits, with defaults for what the file does not set."""
+        return {**default_limits(), **self.config.limits}
+
+
+def development_namespace(key: str) -> tuple[Namespace, tuple[Entity, ...]]:
+    """The embedded default: any host, hybrid connections created by their first listener, one root rule."""
+    rule = SharedAccessRule(DEVELOPMENT_KEY_NAME, key, Rights.LISTEN | Rights.SEND | Rights.MANAGE)
+    return Namespace(name="development", hosts=("*",), rules=(rule,), auto_create=True), ()
+
+
+def is_tls_endpoint(description: str) -> bool:
+    """Whether an endpoint string serves TLS."""
+    return description.split(":", 1)[0].lower() in ("ssl", "tls")
+
+
+def public_url_for(description: str, port: IListeningPort) -> str:
+    """Derive a public URL from a listening endpoint: its interface (or C{localhost}) and bound port."""
+    address = port.getHost()
+    host = getattr(address, "host", "localhost")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - detecting the wildcard, not binding it
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if is_tls_endpoint(description) else "http"
+    number = getattr(address, "port", 0)
+    default = 443 if scheme == "https" else 80
+    return f"{scheme}://{host}" + ("" if number == default else f":{number}")
+
+
+class HybridConnectionResource(Resource):
+    """C{/$hc/...}: WebSocket upgrades go to Autobahn; anything else is a client error."""
+
+    isLeaf = True
+
+    def __init__(self, factory: HybridConnectionFactory) -> None:
+        super().__init__()
+        self._websocket = WebSocketResource(factory)
+
+    @override
+    def render(self, request: IRequest) -> Any:
+        """Hand upgrades to Autobahn, refuse the rest with 400."""
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade != b"websocket":
+            error = RelayError(ErrorKind.BAD_REQUEST, "The $hc endpoint only accepts WebSocket upgrades")
+            return ErrorResource(error).render(request)
+        return self._websocket.render(request)
+
+
+class GatewayService(MultiService):
+    """
+    The whole gateway as one service.
+
+    @ivar store: namespaces and entities.
+    @ivar registry: live listeners.
+    @ivar hybrid: the hybrid connection router.
+    @ivar root: the web root other layers register with.
+    @ivar ports: listening ports once started, in C{listen} order.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        reactor: Any = None,
+        chooser: IListenerChooser | None = None,
+        extensions: Sequence[Callable[[GatewayService], None]] = (),
+    ) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.reactor = reactor
+        self.settings = settings
+        limits = settings.limits
+        namespaces = [(n.namespace, n.entities) for n in settings.config.namespaces]
+        self.development_key: str | None = None
+        if not namespaces:
+            self.development_key = development_key(settings.state_dir)
+            namespaces.append(development_namespace(self.development_key))
+        self.store = MemoryGatewayStore(namespaces)
+        self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)
+        self.throttle = FailureThrottle(
+            reactor,
+            base=limits["listener_failure_delay"],
+            maximum=limits["listener_failure_max_delay"],
+        )
+        self.hybrid = HybridConnectionRouter(
+            self.store,
+            self.registry,
+            reactor,
+            websocket_base(settings.public_url or "http://localhost"),
+            rendezvous_timeout=limits["rendezvous_timeout"],
+        )
+        self.hybrid_factory = HybridConnectionFactory(
+            self.hybrid, self.throttle, reactor, limits, SERVER_NAME
+        )
+        self.root = GatewayRoot(self.store)
+        self.root.register_prefix("$hc", HybridConnectionResource(self.hybrid_factory))
+        self.site = Site(self.root)
+        self.site.displayTracebacks = False
+        self.public_url = settings.public_url
+        self.ports: list[IListeningPort] = []
+        self._endpoint_services: list[StreamServerEndpointService] = []
+        for description in settings.listen:
+            service = StreamServerEndpointService(serverFromString(reactor, description), self.site)
+            service._raiseSynchronously = True
+            service.setServiceParent(self)
+            self._endpoint_services.append(service)
+        for extend in extensions:
+            extend(self)
+
+    @override
+    def startService(self) -> None:
+        """Listen on every endpoint, then announce where the gateway can be reached."""
+        super().startService()
+        waiting = [svc._waitingForPort for svc in self._endpoint_services if svc._waitingForPort is not None]
+        self.ready: Deferred[Any] = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
+        self.ready.addCallback(self._listening)
+
+    def _listening(self, results: list[tuple[bool, IListeningPort]]) -> GatewayService:
+        self.ports = [port for _, port in results]
+        if self.public_url is None and self.ports:
+            self.public_url = public_url_for(self.settings.listen[0], self.ports[0])
+        if self.public_url is not None:
+            self.hybrid.websocket_base = websocket_base(self.public_url)
+        for description, port in zip(self.settings.listen, self.ports, strict=False):
+            self.log.info(
+                "relay listening on {endpoint} ({address})", endpoint=description, address=str(port.getHost())
+            )
+        self.log.info("public URL (rendezvous addresses): {public_url}", public_url=self.public_url)
+        connection_string = self.connection_string()
+        if connection_string is not None:
+            plain = not (self.public_url or "").startswith("https")
+            write_endpoint(self.settings.state_dir, self._endpoint(), plain)
+            self.log.info(
+                "development namespace (any host name, hybrid connections created on first listen); "
+                "connection string: {connection_string}",
+                connection_string=connection_string,
+            )
+        return self
+
+    def _endpoint(self) -> str:
+        netloc = urlsplit(self.public_url or "http://localhost").netloc
+        return f"sb://{netloc}/"
+
+    def connection_string(self) -> str | None:
+        """The development namespace's connection string, or C{None} when a configuration file is in use."""
+        if self.development_key is None:
+            return None
+        plain = not (self.public_url or "").startswith("https")
+        return ConnectionString(
+            endpoint=self._endpoint(), key_name=DEVELOPMENT_KEY_NAME, key=self.development_key, plain=plain
+        ).format()
+
+    @override
+    def stopService(self) -> Deferred[None] | None:
+        """Tell listeners the gateway is going away (1001), fail waiting senders, stop listening."""
+        for namespace in self.store.namespaces():
+            for entity in self.store.entities(namespace):
+                for channel in self.registry.listeners(namespace, entity):
+                    close = getattr(channel, "close", None)
+                    if close is not None:
+                        close(CloseCode.GOING_AWAY, "Server shutting down")
+        self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
+        return super().stopService()  # type: ignore[no-any-return]

@@ -1,0 +1,66 @@
+"""
+The state directory: the development namespace's key, kept across restarts, and the last public endpoint.
+
+The key is generated once with 256 random bits and written with mode 0600, so C{relay connection-string}
+and a restarted gateway agree on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from relay.auth import generate_key
+
+DEVELOPMENT_KEY_NAME = "RootManageSharedAccessKey"
+_KEY_FILE = "development-key"
+_ENDPOINT_FILE = "gateway.json"
+
+
+def default_state_dir() -> Path:
+    """C{$XDG_STATE_HOME/relay}, or C{~/.local/state/relay}."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "relay"
+
+
+def development_key(state_dir: Path) -> str:
+    """Read the development namespace's key, creating it (and the directory) on first use."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / _KEY_FILE
+    try:
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    key = generate_key()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key
+
+
+def read_development_key(state_dir: Path) -> str | None:
+    """The development key if the gateway has made one, else C{None}."""
+    try:
+        return (state_dir / _KEY_FILE).read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_endpoint(state_dir: Path, endpoint: str, plain: bool) -> None:
+    """Remember where the gateway was last reachable, for C{relay connection-string}."""
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = state_dir / (_ENDPOINT_FILE + ".tmp")
+    tmp.write_text(json.dumps({"endpoint": endpoint, "plain": plain}) + "\n", encoding="utf-8")
+    tmp.replace(state_dir / _ENDPOINT_FILE)
+
+
+def read_endpoint(state_dir: Path) -> tuple[str, bool] | None:
+    """The endpoint and plain-text flag the gateway last wrote, or C{None}."""
+    try:
+        data = json.loads((state_dir / _ENDPOINT_FILE).read_text(encoding="utf-8"))
+        return str(data["endpoint"]), bool(data["plain"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
