@@ -1,0 +1,146 @@
+"""Tests for L{relay.config}: the TOML configuration file and its error messages."""
+
+from __future__ import annotations
+
+import textwrap
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.auth import Rights
+from relay.config import ConfigError, load_config, parse_config
+from relay.entities import HYBRID_CONNECTION, HybridConnectionSettings
+
+GOOD = """
+[gateway]
+listen = ["tcp:9080", "ssl:443:privateKey=k.pem:certKey=c.pem"]
+public_url = "https://relay.example.org"
+rendezvous_timeout = 10
+
+[[namespaces]]
+name = "contoso"
+hosts = ["relay.example.org", "Alias.Example.org"]
+auto_create = true
+
+  [[namespaces.rules]]
+  name = "RootManageSharedAccessKey"
+  key = "0123456789abcdef0123456789abcdef"
+  rights = ["Listen", "Send", "Manage"]
+
+  [[namespaces.hybrid_connections]]
+  name = "team/app"
+  requires_client_authorization = false
+  max_listeners = 3
+  request_timeout = 5.5
+
+    [[namespaces.hybrid_connections.rules]]
+    name = "app-send"
+    key = "fedcba9876543210fedcba9876543210"
+    rights = ["send"]
+
+  [[namespaces.hybrid_connections]]
+  name = "hyco"
+"""
+
+
+class LoadConfigTests(SynchronousTestCase):
+    """A valid file becomes frozen values; a bad one names file, key and problem."""
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(textwrap.dedent(text))
+        return path
+
+    def test_good_file(self) -> None:
+        """Every documented setting is read."""
+        config = load_config(self.write(GOOD))
+        self.assertEqual(config.listen, ("tcp:9080", "ssl:443:privateKey=k.pem:certKey=c.pem"))
+        self.assertEqual(config.public_url, "https://relay.example.org")
+        self.assertEqual(config.limits["rendezvous_timeout"], 10.0)
+        self.assertEqual(config.limits["control_ping_interval"], 30.0)
+        (ns,) = config.namespaces
+        self.assertEqual(ns.namespace.hosts, ("relay.example.org", "alias.example.org"))
+        self.assertTrue(ns.namespace.auto_create)
+        self.assertEqual(ns.namespace.rules[0].rights, Rights.LISTEN | Rights.SEND | Rights.MANAGE)
+        app, hyco = ns.entities
+        self.assertEqual((app.name, app.kind), ("team/app", HYBRID_CONNECTION))
+        self.assertEqual(app.settings, HybridConnectionSettings(False, 3, 5.5, True))
+        self.assertEqual(app.rules[0].name, "app-send")
+        self.assertEqual(hyco.settings, HybridConnectionSettings())
+
+    def assertProblem(self, text: str, key: str, fragment: str) -> None:
+        path = self.write(text)
+        with self.assertRaises(ConfigError) as ctx:
+            load_config(path)
+        message = str(ctx.exception)
+        self.assertTrue(message.startswith(path), message)
+        self.assertEqual(ctx.exception.key, key, message)
+        self.assertIn(fragment, message)
+
+    def test_errors_name_the_key(self) -> None:
+        """Each kind of mistake is reported with its key path."""
+        ns = '[[namespaces]]\nhosts = ["h"]\n'
+        hc = ns + "[[namespaces.hybrid_connections]]\n"
+        rule = ns + "[[namespaces.rules]]\n"
+        self.assertProblem("[gateway]\nlisten = 5\n", "gateway.listen", "must be an array")
+        self.assertProblem("[gateway]\nlistne = []\n", "gateway.listne", "not a known setting")
+        self.assertProblem(
+            "[gateway]\npublic_url = 'relay.example'\n", "gateway.public_url", "must start with"
+        )
+        self.assertProblem("[gateway]\nrendezvous_timeout = 0\n", "gateway.rendezvous_timeout", "between")
+        self.assertProblem("[[namespaces]]\nname = 'x'\n", "namespaces[0].hosts", "is required")
+        self.assertProblem(
+            '[[namespaces]]\nhosts = ["h:443"]\n', "namespaces[0].hosts", "without scheme, port"
+        )
+        self.assertProblem(hc + 'name = "a b"\n', "namespaces[0].hybrid_connections[0].name", "segment")
+        self.assertProblem(hc + 'name = "$hc/x"\n', "namespaces[0].hybrid_connections[0].name", "")
+        self.assertProblem(
+            hc + 'name = "x"\nmax_listeners = 0\n',
+            "namespaces[0].hybrid_connections[0].max_listeners",
+            "between 1 and 1000",
+        )
+        self.assertProblem(
+            hc + 'name = "x"\nmax_listeners = "5"\n',
+            "namespaces[0].hybrid_connections[0].max_listeners",
+            "must be an integer",
+        )
+        self.assertProblem(
+            hc + 'name = "x"\nrequires_client_authorization = 1\n',
+            "namespaces[0].hybrid_connections[0].requires_client_authorization",
+            "true or false",
+        )
+        self.assertProblem(
+            hc + 'name = "x"\n' + "[[namespaces.hybrid_connections]]\nname = 'X'\n",
+            "namespaces[0].hybrid_connections[1].name",
+            "already defined",
+        )
+        self.assertProblem(
+            rule + 'name = "r"\nkey = "short"\nrights = ["Send"]\n',
+            "namespaces[0].rules[0].key",
+            "at least 16",
+        )
+        self.assertProblem(
+            rule + 'name = "r"\nkey = "0123456789abcdef0"\nrights = ["Read"]\n',
+            "namespaces[0].rules[0].rights",
+            "unknown right",
+        )
+        self.assertProblem(
+            rule + 'name = "r"\nkey = "0123456789abcdef0"\nrights = []\n',
+            "namespaces[0].rules[0].rights",
+            "non-empty",
+        )
+        self.assertProblem(ns + '[[namespaces]]\nhosts = ["H"]\n', "namespaces[1].hosts", "already belongs")
+
+    def test_unreadable_and_not_toml(self) -> None:
+        """A missing file and a syntax error are reported with the file name."""
+        with self.assertRaises(ConfigError) as ctx:
+            load_config("/nonexistent/relay.toml")
+        self.assertIn("/nonexistent/relay.toml: cannot read the file", str(ctx.exception))
+        with self.assertRaises(ConfigError) as ctx:
+            load_config(self.write("[gateway\n"))
+        self.assertIn("not valid TOML", str(ctx.exception))
+
+    def test_empty(self) -> None:
+        """An empty document is valid and configures nothing."""
+        config = parse_config({}, "x.toml")
+        self.assertEqual(config.namespaces, ())

@@ -1,0 +1,47 @@
+"""Tests for L{relay.connstr}."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.connstr import ConnectionString, ConnectionStringError, parse_connection_string
+
+
+class ConnectionStringTests(SynchronousTestCase):
+    """Azure-format connection strings."""
+
+    def test_parse_azure(self) -> None:
+        """The portal's format, keys in any case, with a trailing semicolon."""
+        cs = parse_connection_string(
+            "Endpoint=sb://contoso.servicebus.windows.net/;sharedaccesskeyname=root;SharedAccessKey=abc=;EntityPath=hyco;"
+        )
+        self.assertEqual(cs.host, "contoso.servicebus.windows.net")
+        self.assertEqual(cs.websocket_base, "wss://contoso.servicebus.windows.net")
+        self.assertEqual(cs.http_base, "https://contoso.servicebus.windows.net")
+        self.assertEqual((cs.key_name, cs.key, cs.entity_path, cs.plain), ("root", "abc=", "hyco", False))
+
+    def test_emulator(self) -> None:
+        """C{UseDevelopmentEmulator=true} selects plain ws:// and http://, keeping the port."""
+        cs = parse_connection_string(
+            "Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=k;SharedAccessKey=v;UseDevelopmentEmulator=true"
+        )
+        self.assertEqual(cs.websocket_base, "ws://127.0.0.1:9080")
+        self.assertEqual(parse_connection_string(cs.format()), cs)
+
+    def test_errors(self) -> None:
+        """Unknown keys, missing endpoint or credentials are refused with a reason."""
+        for text, fragment in [
+            ("Endpoint=sb://h/;Foo=1;SharedAccessKeyName=k;SharedAccessKey=v", "unknown"),
+            ("SharedAccessKeyName=k;SharedAccessKey=v", "no Endpoint"),
+            ("Endpoint=h;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),
+            ("Endpoint=sb://h/", "needs"),
+            ("Endpoint=sb://h/;junk", "no '='"),
+        ]:
+            with self.subTest(text=text):
+                with self.assertRaises(ConnectionStringError) as ctx:
+                    parse_connection_string(text)
+                self.assertIn(fragment, str(ctx.exception))
+
+    def test_key_hidden_from_repr(self) -> None:
+        """The key never shows in reprs."""
+        self.assertNotIn("secret", repr(ConnectionString("sb://h/", "k", "secret")))

@@ -1,0 +1,83 @@
+"""Tests for L{relay.entities} and L{relay.store}: names and longest-segment matching."""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from relay.entities import HYBRID_CONNECTION, Entity, EntityNameError, Namespace, split_name
+from relay.store import EntityConflict, IGatewayStore, MemoryGatewayStore
+
+NS = Namespace(name="ns", hosts=("relay.example",))
+WILD = Namespace(name="dev", hosts=("*",))
+
+
+class NameTests(SynchronousTestCase):
+    """Entity names."""
+
+    def test_valid(self) -> None:
+        """Segments of letters, digits, C{.}, C{_} and C{-}; slashes at the ends are ignored."""
+        self.assertEqual(split_name("/team/app.v2_x-y/"), ("team", "app.v2_x-y"))
+
+    def test_invalid(self) -> None:
+        """Empty names, empty segments, odd characters and overlong names are refused."""
+        for name in ["", "/", "a//b", "a b", "-a", "a/$b", "ä", "x" * 261]:
+            with self.subTest(name=name):
+                self.assertRaises(EntityNameError, split_name, name)
+
+
+class StoreTests(SynchronousTestCase):
+    """The in-memory store."""
+
+    def setUp(self) -> None:
+        self.store = MemoryGatewayStore(
+            [
+                (NS, [Entity("team", HYBRID_CONNECTION), Entity("team/app", HYBRID_CONNECTION)]),
+                (WILD, [Entity("hyco", HYBRID_CONNECTION)]),
+            ]
+        )
+
+    def test_interface(self) -> None:
+        """The store provides L{IGatewayStore}."""
+        self.assertTrue(verifyObject(IGatewayStore, self.store))
+
+    def test_longest_match(self) -> None:
+        """The longest configured name wins, case-insensitively; the rest is the suffix."""
+        match = self.store.match(NS, "/Team/App/items/1")
+        assert match is not None
+        self.assertEqual((match.entity.name, match.suffix), ("team/app", "/items/1"))
+        match = self.store.match(NS, "/team/other")
+        assert match is not None
+        self.assertEqual((match.entity.name, match.suffix), ("team", "/other"))
+        self.assertIsNone(self.store.match(NS, "/nothing"))
+
+    def test_hosts(self) -> None:
+        """Exact host names win; anything else falls back to the wildcard namespace."""
+        self.assertIs(self.store.namespace_for_host("RELAY.example"), NS)
+        self.assertIs(self.store.namespace_for_host("other"), WILD)
+        self.assertIsNone(MemoryGatewayStore([(NS, [])]).namespace_for_host("other"))
+
+    def test_one_kind_per_name(self) -> None:
+        """A name belongs to one kind; adding the same kind again returns the existing entity."""
+        existing = self.store.get(NS, "TEAM")
+        self.assertIs(self.store.add(NS, Entity("team", HYBRID_CONNECTION)), existing)
+        self.assertRaises(EntityConflict, self.store.add, NS, Entity("team", "oneway"))
+
+    def test_remove(self) -> None:
+        """Removed entities no longer match."""
+        self.assertIsNotNone(self.store.remove(NS, "team/app"))
+        match = self.store.match(NS, "/team/app")
+        assert match is not None
+        self.assertEqual(match.entity.name, "team")
+
+    def test_duplicate_hosts(self) -> None:
+        """Two namespaces cannot share a host, and only one may be the wildcard."""
+        self.assertRaises(
+            ValueError, MemoryGatewayStore, [(NS, []), (Namespace("b", ("relay.example",)), [])]
+        )
+        self.assertRaises(ValueError, MemoryGatewayStore, [(WILD, []), (Namespace("c", ("*",)), [])])
+
+    def test_audience_hosts(self) -> None:
+        """A wildcard namespace accepts tokens for the host the request used."""
+        self.assertEqual(WILD.audience_hosts("h.example"), ("h.example",))
+        self.assertEqual(NS.audience_hosts("h.example"), ("relay.example",))

@@ -1,0 +1,179 @@
+"""Tests for L{relay.hybrid.frames}: the masked-to-unmasked frame rewriter."""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.hybrid.frames import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    ControlFrame,
+    FrameError,
+    FrameRelay,
+    encode_close,
+    encode_frame,
+    parse_close,
+    unmask,
+)
+
+
+def masked(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = None, rsv: int = 0) -> bytes:
+    """A client-to-server frame as a browser would send it."""
+    mask = mask if mask is not None else os.urandom(4)
+    b0 = (0x80 if fin else 0) | rsv | opcode
+    n = len(payload)
+    if n < 126:
+        header = bytes((b0, 0x80 | n))
+    elif n < 65536:
+        header = bytes((b0, 0x80 | 126)) + struct.pack("!H", n)
+    else:
+        header = bytes((b0, 0x80 | 127)) + struct.pack("!Q", n)
+    return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def run(relay: FrameRelay, data: bytes, cut: int) -> tuple[bytes, list[ControlFrame]]:
+    """Feed C{data} in pieces of C{cut} bytes; return the data bytes and control frames produced."""
+    out: list[bytes] = []
+    controls: list[ControlFrame] = []
+    for i in range(0, len(data), cut):
+        for item in relay.feed(data[i : i + cut]):
+            if isinstance(item, bytes):
+                out.append(item)
+            else:
+                controls.append(item)
+    return b"".join(out), controls
+
+
+class UnmaskTests(SynchronousTestCase):
+    """Both unmasking paths agree with the definition."""
+
+    @given(st.binary(max_size=5000), st.binary(min_size=4, max_size=4), st.integers(0, 7))
+    @settings(max_examples=200)
+    def test_matches_definition(self, data: bytes, mask: bytes, offset: int) -> None:
+        """Byte i of the output is data[i] XOR mask[(offset + i) % 4], small or large."""
+        expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
+        self.assertEqual(unmask(data, mask, offset), expected)
+
+
+class FrameRelayTests(SynchronousTestCase):
+    """Framing is kept exactly, at every read boundary."""
+
+    def stream(self) -> tuple[bytes, bytes]:
+        """A masked input with every kind of frame, and the unmasked output it must become."""
+        big = os.urandom(70000)
+        mid = os.urandom(300)
+        frames = [
+            (OP_TEXT, "héllo".encode(), True),
+            (OP_BINARY, big, True),
+            (OP_TEXT, b"frag-1", False),
+            (OP_PING, b"p1", True),
+            (OP_CONTINUATION, mid, False),
+            (OP_PONG, b"", True),
+            (OP_CONTINUATION, b"", True),
+            (OP_BINARY, b"", True),
+        ]
+        source = b"".join(masked(op, p, fin) for op, p, fin in frames)
+        expected = b"".join(encode_frame(op, p, fin) for op, p, fin in frames if op not in (OP_PING, OP_PONG))
+        return source, expected
+
+    def test_every_split_point_small(self) -> None:
+        """Split into pieces of every size from 1 to 20 bytes, output and control frames are identical."""
+        source, expected = self.stream()
+        for cut in [*range(1, 21), 127, 4096, 65536, len(source)]:
+            data, controls = run(FrameRelay(), source, cut)
+            self.assertEqual(data, expected, f"cut={cut}")
+            self.assertEqual(controls, [ControlFrame(OP_PING, b"p1"), ControlFrame(OP_PONG, b"")])
+
+    def test_every_byte_boundary_of_a_short_stream(self) -> None:
+        """A stream split in two at every byte boundary produces the same output."""
+        source = masked(OP_TEXT, b"abc", fin=False) + masked(OP_PING, b"x") + masked(OP_CONTINUATION, b"def")
+        source += masked(OP_CLOSE, struct.pack("!H", 1000) + b"bye")
+        expected = encode_frame(OP_TEXT, b"abc", fin=False) + encode_frame(OP_CONTINUATION, b"def")
+        for split in range(len(source) + 1):
+            relay = FrameRelay()
+            items = relay.feed(source[:split]) + relay.feed(source[split:])
+            data = b"".join(i for i in items if isinstance(i, bytes))
+            controls = [i for i in items if isinstance(i, ControlFrame)]
+            self.assertEqual(data, expected, f"split={split}")
+            self.assertEqual([c.opcode for c in controls], [OP_PING, OP_CLOSE])
+            self.assertEqual(relay.buffered, 0)
+
+    def test_order_of_control_relative_to_data(self) -> None:
+        """A close after data comes after that data in the item list."""
+        items = FrameRelay().feed(masked(OP_BINARY, b"1234") + masked(OP_CLOSE, b"\x03\xe8"))
+        self.assertEqual(items, [encode_frame(OP_BINARY, b"1234"), ControlFrame(OP_CLOSE, b"\x03\xe8")])
+
+    def test_bounded_buffer(self) -> None:
+        """A huge frame is forwarded as it arrives; only partial headers are held back."""
+        relay = FrameRelay()
+        frame = masked(OP_BINARY, bytes(1_000_000))
+        out, _ = run(relay, frame[:500_000], 65536)
+        self.assertEqual(len(out), 500_000 - 4)  # 14-byte masked header became a 10-byte one
+        self.assertLessEqual(relay.buffered, 14)
+
+    def test_protocol_errors(self) -> None:
+        """Frames that break RFC 6455 raise L{FrameError} with close code 1002."""
+        cases = {
+            "unmasked": encode_frame(OP_TEXT, b"x"),
+            "rsv": masked(OP_TEXT, b"x", rsv=0x40),
+            "opcode": masked(0x3, b"x"),
+            "fragmented control": masked(OP_PING, b"x", fin=False),
+            "long control": masked(OP_PING, bytes(126)),
+            "stray continuation": masked(OP_CONTINUATION, b"x"),
+            "interleaved message": masked(OP_TEXT, b"a", fin=False) + masked(OP_BINARY, b"b"),
+            "huge length": bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + b"mask",
+        }
+        for name, data in cases.items():
+            with self.subTest(case=name):
+                with self.assertRaises(FrameError) as ctx:
+                    FrameRelay().feed(data)
+                self.assertEqual(ctx.exception.code, 1002)
+
+    @given(
+        st.lists(st.tuples(st.sampled_from([OP_TEXT, OP_BINARY]), st.binary(max_size=300)), max_size=10),
+        st.integers(1, 64),
+    )
+    @settings(max_examples=100)
+    def test_property_round_trip(self, messages: list[tuple[int, bytes]], cut: int) -> None:
+        """Property: any sequence of messages, read in any chunk size, comes out unmasked and unchanged."""
+        source = b"".join(masked(op, p) for op, p in messages)
+        expected = b"".join(encode_frame(op, p) for op, p in messages)
+        data, controls = run(FrameRelay(), source, cut)
+        self.assertEqual(data, expected)
+        self.assertEqual(controls, [])
+
+
+class CloseFrameTests(SynchronousTestCase):
+    """Close payloads."""
+
+    def test_parse(self) -> None:
+        """Code and reason are read; empty means no code."""
+        self.assertEqual(parse_close(b""), (None, ""))
+        self.assertEqual(parse_close(struct.pack("!H", 4000) + "ok ✓".encode()), (4000, "ok ✓"))
+
+    def test_invalid(self) -> None:
+        """One-byte payloads, reserved codes and non-UTF-8 reasons are errors."""
+        self.assertEqual(self._code(b"\x03"), 1002)
+        for code in (999, 1004, 1005, 1006, 1015, 2999, 5000):
+            self.assertEqual(self._code(struct.pack("!H", code)), 1002, code)
+        self.assertEqual(self._code(struct.pack("!H", 1000) + b"\xff"), 1007)
+
+    def _code(self, payload: bytes) -> int:
+        with self.assertRaises(FrameError) as ctx:
+            parse_close(payload)
+        return ctx.exception.code
+
+    def test_encode_close_clips_reason(self) -> None:
+        """A long reason is clipped so the frame stays a valid control frame (125 bytes)."""
+        frame = encode_close(1000, "x" * 500)
+        self.assertEqual(len(frame), 2 + 125)
+        self.assertEqual(encode_close(None), bytes((0x88, 0)))

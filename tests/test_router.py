@@ -1,0 +1,234 @@
+"""Tests for hybrid connection routing: admission, quotas, pairing, tickets and throttling."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from relay.auth import Rights, SharedAccessRule, make_token
+from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings, Namespace
+from relay.errors import ErrorKind, RelayError
+from relay.hybrid.addressing import split_target
+from relay.hybrid.messages import RemoteEndpoint
+from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
+from relay.listeners import ListenerRegistry, RoundRobinChooser
+from relay.store import MemoryGatewayStore
+from relay.throttle import FailureThrottle
+
+from .fakes import FakeListenerChannel
+
+KEY = "k" * 32
+RULE = SharedAccessRule("root", KEY, Rights.LISTEN | Rights.SEND | Rights.MANAGE)
+NS = Namespace("ns", ("relay.example",), (RULE,))
+AUTO = Namespace("dev", ("*",), (RULE,), auto_create=True)
+
+
+def token(path: str = "hyco", host: str = "relay.example", now: float = 0.0, ttl: float = 3600) -> str:
+    return make_token(f"http://{host}/{path}", "root", KEY, ttl=ttl, now=now)
+
+
+class RouterTests(SynchronousTestCase):
+    """Admission and sender pairing, with fake control channels."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1000)
+        store = MemoryGatewayStore(
+            [
+                (
+                    NS,
+                    [
+                        Entity("hyco", HYBRID_CONNECTION, settings=HybridConnectionSettings(max_listeners=2)),
+                        Entity(
+                            "open",
+                            HYBRID_CONNECTION,
+                            settings=HybridConnectionSettings(requires_client_authorization=False),
+                        ),
+                        Entity("soap", "oneway"),
+                    ],
+                ),
+                (AUTO, []),
+            ]
+        )
+        self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(RoundRobinChooser())
+        self.router = HybridConnectionRouter(store, self.registry, self.clock, "wss://relay.example", 30.0)
+
+    def admit(
+        self,
+        path: str = "/hyco",
+        tokens: list[str] | None = None,
+        needed: Rights = Rights.LISTEN,
+        host: str = "relay.example",
+    ):
+        return self.router.admit(
+            host,
+            path,
+            [token(now=self.clock.seconds())] if tokens is None else tokens,
+            needed,
+            create=needed == Rights.LISTEN,
+        )
+
+    def assertRefused(self, kind: ErrorKind, f, *args, **kwargs) -> RelayError:
+        with self.assertRaises(RelayError) as ctx:
+            f(*args, **kwargs)
+        self.assertEqual(ctx.exception.kind.status, kind.status, ctx.exception)
+        return ctx.exception
+
+    def test_fake_is_verified(self) -> None:
+        """The fake control channel provides the interface routing uses."""
+        self.assertTrue(verifyObject(IListenerChannel, FakeListenerChannel("l")))
+
+    def test_admission_outcomes(self) -> None:
+        """Unknown names are 404, wrong kinds 404, bad tokens 401, missing rights 403."""
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/nothing")
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/soap")
+        self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, "/hyco", [])
+        self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, "/hyco", ["garbage"])
+        self.assertRefused(ErrorKind.FORBIDDEN, self.admit, "/hyco", [token("other")])
+        expired = token(now=self.clock.seconds() - 7200)
+        self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, "/hyco", [expired])
+        admission = self.admit("/hyco/suffix/x")
+        self.assertEqual((admission.entity.name, admission.match.suffix), ("hyco", "/suffix/x"))
+
+    def test_anonymous_senders(self) -> None:
+        """An HC without client authorization admits senders with no token, but not with a bad one."""
+        self.assertIsNone(self.admit("/open", [], Rights.SEND).grant)
+        self.assertRefused(
+            ErrorKind.UNAUTHORIZED,
+            self.admit,
+            "/open",
+            ["SharedAccessSignature sr=x&sig=AAAA&se=1&skn=root"],
+            Rights.SEND,
+        )
+        self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, "/open", [])  # listeners always need one
+
+    def test_auto_create(self) -> None:
+        """In an auto-create namespace the first listener creates the hybrid connection; senders do not."""
+        self.assertRefused(
+            ErrorKind.NOT_FOUND, self.admit, "/newhc", [token("newhc", "any.host")], Rights.SEND, "any.host"
+        )
+        admission = self.admit("/newhc", [token("newhc", "any.host")], Rights.LISTEN, "any.host")
+        self.assertTrue(admission.entity.dynamic)
+        self.assertEqual(
+            self.admit("/newhc", [token("newhc", "any.host")], Rights.SEND, "any.host").entity,
+            admission.entity,
+        )
+
+    def test_quota(self) -> None:
+        """The third listener of an HC limited to two is refused with 403 quota exceeded."""
+        admission = self.admit()
+        self.router.register_listener(admission, FakeListenerChannel("a"))
+        self.router.register_listener(admission, FakeListenerChannel("b"))
+        error = self.assertRefused(
+            ErrorKind.QUOTA_EXCEEDED, self.router.register_listener, admission, FakeListenerChannel("c")
+        )
+        self.assertIn("Quota exceeded", error.message)
+
+    def connect(
+        self, raw_target: str = "/$hc/hyco/chat?room=1&sb-hc-action=connect", connection_id: str | None = None
+    ):
+        admission = self.admit("/hyco/chat", needed=Rights.SEND)
+        target = split_target(raw_target)
+        return self.router.connect_sender(
+            admission,
+            target,
+            "/hyco/chat",
+            {"Sec-WebSocket-Key": "k"},
+            RemoteEndpoint("10.0.0.1", 5),
+            ["chat"],
+            connection_id=connection_id,
+        )
+
+    def test_no_listener(self) -> None:
+        """A sender with nobody listening is refused with 404."""
+        self.assertRefused(ErrorKind.NO_LISTENER, self.connect)
+
+    def test_accept_message(self) -> None:
+        """The chosen listener gets an accept with the address, id, headers and remote endpoint."""
+        channel = FakeListenerChannel("a")
+        self.router.register_listener(self.admit(), channel)
+        ticket = self.connect(connection_id="tracking-1")
+        (payload,) = channel.sent
+        accept = json.loads(payload)["accept"]
+        self.assertEqual(accept["id"], "tracking-1")
+        self.assertEqual(
+            accept["address"],
+            "wss://relay.example/$hc/hyco/chat?room=1&sb-hc-action=accept&sb-hc-id=tracking-1",
+        )
+        self.assertEqual(accept["connectHeaders"], {"Sec-WebSocket-Key": "k"})
+        self.assertEqual(accept["remoteEndpoint"], {"address": "10.0.0.1", "port": 5})
+        self.assertEqual(channel.pending, [ticket])
+        self.assertIs(self.router.claim("tracking-1"), ticket)
+
+    def test_sender_chosen_id_gets_secret_key(self) -> None:
+        """A sender-chosen id is guessable, so the address carries an extra random key, and the id alone claims nothing."""
+        channel = FakeListenerChannel("a")
+        self.router.register_listener(self.admit(), channel)
+        ticket = self.connect("/$hc/hyco/chat?sb-hc-action=connect&sb-hc-id=my-trace")
+        accept = json.loads(channel.sent[0])["accept"]
+        self.assertEqual(accept["id"], "my-trace")
+        self.assertIn(f"sb-hc-key={ticket.key}", accept["address"])
+        self.assertRefused(ErrorKind.RENDEZVOUS_UNKNOWN, self.router.claim, "my-trace")
+        self.assertIs(self.router.claim(ticket.key), ticket)
+
+    def test_single_use_and_expiry(self) -> None:
+        """An address is claimable once; an unclaimed one fails its sender with 504 after the timeout."""
+        channel = FakeListenerChannel("a")
+        self.router.register_listener(self.admit(), channel)
+        ticket = self.connect()
+        self.router.claim(ticket.key)
+        self.assertRefused(ErrorKind.RENDEZVOUS_UNKNOWN, self.router.claim, ticket.key)
+        late = self.connect()
+        self.clock.advance(30)
+        failure = self.failureResultOf(late.outcome, RelayError)
+        self.assertEqual(failure.value.status, 504)
+        self.assertRefused(ErrorKind.RENDEZVOUS_UNKNOWN, self.router.claim, late.key)
+
+    def test_refusing_channel_is_skipped(self) -> None:
+        """If the chosen channel cannot take the accept, another listener gets it."""
+        bad, good = FakeListenerChannel("bad", accepts=False), FakeListenerChannel("good")
+        admission = self.admit()
+        self.router.register_listener(admission, bad)
+        self.router.register_listener(admission, good)
+        self.connect()
+        self.assertEqual(len(good.sent), 1)
+        self.assertEqual(len(self.router.rendezvous), 1)
+
+    def test_round_robin(self) -> None:
+        """Senders are spread over listeners by the injected chooser."""
+        channels = [FakeListenerChannel(str(i)) for i in range(2)]
+        for channel in channels:
+            self.router.register_listener(self.admit(), channel)
+        for _ in range(4):
+            self.connect()
+        self.assertEqual([len(c.sent) for c in channels], [2, 2])
+
+
+class ThrottleTests(SynchronousTestCase):
+    """Per-source delays for refused listeners."""
+
+    def test_growth_cap_and_decay(self) -> None:
+        """Delays double per failure up to the cap, and reset after a quiet window."""
+        clock = Clock()
+        throttle = FailureThrottle(clock, base=0.5, maximum=4, window=60)
+        self.assertEqual([throttle.failure_delay("a") for _ in range(6)], [0.5, 1, 2, 4, 4, 4])
+        self.assertEqual(throttle.failure_delay("b"), 0.5)
+        clock.advance(61)
+        self.assertEqual(throttle.failure_delay("a"), 0.5)
+        throttle.forget("a")
+        self.assertEqual(throttle.failure_delay("a"), 0.5)
+
+    def test_bounded(self) -> None:
+        """The table and the number of held connections per source are bounded."""
+        throttle = FailureThrottle(Clock(), max_sources=3, max_pending_per_source=2)
+        for i in range(10):
+            throttle.failure_delay(f"s{i}")
+        self.assertEqual(len(throttle._failures), 3)
+        self.assertTrue(throttle.begin_wait("x"))
+        self.assertTrue(throttle.begin_wait("x"))
+        self.assertFalse(throttle.begin_wait("x"))
+        throttle.end_wait("x")
+        self.assertTrue(throttle.begin_wait("x"))
