@@ -168,7 +168,7 @@ class ControlChannel:
             return
         self._withdraw()
         text = close_reason(f"{reason}. TrackingId:{self.listener_id}")
-        self.protocol.sendClose(code=int(code), reason=text)
+        self.protocol.close_with(int(code), text)
 
     def _withdraw(self) -> None:
         self.closing = True

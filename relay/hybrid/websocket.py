@@ -239,7 +239,7 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
     def _listener_arrived(self, handoff: Handoff) -> str | None:
         if self._gone:
-            handoff.protocol.sendClose(code=1001, reason="Sender went away")
+            handoff.protocol.close_with(1001, "Sender went away")
             raise ConnectionDeny(ErrorKind.BAD_GATEWAY.status, "Sender went away")
         self._handoff = handoff
         return handoff.subprotocol
@@ -318,6 +318,18 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
             self._throttled_source = None
 
     # -- open connection -------------------------------------------------------------------------------
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start a closing handshake with any valid close code.
+
+        Autobahn's public C{sendClose} only allows 1000 and 3000-4999, but the relay must send 1001, 1008
+        and 1011 as the protocol defines them.
+        """
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=int(code), reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
 
     @override
     def onOpen(self) -> None:

@@ -1,0 +1,308 @@
+"""Transport tests for the C{$hc} endpoint on in-memory connections (no sockets, no real time)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
+
+
+class ListenerTests(GatewayTestCase):
+    """The control channel."""
+
+    def test_listen_registers(self) -> None:
+        """A listener with a Listen token is registered and gets a 101."""
+        listener = self.listen()
+        self.assertTrue(listener.opened)
+        self.assertEqual(self.gateway.registry.total(), 1)
+        listener.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(self.gateway.registry.total(), 0)
+
+    def test_refusals_are_delayed_per_source(self) -> None:
+        """A refused listener gets 401 only after a delay that grows with its source's failures."""
+        delays = []
+        for _ in range(3):
+            listener = self.listen(token="SharedAccessSignature sr=x&sig=AAAA&se=1&skn=root")
+            self.assertIsNone(listener.status)
+            waited = 0.0
+            while listener.status is None:
+                self.net.advance(0.5)
+                waited += 0.5
+            delays.append(waited)
+            self.assertEqual(listener.status, 401)
+            self.assertIn("TrackingId:", listener.status_line)
+        self.assertEqual(delays, [1.0, 2.0, 4.0])
+        other = self.listen(token="bad", source="10.9.9.9")
+        self.net.advance(1.0)
+        self.assertEqual(other.status, 401)
+
+    def test_refusal_statuses(self) -> None:
+        """Unknown HC 404, wrong rights 403, quota 403, unknown action 400."""
+        unknown = self.listen("nothing", token=self.token("nothing"))
+        wrong_right = self.send("hyco", token=self.token(key_name="listen-only", key=KEY[::-1]))
+        self.listen(), self.listen()
+        third = self.listen(source="10.0.0.2")
+        bad_action = self.net.connect(f"wss://{HOST}/$hc/hyco?sb-hc-action=dance")
+        self.net.advance(10)
+        self.assertEqual(unknown.status, 404)
+        self.assertEqual(wrong_right.status, 403)
+        self.assertEqual(third.status, 403)
+        self.assertIn("Quota exceeded", third.status_line)
+        self.assertEqual(bad_action.status, 400)
+
+    def test_token_expiry_closes_with_1008(self) -> None:
+        """A control channel whose token lapses unrenewed is closed with 1008."""
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.advance(59)
+        self.assertIsNone(listener.closed)
+        self.net.advance(2)
+        assert listener.closed is not None
+        self.assertEqual(listener.closed[1], 1008)
+        self.assertIn("Token expired", listener.closed[2] or "")
+        self.assertEqual(self.gateway.registry.total(), 0)
+
+    def test_renew_token_extends(self) -> None:
+        """A valid renewToken replaces the expiry; the channel outlives the first token."""
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.advance(50)
+        listener.sendMessage(json.dumps({"renewToken": {"token": self.token(ttl=120)}}).encode())
+        self.net.advance(100)
+        self.assertIsNone(listener.closed)
+        self.net.advance(30)
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+
+    def test_invalid_renew_token_closes(self) -> None:
+        """A renewToken with a bad token closes the channel with 1008."""
+        listener = self.listen()
+        listener.sendMessage(json.dumps({"renewToken": {"token": "SharedAccessSignature nope"}}).encode())
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        self.assertIn("Invalid renewToken", listener.closed[2])  # type: ignore[index]
+
+    def test_malformed_and_unknown_messages(self) -> None:
+        """Unknown keys and stray binary messages are ignored; non-JSON text closes with 1008."""
+        listener = self.listen()
+        listener.sendMessage(b'{"futureThing": {}}')
+        listener.sendMessage(b"\x00\x01", isBinary=True)
+        self.net.flush()
+        self.assertIsNone(listener.closed)
+        listener.sendMessage(b"not json")
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+
+
+class SenderTests(GatewayTestCase):
+    """WebSocket senders and the accept rendezvous."""
+
+    def accept_next(
+        self, listener: RecordingClient, protocols: list[str] | None = None, extra: str = ""
+    ) -> RecordingClient:
+        payload, is_binary = listener.messages[-1]
+        self.assertFalse(is_binary)
+        accept = json.loads(payload)["accept"]
+        return self.net.connect(accept["address"] + extra, protocols=protocols)
+
+    def pair(self, **sender_kwargs) -> tuple[RecordingClient, RecordingClient, RecordingClient]:
+        listener = self.listen()
+        sender = self.send(**sender_kwargs)
+        self.assertIsNone(sender.status)  # held until the listener accepts
+        rendezvous = self.accept_next(listener)
+        return listener, sender, rendezvous
+
+    def test_no_listener(self) -> None:
+        """With nobody listening the sender gets 404 at once."""
+        sender = self.send()
+        self.assertEqual(sender.status, 404)
+        self.assertIn("No listener", sender.status_line)
+
+    def test_accept_message(self) -> None:
+        """The accept names the address, the sender's id and headers (minus the token) and its endpoint."""
+        listener = self.listen()
+        self.send("hyco/chat", query="room=1&sb-hc-id=trace-1")
+        accept = json.loads(listener.messages[-1][0])["accept"]
+        self.assertEqual(accept["id"], "trace-1")
+        self.assertTrue(
+            accept["address"].startswith(
+                f"wss://{HOST}/$hc/hyco/chat?room=1&sb-hc-action=accept&sb-hc-id=trace-1&sb-hc-key="
+            )
+        )
+        headers = accept["connectHeaders"]
+        self.assertIn("Sec-WebSocket-Key", headers)
+        self.assertEqual(headers["Sec-WebSocket-Version"], "13")
+        self.assertNotIn("Servicebusauthorization", headers)
+        self.assertEqual(
+            accept["remoteEndpoint"], {"address": "10.0.0.1", "port": accept["remoteEndpoint"]["port"]}
+        )
+
+    def test_relay_both_ways(self) -> None:
+        """After the rendezvous both sides exchange text and binary messages, types preserved."""
+        _, sender, rendezvous = self.pair()
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        sender.sendMessage("héllo".encode(), isBinary=False)
+        sender.sendMessage(bytes(range(256)) * 1000, isBinary=True)
+        rendezvous.sendMessage(b"back", isBinary=False)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [("héllo".encode(), False), (bytes(range(256)) * 1000, True)])
+        self.assertEqual(sender.messages, [(b"back", False)])
+
+    def test_fragmented_message(self) -> None:
+        """A message sent as several frames arrives whole."""
+        _, sender, rendezvous = self.pair()
+        sender.beginMessage(isBinary=True)
+        for part in (b"ab", b"cd", b"ef"):
+            sender.sendMessageFrame(part)
+        sender.endMessage()
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"abcdef", True)])
+
+    def test_close_is_end_to_end(self) -> None:
+        """The sender's close code and reason reach the listener, and the listener's answer completes it."""
+        _, sender, rendezvous = self.pair()
+        rendezvous.echoCloseCodeReason = True
+        sender.sendClose(4001, "done here")
+        self.net.flush()
+        self.assertEqual(rendezvous.closed[1:], (4001, "done here"))  # type: ignore[index]
+        self.assertEqual(sender.closed, (True, 4001, "done here"))
+        self.assertEqual(self.gateway.hybrid_factory.splices, set())
+
+    def test_listener_vanishes(self) -> None:
+        """A listener leg that drops without a close becomes a 1001 close for the sender."""
+        _, sender, rendezvous = self.pair()
+        rendezvous.transport.abortConnection()
+        self.net.advance(6)
+        self.assertEqual(sender.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(sender.state, WebSocketProtocol.STATE_CLOSED)
+
+    def test_ping_answered_per_leg(self) -> None:
+        """Pings are answered by the gateway on the same leg, not forwarded."""
+        _, sender, rendezvous = self.pair()
+        pongs = []
+        sender.onPong = pongs.append
+        rendezvous_pings = []
+        rendezvous.onPing = rendezvous_pings.append
+        sender.sendPing(b"x")
+        self.net.flush()
+        self.assertEqual(pongs, [b"x"])
+        self.assertEqual(rendezvous_pings, [])
+
+    def test_protocol_error_on_a_leg(self) -> None:
+        """A leg that sends a reserved opcode is failed with 1002; the other leg is closed with 1001."""
+        _, sender, rendezvous = self.pair()
+        sender.transport.write(bytes((0x83, 0x80)) + b"mask")
+        self.net.advance(6)
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+
+    def test_reject(self) -> None:
+        """A listener's reject fails the sender with its status; the listener's upgrade gets 410."""
+        listener = self.listen()
+        sender = self.send()
+        rendezvous = self.accept_next(
+            listener, extra="&statusCode=401&statusDescription=Unauthorized%20by%20app"
+        )
+        self.assertEqual(rendezvous.status, 410)
+        self.assertEqual(sender.status, 401)
+        self.assertIn("Unauthorized by app", sender.status_line)
+
+    def test_prefixed_reject(self) -> None:
+        """.NET's C{sb-hc-statusCode} spelling works as well."""
+        listener = self.listen()
+        sender = self.send()
+        rendezvous = self.accept_next(listener, extra="&sb-hc-statusCode=403&sb-hc-statusDescription=No")
+        self.assertEqual((rendezvous.status, sender.status), (410, 403))
+
+    def test_sender_status_code_param_is_not_a_reject(self) -> None:
+        """A sender's own C{statusCode} query parameter does not look like a rejection."""
+        listener = self.listen()
+        sender = self.send(query="statusCode=500")
+        rendezvous = self.accept_next(listener)
+        self.assertEqual((rendezvous.status, sender.status), (101, 101))
+
+    def test_subprotocol(self) -> None:
+        """The listener's choice among the sender's offers is given to both legs."""
+        listener = self.listen()
+        sender = self.send(protocols=["chat", "superchat"])
+        rendezvous = self.accept_next(listener, protocols=["superchat"])
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        self.assertEqual((sender.response_protocol, rendezvous.response_protocol), ("superchat", "superchat"))
+
+    def test_subprotocol_not_offered(self) -> None:
+        """A subprotocol the sender did not offer fails the listener (400) and the sender (502)."""
+        listener = self.listen()
+        sender = self.send(protocols=["chat"])
+        rendezvous = self.accept_next(listener, protocols=["other"])
+        self.assertEqual((rendezvous.status, sender.status), (400, 502))
+
+    def test_accept_timeout(self) -> None:
+        """A listener that never comes makes the sender fail with 504 after 30 s; the address then is dead."""
+        listener = self.listen()
+        sender = self.send()
+        self.net.advance(29)
+        self.assertIsNone(sender.status)
+        self.net.advance(2)
+        self.assertEqual(sender.status, 504)
+        late = self.accept_next(listener)
+        self.assertEqual(late.status, 403)
+
+    def test_address_single_use(self) -> None:
+        """A second upgrade to the same address is refused with 403."""
+        listener = self.listen()
+        self.send()
+        first = self.accept_next(listener)
+        second = self.accept_next(listener)
+        self.assertEqual((first.status, second.status), (101, 403))
+
+    def test_listener_channel_drops_while_sender_waits(self) -> None:
+        """If the chosen listener goes offline before accepting, the sender fails (504) at once."""
+        listener = self.listen()
+        sender = self.send()
+        listener.transport.abortConnection()
+        self.net.flush()
+        self.assertEqual(sender.status, 504)
+        self.assertIn("went away", sender.status_line)
+
+    def test_sender_leaves_while_waiting(self) -> None:
+        """A sender that disconnects before the accept withdraws its address (late accept: 403)."""
+        listener = self.listen()
+        sender = self.send()
+        sender.transport.abortConnection()
+        self.net.flush()
+        late = self.accept_next(listener)
+        self.assertEqual(late.status, 403)
+
+    def test_anonymous_sender(self) -> None:
+        """Senders need no token on an HC that does not require client authorization."""
+        listener = self.listen("open")
+        sender = self.net.connect(f"wss://{HOST}/$hc/open?sb-hc-action=connect")
+        rendezvous = self.accept_next(listener)
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+
+    def test_query_token(self) -> None:
+        """A token in C{sb-hc-token} works and is not shown to the listener."""
+        from urllib.parse import quote
+
+        listener = self.listen()
+        self.net.connect(
+            f"wss://{HOST}/$hc/hyco?x=1&sb-hc-action=connect&sb-hc-token={quote(self.token(), safe='')}"
+        )
+        address = json.loads(listener.messages[-1][0])["accept"]["address"]
+        self.assertNotIn("token", address)
+        self.assertIn("?x=1&sb-hc-action=accept", address)
+
+    def test_one_pair_failing_does_not_touch_another(self) -> None:
+        """Breaking one pair leaves a second pair working."""
+        listener = self.listen()
+        first = self.send()
+        first_rdv = self.accept_next(listener)
+        second = self.send()
+        second_rdv = self.accept_next(listener)
+        first.transport.write(struct.pack("!BB", 0x8F, 0x80) + b"mask")
+        self.net.advance(6)
+        second.sendMessage(b"still here")
+        self.net.flush()
+        self.assertEqual(second_rdv.messages, [(b"still here", False)])
+        self.assertIsNotNone(first_rdv.closed)
+        self.assertIsNone(second.closed)
