@@ -1,0 +1,129 @@
+"""
+The C{relay} command for people: tokens, connection strings, keys and development certificates.
+
+Unix habits: C{--help} everywhere, results on stdout, errors on stderr, exit status 0 on success, 1 on
+failure and 2 on usage errors. The gateway itself runs under C{twistd relay}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from relay.auth import generate_key, make_token
+from relay.connstr import ConnectionString, ConnectionStringError, parse_connection_string
+from relay.state import DEVELOPMENT_KEY_NAME, default_state_dir, read_development_key, read_endpoint
+
+
+class CommandError(Exception):
+    """A failure to report on stderr with exit status 1."""
+
+
+def cmd_token(args: argparse.Namespace) -> str:
+    """Sign a SAS token."""
+    key_name, key = args.key_name, args.key
+    if args.connection_string:
+        try:
+            cs = parse_connection_string(args.connection_string)
+        except ConnectionStringError as e:
+            raise CommandError(str(e)) from None
+        key_name, key = key_name or cs.key_name, key or cs.key
+    if not key_name or not key:
+        raise CommandError("a key is needed: give --key-name and --key, or --connection-string")
+    if args.ttl <= 0:
+        raise CommandError("--ttl must be a positive number of seconds")
+    return make_token(args.uri, key_name, key, ttl=args.ttl)
+
+
+def cmd_connection_string(args: argparse.Namespace) -> str:
+    """Print the development namespace's connection string."""
+    state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
+    key = read_development_key(state_dir)
+    if key is None:
+        raise CommandError(f"no development key in {state_dir}: start the gateway once with 'twistd -n relay'")
+    endpoint, plain = args.endpoint, not args.tls
+    if endpoint is None:
+        recorded = read_endpoint(state_dir)
+        endpoint, plain = recorded if recorded else ("sb://127.0.0.1:9080/", True)
+    cs = ConnectionString(endpoint=endpoint, key_name=DEVELOPMENT_KEY_NAME, key=key, entity_path=args.entity, plain=plain)
+    return cs.format()
+
+
+def cmd_key(args: argparse.Namespace) -> str:
+    """Make a new random key."""
+    return generate_key()
+
+
+def cmd_cert(args: argparse.Namespace) -> str:
+    """Write a development CA and a server certificate."""
+    from relay.certs import CertificateError, issue_server_certificate
+
+    try:
+        issued = issue_server_certificate(Path(args.dir), list(args.host))
+    except CertificateError as e:
+        raise CommandError(str(e)) from None
+    return "\n".join(
+        [
+            f"CA certificate:     {issued.ca_path}",
+            f"server certificate: {issued.cert_path}",
+            f"server key:         {issued.key_path}",
+            "",
+            "Serve TLS with:",
+            f"  twistd -n relay --listen ssl:443:privateKey={issued.key_path}:certKey={issued.cert_path}",
+            "Trust it from Node clients with:",
+            f"  export NODE_EXTRA_CA_CERTS={issued.ca_path}",
+        ]
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="relay",
+        description="Tools for the relay gateway (run the gateway itself with 'twistd -n relay').",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    token = commands.add_parser("token", help="sign a shared access signature token")
+    token.add_argument("--uri", required=True, help="resource the token is for, e.g. http://host/hyco")
+    token.add_argument("--key-name", help="shared access rule name (skn)")
+    token.add_argument("--key", help="the rule's key")
+    token.add_argument("--connection-string", help="take key name and key from a connection string")
+    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (default 3600)")
+    token.set_defaults(run=cmd_token)
+
+    cs = commands.add_parser("connection-string", help="print the development namespace's connection string")
+    cs.add_argument("--state-dir", help="the gateway's state directory (default $XDG_STATE_HOME/relay)")
+    cs.add_argument("--endpoint", help="endpoint to put in the string, e.g. sb://relay.example.org/")
+    cs.add_argument("--tls", action="store_true", help="with --endpoint: the endpoint serves TLS")
+    cs.add_argument("--entity", help="add EntityPath=NAME")
+    cs.set_defaults(run=cmd_connection_string)
+
+    key = commands.add_parser("key", help="print a new random key for a shared access rule")
+    key.set_defaults(run=cmd_key)
+
+    cert = commands.add_parser("cert", help="write a development CA and a server certificate (like mkcert)")
+    cert.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeatable)")
+    cert.add_argument("--dir", default="relay-certs", help="output directory (default ./relay-certs)")
+    cert.set_defaults(run=cmd_cert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the C{relay} command; return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], str] = args.run
+    try:
+        output = run(args)
+    except CommandError as e:
+        print(f"relay {args.command}: {e}", file=sys.stderr)
+        return 1
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
