@@ -220,11 +220,17 @@ class GatewayService(MultiService):
     @override
     def stopService(self) -> Deferred[None] | None:
         """Tell listeners the gateway is going away (1001), fail waiting senders, stop listening."""
+        self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):
                 for channel in self.registry.listeners(namespace, entity):
                     close = getattr(channel, "close", None)
                     if close is not None:
                         close(CloseCode.GOING_AWAY, "Server shutting down")
-        self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
-        return super().stopService()  # type: ignore[no-any-return]
+        for splice in list(self.hybrid_factory.splices):
+            splice.shutdown(CloseCode.GOING_AWAY, "Server shutting down")
+        stopped = super().stopService()
+        drained = self.hybrid_factory.drain(self.settings.limits["close_handshake_timeout"] + 1.0)
+        waits = [d for d in (stopped, drained) if isinstance(d, Deferred)]
+        done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        return done

@@ -306,3 +306,22 @@ class SenderTests(GatewayTestCase):
         self.assertEqual(second_rdv.messages, [(b"still here", False)])
         self.assertIsNotNone(first_rdv.closed)
         self.assertIsNone(second.closed)
+
+
+class ShutdownTests(GatewayTestCase):
+    """Stopping the gateway."""
+
+    def test_stop_closes_everything_with_1001(self) -> None:
+        """Listeners and joined pairs get 1001, waiting senders 503, and stopping waits for them."""
+        listener = self.listen()
+        sender = self.send()
+        rendezvous = self.net.connect(json.loads(listener.messages[-1][0])["accept"]["address"])
+        waiting = self.send()
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(sender.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(waiting.status, 503)
+        self.successResultOf(stopped)
+        self.assertEqual(self.gateway.hybrid_factory.connections, set())

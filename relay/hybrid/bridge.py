@@ -162,6 +162,13 @@ class Splice:
             if early:
                 self.data_received(leg, early)
 
+    def shutdown(self, code: int, reason: str) -> None:
+        """Close both legs on the relay's initiative (server shutdown: 1001), waiting for their answers."""
+        for leg in (self.sender, self.listener):
+            if not leg.finished:
+                self._send_close(leg, code, reason)
+        self._arm_close_timer()
+
     def buffered_bytes(self) -> int:
         """Bytes the gateway holds for this pair: unsent writes on both legs plus partial frames."""
         return sum(

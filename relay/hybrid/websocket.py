@@ -116,6 +116,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
         self.limits = limits
         self.request_rendezvous: Any = None  # HTTP relaying plugs in here
         self.splices: set[Splice] = set()
+        self.connections: set[HybridConnectionProtocol] = set()
+        self._drain_waiters: list[Deferred[None]] = []
         self.externalPort = None
         ping = float(limits.get("control_ping_interval", 30.0))
         self.setProtocolOptions(
@@ -128,6 +130,41 @@ class HybridConnectionFactory(WebSocketServerFactory):
             perMessageCompressionAccept=lambda offers: None,
             failByDrop=False,
         )
+
+
+    def connection_closed(self, protocol: HybridConnectionProtocol) -> None:
+        """Forget a connection; wake L{drain} waiters when none are left."""
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Wait until every connection is gone, aborting the stragglers after C{timeout} seconds.
+
+        Used at shutdown after close frames were sent, so well-behaved peers finish their closing handshake.
+        """
+        waiting: Deferred[None] = Deferred()
+        if not self.connections:
+            waiting.callback(None)
+            return waiting
+        self._drain_waiters.append(waiting)
+
+        def abort() -> None:
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        call = self.clock.callLater(timeout, abort)
+
+        def stop_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+            return result
+
+        waiting.addBoth(stop_timer)
+        return waiting
 
 
 class HybridConnectionProtocol(WebSocketServerProtocol):
@@ -381,6 +418,12 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
             super().dataReceived(data)
 
     @override
+    def connectionMade(self) -> None:
+        """Count the connection, so shutdown can wait for it."""
+        self.factory.connections.add(self)
+        super().connectionMade()
+
+    @override
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Withdraw a waiting sender, release throttle slots, tell a splice its leg is gone."""
         self._gone = True
@@ -399,6 +442,7 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
             if leg.other.finished:
                 self.factory.splices.discard(leg.splice)
         super().connectionLost(reason)
+        self.factory.connection_closed(self)
 
 
 HybridConnectionFactory.protocol = HybridConnectionProtocol
