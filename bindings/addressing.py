@@ -130,7 +130,8 @@ def read_addressing(envelope: Envelope, strict: bool = False) -> AddressingHeade
         action=values["Action"],
         message_id=values["MessageID"],
         relates_to=values["RelatesTo"],
-        relationship_type=(relates.get("RelationshipType") if relates is not None else None) or REPLY_RELATIONSHIP,
+        relationship_type=(relates.get("RelationshipType") if relates is not None else None)
+        or REPLY_RELATIONSHIP,
         reply_to=endpoints.get("ReplyTo"),
         fault_to=endpoints.get("FaultTo"),
         from_address=endpoints.get("From"),
@@ -201,7 +202,9 @@ def resolve_action(
     chosen_name, chosen = sources[0]
     for name, value in sources[1:]:
         if value != chosen:
-            raise AddressingError(RelayFault.ACTION_MISMATCH, f"{chosen_name} and {name} name different actions")
+            raise AddressingError(
+                RelayFault.ACTION_MISMATCH, f"{chosen_name} and {name} name different actions"
+            )
     return chosen
 
 
@@ -307,7 +310,9 @@ def prepare_for_listener(envelope: Envelope, delivery: Delivery) -> tuple[Envelo
     """
     message_id = delivery.message_id or delivery.new_id()
     kept = [
-        h for h in envelope.headers if h.tag not in _REPLACED_ON_DELIVERY and h.tag not in (_SENDER_TAG, _TOKEN_TAG)
+        h
+        for h in envelope.headers
+        if h.tag not in _REPLACED_ON_DELIVERY and h.tag not in (_SENDER_TAG, _TOKEN_TAG)
     ]
     ours = addressing_headers(
         to=delivery.to,

@@ -67,7 +67,11 @@ class RelayFault(Enum):
         FaultCode.SENDER,
         400,
     )
-    MESSAGE_ADDRESSING_HEADER_REQUIRED = (((WSA_NS, "MessageAddressingHeaderRequired"),), FaultCode.SENDER, 400)
+    MESSAGE_ADDRESSING_HEADER_REQUIRED = (
+        ((WSA_NS, "MessageAddressingHeaderRequired"),),
+        FaultCode.SENDER,
+        400,
+    )
     ADDRESS_IN_USE = (((RELAY_NS, "AddressInUse"),), FaultCode.SENDER, 409)
     NO_LISTENER = (((RELAY_NS, "NoListener"),), FaultCode.RECEIVER, 502)
     LISTENER_GONE = (((RELAY_NS, "ListenerGone"),), FaultCode.RECEIVER, 502)

@@ -328,7 +328,9 @@ def reply_to_soap11(envelope: Envelope) -> Envelope:
     @raise FaultFormatError: when a fault body is malformed.
     """
     headers = tuple(h for h in envelope.headers if etree.QName(h).namespace != WSA_NS)
-    converted = convert(envelope.replace(headers=headers, body=() if envelope.is_fault else None), SoapVersion.SOAP11)
+    converted = convert(
+        envelope.replace(headers=headers, body=() if envelope.is_fault else None), SoapVersion.SOAP11
+    )
     if envelope.version is SoapVersion.SOAP12 and envelope.is_fault:
         fault = parse_fault(envelope.body[0], SoapVersion.SOAP12)
         return converted.replace(body=(fault_element(fault, SoapVersion.SOAP11),))

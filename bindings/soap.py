@@ -178,7 +178,10 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
             expected or SoapVersion.SOAP12,
         )
     for element in root.iter():
-        for attribute in (SoapVersion.SOAP11.qname("encodingStyle"), SoapVersion.SOAP12.qname("encodingStyle")):
+        for attribute in (
+            SoapVersion.SOAP11.qname("encodingStyle"),
+            SoapVersion.SOAP12.qname("encodingStyle"),
+        ):
             if element.get(attribute) is not None:
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE,
@@ -200,7 +203,9 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
     if header is not None:
         for block in header:
             if etree.QName(block).namespace is None:
-                raise SoapError(SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version)
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
+                )
             headers.append(standalone(block))
     return Envelope(version, tuple(headers), tuple(standalone(child) for child in body))
 
@@ -233,7 +238,9 @@ def _convert_header(block: etree._Element, source: SoapVersion, target: SoapVers
     table = _MUST_UNDERSTAND_UP if target is SoapVersion.SOAP12 else _MUST_UNDERSTAND_DOWN
     if must is not None:
         if must.strip() not in table:
-            raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is invalid", source)
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is invalid", source
+            )
         new.set(target.qname("mustUnderstand"), table[must.strip()])
     if source is SoapVersion.SOAP11:
         actor = new.attrib.pop(source.qname("actor"), None)
