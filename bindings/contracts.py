@@ -206,7 +206,9 @@ class Operation:
         wrapper = etree.Element(self.response_element, nsmap={None: self.namespace})
         if self.returns is not None:
             try:
-                encode_value(wrapper, f"{{{self.namespace}}}{self.result_name}", self.returns, value, self.namespace)
+                encode_value(
+                    wrapper, f"{{{self.namespace}}}{self.result_name}", self.returns, value, self.namespace
+                )
             except ValueCodecError as e:
                 raise ContractError(f"{self.name} result: {e}") from None
         return wrapper
@@ -377,7 +379,9 @@ def _build_operation(
     try:
         hints = typing.get_type_hints(function)
     except NameError as e:
-        raise TypeError(f"{where}: cannot resolve annotations ({e}); define the types at module level") from None
+        raise TypeError(
+            f"{where}: cannot resolve annotations ({e}); define the types at module level"
+        ) from None
     signature = inspect.signature(function)
     parameters: list[Parameter] = []
     for parameter in signature.parameters.values():
@@ -464,7 +468,9 @@ def contract(*, namespace: str = DEFAULT_NAMESPACE, name: str | None = None) -> 
         if len(set(actions)) != len(actions):
             raise TypeError(f"{contract_name}: two operations share an action")
         _check_unique_structs(contract_name, operations)
-        interface.setTaggedValue(CONTRACT_TAG, Contract(interface, contract_name, namespace, tuple(operations)))
+        interface.setTaggedValue(
+            CONTRACT_TAG, Contract(interface, contract_name, namespace, tuple(operations))
+        )
         return interface  # type: ignore[return-value]
 
     return decorate

@@ -127,9 +127,7 @@ class Outlet:
     def _room_for(self, message: RoutedMessage) -> bool:
         if not self._queue:
             return True  # one message always fits, even if larger than the byte bound
-        return (
-            len(self._queue) < self._max_messages and self._queued_bytes + message.size <= self._max_bytes
-        )
+        return len(self._queue) < self._max_messages and self._queued_bytes + message.size <= self._max_bytes
 
     def _write(self, item: _Item) -> None:
         self.connection.send_envelope(item.message.payload)

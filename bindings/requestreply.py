@@ -73,7 +73,9 @@ class RequestReplyRouter:
         for message_id in sorted(self._by_listener.pop(connection, set())):
             pending = self._pending.pop((connection, message_id), None)
             if pending is not None:
-                self._settle(pending, RelayFaultError(RelayFault.LISTENER_GONE, "The listener left mid-request"))
+                self._settle(
+                    pending, RelayFaultError(RelayFault.LISTENER_GONE, "The listener left mid-request")
+                )
 
     def send_one_way(self, message: RoutedMessage, flow: ISenderFlow | None = None) -> Deferred[Delivered]:
         """Deliver a one-way operation of the contract as a datagram (spec 5.3.6)."""
@@ -97,7 +99,9 @@ class RequestReplyRouter:
         available = [c for c in connections if self.in_flight(c) < cap]
         if not available:
             self._refused(message, "every listener is at its in-flight limit")
-            return fail(RelayFaultError(RelayFault.SERVER_BUSY, "Every listener has too many requests in flight"))
+            return fail(
+                RelayFaultError(RelayFault.SERVER_BUSY, "Every listener has too many requests in flight")
+            )
         connection: IListenerConnection = self._chooser.choose(available)  # type: ignore[assignment]
         key = (connection, message.message_id)
         if key in self._pending:
@@ -112,7 +116,9 @@ class RequestReplyRouter:
         pending = _Pending(message, connection, caller)
         self._pending[key] = pending
         self._by_listener.setdefault(connection, set()).add(message.message_id)
-        pending.timer = self.listeners.clock.callLater(self.listeners.settings.request_timeout, self._timeout, key)
+        pending.timer = self.listeners.clock.callLater(
+            self.listeners.settings.request_timeout, self._timeout, key
+        )
         pending.written = outlet.offer(message, flow)
         pending.written.addErrback(self._not_written, key)
         self.log.debug(

@@ -115,7 +115,9 @@ def _binding(contract: Contract, root: etree._Element, name: str, soap_ns: str) 
         etree.SubElement(element, _q(soap_ns, "operation"), soapAction=op.action, style="document")
         etree.SubElement(etree.SubElement(element, _q(WSDL_NS, "input")), _q(soap_ns, "body"), use="literal")
         if not op.one_way:
-            etree.SubElement(etree.SubElement(element, _q(WSDL_NS, "output")), _q(soap_ns, "body"), use="literal")
+            etree.SubElement(
+                etree.SubElement(element, _q(WSDL_NS, "output")), _q(soap_ns, "body"), use="literal"
+            )
         for fault in op.faults:
             holder = etree.SubElement(element, _q(WSDL_NS, "fault"), name=fault.name)
             etree.SubElement(holder, _q(soap_ns, "fault"), name=fault.name, use="literal")
@@ -161,7 +163,9 @@ def generate_wsdl(contract: Contract, address: str) -> bytes:
     return data
 
 
-def parse_wsdl(data: bytes, max_bytes: int = WSDL_DEFAULT_BYTES, charset: str | None = None) -> etree._Element:
+def parse_wsdl(
+    data: bytes, max_bytes: int = WSDL_DEFAULT_BYTES, charset: str | None = None
+) -> etree._Element:
     """
     Parse a WSDL received from a listener through the hardened parser (spec section 9).
 

@@ -117,7 +117,9 @@ def spec_for(annotation: Any, _seen: frozenset[type] = frozenset()) -> TypeSpec:
             raise TypeError(f"only Optional[T] unions are supported, not {annotation!r}")
         inner = spec_for(others[0], _seen)
         if isinstance(inner, ListOf):
-            raise TypeError("Optional[list[T]] is not supported: an empty list and None look the same on the wire")
+            raise TypeError(
+                "Optional[list[T]] is not supported: an empty list and None look the same on the wire"
+            )
         return OptionalOf(inner)
     if origin is list:
         if len(args) != 1:
@@ -159,7 +161,9 @@ _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
 _DOUBLE = re.compile(r"([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?INF|NaN)")
 _DATE = re.compile(r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})?")
-_DATETIME = re.compile(r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?")
+_DATETIME = re.compile(
+    r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def _format_datetime(value: datetime.datetime) -> str:
@@ -176,7 +180,7 @@ def _parse_datetime(text: str) -> datetime.datetime:
     if "." in text:  # Python accepts at most six fraction digits; XML Schema any number.
         head, _, rest = text.partition(".")
         digits = re.match(r"[0-9]+", rest).group(0)  # type: ignore[union-attr]
-        text = f"{head}.{(digits + '000000')[:6]}{rest[len(digits):]}"
+        text = f"{head}.{(digits + '000000')[:6]}{rest[len(digits) :]}"
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
@@ -270,7 +274,9 @@ def encode_value(parent: etree._Element, tag: str, spec: TypeSpec, value: Any, n
         return
     if isinstance(spec, ListOf):
         if not isinstance(value, list | tuple):
-            raise ValueCodecError(f"expected a list for {etree.QName(tag).localname}, got {type(value).__name__}")
+            raise ValueCodecError(
+                f"expected a list for {etree.QName(tag).localname}, got {type(value).__name__}"
+            )
         for item in value:
             encode_value(parent, tag, spec.item, item, namespace)
         return
@@ -279,7 +285,9 @@ def encode_value(parent: etree._Element, tag: str, spec: TypeSpec, value: Any, n
         if not isinstance(value, spec.python):
             raise ValueCodecError(f"expected {spec.name}, got {type(value).__name__}")
         for field in spec.fields:
-            encode_value(element, f"{{{namespace}}}{field.name}", field.spec, getattr(value, field.name), namespace)
+            encode_value(
+                element, f"{{{namespace}}}{field.name}", field.spec, getattr(value, field.name), namespace
+            )
         return
     try:
         element.text = _format(spec, value)
@@ -313,7 +321,9 @@ def decode_value(element: etree._Element, spec: Scalar | Struct, namespace: str)
         raise ValueCodecError(f"{name} is not a valid xsd:{spec.xsd}") from None
 
 
-def decode_sequence(children: Sequence[etree._Element], fields: Sequence[FieldSpec], namespace: str) -> dict[str, Any]:
+def decode_sequence(
+    children: Sequence[etree._Element], fields: Sequence[FieldSpec], namespace: str
+) -> dict[str, Any]:
     """
     Read a sequence of child elements into field values, in declaration order.
 
@@ -355,7 +365,11 @@ def decode_sequence(children: Sequence[etree._Element], fields: Sequence[FieldSp
 
 
 def xsd_element(
-    parent: etree._Element, name: str, spec: TypeSpec, type_name: Callable[[str], str], xsd_prefix: str = "xsd"
+    parent: etree._Element,
+    name: str,
+    spec: TypeSpec,
+    type_name: Callable[[str], str],
+    xsd_prefix: str = "xsd",
 ) -> etree._Element:
     """
     Declare C{name} of C{spec} in a schema C{sequence}.
