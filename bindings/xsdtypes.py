@@ -29,6 +29,7 @@ XSD_NS: Final = "http://www.w3.org/2001/XMLSchema"
 XSI_NS: Final = "http://www.w3.org/2001/XMLSchema-instance"
 XSI_NIL: Final = f"{{{XSI_NS}}}nil"
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
+_XML_SPACE: Final = " \t\n\r"
 
 
 class ValueCodecError(ValueError):
@@ -233,7 +234,7 @@ def _read(spec: Scalar, raw: str) -> Any:
     python = spec.python
     if python is str:
         return raw
-    text = raw.strip()
+    text = raw.strip(_XML_SPACE)
     if python is bool:
         if text not in ("true", "false", "1", "0"):
             raise ValueError
