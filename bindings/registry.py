@@ -54,8 +54,11 @@ def build_feed(
     @param updated: the feed's C{updated} when there are no entries; otherwise the newest entry's time is
         used if it is later.
     @return: UTF-8 bytes, entries sorted by URL so the output is deterministic.
+    @raise ValueError: for a timestamp without a time zone.
     """
     ordered = sorted(entries, key=lambda e: e.url)
+    for value in (updated, *(e.updated for e in ordered)):
+        _timestamp(value)
     newest = max([updated, *(e.updated for e in ordered)])
     feed = etree.Element(f"{{{ATOM_NS}}}feed", nsmap={None: ATOM_NS})
     etree.SubElement(feed, f"{{{ATOM_NS}}}id").text = feed_url
