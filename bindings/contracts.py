@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar
 
 from lxml import etree
+from zope.interface import Interface
 from zope.interface.interface import InterfaceClass, Method
 
 from bindings.faultcodes import FaultCode
@@ -429,7 +430,7 @@ def _declared_names(interface: InterfaceClass) -> list[tuple[str, Any]]:
     names: list[tuple[str, Any]] = []
     seen: set[str] = set()
     for iface in reversed(interface.__iro__):
-        if iface.__name__ == "Interface" and iface.__module__ == "zope.interface":
+        if iface is Interface:
             continue
         for name in iface.names():
             if name not in seen:

@@ -87,6 +87,14 @@ class OneWayRouter:
         self.listeners = listeners
         self._chooser = chooser
 
+    def add_listener(self, connection: IListenerConnection) -> Outlet:
+        """Start routing to a listener; returns its outlet for the transport to register as producer."""
+        return self.listeners.add(connection)
+
+    def remove_listener(self, connection: IListenerConnection) -> None:
+        """Stop routing to a listener; datagrams not yet written to it fail with C{ListenerGone}."""
+        self.listeners.remove(connection)
+
     def send(self, message: RoutedMessage, flow: ISenderFlow | None = None) -> Deferred[Delivered]:
         """
         Deliver a datagram to one listener.

@@ -20,7 +20,7 @@ from typing import Final
 
 from lxml import etree
 
-from bindings.safexml import XmlLimits, XmlRejected, parse_xml
+from bindings.safexml import Rule, XmlLimits, XmlRejected, parse_xml
 
 SOAP11_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
@@ -77,7 +77,7 @@ class SoapError(ValueError):
         kind: SoapErrorKind,
         message: str,
         version: SoapVersion | None = None,
-        xml_rule: object | None = None,
+        xml_rule: Rule | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind

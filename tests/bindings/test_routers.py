@@ -45,10 +45,10 @@ class OneWayRouterTests(SynchronousTestCase):
 
     def test_left_listener_gets_nothing(self) -> None:
         """A removed listener is never chosen; its queued messages fail with ListenerGone."""
-        outlet = self.listeners.add(self.a)
+        outlet = self.router.add_listener(self.a)
         outlet.pauseProducing()
         queued = self.router.send(message(1))
-        self.listeners.remove(self.a)
+        self.router.remove_listener(self.a)
         self.assertEqual(fault_of(self, queued), RelayFault.LISTENER_GONE)
         self.assertEqual(fault_of(self, self.router.send(message(2))), RelayFault.NO_LISTENER)
 
