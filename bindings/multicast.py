@@ -1,0 +1,76 @@
+"""
+Multicast routing: each publish is copied to every subscriber registered when it is processed (spec 5.2).
+
+Fan-out is synchronous: the payload is shared, not copied, and a name has at most 1,000 subscribers, so
+one publish costs at most that many queue appends in one reactor turn. That is also what makes the
+membership rule exact: subscribers added later see nothing earlier; removed ones see nothing more. A slow
+subscriber whose queue overflows is disconnected and not counted; the publisher is never held back.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from bindings.outlet import IListenerConnection, Outlet, RoutedMessage
+from bindings.settings import BindingEntitySettings
+
+
+class MulticastRouter:
+    """The subscribers of one C{multicast} name."""
+
+    log = Logger()
+
+    def __init__(self, entity: str, settings: BindingEntitySettings, clock: IReactorTime) -> None:
+        self.entity = entity
+        self._settings = settings
+        self._clock = clock
+        self._outlets: dict[IListenerConnection, Outlet] = {}
+
+    @property
+    def subscribers(self) -> list[IListenerConnection]:
+        """The current subscribers, oldest first."""
+        return list(self._outlets)
+
+    def subscribe(self, connection: IListenerConnection) -> Outlet:
+        """Add a subscriber; the transport registers the returned outlet as its connection's producer."""
+        outlet = Outlet(
+            connection,
+            clock=self._clock,
+            entity=self.entity,
+            max_bytes=self._settings.max_queue_bytes,
+            max_messages=self._settings.max_queue_messages,
+            send_timeout=self._settings.send_timeout,
+        )
+        self._outlets[connection] = outlet
+        return outlet
+
+    def unsubscribe(self, connection: IListenerConnection) -> None:
+        """Remove a subscriber; copies it had not received yet are discarded with it."""
+        outlet = self._outlets.pop(connection, None)
+        if outlet is not None:
+            outlet.stopProducing()
+
+    def publish(self, message: RoutedMessage) -> Deferred[int]:
+        """
+        Copy a message to every current subscriber.
+
+        @return: a Deferred firing with the number of subscribers that took a copy (0 is a success). It is
+            a Deferred so that a multi-gateway router can add counts reported over the control bus.
+        """
+        count = 0
+        for connection, outlet in list(self._outlets.items()):
+            if outlet.offer_or_drop(message):
+                count += 1
+            else:
+                self._outlets.pop(connection, None)
+        self.log.debug(
+            "message {message_id} ({size} bytes) published on {entity} to {count} subscribers",
+            message_id=message.message_id,
+            size=message.size,
+            entity=self.entity,
+            count=count,
+            tracking_id=message.tracking_id,
+        )
+        return succeed(count)

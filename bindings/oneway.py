@@ -1,0 +1,141 @@
+"""
+One-way (unicast) routing: each message reaches exactly one live listener (spec 5.1).
+
+The listener is picked per message by an injectable L{IListenerChooser} (uniform random in production,
+fixed in tests). The sender learns of the hand-off when the envelope has been written to that listener's
+connection; messages from one sender that land on one listener keep their order because each listener has
+one FIFO L{Outlet}.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage
+from bindings.settings import BindingEntitySettings
+from relay.listeners import IListenerChooser
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """
+    The outcome of a datagram: C{r:Delivered} for WebSocket senders, 202 for HTTP senders.
+
+    @ivar count: how many listeners took a copy.
+    @ivar listener_ids: who they were (for logs).
+    """
+
+    count: int
+    listener_ids: tuple[str, ...] = ()
+
+
+class ListenerSet:
+    """
+    The live listener connections of one name and their outlets, oldest first.
+
+    Shared by the one-way and request/reply routers; quotas are enforced before a connection gets here
+    (L{relay.listeners.ListenerRegistry} at the handshake).
+    """
+
+    def __init__(self, entity: str, settings: BindingEntitySettings, clock: IReactorTime) -> None:
+        self.entity = entity
+        self.settings = settings
+        self.clock = clock
+        self._outlets: dict[IListenerConnection, Outlet] = {}
+
+    def add(self, connection: IListenerConnection) -> Outlet:
+        """Start routing to a connection; the transport registers the returned outlet as its producer."""
+        outlet = Outlet(
+            connection,
+            clock=self.clock,
+            entity=self.entity,
+            max_bytes=self.settings.max_queue_bytes,
+            max_messages=self.settings.max_queue_messages,
+            send_timeout=self.settings.send_timeout,
+        )
+        self._outlets[connection] = outlet
+        return outlet
+
+    def remove(self, connection: IListenerConnection) -> Outlet | None:
+        """Stop routing to a connection; messages not yet written to it fail with C{ListenerGone}."""
+        outlet = self._outlets.pop(connection, None)
+        if outlet is not None:
+            outlet.close(RelayFault.LISTENER_GONE, "the listener left before the message was written")
+        return outlet
+
+    def outlet(self, connection: IListenerConnection) -> Outlet | None:
+        """The outlet of a connection, if it is routed to."""
+        return self._outlets.get(connection)
+
+    @property
+    def connections(self) -> list[IListenerConnection]:
+        """The routed connections, oldest first."""
+        return list(self._outlets)
+
+
+class OneWayRouter:
+    """Route datagrams of one C{oneway} name (or the one-way operations of a C{requestreply} name)."""
+
+    log = Logger()
+
+    def __init__(self, listeners: ListenerSet, chooser: IListenerChooser) -> None:
+        self.listeners = listeners
+        self._chooser = chooser
+
+    def add_listener(self, connection: IListenerConnection) -> Outlet:
+        """Start routing to a listener; returns its outlet for the transport to register as producer."""
+        return self.listeners.add(connection)
+
+    def remove_listener(self, connection: IListenerConnection) -> None:
+        """Stop routing to a listener; datagrams not yet written to it fail with C{ListenerGone}."""
+        self.listeners.remove(connection)
+
+    def send(self, message: RoutedMessage, flow: ISenderFlow | None = None) -> Deferred[Delivered]:
+        """
+        Deliver a datagram to one listener.
+
+        @return: a Deferred firing with L{Delivered} (count 1) once written, or failing with
+            L{RelayFaultError}: C{NoListener}, C{ServerBusy}, C{ListenerGone}.
+        """
+        entity = self.listeners.entity
+        candidates = self.listeners.connections
+        if not candidates:
+            self.log.info(
+                "message {message_id} for {entity} refused: no listener",
+                message_id=message.message_id,
+                entity=entity,
+                tracking_id=message.tracking_id,
+            )
+            return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))
+        connection: IListenerConnection = self._chooser.choose(candidates)  # type: ignore[assignment]
+        outlet = self.listeners.outlet(connection)
+        if outlet is None:  # pragma: no cover - chosen from the same table
+            return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))
+        listener_id = connection.listener_id
+
+        def delivered(_: None) -> Delivered:
+            self.log.debug(
+                "message {message_id} ({size} bytes) for {entity} delivered to {listener_id}",
+                message_id=message.message_id,
+                size=message.size,
+                entity=entity,
+                listener_id=listener_id,
+                tracking_id=message.tracking_id,
+            )
+            return Delivered(1, (listener_id,))
+
+        return outlet.offer(message, flow).addCallback(delivered)
+
+    def unexpected_reply(self, connection: IListenerConnection, relates_to: str | None) -> None:
+        """A one-way listener answered; spec 5.1.5 says log and drop."""
+        self.log.info(
+            "dropped a reply from one-way listener {listener_id} of {entity} (RelatesTo {relates_to})",
+            listener_id=connection.listener_id,
+            entity=self.listeners.entity,
+            relates_to=relates_to,
+        )

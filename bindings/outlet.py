@@ -1,0 +1,265 @@
+"""
+The routers' side of a listener connection: a bounded outbound queue that is a push producer.
+
+Routers never touch a transport. They talk to an L{IListenerConnection} (the transport's thin adapter:
+write one envelope, close) through an L{Outlet}, which the transport registers as the push producer of the
+listener's socket: when the socket's buffer fills, the outlet is paused and queues; when the queue is full
+too, senders are held back (their L{ISenderFlow} is paused) for at most C{send_timeout} before they get
+C{ServerBusy}, or, for multicast subscribers, the subscriber is dropped. Every queue has a bound, and every
+message that cannot be written fails its sender's Deferred (never a silent drop).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+from bindings.faultcodes import RelayFault, RelayFaultError
+
+OVERFLOW_CLOSE_CODE = 1008
+OVERFLOW_REASON = "subscriber queue overflow"
+
+
+class IListenerConnection(Interface):
+    """A listener or subscriber connection as the routers see it."""
+
+    listener_id = Attribute("A short identifier for logs (never a token).")
+
+    def send_envelope(payload: bytes) -> None:
+        """Write one complete envelope (one WebSocket text message)."""
+
+    def disconnect(code: int, reason: str) -> None:
+        """Close the connection with a WebSocket close code and reason."""
+
+
+class ISenderFlow(Interface):
+    """The reading side of a sender, held back while the queue it feeds is full (spec section 5)."""
+
+    def pause_reading() -> None:
+        """Stop reading from the sender (WebSocket: pause the transport; HTTP: stop reading the body)."""
+
+    def resume_reading() -> None:
+        """Read from the sender again."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoutedMessage:
+    """
+    An opaque envelope on its way to a listener, with what logs and correlation need.
+
+    @ivar payload: the complete SOAP 1.2 envelope, UTF-8.
+    @ivar message_id: its C{wsa:MessageID}.
+    @ivar tracking_id: the gateway's tracking id for it.
+    """
+
+    payload: bytes = field(repr=False)
+    message_id: str
+    tracking_id: str
+
+    @property
+    def size(self) -> int:
+        """The payload size in bytes."""
+        return len(self.payload)
+
+
+@dataclass(eq=False)
+class _Item:
+    message: RoutedMessage
+    done: Deferred[None] | None
+    flow: Any = None
+    timer: IDelayedCall | None = None
+
+
+@implementer(IPushProducer)
+class Outlet:
+    """
+    A bounded queue in front of one listener connection.
+
+    @ivar connection: the listener connection it writes to.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        connection: IListenerConnection,
+        *,
+        clock: IReactorTime,
+        entity: str,
+        max_bytes: int,
+        max_messages: int,
+        send_timeout: float,
+    ) -> None:
+        self.connection = connection
+        self._clock = clock
+        self._entity = entity
+        self._max_bytes = max_bytes
+        self._max_messages = max_messages
+        self._send_timeout = send_timeout
+        self._queue: deque[_Item] = deque()
+        self._waiting: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._paused = False
+        self._closed = False
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes accepted but not yet written to the connection."""
+        return self._queued_bytes
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages accepted but not yet written."""
+        return len(self._queue)
+
+    @property
+    def waiting_senders(self) -> int:
+        """Messages held back because the queue is full."""
+        return len(self._waiting)
+
+    def _room_for(self, message: RoutedMessage) -> bool:
+        if not self._queue:
+            return True  # one message always fits, even if larger than the byte bound
+        return len(self._queue) < self._max_messages and self._queued_bytes + message.size <= self._max_bytes
+
+    def _write(self, item: _Item) -> None:
+        self.connection.send_envelope(item.message.payload)
+        if item.done is not None:
+            item.done.callback(None)
+
+    def _enqueue(self, item: _Item) -> None:
+        self._queue.append(item)
+        self._queued_bytes += item.message.size
+
+    def offer(self, message: RoutedMessage, flow: ISenderFlow | None = None) -> Deferred[None]:
+        """
+        Hand a message to the listener, waiting for room up to C{send_timeout}.
+
+        @return: a Deferred that fires when the envelope has been written to the connection, or fails with
+            L{RelayFaultError} (C{ServerBusy} after the timeout, C{ListenerGone} if the listener leaves).
+            Cancelling it withdraws the message.
+        """
+        if self._closed:
+            return fail(RelayFaultError(RelayFault.LISTENER_GONE, "the listener has left"))
+        item = _Item(message, None, flow)
+        item.done = Deferred(lambda _d: self._withdraw(item))
+        if not self._paused and not self._queue and not self._waiting:
+            self._write(item)
+        elif not self._waiting and self._room_for(message):
+            self._enqueue(item)
+        else:
+            item.timer = self._clock.callLater(self._send_timeout, self._expire, item)
+            self._waiting.append(item)
+            if flow is not None:
+                flow.pause_reading()
+        return item.done
+
+    def offer_or_drop(self, message: RoutedMessage) -> bool:
+        """
+        Hand a multicast copy to a subscriber without ever holding the publisher back.
+
+        @return: whether the subscriber took the copy; on overflow the subscriber is disconnected with
+            1008 "subscriber queue overflow" and this outlet is closed.
+        """
+        if self._closed:
+            return False
+        item = _Item(message, None)
+        if not self._paused and not self._queue:
+            self._write(item)
+            return True
+        if self._room_for(message):
+            self._enqueue(item)
+            return True
+        self.log.warn(
+            "subscriber {listener_id} of {entity} dropped: queue overflow at message {message_id}",
+            listener_id=self.connection.listener_id,
+            entity=self._entity,
+            message_id=message.message_id,
+            tracking_id=message.tracking_id,
+            queued_bytes=self._queued_bytes,
+        )
+        self.close(RelayFault.LISTENER_GONE, "the subscriber was too slow")
+        self.connection.disconnect(OVERFLOW_CLOSE_CODE, OVERFLOW_REASON)
+        return False
+
+    def _withdraw(self, item: _Item) -> None:
+        if item in self._queue:
+            self._queue.remove(item)
+            self._queued_bytes -= item.message.size
+        elif item in self._waiting:
+            self._waiting.remove(item)
+            self._release(item)
+
+    def _release(self, item: _Item) -> None:
+        if item.timer is not None and item.timer.active():
+            item.timer.cancel()
+        item.timer = None
+        if item.flow is not None:
+            item.flow.resume_reading()
+
+    def _expire(self, item: _Item) -> None:
+        item.timer = None
+        if item in self._waiting:
+            self._waiting.remove(item)
+            self._release(item)
+            self.log.info(
+                "message {message_id} for {entity} refused: listener {listener_id} is busy",
+                message_id=item.message.message_id,
+                entity=self._entity,
+                listener_id=self.connection.listener_id,
+                tracking_id=item.message.tracking_id,
+            )
+            if item.done is not None:
+                item.done.errback(RelayFaultError(RelayFault.SERVER_BUSY, "the listener's queue stayed full"))
+
+    def _pump(self) -> None:
+        while not self._closed:
+            while not self._paused and self._queue:
+                item = self._queue.popleft()
+                self._queued_bytes -= item.message.size
+                self._write(item)
+            if not self._waiting or not self._room_for(self._waiting[0].message):
+                return
+            while self._waiting and self._room_for(self._waiting[0].message):
+                item = self._waiting.popleft()
+                self._release(item)
+                self._enqueue(item)
+            if self._paused:
+                return
+
+    def pauseProducing(self) -> None:
+        """The connection's buffer is full: queue from now on."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The connection drained: write what is queued and let held-back senders in."""
+        self._paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        """The connection is gone."""
+        self.close(RelayFault.LISTENER_GONE, "the listener has left")
+
+    def close(self, kind: RelayFault, message: str) -> None:
+        """Fail everything not yet written with C{kind}; later offers fail at once."""
+        if self._closed:
+            return
+        self._closed = True
+        pending = [*self._queue, *self._waiting]
+        self._queue.clear()
+        self._waiting.clear()
+        self._queued_bytes = 0
+        for item in pending:
+            self._release(item)
+            if item.done is not None:
+                item.done.errback(RelayFaultError(kind, message))
+
+
+OutletFactory = Callable[[IListenerConnection], Outlet]

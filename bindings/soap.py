@@ -1,0 +1,371 @@
+"""
+SOAP 1.1 and 1.2 envelopes as values, their HTTP content types, and conversion between the versions.
+
+Listeners always see SOAP 1.2 (spec 6.1); basic-profile HTTP senders speak SOAP 1.1, so requests are
+converted up and replies down (spec 6.2). Header blocks and body children are held as standalone elements
+that carry every namespace declaration that was in scope where they were found, so moving them into
+another envelope keeps QName-valued content (C{xsi:type="tns:T"}) meaningful: they are "moved untouched
+with their namespace declarations". Callers treat the held elements as read-only; every transformation
+here builds new elements.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from lxml import etree
+
+from bindings.safexml import Rule, XmlLimits, XmlRejected, parse_xml
+
+SOAP11_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP12_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
+SOAP11_NEXT: Final = "http://schemas.xmlsoap.org/soap/actor/next"
+SOAP12_NEXT: Final = "http://www.w3.org/2003/05/soap-envelope/role/next"
+SOAP12_ULTIMATE_RECEIVER: Final = "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
+PREFIX: Final = "s"
+
+
+class SoapVersion(Enum):
+    """A SOAP envelope version with its namespace and HTTP media type."""
+
+    SOAP11 = "1.1"
+    SOAP12 = "1.2"
+
+    @property
+    def namespace(self) -> str:
+        """The envelope namespace URI."""
+        return SOAP11_NS if self is SoapVersion.SOAP11 else SOAP12_NS
+
+    @property
+    def media_type(self) -> str:
+        """The HTTP media type without parameters."""
+        return "text/xml" if self is SoapVersion.SOAP11 else "application/soap+xml"
+
+    def qname(self, local: str) -> str:
+        """A Clark-notation name in this version's envelope namespace."""
+        return f"{{{self.namespace}}}{local}"
+
+    @classmethod
+    def for_namespace(cls, namespace: str | None) -> SoapVersion | None:
+        """The version whose envelope namespace is C{namespace}, or C{None}."""
+        return {SOAP11_NS: cls.SOAP11, SOAP12_NS: cls.SOAP12}.get(namespace or "")
+
+
+class SoapErrorKind(Enum):
+    """What an unusable envelope is answered with."""
+
+    INVALID_MESSAGE = "InvalidMessage"
+    VERSION_MISMATCH = "VersionMismatch"
+
+
+class SoapError(ValueError):
+    """
+    An envelope or its HTTP framing is unusable.
+
+    @ivar kind: whether this is an C{InvalidMessage} or a C{VersionMismatch}.
+    @ivar version: the version the answer must be written in (the one the sender announced), if known.
+    @ivar xml_rule: the hardening rule, when the XML parser refused the document.
+    """
+
+    def __init__(
+        self,
+        kind: SoapErrorKind,
+        message: str,
+        version: SoapVersion | None = None,
+        xml_rule: Rule | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.version = version
+        self.xml_rule = xml_rule
+
+
+def standalone(element: etree._Element) -> etree._Element:
+    """
+    Copy an element so that it declares, on itself, every namespace in scope at its original place.
+
+    A plain deep copy keeps only the declarations the copied names use, which breaks QNames inside
+    attribute values and text.
+    """
+    new = etree.Element(element.tag, nsmap=element.nsmap)
+    for name, value in element.attrib.items():
+        new.set(name, value)
+    new.text = element.text
+    for child in element:
+        new.append(copy.deepcopy(child))
+    return new
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """
+    A SOAP envelope: version, header blocks and body children.
+
+    @ivar version: SOAP 1.1 or 1.2.
+    @ivar headers: header block elements, each standalone (see L{standalone}).
+    @ivar body: body child elements, each standalone; a fault is a single C{Fault} child.
+    """
+
+    version: SoapVersion
+    headers: tuple[etree._Element, ...] = ()
+    body: tuple[etree._Element, ...] = ()
+
+    @property
+    def first_body_child(self) -> etree._Element | None:
+        """The body's first element (the wrapper element of a document/literal message), if any."""
+        return self.body[0] if self.body else None
+
+    @property
+    def is_fault(self) -> bool:
+        """Whether the body is a SOAP fault of this envelope's version."""
+        return len(self.body) == 1 and self.body[0].tag == self.version.qname("Fault")
+
+    def find_headers(self, tag: str) -> tuple[etree._Element, ...]:
+        """The header blocks named C{tag} (Clark notation), in document order."""
+        return tuple(h for h in self.headers if h.tag == tag)
+
+    def replace(
+        self, *, headers: Iterable[etree._Element] | None = None, body: Iterable[etree._Element] | None = None
+    ) -> Envelope:
+        """A new envelope with other header blocks or body children."""
+        return Envelope(
+            self.version,
+            self.headers if headers is None else tuple(headers),
+            self.body if body is None else tuple(body),
+        )
+
+    def to_element(self) -> etree._Element:
+        """Build the envelope as a fresh element tree (the held elements are copied, never moved)."""
+        root = etree.Element(self.version.qname("Envelope"), nsmap={PREFIX: self.version.namespace})
+        if self.headers:
+            header = etree.SubElement(root, self.version.qname("Header"))
+            header.extend(copy.deepcopy(h) for h in self.headers)
+        body = etree.SubElement(root, self.version.qname("Body"))
+        body.extend(copy.deepcopy(b) for b in self.body)
+        return root
+
+    def to_bytes(self) -> bytes:
+        """Serialise as UTF-8 without an XML declaration."""
+        data: bytes = etree.tostring(self.to_element(), encoding="utf-8")
+        return data
+
+
+def _is_blank(text: str | None) -> bool:
+    return text is None or not text.strip()
+
+
+def envelope_from_element(root: etree._Element, expected: SoapVersion | None = None) -> Envelope:
+    """
+    Check the structure of a parsed envelope and turn it into an L{Envelope}.
+
+    @param expected: the version the transport announced (Content-Type); C{None} accepts either.
+    @raise SoapError: C{VersionMismatch} for an envelope of another or unknown version, C{InvalidMessage}
+        for anything else that is not a document/literal SOAP envelope.
+    """
+    qname = etree.QName(root)
+    version = SoapVersion.for_namespace(qname.namespace)
+    if qname.localname != "Envelope":
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected)
+    if version is None or (expected is not None and version is not expected):
+        raise SoapError(
+            SoapErrorKind.VERSION_MISMATCH,
+            f"envelope namespace {qname.namespace!r} does not match the announced SOAP version",
+            expected or SoapVersion.SOAP12,
+        )
+    for element in root.iter():
+        for attribute in (
+            SoapVersion.SOAP11.qname("encodingStyle"),
+            SoapVersion.SOAP12.qname("encodingStyle"),
+        ):
+            if element.get(attribute) is not None:
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE,
+                    "encodingStyle is not supported; only document/literal messages are",
+                    version,
+                )
+    children = list(root)
+    if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)
+    header: etree._Element | None = None
+    if children and children[0].tag == version.qname("Header"):
+        header = children.pop(0)
+    if len(children) != 1 or children[0].tag != version.qname("Body"):
+        raise SoapError(
+            SoapErrorKind.INVALID_MESSAGE, "the Envelope must hold an optional Header and one Body", version
+        )
+    body = children[0]
+    headers: list[etree._Element] = []
+    if header is not None:
+        for block in header:
+            if etree.QName(block).namespace is None:
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
+                )
+            headers.append(standalone(block))
+    return Envelope(version, tuple(headers), tuple(standalone(child) for child in body))
+
+
+def parse_envelope(
+    data: bytes,
+    expected: SoapVersion | None = None,
+    limits: XmlLimits = XmlLimits(),  # noqa: B008 - frozen value
+    charset: str | None = None,
+) -> Envelope:
+    """
+    Parse an envelope received from the network through the hardened parser.
+
+    @raise SoapError: C{InvalidMessage} (with the broken rule in C{xml_rule}) or C{VersionMismatch}.
+    """
+    try:
+        root = parse_xml(data, limits, charset)
+    except XmlRejected as e:
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, str(e), expected, e.rule) from None
+    return envelope_from_element(root, expected)
+
+
+_MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "false"}
+_MUST_UNDERSTAND_DOWN = {"1": "1", "0": "0", "true": "1", "false": "0"}
+
+
+def _convert_header(block: etree._Element, source: SoapVersion, target: SoapVersion) -> etree._Element:
+    new = standalone(block)
+    must = new.attrib.pop(source.qname("mustUnderstand"), None)
+    table = _MUST_UNDERSTAND_UP if target is SoapVersion.SOAP12 else _MUST_UNDERSTAND_DOWN
+    if must is not None:
+        if must.strip() not in table:
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is invalid", source
+            )
+        new.set(target.qname("mustUnderstand"), table[must.strip()])
+    if source is SoapVersion.SOAP11:
+        actor = new.attrib.pop(source.qname("actor"), None)
+        if actor is not None:
+            new.set(target.qname("role"), SOAP12_NEXT if actor == SOAP11_NEXT else actor)
+    else:
+        role = new.attrib.pop(source.qname("role"), None)
+        new.attrib.pop(source.qname("relay"), None)
+        if role is not None and role != SOAP12_ULTIMATE_RECEIVER:
+            new.set(target.qname("actor"), SOAP11_NEXT if role == SOAP12_NEXT else role)
+    return new
+
+
+def convert(envelope: Envelope, target: SoapVersion) -> Envelope:
+    """
+    Move an envelope to another SOAP version (spec 6.2).
+
+    Header attributes are translated (C{mustUnderstand} C{"1"}/C{"0"} against C{"true"}/C{"false"},
+    C{actor} against C{role}, the "next" URIs mapped onto each other); body children are moved as they are.
+    Faults are not translated here: see L{bindings.faults.reply_to_soap11}.
+    """
+    if envelope.version is target:
+        return envelope
+    headers = tuple(_convert_header(h, envelope.version, target) for h in envelope.headers)
+    return Envelope(target, headers, tuple(standalone(b) for b in envelope.body))
+
+
+def to_soap12(envelope: Envelope) -> Envelope:
+    """The SOAP 1.2 form of an envelope, as listeners receive it."""
+    return convert(envelope, SoapVersion.SOAP12)
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    """
+    A parsed HTTP C{Content-Type}.
+
+    @ivar media_type: lower-cased C{type/subtype}.
+    @ivar params: parameters with lower-cased names and unquoted values.
+    """
+
+    media_type: str
+    params: Mapping[str, str]
+
+
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_PARAM = re.compile(rf'\s*;\s*({_TCHARS})\s*=\s*("(?:[^"\\]|\\.)*"|{_TCHARS}|[^;]*)')
+
+
+def parse_content_type(value: str) -> ContentType:
+    """
+    Parse a C{Content-Type} header value.
+
+    @raise SoapError: C{InvalidMessage} when the value has no C{type/subtype}.
+    """
+    media, _, rest = value.partition(";")
+    media = media.strip().lower()
+    if not re.fullmatch(rf"{_TCHARS}/{_TCHARS}", media):
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the Content-Type is not a media type")
+    params: dict[str, str] = {}
+    for match in _PARAM.finditer(";" + rest if rest else ""):
+        raw = match.group(2).strip()
+        if raw.startswith('"') and raw.endswith('"') and len(raw) >= 2:
+            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        params.setdefault(match.group(1).lower(), raw)
+    return ContentType(media, params)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSoapRequest:
+    """
+    What the HTTP framing of a SOAP request says.
+
+    @ivar version: SOAP 1.1 for C{text/xml}, 1.2 for C{application/soap+xml}.
+    @ivar charset: the declared charset, or C{None}.
+    @ivar media_action: the SOAP 1.2 C{action} media-type parameter, or C{None}.
+    @ivar soap_action: the SOAP 1.1 C{SOAPAction} header without quotes, C{None} when absent or empty.
+    """
+
+    version: SoapVersion
+    charset: str | None
+    media_action: str | None
+    soap_action: str | None
+
+
+def soap_action_value(header: str | None) -> str | None:
+    """The action in a C{SOAPAction} header: quotes removed; an empty value means no action (spec 6.4)."""
+    if header is None:
+        return None
+    value = header.strip()
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        value = value[1:-1].strip()
+    return value or None
+
+
+def classify_request(content_type: str | None, soap_action: str | None = None) -> HttpSoapRequest:
+    """
+    Tell the SOAP version and action sources of an HTTP request from its headers.
+
+    @raise SoapError: C{InvalidMessage} for a media type that is neither SOAP 1.1 nor SOAP 1.2.
+    """
+    if not content_type:
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the request has no Content-Type")
+    parsed = parse_content_type(content_type)
+    for version in SoapVersion:
+        if parsed.media_type == version.media_type:
+            break
+    else:
+        raise SoapError(
+            SoapErrorKind.INVALID_MESSAGE,
+            f"media type {parsed.media_type[:60]!r} is neither text/xml (SOAP 1.1) nor application/soap+xml (SOAP 1.2)",
+        )
+    media_action = parsed.params.get("action") if version is SoapVersion.SOAP12 else None
+    return HttpSoapRequest(
+        version=version,
+        charset=parsed.params.get("charset"),
+        media_action=media_action or None,
+        soap_action=soap_action_value(soap_action),
+    )
+
+
+def content_type_header(version: SoapVersion, action: str | None = None) -> str:
+    """The C{Content-Type} for a UTF-8 envelope of C{version}, with the 1.2 C{action} parameter if given."""
+    value = f"{version.media_type}; charset=utf-8"
+    if action is not None and version is SoapVersion.SOAP12:
+        escaped = action.replace("\\", "\\\\").replace('"', '\\"')
+        value += f'; action="{escaped}"'
+    return value

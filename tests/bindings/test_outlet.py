@@ -1,0 +1,173 @@
+"""Tests for L{bindings.outlet}: bounded queues, producer pausing and held-back senders."""
+
+from __future__ import annotations
+
+from bindings_fakes import FakeConnection, FakeFlow, message
+from twisted.internet.defer import CancelledError
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.outlet import IListenerConnection, ISenderFlow, Outlet
+
+
+def make(
+    max_bytes: int = 100, max_messages: int = 3, send_timeout: float = 30.0
+) -> tuple[Outlet, FakeConnection, Clock]:
+    clock = Clock()
+    connection = FakeConnection("L1")
+    outlet = Outlet(
+        connection,
+        clock=clock,
+        entity="e",
+        max_bytes=max_bytes,
+        max_messages=max_messages,
+        send_timeout=send_timeout,
+    )
+    return outlet, connection, clock
+
+
+class FakeTests(SynchronousTestCase):
+    """The fakes provide the interfaces they stand in for."""
+
+    def test_verified(self) -> None:
+        """FakeConnection, FakeFlow and Outlet provide their interfaces."""
+        self.assertTrue(verifyObject(IListenerConnection, FakeConnection("x")))
+        self.assertTrue(verifyObject(ISenderFlow, FakeFlow()))
+        self.assertTrue(verifyObject(IPushProducer, make()[0]))
+
+
+class OutletTests(SynchronousTestCase):
+    """An outlet in front of one connection."""
+
+    def test_write_through(self) -> None:
+        """An unpaused outlet writes at once and fires the sender's Deferred."""
+        outlet, connection, _ = make()
+        d = outlet.offer(message(1))
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(connection.sent, [message(1).payload])
+
+    def test_paused_queues_in_order(self) -> None:
+        """While paused, messages queue; resuming writes them in order and fires their Deferreds."""
+        outlet, connection, _ = make()
+        outlet.pauseProducing()
+        ds = [outlet.offer(message(i)) for i in range(3)]
+        for d in ds:
+            self.assertNoResult(d)
+        self.assertEqual((outlet.queued_messages, outlet.queued_bytes), (3, 30))
+        outlet.resumeProducing()
+        self.assertEqual(connection.sent, [message(i).payload for i in range(3)])
+        for d in ds:
+            self.successResultOf(d)
+        self.assertEqual(outlet.queued_bytes, 0)
+
+    def test_full_queue_holds_sender(self) -> None:
+        """Past the message bound the sender is paused; when room appears it resumes and its message goes."""
+        outlet, connection, _ = make(max_messages=2)
+        outlet.pauseProducing()
+        flow = FakeFlow()
+        outlet.offer(message(1), flow)
+        outlet.offer(message(2), flow)
+        self.assertTrue(flow.reading)
+        held = outlet.offer(message(3), flow)
+        self.assertFalse(flow.reading)
+        self.assertEqual(outlet.waiting_senders, 1)
+        outlet.resumeProducing()
+        self.assertTrue(flow.reading)
+        self.successResultOf(held)
+        self.assertEqual(len(connection.sent), 3)
+
+    def test_byte_bound(self) -> None:
+        """The byte bound holds senders back too, but one message always fits in an empty queue."""
+        outlet, _, _ = make(max_bytes=25)
+        outlet.pauseProducing()
+        outlet.offer(message(1, size=50))
+        self.assertEqual(outlet.queued_messages, 1)
+        outlet.offer(message(2, size=10))
+        self.assertEqual(outlet.waiting_senders, 1)
+
+    def test_server_busy_after_send_timeout(self) -> None:
+        """A sender held back longer than send_timeout gets ServerBusy and reads again."""
+        outlet, connection, clock = make(max_messages=1, send_timeout=30)
+        outlet.pauseProducing()
+        outlet.offer(message(1))
+        flow = FakeFlow()
+        held = outlet.offer(message(2), flow)
+        clock.advance(29.9)
+        self.assertNoResult(held)
+        clock.advance(0.1)
+        failure = self.failureResultOf(held, RelayFaultError)
+        self.assertEqual(failure.value.kind, RelayFault.SERVER_BUSY)
+        self.assertTrue(flow.reading)
+        outlet.resumeProducing()
+        self.assertEqual(connection.sent, [message(1).payload])
+
+    def test_order_with_waiting(self) -> None:
+        """A new message never overtakes held-back ones, even when the queue drains between them."""
+        outlet, connection, _ = make(max_messages=1)
+        outlet.pauseProducing()
+        for i in range(4):
+            outlet.offer(message(i))
+        outlet.resumeProducing()
+        outlet.offer(message(4))
+        self.assertEqual(connection.sent, [message(i).payload for i in range(5)])
+
+    def test_pause_during_write(self) -> None:
+        """A connection that pauses the outlet while being written to stops the pump at once."""
+        outlet, connection, _ = make()
+        original = connection.send_envelope
+
+        def send_and_pause(payload: bytes) -> None:
+            original(payload)
+            outlet.pauseProducing()
+
+        connection.send_envelope = send_and_pause  # type: ignore[method-assign]
+        outlet.pauseProducing()
+        ds = [outlet.offer(message(i)) for i in range(3)]
+        outlet.resumeProducing()
+        self.assertEqual(len(connection.sent), 1)
+        self.successResultOf(ds[0])
+        self.assertNoResult(ds[1])
+
+    def test_cancel_withdraws(self) -> None:
+        """Cancelling a queued or held-back offer removes it; the sender reads again."""
+        outlet, connection, clock = make(max_messages=1)
+        outlet.pauseProducing()
+        queued = outlet.offer(message(1))
+        flow = FakeFlow()
+        held = outlet.offer(message(2), flow)
+        held.cancel()
+        self.failureResultOf(held, CancelledError)
+        self.assertTrue(flow.reading)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        queued.cancel()
+        self.failureResultOf(queued, CancelledError)
+        outlet.resumeProducing()
+        self.assertEqual(connection.sent, [])
+
+    def test_close(self) -> None:
+        """Closing fails every unwritten message and every later offer with the given fault."""
+        outlet, _, clock = make(max_messages=1)
+        outlet.pauseProducing()
+        queued = outlet.offer(message(1))
+        flow = FakeFlow()
+        held = outlet.offer(message(2), flow)
+        outlet.stopProducing()
+        for d in (queued, held, outlet.offer(message(3))):
+            self.assertEqual(self.failureResultOf(d, RelayFaultError).value.kind, RelayFault.LISTENER_GONE)
+        self.assertTrue(flow.reading)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_overflow_drops_subscriber(self) -> None:
+        """A multicast copy that does not fit disconnects the subscriber with 1008 and is not taken."""
+        outlet, connection, _ = make(max_messages=2)
+        self.assertTrue(outlet.offer_or_drop(message(0)))
+        outlet.pauseProducing()
+        self.assertTrue(outlet.offer_or_drop(message(1)))
+        self.assertTrue(outlet.offer_or_drop(message(2)))
+        self.assertFalse(outlet.offer_or_drop(message(3)))
+        self.assertEqual(connection.closed, (1008, "subscriber queue overflow"))
+        self.assertFalse(outlet.offer_or_drop(message(4)))
+        self.assertEqual(outlet.queued_messages, 0)

@@ -1,0 +1,318 @@
+"""
+Tests for L{bindings.safexml}: every hostile document of spec section 11 and research notes section 10.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import tempfile
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+from twisted.trial.unittest import SynchronousTestCase
+
+from bindings import safexml
+from bindings.safexml import Rule, XmlLimits, XmlRejected, check_size, parse_xml
+
+SECRET = "TOP-SECRET-7f3a9c"
+
+
+class SpyResolver(etree.Resolver):
+    """Records every external resource lxml asks for, and refuses to provide any."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: list[str] = []
+
+    def resolve(self, system_url: str, public_id: str, context: Any) -> Any:
+        self.requested.append(system_url)
+        return self.resolve_string(f"<!ENTITY leak '{SECRET}'>", context)
+
+
+class HostileDocumentTests(SynchronousTestCase):
+    """Hostile payloads are refused and never read anything."""
+
+    def setUp(self) -> None:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(lambda: [os.remove(os.path.join(directory, n)) for n in os.listdir(directory)])
+        self.secret_path = os.path.join(directory, "secret.txt")
+        with open(self.secret_path, "w") as f:
+            f.write(SECRET)
+        self.dtd_path = os.path.join(directory, "ext.dtd")
+        with open(self.dtd_path, "w") as f:
+            f.write(f'<!ENTITY ext SYSTEM "file://{self.secret_path}"><!ATTLIST r injected CDATA "{SECRET}">')
+        self.spy = SpyResolver()
+        original = safexml.new_pull_parser
+
+        def spying_parser() -> etree.XMLPullParser:
+            parser = original()
+            parser.resolvers.add(self.spy)
+            return parser
+
+        self.patch(safexml, "new_pull_parser", spying_parser)
+
+    def assertRejected(
+        self,
+        data: bytes,
+        rule: Rule | set[Rule],
+        limits: XmlLimits = XmlLimits(),  # noqa: B008
+    ) -> XmlRejected:
+        error = self.assertRaises(XmlRejected, parse_xml, data, limits)
+        self.assertIn(error.rule, rule if isinstance(rule, set) else {rule})
+        self.assertNotIn(SECRET, str(error))
+        self.assertEqual(self.spy.requested, [])
+        return error
+
+    def test_xxe_file_read(self) -> None:
+        """An internal subset with an external entity is refused; the file content never appears."""
+        data = (f'<!DOCTYPE r [<!ENTITY x SYSTEM "file://{self.secret_path}">]><r>&x;</r>').encode()
+        self.assertRejected(data, Rule.DOCTYPE)
+
+    def test_xxe_entity_left_unexpanded(self) -> None:
+        """Even before the DOCTYPE check, the parser settings keep the entity unexpanded."""
+        data = f'<!DOCTYPE r [<!ENTITY x SYSTEM "file://{self.secret_path}">]><r>&x;</r>'.encode()
+        parser = safexml.new_pull_parser()
+        parser.feed(data)
+        root = parser.close()
+        self.assertNotIn(SECRET, etree.tostring(root).decode())
+        self.assertEqual(len(list(root.iter(etree.Entity))), 1)
+
+    def test_billion_laughs(self) -> None:
+        """
+        The classic exponential entity bomb is refused.
+
+        libxml2's amplification limit may stop it while parsing (not well-formed) before the DOCTYPE check.
+        """
+        lines = ['<!ENTITY lol0 "lol">']
+        for i in range(1, 10):
+            lines.append(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">')
+        data = f"<!DOCTYPE r [{''.join(lines)}]><r>&lol9;</r>".encode()
+        self.assertRejected(data, {Rule.DOCTYPE, Rule.WELL_FORMED}, XmlLimits(max_bytes=1 << 20))
+
+    def test_quadratic_blowup(self) -> None:
+        """A large entity referenced many times is refused without expansion."""
+        data = ('<!DOCTYPE r [<!ENTITY a "' + "x" * 50_000 + '">]><r>' + "&a;" * 20_000 + "</r>").encode()
+        self.assertRejected(data, {Rule.DOCTYPE, Rule.WELL_FORMED}, XmlLimits(max_bytes=1 << 20))
+
+    def test_external_dtd_file(self) -> None:
+        """An external DTD on disk is neither loaded nor applied: no attribute default, no entity."""
+        data = f'<!DOCTYPE r SYSTEM "file://{self.dtd_path}"><r>&ext;</r>'.encode()
+        self.assertRejected(data, Rule.DOCTYPE)
+
+    def test_external_dtd_url(self) -> None:
+        """An external DTD by http URL is never fetched."""
+        data = b'<!DOCTYPE r SYSTEM "http://example.invalid/evil.dtd"><r/>'
+        self.assertRejected(data, Rule.DOCTYPE)
+
+    def test_spy_sees_unsafe_parser(self) -> None:
+        """
+        The spy resolver does catch external loads: with C{collect_ids=False} lxml loads the DTD anyway.
+
+        This makes the "nothing fetched" assertions above meaningful and documents why the hardened settings
+        leave C{collect_ids} alone.
+        """
+        spy = SpyResolver()
+        parser = etree.XMLParser(**safexml.HARDENED_SETTINGS, collect_ids=False)
+        parser.resolvers.add(spy)
+        if etree.LIBXML_VERSION >= (2, 15):
+            raise self.skipTest("libxml2 2.15 fixed the collect_ids loophole")
+        etree.fromstring(f'<!DOCTYPE r SYSTEM "file://{self.dtd_path}"><r/>'.encode(), parser)
+        self.assertEqual(spy.requested, [f"file://{self.dtd_path}"])
+
+    def test_hardened_settings_lack_collect_ids(self) -> None:
+        """The factory never passes C{collect_ids}, and matches the spec's settings exactly."""
+        self.assertNotIn("collect_ids", safexml.HARDENED_SETTINGS)
+        self.assertEqual(
+            safexml.HARDENED_SETTINGS,
+            {
+                "resolve_entities": False,
+                "no_network": True,
+                "load_dtd": False,
+                "dtd_validation": False,
+                "attribute_defaults": False,
+                "huge_tree": False,
+                "recover": False,
+                "remove_pis": False,
+                "remove_comments": True,
+            },
+        )
+
+    def test_depth_100(self) -> None:
+        """Depth 100 exceeds the default limit of 64."""
+        self.assertRejected(b"<a>" * 100 + b"</a>" * 100, Rule.DEPTH)
+
+    def test_depth_at_limit(self) -> None:
+        """Exactly C{max_depth} levels are accepted; one more is refused."""
+        self.assertEqual(parse_xml(b"<a>" * 64 + b"</a>" * 64).tag, "a")
+        self.assertRejected(b"<a>" * 65 + b"</a>" * 65, Rule.DEPTH)
+
+    def test_depth_300(self) -> None:
+        """Depth 300 is refused as too deep even with the hard cap as the limit."""
+        self.assertRejected(b"<a>" * 300 + b"</a>" * 300, Rule.DEPTH, XmlLimits(max_depth=256))
+
+    def test_depth_5000(self) -> None:
+        """Depth 5000 is refused as too deep, not as some other parse error."""
+        self.assertRejected(b"<a>" * 5000 + b"</a>" * 5000, Rule.DEPTH, XmlLimits(max_bytes=1 << 20))
+
+    def test_unclosed_depth_in_one_chunk(self) -> None:
+        """Deep nesting that libxml2 stops inside a chunk is still reported as depth."""
+        self.assertRejected(b"<a>" * 1000, Rule.DEPTH, XmlLimits(max_depth=256))
+
+    def test_pi_inside(self) -> None:
+        """A processing instruction inside the document is refused."""
+        self.assertRejected(b"<r><?evil data?></r>", Rule.PROCESSING_INSTRUCTION)
+
+    def test_pi_before_root(self) -> None:
+        """A processing instruction before the root element (a sibling) is refused."""
+        self.assertRejected(b"<?evil data?><r/>", Rule.PROCESSING_INSTRUCTION)
+
+    def test_pi_after_root(self) -> None:
+        """A processing instruction after the root element is refused."""
+        self.assertRejected(b"<r/><?evil data?>", Rule.PROCESSING_INSTRUCTION)
+
+    def test_xml_declaration_is_not_a_pi(self) -> None:
+        """The XML declaration is allowed."""
+        self.assertEqual(parse_xml(b'<?xml version="1.0" encoding="utf-8"?><r/>').tag, "r")
+
+    def test_huge_text_node(self) -> None:
+        """An 11 MB text node is refused even when the size limit would allow it."""
+        data = b"<r>" + b"x" * 11_000_000 + b"</r>"
+        self.assertRejected(data, Rule.WELL_FORMED, XmlLimits(max_bytes=12_000_000))
+
+    def test_xinclude_inert(self) -> None:
+        """An XInclude element stays an ordinary element; the file is not read."""
+        data = (
+            f'<r xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include href="file://{self.secret_path}"'
+            ' parse="text"/></r>'
+        ).encode()
+        root = parse_xml(data)
+        self.assertEqual(root[0].tag, "{http://www.w3.org/2001/XInclude}include")
+        self.assertNotIn(SECRET, etree.tostring(root).decode())
+        self.assertEqual(self.spy.requested, [])
+
+    def test_comments_removed(self) -> None:
+        """Comments anywhere are dropped from the tree rather than refused."""
+        root = parse_xml(b"<!-- a --><r><!-- b --><c/></r><!-- c -->")
+        self.assertEqual(etree.tostring(root), b"<r><c/></r>")
+        self.assertEqual(list(root.itersiblings(preceding=True)), [])
+
+    def test_not_well_formed(self) -> None:
+        """Broken markup is refused as not well-formed."""
+        self.assertRejected(b"<r><a></r>", Rule.WELL_FORMED)
+        self.assertRejected(b"", Rule.WELL_FORMED)
+
+    def test_undeclared_entity(self) -> None:
+        """An entity reference without any DTD is not well-formed."""
+        self.assertRejected(b"<r>&x;</r>", Rule.WELL_FORMED)
+
+
+class LimitTests(SynchronousTestCase):
+    """Size and limit values."""
+
+    def test_size_before_parsing(self) -> None:
+        """A document one byte over the limit is refused by size, whatever it holds."""
+        error = self.assertRaises(
+            XmlRejected, parse_xml, b"<r>" + b"x" * 100 + b"</r>", XmlLimits(max_bytes=106)
+        )
+        self.assertEqual(error.rule, Rule.SIZE)
+        self.assertEqual(parse_xml(b"<r>" + b"x" * 100 + b"</r>", XmlLimits(max_bytes=107)).text, "x" * 100)
+
+    def test_declared_length(self) -> None:
+        """An announced length over the limit is refused before the body is read; unknown passes."""
+        self.assertEqual(self.assertRaises(XmlRejected, check_size, 65537, XmlLimits()).rule, Rule.SIZE)
+        check_size(65536, XmlLimits())
+        check_size(None, XmlLimits())
+
+    def test_limits_bounds(self) -> None:
+        """Depth above the hard cap of 256 or a non-positive size cannot be configured."""
+        self.assertRaises(ValueError, XmlLimits, max_depth=257)
+        self.assertRaises(ValueError, XmlLimits, max_depth=0)
+        self.assertRaises(ValueError, XmlLimits, max_bytes=0)
+
+
+class EncodingTests(SynchronousTestCase):
+    """Spec 11.4: UTF-8, or UTF-16 when the HTTP charset says so."""
+
+    def test_utf8_default(self) -> None:
+        """Without a charset, UTF-8 is parsed."""
+        self.assertEqual(parse_xml("<r>é</r>".encode()).text, "é")
+
+    def test_invalid_utf8(self) -> None:
+        """Bytes that are not UTF-8 are refused by the encoding rule."""
+        error = self.assertRaises(XmlRejected, parse_xml, b"<r>\xe9</r>")
+        self.assertEqual(error.rule, Rule.ENCODING)
+
+    def test_declaration_disagrees(self) -> None:
+        """A document that declares Latin-1 is refused rather than decoded as Latin-1."""
+        data = b'<?xml version="1.0" encoding="ISO-8859-1"?><r>x</r>'
+        self.assertEqual(self.assertRaises(XmlRejected, parse_xml, data).rule, Rule.ENCODING)
+
+    def test_utf16_declared(self) -> None:
+        """UTF-16 with a byte order mark is accepted when the charset says UTF-16."""
+        data = '<?xml version="1.0" encoding="UTF-16"?><r>é</r>'.encode("utf-16")
+        self.assertEqual(parse_xml(data, charset="UTF-16").text, "é")
+        self.assertEqual(parse_xml("<r>é</r>".encode("utf-16"), charset="utf-16").text, "é")
+
+    def test_utf16_undeclared(self) -> None:
+        """UTF-16 bytes without the charset are refused."""
+        data = "<r>é</r>".encode("utf-16")
+        self.assertEqual(self.assertRaises(XmlRejected, parse_xml, data).rule, Rule.ENCODING)
+
+    def test_utf16_without_bom(self) -> None:
+        """UTF-16 without a byte order mark is refused."""
+        data = "<r/>".encode("utf-16-le")
+        error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(), "utf-16")
+        self.assertEqual(error.rule, Rule.ENCODING)
+
+    def test_utf16_charset_utf8_declaration(self) -> None:
+        """A UTF-16 document whose declaration claims UTF-8 is refused."""
+        data = codecs.BOM_UTF16_LE + '<?xml version="1.0" encoding="utf-8"?><r/>'.encode("utf-16-le")
+        error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(), "utf-16")
+        self.assertEqual(error.rule, Rule.ENCODING)
+
+    def test_other_charset(self) -> None:
+        """Charsets other than UTF-8 and UTF-16 are refused."""
+        error = self.assertRaises(XmlRejected, parse_xml, b"<r/>", XmlLimits(), "iso-8859-1")
+        self.assertEqual(error.rule, Rule.ENCODING)
+
+
+_xml_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+    max_size=200,
+)
+
+
+class PropertyTests(SynchronousTestCase):
+    """Properties over generated documents."""
+
+    @given(text=_xml_text, depth=st.integers(min_value=1, max_value=64))
+    def test_round_trip(self, text: str, depth: int) -> None:
+        """Any text nested up to the depth limit survives a serialise-parse round trip."""
+        root = etree.Element("r")
+        leaf = root
+        for _ in range(depth - 1):
+            leaf = etree.SubElement(leaf, "n")
+        leaf.text = text
+        parsed = parse_xml(etree.tostring(root, encoding="utf-8"), XmlLimits(max_bytes=1 << 20))
+        parsed_leaf = parsed
+        for _ in range(depth - 1):
+            parsed_leaf = parsed_leaf[0]
+        self.assertEqual(parsed_leaf.text or "", text)
+        self.assertEqual(len(parsed_leaf), 0)
+
+    @given(depth=st.integers(min_value=65, max_value=400))
+    def test_too_deep(self, depth: int) -> None:
+        """Any nesting beyond the default limit is refused by the depth rule."""
+        data = b"<a>" * depth + b"</a>" * depth
+        self.assertEqual(self.assertRaises(XmlRejected, parse_xml, data).rule, Rule.DEPTH)
+
+    @given(data=st.binary(max_size=300))
+    def test_garbage(self, data: bytes) -> None:
+        """Arbitrary bytes either parse or raise L{XmlRejected}; nothing else escapes."""
+        try:
+            parse_xml(data)
+        except XmlRejected:
+            pass
