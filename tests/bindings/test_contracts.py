@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Optional, Union
 
-from calculator import DivideByZero, ICalculator, IChat, Point, Shape
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
@@ -26,6 +25,8 @@ from bindings.contracts import (
 from bindings.faultcodes import FaultCode
 from bindings.safexml import parse_xml
 from bindings.xsdtypes import ValueCodecError, decode_value, encode_value, spec_for
+
+from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
 
 NS = "urn:example:calc"
 

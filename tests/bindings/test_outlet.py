@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from bindings_fakes import FakeConnection, FakeFlow, message
 from twisted.internet.defer import CancelledError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
@@ -11,6 +10,8 @@ from zope.interface.verify import verifyObject
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet
+
+from .bindings_fakes import FakeConnection, FakeFlow, message
 
 
 def make(

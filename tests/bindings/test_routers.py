@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from bindings_fakes import FakeConnection, FakeFlow, message
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
-from twisted.test.proto_helpers import EventLoggingObserver
 from twisted.trial.unittest import SynchronousTestCase
 
 from bindings.faultcodes import RelayFault, RelayFaultError
@@ -15,6 +14,8 @@ from bindings.oneway import Delivered, ListenerSet, OneWayRouter
 from bindings.requestreply import Reply, RequestReplyRouter
 from bindings.settings import MULTICAST, ONEWAY, REQUEST_REPLY, settings_for
 from relay.listeners import RoundRobinChooser
+
+from .bindings_fakes import FakeConnection, FakeFlow, message
 
 
 def fault_of(test: SynchronousTestCase, d: object) -> RelayFault:

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any
 
 import zeep
-from calculator import DivideByZero, ICalculator, IChat, Point, Shape
 from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -28,6 +27,8 @@ from bindings.wsdl import (
     port_type_hash,
     rewrite_addresses,
 )
+
+from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden", "calculator.wsdl")
