@@ -42,12 +42,16 @@ def cmd_connection_string(args: argparse.Namespace) -> str:
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
     key = read_development_key(state_dir)
     if key is None:
-        raise CommandError(f"no development key in {state_dir}: start the gateway once with 'twistd -n relay'")
+        raise CommandError(
+            f"no development key in {state_dir}: start the gateway once with 'twistd -n relay'"
+        )
     endpoint, plain = args.endpoint, not args.tls
     if endpoint is None:
         recorded = read_endpoint(state_dir)
         endpoint, plain = recorded if recorded else ("sb://127.0.0.1:9080/", True)
-    cs = ConnectionString(endpoint=endpoint, key_name=DEVELOPMENT_KEY_NAME, key=key, entity_path=args.entity, plain=plain)
+    cs = ConnectionString(
+        endpoint=endpoint, key_name=DEVELOPMENT_KEY_NAME, key=key, entity_path=args.entity, plain=plain
+    )
     return cs.format()
 
 

@@ -131,7 +131,6 @@ class HybridConnectionFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
-
     def connection_closed(self, protocol: HybridConnectionProtocol) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
         self.connections.discard(protocol)
