@@ -23,8 +23,9 @@ class WebSocketOptions:
     How the client's WebSocket connections behave.
 
     @ivar receive_buffer: bytes of received, unread messages a connection holds before it stops reading
-        from the network (C{pauseProducing}) until the application catches up. One message is always
-        admitted, so the queue can exceed this by one message.
+        from the network (C{pauseProducing}) until the application has read it down to half. Messages
+        already read from the socket are still delivered, so the queue can exceed this by one read
+        (at most 64 KiB on TCP) or one message.
     @ivar max_message_size: the largest message accepted (the connection fails with 1009 beyond it).
         Autobahn assembles whole messages in memory, so this also bounds memory per connection. The
         default matches the Node C{ws} library's 100 MiB.

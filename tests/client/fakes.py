@@ -120,6 +120,7 @@ class Network:
         self.servers: dict[int, Any] = {}
         self.pumps: list[IOPump] = []
         self.transports: list[ClientTransport] = []
+        self.protocols: list[Any] = []
         self._peer_ports = itertools.count(51234)
 
     def serve(self, port: int, factory: Any) -> None:
@@ -144,6 +145,7 @@ class Network:
                 peerAddress=IPv4Address("TCP", "203.0.113.7", next(self._peer_ports)),
             )
             self.transports.append(client_io)
+            self.protocols.append(client)
             self.pumps.append(connect(server, server_io, client, client_io, greet=False, clock=self.reactor))
             made = True
         return made
@@ -163,7 +165,8 @@ class Network:
         raise AssertionError("network did not settle")
 
     def advance(self, seconds: float) -> None:
-        """Let time pass, then settle the network."""
+        """Settle the network, let time pass, then settle it again."""
+        self.flush()
         self.reactor.advance(seconds)
         self.flush()
 
