@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from autobahn.exception import Disconnected
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 Message = bytes | str
 """A WebSocket message: C{bytes} for binary messages, C{str} for text messages."""
 
+_SENDABLE_CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
 CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 _MAX_REASON_BYTES = 123
@@ -210,11 +212,12 @@ class HybridWebSocket:
 
         Messages arriving after this call are discarded; ones already queued can still be read.
 
-        @param code: 1000 or an application code 3000-4999.
-        @raise ValueError: for other codes or a reason longer than 123 UTF-8 bytes.
+        @param code: a code an endpoint may send: 1000 (normal), 1001 (going away), 1002-1003,
+            1007-1013, or an application code 3000-4999.
+        @raise ValueError: for reserved codes (1004-1006, 1015) or a reason longer than 123 UTF-8 bytes.
         """
-        if code != 1000 and not 3000 <= code <= 4999:
-            raise ValueError(f"close code {code} is not 1000 or 3000-4999")
+        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+            raise ValueError(f"close code {code} cannot be sent (reserved or undefined)")
         if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
             raise ValueError("close reason is longer than 123 bytes")
         if self._closed:
@@ -228,7 +231,9 @@ class HybridWebSocket:
                 # The peer's close frame is behind the data we stopped reading.
                 self._reading_paused = False
                 self._transport.resumeProducing()
-            self._protocol.sendClose(code, reason or None)
+            # Autobahn's sendClose allows only 1000 and 3000-4999; 1001 (going away) and 1011 are
+            # legitimate for an endpoint too, so the frame is sent directly.
+            self._protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") or None, isReply=False)
         return waiter
 
     def abort(self) -> None:

@@ -14,8 +14,9 @@ from typing import Any, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from typing_extensions import override
 from zope.interface import Interface
@@ -184,5 +185,9 @@ async def open_websocket(
         options=options,
         make_receiver=make_receiver,
     )
-    protocol = cast(RelayClientProtocol, await endpoint_for(reactor, url, options).connect(factory))
-    return await protocol.opened
+    try:
+        connected = await endpoint_for(reactor, url, options).connect(factory)
+    except ConnectingCancelledError:
+        # Endpoints report cancellation their own way; callers see one kind of cancellation.
+        raise CancelledError() from None
+    return await cast(RelayClientProtocol, connected).opened

@@ -28,6 +28,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, IOPump, connect
+from typing_extensions import override
 
 from relay.auth import Denial, Grant, Rights, SharedAccessRule, validate_any
 from relay.hybrid.addressing import hc_path, rendezvous_address, split_target
@@ -52,7 +53,9 @@ class ClientTransport(FakeTransport):
     """
 
     def __init__(self, protocol: Any, peer: IPv4Address) -> None:
-        super().__init__(protocol, isServer=False, hostAddress=IPv4Address("TCP", "10.0.0.2", 50000), peerAddress=peer)
+        super().__init__(
+            protocol, isServer=False, hostAddress=IPv4Address("TCP", "10.0.0.2", 50000), peerAddress=peer
+        )
         self.reading_paused = False
         self.pause_count = 0
         self.write_high_water: int | None = None
@@ -60,10 +63,12 @@ class ClientTransport(FakeTransport):
         self._disconnect_held = False
         self._producer_paused = False
 
+    @override
     def pauseProducing(self) -> None:
         self.reading_paused = True
         self.pause_count += 1
 
+    @override
     def resumeProducing(self) -> None:
         self.reading_paused = False
         while self._held and not self.reading_paused:
@@ -72,12 +77,14 @@ class ClientTransport(FakeTransport):
             self._disconnect_held = False
             super().reportDisconnect()
 
+    @override
     def bufferReceived(self, buf: Any) -> None:
         if self.reading_paused:
             self._held.append(buf)
         else:
             super().bufferReceived(buf)
 
+    @override
     def reportDisconnect(self) -> None:
         if self.reading_paused and self._held:
             self._disconnect_held = True
@@ -88,6 +95,7 @@ class ClientTransport(FakeTransport):
     def held_bytes(self) -> int:
         return sum(len(c) for c in self._held if isinstance(c, bytes))
 
+    @override
     def write(self, data: bytes) -> None:
         super().write(data)
         if (
@@ -100,6 +108,7 @@ class ClientTransport(FakeTransport):
             self._producer_paused = True
             self.producer.pauseProducing()
 
+    @override
     def getOutBuffer(self) -> Any:
         out = super().getOutBuffer()
         if self._producer_paused and not self.stream and self.producer is not None:
@@ -210,15 +219,19 @@ class FakeRelayProtocol(WebSocketServerProtocol):  # type: ignore[misc]
     grant: Grant | None = None
     peer_leg: FakeRelayProtocol | None = None
 
+    @override
     def onConnect(self, request: Any) -> Any:
         return self.factory.relay.upgrade(self, request)
 
+    @override
     def onOpen(self) -> None:
         self.factory.relay.opened(self)
 
+    @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.relay.message(self, payload, isBinary)
 
+    @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.relay.closed(self, wasClean, code, reason)
 
@@ -319,7 +332,11 @@ class FakeRelay:
         return None, ""
 
     def _authorize(self, upgrade: Upgrade, entity: str, needed: Rights) -> Grant:
-        tokens = [t for t in (upgrade.headers.get("servicebusauthorization"), upgrade.params.get("sb-hc-token")) if t]
+        tokens = [
+            t
+            for t in (upgrade.headers.get("servicebusauthorization"), upgrade.params.get("sb-hc-token"))
+            if t
+        ]
         decision = validate_any(
             tokens,
             rules=self.rules,
@@ -332,7 +349,9 @@ class FakeRelay:
             raise ConnectionDeny(decision.kind.status, decision.reason)
         return decision
 
-    def _start_rendezvous(self, sender: FakeRelayProtocol, upgrade: Upgrade, entity: str, below: str) -> Deferred[Any]:
+    def _start_rendezvous(
+        self, sender: FakeRelayProtocol, upgrade: Upgrade, entity: str, below: str
+    ) -> Deferred[Any]:
         live = [r for r in self.listeners if r.entity == entity]
         if not live:
             raise ConnectionDeny(404, "No listener")
@@ -382,7 +401,9 @@ class FakeRelay:
             raise ConnectionDeny(410, "Gone")
         chosen = upgrade.protocols[0] if upgrade.protocols else None
         if chosen is not None and chosen not in pending.offered:
-            pending.answer.errback(ConnectionDeny(502, "Listener chose a subprotocol the sender did not offer"))
+            pending.answer.errback(
+                ConnectionDeny(502, "Listener chose a subprotocol the sender did not offer")
+            )
             raise ConnectionDeny(400, "Subprotocol was not offered")
         listener_leg.kind = "rendezvous"
         listener_leg.peer_leg = pending.sender
@@ -427,7 +448,9 @@ class FakeRelay:
         if protocol.peer_leg is not None and protocol.peer_leg.state == WebSocketProtocol.STATE_OPEN:
             protocol.peer_leg.sendMessage(payload, isBinary=is_binary)
 
-    def closed(self, protocol: FakeRelayProtocol, was_clean: bool, code: int | None, reason: str | None) -> None:
+    def closed(
+        self, protocol: FakeRelayProtocol, was_clean: bool, code: int | None, reason: str | None
+    ) -> None:
         record = self.record_for(protocol)
         if record is not None:
             self.listeners.remove(record)

@@ -24,9 +24,15 @@ class ParseAddressTests(SynchronousTestCase):
     def test_forms(self) -> None:
         """Connection strings and endpoint URIs of every supported kind map to scheme, host and path."""
         cases = [
-            (("Endpoint=sb://ns.servicebus.windows.net/" + KEYS, "hyco"), ("wss", "ns.servicebus.windows.net", "hyco")),
+            (
+                ("Endpoint=sb://ns.servicebus.windows.net/" + KEYS, "hyco"),
+                ("wss", "ns.servicebus.windows.net", "hyco"),
+            ),
             (("Endpoint=sb://ns/" + KEYS + ";EntityPath=hyco", None), ("wss", "ns", "hyco")),
-            (("Endpoint=sb://localhost:9080/" + KEYS + ";UseDevelopmentEmulator=true", "hyco"), ("ws", "localhost:9080", "hyco")),
+            (
+                ("Endpoint=sb://localhost:9080/" + KEYS + ";UseDevelopmentEmulator=true", "hyco"),
+                ("ws", "localhost:9080", "hyco"),
+            ),
             (("sb://ns/hyco", None), ("wss", "ns", "hyco")),
             (("sb://ns", "team/app"), ("wss", "ns", "team/app")),
             (("wss://relay.example.org:9443", "/hyco/"), ("wss", "relay.example.org:9443", "hyco")),
@@ -127,7 +133,9 @@ class SplitAcceptAddressTests(SynchronousTestCase):
 
     @given(
         suffix=st.lists(st.text(alphabet="abcXYZ019-._~ %", min_size=1, max_size=5), max_size=3),
-        pairs=st.lists(st.tuples(st.text("abc", min_size=1, max_size=3), st.text("xyz &=", max_size=4)), max_size=3),
+        pairs=st.lists(
+            st.tuples(st.text("abc", min_size=1, max_size=3), st.text("xyz &=", max_size=4)), max_size=3
+        ),
     )
     def test_round_trip(self, suffix: list[str], pairs: list[tuple[str, str]]) -> None:
         """What a sender puts in its URL is what the listener reads back from the accept address."""

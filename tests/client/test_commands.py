@@ -44,7 +44,9 @@ class ParseCommandTests(SynchronousTestCase):
 
     def test_accept_the_gateway_encodes(self) -> None:
         """What the gateway's codec emits, the client reads back unchanged."""
-        sent = Accept("ws://r/$hc/h?sb-hc-action=accept&sb-hc-id=9", "9", {"A": "b"}, RemoteEndpoint("::1", 7))
+        sent = Accept(
+            "ws://r/$hc/h?sb-hc-action=accept&sb-hc-id=9", "9", {"A": "b"}, RemoteEndpoint("::1", 7)
+        )
         command = parse_command(sent.encode())
         assert isinstance(command, AcceptCommand)
         self.assertEqual(
@@ -54,14 +56,18 @@ class ParseCommandTests(SynchronousTestCase):
 
     def test_lenient_accept(self) -> None:
         """Optional fields may be missing or odd (other relays); only the address is required."""
-        command = parse_command(payload({"accept": {"address": "wss://r/x", "remoteEndpoint": {"address": "a"}}}))
+        command = parse_command(
+            payload({"accept": {"address": "wss://r/x", "remoteEndpoint": {"address": "a"}}})
+        )
         assert isinstance(command, AcceptCommand)
         self.assertEqual((command.id, dict(command.connect_headers)), ("", {}))
         self.assertEqual(command.remote_endpoint, RemoteEndpoint("a", 0))
 
     def test_requests(self) -> None:
         """Both request forms parse; C{has_body} is set only by an explicit C{"body": true}."""
-        small = parse_command(payload({"request": {"address": "wss://r/a", "id": "r1", "method": "GET", "body": True}}))
+        small = parse_command(
+            payload({"request": {"address": "wss://r/a", "id": "r1", "method": "GET", "body": True}})
+        )
         assert isinstance(small, RequestCommand)
         self.assertEqual((small.id, small.has_body, small.fields["method"]), ("r1", True, "GET"))
         rendezvous = parse_command(payload({"request": {"address": "wss://r/a", "id": "r2"}}))

@@ -52,7 +52,7 @@ class ConnectionTestCase(FakeRelayTestCase):
 class MessageTests(ConnectionTestCase, SynchronousTestCase):
     def test_interfaces(self) -> None:
         """The connection is a receiver for its protocol and its write gate is a push producer."""
-        sender, accepted = self.pair()
+        sender, _accepted = self.pair()
         verifyObject(IWebSocketReceiver, sender)
         verifyObject(IPushProducer, sender._gate)
 
@@ -137,8 +137,8 @@ class CloseTests(ConnectionTestCase, SynchronousTestCase):
     def test_invalid_close(self) -> None:
         """Reserved close codes and over-long reasons are refused before anything is sent."""
         sender, _ = self.pair()
-        self.assertRaises(ValueError, sender.close, 1001)
-        self.assertRaises(ValueError, sender.close, 1006)
+        for code in (999, 1004, 1005, 1006, 1015, 2000, 5000):
+            self.assertRaises(ValueError, sender.close, code)
         self.assertRaises(ValueError, sender.close, 1000, "x" * 124)
         self.assertFalse(sender.closed)
 
@@ -157,8 +157,9 @@ class CloseTests(ConnectionTestCase, SynchronousTestCase):
 class BackPressureTests(ConnectionTestCase, SynchronousTestCase):
     def test_slow_reader_pauses_the_transport(self) -> None:
         """
-        Unread messages beyond C{receive_buffer} stop reading from the network; reading resumes once
-        the queue is down to half, and nothing is lost or reordered.
+        Unread messages beyond C{receive_buffer} stop reading from the network.
+
+        Reading resumes once the queue is down to half, and nothing is lost or reordered.
         """
         sender, accepted = self.pair(listener_options=WebSocketOptions(receive_buffer=1000))
         transport = self.transport(accepted)

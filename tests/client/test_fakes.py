@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.trial.unittest import SynchronousTestCase
+from typing_extensions import override
 
 from relay.auth import make_token
 from relay.hybrid.addressing import split_target
@@ -31,18 +32,23 @@ class RawClient(WebSocketClientProtocol):  # type: ignore[misc]
         self.status_line: str | None = None
         self.selected: str | None = None
 
+    @override
     def onConnect(self, response: Any) -> None:
         self.selected = response.protocol
 
+    @override
     def onOpen(self) -> None:
         self.is_open_now = True
 
+    @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.messages.append((payload, isBinary))
 
+    @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.close_info = (wasClean, code, reason)
 
+    @override
     def failHandshake(self, reason: str) -> None:
         self.status_line = getattr(self, "http_status_line", None)
         super().failHandshake(reason)
@@ -51,7 +57,9 @@ class RawClient(WebSocketClientProtocol):  # type: ignore[misc]
 class FakeRelaySpecTests(FakeRelayTestCase, SynchronousTestCase):
     def dial(self, url: str, token: str | None = None, protocols: list[str] | None = None) -> RawClient:
         headers = {"ServiceBusAuthorization": token} if token else {}
-        factory = WebSocketClientFactory(url, reactor=self.reactor, headers=headers, protocols=protocols or [])
+        factory = WebSocketClientFactory(
+            url, reactor=self.reactor, headers=headers, protocols=protocols or []
+        )
         factory.protocol = RawClient
         factory.setProtocolOptions(openHandshakeTimeout=0)
         parts = urlsplit(url)
@@ -60,7 +68,9 @@ class FakeRelaySpecTests(FakeRelayTestCase, SynchronousTestCase):
         client: RawClient = self.network.protocols[-1]
         return client
 
-    def token(self, key_name: str = ROOT_KEY_NAME, key: str = ROOT_KEY, resource: str = "http://relay.test/hyco") -> str:
+    def token(
+        self, key_name: str = ROOT_KEY_NAME, key: str = ROOT_KEY, resource: str = "http://relay.test/hyco"
+    ) -> str:
         return make_token(resource, key_name, key, ttl=60, now=self.reactor.seconds())
 
     def listen(self) -> RawClient:
@@ -147,7 +157,9 @@ class FakeRelaySpecTests(FakeRelayTestCase, SynchronousTestCase):
         """The control channel closes with 1008 at token expiry unless a valid renewToken came first."""
         listener = self.listen()
         self.network.advance(50)
-        renewed = make_token("http://relay.test/", ROOT_KEY_NAME, ROOT_KEY, ttl=60, now=self.reactor.seconds())
+        renewed = make_token(
+            "http://relay.test/", ROOT_KEY_NAME, ROOT_KEY, ttl=60, now=self.reactor.seconds()
+        )
         listener.sendMessage(json.dumps({"renewToken": {"token": renewed}}).encode())
         self.network.advance(50)
         self.assertIsNone(listener.close_info)

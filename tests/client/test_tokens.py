@@ -39,14 +39,18 @@ class ProviderTests(SynchronousTestCase):
     def test_interfaces(self) -> None:
         """Both providers and the asynchronous test provider implement L{ITokenProvider}."""
         verifyObject(ITokenProvider, SharedAccessKeyTokenProvider("n", "k"))
-        verifyObject(ITokenProvider, SharedAccessSignatureTokenProvider("SharedAccessSignature sr=a&sig=b&se=1&skn=c"))
+        verifyObject(
+            ITokenProvider, SharedAccessSignatureTokenProvider("SharedAccessSignature sr=a&sig=b&se=1&skn=c")
+        )
         verifyObject(ITokenProvider, DeferredTokens())
 
     def test_key_provider_signs_for_the_audience(self) -> None:
         """A signed token validates for the audience's entity and expires C{ttl} after the clock's now."""
         clock = Clock()
         clock.advance(1_000)
-        token = SharedAccessKeyTokenProvider("listen-rule", "k3y", clock=clock).get_token("http://ns/hyco/", 600)
+        token = SharedAccessKeyTokenProvider("listen-rule", "k3y", clock=clock).get_token(
+            "http://ns/hyco/", 600
+        )
         decision = validate_token(
             token, rules=[RULE], namespace_hosts=["ns"], entity_path="hyco", needed=Rights.LISTEN, now=1_001
         )
@@ -77,7 +81,9 @@ class ProviderTests(SynchronousTestCase):
         )
         self.assertIsInstance(keyed, SharedAccessKeyTokenProvider)
         fixed = token_provider_from_connection_string(
-            parse_connection_string("Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=a&sig=b&se=1&skn=c")
+            parse_connection_string(
+                "Endpoint=sb://ns/;SharedAccessSignature=SharedAccessSignature sr=a&sig=b&se=1&skn=c"
+            )
         )
         self.assertEqual(fixed.get_token("x", 1), "SharedAccessSignature sr=a&sig=b&se=1&skn=c")
 
