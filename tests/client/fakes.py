@@ -140,6 +140,8 @@ class Network:
         while self.reactor.tcpClients:
             host, port, factory, _timeout, _bind = self.reactor.tcpClients.pop(0)
             connector = self.reactor.connectors.pop(0)
+            if connector.stoppedConnecting:
+                continue
             server_factory = self.servers.get(port)
             if server_factory is None:
                 factory.clientConnectionFailed(connector, Failure(ConnectionRefusedError()))
@@ -173,11 +175,19 @@ class Network:
                 return
         raise AssertionError("network did not settle")
 
-    def advance(self, seconds: float) -> None:
-        """Settle the network, let time pass, then settle it again."""
+    def advance(self, seconds: float, step: float = 1.0) -> None:
+        """
+        Let time pass in steps of at most C{step} seconds, settling the network after each.
+
+        Stepping matters for keep-alive pings: a pong must travel before the ping timeout fires.
+        """
         self.flush()
-        self.reactor.advance(seconds)
-        self.flush()
+        remaining = seconds
+        while remaining > 1e-9:
+            delta = min(step, remaining)
+            self.reactor.advance(delta)
+            remaining -= delta
+            self.flush()
 
 
 @dataclass
@@ -190,6 +200,7 @@ class Upgrade:
     params: dict[str, str]
     headers: dict[str, str]
     protocols: list[str]
+    time: float = 0.0
 
 
 @dataclass
@@ -250,6 +261,7 @@ class FakeRelay:
     @ivar control_messages: JSON objects listeners sent on their control channels.
     @ivar deny: when set, called with each L{Upgrade}; returning C{(status, reason)} refuses it.
     @ivar sender_results: per connection id, the status a sender's upgrade was answered with.
+    @ivar listener_closes: how registered control channels ended: C{(clean, code, reason)}.
     """
 
     def __init__(
@@ -277,6 +289,7 @@ class FakeRelay:
         self.pending: dict[str, _Pending] = {}
         self.deny: Any = None
         self.sender_results: dict[str, int] = {}
+        self.listener_closes: list[tuple[bool, int | None, str | None]] = []
 
     @property
     def ws_base(self) -> str:
@@ -300,6 +313,7 @@ class FakeRelay:
             params=dict(target.relay_params),
             headers=dict(request.headers),
             protocols=list(request.protocols),
+            time=self.reactor.seconds(),
         )
         self.upgrades.append(upgrade)
         if self.deny is not None:
@@ -453,6 +467,7 @@ class FakeRelay:
     ) -> None:
         record = self.record_for(protocol)
         if record is not None:
+            self.listener_closes.append((was_clean, code, reason))
             self.listeners.remove(record)
             if record.expiry_call is not None and record.expiry_call.active():
                 record.expiry_call.cancel()
