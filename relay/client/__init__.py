@@ -2,19 +2,21 @@
 A Python client for Hybrid Connections, compatible with Azure Relay and with this project's gateway.
 
 Built on Twisted and Autobahn; every operation returns a L{Deferred}, so it can be awaited in
-C{async def} code driven by C{Deferred.fromCoroutine} or used with callbacks::
+C{async def} code driven by C{Deferred.fromCoroutine} (or C{task.react}) or used with callbacks::
 
-    async def main(reactor):
+    async def serve(reactor):
         listener = HybridConnectionListener(connection_string, "hyco", reactor=reactor)
         await listener.open()
-        async for message in await listener.accept_connection():
-            ...
+        while (connection := await listener.accept_connection()) is not None:
+            async for message in connection:
+                await connection.send(message)
 
-    client = HybridConnectionClient(connection_string, "hyco", reactor=reactor)
-    connection = await client.connect(suffix="/chat", subprotocols=["chat"])
-    await connection.send("hello")
-    reply = await connection.receive()
-    await connection.close()
+    async def talk(reactor):
+        client = HybridConnectionClient(connection_string, "hyco", reactor=reactor)
+        connection = await client.connect(suffix="/chat", subprotocols=["chat"])
+        await connection.send("hello")
+        reply = await connection.receive()
+        await connection.close()
 
 Only the public relay protocol is spoken, so the same code works against Azure Relay.
 """
