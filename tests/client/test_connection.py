@@ -18,7 +18,8 @@ from relay.client import (
 )
 from relay.client.protocol import IWebSocketReceiver
 
-from .fakes import ClientTransport, FakeRelayTestCase
+from .fakes import FakeRelayTestCase
+from .network import ClientTransport
 
 
 class ConnectionTestCase(FakeRelayTestCase):
