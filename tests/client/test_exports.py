@@ -45,7 +45,7 @@ class ExportTests(SynchronousTestCase):
         """The control channel implements the receiver interface its protocol delivers to."""
 
         class Protocol:
-            def sendMessage(self, payload: bytes, isBinary: bool = False) -> None:  # noqa: N803
+            def sendMessage(self, payload: bytes, **kwargs: Any) -> None:
                 pass
 
         noop: Any = lambda *args: None  # noqa: E731
