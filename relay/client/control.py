@@ -1,0 +1,141 @@
+"""
+The listener's control channel: commands in, C{renewToken} (and, later, HTTP responses) out.
+
+The channel only translates: accepts and requests go to callbacks the listener supplies, so all
+decisions (accept or reject, reconnect or not) stay in L{relay.client.listener}. Robustness rules from
+the protocol: unknown commands and stray binary messages are ignored, and a C{request} announcing a
+body (C{"body": true}) is paired with the binary message that immediately follows it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autobahn.exception import Disconnected
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relay.client.commands import (
+    AcceptCommand,
+    RequestCommand,
+    UnknownCommand,
+    parse_command,
+    renew_token_message,
+)
+from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
+from relay.hybrid.messages import ControlMessageError
+
+
+@implementer(IWebSocketReceiver)
+class ControlChannel:
+    """
+    One connected control channel.
+
+    @ivar listener_id: the listener's tracking id, for log events.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        protocol: RelayClientProtocol,
+        *,
+        listener_id: str,
+        on_accept: Callable[[AcceptCommand], None],
+        on_request: Callable[[RequestCommand, bytes | None], None],
+        on_closed: Callable[[ControlChannel, bool, int | None, str | None], None],
+    ) -> None:
+        self._protocol = protocol
+        self.listener_id = listener_id
+        self._on_accept = on_accept
+        self._on_request = on_request
+        self._on_closed = on_closed
+        self._awaiting_body: RequestCommand | None = None
+        self._closed = False
+        self._close_waiters: list[Deferred[None]] = []
+
+    def message_received(self, payload: bytes, is_binary: bool) -> None:
+        """Dispatch one control message."""
+        if self._awaiting_body is not None:
+            request, self._awaiting_body = self._awaiting_body, None
+            if is_binary:
+                self._on_request(request, payload)
+                return
+            self.log.warn(
+                "request {request_id} announced a body but a text message followed on {listener_id}",
+                request_id=request.id,
+                listener_id=self.listener_id,
+            )
+            self._on_request(request, None)
+        if is_binary:
+            self.log.info(
+                "ignoring a binary control message ({size} bytes) on {listener_id}",
+                size=len(payload),
+                listener_id=self.listener_id,
+            )
+            return
+        try:
+            command = parse_command(payload)
+        except ControlMessageError as e:
+            self.log.warn(
+                "ignoring a malformed control message on {listener_id}: {error}",
+                listener_id=self.listener_id,
+                error=str(e),
+            )
+            return
+        if isinstance(command, AcceptCommand):
+            self._on_accept(command)
+        elif isinstance(command, RequestCommand):
+            if command.has_body:
+                self._awaiting_body = command
+            else:
+                self._on_request(command, None)
+        elif isinstance(command, UnknownCommand):
+            self.log.info(
+                "ignoring an unknown control message with keys {keys} on {listener_id}",
+                keys=list(command.keys),
+                listener_id=self.listener_id,
+            )
+
+    def send_message(self, payload: bytes, is_binary: bool = False) -> bool:
+        """
+        Send one message on the channel (a JSON command as text, or a body as binary).
+
+        @return: C{False} when the channel is no longer open, so the caller can give up quietly.
+        """
+        if self._closed:
+            return False
+        try:
+            self._protocol.sendMessage(payload, isBinary=is_binary)
+        except Disconnected:
+            return False
+        return True
+
+    def send_renew_token(self, token: str) -> bool:
+        """Send C{renewToken}; C{False} when the channel is no longer open."""
+        return self.send_message(renew_token_message(token))
+
+    def close(self) -> Deferred[None]:
+        """Close the channel normally (1000) and fire once it is gone."""
+        if self._closed:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._close_waiters.append(waiter)
+        self._protocol.sendClose(1000, None)
+        return waiter
+
+    def abort(self) -> None:
+        """Drop the channel without a closing handshake."""
+        if not self._closed:
+            self._protocol.dropConnection(abort=True)
+
+    def connection_closed(self, was_clean: bool, code: int | None, reason: str | None) -> None:
+        """Tell the listener, then release anyone waiting in L{close}."""
+        if self._closed:
+            return
+        self._closed = True
+        self._on_closed(self, was_clean, code, reason)
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

@@ -1,0 +1,490 @@
+"""
+L{HybridConnectionListener}: register on a hybrid connection and accept the senders it announces.
+
+The API is modelled on .NET's C{HybridConnectionListener}.
+
+Life cycle: C{open()} dials the control channel once and fails with the relay's answer (404, 401, ...)
+if that does not work, as .NET's C{OpenAsync} does. Once online, a dropped channel is redialled with
+capped, jittered exponential back-off until C{close()}; 401/403 keep backing off (a key may be restored),
+404 stops for good (the entity is gone). Before the token expires a fresh one is sent as C{renewToken}.
+
+Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
+at the rendezvous address and handed to C{on_connection} or queued for C{accept_connection()}; rejected
+ones get the handler's status via the reject URL, which the relay answers with 410.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random as _random
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from enum import Enum
+from typing import Any, cast
+
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from relay.client.accepting import AcceptContext, AcceptHandler, Reject, decide
+from relay.client.address import parse_address
+from relay.client.backoff import Backoff
+from relay.client.commands import AcceptCommand, RequestCommand
+from relay.client.connection import HybridWebSocket
+from relay.client.control import ControlChannel
+from relay.client.errors import ControlChannelLost, EndpointNotFoundError
+from relay.client.options import MIB, WebSocketOptions
+from relay.client.protocol import RelayClientProtocol, open_websocket
+from relay.client.rendezvous import AcceptQueue, accept_sender, reject_sender
+from relay.client.tokens import (
+    ITokenProvider,
+    fetch_token,
+    token_expiry,
+    token_provider_from_connection_string,
+)
+
+_MIN_RENEW_DELAY = 1.0
+_RENEW_RETRY_DELAY = 10.0
+
+RequestHandler = Callable[[RequestCommand, "bytes | None"], object]
+"""The seam for HTTP relaying: called with each C{request} command and its body (if it had one)."""
+
+
+class ListenerState(Enum):
+    """Where a listener is in its life."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    RECONNECTING = "reconnecting"
+    OFFLINE = "offline"
+    """Gave up reconnecting (the relay answered 404); only C{close()} remains."""
+    CLOSED = "closed"
+
+
+class HybridConnectionListener:
+    """
+    A listener on one hybrid connection.
+
+    @ivar address: where the listener registers.
+    @ivar listener_id: the tracking id sent as C{sb-hc-id} on every (re)connect.
+    @ivar accept_handler: decides about each sender (see L{relay.client.accepting}); C{None} accepts all.
+    @ivar on_connection: if set, receives each accepted L{HybridWebSocket} instead of the queue behind
+        L{accept_connection}; may be a coroutine function.
+    @ivar request_handler: where HTTP C{request} commands go. C{None} (the default, until HTTP relaying
+        is implemented) logs and drops them, consuming their body message.
+    @ivar on_connecting: called before every attempt to dial the control channel.
+    @ivar on_online: called when the listener is registered.
+    @ivar on_offline: called with the reason when the listener stops being online: a
+        L{ControlChannelLost} (it will reconnect; see L{state}), an L{EndpointNotFoundError} (it gave
+        up), or C{None} after L{close}.
+    @ivar last_error: the most recent failure, C{None} while online.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        endpoint_or_connection_string: str,
+        path: str | None = None,
+        token_provider: ITokenProvider | None = None,
+        *,
+        reactor: Any = None,
+        accept_handler: AcceptHandler | None = None,
+        on_connection: Callable[[HybridWebSocket], object] | None = None,
+        on_connecting: Callable[[], object] | None = None,
+        on_online: Callable[[], object] | None = None,
+        on_offline: Callable[[BaseException | None], object] | None = None,
+        options: WebSocketOptions | None = None,
+        backoff: Backoff | None = None,
+        random: Callable[[], float] = _random.random,
+        token_ttl: float = 3600.0,
+        renew_fraction: float = 0.9,
+        ping_interval: float = 60.0,
+        ping_timeout: float = 30.0,
+        max_pending_connections: int = 64,
+        listener_id: str | None = None,
+    ) -> None:
+        """
+        Configure the listener; nothing is dialled before L{open}.
+
+        @param endpoint_or_connection_string: a connection string or endpoint URI (see
+            L{relay.client.address.parse_address}).
+        @param path: the hybrid connection, unless the first argument names it.
+        @param token_provider: required unless the connection string has a key or signature.
+        @param reactor: the reactor (the global one by default). Autobahn's own handshake and ping
+            timers always use C{txaio.config.loop}.
+        @param options: settings for the control channel and accepted connections.
+        @param backoff: the reconnect schedule.
+        @param random: the jitter source, C{[0, 1)}.
+        @param token_ttl: the token lifetime requested from the provider, in seconds.
+        @param renew_fraction: renew when this fraction of a token's remaining lifetime has passed.
+        @param ping_interval: seconds between keep-alive pings on the control channel (0: none), so a
+            dead connection is noticed and redialled.
+        @param ping_timeout: seconds to wait for the pong before declaring the channel dead.
+        @param max_pending_connections: accepted connections that may wait for L{accept_connection};
+            senders beyond that are rejected with 503 rather than buffered without bound.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.address, cs = parse_address(endpoint_or_connection_string, path)
+        if token_provider is None and cs is not None:
+            token_provider = token_provider_from_connection_string(cs)
+        if token_provider is None:
+            raise ValueError("a listener needs a token provider (or a connection string with a key)")
+        if not 0 < renew_fraction < 1:
+            raise ValueError("renew_fraction must be between 0 and 1")
+        if max_pending_connections < 0:
+            raise ValueError("max_pending_connections must not be negative")
+        self.token_provider = token_provider
+        self.listener_id = listener_id or str(uuid.uuid4())
+        self.accept_handler = accept_handler
+        self.on_connection = on_connection
+        self.request_handler: RequestHandler | None = None
+        self.on_connecting = on_connecting
+        self.on_online = on_online
+        self.on_offline = on_offline
+        self.last_error: BaseException | None = None
+        self._reactor = reactor
+        self._options = options or WebSocketOptions()
+        self._control_options = replace(
+            self._options,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_message_size=min(self._options.max_message_size or 4 * MIB, 4 * MIB),
+        )
+        self._backoff = backoff or Backoff()
+        self._random = random
+        self._token_ttl = token_ttl
+        self._renew_fraction = renew_fraction
+        self._max_pending = max_pending_connections
+        self._state = ListenerState.NEW
+        self._channel: ControlChannel | None = None
+        self._token: str | None = None
+        self._renew_call: IDelayedCall | None = None
+        self._tasks: set[Deferred[Any]] = set()
+        self._queue = AcceptQueue(max_pending_connections)
+
+    def __repr__(self) -> str:
+        return f"<HybridConnectionListener {self.address.path} {self.listener_id} {self._state.value}>"
+
+    @property
+    def state(self) -> ListenerState:
+        """The listener's life-cycle state."""
+        return self._state
+
+    @property
+    def is_online(self) -> bool:
+        """Whether the control channel is registered right now."""
+        return self._state is ListenerState.ONLINE
+
+    @property
+    def control_channel(self) -> ControlChannel | None:
+        """The current control channel, for a request handler that answers on it; C{None} offline."""
+        return self._channel
+
+    def open(self) -> Deferred[None]:
+        """
+        Register the listener; fires once online.
+
+        @raise RuntimeError: when the listener was opened (successfully) or closed before.
+        @return: a L{Deferred} failing with L{ConnectError} (L{EndpointNotFoundError},
+            L{AuthorizationError}, ...) or a connection error if the first attempt fails; the listener
+            can then be opened again.
+        """
+        if self._state is not ListenerState.NEW:
+            raise RuntimeError(f"listener is {self._state.value}; open() is allowed once")
+        self._state = ListenerState.CONNECTING
+        return self._spawn(self._open(), report=False)
+
+    async def _open(self) -> None:
+        try:
+            channel = await self._connect_once()
+        except CancelledError:
+            raise
+        except Exception as e:
+            self.last_error = e
+            if self._state is ListenerState.CONNECTING:
+                self._state = ListenerState.NEW
+            self.log.warn(
+                "listener {listener_id} could not open {path}: {error}",
+                listener_id=self.listener_id,
+                path=self.address.path,
+                error=str(e),
+            )
+            raise
+        self._went_online(channel)
+
+    def close(self) -> Deferred[None]:
+        """
+        Unregister: stop reconnecting and renewing, and close the control channel.
+
+        Pending L{accept_connection} calls return C{None}. Connections already accepted stay open; ones
+        queued but never taken are closed with 1001.
+        """
+        return Deferred.fromCoroutine(self._close())
+
+    async def _close(self) -> None:
+        if self._state is ListenerState.CLOSED:
+            return
+        was_online = self._state is ListenerState.ONLINE
+        self._state = ListenerState.CLOSED
+        self._cancel_renewal()
+        for task in list(self._tasks):
+            task.cancel()
+        self._queue.shut()
+        for connection in self._queue.drain():
+            connection.close(1001, "listener closed")
+        channel, self._channel = self._channel, None
+        self.log.info("listener {listener_id} closing", listener_id=self.listener_id)
+        if channel is not None:
+            await channel.close()
+        if was_online:
+            self._notify(self.on_offline, None)
+
+    def accept_connection(self) -> Deferred[HybridWebSocket | None]:
+        """
+        The next accepted connection, or C{None} once the listener is closed or has given up.
+
+        Cancelling the returned L{Deferred} stops waiting without losing a connection.
+        """
+        return self._queue.get()
+
+    # -- control channel -------------------------------------------------------------------------
+
+    async def _connect_once(self) -> ControlChannel:
+        self._notify(self.on_connecting)
+        token = await fetch_token(self.token_provider, self.address.audience, self._token_ttl)
+        url = self.address.listen_url(self.listener_id)
+        self.log.info("listener {listener_id} connecting to {url}", listener_id=self.listener_id, url=url)
+
+        def make_channel(protocol: RelayClientProtocol) -> ControlChannel:
+            return ControlChannel(
+                protocol,
+                listener_id=self.listener_id,
+                on_accept=self._accept_received,
+                on_request=self._request_received,
+                on_closed=self._control_closed,
+            )
+
+        channel = await open_websocket(
+            self._reactor,
+            url,
+            options=self._control_options,
+            make_receiver=make_channel,
+            headers={"ServiceBusAuthorization": token},
+        )
+        self._token = token
+        return cast(ControlChannel, channel)
+
+    def _went_online(self, channel: ControlChannel) -> None:
+        self._channel = channel
+        self._state = ListenerState.ONLINE
+        self.last_error = None
+        self.log.info(
+            "listener {listener_id} online on {path}", listener_id=self.listener_id, path=self.address.path
+        )
+        self._schedule_renewal()
+        self._notify(self.on_online)
+
+    def _control_closed(
+        self, channel: ControlChannel, was_clean: bool, code: int | None, reason: str | None
+    ) -> None:
+        if channel is not self._channel:
+            return
+        self._channel = None
+        self._cancel_renewal()
+        if self._state is not ListenerState.ONLINE:
+            return
+        error = ControlChannelLost(code, reason)
+        self.last_error = error
+        self._state = ListenerState.RECONNECTING
+        self.log.warn(
+            "listener {listener_id} lost its control channel: {code} {reason}",
+            listener_id=self.listener_id,
+            code=code,
+            reason=reason,
+        )
+        self._notify(self.on_offline, error)
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        attempt = 0
+        while self._state is ListenerState.RECONNECTING:
+            delay = self._backoff.delay(attempt, self._random)
+            self.log.info(
+                "listener {listener_id} reconnecting in {delay:.2f} s (attempt {attempt})",
+                listener_id=self.listener_id,
+                delay=delay,
+                attempt=attempt + 1,
+            )
+            await deferLater(self._reactor, delay)
+            try:
+                channel = await self._connect_once()
+            except EndpointNotFoundError as e:
+                self._give_up(e)
+                return
+            except CancelledError:
+                raise
+            except Exception as e:
+                self.last_error = e
+                attempt += 1
+                self.log.warn(
+                    "listener {listener_id} reconnect attempt {attempt} failed: {error}",
+                    listener_id=self.listener_id,
+                    attempt=attempt,
+                    error=str(e),
+                )
+                continue
+            self._went_online(channel)
+
+    def _give_up(self, error: EndpointNotFoundError) -> None:
+        self.last_error = error
+        self._state = ListenerState.OFFLINE
+        self.log.error(
+            "listener {listener_id} stops reconnecting: {error}",
+            listener_id=self.listener_id,
+            error=str(error),
+        )
+        self._queue.shut()
+        self._notify(self.on_offline, error)
+
+    # -- token renewal ---------------------------------------------------------------------------
+
+    def _schedule_renewal(self, delay: float | None = None) -> None:
+        self._cancel_renewal()
+        if delay is None:
+            expiry = token_expiry(self._token) if self._token is not None else None
+            remaining = self._token_ttl if expiry is None else expiry - self._reactor.seconds()
+            delay = max(remaining * self._renew_fraction, _MIN_RENEW_DELAY)
+        self._renew_call = self._reactor.callLater(delay, self._renew_due)
+
+    def _cancel_renewal(self) -> None:
+        if self._renew_call is not None and self._renew_call.active():
+            self._renew_call.cancel()
+        self._renew_call = None
+
+    def _renew_due(self) -> None:
+        self._renew_call = None
+        self._spawn(self._renew())
+
+    async def _renew(self) -> None:
+        channel = self._channel
+        if channel is None:
+            return
+        try:
+            token = await fetch_token(self.token_provider, self.address.audience, self._token_ttl)
+        except CancelledError:
+            raise
+        except Exception:
+            self.log.failure(
+                "listener {listener_id} could not get a token to renew", listener_id=self.listener_id
+            )
+            if channel is self._channel:
+                self._schedule_renewal(_RENEW_RETRY_DELAY)
+            return
+        if channel is not self._channel:
+            return
+        if token == self._token:
+            self.log.warn(
+                "listener {listener_id} cannot renew: the token provider returned the same token; the relay "
+                "will close the control channel when it expires",
+                listener_id=self.listener_id,
+            )
+            return
+        if channel.send_renew_token(token):
+            self._token = token
+            self.log.info("listener {listener_id} renewed its token", listener_id=self.listener_id)
+            self._schedule_renewal()
+
+    # -- accepting -------------------------------------------------------------------------------
+
+    def _accept_received(self, command: AcceptCommand) -> None:
+        if self._state is not ListenerState.CLOSED:
+            self._spawn(self._handle_accept(command))
+
+    async def _handle_accept(self, command: AcceptCommand) -> None:
+        context = AcceptContext.from_command(command, self.address.path)
+        self.log.info(
+            "sender {connection_id} waiting on {path}{suffix}",
+            connection_id=context.connection_id,
+            path=self.address.path,
+            suffix=context.suffix,
+        )
+        if self.on_connection is None and not self._queue.has_room():
+            busy = Reject(503, f"Listener busy. TrackingId:{context.connection_id}")
+            await reject_sender(self._reactor, command, context, busy, self._options)
+            return
+        self._queue.in_flight += 1
+        try:
+            decision = await decide(self.accept_handler, context)
+            if isinstance(decision, Reject):
+                await reject_sender(self._reactor, command, context, decision, self._options)
+                return
+            connection = await accept_sender(
+                self._reactor, command, context, decision.subprotocol, self._options
+            )
+        finally:
+            self._queue.in_flight -= 1
+        if connection is None:
+            return
+        if self._state is ListenerState.CLOSED:
+            connection.close(1001, "listener closed")
+        elif self.on_connection is not None:
+            self._call_app(self.on_connection, connection)
+        else:
+            self._queue.put(connection)
+
+    # -- HTTP seam -------------------------------------------------------------------------------
+
+    def _request_received(self, command: RequestCommand, body: bytes | None) -> None:
+        if self.request_handler is None:
+            self.log.info(
+                "ignoring HTTP request {request_id}: this listener has no request handler",
+                request_id=command.id,
+            )
+            return
+        self._call_app(self.request_handler, command, body)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _spawn(self, coroutine: Any, *, report: bool = True) -> Deferred[Any]:
+        """
+        Run a coroutine as a tracked task, so L{close} can cancel it.
+
+        @param report: log its failure (background work); C{False} when the caller gets the result.
+        """
+        task: Deferred[Any] = Deferred.fromCoroutine(coroutine)
+        if not task.called:
+            self._tasks.add(task)
+
+            def done(result: object) -> object:
+                self._tasks.discard(task)
+                return result
+
+            task.addBoth(done)
+        if report:
+            task.addErrback(self._task_failed)
+        return task
+
+    def _task_failed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            self.log.failure("listener {listener_id} task failed", failure, listener_id=self.listener_id)
+
+    def _call_app(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            result = callback(*args)
+        except Exception:
+            self.log.failure("listener {listener_id} callback failed", listener_id=self.listener_id)
+            return
+        if isinstance(result, Deferred) or inspect.isawaitable(result):
+            ensureDeferred(cast(Any, result)).addErrback(self._task_failed)
+
+    def _notify(self, callback: Callable[..., object] | None, *args: object) -> None:
+        if callback is not None:
+            self._call_app(callback, *args)

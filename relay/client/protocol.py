@@ -1,0 +1,193 @@
+"""
+The Autobahn client protocol under every connection the client opens, and how it is dialled.
+
+One protocol class serves the control channel, rendezvous and sender connections alike: it completes
+the opening handshake, reports a refused upgrade as a L{ConnectError} with the HTTP status, and then
+hands messages and the close to an L{IWebSocketReceiver} (a L{HybridWebSocket} or the listener's
+control channel). Keeping Autobahn's callbacks here keeps the rest of the package free of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from typing_extensions import override
+from zope.interface import Interface
+
+from relay.client.errors import ConnectError
+from relay.client.options import WebSocketOptions
+
+
+class IWebSocketReceiver(Interface):
+    """What an open connection delivers its traffic to."""
+
+    def message_received(payload: bytes, is_binary: bool) -> None:
+        """A complete message arrived (text payloads are UTF-8 bytes, already validated)."""
+
+    def connection_closed(was_clean: bool, code: int | None, reason: str | None) -> None:
+        """
+        The connection is gone.
+
+        @param was_clean: whether the closing handshake completed.
+        @param code: the peer's close code, or 1006 when there was no closing handshake.
+        """
+
+
+ReceiverFactory = Callable[["RelayClientProtocol"], IWebSocketReceiver]
+
+
+def _status_from_line(line: str) -> tuple[int | None, str]:
+    parts = line.split(None, 2)
+    try:
+        code = int(parts[1])
+    except (IndexError, ValueError):
+        return None, line
+    return code, parts[2] if len(parts) > 2 else ""
+
+
+class RelayClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    """
+    A client WebSocket whose opening result is a L{Deferred} and whose traffic goes to a receiver.
+
+    @ivar opened: fires with the receiver once the upgrade succeeded, or fails with L{ConnectError}.
+        Cancelling it aborts the connection attempt.
+    @ivar subprotocol: the subprotocol the server selected, if any.
+    @ivar response_headers: the 101 response headers (names lower-cased by Autobahn).
+    """
+
+    factory: RelayClientFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: Deferred[IWebSocketReceiver] = Deferred(self._cancel_open)
+        self.receiver: IWebSocketReceiver | None = None
+        self.subprotocol: str | None = None
+        self.response_headers: dict[str, str] = {}
+        self._refusal: ConnectError | None = None
+
+    def _cancel_open(self, _: Deferred[IWebSocketReceiver]) -> None:
+        if self.transport is not None:
+            self.dropConnection(abort=True)
+
+    @override
+    def onConnect(self, response: Any) -> None:
+        self.subprotocol = response.protocol or None
+        self.response_headers = dict(response.headers)
+
+    @override
+    def onOpen(self) -> None:
+        self.receiver = self.factory.make_receiver(self)
+        if not self.opened.called:
+            self.opened.callback(self.receiver)
+
+    @override
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self.receiver is not None:
+            self.receiver.message_received(payload, isBinary)
+
+    @override
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if self.receiver is not None:
+            self.receiver.connection_closed(wasClean, code, reason)
+        elif not self.opened.called:
+            failure = self._refusal or ConnectError(None, reason or "connection closed during the handshake")
+            self.opened.errback(failure)
+
+    @override
+    def failHandshake(self, reason: str) -> None:
+        """Remember the HTTP status of a refused upgrade before Autobahn drops the connection."""
+        line = getattr(self, "http_status_line", None)
+        if line:
+            status, phrase = _status_from_line(line)
+            if status is not None and status != 101:
+                self._refusal = ConnectError.from_status(status, phrase)
+        if self._refusal is None:
+            self._refusal = ConnectError(None, reason)
+        super().failHandshake(reason)
+
+
+class RelayClientFactory(WebSocketClientFactory):  # type: ignore[misc]
+    """Carries one connection's URL, headers, options and receiver factory to its protocol."""
+
+    protocol = RelayClientProtocol  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reactor: IReactorTime,
+        headers: Mapping[str, str],
+        subprotocols: Sequence[str],
+        options: WebSocketOptions,
+        make_receiver: ReceiverFactory,
+    ) -> None:
+        super().__init__(
+            url=url,
+            reactor=reactor,
+            headers=dict(headers),
+            protocols=list(subprotocols),
+            useragent=options.user_agent,
+        )
+        self.make_receiver = make_receiver
+        self.setProtocolOptions(
+            openHandshakeTimeout=options.open_timeout,
+            closeHandshakeTimeout=options.close_timeout,
+            maxMessagePayloadSize=options.max_message_size,
+            autoPingInterval=options.ping_interval,
+            autoPingTimeout=options.ping_timeout,
+        )
+
+
+def endpoint_for(reactor: Any, url: str, options: WebSocketOptions) -> IStreamClientEndpoint:
+    """
+    The Twisted endpoint that reaches C{url}: TCP for C{ws}, TLS over TCP for C{wss}.
+
+    The TLS host name (certificate check and SNI) is the URL's host, so rendezvous addresses on another
+    host than the control channel are verified for the right name.
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=int(options.open_timeout))
+    if secure:
+        endpoint = wrapClientTLS(options.tls_creator(host), endpoint)
+    return endpoint
+
+
+async def open_websocket(
+    reactor: Any,
+    url: str,
+    *,
+    options: WebSocketOptions,
+    make_receiver: ReceiverFactory,
+    headers: Mapping[str, str] | None = None,
+    subprotocols: Sequence[str] = (),
+) -> IWebSocketReceiver:
+    """
+    Dial C{url}, complete the WebSocket upgrade and return the receiver built for the connection.
+
+    @raise ConnectError: when the server refuses the upgrade (with its status) or the handshake fails.
+    @raise Exception: Twisted's connection errors (refused, DNS, TLS) when no HTTP exchange happened.
+    """
+    factory = RelayClientFactory(
+        url,
+        reactor=reactor,
+        headers=headers or {},
+        subprotocols=subprotocols,
+        options=options,
+        make_receiver=make_receiver,
+    )
+    try:
+        connected = await endpoint_for(reactor, url, options).connect(factory)
+    except ConnectingCancelledError:
+        # Endpoints report cancellation their own way; callers see one kind of cancellation.
+        raise CancelledError() from None
+    return await cast(RelayClientProtocol, connected).opened

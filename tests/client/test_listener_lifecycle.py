@@ -1,0 +1,258 @@
+"""Tests for L{relay.client.listener}: token renewal, reconnecting, closing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.auth import make_token
+from relay.client import (
+    AuthorizationError,
+    Backoff,
+    ControlChannelLost,
+    EndpointNotFoundError,
+    HybridConnectionListener,
+    ListenerState,
+    SharedAccessSignatureTokenProvider,
+)
+
+from .fakes import ROOT_KEY, ROOT_KEY_NAME
+from .test_listener import ListenerTestCase
+
+
+class RecordingListenerTestCase(ListenerTestCase):
+    """Records the listener's events as strings, for asserting their order."""
+
+    def recorded(self, **kwargs: Any) -> tuple[HybridConnectionListener, list[str]]:
+        events: list[str] = []
+
+        def offline(reason: BaseException | None) -> None:
+            events.append(f"offline:{type(reason).__name__ if reason else None}")
+
+        listener = self.open_listener(
+            on_connecting=lambda: events.append("connecting"),
+            on_online=lambda: events.append("online"),
+            on_offline=offline,
+            **kwargs,
+        )
+        return listener, events
+
+    def listen_times(self) -> list[float]:
+        return [u.time for u in self.relay.upgrades if u.action == "listen"]
+
+
+class RenewalTests(RecordingListenerTestCase, SynchronousTestCase):
+    def test_renews_at_the_configured_fraction(self) -> None:
+        """A fresh token goes out as C{renewToken} at 90% of the lifetime, and again for the next one."""
+        listener = self.open_listener(token_ttl=100)
+        self.network.advance(89.5, step=0.5)
+        self.assertEqual(self.relay.control_messages, [])
+        self.network.advance(0.5)
+        [message] = self.relay.control_messages
+        self.assertEqual(list(message), ["renewToken"])
+        self.assertEqual(self.relay.listeners[0].renewals, [message["renewToken"]["token"]])
+        self.network.advance(110)
+        self.assertTrue(listener.is_online, "the relay adopted the renewed tokens")
+        self.assertEqual(len(self.relay.listeners[0].renewals), 2)
+        self.assertEqual(len(self.listen_times()), 1)
+
+    def test_renew_fraction_is_configurable(self) -> None:
+        """C{renew_fraction} moves the renewal point."""
+        self.open_listener(token_ttl=100, renew_fraction=0.5)
+        self.network.advance(49)
+        self.assertEqual(self.relay.control_messages, [])
+        self.network.advance(1)
+        self.assertEqual(len(self.relay.control_messages), 1)
+
+    def test_fixed_token_cannot_be_renewed(self) -> None:
+        """
+        A fixed token is not re-sent; the relay closes the channel (1008) at expiry.
+
+        Reconnecting with the expired token is then refused (401), and the listener keeps backing off.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        token = make_token("http://relay.test/hyco", ROOT_KEY_NAME, ROOT_KEY, ttl=60, now=0)
+        events: list[str] = []
+        listener = HybridConnectionListener(
+            "ws://relay.test:80",
+            "hyco",
+            SharedAccessSignatureTokenProvider(token),
+            reactor=self.reactor,
+            random=lambda: 0.0,
+            on_offline=lambda reason: events.append(repr(reason)),
+        )
+        self.addCleanup(listener.close)
+        listener.open()
+        self.network.advance(61)
+        self.assertEqual(self.relay.control_messages, [])
+        self.assertIn("cannot renew", " ".join(e["log_format"] for e in observer))
+        self.assertEqual(listener.state, ListenerState.RECONNECTING)
+        assert isinstance(listener.last_error, AuthorizationError)
+        self.assertEqual(len(events), 1)
+        self.assertIn("1008", events[0])
+
+    def test_provider_failure_is_retried(self) -> None:
+        """When the provider fails at renewal time, the listener logs it and tries again 10 s later."""
+        listener = self.open_listener(token_ttl=100)
+        provider = listener.token_provider
+        calls: list[float] = []
+
+        class Flaky:
+            def get_token(self, audience: str, ttl: float) -> str:
+                calls.append(ttl)
+                if len(calls) == 1:
+                    raise OSError("vault unavailable")
+                return provider.get_token(audience, ttl)
+
+        listener.token_provider = Flaky()  # type: ignore[assignment]
+        self.network.advance(90)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.relay.control_messages, [])
+        self.network.advance(10)
+        self.assertEqual(len(self.relay.control_messages), 1)
+
+
+class ReconnectTests(RecordingListenerTestCase, SynchronousTestCase):
+    backoff = Backoff(initial=1.0, factor=2.0, maximum=8.0, jitter=0.5)
+
+    def test_reconnects_with_capped_jittered_backoff(self) -> None:
+        """
+        After a drop the listener redials after 0.75, 1.5, 3, 6, 6 s (random fixed at 0.5).
+
+        It gets a fresh token each time, and starts the schedule over once online again.
+        """
+        listener, events = self.recorded(backoff=self.backoff, random=lambda: 0.5)
+        self.relay.deny = lambda upgrade: (500, "Internal error") if upgrade.action == "listen" else None
+        self.network.advance(5)
+        self.relay.close_listeners(1001, "Shutting down TrackingId:x")
+        self.network.advance(17.25, step=0.25)
+        times = self.listen_times()[1:]
+        self.assertEqual([round(t - 5, 2) for t in times], [0.75, 2.25, 5.25, 11.25, 17.25])
+        self.assertEqual(listener.state, ListenerState.RECONNECTING)
+        self.assertFalse(listener.is_online)
+
+        self.relay.deny = None
+        self.network.advance(6, step=0.25)
+        self.assertTrue(listener.is_online)
+        self.assertEqual(
+            events, ["connecting", "online", "offline:ControlChannelLost"] + ["connecting"] * 6 + ["online"]
+        )
+        tokens = [u.headers["servicebusauthorization"] for u in self.relay.upgrades if u.action == "listen"]
+        self.assertEqual(len(set(tokens)), len(tokens))
+
+        self.relay.close_listeners()
+        self.network.advance(0.75, step=0.25)
+        self.assertTrue(listener.is_online, "the schedule restarted at the first delay")
+
+    def test_drop_without_close_frame(self) -> None:
+        """A control channel cut without a close frame (1006) is redialled as well."""
+        listener, _events = self.recorded(backoff=self.backoff)
+        self.relay.drop_listeners()
+        self.network.flush()
+        assert isinstance(listener.last_error, ControlChannelLost)
+        self.assertEqual(listener.last_error.code, 1006)
+        self.network.advance(1)
+        self.assertTrue(listener.is_online)
+
+    def test_stops_on_404(self) -> None:
+        """A 404 while reconnecting ends reconnecting for good and releases C{accept_connection}."""
+        listener, events = self.recorded(backoff=self.backoff)
+        waiting = listener.accept_connection()
+        self.relay.deny = lambda upgrade: (404, "Entity deleted")
+        self.relay.close_listeners(1001, "Entity deleted")
+        self.network.advance(60)
+        self.assertEqual(listener.state, ListenerState.OFFLINE)
+        self.assertEqual(len(self.listen_times()), 2)
+        self.assertEqual(events[-1], "offline:EndpointNotFoundError")
+        self.assertIsInstance(listener.last_error, EndpointNotFoundError)
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertIsNone(self.successResultOf(listener.accept_connection()))
+        self.successResultOf(listener.close())
+        self.assertEqual(listener.state, ListenerState.CLOSED)
+
+    def test_auth_failures_keep_backing_off(self) -> None:
+        """401 and 403 are not final: the listener keeps trying, with delays growing to the cap."""
+        listener, _ = self.recorded(backoff=self.backoff, random=lambda: 0.0)
+        answers = iter([(401, "Unauthorized"), (403, "Forbidden")] * 10)
+        self.relay.deny = lambda upgrade: next(answers)
+        self.relay.close_listeners()
+        self.network.advance(60)
+        gaps = [
+            round(b - a, 2) for a, b in zip(self.listen_times()[1:], self.listen_times()[2:], strict=False)
+        ]
+        self.assertEqual(gaps[:5], [2.0, 4.0, 8.0, 8.0, 8.0])
+        self.assertEqual(listener.state, ListenerState.RECONNECTING)
+        self.assertIsInstance(listener.last_error, AuthorizationError)
+
+    def test_close_while_backing_off(self) -> None:
+        """C{close()} during back-off cancels the pending attempt; no more dialling happens."""
+        listener, events = self.recorded(backoff=self.backoff)
+        self.relay.close_listeners()
+        self.network.flush()
+        closing = listener.close()
+        self.network.advance(60)
+        self.successResultOf(closing)
+        self.assertEqual(len(self.listen_times()), 1)
+        self.assertEqual(listener.state, ListenerState.CLOSED)
+        self.assertEqual(events, ["connecting", "online", "offline:ControlChannelLost"])
+
+    def test_logs_name_the_listener_never_the_token(self) -> None:
+        """Reconnect events carry the listener's tracking id; no event carries a token."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.open_listener(listener_id="trace-L", backoff=self.backoff)
+        self.relay.close_listeners()
+        self.network.advance(2)
+        self.assertTrue(listener.is_online)
+        self.assertIn("trace-L", {e.get("listener_id") for e in observer})
+        self.assertNotIn("SharedAccessSignature", repr(list(observer)))
+
+
+class CloseTests(RecordingListenerTestCase, SynchronousTestCase):
+    def test_close(self) -> None:
+        """
+        Closing sends 1000 on the control channel, reports offline, and releases pending accepts.
+
+        Queued connections are closed with 1001; a connection the application already took stays open.
+        """
+        listener, events = self.recorded()
+        taken_sender = self.successResultOf(self.sender())
+        taken = self.successResultOf(listener.accept_connection())
+        queued_sender = self.successResultOf(self.sender())
+        closing = listener.close()
+        waiting = listener.accept_connection()
+        self.network.flush()
+        self.successResultOf(closing)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+        self.assertEqual(events[-1], "offline:None")
+        self.assertIsNone(self.successResultOf(waiting))
+        self.assertEqual(queued_sender.close_code, 1001)
+        assert taken is not None
+        self.assertFalse(taken.closed)
+        self.assertFalse(taken_sender.closed)
+        self.successResultOf(listener.close())
+
+    def test_close_during_open(self) -> None:
+        """Closing while the first connection is being made abandons it."""
+        listener = self.make_listener()
+        opening = listener.open()
+        listener.close()
+        self.network.flush()
+        self.failureResultOf(opening)
+        self.assertEqual(listener.state, ListenerState.CLOSED)
+        self.assertEqual(self.relay.listeners, [])
+
+    def test_close_with_sender_being_decided(self) -> None:
+        """Closing while an accept handler is still deciding cancels the decision."""
+        from twisted.internet.defer import Deferred
+
+        deciding: Deferred[bool] = Deferred()
+        listener = self.open_listener(accept_handler=lambda _: deciding)
+        sender = self.sender()
+        listener.close()
+        self.network.flush()
+        self.assertTrue(deciding.called)
+        self.network.advance(31)
+        self.failureResultOf(sender)
