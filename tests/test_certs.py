@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -36,6 +37,18 @@ from relay.certs import (
 )
 
 
+def scratch(testcase: SynchronousTestCase) -> Path:
+    """
+    A fresh path that does not exist yet, inside a temporary directory removed at cleanup.
+
+    Unlike C{TestCase.mktemp}, which is relative to the working directory (the repository root
+    under pytest), this never leaves files behind in the checkout.
+    """
+    base = Path(tempfile.mkdtemp(prefix="relay-test-"))
+    testcase.addCleanup(shutil.rmtree, base, True)
+    return base / "scratch"
+
+
 def load_cert(path: Path) -> x509.Certificate:
     """Read the first certificate of a PEM file."""
     return x509.load_pem_x509_certificate(path.read_bytes())
@@ -57,7 +70,7 @@ class EnsureCATests(SynchronousTestCase):
     """L{ensure_ca} creates a CA once and reuses it afterwards."""
 
     def setUp(self) -> None:
-        self.directory = Path(self.mktemp()) / "certs"
+        self.directory = scratch(self) / "certs"
 
     def test_creates_ca_certificate(self) -> None:
         """The CA is self-signed, a critical CA:TRUE, may sign certificates and CRLs, and has a key id."""
@@ -152,7 +165,7 @@ class EnsureCATests(SynchronousTestCase):
 
     def test_unwritable_directory(self) -> None:
         """A directory that cannot be created is reported with its path (a file is in the way)."""
-        blocker = Path(self.mktemp())
+        blocker = scratch(self)
         blocker.write_text("a file, not a directory")
         target = blocker / "certs"
         with self.assertRaises(CertificateError) as caught:
@@ -163,7 +176,7 @@ class EnsureCATests(SynchronousTestCase):
 
     def test_directory_is_a_file(self) -> None:
         """Passing an existing file as the directory is refused."""
-        blocker = Path(self.mktemp())
+        blocker = scratch(self)
         blocker.write_text("a file")
         with self.assertRaises(CertificateError) as caught:
             ensure_ca(blocker)
@@ -174,7 +187,7 @@ class IssueServerCertificateTests(SynchronousTestCase):
     """L{issue_server_certificate} signs TLS server certificates that clients trusting the CA accept."""
 
     def setUp(self) -> None:
-        self.directory = Path(self.mktemp())
+        self.directory = scratch(self)
         self.cert = issue_server_certificate(self.directory, ["localhost", "127.0.0.1", "::1"])
 
     def test_verifies_for_every_host(self) -> None:
@@ -192,7 +205,7 @@ class IssueServerCertificateTests(SynchronousTestCase):
 
     def test_does_not_verify_with_another_ca(self) -> None:
         """A client trusting a different development CA rejects the leaf."""
-        other_ca, _ = ensure_ca(Path(self.mktemp()))
+        other_ca, _ = ensure_ca(scratch(self))
         verifier = (
             PolicyBuilder()
             .store(Store([load_cert(other_ca)]))
@@ -368,7 +381,7 @@ class IssueServerCertificateTests(SynchronousTestCase):
 
     def test_endpoint_description_parses(self) -> None:
         """Twisted's C{ssl:} parser accepts the description, even for a path with colons in it."""
-        directory = Path(self.mktemp()) / "odd:dir\\name"
+        directory = scratch(self) / "odd:dir\\name"
         cert = issue_server_certificate(directory, ["localhost"])
         reactor = MemoryReactor()
         endpoint = serverFromString(reactor, cert.endpoint_description(8443, interface="127.0.0.1"))
@@ -423,7 +436,7 @@ class TwistedLoopbackTests(TestCase):
     """A Twisted C{ssl:} endpoint with the generated files serves TLS that CA-trusting clients accept."""
 
     def setUp(self) -> None:
-        self.cert = issue_server_certificate(Path(self.mktemp()), ["localhost", "127.0.0.1"])
+        self.cert = issue_server_certificate(scratch(self), ["localhost", "127.0.0.1"])
 
     async def serve(self) -> int:
         """Listen on a free loopback port with the certificate; stop listening at cleanup."""
@@ -458,7 +471,7 @@ class TwistedLoopbackTests(TestCase):
     async def test_client_trusting_other_ca_refuses(self) -> None:
         """A client that trusts a different CA aborts the handshake and receives nothing."""
         port = await self.serve()
-        other_ca, _ = ensure_ca(Path(self.mktemp()))
+        other_ca, _ = ensure_ca(scratch(self))
         client = await self.connect(port, other_ca)
         self.assertEqual(client.data, b"")
         self.assertIsNotNone(client.reason)

@@ -23,7 +23,7 @@ rest to the cleanup that L{spawn_script} registers (terminate, then kill, and wa
 
 Node missing is the only reason to skip, and the skip says so loudly; with C{RELAY_REQUIRE_NODE=1}
 (set it in CI) it is an error instead. L{ensure_node_modules} runs C{npm ci} when C{node_modules} is
-missing or was installed from another C{package-lock.json}.
+missing or does not match C{package-lock.json}.
 """
 
 from __future__ import annotations
@@ -71,9 +71,6 @@ SCRIPTS = frozenset({"ws-listener.js", "ws-sender.js", "https-listener.js", "htt
 DEFAULT_EVENT_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 NPM_CI_TIMEOUT = 600.0
-_STAMP_NAME = ".relay-harness-stamp"
-_FINGERPRINTED = ("package.json", "package-lock.json", "empty-http/package.json", "empty-http/index.js")
-_REQUIRED_PACKAGES = {"hyco-ws": "1.0.5", "hyco-https": "1.4.5"}
 _ready: set[Path] = set()
 
 
@@ -108,32 +105,30 @@ def require_node() -> str:
 
 def ensure_node_modules(node_dir: Path = NODE_DIR, npm: str | None = None) -> Path:
     """
-    Make sure C{node_dir/node_modules} matches the committed lock file, running C{npm ci} if not.
+    Make sure C{node_dir/node_modules} holds what the committed lock file pins, running C{npm ci} if not.
 
-    A stamp in C{node_modules} records a digest of C{package.json}, C{package-lock.json} and the
-    empty C{http} stand-in; a missing or different stamp, or a missing pinned package, means stale.
-    C{npm ci} removes C{node_modules} first, so a failed install never leaves a valid stamp behind.
+    Fresh means: every package the lock lists under C{node_modules/} is installed in the locked
+    version (links, like the empty C{http} stand-in, exist). So an install made by CI's own
+    C{npm ci} is reused, and a lock file changed by a pull makes the next test run reinstall.
     Concurrent test processes are serialised with a lock file. Blocking, but it runs once per
-    process and only in test setup.
+    process and directory, in test setup only.
 
     @param node_dir: the npm project directory.
     @param npm: the C{npm} executable; by default the one on C{PATH}.
     @return: the C{node_modules} directory.
-    @raise NodeHarnessError: if npm is missing or C{npm ci} fails (with npm's output).
+    @raise NodeHarnessError: if npm is missing, C{npm ci} fails (with npm's output), or the install
+        still does not match the lock file afterwards.
     """
     node_dir = node_dir.resolve()
     modules = node_dir / "node_modules"
     if node_dir in _ready:
         return modules
-    fingerprint = _fingerprint(node_dir)
     with _lock(node_dir):
-        if not _installed(modules, fingerprint):
+        if _stale(node_dir) is not None:
             _npm_ci(node_dir, npm)
-            if not _installed(modules, None):
-                raise NodeHarnessError(
-                    f"`npm ci` in {node_dir} succeeded but did not install {_REQUIRED_PACKAGES}"
-                )
-            (modules / _STAMP_NAME).write_text(fingerprint)
+            problem = _stale(node_dir)
+            if problem is not None:
+                raise NodeHarnessError(f"`npm ci` in {node_dir} succeeded but {problem}")
     _ready.add(node_dir)
     return modules
 
@@ -363,8 +358,14 @@ class NodeScript(ProcessProtocol):
             return
         index = len(self.events)
         self.events.append(event)
-        for waiter in self._waiters:
-            if waiter.matches(event):
+        for waiter in list(self._waiters):
+            try:
+                matched = waiter.matches(event)
+            except Exception as e:  # a test's match= predicate failed: fail that wait, not the pipe
+                self._waiters.remove(waiter)
+                waiter.fail(e)
+                continue
+            if matched:
                 self._waiters.remove(waiter)
                 self._taken.add(index)
                 waiter.succeed(event)
@@ -427,30 +428,28 @@ class _Waiter:
         return f"event {self.name!r}" + (f" with {details}" if details else "") + extra
 
 
-def _fingerprint(node_dir: Path) -> str:
-    """Digest the files that decide what C{npm ci} installs."""
-    digest = hashlib.sha256()
-    for name in _FINGERPRINTED:
-        path = node_dir / name
-        digest.update(name.encode() + b"\0")
-        digest.update(path.read_bytes() if path.exists() else b"(missing)")
-    return digest.hexdigest()
-
-
-def _installed(modules: Path, fingerprint: str | None) -> bool:
-    """Tell whether the pinned packages are installed (and, if given, the stamp matches)."""
-    if fingerprint is not None:
-        stamp = modules / _STAMP_NAME
-        if not stamp.exists() or stamp.read_text() != fingerprint:
-            return False
-    for package, version in _REQUIRED_PACKAGES.items():
-        manifest = modules / package / "package.json"
+def _stale(node_dir: Path) -> str | None:
+    """Say what in C{node_modules} differs from C{package-lock.json}, or L{None} if nothing does."""
+    try:
+        lock = json.loads((node_dir / "package-lock.json").read_text())
+        packages = lock["packages"]
+    except (OSError, ValueError, KeyError) as e:
+        raise NodeHarnessError(f"cannot read {node_dir / 'package-lock.json'}: {e}") from e
+    for key, entry in packages.items():
+        if not key.startswith("node_modules/"):
+            continue  # the root project and local link targets
+        installed = node_dir / key
+        if entry.get("link"):
+            if not installed.exists():
+                return f"{key} (a link) is missing"
+            continue
         try:
-            if json.loads(manifest.read_text()).get("version") != version:
-                return False
+            version = json.loads((installed / "package.json").read_text()).get("version")
         except (OSError, ValueError):
-            return False
-    return True
+            return f"{key} is not installed"
+        if version != entry.get("version"):
+            return f"{key} is {version}, the lock file says {entry.get('version')}"
+    return None
 
 
 def _npm_ci(node_dir: Path, npm: str | None) -> None:

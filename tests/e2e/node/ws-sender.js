@@ -18,7 +18,7 @@ const USAGE = `
 Usage: node ${NAME} (--uri URI | --namespace NS --path HC) [options]
 
 A hyco-ws WebSocket sender. Reports JSON lines on stdout:
-  open, sent, message, paused, resumed, closing, close, upgrade-failed, error, timeout, fatal
+  connecting, open, sent, message, paused, resumed, closing, close, upgrade-failed, error, timeout, fatal
 Exit code 0 after close or upgrade-failed, 1 on a network error before any HTTP answer.
 
 Endpoint:
@@ -147,6 +147,7 @@ function main() {
   let closing = false;
   let sentAll = config.messages.length === 0;
 
+  h.emit('connecting', { uri: config.uri, protocols: config.protocols });
   const ws = new WS(config.uri, config.protocols.length ? config.protocols : null, { headers: config.headers });
 
   function close() {
