@@ -188,7 +188,7 @@ def spawn_script(
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
-        reactor = global_reactor  # type: ignore[assignment]
+        reactor = global_reactor
     assert reactor is not None
     executable = node if node is not None else require_node()
     child_env = dict(os.environ)
@@ -298,7 +298,12 @@ class NodeScript(ProcessProtocol):
         if self.exit_code is None:
             self._signal("TERM")
             killer = self._reactor.callLater(grace, self._signal, "KILL")
-            ended.addBoth(lambda result: (killer.cancel() if killer.active() else None, result)[1])
+
+            def spare(result: None) -> None:
+                if killer.active():
+                    killer.cancel()
+
+            ended.addCallback(spare)
         return ended
 
     def describe(self) -> str:

@@ -1,5 +1,5 @@
 """
-Tests for the Node interop harness: the scripts in C{tests/e2e/node} and L{tests.e2e.nodeharness}.
+Tests for the Node interop harness: the scripts in C{tests/e2e/node} and C{tests/e2e/nodeharness.py}.
 
 The gateway is not involved. To check that the scripts really speak the Hybrid Connections protocol
 with the official clients, the listener and sender scripts run against L{RelayDouble}, a protocol
@@ -40,7 +40,7 @@ from relay.auth import Grant, Rights, SharedAccessRule, make_token, validate_tok
 from relay.certs import issue_server_certificate
 
 try:
-    from tests.e2e.nodeharness import (
+    from .nodeharness import (
         SCRIPTS,
         NodeHarnessError,
         NodeScript,
@@ -51,7 +51,7 @@ try:
         sha256_hex,
         spawn_script,
     )
-except ImportError:  # tests/e2e is not (yet) a package here: pytest put this directory on sys.path
+except ImportError:  # no tests/e2e/__init__.py in this checkout: pytest put this directory on sys.path
     from nodeharness import (  # type: ignore[no-redef]
         SCRIPTS,
         NodeHarnessError,
@@ -163,6 +163,7 @@ class DoubleConnection(WebSocketServerProtocol):
     @ivar action: the C{sb-hc-action} of the upgrade (C{listen}, C{accept}, C{request}, C{connect}).
     @ivar messages: received messages as C{(payload, is_binary)}.
     @ivar closed: fires with C{(code, reason)} when the connection ends.
+    @ivar pongs: how many pong frames arrived (unsolicited ones are keep-alives).
     """
 
     factory: RelayDoubleFactory
@@ -173,6 +174,7 @@ class DoubleConnection(WebSocketServerProtocol):
         self.request: ConnectionRequest | None = None
         self.messages: defer.DeferredQueue[tuple[bytes, bool]] = defer.DeferredQueue()
         self.closed: defer.Deferred[tuple[int | None, str | None]] = defer.Deferred()
+        self.pongs = 0
 
     @override
     def connectionMade(self) -> None:
@@ -217,6 +219,10 @@ class DoubleConnection(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         if not self.closed.called:
             self.closed.callback((code, reason))
+
+    @override
+    def onPong(self, payload: bytes) -> None:
+        self.pongs += 1
 
     @override
     def dropConnection(self, abort: bool = False) -> None:
@@ -647,6 +653,18 @@ class WebSocketListenerTests(NodeTestCase):
         rendezvous.sendClose(4002, "going")
         closed = await listener.event("close")
         self.assertEqual((closed["code"], closed["reason"]), (1006, "going"))
+
+    async def test_close_command(self) -> None:
+        """The C{close} stdin command closes the control channel through the library and exits 0."""
+        relay = RelayDouble()
+        await relay.start(self)
+        listener, _ = await self.start_listener(relay)
+        control = await relay.connection("listen")
+        listener.command("close")
+        await listener.event("closed")
+        self.assertEqual(await listener.exited(), 0)
+        code, _ = await within(control.closed)
+        self.assertIn(code, (1000, 1005))
 
     async def test_close_after(self) -> None:
         """With C{--close-after 2} the listener closes with the given code and reason after two messages."""
@@ -1105,6 +1123,14 @@ class HttpsListenerTests(NodeTestCase):
         seen = await listener.event("request")
         self.assertEqual((seen["method"], seen["channel"], seen["length"]), ("PUT", "rendezvous", 200_000))
 
+    async def test_keep_alive_pongs(self) -> None:
+        """C{--keep-alive-ms} makes the library send unsolicited pong frames on the control channel."""
+        relay = RelayDouble()
+        await relay.start(self)
+        _, control = await self.start_listener(relay, "--keep-alive-ms", "100")
+        await sleep(0.65)
+        self.assertGreaterEqual(control.pongs, 3)
+
     async def test_never_responds(self) -> None:
         """C{--respond never} reports the request and sends nothing back."""
         relay = RelayDouble()
@@ -1250,6 +1276,30 @@ class HttpSenderTests(NodeTestCase):
             self.assertEqual(response["headers"]["x-echo"], "POST")
             self.assertEqual(response["sha256"], sha256_hex(payload("binary", 70000, index=index)))
 
+    async def test_new_connections_and_count(self) -> None:
+        """C{--count} repeats the list; C{--new-connection} opens a connection per request."""
+        resource = EchoResource()
+        port = await serve_http(self, resource)
+        sender = self.spawn(
+            "http-sender.js",
+            "--url",
+            f"http://127.0.0.1:{port}/hyco",
+            "--count",
+            "3",
+            "--new-connection",
+            "--method",
+            "DELETE",
+            "--token",
+            "tok",
+            "--token-in",
+            "authorization",
+        )
+        self.assertEqual(await sender.exited(), 0, sender.describe())
+        self.assertEqual([seen["method"] for seen in resource.seen], [b"DELETE"] * 3)
+        self.assertEqual(len({seen["port"] for seen in resource.seen}), 3)
+        self.assertEqual(resource.seen[0]["headers"]["authorization"], ["tok"])
+        self.assertEqual([r["index"] for r in sender.named("response")], [0, 1, 2])
+
     async def test_chunked_upload_and_query_token(self) -> None:
         """C{--chunked} streams the body without Content-Length; C{--token-in query} uses sb-hc-token."""
         resource = EchoResource()
@@ -1287,6 +1337,20 @@ class HttpSenderTests(NodeTestCase):
         sender = self.spawn("http-sender.js", "--url", f"https://localhost:{port}/hyco", ca_file=cert.ca_path)
         self.assertEqual(await sender.exited(), 0, sender.describe())
         self.assertEqual((await sender.event("response"))["status"], 202)
+
+    async def test_https_with_ca_option(self) -> None:
+        """C{--ca} trusts a CA file without the environment variable."""
+        cert = issue_server_certificate(scratch(self), ["localhost"])
+        port = await serve_http(self, EchoResource(), cert.endpoint_description(0, interface="127.0.0.1"))
+        sender = self.spawn(
+            "http-sender.js",
+            "--url",
+            f"https://localhost:{port}/hyco",
+            "--ca",
+            str(cert.ca_path),
+            env={"NODE_EXTRA_CA_CERTS": ""},
+        )
+        self.assertEqual(await sender.exited(), 0, sender.describe())
 
     async def test_https_untrusted(self) -> None:
         """Without the CA the HTTPS request fails certificate verification and the sender exits 1."""

@@ -13,6 +13,7 @@ const fs = require('fs');
 const http = require('http');
 const https = require('https');
 const path = require('path');
+const tls = require('tls');
 const hycoHttps = require('hyco-https');
 const h = require('./lib/harness');
 
@@ -193,9 +194,13 @@ function send(config, agents, url, index, done) {
   const options = {
     method: config.method,
     headers: headers,
-    agent: secure ? agents.https : agents.http,
+    // --new-connection: agent false = a one-off agent, so a new TCP (and TLS) connection each time.
+    agent: config.newConnection ? false : (secure ? agents.https : agents.http),
     timeout: config.timeoutMs,
   };
+  if (secure && config.ca) {
+    options.ca = [config.ca].concat(tls.rootCertificates);
+  }
   const req = (secure ? https : http).request(target, options, function (res) {
     // Read now: by the 'end' event the socket has gone back to the agent.
     const localPort = res.socket ? res.socket.localPort : null;
@@ -247,10 +252,10 @@ function send(config, agents, url, index, done) {
 function main() {
   const values = h.parseCommandLine(NAME, USAGE, OPTIONS, process.argv.slice(2));
   const config = settings(values);
-  const agentOptions = { keepAlive: !config.newConnection, maxSockets: 1 };
+  const agentOptions = { keepAlive: true, maxSockets: 1 };
   const agents = {
     http: new http.Agent(agentOptions),
-    https: new https.Agent(Object.assign(config.ca ? { ca: [config.ca].concat(require('tls').rootCertificates) } : {}, agentOptions)),
+    https: new https.Agent(agentOptions),
   };
   const queue = [];
   for (let round = 0; round < config.count; round++) {
@@ -273,7 +278,8 @@ function main() {
       if (!ok) {
         failures += 1;
       }
-      next(index + 1);
+      // Let the agent take the socket back first, so the next request reuses it from the pool.
+      setImmediate(next, index + 1);
     });
   };
   next(0);
