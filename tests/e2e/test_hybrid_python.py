@@ -210,8 +210,10 @@ class PythonClientTests(TestCase):
 
     async def test_slow_reader_bounds_gateway_buffer(self) -> None:
         """
-        A sender writing 48 MiB to a listener that does not read is stalled by back-pressure: what the
-        gateway buffers for the pair never exceeds its bound, and every byte arrives once the reader reads.
+        A sender writing 48 MiB to a listener that does not read is stalled by back-pressure.
+
+        What the gateway buffers for the pair never exceeds its bound, and every byte arrives once the
+        reader reads.
         """
         buffer_bytes = 65536
         gateway = await start_gateway(self, limits={"splice_buffer_bytes": float(buffer_bytes)})
