@@ -75,7 +75,7 @@ def cmd_cert(args: argparse.Namespace) -> str:
             f"server key:         {issued.key_path}",
             "",
             "Serve TLS with:",
-            f"  twistd -n relay --listen ssl:443:privateKey={issued.key_path}:certKey={issued.cert_path}",
+            f"  twistd -n relay --listen '{issued.endpoint_description(443)}' --public-url https://{args.host[0]}",
             "Trust it from Node clients with:",
             f"  export NODE_EXTRA_CA_CERTS={issued.ca_path}",
         ]
