@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 
@@ -23,6 +24,7 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
     unmask,
+    unmask_into,
 )
 
 
@@ -46,10 +48,10 @@ def run(relay: FrameRelay, data: bytes, cut: int) -> tuple[bytes, list[ControlFr
     controls: list[ControlFrame] = []
     for i in range(0, len(data), cut):
         for item in relay.feed(data[i : i + cut]):
-            if isinstance(item, bytes):
-                out.append(item)
-            else:
+            if isinstance(item, ControlFrame):
                 controls.append(item)
+            else:
+                out.append(bytes(item))
     return b"".join(out), controls
 
 
@@ -62,6 +64,23 @@ class UnmaskTests(SynchronousTestCase):
         """Byte i of the output is data[i] XOR mask[(offset + i) % 4], small or large."""
         expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
         self.assertEqual(unmask(data, mask, offset), expected)
+
+    @given(
+        st.binary(max_size=3000),
+        st.binary(min_size=4, max_size=4),
+        st.integers(0, 7),
+        st.integers(0, 40),
+        st.integers(0, 40),
+    )
+    @settings(max_examples=200)
+    def test_unmask_into_writes_only_its_slice(
+        self, data: bytes, mask: bytes, offset: int, before: int, after: int
+    ) -> None:
+        """Unmasking into a buffer at an index replaces exactly C{len(data)} bytes there, small or large."""
+        out = bytearray(b"\xee" * (before + len(data) + after))
+        unmask_into(out, before, memoryview(data), mask, offset)
+        expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
+        self.assertEqual(bytes(out), b"\xee" * before + expected + b"\xee" * after)
 
 
 class FrameRelayTests(SynchronousTestCase):
@@ -101,11 +120,50 @@ class FrameRelayTests(SynchronousTestCase):
         for split in range(len(source) + 1):
             relay = FrameRelay()
             items = relay.feed(source[:split]) + relay.feed(source[split:])
-            data = b"".join(i for i in items if isinstance(i, bytes))
+            data = b"".join(bytes(i) for i in items if not isinstance(i, ControlFrame))
             controls = [i for i in items if isinstance(i, ControlFrame)]
             self.assertEqual(data, expected, f"split={split}")
             self.assertEqual([c.opcode for c in controls], [OP_PING, OP_CLOSE])
             self.assertEqual(relay.buffered, 0)
+
+    def test_every_byte_boundary_across_header_forms_and_masker_paths(self) -> None:
+        """
+        Split in two anywhere, a stream of every header form and both masker paths relays the same.
+
+        The stream has 7- and 16-bit lengths, payloads on both sides of the C masker threshold, a
+        fragmented message with a ping inside it, and a close.
+        """
+        frames = [
+            (OP_BINARY, b"", True),
+            (OP_TEXT, b"a", True),
+            (OP_BINARY, os.urandom(125), True),
+            (OP_BINARY, os.urandom(126), True),
+            (OP_TEXT, os.urandom(1023), False),
+            (OP_PING, b"in-between", True),
+            (OP_CONTINUATION, os.urandom(1024), False),
+            (OP_CONTINUATION, os.urandom(1025), True),
+            (OP_CLOSE, struct.pack("!H", 1000), True),
+        ]
+        source = b"".join(masked(op, p, fin) for op, p, fin in frames)
+        expected = b"".join(encode_frame(op, p, fin) for op, p, fin in frames if op < OP_CLOSE)
+        for split in range(len(source) + 1):
+            relay = FrameRelay()
+            items = relay.feed(source[:split]) + relay.feed(source[split:])
+            data = b"".join(bytes(i) for i in items if not isinstance(i, ControlFrame))
+            controls = [i for i in items if isinstance(i, ControlFrame)]
+            self.assertEqual(data, expected, f"split={split}")
+            self.assertEqual(
+                controls, [ControlFrame(OP_PING, b"in-between"), ControlFrame(OP_CLOSE, b"\x03\xe8")]
+            )
+            self.assertEqual(relay.buffered, 0)
+
+    def test_runs_are_split_around_control_frames(self) -> None:
+        """Data before and after a control frame in one read come out as two runs around it."""
+        items = FrameRelay().feed(masked(OP_BINARY, b"12") + masked(OP_PING, b"p") + masked(OP_BINARY, b"34"))
+        self.assertEqual(
+            [bytes(i) if isinstance(i, memoryview) else i for i in items],
+            [encode_frame(OP_BINARY, b"12"), ControlFrame(OP_PING, b"p"), encode_frame(OP_BINARY, b"34")],
+        )
 
     def test_order_of_control_relative_to_data(self) -> None:
         """A close after data comes after that data in the item list."""
@@ -150,6 +208,57 @@ class FrameRelayTests(SynchronousTestCase):
         data, controls = run(FrameRelay(), source, cut)
         self.assertEqual(data, expected)
         self.assertEqual(controls, [])
+
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from([OP_TEXT, OP_BINARY, OP_PING]), st.binary(max_size=2500), st.integers(1, 3)
+            ),
+            max_size=6,
+        ),
+        st.lists(st.integers(1, 3000), min_size=1, max_size=8),
+    )
+    @settings(max_examples=100)
+    def test_property_fragments_and_pings_in_any_reads(
+        self, messages: list[tuple[int, bytes, int]], cuts: list[int]
+    ) -> None:
+        """
+        Property: fragmented messages with pings between them, read in pieces of any sizes, relay unchanged.
+
+        The fragments come out as they went in, and the pings in order.
+        """
+        source = b""
+        expected = b""
+        pings = []
+        for opcode, payload, parts in messages:
+            if opcode == OP_PING:
+                source += masked(OP_PING, payload[:125])
+                pings.append(ControlFrame(OP_PING, payload[:125]))
+                continue
+            step = max(1, -(-len(payload) // parts))
+            pieces = [payload[i : i + step] for i in range(0, len(payload), step)] or [b""]
+            for i, piece in enumerate(pieces):
+                op = opcode if i == 0 else OP_CONTINUATION
+                fin = i == len(pieces) - 1
+                source += masked(op, piece, fin)
+                expected += encode_frame(op, piece, fin)
+        relay = FrameRelay()
+        out: list[bytes] = []
+        controls: list[ControlFrame] = []
+        pos = 0
+        for i in itertools.count():
+            if pos >= len(source):
+                break
+            cut = cuts[i % len(cuts)]
+            for item in relay.feed(source[pos : pos + cut]):
+                if isinstance(item, ControlFrame):
+                    controls.append(item)
+                else:
+                    out.append(bytes(item))
+            pos += cut
+        self.assertEqual(b"".join(out), expected)
+        self.assertEqual(controls, pings)
+        self.assertEqual(relay.buffered, 0)
 
 
 class CloseFrameTests(SynchronousTestCase):

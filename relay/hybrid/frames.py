@@ -65,28 +65,37 @@ def _rotate(mask: bytes, offset: int) -> bytes:
     return mask[shift:] + mask[:shift] if shift else mask
 
 
-def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
+def unmask_into(out: bytearray, at: int, data: bytes | memoryview, mask: bytes, offset: int = 0) -> None:
     """
-    XOR C{data} with the 4-byte C{mask}, starting C{offset} bytes into the masked payload.
+    Write C{data} XOR the 4-byte C{mask} into C{out} at index C{at}.
 
-    Small payloads use one big-integer XOR (no per-byte Python loop); large ones use Autobahn's C masker
-    when it is available.
+    C{offset} says how far into the masked payload C{data} starts; C{out} must already be long enough.
+
+    Large payloads are copied once and unmasked in place by Autobahn's C masker when it is available;
+    small ones use one big-integer XOR (no per-byte Python loop).
     """
     n = len(data)
     if not n:
-        return b""
+        return
     mask = _rotate(mask, offset)
     if _lib is not None and n >= _NVX_THRESHOLD:
-        buf = bytearray(data)
+        out[at : at + n] = data
         masker = _lib.nvx_xormask_new(mask)
         try:
-            _lib.nvx_xormask_set_impl(masker, 2)
-            _lib.nvx_xormask_process(masker, _ffi.from_buffer(buf), n)
+            with _ffi.from_buffer("uint8_t[]", out) as buf:
+                _lib.nvx_xormask_process(masker, buf + at, n)
         finally:
             _lib.nvx_xormask_free(masker)
-        return bytes(buf)
+        return
     key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
-    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+    out[at : at + n] = (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+
+
+def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """C{data} XOR the 4-byte C{mask}, starting C{offset} bytes into the masked payload."""
+    out = bytearray(len(data))
+    unmask_into(out, 0, data, mask, offset)
+    return bytes(out)
 
 
 def data_header(first_byte: int, length: int) -> bytes:
@@ -143,8 +152,9 @@ class FrameRelay:
     """
     Turn a masked client-to-server byte stream into unmasked frames for the other leg.
 
-    L{feed} returns, in stream order, byte strings to write to the other leg and L{ControlFrame}s for the
-    caller to act on. Message boundaries, fragmentation and frame sizes are kept exactly as received.
+    L{feed} returns, in stream order, runs of unmasked frames to write to the other leg (memoryviews of
+    one output buffer per read) and L{ControlFrame}s for the caller to act on. Message boundaries,
+    fragmentation and frame sizes are kept exactly as received.
     """
 
     __slots__ = ("_buffer", "_in_message", "_mask", "_offset", "_remaining")
@@ -161,25 +171,31 @@ class FrameRelay:
         """Bytes held back waiting for the rest of a header or control frame."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[bytes | ControlFrame]:
+    def feed(self, data: bytes) -> list[memoryview | ControlFrame]:
         """
         Consume bytes read from the leg.
+
+        The runs of unmasked frames are views of one output buffer as long as the input (rewritten
+        headers are shorter and payloads keep their size), so each payload byte is copied once.
 
         @raise FrameError: when the peer violates the framing rules; the leg must then be closed.
         """
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
-        items: list[bytes | ControlFrame] = []
-        run: list[bytes] = []
-        view = memoryview(data)
+        items: list[memoryview | ControlFrame] = []
         size = len(data)
+        buffer = bytearray(size)
+        out = memoryview(buffer)
+        written = run_start = 0
+        view = memoryview(data)
         pos = 0
         while pos < size:
             remaining = self._remaining
             if remaining:
                 take = remaining if remaining <= size - pos else size - pos
-                run.append(unmask(view[pos : pos + take], self._mask, self._offset))
+                unmask_into(buffer, written, view[pos : pos + take], self._mask, self._offset)
+                written += take
                 self._offset += take
                 self._remaining = remaining - take
                 pos += take
@@ -220,9 +236,9 @@ class FrameRelay:
                 start = pos + header
                 payload = unmask(view[start : start + length], mask)
                 pos = start + length
-                if run:
-                    items.append(b"".join(run))
-                    run = []
+                if written > run_start:
+                    items.append(out[run_start:written])
+                    run_start = written
                 items.append(ControlFrame(opcode, payload))
                 continue
             if opcode not in _DATA_OPCODES:
@@ -233,14 +249,25 @@ class FrameRelay:
             elif self._in_message:
                 raise FrameError(1002, "new data message before the previous one finished")
             self._in_message = not b0 & 0x80
-            run.append(data_header(b0, length))
+            if length < 126:
+                buffer[written] = b0
+                buffer[written + 1] = length
+                written += 2
+            else:
+                rewritten = data_header(b0, length)
+                out[written : written + len(rewritten)] = rewritten
+                written += len(rewritten)
             pos += header
-            if length:
+            if length and length <= size - pos:  # the whole payload is here: unmask it right away
+                unmask_into(buffer, written, view[pos : pos + length], mask)
+                written += length
+                pos += length
+            elif length:
                 self._remaining = length
                 self._mask = mask
                 self._offset = 0
         if pos < size:
             self._buffer = bytes(view[pos:])
-        if run:
-            items.append(b"".join(run))
+        if written > run_start:
+            items.append(out[run_start:written])
         return items
