@@ -31,6 +31,7 @@ from relay.connstr import ConnectionString
 from relay.entities import Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.addressing import websocket_base
+from relay.hybrid.bridge import keep_read_buffers
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
@@ -177,6 +178,7 @@ class GatewayService(MultiService):
     @override
     def startService(self) -> None:
         """Listen on every endpoint, then announce where the gateway can be reached."""
+        keep_read_buffers(int(self.settings.limits["splice_buffer_bytes"]))
         super().startService()
         waiting = [svc._waitingForPort for svc in self._endpoint_services if svc._waitingForPort is not None]
         self.ready: Deferred[Any] = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)

@@ -9,7 +9,13 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.hybrid.bridge import Splice, SpliceLeg, pending_write_bytes
+from relay.hybrid.bridge import (
+    Splice,
+    SpliceLeg,
+    allocator_thresholds,
+    keep_read_buffers,
+    pending_write_bytes,
+)
 
 
 class FakeSocket:
@@ -110,3 +116,23 @@ class SpliceLegSendTests(SynchronousTestCase):
         self.assertIsNone(leg.socket)
         leg.send(memoryview(bytearray(b"payload"))[2:])
         self.assertEqual(transport.value(), b"yload")
+
+
+class AllocatorTests(SynchronousTestCase):
+    """The allocator keeps per-read buffers for reuse."""
+
+    def test_thresholds(self) -> None:
+        """The mmap threshold is four reads (at least 1 MiB, at most glibc's 32 MiB); trim is twice that."""
+        mib = 1024 * 1024
+        self.assertEqual(allocator_thresholds(65536), (mib, 2 * mib))
+        self.assertEqual(allocator_thresholds(262144), (mib, 2 * mib))
+        self.assertEqual(allocator_thresholds(4 * mib), (16 * mib, 32 * mib))
+        self.assertEqual(allocator_thresholds(64 * mib), (32 * mib, 64 * mib))
+
+    def test_glibc_takes_the_settings(self) -> None:
+        """On glibc (the platform the gateway is deployed on here) C{mallopt} accepts both thresholds."""
+        import platform
+
+        if platform.libc_ver()[0] != "glibc":
+            raise self.skipTest("not a glibc platform")
+        self.assertTrue(keep_read_buffers(262144))
