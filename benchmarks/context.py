@@ -1,0 +1,277 @@
+"""
+What a scenario gets to work with: settings, samples, and the processes of a benchmark.
+
+The gateway, the Autobahn endpoints, nginx and the load generators are each started here and stopped when
+the scenario ends.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.nginx import NginxBinary, free_port, write_config
+from benchmarks.procs import Proc, Processes
+
+ENTITY = "bench"
+KEY_NAME = "root"
+KEY = "bench-root-key-0123456789abcdefghij"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """
+    How the suite was asked to run.
+
+    @ivar seconds: length of one timed measurement.
+    @ivar py_spy: sample the gateway with py-spy during measurements (slows it; for diagnosis only).
+    """
+
+    quick: bool
+    runs: int
+    seconds: float
+    out: Path
+    py_spy: bool = False
+    install: bool = True
+    cases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One number from one repetition."""
+
+    scenario: str
+    case: str
+    variant: str
+    metric: str
+    unit: str
+    value: float
+    run: int
+
+
+@dataclass
+class Gateway:
+    """A running gateway process."""
+
+    proc: Proc
+    port: int
+    log: Path
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def token(self, entity: str = ENTITY, ttl: float = 86400.0) -> str:
+        from relay.auth import make_token
+
+        return make_token(f"http://127.0.0.1/{entity}", KEY_NAME, KEY, ttl=ttl)
+
+    def sender_path(self, entity: str = ENTITY) -> str:
+        return f"/$hc/{entity}?sb-hc-action=connect"
+
+    def sender_headers(self, entity: str = ENTITY) -> dict[str, str]:
+        return {"ServiceBusAuthorization": self.token(entity)}
+
+
+def gateway_config(limits: Mapping[str, float]) -> str:
+    """The benchmark namespace: one rule, one hybrid connection that requires sender tokens."""
+    lines = [f"{name} = {value}" for name, value in limits.items()]
+    return (
+        "[gateway]\n"
+        + "\n".join(lines)
+        + textwrap.dedent(f"""
+
+        [[namespaces]]
+        name = "bench"
+        hosts = ["127.0.0.1", "localhost"]
+
+          [[namespaces.rules]]
+          name = "{KEY_NAME}"
+          key = "{KEY}"
+          rights = ["Listen", "Send", "Manage"]
+
+          [[namespaces.hybrid_connections]]
+          name = "{ENTITY}"
+          max_listeners = 25
+        """)
+    )
+
+
+@dataclass
+class Context:
+    """
+    The run-time of one scenario.
+
+    @ivar notes: sentences for the report (which nginx, what was skipped and why).
+    """
+
+    settings: Settings
+    scenario: str
+    procs: Processes
+    nginx: NginxBinary | None
+    samples: list[Sample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _count: int = 0
+
+    @property
+    def runs(self) -> int:
+        return self.settings.runs
+
+    @property
+    def quick(self) -> bool:
+        return self.settings.quick
+
+    def repetitions(self) -> Iterator[int]:
+        """Repetition numbers, printing progress."""
+        for run in range(self.runs):
+            print(f"  [{self.scenario}] run {run + 1}/{self.runs}", file=sys.stderr, flush=True)
+            yield run
+
+    def wants(self, case: str) -> bool:
+        """Whether C{--case} selects this case (every case when none was given)."""
+        import fnmatch
+
+        return not self.settings.cases or any(fnmatch.fnmatch(case, p) for p in self.settings.cases)
+
+    def record(self, case: str, variant: str, metric: str, value: float, unit: str, run: int) -> None:
+        self.samples.append(Sample(self.scenario, case, variant, metric, unit, float(value), run))
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def path(self, name: str) -> Path:
+        path = self.settings.out / self.scenario / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def _unique(self, name: str) -> str:
+        self._count += 1
+        return f"{name}-{self._count}"
+
+    # -- processes ----------------------------------------------------------------------------------------
+
+    def gateway(self, limits: Mapping[str, float] | None = None, *, name: str = "gateway") -> Gateway:
+        """Start a gateway with the benchmark namespace on a free loopback port."""
+        merged = {"listener_failure_delay": 0.0, **(limits or {})}
+        config = self.path(f"{name}.toml")
+        config.write_text(gateway_config(merged))
+        log = self.path(f"{name}.log")
+        proc = self.procs.python(
+            name,
+            "benchmarks.gateway",
+            "--log",
+            str(log),
+            "--",
+            "--listen",
+            "tcp:0:interface=127.0.0.1:backlog=4096",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(self.path(f"{name}-state")),
+        )
+        _, line = proc.wait_for_line("READY", 30)
+        return Gateway(proc, int(line.split()[1]), log)
+
+    def autobahn_server(self) -> tuple[Proc, int]:
+        """The direct endpoint: an Autobahn server counting (or echoing) messages."""
+        port_file = self.path(self._unique("server") + ".port")
+        proc = self.procs.python(
+            self._unique("autobahn-server"), "benchmarks.endpoints", "server", str(port_file)
+        )
+        return proc, int(port_file.read_text())
+
+    def autobahn_listener(self, gateway: Gateway) -> Proc:
+        """The relayed endpoint: an Autobahn listener whose rendezvous legs count (or echo) messages."""
+        return self.procs.python(
+            self._unique("autobahn-listener"),
+            "benchmarks.endpoints",
+            "listener",
+            gateway.ws_url,
+            ENTITY,
+            gateway.token(),
+        )
+
+    def nginx_proxy(self, upstream: int) -> tuple[Proc, int] | None:
+        """nginx proxying to C{upstream}, or C{None} when nginx is not available."""
+        if self.nginx is None:
+            return None
+        port = free_port()
+        prefix = self.path(self._unique("nginx"))
+        config = write_config(prefix, upstream, port)
+        proc = self.procs.start(
+            prefix.name, [self.nginx.path, "-p", str(prefix), "-c", str(config)], ready=None
+        )
+        _wait_for_port(port, proc)
+        return proc, port
+
+    def load(
+        self, name: str, args: list[str], watch: Mapping[str, Proc], timeout: float
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """
+        Run a load generator (C{python -m benchmarks.loadgen ...} or another module) to completion.
+
+        @return: its C{RESULT} and the CPU share (1.0 = one core) each watched process used while it
+            measured.
+        """
+        proc = self.procs.python(self._unique(name), args[0], *args[1:], ready=None)
+        start_index, _ = proc.wait_for_line("MEASURE start", timeout)
+        before = {k: p.cpu() for k, p in watch.items() if p.alive()}
+        spy = self._start_py_spy(watch.get("gateway"), name)
+        import time
+
+        t0 = time.monotonic()
+        proc.wait_for_line("MEASURE end", timeout, start_index)
+        elapsed = time.monotonic() - t0
+        after = {k: p.cpu() for k, p in watch.items() if p.alive()}
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(30)
+        lines = self.procs.finish(proc, timeout)
+        result = next(json.loads(line[7:]) for line in reversed(lines) if line.startswith("RESULT "))
+        cpu = {k: (after[k] - before[k]) / elapsed for k in before if k in after}
+        return result, cpu
+
+    def _start_py_spy(self, gateway: Proc | None, name: str) -> subprocess.Popen[bytes] | None:
+        if not self.settings.py_spy or gateway is None:
+            return None
+        out = self.path(f"profiles/{self._unique(name)}.txt")
+        return subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(gateway.pid),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+def _wait_for_port(port: int, proc: Proc, timeout: float = 10.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{proc.name} is not listening on {port}")

@@ -1,0 +1,61 @@
+"""
+Run the gateway for a benchmark the way C{twistd -n relay} does, and say which port it got.
+
+The options are C{twistd relay}'s own (parsed by L{relay.tap.Options}); log events go to a file through
+the same text observer twistd installs, so per-connection logging costs what it costs in production.
+Prints C{READY <port>} once listening. C{--cprofile FILE} wraps the reactor in cProfile (use py-spy
+from the runner for sampling without the overhead).
+
+    python -m benchmarks.gateway --log FILE [--cprofile FILE] -- --listen tcp:0:interface=127.0.0.1 --config F
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def main(argv: list[str]) -> None:
+    from benchmarks.procs import raise_nofile_limit
+
+    limit = raise_nofile_limit()
+    parser = argparse.ArgumentParser(prog="benchmarks.gateway")
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--cprofile")
+    parser.add_argument("relay_options", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+
+    from twisted.internet import epollreactor
+
+    epollreactor.install()
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from relay.tap import Options, makeService
+
+    log_file = open(args.log, "a")  # open for the life of the process
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
+
+    options = Options()
+    options.parseOptions([a for a in args.relay_options if a != "--"])
+    service = makeService(options)
+    service.startService()
+
+    def ready(result: Any) -> None:
+        print(f"READY {service.ports[0].getHost().port} nofile={limit}", flush=True)
+
+    service.ready.addCallback(ready)
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
+    if args.cprofile:
+        import cProfile
+
+        profile = cProfile.Profile()
+        profile.runcall(reactor.run)  # type: ignore[attr-defined]
+        profile.dump_stats(args.cprofile)
+    else:
+        reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,182 @@
+"""
+Run the benchmark suite: C{python -m benchmarks [--quick] [--scenario NAME|GLOB|GROUP]...}.
+
+Every scenario starts its own processes (gateway, endpoints, baselines, load generators), repeats its
+measurements, and stops what it started. The report (Markdown tables, median (min-max) of the
+repetitions, targets met or not) is printed and written with the CSV files to C{benchmarks/results/<time>/}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from benchmarks import scenarios as _scenarios  # noqa: F401 - registers the scenarios
+from benchmarks.context import Context, Sample, Settings
+from benchmarks.nginx import NginxBinary, ensure_nginx
+from benchmarks.procs import ROOT, processes, raise_nofile_limit
+from benchmarks.registry import SCENARIOS, Scenario, select
+from benchmarks.report import (
+    aggregate,
+    table,
+    verdict_table,
+    verdicts,
+    write_csv,
+    write_verdicts_csv,
+)
+
+
+def machine() -> list[str]:
+    """A description of the machine and the software measured."""
+    import autobahn
+
+    import twisted
+
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    memory = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            memory = int(line.split()[1]) // 1024
+    return [
+        f"CPU: {model}, {os.cpu_count()} cores; memory {memory / 1024:.0f} GiB",
+        f"OS: {platform.platform()}",
+        f"Python {platform.python_version()}, Twisted {twisted.__version__}, Autobahn {autobahn.__version__}",
+        f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+    ]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 runs of 1 s each, skip the heavy scenarios")
+    parser.add_argument(
+        "--scenario", "-s", action="append", default=[], help="name, glob or group (repeatable)"
+    )
+    parser.add_argument(
+        "--case", "-c", action="append", default=[], help="only cases matching this glob, e.g. '1 MB'"
+    )
+    parser.add_argument("--runs", type=int, help="repetitions per scenario (default 5, quick 3)")
+    parser.add_argument("--seconds", type=float, help="length of one timed measurement (default 3, quick 1)")
+    parser.add_argument("--out", type=Path, help="result directory (default benchmarks/results/<time>)")
+    parser.add_argument("--py-spy", action="store_true", help="sample the gateway with py-spy (diagnosis)")
+    parser.add_argument("--no-install", action="store_true", help="do not apt-get install nginx when missing")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    return parser.parse_args(argv)
+
+
+def list_scenarios() -> None:
+    for sc in SCENARIOS.values():
+        state = f"pending: {sc.pending}" if sc.pending else ("full runs only" if sc.full_only else "")
+        print(f"{sc.name:28} {sc.group:13} {sc.summary}" + (f"  [{state}]" if state else ""))
+
+
+def run_scenario(
+    sc: Scenario, settings: Settings, nginx: NginxBinary | None
+) -> tuple[list[Sample], list[str]]:
+    """Run one scenario, always stopping its processes; failures become notes."""
+    assert sc.run is not None
+    with processes(settings.out / sc.name / "logs") as group:
+        ctx = Context(settings, sc.name, group, nginx)
+        started = time.monotonic()
+        try:
+            sc.run(ctx)
+        except Exception:  # a broken scenario must not stop the others
+            traceback.print_exc()
+            ctx.note(f"{sc.name} failed: {traceback.format_exc(limit=3).strip().splitlines()[-1]}")
+        ctx.note(f"{sc.name}: {time.monotonic() - started:.0f} s")
+        return ctx.samples, ctx.notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        list_scenarios()
+        return 0
+    raise_nofile_limit()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    settings = Settings(
+        quick=args.quick,
+        runs=args.runs or (3 if args.quick else 5),
+        seconds=args.seconds or (1.0 if args.quick else 3.0),
+        out=(args.out or ROOT / "benchmarks" / "results" / stamp).resolve(),
+        py_spy=args.py_spy,
+        install=not args.no_install,
+        cases=tuple(args.case),
+    )
+    settings.out.mkdir(parents=True, exist_ok=True)
+    chosen = select(args.scenario, args.quick)
+    if not chosen:
+        print(f"no scenario matches {args.scenario}; see --list", file=sys.stderr)
+        return 2
+    runnable = [sc for sc in chosen if sc.run is not None]
+    nginx, nginx_note = ensure_nginx(settings.install) if runnable else (None, "")
+    notes = [nginx_note] if nginx_note else []
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# {command.strip()}", file=sys.stderr)
+    samples: list[Sample] = []
+    for sc in chosen:
+        if sc.run is None:
+            notes.append(f"{sc.name}: pending ({sc.pending})")
+            continue
+        print(f"== {sc.name}: {sc.summary}", file=sys.stderr, flush=True)
+        got, more = run_scenario(sc, settings, nginx)
+        samples += got
+        notes += more
+    report = render(command.strip(), chosen, samples, notes, settings)
+    print(report)
+    (settings.out / "report.md").write_text(report + "\n")
+    aggregates = aggregate(samples)
+    write_csv(settings.out / "results.csv", aggregates)
+    write_verdicts_csv(settings.out / "targets.csv", verdicts(chosen, aggregates))
+    if any(a.scenario == "ws.throughput" for a in aggregates):
+        from benchmarks.plot import plot_throughput
+
+        plotted = plot_throughput(aggregates, settings.out / "ws-throughput.png")
+        if plotted:
+            print(f"plot: {plotted}", file=sys.stderr)
+    print(f"results: {settings.out}", file=sys.stderr)
+    return 0
+
+
+def render(
+    command: str, chosen: list[Scenario], samples: list[Sample], notes: list[str], settings: Settings
+) -> str:
+    aggregates = aggregate(samples)
+    parts = [
+        f"Command: `{command}`  ",
+        f"{settings.runs} runs per scenario, {settings.seconds:g} s per measurement; cells are median (min-max).",
+        "",
+        *[f"- {line}" for line in machine()],
+        "",
+    ]
+    for sc in chosen:
+        parts.append(f"## {sc.name}: {sc.summary}")
+        parts.append("")
+        if sc.run is None:
+            parts += [f"Pending: {sc.pending}", ""]
+            continue
+        main_metrics = sorted(
+            {a.metric for a in aggregates if a.scenario == sc.name and not a.metric.startswith("cpu")}
+        )
+        cpu_metrics = sorted(
+            {a.metric for a in aggregates if a.scenario == sc.name and a.metric.startswith("cpu")}
+        )
+        parts += [table(sc, aggregates, main_metrics), ""]
+        if cpu_metrics:
+            parts += ["CPU while measuring (% of one core):", "", table(sc, aggregates, cpu_metrics), ""]
+    parts += ["## Targets", "", verdict_table(verdicts(chosen, aggregates)), ""]
+    if notes:
+        parts += ["## Notes", "", *[f"- {n}" for n in notes]]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

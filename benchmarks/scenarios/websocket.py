@@ -1,0 +1,134 @@
+"""
+Hybrid connection WebSocket scenarios: one-way throughput by message size, 64-byte round-trip latency.
+
+Relayed (load generator -> gateway -> Autobahn listener) against direct (load generator -> Autobahn
+server) and nginx (load generator -> nginx -> Autobahn server), measured alternately in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.context import Context
+from benchmarks.procs import Proc
+from benchmarks.registry import Target, scenario
+
+SIZES = (("64 B", 64), ("4 KB", 4096), ("64 KB", 65536), ("1 MB", 1048576))
+VARIANTS = ("direct", "relay", "nginx")
+
+
+class Paths:
+    """Where each variant's load generator connects, and which processes it loads."""
+
+    def __init__(self, ctx: Context) -> None:
+        gateway = ctx.gateway()
+        listener = ctx.autobahn_listener(gateway)
+        server, server_port = ctx.autobahn_server()
+        self.routes: dict[str, tuple[int, str, dict[str, str], dict[str, Proc]]] = {
+            "direct": (server_port, "/", {}, {"endpoint": server}),
+            "relay": (
+                gateway.port,
+                gateway.sender_path(),
+                gateway.sender_headers(),
+                {"gateway": gateway.proc, "endpoint": listener},
+            ),
+        }
+        proxy = ctx.nginx_proxy(server_port)
+        if proxy is not None:
+            nginx, port = proxy
+            self.routes["nginx"] = (port, "/", {}, {"nginx": nginx, "endpoint": server})
+
+    def order(self, run: int) -> list[str]:
+        """The variants, rotated per repetition so that none always goes first."""
+        names = [v for v in VARIANTS if v in self.routes]
+        shift = run % len(names)
+        return names[shift:] + names[:shift]
+
+
+def _record_cpu(ctx: Context, case: str, variant: str, cpu: dict[str, float], own: float, run: int) -> None:
+    ctx.record(case, variant, "cpu loadgen", own * 100, "%", run)
+    for name, share in sorted(cpu.items()):
+        ctx.record(case, variant, f"cpu {name}", share * 100, "%", run)
+
+
+def _ratios(
+    ctx: Context, case: str, metric: str, values: dict[str, float], run: int, *, lower: bool = False
+) -> None:
+    relay = values.get("relay")
+    if relay is None:
+        return
+    for base in ("direct", "nginx"):
+        if base in values and values[base] > 0:
+            ctx.record(case, f"relay/{base}", metric, relay / values[base], "x", run)
+
+
+@scenario(
+    "ws.throughput",
+    "websocket",
+    "one-way messages/s and MB/s by message size: relay vs direct Autobahn vs nginx",
+    targets=(
+        Target("4 KB", "relay/direct", "msg/s", ">=", 1.0),
+        Target("1 MB", "relay/direct", "msg/s", ">=", 1.0),
+        Target("*", "relay/nginx", "msg/s", ">=", 0.9),
+    ),
+    variants=VARIANTS,
+)
+def throughput(ctx: Context) -> None:
+    paths = Paths(ctx)
+    seconds = ctx.settings.seconds
+    for run in ctx.repetitions():
+        for case, size in SIZES:
+            if not ctx.wants(case):
+                continue
+            rates: dict[str, float] = {}
+            for variant in paths.order(run):
+                port, path, headers, watch = paths.routes[variant]
+                args = [
+                    "benchmarks.loadgen",
+                    "throughput",
+                    "127.0.0.1",
+                    str(port),
+                    path,
+                    str(size),
+                    str(seconds),
+                ]
+                result, cpu = ctx.load(
+                    "throughput", [*args, json.dumps(headers)], watch, timeout=seconds * 10 + 60
+                )
+                rates[variant] = result["msg_per_s"]
+                ctx.record(case, variant, "msg/s", result["msg_per_s"], "msg/s", run)
+                ctx.record(case, variant, "MB/s", result["mb_per_s"], "MB/s", run)
+                _record_cpu(ctx, case, variant, cpu, result["loadgen_cpu"], run)
+                for proxy in ("gateway", "nginx"):
+                    if proxy in cpu and result["mb_per_s"] > 0:
+                        per_mb = cpu[proxy] * 1000 / result["mb_per_s"]
+                        ctx.record(case, variant, f"cpu {proxy} per MB", per_mb, "ms", run)
+            _ratios(ctx, case, "msg/s", rates, run)
+
+
+@scenario(
+    "ws.latency",
+    "websocket",
+    "64-byte round trips, one in flight: p50/p99 relay vs direct Autobahn vs nginx",
+    targets=(Target("64 B", "relay/direct", "p99", "<=", 1.3),),
+    variants=VARIANTS,
+)
+def latency(ctx: Context) -> None:
+    paths = Paths(ctx)
+    seconds = ctx.settings.seconds
+    case = "64 B"
+    for run in ctx.repetitions():
+        p50: dict[str, float] = {}
+        p99: dict[str, float] = {}
+        for variant in paths.order(run):
+            port, path, headers, watch = paths.routes[variant]
+            args = ["benchmarks.loadgen", "latency", "127.0.0.1", str(port), path, str(seconds)]
+            result, cpu = ctx.load("latency", [*args, json.dumps(headers)], watch, timeout=seconds * 10 + 60)
+            p50[variant] = result["p50_us"]
+            p99[variant] = result["p99_us"]
+            ctx.record(case, variant, "p50", result["p50_us"], "us", run)
+            ctx.record(case, variant, "p99", result["p99_us"], "us", run)
+            ctx.record(case, variant, "round trips/s", result["round_trips"] / seconds, "1/s", run)
+            _record_cpu(ctx, case, variant, cpu, result["loadgen_cpu"], run)
+        _ratios(ctx, case, "p50", p50, run)
+        _ratios(ctx, case, "p99", p99, run)
