@@ -6,6 +6,8 @@ import json
 import struct
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
 
@@ -168,6 +170,31 @@ class SenderTests(GatewayTestCase):
         self.assertEqual(rendezvous.closed[1:], (4001, "done here"))  # type: ignore[index]
         self.assertEqual(sender.closed, (True, 4001, "done here"))
         self.assertEqual(self.gateway.hybrid_factory.splices, set())
+
+    def test_pair_end_is_one_log_event(self) -> None:
+        """A pair's end is logged once, with both close codes and the bytes relayed each way."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        _, sender, _rendezvous = self.pair()
+        sender.sendMessage(b"12345", isBinary=True)
+        self.net.flush()
+        sender.sendClose(4001, "done")
+        self.net.flush()
+        ended = [e for e in events if e["log_format"].startswith("pair {connection_id} ended")]
+        self.assertEqual(len(ended), 1)
+        self.assertEqual((ended[0]["sender_code"], ended[0]["listener_code"]), (4001, 1000))
+        self.assertEqual((ended[0]["sender_bytes"], ended[0]["listener_bytes"]), (7, 0))
+
+    def test_protocol_options_come_from_the_factory(self) -> None:
+        """Connections read Autobahn's options from the factory instead of copying them; their own win."""
+        self.pair()
+        (splice,) = self.gateway.hybrid_factory.splices
+        protocol = splice.sender.protocol
+        factory = self.gateway.hybrid_factory
+        self.assertNotIn("closeHandshakeTimeout", vars(protocol))
+        self.assertEqual(protocol.closeHandshakeTimeout, factory.closeHandshakeTimeout)
+        self.assertEqual((protocol.autoPingInterval, factory.autoPingInterval), (0, 30.0))
+        with self.assertRaises(AttributeError):
+            protocol.no_such_option  # noqa: B018
 
     def test_listener_vanishes(self) -> None:
         """A listener leg that drops without a close becomes a 1001 close for the sender."""

@@ -129,6 +129,7 @@ class SpliceLeg:
         "close_received",
         "close_sent",
         "finished",
+        "lost",
         "name",
         "other",
         "protocol",
@@ -151,6 +152,7 @@ class SpliceLeg:
         self.close_code: int | None = None
         self.close_reason = ""
         self.finished = False
+        self.lost = False
 
     def data_received(self, data: bytes) -> None:
         """Bytes arrived on this leg's socket."""
@@ -280,13 +282,6 @@ class Splice:
         leg.close_code = code
         leg.close_reason = reason
         other = leg.other
-        self.log.info(
-            "{side} of {connection_id} closed with {code}",
-            side=leg.name,
-            connection_id=self.connection_id,
-            code=code,
-            reason=reason,
-        )
         if leg.close_sent:
             # This answers a close we forwarded from the other leg: finish this leg, answer the other.
             self._finish(leg)
@@ -338,6 +333,19 @@ class Splice:
                 else:
                     leg.transport.abortConnection()
 
+    def _ended(self) -> None:
+        # One event per pair (not per close frame or socket): logging is a large share of what a
+        # short-lived connection costs the gateway.
+        self.log.info(
+            "pair {connection_id} ended; close codes: sender {sender_code}, listener {listener_code} "
+            "(- for none); bytes relayed: {sender_bytes} from the sender, {listener_bytes} from the listener",
+            connection_id=self.connection_id,
+            sender_code="-" if self.sender.close_code is None else self.sender.close_code,
+            listener_code="-" if self.listener.close_code is None else self.listener.close_code,
+            sender_bytes=self.bytes_relayed["sender"],
+            listener_bytes=self.bytes_relayed["listener"],
+        )
+
     def _fail_leg(self, leg: SpliceLeg, code: int, reason: str) -> None:
         self.log.warn(
             "{side} of {connection_id} broke the WebSocket framing rules: {reason}",
@@ -356,17 +364,13 @@ class Splice:
 
     def connection_lost(self, leg: SpliceLeg, reason: Failure) -> None:
         """A leg's socket closed; close the other leg if it is still open."""
-        was_finished = leg.finished
+        leg.lost = True
         leg.finished = True
         leg.close_received = True
         other = leg.other
         other.transport.resumeProducing()
-        if not was_finished:
-            self.log.info(
-                "{side} of {connection_id} went away without closing",
-                side=leg.name,
-                connection_id=self.connection_id,
-            )
+        if other.lost:
+            self._ended()
         if other.finished:
             self._cancel_close_timer()
             return
