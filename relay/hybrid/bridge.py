@@ -213,6 +213,7 @@ class Splice:
         self.sender.other = self.listener
         self.listener.other = self.sender
         self._close_timer: IDelayedCall | None = None
+        self._started = clock.seconds()
         self.bytes_relayed = {"sender": 0, "listener": 0}
 
     def start(self) -> None:
@@ -335,11 +336,13 @@ class Splice:
 
     def _ended(self) -> None:
         # One event per pair (not per close frame or socket): logging is a large share of what a
-        # short-lived connection costs the gateway.
+        # short-lived connection costs the gateway. The router logged its start.
         self.log.info(
-            "pair {connection_id} ended; close codes: sender {sender_code}, listener {listener_code} "
-            "(- for none); bytes relayed: {sender_bytes} from the sender, {listener_bytes} from the listener",
+            "pair {connection_id} ended after {seconds:.1f}s; close codes: sender {sender_code}, listener "
+            "{listener_code} (- for none); bytes relayed: {sender_bytes} from the sender, {listener_bytes} "
+            "from the listener",
             connection_id=self.connection_id,
+            seconds=self._clock.seconds() - self._started,
             sender_code="-" if self.sender.close_code is None else self.sender.close_code,
             listener_code="-" if self.listener.close_code is None else self.listener.close_code,
             sender_bytes=self.bytes_relayed["sender"],

@@ -411,7 +411,6 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
             self._handoff = None
             self.factory.splices.add(splice)
             splice.start()
-            self.logger.info("sender {tracking_id} joined its listener", tracking_id=self.tracking_id)
         elif self.http_role is not None:
             self.http_role.opened()
 
@@ -438,7 +437,9 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
         if leg is not None:
             leg.data_received(data)
         else:
-            super().dataReceived(data)
+            # Autobahn's framework-neutral entry point: its Twisted adapter's dataReceived only adds a debug
+            # line whose colourised arguments it formats whatever the log level.
+            self._dataReceived(data)
 
     @override
     def connectionMade(self) -> None:
