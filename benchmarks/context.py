@@ -8,10 +8,11 @@ the scenario ends.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,11 +213,18 @@ class Context:
         return proc, port
 
     def load(
-        self, name: str, args: list[str], watch: Mapping[str, Proc], timeout: float
+        self,
+        name: str,
+        args: list[str],
+        watch: Mapping[str, Proc],
+        timeout: float,
+        then: Callable[[Proc], None] | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """
         Run a load generator (C{python -m benchmarks.loadgen ...} or another module) to completion.
 
+        @param then: called with the load generator's process once it has measured, before it exits
+            (the idle-pairs scenario samples memory while the load generator holds its connections).
         @return: its C{RESULT} and the CPU share (1.0 = one core) each watched process used while it
             measured.
         """
@@ -231,8 +239,10 @@ class Context:
         elapsed = time.monotonic() - t0
         after = {k: p.cpu() for k, p in watch.items() if p.alive()}
         if spy is not None:
-            spy.send_signal(2)
+            spy.send_signal(signal.SIGINT)
             spy.wait(30)
+        if then is not None:
+            then(proc)
         lines = self.procs.finish(proc, timeout)
         result = next(json.loads(line[7:]) for line in reversed(lines) if line.startswith("RESULT "))
         cpu = {k: (after[k] - before[k]) / elapsed for k in before if k in after}

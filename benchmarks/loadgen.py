@@ -3,6 +3,7 @@ The WebSocket load generator process: one connection, blocking socket, frames bu
 
     python -m benchmarks.loadgen throughput HOST PORT PATH SIZE SECONDS [HEADERS_JSON]
     python -m benchmarks.loadgen latency HOST PORT PATH SECONDS [HEADERS_JSON]
+    python -m benchmarks.loadgen stream HOST PORT PATH BYTES [HEADERS_JSON]
 
 It prints C{MEASURE start} and C{MEASURE end} around the timed part (the runner samples other processes'
 CPU time there) and a final C{RESULT {json}} line. Throughput: binary messages of SIZE bytes are written
@@ -21,6 +22,7 @@ import time
 from benchmarks.wsraw import OP_BINARY, OP_TEXT, FrameReader, connect, frame, receive_message
 
 WARMUP = 0.5
+STREAM_IDLE = 1.5
 BATCH_BYTES = 256 * 1024
 
 
@@ -111,6 +113,30 @@ def latency(host: str, port: int, path: str, seconds: float, headers: dict[str, 
     }
 
 
+def stream(host: str, port: int, path: str, total: int, headers: dict[str, str]) -> dict[str, float]:
+    """Send C{total} bytes as 1 MiB binary messages as fast as the relay takes them; check they all arrived."""
+    sock, rest = connect(host, port, path, headers)
+    print("CONNECTED", flush=True)
+    time.sleep(STREAM_IDLE)  # the runner samples the gateway's idle memory now
+    size = 1024 * 1024
+    one = frame(OP_BINARY, bytes(size))
+    count = total // size
+    print("MEASURE start", flush=True)
+    t0 = time.perf_counter()
+    for _ in range(count):
+        sock.sendall(one)
+    sock.sendall(frame(OP_TEXT, b"stop"))
+    reader = FrameReader()
+    opcode, answer = receive_message(sock, reader, reader.feed(rest))
+    elapsed = time.perf_counter() - t0
+    print("MEASURE end", flush=True)
+    counts = json.loads(answer)
+    if opcode != OP_TEXT or counts["count"] != count or counts["bytes"] != count * size:
+        raise SystemExit(f"listener counted {counts} but {count} messages were sent")
+    sock.close()
+    return {"bytes": count * size, "seconds": elapsed, "mb_per_s": count * size / elapsed / 1e6}
+
+
 def main(argv: list[str]) -> None:
     kind = argv[0]
     if kind == "throughput":
@@ -121,6 +147,10 @@ def main(argv: list[str]) -> None:
         host, port, path, seconds = argv[1], int(argv[2]), argv[3], float(argv[4])
         headers = json.loads(argv[5]) if len(argv) > 5 else {}
         result = latency(host, port, path, seconds, headers)
+    elif kind == "stream":
+        host, port, path, total = argv[1], int(argv[2]), argv[3], int(argv[4])
+        headers = json.loads(argv[5]) if len(argv) > 5 else {}
+        result = stream(host, port, path, total, headers)
     else:
         raise SystemExit(f"unknown load {kind!r}")
     print("RESULT " + json.dumps(result), flush=True)

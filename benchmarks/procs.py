@@ -132,8 +132,8 @@ class Proc:
         return self.popen.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Ask the process to stop (SIGINT, then SIGTERM), kill it if it does not."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+        """Ask the process to stop (SIGTERM: Twisted shuts down cleanly), kill it if it does not."""
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 3.0)):
             if self.popen.poll() is not None:
                 break
             with contextlib.suppress(ProcessLookupError):
@@ -194,6 +194,12 @@ class Processes:
             err = (self.log_dir / f"{proc.name}.err").read_text()[-2000:]
             raise RuntimeError(f"{proc.name} failed ({proc.popen.returncode}): {err}")
         return proc.lines
+
+    def stop(self, proc: Proc) -> None:
+        """Stop one process before the scenario ends (a gateway that must start afresh)."""
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
 
     def close(self) -> None:
         for proc in reversed(self.procs):

@@ -1,5 +1,5 @@
 """The scenarios; importing this package registers all of them."""
 
-from benchmarks.scenarios import http, legacy, websocket
+from benchmarks.scenarios import backpressure, http, legacy, scale, websocket
 
-__all__ = ["http", "legacy", "websocket"]
+__all__ = ["backpressure", "http", "legacy", "scale", "websocket"]
