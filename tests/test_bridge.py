@@ -46,6 +46,22 @@ class FakeSocket:
         return taken
 
 
+class Reader:
+    """A streaming producer that records what it is asked to do (the other leg's reading)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        self.events.append("stop")
+
+
 class Peer(Protocol):
     """Stands in for the gateway's WebSocket protocol on the other side of the leg."""
 
@@ -88,6 +104,20 @@ class SpliceLegSendTests(SynchronousTestCase):
         calls = sock.calls
         leg.send(memoryview(b"jk"))
         self.assertEqual((bytes(sock.received), sock.calls), (b"abcdefghijk", calls + 1))
+
+    def test_queued_bytes_pause_the_other_leg_until_drained(self) -> None:
+        """A partial send pauses the other leg's reading at once; Twisted resumes it once the queue drains."""
+        leg, transport, sock, _ = tcp_leg()
+        source = Reader()
+        transport.registerProducer(source, True)
+        sock.script = [2]
+        leg.send(memoryview(b"abcdef"))
+        self.assertEqual(source.events, ["pause"])
+        leg.send(memoryview(b"gh"))
+        self.assertEqual(source.events, ["pause"])
+        transport.doWrite()
+        self.assertEqual(bytes(sock.received), b"abcdefgh")
+        self.assertEqual(source.events, ["pause", "resume"])
 
     def test_full_socket(self) -> None:
         """A socket that would block gets nothing now; the transport writes it when the socket drains."""

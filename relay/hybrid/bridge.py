@@ -178,8 +178,24 @@ class SpliceLeg:
                 sent = 0
             if sent == len(data):
                 return
-            data = data[sent:]
+            transport.write(bytes(data[sent:]))
+            self._pause_source()
+            return
         transport.write(bytes(data))
+
+    def _pause_source(self) -> None:
+        """
+        The socket is full and bytes are queued: stop reading the other leg until the queue drains.
+
+        Twisted would pause only once the queue passed C{bufferSize}, which is also the read size, so a
+        slow reader would cost the gateway two reads' worth per direction; pausing at once keeps it to
+        one. Twisted resumes the producer when the queue is empty, as for its own pauses.
+        """
+        transport = self.transport
+        producer = transport.producer
+        if producer is not None and transport.streamingProducer and not transport.producerPaused:
+            transport.producerPaused = True
+            producer.pauseProducing()
 
     def connection_lost(self, reason: Failure) -> None:
         """This leg's socket is gone."""
