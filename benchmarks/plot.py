@@ -59,6 +59,36 @@ def plot_throughput(aggregates: Sequence[Aggregate], out: Path) -> Path | None:
     return out
 
 
+def plot_rss(csv_paths: Sequence[Path], out: Path, buffer_bytes: int) -> Path | None:
+    """Gateway RSS over time during the back-pressure stream, one line per run, idle-relative."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axis = plt.subplots(figsize=(8, 3.6))
+    for i, path in enumerate(csv_paths):
+        rows = [line.split(",") for line in path.read_text().splitlines()[1:]]
+        if not rows:
+            continue
+        base = int(rows[0][1])
+        axis.plot(
+            [float(t) for t, _ in rows], [(int(r) - base) / 1024 for _, r in rows], label=f"run {i + 1}"
+        )
+    axis.axhline(2 * buffer_bytes / 1024, color="grey", linestyle="--", label="2 x splice_buffer_bytes")
+    axis.set_xlabel("seconds into the stream")
+    axis.set_ylabel("RSS above first sample (KiB)")
+    axis.set_title("gateway RSS while streaming into a slow reader")
+    axis.legend(fontsize="small")
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str]) -> None:
     """C{python -m benchmarks.plot RESULTS.csv OUT.png}."""
     plot_throughput(read_csv(Path(argv[0])), Path(argv[1]))

@@ -66,6 +66,7 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {}
+GROUPS = ("websocket", "scale", "backpressure", "http", "legacy")  # report order
 
 
 def scenario(
@@ -104,4 +105,4 @@ def select(patterns: list[str], quick: bool) -> list[Scenario]:
     ]
     if quick and not patterns:
         chosen = [s for s in chosen if not s.full_only]
-    return chosen
+    return sorted(chosen, key=lambda s: GROUPS.index(s.group) if s.group in GROUPS else len(GROUPS))

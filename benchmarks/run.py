@@ -1,6 +1,8 @@
 """
 Run the benchmark suite: C{python -m benchmarks [--quick] [--scenario NAME|GLOB|GROUP]...}.
 
+(C{python benchmarks/run.py ...} works too.)
+
 Every scenario starts its own processes (gateway, endpoints, baselines, load generators), repeats its
 measurements, and stops what it started. The report (Markdown tables, median (min-max) of the
 repetitions, targets met or not) is printed and written with the CSV files to C{benchmarks/results/<time>/}.
@@ -16,11 +18,14 @@ import time
 import traceback
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from benchmarks import scenarios as _scenarios  # noqa: F401 - registers the scenarios
 from benchmarks.context import Context, Sample, Settings
 from benchmarks.nginx import NginxBinary, ensure_nginx
 from benchmarks.procs import ROOT, processes, raise_nofile_limit
-from benchmarks.registry import SCENARIOS, Scenario, select
+from benchmarks.registry import Scenario, select
 from benchmarks.report import (
     aggregate,
     table,
@@ -73,7 +78,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def list_scenarios() -> None:
-    for sc in SCENARIOS.values():
+    for sc in select([], quick=False):
         state = f"pending: {sc.pending}" if sc.pending else ("full runs only" if sc.full_only else "")
         print(f"{sc.name:28} {sc.group:13} {sc.summary}" + (f"  [{state}]" if state else ""))
 
@@ -142,6 +147,12 @@ def main(argv: list[str] | None = None) -> int:
         plotted = plot_throughput(aggregates, settings.out / "ws-throughput.png")
         if plotted:
             print(f"plot: {plotted}", file=sys.stderr)
+    rss_series = sorted((settings.out / "backpressure.slow-reader").glob("rss-*.csv"))
+    if rss_series:
+        from benchmarks.plot import plot_rss
+        from benchmarks.scenarios.backpressure import BUFFER
+
+        plot_rss(rss_series, settings.out / "backpressure-rss.png", BUFFER)
     print(f"results: {settings.out}", file=sys.stderr)
     return 0
 

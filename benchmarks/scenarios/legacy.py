@@ -8,7 +8,11 @@ Measured against Crossbar.io (PyPI C{crossbar}) configured on loopback in the sa
   - request/reply: calls/s vs Crossbar RPC (target at least 1.0x);
   - one-way: messages/s (no baseline).
 
-Pending until the bindings' gateway transport (C{/$wcf}) lands. To make one runnable, replace its
+Pending until the bindings' gateway transport (C{/$wcf}) lands; that branch brings
+C{benchmarks/bindings_throughput.py}, whose sender and listener roles (C{ChannelFactory} with a window
+of calls in flight, service hosts counting deliveries) are the relay side of these scenarios and only
+need to print C{MEASURE start}/C{MEASURE end}/C{RESULT} to run under C{ctx.load}. To make one runnable,
+replace its
 L{pending} call with a L{scenario} function that starts a gateway (C{ctx.gateway()}; add the binding's
 entity to L{benchmarks.context.gateway_config}), the subscribers/services and the publisher/caller as
 separate processes through C{ctx.procs.python(...)} and C{ctx.load(...)}, and Crossbar through
