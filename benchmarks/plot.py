@@ -60,7 +60,7 @@ def plot_throughput(aggregates: Sequence[Aggregate], out: Path) -> Path | None:
 
 
 def plot_rss(csv_paths: Sequence[Path], out: Path, buffer_bytes: int) -> Path | None:
-    """Gateway RSS over time during the back-pressure stream, one line per run, idle-relative."""
+    """Gateway RSS over time during the back-pressure stream, one line per run, relative to the idle RSS (first row)."""
     try:
         import matplotlib
 
@@ -79,7 +79,7 @@ def plot_rss(csv_paths: Sequence[Path], out: Path, buffer_bytes: int) -> Path | 
         )
     axis.axhline(2 * buffer_bytes / 1024, color="grey", linestyle="--", label="2 x splice_buffer_bytes")
     axis.set_xlabel("seconds into the stream")
-    axis.set_ylabel("RSS above first sample (KiB)")
+    axis.set_ylabel("RSS above idle (KiB)")
     axis.set_title("gateway RSS while streaming into a slow reader")
     axis.legend(fontsize="small")
     axis.grid(alpha=0.3)

@@ -101,6 +101,7 @@ def slow_reader(ctx: Context) -> None:
         ctx.record(case, "relay", "cpu gateway", cpu / result["seconds"] * 100, "%", run)
         with ctx.path(f"rss-{run}.csv").open("w") as f:
             f.write("seconds,rss_bytes\n")
+            f.write(f"-0.100,{int(idle)}\n")  # the idle RSS, measured before the stream started
             f.writelines(f"{t:.3f},{rss}\n" for t, rss in sampler.samples)
         ctx.procs.stop(listener)
         ctx.procs.stop(gateway.proc)
