@@ -41,6 +41,7 @@ class Settings:
     py_spy: bool = False
     install: bool = True
     cases: tuple[str, ...] = ()
+    gateway_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class Context:
             str(config),
             "--state-dir",
             str(self.path(f"{name}-state")),
+            code=self.settings.gateway_from,
         )
         _, line = proc.wait_for_line("READY", 30)
         return Gateway(proc, int(line.split()[1]), log)

@@ -32,10 +32,16 @@ def raise_nofile_limit() -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def child_env() -> dict[str, str]:
-    """The environment for children: this checkout first on the path, so they run this code."""
+def child_env(first: Path | None = None) -> dict[str, str]:
+    """
+    The environment for children: this checkout first on the path, so they run this code.
+
+    @param first: a checkout to put before this one (C{--gateway-from}: the gateway's C{relay} package
+        comes from there, the benchmark's own modules still from here).
+    """
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
+    paths = [str(first)] if first is not None else []
+    env["PYTHONPATH"] = os.pathsep.join([*paths, str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -152,9 +158,19 @@ class Processes:
         self.procs: list[Proc] = []
 
     def start(
-        self, name: str, argv: Sequence[str], *, ready: str | None = "READY", timeout: float = 30.0
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        ready: str | None = "READY",
+        timeout: float = 30.0,
+        code: Path | None = None,
     ) -> Proc:
-        """Start a process; wait for its C{ready} line when given. Stderr goes to C{log_dir/name.err}."""
+        """
+        Start a process; wait for its C{ready} line when given. Stderr goes to C{log_dir/name.err}.
+
+        @param code: a checkout whose packages come first on the child's path (see L{child_env}).
+        """
         self.log_dir.mkdir(parents=True, exist_ok=True)
         err = open(self.log_dir / f"{name}.err", "a")  # handed to the child
         popen = subprocess.Popen(
@@ -163,8 +179,8 @@ class Processes:
             stderr=err,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=child_env(),
-            cwd=str(ROOT),
+            env=child_env(code),
+            cwd=str(code or ROOT),  # python -m puts the working directory first on the path
         )
         err.close()
         proc = Proc(name, popen)
@@ -175,10 +191,18 @@ class Processes:
         return proc
 
     def python(
-        self, name: str, module: str, *args: str, ready: str | None = "READY", timeout: float = 30.0
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        ready: str | None = "READY",
+        timeout: float = 30.0,
+        code: Path | None = None,
     ) -> Proc:
         """Start C{python -m module args...}."""
-        return self.start(name, [sys.executable, "-m", module, *args], ready=ready, timeout=timeout)
+        return self.start(
+            name, [sys.executable, "-m", module, *args], ready=ready, timeout=timeout, code=code
+        )
 
     def finish(self, proc: Proc, timeout: float) -> list[str]:
         """Wait for a process that ends by itself (a load generator); kill it past C{timeout}."""

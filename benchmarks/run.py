@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -73,6 +74,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="result directory (default benchmarks/results/<time>)")
     parser.add_argument("--py-spy", action="store_true", help="sample the gateway with py-spy (diagnosis)")
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install nginx when missing")
+    parser.add_argument(
+        "--gateway-from",
+        type=Path,
+        help="run the gateway's relay package from another checkout (before/after comparisons), "
+        "e.g. a directory made with 'git archive BASE | tar -x -C DIR'",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser.parse_args(argv)
 
@@ -106,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         list_scenarios()
         return 0
     raise_nofile_limit()
+    # SIGTERM ends the run like Ctrl-C, so every scenario's processes are still stopped.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     settings = Settings(
         quick=args.quick,
@@ -115,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         py_spy=args.py_spy,
         install=not args.no_install,
         cases=tuple(args.case),
+        gateway_from=args.gateway_from.resolve() if args.gateway_from else None,
     )
     settings.out.mkdir(parents=True, exist_ok=True)
     chosen = select(args.scenario, args.quick)
@@ -161,9 +171,15 @@ def render(
     command: str, chosen: list[Scenario], samples: list[Sample], notes: list[str], settings: Settings
 ) -> str:
     aggregates = aggregate(samples)
+    gateway = (
+        f"gateway code from {settings.gateway_from}"
+        if settings.gateway_from
+        else "gateway code: this checkout"
+    )
     parts = [
         f"Command: `{command}`  ",
-        f"{settings.runs} runs per scenario, {settings.seconds:g} s per measurement; cells are median (min-max).",
+        f"{settings.runs} runs per scenario, {settings.seconds:g} s per measurement; cells are median (min-max); "
+        f"{gateway}.",
         "",
         *[f"- {line}" for line in machine()],
         "",
