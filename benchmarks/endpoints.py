@@ -63,11 +63,11 @@ class Counting:
             self.sendMessage(answer, isBinary=False)  # type: ignore[attr-defined]
 
 
-class CountingServer(Counting, WebSocketServerProtocol):
+class CountingServer(Counting, WebSocketServerProtocol):  # type: ignore[misc]
     """The direct (and nginx-proxied) endpoint."""
 
 
-class CountingClient(Counting, WebSocketClientProtocol):
+class CountingClient(Counting, WebSocketClientProtocol):  # type: ignore[misc]
     """A listener's rendezvous leg: the relayed endpoint."""
 
 

@@ -43,7 +43,8 @@ def main(argv: list[str]) -> None:
     service.startService()
 
     def ready(result: Any) -> None:
-        print(f"READY {service.ports[0].getHost().port} nofile={limit}", flush=True)
+        port = getattr(service.ports[0].getHost(), "port", 0)
+        print(f"READY {port} nofile={limit}", flush=True)
 
     service.ready.addCallback(ready)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]

@@ -39,9 +39,7 @@ from benchmarks.report import (
 
 def machine() -> list[str]:
     """A description of the machine and the software measured."""
-    import autobahn
-
-    import twisted
+    from importlib.metadata import version
 
     model = "unknown CPU"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -55,7 +53,7 @@ def machine() -> list[str]:
     return [
         f"CPU: {model}, {os.cpu_count()} cores; memory {memory / 1024:.0f} GiB",
         f"OS: {platform.platform()}",
-        f"Python {platform.python_version()}, Twisted {twisted.__version__}, Autobahn {autobahn.__version__}",
+        f"Python {platform.python_version()}, Twisted {version('twisted')}, Autobahn {version('autobahn')}",
         f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
 
