@@ -3,11 +3,11 @@ The splice: relay frames between a sender's and a listener's WebSocket after bot
 
 Autobahn handles the handshakes; afterwards each leg's raw bytes go through a L{FrameRelay} straight to the
 other leg. On plain TCP legs whose transport has nothing queued, the rewritten frames go to the socket
-right away (L{SpliceLeg.send}); only what the socket does not take is queued on the transport. That saves
-a reactor round trip per read, which is most of what relaying adds to latency, and a copy per byte.
-Back-pressure runs both ways: each transport has the other leg's reader registered as its streaming
-producer, so a full write buffer pauses reading on the other side, and TCP carries the slowdown to the
-writer. The gateway holds at most about one write buffer plus one read per direction.
+right away (L{SpliceLeg.send}); only what the socket does not take is queued on the transport, which
+saves a reactor round trip and a copy per read. Back-pressure runs both ways: each transport has the
+other leg's reader registered as its streaming producer, so queued bytes (on TCP legs: any; on TLS legs:
+more than C{bufferSize}) pause reading on the other side, and TCP carries the slowdown to the writer.
+The gateway holds about one read's worth queued plus the read in hand per direction.
 
 Close is end to end: a close frame from one leg is forwarded to the other, and the first leg's closing
 handshake completes only when the other leg answers (or a timeout passes). A leg that vanishes without a
