@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+
+from relay.hybrid.bridge import SplicedConnection
+from relay.hybrid.websocket import HybridConnectionProtocol
 
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
 
@@ -186,15 +190,45 @@ class SenderTests(GatewayTestCase):
 
     def test_protocol_options_come_from_the_factory(self) -> None:
         """Connections read Autobahn's options from the factory instead of copying them; their own win."""
-        self.pair()
-        (splice,) = self.gateway.hybrid_factory.splices
-        protocol = splice.sender.protocol
+        self.listen()
+        self.send()  # held until the listener accepts
         factory = self.gateway.hybrid_factory
-        self.assertNotIn("closeHandshakeTimeout", vars(protocol))
-        self.assertEqual(protocol.closeHandshakeTimeout, factory.closeHandshakeTimeout)
-        self.assertEqual((protocol.autoPingInterval, factory.autoPingInterval), (0, 30.0))
+        (waiting,) = [p for p in factory.connections if isinstance(p, HybridConnectionProtocol) and p._ticket]
+        self.assertNotIn("closeHandshakeTimeout", vars(waiting))
+        self.assertEqual(waiting.closeHandshakeTimeout, factory.closeHandshakeTimeout)
+        self.assertEqual((waiting.autoPingInterval, factory.autoPingInterval), (0, 30.0))
         with self.assertRaises(AttributeError):
-            protocol.no_such_option  # noqa: B018
+            waiting.no_such_option  # noqa: B018
+
+    def test_spliced_legs_leave_autobahn(self) -> None:
+        """Once joined, both transports deliver to small spliced connections; the Autobahn objects are dropped."""
+        earlier = {id(o) for o in gc.get_objects() if isinstance(o, HybridConnectionProtocol)}
+        _, sender, rendezvous = self.pair()
+        factory = self.gateway.hybrid_factory
+        (splice,) = factory.splices
+        legs = (splice.sender, splice.listener)
+        self.assertEqual({leg.protocol for leg in legs}, {None})
+        self.assertEqual(
+            [
+                type(c)
+                for c in factory.connections
+                if not isinstance(c, HybridConnectionProtocol) or not c.control
+            ],
+            [SplicedConnection, SplicedConnection],
+        )
+        for leg in legs:
+            self.assertIs(leg.transport.protocol, leg.connection)
+        gc.collect()
+        mine = [
+            o for o in gc.get_objects() if isinstance(o, HybridConnectionProtocol) and id(o) not in earlier
+        ]
+        self.assertEqual([o for o in mine if o.control is None], [])
+        sender.sendMessage(b"after the swap", isBinary=True)
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"after the swap", True)])
+        self.assertEqual(factory.splices, set())
+        self.assertEqual([c for c in factory.connections if isinstance(c, SplicedConnection)], [])
 
     def test_listener_vanishes(self) -> None:
         """A listener leg that drops without a close becomes a 1001 close for the sender."""

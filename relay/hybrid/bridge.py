@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -120,14 +123,53 @@ class _PauseReading:
         """Shutdown is handled by the splice, which closes the other leg properly."""
 
 
+class SplicedConnection(Protocol):
+    """
+    What a leg's transport delivers to once the handshake is done: bytes and the loss, for the splice.
+
+    It replaces the Autobahn protocol on the transport, so that object (about 7 KB of handshake state per
+    connection) can be collected; the relay needs none of it after the 101.
+    """
+
+    def __init__(self, leg: SpliceLeg, closed: Callable[[SplicedConnection], None]) -> None:
+        self.leg = leg
+        self._closed = closed
+
+    def dataReceived(self, data: bytes) -> None:
+        """Relay what the leg sent."""
+        self.leg.data_received(data)
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Tell the splice, then whoever counts connections."""
+        self.leg.connection_lost(reason)
+        self._closed(self)
+
+
+def attach(transport: Any, protocol: Protocol) -> None:
+    """
+    Make C{protocol} receive what C{transport} reads (under TLS: what the TLS layer decrypts).
+
+    The three cases are those of Autobahn's C{WebSocketResource} taking a transport over from twisted.web:
+    a TLS wrapper as the transport, a TCP transport with TLS started on it, a plain TCP transport.
+    """
+    if isinstance(transport, ProtocolWrapper):
+        transport.wrappedProtocol = protocol
+    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
+        transport.protocol.wrappedProtocol = protocol
+    else:
+        transport.protocol = protocol
+    protocol.makeConnection(transport)
+
+
 class SpliceLeg:
-    """One side of a splice: its protocol, its frame rewriter and its closing state."""
+    """One side of a splice: its protocol (until the splice starts), its frame rewriter, its closing state."""
 
     __slots__ = (
         "close_code",
         "close_reason",
         "close_received",
         "close_sent",
+        "connection",
         "finished",
         "lost",
         "name",
@@ -141,9 +183,11 @@ class SpliceLeg:
 
     def __init__(self, splice: Splice, protocol: Any, name: str) -> None:
         self.splice = splice
-        self.protocol = protocol
+        self.protocol: Any = protocol
+        self.connection: SplicedConnection | None = None
         self.transport = protocol.transport
-        self.socket = self.transport.socket if isinstance(self.transport, tcp.Connection) else None
+        plain = isinstance(self.transport, tcp.Connection) and not getattr(self.transport, "TLS", False)
+        self.socket = self.transport.socket if plain else None  # never write around a TLS layer
         self.name = name
         self.relay = FrameRelay()
         self.other: SpliceLeg = self
@@ -232,20 +276,34 @@ class Splice:
         self._started = clock.seconds()
         self.bytes_relayed = {"sender": 0, "listener": 0}
 
-    def start(self) -> None:
-        """Take over both sockets and relay whatever Autobahn had already buffered."""
+    def start(self, closed: Callable[[SplicedConnection], None] = lambda connection: None) -> None:
+        """
+        Take over both sockets and relay whatever Autobahn had already buffered.
+
+        Each transport gets a L{SplicedConnection} in place of its Autobahn protocol.
+
+        @param closed: called with each leg's connection once its socket is gone.
+        """
+        early: list[bytes] = []
         for leg in (self.sender, self.listener):
             tcp = tcp_transport(leg.transport)
             tcp.bufferSize = self._buffer_size
             leg.transport.unregisterProducer()
-            leg.protocol.splice_leg = leg
+            early.append(bytes(leg.protocol.data))
+            leg.protocol.data = b""  # Autobahn may still be on the stack: leave it nothing to parse
+            leg.connection = SplicedConnection(leg, closed)
+            attach(leg.transport, leg.connection)
+            leg.protocol = None
         for leg in (self.sender, self.listener):
             leg.transport.registerProducer(_PauseReading(leg.other.transport), True)
-        for leg in (self.sender, self.listener):
-            early = bytes(leg.protocol.data)
-            leg.protocol.data = b""
-            if early:
-                self.data_received(leg, early)
+        for leg, data in zip((self.sender, self.listener), early, strict=True):
+            if data:
+                self.data_received(leg, data)
+
+    @property
+    def ended(self) -> bool:
+        """Both legs' sockets are gone."""
+        return self.sender.lost and self.listener.lost
 
     def shutdown(self, code: int, reason: str) -> None:
         """Close both legs on the relay's initiative (server shutdown: 1001), waiting for their answers."""

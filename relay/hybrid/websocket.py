@@ -36,7 +36,7 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
-from relay.hybrid.bridge import Splice, SpliceLeg
+from relay.hybrid.bridge import Splice, SplicedConnection
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
@@ -117,7 +117,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         self.limits = limits
         self.request_rendezvous: Any = None  # HTTP relaying plugs in here
         self.splices: set[Splice] = set()
-        self.connections: set[HybridConnectionProtocol] = set()
+        self.connections: set[HybridConnectionProtocol | SplicedConnection] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.externalPort = None
         ping = float(limits.get("control_ping_interval", 30.0))
@@ -132,7 +132,21 @@ class HybridConnectionFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
-    def connection_closed(self, protocol: HybridConnectionProtocol) -> None:
+    def splice_started(self, splice: Splice, protocols: tuple[HybridConnectionProtocol, ...]) -> None:
+        """Count a new pair: its spliced connections replace the Autobahn protocols they took over from."""
+        self.splices.add(splice)
+        self.connections.difference_update(protocols)
+        for leg in (splice.sender, splice.listener):
+            if leg.connection is not None:
+                self.connections.add(leg.connection)
+
+    def spliced_connection_closed(self, connection: SplicedConnection) -> None:
+        """A spliced leg's socket is gone; forget the pair with its last leg."""
+        if connection.leg.splice.ended:
+            self.splices.discard(connection.leg.splice)
+        self.connection_closed(connection)
+
+    def connection_closed(self, protocol: HybridConnectionProtocol | SplicedConnection) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
         self.connections.discard(protocol)
         if not self.connections:
@@ -154,7 +168,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
 
         def abort() -> None:
             for protocol in list(self.connections):
-                protocol.transport.abortConnection()
+                transport: Any = protocol.transport
+                transport.abortConnection()
 
         call = self.clock.callLater(timeout, abort)
 
@@ -190,7 +205,6 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
     def __init__(self) -> None:
         super().__init__()
         self.tracking_id = ""
-        self.splice_leg: SpliceLeg | None = None
         self.control: ControlChannel | None = None
         self.http_role: Any = None
         self._ticket: Ticket | None = None
@@ -408,9 +422,10 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
                 buffer_size=int(self.factory.limits.get("splice_buffer_bytes", 262144)),
                 close_timeout=float(self.factory.limits.get("close_handshake_timeout", 5.0)),
             )
+            listener = self._handoff.protocol
             self._handoff = None
-            self.factory.splices.add(splice)
-            splice.start()
+            splice.start(self.factory.spliced_connection_closed)
+            self.factory.splice_started(splice, (self, listener))
         elif self.http_role is not None:
             self.http_role.opened()
 
@@ -432,14 +447,10 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        """Spliced legs relay raw frames; everything else goes through Autobahn."""
-        leg = self.splice_leg
-        if leg is not None:
-            leg.data_received(data)
-        else:
-            # Autobahn's framework-neutral entry point: its Twisted adapter's dataReceived only adds a debug
-            # line whose colourised arguments it formats whatever the log level.
-            self._dataReceived(data)
+        """Hand the bytes to Autobahn (spliced legs no longer come here: their transports moved on)."""
+        # Autobahn's framework-neutral entry point: its Twisted adapter's dataReceived only adds a debug
+        # line whose colourised arguments it formats whatever the log level.
+        self._dataReceived(data)
 
     @override
     def connectionMade(self) -> None:
@@ -449,7 +460,7 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
     @override
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        """Withdraw a waiting sender, release throttle slots, tell a splice its leg is gone."""
+        """Withdraw a waiting sender, release throttle slots."""
         self._gone = True
         if self._delayed is not None and self._delayed.active():
             self._delayed.cancel()
@@ -460,11 +471,6 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
             self.factory.router.rendezvous.cancel(self._ticket)
-        leg = self.splice_leg
-        if leg is not None:
-            leg.connection_lost(reason)
-            if leg.other.finished:
-                self.factory.splices.discard(leg.splice)
         super().connectionLost(reason)
         self.factory.connection_closed(self)
 
