@@ -1,8 +1,9 @@
 """
 The splice: relay frames between a sender's and a listener's WebSocket after both handshakes.
 
-Autobahn handles the handshakes; afterwards each leg's raw bytes go through a L{FrameRelay} straight to the
-other leg. On plain TCP legs whose transport has nothing queued, the rewritten frames go to the socket
+Autobahn handles the handshakes; afterwards each leg's transport delivers to a small L{SplicedConnection}
+(the Autobahn protocol is dropped), and its raw bytes go through a L{FrameRelay} straight to the other
+leg. On plain TCP legs whose transport has nothing queued, the rewritten frames go to the socket
 right away (L{SpliceLeg.send}); only what the socket does not take is queued on the transport, which
 saves a reactor round trip and a copy per read. Back-pressure runs both ways: each transport has the
 other leg's reader registered as its streaming producer, so queued bytes (on TCP legs: any; on TLS legs:
