@@ -37,6 +37,9 @@ class IListenerChannel(Interface):
     def send_control(payload: bytes) -> bool:
         """Send one JSON text message; return C{False} if the channel can no longer take it."""
 
+    def send_binary(payload: bytes) -> bool:
+        """Send one binary message (a request body right after its C{request}); C{False} if closed."""
+
     def add_pending(ticket: Ticket) -> None:
         """Remember a ticket issued through this channel, to fail it if the channel drops."""
 
