@@ -8,6 +8,7 @@ failure and 2 on usage errors. The gateway itself runs under C{twistd relay}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,6 +83,23 @@ def cmd_cert(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_expose(args: argparse.Namespace) -> None:
+    """Forward relayed HTTP requests and WebSocket senders to a local URL until interrupted."""
+    from relay.expose import ExposeError, run_expose
+
+    connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
+    if not connection_string:
+        raise CommandError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+    try:
+        status = run_expose(
+            args.url, connection_string, args.name, ca_file=args.ca, verbose=args.verbose, quiet=args.quiet
+        )
+    except ExposeError as e:
+        raise CommandError(str(e)) from None
+    if status:
+        raise CommandError("stopped")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -112,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeatable)")
     cert.add_argument("--dir", default="relay-certs", help="output directory (default ./relay-certs)")
     cert.set_defaults(run=cmd_cert)
+
+    expose = commands.add_parser(
+        "expose",
+        help="serve a local web server through a hybrid connection",
+        description="Register as a listener on a hybrid connection and forward every relayed HTTP request "
+        "and WebSocket connection to URL (the path below the hybrid connection is appended). Logs one line "
+        "per request on stdout; reconnects on its own; stops on SIGINT/SIGTERM.",
+    )
+    expose.add_argument("url", help="the local base URL, e.g. http://127.0.0.1:8000")
+    expose.add_argument("--name", help="the hybrid connection (unless the connection string has EntityPath)")
+    expose.add_argument(
+        "--connection-string",
+        help="Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=... "
+        "(default: $RELAY_CONNECTION_STRING)",
+    )
+    expose.add_argument("--ca", help="trust this CA certificate (PEM) for a wss:// relay")
+    expose.add_argument("-v", "--verbose", action="store_true", help="log connection events on stderr")
+    expose.add_argument("-q", "--quiet", action="store_true", help="no access log on stdout")
+    expose.set_defaults(run=cmd_expose)
     return parser
 
 
@@ -119,13 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the C{relay} command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], str] = args.run
+    run: Callable[[argparse.Namespace], str | None] = args.run
     try:
         output = run(args)
     except CommandError as e:
         print(f"relay {args.command}: {e}", file=sys.stderr)
         return 1
-    print(output)
+    if output is not None:
+        print(output)
     return 0
 
 

@@ -42,7 +42,7 @@ _MAX_REASON_BYTES = 123
 
 
 @implementer(IPushProducer)
-class _WriteGate:
+class WriteGate:
     """
     The push producer registered with the transport: it learns when the write buffer is full.
 
@@ -135,7 +135,7 @@ class HybridWebSocket:
         self._closing = False
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
-        self._gate = _WriteGate()
+        self._gate = WriteGate()
         protocol.registerProducer(self._gate, True)
 
     def __repr__(self) -> str:

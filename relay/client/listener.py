@@ -184,6 +184,11 @@ class HybridConnectionListener:
         return self._state is ListenerState.ONLINE
 
     @property
+    def options(self) -> WebSocketOptions:
+        """The settings of accepted connections (and of HTTP rendezvous sockets)."""
+        return self._options
+
+    @property
     def control_channel(self) -> ControlChannel | None:
         """The current control channel, for a request handler that answers on it; C{None} offline."""
         return self._channel

@@ -40,6 +40,24 @@ class IWebSocketReceiver(Interface):
         """
 
 
+class IStreamingReceiver(IWebSocketReceiver):
+    """
+    A receiver that takes messages frame by frame instead of whole.
+
+    Nothing is assembled and no message size limit applies: an HTTP body of any size is one WebSocket
+    message on a rendezvous. C{message_received} is never called for such a receiver.
+    """
+
+    def message_begin(is_binary: bool) -> None:
+        """A message starts."""
+
+    def message_data(payload: bytes) -> None:
+        """A piece of the current message (text payloads are UTF-8 bytes, validated as they come)."""
+
+    def message_end() -> None:
+        """The current message is complete."""
+
+
 ReceiverFactory = Callable[["RelayClientProtocol"], IWebSocketReceiver]
 
 
@@ -91,6 +109,44 @@ class RelayClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.receiver is not None:
             self.receiver.message_received(payload, isBinary)
+
+    def _streaming(self) -> IStreamingReceiver | None:
+        receiver = self.receiver
+        return receiver if IStreamingReceiver.providedBy(receiver) else None  # type: ignore[return-value]
+
+    @override
+    def onMessageBegin(self, isBinary: bool) -> None:
+        streaming = self._streaming()
+        if streaming is not None:
+            streaming.message_begin(isBinary)
+        else:
+            super().onMessageBegin(isBinary)
+
+    @override
+    def onMessageFrameBegin(self, length: int) -> None:
+        if self._streaming() is None:
+            super().onMessageFrameBegin(length)
+
+    @override
+    def onMessageFrameData(self, payload: bytes) -> None:
+        streaming = self._streaming()
+        if streaming is not None:
+            streaming.message_data(payload)
+        else:
+            super().onMessageFrameData(payload)
+
+    @override
+    def onMessageFrameEnd(self) -> None:
+        if self._streaming() is None:
+            super().onMessageFrameEnd()
+
+    @override
+    def onMessageEnd(self) -> None:
+        streaming = self._streaming()
+        if streaming is not None:
+            streaming.message_end()
+        else:
+            super().onMessageEnd()
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
