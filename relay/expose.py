@@ -214,6 +214,9 @@ class Forwarder:
                 continue
             decoded = [v.decode("latin-1") for v in values]
             response.headers[name] = decoded[0] if len(decoded) == 1 else decoded
+        if isinstance(local.length, int) and request.method != "HEAD" and local.code not in (204, 304):
+            # twisted's client keeps framing headers apart; the length lets the sender see progress.
+            response.headers["Content-Length"] = str(local.length)
         done: Deferred[None] = Deferred()
         local.deliverBody(_ResponsePipe(response, done))
         await done

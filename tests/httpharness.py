@@ -49,7 +49,7 @@ def parse_replies(data: bytes, methods: list[str], closed: bool = False) -> list
         if head_end < 0:
             break
         lines = rest[:head_end].decode("latin-1").split("\r\n")
-        _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+        _, status, reason = [*lines[0].split(" ", 2), ""][:3]
         headers = [tuple(h.split(": ", 1)) for h in lines[1:]]
         reply = Reply(int(status), reason, headers, b"", False)  # type: ignore[arg-type]
         rest = rest[head_end + 4 :]

@@ -70,7 +70,9 @@ class DispatcherTests(SynchronousTestCase):
     def test_small_request(self) -> None:
         """The request text and then its body go to one listener; the address stays claimable meanwhile."""
         channel = self.add(FakeListenerChannel("l1"))
-        chosen, ticket = self.dispatcher.send_small(self.admission, b'{"request":{}}', b"body", "id1", "x", 90.0)
+        chosen, ticket = self.dispatcher.send_small(
+            self.admission, b'{"request":{}}', b"body", "id1", "x", 90.0
+        )
         self.assertIs(chosen, channel)
         self.assertEqual(channel.sent, [b'{"request":{}}', b"body"])
         self.assertEqual(ticket.key, "id1")
@@ -101,7 +103,7 @@ class DispatcherTests(SynchronousTestCase):
         closing.closing = True
         refusing = self.add(FakeListenerChannel("refusing", accepts=False))
         good = self.add(FakeListenerChannel("good"))
-        chosen, ticket = self.dispatcher.send_small(self.admission, b"{}", b"", "id3", None, 60.0)
+        chosen, _ticket = self.dispatcher.send_small(self.admission, b"{}", b"", "id3", None, 60.0)
         self.assertIs(chosen, good)
         self.assertEqual((closing.sent, refusing.sent), ([], []))
         self.assertEqual(len(self.router.rendezvous), 1)

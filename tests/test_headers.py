@@ -23,7 +23,9 @@ from relay.hybrid.messages import (
     parse_response,
 )
 
-TOKENS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20)
+TOKENS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20
+)
 VALUES = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=40).map(str.strip)
 
 
@@ -190,15 +192,24 @@ class MessageTests(SynchronousTestCase):
     def test_rendezvous_request_has_two_keys(self) -> None:
         """The rendezvous-only form is exactly C{address} and C{id}."""
         self.assertEqual(
-            json.loads(RendezvousRequest("wss://a", "7").encode()), {"request": {"address": "wss://a", "id": "7"}}
+            json.loads(RendezvousRequest("wss://a", "7").encode()),
+            {"request": {"address": "wss://a", "id": "7"}},
         )
 
     def test_response_forms(self) -> None:
         """Numbers or numeric strings; description and body optional."""
         response = parse_response({"requestId": "1", "statusCode": "201"})
-        self.assertEqual((response.status_code, response.status_description, response.body), (201, None, False))
+        self.assertEqual(
+            (response.status_code, response.status_description, response.body), (201, None, False)
+        )
         response = parse_response(
-            {"requestId": "1", "statusCode": 200, "statusDescription": "OK", "responseHeaders": {}, "body": True}
+            {
+                "requestId": "1",
+                "statusCode": 200,
+                "statusDescription": "OK",
+                "responseHeaders": {},
+                "body": True,
+            }
         )
         self.assertEqual((response.status_code, response.body), (200, True))
 
@@ -220,5 +231,7 @@ class MessageTests(SynchronousTestCase):
     def test_round_trip(self, status: int, as_text: bool, request_id: str) -> None:
         """Any valid status, as number or text, is read back."""
         if request_id:
-            response = parse_response({"requestId": request_id, "statusCode": str(status) if as_text else status})
+            response = parse_response(
+                {"requestId": request_id, "statusCode": str(status) if as_text else status}
+            )
             self.assertEqual((response.request_id, response.status_code), (request_id, status))

@@ -23,7 +23,9 @@ class HttpTestCase(GatewayTestCase):
             Entity(
                 "open",
                 HYBRID_CONNECTION,
-                settings=HybridConnectionSettings(requires_client_authorization=False, request_timeout=TIMEOUT),
+                settings=HybridConnectionSettings(
+                    requires_client_authorization=False, request_timeout=TIMEOUT
+                ),
             ),
             Entity("off", HYBRID_CONNECTION, settings=HybridConnectionSettings(http_enabled=False)),
         )
@@ -66,7 +68,9 @@ class HttpTestCase(GatewayTestCase):
             socket.sendMessage(body, isBinary=True)
         self.net.flush()
 
-    def stream_response(self, socket: RecordingClient, request_id: str, pieces: list[bytes], **head: Any) -> None:
+    def stream_response(
+        self, socket: RecordingClient, request_id: str, pieces: list[bytes], **head: Any
+    ) -> None:
         """A response whose body is one binary message sent as one fragment per piece."""
         self.respond(socket, request_id, streamed=True, **head)
         socket.beginMessage(isBinary=True)
@@ -95,7 +99,9 @@ class SmallRequestTests(HttpTestCase):
         self.assertIs(request["body"], False)
         self.assertEqual(request["requestTarget"], "/hyco/sub/res?a=1&sb-hc-x&b=2")
         self.assertEqual(request["remoteEndpoint"]["address"], "10.0.0.5")
-        self.assertTrue(request["address"].startswith(f"wss://{HOST}/$hc/hyco?sb-hc-action=request&sb-hc-id="))
+        self.assertTrue(
+            request["address"].startswith(f"wss://{HOST}/$hc/hyco?sb-hc-action=request&sb-hc-id=")
+        )
         self.assertIn(request["id"], request["address"])
         headers = request["requestHeaders"]
         self.assertEqual(headers["X-App"], "yes")
@@ -159,7 +165,9 @@ class SmallRequestTests(HttpTestCase):
         """Connection-level headers (and those Connection names) are not forwarded, either way."""
         listener = self.listen()
         sender = self.sender()
-        sender.request("GET", "/hyco/h", {**self.auth(), "Connection": "keep-alive, X-Local", "X-Local": "1", "TE": "x"})
+        sender.request(
+            "GET", "/hyco/h", {**self.auth(), "Connection": "keep-alive, X-Local", "X-Local": "1", "TE": "x"}
+        )
         self.net.flush()
         request = self.last_request(listener)
         names = {name.lower() for name in request["requestHeaders"]}
@@ -167,7 +175,12 @@ class SmallRequestTests(HttpTestCase):
         self.respond(
             listener,
             request["id"],
-            headers={"Connection": "X-Private", "X-Private": "no", "Transfer-Encoding": "gzip", "Keep-Alive": "5"},
+            headers={
+                "Connection": "X-Private",
+                "X-Private": "no",
+                "Transfer-Encoding": "gzip",
+                "Keep-Alive": "5",
+            },
             body=b"ok",
         )
         names = {name.lower() for name, _ in sender.reply.headers}
@@ -181,7 +194,9 @@ class SmallRequestTests(HttpTestCase):
         sender = self.sender()
         sender.request("HEAD", "/hyco/h", self.auth())
         self.net.flush()
-        self.respond(listener, self.last_request(listener)["id"], headers={"Content-Length": "5"}, body=b"hello")
+        self.respond(
+            listener, self.last_request(listener)["id"], headers={"Content-Length": "5"}, body=b"hello"
+        )
         sender.request("DELETE", "/hyco/d", self.auth())
         self.net.flush()
         self.respond(listener, self.last_request(listener)["id"], status=204, description="No Content")
@@ -208,7 +223,12 @@ class SmallRequestTests(HttpTestCase):
     def test_invalid_responses_are_502(self) -> None:
         """Interim statuses, impossible statuses and unsafe headers become 502 with a tracking id."""
         listener = self.listen()
-        for bad in ({"status": 100}, {"status": 99}, {"headers": {"Bad Name": "x"}}, {"headers": {"X": "a\r\nb"}}):
+        for bad in (
+            {"status": 100},
+            {"status": 99},
+            {"headers": {"Bad Name": "x"}},
+            {"headers": {"X": "a\r\nb"}},
+        ):
             with self.subTest(bad=bad):
                 sender = self.sender()
                 sender.request("GET", "/hyco/bad", self.auth())
@@ -223,8 +243,10 @@ class SmallRequestTests(HttpTestCase):
 
     def test_large_response_over_a_response_rendezvous(self) -> None:
         """
-        A listener may answer a small request on a rendezvous to its address; that socket is closed after
-        the response and never carries a request: the next one goes on the control channel.
+        A listener may answer a small request on a rendezvous to its address.
+
+        That socket is closed after the response and never carries a request: the next one goes on the
+        control channel.
         """
         listener = self.listen()
         sender = self.sender()
@@ -265,7 +287,9 @@ class RendezvousRequestTests(HttpTestCase):
         rendezvous, announcement = self.fetch(listener)
         (head, _), (received, binary) = rendezvous.messages
         request = json.loads(head)["request"]
-        self.assertEqual((request["id"], request["method"], request["body"]), (announcement["id"], "POST", True))
+        self.assertEqual(
+            (request["id"], request["method"], request["body"]), (announcement["id"], "POST", True)
+        )
         self.assertEqual(request["requestTarget"], "/hyco/up?q=1")
         self.assertEqual((received, binary), (body, True))
         self.respond(rendezvous, request["id"], status=201, body=b"stored")

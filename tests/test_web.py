@@ -79,7 +79,9 @@ class SiteTests(SynchronousTestCase):
         client = RawHttpClient()
         server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
         server_transport = RecordingTransport(server, True)
-        pump = iosim.connect(server, server_transport, client, iosim.FakeTransport(client, False), greet=False)
+        pump = iosim.connect(
+            server, server_transport, client, iosim.FakeTransport(client, False), greet=False
+        )
         return client, server_transport, pump
 
     def test_small_bodies_are_buffered(self) -> None:
@@ -98,7 +100,7 @@ class SiteTests(SynchronousTestCase):
 
     def test_large_body_streams(self) -> None:
         """A large or chunked body is handed over piece by piece while the request is already handled."""
-        client, transport, pump = self.connect()
+        client, _transport, pump = self.connect()
         client.request("POST", "/stream", chunked=True)
         pump.flush()
         (collector,) = self.resource.collectors
@@ -110,7 +112,9 @@ class SiteTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual((collector.data, collector.ended), (b"one two", True))
         request = self.resource.requests[0]
-        self.assertEqual((request.method, request.uri, request.clientproto), (b"POST", b"/stream", b"HTTP/1.1"))
+        self.assertEqual(
+            (request.method, request.uri, request.clientproto), (b"POST", b"/stream", b"HTTP/1.1")
+        )
         request.write(b"thanks")
         request.finish()
         pump.flush()
@@ -131,8 +135,9 @@ class SiteTests(SynchronousTestCase):
 
     def test_early_answer_waits_for_the_body(self) -> None:
         """
-        An answer before the body is complete goes out at once, the rest of the body is read and dropped,
-        and the connection carries the next request.
+        An answer before the body is complete goes out at once.
+
+        The rest of the body is read and dropped, and the connection carries the next request.
         """
         client, transport, pump = self.connect()
         client.request("PUT", "/refuse", chunked=True)
@@ -169,7 +174,7 @@ class SiteTests(SynchronousTestCase):
 
     def test_lost_connection_fails_the_body(self) -> None:
         """A sender that disconnects mid-body is reported to the consumer."""
-        client, transport, pump = self.connect()
+        client, _transport, pump = self.connect()
         client.request("POST", "/stream", chunked=True)
         client.chunk(b"part")
         pump.flush()

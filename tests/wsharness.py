@@ -115,7 +115,6 @@ class Network:
         factory.protocol = RecordingClient
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=5)
         client = factory.buildProtocol(None)
-        port = next(_ports)
         self.attach(client, source)
         return client
 

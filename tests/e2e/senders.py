@@ -263,6 +263,9 @@ class Treq(Sender):
                     for k, vs in reply.headers.getAllRawHeaders()
                 },
             )
+            if isinstance(reply.length, int) and method != "HEAD":
+                # twisted's client keeps the framing headers apart from the others
+                outcome.headers["content-length"] = str(reply.length)
             await treq.collect(reply, digest.update)
         except Exception as e:
             return digest.fill(Outcome(None, error=f"{type(e).__name__}: {e}"))
