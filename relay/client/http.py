@@ -368,7 +368,9 @@ class RelayedResponse:
                 self._queued += len(data)
             self._ending = True
             self._pump()
-        if self._state is _State.DONE and self._error is None:
+        if self._error is not None:
+            return fail(self._error)
+        if self._state is _State.DONE:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._done_waiters.append(waiter)
