@@ -106,6 +106,12 @@ class RelayClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             self.opened.callback(self.receiver)
 
     @override
+    def dataReceived(self, data: bytes) -> None:
+        # Autobahn's own dataReceived formats a debug message per read (a cost per TCP read that shows
+        # on 200 MB transfers); its frame parser is what matters.
+        self._dataReceived(data)
+
+    @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.receiver is not None:
             self.receiver.message_received(payload, isBinary)

@@ -452,6 +452,10 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
         leg = self.splice_leg
         if leg is not None:
             leg.data_received(data)
+        elif self.http_role is not None:
+            # Autobahn's own dataReceived formats a debug message per read; bodies of HTTP rendezvous
+            # are many reads, so go straight to its frame parser.
+            self._dataReceived(data)
         else:
             super().dataReceived(data)
 
