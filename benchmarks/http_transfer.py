@@ -4,7 +4,8 @@ Throughput of a large HTTP transfer through the relay, against the same transfer
 Starts, as separate processes on loopback: a local twisted.web server, the gateway (C{python -m twisted
 relay}), and C{relay expose} in front of the local server. Then curl downloads and uploads SIZE megabytes
 directly from/to the local server and through the relay, ROUNDS times each, and prints the median
-throughput of each. Uploads are checked (length and SHA-256 reported by the server).
+throughput of each, and the peak memory of the gateway and of expose. Uploads are checked (length and
+SHA-256 reported by the server).
 
     python benchmarks/http_transfer.py --size-mb 200 --rounds 3
 
@@ -111,6 +112,14 @@ class _Pausable:
         self.task.stop()
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The peak resident set size of a process (Linux), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -202,6 +211,7 @@ def main() -> None:
                     body, seconds, moved = curl(["-X", "POST", "-T", str(upload), f"{base}/sink"])
                     assert body == f"{size} {expected}", body
                     results.setdefault(f"upload {name}", []).append(size / MB / seconds)
+            peaks = {name: peak_rss_mb(processes[i].pid) for i, name in ((1, "gateway"), (2, "relay expose"))}
         finally:
             for process in reversed(processes):
                 process.terminate()
@@ -217,6 +227,7 @@ def main() -> None:
         print(
             f"  {direction:8}  direct {direct:8.1f}   through relay + expose {relay:8.1f}   ({relay / direct:.0%})"
         )
+    print("peak resident memory: " + ", ".join(f"{name} {mb:.0f} MB" for name, mb in peaks.items()))
 
 
 if __name__ == "__main__":

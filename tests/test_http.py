@@ -562,3 +562,37 @@ class RequestRulesTests(HttpTestCase):
         bad.request("GET", "/hyco/x", {"ServiceBusAuthorization": self.token("open")})
         self.net.flush()
         self.assertEqual(bad.reply.status, 403)
+
+
+class RoutingTests(HttpTestCase):
+    """Which channel and which listener a request goes to."""
+
+    def test_large_headers_use_a_rendezvous(self) -> None:
+        """More than 32 kB of header metadata does not go on the control channel, even without a body."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/h", {**self.auth(), "X-Big": "v" * 40000})
+        self.net.flush()
+        self.assertEqual(set(self.last_request(listener)), {"address", "id"})
+
+    def test_requests_are_spread_over_listeners(self) -> None:
+        """Each request (not pinned to a rendezvous) goes to one of the live listeners in turn."""
+        first, second = self.listen(), self.listen(source="10.0.0.2")
+        for _ in range(4):
+            self.sender().request("GET", "/hyco/lb", self.auth())
+        self.net.flush()
+        self.assertEqual((len(first.messages), len(second.messages)), (2, 2))
+
+    def test_shutdown(self) -> None:
+        """Stopping the gateway answers waiting senders 503 and closes rendezvous sockets with 1001."""
+        listener = self.listen()
+        waiting = self.sender()
+        waiting.request("GET", "/hyco/w", self.auth())
+        streaming = self.sender()
+        streaming.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous = self.net.connect(self.last_request(listener)["address"])
+        self.gateway.stopService()
+        self.net.flush()
+        self.assertEqual(waiting.reply.status, 503)
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
