@@ -395,6 +395,11 @@ class RelayHTTPChannel(HTTPChannel):
             return
         super()._send100Continue()
 
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the sender's socket buffer is full (responses are waiting for it to drain)."""
+        return bool(self._waitingForTransport)
+
     def pause_body(self) -> None:
         """Stop reading from the sender: the body's consumer is full."""
         if not self._body_paused:

@@ -487,6 +487,8 @@ class FailureTests(HttpTestCase):
         sender_side = sender.server_transport
         sender_side.producer.pauseProducing()
         self.assertTrue(rendezvous.server_transport.reading_paused)
+        rendezvous.sendMessageFrame(b"y" * 1000)  # already on its way when reading paused
+        self.net.flush()
         self.net.advance(TIMEOUT * 3)
         self.assertFalse(sender_side.aborted)
         sender_side.producer.resumeProducing()
@@ -494,6 +496,18 @@ class FailureTests(HttpTestCase):
         rendezvous.endMessage()
         self.net.flush()
         self.assertTrue(sender.reply.complete)
+
+    def test_sender_already_full(self) -> None:
+        """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/full", self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        rendezvous = self.net.connect(request["address"])
+        sender.server_transport.producer.pauseProducing()
+        self.respond(rendezvous, request["id"], streamed=True)
+        self.assertTrue(rendezvous.server_transport.reading_paused)
 
     def test_content_length_mismatch(self) -> None:
         """A streamed body shorter than the listener's Content-Length aborts the sender."""

@@ -169,6 +169,7 @@ class Exchange:
         self._producer: _DownloadProducer | None = None
         self._response_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
+        self._download_paused = False
         self._status = 0
         request.notifyFinish().addErrback(self._sender_gone)
 
@@ -367,6 +368,11 @@ class Exchange:
             if self._forward_body and self.rendezvous is not None:
                 self._producer = _DownloadProducer(self, self.rendezvous.transport)
                 request.registerProducer(self._producer, True)
+                channel = self.sender_channel
+                if isinstance(channel, RelayHTTPChannel) and channel.writing_paused:
+                    # The sender is still draining an earlier answer; twisted only tells new producers
+                    # about the next time its buffer fills.
+                    self._producer.pauseProducing()
             self._arm_idle()
         return True
 
@@ -527,6 +533,8 @@ class Exchange:
         self._response_timer = None
 
     def _arm_idle(self) -> None:
+        if self._download_paused:
+            return
         if self._idle_timer is not None and self._idle_timer.active():
             self._idle_timer.reset(self._settings.request_timeout)
         elif self.state is State.RESPONDING:
@@ -549,10 +557,12 @@ class Exchange:
 
     def download_paused(self) -> None:
         """The sender's buffer is full: waiting on it is no stall of the listener."""
+        self._download_paused = True
         self._disarm_idle()
 
     def download_resumed(self) -> None:
         """The sender drained its buffer."""
+        self._download_paused = False
         self._arm_idle()
 
     def _unregister_producer(self) -> None:
