@@ -30,30 +30,18 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from relay.client.accepting import Accept, AcceptContext, Reject
-from relay.client.connection import HybridWebSocket
+from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
 from relay.client.errors import ConnectError
 from relay.client.http import HttpListener, RelayedRequest, RelayedResponse, RequestBody
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
+from relay.client.sender import HANDSHAKE_HEADERS
+from relay.hybrid.headers import HOP_BY_HOP
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host"}
-)
-_HANDSHAKE = frozenset(
-    {
-        "host",
-        "upgrade",
-        "connection",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-        "servicebusauthorization",
-        "0",  # hyco-ws sends a junk header named "0"
-    }
-)
-_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011})
+_HOP_BY_HOP = HOP_BY_HOP | {"host"}
+# Headers of the sender's upgrade that the local WebSocket handshake makes anew, and hyco-ws's junk "0".
+_HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 
 
 class ExposeError(Exception):
@@ -305,7 +293,7 @@ async def _pipe(source: HybridWebSocket, sink: HybridWebSocket) -> None:
     code = source.close_code or 1000
     if code == 1005:
         code = 1000
-    elif code not in _SENDABLE and not 3000 <= code <= 4999:
+    elif code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
         code = 1001
     try:
         await sink.close(code, (source.close_reason or "")[:100])

@@ -31,16 +31,12 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from relay.client.http import HttpApp, RelayedRequest, RelayedResponse, RequestBody
+from relay.hybrid.headers import HOP_BY_HOP
 
 
 def _call_in_reactor(reactor: Any, function: Callable[..., Any], *args: Any) -> Any:
     """Twisted's C{blockingCallFromThread}, typed loosely (our callables return Deferreds of values)."""
     return threads.blockingCallFromThread(reactor, function, *args)
-
-
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
-)
 
 
 def _server_address(request: RelayedRequest) -> tuple[str, int, bool]:
@@ -93,7 +89,7 @@ class _RelayedChannel:
         response.status_description = reason.decode("latin-1")
         for name, values in headers.getAllRawHeaders():
             text = name.decode("latin-1")
-            if text.lower() in _HOP_BY_HOP:
+            if text.lower() in HOP_BY_HOP:
                 continue
             decoded = [v.decode("latin-1") for v in values]
             response.headers[text] = decoded[0] if len(decoded) == 1 else decoded
@@ -319,7 +315,7 @@ def _run_wsgi(
         response.status_code = int(code)
         response.status_description = reason or None
         for name, value in headers:
-            if name.lower() not in _HOP_BY_HOP:
+            if name.lower() not in HOP_BY_HOP:
                 response.headers.add(name, value)
 
     def send(data: bytes) -> None:
