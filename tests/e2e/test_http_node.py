@@ -6,6 +6,9 @@ Senders: curl, Python requests, treq and Node https (what the hyco-https samples
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
@@ -184,8 +187,6 @@ class HycoHttpsTests(TestCase):
         self.assertEqual(refused.status, 401)
         self.assertIsNone(refused.header("via"))
         token = gateway.token("hyco")
-        from urllib.parse import quote
-
         for headers, url in (
             ({"ServiceBusAuthorization": token}, f"{gateway.http_url}/hyco/x"),
             ({}, f"{gateway.http_url}/hyco/x?sb-hc-token={quote(token)}"),
@@ -212,8 +213,6 @@ class HycoHttpsTests(TestCase):
             self.assertIsNone(outcome.header("via"))
             self.assertIn(b"No listener", outcome.head)
         await self.listener(gateway, "--respond", "never", path="slow")
-        from twisted.internet import reactor
-
         started = reactor.seconds()  # type: ignore[attr-defined]
         outcome = await Treq(self).send(f"{gateway.http_url}/slow/x", headers=self.auth(gateway, "slow"))
         self.assertEqual(outcome.status, 504)
