@@ -37,7 +37,9 @@ class _Collect(ProcessProtocol):
 def run(case: TestCase, script: str, *args: str) -> _Collect:
     proto = _Collect()
     env = {**os.environ, "PYTHONPATH": str(EXAMPLES.parent)}
-    process = reactor.spawnProcess(proto, sys.executable, [sys.executable, str(EXAMPLES / script), *args], env=env)
+    process = reactor.spawnProcess(
+        proto, sys.executable, [sys.executable, str(EXAMPLES / script), *args], env=env
+    )
 
     def stop() -> Deferred[int] | None:
         if not proto.ended.called:
