@@ -1,0 +1,894 @@
+"""
+The C{$wcf} WebSocket endpoint: listeners and senders of the SOAP relay bindings (spec sections 3-4).
+
+C{onConnect} admits the upgrade (name, kind, token, quota, the C{soap} subprotocol) and gives the connection
+a role. A L{ListenerRole} must send C{r:Register} first; it is then routed to, with its L{Outlet} as the
+socket's push producer, and answers requests with replies. A L{SenderRole} turns each text frame into a
+prepared message for L{BindingsGateway.deliver} and writes back C{r:Delivered}, the reply, or a fault. Both
+roles renew tokens with C{r:RenewToken} and are closed with 1008 when their token lapses; binary frames
+close with 1003, frames over the kind's hard cap with 1009 (Autobahn), frames over the name's limit get a
+C{MessageTooLarge} fault.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from typing_extensions import override
+from zope.interface import implementer
+
+from bindings.addressing import SenderInfo, choose_token, read_addressing
+from bindings.control import (
+    ACTION_REGISTER,
+    ACTION_RENEW_TOKEN,
+    CONTROL_ACTIONS,
+    ControlError,
+    Registered,
+    delivered_envelope,
+    parse_register,
+    parse_renew_token,
+    registered_envelope,
+    token_renewed_envelope,
+)
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.faults import FaultFormatError, gateway_fault, parse_fault, version_mismatch
+from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare, register_contract
+from bindings.names import BoundName, ListenerPolicy
+from bindings.oneway import Delivered
+from bindings.outlet import IListenerConnection, ISenderFlow
+from bindings.requestreply import Reply, RequestReplyRouter
+from bindings.safexml import XmlLimits
+from bindings.settings import (
+    BINDING_KINDS,
+    MESSAGE_BYTES,
+    MULTICAST,
+    ONEWAY,
+    REQUEST_REPLY,
+    BindingEntitySettings,
+    ClientAuth,
+    Discovery,
+)
+from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
+from bindings.wsdl import WSDL_DEFAULT_BYTES, WsdlError
+from relay.auth import Grant, Rights
+from relay.entities import Entity, Namespace
+from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.resource import ErrorResource
+
+if TYPE_CHECKING:
+    from bindings.gateway import BindingsGateway
+
+SUBPROTOCOL: Final = "soap"
+WCF_SEGMENT: Final = "$wcf"
+PARAM_PREFIX: Final = "sb-wcf-"
+REGISTER_FRAME_CAP: Final = 2 * 1024 * 1024
+"""Largest first frame of a listener whose kind is not known yet (a 1 MiB WSDL in base64 fits)."""
+REGISTER_TIMEOUT: Final = 30.0
+"""Seconds a listener has to send C{r:Register} after its handshake."""
+_TOKEN_HEADER: Final = "servicebusauthorization"  # noqa: S105 - a header name
+_MAX_REASON: Final = 200
+
+
+class TargetError(ValueError):
+    """A C{$wcf} URL is malformed (400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WcfTarget:
+    """
+    A C{$wcf} request target.
+
+    @ivar path: the name (decoded, without C{$wcf}).
+    @ivar action: C{sb-wcf-action}.
+    @ivar token: C{sb-wcf-token}, if given.
+    @ivar client_id: C{sb-wcf-id}, the client's tracking id, if given.
+    """
+
+    path: str
+    action: str | None
+    token: str | None
+    client_id: str | None
+
+
+def parse_target(uri: str) -> WcfTarget:
+    """
+    Split a C{/$wcf/{path}?sb-wcf-...} request target.
+
+    @raise TargetError: when the path is not under C{$wcf} or a parameter is given twice.
+    """
+    parts = urlsplit(uri)
+    segments = parts.path.split("/", 2)
+    if len(segments) < 2 or unquote(segments[1]).lower() != WCF_SEGMENT:
+        raise TargetError("the path must start with /$wcf/")
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        key = name.lower()
+        if key.startswith(PARAM_PREFIX):
+            if key in params:
+                raise TargetError(f"{key} is given more than once")
+            params[key] = value
+    return WcfTarget(
+        path=unquote(segments[2]) if len(segments) > 2 else "",
+        action=params.get("sb-wcf-action"),
+        token=params.get("sb-wcf-token") or None,
+        client_id=params.get("sb-wcf-id") or None,
+    )
+
+
+def _safe_reason(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:_MAX_REASON]
+
+
+def deny(status: int, message: str, tracking_id: str) -> ConnectionDeny:
+    """The handshake refusal: the status and a reason naming the cause and the tracking id (spec 3)."""
+    return ConnectionDeny(status, _safe_reason(f"{message}. TrackingId:{tracking_id}"))
+
+
+class ReadGate:
+    """
+    Counted pauses of one transport's reading: any holder keeps the socket paused until all release it.
+
+    Outlets hold a sender back once per waiting message (spec 5) and the sender's own transport holds it
+    while replies to it cannot be written; both share this gate.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._holds = 0
+
+    def hold(self) -> None:
+        """Stop reading (first holder)."""
+        self._holds += 1
+        if self._holds == 1:
+            self._transport.pauseProducing()
+
+    def release(self) -> None:
+        """Read again once the last holder released."""
+        if self._holds == 0:
+            return
+        self._holds -= 1
+        if self._holds == 0:
+            self._transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _HoldWhileBuffered:
+    """Registered on a sender's own transport: stop reading it while what we write to it backs up."""
+
+    def __init__(self, gate: ReadGate) -> None:
+        self._gate = gate
+        self._paused = False
+
+    def pauseProducing(self) -> None:
+        """Our writes to the sender back up."""
+        if not self._paused:
+            self._paused = True
+            self._gate.hold()
+
+    def resumeProducing(self) -> None:
+        """The sender reads its answers again."""
+        if self._paused:
+            self._paused = False
+            self._gate.release()
+
+    def stopProducing(self) -> None:
+        """The connection is gone; its role cleans up in C{onClose}."""
+
+
+class WcfFactory(WebSocketServerFactory):
+    """
+    Carries the bindings gateway to every C{$wcf} connection.
+
+    @ivar gateway: names, routers and limits.
+    @ivar connections: open protocols, for shutdown.
+    """
+
+    def __init__(self, gateway: BindingsGateway) -> None:
+        super().__init__(server="relay", reactor=gateway.clock)
+        self.gateway = gateway
+        self.connections: set[WcfProtocol] = set()
+        self.register_timeout = REGISTER_TIMEOUT
+        self._drain_waiters: list[Deferred[None]] = []
+        ping = float(gateway.limits.get("control_ping_interval", 30.0))
+        self.setProtocolOptions(
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=float(gateway.limits.get("close_handshake_timeout", 5.0)),
+            autoPingInterval=ping,
+            autoPingTimeout=2 * ping,
+            maxMessagePayloadSize=MESSAGE_BYTES[REQUEST_REPLY][1],
+            perMessageCompressionAccept=lambda offers: None,
+            failByDrop=False,
+        )
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection (gateway shutdown)."""
+        for protocol in list(self.connections):
+            protocol.close_with(code, reason)
+
+    def connection_closed(self, protocol: WcfProtocol) -> None:
+        """Forget a connection; wake L{drain} waiters when none are left."""
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Wait until every connection is gone, aborting the stragglers after C{timeout} seconds."""
+        waiting: Deferred[None] = Deferred()
+        if not self.connections:
+            waiting.callback(None)
+            return waiting
+        self._drain_waiters.append(waiting)
+
+        def abort() -> None:
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        call = self.gateway.clock.callLater(timeout, abort)
+
+        def stop_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+            return result
+
+        return waiting.addBoth(stop_timer)
+
+
+class WcfResource(Resource):
+    """C{/$wcf/...}: WebSocket upgrades go to Autobahn; anything else is a client error."""
+
+    isLeaf = True
+
+    def __init__(self, factory: WcfFactory) -> None:
+        super().__init__()
+        self._websocket = WebSocketResource(factory)
+
+    @override
+    def render(self, request: IRequest) -> Any:
+        """Hand upgrades to Autobahn, refuse the rest with 400."""
+        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
+            error = RelayError(ErrorKind.BAD_REQUEST, "The $wcf endpoint only accepts WebSocket upgrades")
+            return ErrorResource(error).render(request)
+        return self._websocket.render(request)
+
+
+class TokenWatch:
+    """Closes a connection with 1008 when its token lapses, unless C{r:RenewToken} moved the expiry."""
+
+    def __init__(self, protocol: WcfProtocol, expiry: int | None) -> None:
+        self._protocol = protocol
+        self._call: IDelayedCall | None = None
+        self.expiry = expiry
+
+    def start(self, expiry: int | None = None) -> None:
+        """(Re)arm the timer for C{expiry} (default: the current one)."""
+        self.stop()
+        if expiry is not None:
+            self.expiry = expiry
+        if self.expiry is not None:
+            clock = self._protocol.factory.gateway.clock
+            self._call = clock.callLater(max(0.0, self.expiry - clock.seconds()), self._expired)
+
+    def stop(self) -> None:
+        """Disarm."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _expired(self) -> None:
+        self._call = None
+        self._protocol.logger.info(
+            "{role} {tracking_id} token expired without renewal",
+            role=self._protocol.role_name,
+            tracking_id=self._protocol.tracking_id,
+        )
+        self._protocol.close_with(CloseCode.POLICY_VIOLATION, "Token expired")
+
+
+class WcfProtocol(WebSocketServerProtocol):
+    """One C{$wcf} WebSocket: a listener or a sender."""
+
+    # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
+    logger = Logger()
+    factory: WcfFactory
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracking_id = ""
+        self.role: ListenerRole | SenderRole | None = None
+        self.host = ""
+
+    @property
+    def role_name(self) -> str:
+        """C{listener}, C{sender} or C{connection} (before admission), for logs."""
+        return self.role.name if self.role is not None else "connection"
+
+    # -- handshake -------------------------------------------------------------------------------------
+
+    @override
+    def onConnect(self, request: ConnectionRequest) -> str:
+        """Admit the upgrade and pick this connection's role."""
+        self.tracking_id = str(uuid.uuid4())
+        try:
+            target = parse_target(self.http_request_uri)
+        except TargetError as e:
+            raise self._refuse(400, str(e), "-", "") from None
+        self.tracking_id = _safe_reason(target.client_id or "")[:64] or self.tracking_id
+        if SUBPROTOCOL not in request.protocols:
+            raise self._refuse(
+                400, "The 'soap' WebSocket subprotocol is required", target.action, target.path
+            )
+        self.host = (self.http_request_host or "").lower()
+        tokens = choose_token(target.token, request.headers.get(_TOKEN_HEADER))
+        presented = [tokens.token] if tokens.token else []
+        try:
+            if target.action == "listen":
+                self.role = ListenerRole.admit(self, target.path, presented)
+            elif target.action == "send":
+                self.role = SenderRole.admit(self, target.path, presented)
+            else:
+                raise self._refuse(400, "Missing or unknown sb-wcf-action", target.action, target.path)
+        except RelayFaultError as e:
+            raise self._refuse(e.kind.status, e.message, target.action, target.path) from None
+        self.maxMessagePayloadSize = self.role.frame_cap
+        return SUBPROTOCOL
+
+    def _refuse(self, status: int, message: str, action: str | None, path: str) -> ConnectionDeny:
+        self.logger.info(
+            "refused {action} upgrade on {path}: {status} {message}",
+            action=action or "-",
+            path=path[:200],
+            status=status,
+            message=message,
+            tracking_id=self.tracking_id,
+            peer=self.peer,
+        )
+        return deny(status, message, self.tracking_id)
+
+    # -- open connection -------------------------------------------------------------------------------
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start a closing handshake with any valid close code (Autobahn's C{sendClose} refuses 1001-1011).
+        """
+        text = close_reason(f"{reason}. TrackingId:{self.tracking_id}")
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=int(code), reasonUtf8=text.encode("utf-8"), isReply=False)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def send_envelope(self, envelope: Envelope) -> None:
+        """Write one envelope as one text message, if the socket is open."""
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(envelope.to_bytes(), isBinary=False)
+
+    def send_fault(
+        self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
+    ) -> None:
+        """Write a gateway fault (spec 7.1) and log it."""
+        self.logger.info(
+            "fault {subcode} to {role} {tracking_id}: {message}",
+            subcode=kind.subcode_name,
+            role=self.role_name,
+            tracking_id=self.tracking_id,
+            message=message,
+            relates_to=relates_to,
+        )
+        role_path = self.role.path if self.role is not None else ""
+        self.send_envelope(
+            gateway_fault(
+                kind,
+                SoapVersion.SOAP12,
+                path=path or role_path,
+                tracking_id=self.tracking_id,
+                message=message,
+                relates_to=relates_to,
+            )
+        )
+
+    @override
+    def onOpen(self) -> None:
+        """Start the role."""
+        if self.role is not None:
+            self.role.opened()
+
+    @override
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Binary frames end the connection (1003); text frames go to the role."""
+        if isBinary:
+            self.logger.info(
+                "{role} {tracking_id} sent a binary frame", role=self.role_name, tracking_id=self.tracking_id
+            )
+            self.close_with(
+                CloseCode.UNSUPPORTED_DATA, "Only text frames carrying SOAP envelopes are accepted"
+            )
+            return
+        if self.role is not None:
+            self.role.message(payload)
+
+    @override
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Let the role clean up."""
+        if self.role is not None:
+            self.role.closed(code)
+
+    @override
+    def connectionMade(self) -> None:
+        """Count the connection, so shutdown can wait for it."""
+        self.factory.connections.add(self)
+        super().connectionMade()
+
+    @override
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Forget the connection."""
+        super().connectionLost(reason)
+        self.factory.connection_closed(self)
+
+
+WcfFactory.protocol = WcfProtocol
+
+
+def _registered_settings(entity: Entity | None) -> BindingEntitySettings | None:
+    return entity.settings if entity is not None else None  # type: ignore[no-any-return]
+
+
+@implementer(IListenerConnection)
+class ListenerRole:
+    """
+    A listener (service host, subscriber, bridge): C{r:Register} first, then replies and token renewals.
+
+    @ivar listener_id: the connection's tracking id (implements L{IListenerConnection}).
+    @ivar bound: the name it serves, once registered.
+    """
+
+    name = "listener"
+
+    def __init__(
+        self, protocol: WcfProtocol, namespace: Namespace, path: str, entity: Entity | None, grant: Grant
+    ) -> None:
+        self.protocol = protocol
+        self.namespace = namespace
+        self.path = path
+        self.entity = entity
+        self.listener_id = protocol.tracking_id
+        self.bound: BoundName | None = None
+        self.frame_cap = MESSAGE_BYTES[entity.kind][1] if entity is not None else REGISTER_FRAME_CAP
+        self.tokens = TokenWatch(protocol, grant.expiry)
+        self._register_timer: IDelayedCall | None = None
+
+    @classmethod
+    def admit(cls, protocol: WcfProtocol, path: str, tokens: list[str]) -> ListenerRole:
+        """
+        Check name, Listen token and quota at the handshake.
+
+        @raise RelayFaultError: C{NoSuchEntity}, C{Unauthorized}, C{Forbidden}, C{QuotaExceeded}.
+        """
+        names = protocol.factory.gateway.names
+        namespace, name, entity = names.listener_target(protocol.host, path)
+        rules = entity.rules if entity is not None else ()
+        grant = names.authorize(namespace, name, rules, protocol.host, tokens, Rights.LISTEN)
+        assert grant is not None  # noqa: S101 - listeners always need a token
+        names.check_quota(namespace, entity)
+        return cls(protocol, namespace, name, entity, grant)
+
+    # IListenerConnection
+
+    def send_envelope(self, payload: bytes) -> None:
+        """Write one routed envelope to the listener."""
+        if self.protocol.state == self.protocol.STATE_OPEN:
+            self.protocol.sendMessage(payload, isBinary=False)
+
+    def disconnect(self, code: int, reason: str) -> None:
+        """Close the listener's socket (queue overflow, shutdown)."""
+        self.protocol.close_with(code, reason)
+
+    # role
+
+    def opened(self) -> None:
+        """Wait for C{r:Register}; watch the token."""
+        self.tokens.start()
+        clock = self.protocol.factory.gateway.clock
+        self._register_timer = clock.callLater(self.protocol.factory.register_timeout, self._register_late)
+
+    def _register_late(self) -> None:
+        self._register_timer = None
+        self.protocol.logger.info("listener {tracking_id} never registered", tracking_id=self.listener_id)
+        self.protocol.close_with(CloseCode.POLICY_VIOLATION, "No r:Register within the registration timeout")
+
+    def _refuse_registration(self, kind: RelayFault, message: str, relates_to: str | None) -> None:
+        self.protocol.send_fault(kind, message, relates_to)
+        self.protocol.close_with(CloseCode.POLICY_VIOLATION, f"Registration refused: {kind.subcode_name}")
+
+    def message(self, payload: bytes) -> None:
+        """Handle one frame from the listener."""
+        settings = _registered_settings(self.entity)
+        depth = settings.max_depth if settings is not None else 64
+        try:
+            envelope = parse_envelope(payload, None, XmlLimits(max_bytes=self.frame_cap, max_depth=depth))
+            headers = read_addressing(envelope)
+        except (SoapError, ValueError) as e:
+            if self.bound is None:
+                self._refuse_registration(RelayFault.INVALID_MESSAGE, str(e), None)
+            else:
+                self.protocol.send_fault(RelayFault.INVALID_MESSAGE, str(e))
+            return
+        if self.bound is None:
+            if headers.action != ACTION_REGISTER:
+                self._refuse_registration(
+                    RelayFault.INVALID_MESSAGE, "The first message must be r:Register", headers.message_id
+                )
+            else:
+                self._register(envelope, headers.message_id)
+            return
+        if headers.action == ACTION_RENEW_TOKEN:
+            _renew(self.protocol, self, envelope, headers.message_id, Rights.LISTEN)
+        elif headers.action in CONTROL_ACTIONS:
+            self.protocol.send_fault(
+                RelayFault.ACTION_NOT_SUPPORTED, "Listeners may only renew tokens", headers.message_id
+            )
+        else:
+            self._answer(envelope, payload, headers.relates_to)
+
+    def _register(self, envelope: Envelope, message_id: str | None) -> None:
+        if message_id is None:
+            self._refuse_registration(
+                RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "r:Register needs a wsa:MessageID", None
+            )
+            return
+        settings = _registered_settings(self.entity)
+        max_wsdl = settings.max_wsdl_bytes if settings is not None else WSDL_DEFAULT_BYTES
+        try:
+            registration = parse_register(envelope, max_wsdl)
+            if registration.kind not in BINDING_KINDS:
+                raise ControlError(f"r:Kind must be one of {', '.join(BINDING_KINDS)}")
+            client_auth, discovery = ClientAuth(registration.client_auth), Discovery(registration.discovery)
+            contract: RegisteredContract | None = None
+            if registration.wsdl is not None:
+                contract = register_contract(registration.wsdl, registration.kind, max_wsdl)
+            elif registration.kind != MULTICAST:
+                raise ControlError(f"a {registration.kind} listener must register its contract's WSDL")
+        except (ControlError, WsdlError, ValueError) as e:
+            self._refuse_registration(RelayFault.INVALID_MESSAGE, str(e), message_id)
+            return
+        policy = ListenerPolicy(
+            kind=registration.kind,
+            client_auth=client_auth,
+            discovery=discovery,
+            display_name=registration.display_name,
+            contract=contract,
+            contract_hash=contract.hash if contract is not None else None,
+        )
+        names = self.protocol.factory.gateway.names
+        try:
+            bound, outlet = names.register(self.namespace, self.path, policy, self)
+        except RelayFaultError as e:
+            self._refuse_registration(e.kind, e.message, message_id)
+            return
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        self.bound, self.entity = bound, bound.entity
+        self.frame_cap = MESSAGE_BYTES[bound.kind][1]
+        self.protocol.maxMessagePayloadSize = self.frame_cap
+        transport = self.protocol.transport
+        transport.unregisterProducer()
+        transport.registerProducer(outlet, True)
+        address = names.public_url(self.namespace, bound.entity.name)
+        self.protocol.send_envelope(
+            registered_envelope(Registered(address, bound.entity.name, bound.kind), message_id)
+        )
+
+    def _answer(self, envelope: Envelope, payload: bytes, relates_to: str | None) -> None:
+        bound = self.bound
+        assert bound is not None  # noqa: S101 - only called once registered
+        router = bound.router
+        if not isinstance(router, RequestReplyRouter):
+            if bound.kind == ONEWAY:
+                bound.router.unexpected_reply(self, relates_to)  # type: ignore[union-attr]
+            else:
+                self.protocol.logger.info(
+                    "dropped a message from subscriber {listener_id} of {entity}",
+                    listener_id=self.listener_id,
+                    entity=bound.entity.name,
+                )
+            return
+        if relates_to is None:
+            self.protocol.send_fault(
+                RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "A reply needs a wsa:RelatesTo header"
+            )
+            return
+        problem = _reply_problem(envelope, len(payload), bound.settings.message_limit)
+        if problem is not None:
+            kind, message = problem
+            self.protocol.send_fault(kind, message, relates_to)
+            payload = gateway_fault(
+                kind,
+                SoapVersion.SOAP12,
+                path=self.path,
+                tracking_id=self.listener_id,
+                message=f"The listener's reply was refused: {message}",
+                relates_to=relates_to,
+            ).to_bytes()
+        router.reply(self, relates_to, payload)
+
+    def closed(self, code: int | None) -> None:
+        """The socket is gone: stop routing to it; its pending requests fail with C{ListenerGone}."""
+        self.tokens.stop()
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        if self.bound is not None:
+            self.protocol.factory.gateway.names.unregister(self.bound, self)
+        self.protocol.logger.info(
+            "listener {listener_id} offline from {entity} (close code {code})",
+            listener_id=self.listener_id,
+            entity=self.path,
+            code=code,
+        )
+
+
+def _reply_problem(envelope: Envelope, size: int, limit: int) -> tuple[RelayFault, str] | None:
+    """Why a listener's reply cannot be forwarded: too large, not SOAP 1.2, or a malformed fault."""
+    if size > limit:
+        return RelayFault.MESSAGE_TOO_LARGE, f"the reply has {size} bytes; the name allows {limit}"
+    if envelope.version is not SoapVersion.SOAP12:
+        return RelayFault.INVALID_MESSAGE, "listeners answer in SOAP 1.2"
+    if envelope.is_fault:
+        try:
+            parse_fault(envelope.body[0], SoapVersion.SOAP12)
+        except FaultFormatError as e:
+            return RelayFault.INVALID_MESSAGE, f"the fault is malformed: {e}"
+    return None
+
+
+def _renew(
+    protocol: WcfProtocol,
+    role: ListenerRole | SenderRole,
+    envelope: Envelope,
+    message_id: str | None,
+    needed: Rights,
+) -> None:
+    """Swap a connection's token (C{r:RenewToken}); an invalid one is refused and the old one kept."""
+    names = protocol.factory.gateway.names
+    entity = role.entity
+    try:
+        token = parse_renew_token(envelope)
+        grant = names.authorize(
+            role.namespace,
+            role.path,
+            entity.rules if entity is not None else (),
+            protocol.host,
+            [token],
+            needed,
+        )
+    except ControlError as e:
+        protocol.send_fault(RelayFault.INVALID_MESSAGE, str(e), message_id)
+        return
+    except RelayFaultError as e:
+        protocol.send_fault(e.kind, f"Invalid renewed token: {e.message}", message_id)
+        return
+    assert grant is not None  # noqa: S101 - a token was presented
+    role.tokens.start(grant.expiry)
+    protocol.logger.info(
+        "{role} {tracking_id} renewed its token until {expiry}",
+        role=role.name,
+        tracking_id=protocol.tracking_id,
+        expiry=grant.expiry,
+    )
+    if message_id is not None:
+        protocol.send_envelope(token_renewed_envelope(grant.expiry, message_id))
+
+
+@implementer(ISenderFlow)
+class SenderRole:
+    """
+    A sender on the WebSocket channel (our channel factory): every text frame is one message.
+
+    @ivar grant: the handshake token's grant, or C{None} for an anonymous sender.
+    """
+
+    name = "sender"
+
+    def __init__(
+        self, protocol: WcfProtocol, namespace: Namespace, entity: Entity, grant: Grant | None
+    ) -> None:
+        self.protocol = protocol
+        self.namespace = namespace
+        self.entity: Entity | None = entity
+        self.path = entity.name
+        self.grant = grant
+        self.frame_cap = MESSAGE_BYTES[entity.kind][1]
+        self.tokens = TokenWatch(protocol, grant.expiry if grant is not None else None)
+        self._gate: ReadGate | None = None
+        self._pending: set[Deferred[Any]] = set()
+
+    @classmethod
+    def admit(cls, protocol: WcfProtocol, path: str, tokens: list[str]) -> SenderRole:
+        """
+        Check name and Send token at the handshake (none needed on a C{client_auth=anonymous} name).
+
+        @raise RelayFaultError: C{NoSuchEntity}, C{Unauthorized}, C{Forbidden}.
+        """
+        names = protocol.factory.gateway.names
+        namespace, match = names.resolve(protocol.host, path)
+        if match.suffix:
+            raise RelayFaultError(RelayFault.NO_SUCH_ENTITY, "No entity with this name")
+        entity = match.entity
+        settings: BindingEntitySettings = entity.settings
+        grant = names.authorize(
+            namespace,
+            entity.name,
+            entity.rules,
+            protocol.host,
+            tokens,
+            Rights.SEND,
+            anonymous_ok=settings.client_auth is ClientAuth.ANONYMOUS,
+        )
+        return cls(protocol, namespace, entity, grant)
+
+    # ISenderFlow
+
+    def pause_reading(self) -> None:
+        """A listener's queue is full: stop reading this sender."""
+        if self._gate is not None:
+            self._gate.hold()
+
+    def resume_reading(self) -> None:
+        """The queue has room again."""
+        if self._gate is not None:
+            self._gate.release()
+
+    # role
+
+    def opened(self) -> None:
+        """Watch the token; stop reading the sender while its answers back up."""
+        self.tokens.start()
+        transport = self.protocol.transport
+        self._gate = ReadGate(transport)
+        transport.unregisterProducer()
+        transport.registerProducer(_HoldWhileBuffered(self._gate), True)
+
+    def message(self, payload: bytes) -> None:
+        """Accept, refuse or route one message."""
+        names = self.protocol.factory.gateway.names
+        entity = names.store.get(self.namespace, self.path)
+        if entity is None or entity.kind not in BINDING_KINDS:
+            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            return
+        self.entity = entity
+        settings: BindingEntitySettings = entity.settings
+        if len(payload) > settings.message_limit:
+            self.protocol.send_fault(
+                RelayFault.MESSAGE_TOO_LARGE,
+                f"The message has {len(payload)} bytes; the name allows {settings.message_limit}",
+            )
+            return
+        try:
+            envelope, soap_token = open_envelope(
+                payload,
+                announced=SoapVersion.SOAP12,
+                charset=None,
+                limits=XmlLimits(max_bytes=settings.message_limit, max_depth=settings.max_depth),
+            )
+            headers = read_addressing(envelope)
+        except Refusal as e:
+            self._refused(e)
+            return
+        except ValueError as e:
+            self.protocol.send_fault(RelayFault.INVALID_ADDRESSING_HEADER, str(e))
+            return
+        if headers.action == ACTION_RENEW_TOKEN:
+            _renew(self.protocol, self, envelope, headers.message_id, Rights.SEND)
+            return
+        if headers.action in CONTROL_ACTIONS:
+            self.protocol.send_fault(
+                RelayFault.ACTION_NOT_SUPPORTED, "Senders may only renew tokens", headers.message_id
+            )
+            return
+        grant = self.grant
+        if grant is None and soap_token is not None:
+            try:
+                grant = names.authorize(
+                    self.namespace, entity.name, entity.rules, self.protocol.host, [soap_token], Rights.SEND
+                )
+            except RelayFaultError as e:
+                self.protocol.send_fault(e.kind, e.message, headers.message_id)
+                return
+        self._route(entity, envelope, grant)
+
+    def _route(self, entity: Entity, envelope: Envelope, grant: Grant | None) -> None:
+        gateway = self.protocol.factory.gateway
+        bound = gateway.names.bound(self.namespace, entity)
+        contract: RegisteredContract | None = bound.contract
+        if contract is None and bound.kind != MULTICAST:
+            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            return
+        settings = bound.settings
+        try:
+            prepared = prepare(
+                envelope,
+                kind=bound.kind,
+                operations=contract.operations if contract is not None else None,
+                to=gateway.names.public_url(self.namespace, entity.name),
+                sender=SenderInfo(grant.key_name if grant else "anonymous", self.protocol.tracking_id),
+                strict=settings.strict_addressing,
+                require_message_id=True,
+            )
+        except Refusal as e:
+            self._refused(e)
+            return
+        if prepared.duplicates:
+            self.protocol.logger.warn(
+                "sender {tracking_id} repeated addressing headers {names} with different values",
+                tracking_id=self.protocol.tracking_id,
+                names=",".join(prepared.duplicates),
+            )
+        message_id = prepared.message_id
+        result = gateway.deliver(bound, prepared, self.protocol.tracking_id, self)
+        self._pending.add(result)
+        result.addBoth(self._settled, result)
+        result.addCallbacks(self._answer, self._failed, callbackArgs=(message_id,), errbackArgs=(message_id,))
+
+    def _settled(self, outcome: Any, result: Deferred[Any]) -> Any:
+        self._pending.discard(result)
+        return outcome
+
+    def _answer(self, outcome: Delivered | Reply, message_id: str) -> None:
+        if isinstance(outcome, Reply):
+            if self.protocol.state == self.protocol.STATE_OPEN:
+                self.protocol.sendMessage(outcome.payload, isBinary=False)
+        else:
+            self.protocol.send_envelope(delivered_envelope(outcome.count, message_id))
+
+    def _failed(self, failure: Failure, message_id: str) -> None:
+        if failure.check(CancelledError):
+            return
+        error = failure.value
+        if isinstance(error, RelayFaultError):
+            self.protocol.send_fault(error.kind, error.message, message_id)
+            return
+        self.protocol.logger.failure(
+            "delivering {message_id} failed",
+            failure,
+            message_id=message_id,
+            tracking_id=self.protocol.tracking_id,
+        )
+        self.protocol.send_fault(
+            RelayFault.SERVER_BUSY, "The gateway could not deliver the message", message_id
+        )
+
+    def _refused(self, refusal: Refusal) -> None:
+        if refusal.kind is None:
+            self.protocol.logger.info(
+                "fault VersionMismatch to sender {tracking_id}", tracking_id=self.protocol.tracking_id
+            )
+            self.protocol.send_envelope(version_mismatch(SoapVersion.SOAP12, self.protocol.tracking_id))
+            return
+        self.protocol.send_fault(refusal.kind, refusal.message, refusal.relates_to)
+
+    def closed(self, code: int | None) -> None:
+        """The sender left: withdraw what it still waits for."""
+        self.tokens.stop()
+        pending, self._pending = list(self._pending), set()
+        for result in pending:
+            result.cancel()
+        self.protocol.logger.info(
+            "sender {tracking_id} left {entity} (close code {code})",
+            tracking_id=self.protocol.tracking_id,
+            entity=self.path,
+            code=code,
+        )
