@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from io import BytesIO
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import Agent, FileBodyProducer
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
-from bindings.channels import read_capped
+from bindings.channels import BytesProducer, read_capped
 from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
@@ -202,7 +201,7 @@ class SoapBridge:
         size = 0
         try:
             requested: Deferred[IResponse] = self.agent.request(
-                b"POST", self.backend_url.encode(), http_headers, FileBodyProducer(BytesIO(body))
+                b"POST", self.backend_url.encode(), http_headers, BytesProducer(body)
             )
             requested.addTimeout(self.request_timeout, self.clock)
             response = await requested

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Final
 
 from lxml import etree
 from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionClosed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, ResponseDone
+from twisted.web.client import Agent, ResponseDone
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IResponse
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import classImplements, implementer
 
 from bindings.addressing import (
@@ -301,6 +300,29 @@ class ChannelFactory:
             closing.callback(None)
 
 
+@implementer(IBodyProducer)
+class BytesProducer:
+    """A request body already in memory, written at once (no cooperator, so it also works on test clocks)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        """Write the whole body."""
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing to pause: everything was written."""
+
+    def resumeProducing(self) -> None:
+        """Nothing to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing to stop."""
+
+
 class _CappedBody(Protocol):
     """Collects a response body up to a limit; a larger body fails the read."""
 
@@ -408,7 +430,7 @@ class HttpChannelFactory:
             return fail(e)
         payload, headers = self._request(operation, body)
         requested = self.agent.request(
-            b"POST", self.address.http_url.encode(), headers, FileBodyProducer(BytesIO(payload))
+            b"POST", self.address.http_url.encode(), headers, BytesProducer(payload)
         )
 
         async def answer() -> Any:

@@ -156,6 +156,14 @@ class SoapEndpoint(Resource):
         request.setHeader(b"cache-control", b"no-store")
         return envelope.to_bytes()
 
+    @override
+    def render(self, request: IRequest) -> bytes | int:
+        """POST and GET are served; anything else is 405."""
+        if request.method not in (b"GET", b"HEAD", b"POST"):
+            error = RelayError(ErrorKind.METHOD_NOT_ALLOWED, "Only POST (SOAP) and GET ?wsdl are served here")
+            return ErrorResource(error).render(request)
+        return super().render(request)  # type: ignore[no-any-return]
+
     # -- ?wsdl ----------------------------------------------------------------------------------------
 
     def render_GET(self, request: IRequest) -> bytes:
