@@ -135,11 +135,11 @@ class SoapEndpoint(Resource):
     ) -> bytes:
         tracking_id = tracking_id_of(request)
         self.log.info(
-            "{method} {entity} refused: {subcode} {message}",
+            "{method} {entity} refused: {subcode} {cause}",
             method=request.method.decode("latin-1"),
             entity=self.entity.name,
             subcode=kind.subcode_name,
-            message=message,
+            cause=message,
             status=kind.status,
             tracking_id=tracking_id,
         )
@@ -313,9 +313,9 @@ class _SoapCall:
         if refusal.kind is None:
             tracking_id = tracking_id_of(request)
             self.log.info(
-                "{entity} refused: VersionMismatch {message}",
+                "{entity} refused: VersionMismatch {cause}",
                 entity=self.endpoint.entity.name,
-                message=refusal.message,
+                cause=refusal.message,
                 tracking_id=tracking_id,
             )
             request.setResponseCode(500)

@@ -349,11 +349,11 @@ class WcfProtocol(WebSocketServerProtocol):
 
     def _refuse(self, status: int, message: str, action: str | None, path: str) -> ConnectionDeny:
         self.logger.info(
-            "refused {action} upgrade on {path}: {status} {message}",
+            "refused {action} upgrade on {path}: {status} {cause}",
             action=action or "-",
             path=path[:200],
             status=status,
-            message=message,
+            cause=message,
             tracking_id=self.tracking_id,
             peer=self.peer,
         )
@@ -381,11 +381,11 @@ class WcfProtocol(WebSocketServerProtocol):
     ) -> None:
         """Write a gateway fault (spec 7.1) and log it."""
         self.logger.info(
-            "fault {subcode} to {role} {tracking_id}: {message}",
+            "fault {subcode} to {role} {tracking_id}: {cause}",
             subcode=kind.subcode_name,
             role=self.role_name,
             tracking_id=self.tracking_id,
-            message=message,
+            cause=message,
             relates_to=relates_to,
         )
         role_path = self.role.path if self.role is not None else ""
