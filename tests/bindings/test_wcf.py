@@ -19,7 +19,8 @@ from bindings.faults import parse_fault
 from bindings.outlet import IListenerConnection
 from bindings.settings import MULTICAST, ONEWAY
 from bindings.soap import Envelope, SoapVersion, parse_envelope
-from bindings.wcf import ListenerRole, ReadGate, SenderRole, TargetError, parse_target
+from bindings.wcf import TargetError, parse_target
+from bindings.wcfroles import ListenerRole, ReadGate, SenderRole
 
 from .calculator import ICalculator, IChat
 from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
