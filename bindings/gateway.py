@@ -30,7 +30,7 @@ from bindings.outlet import RoutedMessage
 from bindings.requestreply import Reply
 from bindings.settings import BINDING_KINDS
 from bindings.wcf import WcfFactory, WcfResource
-from relay.listeners import IListenerChooser
+from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.store import IGatewayStore
 
 SERVICE_NAME = "bindings"
@@ -83,8 +83,9 @@ class BindingsGateway:
         chooser: IListenerChooser,
         public_base: Callable[[], str],
         limits: Mapping[str, float],
+        registry: ListenerRegistry[Any] | None = None,
     ) -> None:
-        self.names = NameTable(store, clock, chooser, public_base)
+        self.names = NameTable(store, clock, chooser, public_base, registry)
         self.clock = clock
         self.limits = limits
         self.public_base = public_base
@@ -158,6 +159,7 @@ def install(service: GatewayHost) -> None:
         service.registry.chooser,
         lambda: service.public_url or "http://localhost",
         service.settings.limits,
+        service.registry,
     )
     service.root.register_prefix("$wcf", gateway.websocket_resource)
     for kind in BINDING_KINDS:

@@ -140,7 +140,8 @@ class NameTable:
     """
     Every binding name of every namespace this gateway serves.
 
-    @ivar registry: listener connections per entity, for quotas (shared bookkeeping with HC's shape).
+    @ivar registry: listener connections per entity, for quotas; the gateway's own registry, shared with
+        hybrid connections (a name has one kind, so neither side ever sees the other's listeners).
     """
 
     log = Logger()
@@ -151,11 +152,12 @@ class NameTable:
         clock: IReactorTime,
         chooser: IListenerChooser,
         public_base: Callable[[], str],
+        registry: ListenerRegistry[Any] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.chooser = chooser
-        self.registry: ListenerRegistry[IListenerConnection] = ListenerRegistry(chooser)
+        self.registry: ListenerRegistry[Any] = registry if registry is not None else ListenerRegistry(chooser)
         self._public_base = public_base
         self._bound: dict[tuple[str, str], BoundName] = {}
         self._started = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)

@@ -170,7 +170,9 @@ class NameTableTests(SynchronousTestCase):
         entity = self.store.get(self.namespace, "rooms/red")
         self.assertTrue(entity.dynamic)  # type: ignore[union-attr]
         listings = self.names.listings(self.namespace, "rooms")
-        self.assertEqual([(item.display_name, item.kind, item.public) for item in listings], [("Red", "multicast", True)])
+        self.assertEqual(
+            [(item.display_name, item.kind, item.public) for item in listings], [("Red", "multicast", True)]
+        )
         self.names.unregister(bound, connection)
         self.assertIsNone(self.store.get(self.namespace, "rooms/red"))
         self.assertEqual(self.names.listings(self.namespace, "rooms"), [])

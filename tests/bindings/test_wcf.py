@@ -148,6 +148,7 @@ class RegistrationTests(BindingsTestCase):
         )
         bound = self.bindings.names.existing(self.namespace, self.service.store.get(self.namespace, "calc"))  # type: ignore[arg-type]
         self.assertEqual(len(bound.listeners), 1)  # type: ignore[union-attr]
+        self.assertEqual(self.service.registry.count(self.namespace, bound.entity), 1)  # type: ignore[union-attr]
 
     def test_first_message_must_register(self) -> None:
         """Anything before r:Register is answered with InvalidMessage and the socket is closed with 1008."""
