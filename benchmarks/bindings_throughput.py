@@ -213,6 +213,7 @@ def run_sender(port: int, shape: str, seconds: float, window: int) -> None:
         failures = 0
         deadline = reactor.seconds() + seconds
         started = reactor.seconds()
+        cpu = time.process_time()
 
         async def worker() -> None:
             nonlocal completed, failures
@@ -225,7 +226,11 @@ def run_sender(port: int, shape: str, seconds: float, window: int) -> None:
 
         await defer.gatherResults([defer.Deferred.fromCoroutine(worker()) for _ in range(window)])
         elapsed = reactor.seconds() - started
-        print(json.dumps({"completed": completed, "failures": failures, "elapsed": elapsed}), flush=True)
+        cpu = time.process_time() - cpu
+        print(
+            json.dumps({"completed": completed, "failures": failures, "elapsed": elapsed, "cpu": cpu}),
+            flush=True,
+        )
         await factory.close()
 
     task.react(lambda _: defer.Deferred.fromCoroutine(main()))
@@ -259,12 +264,24 @@ def wait_ready(process: subprocess.Popen[str], timeout: float = 30) -> None:
     raise RuntimeError("process did not become ready")
 
 
-def measure(port: int, shape: str, seconds: float, window: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (Linux /proc), or 0 where unavailable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(port: int, shape: str, seconds: float, window: int, gateway_pid: int) -> dict[str, float]:
+    """Run one shape: a listener process, then a sender process; CPU is read from /proc around the run."""
     listener = spawn("listener", str(port), shape)
     try:
         wait_ready(listener)
+        before = cpu_seconds(gateway_pid), cpu_seconds(listener.pid)
         sender = spawn("sender", str(port), shape, str(seconds), str(window))
         out, _ = sender.communicate(timeout=seconds + 60)
+        after = cpu_seconds(gateway_pid), cpu_seconds(listener.pid)
         result = json.loads(out.strip().splitlines()[-1])
         assert listener.stdin is not None and listener.stdout is not None
         listener.stdin.write("stop\n")
@@ -275,13 +292,15 @@ def measure(port: int, shape: str, seconds: float, window: int) -> dict[str, flo
         if listener.poll() is None:
             listener.kill()
     rate = result["completed"] / result["elapsed"]
-    fan_out = SUBSCRIBERS if shape == "multicast" else 1
+    per_message = 1e6 / max(result["completed"], 1)  # CPU microseconds per completed call
     return {
         "rate": rate,
-        "deliveries": rate * fan_out,
+        "deliveries": rate * (SUBSCRIBERS if shape == "multicast" else 1),
         "failures": result["failures"],
         "received": received,
-        "elapsed": result["elapsed"],
+        "cpu_sender": result["cpu"] * per_message,
+        "cpu_gateway": (after[0] - before[0]) * per_message,
+        "cpu_listener": (after[1] - before[1]) * per_message,
     }
 
 
@@ -308,7 +327,10 @@ def main() -> None:
     gateway = spawn("gateway", str(port))
     try:
         wait_ready(gateway)
-        rows = [(shape, measure(port, shape, options.seconds, options.window)) for shape in options.shapes]
+        rows = [
+            (shape, measure(port, shape, options.seconds, options.window, gateway.pid))
+            for shape in options.shapes
+        ]
     finally:
         gateway.terminate()
         gateway.wait(15)
@@ -318,11 +340,18 @@ def main() -> None:
         sender / gateway / listener in separate processes on loopback ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})
     """).strip()
     )
-    print(f"{'shape':<26}{'messages/s':>12}{'deliveries/s':>14}{'failures':>10}{'received':>10}")
+    print(
+        "CPU columns: microseconds of CPU per message in each process (other load on the machine excluded)."
+    )
+    print(
+        f"{'shape':<24}{'messages/s':>11}{'deliveries/s':>13}{'failures':>9}"
+        f"{'CPU sender':>12}{'CPU gateway':>12}{'CPU listener':>13}"
+    )
     for shape, row in rows:
         label = f"{shape} (1 -> {SUBSCRIBERS})" if shape == "multicast" else shape
         print(
-            f"{label:<26}{row['rate']:>12.0f}{row['deliveries']:>14.0f}{row['failures']:>10.0f}{row['received']:>10.0f}"
+            f"{label:<24}{row['rate']:>11.0f}{row['deliveries']:>13.0f}{row['failures']:>9.0f}"
+            f"{row['cpu_sender']:>12.0f}{row['cpu_gateway']:>12.0f}{row['cpu_listener']:>13.0f}"
         )
 
 

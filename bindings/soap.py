@@ -28,6 +28,7 @@ SOAP11_NEXT: Final = "http://schemas.xmlsoap.org/soap/actor/next"
 SOAP12_NEXT: Final = "http://www.w3.org/2003/05/soap-envelope/role/next"
 SOAP12_ULTIMATE_RECEIVER: Final = "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
 PREFIX: Final = "s"
+_ENCODING_STYLE: Final = (f"{{{SOAP11_NS}}}encodingStyle", f"{{{SOAP12_NS}}}encodingStyle")
 
 
 class SoapVersion(Enum):
@@ -188,16 +189,13 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
             expected or SoapVersion.SOAP12,
         )
     for element in root.iter():
-        for attribute in (
-            SoapVersion.SOAP11.qname("encodingStyle"),
-            SoapVersion.SOAP12.qname("encodingStyle"),
-        ):
-            if element.get(attribute) is not None:
-                raise SoapError(
-                    SoapErrorKind.INVALID_MESSAGE,
-                    "encodingStyle is not supported; only document/literal messages are",
-                    version,
-                )
+        attributes = element.attrib
+        if attributes and any(name in attributes for name in _ENCODING_STYLE):
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE,
+                "encodingStyle is not supported; only document/literal messages are",
+                version,
+            )
     children = list(root)
     if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)
