@@ -164,7 +164,10 @@ class ChannelFactory:
         return self._connection().addCallback(lambda _: None)
 
     def close(self) -> Deferred[None]:
-        """Close the connection; calls still waiting fail with L{ChannelClosedError}."""
+        """Close the connection (or abandon one being opened); waiting calls fail with L{ChannelClosedError}."""
+        if self._connecting is not None:
+            self._connecting = None  # abandoned: closed as soon as it opens
+            self._fail_waiting(Failure(ChannelClosedError("the channel was closed")))
         protocol, self._protocol = self._protocol, None
         if protocol is None:
             return succeed(None)
@@ -178,21 +181,31 @@ class ChannelFactory:
         waiter: Deferred[SoapClientProtocol] = Deferred()
         self._waiting.append(waiter)
         if self._connecting is None:
-            self._connecting = connect(
+            connecting = connect(
                 self.address, "send", self, self.credentials, self.clock, self._endpoint(self.address)
             )
-            self._connecting.addCallbacks(self._connected, self._not_connected)
+            self._connecting = connecting
+            connecting.addCallbacks(
+                self._connected, self._not_connected, callbackArgs=(connecting,), errbackArgs=(connecting,)
+            )
         return waiter
 
-    def _connected(self, protocol: SoapClientProtocol) -> None:
+    def _connected(self, protocol: SoapClientProtocol, connecting: Deferred[SoapClientProtocol]) -> None:
+        if self._connecting is not connecting:  # close() abandoned this attempt
+            protocol.close_with(1000, "channel closing")
+            return
         self._connecting = None
         self._protocol = protocol
         waiters, self._waiting = self._waiting, []
         for waiter in waiters:
             waiter.callback(protocol)
 
-    def _not_connected(self, failure: Failure) -> None:
-        self._connecting = None
+    def _not_connected(self, failure: Failure, connecting: Deferred[SoapClientProtocol]) -> None:
+        if self._connecting is connecting:
+            self._connecting = None
+            self._fail_waiting(failure)
+
+    def _fail_waiting(self, failure: Failure) -> None:
         waiters, self._waiting = self._waiting, []
         for waiter in waiters:
             waiter.errback(failure)
@@ -291,8 +304,9 @@ class ChannelFactory:
 
     def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
         """Fail every call still waiting; the next call reconnects."""
-        if self._protocol is protocol:
-            self._protocol = None
+        if self._protocol is not None and protocol is not self._protocol:
+            return  # an attempt close() abandoned; its calls never existed
+        self._protocol = None
         for message_id in list(self._calls):
             self._settle(message_id, Failure(ChannelClosedError(f"closed with {code}: {reason}")))
         closing, self._closing = self._closing, None

@@ -301,6 +301,17 @@ class HostOnGatewayTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual(self.successResultOf(again), 2)
 
+    def test_close_while_connecting(self) -> None:
+        """Closing a factory whose connection is still opening fails the waiting call and drops the socket."""
+        self.opened(self.host())
+        factory, calc = self.channel()
+        waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.successResultOf(factory.close())
+        self.failureResultOf(waiting, ChannelClosedError)
+        self.net.flush()
+        senders = [p for p in self.bindings.websocket_factory.connections if p.role_name == "sender"]
+        self.assertEqual(senders, [])
+
     def test_reconnects(self) -> None:
         """When the gateway drops the listener, the host registers again after a jittered delay."""
         host = self.host()
