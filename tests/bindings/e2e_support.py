@@ -90,6 +90,13 @@ class BindingsE2E(TestCase):
         gateway: BindingsGateway = self.gateway.service.getServiceNamed("bindings").gateway
         return gateway
 
+    def listener_count(self, name: str) -> int:
+        """How many listeners a name has on the gateway."""
+        store = self.gateway.service.store
+        namespace = store.namespaces()[0]
+        entity = store.get(namespace, name)
+        return self.gateway.service.registry.count(namespace, entity) if entity is not None else 0
+
     def url(self, name: str) -> str:
         return f"{self.gateway.http_url}/{name}"
 

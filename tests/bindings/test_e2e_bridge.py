@@ -163,10 +163,7 @@ class BridgeTests(BindingsE2E):
                 process.wait(10)
 
         self.addCleanup(stop)
-        store = self.bindings.names
-        await self.until(
-            lambda: any(b.listeners for b in store._bound.values() if b.entity.name == "legacy"), timeout=20
-        )
+        await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
         results = await self.in_thread(
             lambda: self.zeep_client("legacy", self.token("legacy")).service.Add(20, 22)
         )
