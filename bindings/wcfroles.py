@@ -35,7 +35,7 @@ from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.faults import FaultFormatError, gateway_fault, parse_fault, version_mismatch
 from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare, register_contract
 from bindings.names import BoundName, ListenerPolicy
-from bindings.oneway import Delivered
+from bindings.oneway import Delivered, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow
 from bindings.requestreply import Reply, RequestReplyRouter
 from bindings.safexml import XmlLimits
@@ -43,7 +43,6 @@ from bindings.settings import (
     BINDING_KINDS,
     MESSAGE_BYTES,
     MULTICAST,
-    ONEWAY,
     BindingEntitySettings,
     ClientAuth,
     Discovery,
@@ -300,8 +299,8 @@ class ListenerRole:
         assert bound is not None  # noqa: S101 - only called once registered
         router = bound.router
         if not isinstance(router, RequestReplyRouter):
-            if bound.kind == ONEWAY:
-                bound.router.unexpected_reply(self, relates_to)  # type: ignore[union-attr]
+            if isinstance(router, OneWayRouter):
+                router.unexpected_reply(self, relates_to)
             else:
                 self.protocol.logger.info(
                     "dropped a message from subscriber {listener_id} of {entity}",
