@@ -82,6 +82,35 @@ def cmd_cert(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_soap_bridge(args: argparse.Namespace) -> str:
+    """Expose an existing HTTP SOAP service on a request/reply name (runs until interrupted)."""
+    from bindings.bridge import BridgeError, SoapBridge, run_bridge
+    from bindings.credentials import from_connection_string
+    from bindings.settings import ClientAuth, Discovery
+    from bindings.soap import SoapVersion
+
+    try:
+        address, credentials = from_connection_string(args.connection_string, args.name)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    bridge = SoapBridge(
+        args.url,
+        address,
+        credentials,
+        wsdl_url=args.wsdl_url,
+        soap_version=SoapVersion(args.soap_version) if args.soap_version else None,
+        client_auth=ClientAuth(args.client_auth),
+        discovery=Discovery(args.discovery),
+        display_name=args.display_name,
+        request_timeout=args.request_timeout,
+    )
+    try:
+        run_bridge(bridge)
+    except BridgeError as e:
+        raise CommandError(str(e)) from None
+    return "bridge stopped"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -112,6 +141,28 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeatable)")
     cert.add_argument("--dir", default="relay-certs", help="output directory (default ./relay-certs)")
     cert.set_defaults(run=cmd_cert)
+
+    bridge = commands.add_parser(
+        "soap-bridge", help="expose an existing HTTP SOAP service on a request/reply relay name"
+    )
+    bridge.add_argument(
+        "--url", required=True, help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/"
+    )
+    bridge.add_argument("--name", help="the relay name (default: EntityPath of the connection string)")
+    bridge.add_argument("--connection-string", required=True, help="gateway endpoint and a key with Listen")
+    bridge.add_argument("--wsdl-url", help="where the service's WSDL is (default: URL?wsdl)")
+    bridge.add_argument(
+        "--soap-version", choices=["1.1", "1.2"], help="default: what the WSDL offers, 1.1 first"
+    )
+    bridge.add_argument(
+        "--client-auth", choices=["token", "anonymous"], default="token", help="senders need a token?"
+    )
+    bridge.add_argument(
+        "--discovery", choices=["private", "public"], default="private", help="list in the registry?"
+    )
+    bridge.add_argument("--display-name", help="registry title (default: the last segment of the name)")
+    bridge.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for the service")
+    bridge.set_defaults(run=cmd_soap_bridge)
     return parser
 
 
