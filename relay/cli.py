@@ -76,7 +76,7 @@ def cmd_cert(args: argparse.Namespace) -> str:
             f"server key:         {issued.key_path}",
             "",
             "Serve TLS with:",
-            f"  twistd -n relay --listen ssl:443:privateKey={issued.key_path}:certKey={issued.cert_path}",
+            f"  twistd -n relay --listen '{issued.endpoint_description(443)}' --public-url https://{args.host[0]}",
             "Trust it from Node clients with:",
             f"  export NODE_EXTRA_CA_CERTS={issued.ca_path}",
         ]
@@ -98,6 +98,35 @@ def cmd_expose(args: argparse.Namespace) -> None:
         raise CommandError(str(e)) from None
     if status:
         raise CommandError("stopped")
+
+
+def cmd_soap_bridge(args: argparse.Namespace) -> str:
+    """Expose an existing HTTP SOAP service on a request/reply name (runs until interrupted)."""
+    from bindings.bridge import BridgeError, SoapBridge, run_bridge
+    from bindings.credentials import from_connection_string
+    from bindings.settings import ClientAuth, Discovery
+    from bindings.soap import SoapVersion
+
+    try:
+        address, credentials = from_connection_string(args.connection_string, args.name)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    bridge = SoapBridge(
+        args.url,
+        address,
+        credentials,
+        wsdl_url=args.wsdl_url,
+        soap_version=SoapVersion(args.soap_version) if args.soap_version else None,
+        client_auth=ClientAuth(args.client_auth),
+        discovery=Discovery(args.discovery),
+        display_name=args.display_name,
+        request_timeout=args.request_timeout,
+    )
+    try:
+        run_bridge(bridge)
+    except BridgeError as e:
+        raise CommandError(str(e)) from None
+    return "bridge stopped"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +178,28 @@ def build_parser() -> argparse.ArgumentParser:
     expose.add_argument("-v", "--verbose", action="store_true", help="log connection events on stderr")
     expose.add_argument("-q", "--quiet", action="store_true", help="no access log on stdout")
     expose.set_defaults(run=cmd_expose)
+
+    bridge = commands.add_parser(
+        "soap-bridge", help="expose an existing HTTP SOAP service on a request/reply relay name"
+    )
+    bridge.add_argument(
+        "--url", required=True, help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/"
+    )
+    bridge.add_argument("--name", help="the relay name (default: EntityPath of the connection string)")
+    bridge.add_argument("--connection-string", required=True, help="gateway endpoint and a key with Listen")
+    bridge.add_argument("--wsdl-url", help="where the service's WSDL is (default: URL?wsdl)")
+    bridge.add_argument(
+        "--soap-version", choices=["1.1", "1.2"], help="default: what the WSDL offers, 1.1 first"
+    )
+    bridge.add_argument(
+        "--client-auth", choices=["token", "anonymous"], default="token", help="senders need a token?"
+    )
+    bridge.add_argument(
+        "--discovery", choices=["private", "public"], default="private", help="list in the registry?"
+    )
+    bridge.add_argument("--display-name", help="registry title (default: the last segment of the name)")
+    bridge.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for the service")
+    bridge.set_defaults(run=cmd_soap_bridge)
     return parser
 
 

@@ -19,7 +19,15 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from relay.auth import Grant, Rights, validate_any
-from relay.entities import HYBRID_CONNECTION, Entity, EntityMatch, HybridConnectionSettings, Namespace
+from relay.entities import (
+    HYBRID_CONNECTION,
+    Entity,
+    EntityMatch,
+    EntityNameError,
+    HybridConnectionSettings,
+    Namespace,
+    split_name,
+)
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
 from relay.hybrid.messages import Accept, RemoteEndpoint
@@ -122,8 +130,6 @@ class HybridConnectionRouter:
         return namespace, match
 
     def _auto_create(self, namespace: Namespace, path: str) -> EntityMatch | None:
-        from relay.entities import EntityNameError, split_name
-
         try:
             segments = split_name(path)
         except EntityNameError:

@@ -357,6 +357,17 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
     # -- open connection -------------------------------------------------------------------------------
 
+    @override
+    def dropConnection(self, abort: bool = False) -> None:
+        """
+        End the TCP connection, gracefully after a completed closing handshake.
+
+        Autobahn resets the connection when the peer answers a close the server started; the Node clients
+        (ws 1.x) then report 1006 instead of the close code the gateway sent, so the gateway closes with a
+        FIN whenever the handshake completed cleanly.
+        """
+        super().dropConnection(abort=abort and not self.wasClean)
+
     def close_with(self, code: int, reason: str) -> None:
         """
         Start a closing handshake with any valid close code.

@@ -39,30 +39,17 @@ from zope.interface import implementer
 from relay.auth import Grant, Rights, SharedAccessRule, make_token, validate_token
 from relay.certs import issue_server_certificate
 
-try:
-    from .nodeharness import (
-        SCRIPTS,
-        NodeHarnessError,
-        NodeScript,
-        NodeScriptExited,
-        ensure_node_modules,
-        payload,
-        require_node,
-        sha256_hex,
-        spawn_script,
-    )
-except ImportError:  # no tests/e2e/__init__.py in this checkout: pytest put this directory on sys.path
-    from nodeharness import (  # type: ignore[no-redef]
-        SCRIPTS,
-        NodeHarnessError,
-        NodeScript,
-        NodeScriptExited,
-        ensure_node_modules,
-        payload,
-        require_node,
-        sha256_hex,
-        spawn_script,
-    )
+from .nodeharness import (
+    SCRIPTS,
+    NodeHarnessError,
+    NodeScript,
+    NodeScriptExited,
+    ensure_node_modules,
+    payload,
+    require_node,
+    sha256_hex,
+    spawn_script,
+)
 
 KEY_NAME = "harness-rule"
 KEY = "harness-secret-key"
