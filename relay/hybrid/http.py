@@ -165,7 +165,6 @@ class Exchange:
         self._request_sent = False
         self._forward_body = True
         self._expected: int | None = None
-        self._streamed = False
         self._producer: _DownloadProducer | None = None
         self._response_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
@@ -343,7 +342,6 @@ class Exchange:
             return False
         self.state = State.RESPONDING
         self._status = status
-        self._streamed = streamed
         request = self.request
         request.setResponseCode(status, reason_phrase(status, response.status_description).encode("ascii"))
         headers = request.responseHeaders
