@@ -58,7 +58,9 @@ class TapTests(SynchronousTestCase):
             {"orders": ("oneway", 32768), "prices": ("multicast", 65536), "calc": ("requestreply", 4194304)},
         )
         self.assertIs(service.root._prefixes["$wcf"], gateway.websocket_resource)
-        self.assertEqual(set(service.root._kinds), {"oneway", "multicast", "requestreply"})
+        self.assertEqual(
+            set(service.root._kinds), {"oneway", "multicast", "requestreply", "hybrid_connection"}
+        )
 
     def test_bad_section(self) -> None:
         """A bad binding setting stops start-up with the key named."""
