@@ -68,6 +68,17 @@ class HttpTestCase(GatewayTestCase):
             socket.sendMessage(body, isBinary=True)
         self.net.flush()
 
+    def answer_over_rendezvous(
+        self, target: str
+    ) -> tuple[RecordingClient, RawHttpClient, dict[str, Any], RecordingClient]:
+        """A GET the listener answers over a rendezvous it opens to the request's address."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", target, self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        return listener, sender, request, self.net.connect(request["address"])
+
     def stream_response(
         self, socket: RecordingClient, request_id: str, pieces: list[bytes], **head: Any
     ) -> None:
@@ -248,12 +259,7 @@ class SmallRequestTests(HttpTestCase):
         That socket is closed after the response and never carries a request: the next one goes on the
         control channel.
         """
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/big", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/big")
         self.assertTrue(rendezvous.opened)
         pieces = [bytes([i]) * 10240 for i in range(10)] + [b""]
         self.stream_response(rendezvous, request["id"], pieces)
@@ -411,12 +417,7 @@ class FailureTests(HttpTestCase):
 
     def test_slow_body_is_not_cut(self) -> None:
         """Once the response started, a body that keeps coming is never cut, however long it takes."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/slow", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/slow")
         self.respond(rendezvous, request["id"], streamed=True)
         rendezvous.beginMessage(isBinary=True)
         for _ in range(6):
@@ -429,12 +430,7 @@ class FailureTests(HttpTestCase):
 
     def test_stalled_body_aborts_the_sender(self) -> None:
         """A body that stalls longer than the request timeout aborts the sender's connection."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/stall", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/stall")
         self.respond(rendezvous, request["id"], headers={"Content-Length": "100"}, streamed=True)
         rendezvous.beginMessage(isBinary=True)
         rendezvous.sendMessageFrame(b"partial")
@@ -444,12 +440,7 @@ class FailureTests(HttpTestCase):
 
     def test_listener_vanishing_mid_response(self) -> None:
         """A rendezvous lost in the middle of a chunked body aborts the sender; nothing looks complete."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/vanish", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/vanish")
         self.respond(rendezvous, request["id"], streamed=True)
         rendezvous.beginMessage(isBinary=True)
         rendezvous.sendMessageFrame(b"half of it")
@@ -474,12 +465,7 @@ class FailureTests(HttpTestCase):
 
     def test_download_back_pressure(self) -> None:
         """A slow sender pauses reading the rendezvous; waiting for it is no stall of the listener."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/down", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")
         self.respond(rendezvous, request["id"], streamed=True)
         rendezvous.beginMessage(isBinary=True)
         rendezvous.sendMessageFrame(b"x" * 1000)
@@ -499,24 +485,14 @@ class FailureTests(HttpTestCase):
 
     def test_sender_already_full(self) -> None:
         """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/full", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/full")
         sender.server_transport.producer.pauseProducing()
         self.respond(rendezvous, request["id"], streamed=True)
         self.assertTrue(rendezvous.server_transport.reading_paused)
 
     def test_content_length_mismatch(self) -> None:
         """A streamed body shorter than the listener's Content-Length aborts the sender."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("GET", "/hyco/short", self.auth())
-        self.net.flush()
-        request = self.last_request(listener)
-        rendezvous = self.net.connect(request["address"])
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/short")
         self.stream_response(rendezvous, request["id"], [b"123"], headers={"Content-Length": "10"})
         self.assertTrue(sender.server_transport.aborted)
         self.assertFalse(sender.reply.complete)
