@@ -73,6 +73,7 @@ class RelayFault(Enum):
         400,
     )
     ADDRESS_IN_USE = (((RELAY_NS, "AddressInUse"),), FaultCode.SENDER, 409)
+    QUOTA_EXCEEDED = (((RELAY_NS, "QuotaExceeded"),), FaultCode.SENDER, 403)
     NO_LISTENER = (((RELAY_NS, "NoListener"),), FaultCode.RECEIVER, 502)
     LISTENER_GONE = (((RELAY_NS, "ListenerGone"),), FaultCode.RECEIVER, 502)
     SERVER_BUSY = (((RELAY_NS, "ServerBusy"),), FaultCode.RECEIVER, 503)

@@ -30,6 +30,7 @@ __all__ = [
     "gateway_fault",
     "parse_fault",
     "reply_to_soap11",
+    "reply_to_soap12",
     "service_fault_status",
     "version_mismatch",
 ]
@@ -65,11 +66,14 @@ class SoapFault(Exception):
     A fault answer received by a client, raised so that a proxy call fails with it.
 
     @ivar fault: the fault value.
+    @ivar declared: the operation's declared fault rebuilt from the detail (an instance of the
+        L{bindings.contracts.DeclaredFault} subclass the service raised), or C{None}.
     """
 
-    def __init__(self, fault: Fault) -> None:
+    def __init__(self, fault: Fault, declared: Exception | None = None) -> None:
         super().__init__(fault.reason)
         self.fault = fault
+        self.declared = declared
 
     @property
     def code(self) -> FaultCode:
@@ -101,8 +105,15 @@ def _qname_text(element: etree._Element, name: QName) -> str:
     raise AssertionError("prefix must have been declared")  # pragma: no cover - see _new_with_prefixes
 
 
-def _prefixes_for(names: tuple[QName, ...]) -> dict[str, str]:
-    known = {SOAP11_NS: "s", SOAP12_NS: "s", RELAY_NS: "r", WSA_NS: "wsa"}
+def _prefixes_for(names: tuple[QName, ...], version: SoapVersion) -> dict[str, str]:
+    # "s" is the envelope's own prefix; the other version's namespace (a SOAP 1.1 code such as spyne's
+    # Client.Boom kept as a SOAP 1.2 subcode) needs a prefix of its own.
+    known = {
+        SOAP11_NS: "s" if version is SoapVersion.SOAP11 else "soap11",
+        SOAP12_NS: "s" if version is SoapVersion.SOAP12 else "soap12",
+        RELAY_NS: "r",
+        WSA_NS: "wsa",
+    }
     mapping: dict[str, str] = {}
     for namespace, _local in names:
         if namespace not in mapping:
@@ -121,7 +132,7 @@ def fault_element(fault: Fault, version: SoapVersion) -> etree._Element:
     ns = version.namespace
     if version is SoapVersion.SOAP11:
         innermost = fault.subcodes[-1:] or ((SOAP11_NS, fault.code.soap11),)
-        element = etree.Element(f"{{{ns}}}Fault", nsmap={"s": ns, **_prefixes_for(innermost)})
+        element = etree.Element(f"{{{ns}}}Fault", nsmap={"s": ns, **_prefixes_for(innermost, version)})
         etree.SubElement(element, "faultcode").text = _qname_text(element, innermost[0])
         etree.SubElement(element, "faultstring").text = fault.reason
         if fault.node is not None:
@@ -130,7 +141,7 @@ def fault_element(fault: Fault, version: SoapVersion) -> etree._Element:
             etree.SubElement(element, "detail").extend(standalone(d) for d in fault.detail)
         return element
     names = ((SOAP12_NS, fault.code.value), *fault.subcodes)
-    element = etree.Element(f"{{{ns}}}Fault", nsmap={"s": ns, **_prefixes_for(names)})
+    element = etree.Element(f"{{{ns}}}Fault", nsmap={"s": ns, **_prefixes_for(names, version)})
     parent = etree.SubElement(element, f"{{{ns}}}Code")
     etree.SubElement(parent, f"{{{ns}}}Value").text = _qname_text(element, names[0])
     for subcode in fault.subcodes:
@@ -189,6 +200,8 @@ def parse_fault(element: etree._Element, version: SoapVersion) -> Fault:
         name = _resolve(code_element)
         code = _code_for(name)
         subcodes: tuple[QName, ...] = ()
+        if code is not None and name[1] != code.soap11 and name[1] != code.value:
+            subcodes = (name,)  # a dotted code (spyne's Client.Boom) is kept so it can be written back
         if code is None:
             row = RelayFault.for_subcode(name[1]) if name[0] in (RELAY_NS, WSA_NS) else None
             code = row.code if row else FaultCode.RECEIVER
@@ -316,6 +329,24 @@ def service_fault_status(fault: Fault, version: SoapVersion) -> int:
     if version is SoapVersion.SOAP12 and fault.code is FaultCode.SENDER:
         return 400
     return 500
+
+
+def reply_to_soap12(envelope: Envelope) -> Envelope:
+    """
+    Convert a SOAP 1.1 answer (from a bridged basic-profile service) to the SOAP 1.2 a listener sends.
+
+    The reverse of L{reply_to_soap11}: header blocks are translated, a fault is re-rendered; a dotted
+    C{faultcode} such as C{Client.Boom} becomes a subcode, so it reaches a SOAP 1.1 caller unchanged.
+
+    @raise FaultFormatError: when a fault body is malformed.
+    """
+    if envelope.version is SoapVersion.SOAP12:
+        return envelope
+    converted = convert(envelope.replace(body=() if envelope.is_fault else None), SoapVersion.SOAP12)
+    if envelope.is_fault:
+        fault = parse_fault(envelope.body[0], SoapVersion.SOAP11)
+        return converted.replace(body=(fault_element(fault, SoapVersion.SOAP12),))
+    return converted
 
 
 def reply_to_soap11(envelope: Envelope) -> Envelope:

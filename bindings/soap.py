@@ -20,7 +20,7 @@ from typing import Final
 
 from lxml import etree
 
-from bindings.safexml import Rule, XmlLimits, XmlRejected, parse_xml
+from bindings.safexml import HARDENED_SETTINGS, Rule, XmlLimits, XmlRejected, parse_xml
 
 SOAP11_NS: Final = "http://schemas.xmlsoap.org/soap/envelope/"
 SOAP12_NS: Final = "http://www.w3.org/2003/05/soap-envelope"
@@ -28,6 +28,7 @@ SOAP11_NEXT: Final = "http://schemas.xmlsoap.org/soap/actor/next"
 SOAP12_NEXT: Final = "http://www.w3.org/2003/05/soap-envelope/role/next"
 SOAP12_ULTIMATE_RECEIVER: Final = "http://www.w3.org/2003/05/soap-envelope/role/ultimateReceiver"
 PREFIX: Final = "s"
+_ENCODING_STYLE: Final = (f"{{{SOAP11_NS}}}encodingStyle", f"{{{SOAP12_NS}}}encodingStyle")
 
 
 class SoapVersion(Enum):
@@ -140,19 +141,29 @@ class Envelope:
         )
 
     def to_element(self) -> etree._Element:
-        """Build the envelope as a fresh element tree (the held elements are copied, never moved)."""
-        root = etree.Element(self.version.qname("Envelope"), nsmap={PREFIX: self.version.namespace})
-        if self.headers:
-            header = etree.SubElement(root, self.version.qname("Header"))
-            header.extend(copy.deepcopy(h) for h in self.headers)
-        body = etree.SubElement(root, self.version.qname("Body"))
-        body.extend(copy.deepcopy(b) for b in self.body)
+        """Build the envelope as a fresh element tree (parsed back from L{to_bytes})."""
+        root: etree._Element = etree.fromstring(self.to_bytes(), etree.XMLParser(**HARDENED_SETTINGS))
         return root
 
     def to_bytes(self) -> bytes:
-        """Serialise as UTF-8 without an XML declaration."""
-        data: bytes = etree.tostring(self.to_element(), encoding="utf-8")
-        return data
+        """
+        Serialise as UTF-8 without an XML declaration.
+
+        Each held element is serialised on its own and the pieces are joined as text. Copying the elements
+        into one tree instead would let libxml2 reconcile namespaces wrongly: an element that declares a
+        prefix locally (C{xmlns:s="urn:other"}) and has an attribute in the envelope namespace gets that
+        attribute written with the envelope's own C{s:} prefix, which the local declaration shadows.
+        """
+        ns = self.version.namespace
+        parts = [f'<{PREFIX}:Envelope xmlns:{PREFIX}="{ns}">'.encode()]
+        if self.headers:
+            parts.append(f"<{PREFIX}:Header>".encode())
+            parts.extend(etree.tostring(h, encoding="utf-8") for h in self.headers)
+            parts.append(f"</{PREFIX}:Header>".encode())
+        parts.append(f"<{PREFIX}:Body>".encode())
+        parts.extend(etree.tostring(b, encoding="utf-8") for b in self.body)
+        parts.append(f"</{PREFIX}:Body></{PREFIX}:Envelope>".encode())
+        return b"".join(parts)
 
 
 def _is_blank(text: str | None) -> bool:
@@ -178,16 +189,13 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
             expected or SoapVersion.SOAP12,
         )
     for element in root.iter():
-        for attribute in (
-            SoapVersion.SOAP11.qname("encodingStyle"),
-            SoapVersion.SOAP12.qname("encodingStyle"),
-        ):
-            if element.get(attribute) is not None:
-                raise SoapError(
-                    SoapErrorKind.INVALID_MESSAGE,
-                    "encodingStyle is not supported; only document/literal messages are",
-                    version,
-                )
+        attributes = element.attrib
+        if attributes and any(name in attributes for name in _ENCODING_STYLE):
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE,
+                "encodingStyle is not supported; only document/literal messages are",
+                version,
+            )
     children = list(root)
     if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)

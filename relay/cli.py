@@ -8,6 +8,7 @@ failure and 2 on usage errors. The gateway itself runs under C{twistd relay}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -82,6 +83,52 @@ def cmd_cert(args: argparse.Namespace) -> str:
     )
 
 
+def cmd_expose(args: argparse.Namespace) -> None:
+    """Forward relayed HTTP requests and WebSocket senders to a local URL until interrupted."""
+    from relay.expose import ExposeError, run_expose
+
+    connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
+    if not connection_string:
+        raise CommandError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+    try:
+        status = run_expose(
+            args.url, connection_string, args.name, ca_file=args.ca, verbose=args.verbose, quiet=args.quiet
+        )
+    except ExposeError as e:
+        raise CommandError(str(e)) from None
+    if status:
+        raise CommandError("stopped")
+
+
+def cmd_soap_bridge(args: argparse.Namespace) -> str:
+    """Expose an existing HTTP SOAP service on a request/reply name (runs until interrupted)."""
+    from bindings.bridge import BridgeError, SoapBridge, run_bridge
+    from bindings.credentials import from_connection_string
+    from bindings.settings import ClientAuth, Discovery
+    from bindings.soap import SoapVersion
+
+    try:
+        address, credentials = from_connection_string(args.connection_string, args.name)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    bridge = SoapBridge(
+        args.url,
+        address,
+        credentials,
+        wsdl_url=args.wsdl_url,
+        soap_version=SoapVersion(args.soap_version) if args.soap_version else None,
+        client_auth=ClientAuth(args.client_auth),
+        discovery=Discovery(args.discovery),
+        display_name=args.display_name,
+        request_timeout=args.request_timeout,
+    )
+    try:
+        run_bridge(bridge)
+    except BridgeError as e:
+        raise CommandError(str(e)) from None
+    return "bridge stopped"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -112,6 +159,47 @@ def build_parser() -> argparse.ArgumentParser:
     cert.add_argument("--host", action="append", required=True, help="DNS name or IP address (repeatable)")
     cert.add_argument("--dir", default="relay-certs", help="output directory (default ./relay-certs)")
     cert.set_defaults(run=cmd_cert)
+
+    expose = commands.add_parser(
+        "expose",
+        help="serve a local web server through a hybrid connection",
+        description="Register as a listener on a hybrid connection and forward every relayed HTTP request "
+        "and WebSocket connection to URL (the path below the hybrid connection is appended). Logs one line "
+        "per request on stdout; reconnects on its own; stops on SIGINT/SIGTERM.",
+    )
+    expose.add_argument("url", help="the local base URL, e.g. http://127.0.0.1:8000")
+    expose.add_argument("--name", help="the hybrid connection (unless the connection string has EntityPath)")
+    expose.add_argument(
+        "--connection-string",
+        help="Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=... "
+        "(default: $RELAY_CONNECTION_STRING)",
+    )
+    expose.add_argument("--ca", help="trust this CA certificate (PEM) for a wss:// relay")
+    expose.add_argument("-v", "--verbose", action="store_true", help="log connection events on stderr")
+    expose.add_argument("-q", "--quiet", action="store_true", help="no access log on stdout")
+    expose.set_defaults(run=cmd_expose)
+
+    bridge = commands.add_parser(
+        "soap-bridge", help="expose an existing HTTP SOAP service on a request/reply relay name"
+    )
+    bridge.add_argument(
+        "--url", required=True, help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/"
+    )
+    bridge.add_argument("--name", help="the relay name (default: EntityPath of the connection string)")
+    bridge.add_argument("--connection-string", required=True, help="gateway endpoint and a key with Listen")
+    bridge.add_argument("--wsdl-url", help="where the service's WSDL is (default: URL?wsdl)")
+    bridge.add_argument(
+        "--soap-version", choices=["1.1", "1.2"], help="default: what the WSDL offers, 1.1 first"
+    )
+    bridge.add_argument(
+        "--client-auth", choices=["token", "anonymous"], default="token", help="senders need a token?"
+    )
+    bridge.add_argument(
+        "--discovery", choices=["private", "public"], default="private", help="list in the registry?"
+    )
+    bridge.add_argument("--display-name", help="registry title (default: the last segment of the name)")
+    bridge.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for the service")
+    bridge.set_defaults(run=cmd_soap_bridge)
     return parser
 
 
@@ -119,13 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the C{relay} command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    run: Callable[[argparse.Namespace], str] = args.run
+    run: Callable[[argparse.Namespace], str | None] = args.run
     try:
         output = run(args)
     except CommandError as e:
         print(f"relay {args.command}: {e}", file=sys.stderr)
         return 1
-    print(output)
+    if output is not None:
+        print(output)
     return 0
 
 

@@ -176,6 +176,11 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "listener_failure_max_delay": (8.0, 0.0, 600.0),
     "close_handshake_timeout": (5.0, 0.5, 60.0),
     "splice_buffer_bytes": (262144.0, 16384.0, 67108864.0),
+    "http_idle_timeout": (120.0, 1.0, 86400.0),
+    "http_rendezvous_idle_timeout": (60.0, 1.0, 3600.0),
+    "http_linger_timeout": (10.0, 0.0, 600.0),
+    "http_max_request_line": (16384.0, 1024.0, 1048576.0),
+    "http_max_header_bytes": (65536.0, 4096.0, 1048576.0),
 }
 
 

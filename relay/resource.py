@@ -94,15 +94,36 @@ class GatewayRoot(Resource):
         self.store = store
         self._prefixes: dict[str, IResource] = {}
         self._kinds: dict[str, EntityResourceFactory] = {}
+        self._streaming_kinds: set[str] = set()
         self._namespace_root: NamespaceResourceFactory | None = None
 
     def register_prefix(self, segment: str, resource: IResource) -> None:
         """Route paths whose first segment is C{segment} (such as C{$hc}) to C{resource}."""
         self._prefixes[segment.lower()] = resource
 
-    def register_kind(self, kind: str, factory: EntityResourceFactory) -> None:
-        """Route requests on entities of C{kind} to the resource C{factory} returns."""
+    def register_kind(self, kind: str, factory: EntityResourceFactory, *, streams_body: bool = False) -> None:
+        """
+        Route requests on entities of C{kind} to the resource C{factory} returns.
+
+        @param streams_body: the resource reads large request bodies as a stream (see L{relay.web}); it is
+            then rendered as soon as the headers are in.
+        """
         self._kinds[kind] = factory
+        if streams_body:
+            self._streaming_kinds.add(kind)
+
+    def streams_body(self, request: IRequest) -> bool:
+        """Whether the resource for C{request} reads its body as a stream (the site's stream policy)."""
+        if not self._streaming_kinds:
+            return False
+        path = request.path.decode("latin-1")
+        if unquote(path.lstrip("/").split("/", 1)[0]).lower() in self._prefixes:
+            return False
+        namespace = self.store.namespace_for_host(request_host(request))
+        if namespace is None:
+            return False
+        match = self.store.match(namespace, path)
+        return match is not None and match.entity.kind in self._streaming_kinds
 
     def register_namespace_root(self, factory: NamespaceResourceFactory) -> None:
         """Serve paths that name no entity (such as the service registry at C{/}) with C{factory}."""

@@ -28,10 +28,11 @@ from typing_extensions import override
 from relay.auth import Rights, SharedAccessRule
 from relay.config import GatewayConfig, default_limits
 from relay.connstr import ConnectionString
-from relay.entities import Entity, Namespace
+from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.addressing import websocket_base
 from relay.hybrid.bridge import keep_read_buffers
+from relay.hybrid.http import HttpRelay
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
@@ -39,6 +40,7 @@ from relay.resource import ErrorResource, GatewayRoot
 from relay.state import DEVELOPMENT_KEY_NAME, development_key, write_endpoint
 from relay.store import MemoryGatewayStore
 from relay.throttle import FailureThrottle
+from relay.web import RelaySite
 
 DEFAULT_LISTEN = "tcp:9080:interface=127.0.0.1"
 SERVER_NAME = "relay"
@@ -160,10 +162,25 @@ class GatewayService(MultiService):
         self.hybrid_factory = HybridConnectionFactory(
             self.hybrid, self.throttle, reactor, limits, SERVER_NAME
         )
+        self.http = HttpRelay(
+            self.hybrid,
+            reactor,
+            rendezvous_timeout=limits["rendezvous_timeout"],
+            rendezvous_idle_timeout=limits["http_rendezvous_idle_timeout"],
+        )
+        self.hybrid_factory.request_rendezvous = self.http.request_rendezvous
         self.root = GatewayRoot(self.store)
         self.root.register_prefix("$hc", HybridConnectionResource(self.hybrid_factory))
-        self.site = Site(self.root)
-        self.site.displayTracebacks = False
+        self.root.register_kind(HYBRID_CONNECTION, self.http.resource, streams_body=True)
+        self.site: Site = RelaySite(
+            self.root,
+            reactor=reactor,
+            timeout=limits["http_idle_timeout"],
+            stream_policy=self.root.streams_body,
+            linger_timeout=limits["http_linger_timeout"],
+            max_request_line=int(limits["http_max_request_line"]),
+            max_header_bytes=int(limits["http_max_header_bytes"]),
+        )
         self.public_url = settings.public_url
         self.ports: list[IListeningPort] = []
         self._endpoint_services: list[StreamServerEndpointService] = []
@@ -231,6 +248,7 @@ class GatewayService(MultiService):
                         close(CloseCode.GOING_AWAY, "Server shutting down")
         for splice in list(self.hybrid_factory.splices):
             splice.shutdown(CloseCode.GOING_AWAY, "Server shutting down")
+        self.http.shutdown()
         stopped = super().stopService()
         drained = self.hybrid_factory.drain(self.settings.limits["close_handshake_timeout"] + 1.0)
         waits = [d for d in (stopped, drained) if isinstance(d, Deferred)]

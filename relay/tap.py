@@ -13,6 +13,8 @@ from typing import Any
 from twisted.python import usage
 from typing_extensions import override
 
+from bindings.gateway import install as install_bindings
+from bindings.settings import ENTITY_SECTIONS
 from relay.config import ConfigError, GatewayConfig, load_config
 from relay.hybrid.addressing import AddressError, websocket_base
 from relay.service import DEFAULT_LISTEN, GatewayService, GatewaySettings
@@ -59,7 +61,7 @@ class Options(usage.Options):
         config = GatewayConfig()
         if self["config"]:
             try:
-                config = load_config(self["config"])
+                config = load_config(self["config"], ENTITY_SECTIONS)
             except ConfigError as e:
                 raise usage.UsageError(str(e)) from None
         self["listen"] = tuple(self["listen"]) or config.listen or (DEFAULT_LISTEN,)
@@ -80,4 +82,4 @@ class Options(usage.Options):
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
     """Build the gateway service tree from parsed options."""
-    return GatewayService(options["settings"], reactor=reactor)
+    return GatewayService(options["settings"], reactor=reactor, extensions=(install_bindings,))

@@ -26,6 +26,13 @@ class FakeListenerChannel:
         self.sent.append(payload)
         return True
 
+    def send_binary(self, payload: bytes) -> bool:
+        """Record the body unless told to refuse."""
+        if not self.accepts:
+            return False
+        self.sent.append(payload)
+        return True
+
     def add_pending(self, ticket: Ticket) -> None:
         """Remember the ticket."""
         self.pending.append(ticket)

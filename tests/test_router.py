@@ -232,3 +232,37 @@ class ThrottleTests(SynchronousTestCase):
         self.assertFalse(throttle.begin_wait("x"))
         throttle.end_wait("x")
         self.assertTrue(throttle.begin_wait("x"))
+
+
+class ControlBacklogTests(SynchronousTestCase):
+    """A listener that stops reading its control channel gets no more work."""
+
+    def test_backlogged_channel_is_skipped(self) -> None:
+        """Past the backlog limit the channel refuses announcements, so the router tries another listener."""
+        from relay.hybrid.control import MAX_CONTROL_BACKLOG, ControlChannel
+        from relay.hybrid.router import Admission
+
+        class Transport:
+            dataBuffer = b""
+            offset = 0
+            _tempDataLen = 0
+
+        class Protocol:
+            STATE_OPEN = 3
+            state = 3
+            transport = Transport()
+            sent: list[bytes] = []
+
+            def sendMessage(self, payload: bytes, isBinary: bool) -> None:
+                self.sent.append(payload)
+
+        clock = Clock()
+        store = MemoryGatewayStore([(NS, [Entity("hyco", HYBRID_CONNECTION)])])
+        router = HybridConnectionRouter(store, ListenerRegistry(), clock, "wss://relay.example")
+        admission = Admission(NS, store.match(NS, "/hyco"), None)  # type: ignore[arg-type]
+        protocol = Protocol()
+        channel = ControlChannel(protocol, router, admission, "l1", "relay.example", clock)
+        self.assertTrue(channel.send_control(b"{}"))
+        protocol.transport._tempDataLen = MAX_CONTROL_BACKLOG + 1
+        self.assertFalse(channel.send_control(b"{}"))
+        self.assertEqual(protocol.sent, [b"{}"])

@@ -100,6 +100,21 @@ class ListenerTests(GatewayTestCase):
         self.net.flush()
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_oversized_control_message(self) -> None:
+        """A control-channel frame over the gateway's limit closes the channel with 1009."""
+        listener = self.listen()
+        listener.sendMessage(b"{" + b" " * (5 * 1024 * 1024) + b"}")
+        self.net.flush()
+        assert listener.closed is not None
+        self.assertEqual(listener.closed[1], 1009)
+        self.assertEqual(self.gateway.registry.total(), 0)
+
+    def test_malformed_url(self) -> None:
+        """An upgrade whose target cannot be split (two actions) is refused with 400."""
+        client = self.net.connect(f"wss://{HOST}/$hc/hyco?sb-hc-action=connect&sb-hc-action=listen")
+        self.assertEqual(client.status, 400)
+        self.assertIn("more than once", client.status_line)
+
 
 class SenderTests(GatewayTestCase):
     """WebSocket senders and the accept rendezvous."""

@@ -14,9 +14,11 @@ from typing import Any
 import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IConsumer, IPushProducer
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from relay.auth import Rights, SharedAccessRule, make_token
 from relay.config import GatewayConfig, NamespaceConfig, default_limits
@@ -67,6 +69,30 @@ class RecordingClient(WebSocketClientProtocol):
         return self.websocket_protocol_in_use
 
 
+@implementer(IPushProducer, IConsumer)
+class RecordingTransport(iosim.FakeTransport):
+    """
+    A server-side L{iosim.FakeTransport} that remembers whether reading was paused and aborts.
+
+    It says it is a push producer, as TCP transports are, so twisted.web pauses it (not a stand-in).
+    """
+
+    reading_paused = False
+    aborted = False
+    pause_count = 0
+
+    def pauseProducing(self) -> None:
+        self.reading_paused = True
+        self.pause_count += 1
+
+    def resumeProducing(self) -> None:
+        self.reading_paused = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        super().abortConnection()
+
+
 class Network:
     """All in-memory connections of one test, pumped together."""
 
@@ -89,9 +115,14 @@ class Network:
         factory.protocol = RecordingClient
         factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=5)
         client = factory.buildProtocol(None)
+        self.attach(client, source)
+        return client
+
+    def attach(self, client: Any, source: str = "10.0.0.1") -> Any:
+        """Connect any client protocol to the gateway's site; C{client.server_transport} is its far end."""
         port = next(_ports)
         server = self.site.buildProtocol(IPv4Address("TCP", source, port))
-        server_transport = iosim.FakeTransport(
+        server_transport = RecordingTransport(
             server, True, IPv4Address("TCP", "127.0.0.1", 443), IPv4Address("TCP", source, port)
         )
         client_transport = iosim.FakeTransport(
@@ -101,6 +132,7 @@ class Network:
             server, server_transport, client, client_transport, greet=False, clock=self.clock
         )
         client.pump = pump
+        client.server_transport = server_transport
         self.pumps.append(pump)
         self.flush()
         return client
@@ -135,15 +167,13 @@ class GatewayTestCase(SynchronousTestCase):
         rule = SharedAccessRule("root", KEY, Rights.LISTEN | Rights.SEND | Rights.MANAGE)
         listen_only = SharedAccessRule("listen-only", KEY[::-1], Rights.LISTEN)
         namespace = Namespace("test", (HOST,), (rule, listen_only))
-        entities = (
-            Entity("hyco", HYBRID_CONNECTION, settings=HybridConnectionSettings(max_listeners=2)),
-            Entity(
-                "open",
-                HYBRID_CONNECTION,
-                settings=HybridConnectionSettings(requires_client_authorization=False),
-            ),
-        )
-        limits = {**default_limits(), "listener_failure_delay": 1.0, "listener_failure_max_delay": 4.0}
+        entities = self.entities()
+        limits = {
+            **default_limits(),
+            "listener_failure_delay": 1.0,
+            "listener_failure_max_delay": 4.0,
+            **self.limits(),
+        }
         settings = GatewaySettings(
             listen=(),
             public_url=f"https://{HOST}",
@@ -152,6 +182,21 @@ class GatewayTestCase(SynchronousTestCase):
         )
         self.gateway = GatewayService(settings, reactor=self.clock, chooser=RoundRobinChooser())
         self.net = Network(self.gateway.site, self.clock)
+
+    def entities(self) -> tuple[Entity, ...]:
+        """The hybrid connections of the test namespace."""
+        return (
+            Entity("hyco", HYBRID_CONNECTION, settings=HybridConnectionSettings(max_listeners=2)),
+            Entity(
+                "open",
+                HYBRID_CONNECTION,
+                settings=HybridConnectionSettings(requires_client_authorization=False),
+            ),
+        )
+
+    def limits(self) -> dict[str, float]:
+        """Gateway limits that differ from the defaults."""
+        return {}
 
     def token(self, path: str = "hyco", key_name: str = "root", key: str = KEY, ttl: float = 3600) -> str:
         return make_token(f"http://{HOST}/{path}", key_name, key, ttl=ttl, now=self.clock.seconds())

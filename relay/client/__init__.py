@@ -18,10 +18,16 @@ C{async def} code driven by C{Deferred.fromCoroutine} (or C{task.react}) or used
         reply = await connection.receive()
         await connection.close()
 
+HTTP requests relayed to a listener are served by an application (see L{relay.client.http}), or by an
+existing twisted.web resource or WSGI app (L{resource_app}, L{wsgi_app})::
+
+    HttpListener(listener, wsgi_app(flask_app))
+
 Only the public relay protocol is spoken, so the same code works against Azure Relay.
 """
 
 from relay.client.accepting import Accept, AcceptContext, AcceptHandler, Reject
+from relay.client.adapters import resource_app, wsgi_app
 from relay.client.address import HybridConnectionAddress, parse_address
 from relay.client.backoff import Backoff
 from relay.client.commands import RequestCommand
@@ -35,6 +41,15 @@ from relay.client.errors import (
     HybridConnectionError,
 )
 from relay.client.headers import Headers
+from relay.client.http import (
+    BodyTooLarge,
+    HttpApp,
+    HttpListener,
+    RelayedRequest,
+    RelayedResponse,
+    RequestBody,
+    ResponseHeaders,
+)
 from relay.client.listener import HybridConnectionListener, ListenerState, RequestHandler
 from relay.client.options import WebSocketOptions
 from relay.client.sender import HybridConnectionClient
@@ -51,11 +66,14 @@ __all__ = [
     "AcceptHandler",
     "AuthorizationError",
     "Backoff",
+    "BodyTooLarge",
     "ConnectError",
     "ConnectionClosedError",
     "ControlChannelLost",
     "EndpointNotFoundError",
     "Headers",
+    "HttpApp",
+    "HttpListener",
     "HybridConnectionAddress",
     "HybridConnectionClient",
     "HybridConnectionError",
@@ -65,11 +83,17 @@ __all__ = [
     "ListenerState",
     "Message",
     "Reject",
+    "RelayedRequest",
+    "RelayedResponse",
+    "RequestBody",
     "RequestCommand",
     "RequestHandler",
+    "ResponseHeaders",
     "SharedAccessKeyTokenProvider",
     "SharedAccessSignatureTokenProvider",
     "WebSocketOptions",
     "parse_address",
+    "resource_app",
     "token_provider_from_connection_string",
+    "wsgi_app",
 ]

@@ -149,8 +149,9 @@ def split_accept_address(address: str, path: str) -> tuple[str, str]:
     """
     What the sender asked for, read from an accept address: path suffix and application query.
 
-    The suffix is the path below the hybrid connection; the query lacks reserved parameters. The relay matches hybrid connection names case-insensitively and may spell them differently from
-    the listener, so the name is stripped segment by segment ignoring case and percent-encoding.
+    The suffix is the path below the hybrid connection; the query lacks reserved parameters. The relay
+    matches hybrid connection names case-insensitively and may spell them differently from the listener,
+    so the name is stripped segment by segment ignoring case and percent-encoding.
 
     @param path: the listener's hybrid connection path (as in L{HybridConnectionAddress.path}).
     @return: C{(suffix, query)}, e.g. C{("/chat", "room=1")}; C{("", "")} when there is neither.
@@ -164,12 +165,30 @@ def split_accept_address(address: str, path: str) -> tuple[str, str]:
     below = hc_path(target.path)
     if below is None:
         return target.path, target.query
-    segments = below.split("/")[1:]
+    return _below(below, path), target.query
+
+
+def split_request_target(request_target: str, path: str) -> tuple[str, str]:
+    """
+    What an HTTP sender asked for, read from a relayed C{requestTarget} (C{/hyco/api?x=1}).
+
+    @param path: the listener's hybrid connection path.
+    @return: C{(suffix, query)}: the path below the hybrid connection (C{"/api"}, or C{""}) and the query.
+    """
+    try:
+        target = split_target(request_target or "/")
+    except AddressError:
+        return "", ""
+    return _below(target.path, path), target.query
+
+
+def _below(raw_path: str, path: str) -> str:
+    """The part of C{raw_path} (starting with C{/}) below the hybrid connection C{path}."""
+    segments = raw_path.split("/")[1:]
     own = [unquote(s).lower() for s in path.split("/") if s]
     if [unquote(s).lower() for s in segments[: len(own)]] == own:
         segments = segments[len(own) :]
-    suffix = "/" + "/".join(segments) if segments else ""
-    return suffix, target.query
+    return "/" + "/".join(segments) if segments else ""
 
 
 def _normalize_path(path: str) -> str:

@@ -35,14 +35,15 @@ if TYPE_CHECKING:
 Message = bytes | str
 """A WebSocket message: C{bytes} for binary messages, C{str} for text messages."""
 
-_SENDABLE_CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
+SENDABLE_CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
+"""Close codes an endpoint may send (the reserved 1004-1006 and 1015 are not among them)."""
 CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 _MAX_REASON_BYTES = 123
 
 
 @implementer(IPushProducer)
-class _WriteGate:
+class WriteGate:
     """
     The push producer registered with the transport: it learns when the write buffer is full.
 
@@ -135,7 +136,7 @@ class HybridWebSocket:
         self._closing = False
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
-        self._gate = _WriteGate()
+        self._gate = WriteGate()
         protocol.registerProducer(self._gate, True)
 
     def __repr__(self) -> str:
@@ -216,7 +217,7 @@ class HybridWebSocket:
             1007-1013, or an application code 3000-4999.
         @raise ValueError: for reserved codes (1004-1006, 1015) or a reason longer than 123 UTF-8 bytes.
         """
-        if code not in _SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+        if code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
             raise ValueError(f"close code {code} cannot be sent (reserved or undefined)")
         if len(reason.encode("utf-8")) > _MAX_REASON_BYTES:
             raise ValueError("close reason is longer than 123 bytes")

@@ -74,8 +74,8 @@ class HybridConnectionListener:
     @ivar accept_handler: decides about each sender (see L{relay.client.accepting}); C{None} accepts all.
     @ivar on_connection: if set, receives each accepted L{HybridWebSocket} instead of the queue behind
         L{accept_connection}; may be a coroutine function.
-    @ivar request_handler: where HTTP C{request} commands go. C{None} (the default, until HTTP relaying
-        is implemented) logs and drops them, consuming their body message.
+    @ivar request_handler: where HTTP C{request} commands go (L{relay.client.http.HttpListener} installs
+        itself here). C{None} (the default) logs and drops them, consuming their body message.
     @ivar on_connecting: called before every attempt to dial the control channel.
     @ivar on_online: called when the listener is registered.
     @ivar on_offline: called with the reason when the listener stops being online: a
@@ -182,6 +182,11 @@ class HybridConnectionListener:
     def is_online(self) -> bool:
         """Whether the control channel is registered right now."""
         return self._state is ListenerState.ONLINE
+
+    @property
+    def options(self) -> WebSocketOptions:
+        """The settings of accepted connections (and of HTTP rendezvous sockets)."""
+        return self._options
 
     @property
     def control_channel(self) -> ControlChannel | None:

@@ -22,7 +22,7 @@ from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
 
 # Headers the WebSocket handshake owns; letting callers set them would produce duplicates.
-_HANDSHAKE_HEADERS = frozenset(
+HANDSHAKE_HEADERS = frozenset(
     {
         "host",
         "upgrade",
@@ -39,7 +39,7 @@ _HANDSHAKE_HEADERS = frozenset(
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     checked = {}
     for name, value in headers.items():
-        if name.lower() in _HANDSHAKE_HEADERS:
+        if name.lower() in HANDSHAKE_HEADERS:
             raise ValueError(f"header {name!r} is set by the client itself")
         if any(c in name + value for c in "\r\n\0") or not name.strip() or ":" in name:
             raise ValueError(f"header {name!r} has an invalid name or value")

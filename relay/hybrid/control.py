@@ -17,9 +17,13 @@ from zope.interface import implementer
 
 from relay.auth import Rights
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.hybrid.bridge import pending_write_bytes
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_renew_token
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
+
+MAX_CONTROL_BACKLOG = 1024 * 1024
+"""Bytes a listener may leave unread on its control channel before it gets no more work."""
 
 MessageHandler = Callable[["ControlChannel", Any], None]
 BinaryHandler = Callable[["ControlChannel", bytes], None]
@@ -90,15 +94,32 @@ class ControlChannel:
         self.log.info("listener {listener_id} token expired without renewal", listener_id=self.listener_id)
         self.close(CloseCode.POLICY_VIOLATION, "Token expired")
 
-    def send_control(self, payload: bytes) -> bool:
-        """Send one JSON text message if the channel is open."""
+    def can_send(self) -> bool:
+        """
+        Whether the channel takes new work: open, not closing, and not sitting on a backlog.
+
+        A listener that stops reading its control channel would otherwise make the gateway buffer every
+        announcement sent to it; past L{MAX_CONTROL_BACKLOG} unsent bytes it is skipped like a closing one.
+        """
         if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
+            return False
+        if pending_write_bytes(self.protocol.transport) > MAX_CONTROL_BACKLOG:
+            self.log.warn(
+                "listener {listener_id} is not reading its control channel; skipping it",
+                listener_id=self.listener_id,
+            )
+            return False
+        return True
+
+    def send_control(self, payload: bytes) -> bool:
+        """Send one JSON text message if the channel takes work."""
+        if not self.can_send():
             return False
         self.protocol.sendMessage(payload, isBinary=False)
         return True
 
     def send_binary(self, payload: bytes) -> bool:
-        """Send one binary message (an HTTP request body right after its C{request})."""
+        """Send one binary message (an HTTP request body right after its C{request}); never refused mid-pair."""
         if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
             return False
         self.protocol.sendMessage(payload, isBinary=True)

@@ -103,3 +103,111 @@ def parse_renew_token(body: Any) -> RenewToken:
     if not isinstance(body, dict) or not isinstance(body.get("token"), str):
         raise ControlMessageError("renewToken must carry a string 'token'")
     return RenewToken(token=body["token"])
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRequest:
+    """
+    An HTTP request for a listener, in full: on the control channel (small requests) or on a rendezvous.
+
+    C{method} and an explicit C{body} are always present: the Node listener tells the full form from the
+    rendezvous-only form by C{method}, the .NET listener by C{body}.
+
+    @ivar address: the rendezvous address of this request (where a large response may be sent).
+    @ivar id: the request id, echoed as C{requestId}.
+    @ivar request_target: path and query as forwarded (reserved parameters removed).
+    @ivar method: the request method.
+    @ivar remote_endpoint: the sender's address.
+    @ivar request_headers: the forwarded headers.
+    @ivar body: whether one binary message with the body follows.
+    """
+
+    address: str
+    id: str
+    request_target: str
+    method: str
+    remote_endpoint: RemoteEndpoint
+    request_headers: Mapping[str, str]
+    body: bool
+
+    def encode(self) -> bytes:
+        """The UTF-8 JSON text of the message."""
+        return encode(
+            {
+                "request": {
+                    "address": self.address,
+                    "id": self.id,
+                    "requestTarget": self.request_target,
+                    "method": self.method,
+                    "remoteEndpoint": self.remote_endpoint.to_json(),
+                    "requestHeaders": dict(self.request_headers),
+                    "body": self.body,
+                }
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousRequest:
+    """Ask a listener to open a rendezvous at C{address} and receive the request there (only two keys)."""
+
+    address: str
+    id: str
+
+    def encode(self) -> bytes:
+        """The UTF-8 JSON text of the message."""
+        return encode({"request": {"address": self.address, "id": self.id}})
+
+
+@dataclass(frozen=True, slots=True)
+class HttpResponse:
+    """
+    A listener's answer to one request.
+
+    @ivar request_id: the C{id} of the request it answers.
+    @ivar status_code: the status (C{statusCode} may come as a number or a numeric string).
+    @ivar status_description: the reason phrase, when the listener gave one.
+    @ivar response_headers: the raw C{responseHeaders} object (checked by L{relay.hybrid.headers}).
+    @ivar body: whether one binary message with the body follows.
+    """
+
+    request_id: str
+    status_code: int
+    status_description: str | None
+    response_headers: Any
+    body: bool
+
+
+def parse_response(body: Any) -> HttpResponse:
+    """
+    Read the body of a C{response} message.
+
+    @raise ControlMessageError: when C{requestId} is missing, C{statusCode} is not a number from 100 to
+        599, or C{body} is not a boolean.
+    """
+    if not isinstance(body, dict):
+        raise ControlMessageError("response must be a JSON object")
+    request_id = body.get("requestId")
+    if not isinstance(request_id, str) or not request_id:
+        raise ControlMessageError("response lacks a string 'requestId'")
+    raw_status = body.get("statusCode")
+    status: int | None = None
+    if isinstance(raw_status, int) and not isinstance(raw_status, bool):
+        status = raw_status
+    elif isinstance(raw_status, str) and raw_status.strip().isdigit() and len(raw_status) < 6:
+        status = int(raw_status)
+    if status is None or not 100 <= status <= 599:
+        raise ControlMessageError(
+            f"response {request_id[:64]} has an invalid statusCode {str(raw_status)[:20]!r}"
+        )
+    description = body.get("statusDescription")
+    has_body = body.get("body", False)
+    if not isinstance(has_body, bool):
+        raise ControlMessageError(f"response {request_id[:64]} has a non-boolean 'body'")
+    return HttpResponse(
+        request_id=request_id,
+        status_code=status,
+        status_description=description if isinstance(description, str) else None,
+        response_headers=body.get("responseHeaders"),
+        body=has_body,
+    )

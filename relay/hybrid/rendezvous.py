@@ -75,13 +75,22 @@ class RendezvousTable:
     def __len__(self) -> int:
         return len(self._tickets)
 
-    def open(self, connection_id: str, context: Any = None, key: str | None = None) -> Ticket:
-        """Create a ticket that fails with 504 unless claimed within the timeout."""
+    def open(
+        self, connection_id: str, context: Any = None, key: str | None = None, timeout: float | None = None
+    ) -> Ticket:
+        """
+        Create a ticket that fails with 504 unless claimed within the timeout.
+
+        @param timeout: seconds the ticket stays claimable, when not the table's default (the response
+            address of an HTTP request is good for as long as the request waits for its response).
+        """
         ticket = Ticket(key=key or new_key(), connection_id=connection_id, context=context)
         if ticket.key in self._tickets:
             raise ValueError("rendezvous key collision")
         self._tickets[ticket.key] = ticket
-        ticket._timer = self._clock.callLater(self.timeout, self._expire, ticket)
+        ticket._timer = self._clock.callLater(
+            self.timeout if timeout is None else timeout, self._expire, ticket
+        )
         return ticket
 
     def claim(self, key: str) -> Ticket | None:

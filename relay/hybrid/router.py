@@ -19,7 +19,15 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from relay.auth import Grant, Rights, validate_any
-from relay.entities import HYBRID_CONNECTION, Entity, EntityMatch, HybridConnectionSettings, Namespace
+from relay.entities import (
+    HYBRID_CONNECTION,
+    Entity,
+    EntityMatch,
+    EntityNameError,
+    HybridConnectionSettings,
+    Namespace,
+    split_name,
+)
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
 from relay.hybrid.messages import Accept, RemoteEndpoint
@@ -36,6 +44,9 @@ class IListenerChannel(Interface):
 
     def send_control(payload: bytes) -> bool:
         """Send one JSON text message; return C{False} if the channel can no longer take it."""
+
+    def send_binary(payload: bytes) -> bool:
+        """Send one binary message (a request body right after its C{request}); C{False} if closed."""
 
     def add_pending(ticket: Ticket) -> None:
         """Remember a ticket issued through this channel, to fail it if the channel drops."""
@@ -119,8 +130,6 @@ class HybridConnectionRouter:
         return namespace, match
 
     def _auto_create(self, namespace: Namespace, path: str) -> EntityMatch | None:
-        from relay.entities import EntityNameError, split_name
-
         try:
             segments = split_name(path)
         except EntityNameError:

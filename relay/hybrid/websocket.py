@@ -115,7 +115,9 @@ class HybridConnectionFactory(WebSocketServerFactory):
         self.throttle = throttle
         self.clock = clock
         self.limits = limits
-        self.request_rendezvous: Any = None  # HTTP relaying plugs in here
+        # HTTP relaying plugs in here: called as (protocol, request, target) for sb-hc-action=request
+        # upgrades; it installs the protocol's http_role (see relay.hybrid.http.RendezvousRole).
+        self.request_rendezvous: Any = None
         self.splices: set[Splice] = set()
         self.connections: set[HybridConnectionProtocol | SplicedConnection] = set()
         self._drain_waiters: list[Deferred[None]] = []
@@ -431,11 +433,48 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
     @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        """Messages reach only control channels and HTTP rendezvous; spliced legs bypass Autobahn."""
+        """Whole messages reach only control channels; spliced legs bypass Autobahn."""
         if self.control is not None:
             self.control.message(payload, isBinary)
-        elif self.http_role is not None:
-            self.http_role.message(payload, isBinary)
+
+    # An HTTP rendezvous streams: its role gets each frame's payload as it arrives, with no message
+    # assembly and no message size limit (a 200 MB body is one message).
+
+    @override
+    def onMessageBegin(self, isBinary: bool) -> None:
+        """A message starts: an HTTP rendezvous streams it, anything else assembles it."""
+        if self.http_role is not None:
+            self.http_role.message_begin(isBinary)
+        else:
+            super().onMessageBegin(isBinary)
+
+    @override
+    def onMessageFrameBegin(self, length: int) -> None:
+        """Frame boundaries mean nothing to a streamed message."""
+        if self.http_role is None:
+            super().onMessageFrameBegin(length)
+
+    @override
+    def onMessageFrameData(self, payload: bytes) -> None:
+        """Payload bytes, unmasked."""
+        if self.http_role is not None:
+            self.http_role.message_data(payload)
+        else:
+            super().onMessageFrameData(payload)
+
+    @override
+    def onMessageFrameEnd(self) -> None:
+        """Frame boundaries mean nothing to a streamed message."""
+        if self.http_role is None:
+            super().onMessageFrameEnd()
+
+    @override
+    def onMessageEnd(self) -> None:
+        """The message is complete."""
+        if self.http_role is not None:
+            self.http_role.message_end()
+        else:
+            super().onMessageEnd()
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -449,7 +488,8 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
     def dataReceived(self, data: bytes) -> None:
         """Hand the bytes to Autobahn (spliced legs no longer come here: their transports moved on)."""
         # Autobahn's framework-neutral entry point: its Twisted adapter's dataReceived only adds a debug
-        # line whose colourised arguments it formats whatever the log level.
+        # line whose colourised arguments it formats whatever the log level (and HTTP rendezvous bodies
+        # are many reads).
         self._dataReceived(data)
 
     @override

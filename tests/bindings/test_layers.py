@@ -26,8 +26,11 @@ CODECS = (
     "wsdl",
     "registry",
     "settings",
+    "control",
+    "inbound",
+    "credentials",
 )
-ROUTERS = ("outlet", "oneway", "multicast", "requestreply")
+ROUTERS = ("outlet", "oneway", "multicast", "requestreply", "names")
 
 PROBE = """
 import importlib, json, sys

@@ -250,3 +250,27 @@ class HttpFramingTests(SynchronousTestCase):
         """Any printable ASCII action survives being written into and read from a Content-Type."""
         parsed = classify_request(content_type_header(SoapVersion.SOAP12, action))
         self.assertEqual(parsed.media_action, action)
+
+
+class SerialisationTests(SynchronousTestCase):
+    """Envelopes serialise held elements without namespace mix-ups."""
+
+    def test_shadowed_prefix(self) -> None:
+        """A header that redeclares the envelope's C{s} prefix keeps its envelope-namespace attribute."""
+        v12 = SoapVersion.SOAP12
+        header = etree.fromstring(
+            f'<m:H xmlns:m="urn:m" xmlns:s="urn:mine" xmlns:e="{v12.namespace}" e:mustUnderstand="true"/>'
+        )
+        reread = parse_envelope(Envelope(v12, (header,), ()).to_bytes(), v12)
+        self.assertEqual(reread.headers[0].get(v12.qname("mustUnderstand")), "true")
+
+    def test_converted_header(self) -> None:
+        """A SOAP 1.1 sender using the C{s} prefix: its mustUnderstand header becomes a 1.2 one."""
+        v11 = SoapVersion.SOAP11
+        data = (
+            f'<s:Envelope xmlns:s="{v11.namespace}"><s:Header><m:H xmlns:m="urn:m" s:mustUnderstand="1"/>'
+            "</s:Header><s:Body/></s:Envelope>"
+        ).encode()
+        up = parse_envelope(convert(parse_envelope(data, v11), SoapVersion.SOAP12).to_bytes())
+        self.assertEqual(up.headers[0].get(SoapVersion.SOAP12.qname("mustUnderstand")), "true")
+        self.assertIsNone(up.headers[0].get(v11.qname("mustUnderstand")))

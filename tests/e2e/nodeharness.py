@@ -56,6 +56,8 @@ __all__ = [
     "NodeHarnessError",
     "NodeScript",
     "NodeScriptExited",
+    "bulk_chunks",
+    "bulk_sha256",
     "ensure_node_modules",
     "payload",
     "require_node",
@@ -155,6 +157,33 @@ def payload(kind: Literal["text", "binary"], length: int, seed: str = "relay", i
         digest = hashlib.sha256(f"{seed}:{index}:{k}".encode()).digest()
         blocks.append(digest.hex().encode("ascii") if kind == "text" else digest)
     return b"".join(blocks)[:length]
+
+
+def bulk_chunks(length: int, seed: str = "relay", index: int = 0, chunk_size: int = 65536) -> Iterator[bytes]:
+    """
+    The bulk payload of the scripts (C{--body-kind bulk}), piece by piece.
+
+    Same definition as C{bulkChunks()} in C{node/lib/harness.js}: the AES-128-CTR keystream with key
+    C{SHA-256("bulk:<seed>")[:16]} and counter block C{SHA-256("bulk:<seed>:<index>")[:16]}, cut to
+    C{length} bytes. Fast enough for hundreds of megabytes, and never held whole.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    key = hashlib.sha256(f"bulk:{seed}".encode()).digest()[:16]
+    iv = hashlib.sha256(f"bulk:{seed}:{index}".encode()).digest()[:16]
+    keystream = Cipher(algorithms.AES(key), modes.CTR(iv)).encryptor()
+    zeros = bytes(chunk_size)
+    for offset in range(0, length, chunk_size):
+        size = min(chunk_size, length - offset)
+        yield keystream.update(zeros if size == chunk_size else zeros[:size])
+
+
+def bulk_sha256(length: int, seed: str = "relay", index: int = 0) -> str:
+    """The hex SHA-256 of a bulk payload."""
+    digest = hashlib.sha256()
+    for chunk in bulk_chunks(length, seed, index):
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def sha256_hex(data: bytes) -> str:

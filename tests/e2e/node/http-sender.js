@@ -41,13 +41,21 @@ Request:
   --body-text TEXT       body as UTF-8 text
   --body-size N          body of N deterministic bytes; request i (0-based, counting all
                          requests) carries payload("binary", N, seed, i)
+  --body-kind KIND       binary (default: as above) or bulk (the AES-CTR bulk payload of
+                         lib/harness.js, generated while it is sent, with back-pressure: for
+                         bodies of hundreds of megabytes)
   --seed SEED            payload seed (default "relay")
   --chunked              send the body with Transfer-Encoding: chunked, in --chunk-size pieces
   --chunk-size N         piece size for --chunked (default 16384)
   --chunk-delay-ms MS    pause between pieces (default 0)
   --new-connection       a fresh TCP connection per request (default: one keep-alive socket)
+  --parallel             send all requests at once, each on its own connection (implies
+                         --new-connection); responses are reported as they complete
   --ca FILE              for https, trust this CA file plus Node's bundled roots (replaces the
                          default store, so NODE_EXTRA_CA_CERTS no longer applies)
+
+Responses are hashed as they arrive (their first 4096 bytes are kept for "text"); each response
+line also reports what was sent: sent_length and sent_sha256.
 
 Other:
   --timeout-ms MS        per-request timeout (default 120000)
@@ -70,6 +78,8 @@ const OPTIONS = Object.assign(
     'chunk-size': { type: 'string' },
     'chunk-delay-ms': { type: 'string' },
     'new-connection': { type: 'boolean' },
+    parallel: { type: 'boolean' },
+    'body-kind': { type: 'string' },
     ca: { type: 'string' },
     'timeout-ms': { type: 'string' },
   },
@@ -111,6 +121,13 @@ function settings(values) {
     throw new h.UsageError('give --body-text or --body-size, not both');
   }
   const hasBody = bodySize !== undefined || values['body-text'] !== undefined;
+  const bodyKind = values['body-kind'] || 'binary';
+  if (bodyKind !== 'binary' && bodyKind !== 'bulk') {
+    throw new h.UsageError('--body-kind must be binary or bulk, not ' + JSON.stringify(bodyKind));
+  }
+  if (bodyKind === 'bulk' && bodySize === undefined) {
+    throw new h.UsageError('--body-kind bulk needs --body-size');
+  }
   if (values.chunked && !hasBody) {
     throw new h.UsageError('--chunked needs --body-text or --body-size');
   }
@@ -132,11 +149,13 @@ function settings(values) {
     headers: h.headers(values.header),
     bodyText: values['body-text'],
     bodySize: bodySize,
+    bodyKind: bodyKind,
     seed: values.seed !== undefined ? values.seed : 'relay',
     chunked: Boolean(values.chunked),
     chunkSize: h.integer(values, 'chunk-size', 1, 16384),
     chunkDelayMs: h.integer(values, 'chunk-delay-ms', 0, 0),
-    newConnection: Boolean(values['new-connection']),
+    newConnection: Boolean(values['new-connection']) || Boolean(values.parallel),
+    parallel: Boolean(values.parallel),
     ca: ca,
     timeoutMs: h.integer(values, 'timeout-ms', 1, 120000),
   };
@@ -147,6 +166,9 @@ function tokenOnce(source) {
 }
 
 function requestBody(config, index) {
+  if (config.bodySize !== undefined && config.bodyKind === 'bulk') {
+    return { bulk: true, length: config.bodySize };
+  }
   if (config.bodySize !== undefined) {
     return h.payload('binary', config.bodySize, config.seed, index);
   }
@@ -156,19 +178,37 @@ function requestBody(config, index) {
   return null;
 }
 
-function writeChunked(req, body, config) {
-  let offset = 0;
+/** The pieces of a body, in --chunk-size pieces. */
+function* pieces(body, config, index) {
+  if (body.bulk) {
+    yield* h.bulkChunks(body.length, config.seed, index, config.chunkSize);
+    return;
+  }
+  for (let offset = 0; offset < body.length; offset += config.chunkSize) {
+    yield body.subarray(offset, offset + config.chunkSize);
+  }
+}
+
+/** Write a body piece by piece, waiting for 'drain' when the socket is full; digest what was sent. */
+function writePieces(req, body, config, index, sent) {
+  const source = pieces(body, config, index);
   const step = function () {
-    if (offset >= body.length) {
-      req.end();
-      return;
-    }
-    req.write(body.subarray(offset, offset + config.chunkSize));
-    offset += config.chunkSize;
-    if (config.chunkDelayMs) {
-      setTimeout(step, config.chunkDelayMs);
-    } else {
-      step();
+    for (;;) {
+      const next = source.next();
+      if (next.done) {
+        req.end();
+        return;
+      }
+      sent.update(next.value);
+      const more = req.write(next.value);
+      if (config.chunkDelayMs) {
+        setTimeout(step, config.chunkDelayMs);
+        return;
+      }
+      if (!more) {
+        req.once('drain', step);
+        return;
+      }
     }
   };
   step();
@@ -190,6 +230,7 @@ function send(config, agents, url, index, done) {
   if (body !== null && !config.chunked) {
     headers['Content-Length'] = String(body.length);
   }
+  const sent = new h.Digest();
   const secure = target.protocol === 'https:';
   const options = {
     method: config.method,
@@ -204,11 +245,11 @@ function send(config, agents, url, index, done) {
   const req = (secure ? https : http).request(target, options, function (res) {
     // Read now: by the 'end' event the socket has gone back to the agent.
     const localPort = res.socket ? res.socket.localPort : null;
-    const chunks = [];
-    res.on('data', function (chunk) { chunks.push(chunk); });
+    const received = new h.Digest(4096);
+    res.on('data', function (chunk) { received.update(chunk); });
     res.on('end', function () {
-      const received = Buffer.concat(chunks);
-      const summary = h.describe(received, true);
+      const summary = received.finish();
+      const sentSummary = sent.finish();
       const line = {
         index: index,
         url: target.toString(),
@@ -221,9 +262,11 @@ function send(config, agents, url, index, done) {
         sha256: summary.sha256,
         // Equal local ports across responses mean the keep-alive connection was reused.
         local_port: localPort,
+        sent_length: sentSummary.length,
+        sent_sha256: sentSummary.sha256,
       };
-      if (received.length <= 4096) {
-        line.text = received.toString('utf8');
+      if (summary.text !== undefined) {
+        line.text = summary.text;
       }
       h.emit('response', line);
       done(true);
@@ -242,9 +285,10 @@ function send(config, agents, url, index, done) {
   });
   if (body === null) {
     req.end();
-  } else if (config.chunked) {
-    writeChunked(req, body, config);
+  } else if (config.chunked || body.bulk) {
+    writePieces(req, body, config, index, sent);
   } else {
+    sent.update(body);
     req.end(body);
   }
 }
@@ -262,6 +306,26 @@ function main() {
     queue.push.apply(queue, config.urls);
   }
   let failures = 0;
+  if (config.parallel) {
+    let pending = queue.length;
+    queue.forEach(function (url, index) {
+      let finished = false;
+      send(config, agents, url, index, function (ok) {
+        if (finished) {
+          return;
+        }
+        finished = true;
+        if (!ok) {
+          failures += 1;
+        }
+        pending -= 1;
+        if (pending === 0) {
+          h.exit(failures ? h.EXIT_NETWORK : h.EXIT_OK);
+        }
+      });
+    });
+    return;
+  }
   const next = function (index) {
     if (index >= queue.length) {
       agents.http.destroy();

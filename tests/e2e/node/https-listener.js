@@ -43,10 +43,16 @@ Responses:
   --header "N: V"        response header (repeatable)
   --body-text TEXT       fixed body as UTF-8 text
   --body-size N          fixed body of N deterministic bytes: payload("binary", N, seed, 0)
+  --body-kind KIND       binary (default: the SHA-256 blocks above) or bulk (the AES-CTR bulk
+                         payload of lib/harness.js, generated while it is written: for bodies of
+                         hundreds of megabytes)
   --seed SEED            payload seed (default "relay")
   --chunk-size N         write the body with res.write() in pieces of N bytes, then res.end()
                          (default: one res.end(body))
   --respond-delay-ms MS  wait MS milliseconds after the request body before answering
+  --crash-after-bytes N  once N body bytes are written, kill this process with SIGKILL (a listener
+                         that dies in the middle of a response)
+  --max-payload BYTES    accept WebSocket messages up to BYTES (see below; default: the library's)
 
 Other:
   --timeout-ms MS        exit with code 3 after MS milliseconds (default: run until killed)
@@ -57,6 +63,11 @@ Stdin commands (one JSON object per line, when RELAY_HARNESS_STDIN=1):
   {"command":"exit"}     exit at once
 
 TLS: the library takes no TLS options; trust a development CA with NODE_EXTRA_CA_CERTS=ca.pem.
+
+Request bodies are hashed as they arrive (only echo keeps them). A request body reaches the library
+as one WebSocket message, and its ws 6 sockets refuse messages above 100 MiB (maxPayload) with close
+code 1009; the library offers no option. --max-payload wraps ws's WebSocket.prototype.setSocket so
+that every socket the library opens gets that limit instead (the library code is not changed).
 `;
 
 const OPTIONS = Object.assign(
@@ -74,6 +85,9 @@ const OPTIONS = Object.assign(
     seed: { type: 'string' },
     'chunk-size': { type: 'string' },
     'respond-delay-ms': { type: 'string' },
+    'body-kind': { type: 'string' },
+    'crash-after-bytes': { type: 'string' },
+    'max-payload': { type: 'string' },
     'timeout-ms': { type: 'string' },
   },
   h.TOKEN_OPTIONS
@@ -94,8 +108,17 @@ function settings(values) {
     throw new h.UsageError('--body-text and --body-size need --respond fixed');
   }
   const seed = values.seed !== undefined ? values.seed : 'relay';
+  const bodyKind = values['body-kind'] || 'binary';
+  if (bodyKind !== 'binary' && bodyKind !== 'bulk') {
+    throw new h.UsageError('--body-kind must be binary or bulk, not ' + JSON.stringify(bodyKind));
+  }
+  if (bodyKind === 'bulk' && bodySize === undefined) {
+    throw new h.UsageError('--body-kind bulk needs --body-size');
+  }
   let body = null;
-  if (bodySize !== undefined) {
+  if (bodySize !== undefined && bodyKind === 'bulk') {
+    body = { bulk: true, length: bodySize, seed: seed };
+  } else if (bodySize !== undefined) {
     body = h.payload('binary', bodySize, seed, 0);
   } else if (values['body-text'] !== undefined) {
     body = Buffer.from(values['body-text'], 'utf8');
@@ -110,6 +133,8 @@ function settings(values) {
     body: body,
     chunkSize: h.integer(values, 'chunk-size', 1, undefined),
     respondDelayMs: h.integer(values, 'respond-delay-ms', 0, 0),
+    crashAfterBytes: h.integer(values, 'crash-after-bytes', 0, undefined),
+    maxPayload: h.integer(values, 'max-payload', 1, undefined),
     // The library only calls asMilliseconds() on it (it expects a moment.duration).
     keepAlive: keepAliveMs === undefined ? null : { asMilliseconds: function () { return keepAliveMs; } },
     timeoutMs: h.integer(values, 'timeout-ms', 1, undefined),
@@ -132,34 +157,91 @@ function respond(config, server, req, res, requestBody, fields) {
   } else {
     res.writeHead(config.status, responseHeaders);
   }
+  const sent = new h.Digest();
   let writes = 0;
+  const finished = function () {
+    const summary = sent.finish();
+    h.emit('responded', Object.assign({
+      status: config.status,
+      length: summary.length,
+      sha256: summary.sha256,
+      writes: writes,
+      // Small responses go back on the control channel; above 64 kB the library opens a
+      // rendezvous to the request's address (or uses the rendezvous the request came on).
+      channel: res.connection === server.controlChannel ? 'control' : 'rendezvous',
+    }, fields));
+  };
+  const write = function (chunk) {
+    if (config.crashAfterBytes !== undefined && sent.length + chunk.length > config.crashAfterBytes) {
+      chunk = chunk.subarray(0, config.crashAfterBytes - sent.length);
+    }
+    if (chunk.length) {
+      res.write(chunk);
+      sent.update(chunk);
+      writes += 1;
+    }
+    if (config.crashAfterBytes !== undefined && sent.length >= config.crashAfterBytes) {
+      h.emit('crashing', Object.assign({ written: sent.length }, fields));
+      // Let the socket flush what was written, then die without closing anything.
+      setTimeout(function () { process.kill(process.pid, 'SIGKILL'); }, 200);
+      return false;
+    }
+    return true;
+  };
+  if (body !== null && body.bulk) {
+    // Written a piece per turn of the event loop, so ws can put each on the wire before the next.
+    const chunks = h.bulkChunks(body.length, body.seed, 0, config.chunkSize || 65536);
+    const step = function () {
+      const next = chunks.next();
+      if (next.done) {
+        res.end();
+        finished();
+        return;
+      }
+      if (write(next.value)) {
+        setImmediate(step);
+      }
+    };
+    step();
+    return;
+  }
   if (body !== null && body.length > 0 && config.chunkSize !== undefined) {
     for (let offset = 0; offset < body.length; offset += config.chunkSize) {
-      res.write(body.subarray(offset, offset + config.chunkSize));
-      writes += 1;
+      if (!write(body.subarray(offset, offset + config.chunkSize))) {
+        return;
+      }
     }
     res.end();
   } else if (body !== null && body.length > 0) {
+    if (config.crashAfterBytes !== undefined) {
+      write(body);
+      return;
+    }
     res.end(body);
+    sent.update(body);
     writes = 1;
   } else {
     res.end();
   }
-  const summary = h.describe(body === null ? Buffer.alloc(0) : body, true);
-  h.emit('responded', Object.assign({
-    status: config.status,
-    length: summary.length,
-    sha256: summary.sha256,
-    writes: writes,
-    // Small responses go back on the control channel; above 64 kB the library opens a
-    // rendezvous to the request's address (or uses the rendezvous the request came on).
-    channel: res.connection === server.controlChannel ? 'control' : 'rendezvous',
-  }, fields));
+  finished();
+}
+
+/** Give every ws socket (all that the library opens) a message size limit of `bytes`. */
+function raiseMaxPayload(bytes) {
+  const WebSocket = require('ws');
+  const setSocket = WebSocket.prototype.setSocket;
+  WebSocket.prototype.setSocket = function (socket, head, maxPayload) {
+    const rest = Array.prototype.slice.call(arguments, 3);
+    return setSocket.apply(this, [socket, head, bytes].concat(rest));
+  };
 }
 
 function main() {
   const values = h.parseCommandLine(NAME, USAGE, OPTIONS, process.argv.slice(2));
   const config = settings(values);
+  if (config.maxPayload !== undefined) {
+    raiseMaxPayload(config.maxPayload);
+  }
   let server = null;
   const isOpen = function () {
     return server !== null && server.controlChannel && server.controlChannel.readyState === 1;
@@ -175,12 +257,16 @@ function main() {
     const fields = { n: requestCount, id: res.requestId };
     const channel = req.socket === server.controlChannel ? 'control' : 'rendezvous';
     const chunks = [];
+    const received = new h.Digest();
     req.on('data', function (chunk) {
-      chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      received.update(chunk);
+      if (config.mode === 'echo') {
+        chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
+      }
     });
     req.on('end', function () {
       const requestBody = Buffer.concat(chunks);
-      const summary = h.describe(requestBody, true);
+      const summary = received.finish();
       h.emit('request', Object.assign({
         method: req.method,
         url: req.url,

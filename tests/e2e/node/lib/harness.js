@@ -150,6 +150,59 @@ function payload(kind, length, seed, index) {
   return kind === 'text' ? bytes.toString('ascii') : bytes;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Bulk payloads, for transfers of hundreds of megabytes: the SHA-256 blocks above cost a hash per
+// 32 bytes, far too slow. The same definition lives in tests/e2e/nodeharness.py (bulk_chunks()):
+//   key      = SHA-256("bulk:<seed>")[0:16]
+//   iv       = SHA-256("bulk:<seed>:<index>")[0:16]
+//   content  = the AES-128-CTR keystream for (key, iv), i.e. AES-128-CTR encryption of zero bytes,
+//              cut to <length> bytes
+// It is deterministic, does not repeat, and is produced piece by piece, never held whole.
+// ---------------------------------------------------------------------------------------------
+
+/** A generator of Buffers (each at most `chunkSize` bytes) that together make the bulk payload. */
+function* bulkChunks(length, seed, index, chunkSize) {
+  const key = crypto.createHash('sha256').update('bulk:' + seed, 'utf8').digest().subarray(0, 16);
+  const iv = crypto.createHash('sha256').update('bulk:' + seed + ':' + index, 'utf8').digest().subarray(0, 16);
+  const cipher = crypto.createCipheriv('aes-128-ctr', key, iv);
+  const zeros = Buffer.alloc(chunkSize);
+  for (let offset = 0; offset < length; offset += chunkSize) {
+    const size = Math.min(chunkSize, length - offset);
+    yield cipher.update(size === chunkSize ? zeros : zeros.subarray(0, size));
+  }
+}
+
+/** Incremental length + SHA-256 of streamed data, keeping at most `keep` leading bytes as text. */
+class Digest {
+  constructor(keep) {
+    this.hash = crypto.createHash('sha256');
+    this.length = 0;
+    this.keep = keep || 0;
+    this.head = [];
+    this.headLength = 0;
+  }
+
+  update(chunk) {
+    const bytes = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk);
+    this.hash.update(bytes);
+    this.length += bytes.length;
+    if (this.headLength < this.keep) {
+      const piece = bytes.subarray(0, this.keep - this.headLength);
+      this.head.push(piece);
+      this.headLength += piece.length;
+    }
+  }
+
+  /** {length, sha256} once all data went through update(); `text` too when everything was kept. */
+  finish() {
+    const result = { length: this.length, sha256: this.hash.digest('hex') };
+    if (this.keep && this.length <= this.keep) {
+      result.text = Buffer.concat(this.head).toString('utf8');
+    }
+    return result;
+  }
+}
+
 /** Parse a message spec: text:<length>, binary:<length> or literal:<text>. */
 function messageSpec(spec) {
   const match = /^(text|binary|literal):([\s\S]*)$/.exec(spec);
@@ -461,6 +514,8 @@ function errorFields(err) {
 }
 
 module.exports = {
+  Digest,
+  bulkChunks,
   EXIT_FATAL,
   EXIT_NETWORK,
   EXIT_OK,

@@ -1,0 +1,301 @@
+"""
+Bridging an existing HTTP SOAP service onto a relay name, without changing it (issue item 5).
+
+L{SoapBridge} fetches the backend's WSDL (C{?wsdl}), registers it on a C{requestreply} name, and forwards
+every envelope the gateway delivers to the backend over HTTP: converted to the SOAP version the backend
+speaks (its WSDL says; SOAP 1.1 when it has both), with C{SOAPAction} set and a forwarded C{Authorization}
+header restored. The backend's answer, a fault included, goes back as SOAP 1.2; an unreachable or
+misbehaving backend becomes a C{Receiver} fault with the subcode C{r:BackendUnavailable}, so callers never
+wait for a timeout. Each call is logged once (action, status, duration, sizes). The listener connection
+reconnects on its own (L{bindings.session.ListenerSession}).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IResponse
+from zope.interface import implementer
+
+from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
+from bindings.channels import BytesProducer, read_capped
+from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
+from bindings.credentials import SasCredentials, ServiceAddress
+from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
+from bindings.faults import SOAP_FAULT_ACTION, Fault, FaultFormatError, fault_envelope, reply_to_soap12
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.session import Backoff, IEnvelopeHandler, ListenerSession
+from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY, ClientAuth, Discovery
+from bindings.soap import (
+    Envelope,
+    SoapError,
+    SoapVersion,
+    content_type_header,
+    convert,
+    parse_content_type,
+    parse_envelope,
+)
+from bindings.wsclient import EndpointFactory, default_endpoint
+from bindings.wsdl import SOAP11_BINDING_NS, SOAP12_BINDING_NS, WSDL_MAX_BYTES, parse_wsdl
+
+BACKEND_SUBCODE: Final = "BackendUnavailable"
+_SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"
+
+
+class BridgeError(Exception):
+    """The bridge cannot start (the backend's WSDL is unreachable or unusable, or registration failed)."""
+
+
+def backend_version(wsdl: bytes) -> SoapVersion:
+    """The SOAP version to speak to a backend: 1.1 when its WSDL has a SOAP 1.1 binding, else 1.2."""
+    root = parse_wsdl(wsdl, WSDL_MAX_BYTES)
+    if next(root.iter(f"{{{SOAP11_BINDING_NS}}}binding"), None) is not None:
+        return SoapVersion.SOAP11
+    if next(root.iter(f"{{{SOAP12_BINDING_NS}}}binding"), None) is not None:
+        return SoapVersion.SOAP12
+    raise BridgeError("the backend's WSDL has neither a SOAP 1.1 nor a SOAP 1.2 binding")
+
+
+def _backend_fault(reason: str) -> Fault:
+    return Fault(FaultCode.RECEIVER, reason, subcodes=((RELAY_NS, BACKEND_SUBCODE),))
+
+
+@implementer(IEnvelopeHandler)
+class SoapBridge:
+    """
+    A request/reply listener that forwards to an HTTP SOAP backend.
+
+    @ivar backend_url: where the backend accepts POSTs (and C{?wsdl}).
+    @ivar version: the SOAP version spoken to the backend, known after L{start}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        backend_url: str,
+        address: ServiceAddress,
+        credentials: SasCredentials | None,
+        *,
+        reactor: Any = None,
+        agent: IAgent | None = None,
+        endpoint: EndpointFactory | None = None,
+        wsdl_url: str | None = None,
+        soap_version: SoapVersion | None = None,
+        client_auth: ClientAuth = ClientAuth.TOKEN,
+        discovery: Discovery = Discovery.PRIVATE,
+        display_name: str | None = None,
+        request_timeout: float = 60.0,
+        max_message_bytes: int = MESSAGE_BYTES[REQUEST_REPLY][0],
+        backoff: Backoff | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as global_reactor
+
+            reactor = global_reactor
+        self.backend_url = backend_url
+        self.wsdl_url = wsdl_url or f"{backend_url}?wsdl"
+        self.address = address
+        self.credentials = credentials
+        self.clock: IReactorTime = reactor
+        self.agent: IAgent = agent if agent is not None else Agent(reactor)
+        self.endpoint = endpoint or default_endpoint(reactor)
+        self.version = soap_version
+        self.client_auth = client_auth
+        self.discovery = discovery
+        self.display_name = display_name
+        self.request_timeout = request_timeout
+        self.max_message_bytes = max_message_bytes
+        self.backoff = backoff or Backoff()
+        self.session: ListenerSession | None = None
+
+    async def fetch_wsdl(self) -> bytes:
+        """
+        Fetch the backend's WSDL.
+
+        @raise BridgeError: when it cannot be fetched or is not a usable WSDL 1.1 document.
+        """
+        try:
+            response: IResponse = await self.agent.request(b"GET", self.wsdl_url.encode())
+            data = await read_capped(response, WSDL_MAX_BYTES)
+        except Exception as e:
+            raise BridgeError(f"cannot fetch the backend's WSDL from {self.wsdl_url}: {e}") from None
+        if response.code != 200:
+            raise BridgeError(f"the backend answered {response.code} for {self.wsdl_url}")
+        try:
+            if self.version is None:
+                self.version = backend_version(data)
+            else:
+                parse_wsdl(data, WSDL_MAX_BYTES)
+        except ValueError as e:
+            raise BridgeError(f"the backend's WSDL is unusable: {e}") from None
+        return data
+
+    async def start(self) -> Registered:
+        """
+        Fetch the WSDL and register it on the relay name; keeps the registration up until L{stop}.
+
+        @raise BridgeError: when the WSDL is unusable or the gateway refuses the registration for good.
+        """
+        wsdl = await self.fetch_wsdl()
+        registration = Registration(
+            kind=REQUEST_REPLY,
+            client_auth=self.client_auth.value,
+            discovery=self.discovery.value,
+            display_name=self.display_name,
+            wsdl=wsdl,
+        )
+        self.session = ListenerSession(
+            self.address,
+            registration,
+            self,
+            self.credentials,
+            self.clock,
+            self.endpoint,
+            backoff=self.backoff,
+        )
+        try:
+            return await self.session.open()
+        except Exception as e:
+            raise BridgeError(f"the gateway refused the bridge: {e}") from None
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop listening."""
+        return self.session.close() if self.session is not None else None
+
+    # IEnvelopeHandler
+
+    def handle(self, envelope: Envelope) -> Deferred[Envelope | None]:
+        """Forward one envelope to the backend; fire with the reply for the caller (C{None} for one-way)."""
+        return Deferred.fromCoroutine(self._forward(envelope))
+
+    def _outgoing(self, envelope: Envelope) -> tuple[bytes, Headers]:
+        version = self.version or SoapVersion.SOAP11
+        headers = read_addressing(envelope)
+        drop = {_SENDER_TAG, HTTP_AUTHORIZATION_TAG}
+        kept = [h for h in envelope.headers if h.tag not in drop]
+        if version is SoapVersion.SOAP11:  # basic profile: no WS-Addressing
+            kept = [h for h in kept if not h.tag.startswith(f"{{{WSA_NS}}}")]
+        outgoing = convert(envelope.replace(headers=kept), version)
+        http_headers = Headers({b"content-type": [content_type_header(version, headers.action).encode()]})
+        if version is SoapVersion.SOAP11 and headers.action is not None:
+            http_headers.setRawHeaders(b"soapaction", [f'"{headers.action}"'.encode()])
+        authorization = read_http_authorization(envelope)
+        if authorization is not None:
+            http_headers.setRawHeaders(b"authorization", [authorization.encode("latin-1", errors="replace")])
+        return outgoing.to_bytes(), http_headers
+
+    async def _forward(self, envelope: Envelope) -> Envelope | None:
+        headers = read_addressing(envelope)
+        expects_reply = headers.reply_to == ANONYMOUS
+        started = time.monotonic()
+        body, http_headers = self._outgoing(envelope)
+        status: int | str = "-"
+        size = 0
+        try:
+            requested: Deferred[IResponse] = self.agent.request(
+                b"POST", self.backend_url.encode(), http_headers, BytesProducer(body)
+            )
+            requested.addTimeout(self.request_timeout, self.clock)
+            response = await requested
+            status = response.code
+            data = await read_capped(response, self.max_message_bytes)
+            size = len(data)
+            reply = self._reply(response, data, headers.action, headers.message_id) if expects_reply else None
+        except Exception as e:
+            status = type(e).__name__
+            reply = self._fault(
+                _backend_fault(f"The backend service could not be reached: {e}"), headers.message_id
+            )
+            if not expects_reply:
+                reply = None
+        finally:
+            self.log.info(
+                "{action} -> {status} in {duration_ms} ms ({size_in} bytes in, {size_out} bytes out)",
+                action=headers.action,
+                status=status,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+                size_in=len(body),
+                size_out=size,
+                message_id=headers.message_id,
+            )
+        return reply
+
+    def _fault(self, fault: Fault, relates_to: str | None) -> Envelope:
+        return fault_envelope(fault, SoapVersion.SOAP12, SOAP_FAULT_ACTION, relates_to)
+
+    def _reply(
+        self, response: IResponse, data: bytes, action: str | None, relates_to: str | None
+    ) -> Envelope:
+        types: Sequence[bytes] = response.headers.getRawHeaders(b"content-type") or [b""]
+        charset = None
+        try:
+            charset = parse_content_type(types[0].decode("latin-1")).params.get("charset")
+        except SoapError:
+            charset = None
+        if not data:
+            return self._fault(
+                _backend_fault(f"The backend answered {response.code} without a body"), relates_to
+            )
+        try:
+            answer = parse_envelope(data, None, XmlLimits(self.max_message_bytes, MAX_DEPTH_CAP), charset)
+            converted = reply_to_soap12(answer)
+            backend_action = read_addressing(converted).action
+        except (SoapError, FaultFormatError, ValueError) as e:
+            return self._fault(
+                _backend_fault(f"The backend answered {response.code} with no usable SOAP envelope: {e}"),
+                relates_to,
+            )
+        kept = [h for h in converted.headers if not h.tag.startswith(f"{{{WSA_NS}}}")]
+        reply_action: str | None
+        if converted.is_fault:
+            reply_action = backend_action or SOAP_FAULT_ACTION
+        else:
+            reply_action = backend_action or (f"{action}Response" if action else None)
+        ours = addressing_headers(action=reply_action, relates_to=relates_to)
+        return converted.replace(headers=(*ours, *kept))
+
+
+def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
+    """
+    Run a bridge until the process is interrupted (the C{relay soap-bridge} command).
+
+    Logs go to stderr, one access-log line per call.
+
+    @raise BridgeError: when the bridge cannot start.
+    """
+    import sys
+
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    problems: list[BaseException] = []
+
+    def started(registered: Registered) -> None:
+        Logger().info(
+            "bridging {address} to {backend} (SOAP {version})",
+            address=registered.address,
+            backend=bridge.backend_url,
+            version=bridge.version.value if bridge.version else "?",
+        )
+
+    def failed(failure: Any) -> None:
+        problems.append(failure.value)
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: Deferred.fromCoroutine(bridge.start()).addCallbacks(started, failed))
+    reactor.addSystemEventTrigger("before", "shutdown", bridge.stop)
+    reactor.run()
+    if problems:
+        raise BridgeError(str(problems[0]))

@@ -1,0 +1,439 @@
+"""
+Plain HTTP for the SOAP relay bindings: SOAP 1.1 and 1.2 senders, C{?wsdl}, and the service registry.
+
+L{SoapEndpoint} serves C{https://{host}/{name}} for the three binding kinds (spec 3, 6.2, 6.3): a POST is one
+message (C{text/xml} is SOAP 1.1, C{application/soap+xml} SOAP 1.2), answered with 202 and an empty body for
+a datagram (plus C{Relay-Delivered-Count} on a multicast name), with the listener's reply converted back to
+the sender's version for a request, or with a gateway fault of spec 7.1 whose HTTP status says what went
+wrong. C{GET ?wsdl} returns the registered contract with its addresses pointing at the public URL.
+L{RegistryFeed} is the Atom feed of public names at the namespace root (spec 13).
+
+twisted.web reads a request's whole body before a resource sees it, and does not read the connection's
+next request while one is being answered; so an HTTP sender is held back by not being answered (the
+outlets' C{send_timeout} still ends in C{ServerBusy}), and the entity limit is applied to the declared
+C{Content-Length} before the body is parsed.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
+from typing_extensions import override
+
+from bindings.addressing import SAS_SCHEME, SenderInfo, choose_token, read_addressing
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.faults import (
+    FaultFormatError,
+    gateway_fault,
+    parse_fault,
+    reply_to_soap11,
+    service_fault_status,
+    version_mismatch,
+)
+from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare
+from bindings.names import BoundName
+from bindings.oneway import Delivered
+from bindings.registry import ATOM_MEDIA_TYPE, RegistryEntry, build_feed
+from bindings.requestreply import Reply
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.settings import MESSAGE_BYTES, MULTICAST, BindingEntitySettings, ClientAuth
+from bindings.soap import (
+    Envelope,
+    SoapError,
+    SoapVersion,
+    classify_request,
+    content_type_header,
+    parse_envelope,
+)
+from bindings.wsdl import rewrite_addresses
+from relay.auth import Grant, Rights
+from relay.entities import Entity, EntityMatch, Namespace
+from relay.errors import ErrorKind, RelayError
+from relay.resource import ErrorResource, request_host, tracking_id_of
+
+if TYPE_CHECKING:
+    from bindings.gateway import BindingsGateway
+
+DELIVERED_COUNT_HEADER: Final = b"Relay-Delivered-Count"
+_TOKEN_HEADER: Final = b"servicebusauthorization"
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode("latin-1") if value is not None else None
+
+
+def _is_sas(authorization: str | None) -> bool:
+    return authorization is not None and authorization.strip().lower().startswith(SAS_SCHEME.lower())
+
+
+def _write(request: IRequest, status: int, body: bytes, content_type: str | None) -> None:
+    request.setResponseCode(status)
+    if content_type is not None:
+        request.setHeader(b"content-type", content_type.encode("latin-1"))
+    request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+    request.setHeader(b"cache-control", b"no-store")
+    if body and request.method != b"HEAD":
+        request.write(body)
+
+
+class SoapResourceFactory:
+    """The L{relay.resource.GatewayRoot} factory for requests on binding names."""
+
+    def __init__(self, gateway: BindingsGateway) -> None:
+        self.gateway = gateway
+
+    def __call__(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> IResource:
+        """A resource for one request on a binding name."""
+        return SoapEndpoint(self.gateway, namespace, match.entity)
+
+
+class SoapEndpoint(Resource):
+    """C{POST /{name}} (a SOAP message) and C{GET /{name}?wsdl} (the contract)."""
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, gateway: BindingsGateway, namespace: Namespace, entity: Entity) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.namespace = namespace
+        self.entity = entity
+
+    @property
+    def settings(self) -> BindingEntitySettings:
+        """The name's settings."""
+        settings: BindingEntitySettings = self.entity.settings
+        return settings
+
+    def _authorize(self, request: IRequest, token: str | None) -> Grant | None:
+        names = self.gateway.names
+        return names.authorize(
+            self.namespace,
+            self.entity.name,
+            self.entity.rules,
+            request_host(request),
+            [token] if token else [],
+            Rights.SEND,
+            anonymous_ok=self.settings.client_auth is ClientAuth.ANONYMOUS,
+        )
+
+    def _fault(
+        self,
+        request: IRequest,
+        kind: RelayFault,
+        message: str,
+        version: SoapVersion,
+        relates_to: str | None = None,
+    ) -> bytes:
+        tracking_id = tracking_id_of(request)
+        self.log.info(
+            "{method} {entity} refused: {subcode} {cause}",
+            method=request.method.decode("latin-1"),
+            entity=self.entity.name,
+            subcode=kind.subcode_name,
+            cause=message,
+            status=kind.status,
+            tracking_id=tracking_id,
+        )
+        envelope = gateway_fault(
+            kind,
+            version,
+            path=self.entity.name,
+            tracking_id=tracking_id,
+            message=message,
+            relates_to=relates_to if version is SoapVersion.SOAP12 else None,
+        )
+        request.setResponseCode(kind.status)
+        request.setHeader(b"content-type", content_type_header(version).encode("latin-1"))
+        request.setHeader(b"cache-control", b"no-store")
+        return envelope.to_bytes()
+
+    @override
+    def render(self, request: IRequest) -> bytes | int:
+        """POST and GET are served; anything else is 405."""
+        if request.method not in (b"GET", b"HEAD", b"POST"):
+            error = RelayError(ErrorKind.METHOD_NOT_ALLOWED, "Only POST (SOAP) and GET ?wsdl are served here")
+            return ErrorResource(error).render(request)
+        return super().render(request)  # type: ignore[no-any-return]
+
+    # -- ?wsdl ----------------------------------------------------------------------------------------
+
+    def render_GET(self, request: IRequest) -> bytes:
+        """The contract as WSDL 1.1, with every address rewritten to the public URL (spec 9)."""
+        query = request.uri.partition(b"?")[2]
+        wants_wsdl = any(pair.partition(b"=")[0].lower() == b"wsdl" for pair in query.split(b"&"))
+        if not wants_wsdl:
+            error = RelayError(
+                ErrorKind.METHOD_NOT_ALLOWED, "POST SOAP messages to this name, or GET ?wsdl for its contract"
+            )
+            return ErrorResource(error).render(request)
+        version = SoapVersion.SOAP11
+        authorization = _header(request, b"authorization")
+        token = _header(request, _TOKEN_HEADER) or (authorization if _is_sas(authorization) else None)
+        try:
+            self._authorize(request, token)
+        except RelayFaultError as e:
+            return self._fault(request, e.kind, e.message, version)
+        bound = self.gateway.names.existing(self.namespace, self.entity)
+        contract: RegisteredContract | None = bound.contract if bound is not None else None
+        if contract is None:
+            return self._fault(
+                request, RelayFault.NO_SUCH_ENTITY, "No contract has been registered for this name", version
+            )
+        body = rewrite_addresses(
+            contract.root, self.gateway.names.public_url(self.namespace, self.entity.name)
+        )
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return body
+
+    # -- messages -------------------------------------------------------------------------------------
+
+    def render_POST(self, request: IRequest) -> bytes | int:
+        """Accept, refuse or route one SOAP message."""
+        return _SoapCall(self, request).start()
+
+
+class _SoapCall:
+    """One HTTP SOAP message on its way through the gateway."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: SoapEndpoint, request: IRequest) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.version = SoapVersion.SOAP11
+        self.message_id: str | None = None
+        self.action: str | None = None
+        self.gone = False
+
+    def start(self) -> bytes | int:
+        endpoint, request = self.endpoint, self.request
+        settings = endpoint.settings
+        try:
+            framing = classify_request(_header(request, b"content-type"), _header(request, b"soapaction"))
+        except SoapError as e:
+            return endpoint._fault(request, RelayFault.INVALID_MESSAGE, str(e), SoapVersion.SOAP11)
+        self.version = framing.version
+        limit = settings.message_limit
+        declared = _header(request, b"content-length")
+        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+            return endpoint._fault(
+                request,
+                RelayFault.MESSAGE_TOO_LARGE,
+                f"The message has {int(declared)} bytes; the name allows {limit}",
+                self.version,
+            )
+        data = request.content.read(limit + 1) if request.content is not None else b""
+        if len(data) > limit:
+            return endpoint._fault(
+                request,
+                RelayFault.MESSAGE_TOO_LARGE,
+                f"The message is larger than {limit} bytes",
+                self.version,
+            )
+        service_bus = _header(request, _TOKEN_HEADER)
+        authorization = _header(request, b"authorization")
+        try:
+            grant = endpoint._authorize(request, service_bus) if service_bus else None
+            envelope, soap_token = open_envelope(
+                data,
+                announced=self.version,
+                charset=framing.charset,
+                limits=XmlLimits(max_bytes=limit, max_depth=settings.max_depth),
+            )
+            choice = choose_token(None, service_bus, soap_token, authorization)
+            if not service_bus:
+                grant = endpoint._authorize(request, choice.token)
+            forward = authorization if choice.forward_authorization and not _is_sas(authorization) else None
+            return self._route(envelope, grant, framing.media_action, framing.soap_action, forward)
+        except Refusal as e:
+            return self._refused(e)
+        except RelayFaultError as e:
+            return endpoint._fault(request, e.kind, e.message, self.version)
+
+    def _route(
+        self,
+        envelope: Envelope,
+        grant: Grant | None,
+        media_action: str | None,
+        soap_action: str | None,
+        authorization: str | None,
+    ) -> bytes | int:
+        endpoint, request = self.endpoint, self.request
+        gateway, names = endpoint.gateway, endpoint.gateway.names
+        bound = names.bound(endpoint.namespace, endpoint.entity)
+        contract: RegisteredContract | None = bound.contract
+        if contract is None and bound.kind != MULTICAST:
+            return endpoint._fault(request, RelayFault.NO_LISTENER, "No listener is connected", self.version)
+        tracking_id = tracking_id_of(request)
+        prepared = prepare(
+            envelope,
+            kind=bound.kind,
+            operations=contract.operations if contract is not None else None,
+            to=names.public_url(endpoint.namespace, endpoint.entity.name),
+            sender=SenderInfo(grant.key_name if grant else "anonymous", tracking_id),
+            strict=bound.settings.strict_addressing,
+            media_action=media_action,
+            soap_action=soap_action,
+            authorization=authorization,
+        )
+        if prepared.duplicates:
+            self.log.warn(
+                "HTTP sender {tracking_id} repeated addressing headers {names} with different values",
+                tracking_id=tracking_id,
+                names=",".join(prepared.duplicates),
+            )
+        self.message_id, self.action = prepared.message_id, prepared.action
+        result = gateway.deliver(bound, prepared, tracking_id)
+        finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
+        finished.addErrback(self._sender_gone, result)
+        result.addCallbacks(self._answer, self._failed, callbackArgs=(bound,))
+        return NOT_DONE_YET
+
+    def _sender_gone(self, failure: Failure, result: Deferred[Any]) -> None:
+        self.gone = True
+        self.log.info(
+            "HTTP sender of {message_id} went away before its answer",
+            message_id=self.message_id,
+            tracking_id=tracking_id_of(self.request),
+        )
+        result.cancel()
+
+    def _refused(self, refusal: Refusal) -> bytes:
+        request = self.request
+        if refusal.kind is None:
+            tracking_id = tracking_id_of(request)
+            self.log.info(
+                "{entity} refused: VersionMismatch {cause}",
+                entity=self.endpoint.entity.name,
+                cause=refusal.message,
+                tracking_id=tracking_id,
+            )
+            request.setResponseCode(500)
+            request.setHeader(b"content-type", content_type_header(refusal.version).encode("latin-1"))
+            return version_mismatch(refusal.version, tracking_id).to_bytes()
+        return self.endpoint._fault(
+            request, refusal.kind, refusal.message, refusal.version, refusal.relates_to
+        )
+
+    def _finish(self, status: int, body: bytes, content_type: str | None) -> None:
+        if self.gone:
+            return
+        _write(self.request, status, body, content_type)
+        self.request.finish()
+        self.log.info(
+            "{version} {entity} {action} {message_id} answered {status}",
+            version=f"SOAP {self.version.value}",
+            entity=self.endpoint.entity.name,
+            action=self.action,
+            message_id=self.message_id,
+            status=status,
+            tracking_id=tracking_id_of(self.request),
+        )
+
+    def _answer(self, outcome: Delivered | Reply, bound: BoundName) -> None:
+        if isinstance(outcome, Delivered):
+            if bound.kind == MULTICAST and not self.gone:
+                self.request.setHeader(DELIVERED_COUNT_HEADER, str(outcome.count).encode("ascii"))
+            self._finish(202, b"", None)
+            return
+        cap = MESSAGE_BYTES[bound.kind][1]
+        try:
+            reply = parse_envelope(outcome.payload, SoapVersion.SOAP12, XmlLimits(cap, MAX_DEPTH_CAP))
+            status = 200
+            if reply.is_fault:
+                status = service_fault_status(parse_fault(reply.body[0], SoapVersion.SOAP12), self.version)
+            if self.version is SoapVersion.SOAP11:
+                self._finish(status, reply_to_soap11(reply).to_bytes(), content_type_header(self.version))
+                return
+        except (SoapError, FaultFormatError) as e:  # pragma: no cover - replies are checked on arrival
+            self._failed(Failure(RelayFaultError(RelayFault.INVALID_MESSAGE, f"unusable reply: {e}")))
+            return
+        self._finish(
+            status, outcome.payload, content_type_header(self.version, read_addressing(reply).action)
+        )
+
+    def _failed(self, failure: Failure) -> None:
+        if failure.check(CancelledError) or self.gone:
+            return
+        error = failure.value
+        if not isinstance(error, RelayFaultError):
+            self.log.failure("delivering {message_id} failed", failure, message_id=self.message_id)
+            error = RelayFaultError(RelayFault.SERVER_BUSY, "The gateway could not deliver the message")
+        body = self.endpoint._fault(self.request, error.kind, error.message, self.version, self.message_id)
+        self._finish(error.kind.status, body, content_type_header(self.version))
+
+
+class RegistryResourceFactory:
+    """The L{relay.resource.GatewayRoot} namespace-root factory: the Atom registry for GET and HEAD."""
+
+    def __init__(self, gateway: BindingsGateway) -> None:
+        self.gateway = gateway
+
+    def __call__(self, request: IRequest, namespace: Namespace, path: str) -> IResource | None:
+        """The feed at C{/}, or at a prefix below which binding names exist; C{None} otherwise."""
+        if request.method not in (b"GET", b"HEAD"):
+            return None
+        prefix = path.strip("/")
+        if prefix and not self.gateway.names.listings(namespace, prefix):
+            return None
+        return RegistryFeed(self.gateway, namespace, prefix)
+
+
+class RegistryFeed(Resource):
+    """
+    The service registry (spec 13): public names without a token, private ones too with a Manage token.
+    """
+
+    isLeaf = True
+    log = Logger()
+
+    def __init__(self, gateway: BindingsGateway, namespace: Namespace, prefix: str) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.namespace = namespace
+        self.prefix = prefix
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """Write the feed; a presented token must be a valid Manage token (no silent downgrade)."""
+        names = self.gateway.names
+        authorization = _header(request, b"authorization")
+        token = _header(request, _TOKEN_HEADER) or (authorization if _is_sas(authorization) else None)
+        manage = False
+        if token:
+            try:
+                names.authorize(
+                    self.namespace, self.prefix, (), request_host(request), [token], Rights.MANAGE
+                )
+            except RelayFaultError as e:
+                kind = ErrorKind.FORBIDDEN if e.kind is RelayFault.FORBIDDEN else ErrorKind.UNAUTHORIZED
+                return ErrorResource(RelayError(kind, e.message)).render(request)
+            manage = True
+        entries = [
+            RegistryEntry(url=item.url, display_name=item.display_name, updated=item.updated, kind=item.kind)
+            for item in names.listings(self.namespace, self.prefix)
+            if item.public or manage
+        ]
+        base = names.public_url(self.namespace, self.prefix).rstrip("/") + "/"
+        feed = build_feed(
+            entries,
+            feed_url=base,
+            title=f"{self.namespace.name}/{self.prefix}".rstrip("/"),
+            updated=datetime.datetime.fromtimestamp(names.clock.seconds(), datetime.UTC),
+        )
+        request.setHeader(b"content-type", f"{ATOM_MEDIA_TYPE}; charset=utf-8".encode("ascii"))
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method == b"HEAD":
+            request.setHeader(b"content-length", str(len(feed)).encode("ascii"))
+            return b""
+        return feed

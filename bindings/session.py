@@ -1,0 +1,342 @@
+"""
+A listener's life on the gateway: connect, register, serve envelopes, reconnect with back-off.
+
+L{ListenerSession} is what a L{bindings.host.ServiceHost} and the L{bindings.bridge.SoapBridge} have in
+common. It opens C{sb-wcf-action=listen}, sends C{r:Register}, and once C{r:Registered} arrives hands every
+envelope to an L{IEnvelopeHandler}, writing back the reply the handler produces. When the connection drops
+it tries again after a capped, jittered exponential back-off; refusals that cannot change by retrying
+(bad token, unknown name, a policy that differs from the name's: C{AddressInUse}) stop it instead. At most
+C{max_concurrent} handler calls run at once; beyond that the socket is not read, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from bindings.addressing import new_message_id, read_addressing
+from bindings.control import (
+    ACTION_REGISTERED,
+    ACTION_TOKEN_RENEWED,
+    ControlError,
+    Registered,
+    Registration,
+    parse_registered,
+    register_envelope,
+)
+from bindings.credentials import SasCredentials, ServiceAddress
+from bindings.faults import FaultFormatError, SoapFault, parse_fault
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
+from bindings.wsclient import EndpointFactory, HandshakeRefused, IChannelOwner, SoapClientProtocol, connect
+
+PERMANENT_SUBCODES: Final = frozenset(
+    {"AddressInUse", "InvalidMessage", "NoSuchEntity", "Unauthorized", "Forbidden"}
+)
+NORMAL_CLOSE: Final = 1000
+
+
+class IEnvelopeHandler(Interface):
+    """What a listener does with the envelopes the gateway delivers."""
+
+    def handle(envelope: Envelope) -> Deferred[Envelope | None]:
+        """Process one request or datagram; fire with the reply envelope, or C{None} for no reply."""
+
+
+class RegistrationRefused(Exception):
+    """The gateway answered C{r:Register} with a fault (C{AddressInUse}, C{InvalidMessage}, ...)."""
+
+    def __init__(self, fault: SoapFault) -> None:
+        super().__init__(fault.reason)
+        self.fault = fault
+
+    @property
+    def subcode(self) -> str:
+        """The innermost subcode's local name."""
+        return self.fault.subcodes[-1][1] if self.fault.subcodes else self.fault.code.value
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """
+    Reconnection delays: C{initial * factor**n}, capped at C{maximum}, with "equal jitter".
+
+    The delay for attempt C{n} is uniformly distributed in C{[d/2, d]} with C{d} the capped value, so many
+    listeners dropped together by a restarting gateway do not come back in lockstep.
+    """
+
+    initial: float = 1.0
+    maximum: float = 60.0
+    factor: float = 2.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt C{attempt} (0-based) of a series of failures."""
+        capped = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
+        return capped / 2 + rng.random() * capped / 2
+
+
+def _permanent(failure: Failure) -> bool:
+    error = failure.value
+    if isinstance(error, HandshakeRefused):
+        return error.permanent
+    if isinstance(error, RegistrationRefused):
+        return error.subcode in PERMANENT_SUBCODES
+    return False
+
+
+@implementer(IChannelOwner)
+class ListenerSession:
+    """
+    One registered listener, kept registered across gateway restarts and network failures.
+
+    @ivar registered: the gateway's last C{r:Registered}, once there has been one.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        address: ServiceAddress,
+        registration: Registration,
+        handler: IEnvelopeHandler,
+        credentials: SasCredentials | None,
+        clock: IReactorTime,
+        endpoint: EndpointFactory,
+        *,
+        open_timeout: float = 60.0,
+        backoff: Backoff = Backoff(),
+        rng: random.Random | None = None,
+        max_concurrent: int = 64,
+        client_id: Callable[[], str] | None = None,
+    ) -> None:
+        self.address = address
+        self.registration = registration
+        self.handler = handler
+        self.credentials = credentials
+        self.clock = clock
+        self.endpoint = endpoint
+        self.open_timeout = open_timeout
+        self.backoff = backoff
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self.max_concurrent = max_concurrent
+        self.registered: Registered | None = None
+        self._client_id = client_id
+        self._protocol: SoapClientProtocol | None = None
+        self._opening: Deferred[Registered] | None = None
+        self._register_id: str | None = None
+        self._register_timer: IDelayedCall | None = None
+        self._retry: IDelayedCall | None = None
+        self._failures = 0
+        self._running = False
+        self._active = 0
+        self._paused = False
+        self._closed_waiters: list[Deferred[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def open(self) -> Deferred[Registered]:
+        """
+        Connect and register; keep doing so until L{close}.
+
+        @return: a Deferred firing with the first C{r:Registered}, or failing with the first permanent
+            refusal (L{HandshakeRefused}, L{RegistrationRefused}). Transient failures are retried.
+        """
+        if self._running:
+            raise RuntimeError("the listener is already open")
+        self._running = True
+        self._opening = Deferred()
+        self._attempt()
+        return self._opening
+
+    def close(self) -> Deferred[None]:
+        """Stop reconnecting and close the connection; fires when it is closed."""
+        self._running = False
+        self._cancel_retry()
+        if self._opening is not None and not self._opening.called:
+            self._opening.errback(HandshakeRefused(None, "the listener was closed before it registered"))
+        protocol, self._protocol = self._protocol, None
+        if protocol is None or protocol.state == protocol.STATE_CLOSED:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._closed_waiters.append(waiter)
+        protocol.close_with(NORMAL_CLOSE, "listener closing")
+        return waiter
+
+    @property
+    def is_registered(self) -> bool:
+        """Whether the listener is currently registered."""
+        return self._protocol is not None and self._register_id is None and self.registered is not None
+
+    # -- connecting -----------------------------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        self._retry = None
+        if not self._running:
+            return
+        client_id = self._client_id() if self._client_id is not None else None
+        connecting = connect(
+            self.address, "listen", self, self.credentials, self.clock, self.endpoint(self.address), client_id
+        )
+        connecting.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, protocol: SoapClientProtocol) -> None:
+        if not self._running:
+            protocol.close_with(NORMAL_CLOSE, "listener closing")
+            return
+        self._protocol = protocol
+        self._register_id = new_message_id()
+        protocol.send_bytes(register_envelope(self.registration, self._register_id).to_bytes())
+        self._register_timer = self.clock.callLater(self.open_timeout, self._register_late, protocol)
+
+    def _register_late(self, protocol: SoapClientProtocol) -> None:
+        self._register_timer = None
+        self.log.warn("no r:Registered from {url} in time", url=self.address.http_url)
+        protocol.close_with(NORMAL_CLOSE, "registration timed out")
+
+    def _failed(self, failure: Failure) -> None:
+        self._protocol = None
+        if _permanent(failure) or not self._running:
+            self._running = False
+            self.log.error(
+                "listener on {url} stopped: {error}", url=self.address.http_url, error=str(failure.value)
+            )
+            if self._opening is not None and not self._opening.called:
+                self._opening.errback(failure)
+            return
+        delay = self.backoff.delay(self._failures, self.rng)
+        self._failures += 1
+        self.log.info(
+            "listener on {url} not connected ({error}); retrying in {delay:.1f} s",
+            url=self.address.http_url,
+            error=str(failure.value) or type(failure.value).__name__,
+            delay=delay,
+        )
+        self._retry = self.clock.callLater(delay, self._attempt)
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+
+    # -- IChannelOwner --------------------------------------------------------------------------------
+
+    def envelope_received(self, protocol: SoapClientProtocol, payload: bytes) -> None:
+        """Registration answer, token answer, or an envelope for the handler."""
+        try:
+            envelope = parse_envelope(
+                payload, SoapVersion.SOAP12, XmlLimits(MESSAGE_BYTES[REQUEST_REPLY][1], MAX_DEPTH_CAP)
+            )
+            headers = read_addressing(envelope)
+        except (SoapError, ValueError) as e:
+            self.log.warn("ignored an unreadable envelope from the gateway: {error}", error=str(e))
+            return
+        if self._register_id is not None:
+            self._registration_answer(protocol, envelope, headers.relates_to)
+            return
+        if headers.action == ACTION_TOKEN_RENEWED:
+            return
+        if envelope.is_fault:
+            self._gateway_fault(envelope)
+            return
+        self._dispatch(protocol, envelope)
+
+    def _registration_answer(
+        self, protocol: SoapClientProtocol, envelope: Envelope, relates_to: str | None
+    ) -> None:
+        if relates_to != self._register_id:
+            self.log.warn("ignored a message that came before r:Registered")
+            return
+        self._register_id = None
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        try:
+            if envelope.is_fault:
+                raise RegistrationRefused(SoapFault(parse_fault(envelope.body[0], SoapVersion.SOAP12)))
+            if read_addressing(envelope).action != ACTION_REGISTERED:
+                raise ControlError("the answer to r:Register is not r:Registered")
+            registered = parse_registered(envelope)
+        except (RegistrationRefused, ControlError, FaultFormatError, ValueError) as e:
+            protocol.close_with(NORMAL_CLOSE, "registration failed")
+            self._failed(Failure(e))
+            return
+        self.registered = registered
+        self._failures = 0
+        self.log.info(
+            "listening on {address} ({kind} {entity})",
+            address=registered.address,
+            kind=registered.kind,
+            entity=registered.entity,
+        )
+        if self._opening is not None and not self._opening.called:
+            self._opening.callback(registered)
+
+    def _gateway_fault(self, envelope: Envelope) -> None:
+        try:
+            fault = parse_fault(envelope.body[0], SoapVersion.SOAP12)
+        except FaultFormatError:
+            fault = None
+        self.log.warn(
+            "the gateway refused something this listener sent: {reason}",
+            reason=fault.reason if fault is not None else "malformed fault",
+        )
+
+    def _dispatch(self, protocol: SoapClientProtocol, envelope: Envelope) -> None:
+        self._active += 1
+        if self._active >= self.max_concurrent and not self._paused:
+            self._paused = True
+            protocol.transport.pauseProducing()
+        result: Deferred[Envelope | None] = maybeDeferred(self.handler.handle, envelope)
+
+        def done(reply: Envelope | None) -> None:
+            if reply is not None:
+                protocol.send_bytes(reply.to_bytes())
+
+        def failed(failure: Failure) -> None:
+            self.log.failure("the listener's handler failed", failure)
+
+        def finally_(_: object) -> None:
+            self._active -= 1
+            if self._paused and self._active < self.max_concurrent:
+                self._paused = False
+                if protocol.state == protocol.STATE_OPEN:
+                    protocol.transport.resumeProducing()
+
+        result.addCallbacks(done, failed).addBoth(finally_)
+
+    def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
+        """Reconnect unless closing; wake L{close} waiters."""
+        registering = self._register_id is not None
+        if protocol is self._protocol or self._protocol is None:
+            self._protocol = None
+        self._register_id = None
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        waiters, self._closed_waiters = self._closed_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if not self._running or self._retry is not None:
+            return
+        self.log.info(
+            "listener on {url} disconnected (close code {code}: {reason})",
+            url=self.address.http_url,
+            code=code,
+            reason=reason,
+        )
+        if registering:
+            self._failed(Failure(HandshakeRefused(None, reason or f"closed with {code} while registering")))
+        else:
+            self._retry = self.clock.callLater(self.backoff.delay(0, self.rng), self._attempt)

@@ -1,0 +1,325 @@
+"""
+The C{$wcf} WebSocket endpoint: listeners and senders of the SOAP relay bindings (spec sections 3-4).
+
+C{onConnect} admits the upgrade (name, kind, token, quota, the C{soap} subprotocol) and gives the connection
+a role from L{bindings.wcfroles}: a L{ListenerRole} or a L{SenderRole}. Binary frames close with 1003,
+frames over the kind's hard cap with 1009 (Autobahn), frames over the name's limit get a C{MessageTooLarge}
+fault from the role.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from typing_extensions import override
+
+from bindings.addressing import choose_token
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.faults import gateway_fault
+from bindings.settings import (
+    MESSAGE_BYTES,
+    REQUEST_REPLY,
+)
+from bindings.soap import Envelope, SoapVersion
+from bindings.wcfroles import ListenerRole, SenderRole
+from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.resource import ErrorResource
+
+if TYPE_CHECKING:
+    from bindings.gateway import BindingsGateway
+
+SUBPROTOCOL: Final = "soap"
+WCF_SEGMENT: Final = "$wcf"
+PARAM_PREFIX: Final = "sb-wcf-"
+REGISTER_TIMEOUT: Final = 30.0
+"""Seconds a listener has to send C{r:Register} after its handshake."""
+_TOKEN_HEADER: Final = "servicebusauthorization"  # noqa: S105 - a header name
+_MAX_REASON: Final = 200
+
+
+class TargetError(ValueError):
+    """A C{$wcf} URL is malformed (400)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WcfTarget:
+    """
+    A C{$wcf} request target.
+
+    @ivar path: the name (decoded, without C{$wcf}).
+    @ivar action: C{sb-wcf-action}.
+    @ivar token: C{sb-wcf-token}, if given.
+    @ivar client_id: C{sb-wcf-id}, the client's tracking id, if given.
+    """
+
+    path: str
+    action: str | None
+    token: str | None
+    client_id: str | None
+
+
+def parse_target(uri: str) -> WcfTarget:
+    """
+    Split a C{/$wcf/{path}?sb-wcf-...} request target.
+
+    @raise TargetError: when the path is not under C{$wcf} or a parameter is given twice.
+    """
+    parts = urlsplit(uri)
+    segments = parts.path.split("/", 2)
+    if len(segments) < 2 or unquote(segments[1]).lower() != WCF_SEGMENT:
+        raise TargetError("the path must start with /$wcf/")
+    params: dict[str, str] = {}
+    for name, value in parse_qsl(parts.query, keep_blank_values=True):
+        key = name.lower()
+        if key.startswith(PARAM_PREFIX):
+            if key in params:
+                raise TargetError(f"{key} is given more than once")
+            params[key] = value
+    return WcfTarget(
+        path=unquote(segments[2]) if len(segments) > 2 else "",
+        action=params.get("sb-wcf-action"),
+        token=params.get("sb-wcf-token") or None,
+        client_id=params.get("sb-wcf-id") or None,
+    )
+
+
+def _safe_reason(text: str) -> str:
+    return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:_MAX_REASON]
+
+
+def deny(status: int, message: str, tracking_id: str) -> ConnectionDeny:
+    """The handshake refusal: the status and a reason naming the cause and the tracking id (spec 3)."""
+    return ConnectionDeny(status, _safe_reason(f"{message}. TrackingId:{tracking_id}"))
+
+
+class WcfFactory(WebSocketServerFactory):
+    """
+    Carries the bindings gateway to every C{$wcf} connection.
+
+    @ivar gateway: names, routers and limits.
+    @ivar connections: open protocols, for shutdown.
+    """
+
+    def __init__(self, gateway: BindingsGateway) -> None:
+        super().__init__(server="relay", reactor=gateway.clock)
+        self.gateway = gateway
+        self.connections: set[WcfProtocol] = set()
+        self.register_timeout = REGISTER_TIMEOUT
+        self._drain_waiters: list[Deferred[None]] = []
+        ping = float(gateway.limits.get("control_ping_interval", 30.0))
+        self.setProtocolOptions(
+            openHandshakeTimeout=0,
+            closeHandshakeTimeout=float(gateway.limits.get("close_handshake_timeout", 5.0)),
+            autoPingInterval=ping,
+            autoPingTimeout=2 * ping,
+            maxMessagePayloadSize=MESSAGE_BYTES[REQUEST_REPLY][1],
+            perMessageCompressionAccept=lambda offers: None,
+            failByDrop=False,
+        )
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every connection (gateway shutdown)."""
+        for protocol in list(self.connections):
+            protocol.close_with(code, reason)
+
+    def connection_closed(self, protocol: WcfProtocol) -> None:
+        """Forget a connection; wake L{drain} waiters when none are left."""
+        self.connections.discard(protocol)
+        if not self.connections:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """Wait until every connection is gone, aborting the stragglers after C{timeout} seconds."""
+        waiting: Deferred[None] = Deferred()
+        if not self.connections:
+            waiting.callback(None)
+            return waiting
+        self._drain_waiters.append(waiting)
+
+        def abort() -> None:
+            for protocol in list(self.connections):
+                protocol.transport.abortConnection()
+
+        call = self.gateway.clock.callLater(timeout, abort)
+
+        def stop_timer(result: None) -> None:
+            if call.active():
+                call.cancel()
+            return result
+
+        return waiting.addBoth(stop_timer)
+
+
+class WcfResource(Resource):
+    """C{/$wcf/...}: WebSocket upgrades go to Autobahn; anything else is a client error."""
+
+    isLeaf = True
+
+    def __init__(self, factory: WcfFactory) -> None:
+        super().__init__()
+        self._websocket = WebSocketResource(factory)
+
+    @override
+    def render(self, request: IRequest) -> Any:
+        """Hand upgrades to Autobahn, refuse the rest with 400."""
+        if (request.getHeader(b"upgrade") or b"").lower() != b"websocket":
+            error = RelayError(ErrorKind.BAD_REQUEST, "The $wcf endpoint only accepts WebSocket upgrades")
+            return ErrorResource(error).render(request)
+        return self._websocket.render(request)
+
+
+class WcfProtocol(WebSocketServerProtocol):
+    """One C{$wcf} WebSocket: a listener or a sender."""
+
+    # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
+    logger = Logger()
+    factory: WcfFactory
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tracking_id = ""
+        self.role: ListenerRole | SenderRole | None = None
+        self.host = ""
+
+    @property
+    def role_name(self) -> str:
+        """C{listener}, C{sender} or C{connection} (before admission), for logs."""
+        return self.role.name if self.role is not None else "connection"
+
+    # -- handshake -------------------------------------------------------------------------------------
+
+    @override
+    def onConnect(self, request: ConnectionRequest) -> str:
+        """Admit the upgrade and pick this connection's role."""
+        self.tracking_id = str(uuid.uuid4())
+        try:
+            target = parse_target(self.http_request_uri)
+        except TargetError as e:
+            raise self._refuse(400, str(e), "-", "") from None
+        self.tracking_id = _safe_reason(target.client_id or "")[:64] or self.tracking_id
+        if SUBPROTOCOL not in request.protocols:
+            raise self._refuse(
+                400, "The 'soap' WebSocket subprotocol is required", target.action, target.path
+            )
+        self.host = (self.http_request_host or "").lower()
+        tokens = choose_token(target.token, request.headers.get(_TOKEN_HEADER))
+        presented = [tokens.token] if tokens.token else []
+        try:
+            if target.action == "listen":
+                self.role = ListenerRole.admit(self, target.path, presented)
+            elif target.action == "send":
+                self.role = SenderRole.admit(self, target.path, presented)
+            else:
+                raise self._refuse(400, "Missing or unknown sb-wcf-action", target.action, target.path)
+        except RelayFaultError as e:
+            raise self._refuse(e.kind.status, e.message, target.action, target.path) from None
+        self.maxMessagePayloadSize = self.role.frame_cap
+        return SUBPROTOCOL
+
+    def _refuse(self, status: int, message: str, action: str | None, path: str) -> ConnectionDeny:
+        self.logger.info(
+            "refused {action} upgrade on {path}: {status} {cause}",
+            action=action or "-",
+            path=path[:200],
+            status=status,
+            cause=message,
+            tracking_id=self.tracking_id,
+            peer=self.peer,
+        )
+        return deny(status, message, self.tracking_id)
+
+    # -- open connection -------------------------------------------------------------------------------
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Start a closing handshake with any valid close code (Autobahn's C{sendClose} refuses 1001-1011).
+        """
+        text = close_reason(f"{reason}. TrackingId:{self.tracking_id}")
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=int(code), reasonUtf8=text.encode("utf-8"), isReply=False)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def send_envelope(self, envelope: Envelope) -> None:
+        """Write one envelope as one text message, if the socket is open."""
+        if self.state == self.STATE_OPEN:
+            self.sendMessage(envelope.to_bytes(), isBinary=False)
+
+    def send_fault(
+        self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
+    ) -> None:
+        """Write a gateway fault (spec 7.1) and log it."""
+        self.logger.info(
+            "fault {subcode} to {role} {tracking_id}: {cause}",
+            subcode=kind.subcode_name,
+            role=self.role_name,
+            tracking_id=self.tracking_id,
+            cause=message,
+            relates_to=relates_to,
+        )
+        role_path = self.role.path if self.role is not None else ""
+        self.send_envelope(
+            gateway_fault(
+                kind,
+                SoapVersion.SOAP12,
+                path=path or role_path,
+                tracking_id=self.tracking_id,
+                message=message,
+                relates_to=relates_to,
+            )
+        )
+
+    @override
+    def onOpen(self) -> None:
+        """Start the role."""
+        if self.role is not None:
+            self.role.opened()
+
+    @override
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Binary frames end the connection (1003); text frames go to the role."""
+        if isBinary:
+            self.logger.info(
+                "{role} {tracking_id} sent a binary frame", role=self.role_name, tracking_id=self.tracking_id
+            )
+            self.close_with(
+                CloseCode.UNSUPPORTED_DATA, "Only text frames carrying SOAP envelopes are accepted"
+            )
+            return
+        if self.role is not None:
+            self.role.message(payload)
+
+    @override
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Let the role clean up."""
+        if self.role is not None:
+            self.role.closed(code)
+
+    @override
+    def connectionMade(self) -> None:
+        """Count the connection, so shutdown can wait for it."""
+        self.factory.connections.add(self)
+        super().connectionMade()
+
+    @override
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Forget the connection."""
+        super().connectionLost(reason)
+        self.factory.connection_closed(self)
+
+
+WcfFactory.protocol = WcfProtocol

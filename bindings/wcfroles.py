@@ -1,0 +1,596 @@
+"""
+The two roles of a C{$wcf} connection: a listener (L{ListenerRole}) and a sender (L{SenderRole}).
+
+A listener must send C{r:Register} first; it is then routed to, with its L{bindings.outlet.Outlet} as the
+socket's push producer, and answers requests with replies. A sender turns each text frame into a prepared
+message for L{bindings.gateway.BindingsGateway.deliver} and writes back C{r:Delivered}, the reply, or a
+fault; while a listener's queue is full, or while its own answers back up, the sender is not read
+(L{ReadGate}). Both renew tokens with C{r:RenewToken} and are closed with 1008 when their token lapses
+(L{TokenWatch}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from bindings.addressing import SenderInfo, read_addressing
+from bindings.control import (
+    ACTION_REGISTER,
+    ACTION_RENEW_TOKEN,
+    CONTROL_ACTIONS,
+    ControlError,
+    Registered,
+    delivered_envelope,
+    parse_register,
+    parse_renew_token,
+    registered_envelope,
+    token_renewed_envelope,
+)
+from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.faults import FaultFormatError, gateway_fault, parse_fault, version_mismatch
+from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare, register_contract
+from bindings.names import BoundName, ListenerPolicy
+from bindings.oneway import Delivered, OneWayRouter
+from bindings.outlet import IListenerConnection, ISenderFlow
+from bindings.requestreply import Reply, RequestReplyRouter
+from bindings.safexml import XmlLimits
+from bindings.settings import (
+    BINDING_KINDS,
+    MESSAGE_BYTES,
+    MULTICAST,
+    BindingEntitySettings,
+    ClientAuth,
+    Discovery,
+)
+from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
+from bindings.wsdl import WSDL_DEFAULT_BYTES, WsdlError
+from relay.auth import Grant, Rights
+from relay.entities import Entity, Namespace
+from relay.errors import CloseCode
+
+if TYPE_CHECKING:
+    from bindings.wcf import WcfProtocol
+
+REGISTER_FRAME_CAP: Final = 2 * 1024 * 1024
+"""Largest first frame of a listener whose kind is not known yet (a 1 MiB WSDL in base64 fits)."""
+
+
+class ReadGate:
+    """
+    Counted pauses of one transport's reading: any holder keeps the socket paused until all release it.
+
+    Outlets hold a sender back once per waiting message (spec 5) and the sender's own transport holds it
+    while replies to it cannot be written; both share this gate.
+    """
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._holds = 0
+
+    def hold(self) -> None:
+        """Stop reading (first holder)."""
+        self._holds += 1
+        if self._holds == 1:
+            self._transport.pauseProducing()
+
+    def release(self) -> None:
+        """Read again once the last holder released."""
+        if self._holds == 0:
+            return
+        self._holds -= 1
+        if self._holds == 0:
+            self._transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class _HoldWhileBuffered:
+    """Registered on a sender's own transport: stop reading it while what we write to it backs up."""
+
+    def __init__(self, gate: ReadGate) -> None:
+        self._gate = gate
+        self._paused = False
+
+    def pauseProducing(self) -> None:
+        """Our writes to the sender back up."""
+        if not self._paused:
+            self._paused = True
+            self._gate.hold()
+
+    def resumeProducing(self) -> None:
+        """The sender reads its answers again."""
+        if self._paused:
+            self._paused = False
+            self._gate.release()
+
+    def stopProducing(self) -> None:
+        """The connection is gone; its role cleans up in C{onClose}."""
+
+
+class TokenWatch:
+    """Closes a connection with 1008 when its token lapses, unless C{r:RenewToken} moved the expiry."""
+
+    def __init__(self, protocol: WcfProtocol, expiry: int | None) -> None:
+        self._protocol = protocol
+        self._call: IDelayedCall | None = None
+        self.expiry = expiry
+
+    def start(self, expiry: int | None = None) -> None:
+        """(Re)arm the timer for C{expiry} (default: the current one)."""
+        self.stop()
+        if expiry is not None:
+            self.expiry = expiry
+        if self.expiry is not None:
+            clock = self._protocol.factory.gateway.clock
+            self._call = clock.callLater(max(0.0, self.expiry - clock.seconds()), self._expired)
+
+    def stop(self) -> None:
+        """Disarm."""
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+
+    def _expired(self) -> None:
+        self._call = None
+        self._protocol.logger.info(
+            "{role} {tracking_id} token expired without renewal",
+            role=self._protocol.role_name,
+            tracking_id=self._protocol.tracking_id,
+        )
+        self._protocol.close_with(CloseCode.POLICY_VIOLATION, "Token expired")
+
+
+def _registered_settings(entity: Entity | None) -> BindingEntitySettings | None:
+    return entity.settings if entity is not None else None  # type: ignore[no-any-return]
+
+
+@implementer(IListenerConnection)
+class ListenerRole:
+    """
+    A listener (service host, subscriber, bridge): C{r:Register} first, then replies and token renewals.
+
+    @ivar listener_id: the connection's tracking id (implements L{IListenerConnection}).
+    @ivar bound: the name it serves, once registered.
+    """
+
+    name = "listener"
+
+    def __init__(
+        self, protocol: WcfProtocol, namespace: Namespace, path: str, entity: Entity | None, grant: Grant
+    ) -> None:
+        self.protocol = protocol
+        self.namespace = namespace
+        self.path = path
+        self.entity = entity
+        self.listener_id = protocol.tracking_id
+        self.bound: BoundName | None = None
+        self.frame_cap = MESSAGE_BYTES[entity.kind][1] if entity is not None else REGISTER_FRAME_CAP
+        self.tokens = TokenWatch(protocol, grant.expiry)
+        self._register_timer: IDelayedCall | None = None
+
+    @classmethod
+    def admit(cls, protocol: WcfProtocol, path: str, tokens: list[str]) -> ListenerRole:
+        """
+        Check name, Listen token and quota at the handshake.
+
+        @raise RelayFaultError: C{NoSuchEntity}, C{Unauthorized}, C{Forbidden}, C{QuotaExceeded}.
+        """
+        names = protocol.factory.gateway.names
+        namespace, name, entity = names.listener_target(protocol.host, path)
+        rules = entity.rules if entity is not None else ()
+        grant = names.authorize(namespace, name, rules, protocol.host, tokens, Rights.LISTEN)
+        assert grant is not None  # noqa: S101 - listeners always need a token
+        names.check_quota(namespace, entity)
+        return cls(protocol, namespace, name, entity, grant)
+
+    # IListenerConnection
+
+    def send_envelope(self, payload: bytes) -> None:
+        """Write one routed envelope to the listener."""
+        if self.protocol.state == self.protocol.STATE_OPEN:
+            self.protocol.sendMessage(payload, isBinary=False)
+
+    def disconnect(self, code: int, reason: str) -> None:
+        """Close the listener's socket (queue overflow, shutdown)."""
+        self.protocol.close_with(code, reason)
+
+    # role
+
+    def opened(self) -> None:
+        """Wait for C{r:Register}; watch the token."""
+        self.tokens.start()
+        clock = self.protocol.factory.gateway.clock
+        self._register_timer = clock.callLater(self.protocol.factory.register_timeout, self._register_late)
+
+    def _register_late(self) -> None:
+        self._register_timer = None
+        self.protocol.logger.info("listener {tracking_id} never registered", tracking_id=self.listener_id)
+        self.protocol.close_with(CloseCode.POLICY_VIOLATION, "No r:Register within the registration timeout")
+
+    def _refuse_registration(self, kind: RelayFault, message: str, relates_to: str | None) -> None:
+        self.protocol.send_fault(kind, message, relates_to)
+        self.protocol.close_with(CloseCode.POLICY_VIOLATION, f"Registration refused: {kind.subcode_name}")
+
+    def message(self, payload: bytes) -> None:
+        """Handle one frame from the listener."""
+        settings = _registered_settings(self.entity)
+        depth = settings.max_depth if settings is not None else 64
+        try:
+            envelope = parse_envelope(payload, None, XmlLimits(max_bytes=self.frame_cap, max_depth=depth))
+            headers = read_addressing(envelope)
+        except (SoapError, ValueError) as e:
+            if self.bound is None:
+                self._refuse_registration(RelayFault.INVALID_MESSAGE, str(e), None)
+            else:
+                self.protocol.send_fault(RelayFault.INVALID_MESSAGE, str(e))
+            return
+        if self.bound is None:
+            if headers.action != ACTION_REGISTER:
+                self._refuse_registration(
+                    RelayFault.INVALID_MESSAGE, "The first message must be r:Register", headers.message_id
+                )
+            else:
+                self._register(envelope, headers.message_id)
+            return
+        if headers.action == ACTION_RENEW_TOKEN:
+            _renew(self.protocol, self, envelope, headers.message_id, Rights.LISTEN)
+        elif headers.action in CONTROL_ACTIONS:
+            self.protocol.send_fault(
+                RelayFault.ACTION_NOT_SUPPORTED, "Listeners may only renew tokens", headers.message_id
+            )
+        else:
+            self._answer(envelope, payload, headers.relates_to)
+
+    def _register(self, envelope: Envelope, message_id: str | None) -> None:
+        if message_id is None:
+            self._refuse_registration(
+                RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "r:Register needs a wsa:MessageID", None
+            )
+            return
+        settings = _registered_settings(self.entity)
+        max_wsdl = settings.max_wsdl_bytes if settings is not None else WSDL_DEFAULT_BYTES
+        try:
+            registration = parse_register(envelope, max_wsdl)
+            if registration.kind not in BINDING_KINDS:
+                raise ControlError(f"r:Kind must be one of {', '.join(BINDING_KINDS)}")
+            client_auth, discovery = ClientAuth(registration.client_auth), Discovery(registration.discovery)
+            contract: RegisteredContract | None = None
+            if registration.wsdl is not None:
+                contract = register_contract(registration.wsdl, registration.kind, max_wsdl)
+            elif registration.kind != MULTICAST:
+                raise ControlError(f"a {registration.kind} listener must register its contract's WSDL")
+        except (ControlError, WsdlError, ValueError) as e:
+            self._refuse_registration(RelayFault.INVALID_MESSAGE, str(e), message_id)
+            return
+        policy = ListenerPolicy(
+            kind=registration.kind,
+            client_auth=client_auth,
+            discovery=discovery,
+            display_name=registration.display_name,
+            contract=contract,
+            contract_hash=contract.hash if contract is not None else None,
+        )
+        names = self.protocol.factory.gateway.names
+        try:
+            bound, outlet = names.register(self.namespace, self.path, policy, self)
+        except RelayFaultError as e:
+            self._refuse_registration(e.kind, e.message, message_id)
+            return
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        self.bound, self.entity = bound, bound.entity
+        self.frame_cap = MESSAGE_BYTES[bound.kind][1]
+        self.protocol.maxMessagePayloadSize = self.frame_cap
+        transport = self.protocol.transport
+        transport.unregisterProducer()
+        transport.registerProducer(outlet, True)
+        address = names.public_url(self.namespace, bound.entity.name)
+        self.protocol.send_envelope(
+            registered_envelope(Registered(address, bound.entity.name, bound.kind), message_id)
+        )
+
+    def _answer(self, envelope: Envelope, payload: bytes, relates_to: str | None) -> None:
+        bound = self.bound
+        assert bound is not None  # noqa: S101 - only called once registered
+        router = bound.router
+        if not isinstance(router, RequestReplyRouter):
+            if isinstance(router, OneWayRouter):
+                router.unexpected_reply(self, relates_to)
+            else:
+                self.protocol.logger.info(
+                    "dropped a message from subscriber {listener_id} of {entity}",
+                    listener_id=self.listener_id,
+                    entity=bound.entity.name,
+                )
+            return
+        if relates_to is None:
+            self.protocol.send_fault(
+                RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "A reply needs a wsa:RelatesTo header"
+            )
+            return
+        problem = _reply_problem(envelope, len(payload), bound.settings.message_limit)
+        if problem is not None:
+            kind, message = problem
+            self.protocol.send_fault(kind, message, relates_to)
+            payload = gateway_fault(
+                kind,
+                SoapVersion.SOAP12,
+                path=self.path,
+                tracking_id=self.listener_id,
+                message=f"The listener's reply was refused: {message}",
+                relates_to=relates_to,
+            ).to_bytes()
+        router.reply(self, relates_to, payload)
+
+    def closed(self, code: int | None) -> None:
+        """The socket is gone: stop routing to it; its pending requests fail with C{ListenerGone}."""
+        self.tokens.stop()
+        if self._register_timer is not None and self._register_timer.active():
+            self._register_timer.cancel()
+        self._register_timer = None
+        if self.bound is not None:
+            self.protocol.factory.gateway.names.unregister(self.bound, self)
+        self.protocol.logger.info(
+            "listener {listener_id} offline from {entity} (close code {code})",
+            listener_id=self.listener_id,
+            entity=self.path,
+            code=code,
+        )
+
+
+def _reply_problem(envelope: Envelope, size: int, limit: int) -> tuple[RelayFault, str] | None:
+    """Why a listener's reply cannot be forwarded: too large, not SOAP 1.2, or a malformed fault."""
+    if size > limit:
+        return RelayFault.MESSAGE_TOO_LARGE, f"the reply has {size} bytes; the name allows {limit}"
+    if envelope.version is not SoapVersion.SOAP12:
+        return RelayFault.INVALID_MESSAGE, "listeners answer in SOAP 1.2"
+    if envelope.is_fault:
+        try:
+            parse_fault(envelope.body[0], SoapVersion.SOAP12)
+        except FaultFormatError as e:
+            return RelayFault.INVALID_MESSAGE, f"the fault is malformed: {e}"
+    return None
+
+
+def _renew(
+    protocol: WcfProtocol,
+    role: ListenerRole | SenderRole,
+    envelope: Envelope,
+    message_id: str | None,
+    needed: Rights,
+) -> None:
+    """Swap a connection's token (C{r:RenewToken}); an invalid one is refused and the old one kept."""
+    names = protocol.factory.gateway.names
+    entity = role.entity
+    try:
+        token = parse_renew_token(envelope)
+        grant = names.authorize(
+            role.namespace,
+            role.path,
+            entity.rules if entity is not None else (),
+            protocol.host,
+            [token],
+            needed,
+        )
+    except ControlError as e:
+        protocol.send_fault(RelayFault.INVALID_MESSAGE, str(e), message_id)
+        return
+    except RelayFaultError as e:
+        protocol.send_fault(e.kind, f"Invalid renewed token: {e.message}", message_id)
+        return
+    assert grant is not None  # noqa: S101 - a token was presented
+    role.tokens.start(grant.expiry)
+    protocol.logger.info(
+        "{role} {tracking_id} renewed its token until {expiry}",
+        role=role.name,
+        tracking_id=protocol.tracking_id,
+        expiry=grant.expiry,
+    )
+    if message_id is not None:
+        protocol.send_envelope(token_renewed_envelope(grant.expiry, message_id))
+
+
+@implementer(ISenderFlow)
+class SenderRole:
+    """
+    A sender on the WebSocket channel (our channel factory): every text frame is one message.
+
+    @ivar grant: the handshake token's grant, or C{None} for an anonymous sender.
+    """
+
+    name = "sender"
+
+    def __init__(
+        self, protocol: WcfProtocol, namespace: Namespace, entity: Entity, grant: Grant | None
+    ) -> None:
+        self.protocol = protocol
+        self.namespace = namespace
+        self.entity: Entity | None = entity
+        self.path = entity.name
+        self.grant = grant
+        self.frame_cap = MESSAGE_BYTES[entity.kind][1]
+        self.tokens = TokenWatch(protocol, grant.expiry if grant is not None else None)
+        self._gate: ReadGate | None = None
+        self._pending: set[Deferred[Any]] = set()
+
+    @classmethod
+    def admit(cls, protocol: WcfProtocol, path: str, tokens: list[str]) -> SenderRole:
+        """
+        Check name and Send token at the handshake (none needed on a C{client_auth=anonymous} name).
+
+        @raise RelayFaultError: C{NoSuchEntity}, C{Unauthorized}, C{Forbidden}.
+        """
+        names = protocol.factory.gateway.names
+        namespace, match = names.resolve(protocol.host, path)
+        if match.suffix:
+            raise RelayFaultError(RelayFault.NO_SUCH_ENTITY, "No entity with this name")
+        entity = match.entity
+        settings: BindingEntitySettings = entity.settings
+        grant = names.authorize(
+            namespace,
+            entity.name,
+            entity.rules,
+            protocol.host,
+            tokens,
+            Rights.SEND,
+            anonymous_ok=settings.client_auth is ClientAuth.ANONYMOUS,
+        )
+        return cls(protocol, namespace, entity, grant)
+
+    # ISenderFlow
+
+    def pause_reading(self) -> None:
+        """A listener's queue is full: stop reading this sender."""
+        if self._gate is not None:
+            self._gate.hold()
+
+    def resume_reading(self) -> None:
+        """The queue has room again."""
+        if self._gate is not None:
+            self._gate.release()
+
+    # role
+
+    def opened(self) -> None:
+        """Watch the token; stop reading the sender while its answers back up."""
+        self.tokens.start()
+        transport = self.protocol.transport
+        self._gate = ReadGate(transport)
+        transport.unregisterProducer()
+        transport.registerProducer(_HoldWhileBuffered(self._gate), True)
+
+    def message(self, payload: bytes) -> None:
+        """Accept, refuse or route one message."""
+        names = self.protocol.factory.gateway.names
+        entity = names.store.get(self.namespace, self.path)
+        if entity is None or entity.kind not in BINDING_KINDS:
+            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            return
+        self.entity = entity
+        settings: BindingEntitySettings = entity.settings
+        if len(payload) > settings.message_limit:
+            self.protocol.send_fault(
+                RelayFault.MESSAGE_TOO_LARGE,
+                f"The message has {len(payload)} bytes; the name allows {settings.message_limit}",
+            )
+            return
+        try:
+            envelope, soap_token = open_envelope(
+                payload,
+                announced=SoapVersion.SOAP12,
+                charset=None,
+                limits=XmlLimits(max_bytes=settings.message_limit, max_depth=settings.max_depth),
+            )
+            headers = read_addressing(envelope)
+        except Refusal as e:
+            self._refused(e)
+            return
+        except ValueError as e:
+            self.protocol.send_fault(RelayFault.INVALID_ADDRESSING_HEADER, str(e))
+            return
+        if headers.action == ACTION_RENEW_TOKEN:
+            _renew(self.protocol, self, envelope, headers.message_id, Rights.SEND)
+            return
+        if headers.action in CONTROL_ACTIONS:
+            self.protocol.send_fault(
+                RelayFault.ACTION_NOT_SUPPORTED, "Senders may only renew tokens", headers.message_id
+            )
+            return
+        grant = self.grant
+        if grant is None and soap_token is not None:
+            try:
+                grant = names.authorize(
+                    self.namespace, entity.name, entity.rules, self.protocol.host, [soap_token], Rights.SEND
+                )
+            except RelayFaultError as e:
+                self.protocol.send_fault(e.kind, e.message, headers.message_id)
+                return
+        self._route(entity, envelope, grant)
+
+    def _route(self, entity: Entity, envelope: Envelope, grant: Grant | None) -> None:
+        gateway = self.protocol.factory.gateway
+        bound = gateway.names.bound(self.namespace, entity)
+        contract: RegisteredContract | None = bound.contract
+        if contract is None and bound.kind != MULTICAST:
+            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            return
+        settings = bound.settings
+        try:
+            prepared = prepare(
+                envelope,
+                kind=bound.kind,
+                operations=contract.operations if contract is not None else None,
+                to=gateway.names.public_url(self.namespace, entity.name),
+                sender=SenderInfo(grant.key_name if grant else "anonymous", self.protocol.tracking_id),
+                strict=settings.strict_addressing,
+                require_message_id=True,
+            )
+        except Refusal as e:
+            self._refused(e)
+            return
+        if prepared.duplicates:
+            self.protocol.logger.warn(
+                "sender {tracking_id} repeated addressing headers {names} with different values",
+                tracking_id=self.protocol.tracking_id,
+                names=",".join(prepared.duplicates),
+            )
+        message_id = prepared.message_id
+        result = gateway.deliver(bound, prepared, self.protocol.tracking_id, self)
+        self._pending.add(result)
+        result.addBoth(self._settled, result)
+        result.addCallbacks(self._answer, self._failed, callbackArgs=(message_id,), errbackArgs=(message_id,))
+
+    def _settled(self, outcome: Any, result: Deferred[Any]) -> Any:
+        self._pending.discard(result)
+        return outcome
+
+    def _answer(self, outcome: Delivered | Reply, message_id: str) -> None:
+        if isinstance(outcome, Reply):
+            if self.protocol.state == self.protocol.STATE_OPEN:
+                self.protocol.sendMessage(outcome.payload, isBinary=False)
+        else:
+            self.protocol.send_envelope(delivered_envelope(outcome.count, message_id))
+
+    def _failed(self, failure: Failure, message_id: str) -> None:
+        if failure.check(CancelledError):
+            return
+        error = failure.value
+        if isinstance(error, RelayFaultError):
+            self.protocol.send_fault(error.kind, error.message, message_id)
+            return
+        self.protocol.logger.failure(
+            "delivering {message_id} failed",
+            failure,
+            message_id=message_id,
+            tracking_id=self.protocol.tracking_id,
+        )
+        self.protocol.send_fault(
+            RelayFault.SERVER_BUSY, "The gateway could not deliver the message", message_id
+        )
+
+    def _refused(self, refusal: Refusal) -> None:
+        if refusal.kind is None:
+            self.protocol.logger.info(
+                "fault VersionMismatch to sender {tracking_id}", tracking_id=self.protocol.tracking_id
+            )
+            self.protocol.send_envelope(version_mismatch(SoapVersion.SOAP12, self.protocol.tracking_id))
+            return
+        self.protocol.send_fault(refusal.kind, refusal.message, refusal.relates_to)
+
+    def closed(self, code: int | None) -> None:
+        """The sender left: withdraw what it still waits for."""
+        self.tokens.stop()
+        pending, self._pending = list(self._pending), set()
+        for result in pending:
+            result.cancel()
+        self.protocol.logger.info(
+            "sender {tracking_id} left {entity} (close code {code})",
+            tracking_id=self.protocol.tracking_id,
+            entity=self.path,
+            code=code,
+        )

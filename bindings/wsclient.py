@@ -1,0 +1,214 @@
+"""
+The client end of the C{$wcf} WebSocket channel, shared by service hosts, channel factories and the bridge.
+
+L{connect} opens one WebSocket (subprotocol C{soap}, token in the C{ServiceBusAuthorization} header) through
+an endpoint, so tests can run it over in-memory transports; its Deferred fires once the handshake is done,
+or fails with L{HandshakeRefused} carrying the gateway's status and reason. L{SoapClientProtocol} hands
+every text frame to its owner (an L{IChannelOwner}) and renews the connection's token before it lapses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from typing_extensions import override
+from zope.interface import Interface
+
+from bindings.addressing import new_message_id
+from bindings.control import renew_token_envelope
+from bindings.credentials import SasCredentials, ServiceAddress
+from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+
+SUBPROTOCOL: Final = "soap"
+TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
+PERMANENT_STATUSES: Final = frozenset({400, 401, 403, 404})
+
+EndpointFactory = Callable[[ServiceAddress], IStreamClientEndpoint]
+
+
+class HandshakeRefused(Exception):
+    """
+    The gateway refused the WebSocket upgrade, or the connection ended before it opened.
+
+    @ivar status: the HTTP status of the refusal, or C{None} when the connection failed.
+    @ivar reason: the gateway's reason phrase (names the cause and a tracking id) or the close reason.
+    """
+
+    def __init__(self, status: int | None, reason: str) -> None:
+        super().__init__(f"{status} {reason}" if status is not None else reason)
+        self.status = status
+        self.reason = reason
+
+    @property
+    def permanent(self) -> bool:
+        """Whether trying again cannot help (bad request, token, name); a full name may free up later."""
+        return self.status in PERMANENT_STATUSES and "quota" not in self.reason.lower()
+
+
+class IChannelOwner(Interface):
+    """Whoever uses one client WebSocket: receives its envelopes and learns when it closes."""
+
+    def envelope_received(protocol: SoapClientProtocol, payload: bytes) -> None:
+        """One text frame (a SOAP 1.2 envelope) arrived."""
+
+    def connection_closed(protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
+        """The connection is gone (after it had opened)."""
+
+
+def default_endpoint(reactor: Any) -> EndpointFactory:
+    """Endpoints for real sockets: TCP, wrapped in TLS for secure addresses."""
+
+    def endpoint(address: ServiceAddress) -> IStreamClientEndpoint:
+        tcp = TCP4ClientEndpoint(reactor, address.host, address.port, timeout=30)
+        if address.secure:
+            return wrapClientTLS(optionsForClientTLS(address.host), tcp)
+        return tcp
+
+    return endpoint
+
+
+class SoapClientProtocol(WebSocketClientProtocol):
+    """
+    One client WebSocket: frames go to the owner; the token is renewed on a timer.
+
+    @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
+    """
+
+    logger = Logger()
+    factory: SoapClientFactory
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.opened: Deferred[SoapClientProtocol] = Deferred()
+        self._renewal: IDelayedCall | None = None
+
+    @override
+    def onOpen(self) -> None:
+        """Handshake done."""
+        self._schedule_renewal()
+        self.opened.callback(self)
+
+    @override
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        """Text frames are envelopes; the gateway never sends binary frames."""
+        if not isBinary:
+            self.factory.owner.envelope_received(self, payload)
+
+    @override
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        """Fail the opening Deferred, or tell the owner."""
+        if self._renewal is not None and self._renewal.active():
+            self._renewal.cancel()
+        self._renewal = None
+        if not self.opened.called:
+            line = getattr(self, "http_status_line", None) or ""
+            parts = line.split(" ", 2)
+            if len(parts) >= 2 and parts[1].isdigit():
+                self.opened.errback(HandshakeRefused(int(parts[1]), parts[2] if len(parts) > 2 else ""))
+            else:
+                self.opened.errback(
+                    HandshakeRefused(None, reason or "the connection closed before it opened")
+                )
+            return
+        self.factory.owner.connection_closed(self, code, reason)
+
+    def send_bytes(self, payload: bytes) -> bool:
+        """Write one envelope; C{False} when the socket is no longer open."""
+        if self.state != self.STATE_OPEN:
+            return False
+        self.sendMessage(payload, isBinary=False)
+        return True
+
+    def close_with(self, code: int = 1000, reason: str = "") -> None:
+        """Close (any valid code), or drop a connection that is not open."""
+        if self.state == self.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8")[:123], isReply=False)
+        elif self.state != self.STATE_CLOSED:
+            self.dropConnection(abort=True)
+
+    def _schedule_renewal(self) -> None:
+        credentials = self.factory.credentials
+        if credentials is not None:
+            self._renewal = self.factory.clock.callLater(credentials.renew_after, self._renew)
+
+    def _renew(self) -> None:
+        self._renewal = None
+        credentials = self.factory.credentials
+        if credentials is None:  # pragma: no cover - only scheduled with credentials
+            return
+        token = credentials.token(self.factory.address.http_url, self.factory.clock.seconds())
+        self.logger.debug("renewing the token of {url}", url=self.factory.url)
+        self.send_bytes(renew_token_envelope(token, new_message_id()).to_bytes())
+        self._schedule_renewal()
+
+
+class SoapClientFactory(WebSocketClientFactory):
+    """Carries owner, address, credentials and clock to the protocol."""
+
+    def __init__(
+        self,
+        url: str,
+        address: ServiceAddress,
+        owner: Any,
+        credentials: SasCredentials | None,
+        clock: IReactorTime,
+        headers: dict[str, str],
+    ) -> None:
+        super().__init__(url, protocols=[SUBPROTOCOL], headers=headers, reactor=clock)
+        self.address = address
+        self.owner = owner
+        self.credentials = credentials
+        self.clock = clock
+        self.setProtocolOptions(
+            openHandshakeTimeout=30,
+            closeHandshakeTimeout=5,
+            maxMessagePayloadSize=MESSAGE_BYTES[REQUEST_REPLY][1],
+            autoPingInterval=0,
+            perMessageCompressionOffers=[],
+        )
+
+
+SoapClientFactory.protocol = SoapClientProtocol
+
+
+def connect(
+    address: ServiceAddress,
+    action: str,
+    owner: Any,
+    credentials: SasCredentials | None,
+    clock: IReactorTime,
+    endpoint: IStreamClientEndpoint,
+    client_id: str | None = None,
+) -> Deferred[SoapClientProtocol]:
+    """
+    Open the WebSocket for C{action} (C{listen} or C{send}) with a freshly signed token.
+
+    @return: a Deferred firing with the open protocol, or failing with L{HandshakeRefused} (or the
+        endpoint's connection error).
+    """
+    headers = {}
+    if credentials is not None:
+        headers[TOKEN_HEADER] = credentials.token(address.http_url, clock.seconds())
+    url = address.websocket_url(action, client_id)
+    factory = SoapClientFactory(url, address, owner, credentials, clock, headers)
+    connecting: Deferred[Any] = endpoint.connect(factory)
+
+    def opened(protocol: SoapClientProtocol) -> Deferred[SoapClientProtocol]:
+        return protocol.opened
+
+    return connecting.addCallback(opened)
+
+
+def describe_failure(failure: Failure) -> str:
+    """A one-line description of why a connection attempt failed, for logs."""
+    error = failure.value
+    return str(error) or type(error).__name__

@@ -1,0 +1,341 @@
+"""
+Serve existing web applications through a hybrid connection: a twisted.web resource or a WSGI app.
+
+Both turn into an L{HttpApp} for L{relay.client.http.HttpListener}. The application sees the path below
+the hybrid connection (a request to C{https://relay/hyco/api?x=1} arrives as C{/api?x=1}), the sender's
+headers, and C{https} as scheme when the sender used TLS (from C{X-Forwarded-Proto}).
+
+twisted.web resources read the body from C{request.content}, so it is spooled first (in memory up to
+C{spool_size}, then in a temporary file); responses stream with back-pressure, including resources that
+register producers (C{static.File}). WSGI applications run in a thread pool; C{wsgi.input} streams the
+body and every write blocks the thread until the relay can take more, so neither direction is buffered.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from tempfile import SpooledTemporaryFile
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from twisted.internet import threads
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from relay.client.http import HttpApp, RelayedRequest, RelayedResponse, RequestBody
+from relay.hybrid.headers import HOP_BY_HOP
+
+
+def _call_in_reactor(reactor: Any, function: Callable[..., Any], *args: Any) -> Any:
+    """Twisted's C{blockingCallFromThread}, typed loosely (our callables return Deferreds of values)."""
+    return threads.blockingCallFromThread(reactor, function, *args)
+
+
+def _server_address(request: RelayedRequest) -> tuple[str, int, bool]:
+    """Host name, port and whether TLS was used, as the sender addressed the relay."""
+    secure = request.headers.get("X-Forwarded-Proto", "http").lower() == "https"
+    host = request.headers.get("Host", "localhost")
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    if not name:
+        name, port = host, ""
+    return name, int(port) if port.isdigit() else (443 if secure else 80), secure
+
+
+def _local_target(request: RelayedRequest) -> str:
+    return (request.path or "/") + (f"?{request.query}" if request.query else "")
+
+
+class _RelayedChannel:
+    """What a twisted.web request needs from its channel, backed by a relayed response."""
+
+    log = Logger()
+
+    def __init__(self, site: Site, request: RelayedRequest, response: RelayedResponse, reactor: Any) -> None:
+        self.site = site
+        self.factory = None
+        self.transport = None
+        self.request: Request | None = None
+        self.done: Deferred[None] = Deferred()
+        self._relayed = request
+        self._response = response
+        self._reactor = reactor
+        self._producer: Any = None
+        self._streaming = False
+
+    def getPeer(self) -> IPv4Address:  # noqa: N802 - twisted's name
+        remote = self._relayed.remote_endpoint
+        return IPv4Address("TCP", remote.address if remote else "0.0.0.0", remote.port if remote else 0)  # noqa: S104
+
+    def getHost(self) -> IPv4Address:  # noqa: N802 - twisted's name
+        name, port, _ = _server_address(self._relayed)
+        return IPv4Address("TCP", name, port)
+
+    def isSecure(self) -> bool:  # noqa: N802 - twisted's name
+        return _server_address(self._relayed)[2]
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: TwistedHeaders) -> None:  # noqa: N802
+        if self.request is not None:
+            self.request.chunked = 0  # the relay frames the body itself
+        response = self._response
+        response.status_code = int(code)
+        response.status_description = reason.decode("latin-1")
+        for name, values in headers.getAllRawHeaders():
+            text = name.decode("latin-1")
+            if text.lower() in HOP_BY_HOP:
+                continue
+            decoded = [v.decode("latin-1") for v in values]
+            response.headers[text] = decoded[0] if len(decoded) == 1 else decoded
+
+    def write(self, data: bytes) -> None:
+        if not data:
+            return
+        writable = self._response.write(data)
+        producer = self._producer
+        if producer is not None and self._streaming:
+            if not writable.called:
+                producer.pauseProducing()
+                writable.addCallback(lambda _: self._resume(producer))
+        elif producer is not None:
+            writable.addCallback(lambda _: self._reactor.callLater(0, self._pull, producer))
+        writable.addErrback(self._write_failed)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:  # noqa: N802 - twisted's name
+        self.write(b"".join(data))
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self._producer = producer
+        self._streaming = bool(streaming)
+        if not streaming:
+            self._reactor.callLater(0, self._pull, producer)
+
+    def unregisterProducer(self) -> None:
+        self._producer = None
+
+    def _resume(self, producer: Any) -> None:
+        if self._producer is producer:
+            producer.resumeProducing()
+
+    def _pull(self, producer: Any) -> None:
+        if self._producer is producer:
+            producer.resumeProducing()
+
+    def _write_failed(self, failure: Failure) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.stopProducing()
+        if self.request is not None and not self.request.finished:
+            self.request.connectionLost(Failure(ConnectionDone("the relayed response was cut off")))
+        if not self.done.called:
+            self.done.callback(None)
+
+    def requestDone(self, request: Request) -> None:  # noqa: N802 - twisted's name
+        finished = self._response.finish()
+        finished.addErrback(
+            lambda failure: self.log.info("response cut off: {error}", error=str(failure.value))
+        )
+        finished.addBoth(lambda _: None if self.done.called else self.done.callback(None))
+
+    def loseConnection(self) -> None:  # noqa: N802 - twisted's name
+        self._response.abort()
+        if not self.done.called:
+            self.done.callback(None)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 - twisted's name
+        response = self._response
+        if not response.headers_sent:
+            response.status_code = 400
+            response.headers.clear()
+            response.finish(b"Bad request\n").addErrback(lambda _: None)
+        if not self.done.called:
+            self.done.callback(None)
+
+
+def resource_app(resource: IResource, *, reactor: Any = None, spool_size: int = 1024 * 1024) -> HttpApp:
+    """
+    An L{HttpApp} that serves C{resource} as twisted.web would.
+
+    @param spool_size: request bodies up to this size are held in memory, larger ones in a temporary file.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+    site = Site(resource, reactor=reactor)
+    site.displayTracebacks = False
+
+    async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+        content: Any = SpooledTemporaryFile(max_size=spool_size)
+        async for chunk in request.body:
+            content.write(chunk)
+        content.seek(0)
+        channel = _RelayedChannel(site, request, response, reactor)
+        twisted_request = Request(channel)
+        channel.request = twisted_request
+        for name, value in request.headers.items():
+            twisted_request.requestHeaders.addRawHeader(name.encode("latin-1"), value.encode("utf-8"))
+        twisted_request.content = content
+        twisted_request.requestReceived(
+            request.method.encode("latin-1"), _local_target(request).encode("latin-1"), b"HTTP/1.1"
+        )
+        await channel.done
+
+    return app
+
+
+class _WsgiInput:
+    """C{wsgi.input}: reads the streamed body from a worker thread."""
+
+    def __init__(self, body: RequestBody, reactor: Any) -> None:
+        self._body = body
+        self._reactor = reactor
+        self._buffer = b""
+        self._eof = False
+
+    def _fill(self) -> bool:
+        if self._eof:
+            return False
+        data: bytes = _call_in_reactor(self._reactor, self._body.read)
+        if not data:
+            self._eof = True
+            return False
+        self._buffer += data
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buffer = self._buffer, b""
+            return data
+        while len(self._buffer) < size and self._fill():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size):
+            if not self._fill():
+                break
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return list(iter(self.readline, b""))
+
+    def __iter__(self) -> Any:
+        return iter(self.readline, b"")
+
+
+def _environ(request: RelayedRequest, reactor: Any) -> dict[str, Any]:
+    name, port, secure = _server_address(request)
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": request.method,
+        "SCRIPT_NAME": "",
+        "PATH_INFO": unquote_to_bytes(request.path or "/").decode("latin-1"),
+        "QUERY_STRING": request.query,
+        "SERVER_NAME": name,
+        "SERVER_PORT": str(port),
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": request.remote_endpoint.address if request.remote_endpoint else "",
+        "REMOTE_PORT": str(request.remote_endpoint.port) if request.remote_endpoint else "",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "https" if secure else "http",
+        "wsgi.input": _WsgiInput(request.body, reactor),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    for header, value in request.headers.items():
+        key = header.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            environ["CONTENT_TYPE"] = value
+        elif key == "CONTENT_LENGTH":
+            environ["CONTENT_LENGTH"] = value
+        elif key not in ("HTTP_PROXY",):
+            environ["HTTP_" + key] = value
+    if request.body.complete and "CONTENT_LENGTH" not in environ:
+        environ["CONTENT_LENGTH"] = str(request.body.received)
+    return environ
+
+
+def wsgi_app(
+    application: Callable[..., Iterable[bytes]], *, reactor: Any = None, threadpool: Any = None
+) -> HttpApp:
+    """
+    An L{HttpApp} that runs a WSGI (PEP 3333) application in a thread pool.
+
+    @param threadpool: where the application runs; the reactor's pool by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor
+
+        reactor = global_reactor
+
+    async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+        pool = threadpool if threadpool is not None else reactor.getThreadPool()
+        await deferToThreadPool(reactor, pool, _run_wsgi, application, request, response, reactor)
+
+    return app
+
+
+def _run_wsgi(
+    application: Callable[..., Iterable[bytes]],
+    request: RelayedRequest,
+    response: RelayedResponse,
+    reactor: Any,
+) -> None:
+    """Run one request in a worker thread; every reactor interaction goes through blockingCallFromThread."""
+    head: list[Any] = []
+    sent = False
+
+    def start_response(
+        status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        if exc_info is not None and sent:
+            raise exc_info[1].with_traceback(exc_info[2])
+        head[:] = [status, headers]
+        return send
+
+    def apply_head() -> None:
+        status, headers = head
+        code, _, reason = status.partition(" ")
+        response.status_code = int(code)
+        response.status_description = reason or None
+        for name, value in headers:
+            if name.lower() not in HOP_BY_HOP:
+                response.headers.add(name, value)
+
+    def send(data: bytes) -> None:
+        nonlocal sent
+        if not head:
+            raise AssertionError("write() before start_response()")
+        if not sent:
+            sent = True
+            _call_in_reactor(reactor, apply_head)
+        if data:
+            _call_in_reactor(reactor, response.write, data)
+
+    result = application(_environ(request, reactor), start_response)
+    try:
+        for data in result:
+            send(data)
+        if not sent:
+            send(b"")
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    _call_in_reactor(reactor, response.finish)

@@ -1,0 +1,485 @@
+"""
+C{relay expose}: put a local web server behind a hybrid connection.
+
+One listener on the hybrid connection forwards every relayed HTTP request to the local base URL (the path
+below the hybrid connection is appended: C{https://relay/myapp/api?x=1} becomes
+C{http://127.0.0.1:8000/api?x=1}) and every WebSocket sender to the same place as C{ws://}. Bodies stream
+both ways with back-pressure. The listener reconnects on its own; each request and each WebSocket
+connection is logged as one line on stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Any, cast
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers as TwistedHeaders
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer, IResponse
+from zope.interface import implementer
+
+from relay.client.accepting import Accept, AcceptContext, Reject
+from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
+from relay.client.errors import ConnectError
+from relay.client.http import HttpListener, RelayedRequest, RelayedResponse, RequestBody
+from relay.client.listener import HybridConnectionListener, ListenerState
+from relay.client.options import WebSocketOptions
+from relay.client.protocol import RelayClientProtocol, open_websocket
+from relay.client.sender import HANDSHAKE_HEADERS
+from relay.hybrid.headers import HOP_BY_HOP
+
+_HOP_BY_HOP = HOP_BY_HOP | {"host"}
+# Headers of the sender's upgrade that the local WebSocket handshake makes anew, and hyco-ws's junk "0".
+_HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
+
+
+class ExposeError(Exception):
+    """C{relay expose} cannot go on (bad target URL, refused credentials)."""
+
+
+def local_base(url: str) -> str:
+    """
+    Check the local URL and return it without a trailing slash.
+
+    @raise ExposeError: unless it is an absolute C{http://} or C{https://} URL without query.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ExposeError(f"the local URL must be http://HOST[:PORT][/PATH] or https://..., not {url!r}")
+    if parts.query or parts.fragment:
+        raise ExposeError("the local URL must not have a query or fragment")
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+@implementer(IBodyProducer)
+class _BodyProducer:
+    """Feeds a relayed request body to twisted's HTTP client, pausing when the local server lags."""
+
+    def __init__(self, body: RequestBody) -> None:
+        self._body = body
+        self.length = body.received if body.complete else UNKNOWN_LENGTH
+        self._paused: Deferred[None] | None = None
+        self._stopped = False
+
+    def startProducing(self, consumer: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._produce(consumer))
+
+    async def _produce(self, consumer: Any) -> None:
+        while not self._stopped:
+            if self._paused is not None:
+                await self._paused
+            data = await self._body.read()
+            if not data:
+                return
+            consumer.write(data)
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self._stopped = True
+        self.resumeProducing()
+
+
+class _ResponsePipe(Protocol):
+    """Copies the local server's response body into the relayed response, with back-pressure."""
+
+    def __init__(self, response: RelayedResponse, done: Deferred[None]) -> None:
+        self._response = response
+        self._done = done
+
+    def dataReceived(self, data: bytes) -> None:
+        writable = self._response.write(data)
+        if not writable.called:
+            transport: Any = self.transport
+            transport.pauseProducing()
+            writable.addCallback(lambda _: transport.resumeProducing())
+        writable.addErrback(self._cut)
+
+    def _cut(self, failure: Failure) -> None:
+        transport: Any = self.transport
+        if transport is not None:
+            transport.stopProducing()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self._response.finish().chainDeferred(self._done)
+        else:
+            self._response.abort()
+            self._done.errback(reason)
+
+
+@dataclass
+class _Pending:
+    local: HybridWebSocket
+    started: float
+
+
+class Forwarder:
+    """
+    The HTTP application and the WebSocket accept handler of C{relay expose}.
+
+    @ivar base: the local base URL, without trailing slash.
+    @ivar log_line: where access log lines go (one per request or WebSocket connection).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        reactor: Any,
+        log_line: Callable[[str], object],
+        options: WebSocketOptions | None = None,
+        agent: Any = None,
+    ) -> None:
+        self.base = local_base(base)
+        self.reactor = reactor
+        self.log_line = log_line
+        self.options = options or WebSocketOptions()
+        self.agent = agent or Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        self._pending: dict[str, _Pending] = {}
+        self.connections: set[Deferred[Any]] = set()
+
+    # -- HTTP ------------------------------------------------------------------------------------------
+
+    def url_for(self, path: str, query: str, websocket: bool = False) -> str:
+        """The local URL for a path below the hybrid connection and a query."""
+        base = self.base
+        if websocket:
+            base = ("wss" if base.startswith("https") else "ws") + base[base.index(":") :]
+        return base + (path or ("" if base.count("/") > 2 else "/")) + (f"?{query}" if query else "")
+
+    async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
+        """Forward one relayed request to the local server and its response back."""
+        headers = TwistedHeaders()
+        for name, value in request.headers.items():
+            if name.lower() not in _HOP_BY_HOP:
+                headers.addRawHeader(name.encode("latin-1"), value.encode("utf-8"))
+        host = request.headers.get("Host")
+        if host:
+            headers.setRawHeaders(b"X-Forwarded-Host", [host.encode("latin-1")])
+        producer = _BodyProducer(request.body) if request.body.present else None
+        url = self.url_for(request.path, request.query)
+        try:
+            local = cast(
+                IResponse,
+                await self.agent.request(
+                    request.method.encode("latin-1"), url.encode("utf-8"), headers, producer
+                ),
+            )
+        except Exception as e:
+            self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(e))
+            response.status_code = 502
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
+            await response.finish(
+                f"The local server {self.base} did not answer. TrackingId:{request.id}\n".encode()
+            )
+            return
+        response.status_code = local.code
+        response.status_description = local.phrase.decode("latin-1")
+        for raw_name, values in local.headers.getAllRawHeaders():
+            name = raw_name.decode("latin-1")
+            if name.lower() in _HOP_BY_HOP:
+                continue
+            decoded = [v.decode("latin-1") for v in values]
+            response.headers[name] = decoded[0] if len(decoded) == 1 else decoded
+        if isinstance(local.length, int) and request.method != "HEAD" and local.code not in (204, 304):
+            # twisted's client keeps framing headers apart; the length lets the sender see progress.
+            response.headers["Content-Length"] = str(local.length)
+        done: Deferred[None] = Deferred()
+        local.deliverBody(_ResponsePipe(response, done))
+        await done
+
+    def access_line(self, request: RelayedRequest, response: RelayedResponse, seconds: float) -> None:
+        """Log one finished request."""
+        remote = request.remote_endpoint.address if request.remote_endpoint else "-"
+        self.log_line(
+            f'{_now()} {remote} "{request.method} {request.path or "/"}{"?" + request.query if request.query else ""}" '
+            f"{response.status_code} {response.bytes_sent} {seconds * 1000:.1f}ms"
+        )
+
+    # -- WebSocket -------------------------------------------------------------------------------------
+
+    async def accept(self, context: AcceptContext) -> Accept | Reject:
+        """Connect to the local WebSocket first; accept the sender with what the local server chose."""
+        url = self.url_for(context.suffix, context.query, websocket=True)
+        headers = {
+            name: value for name, value in context.request_headers.items() if name.lower() not in _HANDSHAKE
+        }
+
+        def receiver(protocol: RelayClientProtocol) -> HybridWebSocket:
+            return HybridWebSocket(protocol, tracking_id=context.connection_id, options=self.options)
+
+        try:
+            local = cast(
+                HybridWebSocket,
+                await open_websocket(
+                    self.reactor,
+                    url,
+                    options=self.options,
+                    make_receiver=receiver,
+                    headers=headers,
+                    subprotocols=context.offered_subprotocols,
+                ),
+            )
+        except ConnectError as e:
+            status = e.status_code if e.status_code and 400 <= e.status_code <= 599 else 502
+            self._ws_line(context, status, "refused by the local server", 0.0)
+            return Reject(status, f"The local server refused the WebSocket: {e.reason}"[:120])
+        except Exception as e:
+            self._ws_line(context, 502, "local server unreachable", 0.0)
+            return Reject(502, f"The local server did not answer: {e}"[:120])
+        self._pending[context.connection_id] = _Pending(local, self.reactor.seconds())
+        return Accept(local.subprotocol)
+
+    def connected(self, sender: HybridWebSocket) -> None:
+        """The sender is accepted: relay messages both ways until either side closes."""
+        pending = self._pending.pop(sender.tracking_id, None)
+        if pending is None:
+            sender.close(1011, "no local connection")
+            return
+        task: Deferred[Any] = Deferred.fromCoroutine(self._splice(sender, pending))
+        self.connections.add(task)
+        task.addBoth(lambda result: self.connections.discard(task))
+
+    async def _splice(self, sender: HybridWebSocket, pending: _Pending) -> None:
+        local = pending.local
+        await DeferredList(
+            [Deferred.fromCoroutine(_pipe(sender, local)), Deferred.fromCoroutine(_pipe(local, sender))],
+            consumeErrors=True,
+        )
+        context = sender.context
+        if context is not None:
+            self._ws_line(
+                context,
+                101,
+                f"closed {sender.close_code}",
+                self.reactor.seconds() - pending.started,
+            )
+
+    def _ws_line(self, context: AcceptContext, status: int, what: str, seconds: float) -> None:
+        remote = context.remote_endpoint.address if context.remote_endpoint else "-"
+        target = (context.suffix or "/") + (f"?{context.query}" if context.query else "")
+        self.log_line(f'{_now()} {remote} "WEBSOCKET {target}" {status} {what} {seconds * 1000:.1f}ms')
+
+
+async def _pipe(source: HybridWebSocket, sink: HybridWebSocket) -> None:
+    """Copy messages until C{source} closes, then close C{sink} the same way."""
+    async for message in source:
+        try:
+            await sink.send(message)
+        except Exception:
+            source.abort()
+            return
+    code = source.close_code or 1000
+    if code == 1005:
+        code = 1000
+    elif code not in SENDABLE_CLOSE_CODES and not 3000 <= code <= 4999:
+        code = 1001
+    try:
+        await sink.close(code, (source.close_reason or "")[:100])
+    except Exception:
+        sink.abort()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class Exposer:
+    """
+    Run C{relay expose}: open the listener (retrying while the relay is unreachable) and serve until stopped.
+
+    @ivar listener: the hybrid connection listener.
+    @ivar forwarder: the HTTP app and WebSocket handler.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        connection_string: str,
+        name: str | None,
+        *,
+        reactor: Any,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        options: WebSocketOptions | None = None,
+        retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+    ) -> None:
+        self.reactor = reactor
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.retry_delays = retry_delays
+        self.forwarder = Forwarder(url, reactor=reactor, log_line=self._line, options=options)
+        try:
+            self.listener = HybridConnectionListener(
+                connection_string,
+                name,
+                reactor=reactor,
+                options=options,
+                accept_handler=self.forwarder.accept,
+                on_connection=self.forwarder.connected,
+                on_online=self._online,
+                on_offline=self._offline,
+            )
+        except ValueError as e:
+            raise ExposeError(str(e)) from None
+        self.http = HttpListener(
+            self.listener, self.forwarder, reactor=reactor, on_response=self.forwarder.access_line
+        )
+        self._finished: Deferred[int] = Deferred()
+        self._sleep: Deferred[None] | None = None
+
+    def _line(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _note(self, text: str) -> None:
+        self.err.write(f"relay expose: {text}\n")
+        self.err.flush()
+
+    def _online(self) -> None:
+        address = self.listener.address
+        self._note(f"online: {address.base}/{address.path} -> {self.forwarder.base}")
+
+    def _offline(self, error: BaseException | None) -> None:
+        if error is None:
+            return
+        if self.listener.state is ListenerState.OFFLINE:
+            self._note(f"giving up: {error}")
+            self._finish(1)
+        else:
+            self._note(f"connection lost ({error}); reconnecting")
+
+    async def run(self) -> int:
+        """Open the listener and serve until L{stop} or a permanent failure; return the exit status."""
+        attempt = 0
+        while not self._finished.called:
+            try:
+                await self.listener.open()
+                break
+            except ConnectError as e:
+                if e.status_code is not None and 400 <= e.status_code < 500:
+                    self._note(f"the relay refused the listener: {e}")
+                    self._finish(1)
+                    break
+                error: Exception = e
+            except Exception as e:
+                error = e
+            if self._finished.called:
+                break
+            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+            attempt += 1
+            self._note(f"cannot reach the relay ({error}); retrying in {delay:g}s")
+            self._sleep = deferLater(self.reactor, delay)
+            try:
+                await self._sleep
+            except CancelledError:
+                pass
+            self._sleep = None
+        return await self._finished
+
+    def _finish(self, status: int) -> None:
+        if not self._finished.called:
+            self._finished.callback(status)
+
+    async def stop(self) -> None:
+        """Close the listener and end L{run} with status 0."""
+        self._finish(0)
+        if self._sleep is not None:
+            self._sleep.cancel()
+        await self.listener.close()
+
+
+def run_expose(
+    url: str,
+    connection_string: str,
+    name: str | None,
+    *,
+    ca_file: str | None = None,
+    verbose: bool = False,
+    quiet: bool = False,
+) -> int:
+    """
+    Run C{relay expose} on the global reactor until interrupted (SIGINT/SIGTERM: status 0).
+
+    @param ca_file: PEM file of a certificate authority to trust for C{wss} relays (a development CA).
+    @param verbose: log at info level on stderr (default: warnings only).
+    @param quiet: no access log on stdout.
+    @return: the exit status.
+    @raise ExposeError: for a bad URL, connection string or CA file.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    options = WebSocketOptions()
+    if ca_file is not None:
+        from twisted.internet.ssl import Certificate
+
+        try:
+            with open(ca_file, "rb") as f:
+                options = WebSocketOptions(trust_root=Certificate.loadPEM(f.read()))
+        except (OSError, ValueError) as e:
+            raise ExposeError(f"cannot use --ca {ca_file}: {e}") from None
+    level = LogLevel.info if verbose else LogLevel.warn
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
+        redirectStandardIO=False,
+    )
+    out = open(os.devnull, "w") if quiet else sys.stdout
+    exposer = Exposer(url, connection_string, name, reactor=reactor, options=options, out=out)
+    status = [1]
+
+    def start() -> None:
+        running = Deferred.fromCoroutine(exposer.run())
+
+        def record(code: int) -> None:
+            status[0] = code
+
+        def crashed(failure: Failure) -> None:
+            sys.stderr.write(f"relay expose: {failure.getErrorMessage()}\n")
+
+        def stop_reactor(_: object) -> None:
+            if not stopping:
+                reactor.stop()  # type: ignore[attr-defined]
+
+        running.addCallbacks(record, crashed)
+        running.addBoth(stop_reactor)
+
+    stopping: list[bool] = []
+
+    def shutting_down() -> Deferred[None]:
+        stopping.append(True)
+        return Deferred.fromCoroutine(exposer.stop())
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return status[0]

@@ -1,0 +1,154 @@
+"""
+Routing of relayed HTTP requests: which listener, which channel, and the one-time addresses involved.
+
+A request whose length is known and whose C{request} message plus body fit the control channel's limits
+(64 kB in all, 32 kB of metadata) is sent there in full, followed by its body. Anything else is announced
+with the rendezvous-only C{request} (C{address} and C{id}), and the listener fetches it over a rendezvous
+WebSocket. Either way every request carries an address: a small request's listener may open it to send a
+large response, so that address stays claimable for as long as the request waits for its response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.logger import Logger
+
+from relay.errors import ErrorKind, RelayError
+from relay.hybrid.addressing import ACTION_REQUEST, rendezvous_address
+from relay.hybrid.messages import RendezvousRequest
+from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
+
+CONTROL_MESSAGE_LIMIT = 64 * 1024
+"""A request on the control channel: its JSON plus its body, at most (bytes)."""
+
+CONTROL_METADATA_LIMIT = 32 * 1024
+"""A request on the control channel: its JSON (method, target, headers), at most (bytes)."""
+
+
+def fits_control_channel(message_size: int, body_size: int | None) -> bool:
+    """
+    Whether a request may travel on the control channel.
+
+    @param message_size: bytes of the encoded C{request} message.
+    @param body_size: bytes of the body, or C{None} when it is streamed (length unknown or too large to
+        hold).
+    """
+    return (
+        body_size is not None
+        and message_size <= CONTROL_METADATA_LIMIT
+        and message_size + body_size <= CONTROL_MESSAGE_LIMIT
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWait:
+    """
+    The context of a ticket issued for an HTTP request's address.
+
+    @ivar exchange: the request's transport-side state.
+    @ivar for_request: C{True} when the listener comes to fetch the request (the socket may then carry
+        later requests of the same sender); C{False} when it may only come to deliver a response.
+    """
+
+    exchange: Any
+    for_request: bool
+
+
+class HttpDispatcher:
+    """
+    Hand HTTP requests to listeners.
+
+    @ivar router: the hybrid connection router (registry, tickets, public address base).
+    @ivar rendezvous_timeout: seconds a listener has to fetch a rendezvous-only request.
+    """
+
+    log = Logger()
+
+    def __init__(self, router: HybridConnectionRouter, rendezvous_timeout: float = 30.0) -> None:
+        self.router = router
+        self.rendezvous_timeout = rendezvous_timeout
+
+    def address(self, admission: Admission, request_id: str) -> str:
+        """The one-time address of a request: C{.../$hc/NAME?sb-hc-action=request&sb-hc-id=ID}."""
+        return rendezvous_address(
+            self.router.websocket_base, "/" + admission.entity.name, "", ACTION_REQUEST, request_id
+        )
+
+    def send_small(
+        self,
+        admission: Admission,
+        payload: bytes,
+        body: bytes,
+        request_id: str,
+        exchange: Any,
+        response_window: float,
+    ) -> tuple[IListenerChannel, Ticket]:
+        """
+        Send a request (its encoded L{HttpRequest}) and its body on a listener's control channel.
+
+        @param body: the body; sent as one binary message right after the request unless empty.
+        @param response_window: seconds the request's address stays claimable for a response.
+        @return: the channel it went to, and the ticket of its address.
+        @raise RelayError: 502 when no listener could take it.
+        """
+
+        def send(channel: IListenerChannel) -> bool:
+            return channel.send_control(payload) and (not body or channel.send_binary(body))
+
+        return self._send(admission, request_id, exchange, send, for_request=False, timeout=response_window)
+
+    def announce(
+        self, admission: Admission, request_id: str, address: str, exchange: Any
+    ) -> tuple[IListenerChannel, Ticket]:
+        """
+        Ask a listener to fetch a request over a rendezvous.
+
+        @return: the channel that was asked, and the ticket the listener's upgrade will claim; its
+            outcome fires with the rendezvous, or fails with 504 when the listener does not come in time.
+        @raise RelayError: 502 when no listener could take it.
+        """
+        payload = RendezvousRequest(address=address, id=request_id).encode()
+        return self._send(
+            admission,
+            request_id,
+            exchange,
+            lambda channel: channel.send_control(payload),
+            for_request=True,
+            timeout=self.rendezvous_timeout,
+        )
+
+    def _send(
+        self,
+        admission: Admission,
+        request_id: str,
+        exchange: Any,
+        send: Callable[[IListenerChannel], bool],
+        *,
+        for_request: bool,
+        timeout: float,
+    ) -> tuple[IListenerChannel, Ticket]:
+        registry = self.router.registry
+        tried: list[IListenerChannel] = []
+        while True:
+            channel = registry.choose(admission.namespace, admission.entity, exclude=tried)
+            if channel is None:
+                raise RelayError(ErrorKind.BAD_GATEWAY, "No listener is connected to this hybrid connection")
+            tried.append(channel)
+            if channel.closing:
+                continue
+            ticket = self.router.rendezvous.open(
+                request_id, RequestWait(exchange, for_request), key=request_id, timeout=timeout
+            )
+            if send(channel):
+                self.log.debug(
+                    "request {request_id} sent to listener {listener_id} ({how})",
+                    request_id=request_id,
+                    listener_id=channel.listener_id,
+                    how="rendezvous" if for_request else "control channel",
+                )
+                return channel, ticket
+            self.router.rendezvous.cancel(ticket)

@@ -1,0 +1,194 @@
+"""
+HTTP header rules for relayed requests and responses, as a reverse proxy applies them.
+
+A request's headers reach the listener as one JSON object: token carriers and hop-by-hop/framing headers are
+removed, repeated headers are joined, and C{Via}, C{X-Forwarded-For} and C{X-Forwarded-Proto} are added. A
+response's headers come back as a JSON object whose values may be strings or arrays; they are checked (a
+header that could break the sender's response is refused, so the relay answers 502 instead), framing
+headers are dropped (the relay frames the body itself) and C{Via} is extended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
+AUTHORIZATION = "authorization"
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+"""Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus legacy spellings."""
+
+_REQUEST_DROPPED = HOP_BY_HOP | {"content-length", "expect", TOKEN_HEADER, "x-forwarded-proto"}
+_RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n]")
+_MAX_REASON = 120
+
+
+class HeaderError(ValueError):
+    """A listener's response header cannot be forwarded safely."""
+
+
+def connection_options(values: Iterable[str]) -> frozenset[str]:
+    """The header names a C{Connection} header lists (they are hop-by-hop too)."""
+    names = set()
+    for value in values:
+        for item in value.split(","):
+            item = item.strip().lower()
+            if item:
+                names.add(item)
+    return frozenset(names)
+
+
+def forward_request_headers(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    strip_authorization: bool,
+    via: str,
+    client_address: str,
+    scheme: str,
+) -> dict[str, str]:
+    """
+    The C{requestHeaders} object for a sender's request.
+
+    Repeated headers are joined with C{", "} (C{Cookie} with C{"; "}, as RFC 6265 requires); the first
+    spelling of a name is kept.
+
+    @param pairs: the sender's headers as received, in order.
+    @param strip_authorization: whether C{Authorization} carried the relay token (then it is removed).
+    @param via: this hop's C{Via} entry, e.g. C{"1.1 relay.example.org"}.
+    @param client_address: the sender's IP address, appended to C{X-Forwarded-For}.
+    @param scheme: C{http} or C{https}, as the sender reached the relay.
+    """
+    dropped = set(_REQUEST_DROPPED)
+    dropped |= connection_options(value for name, value in pairs if name.lower() == "connection")
+    if strip_authorization:
+        dropped.add(AUTHORIZATION)
+    names: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in dropped:
+            continue
+        names.setdefault(key, name)
+        values.setdefault(key, []).append(value)
+    headers = {names[key]: ("; " if key == "cookie" else ", ").join(parts) for key, parts in values.items()}
+    _append(headers, names, "via", "Via", via)
+    _append(headers, names, "x-forwarded-for", "X-Forwarded-For", client_address)
+    headers["X-Forwarded-Proto"] = scheme
+    return headers
+
+
+def _append(headers: dict[str, str], names: Mapping[str, str], key: str, spelling: str, item: str) -> None:
+    name = names.get(key, spelling)
+    current = headers.get(name)
+    headers[name] = f"{current}, {item}" if current else item
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseHead:
+    """
+    A listener's response headers, ready for the sender.
+
+    @ivar headers: name/value pairs in order, one pair per header line, C{Via} included.
+    @ivar content_length: the listener's C{Content-Length}, when it gave a valid one.
+    """
+
+    headers: tuple[tuple[str, str], ...]
+    content_length: int | None
+
+
+def response_head(fields: Any, *, via: str) -> ResponseHead:
+    """
+    Check and convert a C{responseHeaders} object.
+
+    Values may be strings, numbers or arrays of them (one header line per element, so C{Set-Cookie} arrays
+    survive). Names must be HTTP tokens and values must not contain CR, LF or NUL.
+
+    @raise HeaderError: for a malformed object, name or value, or a C{Content-Length} that is not a number.
+    """
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        raise HeaderError("responseHeaders must be a JSON object")
+    lines: list[tuple[str, str]] = []
+    for name, raw in fields.items():
+        if not _TOKEN.match(name):
+            raise HeaderError(f"response header name {name[:40]!r} is not a valid HTTP token")
+        for value in _values(name, raw):
+            if _FORBIDDEN_IN_VALUE.search(value):
+                raise HeaderError(f"response header {name[:40]!r} contains CR, LF or NUL")
+            lines.append((name, value.strip(" \t")))
+    dropped = _RESPONSE_DROPPED | connection_options(v for n, v in lines if n.lower() == "connection")
+    content_length: int | None = None
+    kept: list[tuple[str, str]] = []
+    via_values: list[str] = []
+    via_name = "Via"
+    for name, value in lines:
+        key = name.lower()
+        if key == "content-length":
+            content_length = _content_length(value, content_length)
+        elif key == "via":
+            via_name = name
+            via_values.append(value)
+        elif key not in dropped:
+            kept.append((name, value))
+    kept.append((via_name, ", ".join([*via_values, via])))
+    return ResponseHead(headers=tuple(kept), content_length=content_length)
+
+
+def _values(name: str, raw: Any) -> list[str]:
+    items = raw if isinstance(raw, list) else [raw]
+    values = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str | int | float):
+            raise HeaderError(f"response header {name[:40]!r} must be a string or an array of strings")
+        values.append(item if isinstance(item, str) else str(item))
+    return values
+
+
+def _content_length(value: str, previous: int | None) -> int:
+    if not value.isdigit() or len(value) > 18:
+        raise HeaderError(f"Content-Length {value[:20]!r} is not a number")
+    length = int(value)
+    if previous is not None and previous != length:
+        raise HeaderError("conflicting Content-Length values")
+    return length
+
+
+def reason_phrase(status: int, description: Any) -> str:
+    """
+    The reason phrase for the sender.
+
+    The listener's description if it is printable text, else the standard phrase for the status.
+    """
+    if isinstance(description, str):
+        cleaned = " ".join(description.split())[:_MAX_REASON]
+        if cleaned and all(32 <= ord(c) < 127 for c in cleaned):
+            return cleaned
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def body_forbidden(method: str, status: int) -> bool:
+    """Whether a response must not carry a body: HEAD requests and 1xx, 204 and 304 responses."""
+    return method == "HEAD" or status < 200 or status in (204, 304)

@@ -1,0 +1,481 @@
+"""
+The gateway's HTTP server: twisted.web with streamed request bodies and header limits that answer precisely.
+
+twisted.web reads a whole request body into C{request.content} before a resource sees the request. That
+is fine for small bodies and for the layers that want the whole body, but a relay must pass a 200 MB
+upload through without holding it. So a L{RelaySite} asks its C{stream_policy} once the headers are in:
+for requests it says yes to (and whose body is not small enough to just buffer), the resource renders
+at once and reads the body through L{RequestBody} as it arrives, pausing the sender's socket when the
+other side cannot keep up.
+
+A resource may answer such a request before its body is complete (an error, or a listener that does not
+read the upload). Twisted's channel cannot finish a request whose body is still arriving, so
+L{RelayRequest.finish} waits: the rest of the body is read and dropped, then the request finishes and the
+connection stays usable. A sender that keeps sending past the linger time is disconnected.
+
+Oversized heads get 414 (request line) or 431 (header fields), malformed ones 400, each with a short
+body naming the cause and a tracking id, and a log event, instead of twisted's bare 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from typing import Any
+from urllib.parse import parse_qs
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+from typing_extensions import override
+from zope.interface import Interface, implementer
+
+from relay.errors import ErrorKind, RelayError, new_tracking_id
+
+StreamPolicy = Callable[[Request], bool]
+
+DEFAULT_BUFFERED_BODY = 64 * 1024
+DEFAULT_MAX_REQUEST_LINE = 16 * 1024
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
+DEFAULT_MAX_HEADERS = 500
+
+
+class IBodyConsumer(Interface):
+    """Where a streamed request body goes."""
+
+    def body_data(data: bytes) -> None:
+        """A piece of the body arrived (in order; never empty)."""
+
+    def body_end() -> None:
+        """The body is complete."""
+
+    def body_failed(reason: Failure) -> None:
+        """The sender's connection went away before the body was complete."""
+
+
+@implementer(IBodyConsumer)
+class DiscardBody:
+    """Read a body to its end and drop it, so the connection can carry the next request."""
+
+    def body_data(self, data: bytes) -> None:
+        """Drop it."""
+
+    def body_end(self) -> None:
+        """Nothing to do."""
+
+    def body_failed(self, reason: Failure) -> None:
+        """Nothing to do."""
+
+
+class RequestBody:
+    """
+    A request body that is read while the request is handled.
+
+    Until a consumer is attached, reading from the sender is paused (at most one socket read is held).
+    The consumer may L{pause} and L{resume} reading at any time for back-pressure.
+
+    @ivar length: the declared C{Content-Length}, or C{None} for a chunked body.
+    @ivar received: bytes received so far.
+    @ivar complete: whether the whole body has arrived.
+    """
+
+    def __init__(self, request: RelayRequest, length: int | None) -> None:
+        self._request = request
+        self.length = length
+        self.received = 0
+        self.complete = False
+        self._failure: Failure | None = None
+        self._consumer: IBodyConsumer | None = None
+        self._held: list[bytes] = []
+        self._consumer_paused = False
+        self._reading_paused = False
+        self._discarding = False
+        self._update_reading()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the sender went away before the body was complete."""
+        return self._failure is not None
+
+    def attach(self, consumer: IBodyConsumer) -> None:
+        """Start delivering the body (what arrived already, then the rest) to C{consumer}."""
+        self._consumer = consumer
+        held, self._held = self._held, []
+        for data in held:
+            consumer.body_data(data)
+        if self._failure is not None:
+            consumer.body_failed(self._failure)
+        elif self.complete:
+            consumer.body_end()
+        self._update_reading()
+
+    def discard(self) -> None:
+        """Drop the rest of the body (and anything held), reading it at full speed."""
+        self._held = []
+        self._consumer_paused = False
+        self._discarding = True
+        self._consumer = DiscardBody()
+        self._update_reading()
+
+    def pause(self) -> None:
+        """Stop reading from the sender (the consumer cannot take more now); ignored once discarding."""
+        if self._discarding:
+            return
+        self._consumer_paused = True
+        self._update_reading()
+
+    def resume(self) -> None:
+        """Read from the sender again."""
+        self._consumer_paused = False
+        self._update_reading()
+
+    def feed(self, data: bytes) -> None:
+        """A chunk arrived from the channel."""
+        if not data:
+            return
+        self.received += len(data)
+        if self._consumer is None:
+            self._held.append(data)
+        else:
+            self._consumer.body_data(data)
+
+    def end(self) -> None:
+        """The channel read the last of the body."""
+        self.complete = True
+        self._update_reading()
+        if self._consumer is not None:
+            self._consumer.body_end()
+
+    def fail(self, reason: Failure) -> None:
+        """The connection was lost before the body was complete."""
+        if self.complete or self._failure is not None:
+            return
+        self._failure = reason
+        self._held = []
+        if self._consumer is not None:
+            self._consumer.body_failed(reason)
+
+    def _update_reading(self) -> None:
+        paused = not self.complete and (self._consumer is None or self._consumer_paused)
+        if paused == self._reading_paused:
+            return
+        channel = self._request.channel
+        if not isinstance(channel, RelayHTTPChannel):
+            return
+        self._reading_paused = paused
+        if paused:
+            channel.pause_body()
+        else:
+            channel.resume_body()
+
+
+@implementer(IPushProducer)
+class BodyProducer:
+    """Registered on the transport a body is written to: a full write buffer pauses reading the body."""
+
+    def __init__(self, body: RequestBody) -> None:
+        self._body = body
+
+    def pauseProducing(self) -> None:
+        """The other side's buffer is full."""
+        self._body.pause()
+
+    def resumeProducing(self) -> None:
+        """The other side drained."""
+        self._body.resume()
+
+    def stopProducing(self) -> None:
+        """The other side is gone; whoever consumes the body finds out on its own."""
+
+
+class RelayRequest(Request):
+    """
+    A request that can be handled while its body is still arriving.
+
+    @ivar body: the streamed body, or C{None} when twisted.web buffered it in C{content} as usual.
+    """
+
+    channel: Any
+    body: RequestBody | None = None
+    _finish_pending = False
+    _linger: IDelayedCall | None = None
+
+    @override
+    def gotLength(self, length: int | None) -> None:
+        """Decide, with the headers in, whether to handle the request now and stream its body."""
+        site = self.channel.site
+        policy: StreamPolicy | None = getattr(site, "stream_policy", None)
+        buffered = getattr(site, "buffered_body", DEFAULT_BUFFERED_BODY)
+        if policy is not None and length != 0 and (length is None or length > buffered):
+            self._read_request_line()
+            if policy(self):
+                self.content = BytesIO()
+                self.body = RequestBody(self, length)
+                self.process()
+                return
+        super().gotLength(length)
+
+    def _read_request_line(self) -> None:
+        # What requestReceived() would set; the channel keeps the request line until the body is read.
+        channel = self.channel
+        self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
+        path, _, query = self.uri.partition(b"?")
+        self.path = path
+        self.args = parse_qs(query, keep_blank_values=True) if query else {}
+
+    @override
+    def handleContentChunk(self, data: bytes) -> None:
+        """Stream the chunk, or buffer it as twisted.web does."""
+        if self.body is not None:
+            self.body.feed(data)
+        else:
+            super().handleContentChunk(data)
+
+    @override
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        """The body is complete: end the stream of a request already being handled, or handle it now."""
+        if self.body is None:
+            super().requestReceived(command, path, version)
+            return
+        self.body.end()
+        if self._finish_pending:
+            self._finish_pending = False
+            self._stop_linger()
+            super().finish()
+
+    @override
+    def finish(self) -> None:
+        """Finish now, or once the rest of a streamed body has been read and dropped."""
+        body = self.body
+        if body is not None and not body.complete and not self._disconnected:
+            if not self._finish_pending:
+                self._finish_pending = True
+                body.discard()
+                linger = float(getattr(self.channel.site, "linger_timeout", 10.0))
+                reactor: IReactorTime = self.channel.site.reactor
+                self._linger = reactor.callLater(linger, self._linger_expired)
+            return
+        super().finish()
+
+    def _linger_expired(self) -> None:
+        self._linger = None
+        channel = self.channel
+        if channel is not None and channel.transport is not None:
+            RelaySite.logger.info(
+                "dropping {peer}: it kept sending a request body for {timeout}s after the response",
+                peer=str(channel.transport.getPeer()),
+                timeout=getattr(channel.site, "linger_timeout", 10.0),
+            )
+            channel.transport.abortConnection()
+
+    def _stop_linger(self) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        self._linger = None
+
+    @override
+    def connectionLost(self, reason: Failure) -> None:
+        """Tell a streamed body's consumer that the rest will never come."""
+        self._stop_linger()
+        if self.body is not None:
+            self.body.fail(reason)
+        super().connectionLost(reason)
+
+
+class RelayHTTPChannel(HTTPChannel):
+    """
+    An HTTP/1.1 connection with precise refusals of oversized heads and pausable body reads.
+
+    @ivar when_lost: callables run once when the connection is gone (the HTTP relay closes the sender's
+        rendezvous sockets this way).
+    @ivar affinity: per-connection state other layers keep (the HTTP relay's reusable rendezvous).
+    """
+
+    site: RelaySite
+    transport: Any
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.when_lost: list[Callable[[], None]] = []
+        self.affinity: dict[Any, Any] = {}
+        self._body_paused = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._head_count = 0
+        self._refused = False
+
+    @override
+    def connectionMade(self) -> None:
+        """Apply the site's limits, which twisted's own checks must never undercut."""
+        site = self.site
+        self.MAX_LENGTH = max(site.max_request_line, site.max_header_bytes) + 2
+        self.totalHeadersSize = site.max_request_line + site.max_header_bytes + 4
+        self.maxHeaders = site.max_headers + 1
+        super().connectionMade()
+
+    @override
+    def lineReceived(self, line: bytes) -> None:
+        """Count the head before twisted parses it, and refuse what is too large."""
+        if self._refused:
+            return
+        if not self._in_head:
+            if line:
+                if len(line) > self.site.max_request_line:
+                    self._refuse(ErrorKind.URI_TOO_LONG, "The request line is too long")
+                    return
+                self._in_head = True
+                self._head_bytes = 0
+                self._head_count = 0
+        elif line:
+            self._head_bytes += len(line) + 2
+            self._head_count += 1
+            if self._head_bytes > self.site.max_header_bytes or self._head_count > self.site.max_headers:
+                self._refuse(
+                    ErrorKind.HEADERS_TOO_LARGE,
+                    f"Request header fields are too large (at most {self.site.max_header_bytes} bytes "
+                    f"in {self.site.max_headers} fields)",
+                )
+                return
+        else:
+            self._in_head = False
+        super().lineReceived(line)
+
+    @override
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line without end that is longer than any allowed one."""
+        if self._in_head:
+            self._refuse(ErrorKind.HEADERS_TOO_LARGE, "A request header field is too large")
+        else:
+            self._refuse(ErrorKind.URI_TOO_LONG, "The request line is too long")
+
+    @override
+    def rawDataReceived(self, data: bytes) -> None:
+        """Ignore whatever follows a refusal."""
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    @override
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """twisted.web's answer to malformed requests, with a body, a tracking id and a log event."""
+        self._refuse(ErrorKind.BAD_REQUEST, "Malformed HTTP request")
+
+    def _refuse(self, kind: ErrorKind, message: str) -> None:
+        if self._refused:
+            return
+        self._refused = True
+        self.setRawMode()
+        tracking_id = new_tracking_id()
+        peer = str(self.transport.getPeer()) if self.transport is not None else "-"
+        RelaySite.logger.info(
+            "refused a request from {peer}: {kind} {message}",
+            peer=peer,
+            kind=kind.name,
+            message=message,
+            tracking_id=tracking_id,
+        )
+        if self.requests and self.requests[-1].startedWriting:
+            # A response is under way: a status line now would corrupt it.
+            self.transport.abortConnection()
+            return
+        text = (RelayError(kind, message).describe(tracking_id) + "\n").encode("utf-8")
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s"
+            % (kind.status, _PHRASES.get(kind.status, b"Error"), len(text), text)
+        )
+        self.loseConnection()
+
+    @override
+    def _send100Continue(self) -> None:
+        """Only while no response has started (a request handled early may have been refused already)."""
+        if self.requests and self.requests[-1].startedWriting:
+            return
+        super()._send100Continue()
+
+    @property
+    def writing_paused(self) -> bool:
+        """Whether the sender's socket buffer is full (responses are waiting for it to drain)."""
+        return bool(self._waitingForTransport)
+
+    def pause_body(self) -> None:
+        """Stop reading from the sender: the body's consumer is full."""
+        if not self._body_paused:
+            self._body_paused = True
+            self._networkProducer.pauseProducing()
+
+    def resume_body(self) -> None:
+        """Read the body again."""
+        if self._body_paused:
+            self._body_paused = False
+            if not self._waitingForTransport and not self._handlingRequest:
+                self._networkProducer.resumeProducing()
+
+    @override
+    def resumeProducing(self) -> None:
+        """The sender drained our responses; read again unless a body's consumer still holds us back."""
+        self._waitingForTransport = False
+        if self._requestProducer is not None:
+            self._requestProducer.resumeProducing()
+        if not self._handlingRequest and not self._body_paused:
+            self._networkProducer.resumeProducing()
+
+    @override
+    def requestDone(self, request: Any) -> None:
+        """A request finished; its body pause (if any) ends with it."""
+        self._body_paused = False
+        super().requestDone(request)
+
+    @override
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Run the C{when_lost} callbacks after the requests learnt about the loss."""
+        super().connectionLost(reason)
+        callbacks, self.when_lost = self.when_lost, []
+        for callback in callbacks:
+            callback()
+
+
+_PHRASES = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+
+
+class RelaySite(Site):
+    """
+    The gateway's site.
+
+    @ivar stream_policy: tells, for a request whose headers are in, whether its resource reads the body
+        as a stream (the request is then handled at once); C{None}: never.
+    @ivar buffered_body: bodies with a C{Content-Length} up to this size are buffered even for streaming
+        resources (they fit a control-channel message).
+    @ivar linger_timeout: seconds a sender may keep sending a body that nobody reads after the response.
+    @ivar max_request_line: longest request line (414 beyond).
+    @ivar max_header_bytes: total size of the header fields (431 beyond).
+    @ivar max_headers: number of header fields (431 beyond).
+    """
+
+    logger = Logger()  # HTTPFactory.log is twisted's access-log method
+    protocol = RelayHTTPChannel  # type: ignore[assignment]
+    requestFactory = RelayRequest  # noqa: N815 - twisted's name
+
+    def __init__(
+        self,
+        resource: IResource,
+        *,
+        reactor: IReactorTime | None = None,
+        timeout: float = 120.0,
+        stream_policy: StreamPolicy | None = None,
+        buffered_body: int = DEFAULT_BUFFERED_BODY,
+        linger_timeout: float = 10.0,
+        max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+    ) -> None:
+        super().__init__(resource, timeout=timeout, reactor=reactor)
+        self.stream_policy = stream_policy
+        self.buffered_body = buffered_body
+        self.linger_timeout = linger_timeout
+        self.max_request_line = max_request_line
+        self.max_header_bytes = max_header_bytes
+        self.max_headers = max_headers
+        self.displayTracebacks = False

@@ -1,0 +1,174 @@
+"""
+End to end: an existing spyne SOAP service (WSGI under twisted.web) exposed through the bridge, called by zeep.
+
+Both the in-process L{SoapBridge} and the C{relay soap-bridge} command (a real subprocess) are exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+from typing import Any
+
+import zeep
+from twisted.internet import reactor
+from twisted.internet.interfaces import IListeningPort
+from twisted.web import pages
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from twisted.web.wsgi import WSGIResource
+
+from bindings.bridge import BridgeError, SoapBridge
+from bindings.credentials import parse_address
+from bindings.soap import SoapVersion
+
+from .e2e_support import BindingsE2E, local
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # spyne imports cgi
+    from spyne import Application, Integer, ServiceBase, Unicode, rpc
+    from spyne.model.fault import Fault
+    from spyne.protocol.soap import Soap11
+    from spyne.server.wsgi import WsgiApplication
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class LegacyCalculator(ServiceBase):  # type: ignore[misc]
+    """A spyne service as teams run them on premises."""
+
+    @rpc(Integer, Integer, _returns=Integer)  # type: ignore[misc]
+    def Add(ctx, a, b):  # type: ignore[no-untyped-def]
+        return a + b
+
+    @rpc(Unicode, _returns=Unicode)  # type: ignore[misc]
+    def Echo(ctx, s):  # type: ignore[no-untyped-def]
+        if s == "boom":
+            raise Fault(faultcode="Client.Boom", faultstring="explicit fault: boom")
+        if s == "secret":
+            return ctx.transport.req_env.get("HTTP_AUTHORIZATION", "none")
+        return s
+
+    @rpc(Integer, Integer, _returns=Integer)  # type: ignore[misc]
+    def Divide(ctx, a, b):  # type: ignore[no-untyped-def]
+        return a // b
+
+
+def legacy_site() -> Site:
+    application = Application(
+        [LegacyCalculator],
+        tns="urn:example:legacy",
+        in_protocol=Soap11(validator="lxml"),
+        out_protocol=Soap11(),
+    )
+    root = Resource()
+    wsgi = WSGIResource(reactor, reactor.getThreadPool(), WsgiApplication(application))
+    root.putChild(b"service", wsgi)
+    root.putChild(b"missing", pages.notFound())
+    return Site(root)
+
+
+class BridgeTests(BindingsE2E):
+    """A bridged spyne service through the gateway."""
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        await self.start()
+        self.port: IListeningPort = reactor.listenTCP(0, legacy_site(), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.backend = f"http://127.0.0.1:{self.port.getHost().port}/service"  # type: ignore[attr-defined]
+
+    async def bridge(self) -> SoapBridge:
+        bridge = SoapBridge(
+            self.backend, parse_address(self.url("legacy")), self.credentials(), reactor=reactor
+        )
+        await bridge.start()
+        self.addCleanup(bridge.stop)
+        return bridge
+
+    def calls(self) -> dict[str, Any]:
+        client = self.zeep_client("legacy", self.token("legacy"))
+        results: dict[str, Any] = {"add": client.service.Add(2, 3), "echo": client.service.Echo("hi")}
+        for name, call in (
+            ("boom", lambda: client.service.Echo("boom")),
+            ("divide", lambda: client.service.Divide(1, 0)),
+        ):
+            try:
+                call()
+            except zeep.exceptions.Fault as fault:
+                results[name] = (local(fault.code), fault.message)
+        client.transport.session.headers["Authorization"] = "Basic dXNlcjpwYXNz"
+        results["auth"] = client.service.Echo("secret")
+        return results
+
+    async def test_bridged_service(self) -> None:
+        """zeep sees spyne's WSDL at the relay URL; calls, spyne's own faults and Authorization pass through."""
+        bridge = await self.bridge()
+        self.assertIs(bridge.version, SoapVersion.SOAP11)
+        results = await self.in_thread(self.calls)
+        self.assertEqual((results["add"], results["echo"]), (5, "hi"))
+        self.assertEqual(results["boom"], ("Client.Boom", "explicit fault: boom"))
+        self.assertEqual(local(results["divide"][0]), "Server")
+        self.assertEqual(results["auth"], "Basic dXNlcjpwYXNz")
+
+    async def test_backend_down(self) -> None:
+        """A backend that stops listening: callers get a Receiver fault at once, not a timeout."""
+        await self.bridge()
+        await self.port.stopListening()
+
+        def call() -> tuple[str, str]:
+            try:
+                self.zeep_client("legacy", self.token("legacy")).service.Add(1, 1)
+            except zeep.exceptions.Fault as fault:
+                return local(fault.code), fault.message
+            raise AssertionError("no fault")
+
+        code, message = await self.in_thread(call)
+        self.assertEqual(code, "BackendUnavailable")
+        self.assertIn("could not be reached", message)
+
+    async def test_unusable_wsdl(self) -> None:
+        """A backend whose ?wsdl is not WSDL: the bridge refuses to start."""
+        missing = self.backend.replace("/service", "/missing")
+        bridge = SoapBridge(missing, parse_address(self.url("legacy")), self.credentials(), reactor=reactor)
+        with self.assertRaises(BridgeError):
+            await bridge.start()
+
+    async def test_command(self) -> None:
+        """C{relay soap-bridge} as a real process: registers, forwards, logs one line per call, stops on SIGTERM."""
+        connection_string = self.gateway.connection_string
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relay.cli",
+                "soap-bridge",
+                "--url",
+                self.backend,
+                "--name",
+                "legacy",
+                "--connection-string",
+                connection_string,
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+        self.addCleanup(stop)
+        await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
+        results = await self.in_thread(
+            lambda: self.zeep_client("legacy", self.token("legacy")).service.Add(20, 22)
+        )
+        self.assertEqual(results, 42)
+        process.terminate()
+        _, stderr = await self.in_thread(lambda: process.communicate(timeout=10))
+        self.assertIn("bridging http://127.0.0.1", stderr)
+        self.assertIn("Add -> 200", stderr)

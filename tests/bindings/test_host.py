@@ -1,0 +1,420 @@
+"""ServiceHost, its dispatcher and listener session, and ChannelFactory, on in-memory transports."""
+
+from __future__ import annotations
+
+import datetime
+import random
+from decimal import Decimal
+
+from lxml import etree
+from twisted.internet.error import ConnectionRefusedError
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import Interface
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from bindings.addressing import SenderInfo, addressing_headers, new_message_id, read_addressing, sender_header
+from bindings.channels import ChannelClosedError, ChannelFactory
+from bindings.contracts import contract_of
+from bindings.faultcodes import RELAY_NS
+from bindings.faults import SoapFault, parse_fault
+from bindings.host import GENERIC_REASON, ServiceDispatcher, ServiceHost
+from bindings.session import Backoff, IEnvelopeHandler, RegistrationRefused
+from bindings.settings import MulticastBinding, OneWayBinding, RequestReplyBinding
+from bindings.soap import SOAP12_NS, Envelope, SoapVersion
+from bindings.wsclient import HandshakeRefused
+
+from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
+from .services import Calculator, ChatRoom
+from .wcfharness import HOST, LISTEN_KEY, BindingsTestCase
+
+CALC = contract_of(ICalculator)
+
+
+def request(
+    operation: str, *args: object, reply: bool = True, headers: tuple[etree._Element, ...] = ()
+) -> Envelope:
+    op = CALC.operation(operation)
+    blocks = addressing_headers(action=op.action, message_id=new_message_id(), reply_to_anonymous=reply)
+    return Envelope(
+        SoapVersion.SOAP12,
+        (*blocks, sender_header(SenderInfo("root", "T")), *headers),
+        (op.encode_request(*args),),
+    )
+
+
+class DispatcherTests(SynchronousTestCase):
+    """Typed dispatch and the fault rules of spec 7.2."""
+
+    def setUp(self) -> None:
+        self.service = Calculator()
+        self.dispatcher = ServiceDispatcher(self.service, CALC)
+
+    def fault(self, reply: Envelope | None) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        assert reply is not None and reply.is_fault
+        fault = parse_fault(reply.body[0], SoapVersion.SOAP12)
+        return fault.code.value, fault.reason, fault.subcodes
+
+    def test_verified(self) -> None:
+        """The dispatcher is an envelope handler."""
+        self.assertTrue(verifyObject(IEnvelopeHandler, self.dispatcher))
+
+    def test_typed_call(self) -> None:
+        """Arguments are decoded, the result encoded with the reply action and RelatesTo."""
+        incoming = request("Add", 2, 3)
+        reply = self.successResultOf(self.dispatcher.handle(incoming))
+        assert reply is not None
+        headers = read_addressing(reply)
+        self.assertEqual(
+            (headers.action, headers.relates_to),
+            (CALC.operation("Add").reply_action, read_addressing(incoming).message_id),
+        )
+        self.assertEqual(CALC.operation("Add").decode_response(reply.body[0]), 5)
+
+    def test_async_and_complex(self) -> None:
+        """async def methods and dataclass parameters work."""
+        shape = Shape(
+            "sq",
+            [Point(0, 0), Point(2, 2)],
+            datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+            Decimal("1.5"),
+            b"x",
+            datetime.date(2024, 1, 1),
+            True,
+        )
+        reply = self.successResultOf(self.dispatcher.handle(request("Centroid", shape, [1.0], "n")))
+        assert reply is not None
+        self.assertEqual(CALC.operation("Centroid").decode_response(reply.body[0]), Point(1.0, 1.0, "n"))
+
+    def test_deferred_result(self) -> None:
+        """A method returning a Deferred is answered when it fires."""
+        self.service.hold = True
+        pending = self.dispatcher.handle(request("Add", 1, 1))
+        self.assertNoResult(pending)
+        self.service.held[0][0].callback(2)
+        self.assertIsNotNone(self.successResultOf(pending))
+
+    def test_declared_fault(self) -> None:
+        """A declared fault carries its typed detail, its Code and its own action."""
+        reply = self.successResultOf(self.dispatcher.handle(request("Divide", 7, 0)))
+        code, reason, _ = self.fault(reply)
+        self.assertEqual((code, reason), ("Sender", "Division by zero."))
+        op = CALC.operation("Divide")
+        self.assertEqual(read_addressing(reply).action, op.faults[0].action)  # type: ignore[arg-type]
+        detail = parse_fault(reply.body[0], SoapVersion.SOAP12).detail[0]  # type: ignore[union-attr]
+        self.assertEqual(op.decode_fault(detail), DivideByZero(7))
+
+    def test_undeclared_fault(self) -> None:
+        """Any other exception: Receiver, r:InternalServiceFault, a generic reason; traceback logged only."""
+        reply = self.successResultOf(self.dispatcher.handle(request("Add", 666, 1)))
+        self.assertEqual(
+            self.fault(reply), ("Receiver", GENERIC_REASON, ((RELAY_NS, "InternalServiceFault"),))
+        )
+        self.assertNotIn(b"beast", reply.to_bytes())  # type: ignore[union-attr]
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_exception_detail(self) -> None:
+        """With include_exception_detail the message and type are sent, still no traceback."""
+        dispatcher = ServiceDispatcher(self.service, CALC, include_exception_detail=True)
+        reply = self.successResultOf(dispatcher.handle(request("Add", 666, 1)))
+        code, reason, _ = self.fault(reply)
+        self.assertEqual((code, reason), ("Receiver", "the number of the beast"))
+        detail = parse_fault(reply.body[0], SoapVersion.SOAP12).detail[0]  # type: ignore[union-attr]
+        self.assertEqual(detail.findtext(f"{{{RELAY_NS}}}Type"), "builtins.RuntimeError")
+        self.assertNotIn(b"Traceback", reply.to_bytes())  # type: ignore[union-attr]
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_one_way(self) -> None:
+        """One-way operations get no reply, even when they fail (the failure is logged)."""
+        self.assertIsNone(self.successResultOf(self.dispatcher.handle(request("Notify", "hi", reply=False))))
+        self.assertIsNone(
+            self.successResultOf(self.dispatcher.handle(request("Notify", "boom", reply=False)))
+        )
+        self.assertEqual(self.service.notified, ["hi", "boom"])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_must_understand(self) -> None:
+        """A header marked mustUnderstand that the host does not know: MustUnderstand fault, no call."""
+        header = etree.Element("{urn:x}Secret", nsmap={"x": "urn:x"})
+        header.set(f"{{{SOAP12_NS}}}mustUnderstand", "true")
+        reply = self.successResultOf(self.dispatcher.handle(request("Add", 1, 2, headers=(header,))))
+        self.assertEqual(self.fault(reply)[0], "MustUnderstand")
+        self.assertEqual(self.service.calls, 0)
+
+    def test_unknown_operation_and_bad_body(self) -> None:
+        """Unknown action: ActionNotSupported; unreadable arguments: DeserializationFailed."""
+        unknown = Envelope(
+            SoapVersion.SOAP12,
+            addressing_headers(action="urn:x", message_id="urn:1", reply_to_anonymous=True),
+            (etree.Element("{urn:x}X"),),
+        )
+        self.assertEqual(
+            self.fault(self.successResultOf(self.dispatcher.handle(unknown)))[2],
+            ((RELAY_NS, "ActionNotSupported"),),
+        )
+        op = CALC.operation("Add")
+        body = etree.Element(op.request_element)
+        etree.SubElement(body, f"{{{CALC.namespace}}}a").text = "not a number"
+        bad = Envelope(
+            SoapVersion.SOAP12,
+            addressing_headers(action=op.action, message_id="urn:2", reply_to_anonymous=True),
+            (body,),
+        )
+        self.assertEqual(
+            self.fault(self.successResultOf(self.dispatcher.handle(bad)))[2],
+            ((RELAY_NS, "DeserializationFailed"),),
+        )
+
+
+class NotCalculator:
+    def Add(self, a: int) -> int:
+        return a
+
+
+class HostConstructionTests(SynchronousTestCase):
+    """Checks made before anything is sent."""
+
+    def test_verify(self) -> None:
+        """An implementation that does not provide the contract is refused."""
+        self.assertRaises(Invalid, ServiceHost, NotCalculator(), ICalculator, "ws://h/calc", reactor=object())
+
+    def test_not_a_contract(self) -> None:
+        """A plain interface is refused."""
+        self.assertRaises(TypeError, ServiceHost, Calculator(), Interface, "ws://h/calc", reactor=object())
+
+    def test_multicast_needs_one_way(self) -> None:
+        """A multicast binding needs an all one-way contract."""
+        self.assertRaises(
+            TypeError,
+            ServiceHost,
+            Calculator(),
+            ICalculator,
+            "ws://h/calc",
+            MulticastBinding(),
+            reactor=object(),
+        )
+
+    def test_backoff(self) -> None:
+        """Delays grow by the factor, are capped, and are jittered within [d/2, d]."""
+        backoff = Backoff(initial=1.0, maximum=10.0, factor=2.0)
+        rng = random.Random(1)
+        for attempt, capped in [(0, 1.0), (1, 2.0), (3, 8.0), (4, 10.0), (50, 10.0)]:
+            delay = backoff.delay(attempt, rng)
+            self.assertTrue(capped / 2 <= delay <= capped, (attempt, delay))
+
+
+class HostOnGatewayTests(BindingsTestCase):
+    """A ServiceHost and a ChannelFactory through the in-memory gateway."""
+
+    def host(
+        self,
+        service: object = None,
+        interface: object = ICalculator,
+        path: str = "calc",
+        binding: object = None,
+        **kwargs: object,
+    ) -> ServiceHost:
+        return ServiceHost(
+            service if service is not None else Calculator(),
+            interface,
+            f"wss://{HOST}/{path}",
+            binding
+            or RequestReplyBinding(discovery=self.service.store.get(self.namespace, path).settings.discovery),  # type: ignore[union-attr]
+            kwargs.pop("credentials", self.credentials()),  # type: ignore[arg-type]
+            reactor=self.clock,
+            endpoint=self.endpoint,
+            rng=random.Random(0),
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def channel(
+        self, path: str = "calc", interface: object = ICalculator, binding: object = None
+    ) -> tuple[ChannelFactory, object]:
+        factory = ChannelFactory(
+            interface,
+            f"wss://{HOST}/{path}",
+            binding or RequestReplyBinding(),
+            self.credentials(),
+            reactor=self.clock,
+            endpoint=self.endpoint,
+        )  # type: ignore[arg-type]
+        return factory, factory.create_channel()
+
+    def opened(self, host: ServiceHost) -> None:
+        d = host.open()
+        self.net.flush()
+        self.assertEqual(self.successResultOf(d).address, f"https://{HOST}/calc")
+
+    def test_calls(self) -> None:
+        """Typed results, declared faults as SoapFault with the declared value, one-way counts."""
+        service = Calculator()
+        self.opened(self.host(service))
+        _factory, calc = self.channel()
+        self.assertTrue(verifyObject(ICalculator, calc))
+        results = [calc.Add(2, 3), calc.Divide(7, 0), calc.Notify("hello"), calc.Add(40, 2)]  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(results[0]), 5)
+        fault = self.failureResultOf(results[1], SoapFault).value
+        self.assertEqual((fault.code.value, fault.declared), ("Sender", DivideByZero(7)))
+        self.assertEqual(self.successResultOf(results[2]), 1)
+        self.assertEqual(self.successResultOf(results[3]), 42)
+        self.assertEqual(service.notified, ["hello"])
+
+    def test_survives_exceptions(self) -> None:
+        """An undeclared exception is a fault; the listener keeps serving."""
+        self.opened(self.host())
+        _, calc = self.channel()
+        failed, ok = calc.Add(666, 0), calc.Add(1, 1)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(
+            self.failureResultOf(failed, SoapFault).value.subcodes, ((RELAY_NS, "InternalServiceFault"),)
+        )
+        self.assertEqual(self.successResultOf(ok), 2)
+        self.flushLoggedErrors(RuntimeError)
+
+    def test_gateway_timeout(self) -> None:
+        """A service slower than request_timeout: the caller gets the gateway's Timeout fault."""
+        service = Calculator()
+        service.hold = True
+        self.opened(self.host(service))
+        _, calc = self.channel()
+        result = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.net.advance(5.1)
+        self.assertEqual(self.failureResultOf(result, SoapFault).value.subcodes[-1][1], "Timeout")
+        service.held[0][0].callback(3)  # the late reply is dropped by the gateway
+        self.net.flush()
+
+    def test_channel_closed(self) -> None:
+        """Calls waiting when the connection closes fail with ChannelClosedError; the next call reconnects."""
+        service = Calculator()
+        service.hold = True
+        self.opened(self.host(service))
+        factory, calc = self.channel()
+        waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.net.flush()
+        closing = factory.close()
+        self.net.flush()
+        self.successResultOf(closing)
+        self.failureResultOf(waiting, ChannelClosedError)
+        service.hold = False
+        again = calc.Add(1, 1)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(again), 2)
+
+    def test_close_while_connecting(self) -> None:
+        """Closing a factory whose connection is still opening fails the waiting call and drops the socket."""
+        self.opened(self.host())
+        factory, calc = self.channel()
+        waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.successResultOf(factory.close())
+        self.failureResultOf(waiting, ChannelClosedError)
+        self.net.flush()
+        senders = [p for p in self.bindings.websocket_factory.connections if p.role_name == "sender"]
+        self.assertEqual(senders, [])
+
+    def test_reconnects(self) -> None:
+        """When the gateway drops the listener, the host registers again after a jittered delay."""
+        host = self.host()
+        self.opened(host)
+        self.bindings.websocket_factory.close_all(1001, "restart")
+        self.net.flush()
+        self.assertFalse(host.session.is_registered)
+        self.net.advance(1.0)
+        self.assertTrue(host.session.is_registered)
+        self.assertEqual(self.endpoint.attempts, 2)
+
+    def test_backoff_until_reachable(self) -> None:
+        """Connection failures are retried with growing delays until the gateway is reachable."""
+        host = self.host()
+        self.endpoint.refuse = ConnectionRefusedError()
+        opening = host.open()
+        for _ in range(4):
+            self.net.advance(16)
+        self.assertEqual(self.endpoint.attempts, 5)
+        self.endpoint.refuse = None
+        self.net.advance(60)
+        self.assertEqual(self.successResultOf(opening).entity, "calc")
+
+    def test_permanent_refusal(self) -> None:
+        """A bad token is not retried: open() fails with the gateway's 401."""
+        host = self.host(credentials=self.credentials("listen-only", "wrong-key-0123456789abcdef"))
+        opening = host.open()
+        self.net.advance(120)
+        self.assertEqual(self.failureResultOf(opening, HandshakeRefused).value.status, 401)
+        self.assertEqual(self.endpoint.attempts, 1)
+
+    def test_address_in_use(self) -> None:
+        """A second host with another contract is refused with AddressInUse and does not retry."""
+        self.opened(self.host())
+        other = ServiceHost(
+            ChatRoom(),
+            IChat,
+            f"wss://{HOST}/calc",
+            RequestReplyBinding(discovery=self.service.store.get(self.namespace, "calc").settings.discovery),
+            self.credentials(),
+            reactor=self.clock,
+            endpoint=self.endpoint,
+        )  # type: ignore[union-attr]
+        opening = other.open()
+        self.net.advance(120)
+        self.assertEqual(self.failureResultOf(opening, RegistrationRefused).value.subcode, "AddressInUse")
+
+    def test_token_renewal(self) -> None:
+        """The host renews its token before it lapses, so the gateway keeps it open."""
+        host = self.host(credentials=self.credentials("listen-only", LISTEN_KEY, ttl=100))
+        self.opened(host)
+        self.net.advance(81)
+        self.net.advance(40)
+        self.assertTrue(host.session.is_registered)
+        self.assertEqual(self.endpoint.attempts, 1)
+
+    def test_multicast_subscribers(self) -> None:
+        """Three subscribers hosted with MulticastBinding each hear every event; the publisher sees 3."""
+        rooms = [ChatRoom() for _ in range(3)]
+        for room in rooms:
+            host = ServiceHost(
+                room,
+                IChat,
+                f"wss://{HOST}/chat",
+                MulticastBinding(),
+                self.credentials(),
+                reactor=self.clock,
+                endpoint=self.endpoint,
+            )
+            host.open()
+        self.net.flush()
+        _, chat = self.channel("chat", IChat, MulticastBinding())
+        counts = [chat.Say("me", str(i)) for i in range(20)]  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual([self.successResultOf(c) for c in counts], [3] * 20)
+        for room in rooms:
+            self.assertEqual(room.heard, [("me", str(i)) for i in range(20)])
+
+    def test_close(self) -> None:
+        """close() ends the registration for good."""
+        host = self.host()
+        self.opened(host)
+        closing = host.close()
+        self.net.advance(120)
+        self.successResultOf(closing)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertFalse(host.session.is_registered)
+
+    def test_one_way_binding(self) -> None:
+        """A one-way host on a oneway name gets datagrams; senders learn count 1."""
+        room = ChatRoom()
+        host = ServiceHost(
+            room,
+            IChat,
+            f"wss://{HOST}/events",
+            OneWayBinding(),
+            self.credentials(),
+            reactor=self.clock,
+            endpoint=self.endpoint,
+        )
+        host.open()
+        self.net.flush()
+        _, chat = self.channel("events", IChat, OneWayBinding())
+        result = chat.Say("a", "b")  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual((self.successResultOf(result), room.heard), (1, [("a", "b")]))

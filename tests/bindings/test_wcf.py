@@ -1,0 +1,538 @@
+"""The $wcf WebSocket endpoint on in-memory transports: admission, registration, delivery, limits, tokens."""
+
+from __future__ import annotations
+
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+
+from bindings.addressing import ANONYMOUS, new_message_id, read_addressing, read_sender
+from bindings.contracts import contract_of
+from bindings.control import (
+    ACTION_DELIVERED,
+    ACTION_REGISTERED,
+    ACTION_TOKEN_RENEWED,
+    parse_delivered,
+    parse_registered,
+    renew_token_envelope,
+)
+from bindings.faults import parse_fault
+from bindings.outlet import IListenerConnection
+from bindings.settings import MULTICAST, ONEWAY
+from bindings.soap import Envelope, SoapVersion, parse_envelope
+from bindings.wcf import TargetError, parse_target
+from bindings.wcfroles import ListenerRole, ReadGate, SenderRole
+
+from .calculator import ICalculator, IChat
+from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
+
+CALC = contract_of(ICalculator)
+CHAT = contract_of(IChat)
+ADD = CALC.operation("Add")
+NOTIFY = CALC.operation("Notify")
+
+
+def envelope(payload: bytes) -> Envelope:
+    return parse_envelope(payload, SoapVersion.SOAP12)
+
+
+def subcode(payload: bytes) -> str:
+    env = envelope(payload)
+    assert env.is_fault, payload
+    return parse_fault(env.body[0], SoapVersion.SOAP12).subcodes[-1][1]
+
+
+def add_request(a: int = 2, b: int = 3, message_id: str | None = None) -> bytes:
+    return envelope_bytes(
+        ADD.encode_request(a, b), action=ADD.action, message_id=message_id or new_message_id(), reply_to=True
+    )
+
+
+def reply_for(request: bytes, value: int) -> bytes:
+    headers = read_addressing(envelope(request))
+    return envelope_bytes(
+        ADD.encode_response(value), action=ADD.reply_action, message_id=None, to=None
+    ).replace(
+        b"</s:Header>",
+        f'<wsa:RelatesTo xmlns:wsa="http://www.w3.org/2005/08/addressing">{headers.message_id}</wsa:RelatesTo></s:Header>'.encode(),
+    )
+
+
+class TargetTests(BindingsTestCase):
+    """Parsing $wcf URLs."""
+
+    def test_parse(self) -> None:
+        """Path, action, token and client id are read; other parameters are ignored."""
+        target = parse_target("/$wcf/a/b?sb-wcf-action=listen&sb-wcf-token=T%20x&sb-wcf-id=me&other=1")
+        self.assertEqual(
+            (target.path, target.action, target.token, target.client_id), ("a/b", "listen", "T x", "me")
+        )
+        self.assertEqual(parse_target("/%24wcf/x").path, "x")
+
+    def test_bad(self) -> None:
+        """A path outside $wcf or a repeated parameter is refused."""
+        self.assertRaises(TargetError, parse_target, "/calc?sb-wcf-action=listen")
+        self.assertRaises(TargetError, parse_target, "/$wcf/x?sb-wcf-action=listen&sb-wcf-action=send")
+
+
+class AdmissionTests(BindingsTestCase):
+    """Handshake refusals name the cause and a tracking id (spec 3)."""
+
+    def assertRefused(self, client: object, status: int, text: str) -> None:
+        self.assertEqual(client.status, status)  # type: ignore[attr-defined]
+        self.assertIn(text, client.status_line)  # type: ignore[attr-defined]
+        self.assertIn("TrackingId:", client.status_line)  # type: ignore[attr-defined]
+        self.assertFalse(client.opened)  # type: ignore[attr-defined]
+
+    def test_subprotocol_required(self) -> None:
+        """Without the soap subprotocol: 400."""
+        self.assertRefused(self.wcf("calc", "listen", protocols=[]), 400, "subprotocol")
+
+    def test_unknown_action(self) -> None:
+        """An unknown sb-wcf-action: 400."""
+        self.assertRefused(self.wcf("calc", "connect"), 400, "sb-wcf-action")
+
+    def test_no_token(self) -> None:
+        """No token: 401 for listeners and for senders of a token name."""
+        self.assertRefused(self.wcf("calc", "listen", token=None), 401, "No token")
+        self.assertRefused(self.wcf("calc", "send", token=None), 401, "No token")
+
+    def test_query_token(self) -> None:
+        """The sb-wcf-token query parameter carries a token too."""
+        from urllib.parse import quote
+
+        client = self.wcf("calc", "send", token=None, query=f"&sb-wcf-token={quote(self.token('calc'))}")
+        self.assertTrue(client.opened)
+
+    def test_rights(self) -> None:
+        """A Listen-only token cannot send and a Send-only token cannot listen: 403."""
+        listen_only = self.token("calc", "listen-only", LISTEN_KEY)
+        send_only = self.token("calc", "send-only", SEND_KEY)
+        self.assertRefused(self.wcf("calc", "send", token=listen_only), 403, "Send")
+        self.assertRefused(self.wcf("calc", "listen", token=send_only), 403, "Listen")
+
+    def test_anonymous_sender(self) -> None:
+        """A client_auth=anonymous name takes senders without a token, but not with a bad one."""
+        self.assertTrue(self.wcf("open", "send", token=None).opened)
+        self.assertRefused(
+            self.wcf("open", "send", token="SharedAccessSignature sr=x&sig=AA%3D%3D&se=1&skn=root"), 401, ""
+        )
+        self.assertRefused(self.wcf("open", "listen", token=None), 401, "No token")
+
+    def test_wrong_kind(self) -> None:
+        """A hybrid connection name is not a binding name: 404."""
+        self.assertRefused(self.wcf("hyco", "listen"), 404, "not a SOAP relay binding")
+        self.assertRefused(self.wcf("hyco", "send"), 404, "not a SOAP relay binding")
+        self.assertRefused(self.wcf("nothing", "send"), 404, "No entity")
+
+    def test_quota(self) -> None:
+        """A full name refuses further listeners with 403 QuotaExceeded; the registered one keeps working."""
+        first = self.listener("small")
+        self.assertEqual(read_addressing(envelope(first.messages[-1][0])).action, ACTION_REGISTERED)
+        self.assertRefused(self.wcf("small", "listen"), 403, "Quota exceeded")
+        self.assertIsNone(first.closed)
+
+
+class RegistrationTests(BindingsTestCase):
+    """r:Register and the listener policy (spec 4, 10.3)."""
+
+    def test_registered(self) -> None:
+        """A listener registers its contract and learns the public address of the name."""
+        client = self.wcf("calc", "listen")
+        message_id = self.register(client)
+        answer = envelope(client.messages[-1][0])
+        self.assertEqual(read_addressing(answer).relates_to, message_id)
+        registered = parse_registered(answer)
+        self.assertEqual(
+            (registered.address, registered.entity, registered.kind),
+            (f"https://{HOST}/calc", "calc", "requestreply"),
+        )
+        bound = self.bindings.names.existing(self.namespace, self.service.store.get(self.namespace, "calc"))  # type: ignore[arg-type]
+        self.assertEqual(len(bound.listeners), 1)  # type: ignore[union-attr]
+        self.assertEqual(self.service.registry.count(self.namespace, bound.entity), 1)  # type: ignore[union-attr]
+
+    def test_first_message_must_register(self) -> None:
+        """Anything before r:Register is answered with InvalidMessage and the socket is closed with 1008."""
+        client = self.wcf("calc", "listen")
+        client.sendMessage(add_request(), isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(client.messages[-1][0]), "InvalidMessage")
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+
+    def test_register_timeout(self) -> None:
+        """A listener that never registers is closed with 1008."""
+        client = self.wcf("calc", "listen")
+        self.net.advance(31)
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+
+    def test_wsdl_required(self) -> None:
+        """A request/reply listener must register a WSDL; a multicast one need not."""
+        client = self.wcf("calc", "listen")
+        self.register(client, interface=None)
+        self.assertEqual(subcode(client.messages[-1][0]), "InvalidMessage")
+        subscriber = self.wcf("chat", "listen")
+        self.register(subscriber, MULTICAST, interface=None)
+        self.assertEqual(read_addressing(envelope(subscriber.messages[-1][0])).action, ACTION_REGISTERED)
+
+    def test_two_way_contract_on_oneway_name(self) -> None:
+        """A oneway name needs an all one-way contract."""
+        client = self.wcf("events", "listen")
+        self.register(client, ONEWAY, ICalculator)
+        self.assertEqual(subcode(client.messages[-1][0]), "InvalidMessage")
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+
+    def test_address_in_use(self) -> None:
+        """A listener with another contract or auth policy gets AddressInUse and 1008; the first is untouched."""
+        first = self.listener("calc")
+        other_contract = self.wcf("calc", "listen")
+        self.register(other_contract, interface=IChat)
+        self.assertEqual(subcode(other_contract.messages[-1][0]), "AddressInUse")
+        self.assertEqual(other_contract.closed[1], 1008)  # type: ignore[index]
+        other_auth = self.wcf("calc", "listen")
+        self.register(other_auth, client_auth="anonymous")
+        self.assertEqual(subcode(other_auth.messages[-1][0]), "AddressInUse")
+        self.assertIsNone(first.closed)
+        same = self.listener("calc")
+        self.assertEqual(read_addressing(envelope(same.messages[-1][0])).action, ACTION_REGISTERED)
+
+    def test_dynamic_name(self) -> None:
+        """An unknown name is created by its first listener and removed with its last one."""
+        store = self.service.store
+        client = self.wcf("dyn/room", "listen")
+        self.register(client, MULTICAST, IChat, discovery="public", display_name="Room")
+        entity = store.get(self.namespace, "dyn/room")
+        assert entity is not None
+        self.assertEqual(
+            (entity.kind, entity.dynamic, entity.settings.discovery.value), ("multicast", True, "public")
+        )
+        client.sendClose(1000)
+        self.net.flush()
+        self.assertIsNone(store.get(self.namespace, "dyn/room"))
+
+    def test_shutdown(self) -> None:
+        """Stopping the gateway closes listeners and senders with 1001."""
+        listener = self.listener("calc")
+        sender = self.wcf("calc", "send")
+        self.service.stopService()
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(sender.closed[1], 1001)  # type: ignore[index]
+
+    def test_roles_verified(self) -> None:
+        """The listener role provides IListenerConnection; the sender role the sender flow."""
+        from zope.interface.verify import verifyObject
+
+        from bindings.outlet import ISenderFlow
+
+        self.listener("calc")
+        sender = self.wcf("calc", "send")
+        self.assertTrue(sender.opened)
+        roles = [p.role for p in self.bindings.websocket_factory.connections]
+        listener_role = next(r for r in roles if isinstance(r, ListenerRole))
+        sender_role = next(r for r in roles if isinstance(r, SenderRole))
+        self.assertTrue(verifyObject(IListenerConnection, listener_role))
+        self.assertTrue(verifyObject(ISenderFlow, sender_role))
+
+
+class RequestReplyTests(BindingsTestCase):
+    """Spec 5.3 over the WebSocket channel."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.listen = self.listener("calc")
+        self.listen.messages.clear()
+        self.sender = self.wcf("calc", "send")
+
+    def test_round_trip(self) -> None:
+        """The listener gets SOAP 1.2 with To = public URL, anonymous ReplyTo and r:Sender; its reply returns."""
+        self.sender.sendMessage(add_request(message_id="urn:uuid:1"), isBinary=False)
+        self.net.flush()
+        request = self.listen.messages[-1][0]
+        delivered = envelope(request)
+        headers = read_addressing(delivered)
+        self.assertEqual(
+            (headers.to, headers.action, headers.message_id, headers.reply_to),
+            (f"https://{HOST}/calc", ADD.action, "urn:uuid:1", ANONYMOUS),
+        )
+        self.assertEqual(read_sender(delivered).key_name, "root")  # type: ignore[union-attr]
+        self.listen.sendMessage(reply_for(request, 5), isBinary=False)
+        self.net.flush()
+        answer = envelope(self.sender.messages[-1][0])
+        self.assertEqual(read_addressing(answer).relates_to, "urn:uuid:1")
+        self.assertEqual(ADD.decode_response(answer.body[0]), 5)
+
+    def test_any_order(self) -> None:
+        """Several requests may be in flight; replies return in any order."""
+        self.sender.sendMessage(add_request(message_id="urn:uuid:a"), isBinary=False)
+        self.sender.sendMessage(add_request(message_id="urn:uuid:b"), isBinary=False)
+        self.net.flush()
+        first, second = (m[0] for m in self.listen.messages[-2:])
+        self.listen.sendMessage(reply_for(second, 2), isBinary=False)
+        self.listen.sendMessage(reply_for(first, 1), isBinary=False)
+        self.net.flush()
+        related = [read_addressing(envelope(m[0])).relates_to for m in self.sender.messages]
+        self.assertEqual(related, ["urn:uuid:b", "urn:uuid:a"])
+
+    def test_message_id_required(self) -> None:
+        """WebSocket senders must carry a MessageID."""
+        self.sender.sendMessage(envelope_bytes(ADD.encode_request(1, 2), action=ADD.action), isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "MessageAddressingHeaderRequired")
+        self.assertEqual(self.listen.messages, [])
+
+    def test_unknown_action(self) -> None:
+        """An action the contract does not know: ActionNotSupported; nothing reaches the listener."""
+        from lxml import etree
+
+        body = etree.Element("{urn:other}Thing")
+        self.sender.sendMessage(
+            envelope_bytes(body, action="urn:nope", message_id="urn:uuid:x"), isBinary=False
+        )
+        self.net.flush()
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "ActionNotSupported")
+        self.assertEqual(read_addressing(envelope(self.sender.messages[-1][0])).relates_to, "urn:uuid:x")
+        self.assertEqual(self.listen.messages, [])
+
+    def test_timeout_and_late_reply(self) -> None:
+        """No reply within request_timeout: Timeout; the late reply is dropped and logged."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.sender.sendMessage(add_request(message_id="urn:uuid:t"), isBinary=False)
+        self.net.advance(5.1)
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "Timeout")
+        self.listen.sendMessage(reply_for(self.listen.messages[-1][0], 5), isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(self.sender.messages), 1)
+        self.assertTrue(
+            any(e.get("relates_to") == "urn:uuid:t" and "dropped" in e["log_format"] for e in events)
+        )
+
+    def test_listener_gone(self) -> None:
+        """A listener that leaves with requests pending: each caller gets ListenerGone, no retry."""
+        second = self.listener("calc")
+        self.sender.sendMessage(add_request(message_id="urn:uuid:g"), isBinary=False)
+        self.net.flush()
+        self.listen.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "ListenerGone")
+        self.assertEqual(len(second.messages), 1)  # its r:Registered only
+
+    def test_oversized_reply(self) -> None:
+        """A reply over the name's limit reaches the caller as MessageTooLarge; the listener is told too."""
+        small_listener = self.listener("small")
+        sender = self.wcf("small", "send")
+        sender.sendMessage(add_request(message_id="urn:uuid:big"), isBinary=False)
+        self.net.flush()
+        request = small_listener.messages[-1][0]
+        padded = reply_for(request, 5).replace(
+            b"</s:Header>", b"<p:pad xmlns:p='urn:p'>" + b"x" * 3000 + b"</p:pad></s:Header>"
+        )
+        small_listener.sendMessage(padded, isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(sender.messages[-1][0]), "MessageTooLarge")
+        self.assertEqual(subcode(small_listener.messages[-1][0]), "MessageTooLarge")
+
+    def test_hostile_xml(self) -> None:
+        """A DOCTYPE in a frame is refused with InvalidMessage and never reaches the listener."""
+        hostile = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e "boom">]>' + add_request()
+        self.sender.sendMessage(hostile, isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "InvalidMessage")
+        self.assertEqual(self.listen.messages, [])
+
+    def test_action_mismatch(self) -> None:
+        """wsa:Action naming another operation than the body's element: ActionMismatch."""
+        self.sender.sendMessage(
+            envelope_bytes(ADD.encode_request(1, 2), action=NOTIFY.action, message_id="urn:uuid:m"),
+            isBinary=False,
+        )
+        self.net.flush()
+        self.assertEqual(subcode(self.sender.messages[-1][0]), "ActionMismatch")
+
+    def test_version_mismatch(self) -> None:
+        """A SOAP 1.1 envelope on the WebSocket channel: VersionMismatch."""
+        self.sender.sendMessage(
+            b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>',
+            isBinary=False,
+        )
+        self.net.flush()
+        env = envelope(self.sender.messages[-1][0])
+        self.assertEqual(parse_fault(env.body[0], SoapVersion.SOAP12).code.value, "VersionMismatch")
+
+
+class DatagramTests(BindingsTestCase):
+    """One-way and multicast over the WebSocket channel (spec 5.1, 5.2), frames and flow."""
+
+    def test_one_way_delivered(self) -> None:
+        """A datagram is answered with r:Delivered, count 1, related to its MessageID."""
+        listener = self.listener("events", ONEWAY, IChat)
+        sender = self.wcf("events", "send")
+        say = CHAT.operation("Say")
+        sender.sendMessage(
+            envelope_bytes(say.encode_request("a", "b"), action=say.action, message_id="urn:uuid:d"),
+            isBinary=False,
+        )
+        self.net.flush()
+        answer = envelope(sender.messages[-1][0])
+        self.assertEqual(
+            (read_addressing(answer).action, read_addressing(answer).relates_to),
+            (ACTION_DELIVERED, "urn:uuid:d"),
+        )
+        self.assertEqual(parse_delivered(answer), 1)
+        self.assertIsNone(read_addressing(envelope(listener.messages[-1][0])).reply_to)
+
+    def test_no_listener(self) -> None:
+        """Without listeners: NoListener."""
+        self.listener("events", ONEWAY, IChat).sendClose(1000)
+        self.net.flush()
+        sender = self.wcf("events", "send")
+        say = CHAT.operation("Say")
+        sender.sendMessage(
+            envelope_bytes(say.encode_request("a", "b"), action=say.action, message_id="urn:uuid:n"),
+            isBinary=False,
+        )
+        self.net.flush()
+        self.assertEqual(subcode(sender.messages[-1][0]), "NoListener")
+
+    def test_multicast_count_and_order(self) -> None:
+        """Every subscriber gets every event in order; the publisher learns the count."""
+        subscribers = [self.listener("chat", MULTICAST, IChat) for _ in range(3)]
+        for s in subscribers:
+            s.messages.clear()
+        sender = self.wcf("chat", "send")
+        say = CHAT.operation("Say")
+        for i in range(10):
+            sender.sendMessage(
+                envelope_bytes(
+                    say.encode_request("me", str(i)), action=say.action, message_id=f"urn:uuid:{i}"
+                ),
+                isBinary=False,
+            )
+        self.net.flush()
+        for s in subscribers:
+            texts = [say.decode_request(envelope(m[0]).body[0])["text"] for m in s.messages]
+            self.assertEqual(texts, [str(i) for i in range(10)])
+        self.assertEqual({parse_delivered(envelope(m[0])) for m in sender.messages}, {3})
+
+    def test_slow_subscriber_dropped(self) -> None:
+        """A subscriber whose queue overflows is closed with 1008 and not counted; others keep up."""
+        slow, fast = self.listener("chat", MULTICAST, IChat), self.listener("chat", MULTICAST, IChat)
+        slow.pump.serverIO.producer.pauseProducing()  # the subscriber's socket is full
+        sender = self.wcf("chat", "send")
+        say = CHAT.operation("Say")
+        for i in range(5):
+            sender.sendMessage(
+                envelope_bytes(
+                    say.encode_request("me", str(i)), action=say.action, message_id=f"urn:uuid:{i}"
+                ),
+                isBinary=False,
+            )
+        self.net.flush()
+        self.assertEqual(slow.closed[1], 1008)  # type: ignore[index]
+        self.assertIn("subscriber queue overflow", slow.closed[2])  # type: ignore[index]
+        self.assertEqual(len(fast.messages), 6)
+        self.assertEqual([parse_delivered(envelope(m[0])) for m in sender.messages], [2, 2, 2, 1, 1])
+
+    def test_binary_frame(self) -> None:
+        """Binary frames close the socket with 1003."""
+        sender = self.wcf("calc", "send")
+        sender.sendMessage(b"\x00\x01", isBinary=True)
+        self.net.flush()
+        self.assertEqual(sender.closed[1], 1003)  # type: ignore[index]
+
+    def test_too_large(self) -> None:
+        """Over the name's limit: MessageTooLarge and the socket stays open; over the kind's cap: 1009."""
+        self.listener("events", ONEWAY, IChat)
+        sender = self.wcf("events", "send")
+        sender.sendMessage(b"x" * 5000, isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(sender.messages[-1][0]), "MessageTooLarge")
+        self.assertIsNone(sender.closed)
+        sender.sendMessage(b"x" * (1024 * 1024 + 1), isBinary=False)
+        self.net.flush()
+        self.assertEqual(sender.closed[1], 1009)  # type: ignore[index]
+
+    def test_busy_listener(self) -> None:
+        """A listener whose queue stays full: the sender is held back, then gets ServerBusy."""
+        listener = self.listener("events", ONEWAY, IChat)
+        outlet = listener.pump.serverIO.producer
+        outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        say = CHAT.operation("Say")
+        for i in range(3):
+            sender.sendMessage(
+                envelope_bytes(
+                    say.encode_request("me", str(i)), action=say.action, message_id=f"urn:uuid:{i}"
+                ),
+                isBinary=False,
+            )
+        self.net.flush()
+        self.assertEqual(sender.messages, [])
+        self.net.advance(2.1)
+        self.assertEqual(subcode(sender.messages[-1][0]), "ServerBusy")
+        outlet.resumeProducing()
+        self.net.flush()
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).action for m in sender.messages[1:]], [ACTION_DELIVERED] * 2
+        )
+
+
+class TokenTests(BindingsTestCase):
+    """Token expiry and r:RenewToken (spec 4)."""
+
+    def test_expiry_closes(self) -> None:
+        """A listener whose token lapses is closed with 1008."""
+        client = self.wcf("calc", "listen", token=self.token("calc", ttl=60))
+        self.register(client)
+        self.net.advance(61)
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+        self.assertIn("Token expired", client.closed[2])  # type: ignore[index]
+
+    def test_renewal_keeps_open(self) -> None:
+        """Renewing before expiry moves it; an invalid renewal is refused and the old expiry stays."""
+        client = self.wcf("calc", "listen", token=self.token("calc", ttl=60))
+        self.register(client)
+        self.net.advance(50)
+        client.sendMessage(
+            renew_token_envelope(self.token("calc", ttl=600), "urn:uuid:r").to_bytes(), isBinary=False
+        )
+        self.net.advance(20)
+        self.assertIsNone(client.closed)
+        self.assertEqual(read_addressing(envelope(client.messages[-1][0])).action, ACTION_TOKEN_RENEWED)
+        client.sendMessage(
+            renew_token_envelope("SharedAccessSignature bogus", "urn:uuid:s").to_bytes(), isBinary=False
+        )
+        self.net.flush()
+        self.assertEqual(subcode(client.messages[-1][0]), "Unauthorized")
+        self.net.advance(600)
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+
+    def test_sender_expiry(self) -> None:
+        """Senders are closed with 1008 on expiry too."""
+        sender = self.wcf("calc", "send", token=self.token("calc", ttl=30))
+        self.net.advance(31)
+        self.assertEqual(sender.closed[1], 1008)  # type: ignore[index]
+
+
+class ReadGateTests(BindingsTestCase):
+    """Counted pauses."""
+
+    def test_counts(self) -> None:
+        """The transport is paused by the first hold and resumed by the last release."""
+
+        class Transport:
+            def __init__(self) -> None:
+                self.calls: list[str] = []
+
+            def pauseProducing(self) -> None:
+                self.calls.append("pause")
+
+            def resumeProducing(self) -> None:
+                self.calls.append("resume")
+
+        transport = Transport()
+        gate = ReadGate(transport)
+        gate.hold()
+        gate.hold()
+        gate.release()
+        gate.release()
+        gate.release()
+        self.assertEqual(transport.calls, ["pause", "resume"])

@@ -1,0 +1,237 @@
+"""Tests for the listener's HTTP side: request bodies, responses and how they choose their channel."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.client.address import split_request_target
+from relay.client.connection import WriteGate
+from relay.client.errors import ConnectionClosedError
+from relay.client.http import (
+    CONTROL_RESPONSE_LIMIT,
+    FLUSH_DELAY,
+    BodyTooLarge,
+    RelayedResponse,
+    RequestBody,
+    ResponseHeaders,
+    _SocketSink,
+)
+
+
+class FakeControl:
+    """A control channel that records messages (or refuses them once closed)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, bool]] = []
+        self.open = True
+
+    def send_message(self, payload: bytes, is_binary: bool = False) -> bool:
+        if self.open:
+            self.sent.append((payload, is_binary))
+        return self.open
+
+
+class FakeProtocol:
+    """The calls a socket sink makes on an Autobahn protocol, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def sendMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.calls.append(("text" if not isBinary else "binary", payload))
+
+    def beginMessage(self, isBinary: bool) -> None:
+        self.calls.append(("begin", isBinary))
+
+    def sendMessageFrame(self, data: bytes) -> None:
+        self.calls.append(("frame", data))
+
+    def endMessage(self) -> None:
+        self.calls.append(("end", None))
+
+    def sendClose(self, code: int) -> None:
+        self.calls.append(("close", code))
+
+    def dropConnection(self, abort: bool) -> None:
+        self.calls.append(("drop", abort))
+
+
+class RequestBodyTests(SynchronousTestCase):
+    """A request body read as it arrives, with flow control."""
+
+    def test_reading_and_flow_control(self) -> None:
+        """Beyond the high-water mark the source is paused, and resumed once half was read."""
+        events: list[str] = []
+        body = RequestBody(
+            high_water=10, pause=lambda: events.append("pause"), resume=lambda: events.append("resume")
+        )
+        body.feed(b"12345")
+        body.feed(b"67890")
+        self.assertEqual(events, ["pause"])
+        self.assertEqual(self.successResultOf(body.read()), b"12345")
+        self.assertEqual(events, ["pause", "resume"])
+        waiting = body.read()
+        self.assertEqual(self.successResultOf(waiting), b"67890")
+        later = body.read()
+        self.assertNoResult(later)
+        body.feed(b"x")
+        self.assertEqual(self.successResultOf(later), b"x")
+        body.end()
+        self.assertEqual(self.successResultOf(body.read()), b"")
+        self.assertEqual(body.received, 11)
+
+    def test_cut_off(self) -> None:
+        """A body that will never end fails its readers."""
+        body = RequestBody()
+        waiting = body.read()
+        body.cut(ConnectionClosedError("gone"))
+        self.failureResultOf(waiting, ConnectionClosedError)
+        self.failureResultOf(body.read(), ConnectionClosedError)
+
+    def test_read_all_and_limit(self) -> None:
+        """C{read_all} collects the body; a limit refuses longer ones."""
+        whole = RequestBody.whole(b"abc")
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(whole.read_all())), b"abc")
+        self.failureResultOf(
+            Deferred.fromCoroutine(RequestBody.whole(b"abcd").read_all(limit=3)), BodyTooLarge
+        )
+        self.assertFalse(RequestBody.whole(None).present)
+
+
+class ResponseTests(SynchronousTestCase):
+    """How a response picks the control channel or a rendezvous."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.control = FakeControl()
+        self.protocol = FakeProtocol()
+        self.gate = WriteGate()
+        self.opened: list[Deferred[_SocketSink]] = []
+
+    def response(self) -> RelayedResponse:
+        def open_rendezvous() -> Deferred[_SocketSink]:
+            waiting: Deferred[_SocketSink] = Deferred()
+            self.opened.append(waiting)
+            return waiting
+
+        return RelayedResponse(
+            "r1", reactor=self.clock, control=self.control, open_rendezvous=open_rendezvous
+        )
+
+    def sink(self) -> _SocketSink:
+        return _SocketSink(self.protocol, self.gate, close_after=True)  # type: ignore[arg-type]
+
+    def test_small_complete_response_on_the_control_channel(self) -> None:
+        """A response complete within 64 kB is one C{response} text and one binary message."""
+        response = self.response()
+        response.status_code = 201
+        response.headers["X-A"] = "1"
+        self.successResultOf(response.write(b"x" * 1000))
+        self.successResultOf(response.finish(b"!"))
+        (head, _), (body, binary) = self.control.sent
+        self.assertEqual(
+            json.loads(head),
+            {
+                "response": {
+                    "requestId": "r1",
+                    "statusCode": 201,
+                    "statusDescription": "Created",
+                    "responseHeaders": {"X-A": "1"},
+                    "body": True,
+                }
+            },
+        )
+        self.assertEqual((body, binary), (b"x" * 1000 + b"!", True))
+        self.assertEqual(self.opened, [])
+
+    def test_empty_response(self) -> None:
+        """No body: C{"body": false} and no binary message."""
+        response = self.response()
+        self.successResultOf(response.finish())
+        ((head, _),) = self.control.sent
+        self.assertIs(json.loads(head)["response"]["body"], False)
+
+    def test_large_response_streams_over_a_rendezvous(self) -> None:
+        """Past 64 kB a rendezvous is opened; writes wait for it, then everything streams as fragments."""
+        response = self.response()
+        self.successResultOf(response.write(b"a" * CONTROL_RESPONSE_LIMIT))
+        blocked = response.write(b"b")
+        self.assertNoResult(blocked)
+        (opening,) = self.opened
+        opening.callback(self.sink())
+        self.successResultOf(blocked)
+        done = response.finish(b"c")
+        self.successResultOf(done)
+        kinds = [kind for kind, _ in self.protocol.calls]
+        self.assertEqual(kinds, ["text", "begin", "frame", "frame", "frame", "end", "close"])
+        self.assertIs(json.loads(self.protocol.calls[0][1])["response"]["body"], True)
+        self.assertEqual(self.control.sent, [])
+
+    def test_slow_response_is_flushed(self) -> None:
+        """A small response that is not finished within 2 s starts streaming over a rendezvous."""
+        response = self.response()
+        self.successResultOf(response.write(b"first"))
+        self.clock.advance(FLUSH_DELAY - 0.1)
+        self.assertEqual(self.opened, [])
+        self.clock.advance(0.2)
+        self.opened[0].callback(self.sink())
+        self.assertEqual([k for k, _ in self.protocol.calls], ["text", "begin", "frame"])
+
+    def test_response_on_a_request_rendezvous(self) -> None:
+        """On the rendezvous the request came on, the head goes with the first write and the socket stays."""
+        response = RelayedResponse(
+            "r2", reactor=self.clock, sink=_SocketSink(self.protocol, self.gate, close_after=False)
+        )  # type: ignore[arg-type]
+        response.headers["X"] = "y"
+        self.assertEqual(self.protocol.calls, [])
+        self.successResultOf(response.write(b"data"))
+        self.successResultOf(response.finish())
+        self.assertEqual([k for k, _ in self.protocol.calls], ["text", "begin", "frame", "end"])
+
+    def test_failures(self) -> None:
+        """A lost control channel or rendezvous fails the response; an abort drops a started rendezvous."""
+        self.control.open = False
+        response = self.response()
+        self.failureResultOf(response.finish(b"x"), ConnectionClosedError)
+        streamed = RelayedResponse(
+            "r3", reactor=self.clock, sink=_SocketSink(self.protocol, self.gate, close_after=False)
+        )  # type: ignore[arg-type]
+        self.successResultOf(streamed.write(b"part"))
+        streamed.abort()
+        self.assertEqual(self.protocol.calls[-1], ("drop", True))
+        self.failureResultOf(streamed.finish(), ConnectionClosedError)
+        self.assertRaises(RuntimeError, self.response_after_finish)
+
+    def response_after_finish(self) -> None:
+        response = self.response()
+        self.failureResultOf(response.finish(), ConnectionClosedError)
+        response.write(b"late")
+
+    def test_headers(self) -> None:
+        """Names are matched without case; lists make several lines; bad names and values are refused."""
+        headers = ResponseHeaders()
+        headers["Content-Type"] = "text/plain"
+        headers["content-type"] = "text/html"
+        headers.add("Set-Cookie", "a=1")
+        headers.add("set-cookie", "b=2")
+        self.assertEqual(headers.to_json(), {"content-type": "text/html", "Set-Cookie": ["a=1", "b=2"]})
+        self.assertRaises(ValueError, headers.__setitem__, "Bad Name", "x")
+        self.assertRaises(ValueError, headers.__setitem__, "X", "a\r\nb")
+        del headers["CONTENT-TYPE"]
+        self.assertEqual(len(headers), 1)
+
+
+class TargetTests(SynchronousTestCase):
+    """What an app sees of the relayed request target."""
+
+    def test_split(self) -> None:
+        """The hybrid connection's name is removed (any case, multi-segment), the query kept."""
+        self.assertEqual(split_request_target("/hyco/api/x?a=1", "hyco"), ("/api/x", "a=1"))
+        self.assertEqual(split_request_target("/HYCO", "hyco"), ("", ""))
+        self.assertEqual(split_request_target("/team/app/v1", "team/app"), ("/v1", ""))
+        self.assertEqual(split_request_target("/other/x", "hyco"), ("/other/x", ""))

@@ -1,0 +1,588 @@
+"""Transport tests for HTTP relaying on in-memory connections (no sockets, no real time)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings
+
+from .httpharness import RawHttpClient
+from .wsharness import HOST, GatewayTestCase, RecordingClient
+
+TIMEOUT = 10.0
+
+
+class HttpTestCase(GatewayTestCase):
+    """A gateway with C{hyco} (10 s request timeout), C{open} (anonymous senders) and C{off} (no HTTP)."""
+
+    def entities(self) -> tuple[Entity, ...]:
+        return (
+            Entity("hyco", HYBRID_CONNECTION, settings=HybridConnectionSettings(request_timeout=TIMEOUT)),
+            Entity(
+                "open",
+                HYBRID_CONNECTION,
+                settings=HybridConnectionSettings(
+                    requires_client_authorization=False, request_timeout=TIMEOUT
+                ),
+            ),
+            Entity("off", HYBRID_CONNECTION, settings=HybridConnectionSettings(http_enabled=False)),
+        )
+
+    def sender(self, source: str = "10.0.0.5") -> RawHttpClient:
+        return self.net.attach(RawHttpClient(), source)  # type: ignore[no-any-return]
+
+    def auth(self, path: str = "hyco") -> dict[str, str]:
+        return {"ServiceBusAuthorization": self.token(path)}
+
+    def texts(self, socket: RecordingClient) -> list[dict[str, Any]]:
+        return [json.loads(payload) for payload, binary in socket.messages if not binary]
+
+    def last_request(self, socket: RecordingClient) -> dict[str, Any]:
+        payload, binary = socket.messages[-1]
+        self.assertFalse(binary)
+        request: dict[str, Any] = json.loads(payload)["request"]
+        return request
+
+    def respond(
+        self,
+        socket: RecordingClient,
+        request_id: str,
+        status: Any = 200,
+        headers: dict[str, Any] | None = None,
+        body: bytes | None = None,
+        description: str | None = "OK",
+        streamed: bool = False,
+    ) -> None:
+        response: dict[str, Any] = {
+            "requestId": request_id,
+            "statusCode": status,
+            "responseHeaders": headers or {},
+            "body": body is not None or streamed,
+        }
+        if description is not None:
+            response["statusDescription"] = description
+        socket.sendMessage(json.dumps({"response": response}).encode(), isBinary=False)
+        if body is not None:
+            socket.sendMessage(body, isBinary=True)
+        self.net.flush()
+
+    def answer_over_rendezvous(
+        self, target: str
+    ) -> tuple[RecordingClient, RawHttpClient, dict[str, Any], RecordingClient]:
+        """A GET the listener answers over a rendezvous it opens to the request's address."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", target, self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        return listener, sender, request, self.net.connect(request["address"])
+
+    def stream_response(
+        self, socket: RecordingClient, request_id: str, pieces: list[bytes], **head: Any
+    ) -> None:
+        """A response whose body is one binary message sent as one fragment per piece."""
+        self.respond(socket, request_id, streamed=True, **head)
+        socket.beginMessage(isBinary=True)
+        for piece in pieces:
+            socket.sendMessageFrame(piece)
+        socket.endMessage()
+        self.net.flush()
+
+
+class SmallRequestTests(HttpTestCase):
+    """Requests that fit the control channel."""
+
+    def test_get_on_the_control_channel(self) -> None:
+        """A GET arrives as a full C{request} with forwarding headers and no body message; the answer comes back."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request(
+            "GET",
+            "/hyco/sub/res?a=1&sb-hc-id=zzz&sb-hc-x&b=2",
+            {**self.auth(), "X-App": "yes", "Via": "1.0 upstream"},
+        )
+        self.net.flush()
+        request = self.last_request(listener)
+        self.assertEqual(len(listener.messages), 1)
+        self.assertEqual(request["method"], "GET")
+        self.assertIs(request["body"], False)
+        self.assertEqual(request["requestTarget"], "/hyco/sub/res?a=1&sb-hc-x&b=2")
+        self.assertEqual(request["remoteEndpoint"]["address"], "10.0.0.5")
+        self.assertTrue(
+            request["address"].startswith(f"wss://{HOST}/$hc/hyco?sb-hc-action=request&sb-hc-id=")
+        )
+        self.assertIn(request["id"], request["address"])
+        headers = request["requestHeaders"]
+        self.assertEqual(headers["X-App"], "yes")
+        self.assertEqual(headers["Host"], HOST)
+        self.assertEqual(headers["Via"], f"1.0 upstream, 1.1 {HOST}")
+        self.assertEqual(headers["X-Forwarded-For"], "10.0.0.5")
+        self.assertEqual(headers["X-Forwarded-Proto"], "http")
+        self.assertNotIn("Servicebusauthorization", {k.title() for k in headers})
+        self.respond(listener, request["id"], headers={"Content-Type": "text/plain"}, body=b"hello")
+        reply = sender.reply
+        self.assertEqual((reply.status, reply.reason, reply.body), (200, "OK", b"hello"))
+        self.assertEqual(reply.header("Content-Length"), "5")
+        self.assertEqual(reply.header("Via"), f"1.1 {HOST}")
+        self.assertIsNone(reply.header("Server"))
+        self.assertIsNone(reply.header("Date"))
+
+    def test_post_body_is_exactly_one_binary_message(self) -> None:
+        """A small POST is the C{request} text with C{body: true} and then its body as one binary message."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/api", self.auth(), b"x" * 1000)
+        self.net.flush()
+        (payload, binary), (body, body_binary) = listener.messages
+        self.assertFalse(binary)
+        self.assertTrue(body_binary)
+        self.assertEqual(body, b"x" * 1000)
+        request = json.loads(payload)["request"]
+        self.assertIs(request["body"], True)
+        self.respond(listener, request["id"], status="201", description=None)
+        self.assertEqual((sender.reply.status, sender.reply.reason), (201, "Created"))
+        self.assertEqual(sender.reply.header("Content-Length"), "0")
+        self.assertIsNone(sender.reply.header("Content-Type"))
+
+    def test_empty_body_is_no_body(self) -> None:
+        """A zero-length body is C{body: false} with no binary message."""
+        listener = self.listen()
+        self.sender().request("PUT", "/hyco/x", self.auth(), b"")
+        self.net.flush()
+        self.assertEqual(len(listener.messages), 1)
+        self.assertIs(self.last_request(listener)["body"], False)
+
+    def test_multi_value_headers(self) -> None:
+        """Repeated request headers are joined; response header arrays become one line per value."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.send(
+            b"GET /hyco/m HTTP/1.1\r\nHost: relay.test\r\nServiceBusAuthorization: "
+            + self.token().encode()
+            + b"\r\nX-Multi: a\r\nX-Multi: b\r\nCookie: c=1\r\nCookie: d=2\r\n\r\n"
+        )
+        sender.methods.append("GET")
+        self.net.flush()
+        request = self.last_request(listener)
+        self.assertEqual(request["requestHeaders"]["X-Multi"], "a, b")
+        self.assertEqual(request["requestHeaders"]["Cookie"], "c=1; d=2")
+        self.respond(listener, request["id"], headers={"Set-Cookie": ["a=1", "b=2"], "X-Num": 7}, body=b"")
+        self.assertEqual(sender.reply.all("Set-Cookie"), ["a=1", "b=2"])
+        self.assertEqual(sender.reply.header("X-Num"), "7")
+
+    def test_hop_by_hop_headers_dropped(self) -> None:
+        """Connection-level headers (and those Connection names) are not forwarded, either way."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request(
+            "GET", "/hyco/h", {**self.auth(), "Connection": "keep-alive, X-Local", "X-Local": "1", "TE": "x"}
+        )
+        self.net.flush()
+        request = self.last_request(listener)
+        names = {name.lower() for name in request["requestHeaders"]}
+        self.assertFalse(names & {"connection", "x-local", "te", "keep-alive", "content-length"})
+        self.respond(
+            listener,
+            request["id"],
+            headers={
+                "Connection": "X-Private",
+                "X-Private": "no",
+                "Transfer-Encoding": "gzip",
+                "Keep-Alive": "5",
+            },
+            body=b"ok",
+        )
+        names = {name.lower() for name, _ in sender.reply.headers}
+        self.assertFalse(names & {"x-private", "keep-alive"})
+        self.assertEqual(sender.reply.header("Transfer-Encoding"), None)
+        self.assertEqual(sender.reply.body, b"ok")
+
+    def test_head_and_no_content_keep_the_connection_sound(self) -> None:
+        """Bodies a listener sends for HEAD or 204 never reach the sender; the stray empty message is ignored."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("HEAD", "/hyco/h", self.auth())
+        self.net.flush()
+        self.respond(
+            listener, self.last_request(listener)["id"], headers={"Content-Length": "5"}, body=b"hello"
+        )
+        sender.request("DELETE", "/hyco/d", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], status=204, description="No Content")
+        listener.sendMessage(b"", isBinary=True)  # hyco-https does this after "body": false
+        sender.request("GET", "/hyco/g", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"third")
+        head, no_content, third = sender.replies
+        self.assertEqual((head.status, head.header("Content-Length")), (200, "5"))
+        self.assertEqual(no_content.status, 204)
+        self.assertEqual((third.status, third.body, third.complete), (200, b"third", True))
+        self.assertFalse(sender.data.count(b"hello"))
+
+    def test_unknown_request_id(self) -> None:
+        """A response for an unknown id is dropped with its body; the next response is read correctly."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/u", self.auth())
+        self.net.flush()
+        self.respond(listener, "no-such-request", body=b"stray")
+        self.respond(listener, self.last_request(listener)["id"], body=b"mine")
+        self.assertEqual(sender.reply.body, b"mine")
+
+    def test_invalid_responses_are_502(self) -> None:
+        """Interim statuses, impossible statuses and unsafe headers become 502 with a tracking id."""
+        listener = self.listen()
+        for bad in (
+            {"status": 100},
+            {"status": 99},
+            {"headers": {"Bad Name": "x"}},
+            {"headers": {"X": "a\r\nb"}},
+        ):
+            with self.subTest(bad=bad):
+                sender = self.sender()
+                sender.request("GET", "/hyco/bad", self.auth())
+                self.net.flush()
+                request_id = self.last_request(listener)["id"]
+                self.respond(listener, request_id, body=b"never", **bad)
+                reply = sender.reply
+                self.assertEqual(reply.status, 502)
+                self.assertIn(f"TrackingId:{request_id}", reply.body.decode())
+                self.assertIsNone(reply.header("Via"))
+        self.assertIsNone(listener.closed)
+
+    def test_large_response_over_a_response_rendezvous(self) -> None:
+        """
+        A listener may answer a small request on a rendezvous to its address.
+
+        That socket is closed after the response and never carries a request: the next one goes on the
+        control channel.
+        """
+        listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/big")
+        self.assertTrue(rendezvous.opened)
+        pieces = [bytes([i]) * 10240 for i in range(10)] + [b""]
+        self.stream_response(rendezvous, request["id"], pieces)
+        self.assertEqual(sender.reply.body, b"".join(pieces))
+        self.assertTrue(sender.reply.complete)
+        self.assertEqual(rendezvous.closed[1], 1000)  # type: ignore[index]
+        again = self.net.connect(request["address"])
+        self.assertEqual(again.status, 403)
+        sender.request("GET", "/hyco/next", self.auth())
+        self.net.flush()
+        self.assertEqual(self.last_request(listener)["requestTarget"], "/hyco/next")
+
+
+class RendezvousRequestTests(HttpTestCase):
+    """Requests too large for the control channel, or streamed."""
+
+    def fetch(self, listener: RecordingClient) -> tuple[RecordingClient, dict[str, Any]]:
+        announcement = self.last_request(listener)
+        self.assertEqual(set(announcement), {"address", "id"})
+        rendezvous = self.net.connect(announcement["address"])
+        self.assertTrue(rendezvous.opened)
+        return rendezvous, announcement
+
+    def test_large_body_over_a_reused_rendezvous(self) -> None:
+        """A 100 kB POST is fetched over a rendezvous, which then carries the connection's next request."""
+        listener = self.listen()
+        sender = self.sender()
+        body = bytes(range(256)) * 400
+        sender.request("POST", "/hyco/up?q=1&sb-hc-token=" + quote(self.token()), {}, body)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        (head, _), (received, binary) = rendezvous.messages
+        request = json.loads(head)["request"]
+        self.assertEqual(
+            (request["id"], request["method"], request["body"]), (announcement["id"], "POST", True)
+        )
+        self.assertEqual(request["requestTarget"], "/hyco/up?q=1")
+        self.assertEqual((received, binary), (body, True))
+        self.respond(rendezvous, request["id"], status=201, body=b"stored")
+        self.assertEqual((sender.reply.status, sender.reply.body), (201, b"stored"))
+        control_messages = len(listener.messages)
+        sender.request("GET", "/hyco/again", self.auth())
+        self.net.flush()
+        self.assertEqual(len(listener.messages), control_messages)
+        follow_up = json.loads(rendezvous.messages[-1][0])["request"]
+        self.assertEqual((follow_up["method"], follow_up["body"]), ("GET", False))
+        self.respond(rendezvous, follow_up["id"], body=b"again")
+        self.assertEqual([r.body for r in sender.replies], [b"stored", b"again"])
+
+    def test_chunked_request_streams(self) -> None:
+        """A chunked upload is announced at once and its chunks reach the listener as they arrive."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/chunks", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, _ = self.fetch(listener)
+        sender.chunk(b"first,")
+        self.net.flush()
+        sender.chunk(b"second")
+        sender.chunk(b"")
+        self.net.flush()
+        self.assertEqual(rendezvous.messages[-1], (b"first,second", True))
+        request = json.loads(rendezvous.messages[0][0])["request"]
+        self.respond(rendezvous, request["id"], body=b"done")
+        self.assertEqual(sender.reply.body, b"done")
+
+    def test_idle_rendezvous_is_reaped(self) -> None:
+        """An idle rendezvous is closed (1000) after the idle timeout; the next request is announced anew."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70000)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        self.respond(rendezvous, announcement["id"], body=b"ok")
+        self.net.advance(59)
+        self.assertIsNone(rendezvous.closed)
+        self.net.advance(2)
+        self.assertEqual(rendezvous.closed[1], 1000)  # type: ignore[index]
+        sender.request("GET", "/hyco/later", self.auth())
+        self.net.flush()
+        self.assertEqual(self.last_request(listener)["requestTarget"], "/hyco/later")
+
+    def test_sender_leaving_closes_its_rendezvous(self) -> None:
+        """When the sender's connection closes, its rendezvous is closed with 1000."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70000)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        self.respond(rendezvous, announcement["id"], body=b"ok")
+        sender.transport.loseConnection()  # type: ignore[union-attr]
+        self.net.flush()
+        self.assertEqual(rendezvous.closed[1], 1000)  # type: ignore[index]
+
+    def test_listener_that_never_fetches(self) -> None:
+        """A listener that does not open the rendezvous within 30 s gets its sender a 504."""
+        self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.advance(29)
+        self.assertEqual(sender.replies, [])
+        self.net.advance(2)
+        self.assertEqual(sender.reply.status, 504)
+        self.assertIn(b"did not fetch the request within 30s", sender.reply.body)
+
+    def test_upload_back_pressure(self) -> None:
+        """A listener socket that cannot take more pauses reading from the sender until it drains."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, _ = self.fetch(listener)
+        listener_side = rendezvous.server_transport
+        self.assertFalse(sender.server_transport.reading_paused)
+        listener_side.producer.pauseProducing()
+        self.assertTrue(sender.server_transport.reading_paused)
+        listener_side.producer.resumeProducing()
+        self.assertFalse(sender.server_transport.reading_paused)
+
+    def test_body_waits_for_the_rendezvous(self) -> None:
+        """Until the listener has fetched the request, the sender's body is not read."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        self.assertTrue(sender.server_transport.reading_paused)
+        self.fetch(listener)
+        self.assertFalse(sender.server_transport.reading_paused)
+
+
+class FailureTests(HttpTestCase):
+    """Timeouts and listeners that go away."""
+
+    def test_no_listener(self) -> None:
+        """Nobody listening: 502 without Via, naming the cause and the tracking id."""
+        sender = self.sender()
+        sender.request("GET", "/hyco/x", self.auth())
+        self.net.flush()
+        reply = sender.reply
+        self.assertEqual(reply.status, 502)
+        self.assertIsNone(reply.header("Via"))
+        self.assertIn(b"No listener is connected", reply.body)
+        self.assertIn(b"TrackingId:", reply.body)
+
+    def test_response_timeout(self) -> None:
+        """No response within the hybrid connection's request timeout: 504."""
+        self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/slow", self.auth())
+        self.net.advance(TIMEOUT - 0.5)
+        self.assertEqual(sender.replies, [])
+        self.net.advance(1)
+        self.assertEqual(sender.reply.status, 504)
+        self.assertIn(f"did not respond within {TIMEOUT:g}s".encode(), sender.reply.body)
+
+    def test_slow_body_is_not_cut(self) -> None:
+        """Once the response started, a body that keeps coming is never cut, however long it takes."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/slow")
+        self.respond(rendezvous, request["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        for _ in range(6):
+            self.net.advance(TIMEOUT - 1)
+            rendezvous.sendMessageFrame(b"tick")
+            self.net.flush()
+        rendezvous.endMessage()
+        self.net.flush()
+        self.assertEqual((sender.reply.body, sender.reply.complete), (b"tick" * 6, True))
+
+    def test_stalled_body_aborts_the_sender(self) -> None:
+        """A body that stalls longer than the request timeout aborts the sender's connection."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/stall")
+        self.respond(rendezvous, request["id"], headers={"Content-Length": "100"}, streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"partial")
+        self.net.advance(TIMEOUT + 1)
+        self.assertTrue(sender.server_transport.aborted)
+        self.assertFalse(sender.reply.complete)
+
+    def test_listener_vanishing_mid_response(self) -> None:
+        """A rendezvous lost in the middle of a chunked body aborts the sender; nothing looks complete."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/vanish")
+        self.respond(rendezvous, request["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"half of it")
+        self.net.flush()
+        rendezvous.transport.loseConnection()  # type: ignore[union-attr]
+        self.net.flush()
+        self.assertTrue(sender.server_transport.aborted)
+        reply = sender.reply
+        self.assertTrue(reply.chunked)
+        self.assertFalse(reply.complete)
+
+    def test_listener_closing_before_response(self) -> None:
+        """The control channel closing before the response: 502."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/gone", self.auth())
+        self.net.flush()
+        listener.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 502)
+        self.assertIn(b"went away", sender.reply.body)
+
+    def test_download_back_pressure(self) -> None:
+        """A slow sender pauses reading the rendezvous; waiting for it is no stall of the listener."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")
+        self.respond(rendezvous, request["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"x" * 1000)
+        self.net.flush()
+        sender_side = sender.server_transport
+        sender_side.producer.pauseProducing()
+        self.assertTrue(rendezvous.server_transport.reading_paused)
+        rendezvous.sendMessageFrame(b"y" * 1000)  # already on its way when reading paused
+        self.net.flush()
+        self.net.advance(TIMEOUT * 3)
+        self.assertFalse(sender_side.aborted)
+        sender_side.producer.resumeProducing()
+        self.assertFalse(rendezvous.server_transport.reading_paused)
+        rendezvous.endMessage()
+        self.net.flush()
+        self.assertTrue(sender.reply.complete)
+
+    def test_sender_already_full(self) -> None:
+        """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/full")
+        sender.server_transport.producer.pauseProducing()
+        self.respond(rendezvous, request["id"], streamed=True)
+        self.assertTrue(rendezvous.server_transport.reading_paused)
+
+    def test_content_length_mismatch(self) -> None:
+        """A streamed body shorter than the listener's Content-Length aborts the sender."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/short")
+        self.stream_response(rendezvous, request["id"], [b"123"], headers={"Content-Length": "10"})
+        self.assertTrue(sender.server_transport.aborted)
+        self.assertFalse(sender.reply.complete)
+
+
+class RequestRulesTests(HttpTestCase):
+    """What is refused before any listener is involved, and tokens."""
+
+    def test_oversized_heads(self) -> None:
+        """Too many header bytes: 431; a too long request line: 414; garbage: 400 - each with a tracking id."""
+        for raw, status in (
+            (b"GET /hyco HTTP/1.1\r\nHost: relay.test\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n", 431),
+            (b"GET /hyco HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 600 + b"\r\n", 431),
+            (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\n\r\n", 414),
+            (b"GET /hyco HTTP/1.1\r\nNo colon here\r\n\r\n", 400),
+        ):
+            with self.subTest(status=status):
+                sender = self.sender()
+                sender.send(raw)
+                sender.methods.append("GET")
+                self.net.flush()
+                self.assertEqual(sender.reply.status, status)
+                self.assertIn(b"TrackingId:", sender.reply.body)
+
+    def test_refused_methods_and_entities(self) -> None:
+        """CONNECT and Upgrade requests are 400; a hybrid connection without HTTP is 404."""
+        self.listen()
+        cases = [
+            ("CONNECT", "/hyco", {}, 400),
+            ("GET", "/hyco", {"Upgrade": "websocket", "Connection": "Upgrade"}, 400),
+            ("GET", "/off/x", self.auth("off"), 404),
+        ]
+        for method, target, headers, status in cases:
+            with self.subTest(method=method, target=target):
+                sender = self.sender()
+                sender.request(method, target, {**self.auth(), **headers})
+                self.net.flush()
+                self.assertEqual(sender.reply.status, status)
+
+    def test_anonymous_and_token_senders(self) -> None:
+        """C{open} needs no token and forwards Authorization; C{hyco} needs one and consumes Authorization."""
+        listener = self.listen("open")
+        sender = self.sender()
+        sender.request("GET", "/open/x", {"Authorization": "Bearer app-token"})
+        self.net.flush()
+        self.assertEqual(self.last_request(listener)["requestHeaders"]["Authorization"], "Bearer app-token")
+        hyco = self.listen()
+        refused = self.sender()
+        refused.request("GET", "/hyco/x")
+        self.net.flush()
+        self.assertEqual(refused.reply.status, 401)
+        with_authorization = self.sender()
+        with_authorization.request("GET", "/hyco/x", {"Authorization": self.token()})
+        self.net.flush()
+        self.assertNotIn("Authorization", self.last_request(hyco)["requestHeaders"])
+        bad = self.sender()
+        bad.request("GET", "/hyco/x", {"ServiceBusAuthorization": self.token("open")})
+        self.net.flush()
+        self.assertEqual(bad.reply.status, 403)
+
+
+class RoutingTests(HttpTestCase):
+    """Which channel and which listener a request goes to."""
+
+    def test_large_headers_use_a_rendezvous(self) -> None:
+        """More than 32 kB of header metadata does not go on the control channel, even without a body."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/h", {**self.auth(), "X-Big": "v" * 40000})
+        self.net.flush()
+        self.assertEqual(set(self.last_request(listener)), {"address", "id"})
+
+    def test_requests_are_spread_over_listeners(self) -> None:
+        """Each request (not pinned to a rendezvous) goes to one of the live listeners in turn."""
+        first, second = self.listen(), self.listen(source="10.0.0.2")
+        for _ in range(4):
+            self.sender().request("GET", "/hyco/lb", self.auth())
+        self.net.flush()
+        self.assertEqual((len(first.messages), len(second.messages)), (2, 2))
+
+    def test_shutdown(self) -> None:
+        """Stopping the gateway answers waiting senders 503 and closes rendezvous sockets with 1001."""
+        listener = self.listen()
+        waiting = self.sender()
+        waiting.request("GET", "/hyco/w", self.auth())
+        streaming = self.sender()
+        streaming.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous = self.net.connect(self.last_request(listener)["address"])
+        self.gateway.stopService()
+        self.net.flush()
+        self.assertEqual(waiting.reply.status, 503)
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]

@@ -1,0 +1,185 @@
+"""Tests for the gateway's site: streamed request bodies, deferred finish, 100-continue, lingering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from relay.web import IBodyConsumer, RelayRequest, RelaySite
+
+from .httpharness import RawHttpClient
+from .wsharness import RecordingTransport
+
+
+@implementer(IBodyConsumer)
+class Collector:
+    """A body consumer that records what it gets and can be told to pause."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.ended = False
+        self.failure: Failure | None = None
+
+    def body_data(self, data: bytes) -> None:
+        self.data += data
+
+    def body_end(self) -> None:
+        self.ended = True
+
+    def body_failed(self, reason: Failure) -> None:
+        self.failure = reason
+
+
+class Streaming(Resource):
+    """Streams C{/stream...} bodies into a collector; answers C{/refuse...} at once; echoes the rest."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[RelayRequest] = []
+        self.collectors: list[Collector] = []
+
+    def render(self, request: Any) -> Any:
+        self.requests.append(request)
+        if request.path.startswith(b"/refuse"):
+            request.setResponseCode(413)
+            return b"no thanks"
+        if request.body is None:
+            return b"buffered %d" % len(request.content.read())
+        collector = Collector()
+        self.collectors.append(collector)
+        request.body.attach(collector)
+        return NOT_DONE_YET
+
+
+class SiteTests(SynchronousTestCase):
+    """A L{RelaySite} whose policy streams paths under C{/stream} and C{/refuse}."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = Streaming()
+        self.site = RelaySite(
+            self.resource,
+            reactor=self.clock,
+            stream_policy=lambda request: not request.path.startswith(b"/buffer"),
+            buffered_body=1000,
+            linger_timeout=5.0,
+        )
+
+    def connect(self) -> tuple[RawHttpClient, RecordingTransport, iosim.IOPump]:
+        client = RawHttpClient()
+        server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
+        server_transport = RecordingTransport(server, True)
+        pump = iosim.connect(
+            server, server_transport, client, iosim.FakeTransport(client, False), greet=False
+        )
+        return client, server_transport, pump
+
+    def test_small_bodies_are_buffered(self) -> None:
+        """A body within the buffered size is read whole before the resource renders."""
+        client, _, pump = self.connect()
+        client.request("POST", "/stream", body=b"x" * 1000)
+        pump.flush()
+        self.assertEqual(client.reply.body, b"buffered 1000")
+
+    def test_other_resources_keep_twisted_behaviour(self) -> None:
+        """Where the policy says no, even a large body arrives whole in C{content}."""
+        client, _, pump = self.connect()
+        client.request("POST", "/buffer", body=b"y" * 50000)
+        pump.flush()
+        self.assertEqual(client.reply.body, b"buffered 50000")
+
+    def test_large_body_streams(self) -> None:
+        """A large or chunked body is handed over piece by piece while the request is already handled."""
+        client, _transport, pump = self.connect()
+        client.request("POST", "/stream", chunked=True)
+        pump.flush()
+        (collector,) = self.resource.collectors
+        client.chunk(b"one ")
+        pump.flush()
+        self.assertEqual(collector.data, b"one ")
+        client.chunk(b"two")
+        client.chunk(b"")
+        pump.flush()
+        self.assertEqual((collector.data, collector.ended), (b"one two", True))
+        request = self.resource.requests[0]
+        self.assertEqual(
+            (request.method, request.uri, request.clientproto), (b"POST", b"/stream", b"HTTP/1.1")
+        )
+        request.write(b"thanks")
+        request.finish()
+        pump.flush()
+        self.assertEqual(client.reply.body, b"thanks")
+
+    def test_consumer_pauses_the_sender(self) -> None:
+        """A consumer's pause stops reading the sender's socket until it resumes."""
+        client, transport, pump = self.connect()
+        client.request("POST", "/stream", chunked=True)
+        client.chunk(b"z" * 5000)
+        pump.flush()
+        body = self.resource.requests[0].body
+        assert body is not None
+        body.pause()
+        self.assertTrue(transport.reading_paused)
+        body.resume()
+        self.assertFalse(transport.reading_paused)
+
+    def test_early_answer_waits_for_the_body(self) -> None:
+        """
+        An answer before the body is complete goes out at once.
+
+        The rest of the body is read and dropped, and the connection carries the next request.
+        """
+        client, transport, pump = self.connect()
+        client.request("PUT", "/refuse", chunked=True)
+        pump.flush()
+        self.assertEqual((client.reply.status, client.reply.body), (413, b"no thanks"))
+        client.chunk(b"x" * 3000)
+        client.chunk(b"")
+        client.request("POST", "/stream", body=b"small")
+        pump.flush()
+        self.assertEqual([r.status for r in client.replies], [413, 200])
+        self.assertFalse(transport.disconnecting)
+
+    def test_no_continue_after_an_answer(self) -> None:
+        """C{Expect: 100-continue} gets its 100 unless the final answer already went out."""
+        client, _, pump = self.connect()
+        client.request("POST", "/refuse", {"Expect": "100-continue"}, chunked=True)
+        pump.flush()
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 413"))
+        self.assertNotIn(b"100 Continue", client.data)
+        other, _, other_pump = self.connect()
+        other.request("POST", "/stream", {"Expect": "100-continue"}, chunked=True)
+        other_pump.flush()
+        self.assertTrue(other.data.startswith(b"HTTP/1.1 100 Continue"))
+
+    def test_lingering_sender_is_dropped(self) -> None:
+        """A sender that keeps a body going after the answer is disconnected after the linger time."""
+        client, transport, pump = self.connect()
+        client.request("PUT", "/refuse", chunked=True)
+        pump.flush()
+        self.clock.advance(4)
+        self.assertFalse(transport.aborted)
+        self.clock.advance(2)
+        self.assertTrue(transport.aborted)
+
+    def test_lost_connection_fails_the_body(self) -> None:
+        """A sender that disconnects mid-body is reported to the consumer."""
+        client, _transport, pump = self.connect()
+        client.request("POST", "/stream", chunked=True)
+        client.chunk(b"part")
+        pump.flush()
+        client.transport.loseConnection()  # type: ignore[union-attr]
+        pump.flush()
+        (collector,) = self.resource.collectors
+        self.assertIsNotNone(collector.failure)
+        self.assertFalse(collector.ended)
