@@ -8,8 +8,8 @@ Measured against Crossbar.io (PyPI C{crossbar}) configured on loopback in the sa
   - request/reply: calls/s vs Crossbar RPC (target at least 1.0x);
   - one-way: messages/s (no baseline).
 
-Pending until the bindings' gateway transport (C{/$wcf}) lands; that branch brings
-C{benchmarks/bindings_throughput.py}, whose sender and listener roles (C{ChannelFactory} with a window
+The bindings' gateway transport (C{/$wcf}) has landed with C{benchmarks/bindings_throughput.py}, whose
+sender and listener roles (C{ChannelFactory} with a window
 of calls in flight, service hosts counting deliveries) are the relay side of these scenarios and only
 need to print C{MEASURE start}/C{MEASURE end}/C{RESULT} to run under C{ctx.load}. To make one runnable,
 replace its
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from benchmarks.registry import Target, pending
 
-_WAITING = "needs the bindings' gateway transport (/$wcf, being finished in another branch)"
+_WAITING = "the bindings' gateway transport has landed (/$wcf); the scenarios are left to its owners, see this module"
 
 pending(
     "legacy.multicast",
