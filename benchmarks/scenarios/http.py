@@ -22,7 +22,9 @@ from __future__ import annotations
 
 from benchmarks.registry import Target, pending
 
-_WAITING = "HTTP relaying has landed (relay/hybrid/http.py); the scenario is left to its owners, see this module"
+_WAITING = (
+    "HTTP relaying has landed (relay/hybrid/http.py); the scenario is left to its owners, see this module"
+)
 
 pending(
     "http.requests",
