@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import codecs
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -107,6 +109,34 @@ def new_pull_parser() -> etree.XMLPullParser:
     return etree.XMLPullParser(events=("start", "end"), **HARDENED_SETTINGS)
 
 
+class _ReusedParser(threading.local):
+    """
+    One pull parser per thread, reused from document to document.
+
+    Building an lxml parser costs about as much as parsing a small envelope. A parser that finished a
+    document (C{close()}) is reset and can take the next one; one that failed mid-document is thrown away.
+    The factory is remembered so that a test replacing L{new_pull_parser} gets parsers from its replacement.
+    """
+
+    factory: Callable[[], etree.XMLPullParser] | None = None
+    parser: etree.XMLPullParser | None = None
+
+    def take(self) -> etree.XMLPullParser:
+        factory = new_pull_parser
+        parser = self.parser
+        if parser is None or self.factory is not factory:
+            parser = factory()
+            self.factory = factory
+        self.parser = None  # taken: a failure leaves nothing behind to reuse
+        return parser
+
+    def give_back(self, parser: etree.XMLPullParser) -> None:
+        self.parser = parser
+
+
+_reused = _ReusedParser()
+
+
 def new_tree_parser() -> etree.XMLParser:
     """A hardened non-incremental parser, for documents we produced ourselves (golden files, tests)."""
     return etree.XMLParser(**HARDENED_SETTINGS)
@@ -156,9 +186,13 @@ def _feed(parser: etree.XMLPullParser, data: bytes, max_depth: int) -> Any:
                 depth -= 1
 
     try:
-        for offset in range(0, len(data), CHUNK_SIZE):
-            parser.feed(data[offset : offset + CHUNK_SIZE])
+        if len(data) <= CHUNK_SIZE:
+            parser.feed(data)
             count()
+        else:
+            for offset in range(0, len(data), CHUNK_SIZE):
+                parser.feed(data[offset : offset + CHUNK_SIZE])
+                count()
         root = parser.close()
         count()
     except etree.XMLSyntaxError as e:
@@ -199,6 +233,8 @@ def parse_xml(data: bytes, limits: XmlLimits = XmlLimits(), charset: str | None 
     """
     check_size(len(data), limits)
     _check_encoding(data, charset)
-    root = _feed(new_pull_parser(), data, limits.max_depth)
+    parser = _reused.take()
+    root = _feed(parser, data, limits.max_depth)
+    _reused.give_back(parser)  # only after a clean close(): the parser is reset
     _check_tree(root)
     return root  # type: ignore[no-any-return]

@@ -2,11 +2,12 @@
 SOAP 1.1 and 1.2 envelopes as values, their HTTP content types, and conversion between the versions.
 
 Listeners always see SOAP 1.2 (spec 6.1); basic-profile HTTP senders speak SOAP 1.1, so requests are
-converted up and replies down (spec 6.2). Header blocks and body children are held as standalone elements
-that carry every namespace declaration that was in scope where they were found, so moving them into
-another envelope keeps QName-valued content (C{xsi:type="tns:T"}) meaningful: they are "moved untouched
-with their namespace declarations". Callers treat the held elements as read-only; every transformation
-here builds new elements.
+converted up and replies down (spec 6.2). Header blocks and body children keep every namespace declaration
+that was in scope where they were found, so moving them into another envelope keeps QName-valued content
+(C{xsi:type="tns:T"}) meaningful: they are "moved untouched with their namespace declarations". A parsed
+envelope holds the elements of the parsed tree itself (no copies: lxml serialises a subelement with every
+declaration in scope, which is all L{Envelope.to_bytes} needs); conversions build L{standalone} copies.
+Callers treat the held elements as read-only; every transformation here builds new elements.
 """
 
 from __future__ import annotations
@@ -108,8 +109,8 @@ class Envelope:
     A SOAP envelope: version, header blocks and body children.
 
     @ivar version: SOAP 1.1 or 1.2.
-    @ivar headers: header block elements, each standalone (see L{standalone}).
-    @ivar body: body child elements, each standalone; a fault is a single C{Fault} child.
+    @ivar headers: header block elements: standalone (see L{standalone}), or the blocks of a parsed tree.
+    @ivar body: body child elements, the same way; a fault is a single C{Fault} child.
     """
 
     version: SoapVersion
@@ -214,8 +215,8 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
-            headers.append(standalone(block))
-    return Envelope(version, tuple(headers), tuple(standalone(child) for child in body))
+            headers.append(block)
+    return Envelope(version, tuple(headers), tuple(body))
 
 
 def parse_envelope(
