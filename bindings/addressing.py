@@ -20,7 +20,7 @@ from typing import Final
 from lxml import etree
 
 from bindings.faultcodes import RELAY_NS, WSA_NS, RelayFault
-from bindings.soap import Envelope
+from bindings.soap import Envelope, envelope_bytes, xml_text
 
 ANONYMOUS: Final = "http://www.w3.org/2005/08/addressing/anonymous"
 NONE_ADDRESS: Final = "http://www.w3.org/2005/08/addressing/none"
@@ -321,6 +321,43 @@ def prepare_for_listener(envelope: Envelope, delivery: Delivery) -> tuple[Envelo
         reply_to_anonymous=delivery.request_reply,
     )
     return envelope.replace(headers=(*ours, *kept, sender_header(delivery.sender))), message_id
+
+
+def _wsa_bytes(name: str, text: str) -> bytes:
+    return f'<wsa:{name} xmlns:wsa="{WSA_NS}">{xml_text(text)}</wsa:{name}>'.encode()
+
+
+_REPLY_TO_ANONYMOUS: Final = etree.tostring(_endpoint("ReplyTo", ANONYMOUS), encoding="utf-8")
+
+
+def delivery_bytes(
+    envelope: Envelope, delivery: Delivery, extra: Iterable[etree._Element] = ()
+) -> tuple[bytes, str]:
+    """
+    The bytes of L{prepare_for_listener}'s envelope, with C{extra} header blocks after C{r:Sender}.
+
+    The same envelope, byte for byte, without building the gateway's own header blocks as elements: they
+    are written as text, and only the sender's blocks and body are serialised.
+
+    @return: the envelope bytes and the message id they carry.
+    """
+    message_id = delivery.message_id or delivery.new_id()
+    parts = [_wsa_bytes("Action", delivery.action), _wsa_bytes("MessageID", message_id)]
+    if delivery.request_reply:
+        parts.append(_REPLY_TO_ANONYMOUS)
+    parts.append(_wsa_bytes("To", delivery.to))
+    parts.extend(
+        etree.tostring(h, encoding="utf-8")
+        for h in envelope.headers
+        if h.tag not in _REPLACED_ON_DELIVERY and h.tag not in (_SENDER_TAG, _TOKEN_TAG)
+    )
+    sender = delivery.sender
+    parts.append(
+        f'<r:Sender xmlns:r="{RELAY_NS}"><r:KeyName>{xml_text(sender.key_name)}</r:KeyName>'
+        f"<r:TrackingId>{xml_text(sender.tracking_id)}</r:TrackingId></r:Sender>".encode()
+    )
+    parts.extend(etree.tostring(h, encoding="utf-8") for h in extra)
+    return envelope_bytes(envelope.version, parts, envelope.body), message_id
 
 
 def relay_token_header(token: str) -> etree._Element:

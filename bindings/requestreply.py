@@ -121,6 +121,8 @@ class RequestReplyRouter:
         )
         pending.written = outlet.offer(message, flow)
         pending.written.addErrback(self._not_written, key)
+        if not self.listeners.trace:
+            return caller
         self.log.debug(
             "request {message_id} ({size} bytes) for {entity} routed to {listener_id}",
             message_id=message.message_id,

@@ -18,14 +18,14 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bindings.addressing import SenderInfo, read_addressing
+from bindings.addressing import AddressingHeaders, SenderInfo, read_addressing
 from bindings.control import (
     ACTION_REGISTER,
     ACTION_RENEW_TOKEN,
     CONTROL_ACTIONS,
     ControlError,
     Registered,
-    delivered_envelope,
+    delivered_bytes,
     parse_register,
     parse_renew_token,
     registered_envelope,
@@ -191,8 +191,7 @@ class ListenerRole:
 
     def send_envelope(self, payload: bytes) -> None:
         """Write one routed envelope to the listener."""
-        if self.protocol.state == self.protocol.STATE_OPEN:
-            self.protocol.sendMessage(payload, isBinary=False)
+        self.protocol.send_text(payload)
 
     def disconnect(self, code: int, reason: str) -> None:
         """Close the listener's socket (queue overflow, shutdown)."""
@@ -510,9 +509,11 @@ class SenderRole:
             except RelayFaultError as e:
                 self.protocol.send_fault(e.kind, e.message, headers.message_id)
                 return
-        self._route(entity, envelope, grant)
+        self._route(entity, envelope, grant, headers)
 
-    def _route(self, entity: Entity, envelope: Envelope, grant: Grant | None) -> None:
+    def _route(
+        self, entity: Entity, envelope: Envelope, grant: Grant | None, headers: AddressingHeaders
+    ) -> None:
         gateway = self.protocol.factory.gateway
         bound = gateway.names.bound(self.namespace, entity)
         contract: RegisteredContract | None = bound.contract
@@ -529,6 +530,7 @@ class SenderRole:
                 sender=SenderInfo(grant.key_name if grant else "anonymous", self.protocol.tracking_id),
                 strict=settings.strict_addressing,
                 require_message_id=True,
+                headers=headers,
             )
         except Refusal as e:
             self._refused(e)
@@ -551,10 +553,9 @@ class SenderRole:
 
     def _answer(self, outcome: Delivered | Reply, message_id: str) -> None:
         if isinstance(outcome, Reply):
-            if self.protocol.state == self.protocol.STATE_OPEN:
-                self.protocol.sendMessage(outcome.payload, isBinary=False)
+            self.protocol.send_text(outcome.payload)
         else:
-            self.protocol.send_envelope(delivered_envelope(outcome.count, message_id))
+            self.protocol.send_text(delivered_bytes(outcome.count, message_id))
 
     def _failed(self, failure: Failure, message_id: str) -> None:
         if failure.check(CancelledError):
