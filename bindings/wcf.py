@@ -33,6 +33,7 @@ from bindings.settings import (
 )
 from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole, SenderRole
+from bindings.wsfast import FastTextReader
 from bindings.wsframes import text_frame
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
@@ -196,8 +197,13 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(WebSocketServerProtocol):
-    """One C{$wcf} WebSocket: a listener or a sender."""
+class WcfProtocol(FastTextReader, WebSocketServerProtocol):
+    """
+    One C{$wcf} WebSocket: a listener or a sender.
+
+    Simple text frames are read by L{FastTextReader}, everything else by Autobahn (whose adapter's own
+    C{dataReceived}, with a debug message formatted on every read, is never used).
+    """
 
     # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
     logger = Logger()
@@ -337,11 +343,6 @@ class WcfProtocol(WebSocketServerProtocol):
         """Let the role clean up."""
         if self.role is not None:
             self.role.closed(code)
-
-    @override
-    def dataReceived(self, data: bytes) -> None:
-        """Straight to Autobahn's parser: its adapter formats a debug message on every read."""
-        self._dataReceived(data)
 
     @override
     def connectionMade(self) -> None:

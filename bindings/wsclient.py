@@ -26,6 +26,8 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from bindings.wsfast import FastTextReader
+from bindings.wsframes import masked_text_frame
 
 SUBPROTOCOL: Final = "soap"
 TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
@@ -75,14 +77,17 @@ def default_endpoint(reactor: Any) -> EndpointFactory:
     return endpoint
 
 
-class SoapClientProtocol(WebSocketClientProtocol):
+class SoapClientProtocol(FastTextReader, WebSocketClientProtocol):
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
+
+    Simple text frames from the gateway (unmasked) are read by L{FastTextReader}, the rest by Autobahn.
 
     @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
     """
 
     logger = Logger()
+    masked_frames = False
     factory: SoapClientFactory
     transport: Any
 
@@ -122,11 +127,19 @@ class SoapClientProtocol(WebSocketClientProtocol):
         self.factory.owner.connection_closed(self, code, reason)
 
     def send_bytes(self, payload: bytes) -> bool:
-        """Write one envelope; C{False} when the socket is no longer open."""
+        """
+        Write one envelope as one masked text frame; C{False} when the socket is no longer open.
+
+        The frame goes straight to the transport (L{bindings.wsframes}) unless Autobahn has frames queued.
+        """
         if self.state != self.STATE_OPEN:
             return False
-        self.sendMessage(payload, isBinary=False)
+        if self.send_queue:
+            self.sendMessage(payload, isBinary=False)
+        else:
+            self.transport.write(masked_text_frame(payload))
         return True
+
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:
         """Close (any valid code), or drop a connection that is not open."""
