@@ -81,8 +81,16 @@ def _canonical(element: etree._Element) -> bytes:
     return data
 
 
+_ADDRESS_TAG: Final = f"{{{WSA_NS}}}Address"
+_WSA_PREFIX: Final = f"{{{WSA_NS}}}"
+
+
 def _endpoint_address(element: etree._Element, name: str) -> str:
-    text: str = (element.findtext(f"{{{WSA_NS}}}Address") or "").strip()
+    text = ""
+    for child in element:
+        if child.tag == _ADDRESS_TAG:
+            text = (child.text or "").strip()
+            break
     if not text:
         raise AddressingError(RelayFault.INVALID_ADDRESSING_HEADER, f"wsa:{name} has no wsa:Address", name)
     return text
@@ -100,10 +108,10 @@ def read_addressing(envelope: Envelope, strict: bool = False) -> AddressingHeade
     first: dict[str, etree._Element] = {}
     duplicates: list[str] = []
     for block in envelope.headers:
-        qname = etree.QName(block)
-        if qname.namespace != WSA_NS:
+        tag = block.tag
+        if not tag.startswith(_WSA_PREFIX):
             continue
-        name = qname.localname
+        name = tag[len(_WSA_PREFIX) :]
         if name in first:
             if _canonical(first[name]) != _canonical(block) and name not in duplicates:
                 if strict:

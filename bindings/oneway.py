@@ -118,7 +118,9 @@ class OneWayRouter:
                 tracking_id=message.tracking_id,
             )
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))
-        connection: IListenerConnection = self._chooser.choose(candidates)  # type: ignore[assignment]
+        connection: IListenerConnection = (
+            candidates[0] if len(candidates) == 1 else self._chooser.choose(candidates)  # type: ignore[assignment]
+        )
         outlet = self.listeners.outlet(connection)
         if outlet is None:  # pragma: no cover - chosen from the same table
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))

@@ -102,7 +102,9 @@ class RequestReplyRouter:
             return fail(
                 RelayFaultError(RelayFault.SERVER_BUSY, "Every listener has too many requests in flight")
             )
-        connection: IListenerConnection = self._chooser.choose(available)  # type: ignore[assignment]
+        connection: IListenerConnection = (
+            available[0] if len(available) == 1 else self._chooser.choose(available)  # type: ignore[assignment]
+        )
         key = (connection, message.message_id)
         if key in self._pending:
             self._refused(message, "duplicate MessageID")

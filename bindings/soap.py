@@ -55,7 +55,13 @@ class SoapVersion(Enum):
     @classmethod
     def for_namespace(cls, namespace: str | None) -> SoapVersion | None:
         """The version whose envelope namespace is C{namespace}, or C{None}."""
-        return {SOAP11_NS: cls.SOAP11, SOAP12_NS: cls.SOAP12}.get(namespace or "")
+        return _VERSIONS.get(namespace or "")
+
+
+_VERSIONS: Final = {SOAP11_NS: SoapVersion.SOAP11, SOAP12_NS: SoapVersion.SOAP12}
+_ENVELOPE_TAGS: Final = {f"{{{ns}}}Envelope": version for ns, version in _VERSIONS.items()}
+_HEADER_TAGS: Final = {version: f"{{{ns}}}Header" for ns, version in _VERSIONS.items()}
+_BODY_TAGS: Final = {version: f"{{{ns}}}Body" for ns, version in _VERSIONS.items()}
 
 
 class SoapErrorKind(Enum):
@@ -207,39 +213,44 @@ def _is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
-def envelope_from_element(root: etree._Element, expected: SoapVersion | None = None) -> Envelope:
+def envelope_from_element(
+    root: etree._Element, expected: SoapVersion | None = None, *, may_have_encoding_style: bool = True
+) -> Envelope:
     """
     Check the structure of a parsed envelope and turn it into an L{Envelope}.
 
     @param expected: the version the transport announced (Content-Type); C{None} accepts either.
+    @param may_have_encoding_style: C{False} when the caller knows no attribute is named C{encodingStyle}
+        (its UTF-8 bytes do not contain the name), so the scan of every element can be skipped.
     @raise SoapError: C{VersionMismatch} for an envelope of another or unknown version, C{InvalidMessage}
         for anything else that is not a document/literal SOAP envelope.
     """
-    qname = etree.QName(root)
-    version = SoapVersion.for_namespace(qname.namespace)
-    if qname.localname != "Envelope":
-        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected)
+    version = _ENVELOPE_TAGS.get(root.tag)
     if version is None or (expected is not None and version is not expected):
+        qname = etree.QName(root)
+        if qname.localname != "Envelope":
+            raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected)
         raise SoapError(
             SoapErrorKind.VERSION_MISMATCH,
             f"envelope namespace {qname.namespace!r} does not match the announced SOAP version",
             expected or SoapVersion.SOAP12,
         )
-    for element in root.iter():
-        attributes = element.attrib
-        if attributes and any(name in attributes for name in _ENCODING_STYLE):
-            raise SoapError(
-                SoapErrorKind.INVALID_MESSAGE,
-                "encodingStyle is not supported; only document/literal messages are",
-                version,
-            )
+    if may_have_encoding_style:
+        for element in root.iter():
+            attributes = element.attrib
+            if attributes and any(name in attributes for name in _ENCODING_STYLE):
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE,
+                    "encodingStyle is not supported; only document/literal messages are",
+                    version,
+                )
     children = list(root)
     if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)
     header: etree._Element | None = None
-    if children and children[0].tag == version.qname("Header"):
+    if children and children[0].tag == _HEADER_TAGS[version]:
         header = children.pop(0)
-    if len(children) != 1 or children[0].tag != version.qname("Body"):
+    if len(children) != 1 or children[0].tag != _BODY_TAGS[version]:
         raise SoapError(
             SoapErrorKind.INVALID_MESSAGE, "the Envelope must hold an optional Header and one Body", version
         )
@@ -247,7 +258,7 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
     headers: list[etree._Element] = []
     if header is not None:
         for block in header:
-            if etree.QName(block).namespace is None:
+            if not block.tag.startswith("{"):
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
@@ -270,7 +281,12 @@ def parse_envelope(
         root = parse_xml(data, limits, charset)
     except XmlRejected as e:
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, str(e), expected, e.rule) from None
-    return envelope_from_element(root, expected)
+    # parse_xml accepted the bytes as UTF-8 when no charset (or UTF-8) was declared: an attribute named
+    # encodingStyle would then have its name in the bytes as they are.
+    utf8 = charset is None or charset.strip().strip('"').lower() in ("utf-8", "utf8")
+    return envelope_from_element(
+        root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data
+    )
 
 
 _MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "false"}

@@ -53,6 +53,14 @@ class HostileDocumentTests(SynchronousTestCase):
             return parser
 
         self.patch(safexml, "new_pull_parser", spying_parser)
+        original_document = safexml.new_document_parser
+
+        def spying_document_parser() -> etree.XMLParser:
+            parser = original_document()
+            parser.resolvers.add(self.spy)
+            return parser
+
+        self.patch(safexml, "new_document_parser", spying_document_parser)
 
     def assertRejected(
         self,
