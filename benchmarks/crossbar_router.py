@@ -73,7 +73,9 @@ def config(port: int) -> dict[str, object]:
         "workers": [
             {
                 "type": "router",
-                "realms": [{"name": "realm1", "roles": [{"name": "anonymous", "permissions": [permissions]}]}],
+                "realms": [
+                    {"name": "realm1", "roles": [{"name": "anonymous", "permissions": [permissions]}]}
+                ],
                 "transports": [
                     {
                         "type": "websocket",

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgpack
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import defer, reactor, stdio
+from twisted.internet import reactor, stdio
 from twisted.protocols.basic import LineReceiver
 
 KEY_NAME = "root"
@@ -51,7 +51,9 @@ def frame(opcode: int, payload: bytes) -> bytes:
     else:
         head = bytes((0x80 | opcode, 0x80 | 127)) + length.to_bytes(8, "big")
     repeated = (key * (length // 4 + 1))[:length]
-    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+    masked = (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(
+        length, "little"
+    )
     return head + key + masked
 
 
@@ -223,11 +225,15 @@ def ready_after(count: int) -> Callable[[], None]:
 
 
 def soap_headers(port: int, name: str) -> dict[str, str]:
-    from bindings.credentials import SasCredentials
-
     from bindings_throughput import KEY
 
-    return {"ServiceBusAuthorization": SasCredentials(KEY_NAME, KEY).token(f"http://127.0.0.1:{port}/{name}", time.time())}
+    from bindings.credentials import SasCredentials
+
+    return {
+        "ServiceBusAuthorization": SasCredentials(KEY_NAME, KEY).token(
+            f"http://127.0.0.1:{port}/{name}", time.time()
+        )
+    }
 
 
 def soap_template(port: int, name: str, action: str, element: str, reply: bool) -> Callable[[int], bytes]:
@@ -252,12 +258,12 @@ def soap_template(port: int, name: str, action: str, element: str, reply: bool) 
 
 
 def soap_register(kind: str, port: int, name: str) -> bytes:
-    from bindings.addressing import new_message_id
-    from bindings.control import Registration, register_envelope
-    from bindings.contracts import contract_of
-    from bindings.wsdl import generate_wsdl
-
     from bindings_throughput import contract
+
+    from bindings.addressing import new_message_id
+    from bindings.contracts import contract_of
+    from bindings.control import Registration, register_envelope
+    from bindings.wsdl import generate_wsdl
 
     wsdl = None
     if kind != "multicast":
@@ -321,8 +327,14 @@ def soap_sender(port: int, name: str, kind: str, window: int) -> None:
         sender.protocols.append(protocol)
         print("READY", flush=True)
 
-    connect(port, f"/$wcf/{name}?sb-wcf-action=send", "soap", soap_headers(port, name), opened,
-            lambda protocol, opcode, payload: sender.answer(protocol, payload))
+    connect(
+        port,
+        f"/$wcf/{name}?sb-wcf-action=send",
+        "soap",
+        soap_headers(port, name),
+        opened,
+        lambda protocol, opcode, payload: sender.answer(protocol, payload),
+    )
     stdio.StandardIO(Control(sender.counter, sender))
     reactor.run()  # type: ignore[attr-defined]
 

@@ -105,7 +105,9 @@ def load_processes(system: str, scenario: str, port: int, window: int) -> tuple[
                 for _ in range(SUBSCRIBER_PROCESSES)
             ]
         else:
-            listeners = [client("soap-listener", "listener", port=port, name=name, kind=scenario, connections=1)]
+            listeners = [
+                client("soap-listener", "listener", port=port, name=name, kind=scenario, connections=1)
+            ]
         for process in listeners:
             wait_ready(process, "relay listener")
         sender = client("soap-sender", "sender", port=port, name=name, kind=scenario, window=window)
@@ -193,7 +195,9 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=3, help="repetitions of every scenario and system")
     parser.add_argument("--seconds", type=float, default=5.0, help="measured interval of one repetition")
     parser.add_argument("--window", type=int, default=64, help="messages in flight from the sender")
@@ -252,11 +256,31 @@ def write_csv(results: list[Result]) -> None:
     path = directory / f"legacy_shapes-{stamp}.csv"
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["scenario", "system", "run", "rate_per_s", "router_cpu_us_per_msg",
-                         "client_cpu_us_per_msg", "errors", "sender_rate_per_s"])
+        writer.writerow(
+            [
+                "scenario",
+                "system",
+                "run",
+                "rate_per_s",
+                "router_cpu_us_per_msg",
+                "client_cpu_us_per_msg",
+                "errors",
+                "sender_rate_per_s",
+            ]
+        )
         for r in results:
-            writer.writerow([r.scenario, r.system, r.run, f"{r.rate:.1f}", f"{r.router_cpu_us:.2f}",
-                             f"{r.client_cpu_us:.2f}", r.errors, f"{r.extra.get('sender_rate', 0):.1f}"])
+            writer.writerow(
+                [
+                    r.scenario,
+                    r.system,
+                    r.run,
+                    f"{r.rate:.1f}",
+                    f"{r.router_cpu_us:.2f}",
+                    f"{r.client_cpu_us:.2f}",
+                    r.errors,
+                    f"{r.extra.get('sender_rate', 0):.1f}",
+                ]
+            )
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
 
 
@@ -269,10 +293,14 @@ TARGETS = {"multicast": 1.5, "requestreply": 1.0}
 
 
 def print_table(results: list[Result], options: argparse.Namespace, version: str) -> None:
-    print(f"\nLegacy shapes: relay SOAP bindings vs Crossbar.io {version}, 256-byte payloads, "
-          f"{options.window} in flight, {options.runs} runs x {options.seconds:g} s, loopback")
+    print(
+        f"\nLegacy shapes: relay SOAP bindings vs Crossbar.io {version}, 256-byte payloads, "
+        f"{options.window} in flight, {options.runs} runs x {options.seconds:g} s, loopback"
+    )
     print(machine())
-    print("Median (min-max) of the runs; CPU in microseconds per delivered message (multicast: per delivery).")
+    print(
+        "Median (min-max) of the runs; CPU in microseconds per delivered message (multicast: per delivery)."
+    )
     header = f"{'scenario':<30}{'system':<10}{'rate':>26}{'router CPU':>22}{'client CPU':>22}"
     print(header)
     print("-" * len(header))
@@ -289,7 +317,9 @@ def print_table(results: list[Result], options: argparse.Namespace, version: str
         cpu_ratios = []
         for run in range(options.runs):
             ours = [r for r in results if r.scenario == scenario and r.system == "relay" and r.run == run]
-            theirs = [r for r in results if r.scenario == scenario and r.system == "crossbar" and r.run == run]
+            theirs = [
+                r for r in results if r.scenario == scenario and r.system == "crossbar" and r.run == run
+            ]
             if ours and theirs:
                 ratios.append(ours[0].rate / theirs[0].rate)
                 cpu_ratios.append(theirs[0].router_cpu_us / ours[0].router_cpu_us)
@@ -297,7 +327,9 @@ def print_table(results: list[Result], options: argparse.Namespace, version: str
             target = TARGETS.get(scenario)
             verdict = ""
             if target is not None:
-                verdict = "  target >= {:.1f}: {}".format(target, "met" if statistics.median(ratios) >= target else "MISSED")
+                verdict = "  target >= {:.1f}: {}".format(
+                    target, "met" if statistics.median(ratios) >= target else "MISSED"
+                )
             print(f"{'':<30}{'ratio':<10}{summary(ratios, 2):>26}{summary(cpu_ratios, 2):>22}{verdict}")
     errors = sum(r.errors for r in results)
     if errors:

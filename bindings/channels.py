@@ -38,7 +38,7 @@ from bindings.contracts import Contract, ContractError, Operation, contract_of
 from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, ControlError, parse_delivered
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
-from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
 from bindings.settings import MESSAGE_BYTES, Binding, RequestReplyBinding
 from bindings.soap import Envelope, SoapError, SoapVersion, content_type_header, parse_envelope
 from bindings.wsclient import EndpointFactory, IChannelOwner, SoapClientProtocol, connect, default_endpoint
@@ -275,7 +275,7 @@ class ChannelFactory:
         """Settle the call an answer relates to."""
         try:
             envelope = parse_envelope(
-                payload, SoapVersion.SOAP12, XmlLimits(MESSAGE_BYTES[self.binding.kind][1], MAX_DEPTH_CAP)
+                payload, SoapVersion.SOAP12, limits_for(MESSAGE_BYTES[self.binding.kind][1], MAX_DEPTH_CAP)
             )
             headers = read_addressing(envelope)
         except (SoapError, AddressingError) as e:

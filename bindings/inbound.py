@@ -20,8 +20,8 @@ from bindings.addressing import (
     Delivery,
     SenderInfo,
     check_anonymous,
-    extract_relay_token,
     delivery_bytes,
+    extract_relay_token,
     read_addressing,
     require,
     resolve_action,
@@ -85,20 +85,28 @@ class Operations:
     """
 
     items: tuple[WsdlOperation, ...]
+    _actions: dict[str, WsdlOperation] = field(init=False, repr=False, compare=False)
+    _elements: dict[str, WsdlOperation] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Looked up for every message: build the tables once (the first operation wins, as a scan would).
+        actions: dict[str, WsdlOperation] = {}
+        elements: dict[str, WsdlOperation] = {}
+        for op in self.items:
+            if op.action is not None:
+                actions.setdefault(op.action, op)
+            if op.request_element is not None:
+                elements.setdefault(f"{{{op.request_element[0]}}}{op.request_element[1]}", op)
+        object.__setattr__(self, "_actions", actions)
+        object.__setattr__(self, "_elements", elements)
 
     def by_action(self, action: str) -> WsdlOperation | None:
         """The operation whose request action is C{action}."""
-        return next((op for op in self.items if op.action == action), None)
+        return self._actions.get(action)
 
     def by_element(self, tag: str) -> WsdlOperation | None:
         """The operation whose request wrapper is C{tag} (Clark notation)."""
-        for op in self.items:
-            if (
-                op.request_element is not None
-                and f"{{{op.request_element[0]}}}{op.request_element[1]}" == tag
-            ):
-                return op
-        return None
+        return self._elements.get(tag)
 
     @property
     def all_one_way(self) -> bool:

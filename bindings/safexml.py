@@ -12,6 +12,7 @@ C{schemaLocation} or runs XSLT.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 import threading
 from collections.abc import Callable
@@ -88,6 +89,12 @@ class XmlLimits:
             raise ValueError("max_bytes must be positive")
         if not 1 <= self.max_depth <= MAX_DEPTH_CAP:
             raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_CAP}")
+
+
+@functools.lru_cache(maxsize=128)
+def limits_for(max_bytes: int, max_depth: int) -> XmlLimits:
+    """The (shared, immutable) L{XmlLimits} for these numbers: connections ask for the same few per message."""
+    return XmlLimits(max_bytes=max_bytes, max_depth=max_depth)
 
 
 def check_size(declared_length: int | None, limits: XmlLimits) -> None:
@@ -239,9 +246,10 @@ def _check_tree(root: etree._Element) -> None:
             raise XmlRejected(Rule.PROCESSING_INSTRUCTION, "next to the root element")
         if isinstance(sibling, etree._Entity):
             raise XmlRejected(Rule.ENTITY)
-    if next(root.iter(etree.Entity), None) is not None:
+    found = next(root.iter(etree.Entity, etree.ProcessingInstruction), None)  # one walk for both
+    if isinstance(found, etree._Entity):
         raise XmlRejected(Rule.ENTITY)
-    if next(root.iter(etree.ProcessingInstruction), None) is not None:
+    if found is not None:
         raise XmlRejected(Rule.PROCESSING_INSTRUCTION)
 
 

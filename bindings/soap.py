@@ -161,7 +161,9 @@ class Envelope:
         prefix locally (C{xmlns:s="urn:other"}) and has an attribute in the envelope namespace gets that
         attribute written with the envelope's own C{s:} prefix, which the local declaration shadows.
         """
-        return envelope_bytes(self.version, [etree.tostring(h, encoding="utf-8") for h in self.headers], self.body)
+        return envelope_bytes(
+            self.version, [etree.tostring(h, encoding="utf-8") for h in self.headers], self.body
+        )
 
 
 _ENVELOPE_PARTS: Final = {
@@ -204,6 +206,10 @@ def xml_text(value: str) -> str:
 
     @raise ValueError: for characters XML 1.0 cannot carry (lxml refuses them the same way).
     """
+    if value.isascii() and value.isprintable():  # no control characters, CR included: the common case
+        if "&" in value or "<" in value or ">" in value:
+            return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return value
     if _NOT_XML_CHAR.search(value) is not None:
         raise ValueError("All strings must be XML compatible")
     return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
@@ -229,7 +235,9 @@ def envelope_from_element(
     if version is None or (expected is not None and version is not expected):
         qname = etree.QName(root)
         if qname.localname != "Envelope":
-            raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected)
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected
+            )
         raise SoapError(
             SoapErrorKind.VERSION_MISMATCH,
             f"envelope namespace {qname.namespace!r} does not match the announced SOAP version",
@@ -284,9 +292,7 @@ def parse_envelope(
     # parse_xml accepted the bytes as UTF-8 when no charset (or UTF-8) was declared: an attribute named
     # encodingStyle would then have its name in the bytes as they are.
     utf8 = charset is None or charset.strip().strip('"').lower() in ("utf-8", "utf8")
-    return envelope_from_element(
-        root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data
-    )
+    return envelope_from_element(root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data)
 
 
 _MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "false"}

@@ -197,7 +197,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(FastTextReader, WebSocketServerProtocol):
+class WcfProtocol(WebSocketServerProtocol):
     """
     One C{$wcf} WebSocket: a listener or a sender.
 
@@ -215,6 +215,7 @@ class WcfProtocol(FastTextReader, WebSocketServerProtocol):
         self.tracking_id = ""
         self.role: ListenerRole | SenderRole | None = None
         self.host = ""
+        self._reader = FastTextReader(self, masked=True)
 
     @property
     def role_name(self) -> str:
@@ -343,6 +344,11 @@ class WcfProtocol(FastTextReader, WebSocketServerProtocol):
         """Let the role clean up."""
         if self.role is not None:
             self.role.closed(code)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        self._reader.data_received(data)
 
     @override
     def connectionMade(self) -> None:

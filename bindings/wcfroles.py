@@ -38,7 +38,7 @@ from bindings.names import BoundName, ListenerPolicy
 from bindings.oneway import Delivered, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow
 from bindings.requestreply import Reply, RequestReplyRouter
-from bindings.safexml import XmlLimits
+from bindings.safexml import limits_for
 from bindings.settings import (
     BINDING_KINDS,
     MESSAGE_BYTES,
@@ -219,7 +219,7 @@ class ListenerRole:
         settings = _registered_settings(self.entity)
         depth = settings.max_depth if settings is not None else 64
         try:
-            envelope = parse_envelope(payload, None, XmlLimits(max_bytes=self.frame_cap, max_depth=depth))
+            envelope = parse_envelope(payload, None, limits_for(self.frame_cap, depth))
             headers = read_addressing(envelope)
         except (SoapError, ValueError) as e:
             if self.bound is None:
@@ -483,7 +483,7 @@ class SenderRole:
                 payload,
                 announced=SoapVersion.SOAP12,
                 charset=None,
-                limits=XmlLimits(max_bytes=settings.message_limit, max_depth=settings.max_depth),
+                limits=limits_for(settings.message_limit, settings.max_depth),
             )
             headers = read_addressing(envelope)
         except Refusal as e:
@@ -543,21 +543,21 @@ class SenderRole:
             )
         message_id = prepared.message_id
         result = gateway.deliver(bound, prepared, self.protocol.tracking_id, self)
-        self._pending.add(result)
-        result.addBoth(self._settled, result)
-        result.addCallbacks(self._answer, self._failed, callbackArgs=(message_id,), errbackArgs=(message_id,))
+        if not result.called:  # multicast answers at once
+            self._pending.add(result)
+        result.addCallbacks(
+            self._answer, self._failed, callbackArgs=(message_id, result), errbackArgs=(message_id, result)
+        )
 
-    def _settled(self, outcome: Any, result: Deferred[Any]) -> Any:
+    def _answer(self, outcome: Delivered | Reply, message_id: str, result: Deferred[Any]) -> None:
         self._pending.discard(result)
-        return outcome
-
-    def _answer(self, outcome: Delivered | Reply, message_id: str) -> None:
         if isinstance(outcome, Reply):
             self.protocol.send_text(outcome.payload)
         else:
             self.protocol.send_text(delivered_bytes(outcome.count, message_id))
 
-    def _failed(self, failure: Failure, message_id: str) -> None:
+    def _failed(self, failure: Failure, message_id: str, result: Deferred[Any]) -> None:
+        self._pending.discard(result)
         if failure.check(CancelledError):
             return
         error = failure.value

@@ -77,7 +77,7 @@ def default_endpoint(reactor: Any) -> EndpointFactory:
     return endpoint
 
 
-class SoapClientProtocol(FastTextReader, WebSocketClientProtocol):
+class SoapClientProtocol(WebSocketClientProtocol):
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 
@@ -87,7 +87,6 @@ class SoapClientProtocol(FastTextReader, WebSocketClientProtocol):
     """
 
     logger = Logger()
-    masked_frames = False
     factory: SoapClientFactory
     transport: Any
 
@@ -95,6 +94,12 @@ class SoapClientProtocol(FastTextReader, WebSocketClientProtocol):
         super().__init__()
         self.opened: Deferred[SoapClientProtocol] = Deferred()
         self._renewal: IDelayedCall | None = None
+        self._reader = FastTextReader(self, masked=False)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        self._reader.data_received(data)
 
     @override
     def onOpen(self) -> None:
@@ -139,7 +144,6 @@ class SoapClientProtocol(FastTextReader, WebSocketClientProtocol):
         else:
             self.transport.write(masked_text_frame(payload))
         return True
-
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:
         """Close (any valid code), or drop a connection that is not open."""
