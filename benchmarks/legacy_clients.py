@@ -349,18 +349,46 @@ REGISTER, REGISTERED, INVOCATION, YIELD = 64, 65, 68, 70
 ROLES = {"roles": {"publisher": {}, "subscriber": {}, "caller": {}, "callee": {}}}
 
 
+class Wire:
+    """A WAMP serializer: msgpack in binary frames (the default) or JSON in text frames."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subprotocol = f"wamp.2.{name}"
+        self.opcode = BINARY if name == "msgpack" else TEXT
+
+    def pack(self, message: list[Any]) -> bytes:
+        if self.name == "msgpack":
+            return msgpack.packb(message)  # type: ignore[no-any-return]
+        return json.dumps(message, separators=(",", ":")).encode()
+
+    def unpack(self, payload: bytes) -> list[Any]:
+        if self.name == "msgpack":
+            return msgpack.unpackb(payload)  # type: ignore[no-any-return]
+        return json.loads(payload)  # type: ignore[no-any-return]
+
+    def is_type(self, payload: bytes, kind: int) -> bool:
+        """Whether a message is of WAMP type C{kind}, without decoding it."""
+        if self.name == "msgpack":  # a msgpack array whose first element is a positive fixint
+            return payload[1] == kind
+        return payload.startswith(b"[%d," % kind)
+
+
+WIRE = Wire("msgpack")
+
+
 def wamp_join(on_joined: Callable[[LeanProtocol], None], on_message: Callable[[LeanProtocol, bytes], None]):
     """Callbacks for C{connect}: HELLO on open, C{on_joined} after WELCOME, then raw messages."""
     joined: set[LeanProtocol] = set()
 
     def opened(protocol: LeanProtocol) -> None:
-        protocol.send_frame(BINARY, msgpack.packb([HELLO, REALM, ROLES]))
+        protocol.send_frame(WIRE.opcode, WIRE.pack([HELLO, REALM, ROLES]))
 
     def received(protocol: LeanProtocol, opcode: int, payload: bytes) -> None:
         if protocol in joined:
             on_message(protocol, payload)
             return
-        message = msgpack.unpackb(payload)
+        message = WIRE.unpack(payload)
         if message[0] != WELCOME:
             print(f"join failed: {message!r}", file=sys.stderr, flush=True)
             reactor.stop()  # type: ignore[attr-defined]
@@ -371,8 +399,10 @@ def wamp_join(on_joined: Callable[[LeanProtocol], None], on_message: Callable[[L
     return opened, received
 
 
-def wamp_listener(port: int, kind: str, connections: int) -> None:
+def wamp_listener(port: int, kind: str, connections: int, serializer: str = "msgpack") -> None:
     """Subscribers (multicast) or the echo callee (requestreply)."""
+    global WIRE
+    WIRE = Wire(serializer)
     counter = Counter()
     ready = ready_after(connections)
     subscribed: set[LeanProtocol] = set()
@@ -380,13 +410,13 @@ def wamp_listener(port: int, kind: str, connections: int) -> None:
 
     def joined(protocol: LeanProtocol) -> None:
         if kind == "multicast":
-            protocol.send_frame(BINARY, msgpack.packb([SUBSCRIBE, 1, {}, TOPIC]))
+            protocol.send_frame(WIRE.opcode, WIRE.pack([SUBSCRIBE, 1, {}, TOPIC]))
         else:
-            protocol.send_frame(BINARY, msgpack.packb([REGISTER, 1, {}, PROCEDURE]))
+            protocol.send_frame(WIRE.opcode, WIRE.pack([REGISTER, 1, {}, PROCEDURE]))
 
     def message(protocol: LeanProtocol, payload: bytes) -> None:
         if protocol not in subscribed:
-            answer = msgpack.unpackb(payload)
+            answer = WIRE.unpack(payload)
             if answer[0] not in (SUBSCRIBED, REGISTERED):
                 print(f"subscribe/register failed: {answer!r}", file=sys.stderr, flush=True)
                 reactor.stop()  # type: ignore[attr-defined]
@@ -396,40 +426,41 @@ def wamp_listener(port: int, kind: str, connections: int) -> None:
             return
         counter.count += 1
         if kind == "requestreply":
-            invocation = msgpack.unpackb(payload)
-            protocol.send_frame(BINARY, msgpack.packb([YIELD, invocation[1], {}, result]))
+            invocation = WIRE.unpack(payload)
+            protocol.send_frame(WIRE.opcode, WIRE.pack([YIELD, invocation[1], {}, result]))
 
     opened, received = wamp_join(joined, message)
     for _ in range(connections):
-        connect(port, "/ws", "wamp.2.msgpack", {}, opened, received)
+        connect(port, "/ws", WIRE.subprotocol, {}, opened, received)
     stdio.StandardIO(Control(counter))
     reactor.run()  # type: ignore[attr-defined]
 
 
-def wamp_sender(port: int, kind: str, window: int) -> None:
+def wamp_sender(port: int, kind: str, window: int, serializer: str = "msgpack") -> None:
     """The publisher (PUBLISH with acknowledge) or the caller (CALL)."""
+    global WIRE
+    WIRE = Wire(serializer)
     args = [PAYLOAD]
     if kind == "requestreply":
         expected = RESULT
 
         def build(sequence: int) -> bytes:
-            return msgpack.packb([CALL, sequence, {}, PROCEDURE, args])
+            return WIRE.pack([CALL, sequence, {}, PROCEDURE, args])
     else:
         expected = PUBLISHED
         options = {"acknowledge": True}
 
         def build(sequence: int) -> bytes:
-            return msgpack.packb([PUBLISH, sequence, options, TOPIC, args])
+            return WIRE.pack([PUBLISH, sequence, options, TOPIC, args])
 
-    # A WAMP message is a msgpack array; its first element, the type, is a positive fixint.
-    sender = Sender(window, build, BINARY, lambda payload: payload[1] == expected)
+    sender = Sender(window, build, WIRE.opcode, lambda payload: WIRE.is_type(payload, expected))
 
     def joined(protocol: LeanProtocol) -> None:
         sender.protocols.append(protocol)
         print("READY", flush=True)
 
     opened, received = wamp_join(joined, lambda protocol, payload: sender.answer(protocol, payload))
-    connect(port, "/ws", "wamp.2.msgpack", {}, opened, received)
+    connect(port, "/ws", WIRE.subprotocol, {}, opened, received)
     stdio.StandardIO(Control(sender.counter, sender))
     reactor.run()  # type: ignore[attr-defined]
 

@@ -94,7 +94,9 @@ def client(role: str, log: str, **options: object) -> subprocess.Popen[str]:
     return spawn([str(HERE / "legacy_clients.py"), role, json.dumps(options)], log)
 
 
-def load_processes(system: str, scenario: str, port: int, window: int) -> tuple[list, subprocess.Popen[str]]:
+def load_processes(
+    system: str, scenario: str, port: int, window: int, serializer: str = "msgpack"
+) -> tuple[list, subprocess.Popen[str]]:
     """Start the receiving side (ready), then the sender (connected)."""
     if system == "relay":
         name = NAMES[scenario]
@@ -115,22 +117,42 @@ def load_processes(system: str, scenario: str, port: int, window: int) -> tuple[
         if scenario == "multicast":
             per = SUBSCRIBERS // SUBSCRIBER_PROCESSES
             listeners = [
-                client("wamp-listener", "sub", port=port, kind=scenario, connections=per)
+                client(
+                    "wamp-listener", "sub", port=port, kind=scenario, connections=per, serializer=serializer
+                )
                 for _ in range(SUBSCRIBER_PROCESSES)
             ]
         else:
-            listeners = [client("wamp-listener", "listener", port=port, kind=scenario, connections=1)]
+            listeners = [
+                client(
+                    "wamp-listener",
+                    "listener",
+                    port=port,
+                    kind=scenario,
+                    connections=1,
+                    serializer=serializer,
+                )
+            ]
         for process in listeners:
             wait_ready(process, "crossbar listener")
-        sender = client("wamp-sender", "sender", port=port, kind=scenario, window=window)
+        sender = client(
+            "wamp-sender", "sender", port=port, kind=scenario, window=window, serializer=serializer
+        )
     wait_ready(sender, f"{system} sender")
     return listeners, sender
 
 
 def measure(
-    system: str, scenario: str, port: int, router_pids: list[int], seconds: float, window: int, run: int
+    system: str,
+    scenario: str,
+    port: int,
+    router_pids: list[int],
+    seconds: float,
+    window: int,
+    run: int,
+    serializer: str = "msgpack",
 ) -> Result:
-    listeners, sender = load_processes(system, scenario, port, window)
+    listeners, sender = load_processes(system, scenario, port, window, serializer)
     everyone = [*listeners, sender]
     try:
         tell(sender, "go")
@@ -204,6 +226,12 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=SCENARIOS)
     parser.add_argument("--crossbar", help="path of the crossbar executable (default: find or install)")
     parser.add_argument("--no-crossbar", action="store_true", help="measure the relay only")
+    parser.add_argument(
+        "--wamp-serializer",
+        default="msgpack",
+        choices=["msgpack", "json"],
+        help="WAMP serializer for Crossbar",
+    )
     options = parser.parse_args()
 
     gateway_port = free_port()
@@ -230,7 +258,16 @@ def main() -> None:
                     else:
                         assert node is not None
                         port, pids = node.port, node.pids
-                    result = measure(system, scenario, port, pids, options.seconds, options.window, run)
+                    result = measure(
+                        system,
+                        scenario,
+                        port,
+                        pids,
+                        options.seconds,
+                        options.window,
+                        run,
+                        options.wamp_serializer,
+                    )
                     results.append(result)
                     print(
                         f"run {run + 1}/{options.runs} {scenario:<12} {system:<8} {result.rate:>9,.0f}/s "
