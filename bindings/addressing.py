@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -252,8 +252,17 @@ def addressing_headers(
 
 
 def new_message_id() -> str:
-    """A fresh C{urn:uuid:} message id."""
-    return f"urn:uuid:{uuid.uuid4()}"
+    """
+    A fresh C{urn:uuid:} message id: a random (version 4) UUID, as C{uuid.uuid4()} makes it.
+
+    Written out here because the C{uuid.UUID} object around the 16 random bytes cost more than the rest of
+    a one-way call; the bytes still come from C{os.urandom}, so ids stay unguessable to other senders.
+    """
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,11 +289,19 @@ def sender_header(sender: SenderInfo) -> etree._Element:
 def read_sender(envelope: Envelope) -> SenderInfo | None:
     """The C{r:Sender} the gateway added, for the service side; C{None} when there is none."""
     for block in envelope.find_headers(_SENDER_TAG):
-        return SenderInfo(
-            key_name=block.findtext(f"{{{RELAY_NS}}}KeyName") or "",
-            tracking_id=block.findtext(f"{{{RELAY_NS}}}TrackingId") or "",
-        )
+        key_name: str | None = None
+        tracking_id: str | None = None
+        for child in block:  # the first of each, as findtext would take it
+            if child.tag == _KEY_NAME_TAG and key_name is None:
+                key_name = child.text or ""
+            elif child.tag == _TRACKING_ID_TAG and tracking_id is None:
+                tracking_id = child.text or ""
+        return SenderInfo(key_name=key_name or "", tracking_id=tracking_id or "")
     return None
+
+
+_KEY_NAME_TAG: Final = f"{{{RELAY_NS}}}KeyName"
+_TRACKING_ID_TAG: Final = f"{{{RELAY_NS}}}TrackingId"
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +353,33 @@ def _wsa_bytes(name: str, text: str) -> bytes:
 
 
 _REPLY_TO_ANONYMOUS: Final = etree.tostring(_endpoint("ReplyTo", ANONYMOUS), encoding="utf-8")
+
+
+def addressing_header_bytes(
+    *,
+    to: str | None = None,
+    action: str | None = None,
+    message_id: str | None = None,
+    relates_to: str | None = None,
+    reply_to_anonymous: bool = False,
+) -> list[bytes]:
+    """
+    L{addressing_headers} already serialised, for L{bindings.soap.envelope_bytes}: the same bytes.
+
+    The client library writes them for every call; building them as elements first cost more.
+    """
+    blocks: list[bytes] = []
+    if action is not None:
+        blocks.append(_wsa_bytes("Action", action))
+    if message_id is not None:
+        blocks.append(_wsa_bytes("MessageID", message_id))
+    if relates_to is not None:
+        blocks.append(_wsa_bytes("RelatesTo", relates_to))
+    if reply_to_anonymous:
+        blocks.append(_REPLY_TO_ANONYMOUS)
+    if to is not None:
+        blocks.append(_wsa_bytes("To", to))
+    return blocks
 
 
 def delivery_bytes(

@@ -17,11 +17,13 @@ from bindings.addressing import (
     Delivery,
     SenderInfo,
     TokenSource,
+    addressing_header_bytes,
     addressing_headers,
     check_anonymous,
     choose_token,
     delivery_bytes,
     extract_relay_token,
+    new_message_id,
     prepare_for_listener,
     read_addressing,
     read_sender,
@@ -343,3 +345,39 @@ class DeliveryBytesTests(SynchronousTestCase):
         delivery = Delivery("urn:to", "urn:a\x01", "urn:m", False, SenderInfo("k", "t"))
         self.assertRaises(ValueError, delivery_bytes, Envelope(SoapVersion.SOAP12), delivery)
         self.assertRaises(ValueError, prepare_for_listener, Envelope(SoapVersion.SOAP12), delivery)
+
+
+class WrittenHeaderTests(SynchronousTestCase):
+    """Headers the client library writes as text, and its message ids."""
+
+    @given(
+        to=st.none() | _xml_text,
+        action=st.none() | _xml_text,
+        message_id=st.none() | _xml_text,
+        relates_to=st.none() | _xml_text,
+        reply=st.booleans(),
+    )
+    def test_same_bytes(
+        self, to: str | None, action: str | None, message_id: str | None, relates_to: str | None, reply: bool
+    ) -> None:
+        """L{addressing_header_bytes} is L{addressing_headers} serialised."""
+        options = {"to": to, "action": action, "message_id": message_id, "relates_to": relates_to}
+        self.assertEqual(
+            addressing_header_bytes(**options, reply_to_anonymous=reply),  # type: ignore[arg-type]
+            [
+                etree.tostring(h, encoding="utf-8")
+                for h in addressing_headers(**options, reply_to_anonymous=reply)  # type: ignore[arg-type]
+            ],
+        )
+
+    def test_message_ids_are_uuid4(self) -> None:
+        """Message ids are random version 4 UUIDs, all different."""
+        import uuid
+
+        ids = {new_message_id() for _ in range(1000)}
+        self.assertEqual(len(ids), 1000)
+        for value in list(ids)[:50]:
+            self.assertTrue(value.startswith("urn:uuid:"))
+            parsed = uuid.UUID(value[len("urn:uuid:") :])
+            self.assertEqual((parsed.version, parsed.variant), (4, uuid.RFC_4122))
+            self.assertEqual(str(parsed), value[len("urn:uuid:") :])
