@@ -46,6 +46,7 @@ sys.path.insert(0, str(HERE))
 
 from bindings_throughput import NAMES, cpu_seconds, free_port  # noqa: E402
 from crossbar_router import CrossbarNode, crossbar_version, find_crossbar  # noqa: E402
+from legacy_profile import record, report  # noqa: E402
 
 SUBSCRIBERS = 10
 SUBSCRIBER_PROCESSES = 2
@@ -151,12 +152,18 @@ def measure(
     window: int,
     run: int,
     serializer: str = "msgpack",
+    profile: Path | None = None,
 ) -> Result:
     listeners, sender = load_processes(system, scenario, port, window, serializer)
     everyone = [*listeners, sender]
+    spy = None
     try:
         tell(sender, "go")
         time.sleep(1.0)  # warm up
+        if profile is not None:
+            # the busiest router process: the gateway, or Crossbar's router worker
+            busiest = max(router_pids, key=cpu_seconds)
+            spy = record(busiest, seconds, profile / f"profile-{scenario}-{system}.txt")
         before = sum(cpu_seconds(pid) for pid in router_pids)
         for process in everyone:
             tell(process, "mark")
@@ -172,6 +179,8 @@ def measure(
             tell(process, "stop")
         for process in everyone:
             process.wait(15)
+        if spy is not None:
+            spy.wait(30)
     finally:
         for process in everyone:
             if process.poll() is None:
@@ -227,6 +236,11 @@ def main() -> None:
     parser.add_argument("--crossbar", help="path of the crossbar executable (default: find or install)")
     parser.add_argument("--no-crossbar", action="store_true", help="measure the relay only")
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="record the router process with py-spy during the last run (benchmarks/results/profile-*.txt)",
+    )
+    parser.add_argument(
         "--wamp-serializer",
         default="msgpack",
         choices=["msgpack", "json"],
@@ -258,6 +272,9 @@ def main() -> None:
                     else:
                         assert node is not None
                         port, pids = node.port, node.pids
+                    profile = RESULTS if options.profile and run == options.runs - 1 else None
+                    if profile is not None:
+                        profile.mkdir(parents=True, exist_ok=True)
                     result = measure(
                         system,
                         scenario,
@@ -267,6 +284,7 @@ def main() -> None:
                         options.window,
                         run,
                         options.wamp_serializer,
+                        profile,
                     )
                     results.append(result)
                     print(
@@ -284,10 +302,17 @@ def main() -> None:
 
     write_csv(results)
     print_table(results, options, version)
+    if options.profile:
+        print("\nWhere the router's time goes (py-spy samples of the last run):")
+        for path in sorted(RESULTS.glob("profile-*.txt")):
+            print(report(path))
+
+
+RESULTS = ROOT / "benchmarks" / "results"
 
 
 def write_csv(results: list[Result]) -> None:
-    directory = ROOT / "benchmarks" / "results"
+    directory = RESULTS
     directory.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = directory / f"legacy_shapes-{stamp}.csv"
