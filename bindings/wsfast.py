@@ -68,5 +68,7 @@ class FastTextReader:
             if text is None:
                 protocol._dataReceived(data[offset:end])
             else:
+                if protocol.autoPingTimeoutCall is not None and protocol.autoPingRestartOnAnyTraffic:
+                    protocol._cancelAutoPingTimeoutCall()  # as Autobahn does for every data frame
                 protocol.onMessage(text, False)
             offset = end

@@ -127,6 +127,11 @@ class FakeAutobahn:
         self.maxMessagePayloadSize = max_payload
         self.masked = masked
         self.events: list[tuple[str, int, bool, bytes]] = []
+        self.autoPingTimeoutCall: object | None = None
+        self.autoPingRestartOnAnyTraffic = True
+
+    def _cancelAutoPingTimeoutCall(self) -> None:
+        self.autoPingTimeoutCall = None
 
     def _dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -216,6 +221,14 @@ class FastTextReaderTests(SynchronousTestCase):
         protocol.state = 0
         reader.data_received(raw_frame(1, b"before open"))
         self.assertEqual(protocol.events, [("autobahn", 1, True, b"before open")])
+
+    def test_data_restarts_the_ping_timeout(self) -> None:
+        """A data frame read on the fast path cancels a pending ping timeout, as Autobahn's parser does."""
+        protocol = FakeAutobahn(masked=True)
+        reader = FastTextReader(protocol, masked=True)
+        protocol.autoPingTimeoutCall = object()
+        reader.data_received(raw_frame(1, b"busy peer"))
+        self.assertIsNone(protocol.autoPingTimeoutCall)
 
     def test_unmasked_direction(self) -> None:
         """A client reads unmasked frames; a masked one from the server goes to Autobahn (its error)."""
