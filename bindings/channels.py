@@ -29,6 +29,7 @@ from zope.interface import classImplements, implementer
 
 from bindings.addressing import (
     AddressingError,
+    addressing_header_bytes,
     addressing_headers,
     new_message_id,
     read_addressing,
@@ -38,9 +39,16 @@ from bindings.contracts import Contract, ContractError, Operation, contract_of
 from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, ControlError, parse_delivered
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
-from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
 from bindings.settings import MESSAGE_BYTES, Binding, RequestReplyBinding
-from bindings.soap import Envelope, SoapError, SoapVersion, content_type_header, parse_envelope
+from bindings.soap import (
+    Envelope,
+    SoapError,
+    SoapVersion,
+    content_type_header,
+    envelope_bytes,
+    parse_envelope,
+)
 from bindings.wsclient import EndpointFactory, IChannelOwner, SoapClientProtocol, connect, default_endpoint
 
 PROFILES: Final = {"basic": SoapVersion.SOAP11, "ws": SoapVersion.SOAP12}
@@ -222,13 +230,13 @@ class ChannelFactory:
         except ContractError as e:
             return fail(e)
         message_id = new_message_id()
-        headers = addressing_headers(
+        headers = addressing_header_bytes(
             to=self.address.http_url,
             action=operation.action,
             message_id=message_id,
             reply_to_anonymous=not operation.one_way,
         )
-        payload = Envelope(SoapVersion.SOAP12, headers, (body,)).to_bytes()
+        payload = envelope_bytes(SoapVersion.SOAP12, headers, (body,))
         result: Deferred[Any] = Deferred(lambda _: self._forget(message_id))
         entry = _Call(operation, result)
 
@@ -275,7 +283,7 @@ class ChannelFactory:
         """Settle the call an answer relates to."""
         try:
             envelope = parse_envelope(
-                payload, SoapVersion.SOAP12, XmlLimits(MESSAGE_BYTES[self.binding.kind][1], MAX_DEPTH_CAP)
+                payload, SoapVersion.SOAP12, limits_for(MESSAGE_BYTES[self.binding.kind][1], MAX_DEPTH_CAP)
             )
             headers = read_addressing(envelope)
         except (SoapError, AddressingError) as e:

@@ -18,8 +18,8 @@ from typing import Final
 from lxml import etree
 
 from bindings.addressing import addressing_headers, read_addressing
-from bindings.faultcodes import RELAY_NS
-from bindings.soap import Envelope, SoapVersion
+from bindings.faultcodes import RELAY_NS, WSA_NS
+from bindings.soap import SOAP12_NS, Envelope, SoapVersion, xml_text
 
 ACTION_REGISTER: Final = f"{RELAY_NS}/Register"
 ACTION_REGISTERED: Final = f"{RELAY_NS}/Registered"
@@ -191,6 +191,24 @@ def parse_registered(envelope: Envelope) -> Registered:
 def delivered_envelope(count: int, relates_to: str) -> Envelope:
     """The C{r:Delivered} a WebSocket sender gets for a datagram: how many listeners took it."""
     return _envelope(ACTION_DELIVERED, _body("Delivered", {"Count": str(count)}), relates_to=relates_to)
+
+
+_DELIVERED_START: Final = (
+    f'<s:Envelope xmlns:s="{SOAP12_NS}"><s:Header><wsa:Action xmlns:wsa="{WSA_NS}">{ACTION_DELIVERED}'
+    f'</wsa:Action><wsa:RelatesTo xmlns:wsa="{WSA_NS}">'
+)
+_DELIVERED_MIDDLE: Final = f'</wsa:RelatesTo></s:Header><s:Body><r:Delivered xmlns:r="{RELAY_NS}"><r:Count>'
+_DELIVERED_END: Final = "</r:Count></r:Delivered></s:Body></s:Envelope>"
+
+
+def delivered_bytes(count: int, relates_to: str) -> bytes:
+    """
+    C{delivered_envelope(count, relates_to).to_bytes()}, written as text.
+
+    Every datagram a WebSocket sender sends is answered with one; building it as elements cost more than
+    routing the datagram.
+    """
+    return f"{_DELIVERED_START}{xml_text(relates_to)}{_DELIVERED_MIDDLE}{count:d}{_DELIVERED_END}".encode()
 
 
 def parse_delivered(envelope: Envelope) -> int:

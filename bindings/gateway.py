@@ -71,7 +71,8 @@ class BindingsGateway:
 
     @ivar names: binding names, admission and policies.
     @ivar clock: the reactor's time.
-    @ivar limits: gateway-wide limits (ping interval, close handshake timeout).
+    @ivar limits: gateway-wide limits (ping interval, close handshake timeout, C{trace_messages}: log
+        every routed message at debug level, off unless set to 1).
     """
 
     log = Logger()
@@ -85,7 +86,8 @@ class BindingsGateway:
         limits: Mapping[str, float],
         registry: ListenerRegistry[Any] | None = None,
     ) -> None:
-        self.names = NameTable(store, clock, chooser, public_base, registry)
+        self.trace = bool(limits.get("trace_messages", 0))
+        self.names = NameTable(store, clock, chooser, public_base, registry, trace=self.trace)
         self.clock = clock
         self.limits = limits
         self.public_base = public_base
@@ -106,18 +108,12 @@ class BindingsGateway:
             Cancelling it (the sender went away) withdraws the message.
         """
         message = RoutedMessage(prepared.payload, prepared.message_id, tracking_id)
-        self.log.debug(
-            "accepted {message_id} ({size} bytes, action {action}) for {entity}",
-            message_id=prepared.message_id,
-            size=message.size,
-            action=prepared.action,
-            entity=bound.entity.name,
-            tracking_id=tracking_id,
-        )
+        if self.trace:
+            self._accepted(bound, prepared, message)
         router = bound.router
         result: Deferred[Delivered | Reply]
         if isinstance(router, MulticastRouter):
-            result = router.publish(message).addCallback(lambda count: Delivered(count))
+            result = router.publish(message).addCallback(Delivered)
         elif isinstance(router, OneWayRouter):
             result = router.send(message, flow)  # type: ignore[assignment]
         elif prepared.one_way:
@@ -125,6 +121,16 @@ class BindingsGateway:
         else:
             result = router.request(message, flow)  # type: ignore[assignment]
         return result
+
+    def _accepted(self, bound: BoundName, prepared: Prepared, message: RoutedMessage) -> None:
+        self.log.debug(
+            "accepted {message_id} ({size} bytes, action {action}) for {entity}",
+            message_id=prepared.message_id,
+            size=message.size,
+            action=prepared.action,
+            entity=bound.entity.name,
+            tracking_id=message.tracking_id,
+        )
 
 
 class BindingsService(Service):

@@ -20,8 +20,8 @@ from bindings.addressing import (
     Delivery,
     SenderInfo,
     check_anonymous,
+    delivery_bytes,
     extract_relay_token,
-    prepare_for_listener,
     read_addressing,
     require,
     resolve_action,
@@ -85,20 +85,28 @@ class Operations:
     """
 
     items: tuple[WsdlOperation, ...]
+    _actions: dict[str, WsdlOperation] = field(init=False, repr=False, compare=False)
+    _elements: dict[str, WsdlOperation] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Looked up for every message: build the tables once (the first operation wins, as a scan would).
+        actions: dict[str, WsdlOperation] = {}
+        elements: dict[str, WsdlOperation] = {}
+        for op in self.items:
+            if op.action is not None:
+                actions.setdefault(op.action, op)
+            if op.request_element is not None:
+                elements.setdefault(f"{{{op.request_element[0]}}}{op.request_element[1]}", op)
+        object.__setattr__(self, "_actions", actions)
+        object.__setattr__(self, "_elements", elements)
 
     def by_action(self, action: str) -> WsdlOperation | None:
         """The operation whose request action is C{action}."""
-        return next((op for op in self.items if op.action == action), None)
+        return self._actions.get(action)
 
     def by_element(self, tag: str) -> WsdlOperation | None:
         """The operation whose request wrapper is C{tag} (Clark notation)."""
-        for op in self.items:
-            if (
-                op.request_element is not None
-                and f"{{{op.request_element[0]}}}{op.request_element[1]}" == tag
-            ):
-                return op
-        return None
+        return self._elements.get(tag)
 
     @property
     def all_one_way(self) -> bool:
@@ -225,6 +233,7 @@ def prepare(
     media_action: str | None = None,
     soap_action: str | None = None,
     authorization: str | None = None,
+    headers: AddressingHeaders | None = None,
 ) -> Prepared:
     """
     Apply spec 6.1-6.4 to an envelope whose sender is authorized.
@@ -235,12 +244,15 @@ def prepare(
     @param to: the public URL of the name (C{wsa:To}).
     @param require_message_id: WebSocket senders must carry a C{wsa:MessageID}; HTTP senders get one.
     @param authorization: a non-SAS C{Authorization} header to forward (as C{r:HttpAuthorization}).
+    @param headers: the addressing headers of a SOAP 1.2 C{envelope}, when the caller has read them already
+        (tolerantly); they are read again only when C{strict} asks for the strict reading.
     @raise Refusal: an addressing fault, C{ActionMismatch}, C{ActionNotSupported} or C{InvalidMessage}.
     """
     source = envelope.version
     try:
         envelope = to_soap12(strip_headers(envelope, (HTTP_AUTHORIZATION_TAG,)))
-        headers = read_addressing(envelope, strict)
+        if headers is None or strict or source is not SoapVersion.SOAP12:
+            headers = read_addressing(envelope, strict)
     except SoapError as e:
         raise refusal_from_soap_error(e, source) from None
     except AddressingError as e:
@@ -262,10 +274,9 @@ def prepare(
     delivery = Delivery(
         to=to, action=action, message_id=headers.message_id, request_reply=not one_way, sender=sender
     )
-    prepared, message_id = prepare_for_listener(envelope, delivery)
-    if authorization is not None:
-        prepared = prepared.replace(headers=(*prepared.headers, http_authorization_header(authorization)))
-    return Prepared(prepared.to_bytes(), message_id, action, one_way, headers.duplicates)
+    extra = (http_authorization_header(authorization),) if authorization is not None else ()
+    payload, message_id = delivery_bytes(envelope, delivery, extra)
+    return Prepared(payload, message_id, action, one_way, headers.duplicates)
 
 
 def contract_problems(kind: str, operations: Iterable[WsdlOperation]) -> str | None:

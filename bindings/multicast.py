@@ -18,12 +18,19 @@ from bindings.settings import BindingEntitySettings
 
 
 class MulticastRouter:
-    """The subscribers of one C{multicast} name."""
+    """
+    The subscribers of one C{multicast} name.
+
+    @ivar trace: whether each publish is logged at debug level (see L{bindings.oneway.ListenerSet}).
+    """
 
     log = Logger()
 
-    def __init__(self, entity: str, settings: BindingEntitySettings, clock: IReactorTime) -> None:
+    def __init__(
+        self, entity: str, settings: BindingEntitySettings, clock: IReactorTime, *, trace: bool = False
+    ) -> None:
         self.entity = entity
+        self.trace = trace
         self._settings = settings
         self._clock = clock
         self._outlets: dict[IListenerConnection, Outlet] = {}
@@ -65,6 +72,8 @@ class MulticastRouter:
                 count += 1
             else:
                 self._outlets.pop(connection, None)
+        if not self.trace:
+            return succeed(count)
         self.log.debug(
             "message {message_id} ({size} bytes) published on {entity} to {count} subscribers",
             message_id=message.message_id,

@@ -42,6 +42,8 @@ from relay.listeners import IListenerChooser, ListenerRegistry, QuotaExceeded
 from relay.store import EntityConflict, IGatewayStore
 
 Router = OneWayRouter | RequestReplyRouter | MulticastRouter
+_URL_CACHE_SIZE = 20_000
+"""Public URLs remembered (every message needs its name's C{wsa:To}); twice the default names per namespace."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,13 @@ class BoundName:
     """
 
     def __init__(
-        self, namespace: Namespace, entity: Entity, clock: IReactorTime, chooser: IListenerChooser
+        self,
+        namespace: Namespace,
+        entity: Entity,
+        clock: IReactorTime,
+        chooser: IListenerChooser,
+        *,
+        trace: bool = False,
     ) -> None:
         self.namespace = namespace
         self.entity = entity
@@ -97,11 +105,11 @@ class BoundName:
         self.settings = settings
         self.router: Router
         if entity.kind == MULTICAST:
-            self.router = MulticastRouter(entity.name, settings, clock)
+            self.router = MulticastRouter(entity.name, settings, clock, trace=trace)
         elif entity.kind == ONEWAY:
-            self.router = OneWayRouter(ListenerSet(entity.name, settings, clock), chooser)
+            self.router = OneWayRouter(ListenerSet(entity.name, settings, clock, trace=trace), chooser)
         else:
-            self.router = RequestReplyRouter(ListenerSet(entity.name, settings, clock), chooser)
+            self.router = RequestReplyRouter(ListenerSet(entity.name, settings, clock, trace=trace), chooser)
         self.contract: Any = None
         self.contract_hash: str | None = None
         self.display_name = settings.title(entity.name)
@@ -142,6 +150,7 @@ class NameTable:
 
     @ivar registry: listener connections per entity, for quotas; the gateway's own registry, shared with
         hybrid connections (a name has one kind, so neither side ever sees the other's listeners).
+    @ivar trace: whether routers log every routed message at debug level (L{bindings.oneway.ListenerSet}).
     """
 
     log = Logger()
@@ -153,14 +162,18 @@ class NameTable:
         chooser: IListenerChooser,
         public_base: Callable[[], str],
         registry: ListenerRegistry[Any] | None = None,
+        *,
+        trace: bool = False,
     ) -> None:
         self.store = store
+        self.trace = trace
         self.clock = clock
         self.chooser = chooser
         self.registry: ListenerRegistry[Any] = registry if registry is not None else ListenerRegistry(chooser)
         self._public_base = public_base
         self._bound: dict[tuple[str, str], BoundName] = {}
         self._started = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
+        self._urls: dict[tuple[str, tuple[str, ...], str], str] = {}
 
     # -- lookup ---------------------------------------------------------------------------------------
 
@@ -226,7 +239,7 @@ class NameTable:
         key = (namespace.name, entity.key)
         bound = self._bound.get(key)
         if bound is None or bound.entity is not entity:
-            bound = BoundName(namespace, entity, self.clock, self.chooser)
+            bound = BoundName(namespace, entity, self.clock, self.chooser, trace=self.trace)
             self._bound[key] = bound
         return bound
 
@@ -242,7 +255,18 @@ class NameTable:
         Scheme and port come from the gateway's public URL; the host too, unless the namespace is reached
         under other host names (then its first one is used, as Azure names a namespace by its host).
         """
-        base = urlsplit(self._public_base())
+        public_base = self._public_base()
+        key = (public_base, namespace.hosts, name)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()
+            url = self._urls[key] = self._public_url(public_base, namespace, name)
+        return url
+
+    @staticmethod
+    def _public_url(public_base: str, namespace: Namespace, name: str) -> str:
+        base = urlsplit(public_base)
         host = base.hostname or "localhost"
         hosts = [h for h in namespace.hosts if h != "*"]
         if hosts and host not in hosts:

@@ -102,7 +102,9 @@ class RequestReplyRouter:
             return fail(
                 RelayFaultError(RelayFault.SERVER_BUSY, "Every listener has too many requests in flight")
             )
-        connection: IListenerConnection = self._chooser.choose(available)  # type: ignore[assignment]
+        connection: IListenerConnection = (
+            available[0] if len(available) == 1 else self._chooser.choose(available)  # type: ignore[assignment]
+        )
         key = (connection, message.message_id)
         if key in self._pending:
             self._refused(message, "duplicate MessageID")
@@ -121,6 +123,8 @@ class RequestReplyRouter:
         )
         pending.written = outlet.offer(message, flow)
         pending.written.addErrback(self._not_written, key)
+        if not self.listeners.trace:
+            return caller
         self.log.debug(
             "request {message_id} ({size} bytes) for {entity} routed to {listener_id}",
             message_id=message.message_id,

@@ -34,7 +34,7 @@ from bindings.control import (
 )
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faults import FaultFormatError, SoapFault, parse_fault
-from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.safexml import MAX_DEPTH_CAP, limits_for
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
 from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
 from bindings.wsclient import EndpointFactory, HandshakeRefused, IChannelOwner, SoapClientProtocol, connect
@@ -236,7 +236,7 @@ class ListenerSession:
         """Registration answer, token answer, or an envelope for the handler."""
         try:
             envelope = parse_envelope(
-                payload, SoapVersion.SOAP12, XmlLimits(MESSAGE_BYTES[REQUEST_REPLY][1], MAX_DEPTH_CAP)
+                payload, SoapVersion.SOAP12, limits_for(MESSAGE_BYTES[REQUEST_REPLY][1], MAX_DEPTH_CAP)
             )
             headers = read_addressing(envelope)
         except (SoapError, ValueError) as e:

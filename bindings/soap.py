@@ -2,11 +2,12 @@
 SOAP 1.1 and 1.2 envelopes as values, their HTTP content types, and conversion between the versions.
 
 Listeners always see SOAP 1.2 (spec 6.1); basic-profile HTTP senders speak SOAP 1.1, so requests are
-converted up and replies down (spec 6.2). Header blocks and body children are held as standalone elements
-that carry every namespace declaration that was in scope where they were found, so moving them into
-another envelope keeps QName-valued content (C{xsi:type="tns:T"}) meaningful: they are "moved untouched
-with their namespace declarations". Callers treat the held elements as read-only; every transformation
-here builds new elements.
+converted up and replies down (spec 6.2). Header blocks and body children keep every namespace declaration
+that was in scope where they were found, so moving them into another envelope keeps QName-valued content
+(C{xsi:type="tns:T"}) meaningful: they are "moved untouched with their namespace declarations". A parsed
+envelope holds the elements of the parsed tree itself (no copies: lxml serialises a subelement with every
+declaration in scope, which is all L{Envelope.to_bytes} needs); conversions build L{standalone} copies.
+Callers treat the held elements as read-only; every transformation here builds new elements.
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ class SoapVersion(Enum):
     @classmethod
     def for_namespace(cls, namespace: str | None) -> SoapVersion | None:
         """The version whose envelope namespace is C{namespace}, or C{None}."""
-        return {SOAP11_NS: cls.SOAP11, SOAP12_NS: cls.SOAP12}.get(namespace or "")
+        return _VERSIONS.get(namespace or "")
+
+
+_VERSIONS: Final = {SOAP11_NS: SoapVersion.SOAP11, SOAP12_NS: SoapVersion.SOAP12}
+_ENVELOPE_TAGS: Final = {f"{{{ns}}}Envelope": version for ns, version in _VERSIONS.items()}
+_HEADER_TAGS: Final = {version: f"{{{ns}}}Header" for ns, version in _VERSIONS.items()}
+_BODY_TAGS: Final = {version: f"{{{ns}}}Body" for ns, version in _VERSIONS.items()}
 
 
 class SoapErrorKind(Enum):
@@ -108,8 +115,8 @@ class Envelope:
     A SOAP envelope: version, header blocks and body children.
 
     @ivar version: SOAP 1.1 or 1.2.
-    @ivar headers: header block elements, each standalone (see L{standalone}).
-    @ivar body: body child elements, each standalone; a fault is a single C{Fault} child.
+    @ivar headers: header block elements: standalone (see L{standalone}), or the blocks of a parsed tree.
+    @ivar body: body child elements, the same way; a fault is a single C{Fault} child.
     """
 
     version: SoapVersion
@@ -154,55 +161,104 @@ class Envelope:
         prefix locally (C{xmlns:s="urn:other"}) and has an attribute in the envelope namespace gets that
         attribute written with the envelope's own C{s:} prefix, which the local declaration shadows.
         """
-        ns = self.version.namespace
-        parts = [f'<{PREFIX}:Envelope xmlns:{PREFIX}="{ns}">'.encode()]
-        if self.headers:
-            parts.append(f"<{PREFIX}:Header>".encode())
-            parts.extend(etree.tostring(h, encoding="utf-8") for h in self.headers)
-            parts.append(f"</{PREFIX}:Header>".encode())
-        parts.append(f"<{PREFIX}:Body>".encode())
-        parts.extend(etree.tostring(b, encoding="utf-8") for b in self.body)
-        parts.append(f"</{PREFIX}:Body></{PREFIX}:Envelope>".encode())
-        return b"".join(parts)
+        return envelope_bytes(
+            self.version, [etree.tostring(h, encoding="utf-8") for h in self.headers], self.body
+        )
+
+
+_ENVELOPE_PARTS: Final = {
+    version: (
+        f'<{PREFIX}:Envelope xmlns:{PREFIX}="{version.namespace}">'.encode(),
+        f"<{PREFIX}:Header>".encode(),
+        f"</{PREFIX}:Header>".encode(),
+        f"<{PREFIX}:Body>".encode(),
+        f"</{PREFIX}:Body></{PREFIX}:Envelope>".encode(),
+    )
+    for version in (SoapVersion.SOAP11, SoapVersion.SOAP12)
+}
+
+
+def envelope_bytes(version: SoapVersion, headers: list[bytes], body: Iterable[etree._Element]) -> bytes:
+    """
+    The bytes of L{Envelope.to_bytes} from header blocks that are already serialised.
+
+    The gateway writes its own delivery headers from text (L{bindings.addressing.delivery_bytes}) and
+    only serialises what the sender wrote; the result is byte for byte what L{Envelope.to_bytes} gives.
+    """
+    start, header_start, header_end, body_start, end = _ENVELOPE_PARTS[version]
+    parts = [start]
+    if headers:
+        parts.append(header_start)
+        parts.extend(headers)
+        parts.append(header_end)
+    parts.append(body_start)
+    parts.extend(etree.tostring(b, encoding="utf-8") for b in body)
+    parts.append(end)
+    return b"".join(parts)
+
+
+_NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(value: str) -> str:
+    """
+    Escape character data exactly as lxml serialises an element's text.
+
+    @raise ValueError: for characters XML 1.0 cannot carry (lxml refuses them the same way).
+    """
+    if value.isascii() and value.isprintable():  # no control characters, CR included: the common case
+        if "&" in value or "<" in value or ">" in value:
+            return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        return value
+    if _NOT_XML_CHAR.search(value) is not None:
+        raise ValueError("All strings must be XML compatible")
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
 
 
 def _is_blank(text: str | None) -> bool:
     return text is None or not text.strip()
 
 
-def envelope_from_element(root: etree._Element, expected: SoapVersion | None = None) -> Envelope:
+def envelope_from_element(
+    root: etree._Element, expected: SoapVersion | None = None, *, may_have_encoding_style: bool = True
+) -> Envelope:
     """
     Check the structure of a parsed envelope and turn it into an L{Envelope}.
 
     @param expected: the version the transport announced (Content-Type); C{None} accepts either.
+    @param may_have_encoding_style: C{False} when the caller knows no attribute is named C{encodingStyle}
+        (its UTF-8 bytes do not contain the name), so the scan of every element can be skipped.
     @raise SoapError: C{VersionMismatch} for an envelope of another or unknown version, C{InvalidMessage}
         for anything else that is not a document/literal SOAP envelope.
     """
-    qname = etree.QName(root)
-    version = SoapVersion.for_namespace(qname.namespace)
-    if qname.localname != "Envelope":
-        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected)
+    version = _ENVELOPE_TAGS.get(root.tag)
     if version is None or (expected is not None and version is not expected):
+        qname = etree.QName(root)
+        if qname.localname != "Envelope":
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE, "the root element is not a SOAP Envelope", expected
+            )
         raise SoapError(
             SoapErrorKind.VERSION_MISMATCH,
             f"envelope namespace {qname.namespace!r} does not match the announced SOAP version",
             expected or SoapVersion.SOAP12,
         )
-    for element in root.iter():
-        attributes = element.attrib
-        if attributes and any(name in attributes for name in _ENCODING_STYLE):
-            raise SoapError(
-                SoapErrorKind.INVALID_MESSAGE,
-                "encodingStyle is not supported; only document/literal messages are",
-                version,
-            )
+    if may_have_encoding_style:
+        for element in root.iter():
+            attributes = element.attrib
+            if attributes and any(name in attributes for name in _ENCODING_STYLE):
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE,
+                    "encodingStyle is not supported; only document/literal messages are",
+                    version,
+                )
     children = list(root)
     if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)
     header: etree._Element | None = None
-    if children and children[0].tag == version.qname("Header"):
+    if children and children[0].tag == _HEADER_TAGS[version]:
         header = children.pop(0)
-    if len(children) != 1 or children[0].tag != version.qname("Body"):
+    if len(children) != 1 or children[0].tag != _BODY_TAGS[version]:
         raise SoapError(
             SoapErrorKind.INVALID_MESSAGE, "the Envelope must hold an optional Header and one Body", version
         )
@@ -210,12 +266,12 @@ def envelope_from_element(root: etree._Element, expected: SoapVersion | None = N
     headers: list[etree._Element] = []
     if header is not None:
         for block in header:
-            if etree.QName(block).namespace is None:
+            if not block.tag.startswith("{"):
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
-            headers.append(standalone(block))
-    return Envelope(version, tuple(headers), tuple(standalone(child) for child in body))
+            headers.append(block)
+    return Envelope(version, tuple(headers), tuple(body))
 
 
 def parse_envelope(
@@ -233,7 +289,10 @@ def parse_envelope(
         root = parse_xml(data, limits, charset)
     except XmlRejected as e:
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, str(e), expected, e.rule) from None
-    return envelope_from_element(root, expected)
+    # parse_xml accepted the bytes as UTF-8 when no charset (or UTF-8) was declared: an attribute named
+    # encodingStyle would then have its name in the bytes as they are.
+    utf8 = charset is None or charset.strip().strip('"').lower() in ("utf-8", "utf8")
+    return envelope_from_element(root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data)
 
 
 _MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "false"}

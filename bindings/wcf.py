@@ -33,6 +33,8 @@ from bindings.settings import (
 )
 from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole, SenderRole
+from bindings.wsfast import FastTextReader
+from bindings.wsframes import text_frame
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
 
@@ -117,6 +119,8 @@ class WcfFactory(WebSocketServerFactory):
         self.connections: set[WcfProtocol] = set()
         self.register_timeout = REGISTER_TIMEOUT
         self._drain_waiters: list[Deferred[None]] = []
+        self._last_payload = b""
+        self._last_frame = text_frame(b"")
         ping = float(gateway.limits.get("control_ping_interval", 30.0))
         self.setProtocolOptions(
             openHandshakeTimeout=0,
@@ -127,6 +131,18 @@ class WcfFactory(WebSocketServerFactory):
             perMessageCompressionAccept=lambda offers: None,
             failByDrop=False,
         )
+
+    def frame_for(self, payload: bytes) -> bytes:
+        """
+        The text frame carrying C{payload}, built once for consecutive writes of the same bytes object.
+
+        A multicast publish hands the same payload to every subscriber in one go, so each copy after the
+        first costs a transport write and nothing else.
+        """
+        if payload is not self._last_payload:
+            self._last_frame = text_frame(payload)
+            self._last_payload = payload
+        return self._last_frame
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection (gateway shutdown)."""
@@ -182,7 +198,12 @@ class WcfResource(Resource):
 
 
 class WcfProtocol(WebSocketServerProtocol):
-    """One C{$wcf} WebSocket: a listener or a sender."""
+    """
+    One C{$wcf} WebSocket: a listener or a sender.
+
+    Simple text frames are read by L{FastTextReader}, everything else by Autobahn (whose adapter's own
+    C{dataReceived}, with a debug message formatted on every read, is never used).
+    """
 
     # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
     logger = Logger()
@@ -194,6 +215,7 @@ class WcfProtocol(WebSocketServerProtocol):
         self.tracking_id = ""
         self.role: ListenerRole | SenderRole | None = None
         self.host = ""
+        self._reader = FastTextReader(self, masked=True)
 
     @property
     def role_name(self) -> str:
@@ -254,10 +276,24 @@ class WcfProtocol(WebSocketServerProtocol):
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
 
+    def send_text(self, payload: bytes) -> None:
+        """
+        Write one envelope (UTF-8 bytes) as one text message, if the socket is open.
+
+        The frame goes straight to the transport (see L{bindings.wsframes}); only while Autobahn itself
+        has frames queued (it never does on C{$wcf}, which sends nothing synchronously) does it go through
+        Autobahn, to keep the order.
+        """
+        if self.state != self.STATE_OPEN:
+            return
+        if self.send_queue:
+            self.sendMessage(payload, isBinary=False)
+        else:
+            self.transport.write(self.factory.frame_for(payload))
+
     def send_envelope(self, envelope: Envelope) -> None:
         """Write one envelope as one text message, if the socket is open."""
-        if self.state == self.STATE_OPEN:
-            self.sendMessage(envelope.to_bytes(), isBinary=False)
+        self.send_text(envelope.to_bytes())
 
     def send_fault(
         self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
@@ -308,6 +344,11 @@ class WcfProtocol(WebSocketServerProtocol):
         """Let the role clean up."""
         if self.role is not None:
             self.role.closed(code)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        self._reader.data_received(data)
 
     @override
     def connectionMade(self) -> None:

@@ -18,14 +18,14 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bindings.addressing import SenderInfo, read_addressing
+from bindings.addressing import AddressingHeaders, SenderInfo, read_addressing
 from bindings.control import (
     ACTION_REGISTER,
     ACTION_RENEW_TOKEN,
     CONTROL_ACTIONS,
     ControlError,
     Registered,
-    delivered_envelope,
+    delivered_bytes,
     parse_register,
     parse_renew_token,
     registered_envelope,
@@ -38,7 +38,7 @@ from bindings.names import BoundName, ListenerPolicy
 from bindings.oneway import Delivered, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow
 from bindings.requestreply import Reply, RequestReplyRouter
-from bindings.safexml import XmlLimits
+from bindings.safexml import limits_for
 from bindings.settings import (
     BINDING_KINDS,
     MESSAGE_BYTES,
@@ -191,8 +191,7 @@ class ListenerRole:
 
     def send_envelope(self, payload: bytes) -> None:
         """Write one routed envelope to the listener."""
-        if self.protocol.state == self.protocol.STATE_OPEN:
-            self.protocol.sendMessage(payload, isBinary=False)
+        self.protocol.send_text(payload)
 
     def disconnect(self, code: int, reason: str) -> None:
         """Close the listener's socket (queue overflow, shutdown)."""
@@ -220,7 +219,7 @@ class ListenerRole:
         settings = _registered_settings(self.entity)
         depth = settings.max_depth if settings is not None else 64
         try:
-            envelope = parse_envelope(payload, None, XmlLimits(max_bytes=self.frame_cap, max_depth=depth))
+            envelope = parse_envelope(payload, None, limits_for(self.frame_cap, depth))
             headers = read_addressing(envelope)
         except (SoapError, ValueError) as e:
             if self.bound is None:
@@ -484,7 +483,7 @@ class SenderRole:
                 payload,
                 announced=SoapVersion.SOAP12,
                 charset=None,
-                limits=XmlLimits(max_bytes=settings.message_limit, max_depth=settings.max_depth),
+                limits=limits_for(settings.message_limit, settings.max_depth),
             )
             headers = read_addressing(envelope)
         except Refusal as e:
@@ -510,9 +509,11 @@ class SenderRole:
             except RelayFaultError as e:
                 self.protocol.send_fault(e.kind, e.message, headers.message_id)
                 return
-        self._route(entity, envelope, grant)
+        self._route(entity, envelope, grant, headers)
 
-    def _route(self, entity: Entity, envelope: Envelope, grant: Grant | None) -> None:
+    def _route(
+        self, entity: Entity, envelope: Envelope, grant: Grant | None, headers: AddressingHeaders
+    ) -> None:
         gateway = self.protocol.factory.gateway
         bound = gateway.names.bound(self.namespace, entity)
         contract: RegisteredContract | None = bound.contract
@@ -529,6 +530,7 @@ class SenderRole:
                 sender=SenderInfo(grant.key_name if grant else "anonymous", self.protocol.tracking_id),
                 strict=settings.strict_addressing,
                 require_message_id=True,
+                headers=headers,
             )
         except Refusal as e:
             self._refused(e)
@@ -541,22 +543,21 @@ class SenderRole:
             )
         message_id = prepared.message_id
         result = gateway.deliver(bound, prepared, self.protocol.tracking_id, self)
-        self._pending.add(result)
-        result.addBoth(self._settled, result)
-        result.addCallbacks(self._answer, self._failed, callbackArgs=(message_id,), errbackArgs=(message_id,))
+        if not result.called:  # multicast answers at once
+            self._pending.add(result)
+        result.addCallbacks(
+            self._answer, self._failed, callbackArgs=(message_id, result), errbackArgs=(message_id, result)
+        )
 
-    def _settled(self, outcome: Any, result: Deferred[Any]) -> Any:
+    def _answer(self, outcome: Delivered | Reply, message_id: str, result: Deferred[Any]) -> None:
         self._pending.discard(result)
-        return outcome
-
-    def _answer(self, outcome: Delivered | Reply, message_id: str) -> None:
         if isinstance(outcome, Reply):
-            if self.protocol.state == self.protocol.STATE_OPEN:
-                self.protocol.sendMessage(outcome.payload, isBinary=False)
+            self.protocol.send_text(outcome.payload)
         else:
-            self.protocol.send_envelope(delivered_envelope(outcome.count, message_id))
+            self.protocol.send_text(delivered_bytes(outcome.count, message_id))
 
-    def _failed(self, failure: Failure, message_id: str) -> None:
+    def _failed(self, failure: Failure, message_id: str, result: Deferred[Any]) -> None:
+        self._pending.discard(result)
         if failure.check(CancelledError):
             return
         error = failure.value

@@ -26,6 +26,8 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from bindings.wsfast import FastTextReader
+from bindings.wsframes import masked_text_frame
 
 SUBPROTOCOL: Final = "soap"
 TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
@@ -79,6 +81,8 @@ class SoapClientProtocol(WebSocketClientProtocol):
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 
+    Simple text frames from the gateway (unmasked) are read by L{FastTextReader}, the rest by Autobahn.
+
     @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
     """
 
@@ -90,6 +94,12 @@ class SoapClientProtocol(WebSocketClientProtocol):
         super().__init__()
         self.opened: Deferred[SoapClientProtocol] = Deferred()
         self._renewal: IDelayedCall | None = None
+        self._reader = FastTextReader(self, masked=False)
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        self._reader.data_received(data)
 
     @override
     def onOpen(self) -> None:
@@ -122,10 +132,17 @@ class SoapClientProtocol(WebSocketClientProtocol):
         self.factory.owner.connection_closed(self, code, reason)
 
     def send_bytes(self, payload: bytes) -> bool:
-        """Write one envelope; C{False} when the socket is no longer open."""
+        """
+        Write one envelope as one masked text frame; C{False} when the socket is no longer open.
+
+        The frame goes straight to the transport (L{bindings.wsframes}) unless Autobahn has frames queued.
+        """
         if self.state != self.STATE_OPEN:
             return False
-        self.sendMessage(payload, isBinary=False)
+        if self.send_queue:
+            self.sendMessage(payload, isBinary=False)
+        else:
+            self.transport.write(masked_text_frame(payload))
         return True
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:

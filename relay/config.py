@@ -181,6 +181,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "http_linger_timeout": (10.0, 0.0, 600.0),
     "http_max_request_line": (16384.0, 1024.0, 1048576.0),
     "http_max_header_bytes": (65536.0, 4096.0, 1048576.0),
+    "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
 }
 
 

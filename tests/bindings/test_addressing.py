@@ -17,10 +17,13 @@ from bindings.addressing import (
     Delivery,
     SenderInfo,
     TokenSource,
+    addressing_header_bytes,
     addressing_headers,
     check_anonymous,
     choose_token,
+    delivery_bytes,
     extract_relay_token,
+    new_message_id,
     prepare_for_listener,
     read_addressing,
     read_sender,
@@ -289,3 +292,92 @@ class TokenTests(SynchronousTestCase):
         self.assertEqual((basic.token, basic.forward_authorization), (None, True))
         self.assertEqual(choose_token(), choose_token(None, "", None, None))
         self.assertNotIn("sr=a", repr(choice))
+
+
+_xml_text = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=40)
+
+
+class DeliveryBytesTests(SynchronousTestCase):
+    """L{delivery_bytes} writes the gateway's headers as text: the same bytes as the element path."""
+
+    @given(
+        action=_xml_text,
+        message_id=_xml_text,
+        key_name=st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+        tracking_id=_xml_text,
+        request_reply=st.booleans(),
+    )
+    def test_same_bytes(
+        self, action: str, message_id: str, key_name: str, tracking_id: str, request_reply: bool
+    ) -> None:
+        """Any header values, sender headers kept and replaced, extra headers after r:Sender."""
+        envelope = envelope_with(
+            "<wsa:To>urn:old</wsa:To>",
+            "<wsa:Action>urn:old</wsa:Action>",
+            f"<r:Sender xmlns:r='{RELAY_NS}'><r:KeyName>forged</r:KeyName></r:Sender>",
+            "<h:Custom xmlns:h='urn:h' xmlns:t='urn:t'>t:keep &amp; &lt;this&gt;</h:Custom>",
+        )
+        envelope = envelope.replace(headers=(*envelope.headers, relay_token_header(TOKEN)))
+        delivery = Delivery(
+            to="https://relay.example/calc?x=1&y=2",
+            action=action,
+            message_id=message_id,
+            request_reply=request_reply,
+            sender=SenderInfo(key_name, tracking_id),
+        )
+        extra = etree.Element("{urn:e}Extra", nsmap={"e": "urn:e"})
+        extra.text = "Bearer a&b"
+        expected, expected_id = prepare_for_listener(envelope, delivery)
+        expected = expected.replace(headers=(*expected.headers, extra))
+        self.assertEqual(delivery_bytes(envelope, delivery, (extra,)), (expected.to_bytes(), expected_id))
+
+    def test_generated_id(self) -> None:
+        """Without a sender id the generated one is written and returned."""
+        delivery = Delivery(
+            "urn:to", "urn:a", None, False, SenderInfo("anonymous", "t"), new_id=lambda: "urn:n"
+        )
+        payload, message_id = delivery_bytes(Envelope(SoapVersion.SOAP12), delivery)
+        self.assertEqual(message_id, "urn:n")
+        self.assertEqual(payload, prepare_for_listener(Envelope(SoapVersion.SOAP12), delivery)[0].to_bytes())
+
+    def test_refuses_what_xml_cannot_carry(self) -> None:
+        """A control character in a header value is refused, as lxml refuses it."""
+        delivery = Delivery("urn:to", "urn:a\x01", "urn:m", False, SenderInfo("k", "t"))
+        self.assertRaises(ValueError, delivery_bytes, Envelope(SoapVersion.SOAP12), delivery)
+        self.assertRaises(ValueError, prepare_for_listener, Envelope(SoapVersion.SOAP12), delivery)
+
+
+class WrittenHeaderTests(SynchronousTestCase):
+    """Headers the client library writes as text, and its message ids."""
+
+    @given(
+        to=st.none() | _xml_text,
+        action=st.none() | _xml_text,
+        message_id=st.none() | _xml_text,
+        relates_to=st.none() | _xml_text,
+        reply=st.booleans(),
+    )
+    def test_same_bytes(
+        self, to: str | None, action: str | None, message_id: str | None, relates_to: str | None, reply: bool
+    ) -> None:
+        """L{addressing_header_bytes} is L{addressing_headers} serialised."""
+        options = {"to": to, "action": action, "message_id": message_id, "relates_to": relates_to}
+        self.assertEqual(
+            addressing_header_bytes(**options, reply_to_anonymous=reply),  # type: ignore[arg-type]
+            [
+                etree.tostring(h, encoding="utf-8")
+                for h in addressing_headers(**options, reply_to_anonymous=reply)  # type: ignore[arg-type]
+            ],
+        )
+
+    def test_message_ids_are_uuid4(self) -> None:
+        """Message ids are random version 4 UUIDs, all different."""
+        import uuid
+
+        ids = {new_message_id() for _ in range(1000)}
+        self.assertEqual(len(ids), 1000)
+        for value in list(ids)[:50]:
+            self.assertTrue(value.startswith("urn:uuid:"))
+            parsed = uuid.UUID(value[len("urn:uuid:") :])
+            self.assertEqual((parsed.version, parsed.variant), (4, uuid.RFC_4122))
+            self.assertEqual(str(parsed), value[len("urn:uuid:") :])

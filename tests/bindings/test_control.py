@@ -17,6 +17,7 @@ from bindings.control import (
     Registered,
     Registration,
     control_action,
+    delivered_bytes,
     delivered_envelope,
     http_authorization_header,
     parse_delivered,
@@ -153,3 +154,17 @@ class CredentialTests(SynchronousTestCase):
         """Sanity: SAS tokens are ASCII, so the RelayAccessToken carrier is plain base64 of them."""
         token = SasCredentials("root", "k0123456789abcdef").token("http://h/x", now=0)
         self.assertEqual(base64.b64decode(base64.b64encode(token.encode())).decode(), token)
+
+
+class DeliveredBytesTests(SynchronousTestCase):
+    """The r:Delivered answer written as text is byte for byte the element-built one."""
+
+    @given(
+        count=st.integers(min_value=0, max_value=10**6),
+        relates_to=st.text(
+            alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=60
+        ),
+    )
+    def test_same_bytes(self, count: int, relates_to: str) -> None:
+        """Any count and any id (escaped as lxml escapes it)."""
+        self.assertEqual(delivered_bytes(count, relates_to), delivered_envelope(count, relates_to).to_bytes())

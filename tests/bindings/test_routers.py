@@ -270,3 +270,38 @@ class RequestReplyRouterTests(SynchronousTestCase):
         self.router.add_listener(self.a)
         self.assertEqual(self.successResultOf(self.router.send_one_way(message(1))), Delivered(1, ("A",)))
         self.assertEqual(self.router.in_flight(), 0)
+
+
+class TraceTests(SynchronousTestCase):
+    """Per-message debug events only when the gateway's trace_messages asks for them."""
+
+    def test_off_by_default(self) -> None:
+        """Routing logs nothing per message; a refusal is still logged."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        router = MulticastRouter("chat", settings_for(MULTICAST), Clock())
+        router.subscribe(FakeConnection("a"))
+        router.publish(message(1))
+        oneway = OneWayRouter(ListenerSet("ow", settings_for(ONEWAY), Clock()), RoundRobinChooser())
+        oneway.add_listener(FakeConnection("b"))
+        self.successResultOf(oneway.send(message(2)))
+        self.assertEqual(list(events), [])
+        self.failureResultOf(
+            OneWayRouter(ListenerSet("x", settings_for(ONEWAY), Clock()), RoundRobinChooser()).send(
+                message(3)
+            )
+        )
+        self.assertEqual(len(events), 1)
+
+    def test_on(self) -> None:
+        """With trace on, publishes and deliveries are debug events naming the message."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        router = MulticastRouter("chat", settings_for(MULTICAST), Clock(), trace=True)
+        router.subscribe(FakeConnection("a"))
+        router.publish(message(1))
+        oneway = OneWayRouter(
+            ListenerSet("ow", settings_for(ONEWAY), Clock(), trace=True), RoundRobinChooser()
+        )
+        oneway.add_listener(FakeConnection("b"))
+        self.successResultOf(oneway.send(message(2)))
+        self.assertEqual([e["log_level"] for e in events], [LogLevel.debug, LogLevel.debug])
+        self.assertEqual([e["message_id"] for e in events], [message(1).message_id, message(2).message_id])

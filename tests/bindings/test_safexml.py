@@ -53,6 +53,14 @@ class HostileDocumentTests(SynchronousTestCase):
             return parser
 
         self.patch(safexml, "new_pull_parser", spying_parser)
+        original_document = safexml.new_document_parser
+
+        def spying_document_parser() -> etree.XMLParser:
+            parser = original_document()
+            parser.resolvers.add(self.spy)
+            return parser
+
+        self.patch(safexml, "new_document_parser", spying_document_parser)
 
     def assertRejected(
         self,
@@ -316,3 +324,39 @@ class PropertyTests(SynchronousTestCase):
             parse_xml(data)
         except XmlRejected:
             pass
+
+
+class ParserPathTests(SynchronousTestCase):
+    """Small documents are parsed in one go, others incrementally; both apply every rule, parsers are reused."""
+
+    def test_both_paths_same_tree(self) -> None:
+        """A document under and one over max_depth '<' bytes parse to the same kind of tree."""
+        small = b"<r><a>1</a></r>"
+        large = b"<r>" + b"<a>1</a>" * 40 + b"</r>"
+        self.assertEqual(etree.tostring(parse_xml(small, XmlLimits(max_depth=64))), small)
+        self.assertEqual(etree.tostring(parse_xml(large, XmlLimits(max_depth=64))), large)
+
+    def test_hostile_on_both_paths(self) -> None:
+        """DOCTYPE, PI and malformed documents are refused whichever parser reads them."""
+        padding = b"<p/>" * 70
+        for body, rule in (
+            (b'<!DOCTYPE r [<!ENTITY e "x">]><r>&e;%s</r>', Rule.DOCTYPE),
+            (b"<r><?pi x?>%s</r>", Rule.PROCESSING_INSTRUCTION),
+            (b"<r>%s<a></r>", Rule.WELL_FORMED),
+        ):
+            for fill in (b"", padding):
+                error = self.assertRaises(XmlRejected, parse_xml, body % fill, XmlLimits(max_depth=64))
+                self.assertEqual(error.rule, rule, (body, len(fill)))
+
+    def test_depth_exactly_at_the_shortcut(self) -> None:
+        """With as many '<' as max_depth the document cannot be too deep; one more nesting level is caught."""
+        self.assertIsNotNone(parse_xml(b"<a>" * 4 + b"</a>" * 4, XmlLimits(max_depth=8)))
+        error = self.assertRaises(XmlRejected, parse_xml, b"<a>" * 9 + b"</a>" * 9, XmlLimits(max_depth=8))
+        self.assertEqual(error.rule, Rule.DEPTH)
+
+    def test_reuse_after_failures(self) -> None:
+        """After a refused document, on either path, the next good one parses."""
+        for bad in (b"<r><a></r>", b"<a>" * 300, b"<r>" + b"<x/>" * 70 + b"<a></r>"):
+            self.assertRaises(XmlRejected, parse_xml, bad)
+            self.assertEqual(parse_xml(b"<ok/>").tag, "ok")
+            self.assertEqual(parse_xml(b"<ok>" + b"<x/>" * 70 + b"</ok>").tag, "ok")

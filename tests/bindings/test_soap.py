@@ -24,6 +24,7 @@ from bindings.soap import (
     parse_envelope,
     soap_action_value,
     to_soap12,
+    xml_text,
 )
 
 SOAP11_REQUEST = b"""<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"
@@ -131,10 +132,12 @@ class SerialiseTests(SynchronousTestCase):
         )
 
     def test_building_does_not_move_elements(self) -> None:
-        """Building the tree twice gives the same bytes: the held elements are copied, never moved."""
+        """Serialising twice gives the same bytes: the held elements stay where the parser put them."""
         envelope = parse_envelope(SOAP11_REQUEST)
+        parent = envelope.body[0].getparent()
         self.assertEqual(envelope.to_bytes(), envelope.to_bytes())
-        self.assertIsNone(envelope.body[0].getparent())
+        self.assertIs(envelope.body[0].getparent(), parent)
+        self.assertEqual(etree.QName(parent).localname, "Body")
 
     def test_empty_header_omitted(self) -> None:
         """An envelope without header blocks has no Header element."""
@@ -274,3 +277,19 @@ class SerialisationTests(SynchronousTestCase):
         up = parse_envelope(convert(parse_envelope(data, v11), SoapVersion.SOAP12).to_bytes())
         self.assertEqual(up.headers[0].get(SoapVersion.SOAP12.qname("mustUnderstand")), "true")
         self.assertIsNone(up.headers[0].get(v11.qname("mustUnderstand")))
+
+
+class XmlTextTests(SynchronousTestCase):
+    """L{xml_text} escapes character data exactly as lxml serialises an element's text."""
+
+    @given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=60))
+    def test_as_lxml(self, text: str) -> None:
+        """Same escaped text, or the same refusal for characters XML cannot carry."""
+        element = etree.Element("t")
+        try:
+            element.text = text
+        except ValueError:
+            self.assertRaises(ValueError, xml_text, text)
+            return
+        expected = etree.tostring(element, encoding="utf-8").decode()
+        self.assertEqual(f"<t>{xml_text(text)}</t>", expected)

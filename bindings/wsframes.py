@@ -1,0 +1,109 @@
+"""
+Whole WebSocket text frames (RFC 6455 section 5.2) for messages the bindings write themselves.
+
+Autobahn stays in charge of handshakes, reading, pings and closing; but its per-message send path (frame
+object, a masker object per frame, a debug message formatted on every write) costs more than everything
+else the gateway does for a multicast copy. A C{$wcf} message is always one complete, uncompressed text
+frame (permessage-deflate is never negotiated on C{$wcf}), so its bytes can be built here once and written
+straight to the transport, and for multicast the same bytes go to every subscriber.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Final
+
+_FIN_TEXT: Final = 0x81
+_MASKED: Final = 0x80
+
+
+def _header(opcode_byte: int, length: int, mask_bit: int) -> bytes:
+    if length <= 125:
+        return bytes((opcode_byte, mask_bit | length))
+    if length <= 0xFFFF:
+        return bytes((opcode_byte, mask_bit | 126)) + length.to_bytes(2, "big")
+    return bytes((opcode_byte, mask_bit | 127)) + length.to_bytes(8, "big")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unfragmented, unmasked text frame (server to client) carrying C{payload}."""
+    return _header(_FIN_TEXT, len(payload), 0) + payload
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """XOR C{payload} with the 4-byte masking C{key} repeated (RFC 6455 section 5.3), as one big integer."""
+    length = len(payload)
+    if not length:
+        return b""
+    repeated = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+
+
+def masked_text_frame(payload: bytes, key: bytes | None = None) -> bytes:
+    """
+    One unfragmented text frame from a client: masked, with a fresh random key unless one is given.
+
+    The key need not be cryptographically random (RFC 6455 asks for unpredictability against proxies
+    that a browser script could steer; Autobahn uses the same generator).
+    """
+    if key is None:
+        key = random.getrandbits(32).to_bytes(4, "big")
+    return _header(_FIN_TEXT, len(payload), _MASKED) + key + mask(payload, key)
+
+
+FAST_PAYLOAD_LIMIT: Final = 1024 * 1024
+"""Largest frame read by L{read_frame}; larger ones are left to the general parser, which streams them."""
+INCOMPLETE: Final = 0
+"""L{read_frame}: the frame at the offset is not complete yet; wait for more bytes."""
+HAND_OVER: Final = -1
+"""L{read_frame}: leave everything from the offset on to the general parser (large or over the limit)."""
+
+
+def read_frame(buffer: bytes, offset: int, masked: bool, max_payload: int) -> tuple[int, bytes | None]:
+    """
+    Look at the frame starting at C{offset}: is it a whole, simple text message?
+
+    The fast path of a C{$wcf} connection reads the frames almost every message consists of: one final
+    text frame (FIN set, no extension bits) whose mask bit is what the direction requires, at most
+    C{max_payload} bytes and L{FAST_PAYLOAD_LIMIT}, carrying valid UTF-8. Anything else (control
+    frames, fragments, binary frames, a wrong mask bit, invalid UTF-8) is left to the general parser
+    (Autobahn), which answers it as it always did.
+
+    @param masked: whether frames in this direction must be masked (client to server).
+    @return: C{(end, text)}: C{end} is the offset after the frame, or L{INCOMPLETE} or L{HAND_OVER};
+        C{text} is the unmasked payload of a simple text frame, or C{None} when the frame
+        C{buffer[offset:end]} must go to the general parser.
+    """
+    available = len(buffer) - offset
+    if available < 2:
+        return INCOMPLETE, None
+    first, second = buffer[offset], buffer[offset + 1]
+    length = second & 0x7F
+    start = offset + 2
+    if length == 126:
+        if available < 4:
+            return INCOMPLETE, None
+        length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+        start = offset + 4
+    elif length == 127:
+        if available < 10:
+            return INCOMPLETE, None
+        length = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
+        start = offset + 10
+    if length > FAST_PAYLOAD_LIMIT or length > max_payload:
+        return HAND_OVER, None
+    has_mask = bool(second & _MASKED)
+    key_end = start + 4 if has_mask else start
+    end = key_end + length
+    if end > len(buffer):
+        return INCOMPLETE, None
+    if first != _FIN_TEXT or has_mask is not masked:
+        return end, None
+    payload = buffer[key_end:end]
+    if has_mask:
+        payload = mask(payload, buffer[start:key_end])
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return end, None
+    return end, payload

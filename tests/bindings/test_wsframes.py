@@ -1,0 +1,263 @@
+"""Tests for L{bindings.wsframes} and L{bindings.wsfast}: the C{$wcf} fast path's frames, written and read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
+from bindings.wsfast import FastTextReader
+from bindings.wsframes import (
+    FAST_PAYLOAD_LIMIT,
+    HAND_OVER,
+    INCOMPLETE,
+    mask,
+    masked_text_frame,
+    read_frame,
+    text_frame,
+)
+
+KEY = b"\x01\x82\x33\xf4"
+
+
+def raw_frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True, rsv: int = 0) -> bytes:
+    """Any frame, built independently of the code under test (the mask by a plain byte loop)."""
+    first = (0x80 if fin else 0) | rsv << 4 | opcode
+    length = len(payload)
+    bit = 0x80 if masked else 0
+    if length <= 125:
+        head = bytes((first, bit | length))
+    elif length <= 0xFFFF:
+        head = bytes((first, bit | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((first, bit | 127)) + length.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    return head + KEY + bytes(b ^ KEY[i % 4] for i, b in enumerate(payload))
+
+
+def parse_one(data: bytes, masked: bool) -> tuple[int, int, bool, bytes]:
+    """A reference parser: opcode, FIN, payload and end of the first (complete) frame."""
+    first, second = data[0], data[1]
+    length, start = second & 0x7F, 2
+    if length == 126:
+        length, start = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        length, start = int.from_bytes(data[2:10], "big"), 10
+    if second & 0x80:
+        key, start = data[start : start + 4], start + 4
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(data[start : start + length]))
+    else:
+        payload = data[start : start + length]
+    return start + length, first & 0x0F, bool(first & 0x80), payload
+
+
+class FrameWritingTests(SynchronousTestCase):
+    """Whole text frames as the gateway and the client library write them."""
+
+    def test_lengths(self) -> None:
+        """Every length encoding (7-bit, 16-bit, 64-bit) round-trips, masked and unmasked."""
+        for size in (0, 1, 125, 126, 127, 65535, 65536, 70000):
+            payload = bytes(i % 251 for i in range(size))
+            self.assertEqual(text_frame(payload), raw_frame(1, payload, masked=False))
+            self.assertEqual(masked_text_frame(payload, KEY), raw_frame(1, payload, masked=True))
+            _end, opcode, fin, read = parse_one(masked_text_frame(payload), masked=True)
+            self.assertEqual((opcode, fin, read), (1, True, payload))
+
+    @given(payload=st.binary(max_size=300), key=st.binary(min_size=4, max_size=4))
+    def test_mask_is_xor(self, payload: bytes, key: bytes) -> None:
+        """Masking is the XOR with the repeated key; masking twice gives the payload back."""
+        self.assertEqual(mask(payload, key), bytes(b ^ key[i % 4] for i, b in enumerate(payload)))
+        self.assertEqual(mask(mask(payload, key), key), payload)
+
+
+class ReadFrameTests(SynchronousTestCase):
+    """L{read_frame} takes simple text frames and leaves everything else to the general parser."""
+
+    def test_simple_text(self) -> None:
+        """A masked final text frame with UTF-8 gives its unmasked payload."""
+        frame = raw_frame(1, "héllo".encode())
+        self.assertEqual(read_frame(frame + b"rest", 0, True, 1000), (len(frame), "héllo".encode()))
+
+    def test_left_to_the_general_parser(self) -> None:
+        """Control, binary, fragmented, wrongly masked, RSV and invalid UTF-8 frames: whole, no payload."""
+        for frame in (
+            raw_frame(9, b"ping"),
+            raw_frame(8, b"\x03\xe8"),
+            raw_frame(2, b"binary"),
+            raw_frame(1, b"part", fin=False),
+            raw_frame(0, b"continuation"),
+            raw_frame(1, b"unmasked", masked=False),
+            raw_frame(1, b"rsv", rsv=4),
+            raw_frame(1, b"\xff\xfe"),
+        ):
+            self.assertEqual(read_frame(frame, 0, True, 1000), (len(frame), None), frame)
+        self.assertEqual(read_frame(raw_frame(1, b"masked"), 0, False, 1000)[1], None)
+
+    def test_incomplete(self) -> None:
+        """Any proper prefix of a frame is incomplete."""
+        frame = raw_frame(1, b"x" * 300)
+        for cut in range(len(frame)):
+            self.assertEqual(read_frame(frame[:cut], 0, True, 1000), (INCOMPLETE, None))
+
+    def test_over_the_limits(self) -> None:
+        """A frame over the connection's limit, or the fast path's, is handed over from its header on."""
+        self.assertEqual(read_frame(raw_frame(1, b"x" * 200)[:4], 0, True, 100), (HAND_OVER, None))
+        head = bytes((0x81, 0x80 | 127)) + (FAST_PAYLOAD_LIMIT + 1).to_bytes(8, "big")
+        self.assertEqual(read_frame(head, 0, True, 1 << 40), (HAND_OVER, None))
+
+
+class FakeAutobahn:
+    """
+    What L{FastTextReader} needs of an Autobahn protocol, with Autobahn's buffering and message assembly.
+
+    Frames given to C{_dataReceived} are buffered and parsed with the reference parser; every frame is
+    recorded as C{("autobahn", opcode, fin, payload)}, messages read by the fast path as C{("fast", ...)}.
+    """
+
+    STATE_OPEN = 1
+
+    def __init__(self, masked: bool, max_payload: int = 1 << 20) -> None:
+        self.state = self.STATE_OPEN
+        self.data = b""
+        self.inside_message = False
+        self.current_frame: Any = None
+        self.maxMessagePayloadSize = max_payload
+        self.masked = masked
+        self.events: list[tuple[str, int, bool, bytes]] = []
+        self.autoPingTimeoutCall: object | None = None
+        self.autoPingRestartOnAnyTraffic = True
+
+    def _cancelAutoPingTimeoutCall(self) -> None:
+        self.autoPingTimeoutCall = None
+
+    def _dataReceived(self, data: bytes) -> None:
+        self.data += data
+        while len(self.data) >= 2:
+            try:
+                end, opcode, fin, payload = parse_one(self.data, self.masked)
+            except IndexError:
+                return
+            if end > len(self.data):
+                return
+            self.data = self.data[end:]
+            self.events.append(("autobahn", opcode, fin, payload))
+            if opcode in (0, 1, 2):
+                self.inside_message = not fin
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.events.append(("fast", 1, True, payload))
+
+
+STREAM = [
+    raw_frame(1, b"<a>first</a>"),
+    raw_frame(9, b"ping"),
+    raw_frame(1, "second \u00e9".encode() * 20),
+    raw_frame(1, b"frag-1 ", fin=False),
+    raw_frame(10, b"pong in the middle of a message"),
+    raw_frame(1, b"a text frame inside a fragmented message goes to Autobahn"),
+    raw_frame(0, b"frag-2", fin=True),
+    raw_frame(2, b"binary"),
+    raw_frame(1, b"x" * 70000),
+    raw_frame(1, b"\xc3"),
+    raw_frame(1, b"last"),
+]
+
+
+class FastTextReaderTests(SynchronousTestCase):
+    """The reader keeps every frame, in order, whoever parses it, however the bytes are split."""
+
+    def expected(self) -> list[tuple[int, bool, bytes]]:
+        data = b"".join(STREAM)
+        frames = []
+        while data:
+            end, opcode, fin, payload = parse_one(data, True)
+            frames.append((opcode, fin, payload))
+            data = data[end:]
+        return frames
+
+    def feed(self, *chunks: bytes) -> FakeAutobahn:
+        protocol = FakeAutobahn(masked=True)
+        reader = FastTextReader(protocol, masked=True)
+        for chunk in chunks:
+            reader.data_received(chunk)
+        return protocol
+
+    def test_one_read(self) -> None:
+        """
+        Simple text frames are fast until Autobahn is assembling a fragmented message.
+
+        From then on the rest of that read is Autobahn's, and the next read is fast again.
+        """
+        protocol = FakeAutobahn(masked=True)
+        reader = FastTextReader(protocol, masked=True)
+        reader.data_received(b"".join(STREAM))
+        self.assertEqual([e[1:] for e in protocol.events], self.expected())
+        fast = [e[3] for e in protocol.events if e[0] == "fast"]
+        self.assertEqual(fast, [b"<a>first</a>", "second \u00e9".encode() * 20])
+        reader.data_received(raw_frame(1, b"next read"))
+        self.assertEqual(protocol.events[-1], ("fast", 1, True, b"next read"))
+
+    def test_split_at_every_byte(self) -> None:
+        """Two reads split at every byte boundary deliver the same frames in the same order."""
+        data = b"".join(STREAM[:8])  # the 70 KB frame is covered by test_byte_by_byte
+        expected = self.expected()[:8]
+        for cut in range(len(data) + 1):
+            protocol = self.feed(data[:cut], data[cut:])
+            self.assertEqual([e[1:] for e in protocol.events], expected, cut)
+
+    def test_byte_by_byte(self) -> None:
+        """One byte per read: still every frame once, in order."""
+        data = b"".join(STREAM)
+        protocol = self.feed(*(data[i : i + 1] for i in range(len(data))))
+        self.assertEqual([e[1:] for e in protocol.events], self.expected())
+
+    def test_autobahn_busy(self) -> None:
+        """While Autobahn holds bytes or is not open, everything goes to it."""
+        protocol = FakeAutobahn(masked=True)
+        reader = FastTextReader(protocol, masked=True)
+        protocol.state = 0
+        reader.data_received(raw_frame(1, b"before open"))
+        self.assertEqual(protocol.events, [("autobahn", 1, True, b"before open")])
+
+    def test_data_restarts_the_ping_timeout(self) -> None:
+        """A data frame read on the fast path cancels a pending ping timeout, as Autobahn's parser does."""
+        protocol = FakeAutobahn(masked=True)
+        reader = FastTextReader(protocol, masked=True)
+        protocol.autoPingTimeoutCall = object()
+        reader.data_received(raw_frame(1, b"busy peer"))
+        self.assertIsNone(protocol.autoPingTimeoutCall)
+
+    def test_unmasked_direction(self) -> None:
+        """A client reads unmasked frames; a masked one from the server goes to Autobahn (its error)."""
+        protocol = FakeAutobahn(masked=False)
+        reader = FastTextReader(protocol, masked=False)
+        reader.data_received(raw_frame(1, b"ok", masked=False) + raw_frame(1, b"bad", masked=True))
+        self.assertEqual(
+            [e[0] for e in protocol.events],
+            ["fast", "autobahn"],
+        )
+
+
+class FrameCacheTests(SynchronousTestCase):
+    """The gateway builds the frame of a multicast payload once for all its subscribers."""
+
+    def test_same_payload_same_frame(self) -> None:
+        """Consecutive writes of one payload object share one frame; another payload gets its own."""
+        from twisted.internet.task import Clock
+
+        from bindings.wcf import WcfFactory
+
+        class Gateway:
+            clock = Clock()
+            limits: dict[str, float] = {}
+
+        factory = WcfFactory(Gateway())  # type: ignore[arg-type]
+        payload = b"<s:Envelope/>" * 20
+        first = factory.frame_for(payload)
+        self.assertIs(factory.frame_for(payload), first)
+        self.assertEqual(first, text_frame(payload))
+        other = factory.frame_for(b"<other/>")
+        self.assertEqual(other, text_frame(b"<other/>"))
