@@ -62,6 +62,23 @@ def local_base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+LOCAL_KEEPALIVE = 64
+"""Idle connections to the local server kept open for reuse (twisted's default is 2)."""
+
+
+def local_pool(reactor: Any) -> HTTPConnectionPool:
+    """
+    The connection pool for the local server: as many idle connections as requests are usually in flight.
+
+    With twisted's default of two, every request beyond the second concurrent one opened (and resolved,
+    in a thread) a new connection and closed it afterwards: measured, two thirds of C{relay expose}'s CPU
+    at 16 concurrent requests.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = LOCAL_KEEPALIVE
+    return pool
+
+
 @implementer(IBodyProducer)
 class _BodyProducer:
     """Feeds a relayed request body to twisted's HTTP client, pausing when the local server lags."""
@@ -155,7 +172,7 @@ class Forwarder:
         self.reactor = reactor
         self.log_line = log_line
         self.options = options or WebSocketOptions()
-        self.agent = agent or Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True))
+        self.agent = agent or Agent(reactor, pool=local_pool(reactor))
         self._pending: dict[str, _Pending] = {}
         self.connections: set[Deferred[Any]] = set()
 
