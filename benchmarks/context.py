@@ -91,8 +91,10 @@ class Gateway:
 
 def gateway_config(limits: Mapping[str, float]) -> str:
     """
-    The benchmark namespace: one rule, a hybrid connection that requires sender tokens (C{bench}), and
-    one that does not (C{web}, for HTTP requests from anyone, as a tunnel's public URL takes them).
+    The benchmark namespace: one rule and two hybrid connections.
+
+    C{bench} requires sender tokens; C{web} does not (HTTP requests from anyone, as a tunnel's public URL
+    takes them).
     """
     lines = [f"{name} = {value}" for name, value in limits.items()]
     return (

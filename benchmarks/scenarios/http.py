@@ -1,6 +1,8 @@
 """
-HTTP relaying: requests/s through the relay against the npm localtunnel server doing the same job
-(target at least 2x), and nginx as a reverse proxy (the ceiling).
+HTTP relaying: requests/s through the relay, the npm localtunnel server, and nginx.
+
+The target is the relay at least 2x the localtunnel server doing the same job; nginx as a reverse proxy is
+the ceiling.
 
 Every variant forwards to the same upstream, an nginx serving a 1 KB static file (one worker, kept-alive
 connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the same connections:
