@@ -42,6 +42,7 @@ from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.throttle import FailureThrottle
+from relay.wsdata import QuietSendData
 
 _HEADER_SPELLING = {
     "sec-websocket-key": "Sec-WebSocket-Key",
@@ -184,7 +185,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return waiting
 
 
-class HybridConnectionProtocol(WebSocketServerProtocol):
+class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
