@@ -120,7 +120,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
         # upgrades; it installs the protocol's http_role (see relay.hybrid.http.RendezvousRole).
         self.request_rendezvous: Any = None
         self.splices: set[Splice] = set()
-        self.connections: set[HybridConnectionProtocol | SplicedConnection] = set()
+        # Every $hc socket: Autobahn protocols, legs answered without Autobahn, spliced connections.
+        self.connections: set[Any] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.externalPort = None
         ping = float(limits.get("control_ping_interval", 30.0))
@@ -135,7 +136,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
-    def splice_started(self, splice: Splice, protocols: tuple[HybridConnectionProtocol, ...]) -> None:
+    def splice_started(self, splice: Splice, protocols: tuple[Any, ...]) -> None:
         """Count a new pair: its spliced connections replace the Autobahn protocols they took over from."""
         self.splices.add(splice)
         self.connections.difference_update(protocols)
@@ -149,7 +150,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             self.splices.discard(connection.leg.splice)
         self.connection_closed(connection)
 
-    def connection_closed(self, protocol: HybridConnectionProtocol | SplicedConnection) -> None:
+    def connection_closed(self, protocol: Any) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
         self.connections.discard(protocol)
         if not self.connections:
