@@ -261,6 +261,23 @@ class Context:
             measured.
         """
         proc = self.procs.python(self._unique(name), args[0], *args[1:], ready=None)
+        return self._measure(proc, name, watch, timeout, then)
+
+    def run_load(
+        self, name: str, argv: list[str], watch: Mapping[str, Proc], timeout: float
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Like L{load}, for a load generator that is not a Python module (a compiled one)."""
+        proc = self.procs.start(self._unique(name), argv, ready=None)
+        return self._measure(proc, name, watch, timeout, None)
+
+    def _measure(
+        self,
+        proc: Proc,
+        name: str,
+        watch: Mapping[str, Proc],
+        timeout: float,
+        then: Callable[[Proc], None] | None,
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         start_index, _ = proc.wait_for_line("MEASURE start", timeout)
         before = {k: p.cpu() for k, p in watch.items() if p.alive()}
         spy = self._start_py_spy(watch.get("gateway"), name)
