@@ -44,8 +44,10 @@ class Upgrade:
     protocols: tuple[str, ...]
 
 
-def _tokens(value: str) -> list[str]:
-    return [token.strip().lower() for token in value.split(",")]
+def _has_token(value: str, token: str) -> bool:
+    """Whether a comma-separated header value lists C{token} (case-insensitive)."""
+    value = value.lower()
+    return value == token or any(part.strip() == token for part in value.split(","))
 
 
 def read_upgrade(
@@ -65,9 +67,9 @@ def read_upgrade(
         headers[name.decode("latin-1").lower()] = values[0].decode("latin-1").strip()
     if "origin" in headers or "sec-websocket-origin" in headers:
         return None  # Autobahn checks origins
-    if "websocket" not in _tokens(headers.get("upgrade", "")):
+    if not _has_token(headers.get("upgrade", ""), "websocket"):
         return None
-    if "upgrade" not in _tokens(headers.get("connection", "")):
+    if not _has_token(headers.get("connection", ""), "upgrade"):
         return None
     if headers.get("sec-websocket-version") != "13":
         return None
