@@ -11,6 +11,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
+from relay.hybrid import direct
 from relay.hybrid.bridge import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
@@ -292,6 +293,18 @@ class SenderTests(GatewayTestCase):
         sender.sendMessage(b"mixed", isBinary=True)
         self.net.flush()
         self.assertEqual(rendezvous.messages, [(b"mixed", True)])
+
+    def test_unexpected_error_is_a_500(self) -> None:
+        """A bug in the direct path answers 500, as Autobahn answers an onConnect that raised."""
+        self.listen()
+
+        def broken(*args: object) -> None:
+            raise ValueError("boom")
+
+        self.patch(direct, "announce_sender", broken)
+        sender = self.send()
+        self.assertEqual(sender.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
     def test_invalid_version_refused_as_before(self) -> None:
         """A version Autobahn does not speak is still refused by Autobahn, with its own answer."""

@@ -248,6 +248,9 @@ class DirectUpgrades:
             )
             refused = deny(e, leg.tracking_id)
             leg.refuse(refused.code, str(refused.reason))
+        except Exception as e:  # a bug: answer as Autobahn answers an onConnect that raised
+            self.log.failure("{action} upgrade failed", action=action, tracking_id=leg.tracking_id)
+            leg.refuse(500, f"Internal server error: {e}")
         return True
 
     def _take_transport(self, request: IRequest, target: RequestTarget) -> DirectLeg:
