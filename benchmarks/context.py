@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.nginx import NginxBinary, free_port, write_config
+from benchmarks.nginx import NginxBinary, free_port, write_config, write_static_config
 from benchmarks.procs import Proc, Processes
 
 ENTITY = "bench"
+WEB_ENTITY = "web"  # anonymous senders: the HTTP scenarios' public endpoint, like a localtunnel URL
 KEY_NAME = "root"
 KEY = "bench-root-key-0123456789abcdefghij"
 
@@ -80,9 +81,21 @@ class Gateway:
     def sender_headers(self, entity: str = ENTITY) -> dict[str, str]:
         return {"ServiceBusAuthorization": self.token(entity)}
 
+    def connection_string(self) -> str:
+        """A connection string with the root key for the plain-WebSocket gateway (C{relay expose})."""
+        return (
+            f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY};"
+            "UseDevelopmentEmulator=true"
+        )
+
 
 def gateway_config(limits: Mapping[str, float]) -> str:
-    """The benchmark namespace: one rule, one hybrid connection that requires sender tokens."""
+    """
+    The benchmark namespace: one rule and two hybrid connections.
+
+    C{bench} requires sender tokens; C{web} does not (HTTP requests from anyone, as a tunnel's public URL
+    takes them).
+    """
     lines = [f"{name} = {value}" for name, value in limits.items()]
     return (
         "[gateway]\n"
@@ -101,6 +114,10 @@ def gateway_config(limits: Mapping[str, float]) -> str:
           [[namespaces.hybrid_connections]]
           name = "{ENTITY}"
           max_listeners = 25
+
+          [[namespaces.hybrid_connections]]
+          name = "{WEB_ENTITY}"
+          requires_client_authorization = false
         """)
     )
 
@@ -214,6 +231,19 @@ class Context:
         _wait_for_port(port, proc)
         return proc, port
 
+    def nginx_static(self, root: Path) -> tuple[Proc, int] | None:
+        """nginx serving the files under C{root}, or C{None} when nginx is not available."""
+        if self.nginx is None:
+            return None
+        port = free_port()
+        prefix = self.path(self._unique("nginx-static"))
+        config = write_static_config(prefix, root, port)
+        proc = self.procs.start(
+            prefix.name, [self.nginx.path, "-p", str(prefix), "-c", str(config)], ready=None
+        )
+        _wait_for_port(port, proc)
+        return proc, port
+
     def load(
         self,
         name: str,
@@ -231,6 +261,23 @@ class Context:
             measured.
         """
         proc = self.procs.python(self._unique(name), args[0], *args[1:], ready=None)
+        return self._measure(proc, name, watch, timeout, then)
+
+    def run_load(
+        self, name: str, argv: list[str], watch: Mapping[str, Proc], timeout: float
+    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """Like L{load}, for a load generator that is not a Python module (a compiled one)."""
+        proc = self.procs.start(self._unique(name), argv, ready=None)
+        return self._measure(proc, name, watch, timeout, None)
+
+    def _measure(
+        self,
+        proc: Proc,
+        name: str,
+        watch: Mapping[str, Proc],
+        timeout: float,
+        then: Callable[[Proc], None] | None,
+    ) -> tuple[dict[str, Any], dict[str, float]]:
         start_index, _ = proc.wait_for_line("MEASURE start", timeout)
         before = {k: p.cpu() for k, p in watch.items() if p.alive()}
         spy = self._start_py_spy(watch.get("gateway"), name)

@@ -3,9 +3,11 @@ nginx as a baseline: find it or install it (Debian package), and write its confi
 
 The runner starts it in the foreground among the scenario's processes.
 
-One configuration serves both uses: a WebSocket proxy (upgrade-aware, 64 KiB proxy buffers, the set-up
-the performance issue names) and a keep-alive HTTP reverse proxy (the ceiling for the HTTP relaying
-scenarios). One worker process, like the single-threaded gateway.
+One proxy configuration serves both uses: a WebSocket proxy (upgrade-aware, 64 KiB proxy buffers, the
+set-up the performance issue names) and a keep-alive HTTP reverse proxy (the ceiling for the HTTP relaying
+scenarios). A second configuration serves static files (the upstream HTTP server of those scenarios). One
+worker process each, like the single-threaded gateway; connections are kept alive for any number of
+requests, so no variant reconnects during a measurement.
 """
 
 from __future__ import annotations
@@ -50,18 +52,17 @@ def _version(path: str) -> str:
     return text.rsplit("/", 1)[-1] if "/" in text else text
 
 
-def _apt_install() -> str:
+def apt_install(package: str) -> str:
+    """C{apt-get install -y PACKAGE} (after C{apt-get update} if the first try fails); an error or C{""}."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    command = ["apt-get", "install", "-y", "-q", "nginx"]
-    if os.geteuid() != 0:
-        command.insert(0, "sudo")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    command = [*sudo, "apt-get", "install", "-y", "-q", package]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        update = ["apt-get", "update", "-q"] if os.geteuid() == 0 else ["sudo", "apt-get", "update", "-q"]
-        subprocess.run(update, capture_output=True, env=env, check=False)
+        subprocess.run([*sudo, "apt-get", "update", "-q"], capture_output=True, env=env, check=False)
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        return f"apt-get install nginx failed: {done.stderr.strip()[-300:]}"
+        return f"apt-get install {package} failed: {done.stderr.strip()[-300:]}"
     return ""
 
 
@@ -79,7 +80,7 @@ def ensure_nginx(install: bool) -> tuple[NginxBinary | None, str]:
         return None, "nginx not found and --no-install given: nginx baselines skipped"
     if shutil.which("apt-get") is None:
         return None, "nginx not found and apt-get is not available: nginx baselines skipped"
-    error = _apt_install()
+    error = apt_install("nginx")
     path = _find()
     if path is None:
         return (
@@ -110,6 +111,7 @@ events {{
 }}
 http {{
     access_log off;
+    keepalive_requests 1000000;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
@@ -118,6 +120,7 @@ http {{
     upstream backend {{
         server 127.0.0.1:{upstream};
         keepalive 64;
+        keepalive_requests 1000000;
     }}
     map $http_upgrade $connection_upgrade {{
         default upgrade;
@@ -146,4 +149,39 @@ def write_config(prefix: Path, upstream: int, port: int) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     path = prefix / "nginx.conf"
     path.write_text(CONFIG.format(prefix=prefix, upstream=upstream, port=port))
+    return path
+
+
+STATIC_CONFIG = """\
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{
+    worker_connections 20000;
+    use epoll;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    default_type text/plain;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+    }}
+}}
+"""
+
+
+def write_static_config(prefix: Path, root: Path, port: int) -> Path:
+    """Write a configuration serving the files under C{root} on C{port}; return its path."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    path = prefix / "nginx.conf"
+    path.write_text(STATIC_CONFIG.format(prefix=prefix, root=root, port=port))
     return path

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 from typing_extensions import override
 
 from relay.auth import Rights, SharedAccessRule
@@ -32,6 +32,7 @@ from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.addressing import websocket_base
 from relay.hybrid.bridge import keep_read_buffers
+from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
 from relay.hybrid.websocket import HybridConnectionFactory
@@ -94,21 +95,29 @@ def public_url_for(description: str, port: IListeningPort) -> str:
 
 
 class HybridConnectionResource(Resource):
-    """C{/$hc/...}: WebSocket upgrades go to Autobahn; anything else is a client error."""
+    """
+    C{/$hc/...}: WebSocket upgrades; anything else is a client error.
+
+    Senders' and rendezvous upgrades are answered without Autobahn when they are plainly valid
+    (L{DirectUpgrades}); listeners' control channels, HTTP rendezvous and everything else go to Autobahn.
+    """
 
     isLeaf = True
 
     def __init__(self, factory: HybridConnectionFactory) -> None:
         super().__init__()
         self._websocket = WebSocketResource(factory)
+        self._direct = DirectUpgrades(factory)
 
     @override
     def render(self, request: IRequest) -> Any:
-        """Hand upgrades to Autobahn, refuse the rest with 400."""
+        """Hand upgrades to the direct path or Autobahn, refuse the rest with 400."""
         upgrade = (request.getHeader(b"upgrade") or b"").lower()
         if upgrade != b"websocket":
             error = RelayError(ErrorKind.BAD_REQUEST, "The $hc endpoint only accepts WebSocket upgrades")
             return ErrorResource(error).render(request)
+        if self._direct.take(request):
+            return NOT_DONE_YET
         return self._websocket.render(request)
 
 

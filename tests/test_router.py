@@ -11,6 +11,7 @@ from zope.interface.verify import verifyObject
 from relay.auth import Rights, SharedAccessRule, make_token
 from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings, Namespace
 from relay.errors import ErrorKind, RelayError
+from relay.hybrid import router as router_module
 from relay.hybrid.addressing import split_target
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
@@ -76,6 +77,32 @@ class RouterTests(SynchronousTestCase):
             f(*args, **kwargs)
         self.assertEqual(ctx.exception.kind.status, kind.status, ctx.exception)
         return ctx.exception
+
+    def test_grants_are_remembered_until_the_token_expires(self) -> None:
+        """A token that passed is not checked again for the same entity and right; expired, it fails."""
+        presented = [token(now=self.clock.seconds(), ttl=60)]
+        checks: list[object] = []
+        real = router_module.validate_any
+
+        def counting(*args: object, **kwargs: object) -> object:
+            checks.append(args)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        self.patch(router_module, "validate_any", counting)
+        first = self.admit(tokens=presented, needed=Rights.SEND)
+        second = self.admit(tokens=presented, needed=Rights.SEND)
+        self.assertEqual((len(checks), first.grant), (1, second.grant))
+        self.admit(tokens=presented, needed=Rights.LISTEN)  # another right: checked
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/nope", presented, Rights.SEND)
+        self.assertEqual(len(checks), 2)
+        self.clock.advance(61)
+        self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, tokens=presented, needed=Rights.SEND)
+
+    def test_refusals_are_not_remembered(self) -> None:
+        """A bad token is checked (and refused) every time."""
+        bad = [token(now=self.clock.seconds()) + "x"]
+        for _ in range(2):
+            self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, tokens=bad, needed=Rights.SEND)
 
     def test_fake_is_verified(self) -> None:
         """The fake control channel provides the interface routing uses."""

@@ -7,13 +7,25 @@ import json
 import struct
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
+from relay.hybrid import direct
 from relay.hybrid.bridge import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
+
+
+class RawClient(Protocol):
+    """A client that writes whatever the test gives it and records the answer."""
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
 
 
 class ListenerTests(GatewayTestCase):
@@ -206,14 +218,15 @@ class SenderTests(GatewayTestCase):
     def test_protocol_options_come_from_the_factory(self) -> None:
         """Connections read Autobahn's options from the factory instead of copying them; their own win."""
         self.listen()
-        self.send()  # held until the listener accepts
         factory = self.gateway.hybrid_factory
-        (waiting,) = [p for p in factory.connections if isinstance(p, HybridConnectionProtocol) and p._ticket]
-        self.assertNotIn("closeHandshakeTimeout", vars(waiting))
-        self.assertEqual(waiting.closeHandshakeTimeout, factory.closeHandshakeTimeout)
-        self.assertEqual((waiting.autoPingInterval, factory.autoPingInterval), (0, 30.0))
+        (control,) = [p for p in factory.connections if isinstance(p, HybridConnectionProtocol)]
+        self.assertNotIn("closeHandshakeTimeout", vars(control))
+        self.assertEqual(control.closeHandshakeTimeout, factory.closeHandshakeTimeout)
+        self.assertEqual(control.autoPingInterval, 30.0)
+        control.autoPingInterval = 0
+        self.assertEqual((control.autoPingInterval, factory.autoPingInterval), (0, 30.0))
         with self.assertRaises(AttributeError):
-            waiting.no_such_option  # noqa: B018
+            control.no_such_option  # noqa: B018
 
     def test_spliced_legs_leave_autobahn(self) -> None:
         """Once joined, both transports deliver to small spliced connections; the Autobahn objects are dropped."""
@@ -244,6 +257,71 @@ class SenderTests(GatewayTestCase):
         self.assertEqual(rendezvous.messages, [(b"after the swap", True)])
         self.assertEqual(factory.splices, set())
         self.assertEqual([c for c in factory.connections if isinstance(c, SplicedConnection)], [])
+
+    def test_senders_and_rendezvous_are_answered_without_autobahn(self) -> None:
+        """Only the control channel is an Autobahn protocol; a waiting sender is a direct leg."""
+        listener = self.listen()
+        self.send()
+        factory = self.gateway.hybrid_factory
+        self.assertEqual(
+            sorted(type(c).__name__ for c in factory.connections), ["DirectLeg", "HybridConnectionProtocol"]
+        )
+        created = [o for o in gc.get_objects() if isinstance(o, HybridConnectionProtocol)]
+        self.accept_next(listener)
+        self.assertEqual(
+            [o for o in gc.get_objects() if isinstance(o, HybridConnectionProtocol) and o not in created], []
+        )
+
+    def test_extensions_are_declined(self) -> None:
+        """An extension offer is answered with no extension, as Autobahn's factory declines them."""
+        listener = self.listen()
+        sender = self.send(headers_extra={"Sec-WebSocket-Extensions": "permessage-deflate"})
+        self.accept_next(listener)
+        self.assertEqual(sender.status, 101)
+        self.assertNotIn("sec-websocket-extensions", sender.http_headers)
+
+    def test_special_upgrades_still_go_through_autobahn(self) -> None:
+        """A sender whose upgrade has an Origin is handled by Autobahn and pairs with a direct rendezvous."""
+        listener = self.listen()
+        sender = self.send(headers_extra={"Origin": "https://app.example"})
+        factory = self.gateway.hybrid_factory
+        self.assertIn(
+            "HybridConnectionProtocol", [type(c).__name__ for c in factory.connections if c is not listener]
+        )
+        rendezvous = self.accept_next(listener)
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        sender.sendMessage(b"mixed", isBinary=True)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"mixed", True)])
+
+    def test_unexpected_error_is_a_500(self) -> None:
+        """A bug in the direct path answers 500, as Autobahn answers an onConnect that raised."""
+        self.listen()
+
+        def broken(*args: object) -> None:
+            raise ValueError("boom")
+
+        self.patch(direct, "announce_sender", broken)
+        sender = self.send()
+        self.assertEqual(sender.status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_invalid_version_refused_as_before(self) -> None:
+        """A version Autobahn does not speak is still refused by Autobahn, with its own answer."""
+        listener = self.listen()
+        raw = RawClient()
+        self.net.attach(raw)
+        raw.transport.write(
+            b"GET /$hc/hyco?sb-hc-action=connect HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 7\r\n\r\n"
+        )
+        self.net.flush()
+        self.assertTrue(
+            raw.received.startswith(b"HTTP/1.1 400 WebSocket version 7 not supported"), raw.received
+        )
+        self.assertIn(b"Sec-WebSocket-Version: 13,8", raw.received)
+        self.assertEqual(listener.messages, [])
 
     def test_listener_vanishes(self) -> None:
         """A listener leg that drops without a close becomes a 1001 close for the sender."""

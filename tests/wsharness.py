@@ -206,9 +206,15 @@ class GatewayTestCase(SynchronousTestCase):
         return self.net.connect(f"wss://{HOST}/$hc/{path}?sb-hc-action=listen", headers=headers, **kwargs)
 
     def send(
-        self, path: str = "hyco", query: str = "", token: str | None = None, **kwargs: Any
+        self,
+        path: str = "hyco",
+        query: str = "",
+        token: str | None = None,
+        headers_extra: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> RecordingClient:
         headers = {"ServiceBusAuthorization": token if token is not None else self.token(path.split("/")[0])}
+        headers.update(headers_extra or {})
         sep = "&" if query else ""
         return self.net.connect(
             f"wss://{HOST}/$hc/{path}?{query}{sep}sb-hc-action=connect", headers=headers, **kwargs

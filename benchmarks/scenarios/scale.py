@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from benchmarks.connload import ensure_connload
 from benchmarks.context import ENTITY, Context, Gateway
 from benchmarks.procs import Proc
 from benchmarks.registry import Target, scenario
@@ -89,27 +90,63 @@ def idle_pairs(ctx: Context) -> None:
             ctx.procs.stop(gateway.proc)
 
 
+CHURN_CASES = ("churn", "churn, compiled peers")
+
+
 @scenario(
     "scale.connect",
     "scale",
     "sender connections established per second in steady state (connect, both 101s, close)",
-    targets=(Target("churn", "relay", "establishments/s", ">=", 2500.0),),
+    targets=(Target("*", "relay", "establishments/s", ">=", 2500.0),),
     variants=("relay",),
 )
 def connect_rate(ctx: Context) -> None:
-    gateway = ctx.gateway()
-    listener = _listener(ctx, gateway)
+    """
+    The same churn twice: with the asyncio peers (C{churn}) and with the compiled ones (L{benchmarks.connload}).
+
+    Each case gets its own gateway and listener; the compiled peers cost the machine far less CPU per pair,
+    so that case shows what the gateway itself can do.
+    """
     seconds = ctx.settings.seconds
-    case = "churn"
-    for run in ctx.repetitions():
-        args = ["benchmarks.lean", "churn", "127.0.0.1", str(gateway.port), gateway.sender_path()]
-        args += [gateway.token(), "64", str(seconds)]
-        result, cpu = ctx.load(
-            "churn", args, {"gateway": gateway.proc, "listener": listener}, seconds * 10 + 60
-        )
-        ctx.note(f"scale load generators: {result['loop']}")
-        ctx.record(case, "relay", "establishments/s", result["per_s"], "1/s", run)
-        ctx.record(case, "relay", "establishment p50", result["p50_ms"], "ms", run)
-        ctx.record(case, "relay", "establishment p99", result["p99_ms"], "ms", run)
-        ctx.record(case, "relay", "failures", result["failures"], "", run)
-        _record_cpu(ctx, case, result, cpu, run)
+    for case in CHURN_CASES:
+        if not ctx.wants(case):
+            continue
+        compiled = case != "churn"
+        binary = None
+        if compiled:
+            binary, note = ensure_connload()
+            ctx.note(note)
+            if binary is None:
+                continue
+        gateway = ctx.gateway(name=f"gateway-{'compiled' if compiled else 'asyncio'}")
+        if binary is not None:
+            listener = ctx.procs.start(
+                "connload-listener",
+                [binary, "listener", "127.0.0.1", str(gateway.port), ENTITY, gateway.token()],
+            )
+        else:
+            listener = _listener(ctx, gateway)
+        for run in ctx.repetitions():
+            common = [
+                "127.0.0.1",
+                str(gateway.port),
+                gateway.sender_path(),
+                gateway.token(),
+                "64",
+                str(seconds),
+            ]
+            watch = {"gateway": gateway.proc, "listener": listener}
+            if binary is not None:
+                result, cpu = ctx.run_load("churn", [binary, "churn", *common], watch, seconds * 10 + 60)
+            else:
+                result, cpu = ctx.load(
+                    "churn", ["benchmarks.lean", "churn", *common], watch, seconds * 10 + 60
+                )
+            ctx.note(f"scale load generators: {result['loop']}")
+            ctx.record(case, "relay", "establishments/s", result["per_s"], "1/s", run)
+            ctx.record(case, "relay", "establishment p50", result["p50_ms"], "ms", run)
+            ctx.record(case, "relay", "establishment p99", result["p99_ms"], "ms", run)
+            ctx.record(case, "relay", "failures", result["failures"], "", run)
+            _record_cpu(ctx, case, result, cpu, run)
+        ctx.procs.stop(listener)
+        ctx.procs.stop(gateway.proc)

@@ -144,11 +144,11 @@ class HttpDispatcher:
                 request_id, RequestWait(exchange, for_request), key=request_id, timeout=timeout
             )
             if send(channel):
-                self.log.debug(
-                    "request {request_id} sent to listener {listener_id} ({how})",
-                    request_id=request_id,
-                    listener_id=channel.listener_id,
-                    how="rendezvous" if for_request else "control channel",
-                )
+                if for_request:  # small requests: the exchange's completion line is enough
+                    self.log.debug(
+                        "request {request_id} announced to listener {listener_id} for a rendezvous",
+                        request_id=request_id,
+                        listener_id=channel.listener_id,
+                    )
                 return channel, ticket
             self.router.rendezvous.cancel(ticket)

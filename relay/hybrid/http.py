@@ -427,13 +427,15 @@ class Exchange:
         if whole_body and self._forward_body:
             self.sent_bytes = len(whole_body)
         self.log.info(
-            "{method} {target} -> {status} ({size} bytes) request {request_id}",
+            "{method} {target} -> {status} ({size} bytes) request {request_id} from {client}",
             method=self.message.method,
             target=self.message.request_target[:200],
             status=self._status,
             size=self.sent_bytes,
             request_id=self.id,
+            client=self.message.remote_endpoint.address,
         )
+        request.relay_logged = True  # type: ignore[attr-defined]  # this line replaces the access log's
         if not request._disconnected:
             if whole_body and self._forward_body:
                 request.write(whole_body)

@@ -11,7 +11,7 @@ source address, because some clients reconnect in a tight loop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
@@ -42,6 +42,7 @@ from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.throttle import FailureThrottle
+from relay.wsdata import QuietSendData
 
 _HEADER_SPELLING = {
     "sec-websocket-key": "Sec-WebSocket-Key",
@@ -119,7 +120,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
         # upgrades; it installs the protocol's http_role (see relay.hybrid.http.RendezvousRole).
         self.request_rendezvous: Any = None
         self.splices: set[Splice] = set()
-        self.connections: set[HybridConnectionProtocol | SplicedConnection] = set()
+        # Every $hc socket: Autobahn protocols, legs answered without Autobahn, spliced connections.
+        self.connections: set[Any] = set()
         self._drain_waiters: list[Deferred[None]] = []
         self.externalPort = None
         ping = float(limits.get("control_ping_interval", 30.0))
@@ -134,7 +136,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
-    def splice_started(self, splice: Splice, protocols: tuple[HybridConnectionProtocol, ...]) -> None:
+    def splice_started(self, splice: Splice, protocols: tuple[Any, ...]) -> None:
         """Count a new pair: its spliced connections replace the Autobahn protocols they took over from."""
         self.splices.add(splice)
         self.connections.difference_update(protocols)
@@ -148,7 +150,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             self.splices.discard(connection.leg.splice)
         self.connection_closed(connection)
 
-    def connection_closed(self, protocol: HybridConnectionProtocol | SplicedConnection) -> None:
+    def connection_closed(self, protocol: Any) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
         self.connections.discard(protocol)
         if not self.connections:
@@ -184,7 +186,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return waiting
 
 
-class HybridConnectionProtocol(WebSocketServerProtocol):
+class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
@@ -259,23 +261,15 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
                 return self._deny_later(e)
             raise deny(e, self.tracking_id) from None
 
-    def _tokens(self, request: ConnectionRequest, target: RequestTarget) -> list[str]:
-        tokens = []
-        header = request.headers.get(_TOKEN_HEADER)
-        if header:
-            tokens.append(header)
-        query = target.param("token")
-        if query:
-            tokens.append(query)
-        return tokens
-
     def _remote(self) -> RemoteEndpoint:
         peer = self.transport.getPeer()
         return RemoteEndpoint(address=getattr(peer, "host", ""), port=int(getattr(peer, "port", 0)))
 
     def _listen(self, request: ConnectionRequest, target: RequestTarget, path: str, host: str) -> None:
         router = self.factory.router
-        admission = router.admit(host, path, self._tokens(request, target), Rights.LISTEN, create=True)
+        admission = router.admit(
+            host, path, presented_tokens(request.headers, target), Rights.LISTEN, create=True
+        )
         channel = ControlChannel(self, router, admission, self.tracking_id, host, self.factory.clock)
         router.register_listener(admission, channel)
         self.factory.throttle.forget(self._source())
@@ -285,16 +279,15 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
     def _connect(
         self, request: ConnectionRequest, target: RequestTarget, path: str, host: str
     ) -> Deferred[Any]:
-        router = self.factory.router
-        admission = router.admit(host, path, self._tokens(request, target), Rights.SEND)
-        ticket = router.connect_sender(
-            admission,
+        ticket = announce_sender(
+            self.factory,
             target,
             path,
-            connect_headers(request.headers),
+            host,
+            request.headers,
             self._remote(),
             tuple(request.protocols),
-            connection_id=self.tracking_id,
+            self.tracking_id,
         )
         self._ticket = ticket
         self.autoPingInterval = 0
@@ -310,43 +303,13 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
         return handoff.subprotocol
 
     def _listener_failed(self, failure: Failure) -> None:
-        error = failure.value
-        if isinstance(error, Rejection):
-            raise ConnectionDeny(error.status, safe_reason(error.description)) from None
-        if isinstance(error, RelayError):
-            self.logger.info(
-                "sender {tracking_id} not connected: {message}",
-                tracking_id=self.tracking_id,
-                message=error.message,
-            )
-            raise deny(error, self.tracking_id) from None
-        failure.raiseException()
+        status, reason = sender_refusal(failure, self.tracking_id)
+        raise ConnectionDeny(status, reason) from None
 
     def _accept(self, request: ConnectionRequest, target: RequestTarget) -> str | None:
-        key = target.param("key") or target.param("id") or ""
-        ticket = self.factory.router.claim(key)
+        ticket = claim_rendezvous(self.factory, target)
         self.tracking_id = ticket.connection_id
-        context: SenderContext = ticket.context
-        rejection = _rejection(target, self.http_request_uri, context.issued_query)
-        if rejection is not None:
-            self.logger.info(
-                "listener rejected sender {tracking_id} with {status}",
-                tracking_id=self.tracking_id,
-                status=rejection.status,
-            )
-            ticket.outcome.errback(rejection)
-            raise RelayError(ErrorKind.REJECT_DELIVERED, "Rejection delivered to the sender")
-        chosen = None
-        if request.protocols:
-            offered = [p for p in request.protocols if p in context.offered_protocols]
-            if not offered:
-                ticket.outcome.errback(
-                    RelayError(
-                        ErrorKind.BAD_GATEWAY, "The listener chose a subprotocol the sender did not offer"
-                    )
-                )
-                raise RelayError(ErrorKind.BAD_REQUEST, "Subprotocol was not offered by the sender")
-            chosen = offered[0]
+        chosen = rendezvous_subprotocol(ticket, target, self.http_request_uri, request.protocols)
         self._accepted_ticket = ticket
         self._accepted_protocol = chosen
         self.autoPingInterval = 0
@@ -516,6 +479,110 @@ class HybridConnectionProtocol(WebSocketServerProtocol):
 
 
 HybridConnectionFactory.protocol = HybridConnectionProtocol
+
+
+# -- sender and rendezvous roles, shared with the upgrades answered without Autobahn (relay.hybrid.direct) --
+
+
+def presented_tokens(headers: Mapping[str, str], target: RequestTarget) -> list[str]:
+    """The relay tokens an upgrade presents: the C{ServiceBusAuthorization} header, then C{sb-hc-token}."""
+    tokens = []
+    header = headers.get(_TOKEN_HEADER)
+    if header:
+        tokens.append(header)
+    query = target.param("token")
+    if query:
+        tokens.append(query)
+    return tokens
+
+
+def announce_sender(
+    factory: HybridConnectionFactory,
+    target: RequestTarget,
+    path: str,
+    host: str,
+    headers: Mapping[str, str],
+    remote: RemoteEndpoint,
+    protocols: tuple[str, ...],
+    tracking_id: str,
+) -> Ticket:
+    """
+    Admit a sender's upgrade and announce it to a listener.
+
+    @param headers: the upgrade's header fields, names in lower case.
+    @return: the ticket whose outcome fires with the listener's L{Handoff} (or fails: L{sender_refusal}).
+    @raise RelayError: 401/403 (token), 404 (no such hybrid connection or no listener).
+    """
+    router = factory.router
+    admission = router.admit(host, path, presented_tokens(headers, target), Rights.SEND)
+    return router.connect_sender(
+        admission,
+        target,
+        path,
+        connect_headers(headers),
+        remote,
+        protocols,
+        connection_id=tracking_id,
+    )
+
+
+def sender_refusal(failure: Failure, tracking_id: str) -> tuple[int, str]:
+    """
+    The status and reason a waiting sender's upgrade is refused with, for its ticket's failure.
+
+    @raise Exception: anything that is neither a listener's rejection nor a relay error (a bug).
+    """
+    error = failure.value
+    if isinstance(error, Rejection):
+        return error.status, safe_reason(error.description)
+    if isinstance(error, RelayError):
+        HybridConnectionProtocol.logger.info(
+            "sender {tracking_id} not connected: {message}", tracking_id=tracking_id, message=error.message
+        )
+        refusal = deny(error, tracking_id)
+        return refusal.code, str(refusal.reason)
+    failure.raiseException()
+    raise AssertionError("unreachable")
+
+
+def claim_rendezvous(factory: HybridConnectionFactory, target: RequestTarget) -> Ticket:
+    """
+    Claim the ticket a listener's rendezvous upgrade names.
+
+    @raise RelayError: 403 when the address is unknown, used or expired.
+    """
+    return factory.router.claim(target.param("key") or target.param("id") or "")
+
+
+def rendezvous_subprotocol(
+    ticket: Ticket, target: RequestTarget, raw_uri: str, protocols: Sequence[str]
+) -> str | None:
+    """
+    The subprotocol a claimed rendezvous upgrade accepts for its sender, unless the listener rejects.
+
+    A listener's rejection (a status in the address) is delivered to the waiting sender here.
+
+    @raise RelayError: the rejection's delivery notice, or 400 (a subprotocol the sender did not offer).
+    """
+    context: SenderContext = ticket.context
+    rejection = _rejection(target, raw_uri, context.issued_query)
+    if rejection is not None:
+        HybridConnectionProtocol.logger.info(
+            "listener rejected sender {tracking_id} with {status}",
+            tracking_id=ticket.connection_id,
+            status=rejection.status,
+        )
+        ticket.outcome.errback(rejection)
+        raise RelayError(ErrorKind.REJECT_DELIVERED, "Rejection delivered to the sender")
+    if not protocols:
+        return None
+    offered = [p for p in protocols if p in context.offered_protocols]
+    if not offered:
+        ticket.outcome.errback(
+            RelayError(ErrorKind.BAD_GATEWAY, "The listener chose a subprotocol the sender did not offer")
+        )
+        raise RelayError(ErrorKind.BAD_REQUEST, "Subprotocol was not offered by the sender")
+    return offered[0]
 
 
 def _rejection(target: RequestTarget, raw_uri: str, issued_query: str) -> Rejection | None:

@@ -1,0 +1,289 @@
+"""
+Sender and rendezvous upgrades answered without Autobahn, straight from the request twisted.web parsed.
+
+A sender's upgrade (C{sb-hc-action=connect}) and a listener's rendezvous upgrade (C{accept}) become one
+leg of a splice right after their 101 and never exchange a WebSocket message with the gateway itself, so
+Autobahn's handshake and per-connection set-up bought them nothing. L{DirectUpgrades} takes such a request
+over from twisted.web (as Autobahn's C{WebSocketResource} does), makes the same decisions as
+L{HybridConnectionProtocol} through the functions both share (L{announce_sender}, L{claim_rendezvous},
+L{rendezvous_subprotocol}, L{sender_refusal}), and answers with L{relay.hybrid.handshake}. A L{DirectLeg}
+holds the socket until the splice takes it over.
+
+Requests that are not plainly valid version-13 handshakes (see L{read_upgrade}) and every other action
+still go to Autobahn, which answers them as before.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from autobahn.twisted.util import peer2str
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+
+from relay.errors import RelayError
+from relay.hybrid.addressing import (
+    ACTION_ACCEPT,
+    ACTION_CONNECT,
+    AddressError,
+    RequestTarget,
+    hc_path,
+    split_target,
+)
+from relay.hybrid.bridge import Splice, attach
+from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, encode_close
+from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
+from relay.hybrid.messages import RemoteEndpoint
+from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.websocket import (
+    Handoff,
+    HybridConnectionFactory,
+    announce_sender,
+    claim_rendezvous,
+    deny,
+    rendezvous_subprotocol,
+    sender_refusal,
+)
+
+DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
+
+
+class DirectLeg(Protocol):
+    """
+    A sender's or a listener's rendezvous socket from its upgrade until the splice takes it over.
+
+    @ivar data: bytes received after the upgrade request, for the splice (a listener may send right after
+        its 101, before its sender has been answered).
+    @ivar is_open: whether the 101 was sent.
+    """
+
+    transport: Any
+
+    def __init__(self, factory: HybridConnectionFactory, tracking_id: str) -> None:
+        self.factory = factory
+        self.tracking_id = tracking_id
+        self.data = b""
+        self.is_open = False
+        self._ticket: Ticket | None = None
+        self._gone = False
+        self._closing: FrameRelay | None = None
+        self._close_timer: IDelayedCall | None = None
+
+    @property
+    def peer(self) -> str:
+        """The peer as Autobahn names it in log events (C{tcp4:127.0.0.1:53321})."""
+        return str(peer2str(self.transport))
+
+    def remote(self) -> RemoteEndpoint:
+        """The peer's address for the C{accept} message."""
+        peer = self.transport.getPeer()
+        return RemoteEndpoint(address=getattr(peer, "host", ""), port=int(getattr(peer, "port", 0)))
+
+    # -- answers ---------------------------------------------------------------------------------------
+
+    def switch(self, key: str, subprotocol: str | None) -> None:
+        """Send the 101: the WebSocket is open."""
+        self.is_open = True
+        self.transport.write(switching_protocols(key, subprotocol, self.factory.server))
+
+    def refuse(self, status: int, reason: str) -> None:
+        """Refuse the upgrade with a status line and close the connection, as Autobahn does."""
+        self.transport.write(refusal(status, reason))
+        self.transport.loseConnection()
+
+    def close_with(self, code: int, reason: str) -> None:
+        """
+        Close an open leg that will not be spliced (its sender left meanwhile) with a closing handshake.
+
+        The connection ends when the peer answers the close (or after the close timeout), so the peer sees
+        the close code rather than a reset.
+        """
+        if not self.is_open or self._gone:
+            self.transport.abortConnection()
+            return
+        if self._closing is not None:
+            return
+        self._closing = FrameRelay()
+        self.transport.write(encode_close(code, reason[:123]))
+        self._close_timer = self.factory.clock.callLater(
+            float(self.factory.closeHandshakeTimeout), self.transport.abortConnection
+        )
+        held, self.data = self.data, b""
+        if held:
+            self._await_close(held)
+
+    # -- the socket ------------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        """Count the connection, so shutdown can wait for it."""
+        self.factory.connections.add(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Keep what arrives for the splice (or look for the answer to our close)."""
+        if self._closing is not None:
+            self._await_close(data)
+        else:
+            self.data += data
+
+    def _await_close(self, data: bytes) -> None:
+        closing = self._closing
+        if closing is None:
+            return
+        try:
+            items = closing.feed(data)
+        except FrameError:
+            self.transport.abortConnection()
+            return
+        if any(isinstance(item, ControlFrame) and item.opcode == OP_CLOSE for item in items):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        """Withdraw a waiting sender; forget the connection."""
+        self._gone = True
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
+        self._close_timer = None
+        if self._ticket is not None and not self._ticket.done:
+            DirectUpgrades.log.info(
+                "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
+            )
+            self.factory.router.rendezvous.cancel(self._ticket)
+        self.factory.connection_closed(self)
+
+    # -- sender ----------------------------------------------------------------------------------------
+
+    def wait_for_listener(self, ticket: Ticket, key: str) -> None:
+        """Answer the sender once its listener accepted (101 and splice) or failed (its refusal)."""
+        self._ticket = ticket
+        ticket.outcome.addCallbacks(self._listener_arrived, self._listener_failed, callbackArgs=(key,))
+
+    def _listener_arrived(self, handoff: Handoff, key: str) -> None:
+        if self._gone:
+            handoff.protocol.close_with(1001, "Sender went away")
+            return
+        self.switch(key, handoff.subprotocol)
+        factory = self.factory
+        splice = Splice(
+            self,
+            handoff.protocol,
+            factory.clock,
+            self.tracking_id,
+            buffer_size=int(factory.limits.get("splice_buffer_bytes", 262144)),
+            close_timeout=float(factory.limits.get("close_handshake_timeout", 5.0)),
+        )
+        splice.start(factory.spliced_connection_closed)
+        factory.splice_started(splice, (self, handoff.protocol))
+
+    def _listener_failed(self, failure: Failure) -> None:
+        if self._gone:
+            return
+        try:
+            status, reason = sender_refusal(failure, self.tracking_id)
+        except Exception as e:
+            DirectUpgrades.log.failure("sender {tracking_id} failed", failure, tracking_id=self.tracking_id)
+            status, reason = 500, f"Internal server error: {e}"
+        self.refuse(status, reason)
+
+
+class DirectUpgrades:
+    """
+    Answers senders' and rendezvous upgrades on C{/$hc} itself (see the module docstring).
+
+    @ivar factory: the C{$hc} factory: router, limits, connection counting, splices.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: HybridConnectionFactory) -> None:
+        self.factory = factory
+
+    def take(self, request: IRequest) -> bool:
+        """
+        Handle C{request} if it is a sender's or a rendezvous upgrade this module answers.
+
+        @return: whether it did (the request then stays unfinished: its transport belongs to a leg).
+        """
+        raw_uri: bytes = request.uri
+        if b"sb-hc-action=connect" not in raw_uri and b"sb-hc-action=accept" not in raw_uri:
+            return False  # a cheap filter; the parsed target decides below
+        channel: Any = request.channel  # type: ignore[attr-defined]
+        if channel.transport is None:
+            return False
+        upgrade = read_upgrade(
+            request.method,
+            request.clientproto,  # type: ignore[attr-defined]
+            raw_uri,
+            request.requestHeaders.getAllRawHeaders(),
+        )
+        if upgrade is None:
+            return False
+        uri = raw_uri.decode("latin-1")
+        try:
+            target = split_target(uri)
+        except AddressError:
+            return False
+        action = target.param("action")
+        if action not in DIRECT_ACTIONS:
+            return False
+        leg = self._take_transport(request, target)
+        path = hc_path(target.path) or "/"
+        try:
+            if action == ACTION_CONNECT:
+                self._sender(leg, upgrade, target, path)
+            else:
+                self._rendezvous(leg, upgrade, target, uri)
+        except RelayError as e:
+            self.log.info(
+                "refused {action} upgrade on {path}: {kind} {message}",
+                action=action,
+                path=path[:200],
+                kind=e.kind.name,
+                message=e.message,
+                tracking_id=leg.tracking_id,
+                peer=leg.peer,
+            )
+            refused = deny(e, leg.tracking_id)
+            leg.refuse(refused.code, str(refused.reason))
+        except Exception as e:  # a bug: answer as Autobahn answers an onConnect that raised
+            self.log.failure("{action} upgrade failed", action=action, tracking_id=leg.tracking_id)
+            leg.refuse(500, f"Internal server error: {e}")
+        return True
+
+    def _take_transport(self, request: IRequest, target: RequestTarget) -> DirectLeg:
+        """Move the socket from twisted.web to a new leg, as Autobahn's resource does."""
+        channel: Any = request.channel  # type: ignore[attr-defined]
+        transport, channel.transport = channel.transport, None
+        leg = DirectLeg(self.factory, target.param("id") or str(uuid.uuid4()))
+        attach(transport, leg)
+        producer = getattr(transport, "_networkProducer", None)
+        if producer is not None:  # twisted.web paused reading while the request was handled
+            producer.resumeProducing()
+        else:
+            transport.resumeProducing()
+        content: Any = request.content
+        leg.data = content.read()
+        return leg
+
+    def _sender(self, leg: DirectLeg, upgrade: Upgrade, target: RequestTarget, path: str) -> None:
+        ticket = announce_sender(
+            self.factory,
+            target,
+            path,
+            upgrade.host.lower(),
+            upgrade.headers,
+            leg.remote(),
+            upgrade.protocols,
+            leg.tracking_id,
+        )
+        leg.wait_for_listener(ticket, upgrade.key)
+
+    def _rendezvous(self, leg: DirectLeg, upgrade: Upgrade, target: RequestTarget, uri: str) -> None:
+        ticket = claim_rendezvous(self.factory, target)
+        leg.tracking_id = ticket.connection_id
+        chosen = rendezvous_subprotocol(ticket, target, uri, upgrade.protocols)
+        leg.switch(upgrade.key, chosen)
+        ticket.outcome.callback(Handoff(leg, chosen))  # type: ignore[arg-type]
