@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,8 +54,10 @@ def crossbar_version(executable: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     for line in out.splitlines():
-        if "Crossbar.io" in line and ":" in line:
-            return line.split(":", 1)[1].strip()
+        if "Crossbar.io" in line:
+            found = re.search(r"v\d+(?:\.\d+)+", line)
+            if found:
+                return found.group(0)
     return "unknown"
 
 
