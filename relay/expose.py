@@ -33,7 +33,9 @@ from zope.interface import implementer
 from relay.client.accepting import Accept, AcceptContext, Reject
 from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
 from relay.client.errors import ConnectError
-from relay.client.http import HttpListener, RelayedRequest, RelayedResponse, RequestBody
+from relay.client.http import HttpListener
+from relay.client.httprequest import RelayedRequest, RequestBody
+from relay.client.httpresponse import RelayedResponse
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket

@@ -487,7 +487,7 @@ class RelaySite(Site):
         twisted's access log line, except for requests the relay logged itself.
 
         A relayed HTTP request gets one line with its tracking id, status, size and client when it
-        completes (L{relay.hybrid.http}); a second line per request in the access log format cost as much
+        completes (L{relay.hybrid.httpexchange}); a second line per request in the access log format cost as much
         CPU as relaying a small request's headers.
         """
         if not getattr(request, "relay_logged", False):

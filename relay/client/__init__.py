@@ -41,15 +41,9 @@ from relay.client.errors import (
     HybridConnectionError,
 )
 from relay.client.headers import Headers
-from relay.client.http import (
-    BodyTooLarge,
-    HttpApp,
-    HttpListener,
-    RelayedRequest,
-    RelayedResponse,
-    RequestBody,
-    ResponseHeaders,
-)
+from relay.client.http import HttpApp, HttpListener
+from relay.client.httprequest import BodyTooLarge, RelayedRequest, RequestBody
+from relay.client.httpresponse import RelayedResponse, ResponseHeaders
 from relay.client.listener import HybridConnectionListener, ListenerState, RequestHandler
 from relay.client.options import WebSocketOptions
 from relay.client.sender import HybridConnectionClient

@@ -30,7 +30,9 @@ from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from relay.client.http import HttpApp, RelayedRequest, RelayedResponse, RequestBody
+from relay.client.http import HttpApp
+from relay.client.httprequest import RelayedRequest, RequestBody
+from relay.client.httpresponse import RelayedResponse
 from relay.hybrid.headers import HOP_BY_HOP
 
 

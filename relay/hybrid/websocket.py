@@ -117,7 +117,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         self.clock = clock
         self.limits = limits
         # HTTP relaying plugs in here: called as (protocol, request, target) for sb-hc-action=request
-        # upgrades; it installs the protocol's http_role (see relay.hybrid.http.RendezvousRole).
+        # upgrades; it installs the protocol's http_role (see relay.hybrid.httprendezvous.RendezvousRole).
         self.request_rendezvous: Any = None
         self.splices: set[Splice] = set()
         # Every $hc socket: Autobahn protocols, legs answered without Autobahn, spliced connections.

@@ -12,12 +12,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.client.address import split_request_target
 from relay.client.connection import WriteGate
 from relay.client.errors import ConnectionClosedError
-from relay.client.http import (
+from relay.client.httprequest import BodyTooLarge, RequestBody
+from relay.client.httpresponse import (
     CONTROL_RESPONSE_LIMIT,
     FLUSH_DELAY,
-    BodyTooLarge,
     RelayedResponse,
-    RequestBody,
     ResponseHeaders,
     _SocketSink,
 )

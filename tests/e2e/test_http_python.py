@@ -11,7 +11,9 @@ from twisted.trial.unittest import TestCase
 
 from relay.client import HybridConnectionListener
 from relay.client.adapters import resource_app, wsgi_app
-from relay.client.http import HttpApp, HttpListener, RelayedRequest, RelayedResponse
+from relay.client.http import HttpApp, HttpListener
+from relay.client.httprequest import RelayedRequest
+from relay.client.httpresponse import RelayedResponse
 
 from . import localapp
 from .gateway import RunningGateway, start_gateway

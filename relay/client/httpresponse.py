@@ -1,0 +1,357 @@
+"""
+The answer a listener's HTTP application writes: a L{RelayedResponse}, and the way it takes back to the relay.
+
+Responses are buffered up to 64 kB: a response that is complete by then goes back on the control channel,
+anything larger or slower (2 s, as .NET does) streams over a rendezvous.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, MutableMapping
+from enum import Enum
+from http import HTTPStatus
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from relay.client.connection import WriteGate
+from relay.client.errors import ConnectionClosedError
+from relay.client.protocol import RelayClientProtocol
+from relay.hybrid.messages import encode
+
+CONTROL_RESPONSE_LIMIT = 64 * 1024
+"""A response body up to this size, complete in time, goes back on the control channel."""
+
+FLUSH_DELAY = 2.0
+"""Seconds a response may sit in the buffer before it is streamed over a rendezvous anyway."""
+
+
+class _State(Enum):
+    BUFFERING = "buffering"
+    OPENING = "opening a rendezvous"
+    STREAMING = "streaming"
+    DONE = "done"
+
+
+class _SocketSink:
+    """A response on a rendezvous socket: the C{response} text, then the body as one fragmented message."""
+
+    def __init__(self, protocol: RelayClientProtocol, gate: WriteGate, *, close_after: bool) -> None:
+        self.protocol = protocol
+        self.gate = gate
+        self.close_after = close_after
+        self.closed = False
+
+    def send_head(self, payload: bytes, has_body: bool) -> None:
+        self.protocol.sendMessage(payload, isBinary=False)
+        if has_body:
+            self.protocol.beginMessage(isBinary=True)
+
+    def send_data(self, data: bytes) -> None:
+        self.protocol.sendMessageFrame(data)
+
+    def end(self, has_body: bool) -> None:
+        if has_body:
+            self.protocol.endMessage()
+        if self.close_after:
+            self.protocol.sendClose(1000)
+
+    def abort(self) -> None:
+        self.protocol.dropConnection(abort=True)
+
+
+class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
+    """Response headers: names are matched without regard to case; a list value sends one line per item."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[str, str | list[str]]] = {}
+
+    def __getitem__(self, name: str) -> str | list[str]:
+        return self._items[name.lower()][1]
+
+    def __setitem__(self, name: str, value: str | list[str]) -> None:
+        for item in [value] if isinstance(value, str) else value:
+            if not isinstance(item, str) or any(c in item for c in "\r\n\0"):
+                raise ValueError(f"header {name!r} needs string values without CR, LF or NUL")
+        if not name or any(c in name for c in " \t\r\n:\0"):
+            raise ValueError(f"invalid header name {name!r}")
+        self._items[name.lower()] = (name, value)
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name.lower()]
+
+    def __iter__(self) -> Any:
+        return (name for name, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, name: str, value: str) -> None:
+        """Add a value, keeping those already set (C{Set-Cookie})."""
+        current = self._items.get(name.lower())
+        if current is None:
+            self[name] = value
+        else:
+            values = [current[1]] if isinstance(current[1], str) else list(current[1])
+            self[current[0]] = [*values, value]
+
+    def to_json(self) -> dict[str, str | list[str]]:
+        """The C{responseHeaders} object."""
+        return {name: value for name, value in self._items.values()}
+
+
+class RelayedResponse:
+    """
+    The answer to a L{RelayedRequest}.
+
+    Set L{status_code}, L{status_description} and L{headers} before the first L{write}; they are sent
+    with the first bytes that leave (or at L{finish}).
+
+    @ivar status_code: the status, 200 by default.
+    @ivar status_description: the reason phrase; the standard one when C{None}.
+    @ivar headers: the response headers.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        request_id: str,
+        *,
+        reactor: Any,
+        sink: _SocketSink | None = None,
+        control: Any = None,
+        open_rendezvous: Callable[[], Deferred[_SocketSink]] | None = None,
+    ) -> None:
+        self.request_id = request_id
+        self.status_code = 200
+        self.status_description: str | None = None
+        self.headers = ResponseHeaders()
+        self.bytes_sent = 0
+        self._reactor = reactor
+        self._sink = sink
+        self._control = control
+        self._open_rendezvous = open_rendezvous
+        self._state = _State.STREAMING if sink is not None else _State.BUFFERING
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._ending = False
+        self._head_sent = False
+        self._has_body = True
+        self._flush_timer: IDelayedCall | None = None
+        self._waiters: list[Deferred[None]] = []
+        self._done_waiters: list[Deferred[None]] = []
+        self._error: Exception | None = None
+
+    @property
+    def headers_sent(self) -> bool:
+        """Whether status and headers have left; they cannot be changed any more."""
+        return self._head_sent
+
+    @property
+    def finished(self) -> bool:
+        """Whether L{finish} was called (or the response failed)."""
+        return self._ending or self._error is not None
+
+    def write(self, data: bytes) -> Deferred[None]:
+        """
+        Send part of the body.
+
+        @return: a L{Deferred} firing when more may be written; await it to respect back-pressure.
+        @raise RuntimeError: after L{finish}.
+        """
+        if self._ending:
+            raise RuntimeError("write() after finish()")
+        if self._error is not None:
+            return fail(self._error)
+        if data:
+            self._queue.append(bytes(data))
+            self._queued += len(data)
+            self._pump()
+        return self._writable()
+
+    def finish(self, data: bytes = b"") -> Deferred[None]:
+        """
+        Send the rest of the body (if any) and end the response.
+
+        @return: a L{Deferred} firing once everything was handed to the socket.
+        """
+        if self._error is not None:
+            return fail(self._error)
+        if not self._ending:
+            if data:
+                self._queue.append(bytes(data))
+                self._queued += len(data)
+            self._ending = True
+            self._pump()
+        if self._error is not None:
+            return fail(self._error)
+        if self._state is _State.DONE:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._done_waiters.append(waiter)
+        return waiter
+
+    def abort(self, error: Exception | None = None) -> None:
+        """Give up: drop the rendezvous if a response was started on it, else send nothing at all."""
+        if self._state is _State.DONE:
+            return
+        self._fail(error or ConnectionClosedError("the response was aborted"))
+        if self._sink is not None and self._head_sent:
+            self._sink.abort()
+
+    def socket_closed(self) -> None:
+        """The socket the response goes to is gone."""
+        if self._state is not _State.DONE:
+            self._fail(ConnectionClosedError(f"the rendezvous of request {self.request_id} closed"))
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _head(self) -> bytes:
+        status = self.status_code
+        description = self.status_description
+        if description is None:
+            try:
+                description = HTTPStatus(status).phrase
+            except ValueError:
+                description = ""
+        return encode(
+            {
+                "response": {
+                    "requestId": self.request_id,
+                    "statusCode": status,
+                    "statusDescription": description,
+                    "responseHeaders": self.headers.to_json(),
+                    "body": self._has_body,
+                }
+            }
+        )
+
+    def _pump(self) -> None:
+        state = self._state
+        if state is _State.BUFFERING:
+            if self._ending and self._queued <= CONTROL_RESPONSE_LIMIT and self._control is not None:
+                self._send_on_control()
+            elif self._ending or self._queued > CONTROL_RESPONSE_LIMIT or self._control is None:
+                self._start_rendezvous()
+            elif self._flush_timer is None:
+                self._flush_timer = self._reactor.callLater(FLUSH_DELAY, self._flush_due)
+        elif state is _State.STREAMING:
+            self._stream()
+
+    def _send_on_control(self) -> None:
+        body = b"".join(self._queue)
+        self._queue.clear()
+        self._queued = 0
+        self._has_body = bool(body)
+        self._head_sent = True
+        sent = self._control.send_message(self._head())
+        if sent and body:
+            sent = self._control.send_message(body, is_binary=True)
+        if not sent:
+            self._fail(ConnectionClosedError("the control channel closed before the response was sent"))
+            return
+        self.bytes_sent = len(body)
+        self._done()
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        if self._state is _State.BUFFERING:
+            self._start_rendezvous()
+
+    def _start_rendezvous(self) -> None:
+        self._cancel_flush()
+        if self._open_rendezvous is None:
+            self._fail(ConnectionClosedError("no way to send this response"))
+            return
+        self._state = _State.OPENING
+        self._open_rendezvous().addCallbacks(self._rendezvous_opened, self._rendezvous_failed)
+
+    def _rendezvous_opened(self, sink: _SocketSink) -> None:
+        if self._state is not _State.OPENING:
+            sink.abort()
+            return
+        self._sink = sink
+        self._state = _State.STREAMING
+        self._stream()
+        self._release_waiters()
+
+    def _rendezvous_failed(self, failure: Failure) -> None:
+        self.log.warn(
+            "could not open a rendezvous for the response to {request_id}: {error}",
+            request_id=self.request_id,
+            error=str(failure.value),
+        )
+        self._fail(ConnectionClosedError(f"no rendezvous for the response: {failure.value}"))
+
+    def _stream(self) -> None:
+        sink = self._sink
+        assert sink is not None  # noqa: S101 - streaming implies a sink
+        if sink.closed:
+            self._fail(ConnectionClosedError(f"the rendezvous of request {self.request_id} closed"))
+            return
+        if not self._head_sent:
+            if not self._queue and not self._ending:
+                return
+            self._has_body = bool(self._queue)
+            self._head_sent = True
+            sink.send_head(self._head(), self._has_body)
+        while self._queue:
+            data = self._queue.popleft()
+            self._queued -= len(data)
+            self.bytes_sent += len(data)
+            sink.send_data(data)
+        if self._ending:
+            sink.end(self._has_body)
+            self._done()
+
+    def _writable(self) -> Deferred[None]:
+        if self._state is _State.STREAMING and self._sink is not None:
+            return self._sink.gate.when_writable()
+        if self._state is _State.BUFFERING and self._queued <= CONTROL_RESPONSE_LIMIT:
+            return succeed(None)
+        if self._state is _State.DONE:
+            return succeed(None) if self._error is None else fail(self._error)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append(waiter)
+        return waiter
+
+    def _release_waiters(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if self._error is not None:
+                waiter.errback(self._error)
+            elif self._sink is not None:
+                self._sink.gate.when_writable().chainDeferred(waiter)
+            else:
+                waiter.callback(None)
+
+    def _cancel_flush(self) -> None:
+        if self._flush_timer is not None and self._flush_timer.active():
+            self._flush_timer.cancel()
+        self._flush_timer = None
+
+    def _done(self) -> None:
+        self._state = _State.DONE
+        self._cancel_flush()
+        self._release_waiters()
+        waiters, self._done_waiters = self._done_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _fail(self, error: Exception) -> None:
+        if self._state is _State.DONE:
+            return
+        self._error = error
+        self._state = _State.DONE
+        self._cancel_flush()
+        self._queue.clear()
+        self._queued = 0
+        self._release_waiters()
+        waiters, self._done_waiters = self._done_waiters, []
+        for waiter in waiters:
+            waiter.errback(error)

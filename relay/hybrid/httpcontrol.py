@@ -1,0 +1,103 @@
+"""
+HTTP relaying on a listener's control channel: small requests go out there, and their responses come back.
+
+The answer to a small request comes back on the control channel (C{response} JSON and one binary body
+message), unless it is large; then it comes over a rendezvous (L{relay.hybrid.httprendezvous}).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.logger import Logger
+
+from relay.errors import ErrorKind, RelayError
+from relay.hybrid.control import ControlChannel
+from relay.hybrid.messages import ControlMessageError, parse_response
+
+if TYPE_CHECKING:
+    from relay.hybrid.http import HttpRelay
+    from relay.hybrid.httpexchange import Exchange
+
+
+class ControlResponses:
+    """
+    The HTTP side of one control channel: the requests sent on it and the responses coming back.
+
+    A C{response} is matched by C{requestId} against the requests sent on this channel only; a body message
+    belongs to the response right before it. Unknown ids are logged and their body dropped, and a binary
+    message nobody announced (hyco-https sends one after C{"body": false}) is ignored.
+    """
+
+    log = Logger()
+
+    def __init__(self, relay: HttpRelay, channel: ControlChannel) -> None:
+        self.relay = relay
+        self.channel = channel
+        self.pending: dict[str, Exchange] = {}
+        self._body_for: Exchange | None = None
+        self._drop_body = False
+        channel.handlers["response"] = self._response
+        channel.binary_handler = self._binary
+        channel.on_closed.append(self._closed)
+
+    def track(self, exchange: Exchange) -> None:
+        """A request went out on this channel (or was announced on it)."""
+        self.pending[exchange.id] = exchange
+
+    def untrack(self, exchange: Exchange) -> None:
+        """The exchange no longer depends on this channel."""
+        if self.pending.get(exchange.id) is exchange:
+            del self.pending[exchange.id]
+
+    def _response(self, channel: ControlChannel, body: Any) -> None:
+        try:
+            response = parse_response(body)
+        except ControlMessageError as e:
+            self.log.warn(
+                "invalid response from listener {listener_id}: {error}",
+                listener_id=channel.listener_id,
+                error=str(e),
+            )
+            request_id = body.get("requestId") if isinstance(body, dict) else None
+            self._drop_body = isinstance(body, dict) and body.get("body") is True
+            exchange = self.pending.get(request_id) if isinstance(request_id, str) else None
+            if exchange is not None:
+                exchange.fail(
+                    RelayError(ErrorKind.BAD_GATEWAY, f"The listener sent an invalid response: {e}")
+                )
+            return
+        exchange = self.pending.get(response.request_id)
+        if exchange is None or exchange.rendezvous is not None:
+            self.log.info(
+                "response for unknown request {request_id} from listener {listener_id} dropped",
+                request_id=response.request_id[:64],
+                listener_id=channel.listener_id,
+            )
+            self._drop_body = response.body
+            return
+        wanted = exchange.response_started(response, streamed=False)
+        if response.body:
+            if wanted:
+                self._body_for = exchange
+            else:
+                self._drop_body = True
+
+    def _binary(self, channel: ControlChannel, payload: bytes) -> None:
+        exchange, self._body_for = self._body_for, None
+        if exchange is not None:
+            exchange.response_body(payload)
+        elif self._drop_body:
+            self._drop_body = False
+        else:
+            self.log.debug(
+                "ignored a binary message nobody announced ({size} bytes) from listener {listener_id}",
+                size=len(payload),
+                listener_id=channel.listener_id,
+            )
+
+    def _closed(self, channel: ControlChannel) -> None:
+        self.relay.forget(channel)
+        for exchange in list(self.pending.values()):
+            exchange.listener_gone()
+        self.pending.clear()

@@ -1,0 +1,536 @@
+"""
+HTTP relaying: one exchange, a sender's request followed from its arrival until its response is complete.
+
+An L{Exchange} sends the request on the listener's control channel or a rendezvous
+(L{relay.hybrid.httprendezvous}), and relays the response that comes back on either.
+
+Bodies stream in both directions with back-pressure: a listener socket that cannot take more pauses
+reading from the sender, and a sender that reads slowly pauses reading from the listener's rendezvous.
+Nothing holds more than a socket buffer and one read per direction. Control-channel bodies are single
+messages bounded by the control channel's message limit.
+
+Failures answer the sender with the relay's own status (no C{Via}) and a body naming the cause and the
+tracking id, while nothing was sent yet; once the response has started, the sender's connection is
+aborted, so a cut-off body can never pass for a complete one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from relay.entities import HybridConnectionSettings
+from relay.errors import CloseCode, ErrorKind, RelayError
+from relay.hybrid.control import ControlChannel
+from relay.hybrid.dispatch import fits_control_channel
+from relay.hybrid.headers import HeaderError, body_forbidden, reason_phrase, response_head
+from relay.hybrid.messages import HttpRequest, HttpResponse
+from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.router import Admission
+from relay.resource import ErrorResource
+from relay.web import BodyProducer, IBodyConsumer, RelayHTTPChannel, RelayRequest
+
+if TYPE_CHECKING:
+    from relay.hybrid.http import HttpRelay
+    from relay.hybrid.httprendezvous import RendezvousRole
+
+
+class State(Enum):
+    """Where an exchange is."""
+
+    WAITING = "waiting for the response"
+    RESPONDING = "relaying the response"
+    DONE = "done"
+
+
+@implementer(IPushProducer)
+class _DownloadProducer:
+    """Registered on the sender's request: its full write buffer pauses reading the listener's rendezvous."""
+
+    def __init__(self, exchange: Exchange, transport: Any) -> None:
+        self._exchange = exchange
+        self._transport = transport
+
+    def pauseProducing(self) -> None:
+        """The sender reads slowly."""
+        self._transport.pauseProducing()
+        self._exchange.download_paused()
+
+    def resumeProducing(self) -> None:
+        """The sender caught up."""
+        self._transport.resumeProducing()
+        self._exchange.download_resumed()
+
+    def stopProducing(self) -> None:
+        """The sender is gone; the exchange hears about it from the request."""
+
+
+@implementer(IBodyConsumer)
+class _Upload:
+    """Streams a sender's request body into a rendezvous as the fragments of one binary message."""
+
+    def __init__(self, exchange: Exchange, role: RendezvousRole) -> None:
+        self._exchange = exchange
+        self._protocol = role.protocol
+
+    def body_data(self, data: bytes) -> None:
+        """Forward one piece as one frame."""
+        self._protocol.sendMessageFrame(data)
+
+    def body_end(self) -> None:
+        """Close the message."""
+        self._protocol.endMessage()
+        self._exchange.request_delivered()
+
+    def body_failed(self, reason: Failure) -> None:
+        """The sender went away; the exchange learns it from its request."""
+
+
+class Exchange:
+    """
+    One relayed request: the sender's twisted.web request, the listener side it went to, and the timers.
+
+    @ivar id: the request id (also the tracking id the sender sees in errors).
+    @ivar state: where the exchange is.
+    @ivar rendezvous: the rendezvous carrying the request or the response, once there is one.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        relay: HttpRelay,
+        request: RelayRequest,
+        admission: Admission,
+        message: HttpRequest,
+        body: bytes | None,
+    ) -> None:
+        self.relay = relay
+        self.request = request
+        self.sender_channel: Any = request.channel  # twisted drops request.channel once finished
+        self.admission = admission
+        self.message = message
+        self.id = message.id
+        self.state = State.WAITING
+        self.rendezvous: RendezvousRole | None = None
+        self.sent_bytes = 0
+        self._body = body
+        self._settings: HybridConnectionSettings = admission.settings
+        self._channel: ControlChannel | None = None
+        self._ticket: Ticket | None = None
+        self._ticket_for_request = False
+        self._uploading = False
+        self._request_sent = False
+        self._forward_body = True
+        self._expected: int | None = None
+        self._producer: _DownloadProducer | None = None
+        self._response_timer: IDelayedCall | None = None
+        self._idle_timer: IDelayedCall | None = None
+        self._download_paused = False
+        self._status = 0
+        request.notifyFinish().addErrback(self._sender_gone)
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The relay's clock."""
+        return self.relay.clock
+
+    # -- sending the request -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """
+        Send the request to a listener.
+
+        It goes on the sender connection's rendezvous if it has one, else on the control channel when it
+        is small, else it is announced for a rendezvous.
+
+        @raise RelayError: 502 when no listener is connected.
+        """
+        role = self.relay.reusable_rendezvous(self.request, self.admission)
+        if role is not None:
+            self.log.debug("request {request_id} reuses a rendezvous", request_id=self.id)
+            role.assign(self)
+            return
+        dispatcher = self.relay.dispatcher
+        if self._body is not None:
+            payload = self.message.encode()
+            if fits_control_channel(len(payload), len(self._body)):
+                channel, ticket = dispatcher.send_small(
+                    self.admission,
+                    payload,
+                    self._body,
+                    self.id,
+                    self,
+                    response_window=self._settings.request_timeout + dispatcher.rendezvous_timeout,
+                )
+                self._track(channel, ticket, for_request=False)
+                ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
+                self.request_delivered()
+                return
+        channel, ticket = dispatcher.announce(self.admission, self.id, self.message.address, self)
+        self._track(channel, ticket, for_request=True)
+        ticket.outcome.addCallbacks(self._fetched, self._not_fetched)
+
+    def _track(self, channel: Any, ticket: Ticket, *, for_request: bool) -> None:
+        self._channel = channel
+        self._ticket = ticket
+        self._ticket_for_request = for_request
+        self.relay.responses(channel).track(self)
+
+    def _untrack(self) -> None:
+        if self._channel is not None:
+            self.relay.responses(self._channel).untrack(self)
+            self._channel = None
+
+    def _drop_ticket(self, *, response_arrived: bool) -> None:
+        # A small request's address stays claimable after a failure: hyco-https opens it for a late large
+        # response without an error handler, and a refused upgrade would crash it. The upgrade is accepted
+        # and closed instead, until the ticket expires.
+        if not (response_arrived or self._ticket_for_request):
+            return
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None and not ticket.done:
+            self.relay.router.rendezvous.cancel(ticket)
+
+    def _fetched(self, role: RendezvousRole) -> None:
+        self._ticket = None
+        if self.state is not State.WAITING:
+            role.close(CloseCode.NORMAL, "The sender went away")
+            return
+        self._untrack()
+        role.assign(self)
+
+    def _not_fetched(self, failure: Failure) -> None:
+        self._ticket = None
+        error = failure.value
+        if isinstance(error, RelayError):
+            if error.kind is ErrorKind.LISTENER_TIMEOUT:
+                error = RelayError(
+                    ErrorKind.LISTENER_TIMEOUT,
+                    f"The listener did not fetch the request within {self.relay.dispatcher.rendezvous_timeout:g}s",
+                )
+            self.fail(error)
+        else:
+            self.log.failure("request {request_id}: rendezvous failed", failure, request_id=self.id)
+            self.fail(RelayError(ErrorKind.INTERNAL, "Internal error"))
+
+    def _response_rendezvous(self, role: RendezvousRole) -> None:
+        self._ticket = None
+        if self.state is not State.WAITING or self.rendezvous is not None:
+            role.close(CloseCode.NORMAL, "No response expected here")
+            return
+        self._untrack()
+        self.rendezvous = role
+        role.exchange = self
+
+    def _response_address_expired(self, failure: Failure) -> None:
+        # The response timer reports the timeout; the address just stops being claimable.
+        self._ticket = None
+
+    def attached(self, role: RendezvousRole) -> None:
+        """A rendezvous is ready for this request: send it the full request, then stream the body."""
+        self.rendezvous = role
+        protocol = role.protocol
+        stream = self.request.body if self._body is None else None
+        if stream is not None:
+            has_body = not (stream.complete and stream.received == 0)
+        else:
+            has_body = bool(self._body)
+        protocol.sendMessage(replace(self.message, body=has_body).encode(), isBinary=False)
+        if stream is not None and has_body:
+            protocol.beginMessage(isBinary=True)
+            role.transport.registerProducer(BodyProducer(stream), True)
+            self._uploading = True
+            stream.attach(_Upload(self, role))
+            return
+        if has_body and self._body:
+            protocol.sendMessage(self._body, isBinary=True)
+        self.request_delivered()
+
+    def request_delivered(self) -> None:
+        """The whole request reached the listener's socket: its response is now due."""
+        self._request_sent = True
+        self._stop_upload()
+        if self.state is State.WAITING and self._response_timer is None:
+            timeout = self._settings.request_timeout
+            self._response_timer = self.clock.callLater(timeout, self._response_timed_out, timeout)
+
+    def _stop_upload(self) -> None:
+        if self._uploading:
+            self._uploading = False
+            role = self.rendezvous
+            if role is not None and role.transport is not None:
+                role.transport.unregisterProducer()
+
+    def _response_timed_out(self, timeout: float) -> None:
+        self._response_timer = None
+        self.fail(RelayError(ErrorKind.LISTENER_TIMEOUT, f"The listener did not respond within {timeout:g}s"))
+
+    # -- receiving the response ----------------------------------------------------------------------
+
+    def response_started(self, response: HttpResponse, *, streamed: bool) -> bool:
+        """
+        The listener's C{response} arrived.
+
+        @param streamed: whether the body comes frame by frame over a rendezvous (else as one
+            control-channel message).
+        @return: whether this exchange wants the body message that follows (if C{response.body}).
+        """
+        if self.state is not State.WAITING:
+            self.log.info(
+                "late response for request {request_id} ignored ({state})",
+                request_id=self.id,
+                state=self.state.value,
+            )
+            return False
+        self._cancel_response_timer()
+        self._drop_ticket(response_arrived=True)
+        if streamed:
+            self._untrack()
+        status = response.status_code
+        if status < 200:
+            self.fail(
+                RelayError(ErrorKind.BAD_GATEWAY, f"The listener answered with the interim status {status}")
+            )
+            return False
+        try:
+            head = response_head(response.response_headers, via=f"1.1 {self.relay.via_host(self.request)}")
+        except HeaderError as e:
+            self.fail(RelayError(ErrorKind.BAD_GATEWAY, f"The listener's response is invalid: {e}"))
+            return False
+        self.state = State.RESPONDING
+        self._status = status
+        request = self.request
+        request.setResponseCode(status, reason_phrase(status, response.status_description).encode("ascii"))
+        headers = request.responseHeaders
+        headers.removeHeader(b"server")
+        headers.removeHeader(b"date")
+        request.defaultContentType = None
+        for name, value in head.headers:
+            headers.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
+        self._forward_body = not body_forbidden(self.message.method, status)
+        if not self._forward_body:
+            if head.content_length is not None and status != 204:
+                headers.setRawHeaders(b"content-length", [b"%d" % head.content_length])
+        elif streamed and head.content_length is not None:
+            headers.setRawHeaders(b"content-length", [b"%d" % head.content_length])
+            self._expected = head.content_length
+        if not response.body:
+            self._complete(b"")
+            return False
+        if streamed:
+            if not request._disconnected:
+                request.write(b"")  # the status line and headers go out now
+            if self._forward_body and self.rendezvous is not None:
+                self._producer = _DownloadProducer(self, self.rendezvous.transport)
+                request.registerProducer(self._producer, True)
+                channel = self.sender_channel
+                if isinstance(channel, RelayHTTPChannel) and channel.writing_paused:
+                    # The sender is still draining an earlier answer; twisted only tells new producers
+                    # about the next time its buffer fills.
+                    self._producer.pauseProducing()
+            self._arm_idle()
+        return True
+
+    def response_data(self, data: bytes) -> None:
+        """A piece of a streamed body."""
+        if self.state is not State.RESPONDING:
+            return
+        self._arm_idle()
+        if not self._forward_body or not data:
+            return
+        self.sent_bytes += len(data)
+        if self._expected is not None and self.sent_bytes > self._expected:
+            self._abort(f"The listener sent more than its Content-Length of {self._expected} bytes")
+            return
+        self.request.write(data)
+
+    def response_end(self) -> None:
+        """The streamed body is complete."""
+        if self.state is not State.RESPONDING:
+            return
+        if self._forward_body and self._expected is not None and self.sent_bytes != self._expected:
+            self._abort(
+                f"The listener's body ended after {self.sent_bytes} of its {self._expected} announced bytes"
+            )
+            return
+        self._complete(None)
+
+    def response_body(self, payload: bytes) -> None:
+        """The whole body, as one control-channel message."""
+        if self.state is State.RESPONDING:
+            self._complete(payload)
+
+    def _complete(self, whole_body: bytes | None) -> None:
+        """
+        The response is complete.
+
+        @param whole_body: the body when it came in one piece (C{b""}: none), or C{None} when it was
+            streamed.
+        """
+        request = self.request
+        if whole_body is not None and self._forward_body:
+            request.setHeader(b"content-length", b"%d" % len(whole_body))
+        self.state = State.DONE
+        self._stop_timers()
+        self._unregister_producer()
+        self._stop_upload()
+        self._untrack()
+        self.relay.done(self)
+        role = self.rendezvous
+        if role is not None:
+            # Kept for the sender's next request, unless the answer came before the upload ended: the
+            # body message can then not be completed on this socket.
+            role.exchange_done(self, reusable=self._request_sent)
+        if whole_body and self._forward_body:
+            self.sent_bytes = len(whole_body)
+        self.log.info(
+            "{method} {target} -> {status} ({size} bytes) request {request_id} from {client}",
+            method=self.message.method,
+            target=self.message.request_target[:200],
+            status=self._status,
+            size=self.sent_bytes,
+            request_id=self.id,
+            client=self.message.remote_endpoint.address,
+        )
+        request.relay_logged = True  # type: ignore[attr-defined]  # this line replaces the access log's
+        if not request._disconnected:
+            if whole_body and self._forward_body:
+                request.write(whole_body)
+            request.finish()
+
+    # -- failures ------------------------------------------------------------------------------------
+
+    def fail(self, error: RelayError) -> None:
+        """End the exchange: answer the sender with C{error} if nothing was sent yet, else abort it."""
+        if self.state is State.DONE:
+            return
+        responding = self.state is State.RESPONDING
+        self.state = State.DONE
+        self._cleanup()
+        request = self.request
+        if responding:
+            self._abort_sender(error.message)
+        elif not request._disconnected:
+            body = ErrorResource(error).render(request)
+            if request.method != b"HEAD":
+                request.setHeader(b"content-length", b"%d" % len(body))
+                request.write(body)
+            request.finish()
+        self._release_rendezvous(error.kind.close_code, error.message)
+
+    def _abort(self, reason: str) -> None:
+        self.state = State.DONE
+        self._cleanup()
+        self._abort_sender(reason)
+        self._release_rendezvous(CloseCode.PROTOCOL_ERROR, reason)
+
+    def _abort_sender(self, reason: str) -> None:
+        self.log.warn(
+            "aborting the sender of request {request_id} after {size} bytes of its response: {reason}",
+            request_id=self.id,
+            size=self.sent_bytes,
+            reason=reason,
+        )
+        channel = self.sender_channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.abortConnection()
+
+    def _release_rendezvous(self, code: int, reason: str) -> None:
+        role, self.rendezvous = self.rendezvous, None
+        if role is not None and role.exchange is self:
+            role.exchange = None
+            role.close(code, reason)
+
+    def listener_gone(self) -> None:
+        """The listener's control channel closed while this exchange depended on it."""
+        self.fail(RelayError(ErrorKind.BAD_GATEWAY, "The listener went away before responding"))
+
+    def rendezvous_closed(self, code: int | None, reason: str | None) -> None:
+        """The rendezvous carrying this exchange closed."""
+        self.rendezvous = None
+        if self.state is State.DONE:
+            return
+        detail = ""
+        if code:
+            short = f": {reason}" if reason and len(reason) <= 80 else ""
+            detail = f" (close code {code}{short})"
+        if self.state is State.RESPONDING:
+            self._abort(f"The listener closed the rendezvous in the middle of the response{detail}")
+        else:
+            self.fail(
+                RelayError(
+                    ErrorKind.BAD_GATEWAY, f"The listener closed the rendezvous before responding{detail}"
+                )
+            )
+
+    def _sender_gone(self, failure: Failure) -> None:
+        if self.state is State.DONE:
+            return
+        self.log.info("the sender of request {request_id} went away", request_id=self.id)
+        self.state = State.DONE
+        self._cleanup()
+        self._release_rendezvous(CloseCode.NORMAL, "The sender went away")
+
+    def _cleanup(self) -> None:
+        self._stop_timers()
+        self._drop_ticket(response_arrived=False)
+        self._untrack()
+        self._unregister_producer()
+        self._stop_upload()
+        body = self.request.body
+        if body is not None and not body.complete:
+            body.discard()
+        self.relay.done(self)
+
+    # -- timers and back-pressure ----------------------------------------------------------------------
+
+    def _cancel_response_timer(self) -> None:
+        if self._response_timer is not None and self._response_timer.active():
+            self._response_timer.cancel()
+        self._response_timer = None
+
+    def _arm_idle(self) -> None:
+        if self._download_paused:
+            return
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.reset(self._settings.request_timeout)
+        elif self.state is State.RESPONDING:
+            self._idle_timer = self.clock.callLater(self._settings.request_timeout, self._idle_expired)
+
+    def _disarm_idle(self) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
+
+    def _idle_expired(self) -> None:
+        self._idle_timer = None
+        self._abort(
+            f"The listener sent nothing for {self._settings.request_timeout:g}s in the middle of the body"
+        )
+
+    def _stop_timers(self) -> None:
+        self._cancel_response_timer()
+        self._disarm_idle()
+
+    def download_paused(self) -> None:
+        """The sender's buffer is full: waiting on it is no stall of the listener."""
+        self._download_paused = True
+        self._disarm_idle()
+
+    def download_resumed(self) -> None:
+        """The sender drained its buffer."""
+        self._download_paused = False
+        self._arm_idle()
+
+    def _unregister_producer(self) -> None:
+        if self._producer is not None:
+            self._producer = None
+            if not self.request._disconnected:
+                self.request.unregisterProducer()
