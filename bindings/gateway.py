@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from bindings.httpsoap import RegistryResourceFactory, SoapResourceFactory
 from bindings.inbound import Prepared
+from bindings.instruments import BindingInstruments
 from bindings.multicast import MulticastRouter
 from bindings.names import BoundName, NameTable
 from bindings.oneway import Delivered, OneWayRouter
@@ -31,6 +32,7 @@ from bindings.requestreply import Reply
 from bindings.settings import BINDING_KINDS
 from bindings.wcf import WcfFactory, WcfResource
 from relay.listeners import IListenerChooser, ListenerRegistry
+from relay.metrics import Registry
 from relay.store import IGatewayStore
 
 SERVICE_NAME = "bindings"
@@ -64,6 +66,10 @@ class GatewayHost(Protocol):
     def registry(self) -> Any:
         """The gateway's listener registry (its chooser is shared)."""
 
+    @property
+    def metrics(self) -> Registry:
+        """The gateway's metrics registry (shared with hybrid connections)."""
+
 
 class BindingsGateway:
     """
@@ -71,6 +77,7 @@ class BindingsGateway:
 
     @ivar names: binding names, admission and policies.
     @ivar clock: the reactor's time.
+    @ivar instruments: the bindings' metrics.
     @ivar limits: gateway-wide limits (ping interval, close handshake timeout, C{trace_messages}: log
         every routed message at debug level, off unless set to 1).
     """
@@ -85,9 +92,14 @@ class BindingsGateway:
         public_base: Callable[[], str],
         limits: Mapping[str, float],
         registry: ListenerRegistry[Any] | None = None,
+        metrics: Registry | None = None,
     ) -> None:
         self.trace = bool(limits.get("trace_messages", 0))
-        self.names = NameTable(store, clock, chooser, public_base, registry, trace=self.trace)
+        self.instruments = BindingInstruments(metrics)
+        self.names = NameTable(
+            store, clock, chooser, public_base, registry, trace=self.trace, instruments=self.instruments
+        )
+        self.instruments.watch_queues(self.names.queues)
         self.clock = clock
         self.limits = limits
         self.public_base = public_base
@@ -108,6 +120,7 @@ class BindingsGateway:
             Cancelling it (the sender went away) withdraws the message.
         """
         message = RoutedMessage(prepared.payload, prepared.message_id, tracking_id)
+        self.instruments.accepted(bound.entity.name, bound.kind, message.size)
         if self.trace:
             self._accepted(bound, prepared, message)
         router = bound.router
@@ -166,6 +179,7 @@ def install(service: GatewayHost) -> None:
         lambda: service.public_url or "http://localhost",
         service.settings.limits,
         service.registry,
+        service.metrics,
     )
     service.root.register_prefix("$wcf", gateway.websocket_resource)
     for kind in BINDING_KINDS:

@@ -134,6 +134,7 @@ class SoapEndpoint(Resource):
         relates_to: str | None = None,
     ) -> bytes:
         tracking_id = tracking_id_of(request)
+        self.gateway.instruments.fault(self.entity.name, kind.subcode_name)
         self.log.info(
             "{method} {entity} refused: {subcode} {cause}",
             method=request.method.decode("latin-1"),

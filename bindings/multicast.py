@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from bindings.outlet import IListenerConnection, Outlet, RoutedMessage
 from bindings.settings import BindingEntitySettings
+from relay.metrics import Cell
 
 
 class MulticastRouter:
@@ -22,15 +23,23 @@ class MulticastRouter:
     The subscribers of one C{multicast} name.
 
     @ivar trace: whether each publish is logged at debug level (see L{bindings.oneway.ListenerSet}).
+    @ivar slow_disconnects: counts subscribers dropped because their queue overflowed (a metric).
     """
 
     log = Logger()
 
     def __init__(
-        self, entity: str, settings: BindingEntitySettings, clock: IReactorTime, *, trace: bool = False
+        self,
+        entity: str,
+        settings: BindingEntitySettings,
+        clock: IReactorTime,
+        *,
+        trace: bool = False,
+        slow_disconnects: Cell | None = None,
     ) -> None:
         self.entity = entity
         self.trace = trace
+        self.slow_disconnects = slow_disconnects if slow_disconnects is not None else Cell()
         self._settings = settings
         self._clock = clock
         self._outlets: dict[IListenerConnection, Outlet] = {}
@@ -53,6 +62,10 @@ class MulticastRouter:
         self._outlets[connection] = outlet
         return outlet
 
+    def outlet(self, connection: IListenerConnection) -> Outlet | None:
+        """A subscriber's outlet (for queue metrics)."""
+        return self._outlets.get(connection)
+
     def unsubscribe(self, connection: IListenerConnection) -> None:
         """Remove a subscriber; copies it had not received yet are discarded with it."""
         outlet = self._outlets.pop(connection, None)
@@ -68,10 +81,13 @@ class MulticastRouter:
         """
         count = 0
         for connection, outlet in list(self._outlets.items()):
+            was_closed = outlet.closed
             if outlet.offer_or_drop(message):
                 count += 1
             else:
                 self._outlets.pop(connection, None)
+                if not was_closed:  # it overflowed: dropped for being too slow
+                    self.slow_disconnects.value += 1
         if not self.trace:
             return succeed(count)
         self.log.debug(

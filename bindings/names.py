@@ -22,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from bindings.faultcodes import RelayFault, RelayFaultError
+from bindings.instruments import BindingInstruments
 from bindings.multicast import MulticastRouter
 from bindings.oneway import ListenerSet, OneWayRouter
 from bindings.outlet import IListenerConnection, Outlet
@@ -98,6 +99,7 @@ class BoundName:
         chooser: IListenerChooser,
         *,
         trace: bool = False,
+        instruments: BindingInstruments | None = None,
     ) -> None:
         self.namespace = namespace
         self.entity = entity
@@ -105,7 +107,8 @@ class BoundName:
         self.settings = settings
         self.router: Router
         if entity.kind == MULTICAST:
-            self.router = MulticastRouter(entity.name, settings, clock, trace=trace)
+            slow = instruments.slow_cell(entity.name) if instruments is not None else None
+            self.router = MulticastRouter(entity.name, settings, clock, trace=trace, slow_disconnects=slow)
         elif entity.kind == ONEWAY:
             self.router = OneWayRouter(ListenerSet(entity.name, settings, clock, trace=trace), chooser)
         else:
@@ -127,6 +130,12 @@ class BoundName:
         if isinstance(self.router, MulticastRouter):
             return self.router.subscribe(connection)
         return self.router.add_listener(connection)
+
+    def outlets(self) -> list[Outlet]:
+        """The listeners' outlets (for queue metrics)."""
+        router = self.router
+        find = router.outlet if isinstance(router, MulticastRouter) else router.listeners.outlet
+        return [outlet for outlet in map(find, self.listeners) if outlet is not None]
 
     def detach(self, connection: IListenerConnection) -> bool:
         """Stop routing to a listener (its pending requests fail with C{ListenerGone})."""
@@ -164,8 +173,10 @@ class NameTable:
         registry: ListenerRegistry[Any] | None = None,
         *,
         trace: bool = False,
+        instruments: BindingInstruments | None = None,
     ) -> None:
         self.store = store
+        self.instruments = instruments
         self.trace = trace
         self.clock = clock
         self.chooser = chooser
@@ -239,7 +250,9 @@ class NameTable:
         key = (namespace.name, entity.key)
         bound = self._bound.get(key)
         if bound is None or bound.entity is not entity:
-            bound = BoundName(namespace, entity, self.clock, self.chooser, trace=self.trace)
+            bound = BoundName(
+                namespace, entity, self.clock, self.chooser, trace=self.trace, instruments=self.instruments
+            )
             self._bound[key] = bound
         return bound
 
@@ -432,6 +445,14 @@ class NameTable:
                 self.store.remove(bound.namespace, bound.entity.name)
             self._bound.pop((bound.namespace.name, bound.entity.key), None)
             self.log.info("removed dynamic name {entity} with its last listener", entity=bound.entity.name)
+
+    def queues(self) -> list[tuple[str, int, int]]:
+        """C{(entity, queued messages, queued bytes)} per listener outlet, for queue metrics."""
+        return [
+            (bound.entity.name, outlet.queued_messages, outlet.queued_bytes)
+            for bound in list(self._bound.values())
+            for outlet in bound.outlets()
+        ]
 
     def connections(self) -> list[IListenerConnection]:
         """Every registered listener connection (for shutdown)."""

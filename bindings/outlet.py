@@ -120,6 +120,11 @@ class Outlet:
         return len(self._queue)
 
     @property
+    def closed(self) -> bool:
+        """Whether the outlet was closed (its listener left or was dropped)."""
+        return self._closed
+
+    @property
     def waiting_senders(self) -> int:
         """Messages held back because the queue is full."""
         return len(self._waiting)

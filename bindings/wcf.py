@@ -298,7 +298,9 @@ class WcfProtocol(WebSocketServerProtocol):
     def send_fault(
         self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
     ) -> None:
-        """Write a gateway fault (spec 7.1) and log it."""
+        """Write a gateway fault (spec 7.1), count it and log it."""
+        entity = getattr(self.role, "entity", None)
+        self.factory.gateway.instruments.fault(entity.name if entity is not None else None, kind.subcode_name)
         self.logger.info(
             "fault {subcode} to {role} {tracking_id}: {cause}",
             subcode=kind.subcode_name,

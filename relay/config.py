@@ -159,6 +159,7 @@ class GatewayConfig:
     @ivar state_dir: where generated keys and state are kept.
     @ivar namespaces: configured namespaces.
     @ivar limits: gateway-wide numbers (timeouts, throttles) by name.
+    @ivar admin: endpoint string of the admin endpoint (metrics, health), off when C{None}.
     """
 
     listen: tuple[str, ...] = ()
@@ -166,6 +167,7 @@ class GatewayConfig:
     state_dir: str | None = None
     namespaces: tuple[NamespaceConfig, ...] = ()
     limits: Mapping[str, float] = field(default_factory=dict)
+    admin: str | None = None
 
 
 GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
@@ -182,6 +184,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "http_max_request_line": (16384.0, 1024.0, 1048576.0),
     "http_max_header_bytes": (65536.0, 4096.0, 1048576.0),
     "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
+    "metrics_max_entities": (1000.0, 1.0, 100000.0),  # entity label values per metric; more: "_other"
 }
 
 
@@ -290,6 +293,9 @@ def parse_config(
         raise gateway.error("public_url", "must start with http://, https://, ws:// or wss://")
     limits = {name: gateway.number(name, *bounds) for name, bounds in GATEWAY_LIMITS.items()}
     state_dir = gateway.get("state_dir", str)
+    admin = gateway.get("admin", str)
+    if admin is not None and not admin.strip():
+        raise gateway.error("admin", "must be an endpoint string such as 'tcp:9090:interface=127.0.0.1'")
     gateway.finish()
     namespaces = tuple(parse_namespace(s, i, kinds) for i, s in enumerate(root.tables("namespaces")))
     owners: dict[str, str] = {}
@@ -302,7 +308,12 @@ def parse_config(
             owners[host] = f"namespace {ns.namespace.name!r}"
     root.finish()
     return GatewayConfig(
-        listen=tuple(listen), public_url=public_url, state_dir=state_dir, namespaces=namespaces, limits=limits
+        listen=tuple(listen),
+        public_url=public_url,
+        state_dir=state_dir,
+        namespaces=namespaces,
+        limits=limits,
+        admin=admin,
     )
 
 

@@ -25,6 +25,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from typing_extensions import override
 
+from relay.admin import admin_site
 from relay.auth import Rights, SharedAccessRule
 from relay.config import GatewayConfig, default_limits
 from relay.connstr import ConnectionString
@@ -34,10 +35,12 @@ from relay.hybrid.addressing import websocket_base
 from relay.hybrid.bridge import keep_read_buffers
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
+from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
-from relay.resource import ErrorResource, GatewayRoot
+from relay.metrics import Labels, Registry, status_class
+from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
 from relay.state import DEVELOPMENT_KEY_NAME, development_key, write_endpoint
 from relay.store import MemoryGatewayStore
 from relay.throttle import FailureThrottle
@@ -56,10 +59,12 @@ class GatewaySettings:
     @ivar public_url: base of rendezvous addresses; derived from the first endpoint when C{None}.
     @ivar state_dir: where the development key and the last endpoint are kept.
     @ivar config: the configuration file's content (empty: the development namespace only).
+    @ivar admin: endpoint string of the admin endpoint (C{/metrics}, C{/healthz}); none when C{None}.
     """
 
     listen: tuple[str, ...] = (DEFAULT_LISTEN,)
     public_url: str | None = None
+    admin: str | None = None
     state_dir: Path = field(default_factory=lambda: Path("relay-state"))
     config: GatewayConfig = field(default_factory=GatewayConfig)
 
@@ -121,6 +126,41 @@ class HybridConnectionResource(Resource):
         return self._websocket.render(request)
 
 
+def metered_requests(factory: EntityResourceFactory, instruments: HybridInstruments) -> EntityResourceFactory:
+    """
+    Wrap the HTTP relaying resource factory so each request is counted when it ends.
+
+    Counting at the resource boundary sees every answer (relayed, refused, failed) without reaching into
+    the relaying code: the status class once the request finished, C{aborted} when its connection ended
+    first; request and response bodies add to the entity's byte counter.
+    """
+
+    def resource(request: IRequest, namespace: Namespace, match: Any) -> Any:
+        entity = match.entity.name
+
+        def ended(result: Any, label: str | None) -> None:
+            code = int(getattr(request, "code", 200))
+            instruments.http_requests.inc(entity, label or status_class(code))
+            body = getattr(request, "body", None)
+            received = int(getattr(body, "received", 0)) if body is not None else _content_size(request)
+            sent = int(getattr(request, "sentLength", 0))
+            instruments.bytes_transferred.inc(entity, amount=received + sent)
+
+        finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
+        finished.addCallbacks(ended, ended, callbackArgs=(None,), errbackArgs=("aborted",))
+        return factory(request, namespace, match)
+
+    return resource
+
+
+def _content_size(request: IRequest) -> int:
+    content: Any = getattr(request, "content", None)
+    try:
+        return int(content.seek(0, 2)) if content is not None else 0
+    except (OSError, ValueError):
+        return 0
+
+
 class GatewayService(MultiService):
     """
     The whole gateway as one service.
@@ -130,6 +170,8 @@ class GatewayService(MultiService):
     @ivar hybrid: the hybrid connection router.
     @ivar root: the web root other layers register with.
     @ivar ports: listening ports once started, in C{listen} order.
+    @ivar metrics: the one metrics registry (hybrid connections and the bindings register on it).
+    @ivar admin_port: the admin endpoint's port once started, when one was asked for.
     """
 
     log = Logger()
@@ -156,6 +198,8 @@ class GatewayService(MultiService):
             namespaces.append(development_namespace(self.development_key))
         self.store = MemoryGatewayStore(namespaces)
         self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)
+        self.metrics = Registry(max_entities=int(limits["metrics_max_entities"]))
+        self.instruments = HybridInstruments(self.metrics)
         self.throttle = FailureThrottle(
             reactor,
             base=limits["listener_failure_delay"],
@@ -167,6 +211,7 @@ class GatewayService(MultiService):
             reactor,
             websocket_base(settings.public_url or "http://localhost"),
             rendezvous_timeout=limits["rendezvous_timeout"],
+            instruments=self.instruments,
         )
         self.hybrid_factory = HybridConnectionFactory(
             self.hybrid, self.throttle, reactor, limits, SERVER_NAME
@@ -180,7 +225,21 @@ class GatewayService(MultiService):
         self.hybrid_factory.request_rendezvous = self.http.request_rendezvous
         self.root = GatewayRoot(self.store)
         self.root.register_prefix("$hc", HybridConnectionResource(self.hybrid_factory))
-        self.root.register_kind(HYBRID_CONNECTION, self.http.resource, streams_body=True)
+        self.root.register_kind(
+            HYBRID_CONNECTION, metered_requests(self.http.resource, self.instruments), streams_body=True
+        )
+        self.metrics.sampled(
+            "relay_active_listeners",
+            "Listeners online per entity, hybrid connections and binding names alike (Azure: ActiveListeners).",
+            ("entity",),
+            self._listener_levels,
+        )
+        self.metrics.sampled(
+            "relay_active_connections",
+            "Relayed WebSocket pairs open per hybrid connection (Azure: ActiveConnections).",
+            ("entity",),
+            self._connection_levels,
+        )
         self.site: Site = RelaySite(
             self.root,
             reactor=reactor,
@@ -198,20 +257,60 @@ class GatewayService(MultiService):
             service._raiseSynchronously = True
             service.setServiceParent(self)
             self._endpoint_services.append(service)
+        self.admin_port: IListeningPort | None = None
+        self._admin_service: StreamServerEndpointService | None = None
+        if settings.admin is not None:
+            admin = StreamServerEndpointService(
+                serverFromString(reactor, settings.admin), admin_site(self.metrics, reactor)
+            )
+            admin._raiseSynchronously = True
+            admin.setServiceParent(self)
+            self._admin_service = admin
         for extend in extensions:
             extend(self)
+
+    def _listener_levels(self) -> list[tuple[Labels, float]]:
+        return [
+            ((entity.name,), self.registry.count(namespace, entity))
+            for namespace in self.store.namespaces()
+            for entity in self.store.entities(namespace)
+        ]
+
+    def _connection_levels(self) -> list[tuple[Labels, float]]:
+        levels: list[tuple[Labels, float]] = [
+            ((entity.name,), 0)
+            for namespace in self.store.namespaces()
+            for entity in self.store.entities(namespace)
+            if entity.kind == HYBRID_CONNECTION
+        ]
+        levels.extend(((splice.entity,), 1) for splice in self.hybrid_factory.splices)
+        return levels
 
     @override
     def startService(self) -> None:
         """Listen on every endpoint, then announce where the gateway can be reached."""
         keep_read_buffers(int(self.settings.limits["splice_buffer_bytes"]))
         super().startService()
-        waiting = [svc._waitingForPort for svc in self._endpoint_services if svc._waitingForPort is not None]
+        services = [*self._endpoint_services]
+        if self._admin_service is not None:
+            services.append(self._admin_service)
+        services = [svc for svc in services if svc._waitingForPort is not None]
+        self._waiting_services = services
+        waiting: list[Deferred[Any]] = [svc._waitingForPort for svc in services]  # type: ignore[misc]
         self.ready: Deferred[Any] = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
         self.ready.addCallback(self._listening)
 
     def _listening(self, results: list[tuple[bool, IListeningPort]]) -> GatewayService:
-        self.ports = [port for _, port in results]
+        ports = [(svc, port) for svc, (_, port) in zip(self._waiting_services, results, strict=True)]
+        self.ports = [port for svc, port in ports if svc is not self._admin_service]
+        for svc, port in ports:
+            if svc is self._admin_service:
+                self.admin_port = port
+                self.log.info(
+                    "admin endpoint (/metrics, /healthz) on {endpoint} ({address})",
+                    endpoint=self.settings.admin,
+                    address=str(port.getHost()),
+                )
         if self.public_url is None and self.ports:
             self.public_url = public_url_for(self.settings.listen[0], self.ports[0])
         if self.public_url is not None:

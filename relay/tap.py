@@ -24,7 +24,9 @@ from relay.state import default_state_dir
 class Options(usage.Options):
     """Options of C{twistd relay}."""
 
-    synopsis = "[--listen ENDPOINT]... [--config FILE] [--public-url URL] [--state-dir DIR]"
+    synopsis = (
+        "[--listen ENDPOINT]... [--config FILE] [--public-url URL] [--state-dir DIR] [--admin ENDPOINT]"
+    )
     longdesc = (
         "Run the relay gateway. Without options it serves a development namespace on "
         f"{DEFAULT_LISTEN} and prints a connection string."
@@ -42,6 +44,13 @@ class Options(usage.Options):
             None,
             None,
             "Directory for the development key and state [default: $XDG_STATE_HOME/relay].",
+        ],
+        [
+            "admin",
+            None,
+            None,
+            "Serve GET /metrics (Prometheus) and /healthz on this endpoint, e.g. "
+            "tcp:9090:interface=127.0.0.1 [default: off].",
         ],
     ]
 
@@ -72,11 +81,13 @@ class Options(usage.Options):
             except AddressError as e:
                 raise usage.UsageError(f"--public-url: {e}") from None
         state_dir = self["state-dir"] or config.state_dir
+        admin = self["admin"] or config.admin
         self["settings"] = GatewaySettings(
             listen=self["listen"],
             public_url=public_url,
             state_dir=Path(state_dir) if state_dir else default_state_dir(),
             config=config,
+            admin=admin,
         )
 
 

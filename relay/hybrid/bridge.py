@@ -43,6 +43,7 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
 )
+from relay.metrics import Cell
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -252,6 +253,8 @@ class Splice:
     A joined sender/listener pair.
 
     @ivar connection_id: the tracking id of the pair (the C{sb-hc-id}).
+    @ivar entity: the hybrid connection's name, for metrics.
+    @ivar metered: where each read's size is added (the entity's C{relay_bytes_transferred_total}).
     """
 
     log = Logger()
@@ -264,8 +267,12 @@ class Splice:
         connection_id: str,
         buffer_size: int = 262144,
         close_timeout: float = 5.0,
+        entity: str = "",
+        metered: Cell | None = None,
     ) -> None:
         self.connection_id = connection_id
+        self.entity = entity
+        self.metered = metered if metered is not None else Cell()
         self._clock = clock
         self._close_timeout = close_timeout
         self._buffer_size = buffer_size
@@ -323,6 +330,7 @@ class Splice:
         """Rewrite and forward what one leg sent; answer its control frames."""
         if leg.close_received or leg.finished:
             return
+        self.metered.value += len(data)  # per read, not per frame: one addition on the hot path
         try:
             items = leg.relay.feed(data)
         except FrameError as e:

@@ -34,7 +34,7 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
-from relay.hybrid.bridge import Splice, attach
+from relay.hybrid.bridge import attach
 from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, encode_close
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
@@ -166,17 +166,7 @@ class DirectLeg(Protocol):
             handoff.protocol.close_with(1001, "Sender went away")
             return
         self.switch(key, handoff.subprotocol)
-        factory = self.factory
-        splice = Splice(
-            self,
-            handoff.protocol,
-            factory.clock,
-            self.tracking_id,
-            buffer_size=int(factory.limits.get("splice_buffer_bytes", 262144)),
-            close_timeout=float(factory.limits.get("close_handshake_timeout", 5.0)),
-        )
-        splice.start(factory.spliced_connection_closed)
-        factory.splice_started(splice, (self, handoff.protocol))
+        self.factory.start_splice(self, handoff.protocol, self.tracking_id, self._ticket)
 
     def _listener_failed(self, failure: Failure) -> None:
         if self._gone:

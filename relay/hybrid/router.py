@@ -31,6 +31,7 @@ from relay.entities import (
 )
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
+from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.messages import Accept, RemoteEndpoint
 from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
 from relay.listeners import ListenerRegistry, QuotaExceeded
@@ -88,6 +89,7 @@ class SenderContext:
 
     offered_protocols: tuple[str, ...]
     issued_query: str
+    entity: str = ""
 
 
 class HybridConnectionRouter:
@@ -96,6 +98,7 @@ class HybridConnectionRouter:
 
     @ivar registry: live control channels per hybrid connection.
     @ivar rendezvous: pending sender tickets.
+    @ivar instruments: the hybrid connection metrics (admission outcomes are counted here).
     """
 
     log = Logger()
@@ -107,8 +110,10 @@ class HybridConnectionRouter:
         clock: IReactorTime,
         websocket_base: str,
         rendezvous_timeout: float = 30.0,
+        instruments: HybridInstruments | None = None,
     ) -> None:
         self.store = store
+        self.instruments = instruments if instruments is not None else HybridInstruments()
         self.registry = registry
         self.clock = clock
         self.websocket_base = websocket_base
@@ -197,9 +202,18 @@ class HybridConnectionRouter:
     def admit(
         self, host: str, path: str, tokens: Sequence[str], needed: Rights, *, create: bool = False
     ) -> Admission:
-        """Resolve and authorize in one step."""
-        namespace, match = self.resolve(host, path, create=create)
-        grant = self.authorize(namespace, match, host, tokens, needed)
+        """Resolve and authorize in one step; a refusal is counted for the listener or sender role."""
+        match: EntityMatch | None = None
+        try:
+            namespace, match = self.resolve(host, path, create=create)
+            grant = self.authorize(namespace, match, host, tokens, needed)
+        except RelayError as e:
+            entity = match.entity.name if match is not None else None
+            if needed == Rights.LISTEN:
+                self.instruments.listener_refused(entity, e.status)
+            else:
+                self.instruments.sender_refused(entity, e.status)
+            raise
         return Admission(namespace, match, grant)
 
     def register_listener(self, admission: Admission, channel: IListenerChannel) -> None:
@@ -213,14 +227,18 @@ class HybridConnectionRouter:
                 admission.namespace, admission.entity, channel, admission.settings.max_listeners
             )
         except QuotaExceeded:
-            raise RelayError(
+            error = RelayError(
                 ErrorKind.QUOTA_EXCEEDED,
                 f"Quota exceeded: {admission.entity.name!r} allows {admission.settings.max_listeners} listeners",
-            ) from None
+            )
+            self.instruments.listener_refused(admission.entity.name, error.status)
+            raise error from None
+        self.instruments.listener_connected(admission.entity.name)
 
     def unregister_listener(self, admission: Admission, channel: IListenerChannel) -> None:
         """Remove a control channel; senders no longer go to it."""
-        self.registry.remove(admission.namespace, admission.entity, channel)
+        if self.registry.remove(admission.namespace, admission.entity, channel):
+            self.instruments.listener_disconnected(admission.entity.name)
 
     def connect_sender(
         self,
@@ -257,15 +275,19 @@ class HybridConnectionRouter:
         while True:
             channel = self.registry.choose(admission.namespace, admission.entity, exclude=tried)
             if channel is None:
-                raise RelayError(ErrorKind.NO_LISTENER, "No listener is connected to this hybrid connection")
+                error = RelayError(
+                    ErrorKind.NO_LISTENER, "No listener is connected to this hybrid connection"
+                )
+                self.instruments.sender_refused(admission.entity.name, error.status)
+                raise error
             tried.append(channel)
             if channel.closing:
                 continue
-            ticket = self.rendezvous.open(
-                connection_id, SenderContext(tuple(offered_protocols), issued_query), key=key
-            )
+            context = SenderContext(tuple(offered_protocols), issued_query, admission.entity.name)
+            ticket = self.rendezvous.open(connection_id, context, key=key)
             if channel.send_control(payload):
                 channel.add_pending(ticket)
+                ticket.outcome.addErrback(self._sender_failed, admission.entity.name)
                 self.log.info(
                     "sender {connection_id} announced to listener {listener_id} on {entity}",
                     connection_id=connection_id,
@@ -274,6 +296,11 @@ class HybridConnectionRouter:
                 )
                 return ticket
             self.rendezvous.cancel(ticket)
+
+    def _sender_failed(self, failure: Any, entity: str) -> Any:
+        """Count a sender whose listener never came or rejected it; the failure goes on to the sender."""
+        self.instruments.sender_refused(entity, int(getattr(failure.value, "status", 500)))
+        return failure
 
     def claim(self, key: str) -> Ticket:
         """

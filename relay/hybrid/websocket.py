@@ -136,8 +136,27 @@ class HybridConnectionFactory(WebSocketServerFactory):
             failByDrop=False,
         )
 
+    def start_splice(self, sender: Any, listener: Any, tracking_id: str, ticket: Ticket | None) -> Splice:
+        """Join a sender with its listener's rendezvous (both answered with 101) and start relaying."""
+        context = ticket.context if ticket is not None else None
+        entity = context.entity if isinstance(context, SenderContext) else ""
+        splice = Splice(
+            sender,
+            listener,
+            self.clock,
+            tracking_id,
+            buffer_size=int(self.limits.get("splice_buffer_bytes", 262144)),
+            close_timeout=float(self.limits.get("close_handshake_timeout", 5.0)),
+            entity=entity,
+            metered=self.router.instruments.bytes_cell(entity),
+        )
+        splice.start(self.spliced_connection_closed)
+        self.splice_started(splice, (sender, listener))
+        return splice
+
     def splice_started(self, splice: Splice, protocols: tuple[Any, ...]) -> None:
         """Count a new pair: its spliced connections replace the Autobahn protocols they took over from."""
+        self.router.instruments.sender_connected(splice.entity)
         self.splices.add(splice)
         self.connections.difference_update(protocols)
         for leg in (splice.sender, splice.listener):
@@ -146,8 +165,10 @@ class HybridConnectionFactory(WebSocketServerFactory):
 
     def spliced_connection_closed(self, connection: SplicedConnection) -> None:
         """A spliced leg's socket is gone; forget the pair with its last leg."""
-        if connection.leg.splice.ended:
-            self.splices.discard(connection.leg.splice)
+        splice = connection.leg.splice
+        if splice.ended and splice in self.splices:
+            self.splices.discard(splice)
+            self.router.instruments.sender_disconnected(splice.entity)
         self.connection_closed(connection)
 
     def connection_closed(self, protocol: Any) -> None:
@@ -379,18 +400,9 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
             ticket, self._accepted_ticket = self._accepted_ticket, None
             ticket.outcome.callback(Handoff(self, self._accepted_protocol))
         elif self._handoff is not None:
-            splice = Splice(
-                self,
-                self._handoff.protocol,
-                self.factory.clock,
-                self.tracking_id,
-                buffer_size=int(self.factory.limits.get("splice_buffer_bytes", 262144)),
-                close_timeout=float(self.factory.limits.get("close_handshake_timeout", 5.0)),
-            )
             listener = self._handoff.protocol
             self._handoff = None
-            splice.start(self.factory.spliced_connection_closed)
-            self.factory.splice_started(splice, (self, listener))
+            self.factory.start_splice(self, listener, self.tracking_id, self._ticket)
         elif self.http_role is not None:
             self.http_role.opened()
 

@@ -72,6 +72,7 @@ class RunningGateway:
     port: int
     host: str = "127.0.0.1"
     tls: bool = False
+    admin_port: int | None = None
 
     @property
     def netloc(self) -> str:
@@ -87,6 +88,12 @@ class RunningGateway:
     def http_url(self) -> str:
         """C{http://host:port} (or C{https://})."""
         return f"{'https' if self.tls else 'http'}://{self.netloc}"
+
+    @property
+    def admin_url(self) -> str:
+        """C{http://127.0.0.1:PORT} of the admin endpoint (started with C{admin=True})."""
+        assert self.admin_port is not None, "start_gateway(..., admin=True)"
+        return f"http://{self.host}:{self.admin_port}"
 
     @property
     def connection_string(self) -> str:
@@ -109,13 +116,19 @@ async def start_gateway(
     chooser: IListenerChooser | None = None,
     extra_sections: tuple[Any, ...] = (),
     extensions: tuple[Any, ...] = (),
+    admin: bool = False,
 ) -> RunningGateway:
-    """Start a gateway for one test; it is stopped (and its connections drained) at cleanup."""
+    """
+    Start a gateway for one test; it is stopped (and its connections drained) at cleanup.
+
+    @param admin: also serve the admin endpoint (C{/metrics}, C{/healthz}) on a loopback port of its own.
+    """
     parsed = parse_config(tomllib.loads(textwrap.dedent(config)), "<test>", extra_sections)
     merged = {**default_limits(), "listener_failure_delay": 0.0, **(limits or {})}
     settings = GatewaySettings(
         listen=(listen,),
         public_url=public_url,
+        admin="tcp:0:interface=127.0.0.1" if admin else None,
         state_dir=Path(case.mktemp()),
         config=parsed.__class__(
             listen=(), public_url=None, state_dir=None, namespaces=parsed.namespaces, limits=merged
@@ -127,4 +140,5 @@ async def start_gateway(
     case.addCleanup(service.stopService)
     port = service.ports[0].getHost().port
     tls = listen.startswith(("ssl:", "tls:"))
-    return RunningGateway(service=service, port=port, tls=tls)
+    admin_port = service.admin_port.getHost().port if service.admin_port is not None else None
+    return RunningGateway(service=service, port=port, tls=tls, admin_port=admin_port)

@@ -1,0 +1,116 @@
+"""
+The admin endpoint: C{GET /metrics} (Prometheus text format) and C{GET /healthz}, on a Site of its own.
+
+It is served only when asked for (C{--admin ENDPOINT} or C{admin} in the file), on an endpoint separate
+from the relay's, so that scraping needs no relay token and the relay's ports expose nothing operational.
+Bind it to loopback or a management network: it needs no credentials and names every entity.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from typing_extensions import override
+
+from relay.metrics import CONTENT_TYPE, Registry
+
+_ALLOWED = b"GET, HEAD"
+
+
+class _Page(Resource):
+    """One read-only document; anything but GET and HEAD is 405."""
+
+    isLeaf = True
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__()
+        self._content_type = content_type.encode("ascii")
+
+    def body(self) -> bytes:
+        """The document."""
+        raise NotImplementedError
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """Answer GET and HEAD; refuse other methods with 405 and C{Allow}."""
+        request.setHeader(b"cache-control", b"no-store")
+        if request.method not in (b"GET", b"HEAD"):
+            request.setResponseCode(405)
+            request.setHeader(b"allow", _ALLOWED)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"method not allowed\n"
+        request.setHeader(b"content-type", self._content_type)
+        body = self.body()
+        request.setHeader(b"content-length", b"%d" % len(body))
+        return b"" if request.method == b"HEAD" else body
+
+
+class MetricsPage(_Page):
+    """C{/metrics}: the registry rendered at each scrape."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(CONTENT_TYPE)
+        self.registry = registry
+
+    @override
+    def body(self) -> bytes:
+        """The registry in the text exposition format."""
+        return self.registry.exposition()
+
+
+class HealthPage(_Page):
+    """C{/healthz}: the process answers, so its reactor turns."""
+
+    def __init__(self) -> None:
+        super().__init__("text/plain; charset=utf-8")
+
+    @override
+    def body(self) -> bytes:
+        """Always C{ok}."""
+        return b"ok\n"
+
+
+class NotFound(Resource):
+    """Every other path: 404."""
+
+    isLeaf = True
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """Say there is nothing here."""
+        request.setResponseCode(404)
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"not found; try /metrics or /healthz\n"
+
+
+class AdminRoot(Resource):
+    """Dispatches C{/metrics} and C{/healthz}; everything else is 404."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self._pages: dict[bytes, Resource] = {b"metrics": MetricsPage(registry), b"healthz": HealthPage()}
+        self._missing = NotFound()
+
+    @override
+    def getChild(self, path: bytes, request: IRequest) -> Resource:
+        """The page named by the first segment, if it is the whole path."""
+        page = self._pages.get(path)
+        if page is None or request.postpath:  # type: ignore[attr-defined]
+            return self._missing
+        return page
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """C{/} itself is not a page."""
+        return self._missing.render(request)
+
+
+def admin_site(registry: Registry, reactor: Any = None) -> Site:
+    """The admin endpoint's Site (no access log: scrapes every few seconds would drown the relay's)."""
+    site = Site(AdminRoot(registry), reactor=reactor)
+    site.log = lambda request: None  # type: ignore[method-assign]
+    site.displayTracebacks = False
+    return site

@@ -1,0 +1,114 @@
+"""The admin endpoint's resources, in memory (treq's StubTreq), and its assembly by C{twistd relay}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from treq.testing import StubTreq
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.admin import AdminRoot
+from relay.config import parse_config
+from relay.metrics import Registry
+from relay.service import GatewayService
+from relay.tap import Options, makeService
+
+
+class AdminResourceTests(SynchronousTestCase):
+    """GET /metrics and /healthz; other paths 404, other methods 405."""
+
+    def setUp(self) -> None:
+        self.registry = Registry()
+        self.registry.counter("relay_x_total", "X.", ("entity",)).inc("hyco", amount=3)
+        self.client = StubTreq(AdminRoot(self.registry))
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, dict[bytes, list[bytes]], bytes]:
+        response = self.successResultOf(self.client.request(method, f"http://admin.test{path}"))
+        body = self.successResultOf(response.content())
+        return response.code, dict(response.headers.getAllRawHeaders()), body
+
+    def test_metrics(self) -> None:
+        """/metrics is the registry in the text format, with Prometheus's content type."""
+        code, headers, body = self.get("/metrics")
+        self.assertEqual(code, 200)
+        self.assertEqual(headers[b"Content-Type"], [b"text/plain; version=0.0.4; charset=utf-8"])
+        self.assertEqual(body, self.registry.exposition())
+        self.assertIn(b'relay_x_total{entity="hyco"} 3\n', body)
+
+    def test_healthz(self) -> None:
+        """/healthz answers ok."""
+        code, _, body = self.get("/healthz")
+        self.assertEqual((code, body), (200, b"ok\n"))
+
+    def test_head(self) -> None:
+        """HEAD answers without a body."""
+        code, _, body = self.get("/metrics", "HEAD")
+        self.assertEqual((code, body), (200, b""))
+
+    def test_unknown_paths(self) -> None:
+        """Anything else is 404, including the root and paths below the pages."""
+        for path in ("/", "/nope", "/metrics/x", "/healthz/"):
+            self.assertEqual(self.get(path)[0], 404, path)
+
+    def test_other_methods(self) -> None:
+        """POST and friends are 405 with Allow."""
+        code, headers, _ = self.get("/metrics", "POST")
+        self.assertEqual(code, 405)
+        self.assertEqual(headers[b"Allow"], [b"GET, HEAD"])
+        self.assertEqual(self.get("/healthz", "DELETE")[0], 405)
+
+
+class AdminOptionTests(SynchronousTestCase):
+    """C{--admin} and C{gateway.admin}: off by default, a separate server when set."""
+
+    def options(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(["--state-dir", self.mktemp(), *argv])
+        return options
+
+    def build(self, options: Options) -> tuple[MemoryReactorClock, GatewayService]:
+        reactor = MemoryReactorClock()
+        return reactor, makeService(options, reactor=reactor)
+
+    def endpoints(self, service: GatewayService) -> list[StreamServerEndpointService]:
+        return [s for s in service if isinstance(s, StreamServerEndpointService)]
+
+    def test_off_by_default(self) -> None:
+        """Without --admin only the relay endpoint is served."""
+        options = self.options()
+        self.assertIsNone(options["settings"].admin)
+        _, service = self.build(options)
+        self.assertEqual(len(self.endpoints(service)), 1)
+
+    def test_admin_endpoint(self) -> None:
+        """--admin adds a server on its own endpoint; the relay's ports exclude it."""
+        options = self.options("--admin", "tcp:9090:interface=127.0.0.1")
+        reactor, service = self.build(options)
+        self.assertEqual(len(self.endpoints(service)), 2)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.successResultOf(service.ready)
+        self.assertEqual(
+            [(p, i) for p, _, _, i in reactor.tcpServers], [(9080, "127.0.0.1"), (9090, "127.0.0.1")]
+        )
+        self.assertEqual(len(service.ports), 1)
+        self.assertIsNotNone(service.admin_port)
+
+    def test_admin_from_the_file(self) -> None:
+        """gateway.admin in the file is used unless --admin overrides it."""
+        path = Path(self.mktemp())
+        path.write_text('[gateway]\nadmin = "tcp:9191:interface=127.0.0.1"\n')
+        self.assertEqual(
+            self.options("--config", str(path))["settings"].admin, "tcp:9191:interface=127.0.0.1"
+        )
+        overridden = self.options("--config", str(path), "--admin", "tcp:9292")
+        self.assertEqual(overridden["settings"].admin, "tcp:9292")
+
+    def test_config_admin_checked(self) -> None:
+        """An empty admin endpoint in the file is an error; the entity limit is a gateway setting."""
+        with self.assertRaises(ValueError):
+            parse_config({"gateway": {"admin": " "}}, "f.toml")
+        config = parse_config({"gateway": {"metrics_max_entities": 50}}, "f.toml")
+        self.assertEqual(config.limits["metrics_max_entities"], 50.0)
