@@ -35,6 +35,7 @@ from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole, SenderRole
 from bindings.wsfast import FastTextReader
 from bindings.wsframes import text_frame
+from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
 
@@ -118,7 +119,7 @@ class WcfFactory(WebSocketServerFactory):
         self.gateway = gateway
         self.connections: set[WcfProtocol] = set()
         self.register_timeout = REGISTER_TIMEOUT
-        self._drain_waiters: list[Deferred[None]] = []
+        self._drain = ConnectionDrain(self.connections, gateway.clock)
         self._last_payload = b""
         self._last_frame = text_frame(b"")
         ping = float(gateway.limits.get("control_ping_interval", 30.0))
@@ -151,32 +152,11 @@ class WcfFactory(WebSocketServerFactory):
 
     def connection_closed(self, protocol: WcfProtocol) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
-        self.connections.discard(protocol)
-        if not self.connections:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+        self._drain.forget(protocol)
 
     def drain(self, timeout: float) -> Deferred[None]:
         """Wait until every connection is gone, aborting the stragglers after C{timeout} seconds."""
-        waiting: Deferred[None] = Deferred()
-        if not self.connections:
-            waiting.callback(None)
-            return waiting
-        self._drain_waiters.append(waiting)
-
-        def abort() -> None:
-            for protocol in list(self.connections):
-                protocol.transport.abortConnection()
-
-        call = self.gateway.clock.callLater(timeout, abort)
-
-        def stop_timer(result: None) -> None:
-            if call.active():
-                call.cancel()
-            return result
-
-        return waiting.addBoth(stop_timer)
+        return self._drain.wait(timeout)
 
 
 class WcfResource(Resource):

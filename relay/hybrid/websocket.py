@@ -25,6 +25,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from relay.auth import Rights
+from relay.draining import ConnectionDrain
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import (
     ACTION_ACCEPT,
@@ -122,7 +123,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         self.splices: set[Splice] = set()
         # Every $hc socket: Autobahn protocols, legs answered without Autobahn, spliced connections.
         self.connections: set[Any] = set()
-        self._drain_waiters: list[Deferred[None]] = []
+        self._drain = ConnectionDrain(self.connections, clock)
         self.externalPort = None
         ping = float(limits.get("control_ping_interval", 30.0))
         self.setProtocolOptions(
@@ -173,11 +174,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
 
     def connection_closed(self, protocol: Any) -> None:
         """Forget a connection; wake L{drain} waiters when none are left."""
-        self.connections.discard(protocol)
-        if not self.connections:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
+        self._drain.forget(protocol)
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -185,26 +182,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
 
         Used at shutdown after close frames were sent, so well-behaved peers finish their closing handshake.
         """
-        waiting: Deferred[None] = Deferred()
-        if not self.connections:
-            waiting.callback(None)
-            return waiting
-        self._drain_waiters.append(waiting)
-
-        def abort() -> None:
-            for protocol in list(self.connections):
-                transport: Any = protocol.transport
-                transport.abortConnection()
-
-        call = self.clock.callLater(timeout, abort)
-
-        def stop_timer(result: None) -> None:
-            if call.active():
-                call.cancel()
-            return result
-
-        waiting.addBoth(stop_timer)
-        return waiting
+        return self._drain.wait(timeout)
 
 
 class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
