@@ -119,7 +119,7 @@ class SmallRequestTests(HttpTestCase):
         self.assertEqual(headers["Host"], HOST)
         self.assertEqual(headers["Via"], f"1.0 upstream, 1.1 {HOST}")
         self.assertEqual(headers["X-Forwarded-For"], "10.0.0.5")
-        self.assertEqual(headers["X-Forwarded-Proto"], "http")
+        self.assertEqual(headers["X-Forwarded-Proto"], "https" if self.use_tls else "http")
         self.assertNotIn("Servicebusauthorization", {k.title() for k in headers})
         self.respond(listener, request["id"], headers={"Content-Type": "text/plain"}, body=b"hello")
         reply = sender.reply

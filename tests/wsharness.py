@@ -15,12 +15,16 @@ import txaio
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IConsumer, IPushProducer
+from twisted.internet.protocol import Factory
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from relay.auth import Rights, SharedAccessRule, make_token
+from relay.certs import issue_server_certificate
 from relay.config import GatewayConfig, NamespaceConfig, default_limits
 from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings, Namespace
 from relay.listeners import RoundRobinChooser
@@ -93,12 +97,35 @@ class RecordingTransport(iosim.FakeTransport):
         super().abortConnection()
 
 
+class TLSPair:
+    """
+    Server and client TLS settings from a development CA (L{relay.certs}), for in-memory TLS connections.
+
+    The gateway's TLS endpoints wrap every connection in L{TLSMemoryBIOProtocol}, whose close waits for a
+    registered producer to go away; plain in-memory transports hide that, so TLS tests run the real layer.
+    """
+
+    def __init__(self, directory: Path, host: str = HOST) -> None:
+        files = issue_server_certificate(directory, [host])
+        server = PrivateCertificate.loadPEM(files.key_path.read_text() + files.cert_path.read_text())
+        trust = Certificate.loadPEM(files.ca_path.read_text())
+        self.server_factory = TLSMemoryBIOFactory(server.options(), False, Factory())
+        self.client_factory = TLSMemoryBIOFactory(optionsForClientTLS(host, trust), True, Factory())
+
+    def wrap(self, server: Any, client: Any) -> tuple[TLSMemoryBIOProtocol, TLSMemoryBIOProtocol]:
+        return (
+            TLSMemoryBIOProtocol(self.server_factory, server),
+            TLSMemoryBIOProtocol(self.client_factory, client),
+        )
+
+
 class Network:
     """All in-memory connections of one test, pumped together."""
 
-    def __init__(self, site: Any, clock: Clock) -> None:
+    def __init__(self, site: Any, clock: Clock, tls: TLSPair | None = None) -> None:
         self.site = site
         self.clock = clock
+        self.tls = tls
         self.pumps: list[iosim.IOPump] = []
 
     def connect(
@@ -122,6 +149,8 @@ class Network:
         """Connect any client protocol to the gateway's site; C{client.server_transport} is its far end."""
         port = next(_ports)
         server = self.site.buildProtocol(IPv4Address("TCP", source, port))
+        if self.tls is not None:  # real TLS (OpenSSL in memory) between the two ends
+            server, client = self.tls.wrap(server, client)
         server_transport = RecordingTransport(
             server, True, IPv4Address("TCP", "127.0.0.1", 443), IPv4Address("TCP", source, port)
         )
@@ -131,6 +160,8 @@ class Network:
         pump = iosim.connect(
             server, server_transport, client, client_transport, greet=False, clock=self.clock
         )
+        if self.tls is not None:
+            server, client = server.wrappedProtocol, client.wrappedProtocol
         client.pump = pump
         client.server_transport = server_transport
         self.pumps.append(pump)
@@ -158,6 +189,8 @@ class Network:
 class GatewayTestCase(SynchronousTestCase):
     """A gateway with namespace C{relay.test}: C{hyco} (2 listeners max), C{open} (anonymous senders)."""
 
+    use_tls = False  # True: every connection runs through real in-memory TLS (L{TLSPair})
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -181,7 +214,8 @@ class GatewayTestCase(SynchronousTestCase):
             config=GatewayConfig(namespaces=(NamespaceConfig(namespace, entities),), limits=limits),
         )
         self.gateway = GatewayService(settings, reactor=self.clock, chooser=RoundRobinChooser())
-        self.net = Network(self.gateway.site, self.clock)
+        tls = TLSPair(Path(self.mktemp())) if self.use_tls else None
+        self.net = Network(self.gateway.site, self.clock, tls)
 
     def entities(self) -> tuple[Entity, ...]:
         """The hybrid connections of the test namespace."""

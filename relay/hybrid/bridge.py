@@ -147,6 +147,17 @@ class SplicedConnection(Protocol):
         self._closed(self)
 
 
+def _lose(transport: Any) -> None:
+    """
+    Close a leg's socket once its buffered bytes are written.
+
+    The leg's back-pressure producer goes first: Twisted's TLS layer holds C{loseConnection} while a
+    producer is registered, which would leave the socket open until the peer gives up.
+    """
+    transport.unregisterProducer()
+    transport.loseConnection()
+
+
 def attach(transport: Any, protocol: Protocol) -> None:
     """
     Make C{protocol} receive what C{transport} reads (under TLS: what the TLS layer decrypts).
@@ -390,7 +401,7 @@ class Splice:
         if leg.finished:
             return
         leg.finished = True
-        leg.transport.loseConnection()
+        _lose(leg.transport)
         leg.other.transport.resumeProducing()
         if self.sender.finished and self.listener.finished:
             self._cancel_close_timer()
@@ -413,7 +424,7 @@ class Splice:
                     self._send_close(leg, leg.close_code or CloseCode.NORMAL, leg.close_reason)
                 leg.finished = True
                 if leg.close_received:
-                    leg.transport.loseConnection()
+                    _lose(leg.transport)
                 else:
                     leg.transport.abortConnection()
 

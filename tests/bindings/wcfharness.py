@@ -34,7 +34,7 @@ from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings, 
 from relay.listeners import RoundRobinChooser
 from relay.service import GatewayService, GatewaySettings
 
-from ..wsharness import Network, RecordingClient
+from ..wsharness import Network, RecordingClient, TLSPair
 from .calculator import ICalculator, IChat
 
 KEY = "test-key-0123456789abcdefghijkl"
@@ -102,6 +102,8 @@ def entities() -> tuple[Entity, ...]:
 class BindingsTestCase(SynchronousTestCase):
     """A gateway on namespace C{relay.test} with the binding names of L{entities}; dynamic names allowed."""
 
+    use_tls = False  # True: every connection runs through real in-memory TLS
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -126,7 +128,8 @@ class BindingsTestCase(SynchronousTestCase):
         )
         self.bindings: BindingsGateway = self.service.getServiceNamed("bindings").gateway
         self.namespace = namespace
-        self.net = Network(self.service.site, self.clock)
+        tls = TLSPair(Path(self.mktemp())) if self.use_tls else None
+        self.net = Network(self.service.site, self.clock, tls)
         self.endpoint = MemoryEndpoint(self.net)
 
     def token(self, path: str, key_name: str = "root", key: str = KEY, ttl: float = 3600) -> str:
