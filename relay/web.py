@@ -31,6 +31,7 @@ from twisted.web import http
 from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from twisted.web.server import version as server_version
 from typing_extensions import override
 from zope.interface import Interface, implementer
 
@@ -42,6 +43,9 @@ DEFAULT_BUFFERED_BODY = 64 * 1024
 DEFAULT_MAX_REQUEST_LINE = 16 * 1024
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 500
+
+
+SERVER_HEADER = b"relay"
 
 
 class IBodyConsumer(Interface):
@@ -203,6 +207,18 @@ class RelayRequest(Request):
     body: RequestBody | None = None
     _finish_pending = False
     _linger: IDelayedCall | None = None
+
+    @override
+    def setHeader(self, name: str | bytes, value: str | bytes) -> None:
+        """
+        Name the server as the WebSocket handshakes do: C{relay}, without twisted.web's version.
+
+        twisted.web sets C{Server: TwistedWeb/<version>} on every request before rendering; telling
+        scanners the exact server version helps nobody running a relay.
+        """
+        if value is server_version and (name.lower() in (b"server", "server")):
+            value = SERVER_HEADER
+        super().setHeader(name, value)
 
     @override
     def gotLength(self, length: int | None) -> None:

@@ -183,3 +183,10 @@ class SiteTests(SynchronousTestCase):
         (collector,) = self.resource.collectors
         self.assertIsNotNone(collector.failure)
         self.assertFalse(collector.ended)
+
+    def test_server_header_names_no_version(self) -> None:
+        """The gateway's own answers say C{Server: relay}, not twisted.web's name and version."""
+        client, _, pump = self.connect()
+        client.request("POST", "/refuse", body=b"")
+        pump.flush()
+        self.assertEqual(client.reply.header("Server"), "relay")
