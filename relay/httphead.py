@@ -17,17 +17,19 @@ exactly as before: every refusal keeps its status, reason and body.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_TARGET = re.compile(rb"[\x21-\x7e]+")
-_BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_END = b"\r\n\r\n"
+# One plain head, and nothing after it: a GET request line in HTTP/1.1 with a printable ASCII target, then
+# header fields whose names are tokens and whose values hold no NUL, CR or LF (no folded lines, no field
+# without a colon), then the empty line.
+_HEAD = re.compile(
+    rb"GET (?P<target>[\x21-\x7e]+) HTTP/1\.1\r\n"
+    rb"(?P<fields>(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00\r\n]*\r\n)*)\r\n"
+)
 _REFUSED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):
     """
     A plain request head.
 
@@ -61,37 +63,26 @@ def read_head(
     @param max_header_bytes: most bytes of header fields (each with its CRLF) the site accepts.
     @param max_headers: most header fields the site accepts.
     """
-    end = data.find(_END)
-    if end < 0 or end + 4 != len(data):
-        return None  # incomplete, or more than one head (pipelined bytes): twisted.web decides
-    lines = data[:end].split(b"\r\n")
-    request_line = lines[0]
-    if len(request_line) > max_request_line:
+    match = _HEAD.fullmatch(data)
+    if match is None:
+        return None  # incomplete, more than one head, or anything unusual: twisted.web decides
+    target = match.group("target")
+    if not target.startswith(target_prefix) or match.start("fields") - 2 > max_request_line:
         return None
-    parts = request_line.split(b" ")
-    if len(parts) != 3:
+    fields = match.group("fields")
+    if len(fields) > max_header_bytes:  # each field with its CRLF, as the site counts them
         return None
-    method, target, version = parts
-    if method != b"GET" or version != b"HTTP/1.1" or not target.startswith(target_prefix):
+    lines = fields.split(b"\r\n")
+    lines.pop()  # what follows the last CRLF
+    if len(lines) > max_headers:
         return None
-    if _TARGET.fullmatch(target) is None:
-        return None
-    if len(lines) - 1 > max_headers:
-        return None
-    if end - len(request_line) > max_header_bytes:  # each field with its CRLF
-        return None
-    headers: list[tuple[bytes, list[bytes]]] = []
-    seen: set[bytes] = set()
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or _TOKEN.fullmatch(name) is None:
-            return None  # also a folded line (leading space or tab)
+    headers: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
         name = name.lower()
-        if name in seen or name in _REFUSED_FIELDS:
+        if name in headers:
             return None
-        seen.add(name)
-        value = value.strip(b" \t")
-        if _BAD_VALUE.search(value) is not None:
-            return None
-        headers.append((name, [value]))
-    return RequestHead(method, target, version, headers)
+        headers[name] = [value.strip(b" \t")]
+    if not _REFUSED_FIELDS.isdisjoint(headers):
+        return None
+    return RequestHead(b"GET", target, b"HTTP/1.1", list(headers.items()))
