@@ -112,7 +112,7 @@ class HybridConnectionResource(Resource):
     def __init__(self, factory: HybridConnectionFactory) -> None:
         super().__init__()
         self._websocket = WebSocketResource(factory)
-        self._direct = DirectUpgrades(factory)
+        self.direct = DirectUpgrades(factory)
 
     @override
     def render(self, request: IRequest) -> Any:
@@ -121,7 +121,7 @@ class HybridConnectionResource(Resource):
         if upgrade != b"websocket":
             error = RelayError(ErrorKind.BAD_REQUEST, "The $hc endpoint only accepts WebSocket upgrades")
             return ErrorResource(error).render(request)
-        if self._direct.take(request):
+        if self.direct.take(request):
             return NOT_DONE_YET
         return self._websocket.render(request)
 
@@ -224,7 +224,8 @@ class GatewayService(MultiService):
         )
         self.hybrid_factory.request_rendezvous = self.http.request_rendezvous
         self.root = GatewayRoot(self.store)
-        self.root.register_prefix("$hc", HybridConnectionResource(self.hybrid_factory))
+        hybrid_resource = HybridConnectionResource(self.hybrid_factory)
+        self.root.register_prefix("$hc", hybrid_resource)
         self.root.register_kind(
             HYBRID_CONNECTION, metered_requests(self.http.resource, self.instruments), streams_body=True
         )
@@ -240,7 +241,7 @@ class GatewayService(MultiService):
             ("entity",),
             self._connection_levels,
         )
-        self.site: Site = RelaySite(
+        site = RelaySite(
             self.root,
             reactor=reactor,
             timeout=limits["http_idle_timeout"],
@@ -249,6 +250,9 @@ class GatewayService(MultiService):
             max_request_line=int(limits["http_max_request_line"]),
             max_header_bytes=int(limits["http_max_header_bytes"]),
         )
+        # Senders' and rendezvous upgrades are answered from their head, without a twisted.web Request.
+        site.head_taker = hybrid_resource.direct
+        self.site: Site = site
         self.public_url = settings.public_url
         self.ports: list[IListeningPort] = []
         self._endpoint_services: list[StreamServerEndpointService] = []

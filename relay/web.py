@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -36,6 +36,7 @@ from typing_extensions import override
 from zope.interface import Interface, implementer
 
 from relay.errors import ErrorKind, RelayError, new_tracking_id
+from relay.httphead import RequestHead, read_head
 
 StreamPolicy = Callable[[Request], bool]
 
@@ -46,6 +47,23 @@ DEFAULT_MAX_HEADERS = 500
 
 
 SERVER_HEADER = b"relay"
+
+
+class HeadTaker(Protocol):
+    """
+    Answers some requests straight from their head, without twisted.web (see L{RelaySite.head_taker}).
+
+    @ivar target_prefix: the targets it may take (the channel reads no other head itself).
+    """
+
+    target_prefix: bytes
+
+    def take_head(self, channel: RelayHTTPChannel, head: RequestHead) -> bool:
+        """
+        Handle the request if it is one it answers, taking the connection (L{RelayHTTPChannel.release_transport}).
+
+        @return: whether it did; when not, twisted.web handles the request as usual.
+        """
 
 
 class IBodyConsumer(Interface):
@@ -323,6 +341,7 @@ class RelayHTTPChannel(HTTPChannel):
         self._head_bytes = 0
         self._head_count = 0
         self._refused = False
+        self._first_data = True
 
     @override
     def connectionMade(self) -> None:
@@ -332,6 +351,40 @@ class RelayHTTPChannel(HTTPChannel):
         self.totalHeadersSize = site.max_request_line + site.max_header_bytes + 4
         self.maxHeaders = site.max_headers + 1
         super().connectionMade()
+
+    @override
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Offer a connection's first request to the site's L{HeadTaker} when its plain head came in one piece.
+
+        Anything it does not take (and every later read) goes through twisted.web as usual.
+        """
+        if self._first_data:
+            self._first_data = False
+            taker = self.site.head_taker
+            if taker is not None and data.startswith(b"GET ") and data.startswith(taker.target_prefix, 4):
+                site = self.site
+                head = read_head(
+                    data,
+                    max_request_line=site.max_request_line,
+                    max_header_bytes=site.max_header_bytes,
+                    max_headers=site.max_headers,
+                    target_prefix=taker.target_prefix,
+                )
+                if head is not None and taker.take_head(self, head):
+                    return
+        super().dataReceived(data)
+
+    def release_transport(self) -> Any:
+        """
+        Give the connection up to whoever takes its first request over (a L{HeadTaker}).
+
+        The idle timeout stops (as twisted.web stops it while a request is handled) and the channel forgets
+        the transport, as when Autobahn's C{WebSocketResource} takes one over.
+        """
+        self.setTimeout(None)
+        transport, self.transport = self.transport, None
+        return transport
 
     @override
     def lineReceived(self, line: bytes) -> None:
@@ -469,6 +522,8 @@ class RelaySite(Site):
     @ivar max_request_line: longest request line (414 beyond).
     @ivar max_header_bytes: total size of the header fields (431 beyond).
     @ivar max_headers: number of header fields (431 beyond).
+    @ivar head_taker: answers some requests from their head alone, before twisted.web builds a
+        C{Request} (the C{$hc} sender and rendezvous upgrades); C{None}: none.
     """
 
     logger = Logger()  # HTTPFactory.log is twisted's access-log method
@@ -495,6 +550,7 @@ class RelaySite(Site):
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
+        self.head_taker: HeadTaker | None = None
         self.displayTracebacks = False
 
     @override

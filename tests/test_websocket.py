@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import re
 import struct
+from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.protocol import Protocol
@@ -16,6 +18,8 @@ from relay.hybrid.bridge import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class RawClient(Protocol):
@@ -307,6 +311,114 @@ class SenderTests(GatewayTestCase):
         sender = self.send()
         self.assertEqual(sender.status, 500)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def record_requests(self) -> list[bytes]:
+        """The targets of the requests twisted.web builds a C{Request} for from now on."""
+        site: Any = self.gateway.site
+        targets: list[bytes] = []
+
+        class Recording(site.requestFactory):  # type: ignore[misc, name-defined]
+            def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+                targets.append(path)
+                super().requestReceived(command, path, version)
+
+        self.patch(site, "requestFactory", Recording)
+        return targets
+
+    def raw_head(self, target: str, fields: str = "") -> bytes:
+        """A plain version-13 upgrade head for C{target} with the test token."""
+        return (
+            f"GET {target} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            f"ServiceBusAuthorization: {self.token()}\r\n{fields}\r\n"
+        ).encode()
+
+    def raw_answer(self, head: bytes, pieces: int) -> bytes:
+        """What the gateway answers to C{head} written in one or more pieces, until it goes quiet."""
+        raw = RawClient()
+        self.net.attach(raw)
+        size = -(-len(head) // pieces)
+        for start in range(0, len(head), size):
+            raw.transport.write(head[start : start + size])
+            self.net.flush()
+        return raw.received
+
+    def test_pairs_are_answered_without_twisted_web_requests(self) -> None:
+        """A sender's and a rendezvous upgrade whose head comes in one piece never become a Request."""
+        listener = self.listen()
+        targets = self.record_requests()
+        sender = self.send()
+        rendezvous = self.accept_next(listener)
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        self.assertEqual(targets, [])
+        sender.sendMessage(b"direct", isBinary=True)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"direct", True)])
+
+    def test_head_in_pieces_goes_through_twisted_web(self) -> None:
+        """A head that arrives in pieces is parsed by twisted.web and answered by the same code."""
+        listener = self.listen()
+        targets = self.record_requests()
+        raw = RawClient()
+        self.net.attach(raw)
+        head = self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=pieces")
+        raw.transport.write(head[:40])
+        self.net.flush()
+        raw.transport.write(head[40:])
+        self.net.flush()
+        self.assertEqual(targets, [b"/$hc/hyco?sb-hc-action=connect&sb-hc-id=pieces"])
+        rendezvous = self.accept_next(listener)
+        self.assertEqual(rendezvous.status, 101)
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), raw.received)
+        self.assertEqual(len(targets), 1)
+
+    def test_refusals_are_the_same_with_or_without_twisted_web(self) -> None:
+        """Refused upgrades get the same bytes whether their head came whole (direct) or in pieces."""
+        self.listen()
+        cases = {
+            "unknown entity": self.raw_head("/$hc/nothing?sb-hc-action=connect&sb-hc-id=t1"),
+            "bad token": self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=t2").replace(
+                b"ServiceBusAuthorization: ", b"ServiceBusAuthorization: x"
+            ),
+            "unknown rendezvous": self.raw_head("/$hc/hyco?sb-hc-action=accept&sb-hc-id=t3&sb-hc-key=nope"),
+            "no upgrade token": self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=t4").replace(
+                b"Upgrade: websocket", b"Upgrade: websocket, h2c"
+            ),
+            "upgrade with a vertical tab": self.raw_head(
+                "/$hc/hyco?sb-hc-action=connect&sb-hc-id=t5"
+            ).replace(b"Upgrade: websocket", b"Upgrade: websocket\x0b"),
+            "no Host": self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=t6").replace(
+                f"Host: {HOST}\r\n".encode(), b""
+            ),
+            "bad key": self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=t7").replace(
+                b"dGhlIHNhbXBsZSBub25jZQ==", b"short"
+            ),
+            "bad header name": self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=t8", "X Bad: 1\r\n"),
+            "request line too long": self.raw_head(
+                "/$hc/hyco?sb-hc-action=connect&sb-hc-id=t9&x=" + "a" * 20000
+            ),
+        }
+        for name, head in cases.items():
+            with self.subTest(name):
+                # twisted.web's own refusals carry a new tracking id each time
+                whole = _UUID.sub(b"<id>", self.raw_answer(head, 1))
+                in_pieces = _UUID.sub(b"<id>", self.raw_answer(head, 3))
+                self.assertTrue(whole.startswith(b"HTTP/1.1 4"), (name, whole))
+                self.assertEqual(whole, in_pieces, name)
+
+    def test_idle_timeout_stops_for_a_direct_upgrade(self) -> None:
+        """The HTTP idle timeout does not end a pair whose upgrades were answered from their heads."""
+        listener = self.listen()
+        targets = self.record_requests()
+        sender = self.send()
+        rendezvous = self.accept_next(listener)
+        self.assertEqual(targets, [])
+        self.clock.advance(self.gateway.settings.limits["http_idle_timeout"] + 60)
+        self.net.flush()
+        sender.sendMessage(b"still here", isBinary=True)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"still here", True)])
+        self.assertIsNone(sender.closed)
 
     def test_invalid_version_refused_as_before(self) -> None:
         """A version Autobahn does not speak is still refused by Autobahn, with its own answer."""

@@ -16,6 +16,8 @@ still go to Autobahn, which answers them as before.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from autobahn.twisted.util import peer2str
@@ -26,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from relay.errors import RelayError
+from relay.httphead import RequestHead
 from relay.hybrid.addressing import (
     ACTION_ACCEPT,
     ACTION_CONNECT,
@@ -48,6 +51,7 @@ from relay.hybrid.websocket import (
     rendezvous_subprotocol,
     sender_refusal,
 )
+from relay.web import RelayHTTPChannel
 
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
 
@@ -179,14 +183,26 @@ class DirectLeg(Protocol):
         self.refuse(status, reason)
 
 
+@dataclass(frozen=True, slots=True)
+class _Direct:
+    """A request L{DirectUpgrades} answers: its upgrade, target, action and target text."""
+
+    upgrade: Upgrade
+    target: RequestTarget
+    action: str | None
+    uri: str
+
+
 class DirectUpgrades:
     """
     Answers senders' and rendezvous upgrades on C{/$hc} itself (see the module docstring).
 
     @ivar factory: the C{$hc} factory: router, limits, connection counting, splices.
+    @ivar target_prefix: the targets the site's channels offer it (L{take_head}).
     """
 
     log = Logger()
+    target_prefix = b"/$hc/"
 
     def __init__(self, factory: HybridConnectionFactory) -> None:
         self.factory = factory
@@ -203,29 +219,88 @@ class DirectUpgrades:
         channel: Any = request.channel  # type: ignore[attr-defined]
         if channel.transport is None:
             return False
-        upgrade = read_upgrade(
+        direct = self._read(
             request.method,
             request.clientproto,  # type: ignore[attr-defined]
             raw_uri,
             request.requestHeaders.getAllRawHeaders(),
         )
-        if upgrade is None:
+        if direct is None:
             return False
+        transport, channel.transport = channel.transport, None
+        content: Any = request.content
+        leg = self._leg(transport, direct.target)
+        leg.data = content.read()
+        self._answer(leg, direct)
+        return True
+
+    def take_head(self, channel: RelayHTTPChannel, head: RequestHead) -> bool:
+        """
+        Handle a connection's first request from its head alone, before twisted.web builds a C{Request}.
+
+        The site's channels offer it such heads (L{RelaySite.head_taker}).
+
+        Takes exactly the requests that twisted.web would route to L{take} and that L{take} would handle,
+        with the same answers; for the others it returns C{False} and twisted.web handles them as before.
+        """
+        raw_uri = head.target
+        if b"sb-hc-action=connect" not in raw_uri and b"sb-hc-action=accept" not in raw_uri:
+            return False
+        for name, values in head.headers:
+            if name == b"upgrade":
+                if values[0].lower() != b"websocket":
+                    return False  # the $hc resource refuses it with 400
+                break
+        else:
+            return False
+        direct = self._read(head.method, head.version, raw_uri, head.headers)
+        if direct is None:
+            return False
+        leg = self._leg(channel.release_transport(), direct.target)
+        self._answer(leg, direct)
+        return True
+
+    def _read(
+        self,
+        method: bytes,
+        version: bytes,
+        raw_uri: bytes,
+        raw_headers: Iterable[tuple[bytes, Sequence[bytes]]],
+    ) -> _Direct | None:
+        """The upgrade, target and action of a request this module answers, or C{None}."""
+        upgrade = read_upgrade(method, version, raw_uri, raw_headers)
+        if upgrade is None:
+            return None
         uri = raw_uri.decode("latin-1")
         try:
             target = split_target(uri)
         except AddressError:
-            return False
+            return None
         action = target.param("action")
         if action not in DIRECT_ACTIONS:
-            return False
-        leg = self._take_transport(request, target)
+            return None
+        return _Direct(upgrade, target, action, uri)
+
+    def _leg(self, transport: Any, target: RequestTarget) -> DirectLeg:
+        """Move the socket from twisted.web to a new leg, as Autobahn's resource does."""
+        leg = DirectLeg(self.factory, target.param("id") or str(uuid.uuid4()))
+        attach(transport, leg)
+        producer = getattr(transport, "_networkProducer", None)
+        if producer is not None:  # twisted.web paused reading while the request was handled
+            producer.resumeProducing()
+        else:
+            transport.resumeProducing()
+        return leg
+
+    def _answer(self, leg: DirectLeg, direct: _Direct) -> None:
+        """Admit and pair (or refuse) the upgrade now held by C{leg}."""
+        action, target, upgrade = direct.action, direct.target, direct.upgrade
         path = hc_path(target.path) or "/"
         try:
             if action == ACTION_CONNECT:
                 self._sender(leg, upgrade, target, path)
             else:
-                self._rendezvous(leg, upgrade, target, uri)
+                self._rendezvous(leg, upgrade, target, direct.uri)
         except RelayError as e:
             self.log.info(
                 "refused {action} upgrade on {path}: {kind} {message}",
@@ -241,22 +316,6 @@ class DirectUpgrades:
         except Exception as e:  # a bug: answer as Autobahn answers an onConnect that raised
             self.log.failure("{action} upgrade failed", action=action, tracking_id=leg.tracking_id)
             leg.refuse(500, f"Internal server error: {e}")
-        return True
-
-    def _take_transport(self, request: IRequest, target: RequestTarget) -> DirectLeg:
-        """Move the socket from twisted.web to a new leg, as Autobahn's resource does."""
-        channel: Any = request.channel  # type: ignore[attr-defined]
-        transport, channel.transport = channel.transport, None
-        leg = DirectLeg(self.factory, target.param("id") or str(uuid.uuid4()))
-        attach(transport, leg)
-        producer = getattr(transport, "_networkProducer", None)
-        if producer is not None:  # twisted.web paused reading while the request was handled
-            producer.resumeProducing()
-        else:
-            transport.resumeProducing()
-        content: Any = request.content
-        leg.data = content.read()
-        return leg
 
     def _sender(self, leg: DirectLeg, upgrade: Upgrade, target: RequestTarget, path: str) -> None:
         ticket = announce_sender(
