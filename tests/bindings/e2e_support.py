@@ -25,32 +25,13 @@ from bindings.host import ServiceHost
 from bindings.settings import ENTITY_SECTIONS, Binding, RequestReplyBinding
 from relay.listeners import IListenerChooser
 
-from ..e2e.gateway import LISTEN_KEY, ROOT_KEY, SEND_KEY, RunningGateway, start_gateway
+from ..e2e.gateway import LISTEN_KEY, NAMESPACE_CONFIG, ROOT_KEY, SEND_KEY, RunningGateway, start_gateway
 
 T = TypeVar("T")
 
-CONFIG = """
-[[namespaces]]
-name = "test"
-hosts = ["127.0.0.1", "localhost"]
-auto_create = true
-
-  [[namespaces.rules]]
-  name = "root"
-  key = "e2e-root-key-0123456789abcdefghij"
-  rights = ["Listen", "Send", "Manage"]
-
-  [[namespaces.rules]]
-  name = "send-only"
-  key = "e2e-send-key-0123456789abcdefghij"
-  rights = ["Send"]
-
-  [[namespaces.rules]]
-  name = "listen-only"
-  key = "e2e-listen-key-0123456789abcdefgh"
-  rights = ["Listen"]
-
-  [[namespaces.requestreply]]
+CONFIG = (
+    NAMESPACE_CONFIG
+    + """  [[namespaces.requestreply]]
   name = "calc"
   request_timeout = 1.5
 
@@ -69,6 +50,7 @@ auto_create = true
   max_queue_messages = 8
   max_queue_bytes = 262144
 """
+)
 
 __all__ = ["LISTEN_KEY", "ROOT_KEY", "SEND_KEY", "BindingsE2E"]
 

@@ -23,7 +23,8 @@ from relay.config import default_limits, parse_config
 from relay.listeners import IListenerChooser
 from relay.service import GatewayService, GatewaySettings
 
-DEFAULT_CONFIG = """
+# The test namespace and its three rules; each suite appends its entities.
+NAMESPACE_CONFIG = """
 [[namespaces]]
 name = "test"
 hosts = ["127.0.0.1", "localhost"]
@@ -44,13 +45,18 @@ auto_create = true
   key = "e2e-listen-key-0123456789abcdefgh"
   rights = ["Listen"]
 
-  [[namespaces.hybrid_connections]]
+"""
+
+DEFAULT_CONFIG = (
+    NAMESPACE_CONFIG
+    + """  [[namespaces.hybrid_connections]]
   name = "hyco"
 
   [[namespaces.hybrid_connections]]
   name = "open"
   requires_client_authorization = false
 """
+)
 
 ROOT_KEY = "e2e-root-key-0123456789abcdefghij"
 SEND_KEY = "e2e-send-key-0123456789abcdefghij"
