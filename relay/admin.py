@@ -16,6 +16,7 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from relay.metrics import CONTENT_TYPE, Registry
+from relay.web import RelayRequest
 
 _ALLOWED = b"GET, HEAD"
 
@@ -111,6 +112,7 @@ class AdminRoot(Resource):
 def admin_site(registry: Registry, reactor: Any = None) -> Site:
     """The admin endpoint's Site (no access log: scrapes every few seconds would drown the relay's)."""
     site = Site(AdminRoot(registry), reactor=reactor)
+    site.requestFactory = RelayRequest  # says "Server: relay", like the gateway's own site
     site.log = lambda request: None  # type: ignore[method-assign]
     site.displayTracebacks = False
     return site

@@ -6,14 +6,18 @@ from pathlib import Path
 
 from treq.testing import StubTreq
 from twisted.application.internet import StreamServerEndpointService
+from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.admin import AdminRoot
+from relay.admin import AdminRoot, admin_site
 from relay.config import parse_config
 from relay.metrics import Registry
 from relay.service import GatewayService
 from relay.tap import Options, makeService
+
+from .httpharness import RawHttpClient
 
 
 class AdminResourceTests(SynchronousTestCase):
@@ -51,6 +55,18 @@ class AdminResourceTests(SynchronousTestCase):
         """Anything else is 404, including the root and paths below the pages."""
         for path in ("/", "/nope", "/metrics/x", "/healthz/"):
             self.assertEqual(self.get(path)[0], 404, path)
+
+    def test_served_by_relay(self) -> None:
+        """The admin Site names itself as the gateway's site does, without twisted.web's version."""
+        site = admin_site(self.registry, reactor=MemoryReactorClock())
+        client = RawHttpClient()
+        server = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9090))
+        pump = iosim.connect(
+            server, iosim.FakeTransport(server, True), client, iosim.FakeTransport(client, False), greet=False
+        )
+        client.request("GET", "/healthz")
+        pump.flush()
+        self.assertEqual((client.reply.status, client.reply.header("Server")), (200, "relay"))
 
     def test_other_methods(self) -> None:
         """POST and friends are 405 with Allow."""
