@@ -99,7 +99,8 @@ def free_port() -> int:
         return port
 
 
-CONFIG = """\
+# What both configurations share: one worker, no daemon, files under the prefix, no access log.
+_PREAMBLE = """\
 worker_processes 1;
 worker_rlimit_nofile 20000;
 daemon off;
@@ -117,6 +118,11 @@ http {{
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
+"""
+
+CONFIG = (
+    _PREAMBLE
+    + """\
     upstream backend {{
         server 127.0.0.1:{upstream};
         keepalive 64;
@@ -142,6 +148,7 @@ http {{
     }}
 }}
 """
+)
 
 
 def write_config(prefix: Path, upstream: int, port: int) -> Path:
@@ -152,31 +159,17 @@ def write_config(prefix: Path, upstream: int, port: int) -> Path:
     return path
 
 
-STATIC_CONFIG = """\
-worker_processes 1;
-worker_rlimit_nofile 20000;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{
-    worker_connections 20000;
-    use epoll;
-}}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
+STATIC_CONFIG = (
+    _PREAMBLE
+    + """\
     default_type text/plain;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         root {root};
     }}
 }}
 """
+)
 
 
 def write_static_config(prefix: Path, root: Path, port: int) -> Path:
