@@ -8,7 +8,8 @@ right away (L{SpliceLeg.send}); only what the socket does not take is queued on 
 saves a reactor round trip and a copy per read. Back-pressure runs both ways: each transport has the
 other leg's reader registered as its streaming producer, so queued bytes (on TCP legs: any; on TLS legs:
 more than C{bufferSize}) pause reading on the other side, and TCP carries the slowdown to the writer.
-The gateway holds about one read's worth queued plus the read in hand per direction.
+Plain TCP legs are read into one buffer shared by all splices and rewritten in place there
+(L{SpliceLeg.read}), so per direction the gateway holds only what it queued: at most one read's worth.
 
 Close is end to end: a close frame from one leg is forwarded to the other, and the first leg's closing
 handshake completes only when the other leg answers (or a timeout passes). A leg that vanishes without a
@@ -21,9 +22,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
+from errno import EWOULDBLOCK
 from typing import Any
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -33,6 +35,7 @@ from zope.interface import implementer
 
 from relay.errors import CloseCode
 from relay.hybrid.frames import (
+    HEADROOM,
     OP_CLOSE,
     OP_PING,
     OP_PONG,
@@ -60,8 +63,8 @@ def keep_read_buffers(buffer_size: int) -> bool:
     """
     Tune glibc's allocator so the splice's per-read buffers are reused instead of mapped afresh.
 
-    Each read of a busy leg allocates two buffers of up to C{buffer_size} bytes (Twisted's read and the
-    unmasked copy). glibc serves allocations above its mmap threshold (128 KiB at first) with fresh
+    A busy leg allocates buffers of up to C{buffer_size} bytes: on TLS legs, Twisted's read and the
+    unmasked copy per read; on plain legs, what the socket did not take. glibc serves allocations above its mmap threshold (128 KiB at first) with fresh
     mappings and hands freed memory above its trim threshold back to the kernel, so every read paid page
     faults: measured, more than half of the gateway's CPU time with 1 MB messages. Fixed thresholds above
     the read size keep those buffers in the heap for reuse; what the heap holds stays bounded by what
@@ -77,6 +80,25 @@ def keep_read_buffers(buffer_size: int) -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(
         mallopt(_M_TRIM_THRESHOLD, trim_threshold)
     )
+
+
+_read_buffers: dict[int, tuple[bytearray, memoryview]] = {}
+
+
+def shared_read_buffer(size: int) -> tuple[bytearray, memoryview]:
+    """
+    The buffer every plain-TCP leg reads into, for reads of up to C{size} bytes, and the view reads go to.
+
+    One per process is enough: the reactor runs one read at a time, and the splice is done with the
+    buffer (everything it queues is copied) before the read returns. Reading into it instead of into a
+    fresh C{bytes} per read saves an allocation and a copy per read, and keeps what a slow consumer
+    costs the gateway to the bytes actually queued for it.
+    """
+    found = _read_buffers.get(size)
+    if found is None:
+        buffer = bytearray(HEADROOM + size)
+        found = _read_buffers[size] = (buffer, memoryview(buffer)[HEADROOM:])
+    return found
 
 
 def tcp_transport(transport: Any) -> Any:
@@ -188,6 +210,7 @@ class SpliceLeg:
         "name",
         "other",
         "protocol",
+        "read_buffer",
         "relay",
         "socket",
         "splice",
@@ -202,6 +225,7 @@ class SpliceLeg:
         plain = isinstance(self.transport, tcp.Connection) and not getattr(self.transport, "TLS", False)
         self.socket = self.transport.socket if plain else None  # never write around a TLS layer
         self.name = name
+        self.read_buffer: tuple[bytearray, memoryview] | None = None
         self.relay = FrameRelay()
         self.other: SpliceLeg = self
         self.close_sent = False
@@ -214,6 +238,24 @@ class SpliceLeg:
     def data_received(self, data: bytes) -> None:
         """Bytes arrived on this leg's socket."""
         self.splice.data_received(self, data)
+
+    def read(self) -> Any:
+        """
+        Read the socket into the shared buffer and relay in place: the transport's C{doRead} on plain legs.
+
+        It does what Twisted's C{tcp.Connection.doRead} does, with C{recv_into} instead of C{recv}.
+        """
+        buffer, view = self.read_buffer  # type: ignore[misc]
+        try:
+            got = self.socket.recv_into(view)  # type: ignore[union-attr]  # plain legs only
+        except OSError as e:
+            if e.args[0] == EWOULDBLOCK:
+                return None
+            return main.CONNECTION_LOST
+        if not got:
+            return main.CONNECTION_DONE
+        self.splice.read_received(self, buffer, HEADROOM, HEADROOM + got)
+        return None
 
     def send(self, data: memoryview) -> None:
         """
@@ -313,6 +355,9 @@ class Splice:
             leg.connection = SplicedConnection(leg, closed)
             attach(leg.transport, leg.connection)
             leg.protocol = None
+            if leg.socket is not None:
+                leg.read_buffer = shared_read_buffer(self._buffer_size)
+                tcp.doRead = leg.read  # the reactor looks doRead up on the transport for every read
         for leg in (self.sender, self.listener):
             leg.transport.registerProducer(_PauseReading(leg.other.transport), True)
         for leg, data in zip((self.sender, self.listener), early, strict=True):
@@ -338,7 +383,7 @@ class Splice:
         )
 
     def data_received(self, leg: SpliceLeg, data: bytes) -> None:
-        """Rewrite and forward what one leg sent; answer its control frames."""
+        """Rewrite and forward what one leg sent (TLS legs, and bytes read before the splice)."""
         if leg.close_received or leg.finished:
             return
         self.metered.value += len(data)  # per read, not per frame: one addition on the hot path
@@ -347,6 +392,22 @@ class Splice:
         except FrameError as e:
             self._fail_leg(leg, e.code, e.reason)
             return
+        self._forward(leg, items)
+
+    def read_received(self, leg: SpliceLeg, buffer: bytearray, start: int, end: int) -> None:
+        """Rewrite in place and forward what one plain leg's read put into C{buffer[start:end]}."""
+        if leg.close_received or leg.finished:
+            return
+        self.metered.value += end - start
+        try:
+            items = leg.relay.feed_into(buffer, start, end)
+        except FrameError as e:
+            self._fail_leg(leg, e.code, e.reason)
+            return
+        self._forward(leg, items)
+
+    def _forward(self, leg: SpliceLeg, items: list[memoryview | ControlFrame]) -> None:
+        """Send the rewritten runs to the other leg and answer the control frames, in stream order."""
         other = leg.other
         for item in items:
             if type(item) is memoryview:

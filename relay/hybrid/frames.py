@@ -6,7 +6,7 @@ every frame we write must not be. Instead of decoding whole messages and re-enco
 Python object per frame and buffers whole messages), L{FrameRelay} walks each read buffer in a tight loop:
 it checks and rewrites data-frame headers, unmasks payload bytes as they arrive (a frame may span many
 reads, and is forwarded piece by piece), and hands control frames (ping, pong, close) to the caller, which
-answers them per leg. Memory per leg is bounded by one partial header or control frame (139 bytes).
+answers them per leg. Memory per leg is bounded by one partial header or control frame (130 bytes).
 
 Text payloads are not UTF-8-checked here: the receiving endpoint validates them and closes with 1007,
 which the relay then carries back like any other close.
@@ -27,6 +27,9 @@ OP_PONG = 0xA
 _DATA_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
 _CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 _NVX_THRESHOLD = 1024
+
+HEADROOM = 256
+"""Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (130)."""
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -98,6 +101,32 @@ def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
     return bytes(out)
 
 
+def _unmask_move(
+    buffer: bytearray, view: memoryview, to: int, at: int, n: int, mask: bytes, offset: int
+) -> None:
+    """
+    Unmask C{buffer[at:at + n]} into C{buffer[to:to + n]}, where C{to <= at} (the ranges may overlap).
+
+    Moves go through the memoryview, whose slice assignment is a C{memmove}; large payloads are then
+    unmasked in place by the C masker.
+    """
+    if not n:
+        return
+    mask = _rotate(mask, offset)
+    if _lib is not None and n >= _NVX_THRESHOLD:
+        if to != at:
+            view[to : to + n] = view[at : at + n]
+        masker = _lib.nvx_xormask_new(mask)
+        try:
+            with _ffi.from_buffer("uint8_t[]", buffer) as buf:
+                _lib.nvx_xormask_process(masker, buf + to, n)
+        finally:
+            _lib.nvx_xormask_free(masker)
+        return
+    key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
+    view[to : to + n] = (int.from_bytes(view[at : at + n], "little") ^ key).to_bytes(n, "little")
+
+
 def data_header(first_byte: int, length: int) -> bytes:
     """An unmasked frame header with the given first byte (FIN, RSV, opcode) and payload length."""
     if length < 126:
@@ -152,9 +181,13 @@ class FrameRelay:
     """
     Turn a masked client-to-server byte stream into unmasked frames for the other leg.
 
-    L{feed} returns, in stream order, runs of unmasked frames to write to the other leg (memoryviews of
-    one output buffer per read) and L{ControlFrame}s for the caller to act on. Message boundaries,
-    fragmentation and frame sizes are kept exactly as received.
+    L{feed} and L{feed_into} return, in stream order, runs of unmasked frames to write to the other leg
+    (memoryviews of the buffer the bytes were read into) and L{ControlFrame}s for the caller to act on.
+    Message boundaries, fragmentation and frame sizes are kept exactly as received.
+
+    The rewriting is done in place: an unmasked header is four bytes shorter than the masked one it
+    replaces, so the output never overtakes the input, and each payload byte is moved and unmasked in
+    the buffer it was read into.
     """
 
     __slots__ = ("_buffer", "_in_message", "_mask", "_offset", "_remaining")
@@ -173,37 +206,52 @@ class FrameRelay:
 
     def feed(self, data: bytes) -> list[memoryview | ControlFrame]:
         """
-        Consume bytes read from the leg.
-
-        The runs of unmasked frames are views of one output buffer as long as the input (rewritten
-        headers are shorter and payloads keep their size), so each payload byte is copied once.
+        Consume bytes read from the leg (copied once into a buffer of their own).
 
         @raise FrameError: when the peer violates the framing rules; the leg must then be closed.
         """
-        if self._buffer:
-            data = self._buffer + data
+        buffer = bytearray(self._buffer)
+        buffer += data
+        self._buffer = b""
+        return self._rewrite(buffer, 0, len(buffer))
+
+    def feed_into(self, buffer: bytearray, start: int, end: int) -> list[memoryview | ControlFrame]:
+        """
+        Consume bytes read into C{buffer[start:end]}, rewriting them in place.
+
+        C{buffer[:start]} is scratch space of at least L{HEADROOM} bytes, where the bytes held back from
+        the previous read are put back in front of the new ones. The returned views are of C{buffer}: the
+        caller must be done with them before it reads into C{buffer} again.
+
+        @raise FrameError: when the peer violates the framing rules; the leg must then be closed.
+        """
+        held = self._buffer
+        if held:
+            start -= len(held)
+            if start < 0:
+                raise ValueError("feed_into needs HEADROOM bytes of scratch space before start")
+            buffer[start : start + len(held)] = held
             self._buffer = b""
+        return self._rewrite(buffer, start, end)
+
+    def _rewrite(self, buffer: bytearray, start: int, end: int) -> list[memoryview | ControlFrame]:
         items: list[memoryview | ControlFrame] = []
-        size = len(data)
-        buffer = bytearray(size)
         out = memoryview(buffer)
-        written = run_start = 0
-        view = memoryview(data)
-        pos = 0
-        while pos < size:
+        written = run_start = pos = start
+        while pos < end:
             remaining = self._remaining
             if remaining:
-                take = remaining if remaining <= size - pos else size - pos
-                unmask_into(buffer, written, view[pos : pos + take], self._mask, self._offset)
+                take = remaining if remaining <= end - pos else end - pos
+                _unmask_move(buffer, out, written, pos, take, self._mask, self._offset)
                 written += take
                 self._offset += take
                 self._remaining = remaining - take
                 pos += take
                 continue
-            if size - pos < 2:
+            if end - pos < 2:
                 break
-            b0 = data[pos]
-            b1 = data[pos + 1]
+            b0 = buffer[pos]
+            b1 = buffer[pos + 1]
             if not b1 & 0x80:
                 raise FrameError(1002, "client frame is not masked")
             if b0 & 0x70:
@@ -212,34 +260,34 @@ class FrameRelay:
             header = 6
             if length == 126:
                 header = 8
-                if size - pos < header:
+                if end - pos < header:
                     break
-                (length,) = _U16.unpack_from(data, pos + 2)
+                (length,) = _U16.unpack_from(buffer, pos + 2)
             elif length == 127:
                 header = 14
-                if size - pos < header:
+                if end - pos < header:
                     break
-                (length,) = _U64.unpack_from(data, pos + 2)
+                (length,) = _U64.unpack_from(buffer, pos + 2)
                 if length >> 63:
                     raise FrameError(1002, "frame length has the most significant bit set")
-            elif size - pos < header:
+            elif end - pos < header:
                 break
             opcode = b0 & 0x0F
-            mask = data[pos + header - 4 : pos + header]
+            mask = bytes(buffer[pos + header - 4 : pos + header])  # a copy: the header is overwritten
             if opcode in _CONTROL_OPCODES:
                 if not b0 & 0x80:
                     raise FrameError(1002, "fragmented control frame")
                 if length > 125:
                     raise FrameError(1002, "control frame payload longer than 125 bytes")
-                if size - pos < header + length:
+                if end - pos < header + length:
                     break
-                start = pos + header
-                payload = unmask(view[start : start + length], mask)
-                pos = start + length
+                payload_at = pos + header
+                payload = unmask(out[payload_at : payload_at + length], mask)
+                pos = payload_at + length
                 if written > run_start:
                     items.append(out[run_start:written])
-                    run_start = written
                 items.append(ControlFrame(opcode, payload))
+                run_start = written
                 continue
             if opcode not in _DATA_OPCODES:
                 raise FrameError(1002, f"reserved opcode {opcode}")
@@ -258,16 +306,16 @@ class FrameRelay:
                 out[written : written + len(rewritten)] = rewritten
                 written += len(rewritten)
             pos += header
-            if length and length <= size - pos:  # the whole payload is here: unmask it right away
-                unmask_into(buffer, written, view[pos : pos + length], mask)
+            if length and length <= end - pos:  # the whole payload is here: unmask it right away
+                _unmask_move(buffer, out, written, pos, length, mask, 0)
                 written += length
                 pos += length
             elif length:
                 self._remaining = length
                 self._mask = mask
                 self._offset = 0
-        if pos < size:
-            self._buffer = bytes(view[pos:])
+        if pos < end:
+            self._buffer = bytes(out[pos:end])
         if written > run_start:
             items.append(out[run_start:written])
         return items
