@@ -36,7 +36,8 @@ from typing_extensions import override
 from zope.interface import Interface, implementer
 
 from relay.errors import ErrorKind, RelayError, new_tracking_id
-from relay.httphead import RequestHead, read_head
+from relay.firstread import FirstRead
+from relay.httphead import RequestHead
 
 StreamPolicy = Callable[[Request], bool]
 
@@ -58,9 +59,9 @@ class HeadTaker(Protocol):
 
     target_prefix: bytes
 
-    def take_head(self, channel: RelayHTTPChannel, head: RequestHead) -> bool:
+    def take_head(self, channel: FirstRead, head: RequestHead) -> bool:
         """
-        Handle the request if it is one it answers, taking the connection (L{RelayHTTPChannel.release_transport}).
+        Handle the request if it is one it answers, taking the connection (L{FirstRead.release_transport}).
 
         @return: whether it did; when not, twisted.web handles the request as usual.
         """
@@ -341,7 +342,6 @@ class RelayHTTPChannel(HTTPChannel):
         self._head_bytes = 0
         self._head_count = 0
         self._refused = False
-        self._first_data = True
 
     @override
     def connectionMade(self) -> None:
@@ -351,40 +351,6 @@ class RelayHTTPChannel(HTTPChannel):
         self.totalHeadersSize = site.max_request_line + site.max_header_bytes + 4
         self.maxHeaders = site.max_headers + 1
         super().connectionMade()
-
-    @override
-    def dataReceived(self, data: bytes) -> None:
-        """
-        Offer a connection's first request to the site's L{HeadTaker} when its plain head came in one piece.
-
-        Anything it does not take (and every later read) goes through twisted.web as usual.
-        """
-        if self._first_data:
-            self._first_data = False
-            taker = self.site.head_taker
-            if taker is not None and data.startswith(b"GET ") and data.startswith(taker.target_prefix, 4):
-                site = self.site
-                head = read_head(
-                    data,
-                    max_request_line=site.max_request_line,
-                    max_header_bytes=site.max_header_bytes,
-                    max_headers=site.max_headers,
-                    target_prefix=taker.target_prefix,
-                )
-                if head is not None and taker.take_head(self, head):
-                    return
-        super().dataReceived(data)
-
-    def release_transport(self) -> Any:
-        """
-        Give the connection up to whoever takes its first request over (a L{HeadTaker}).
-
-        The idle timeout stops (as twisted.web stops it while a request is handled) and the channel forgets
-        the transport, as when Autobahn's C{WebSocketResource} takes one over.
-        """
-        self.setTimeout(None)
-        transport, self.transport = self.transport, None
-        return transport
 
     @override
     def lineReceived(self, line: bytes) -> None:
@@ -552,6 +518,19 @@ class RelaySite(Site):
         self.max_headers = max_headers
         self.head_taker: HeadTaker | None = None
         self.displayTracebacks = False
+
+    @override
+    def buildProtocol(self, addr: Any) -> Any:
+        """
+        A L{FirstRead} when a head taker may answer the connection's first request, else twisted.web's channel.
+        """
+        if self.head_taker is not None:
+            return FirstRead(self, addr)
+        return self.build_channel(addr)
+
+    def build_channel(self, addr: Any) -> RelayHTTPChannel:
+        """twisted.web's channel for a connection, set up for this site."""
+        return super().buildProtocol(addr)  # type: ignore[no-any-return]
 
     @override
     def log(self, request: http.Request) -> None:

@@ -206,18 +206,26 @@ class SenderTests(GatewayTestCase):
         self.assertEqual(sender.closed, (True, 4001, "done here"))
         self.assertEqual(self.gateway.hybrid_factory.splices, set())
 
-    def test_pair_end_is_one_log_event(self) -> None:
-        """A pair's end is logged once, with both close codes and the bytes relayed each way."""
+    def test_a_pair_is_one_log_event(self) -> None:
+        """
+        A pair is logged once, when it ends: entity, listener, both close codes and the bytes each way.
+        """
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         _, sender, _rendezvous = self.pair()
+        (online,) = [
+            e for e in events if str(e.get("log_format")).startswith("listener {listener_id} online")
+        ]
         sender.sendMessage(b"12345", isBinary=True)
         self.net.flush()
+        self.assertEqual([e for e in events if e.get("connection_id")], [])
         sender.sendClose(4001, "done")
         self.net.flush()
-        ended = [e for e in events if e["log_format"].startswith("pair {connection_id} ended")]
-        self.assertEqual(len(ended), 1)
-        self.assertEqual((ended[0]["sender_code"], ended[0]["listener_code"]), (4001, 1000))
-        self.assertEqual((ended[0]["sender_bytes"], ended[0]["listener_bytes"]), (7, 0))
+        (ended,) = [e for e in events if e.get("connection_id")]
+        self.assertTrue(ended["log_format"].startswith("pair {connection_id} on {entity}"), ended)
+        self.assertEqual(ended["entity"], "hyco")
+        self.assertEqual(ended["listener_id"], online["listener_id"])
+        self.assertEqual((ended["sender_code"], ended["listener_code"]), (4001, 1000))
+        self.assertEqual((ended["sender_bytes"], ended["listener_bytes"]), (7, 0))
 
     def test_protocol_options_come_from_the_factory(self) -> None:
         """Connections read Autobahn's options from the factory instead of copying them; their own win."""
@@ -419,6 +427,48 @@ class SenderTests(GatewayTestCase):
         self.net.flush()
         self.assertEqual(rendezvous.messages, [(b"still here", True)])
         self.assertIsNone(sender.closed)
+
+    def test_silent_connection_times_out_as_in_twisted_web(self) -> None:
+        """
+        A connection that sends nothing is closed after the HTTP idle timeout, with twisted.web's log line.
+
+        Until its first read a connection has no twisted.web channel (L{relay.firstread.FirstRead}); the
+        timeout must still be there, and end it as twisted.web would.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        raw = RawClient()
+        self.net.attach(raw)
+        timeout = self.gateway.settings.limits["http_idle_timeout"]
+        self.clock.advance(timeout - 1)
+        self.net.flush()
+        self.assertFalse(raw.server_transport.disconnecting)
+        self.clock.advance(1)
+        self.net.flush()
+        self.assertTrue(raw.server_transport.disconnecting)
+        self.assertTrue(any("Timing out client" in str(e.get("log_format")) for e in events))
+
+    def test_gone_before_first_read_leaves_no_timer(self) -> None:
+        """A connection that closes before sending anything leaves no idle timer behind."""
+        raw = RawClient()
+        self.net.attach(raw)
+        before = len(self.clock.getDelayedCalls())
+        raw.transport.loseConnection()
+        self.net.flush()
+        self.assertEqual(len(self.clock.getDelayedCalls()), before - 1)
+
+    def test_other_first_requests_get_twisted_web_from_the_first_byte(self) -> None:
+        """A first request that is not a whole C{$hc} upgrade head is twisted.web's, bytes and timer alike."""
+        targets = self.record_requests()
+        raw = RawClient()
+        self.net.attach(raw)
+        raw.transport.write(b"GET /$hc/hyco HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+        self.net.flush()
+        self.assertEqual(targets, [b"/$hc/hyco"])
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 4"), raw.received)
+        # The keep-alive connection is now twisted.web's: idle, it times out as twisted.web's do.
+        self.clock.advance(self.gateway.settings.limits["http_idle_timeout"])
+        self.net.flush()
+        self.assertTrue(raw.server_transport.disconnecting)
 
     def test_invalid_version_refused_as_before(self) -> None:
         """A version Autobahn does not speak is still refused by Autobahn, with its own answer."""

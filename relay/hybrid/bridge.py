@@ -29,11 +29,11 @@ from twisted.internet import main, tcp
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from relay.errors import CloseCode
+from relay.firstread import attach
 from relay.hybrid.frames import (
     HEADROOM,
     OP_CLOSE,
@@ -180,22 +180,6 @@ def _lose(transport: Any) -> None:
     transport.loseConnection()
 
 
-def attach(transport: Any, protocol: Protocol) -> None:
-    """
-    Make C{protocol} receive what C{transport} reads (under TLS: what the TLS layer decrypts).
-
-    The three cases are those of Autobahn's C{WebSocketResource} taking a transport over from twisted.web:
-    a TLS wrapper as the transport, a TCP transport with TLS started on it, a plain TCP transport.
-    """
-    if isinstance(transport, ProtocolWrapper):
-        transport.wrappedProtocol = protocol
-    elif isinstance(getattr(transport, "protocol", None), ProtocolWrapper):
-        transport.protocol.wrappedProtocol = protocol
-    else:
-        transport.protocol = protocol
-    protocol.makeConnection(transport)
-
-
 class SpliceLeg:
     """One side of a splice: its protocol (until the splice starts), its frame rewriter, its closing state."""
 
@@ -306,7 +290,8 @@ class Splice:
     A joined sender/listener pair.
 
     @ivar connection_id: the tracking id of the pair (the C{sb-hc-id}).
-    @ivar entity: the hybrid connection's name, for metrics.
+    @ivar entity: the hybrid connection's name, for metrics and the log.
+    @ivar listener_id: the listener whose control channel announced the sender, for the log.
     @ivar metered: where each read's size is added (the entity's C{relay_bytes_transferred_total}).
     """
 
@@ -322,9 +307,11 @@ class Splice:
         close_timeout: float = 5.0,
         entity: str = "",
         metered: Cell | None = None,
+        listener_id: str = "",
     ) -> None:
         self.connection_id = connection_id
         self.entity = entity
+        self.listener_id = listener_id
         self.metered = metered if metered is not None else Cell()
         self._clock = clock
         self._close_timeout = close_timeout
@@ -490,13 +477,15 @@ class Splice:
                     leg.transport.abortConnection()
 
     def _ended(self) -> None:
-        # One event per pair (not per close frame or socket): logging is a large share of what a
-        # short-lived connection costs the gateway. The router logged its start.
+        # One event per pair, when it ends (as nginx and HAProxy log a connection): logging is a large
+        # share of what a short-lived pair costs the gateway. Refusals and failed rendezvous log their own.
         self.log.info(
-            "pair {connection_id} ended after {seconds:.1f}s; close codes: sender {sender_code}, listener "
-            "{listener_code} (- for none); bytes relayed: {sender_bytes} from the sender, {listener_bytes} "
-            "from the listener",
+            "pair {connection_id} on {entity} (listener {listener_id}) ended after {seconds:.1f}s; close "
+            "codes: sender {sender_code}, listener {listener_code} (- for none); bytes relayed: "
+            "{sender_bytes} from the sender, {listener_bytes} from the listener",
             connection_id=self.connection_id,
+            entity=self.entity or "-",
+            listener_id=self.listener_id or "-",
             seconds=self._clock.seconds() - self._started,
             sender_code="-" if self.sender.close_code is None else self.sender.close_code,
             listener_code="-" if self.listener.close_code is None else self.listener.close_code,

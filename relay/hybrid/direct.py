@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from relay.errors import RelayError
+from relay.firstread import FirstRead, attach
 from relay.httphead import RequestHead
 from relay.hybrid.addressing import (
     ACTION_ACCEPT,
@@ -37,7 +38,6 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
-from relay.hybrid.bridge import attach
 from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, encode_close
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
@@ -51,7 +51,6 @@ from relay.hybrid.websocket import (
     rendezvous_subprotocol,
     sender_refusal,
 )
-from relay.web import RelayHTTPChannel
 
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
 
@@ -234,11 +233,11 @@ class DirectUpgrades:
         self._answer(leg, direct)
         return True
 
-    def take_head(self, channel: RelayHTTPChannel, head: RequestHead) -> bool:
+    def take_head(self, channel: FirstRead, head: RequestHead) -> bool:
         """
         Handle a connection's first request from its head alone, before twisted.web builds a C{Request}.
 
-        The site's channels offer it such heads (L{RelaySite.head_taker}).
+        A new connection's L{FirstRead} offers it its first read's head (L{RelaySite.head_taker}).
 
         Takes exactly the requests that twisted.web would route to L{take} and that L{take} would handle,
         with the same answers; for the others it returns C{False} and twisted.web handles them as before.
@@ -256,7 +255,7 @@ class DirectUpgrades:
         direct = self._read(head.method, head.version, raw_uri, head.headers)
         if direct is None:
             return False
-        leg = self._leg(channel.release_transport(), direct.target)
+        leg = self._leg(channel.release_transport(), direct.target, paused=False)
         self._answer(leg, direct)
         return True
 
@@ -281,15 +280,21 @@ class DirectUpgrades:
             return None
         return _Direct(upgrade, target, action, uri)
 
-    def _leg(self, transport: Any, target: RequestTarget) -> DirectLeg:
-        """Move the socket from twisted.web to a new leg, as Autobahn's resource does."""
+    def _leg(self, transport: Any, target: RequestTarget, paused: bool = True) -> DirectLeg:
+        """
+        Move the socket to a new leg, as Autobahn's resource does.
+
+        @param paused: whether twisted.web paused reading while it handled the request (not so for a
+            head taken on the connection's first read).
+        """
         leg = DirectLeg(self.factory, target.param("id") or str(uuid.uuid4()))
         attach(transport, leg)
-        producer = getattr(transport, "_networkProducer", None)
-        if producer is not None:  # twisted.web paused reading while the request was handled
-            producer.resumeProducing()
-        else:
-            transport.resumeProducing()
+        if paused:
+            producer = getattr(transport, "_networkProducer", None)
+            if producer is not None:
+                producer.resumeProducing()
+            else:
+                transport.resumeProducing()
         return leg
 
     def _answer(self, leg: DirectLeg, direct: _Direct) -> None:

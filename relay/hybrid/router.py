@@ -90,6 +90,7 @@ class SenderContext:
     offered_protocols: tuple[str, ...]
     issued_query: str
     entity: str = ""
+    listener_id: str = ""
 
 
 class HybridConnectionRouter:
@@ -283,17 +284,14 @@ class HybridConnectionRouter:
             tried.append(channel)
             if channel.closing:
                 continue
-            context = SenderContext(tuple(offered_protocols), issued_query, admission.entity.name)
+            context = SenderContext(
+                tuple(offered_protocols), issued_query, admission.entity.name, channel.listener_id
+            )
             ticket = self.rendezvous.open(connection_id, context, key=key)
             if channel.send_control(payload):
                 channel.add_pending(ticket)
                 ticket.outcome.addErrback(self._sender_failed, admission.entity.name)
-                self.log.info(
-                    "sender {connection_id} announced to listener {listener_id} on {entity}",
-                    connection_id=connection_id,
-                    listener_id=channel.listener_id,
-                    entity=admission.entity.name,
-                )
+                # Logged once, when the pair ends (Splice), or when the rendezvous fails.
                 return ticket
             self.rendezvous.cancel(ticket)
 

@@ -141,6 +141,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         """Join a sender with its listener's rendezvous (both answered with 101) and start relaying."""
         context = ticket.context if ticket is not None else None
         entity = context.entity if isinstance(context, SenderContext) else ""
+        listener_id = context.listener_id if isinstance(context, SenderContext) else ""
         splice = Splice(
             sender,
             listener,
@@ -149,6 +150,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             buffer_size=int(self.limits.get("splice_buffer_bytes", 262144)),
             close_timeout=float(self.limits.get("close_handshake_timeout", 5.0)),
             entity=entity,
+            listener_id=listener_id,
             metered=self.router.instruments.bytes_cell(entity),
         )
         splice.start(self.spliced_connection_closed)
