@@ -109,6 +109,38 @@ def tcp_transport(transport: Any) -> Any:
     return transport
 
 
+def plain_socket(transport: Any) -> Any:
+    """The socket of a plain TCP transport, or C{None} (never write around a TLS layer)."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def write_now(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to a plain TCP socket at once when nothing is queued on it; queue what it does not take.
+
+    Twisted's C{write} always queues and sends when the reactor next finds the socket writable: a system
+    call to watch for writability, a reactor event and a call to stop watching, for a few hundred bytes
+    that the socket takes at once.
+    """
+    sock = plain_socket(transport)
+    if (
+        sock is not None
+        and transport.connected
+        and not transport.disconnecting
+        and not pending_write_bytes(transport)
+    ):
+        try:
+            sent = sock.send(data)
+        except OSError:  # full or broken: the transport finds out on its own write
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
 def pending_write_bytes(transport: Any) -> int:
     """Bytes a transport has accepted but not yet handed to the kernel."""
     inner = tcp_transport(transport)
@@ -206,8 +238,7 @@ class SpliceLeg:
         self.protocol: Any = protocol
         self.connection: SplicedConnection | None = None
         self.transport = protocol.transport
-        plain = isinstance(self.transport, tcp.Connection) and not getattr(self.transport, "TLS", False)
-        self.socket = self.transport.socket if plain else None  # never write around a TLS layer
+        self.socket = plain_socket(self.transport)
         self.name = name
         self.read_buffer: tuple[bytearray, memoryview] | None = None
         self.relay = FrameRelay()

@@ -38,6 +38,7 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
+from relay.hybrid.bridge import write_now
 from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, encode_close
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
@@ -91,7 +92,7 @@ class DirectLeg(Protocol):
     def switch(self, key: str, subprotocol: str | None) -> None:
         """Send the 101: the WebSocket is open."""
         self.is_open = True
-        self.transport.write(switching_protocols(key, subprotocol, self.factory.server))
+        write_now(self.transport, switching_protocols(key, subprotocol, self.factory.server))
 
     def refuse(self, status: int, reason: str) -> None:
         """Refuse the upgrade with a status line and close the connection, as Autobahn does."""
