@@ -19,7 +19,7 @@ def plot_throughput(aggregates: Sequence[Aggregate], out: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot (pip install matplotlib)", file=sys.stderr)
+        print("matplotlib is not installed: no plot (pip install -e '.[bench]')", file=sys.stderr)
         return None
     rows = [a for a in aggregates if a.scenario == "ws.throughput" and a.metric == "MB/s"]
     cases = list(dict.fromkeys(a.case for a in rows))
