@@ -521,9 +521,7 @@ class RelaySite(Site):
 
     @override
     def buildProtocol(self, addr: Any) -> Any:
-        """
-        A L{FirstRead} when a head taker may answer the connection's first request, else twisted.web's channel.
-        """
+        """A L{FirstRead} when a head taker may answer the first request, else twisted.web's channel."""
         if self.head_taker is not None:
             return FirstRead(self, addr)
         return self.build_channel(addr)

@@ -64,9 +64,10 @@ def keep_read_buffers(buffer_size: int) -> bool:
     Tune glibc's allocator so the splice's per-read buffers are reused instead of mapped afresh.
 
     A busy leg allocates buffers of up to C{buffer_size} bytes: on TLS legs, Twisted's read and the
-    unmasked copy per read; on plain legs, what the socket did not take. glibc serves allocations above its mmap threshold (128 KiB at first) with fresh
-    mappings and hands freed memory above its trim threshold back to the kernel, so every read paid page
-    faults: measured, more than half of the gateway's CPU time with 1 MB messages. Fixed thresholds above
+    unmasked copy per read; on plain legs, what the socket did not take. glibc serves allocations above
+    its mmap threshold (128 KiB at first) with fresh mappings and hands freed memory above its trim
+    threshold back to the kernel, so every read paid page faults: measured, more than half of the
+    gateway's CPU time with 1 MB messages. Fixed thresholds above
     the read size keep those buffers in the heap for reuse; what the heap holds stays bounded by what
     back-pressure bounds.
 
