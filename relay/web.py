@@ -54,7 +54,7 @@ class HeadTaker(Protocol):
     """
     Answers some requests straight from their head, without twisted.web (see L{RelaySite.head_taker}).
 
-    @ivar target_prefix: the targets it may take (the channel reads no other head itself).
+    @ivar target_prefix: the targets it may take (L{FirstRead} parses no other head itself).
     """
 
     target_prefix: bytes
@@ -488,8 +488,9 @@ class RelaySite(Site):
     @ivar max_request_line: longest request line (414 beyond).
     @ivar max_header_bytes: total size of the header fields (431 beyond).
     @ivar max_headers: number of header fields (431 beyond).
-    @ivar head_taker: answers some requests from their head alone, before twisted.web builds a
-        C{Request} (the C{$hc} sender and rendezvous upgrades); C{None}: none.
+    @ivar head_taker: answers some requests from their head alone, before twisted.web builds anything
+        for the connection (the C{$hc} sender and rendezvous upgrades, offered by L{FirstRead});
+        C{None}: none, every connection gets a twisted.web channel at once.
     """
 
     logger = Logger()  # HTTPFactory.log is twisted's access-log method
