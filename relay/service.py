@@ -32,11 +32,11 @@ from relay.connstr import ConnectionString
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.addressing import websocket_base
-from relay.hybrid.bridge import keep_read_buffers
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
 from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
+from relay.hybrid.sockets import keep_read_buffers
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Labels, Registry, status_class

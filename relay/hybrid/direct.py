@@ -38,11 +38,11 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
-from relay.hybrid.bridge import write_now
 from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, encode_close
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.sockets import write_now
 from relay.hybrid.websocket import (
     Handoff,
     HybridConnectionFactory,
