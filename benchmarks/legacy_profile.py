@@ -42,7 +42,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("socket syscalls (send, recv)", ("doWrite", "writeSomeData", "untilConcludes", "doRead")),
     (
         "connection roles (wcf, wcfroles, names)",
-        ("onMessage (bindings", "SenderRole.", "ListenerRole.", "NameTable.", "FastTextReader"),
+        ("onMessage (bindings", "SenderRole.", "ListenerRole.", "NameTable.", "FastMessageReader"),
     ),
     (
         "WebSocket receive (frame parse, unmask, UTF-8)",

@@ -33,11 +33,11 @@ from bindings.settings import (
 )
 from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole, SenderRole
-from bindings.wsfast import FastTextReader
-from bindings.wsframes import text_frame
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
+from relay.wsfast import FastMessageReader
+from relay.wsframes import text_frame
 
 if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
@@ -181,7 +181,7 @@ class WcfProtocol(WebSocketServerProtocol):
     """
     One C{$wcf} WebSocket: a listener or a sender.
 
-    Simple text frames are read by L{FastTextReader}, everything else by Autobahn (whose adapter's own
+    Simple text frames are read by L{FastMessageReader}, everything else by Autobahn (whose adapter's own
     C{dataReceived}, with a debug message formatted on every read, is never used).
     """
 
@@ -195,7 +195,7 @@ class WcfProtocol(WebSocketServerProtocol):
         self.tracking_id = ""
         self.role: ListenerRole | SenderRole | None = None
         self.host = ""
-        self._reader = FastTextReader(self, masked=True)
+        self._reader = FastMessageReader(self, masked=True)
 
     @property
     def role_name(self) -> str:
@@ -260,7 +260,7 @@ class WcfProtocol(WebSocketServerProtocol):
         """
         Write one envelope (UTF-8 bytes) as one text message, if the socket is open.
 
-        The frame goes straight to the transport (see L{bindings.wsframes}); only while Autobahn itself
+        The frame goes straight to the transport (see L{relay.wsframes}); only while Autobahn itself
         has frames queued (it never does on C{$wcf}, which sends nothing synchronously) does it go through
         Autobahn, to keep the order.
         """
@@ -329,7 +329,7 @@ class WcfProtocol(WebSocketServerProtocol):
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
         self._reader.data_received(data)
 
     @override

@@ -26,8 +26,8 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
-from bindings.wsfast import FastTextReader
-from bindings.wsframes import masked_text_frame
+from relay.wsfast import FastMessageReader
+from relay.wsframes import masked_text_frame
 
 SUBPROTOCOL: Final = "soap"
 TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
@@ -81,7 +81,7 @@ class SoapClientProtocol(WebSocketClientProtocol):
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 
-    Simple text frames from the gateway (unmasked) are read by L{FastTextReader}, the rest by Autobahn.
+    Simple text frames from the gateway (unmasked) are read by L{FastMessageReader}, the rest by Autobahn.
 
     @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
     """
@@ -94,11 +94,11 @@ class SoapClientProtocol(WebSocketClientProtocol):
         super().__init__()
         self.opened: Deferred[SoapClientProtocol] = Deferred()
         self._renewal: IDelayedCall | None = None
-        self._reader = FastTextReader(self, masked=False)
+        self._reader = FastMessageReader(self, masked=False)
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        """Simple text frames are read by L{FastTextReader}; everything else by Autobahn's parser."""
+        """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
         self._reader.data_received(data)
 
     @override
@@ -135,7 +135,7 @@ class SoapClientProtocol(WebSocketClientProtocol):
         """
         Write one envelope as one masked text frame; C{False} when the socket is no longer open.
 
-        The frame goes straight to the transport (L{bindings.wsframes}) unless Autobahn has frames queued.
+        The frame goes straight to the transport (L{relay.wsframes}) unless Autobahn has frames queued.
         """
         if self.state != self.STATE_OPEN:
             return False

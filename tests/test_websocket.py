@@ -116,6 +116,61 @@ class ListenerTests(GatewayTestCase):
         self.net.flush()
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_fragmented_control_message(self) -> None:
+        """
+        A control message in fragments, with a ping between them, is read as one message.
+
+        Whole frames are read without Autobahn (L{relay.wsfast}); fragments and pings still go to Autobahn,
+        and the next whole message is read fast again.
+        """
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.advance(50)
+        renew = json.dumps({"renewToken": {"token": self.token(ttl=120)}}).encode()
+        listener.beginMessage(isBinary=False)
+        listener.sendMessageFrame(renew[:10])
+        listener.sendPing(b"between")
+        listener.sendMessageFrame(renew[10:])
+        listener.endMessage()
+        self.net.advance(100)
+        self.assertIsNone(listener.closed)
+        listener.sendMessage(json.dumps({"renewToken": {"token": self.token(ttl=120)}}).encode())
+        self.net.advance(100)
+        self.assertIsNone(listener.closed)
+        self.net.advance(30)
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+
+    def test_whole_control_messages_skip_autobahns_parser(self) -> None:
+        """Whole text and binary control messages reach the channel without Autobahn's frame parser."""
+        listener = self.listen(token=self.token(ttl=60))
+        factory = self.gateway.hybrid_factory
+        (control,) = [p for p in factory.connections if isinstance(p, HybridConnectionProtocol)]
+        parsed: list[bytes] = []
+        self.patch(control, "_dataReceived", parsed.append)
+        received: list[tuple[bytes, bool]] = []
+        real_message = control.control.message  # type: ignore[union-attr]
+
+        def message(payload: bytes, is_binary: bool) -> None:
+            received.append((payload, is_binary))
+            real_message(payload, is_binary)
+
+        self.patch(control.control, "message", message)
+        renew = json.dumps({"renewToken": {"token": self.token(ttl=120)}}).encode()
+        listener.sendMessage(renew)
+        listener.sendMessage(b"\x00\x01", isBinary=True)
+        self.net.advance(90)
+        self.assertEqual([frame[0] & 0x0F for frame in parsed], [0xA] * len(parsed))  # only pongs
+        self.assertEqual(received, [(renew, False), (b"\x00\x01", True)])
+        self.assertIsNone(listener.closed)  # the renewal took effect
+
+    def test_control_text_that_is_not_utf8(self) -> None:
+        """A control-channel text message that is not UTF-8 closes the channel with 1007, as Autobahn does."""
+        listener = self.listen()
+        listener.sendMessage(b'{"renewToken": "\xff"}')
+        self.net.flush()
+        assert listener.closed is not None
+        self.assertEqual(listener.closed[1], 1007)
+        self.assertEqual(self.gateway.registry.total(), 0)
+
     def test_oversized_control_message(self) -> None:
         """A control-channel frame over the gateway's limit closes the channel with 1009."""
         listener = self.listen()

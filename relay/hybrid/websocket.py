@@ -44,6 +44,7 @@ from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.throttle import FailureThrottle
 from relay.wsdata import QuietSendData
+from relay.wsfast import FastMessageReader
 
 _HEADER_SPELLING = {
     "sec-websocket-key": "Sec-WebSocket-Key",
@@ -219,6 +220,7 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
         self._delayed: IDelayedCall | None = None
         self._throttled_source: str | None = None
         self._gone = False
+        self._reader = FastMessageReader(self, masked=True, binary=True)
 
     # -- handshake -------------------------------------------------------------------------------------
 
@@ -441,11 +443,19 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        """Hand the bytes to Autobahn (spliced legs no longer come here: their transports moved on)."""
-        # Autobahn's framework-neutral entry point: its Twisted adapter's dataReceived only adds a debug
-        # line whose colourised arguments it formats whatever the log level (and HTTP rendezvous bodies
-        # are many reads).
-        self._dataReceived(data)
+        """
+        Control channels read whole simple frames themselves; everything else goes to Autobahn.
+
+        A control channel's messages (an HTTP request's response and body, C{renewToken}) are almost
+        always one whole frame each, and Autobahn's frame machinery cost more than handling them
+        (L{relay.wsfast}). Other connections hand their bytes to Autobahn's framework-neutral entry point:
+        its Twisted adapter's C{dataReceived} only adds a debug line whose colourised arguments it formats
+        whatever the log level. Spliced legs no longer come here: their transports moved on.
+        """
+        if self.control is not None:
+            self._reader.data_received(data)
+        else:
+            self._dataReceived(data)
 
     @override
     def connectionMade(self) -> None:

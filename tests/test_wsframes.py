@@ -1,4 +1,4 @@
-"""Tests for L{bindings.wsframes} and L{bindings.wsfast}: the C{$wcf} fast path's frames, written and read."""
+"""Tests for L{relay.wsframes} and L{relay.wsfast}: whole frames written and read without Autobahn."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from bindings.wsfast import FastTextReader
-from bindings.wsframes import (
+from relay.wsfast import FastMessageReader
+from relay.wsframes import (
     FAST_PAYLOAD_LIMIT,
     HAND_OVER,
     INCOMPLETE,
@@ -111,7 +111,7 @@ class ReadFrameTests(SynchronousTestCase):
 
 class FakeAutobahn:
     """
-    What L{FastTextReader} needs of an Autobahn protocol, with Autobahn's buffering and message assembly.
+    What L{FastMessageReader} needs of an Autobahn protocol, with Autobahn's buffering and message assembly.
 
     Frames given to C{_dataReceived} are buffered and parsed with the reference parser; every frame is
     recorded as C{("autobahn", opcode, fin, payload)}, messages read by the fast path as C{("fast", ...)}.
@@ -148,7 +148,7 @@ class FakeAutobahn:
                 self.inside_message = not fin
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.events.append(("fast", 1, True, payload))
+        self.events.append(("fast", 2 if isBinary else 1, True, payload))
 
 
 STREAM = [
@@ -166,7 +166,7 @@ STREAM = [
 ]
 
 
-class FastTextReaderTests(SynchronousTestCase):
+class FastMessageReaderTests(SynchronousTestCase):
     """The reader keeps every frame, in order, whoever parses it, however the bytes are split."""
 
     def expected(self) -> list[tuple[int, bool, bytes]]:
@@ -180,7 +180,7 @@ class FastTextReaderTests(SynchronousTestCase):
 
     def feed(self, *chunks: bytes) -> FakeAutobahn:
         protocol = FakeAutobahn(masked=True)
-        reader = FastTextReader(protocol, masked=True)
+        reader = FastMessageReader(protocol, masked=True)
         for chunk in chunks:
             reader.data_received(chunk)
         return protocol
@@ -192,7 +192,7 @@ class FastTextReaderTests(SynchronousTestCase):
         From then on the rest of that read is Autobahn's, and the next read is fast again.
         """
         protocol = FakeAutobahn(masked=True)
-        reader = FastTextReader(protocol, masked=True)
+        reader = FastMessageReader(protocol, masked=True)
         reader.data_received(b"".join(STREAM))
         self.assertEqual([e[1:] for e in protocol.events], self.expected())
         fast = [e[3] for e in protocol.events if e[0] == "fast"]
@@ -217,7 +217,7 @@ class FastTextReaderTests(SynchronousTestCase):
     def test_autobahn_busy(self) -> None:
         """While Autobahn holds bytes or is not open, everything goes to it."""
         protocol = FakeAutobahn(masked=True)
-        reader = FastTextReader(protocol, masked=True)
+        reader = FastMessageReader(protocol, masked=True)
         protocol.state = 0
         reader.data_received(raw_frame(1, b"before open"))
         self.assertEqual(protocol.events, [("autobahn", 1, True, b"before open")])
@@ -225,7 +225,7 @@ class FastTextReaderTests(SynchronousTestCase):
     def test_data_restarts_the_ping_timeout(self) -> None:
         """A data frame read on the fast path cancels a pending ping timeout, as Autobahn's parser does."""
         protocol = FakeAutobahn(masked=True)
-        reader = FastTextReader(protocol, masked=True)
+        reader = FastMessageReader(protocol, masked=True)
         protocol.autoPingTimeoutCall = object()
         reader.data_received(raw_frame(1, b"busy peer"))
         self.assertIsNone(protocol.autoPingTimeoutCall)
@@ -233,12 +233,44 @@ class FastTextReaderTests(SynchronousTestCase):
     def test_unmasked_direction(self) -> None:
         """A client reads unmasked frames; a masked one from the server goes to Autobahn (its error)."""
         protocol = FakeAutobahn(masked=False)
-        reader = FastTextReader(protocol, masked=False)
+        reader = FastMessageReader(protocol, masked=False)
         reader.data_received(raw_frame(1, b"ok", masked=False) + raw_frame(1, b"bad", masked=True))
         self.assertEqual(
             [e[0] for e in protocol.events],
             ["fast", "autobahn"],
         )
+
+
+class BinaryFrameTests(SynchronousTestCase):
+    """With C{binary}, whole binary frames are read fast too (Hybrid Connections control channels)."""
+
+    def test_read_frame(self) -> None:
+        """A whole masked binary frame is read with C{binary}, and left to Autobahn without it."""
+        frame = raw_frame(2, b"\x00\xffbody")
+        self.assertEqual(read_frame(frame, 0, True, 1000, binary=True), (len(frame), b"\x00\xffbody"))
+        self.assertEqual(read_frame(frame, 0, True, 1000), (len(frame), None))
+        self.assertEqual(read_frame(raw_frame(2, b"x", fin=False), 0, True, 1000, binary=True)[1], None)
+        self.assertEqual(read_frame(raw_frame(2, b"x", masked=False), 0, True, 1000, binary=True)[1], None)
+
+    def test_reader_tells_binary_from_text(self) -> None:
+        """The reader delivers binary messages as binary, and every frame of the stream in order."""
+        big = raw_frame(2, bytes(range(256)) * 300)
+        stream = [big, *STREAM[:3], raw_frame(2, b"binary-2"), *STREAM[3:8], raw_frame(1, b"after")]
+        data = b"".join(stream)
+        expected = []
+        rest = data
+        while rest:
+            end, opcode, fin, payload = parse_one(rest, True)
+            expected.append((opcode, fin, payload))
+            rest = rest[end:]
+        for cut in (1, 7, 100, 4096, len(data)):
+            protocol = FakeAutobahn(masked=True)
+            reader = FastMessageReader(protocol, masked=True, binary=True)
+            for start in range(0, len(data), cut):
+                reader.data_received(data[start : start + cut])
+            self.assertEqual([e[1:] for e in protocol.events], expected, cut)
+            fast = [(e[1], len(e[3])) for e in protocol.events if e[0] == "fast"]
+            self.assertEqual(fast[:4], [(2, 76800), (1, 12), (1, 180), (2, 8)], cut)
 
 
 class FrameCacheTests(SynchronousTestCase):

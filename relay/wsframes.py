@@ -1,11 +1,12 @@
 """
-Whole WebSocket text frames (RFC 6455 section 5.2) for messages the bindings write themselves.
+Whole, simple WebSocket frames (RFC 6455 section 5.2), written and read without Autobahn's frame machinery.
 
-Autobahn stays in charge of handshakes, reading, pings and closing; but its per-message send path (frame
-object, a masker object per frame, a debug message formatted on every write) costs more than everything
-else the gateway does for a multicast copy. A C{$wcf} message is always one complete, uncompressed text
-frame (permessage-deflate is never negotiated on C{$wcf}), so its bytes can be built here once and written
-straight to the transport, and for multicast the same bytes go to every subscriber.
+Autobahn stays in charge of handshakes, pings, closing and anything unusual; but its per-message paths
+(a frame object, a masker object per frame, a debug message formatted on every write, four callbacks per
+read) cost more than everything else the gateway does for a multicast copy or a relayed HTTP request's
+control messages. Most messages are one complete, uncompressed frame (permessage-deflate is never
+negotiated on the gateway), so the C{$wcf} bindings build their text frames here once and write them
+straight to the transport, and L{read_frame} picks such frames out of a read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import random
 from typing import Final
 
 _FIN_TEXT: Final = 0x81
+FIN_BINARY: Final = 0x82
+"""The first byte of a whole, unfragmented binary frame without extension bits."""
 _MASKED: Final = 0x80
 
 
@@ -59,20 +62,22 @@ HAND_OVER: Final = -1
 """L{read_frame}: leave everything from the offset on to the general parser (large or over the limit)."""
 
 
-def read_frame(buffer: bytes, offset: int, masked: bool, max_payload: int) -> tuple[int, bytes | None]:
+def read_frame(
+    buffer: bytes, offset: int, masked: bool, max_payload: int, binary: bool = False
+) -> tuple[int, bytes | None]:
     """
-    Look at the frame starting at C{offset}: is it a whole, simple text message?
+    Look at the frame starting at C{offset}: is it a whole, simple message?
 
-    The fast path of a C{$wcf} connection reads the frames almost every message consists of: one final
-    text frame (FIN set, no extension bits) whose mask bit is what the direction requires, at most
-    C{max_payload} bytes and L{FAST_PAYLOAD_LIMIT}, carrying valid UTF-8. Anything else (control
-    frames, fragments, binary frames, a wrong mask bit, invalid UTF-8) is left to the general parser
-    (Autobahn), which answers it as it always did.
+    A fast path reads the frames almost every message consists of: one final text frame (FIN set, no
+    extension bits) whose mask bit is what the direction requires, at most C{max_payload} bytes and
+    L{FAST_PAYLOAD_LIMIT}, carrying valid UTF-8; with C{binary}, also such a binary frame (first byte
+    L{FIN_BINARY}). Anything else (control frames, fragments, binary frames unless asked for, a wrong mask
+    bit, invalid UTF-8) is left to the general parser (Autobahn), which answers it as it always did.
 
     @param masked: whether frames in this direction must be masked (client to server).
-    @return: C{(end, text)}: C{end} is the offset after the frame, or L{INCOMPLETE} or L{HAND_OVER};
-        C{text} is the unmasked payload of a simple text frame, or C{None} when the frame
-        C{buffer[offset:end]} must go to the general parser.
+    @return: C{(end, payload)}: C{end} is the offset after the frame, or L{INCOMPLETE} or L{HAND_OVER};
+        C{payload} is the unmasked payload of a simple frame (its first byte tells text from binary), or
+        C{None} when the frame C{buffer[offset:end]} must go to the general parser.
     """
     available = len(buffer) - offset
     if available < 2:
@@ -97,11 +102,14 @@ def read_frame(buffer: bytes, offset: int, masked: bool, max_payload: int) -> tu
     end = key_end + length
     if end > len(buffer):
         return INCOMPLETE, None
-    if first != _FIN_TEXT or has_mask is not masked:
+    is_binary = first == FIN_BINARY and binary
+    if (first != _FIN_TEXT and not is_binary) or has_mask is not masked:
         return end, None
     payload = buffer[key_end:end]
     if has_mask:
         payload = mask(payload, buffer[start:key_end])
+    if is_binary:
+        return end, payload
     try:
         payload.decode("utf-8")
     except UnicodeDecodeError:

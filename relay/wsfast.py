@@ -1,38 +1,41 @@
 """
-The read side of the C{$wcf} fast path, for both ends of the channel (gateway and client library).
+A read fast path for Autobahn WebSocket protocols (C{$wcf} at both ends, Hybrid Connections control channels).
 
 Autobahn parses every frame through a frame object, a masker object, an incremental UTF-8 validator and
-four callbacks before a message reaches C{onMessage}; for a 1 KB envelope that is as much work as parsing
-the envelope. While a connection is open and Autobahn holds nothing (no buffered bytes, no message being
-assembled), L{FastTextReader.data_received} takes the whole, simple text frames out of each read itself
-(L{bindings.wsframes.read_frame}) and hands every other frame, whole, to Autobahn's parser, which
-answers it as before: pings, pongs and closes, fragmented and binary messages, protocol errors (a frame
-with the wrong mask bit, reserved bits), invalid UTF-8 (1007) and messages over the size limit (1009).
+four callbacks before a message reaches C{onMessage}; for a 1 KB envelope or an HTTP request's control
+message that is as much work as handling the message. While a connection is open and Autobahn holds
+nothing (no buffered bytes, no message being assembled), L{FastMessageReader.data_received} takes the
+whole, simple frames out of each read itself (L{relay.wsframes.read_frame}) and hands every other frame,
+whole, to Autobahn's parser, which answers it as before: pings, pongs and closes, fragmented messages,
+protocol errors (a frame with the wrong mask bit, reserved bits), invalid UTF-8 (1007) and messages over
+the size limit (1009).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bindings.wsframes import HAND_OVER, INCOMPLETE, read_frame
+from relay.wsframes import FIN_BINARY, HAND_OVER, INCOMPLETE, read_frame
 
 
-class FastTextReader:
+class FastMessageReader:
     """
-    The read side of one Autobahn WebSocket protocol: simple text frames here, the rest to Autobahn.
+    The read side of one Autobahn WebSocket protocol: simple frames here, the rest to Autobahn.
 
     The protocol calls L{data_received} from its C{dataReceived}; messages reach its C{onMessage}.
     """
 
-    def __init__(self, protocol: Any, masked: bool) -> None:
+    def __init__(self, protocol: Any, masked: bool, binary: bool = False) -> None:
         """
         Read for C{protocol}.
 
         @param protocol: an open-or-opening Autobahn C{WebSocketProtocol}.
         @param masked: whether the frames this side receives are masked (a server's are).
+        @param binary: whether whole binary frames are read here too (else only text frames).
         """
         self._protocol = protocol
         self._masked = masked
+        self._binary = binary
         self._unread = b""
 
     def _autobahn_idle(self) -> bool:
@@ -45,7 +48,7 @@ class FastTextReader:
         )
 
     def data_received(self, data: bytes) -> None:
-        """Read whole simple text frames here; hand everything else to Autobahn, in order."""
+        """Read whole simple frames here; hand everything else to Autobahn, in order."""
         protocol = self._protocol
         if self._unread:
             data, self._unread = self._unread + data, b""
@@ -58,17 +61,17 @@ class FastTextReader:
             if not self._autobahn_idle():
                 protocol._dataReceived(data[offset:])
                 return
-            end, text = read_frame(data, offset, self._masked, limit)
+            end, payload = read_frame(data, offset, self._masked, limit, self._binary)
             if end == INCOMPLETE:
                 self._unread = data[offset:]
                 return
             if end == HAND_OVER:
                 protocol._dataReceived(data[offset:])
                 return
-            if text is None:
+            if payload is None:
                 protocol._dataReceived(data[offset:end])
             else:
                 if protocol.autoPingTimeoutCall is not None and protocol.autoPingRestartOnAnyTraffic:
                     protocol._cancelAutoPingTimeoutCall()  # as Autobahn does for every data frame
-                protocol.onMessage(text, False)
+                protocol.onMessage(payload, data[offset] == FIN_BINARY)
             offset = end
