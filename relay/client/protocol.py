@@ -24,6 +24,7 @@ from zope.interface import Interface
 from relay.client.errors import ConnectError
 from relay.client.options import WebSocketOptions
 from relay.wsdata import QuietSendData
+from relay.wsfast import FastMessageReader
 
 
 class IWebSocketReceiver(Interface):
@@ -90,6 +91,7 @@ class RelayClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: igno
         self.subprotocol: str | None = None
         self.response_headers: dict[str, str] = {}
         self._refusal: ConnectError | None = None
+        self._reader = FastMessageReader(self, masked=False, binary=True)
 
     def _cancel_open(self, _: Deferred[IWebSocketReceiver]) -> None:
         if self.transport is not None:
@@ -108,9 +110,14 @@ class RelayClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: igno
 
     @override
     def dataReceived(self, data: bytes) -> None:
-        # Autobahn's own dataReceived formats a debug message per read (a cost per TCP read that shows
-        # on 200 MB transfers); its frame parser is what matters.
-        self._dataReceived(data)
+        # Whole messages to a receiver that takes them whole (control channels, senders and listeners'
+        # connections) are read without Autobahn's frame machinery (relay.wsfast); the rest goes to
+        # Autobahn's framework-neutral entry point, not to its Twisted adapter's dataReceived, which
+        # formats a debug message per read (a cost that shows on 200 MB transfers).
+        if self.receiver is not None and self._streaming() is None:
+            self._reader.data_received(data)
+        else:
+            self._dataReceived(data)
 
     @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:

@@ -69,6 +69,39 @@ class MessageTests(ConnectionTestCase, SynchronousTestCase):
         self.network.flush()
         self.assertEqual(self.successResultOf(sender.receive()), b"back")
 
+    def test_whole_messages_skip_autobahns_parser(self) -> None:
+        """Whole text and binary messages arrive without Autobahn's frame parser (L{relay.wsfast})."""
+        sender, accepted = self.pair()
+        protocol = accepted._protocol
+        parsed: list[bytes] = []
+        real = protocol._dataReceived
+
+        def spy(data: bytes) -> None:
+            parsed.append(data)
+            real(data)
+
+        self.patch(protocol, "_dataReceived", spy)
+        sender.send("whole")
+        sender.send(b"\x00binary")
+        self.network.flush()
+        self.assertEqual(parsed, [])
+        received = [self.successResultOf(accepted.receive()) for _ in range(2)]
+        self.assertEqual(received, ["whole", b"\x00binary"])
+
+    def test_fragmented_message_with_a_ping_inside(self) -> None:
+        """A message the peer sends in fragments, with a ping between them, arrives whole and in order."""
+        sender, accepted = self.pair()
+        peer = sender._protocol
+        peer.beginMessage(isBinary=False)
+        peer.sendMessageFrame(b"frag")
+        peer.sendPing(b"between")
+        peer.sendMessageFrame("m\u00e9nt".encode())
+        peer.endMessage()
+        sender.send(b"next")
+        self.network.flush()
+        received = [self.successResultOf(accepted.receive()) for _ in range(2)]
+        self.assertEqual(received, ["fragm\u00e9nt", b"next"])
+
     def test_unsupported_type(self) -> None:
         """Anything but text or bytes is a programming error, raised at once."""
         sender, _ = self.pair()
