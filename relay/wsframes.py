@@ -56,6 +56,8 @@ def masked_text_frame(payload: bytes, key: bytes | None = None) -> bytes:
 
 FAST_PAYLOAD_LIMIT: Final = 1024 * 1024
 """Largest frame read by L{read_frame}; larger ones are left to the general parser, which streams them."""
+WAIT_LIMIT: Final = 64 * 1024
+"""Largest frame whose rest L{read_frame} waits for; a larger frame that is not complete is handed over."""
 INCOMPLETE: Final = 0
 """L{read_frame}: the frame at the offset is not complete yet; wait for more bytes."""
 HAND_OVER: Final = -1
@@ -70,7 +72,7 @@ def read_frame(
 
     A fast path reads the frames almost every message consists of: one final text frame (FIN set, no
     extension bits) whose mask bit is what the direction requires, at most C{max_payload} bytes and
-    L{FAST_PAYLOAD_LIMIT}, carrying valid UTF-8; with C{binary}, also such a binary frame (first byte
+    L{FAST_PAYLOAD_LIMIT} (and whole in the buffer if over L{WAIT_LIMIT}), carrying valid UTF-8; with C{binary}, also such a binary frame (first byte
     L{FIN_BINARY}). Anything else (control frames, fragments, binary frames unless asked for, a wrong mask
     bit, invalid UTF-8) is left to the general parser (Autobahn), which answers it as it always did.
 
@@ -101,7 +103,9 @@ def read_frame(
     key_end = start + 4 if has_mask else start
     end = key_end + length
     if end > len(buffer):
-        return INCOMPLETE, None
+        # Waiting for the rest of a large frame would copy what came so far on every read; Autobahn's
+        # parser takes such a frame piece by piece.
+        return (HAND_OVER if length > WAIT_LIMIT else INCOMPLETE), None
     is_binary = first == FIN_BINARY and binary
     if (first != _FIN_TEXT and not is_binary) or has_mask is not masked:
         return end, None

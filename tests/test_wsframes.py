@@ -13,6 +13,7 @@ from relay.wsframes import (
     FAST_PAYLOAD_LIMIT,
     HAND_OVER,
     INCOMPLETE,
+    WAIT_LIMIT,
     mask,
     masked_text_frame,
     read_frame,
@@ -52,6 +53,24 @@ def parse_one(data: bytes, masked: bool) -> tuple[int, int, bool, bytes]:
     else:
         payload = data[start : start + length]
     return start + length, first & 0x0F, bool(first & 0x80), payload
+
+
+def frame_complete(data: bytes) -> bool:
+    """Whether C{data} starts with a whole frame (the reference parser unmasks, so it is not asked early)."""
+    if len(data) < 2:
+        return False
+    length, start = data[1] & 0x7F, 2
+    if length == 126:
+        if len(data) < 4:
+            return False
+        length, start = int.from_bytes(data[2:4], "big"), 4
+    elif length == 127:
+        if len(data) < 10:
+            return False
+        length, start = int.from_bytes(data[2:10], "big"), 10
+    if data[1] & 0x80:
+        start += 4
+    return len(data) >= start + length
 
 
 class FrameWritingTests(SynchronousTestCase):
@@ -102,6 +121,20 @@ class ReadFrameTests(SynchronousTestCase):
         for cut in range(len(frame)):
             self.assertEqual(read_frame(frame[:cut], 0, True, 1000), (INCOMPLETE, None))
 
+    def test_large_frames_are_not_waited_for(self) -> None:
+        """
+        The rest of a frame over the wait limit is not waited for: Autobahn streams it instead.
+
+        Whole, such a frame is still read (when within the other limits).
+        """
+        frame = raw_frame(2, bytes(WAIT_LIMIT + 1))
+        self.assertEqual(read_frame(frame[:-1], 0, True, 1 << 30, binary=True), (HAND_OVER, None))
+        self.assertEqual(
+            read_frame(frame, 0, True, 1 << 30, binary=True), (len(frame), bytes(WAIT_LIMIT + 1))
+        )
+        small = raw_frame(2, bytes(WAIT_LIMIT))
+        self.assertEqual(read_frame(small[:-1], 0, True, 1 << 30, binary=True), (INCOMPLETE, None))
+
     def test_over_the_limits(self) -> None:
         """A frame over the connection's limit, or the fast path's, is handed over from its header on."""
         self.assertEqual(read_frame(raw_frame(1, b"x" * 200)[:4], 0, True, 100), (HAND_OVER, None))
@@ -136,12 +169,9 @@ class FakeAutobahn:
     def _dataReceived(self, data: bytes) -> None:
         self.data += data
         while len(self.data) >= 2:
-            try:
-                end, opcode, fin, payload = parse_one(self.data, self.masked)
-            except IndexError:
+            if not frame_complete(self.data):
                 return
-            if end > len(self.data):
-                return
+            end, opcode, fin, payload = parse_one(self.data, self.masked)
             self.data = self.data[end:]
             self.events.append(("autobahn", opcode, fin, payload))
             if opcode in (0, 1, 2):
@@ -254,7 +284,7 @@ class BinaryFrameTests(SynchronousTestCase):
 
     def test_reader_tells_binary_from_text(self) -> None:
         """The reader delivers binary messages as binary, and every frame of the stream in order."""
-        big = raw_frame(2, bytes(range(256)) * 300)
+        big = raw_frame(2, bytes(range(256)) * 40)
         stream = [big, *STREAM[:3], raw_frame(2, b"binary-2"), *STREAM[3:8], raw_frame(1, b"after")]
         data = b"".join(stream)
         expected = []
@@ -270,7 +300,7 @@ class BinaryFrameTests(SynchronousTestCase):
                 reader.data_received(data[start : start + cut])
             self.assertEqual([e[1:] for e in protocol.events], expected, cut)
             fast = [(e[1], len(e[3])) for e in protocol.events if e[0] == "fast"]
-            self.assertEqual(fast[:4], [(2, 76800), (1, 12), (1, 180), (2, 8)], cut)
+            self.assertEqual(fast[:4], [(2, 10240), (1, 12), (1, 180), (2, 8)], cut)
 
 
 class FrameCacheTests(SynchronousTestCase):
