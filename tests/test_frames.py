@@ -26,7 +26,7 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
     unmask,
-    unmask_into,
+    unmask_move,
 )
 
 
@@ -78,16 +78,23 @@ class UnmaskTests(SynchronousTestCase):
         st.integers(0, 7),
         st.integers(0, 40),
         st.integers(0, 40),
+        st.integers(0, 40),
     )
     @settings(max_examples=200)
-    def test_unmask_into_writes_only_its_slice(
-        self, data: bytes, mask: bytes, offset: int, before: int, after: int
+    def test_unmask_move_writes_only_its_slice(
+        self, data: bytes, mask: bytes, offset: int, before: int, shift: int, after: int
     ) -> None:
-        """Unmasking into a buffer at an index replaces exactly C{len(data)} bytes there, small or large."""
-        out = bytearray(b"\xee" * (before + len(data) + after))
-        unmask_into(out, before, memoryview(data), mask, offset)
+        """
+        Unmasking bytes to an index at or before them writes exactly C{len(data)} bytes there, small or large.
+
+        The ranges overlap whenever the shift is shorter than the data (the in-place rewriter's case).
+        """
+        out = bytearray(b"\xee" * before + b"\xdd" * shift + data + b"\xee" * after)
+        unmask_move(memoryview(out), before, before + shift, len(data), mask, offset)
         expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
-        self.assertEqual(bytes(out), b"\xee" * before + expected + b"\xee" * after)
+        self.assertEqual(bytes(out[:before]), b"\xee" * before)
+        self.assertEqual(bytes(out[before : before + len(data)]), expected)
+        self.assertEqual(bytes(out[before + shift + len(data) :]), b"\xee" * after)
 
 
 class FrameRelayTests(SynchronousTestCase):

@@ -68,47 +68,13 @@ def _rotate(mask: bytes, offset: int) -> bytes:
     return mask[shift:] + mask[:shift] if shift else mask
 
 
-def unmask_into(out: bytearray, at: int, data: bytes | memoryview, mask: bytes, offset: int = 0) -> None:
+def unmask_move(view: memoryview, to: int, at: int, n: int, mask: bytes, offset: int = 0) -> None:
     """
-    Write C{data} XOR the 4-byte C{mask} into C{out} at index C{at}.
+    Unmask the C{n} bytes at C{view[at:]} into C{view[to:]}, where C{to <= at} (the ranges may overlap).
 
-    C{offset} says how far into the masked payload C{data} starts; C{out} must already be long enough.
-
-    Large payloads are copied once and unmasked in place by Autobahn's C masker when it is available;
-    small ones use one big-integer XOR (no per-byte Python loop).
-    """
-    n = len(data)
-    if not n:
-        return
-    mask = _rotate(mask, offset)
-    if _lib is not None and n >= _NVX_THRESHOLD:
-        out[at : at + n] = data
-        masker = _lib.nvx_xormask_new(mask)
-        try:
-            with _ffi.from_buffer("uint8_t[]", out) as buf:
-                _lib.nvx_xormask_process(masker, buf + at, n)
-        finally:
-            _lib.nvx_xormask_free(masker)
-        return
-    key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
-    out[at : at + n] = (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
-
-
-def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
-    """C{data} XOR the 4-byte C{mask}, starting C{offset} bytes into the masked payload."""
-    out = bytearray(len(data))
-    unmask_into(out, 0, data, mask, offset)
-    return bytes(out)
-
-
-def _unmask_move(
-    buffer: bytearray, view: memoryview, to: int, at: int, n: int, mask: bytes, offset: int
-) -> None:
-    """
-    Unmask C{buffer[at:at + n]} into C{buffer[to:to + n]}, where C{to <= at} (the ranges may overlap).
-
-    Moves go through the memoryview, whose slice assignment is a C{memmove}; large payloads are then
-    unmasked in place by the C masker.
+    C{offset} says how far into the masked payload the bytes start. Moves go through the memoryview,
+    whose slice assignment is a C{memmove}; large payloads are then unmasked in place by Autobahn's C
+    masker when it is available, small ones with one big-integer XOR (no per-byte Python loop).
     """
     if not n:
         return
@@ -118,13 +84,20 @@ def _unmask_move(
             view[to : to + n] = view[at : at + n]
         masker = _lib.nvx_xormask_new(mask)
         try:
-            with _ffi.from_buffer("uint8_t[]", buffer) as buf:
+            with _ffi.from_buffer("uint8_t[]", view) as buf:
                 _lib.nvx_xormask_process(masker, buf + to, n)
         finally:
             _lib.nvx_xormask_free(masker)
         return
     key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
     view[to : to + n] = (int.from_bytes(view[at : at + n], "little") ^ key).to_bytes(n, "little")
+
+
+def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
+    """C{data} XOR the 4-byte C{mask}, starting C{offset} bytes into the masked payload."""
+    buffer = bytearray(data)
+    unmask_move(memoryview(buffer), 0, 0, len(buffer), mask, offset)
+    return bytes(buffer)
 
 
 def data_header(first_byte: int, length: int) -> bytes:
@@ -242,7 +215,7 @@ class FrameRelay:
             remaining = self._remaining
             if remaining:
                 take = remaining if remaining <= end - pos else end - pos
-                _unmask_move(buffer, out, written, pos, take, self._mask, self._offset)
+                unmask_move(out, written, pos, take, self._mask, self._offset)
                 written += take
                 self._offset += take
                 self._remaining = remaining - take
@@ -307,7 +280,7 @@ class FrameRelay:
                 written += len(rewritten)
             pos += header
             if length and length <= end - pos:  # the whole payload is here: unmask it right away
-                _unmask_move(buffer, out, written, pos, length, mask, 0)
+                unmask_move(out, written, pos, length, mask)
                 written += length
                 pos += length
             elif length:
