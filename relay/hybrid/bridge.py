@@ -44,7 +44,13 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
 )
-from relay.hybrid.sockets import pending_write_bytes, plain_socket, shared_read_buffer, tcp_transport
+from relay.hybrid.sockets import (
+    pending_write_bytes,
+    plain_socket,
+    shared_read_buffer,
+    tcp_transport,
+    write_now,
+)
 from relay.metrics import Cell
 
 
@@ -119,7 +125,6 @@ class SpliceLeg:
         "name",
         "other",
         "protocol",
-        "read_buffer",
         "relay",
         "socket",
         "splice",
@@ -133,7 +138,6 @@ class SpliceLeg:
         self.transport = protocol.transport
         self.socket = plain_socket(self.transport)
         self.name = name
-        self.read_buffer: tuple[bytearray, memoryview] | None = None
         self.relay = FrameRelay()
         self.other: SpliceLeg = self
         self.close_sent = False
@@ -153,7 +157,7 @@ class SpliceLeg:
 
         It does what Twisted's C{tcp.Connection.doRead} does, with C{recv_into} instead of C{recv}.
         """
-        buffer, view = self.read_buffer  # type: ignore[misc]
+        buffer, view = self.splice.read_buffer
         try:
             got = self.socket.recv_into(view)  # type: ignore[union-attr]  # plain legs only
         except OSError as e:
@@ -166,29 +170,9 @@ class SpliceLeg:
         return None
 
     def send(self, data: memoryview) -> None:
-        """
-        Write relayed frames to this leg: to the socket at once when the transport has nothing queued.
-
-        Whatever the socket does not take (or everything, on TLS legs and while data is queued) goes
-        through the transport, which keeps the order, signals back-pressure and reports errors.
-        """
-        transport = self.transport
-        if (
-            self.socket is not None
-            and transport.connected
-            and not transport.disconnecting
-            and not pending_write_bytes(transport)
-        ):
-            try:
-                sent = self.socket.send(data)
-            except OSError:  # full (EAGAIN) or broken: the transport finds out on its own write
-                sent = 0
-            if sent == len(data):
-                return
-            transport.write(bytes(data[sent:]))
+        """Write relayed frames to this leg (L{write_now}); a full socket pauses the other leg's reading."""
+        if write_now(self.transport, data, self.socket):
             self._pause_source()
-            return
-        transport.write(bytes(data))
 
     def _pause_source(self) -> None:
         """
@@ -216,6 +200,8 @@ class Splice:
     @ivar connection_id: the tracking id of the pair (the C{sb-hc-id}).
     @ivar entity: the hybrid connection's name, for metrics and the log.
     @ivar listener_id: the listener whose control channel announced the sender, for the log.
+    @ivar read_buffer: the buffer plain legs read into and its view after the headroom
+        (L{shared_read_buffer}).
     @ivar metered: where each read's size is added (the entity's C{relay_bytes_transferred_total}).
     """
 
@@ -240,6 +226,7 @@ class Splice:
         self._clock = clock
         self._close_timeout = close_timeout
         self._buffer_size = buffer_size
+        self.read_buffer = shared_read_buffer(buffer_size)
         self.sender = SpliceLeg(self, sender, "sender")
         self.listener = SpliceLeg(self, listener, "listener")
         self.sender.other = self.listener
@@ -267,7 +254,6 @@ class Splice:
             attach(leg.transport, leg.connection)
             leg.protocol = None
             if leg.socket is not None:
-                leg.read_buffer = shared_read_buffer(self._buffer_size)
                 tcp.doRead = leg.read  # the reactor looks doRead up on the transport for every read
         for leg in (self.sender, self.listener):
             leg.transport.registerProducer(_PauseReading(leg.other.transport), True)
@@ -294,31 +280,25 @@ class Splice:
         )
 
     def data_received(self, leg: SpliceLeg, data: bytes) -> None:
-        """Rewrite and forward what one leg sent (TLS legs, and bytes read before the splice)."""
-        if leg.close_received or leg.finished:
-            return
-        self.metered.value += len(data)  # per read, not per frame: one addition on the hot path
-        try:
-            items = leg.relay.feed(data)
-        except FrameError as e:
-            self._fail_leg(leg, e.code, e.reason)
-            return
-        self._forward(leg, items)
+        """Rewrite and forward bytes that were not read into the shared buffer (TLS, or before the splice)."""
+        buffer = bytearray(HEADROOM)
+        buffer += data
+        self.read_received(leg, buffer, HEADROOM, len(buffer))
 
     def read_received(self, leg: SpliceLeg, buffer: bytearray, start: int, end: int) -> None:
-        """Rewrite in place and forward what one plain leg's read put into C{buffer[start:end]}."""
+        """
+        Rewrite in place and forward what one leg sent, now in C{buffer[start:end]}; answer control frames.
+
+        C{buffer[:start]} is scratch space of at least C{HEADROOM} bytes (L{FrameRelay.feed_into}).
+        """
         if leg.close_received or leg.finished:
             return
-        self.metered.value += end - start
+        self.metered.value += end - start  # per read, not per frame: one addition on the hot path
         try:
             items = leg.relay.feed_into(buffer, start, end)
         except FrameError as e:
             self._fail_leg(leg, e.code, e.reason)
             return
-        self._forward(leg, items)
-
-    def _forward(self, leg: SpliceLeg, items: list[memoryview | ControlFrame]) -> None:
-        """Send the rewritten runs to the other leg and answer the control frames, in stream order."""
         other = leg.other
         for item in items:
             if type(item) is memoryview:

@@ -42,7 +42,7 @@ from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, 
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
-from relay.hybrid.sockets import write_now
+from relay.hybrid.sockets import plain_socket, write_now
 from relay.hybrid.websocket import (
     Handoff,
     HybridConnectionFactory,
@@ -92,7 +92,8 @@ class DirectLeg(Protocol):
     def switch(self, key: str, subprotocol: str | None) -> None:
         """Send the 101: the WebSocket is open."""
         self.is_open = True
-        write_now(self.transport, switching_protocols(key, subprotocol, self.factory.server))
+        answer = switching_protocols(key, subprotocol, self.factory.server)
+        write_now(self.transport, answer, plain_socket(self.transport))
 
     def refuse(self, status: int, reason: str) -> None:
         """Refuse the upgrade with a status line and close the connection, as Autobahn does."""

@@ -85,15 +85,18 @@ def plain_socket(transport: Any) -> Any:
     return None
 
 
-def write_now(transport: Any, data: bytes) -> None:
+def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
     """
     Write C{data} to a plain TCP socket at once when nothing is queued on it; queue what it does not take.
 
     Twisted's C{write} always queues and sends when the reactor next finds the socket writable: a system
-    call to watch for writability, a reactor event and a call to stop watching, for a few hundred bytes
-    that the socket takes at once.
+    call to watch for writability, a reactor event and a call to stop watching, for bytes the socket
+    usually takes at once. Without a socket (TLS legs: L{plain_socket} gives C{None}) or with bytes
+    already queued, everything goes through the transport, which keeps the order, signals back-pressure
+    and reports errors. Queued bytes are copied (C{data} may be a view of a buffer that is reused).
+
+    @return: whether the socket was found full: part of C{data} was sent and the rest is now queued.
     """
-    sock = plain_socket(transport)
     if (
         sock is not None
         and transport.connected
@@ -102,12 +105,14 @@ def write_now(transport: Any, data: bytes) -> None:
     ):
         try:
             sent = sock.send(data)
-        except OSError:  # full or broken: the transport finds out on its own write
+        except OSError:  # full (EAGAIN) or broken: the transport finds out on its own write
             sent = 0
         if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
+            return False
+        transport.write(bytes(data[sent:]))
+        return True
+    transport.write(bytes(data))
+    return False
 
 
 def pending_write_bytes(transport: Any) -> int:
