@@ -26,6 +26,8 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from relay.writes import plain_socket, write_now
+from relay.wsdata import QuietSendData
 from relay.wsfast import FastMessageReader
 from relay.wsframes import masked_text_frame
 
@@ -77,7 +79,7 @@ def default_endpoint(reactor: Any) -> EndpointFactory:
     return endpoint
 
 
-class SoapClientProtocol(WebSocketClientProtocol):
+class SoapClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 
@@ -135,14 +137,16 @@ class SoapClientProtocol(WebSocketClientProtocol):
         """
         Write one envelope as one masked text frame; C{False} when the socket is no longer open.
 
-        The frame goes straight to the transport (L{relay.wsframes}) unless Autobahn has frames queued.
+        The frame goes straight to the socket (L{relay.wsframes}, L{relay.writes}) unless Autobahn has frames
+        queued.
         """
         if self.state != self.STATE_OPEN:
             return False
         if self.send_queue:
             self.sendMessage(payload, isBinary=False)
         else:
-            self.transport.write(masked_text_frame(payload))
+            transport = self.transport
+            write_now(transport, masked_text_frame(payload), plain_socket(transport))
         return True
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:

@@ -19,6 +19,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 
 from relay.httphead import read_head
+from relay.writes import no_delay
 
 
 def attach(transport: Any, protocol: Protocol) -> None:
@@ -51,7 +52,8 @@ class FirstRead(Protocol):
         self._idle: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        """Start the idle timeout twisted.web would have started."""
+        """Turn Nagle's algorithm off and start the idle timeout, as twisted.web's channel would have."""
+        no_delay(self.transport)
         timeout = self.site.timeOut
         if timeout is not None:
             self._idle = self.site.reactor.callLater(timeout, self._timed_out)

@@ -1,11 +1,17 @@
 """
-Autobahn's C{sendData} without the cost of a debug line nobody reads.
+Autobahn's C{sendData} without the cost of a debug line nobody reads, and without waiting for the reactor.
 
 Autobahn formats the arguments of a debug log line (colourised with C{click.style}) on every frame it
 sends, whatever the log level: on the HTTP relaying path, where each request is a few small control
 channel messages each way, that was as much CPU as the write itself. L{QuietSendData} writes straight to
 the transport when Autobahn would (no chopping, nothing queued, not synchronous) and keeps Autobahn's
 traffic statistics; anything else goes through Autobahn's own method.
+
+It also hands each frame to the kernel at once (L{relay.writes.write_now}) and turns Nagle's algorithm
+off, which Autobahn means to do but does not: its Twisted adapter reads C{tcpNoDelay} before copying it
+from the factory, and a bare C{except} hides the C{AttributeError}. Without both, a process that read
+sixteen control messages at once answered none of them before it had handled all sixteen, and a second
+small frame written on its own waited for a delayed ACK.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
+
+from relay.writes import plain_socket, write_now
 
 
 class QuietSendData:
@@ -23,13 +31,16 @@ class QuietSendData:
     state: int
     trafficStats: Any  # noqa: N815 - Autobahn's names
     logOctets: bool  # noqa: N815
+    # Autobahn's Twisted adapter reads this in connectionMade, before it copies the factory's options.
+    tcpNoDelay = True  # noqa: N815
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
         """Write C{data} as Autobahn does, minus the eagerly formatted debug line."""
         if sync or (chopsize and chopsize > 0) or self.send_queue:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
-        self.transport.write(data)
+        transport = self.transport
+        write_now(transport, data, plain_socket(transport))
         state = self.state
         if state == WebSocketProtocol.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)

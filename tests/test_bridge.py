@@ -10,7 +10,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.bridge import Splice, SpliceLeg
-from relay.hybrid.sockets import allocator_thresholds, keep_read_buffers, pending_write_bytes
+from relay.hybrid.sockets import allocator_thresholds, keep_read_buffers
+from relay.writes import pending_write_bytes
 
 
 class FakeSocket:

@@ -44,14 +44,9 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
 )
-from relay.hybrid.sockets import (
-    pending_write_bytes,
-    plain_socket,
-    shared_read_buffer,
-    tcp_transport,
-    write_now,
-)
+from relay.hybrid.sockets import shared_read_buffer
 from relay.metrics import Cell
+from relay.writes import pending_write_bytes, plain_socket, tcp_transport, write_now
 
 
 @implementer(IPushProducer)

@@ -20,7 +20,7 @@ from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_renew_token
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
-from relay.hybrid.sockets import pending_write_bytes
+from relay.writes import pending_write_bytes
 
 MAX_CONTROL_BACKLOG = 1024 * 1024
 """Bytes a listener may leave unread on its control channel before it gets no more work."""

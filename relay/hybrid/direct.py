@@ -42,7 +42,6 @@ from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, 
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
-from relay.hybrid.sockets import plain_socket, write_now
 from relay.hybrid.websocket import (
     Handoff,
     HybridConnectionFactory,
@@ -52,6 +51,7 @@ from relay.hybrid.websocket import (
     rendezvous_subprotocol,
     sender_refusal,
 )
+from relay.writes import plain_socket, write_now
 
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
 

@@ -1,18 +1,14 @@
 """
-Socket-level helpers for the splice: the shared read buffer, writes that skip the reactor, queue sizes.
+Read-side helpers for the splice: the shared read buffer and the allocator tuning for per-read buffers.
 
-Also the allocator tuning that keeps large per-read buffers in the heap. These work on Twisted's TCP
-transports directly (their socket, their write queue); under a TLS layer they fall back to the
-transport's own methods.
+The write side (writes that skip the reactor's queue, queue sizes) is L{relay.writes}, which the control
+channels and the client library use too.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-from typing import Any
-
-from twisted.internet import tcp
 
 from relay.hybrid.frames import HEADROOM
 
@@ -68,62 +64,3 @@ def shared_read_buffer(size: int) -> tuple[bytearray, memoryview]:
         buffer = bytearray(HEADROOM + size)
         found = _read_buffers[size] = (buffer, memoryview(buffer)[HEADROOM:])
     return found
-
-
-def tcp_transport(transport: Any) -> Any:
-    """The TCP transport under a TLS wrapper, or the transport itself."""
-    inner = getattr(transport, "transport", None)
-    if inner is not None and hasattr(transport, "wrappedProtocol"):
-        return inner
-    return transport
-
-
-def plain_socket(transport: Any) -> Any:
-    """The socket of a plain TCP transport, or C{None} (never write around a TLS layer)."""
-    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
-        return transport.socket
-    return None
-
-
-def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
-    """
-    Write C{data} to a plain TCP socket at once when nothing is queued on it; queue what it does not take.
-
-    Twisted's C{write} always queues and sends when the reactor next finds the socket writable: a system
-    call to watch for writability, a reactor event and a call to stop watching, for bytes the socket
-    usually takes at once. Without a socket (TLS legs: L{plain_socket} gives C{None}) or with bytes
-    already queued, everything goes through the transport, which keeps the order, signals back-pressure
-    and reports errors. Queued bytes are copied (C{data} may be a view of a buffer that is reused).
-
-    @return: whether the socket was found full: part of C{data} was sent and the rest is now queued.
-    """
-    if (
-        sock is not None
-        and transport.connected
-        and not transport.disconnecting
-        and not pending_write_bytes(transport)
-    ):
-        try:
-            sent = sock.send(data)
-        except OSError:  # full (EAGAIN) or broken: the transport finds out on its own write
-            sent = 0
-        if sent == len(data):
-            return False
-        transport.write(bytes(data[sent:]))
-        return True
-    transport.write(bytes(data))
-    return False
-
-
-def pending_write_bytes(transport: Any) -> int:
-    """Bytes a transport has accepted but not yet handed to the kernel."""
-    inner = tcp_transport(transport)
-    buffered = (
-        len(getattr(inner, "dataBuffer", b""))
-        - getattr(inner, "offset", 0)
-        + getattr(inner, "_tempDataLen", 0)
-    )
-    app = getattr(transport, "_appSendBuffer", None)
-    if app:
-        buffered += sum(len(chunk) for chunk in app)
-    return max(buffered, 0)

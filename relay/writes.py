@@ -1,0 +1,89 @@
+"""
+Writes that reach the kernel at once: C{TCP_NODELAY}, and writes that skip the reactor's queue.
+
+Twisted's C{write} queues bytes and sends them when the reactor next finds the socket writable. A process
+that handles a batch of events (sixteen relayed HTTP requests read at once, say) therefore sends nothing
+until it has handled the whole batch, and the peer process waits idle meanwhile: the two work in turns
+instead of side by side. L{write_now} hands bytes to the kernel as they are produced, and L{no_delay}
+turns Nagle's algorithm off so that a second small write is not held back until the first is
+acknowledged (on loopback, by a delayed ACK 40 ms later).
+
+These work on Twisted's TCP transports directly (their socket, their write queue); under a TLS layer
+they fall back to the transport's own methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import ITCPTransport
+
+
+def no_delay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off on a TCP transport (through a TLS layer too), as twisted.web's channels do.
+
+    Every protocol here writes whole messages, so nothing is gained by holding small segments back.
+    """
+    if ITCPTransport.providedBy(transport):
+        transport.setTcpNoDelay(True)
+
+
+def tcp_transport(transport: Any) -> Any:
+    """The TCP transport under a TLS wrapper, or the transport itself."""
+    inner = getattr(transport, "transport", None)
+    if inner is not None and hasattr(transport, "wrappedProtocol"):
+        return inner
+    return transport
+
+
+def plain_socket(transport: Any) -> Any:
+    """The socket of a plain TCP transport, or C{None} (never write around a TLS layer)."""
+    if isinstance(transport, tcp.Connection) and not getattr(transport, "TLS", False):
+        return transport.socket
+    return None
+
+
+def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
+    """
+    Write C{data} to a plain TCP socket at once when nothing is queued on it; queue what it does not take.
+
+    Twisted's C{write} always queues and sends when the reactor next finds the socket writable: a system
+    call to watch for writability, a reactor event and a call to stop watching, for bytes the socket
+    usually takes at once. Without a socket (TLS legs: L{plain_socket} gives C{None}) or with bytes
+    already queued, everything goes through the transport, which keeps the order, signals back-pressure
+    and reports errors. Queued bytes are copied (C{data} may be a view of a buffer that is reused).
+
+    @return: whether the socket was found full: part of C{data} was sent and the rest is now queued.
+    """
+    if (
+        sock is not None
+        and transport.connected
+        and not transport.disconnecting
+        and not pending_write_bytes(transport)
+    ):
+        try:
+            sent = sock.send(data)
+        except OSError:  # full (EAGAIN) or broken: the transport finds out on its own write
+            sent = 0
+        if sent == len(data):
+            return False
+        transport.write(bytes(data[sent:]))
+        return True
+    transport.write(bytes(data))
+    return False
+
+
+def pending_write_bytes(transport: Any) -> int:
+    """Bytes a transport has accepted but not yet handed to the kernel."""
+    inner = tcp_transport(transport)
+    buffered = (
+        len(getattr(inner, "dataBuffer", b""))
+        - getattr(inner, "offset", 0)
+        + getattr(inner, "_tempDataLen", 0)
+    )
+    app = getattr(transport, "_appSendBuffer", None)
+    if app:
+        buffered += sum(len(chunk) for chunk in app)
+    return max(buffered, 0)

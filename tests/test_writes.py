@@ -1,0 +1,165 @@
+"""
+Tests for L{relay.writes} and its users: Nagle's algorithm is off, and WebSocket frames reach the kernel at once.
+
+The C{TCP_NODELAY} checks use real loopback TCP sockets (the option only exists on them) inside Twisted
+TCP transports driven by a memory reactor, so nothing waits on the network.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.client.options import WebSocketOptions
+from relay.client.protocol import RelayClientFactory
+from relay.firstread import FirstRead
+from relay.writes import no_delay, pending_write_bytes
+from relay.wsdata import QuietSendData
+from tests.test_bridge import FakeSocket
+
+
+def tcp_pair(case: SynchronousTestCase) -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair (client, server), closed after the test."""
+    with socket.create_server(("127.0.0.1", 0)) as server_socket:
+        client = socket.create_connection(server_socket.getsockname()[:2])
+        server, _ = server_socket.accept()
+    case.addCleanup(client.close)
+    case.addCleanup(server.close)
+    return client, server
+
+
+def nagle_off(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+
+class LoopbackConnection(tcp.Connection):
+    """Twisted's TCP transport with the addresses its client and server subclasses would give."""
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 2)
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 1)
+
+
+def transport_over(sock: Any, protocol: Protocol, reactor: MemoryReactorClock) -> tcp.Connection:
+    transport = LoopbackConnection(sock, protocol, reactor)  # type: ignore[arg-type]
+    transport.connected = True
+    return transport
+
+
+class NoDelayTests(SynchronousTestCase):
+    """Every TCP connection the gateway accepts or the client library dials has Nagle's algorithm off."""
+
+    def test_tcp_transport(self) -> None:
+        _, server = tcp_pair(self)
+        self.assertFalse(nagle_off(server))
+        no_delay(transport_over(server, Protocol(), MemoryReactorClock()))
+        self.assertTrue(nagle_off(server))
+
+    def test_other_transports_are_left_alone(self) -> None:
+        """A transport without TCP options (a pipe, a test transport) is not asked for them."""
+        no_delay(StringTransport())
+
+    def test_accepted_connection_before_its_first_read(self) -> None:
+        """L{FirstRead} turns it off as twisted.web's channel does, for legs that never get a channel."""
+        _, server = tcp_pair(self)
+        site = SimpleNamespace(timeOut=None, reactor=MemoryReactorClock())
+        first = FirstRead(site, IPv4Address("TCP", "127.0.0.1", 1))
+        first.makeConnection(transport_over(server, first, site.reactor))
+        self.assertTrue(nagle_off(server))
+
+    def test_client_library_connection(self) -> None:
+        """
+        The client library's WebSocket has it off, and its upgrade request is on the wire at once.
+
+        Autobahn's own attempt to turn it off fails silently; the request goes out before the reactor runs.
+        """
+        client, server = tcp_pair(self)
+        reactor = MemoryReactorClock()
+        factory = RelayClientFactory(
+            "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
+            reactor=reactor,
+            headers={},
+            subprotocols=(),
+            options=WebSocketOptions(),
+            make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
+        transport = transport_over(client, protocol, reactor)
+        protocol.makeConnection(transport)
+        self.assertTrue(nagle_off(client))
+        self.assertEqual(pending_write_bytes(transport), 0)
+        server.settimeout(5)
+        self.assertTrue(server.recv(65536).startswith(b"GET /$hc/hyco?sb-hc-action=listen HTTP/1.1\r\n"))
+
+
+class AutobahnStandIn:
+    """What L{QuietSendData} needs of Autobahn's protocol; its own C{sendData} records what reaches it."""
+
+    STATE_OPEN = 3
+
+    def __init__(self) -> None:
+        self.send_queue: deque[Any] = deque()
+        self.state = self.STATE_OPEN
+        self.trafficStats = SimpleNamespace(outgoingOctetsWireLevel=0, preopenOutgoingOctetsWireLevel=0)
+        self.logOctets = False
+        self.autobahn: list[tuple[bytes, bool, int | None]] = []
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        self.autobahn.append((data, sync, chopsize))
+
+
+class Sender(QuietSendData, AutobahnStandIn):
+    pass
+
+
+class QuietSendDataTests(SynchronousTestCase):
+    """Frames go to the socket at once when nothing is queued; otherwise behind what is, in order."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.sock = FakeSocket()
+        self.sender = Sender()
+        self.transport = transport_over(self.sock, Protocol(), self.reactor)
+        self.sender.transport = self.transport
+
+    def test_straight_to_the_socket(self) -> None:
+        self.sender.sendData(b"frame-1")
+        self.assertEqual(bytes(self.sock.received), b"frame-1")
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        self.assertEqual(self.sender.trafficStats.outgoingOctetsWireLevel, 7)
+
+    def test_behind_queued_bytes(self) -> None:
+        """A frame written while earlier bytes wait in the transport's queue waits behind them."""
+        self.sock.script = [2]
+        self.sender.sendData(b"abcd")
+        self.sender.sendData(b"ef")
+        self.assertEqual(bytes(self.sock.received), b"ab")
+        self.assertEqual(pending_write_bytes(self.transport), 4)
+        self.transport.doWrite()
+        self.assertEqual(bytes(self.sock.received), b"abcdef")
+
+    def test_other_transports_get_the_bytes(self) -> None:
+        """A transport that is not plain TCP (a TLS layer must encrypt first) gets the bytes itself."""
+        other = StringTransport()
+        self.sender.transport = other
+        self.sender.sendData(b"secret")
+        self.assertEqual(other.value(), b"secret")
+
+    def test_autobahn_keeps_what_it_does_specially(self) -> None:
+        """Synchronous and chopped writes, and writes behind Autobahn's own queue, are Autobahn's."""
+        self.sender.sendData(b"a", sync=True)
+        self.sender.sendData(b"b", chopsize=1)
+        self.sender.send_queue.append((b"queued", False))
+        self.sender.sendData(b"c")
+        self.assertEqual(self.sender.autobahn, [(b"a", True, None), (b"b", False, 1), (b"c", False, None)])
+        self.assertEqual(bytes(self.sock.received), b"")
