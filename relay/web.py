@@ -38,6 +38,7 @@ from zope.interface import Interface, implementer
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.firstread import FirstRead
 from relay.httphead import RequestHead
+from relay.writes import plain_socket, write_now
 
 StreamPolicy = Callable[[Request], bool]
 
@@ -351,6 +352,23 @@ class RelayHTTPChannel(HTTPChannel):
         self.totalHeadersSize = site.max_request_line + site.max_header_bytes + 4
         self.maxHeaders = site.max_headers + 1
         super().connectionMade()
+
+    @override
+    def write(self, data: bytes) -> None:
+        """
+        Response bytes go to the kernel at once when nothing is queued (L{relay.writes.write_now}).
+
+        The gateway answers relayed requests in batches (every response a listener's control channel
+        delivered in one read); with Twisted's queued writes the first sender heard nothing until the
+        whole batch was handled.
+        """
+        transport = self.transport
+        write_now(transport, data, plain_socket(transport))
+
+    @override
+    def writeSequence(self, iovec: list[bytes]) -> None:
+        """A response head and its first bytes, written as one (L{write})."""
+        self.write(b"".join(iovec))
 
     @override
     def lineReceived(self, line: bytes) -> None:

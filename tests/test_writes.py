@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientFactory
 from relay.firstread import FirstRead
+from relay.web import RelayHTTPChannel
 from relay.writes import no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
 from tests.test_bridge import FakeSocket
@@ -163,3 +164,28 @@ class QuietSendDataTests(SynchronousTestCase):
         self.sender.sendData(b"c")
         self.assertEqual(self.sender.autobahn, [(b"a", True, None), (b"b", False, 1), (b"c", False, None)])
         self.assertEqual(bytes(self.sock.received), b"")
+
+
+class ResponseWriteTests(SynchronousTestCase):
+    """The gateway's HTTP responses go to the socket at once too, behind anything already queued."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.sock = FakeSocket()
+        self.channel = RelayHTTPChannel()
+        self.transport = transport_over(self.sock, self.channel, self.reactor)
+        self.channel.transport = self.transport
+
+    def test_head_and_body_in_one_send(self) -> None:
+        self.channel.writeSequence([b"HTTP/1.1 200 OK\r\n", b"Content-Length: 2\r\n\r\n", b"ok"])
+        self.assertEqual(bytes(self.sock.received), b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.sock.calls, 1)
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+
+    def test_behind_queued_bytes(self) -> None:
+        self.sock.script = [3]
+        self.channel.write(b"chunk-1")
+        self.channel.write(b"chunk-2")
+        self.assertEqual(bytes(self.sock.received), b"chu")
+        self.transport.doWrite()
+        self.assertEqual(bytes(self.sock.received), b"chunk-1chunk-2")
