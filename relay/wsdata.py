@@ -33,6 +33,9 @@ class QuietSendData:
     logOctets: bool  # noqa: N815
     # Autobahn's Twisted adapter reads this in connectionMade, before it copies the factory's options.
     tcpNoDelay = True  # noqa: N815
+    # Hand each frame to the kernel at once (L{write_now}); a protocol that sends many small messages to
+    # one peer per reactor turn can turn this off to have Twisted send them together.
+    write_through = True
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
         """Write C{data} as Autobahn does, minus the eagerly formatted debug line."""
@@ -40,7 +43,10 @@ class QuietSendData:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
         transport = self.transport
-        write_now(transport, data, plain_socket(transport))
+        if self.write_through:
+            write_now(transport, data, plain_socket(transport))
+        else:
+            transport.write(data)
         state = self.state
         if state == WebSocketProtocol.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
