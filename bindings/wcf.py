@@ -36,8 +36,6 @@ from bindings.wcfroles import ListenerRole, SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
-from relay.writes import plain_socket, write_now
-from relay.wsdata import QuietSendData
 from relay.wsfast import FastMessageReader
 from relay.wsframes import text_frame
 
@@ -179,7 +177,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
+class WcfProtocol(WebSocketServerProtocol):
     """
     One C{$wcf} WebSocket: a listener or a sender.
 
@@ -262,17 +260,16 @@ class WcfProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
         """
         Write one envelope (UTF-8 bytes) as one text message, if the socket is open.
 
-        The frame goes straight to the socket (see L{relay.wsframes}, L{relay.writes}); only while Autobahn
-        itself has frames queued (it never does on C{$wcf}, which sends nothing synchronously) does it go
-        through Autobahn, to keep the order.
+        The frame goes straight to the transport (see L{relay.wsframes}); only while Autobahn itself
+        has frames queued (it never does on C{$wcf}, which sends nothing synchronously) does it go through
+        Autobahn, to keep the order.
         """
         if self.state != self.STATE_OPEN:
             return
         if self.send_queue:
             self.sendMessage(payload, isBinary=False)
         else:
-            transport = self.transport
-            write_now(transport, self.factory.frame_for(payload), plain_socket(transport))
+            self.transport.write(self.factory.frame_for(payload))
 
     def send_envelope(self, envelope: Envelope) -> None:
         """Write one envelope as one text message, if the socket is open."""

@@ -12,6 +12,7 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
+import txaio
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
@@ -21,6 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientFactory
 from relay.firstread import FirstRead
+from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.web import RelayHTTPChannel
 from relay.writes import no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
@@ -86,6 +88,9 @@ class NoDelayTests(SynchronousTestCase):
         """
         client, server = tcp_pair(self)
         reactor = MemoryReactorClock()
+        # Autobahn's timers (the opening handshake's) go through txaio's loop: the memory clock, for this test.
+        self.addCleanup(setattr, txaio.config, "loop", txaio.config.loop)
+        txaio.config.loop = reactor
         factory = RelayClientFactory(
             "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
             reactor=reactor,
@@ -155,6 +160,19 @@ class QuietSendDataTests(SynchronousTestCase):
         self.sender.transport = other
         self.sender.sendData(b"secret")
         self.assertEqual(other.value(), b"secret")
+
+    def test_batched_when_write_through_is_off(self) -> None:
+        """
+        The gateway's control channels leave frames to Twisted, which sends a reactor turn's worth at once.
+        """
+        self.assertFalse(HybridConnectionProtocol.write_through)
+        self.sender.write_through = False
+        self.sender.sendData(b"accept-1")
+        self.sender.sendData(b"accept-2")
+        self.assertEqual(bytes(self.sock.received), b"")
+        self.assertIn(self.transport, self.reactor.getWriters())
+        self.transport.doWrite()
+        self.assertEqual((bytes(self.sock.received), self.sock.calls), (b"accept-1accept-2", 1))
 
     def test_autobahn_keeps_what_it_does_specially(self) -> None:
         """Synchronous and chopped writes, and writes behind Autobahn's own queue, are Autobahn's."""
