@@ -19,8 +19,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay.client.control import ControlChannel
 from relay.client.options import WebSocketOptions
-from relay.client.protocol import RelayClientFactory
+from relay.client.protocol import RelayClientFactory, RelayClientProtocol
 from relay.firstread import FirstRead
 from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.web import RelayHTTPChannel
@@ -82,9 +83,11 @@ class NoDelayTests(SynchronousTestCase):
 
     def test_client_library_connection(self) -> None:
         """
-        The client library's WebSocket has it off, and its upgrade request is on the wire at once.
+        The client library's WebSocket has it off; a listener's control channel writes its frames through.
 
-        Autobahn's own attempt to turn it off fails silently; the request goes out before the reactor runs.
+        Autobahn's own attempt to turn it off fails silently. The upgrade request is left to Twisted, like
+        every frame of a connection that is not a control channel; once a control channel owns the
+        connection, what it sends is on the wire before the reactor runs.
         """
         client, server = tcp_pair(self)
         reactor = MemoryReactorClock()
@@ -103,9 +106,15 @@ class NoDelayTests(SynchronousTestCase):
         transport = transport_over(client, protocol, reactor)
         protocol.makeConnection(transport)
         self.assertTrue(nagle_off(client))
-        self.assertEqual(pending_write_bytes(transport), 0)
+        self.assertGreater(pending_write_bytes(transport), 0)
+        transport.doWrite()
         server.settimeout(5)
         self.assertTrue(server.recv(65536).startswith(b"GET /$hc/hyco?sb-hc-action=listen HTTP/1.1\r\n"))
+
+        ControlChannel(protocol, listener_id="l-1", on_accept=print, on_request=print, on_closed=print)
+        protocol.sendData(b"answer")
+        self.assertEqual(pending_write_bytes(transport), 0)
+        self.assertEqual(server.recv(65536), b"answer")
 
 
 class AutobahnStandIn:
@@ -139,6 +148,7 @@ class QuietSendDataTests(SynchronousTestCase):
         self.sender.transport = self.transport
 
     def test_straight_to_the_socket(self) -> None:
+        self.sender.write_through = True
         self.sender.sendData(b"frame-1")
         self.assertEqual(bytes(self.sock.received), b"frame-1")
         self.assertNotIn(self.transport, self.reactor.getWriters())
@@ -146,6 +156,7 @@ class QuietSendDataTests(SynchronousTestCase):
 
     def test_behind_queued_bytes(self) -> None:
         """A frame written while earlier bytes wait in the transport's queue waits behind them."""
+        self.sender.write_through = True
         self.sock.script = [2]
         self.sender.sendData(b"abcd")
         self.sender.sendData(b"ef")
@@ -161,12 +172,10 @@ class QuietSendDataTests(SynchronousTestCase):
         self.sender.sendData(b"secret")
         self.assertEqual(other.value(), b"secret")
 
-    def test_batched_when_write_through_is_off(self) -> None:
-        """
-        The gateway's control channels leave frames to Twisted, which sends a reactor turn's worth at once.
-        """
+    def test_batched_unless_written_through(self) -> None:
+        """By default frames are left to Twisted, which sends a reactor turn's worth at once."""
         self.assertFalse(HybridConnectionProtocol.write_through)
-        self.sender.write_through = False
+        self.assertFalse(RelayClientProtocol.write_through)
         self.sender.sendData(b"accept-1")
         self.sender.sendData(b"accept-2")
         self.assertEqual(bytes(self.sock.received), b"")

@@ -47,6 +47,8 @@ class ControlChannel:
         on_closed: Callable[[ControlChannel, bool, int | None, str | None], None],
     ) -> None:
         self._protocol = protocol
+        # Answers go out as they are made, not after the whole batch of requests (relay.wsdata).
+        protocol.write_through = True
         self.listener_id = listener_id
         self._on_accept = on_accept
         self._on_request = on_request

@@ -202,12 +202,6 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
     # a connection can still set its own (C{autoPingInterval} on spliced legs).
     CONFIG_ATTRS: list[str] = []
 
-    # A control channel carries many small messages to one listener in each reactor turn (an accept per
-    # sender under churn): sent together they cost one system call, and establishments/s were 9 % higher
-    # than with a write per message. Nothing waits on the batch here: the listener's answers are what the
-    # senders wait for, and those go out at once (the client library writes through).
-    write_through = False
-
     def __getattr__(self, name: str) -> Any:
         """Protocol options not set on this connection are the factory's."""
         if name in _FACTORY_OPTIONS:
