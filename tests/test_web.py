@@ -13,7 +13,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from relay.web import IBodyConsumer, RelayRequest, RelaySite
+from relay.httpbody import IBodyConsumer
+from relay.web import RelayRequest, RelaySite
 
 from .httpharness import RawHttpClient
 from .wsharness import RecordingTransport

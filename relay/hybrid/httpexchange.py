@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
+from relay.httpbody import BodyProducer, IBodyConsumer
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import fits_control_channel
 from relay.hybrid.headers import HeaderError, body_forbidden, reason_phrase, response_head
@@ -34,7 +35,7 @@ from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.resource import ErrorResource
-from relay.web import BodyProducer, IBodyConsumer, RelayHTTPChannel, RelayRequest
+from relay.web import RelayHTTPChannel, RelayRequest
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
