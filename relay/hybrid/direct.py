@@ -42,15 +42,15 @@ from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, 
 from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_protocols
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
-from relay.hybrid.websocket import (
+from relay.hybrid.upgrades import (
     Handoff,
-    HybridConnectionFactory,
     announce_sender,
     claim_rendezvous,
     deny,
     rendezvous_subprotocol,
     sender_refusal,
 )
+from relay.hybrid.websocket import HybridConnectionFactory
 from relay.writes import plain_socket, write_now
 
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})

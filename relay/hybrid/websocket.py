@@ -11,10 +11,8 @@ source address, because some clients reconnect in a tight loop.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote_plus
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
@@ -42,58 +40,20 @@ from relay.hybrid.control import ControlChannel
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
+from relay.hybrid.upgrades import (
+    Handoff,
+    announce_sender,
+    claim_rendezvous,
+    deny,
+    presented_tokens,
+    rendezvous_subprotocol,
+    sender_refusal,
+)
 from relay.throttle import FailureThrottle
 from relay.wsdata import QuietSendData
 from relay.wsfast import FastMessageReader
 
-_HEADER_SPELLING = {
-    "sec-websocket-key": "Sec-WebSocket-Key",
-    "sec-websocket-version": "Sec-WebSocket-Version",
-    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
-    "sec-websocket-extensions": "Sec-WebSocket-Extensions",
-    "www-authenticate": "WWW-Authenticate",
-    "te": "TE",
-}
-_TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
 _FACTORY_OPTIONS = frozenset(WebSocketServerProtocol.CONFIG_ATTRS)
-_MAX_REASON = 200
-
-
-def header_name(lower: str) -> str:
-    """The conventional spelling of a header name Autobahn handed us in lower case."""
-    return _HEADER_SPELLING.get(lower) or "-".join(part.capitalize() for part in lower.split("-"))
-
-
-def connect_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The sender's upgrade headers for the C{accept} message: all but the relay's token header."""
-    return {header_name(name): value for name, value in headers.items() if name != _TOKEN_HEADER}
-
-
-def safe_reason(text: str) -> str:
-    """A reason phrase that cannot break the HTTP status line."""
-    cleaned = "".join(c if 32 <= ord(c) < 127 else " " for c in text)
-    return cleaned[:_MAX_REASON]
-
-
-def deny(error: RelayError, tracking_id: str) -> ConnectionDeny:
-    """The Autobahn refusal for a relay error."""
-    return ConnectionDeny(error.status, safe_reason(error.describe(tracking_id)))
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection(Exception):
-    """A listener refused a sender: the sender's upgrade fails with the listener's own status."""
-
-    status: int
-    description: str
-
-
-@dataclass(frozen=True, slots=True)
-class Handoff:
-    """What a listener's accepted rendezvous hands to the waiting sender."""
-
-    protocol: HybridConnectionProtocol
-    subprotocol: str | None
 
 
 class HybridConnectionFactory(WebSocketServerFactory):
@@ -481,138 +441,3 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
 
 
 HybridConnectionFactory.protocol = HybridConnectionProtocol
-
-
-# -- sender and rendezvous roles, shared with the upgrades answered without Autobahn (relay.hybrid.direct) --
-
-
-def presented_tokens(headers: Mapping[str, str], target: RequestTarget) -> list[str]:
-    """The relay tokens an upgrade presents: the C{ServiceBusAuthorization} header, then C{sb-hc-token}."""
-    tokens = []
-    header = headers.get(_TOKEN_HEADER)
-    if header:
-        tokens.append(header)
-    query = target.param("token")
-    if query:
-        tokens.append(query)
-    return tokens
-
-
-def announce_sender(
-    factory: HybridConnectionFactory,
-    target: RequestTarget,
-    path: str,
-    host: str,
-    headers: Mapping[str, str],
-    remote: RemoteEndpoint,
-    protocols: tuple[str, ...],
-    tracking_id: str,
-) -> Ticket:
-    """
-    Admit a sender's upgrade and announce it to a listener.
-
-    @param headers: the upgrade's header fields, names in lower case.
-    @return: the ticket whose outcome fires with the listener's L{Handoff} (or fails: L{sender_refusal}).
-    @raise RelayError: 401/403 (token), 404 (no such hybrid connection or no listener).
-    """
-    router = factory.router
-    admission = router.admit(host, path, presented_tokens(headers, target), Rights.SEND)
-    return router.connect_sender(
-        admission,
-        target,
-        path,
-        connect_headers(headers),
-        remote,
-        protocols,
-        connection_id=tracking_id,
-    )
-
-
-def sender_refusal(failure: Failure, tracking_id: str) -> tuple[int, str]:
-    """
-    The status and reason a waiting sender's upgrade is refused with, for its ticket's failure.
-
-    @raise Exception: anything that is neither a listener's rejection nor a relay error (a bug).
-    """
-    error = failure.value
-    if isinstance(error, Rejection):
-        return error.status, safe_reason(error.description)
-    if isinstance(error, RelayError):
-        HybridConnectionProtocol.logger.info(
-            "sender {tracking_id} not connected: {message}", tracking_id=tracking_id, message=error.message
-        )
-        refusal = deny(error, tracking_id)
-        return refusal.code, str(refusal.reason)
-    failure.raiseException()
-    raise AssertionError("unreachable")
-
-
-def claim_rendezvous(factory: HybridConnectionFactory, target: RequestTarget) -> Ticket:
-    """
-    Claim the ticket a listener's rendezvous upgrade names.
-
-    @raise RelayError: 403 when the address is unknown, used or expired.
-    """
-    return factory.router.claim(target.param("key") or target.param("id") or "")
-
-
-def rendezvous_subprotocol(
-    ticket: Ticket, target: RequestTarget, raw_uri: str, protocols: Sequence[str]
-) -> str | None:
-    """
-    The subprotocol a claimed rendezvous upgrade accepts for its sender, unless the listener rejects.
-
-    A listener's rejection (a status in the address) is delivered to the waiting sender here.
-
-    @raise RelayError: the rejection's delivery notice, or 400 (a subprotocol the sender did not offer).
-    """
-    context: SenderContext = ticket.context
-    rejection = _rejection(target, raw_uri, context.issued_query)
-    if rejection is not None:
-        HybridConnectionProtocol.logger.info(
-            "listener rejected sender {tracking_id} with {status}",
-            tracking_id=ticket.connection_id,
-            status=rejection.status,
-        )
-        ticket.outcome.errback(rejection)
-        raise RelayError(ErrorKind.REJECT_DELIVERED, "Rejection delivered to the sender")
-    if not protocols:
-        return None
-    offered = [p for p in protocols if p in context.offered_protocols]
-    if not offered:
-        ticket.outcome.errback(
-            RelayError(ErrorKind.BAD_GATEWAY, "The listener chose a subprotocol the sender did not offer")
-        )
-        raise RelayError(ErrorKind.BAD_REQUEST, "Subprotocol was not offered by the sender")
-    return offered[0]
-
-
-def _rejection(target: RequestTarget, raw_uri: str, issued_query: str) -> Rejection | None:
-    """
-    The status a listener's rendezvous upgrade carries to reject its sender, if any.
-
-    .NET appends C{sb-hc-statusCode}/C{sb-hc-statusDescription}; the Node libraries append the unprefixed
-    C{statusCode}/C{statusDescription}. Unprefixed names are only read from what the listener appended to
-    the address we issued, so a sender's own C{statusCode} query parameter is never mistaken for one.
-    """
-    code = target.param("statuscode")
-    description = target.param("statusdescription")
-    if code is None:
-        query = raw_uri.partition("?")[2]
-        appended = query[len(issued_query) :] if query.startswith(issued_query) else ""
-        if appended:
-            extra = split_target("/?" + appended.lstrip("&"))
-            pairs = dict(p.partition("=")[::2] for p in extra.query.split("&") if p)
-            lowered = {k.lower(): unquote_plus(v) for k, v in pairs.items()}
-            code = lowered.get("statuscode")
-            description = lowered.get("statusdescription", description)
-    if code is None:
-        return None
-    try:
-        status = int(code)
-    except ValueError:
-        status = 0
-    if not 400 <= status <= 599:
-        status = ErrorKind.BAD_GATEWAY.status
-        description = f"Listener rejected the connection with an invalid status {code[:10]!r}"
-    return Rejection(status, description or "Rejected by the listener")
