@@ -26,7 +26,6 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
-from relay.writes import plain_socket, write_now
 from relay.wsdata import QuietSendData
 from relay.wsfast import FastMessageReader
 from relay.wsframes import masked_text_frame
@@ -83,6 +82,9 @@ class SoapClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignor
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 
+    L{QuietSendData} turns Nagle's algorithm off (Autobahn's own attempt fails); envelopes are written
+    through Twisted's queue, a reactor turn's worth at a time.
+
     Simple text frames from the gateway (unmasked) are read by L{FastMessageReader}, the rest by Autobahn.
 
     @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
@@ -137,16 +139,14 @@ class SoapClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignor
         """
         Write one envelope as one masked text frame; C{False} when the socket is no longer open.
 
-        The frame goes straight to the socket (L{relay.wsframes}, L{relay.writes}) unless Autobahn has frames
-        queued.
+        The frame goes straight to the transport (L{relay.wsframes}) unless Autobahn has frames queued.
         """
         if self.state != self.STATE_OPEN:
             return False
         if self.send_queue:
             self.sendMessage(payload, isBinary=False)
         else:
-            transport = self.transport
-            write_now(transport, masked_text_frame(payload), plain_socket(transport))
+            self.transport.write(masked_text_frame(payload))
         return True
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:

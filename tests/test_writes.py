@@ -19,6 +19,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from bindings.credentials import parse_address
+from bindings.wsclient import SoapClientFactory
 from relay.client.control import ControlChannel
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientFactory, RelayClientProtocol
@@ -115,6 +117,24 @@ class NoDelayTests(SynchronousTestCase):
         protocol.sendData(b"answer")
         self.assertEqual(pending_write_bytes(transport), 0)
         self.assertEqual(server.recv(65536), b"answer")
+
+    def test_bindings_client_connection(self) -> None:
+        """The bindings' client WebSocket (service hosts, channel factories, the bridge) has it off too."""
+        client, _ = tcp_pair(self)
+        reactor = MemoryReactorClock()
+        self.addCleanup(setattr, txaio.config, "loop", txaio.config.loop)
+        txaio.config.loop = reactor
+        factory = SoapClientFactory(
+            "ws://127.0.0.1/$wcf/service",
+            address=parse_address("sb://127.0.0.1/service"),
+            owner=None,
+            credentials=None,
+            clock=reactor,
+            headers={},
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
+        protocol.makeConnection(transport_over(client, protocol, reactor))
+        self.assertTrue(nagle_off(client))
 
 
 class AutobahnStandIn:
