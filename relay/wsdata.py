@@ -1,5 +1,5 @@
 """
-Autobahn's C{sendData} without the cost of a debug line nobody reads, and without waiting for the reactor.
+Autobahn's C{sendData} without a debug line nobody reads, with Nagle off, and written through where it pays.
 
 Autobahn formats the arguments of a debug log line (colourised with C{click.style}) on every frame it
 sends, whatever the log level: on the HTTP relaying path, where each request is a few small control
