@@ -18,6 +18,13 @@ _FIN_TEXT: Final = 0x81
 FIN_BINARY: Final = 0x82
 """The first byte of a whole, unfragmented binary frame without extension bits."""
 _MASKED: Final = 0x80
+_NVX_THRESHOLD: Final = 1024
+
+try:  # Autobahn ships a C XOR masker (CFFI) in its wheels; use it for large payloads when present.
+    from _nvx_xormasker import ffi as _ffi
+    from _nvx_xormasker import lib as _lib
+except ImportError:  # pragma: no cover - depends on how autobahn was built
+    _ffi = _lib = None
 
 
 def _header(opcode_byte: int, length: int, mask_bit: int) -> bytes:
@@ -33,13 +40,35 @@ def text_frame(payload: bytes) -> bytes:
     return _header(_FIN_TEXT, len(payload), 0) + payload
 
 
-def mask(payload: bytes, key: bytes) -> bytes:
-    """XOR C{payload} with the 4-byte masking C{key} repeated (RFC 6455 section 5.3), as one big integer."""
-    length = len(payload)
-    if not length:
-        return b""
-    repeated = (key * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+def xor_move(view: memoryview, to: int, at: int, n: int, key: bytes) -> None:
+    """
+    XOR the C{n} bytes at C{view[at:]} with the 4-byte C{key} repeated and put them at C{view[to:]}.
+
+    C{to <= at}; the ranges may overlap (the gateway's splice rewrites frames in place). Moves go through
+    the memoryview, whose slice assignment is a C{memmove}; large payloads are then XORed in place by
+    Autobahn's C masker when it is available, small ones with one big-integer XOR (no per-byte loop).
+    """
+    if not n:
+        return
+    if _lib is not None and n >= _NVX_THRESHOLD:
+        if to != at:
+            view[to : to + n] = view[at : at + n]
+        masker = _lib.nvx_xormask_new(key)
+        try:
+            with _ffi.from_buffer("uint8_t[]", view) as buf:
+                _lib.nvx_xormask_process(masker, buf + to, n)
+        finally:
+            _lib.nvx_xormask_free(masker)
+        return
+    repeated = int.from_bytes((key * ((n >> 2) + 1))[:n], "little")
+    view[to : to + n] = (int.from_bytes(view[at : at + n], "little") ^ repeated).to_bytes(n, "little")
+
+
+def mask(payload: bytes | memoryview, key: bytes) -> bytes:
+    """C{payload} XOR the 4-byte masking C{key} repeated (RFC 6455 section 5.3); the same undoes it."""
+    buffer = bytearray(payload)
+    xor_move(memoryview(buffer), 0, 0, len(buffer), key)
+    return bytes(buffer)
 
 
 def masked_text_frame(payload: bytes, key: bytes | None = None) -> bytes:

@@ -17,6 +17,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from relay.wsframes import mask as masked_bytes
+from relay.wsframes import xor_move
+
 OP_CONTINUATION = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -26,19 +29,11 @@ OP_PONG = 0xA
 
 _DATA_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
 _CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
-_NVX_THRESHOLD = 1024
-
 HEADROOM = 256
 """Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (130)."""
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
-
-try:  # Autobahn ships a C XOR masker (CFFI) in its wheels; use it for large payloads when present.
-    from _nvx_xormasker import ffi as _ffi
-    from _nvx_xormasker import lib as _lib
-except ImportError:  # pragma: no cover - depends on how autobahn was built
-    _ffi = _lib = None
 
 
 class FrameError(Exception):
@@ -72,32 +67,14 @@ def unmask_move(view: memoryview, to: int, at: int, n: int, mask: bytes, offset:
     """
     Unmask the C{n} bytes at C{view[at:]} into C{view[to:]}, where C{to <= at} (the ranges may overlap).
 
-    C{offset} says how far into the masked payload the bytes start. Moves go through the memoryview,
-    whose slice assignment is a C{memmove}; large payloads are then unmasked in place by Autobahn's C
-    masker when it is available, small ones with one big-integer XOR (no per-byte Python loop).
+    C{offset} says how far into the masked payload the bytes start (L{relay.wsframes.xor_move}).
     """
-    if not n:
-        return
-    mask = _rotate(mask, offset)
-    if _lib is not None and n >= _NVX_THRESHOLD:
-        if to != at:
-            view[to : to + n] = view[at : at + n]
-        masker = _lib.nvx_xormask_new(mask)
-        try:
-            with _ffi.from_buffer("uint8_t[]", view) as buf:
-                _lib.nvx_xormask_process(masker, buf + to, n)
-        finally:
-            _lib.nvx_xormask_free(masker)
-        return
-    key = int.from_bytes((mask * ((n >> 2) + 1))[:n], "little")
-    view[to : to + n] = (int.from_bytes(view[at : at + n], "little") ^ key).to_bytes(n, "little")
+    xor_move(view, to, at, n, _rotate(mask, offset))
 
 
 def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
     """C{data} XOR the 4-byte C{mask}, starting C{offset} bytes into the masked payload."""
-    buffer = bytearray(data)
-    unmask_move(memoryview(buffer), 0, 0, len(buffer), mask, offset)
-    return bytes(buffer)
+    return masked_bytes(data, _rotate(mask, offset))
 
 
 def data_header(first_byte: int, length: int) -> bytes:
@@ -183,10 +160,9 @@ class FrameRelay:
 
         @raise FrameError: when the peer violates the framing rules; the leg must then be closed.
         """
-        buffer = bytearray(self._buffer)
+        buffer = bytearray(HEADROOM)
         buffer += data
-        self._buffer = b""
-        return self._rewrite(buffer, 0, len(buffer))
+        return self.feed_into(buffer, HEADROOM, len(buffer))
 
     def feed_into(self, buffer: bytearray, start: int, end: int) -> list[memoryview | ControlFrame]:
         """
