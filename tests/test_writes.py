@@ -62,6 +62,22 @@ def transport_over(sock: Any, protocol: Protocol, reactor: MemoryReactorClock) -
     return transport
 
 
+def autobahn_clock(case: SynchronousTestCase) -> MemoryReactorClock:
+    """A memory clock that Autobahn's timers (txaio's loop) also run on, until the test ends."""
+    reactor = MemoryReactorClock()
+    case.addCleanup(setattr, txaio.config, "loop", txaio.config.loop)
+    txaio.config.loop = reactor
+    return reactor
+
+
+def open_over(factory: Any, sock: socket.socket, reactor: MemoryReactorClock) -> tuple[Any, tcp.Connection]:
+    """The factory's client protocol, connected over C{sock}; its upgrade request is written."""
+    protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
+    transport = transport_over(sock, protocol, reactor)
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
 class NoDelayTests(SynchronousTestCase):
     """Every TCP connection the gateway accepts or the client library dials has Nagle's algorithm off."""
 
@@ -92,10 +108,7 @@ class NoDelayTests(SynchronousTestCase):
         connection, what it sends is on the wire before the reactor runs.
         """
         client, server = tcp_pair(self)
-        reactor = MemoryReactorClock()
-        # Autobahn's timers (the opening handshake's) go through txaio's loop: the memory clock, for this test.
-        self.addCleanup(setattr, txaio.config, "loop", txaio.config.loop)
-        txaio.config.loop = reactor
+        reactor = autobahn_clock(self)
         factory = RelayClientFactory(
             "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
             reactor=reactor,
@@ -104,16 +117,15 @@ class NoDelayTests(SynchronousTestCase):
             options=WebSocketOptions(),
             make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
         )
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
-        transport = transport_over(client, protocol, reactor)
-        protocol.makeConnection(transport)
+        protocol, transport = open_over(factory, client, reactor)
         self.assertTrue(nagle_off(client))
         self.assertGreater(pending_write_bytes(transport), 0)
         transport.doWrite()
         server.settimeout(5)
         self.assertTrue(server.recv(65536).startswith(b"GET /$hc/hyco?sb-hc-action=listen HTTP/1.1\r\n"))
 
-        ControlChannel(protocol, listener_id="l-1", on_accept=print, on_request=print, on_closed=print)
+        ignore = lambda *args: None  # noqa: E731
+        ControlChannel(protocol, listener_id="l-1", on_accept=ignore, on_request=ignore, on_closed=ignore)
         protocol.sendData(b"answer")
         self.assertEqual(pending_write_bytes(transport), 0)
         self.assertEqual(server.recv(65536), b"answer")
@@ -121,9 +133,7 @@ class NoDelayTests(SynchronousTestCase):
     def test_bindings_client_connection(self) -> None:
         """The bindings' client WebSocket (service hosts, channel factories, the bridge) has it off too."""
         client, _ = tcp_pair(self)
-        reactor = MemoryReactorClock()
-        self.addCleanup(setattr, txaio.config, "loop", txaio.config.loop)
-        txaio.config.loop = reactor
+        reactor = autobahn_clock(self)
         factory = SoapClientFactory(
             "ws://127.0.0.1/$wcf/service",
             address=parse_address("sb://127.0.0.1/service"),
@@ -132,8 +142,7 @@ class NoDelayTests(SynchronousTestCase):
             clock=reactor,
             headers={},
         )
-        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 80))
-        protocol.makeConnection(transport_over(client, protocol, reactor))
+        open_over(factory, client, reactor)
         self.assertTrue(nagle_off(client))
 
 
