@@ -26,8 +26,8 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
     unmask,
-    unmask_move,
 )
+from relay.wsframes import xor_move
 
 
 def masked(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = None, rsv: int = 0) -> bytes:
@@ -81,16 +81,18 @@ class UnmaskTests(SynchronousTestCase):
         st.integers(0, 40),
     )
     @settings(max_examples=200)
-    def test_unmask_move_writes_only_its_slice(
+    def test_xor_move_writes_only_its_slice(
         self, data: bytes, mask: bytes, offset: int, before: int, shift: int, after: int
     ) -> None:
         """
         Unmasking bytes to an index at or before them writes exactly C{len(data)} bytes there, small or large.
 
-        The ranges overlap whenever the shift is shorter than the data (the in-place rewriter's case).
+        The ranges overlap whenever the shift is shorter than the data (the in-place rewriter's case); a
+        payload continued from an earlier read starts its key C{offset} bytes in.
         """
         out = bytearray(b"\xee" * before + b"\xdd" * shift + data + b"\xee" * after)
-        unmask_move(memoryview(out), before, before + shift, len(data), mask, offset)
+        key = (mask * 2)[offset % 4 : offset % 4 + 4]
+        xor_move(memoryview(out), before, before + shift, len(data), key)
         expected = bytes(b ^ mask[(offset + i) % 4] for i, b in enumerate(data))
         self.assertEqual(bytes(out[:before]), b"\xee" * before)
         self.assertEqual(bytes(out[before : before + len(data)]), expected)

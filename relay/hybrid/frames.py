@@ -63,15 +63,6 @@ def _rotate(mask: bytes, offset: int) -> bytes:
     return mask[shift:] + mask[:shift] if shift else mask
 
 
-def unmask_move(view: memoryview, to: int, at: int, n: int, mask: bytes, offset: int = 0) -> None:
-    """
-    Unmask the C{n} bytes at C{view[at:]} into C{view[to:]}, where C{to <= at} (the ranges may overlap).
-
-    C{offset} says how far into the masked payload the bytes start (L{relay.wsframes.xor_move}).
-    """
-    xor_move(view, to, at, n, _rotate(mask, offset))
-
-
 def unmask(data: bytes | memoryview, mask: bytes, offset: int = 0) -> bytes:
     """C{data} XOR the 4-byte C{mask}, starting C{offset} bytes into the masked payload."""
     return masked_bytes(data, _rotate(mask, offset))
@@ -191,7 +182,7 @@ class FrameRelay:
             remaining = self._remaining
             if remaining:
                 take = remaining if remaining <= end - pos else end - pos
-                unmask_move(out, written, pos, take, self._mask, self._offset)
+                xor_move(out, written, pos, take, _rotate(self._mask, self._offset))
                 written += take
                 self._offset += take
                 self._remaining = remaining - take
@@ -256,7 +247,7 @@ class FrameRelay:
                 written += len(rewritten)
             pos += header
             if length and length <= end - pos:  # the whole payload is here: unmask it right away
-                unmask_move(out, written, pos, length, mask)
+                xor_move(out, written, pos, length, mask)
                 written += length
                 pos += length
             elif length:
