@@ -406,6 +406,30 @@ class SenderTests(GatewayTestCase):
             self.net.flush()
         return raw.received
 
+    def test_a_sender_writing_before_its_101_is_read_no_further_than_one_splice_read(self) -> None:
+        """
+        Bytes a waiting sender writes early are held up to one splice read, then reading stops.
+
+        Once a listener accepts, the splice gets what was held and reads the rest: nothing is lost.
+        """
+        listener = self.listen()
+        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
+        raw = RawClient()
+        self.net.attach(raw)
+        raw.transport.write(self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=early"))
+        self.net.flush()
+        payload = bytes(range(256)) * (limit // 256)
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        raw.transport.write(b"\x82\xff" + struct.pack("!Q", len(payload)) + mask + masked)
+        self.net.flush()
+        self.assertTrue(raw.server_transport.reading_paused)
+        self.assertEqual(raw.received, b"")
+        rendezvous = self.accept_next(listener)
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), raw.received)
+        self.assertFalse(raw.server_transport.reading_paused)
+        self.assertEqual(rendezvous.messages, [(payload, True)])
+
     def test_pairs_are_answered_without_twisted_web_requests(self) -> None:
         """A sender's and a rendezvous upgrade whose head comes in one piece never become a Request."""
         listener = self.listen()
