@@ -6,6 +6,9 @@ import json
 from typing import Any
 from urllib.parse import quote
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
 from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings
 
 from .httpharness import RawHttpClient
@@ -128,6 +131,27 @@ class SmallRequestTests(HttpTestCase):
         self.assertEqual(reply.header("Via"), f"1.1 {HOST}")
         self.assertIsNone(reply.header("Server"))
         self.assertIsNone(reply.header("Date"))
+
+    def test_a_request_is_one_access_log_event(self) -> None:
+        """Each relayed request is logged once when it ends, as readable text and as structured fields."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/res?q=1", self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        self.assertEqual([e for e in events if "access" in e], [])
+        self.respond(listener, request["id"], status=201, body=b"made")
+        (line,) = [e for e in events if "access" in e]
+        self.assertEqual(
+            formatEvent(line),
+            f"GET /hyco/res?q=1 -> 201 (4 bytes) request {request['id']} from 10.0.0.5",
+        )
+        self.assertEqual(
+            (line["method"], line["target"], line["status"], line["size"], line["request_id"], line["client"]),
+            ("GET", "/hyco/res?q=1", 201, 4, request["id"], "10.0.0.5"),
+        )
+        self.assertEqual(line["log_level"], LogLevel.info)
 
     def test_post_body_is_exactly_one_binary_message(self) -> None:
         """A small POST is the C{request} text with C{body: true} and then its body as one binary message."""

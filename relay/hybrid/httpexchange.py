@@ -391,14 +391,20 @@ class Exchange:
             role.exchange_done(self, reusable=self._request_sent)
         if whole_body and self._forward_body:
             self.sent_bytes = len(whole_body)
+        message = self.message
+        method, target, client = message.method, message.request_target[:200], message.remote_endpoint.address
+        # The text is made here with an f-string: twistd's observer formats each field of a format string
+        # through string.Formatter in Python, which made this line 10 % of the gateway's CPU per request.
+        # The fields stay in the event for structured observers.
         self.log.info(
-            "{method} {target} -> {status} ({size} bytes) request {request_id} from {client}",
-            method=self.message.method,
-            target=self.message.request_target[:200],
+            "{access}",
+            access=f"{method} {target} -> {self._status} ({self.sent_bytes} bytes) request {self.id} from {client}",
+            method=method,
+            target=target,
             status=self._status,
             size=self.sent_bytes,
             request_id=self.id,
-            client=self.message.remote_endpoint.address,
+            client=client,
         )
         request.relay_logged = True  # type: ignore[attr-defined]  # this line replaces the access log's
         if not request._disconnected:
