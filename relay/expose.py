@@ -18,31 +18,27 @@ from typing import IO, Any, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory, IBodyProducer, IResponse
-from zope.interface import implementer
 
 from relay.client.accepting import Accept, AcceptContext, Reject
 from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
 from relay.client.errors import ConnectError
 from relay.client.http import HttpListener
-from relay.client.httprequest import RelayedRequest, RequestBody
+from relay.client.httprequest import RelayedRequest
 from relay.client.httpresponse import RelayedResponse
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
+from relay.http1 import valid_request
 from relay.hybrid.headers import HOP_BY_HOP
+from relay.localclient import LocalClient
 
 _HOP_BY_HOP = HOP_BY_HOP | {"host"}
+# The body's framing on the local connection is this client's own.
+_REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect"}
 # Headers of the sender's upgrade that the local WebSocket handshake makes anew, and hyco-ws's junk "0".
 _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 
@@ -66,110 +62,25 @@ def local_base(url: str) -> str:
 
 
 LOCAL_KEEPALIVE = 64
-"""Idle connections to the local server kept open for reuse (twisted's default is 2)."""
+"""Idle connections to the local server kept open for reuse (as many as requests usually in flight)."""
 
 
-def local_pool(reactor: Any) -> HTTPConnectionPool:
-    """
-    The connection pool for the local server: as many idle connections as requests are usually in flight.
-
-    With twisted's default of two, every request beyond the second concurrent one opened (and resolved,
-    in a thread) a new connection and closed it afterwards: measured, two thirds of C{relay expose}'s CPU
-    at 16 concurrent requests.
-    """
-    pool = HTTPConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = LOCAL_KEEPALIVE
-    return pool
-
-
-@implementer(IAgentEndpointFactory)
-class LocalEndpoints:
-    """
-    The endpoints twisted's C{Agent} connects with, made once per scheme, host and port.
-
-    The standard factory makes a new endpoint (IDNA-encoding the host name) for every request, even when
-    the pool then hands out an idle connection: 5 % of C{relay expose}'s CPU per small request.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        self._policy = BrowserLikePolicyForHTTPS()
-        self._endpoints: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
-
-    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:  # noqa: N802 - twisted's name
-        """A TCP endpoint for C{http}, TCP with TLS for C{https}, as twisted's own factory makes them."""
-        key = (uri.scheme, uri.host, uri.port)
-        endpoint = self._endpoints.get(key)
-        if endpoint is None:
-            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port)
-            if uri.scheme == b"https":
-                endpoint = wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-            self._endpoints[key] = endpoint
-        return endpoint
-
-
-@implementer(IBodyProducer)
-class _BodyProducer:
-    """Feeds a relayed request body to twisted's HTTP client, pausing when the local server lags."""
-
-    def __init__(self, body: RequestBody) -> None:
-        self._body = body
-        self.length = body.received if body.complete else UNKNOWN_LENGTH
-        self._paused: Deferred[None] | None = None
-        self._stopped = False
-
-    def startProducing(self, consumer: Any) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._produce(consumer))
-
-    async def _produce(self, consumer: Any) -> None:
-        while not self._stopped:
-            if self._paused is not None:
-                await self._paused
-            data = await self._body.read()
-            if not data:
-                return
-            consumer.write(data)
-
-    def pauseProducing(self) -> None:
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self) -> None:
-        self._stopped = True
-        self.resumeProducing()
-
-
-class _ResponsePipe(Protocol):
+class _ResponsePipe:
     """Copies the local server's response body into the relayed response, with back-pressure."""
 
     def __init__(self, response: RelayedResponse, done: Deferred[None]) -> None:
         self._response = response
         self._done = done
 
-    def dataReceived(self, data: bytes) -> None:
-        writable = self._response.write(data)
-        if not writable.called:
-            transport: Any = self.transport
-            transport.pauseProducing()
-            writable.addCallback(lambda _: transport.resumeProducing())
-        writable.addErrback(self._cut)
+    def data(self, data: bytes) -> Deferred[None]:
+        return self._response.write(data)
 
-    def _cut(self, failure: Failure) -> None:
-        transport: Any = self.transport
-        if transport is not None:
-            transport.stopProducing()
+    def end(self) -> None:
+        self._response.finish().chainDeferred(self._done)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
-            self._response.finish().chainDeferred(self._done)
-        else:
-            self._response.abort()
-            self._done.errback(reason)
+    def failed(self, reason: Failure) -> None:
+        self._response.abort()
+        self._done.errback(reason)
 
 
 @dataclass
@@ -195,14 +106,20 @@ class Forwarder:
         reactor: Any,
         log_line: Callable[[str], object],
         options: WebSocketOptions | None = None,
-        agent: Any = None,
     ) -> None:
         self.base = local_base(base)
         self.reactor = reactor
         self.log_line = log_line
         self.options = options or WebSocketOptions()
-        self.agent = agent or Agent.usingEndpointFactory(
-            reactor, LocalEndpoints(reactor), local_pool(reactor)
+        parts = urlsplit(self.base)
+        self._base_path = parts.path.encode()
+        self.client = LocalClient(
+            reactor,
+            parts.scheme,
+            parts.hostname or "",
+            parts.port or (443 if parts.scheme == "https" else 80),
+            host_header=parts.netloc.rpartition("@")[2].encode("idna"),
+            max_idle=LOCAL_KEEPALIVE,
         )
         self._pending: dict[str, _Pending] = {}
         self.connections: set[Deferred[Any]] = set()
@@ -218,23 +135,33 @@ class Forwarder:
 
     async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
         """Forward one relayed request to the local server and its response back."""
-        headers = TwistedHeaders()
-        for name, value in request.headers.items():
-            if name.lower() not in _HOP_BY_HOP:
-                headers.addRawHeader(name.encode("latin-1"), value.encode("utf-8"))
+        headers = [
+            (name.encode("latin-1"), value.encode("utf-8"))
+            for name, value in request.headers.items()
+            if name.lower() not in _REQUEST_DROPPED
+        ]
         host = request.headers.get("Host")
         if host:
-            headers.setRawHeaders(b"X-Forwarded-Host", [host.encode("latin-1")])
-        producer = _BodyProducer(request.body) if request.body.present else None
-        url = self.url_for(request.path, request.query)
+            headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
+        target = self.local_target(request.path, request.query)
+        problem = valid_request(target, headers)
+        if problem is not None:
+            self.log.warn(
+                "request {request_id} not forwarded: {problem}", request_id=request.id, problem=problem
+            )
+            response.status_code = 400
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
+            await response.finish(f"Bad request: {problem}. TrackingId:{request.id}\n".encode())
+            return
         try:
-            local = cast(
-                IResponse,
-                await self.agent.request(
-                    request.method.encode("latin-1"), url.encode("utf-8"), headers, producer
-                ),
+            local = await self.client.request(
+                request.method.encode("latin-1"),
+                target,
+                headers,
+                request.body if request.body.present else None,
             )
         except Exception as e:
+            url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
             self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(e))
             response.status_code = 502
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
@@ -244,18 +171,22 @@ class Forwarder:
             return
         response.status_code = local.code
         response.status_description = local.phrase.decode("latin-1")
-        for raw_name, values in local.headers.getAllRawHeaders():
+        for raw_name, value in local.headers:
             name = raw_name.decode("latin-1")
             if name.lower() in _HOP_BY_HOP:
                 continue
-            decoded = [v.decode("latin-1") for v in values]
-            response.headers[name] = decoded[0] if len(decoded) == 1 else decoded
-        if isinstance(local.length, int) and request.method != "HEAD" and local.code not in (204, 304):
-            # twisted's client keeps framing headers apart; the length lets the sender see progress.
+            response.headers.add(name, value.decode("latin-1"))
+        if local.length is not None and request.method != "HEAD" and local.code not in (204, 304):
+            # The length lets the sender see progress; the body's framing is otherwise the relay's own.
             response.headers["Content-Length"] = str(local.length)
         done: Deferred[None] = Deferred()
-        local.deliverBody(_ResponsePipe(response, done))
+        local.deliver(_ResponsePipe(response, done))
         await done
+
+    def local_target(self, path: str, query: str) -> bytes:
+        """The request target on the local server for a path below the hybrid connection and a query."""
+        target = self._base_path + (path.encode("utf-8") if path else (b"" if self._base_path else b"/"))
+        return target + (b"?" + query.encode("utf-8") if query else b"")
 
     def access_line(self, request: RelayedRequest, response: RelayedResponse, seconds: float) -> None:
         """Log one finished request."""
@@ -464,6 +395,7 @@ class Exposer:
         if self._sleep is not None:
             self._sleep.cancel()
         await self.listener.close()
+        self.forwarder.client.close()
 
 
 def run_expose(

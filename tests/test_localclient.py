@@ -1,0 +1,285 @@
+"""C{relay expose}'s client for its local server, on in-memory transports (no sockets, no real time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.client.httprequest import RequestBody
+from relay.http1 import ResponseError
+from relay.localclient import LocalClient, LocalConnection, LocalResponse
+
+
+class Sink:
+    """Records a body; C{hold} makes every write wait until the test fires it."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.hold = hold
+        self.pieces: list[bytes] = []
+        self.waiting: list[Deferred[None]] = []
+        self.ended = False
+        self.failure: Failure | None = None
+
+    def data(self, data: bytes) -> Deferred[None] | None:
+        self.pieces.append(data)
+        if not self.hold:
+            return None
+        waiting: Deferred[None] = Deferred()
+        self.waiting.append(waiting)
+        return waiting
+
+    def end(self) -> None:
+        self.ended = True
+
+    def failed(self, reason: Failure) -> None:
+        self.failure = reason
+
+
+class Endpoint:
+    """Hands out connections on string transports, and remembers them."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[LocalConnection, StringTransport]] = []
+        self.slow: list[Callable[[], None]] = []  # when set, connections wait until these are called
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        self.connections.append((protocol, transport))
+        connected: Deferred[Any] = Deferred()
+
+        def made() -> None:
+            protocol.makeConnection(transport)
+            connected.callback(protocol)
+
+        if self.slow:
+            self.slow.append(made)
+        else:
+            made()
+        return connected
+
+
+class LocalClientTestCase(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.endpoint = Endpoint()
+        self.client = LocalClient(MemoryReactor(), "http", "127.0.0.1", 8000, endpoint=self.endpoint)  # type: ignore[arg-type]
+
+    def send(
+        self,
+        method: bytes = b"GET",
+        body: RequestBody | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> tuple[Deferred[LocalResponse], LocalConnection, StringTransport]:
+        answer = self.client.request(method, b"/app?x=1", headers or [(b"Accept", b"*/*")], body)
+        connection, transport = self.endpoint.connections[-1]
+        return answer, connection, transport
+
+    def head(self, answer: Deferred[LocalResponse]) -> LocalResponse:
+        return self.successResultOf(answer)
+
+
+class RequestTests(LocalClientTestCase):
+    def test_get_and_reuse(self) -> None:
+        """One write per request head; a finished response frees the connection for the next request."""
+        answer, connection, transport = self.send()
+        self.assertEqual(
+            transport.value(), b"GET /app?x=1 HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nAccept: */*\r\n\r\n"
+        )
+        self.assertNoResult(answer)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 5\r\n\r\nhel")
+        response = self.head(answer)
+        self.assertEqual(
+            (response.code, response.phrase, response.headers, response.length),
+            (200, b"OK", [(b"X-A", b"1")], 5),
+        )
+        sink = Sink()
+        response.deliver(sink)
+        self.assertEqual((sink.pieces, sink.ended), ([b"hel"], False))
+        connection.dataReceived(b"lo")
+        self.assertEqual((sink.pieces, sink.ended), ([b"hel", b"lo"], True))
+        transport.clear()
+        _second, again, _ = self.send(b"DELETE")
+        self.assertIs(again, connection)
+        self.assertEqual(len(self.endpoint.connections), 1)
+        self.assertTrue(transport.value().startswith(b"DELETE /app?x=1 HTTP/1.1\r\n"))
+
+    def test_whole_body_has_a_length(self) -> None:
+        _answer, _connection, transport = self.send(b"POST", RequestBody.whole(b"payload"))
+        self.assertTrue(transport.value().endswith(b"Content-Length: 7\r\n\r\npayload"))
+
+    def test_streamed_body_is_chunked_with_back_pressure(self) -> None:
+        body = RequestBody()
+        _answer, _connection, transport = self.send(b"PUT", body)
+        self.assertEqual(transport.value(), b"")  # the head goes with the first piece
+        body.feed(b"abc")
+        self.assertTrue(transport.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"))
+        transport.clear()
+        producer: Any = transport.producer
+        producer.pauseProducing()  # the transport's queue is full: the server reads slowly
+        body.feed(b"defg")
+        body.feed(b"hi")
+        self.assertEqual(transport.value(), b"4\r\ndefg\r\n")
+        transport.clear()
+        producer.resumeProducing()  # drained
+        self.assertEqual(transport.value(), b"2\r\nhi\r\n")
+        body.end()
+        self.assertEqual(transport.value(), b"2\r\nhi\r\n0\r\n\r\n")
+        self.assertIsNone(transport.producer)
+
+    def test_a_body_that_completes_while_connecting_stays_chunked(self) -> None:
+        """The head's framing is decided once: a body still arriving when asked for is sent chunked."""
+        self.endpoint.slow.append(lambda: None)
+        body = RequestBody()
+        body.feed(b"abc")
+        self.client.request(b"POST", b"/", [], body)
+        body.end()
+        self.endpoint.slow.pop()()
+        _, transport = self.endpoint.connections[-1]
+        self.assertTrue(
+            transport.value().endswith(b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        )
+
+    def test_answer_before_the_body_ends_spends_the_connection(self) -> None:
+        body = RequestBody()
+        answer, connection, transport = self.send(b"POST", body)
+        body.feed(b"abc")
+        connection.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        sink = Sink()
+        self.head(answer).deliver(sink)
+        self.assertTrue(sink.ended)
+        self.assertTrue(transport.disconnecting)
+
+    def test_interim_answers_are_skipped(self) -> None:
+        answer, connection, _ = self.send()
+        connection.dataReceived(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        )
+        self.assertNoResult(answer)
+        connection.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(self.head(answer).code, 204)
+
+
+class BodyTests(LocalClientTestCase):
+    def test_sink_back_pressure(self) -> None:
+        """A sink that cannot take more pauses reading; it resumes when the sink is ready again."""
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sink = Sink(hold=True)
+        self.head(answer).deliver(sink)
+        connection.dataReceived(b"3\r\nabc\r\n")
+        self.assertEqual(transport.producerState, "paused")
+        sink.waiting.pop().callback(None)
+        self.assertEqual(transport.producerState, "producing")
+        sink.hold = False
+        connection.dataReceived(b"0\r\n\r\n")
+        self.assertEqual((sink.pieces, sink.ended), ([b"abc"], True))
+        self.assertEqual(self.client._idle, [connection])
+
+    def test_body_before_the_sink_is_held_then_bounded(self) -> None:
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"a" * 1000)
+        response = self.head(answer)
+        self.assertEqual(transport.producerState, "producing")
+        connection.dataReceived(b"b" * LocalResponse.HELD_BYTES)
+        self.assertEqual(transport.producerState, "paused")
+        sink = Sink()
+        response.deliver(sink)
+        self.assertEqual(transport.producerState, "producing")
+        self.assertEqual(b"".join(sink.pieces), b"a" * 1000 + b"b" * LocalResponse.HELD_BYTES)
+
+    def test_a_failed_sink_drops_the_connection(self) -> None:
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+        sink = Sink(hold=True)
+        self.head(answer).deliver(sink)
+        connection.dataReceived(b"abc")
+        sink.waiting.pop().errback(ConnectionLost("the sender went away"))
+        self.assertTrue(transport.disconnecting)
+        connection.connectionLost(Failure(ConnectionLost()))
+        self.assertIsNone(sink.failure)  # it knows already
+        self.assertEqual(self.client._idle, [])
+
+    def test_body_until_close(self) -> None:
+        answer, connection, _transport = self.send()
+        connection.dataReceived(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+        sink = Sink()
+        self.head(answer).deliver(sink)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual((sink.pieces, sink.ended, sink.failure), ([b"all of it"], True, None))
+
+    def test_cut_body_fails(self) -> None:
+        answer, connection, _ = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        sink = Sink()
+        self.head(answer).deliver(sink)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertFalse(sink.ended)
+        assert sink.failure is not None
+        self.assertIsInstance(sink.failure.value, ResponseError)
+
+    def test_too_much_body_fails(self) -> None:
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+        sink = Sink()
+        self.head(answer).deliver(sink)
+        connection.dataReceived(b"abc")
+        assert sink.failure is not None
+        self.assertIn("more than its Content-Length", str(sink.failure.value))
+        self.assertTrue(transport.disconnecting)
+
+
+class FailureTests(LocalClientTestCase):
+    def test_malformed_head(self) -> None:
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 2OO OK\r\n\r\n")
+        self.failureResultOf(answer, ResponseError)
+        self.assertTrue(transport.disconnecting)
+
+    def test_closed_before_answering(self) -> None:
+        answer, connection, _ = self.send(b"POST", RequestBody.whole(b"x"))
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(answer, ConnectionDone)
+
+    def test_a_stale_kept_connection_is_retried_for_idempotent_requests(self) -> None:
+        """The server closed a kept connection just as it was reused: a GET goes again on a new one."""
+        answer, connection, _ = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.head(answer)
+        second, again, _ = self.send()
+        self.assertIs(again, connection)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertNoResult(second)
+        self.assertEqual(len(self.endpoint.connections), 2)
+        fresh, transport = self.endpoint.connections[-1]
+        self.assertTrue(transport.value().startswith(b"GET /app?x=1 "))
+        fresh.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.head(second).code, 200)
+
+    def test_no_retry_for_a_post(self) -> None:
+        answer, connection, _ = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.head(answer)
+        second, _, _ = self.send(b"POST", RequestBody.whole(b"once"))
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.failureResultOf(second, ConnectionDone)
+        self.assertEqual(len(self.endpoint.connections), 1)
+
+    def test_idle_connections_that_close_are_forgotten(self) -> None:
+        answer, connection, _ = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.head(answer)
+        self.assertEqual(self.client._idle, [connection])
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.client._idle, [])
+
+    def test_cancel_drops_the_connection(self) -> None:
+        answer, _, transport = self.send()
+        answer.cancel()
+        self.assertTrue(transport.disconnecting)
+        self.failureResultOf(answer, CancelledError)
