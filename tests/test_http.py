@@ -148,7 +148,14 @@ class SmallRequestTests(HttpTestCase):
             f"GET /hyco/res?q=1 -> 201 (4 bytes) request {request['id']} from 10.0.0.5",
         )
         self.assertEqual(
-            (line["method"], line["target"], line["status"], line["size"], line["request_id"], line["client"]),
+            (
+                line["method"],
+                line["target"],
+                line["status"],
+                line["size"],
+                line["request_id"],
+                line["client"],
+            ),
             ("GET", "/hyco/res?q=1", 201, 4, request["id"], "10.0.0.5"),
         )
         self.assertEqual(line["log_level"], LogLevel.info)
