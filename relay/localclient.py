@@ -422,28 +422,31 @@ class LocalClient:
         # A request whose body was not consumed can be sent again when a kept connection turns out to
         # have been closed by the server in the meantime (as twisted's Agent does).
         retry = method in IDEMPOTENT and body is None
-        return Deferred.fromCoroutine(self._send(method, head, body, length is None, retry))
-
-    async def _send(
-        self, method: bytes, head: bytes, body: RequestBody | None, chunked: bool, retry: bool
-    ) -> LocalResponse:
-        while True:
-            connection = await self._connection()
-            reused = connection.reused
-            try:
-                return await connection.request(method, head, body, chunked=chunked)
-            except Exception:
-                if not (retry and reused and connection.closed and not connection.received_any):
-                    raise
-            retry = False
-
-    async def _connection(self) -> LocalConnection:
-        while self._idle:
+        chunked = length is None
+        while self._idle:  # a kept connection: no coroutine, no connect (the common case)
             connection = self._idle.pop()
-            if not connection.closed:
-                return connection
+            if connection.closed:
+                continue
+            answer = connection.request(method, head, body, chunked=chunked)
+            if retry:
+                answer.addErrback(self._retry, connection, method, head)
+            return answer
+        return Deferred.fromCoroutine(self._send_new(method, head, body, chunked))
+
+    def _retry(
+        self, failure: Failure, connection: LocalConnection, method: bytes, head: bytes
+    ) -> Failure | Deferred[LocalResponse]:
+        """The kept connection had been closed by the server before it answered: once more on a new one."""
+        if connection.closed and not connection.received_any and not failure.check(CancelledError):
+            return Deferred.fromCoroutine(self._send_new(method, head, None, False))
+        return failure
+
+    async def _send_new(
+        self, method: bytes, head: bytes, body: RequestBody | None, chunked: bool
+    ) -> LocalResponse:
         protocol: Any = await self._endpoint.connect(Factory.forProtocol(lambda: LocalConnection(self)))
-        return protocol  # type: ignore[no-any-return]
+        connection: LocalConnection = protocol
+        return await connection.request(method, head, body, chunked=chunked)
 
     def release(self, connection: LocalConnection) -> None:
         """A connection is free for another request."""
