@@ -36,6 +36,7 @@ from bindings.wcfroles import ListenerRole, SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
+from relay.wsdata import NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
 from relay.wsframes import text_frame
 
@@ -177,7 +178,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(WebSocketServerProtocol):
+class WcfProtocol(NoTimerAfterLoss, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One C{$wcf} WebSocket: a listener or a sender.
 

@@ -1,5 +1,5 @@
 """
-Autobahn's C{sendData} without a debug line nobody reads, with Nagle off, and written through where it pays.
+Fixes and shortcuts for Autobahn's protocols: quieter, unbatched-where-it-pays writes, and no stray timers.
 
 Autobahn formats the arguments of a debug log line (colourised with C{click.style}) on every frame it
 sends, whatever the log level: on the HTTP relaying path, where each request is a few small control
@@ -18,6 +18,10 @@ delivered), and with queued writes the gateway heard no answer before the listen
 batch, so the two processes worked in turns instead of side by side. Everywhere else batching wins: a
 frame per system call cost the client library 35-40 % of its 64-byte messages/s, the gateway 9 % of its
 establishments/s (accepts on control channels) and 35-40 % of its multicast deliveries/s.
+
+Whole messages can be framed here (L{QuietSendData.send_whole}) instead of by Autobahn's frame and masker
+objects, and L{NoTimerAfterLoss} cancels the closing-handshake timer Autobahn leaves behind a lost
+connection.
 """
 
 from __future__ import annotations
@@ -27,9 +31,29 @@ from typing import Any
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from relay.writes import plain_socket, write_now
+from relay.wsframes import masked_frame, server_frame
 
 
-class QuietSendData:
+class NoTimerAfterLoss:
+    """Mixin for Autobahn protocols (put it first among the bases): no closing timer outlives the socket."""
+
+    def _connectionLost(self, reason: Any) -> None:  # noqa: N802 - Autobahn's name
+        """
+        Cancel the closing-handshake timer with the others when the connection is lost.
+
+        Autobahn cancels its ping and opening timers here but not this one: a peer that drops the TCP
+        connection instead of answering a close frame (hyco-https does, on rendezvous sockets) left the
+        protocol alive for the whole close timeout after its socket was gone.
+        """
+        protocol: Any = self
+        call = protocol.closeHandshakeTimeoutCall
+        if call is not None:
+            call.cancel()
+            protocol.closeHandshakeTimeoutCall = None
+        super()._connectionLost(reason)  # type: ignore[misc]
+
+
+class QuietSendData(NoTimerAfterLoss):
     """Mixin for Autobahn protocols (put it first among the bases)."""
 
     transport: Any
@@ -41,6 +65,29 @@ class QuietSendData:
     tcpNoDelay = True  # noqa: N815
     # Hand each frame to the kernel at once (L{write_now}) instead of at the end of the reactor turn.
     write_through = False
+
+    def send_whole(self, payload: bytes, is_binary: bool) -> None:
+        """
+        C{sendMessage} for one whole message: the frame is built here when nothing calls for Autobahn's.
+
+        Autobahn's C{sendMessage} makes a frame object and a masker object per frame; for a listener's
+        HTTP answers that was a seventh of C{relay expose}'s CPU. Messages that need its machinery
+        (compression, automatic fragmentation, a fragmented message in progress, a connection that is
+        not open) still go through it, which also raises C{Disconnected} as before.
+        """
+        protocol: Any = self
+        if (
+            protocol.state != WebSocketProtocol.STATE_OPEN
+            or protocol.send_state != WebSocketProtocol.SEND_STATE_GROUND
+            or protocol._perMessageCompress is not None
+            or (protocol.autoFragmentSize and len(payload) > protocol.autoFragmentSize)
+        ):
+            protocol.sendMessage(payload, isBinary=is_binary)
+            return
+        if protocol.factory.isServer:
+            self.sendData(server_frame(payload, binary=is_binary))
+        else:
+            self.sendData(masked_frame(payload, binary=is_binary))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
         """Write C{data} as Autobahn does, minus the eagerly formatted debug line."""

@@ -37,7 +37,7 @@ def _header(opcode_byte: int, length: int, mask_bit: int) -> bytes:
 
 def text_frame(payload: bytes) -> bytes:
     """One unfragmented, unmasked text frame (server to client) carrying C{payload}."""
-    return _header(_FIN_TEXT, len(payload), 0) + payload
+    return server_frame(payload)
 
 
 def xor_move(view: memoryview, to: int, at: int, n: int, key: bytes) -> None:
@@ -72,15 +72,25 @@ def mask(payload: bytes | memoryview, key: bytes) -> bytes:
 
 
 def masked_text_frame(payload: bytes, key: bytes | None = None) -> bytes:
+    """One unfragmented text frame from a client (L{masked_frame})."""
+    return masked_frame(payload, key)
+
+
+def masked_frame(payload: bytes, key: bytes | None = None, *, binary: bool = False) -> bytes:
     """
-    One unfragmented text frame from a client: masked, with a fresh random key unless one is given.
+    One unfragmented text or binary frame from a client: masked, with a fresh random key unless one is given.
 
     The key need not be cryptographically random (RFC 6455 asks for unpredictability against proxies
     that a browser script could steer; Autobahn uses the same generator).
     """
     if key is None:
         key = random.getrandbits(32).to_bytes(4, "big")
-    return _header(_FIN_TEXT, len(payload), _MASKED) + key + mask(payload, key)
+    return _header(FIN_BINARY if binary else _FIN_TEXT, len(payload), _MASKED) + key + mask(payload, key)
+
+
+def server_frame(payload: bytes, *, binary: bool = False) -> bytes:
+    """One unfragmented, unmasked text or binary frame (server to client)."""
+    return _header(FIN_BINARY if binary else _FIN_TEXT, len(payload), 0) + payload
 
 
 FAST_PAYLOAD_LIMIT: Final = 1024 * 1024

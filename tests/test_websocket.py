@@ -708,6 +708,24 @@ class SenderTests(GatewayTestCase):
 class ShutdownTests(GatewayTestCase):
     """Stopping the gateway."""
 
+    def test_a_listener_that_drops_instead_of_closing(self) -> None:
+        """
+        A listener that drops its socket instead of answering the gateway's close leaves no timer behind.
+
+        Autobahn cancels its other timers when the connection is lost, but not the closing handshake's
+        (5 s here), which kept the protocol alive and left test reactors unclean.
+        """
+        listener = self.listen()
+        (channel,) = self.gateway.hybrid_factory.connections
+        channel.sendClose(1000)
+        self.assertIsNotNone(channel.closeHandshakeTimeoutCall)
+        listener.transport.abortConnection()
+        self.net.flush()
+        self.assertIsNone(channel.closeHandshakeTimeoutCall)
+        self.assertEqual(
+            [call for call in self.clock.getDelayedCalls() if "_notify_bucket" in repr(call.func)], []
+        )
+
     def test_stop_closes_everything_with_1001(self) -> None:
         """Listeners and joined pairs get 1001, waiting senders 503, and stopping waits for them."""
         listener = self.listen()

@@ -15,8 +15,10 @@ from typing import Any
 import txaio
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from bindings.credentials import parse_address
@@ -25,11 +27,13 @@ from relay.client.control import ControlChannel
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientFactory, RelayClientProtocol
 from relay.firstread import FirstRead
+from relay.hybrid.handshake import accept_value
 from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.web import RelayHTTPChannel
 from relay.writes import no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
 from tests.test_bridge import FakeSocket
+from tests.test_wsframes import parse_one
 
 
 def tcp_pair(case: SynchronousTestCase) -> tuple[socket.socket, socket.socket]:
@@ -76,6 +80,38 @@ def open_over(factory: Any, sock: socket.socket, reactor: MemoryReactorClock) ->
     transport = transport_over(sock, protocol, reactor)
     protocol.makeConnection(transport)
     return protocol, transport
+
+
+def open_client(case: SynchronousTestCase) -> tuple[Any, tcp.Connection, socket.socket, MemoryReactorClock]:
+    """
+    A client library WebSocket over a loopback socket, its opening handshake done.
+
+    @return: the protocol, its transport, the server's end of the socket and the clock its timers run on.
+    """
+    client, server = tcp_pair(case)
+    reactor = autobahn_clock(case)
+    factory = RelayClientFactory(
+        "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
+        reactor=reactor,
+        headers={},
+        subprotocols=(),
+        options=WebSocketOptions(),
+        make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
+    )
+    protocol, transport = open_over(factory, client, reactor)
+    transport.doWrite()
+    server.settimeout(5)
+    upgrade = server.recv(65536).decode()
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in upgrade.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    protocol.dataReceived(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_value(key).encode()
+    )
+    return protocol, transport, server, reactor
 
 
 class NoDelayTests(SynchronousTestCase):
@@ -130,6 +166,40 @@ class NoDelayTests(SynchronousTestCase):
         self.assertEqual(pending_write_bytes(transport), 0)
         self.assertEqual(server.recv(65536), b"answer")
 
+    def test_control_channel_frames_are_built_here(self) -> None:
+        """
+        A listener's messages are whole frames built here, masked, each sent in one system call.
+
+        What needs Autobahn's frame machinery (here automatic fragmentation) still gets it.
+        """
+        protocol, transport, server, _ = open_client(self)
+        self.assertEqual(protocol.state, protocol.STATE_OPEN)
+        ignore = lambda *args: None  # noqa: E731
+        channel = ControlChannel(
+            protocol, listener_id="l-1", on_accept=ignore, on_request=ignore, on_closed=ignore
+        )
+        calls = []
+        protocol.sendMessage = lambda *args, **kwargs: calls.append(args)  # Autobahn's path is not taken
+        self.assertTrue(channel.send_message(b'{"response":{}}'))
+        self.assertTrue(channel.send_message(b"\x00" * 300, is_binary=True))
+        self.assertEqual(calls, [])
+        wire = server.recv(65536)
+        end, opcode, fin, payload = parse_one(wire, masked=True)
+        self.assertEqual((opcode, fin, payload), (1, True, b'{"response":{}}'))
+        self.assertTrue(wire[1] & 0x80)
+        self.assertEqual(parse_one(wire[end:], masked=True)[1:], (2, True, b"\x00" * 300))
+        del protocol.sendMessage
+        protocol.autoFragmentSize = 4
+        self.assertTrue(channel.send_message(b"0123456789"))
+        transport.doWrite()
+        wire = server.recv(65536)
+        frames = []
+        while wire:
+            end, opcode, fin, payload = parse_one(wire, masked=True)
+            frames.append((opcode, fin, payload))
+            wire = wire[end:]
+        self.assertEqual(frames, [(1, False, b"0123"), (0, False, b"4567"), (0, True, b"89")])
+
     def test_bindings_client_connection(self) -> None:
         """The bindings' client WebSocket (service hosts, channel factories, the bridge) has it off too."""
         client, _ = tcp_pair(self)
@@ -144,6 +214,25 @@ class NoDelayTests(SynchronousTestCase):
         )
         open_over(factory, client, reactor)
         self.assertTrue(nagle_off(client))
+
+
+class CloseTimerTests(SynchronousTestCase):
+    """Autobahn's close-handshake timer does not outlive the connection."""
+
+    def test_peer_that_drops_instead_of_closing(self) -> None:
+        """
+        A peer that drops the TCP connection instead of answering a close frame leaves no timer behind.
+
+        Autobahn cancels its other timers when the connection is lost, but not this one: it kept the
+        protocol alive for the whole close timeout (5 s on the gateway) after the socket was gone.
+        """
+        protocol, _, _, reactor = open_client(self)
+        protocol.sendClose(1000)
+        self.assertIsNotNone(protocol.closeHandshakeTimeoutCall)
+        self.assertTrue([call for call in reactor.getDelayedCalls() if call.active()])
+        protocol.connectionLost(Failure(ConnectionLost("dropped")))
+        self.assertIsNone(protocol.closeHandshakeTimeoutCall)
+        self.assertEqual([call for call in reactor.getDelayedCalls() if call.active()], [])
 
 
 class AutobahnStandIn:

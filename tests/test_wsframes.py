@@ -15,8 +15,10 @@ from relay.wsframes import (
     INCOMPLETE,
     WAIT_LIMIT,
     mask,
+    masked_frame,
     masked_text_frame,
     read_frame,
+    server_frame,
     text_frame,
 )
 
@@ -84,6 +86,13 @@ class FrameWritingTests(SynchronousTestCase):
             self.assertEqual(masked_text_frame(payload, KEY), raw_frame(1, payload, masked=True))
             _end, opcode, fin, read = parse_one(masked_text_frame(payload), masked=True)
             self.assertEqual((opcode, fin, read), (1, True, payload))
+
+    def test_binary_frames(self) -> None:
+        for size in (0, 125, 126, 65536):
+            payload = bytes(i % 7 for i in range(size))
+            self.assertEqual(server_frame(payload, binary=True), raw_frame(2, payload, masked=False))
+            self.assertEqual(masked_frame(payload, KEY, binary=True), raw_frame(2, payload, masked=True))
+            self.assertEqual(server_frame(payload), text_frame(payload))
 
     @given(payload=st.binary(max_size=300), key=st.binary(min_size=4, max_size=4))
     def test_mask_is_xor(self, payload: bytes, key: bytes) -> None:

@@ -109,7 +109,7 @@ class ControlChannel:
         if self._closed:
             return False
         try:
-            self._protocol.sendMessage(payload, isBinary=is_binary)
+            self._protocol.send_whole(payload, is_binary)
         except Disconnected:
             return False
         return True

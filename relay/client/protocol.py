@@ -164,11 +164,6 @@ class RelayClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: igno
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        # Autobahn keeps its closing-handshake timer when the peer drops the connection instead of
-        # answering the close; the connection is gone, so the timer has nothing left to do.
-        if self.closeHandshakeTimeoutCall is not None:
-            self.closeHandshakeTimeoutCall.cancel()
-            self.closeHandshakeTimeoutCall = None
         if self.receiver is not None:
             self.receiver.connection_closed(wasClean, code, reason)
         elif not self.opened.called:

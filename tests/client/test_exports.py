@@ -45,7 +45,9 @@ class ExportTests(SynchronousTestCase):
         """The control channel implements the receiver interface its protocol delivers to."""
 
         class Protocol:
-            def sendMessage(self, payload: bytes, **kwargs: Any) -> None:
+            write_through = False
+
+            def send_whole(self, payload: bytes, is_binary: bool) -> None:
                 pass
 
         noop: Any = lambda *args: None  # noqa: E731
