@@ -115,14 +115,14 @@ class ControlChannel:
         """Send one JSON text message if the channel takes work."""
         if not self.can_send():
             return False
-        self.protocol.sendMessage(payload, isBinary=False)
+        self.protocol.send_whole(payload, False)
         return True
 
     def send_binary(self, payload: bytes) -> bool:
         """Send one binary message (an HTTP request body right after its C{request}); never refused mid-pair."""
         if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
             return False
-        self.protocol.sendMessage(payload, isBinary=True)
+        self.protocol.send_whole(payload, True)
         return True
 
     def add_pending(self, ticket: Ticket) -> None:
