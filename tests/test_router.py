@@ -280,7 +280,7 @@ class ControlBacklogTests(SynchronousTestCase):
             transport = Transport()
             sent: list[bytes] = []
 
-            def sendMessage(self, payload: bytes, isBinary: bool) -> None:
+            def send_whole(self, payload: bytes, is_binary: bool) -> None:
                 self.sent.append(payload)
 
         clock = Clock()
