@@ -32,7 +32,8 @@ from bindings.settings import (
     REQUEST_REPLY,
 )
 from bindings.soap import Envelope, SoapVersion
-from bindings.wcfroles import ListenerRole, SenderRole
+from bindings.wcfroles import ListenerRole
+from bindings.wcfsender import SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource

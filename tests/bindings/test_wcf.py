@@ -20,7 +20,8 @@ from bindings.outlet import IListenerConnection
 from bindings.settings import MULTICAST, ONEWAY
 from bindings.soap import Envelope, SoapVersion, parse_envelope
 from bindings.wcf import TargetError, parse_target
-from bindings.wcfroles import ListenerRole, ReadGate, SenderRole
+from bindings.wcfroles import ListenerRole, ReadGate
+from bindings.wcfsender import SenderRole
 
 from .calculator import ICalculator, IChat
 from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
