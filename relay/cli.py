@@ -22,6 +22,17 @@ class CommandError(Exception):
     """A failure to report on stderr with exit status 1."""
 
 
+def _seconds(text: str) -> float:
+    """A duration option: a number of seconds, zero or more (a usage error otherwise)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be zero or more seconds: {text!r}")
+    return value
+
+
 def cmd_token(args: argparse.Namespace) -> str:
     """Sign a SAS token."""
     key_name, key = args.key_name, args.key
@@ -92,7 +103,13 @@ def cmd_expose(args: argparse.Namespace) -> None:
         raise CommandError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
     try:
         status = run_expose(
-            args.url, connection_string, args.name, ca_file=args.ca, verbose=args.verbose, quiet=args.quiet
+            args.url,
+            connection_string,
+            args.name,
+            ca_file=args.ca,
+            verbose=args.verbose,
+            quiet=args.quiet,
+            local_timeout=args.timeout or None,
         )
     except ExposeError as e:
         raise CommandError(str(e)) from None
@@ -177,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     expose.add_argument("--ca", help="trust this CA certificate (PEM) for a wss:// relay")
     expose.add_argument("-v", "--verbose", action="store_true", help="log connection events on stderr")
     expose.add_argument("-q", "--quiet", action="store_true", help="no access log on stdout")
+    expose.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long the local server has to start each answer before the sender gets 504 "
+        "(default 60, the relay's default request timeout; 0: no limit)",
+    )
     expose.set_defaults(run=cmd_expose)
 
     bridge = commands.add_parser(

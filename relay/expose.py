@@ -34,7 +34,7 @@ from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
 from relay.http1 import valid_request
 from relay.hybrid.headers import HOP_BY_HOP
-from relay.localclient import LocalClient
+from relay.localclient import LocalClient, ResponseTimeout
 
 _HOP_BY_HOP = HOP_BY_HOP | {"host"}
 # The body's framing on the local connection is this client's own.
@@ -60,6 +60,9 @@ def local_base(url: str) -> str:
         raise ExposeError("the local URL must not have a query or fragment")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
+
+LOCAL_TIMEOUT = 60.0
+"""Seconds the local server has to start its answer (the relay's default request timeout); then 504."""
 
 LOCAL_KEEPALIVE = 64
 """Idle connections to the local server kept open for reuse (as many as requests usually in flight)."""
@@ -106,6 +109,7 @@ class Forwarder:
         reactor: Any,
         log_line: Callable[[str], object],
         options: WebSocketOptions | None = None,
+        local_timeout: float | None = LOCAL_TIMEOUT,
     ) -> None:
         self.base = local_base(base)
         self.reactor = reactor
@@ -120,6 +124,7 @@ class Forwarder:
             parts.port or (443 if parts.scheme == "https" else 80),
             host_header=parts.netloc.rpartition("@")[2].encode("idna"),
             max_idle=LOCAL_KEEPALIVE,
+            response_timeout=local_timeout,
         )
         self._pending: dict[str, _Pending] = {}
         self.connections: set[Deferred[Any]] = set()
@@ -163,11 +168,11 @@ class Forwarder:
         except Exception as e:
             url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
             self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(e))
-            response.status_code = 502
+            late = isinstance(e, ResponseTimeout)
+            response.status_code = 504 if late else 502
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            await response.finish(
-                f"The local server {self.base} did not answer. TrackingId:{request.id}\n".encode()
-            )
+            what = f"did not answer within {self.client.response_timeout:g}s" if late else "did not answer"
+            await response.finish(f"The local server {self.base} {what}. TrackingId:{request.id}\n".encode())
             return
         response.status_code = local.code
         response.status_description = local.phrase.decode("latin-1")
@@ -307,12 +312,15 @@ class Exposer:
         options: WebSocketOptions | None = None,
         retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         quiet: bool = False,
+        local_timeout: float | None = LOCAL_TIMEOUT,
     ) -> None:
         self.reactor = reactor
         self.out: IO[str] | None = None if quiet else (out or sys.stdout)
         self.err = err or sys.stderr
         self.retry_delays = retry_delays
-        self.forwarder = Forwarder(url, reactor=reactor, log_line=self._line, options=options)
+        self.forwarder = Forwarder(
+            url, reactor=reactor, log_line=self._line, options=options, local_timeout=local_timeout
+        )
         try:
             self.listener = HybridConnectionListener(
                 connection_string,
@@ -406,6 +414,7 @@ def run_expose(
     ca_file: str | None = None,
     verbose: bool = False,
     quiet: bool = False,
+    local_timeout: float | None = LOCAL_TIMEOUT,
 ) -> int:
     """
     Run C{relay expose} on the global reactor until interrupted (SIGINT/SIGTERM: status 0).
@@ -413,6 +422,7 @@ def run_expose(
     @param ca_file: PEM file of a certificate authority to trust for C{wss} relays (a development CA).
     @param verbose: log at info level on stderr (default: warnings only).
     @param quiet: no access log on stdout.
+    @param local_timeout: seconds the local server has to start each answer (then 504), or C{None}.
     @return: the exit status.
     @raise ExposeError: for a bad URL, connection string or CA file.
     """
@@ -439,7 +449,15 @@ def run_expose(
         [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
         redirectStandardIO=False,
     )
-    exposer = Exposer(url, connection_string, name, reactor=reactor, options=options, quiet=quiet)
+    exposer = Exposer(
+        url,
+        connection_string,
+        name,
+        reactor=reactor,
+        options=options,
+        quiet=quiet,
+        local_timeout=local_timeout,
+    )
     status = [1]
 
     def start() -> None:

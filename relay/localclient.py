@@ -16,7 +16,7 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -35,6 +35,10 @@ from relay.http1 import (
 from relay.writes import no_delay, plain_socket, write_now
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class ResponseTimeout(Exception):
+    """The local server did not send a response head in time (C{relay expose} answers 504)."""
 
 
 class BodySink(TypingProtocol):
@@ -146,6 +150,7 @@ class LocalConnection(Protocol):
         self.received_any = False  # of the current response
         self.reused = False
         self.closed = False
+        self._timer: IDelayedCall | None = None
         self._socket: Any = None
 
     def connectionMade(self) -> None:
@@ -165,6 +170,9 @@ class LocalConnection(Protocol):
         self.received_any = False
         waiting: Deferred[LocalResponse] = Deferred(lambda _: self.abort())
         self._waiting = waiting
+        timeout = self._client.response_timeout
+        if timeout is not None:
+            self._timer = self._client.reactor.callLater(timeout, self._timed_out, timeout)
         if body is None:
             self._write(head)
         else:
@@ -232,6 +240,7 @@ class LocalConnection(Protocol):
             waiting, self._waiting = self._waiting, None
             if waiting is None:
                 raise ResponseError("the local server answered a request it was not sent")
+            self._stop_timer()
             self._head = head
             self._remaining = head.length or 0
             self._chunks = ChunkedReader() if head.framing is Framing.CHUNKED else None
@@ -322,7 +331,18 @@ class LocalConnection(Protocol):
         if not self.closed:
             self.transport.abortConnection()
 
+    def _timed_out(self, timeout: float) -> None:
+        self._timer = None
+        self._fail(Failure(ResponseTimeout(f"the local server did not answer within {timeout:g}s")))
+        self.abort()
+
+    def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _fail(self, reason: Failure) -> None:
+        self._stop_timer()
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.errback(reason)
@@ -335,6 +355,7 @@ class LocalConnection(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """A body read until the close ends here; anything else still due fails."""
         self.closed = True
+        self._stop_timer()
         self._client.forget(self)
         head = self._head
         if head is not None and head.framing is Framing.CLOSE and reason.check(ConnectionDone):
@@ -380,6 +401,8 @@ class LocalClient:
     Requests to one local server over a pool of keep-alive connections.
 
     @ivar max_idle: idle connections kept for reuse.
+    @ivar response_timeout: seconds a request waits for its response head (C{None}: no limit); then its
+        connection is dropped and the request fails with L{ResponseTimeout}.
     """
 
     def __init__(
@@ -391,10 +414,12 @@ class LocalClient:
         *,
         host_header: bytes | None = None,
         max_idle: int = 64,
+        response_timeout: float | None = None,
         endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
         self.reactor = reactor
         self.max_idle = max_idle
+        self.response_timeout = response_timeout
         default_port = port == (443 if scheme == "https" else 80)
         self.host_header = host_header or (host if default_port else f"{host}:{port}").encode("idna")
         if endpoint is None:

@@ -70,6 +70,14 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(relay("frobnicate").returncode, 2)
         self.assertEqual(relay("--help").returncode, 0)
 
+    def test_expose_timeout_is_seconds(self) -> None:
+        """C{relay expose --timeout} takes zero or more seconds; anything else is a usage error."""
+        for bad in ("-1", "soon", "nan", "inf"):
+            refused = relay("expose", "http://127.0.0.1:9", "--name", "x", "--timeout", bad)
+            self.assertEqual(refused.returncode, 2, bad)
+            self.assertIn("--timeout", refused.stderr)
+        self.assertIn("--timeout SECONDS", relay("expose", "--help").stdout)
+
     def test_connection_string(self) -> None:
         """C{relay connection-string} prints the development key with the last endpoint the gateway wrote."""
         state = Path(self.mktemp())

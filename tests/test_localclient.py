@@ -7,13 +7,13 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ConnectionDone, ConnectionLost
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.httprequest import RequestBody
 from relay.http1 import ResponseError
-from relay.localclient import LocalClient, LocalConnection, LocalResponse
+from relay.localclient import LocalClient, LocalConnection, LocalResponse, ResponseTimeout
 
 
 class Sink:
@@ -277,6 +277,38 @@ class FailureTests(LocalClientTestCase):
         self.assertEqual(self.client._idle, [connection])
         connection.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.client._idle, [])
+
+    def test_a_server_that_never_answers_times_out(self) -> None:
+        """Without a response head in time the request fails and its connection is dropped (expose: 504)."""
+        clock = MemoryReactorClock()
+        self.client = LocalClient(
+            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
+        )  # type: ignore[arg-type]
+        answer, connection, transport = self.send()
+        clock.advance(59)
+        self.assertNoResult(answer)
+        clock.advance(1)
+        failure = self.failureResultOf(answer, ResponseTimeout)
+        self.assertIn("within 60s", str(failure.value))
+        self.assertTrue(transport.disconnecting)
+        connection.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_the_timer_stops_at_the_head(self) -> None:
+        """The limit is for the head: a body that takes longer is not cut, and no timer is left behind."""
+        clock = MemoryReactorClock()
+        self.client = LocalClient(
+            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
+        )  # type: ignore[arg-type]
+        answer, connection, transport = self.send()
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        sink = Sink()
+        self.head(answer).deliver(sink)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        clock.advance(120)
+        connection.dataReceived(b"cd")
+        self.assertEqual((sink.pieces, sink.ended), ([b"ab", b"cd"], True))
+        self.assertFalse(transport.disconnecting)
 
     def test_cancel_drops_the_connection(self) -> None:
         answer, _, transport = self.send()

@@ -142,10 +142,12 @@ class ExposeTests(TestCase):
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
         return f"http://127.0.0.1:{port.getHost().port}"
 
-    async def expose(self, gateway: RunningGateway | str, local: str, name: str = "hyco") -> ExposeProcess:
+    async def expose(
+        self, gateway: RunningGateway | str, local: str, name: str = "hyco", *options: str
+    ) -> ExposeProcess:
         connection_string = gateway if isinstance(gateway, str) else gateway.connection_string
         process = ExposeProcess()
-        args = [sys.executable, "-m", "relay.cli", "expose", local, "--name", name]
+        args = [sys.executable, "-m", "relay.cli", "expose", local, "--name", name, *options]
         env = {**os.environ, "RELAY_CONNECTION_STRING": connection_string, "PYTHONPATH": str(ROOT)}
         reactor.spawnProcess(process, sys.executable, args, env=env, path=str(ROOT))  # type: ignore[attr-defined]
 
@@ -272,6 +274,19 @@ class ExposeTests(TestCase):
         self.assertEqual(outcome.status, 502)
         self.assertIsNone(outcome.header("via"))
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    async def test_local_timeout(self) -> None:
+        """A local server that does not answer within --timeout gets the sender a 504 from expose."""
+        gateway = await start_gateway(self, CONFIG)
+        local = await self.local_server()
+        process = await self.expose(gateway, local, "hyco", "--timeout", "1")
+        await process.wait_for("online")
+        late = await Curl(self).send(f"{gateway.http_url}/hyco/never", headers=self.auth(gateway))
+        self.assertEqual(late.status, 504, dumps(late))
+        self.assertIn(b"did not answer within 1s", late.head)
+        self.assertEqual(late.header("via"), "1.1 127.0.0.1")
+        fine = await Curl(self).send(f"{gateway.http_url}/hyco/echo", headers=self.auth(gateway))
+        self.assertEqual(fine.status, 200)
 
     async def test_listener_killed_mid_body(self) -> None:
         """Killing expose in the middle of a 100 MB download leaves every sender with a failed transfer."""
