@@ -114,9 +114,13 @@ class LocalResponse:
             more.addErrback(self._cut)
 
     def _cut(self, failure: Failure) -> None:
-        """The sink cannot take more: the rest of the body is not wanted."""
+        """The sink cannot take more: the rest of the body is not wanted, and the sink hears why (once)."""
+        if self._stopped:
+            return
         self._stopped = True
         self._connection.abort_response(self)
+        if self._sink is not None:
+            self._sink.failed(failure)
 
     def end(self) -> None:
         """The body is complete (from the connection)."""

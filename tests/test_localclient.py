@@ -201,8 +201,11 @@ class BodyTests(LocalClientTestCase):
         connection.dataReceived(b"abc")
         sink.waiting.pop().errback(ConnectionLost("the sender went away"))
         self.assertTrue(transport.disconnecting)
+        failure = sink.failure
+        assert failure is not None  # the sink hears why, so whoever waits for the body stops waiting
+        self.assertIn("the sender went away", str(failure.value))
         connection.connectionLost(Failure(ConnectionLost()))
-        self.assertIsNone(sink.failure)  # it knows already
+        self.assertIs(sink.failure, failure)  # once
         self.assertEqual(self.client._idle, [])
 
     def test_body_until_close(self) -> None:
