@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=60.0,
         metavar="SECONDS",
-        help="how long the local server has to start each answer before the sender gets 504 "
-        "(default 60, the relay's default request timeout; 0: no limit)",
+        help="how long the local server has to start each answer once the request is sent, before the "
+        "sender gets 504 (default 60, the relay's default request timeout; 0: no limit)",
     )
     expose.set_defaults(run=cmd_expose)
 

@@ -174,11 +174,9 @@ class LocalConnection(Protocol):
         self.received_any = False
         waiting: Deferred[LocalResponse] = Deferred(lambda _: self.abort())
         self._waiting = waiting
-        timeout = self._client.response_timeout
-        if timeout is not None:
-            self._timer = self._client.reactor.callLater(timeout, self._timed_out, timeout)
         if body is None:
             self._write(head)
+            self._start_timer()
         else:
             self._body_sent = False
             Deferred.fromCoroutine(self._send_body(head, body, chunked)).addErrback(self._body_failed)
@@ -199,7 +197,9 @@ class LocalConnection(Protocol):
                 if not data:
                     self._write(pending + LAST_CHUNK if chunked else pending)
                     self._body_sent = True
-                    if self._head is None and self._response is None and self._waiting is None:
+                    if self._waiting is not None:
+                        self._start_timer()
+                    elif self._head is None and self._response is None:
                         self._idle()
                     return
                 self._write(pending + (chunk(data) if chunked else data))
@@ -334,6 +334,12 @@ class LocalConnection(Protocol):
         """Drop the connection (the response is not wanted, or cannot be read)."""
         if not self.closed:
             self.transport.abortConnection()
+
+    def _start_timer(self) -> None:
+        """The whole request is sent: the local server's time to answer starts (as the relay's does)."""
+        timeout = self._client.response_timeout
+        if timeout is not None:
+            self._timer = self._client.reactor.callLater(timeout, self._timed_out, timeout)
 
     def _timed_out(self, timeout: float) -> None:
         self._timer = None

@@ -297,6 +297,26 @@ class FailureTests(LocalClientTestCase):
         connection.connectionLost(Failure(ConnectionLost()))
         self.assertEqual(clock.getDelayedCalls(), [])
 
+    def test_the_timer_starts_once_the_request_is_sent(self) -> None:
+        """A slow upload is not cut: the local server's time to answer starts after the body's last byte."""
+        clock = MemoryReactorClock()
+        self.client = LocalClient(
+            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
+        )  # type: ignore[arg-type]
+        body = RequestBody()
+        answer, _, transport = self.send(b"PUT", body)
+        for _ in range(5):
+            body.feed(b"x" * 100)
+            clock.advance(30)
+        self.assertNoResult(answer)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        body.end()
+        clock.advance(59)
+        self.assertNoResult(answer)
+        clock.advance(1)
+        self.failureResultOf(answer, ResponseTimeout)
+        self.assertTrue(transport.disconnecting)
+
     def test_the_timer_stops_at_the_head(self) -> None:
         """The limit is for the head: a body that takes longer is not cut, and no timer is left behind."""
         clock = MemoryReactorClock()
