@@ -32,7 +32,7 @@ from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
-from relay.http1 import valid_request
+from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
 from relay.localclient import LocalClient, ResponseTimeout
 
@@ -186,7 +186,14 @@ class Forwarder:
             response.headers["Content-Length"] = str(local.length)
         done: Deferred[None] = Deferred()
         local.deliver(_ResponsePipe(response, done))
-        await done
+        try:
+            await done
+        except ResponseError as e:  # the local server's fault, not the application's: no traceback
+            self.log.warn(
+                "request {request_id}: the local server's response was cut: {error}",
+                request_id=request.id,
+                error=str(e),
+            )
 
     def local_target(self, path: str, query: str) -> bytes:
         """The request target on the local server for a path below the hybrid connection and a query."""
