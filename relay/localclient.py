@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
+from relay.client.connection import WriteGate
 from relay.client.httprequest import RequestBody
 from relay.http1 import (
     LAST_CHUNK,
@@ -187,8 +188,8 @@ class LocalConnection(Protocol):
 
     async def _send_body(self, head: bytes, body: RequestBody, chunked: bool) -> None:
         pending = head
-        upload = _Upload()
-        self.transport.registerProducer(upload, True)  # the transport pauses it when its queue is full
+        gate = WriteGate()
+        self.transport.registerProducer(gate, True)  # the transport pauses it when its queue is full
         try:
             while not self.closed:
                 data = await body.read()
@@ -204,7 +205,7 @@ class LocalConnection(Protocol):
                     return
                 self._write(pending + (chunk(data) if chunked else data))
                 pending = b""
-                await upload.writable()
+                await gate.when_writable()
         finally:
             if not self.closed:
                 self.transport.unregisterProducer()
@@ -271,8 +272,7 @@ class LocalConnection(Protocol):
             response.data(data)
             if not self._remaining:
                 self._end_body()
-        elif head.framing is Framing.CHUNKED:
-            chunks = self._chunks or ChunkedReader()
+        elif (chunks := self._chunks) is not None:  # chunked framing
             for piece in chunks.feed(data):
                 response.data(piece)
             if chunks.done:
@@ -377,33 +377,6 @@ class LocalConnection(Protocol):
             self._fail(
                 Failure(ResponseError(f"the local server closed the connection: {reason.getErrorMessage()}"))
             )
-
-
-class _Upload:
-    """A request body's pace: the transport pauses it when the local server reads slower than it is sent."""
-
-    def __init__(self) -> None:
-        self._paused: Deferred[None] | None = None
-
-    def writable(self) -> Deferred[None]:
-        """Fires when more may be written (at once unless paused)."""
-        if self._paused is None:
-            return succeed(None)
-        return self._paused
-
-    def pauseProducing(self) -> None:
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.errback(CancelledError("the local connection closed"))
 
 
 class LocalClient:
