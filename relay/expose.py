@@ -181,7 +181,7 @@ class Forwarder:
             if name.lower() in _HOP_BY_HOP:
                 continue
             response.headers.add(name, value.decode("latin-1"))
-        if local.length is not None and request.method != "HEAD" and local.code not in (204, 304):
+        if local.length is not None:  # never for HEAD, 204 and 304 answers (relay.http1)
             # The length lets the sender see progress; the body's framing is otherwise the relay's own.
             response.headers["Content-Length"] = str(local.length)
         done: Deferred[None] = Deferred()

@@ -89,16 +89,21 @@ class ResponseHeadTests(SynchronousTestCase):
             self.assertEqual((head.framing, head.reusable), (Framing.CLOSE, False))
 
     def test_no_body(self) -> None:
-        """HEAD answers, 204, 304 and a zero length have no body, whatever the fields say."""
+        """
+        HEAD answers, 204, 304 and a zero length have no body, whatever the fields say.
+
+        Only the zero length is a length of the answer's own: a HEAD's or a 304's describes another
+        answer, so it is not given as this one's (C{relay expose} passes the length on as it is).
+        """
         cases = [
-            (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"),
-            (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n"),
-            (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n"),
-            (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", None),
+            (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", None),
+            (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n", None),
+            (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
         ]
-        for method, data in cases:
+        for method, data, length in cases:
             head, _ = head_of(data, method)
-            self.assertEqual((head.framing, head.reusable), (Framing.NONE, True), data)
+            self.assertEqual((head.framing, head.reusable, head.length), (Framing.NONE, True, length), data)
 
     def test_reuse(self) -> None:
         """HTTP/1.1 is kept unless it says close; HTTP/1.0 only when it says keep-alive."""
