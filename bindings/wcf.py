@@ -39,7 +39,7 @@ from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
 from relay.wsdata import NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
-from relay.wsframes import text_frame
+from relay.wsframes import server_frame
 
 if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
@@ -123,7 +123,7 @@ class WcfFactory(WebSocketServerFactory):
         self.register_timeout = REGISTER_TIMEOUT
         self._drain = ConnectionDrain(self.connections, gateway.clock)
         self._last_payload = b""
-        self._last_frame = text_frame(b"")
+        self._last_frame = server_frame(b"")
         ping = float(gateway.limits.get("control_ping_interval", 30.0))
         self.setProtocolOptions(
             openHandshakeTimeout=0,
@@ -143,7 +143,7 @@ class WcfFactory(WebSocketServerFactory):
         first costs a transport write and nothing else.
         """
         if payload is not self._last_payload:
-            self._last_frame = text_frame(payload)
+            self._last_frame = server_frame(payload)
             self._last_payload = payload
         return self._last_frame
 

@@ -28,7 +28,7 @@ from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
 from relay.wsdata import QuietSendData
 from relay.wsfast import FastMessageReader
-from relay.wsframes import masked_text_frame
+from relay.wsframes import masked_frame
 
 SUBPROTOCOL: Final = "soap"
 TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
@@ -146,7 +146,7 @@ class SoapClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignor
         if self.send_queue:
             self.sendMessage(payload, isBinary=False)
         else:
-            self.transport.write(masked_text_frame(payload))
+            self.transport.write(masked_frame(payload))
         return True
 
     def close_with(self, code: int = 1000, reason: str = "") -> None:

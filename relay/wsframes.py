@@ -35,11 +35,6 @@ def _header(opcode_byte: int, length: int, mask_bit: int) -> bytes:
     return bytes((opcode_byte, mask_bit | 127)) + length.to_bytes(8, "big")
 
 
-def text_frame(payload: bytes) -> bytes:
-    """One unfragmented, unmasked text frame (server to client) carrying C{payload}."""
-    return server_frame(payload)
-
-
 def xor_move(view: memoryview, to: int, at: int, n: int, key: bytes) -> None:
     """
     XOR the C{n} bytes at C{view[at:]} with the 4-byte C{key} repeated and put them at C{view[to:]}.
@@ -71,11 +66,6 @@ def mask(payload: bytes | memoryview, key: bytes) -> bytes:
     return bytes(buffer)
 
 
-def masked_text_frame(payload: bytes, key: bytes | None = None) -> bytes:
-    """One unfragmented text frame from a client (L{masked_frame})."""
-    return masked_frame(payload, key)
-
-
 def masked_frame(payload: bytes, key: bytes | None = None, *, binary: bool = False) -> bytes:
     """
     One unfragmented text or binary frame from a client: masked, with a fresh random key unless one is given.
@@ -85,7 +75,12 @@ def masked_frame(payload: bytes, key: bytes | None = None, *, binary: bool = Fal
     """
     if key is None:
         key = random.getrandbits(32).to_bytes(4, "big")
-    return _header(FIN_BINARY if binary else _FIN_TEXT, len(payload), _MASKED) + key + mask(payload, key)
+    frame = bytearray(_header(FIN_BINARY if binary else _FIN_TEXT, len(payload), _MASKED))
+    frame += key
+    start = len(frame)
+    frame += payload
+    xor_move(memoryview(frame), start, start, len(payload), key)  # masked in place, not in a copy of its own
+    return bytes(frame)
 
 
 def server_frame(payload: bytes, *, binary: bool = False) -> bytes:

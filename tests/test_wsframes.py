@@ -16,10 +16,8 @@ from relay.wsframes import (
     WAIT_LIMIT,
     mask,
     masked_frame,
-    masked_text_frame,
     read_frame,
     server_frame,
-    text_frame,
 )
 
 KEY = b"\x01\x82\x33\xf4"
@@ -82,9 +80,9 @@ class FrameWritingTests(SynchronousTestCase):
         """Every length encoding (7-bit, 16-bit, 64-bit) round-trips, masked and unmasked."""
         for size in (0, 1, 125, 126, 127, 65535, 65536, 70000):
             payload = bytes(i % 251 for i in range(size))
-            self.assertEqual(text_frame(payload), raw_frame(1, payload, masked=False))
-            self.assertEqual(masked_text_frame(payload, KEY), raw_frame(1, payload, masked=True))
-            _end, opcode, fin, read = parse_one(masked_text_frame(payload), masked=True)
+            self.assertEqual(server_frame(payload), raw_frame(1, payload, masked=False))
+            self.assertEqual(masked_frame(payload, KEY), raw_frame(1, payload, masked=True))
+            _end, opcode, fin, read = parse_one(masked_frame(payload), masked=True)
             self.assertEqual((opcode, fin, read), (1, True, payload))
 
     def test_binary_frames(self) -> None:
@@ -92,7 +90,6 @@ class FrameWritingTests(SynchronousTestCase):
             payload = bytes(i % 7 for i in range(size))
             self.assertEqual(server_frame(payload, binary=True), raw_frame(2, payload, masked=False))
             self.assertEqual(masked_frame(payload, KEY, binary=True), raw_frame(2, payload, masked=True))
-            self.assertEqual(server_frame(payload), text_frame(payload))
 
     @given(payload=st.binary(max_size=300), key=st.binary(min_size=4, max_size=4))
     def test_mask_is_xor(self, payload: bytes, key: bytes) -> None:
@@ -329,6 +326,6 @@ class FrameCacheTests(SynchronousTestCase):
         payload = b"<s:Envelope/>" * 20
         first = factory.frame_for(payload)
         self.assertIs(factory.frame_for(payload), first)
-        self.assertEqual(first, text_frame(payload))
+        self.assertEqual(first, server_frame(payload))
         other = factory.frame_for(b"<other/>")
-        self.assertEqual(other, text_frame(b"<other/>"))
+        self.assertEqual(other, server_frame(b"<other/>"))
