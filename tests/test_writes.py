@@ -82,6 +82,18 @@ def open_over(factory: Any, sock: socket.socket, reactor: MemoryReactorClock) ->
     return protocol, transport
 
 
+def listen_factory(reactor: MemoryReactorClock) -> RelayClientFactory:
+    """The client library's factory for a listener's control channel, on the given clock."""
+    return RelayClientFactory(
+        "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
+        reactor=reactor,
+        headers={},
+        subprotocols=(),
+        options=WebSocketOptions(),
+        make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
+    )
+
+
 def open_client(case: SynchronousTestCase) -> tuple[Any, tcp.Connection, socket.socket, MemoryReactorClock]:
     """
     A client library WebSocket over a loopback socket, its opening handshake done.
@@ -90,15 +102,7 @@ def open_client(case: SynchronousTestCase) -> tuple[Any, tcp.Connection, socket.
     """
     client, server = tcp_pair(case)
     reactor = autobahn_clock(case)
-    factory = RelayClientFactory(
-        "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
-        reactor=reactor,
-        headers={},
-        subprotocols=(),
-        options=WebSocketOptions(),
-        make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
-    )
-    protocol, transport = open_over(factory, client, reactor)
+    protocol, transport = open_over(listen_factory(reactor), client, reactor)
     transport.doWrite()
     server.settimeout(5)
     upgrade = server.recv(65536).decode()
@@ -145,15 +149,7 @@ class NoDelayTests(SynchronousTestCase):
         """
         client, server = tcp_pair(self)
         reactor = autobahn_clock(self)
-        factory = RelayClientFactory(
-            "ws://127.0.0.1/$hc/hyco?sb-hc-action=listen",
-            reactor=reactor,
-            headers={},
-            subprotocols=(),
-            options=WebSocketOptions(),
-            make_receiver=lambda protocol: None,  # type: ignore[arg-type,return-value]
-        )
-        protocol, transport = open_over(factory, client, reactor)
+        protocol, transport = open_over(listen_factory(reactor), client, reactor)
         self.assertTrue(nagle_off(client))
         self.assertGreater(pending_write_bytes(transport), 0)
         transport.doWrite()
