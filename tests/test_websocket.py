@@ -11,7 +11,7 @@ from typing import Any
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from relay.hybrid import direct
 from relay.hybrid.bridge import SplicedConnection
@@ -276,7 +276,12 @@ class SenderTests(GatewayTestCase):
         sender.sendClose(4001, "done")
         self.net.flush()
         (ended,) = [e for e in events if e.get("connection_id")]
-        self.assertTrue(ended["log_format"].startswith("pair {connection_id} on {entity}"), ended)
+        self.assertEqual(
+            formatEvent(ended),
+            f"pair {ended['connection_id']} on hyco (listener {online['listener_id']}) ended after 0.0s; "
+            "close codes: sender 4001, listener 1000 (- for none); bytes relayed: 7 from the sender, "
+            "0 from the listener",
+        )
         self.assertEqual(ended["entity"], "hyco")
         self.assertEqual(ended["listener_id"], online["listener_id"])
         self.assertEqual((ended["sender_code"], ended["listener_code"]), (4001, 1000))

@@ -378,18 +378,28 @@ class Splice:
     def _ended(self) -> None:
         # One event per pair, when it ends (as nginx and HAProxy log a connection): logging is a large
         # share of what a short-lived pair costs the gateway. Refusals and failed rendezvous log their own.
+        # The text is made here, once: twistd's formatter would run each field of a format string through
+        # string.Formatter, a tenth of the gateway's CPU per pair. The fields stay for structured observers.
+        entity = self.entity or "-"
+        listener_id = self.listener_id or "-"
+        seconds = self._clock.seconds() - self._started
+        sender_code = "-" if self.sender.close_code is None else self.sender.close_code
+        listener_code = "-" if self.listener.close_code is None else self.listener.close_code
+        sender_bytes = self.bytes_relayed["sender"]
+        listener_bytes = self.bytes_relayed["listener"]
         self.log.info(
-            "pair {connection_id} on {entity} (listener {listener_id}) ended after {seconds:.1f}s; close "
-            "codes: sender {sender_code}, listener {listener_code} (- for none); bytes relayed: "
-            "{sender_bytes} from the sender, {listener_bytes} from the listener",
+            "{pair}",
+            pair=f"pair {self.connection_id} on {entity} (listener {listener_id}) ended after {seconds:.1f}s; "
+            f"close codes: sender {sender_code}, listener {listener_code} (- for none); bytes relayed: "
+            f"{sender_bytes} from the sender, {listener_bytes} from the listener",
             connection_id=self.connection_id,
-            entity=self.entity or "-",
-            listener_id=self.listener_id or "-",
-            seconds=self._clock.seconds() - self._started,
-            sender_code="-" if self.sender.close_code is None else self.sender.close_code,
-            listener_code="-" if self.listener.close_code is None else self.listener.close_code,
-            sender_bytes=self.bytes_relayed["sender"],
-            listener_bytes=self.bytes_relayed["listener"],
+            entity=entity,
+            listener_id=listener_id,
+            seconds=seconds,
+            sender_code=sender_code,
+            listener_code=listener_code,
+            sender_bytes=sender_bytes,
+            listener_bytes=listener_bytes,
         )
 
     def _fail_leg(self, leg: SpliceLeg, code: int, reason: str) -> None:
