@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.http import HTTPChannel
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from twisted.web.server import version as server_version
@@ -91,6 +92,14 @@ class RelayRequest(Request):
         if value is server_version and (name.lower() in (b"server", "server")):
             value = SERVER_HEADER
         super().setHeader(name, value)
+
+    @override
+    def write(self, data: bytes) -> None:
+        """Write as twisted.web does; a response head the channel still holds goes out now (one C{send})."""
+        super().write(data)
+        channel = self.channel
+        if isinstance(channel, RelayHTTPChannel):  # other sites' plain channels send heads themselves
+            channel.send_response_head()
 
     @override
     def gotLength(self, length: int | None) -> None:
@@ -195,6 +204,7 @@ class RelayHTTPChannel(HTTPChannel):
         self._head_bytes = 0
         self._head_count = 0
         self._refused = False
+        self._response_head: bytes | None = None
 
     @override
     def connectionMade(self) -> None:
@@ -206,16 +216,46 @@ class RelayHTTPChannel(HTTPChannel):
         super().connectionMade()
 
     @override
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        """
+        Make the response head one C{bytes} and hold it for the first body bytes (L{write}).
+
+        twisted.web hands the transport a list of four pieces per header line, which the transport checks
+        one by one and queues for the reactor's next turn, bypassing L{write}: a tenth of the gateway's
+        CPU per relayed request. The request sends a head left alone (no body yet, or none at all) as soon
+        as its C{write} returns (L{RelayRequest.write}).
+        """
+        if not isinstance(headers, Headers):
+            super().writeHeaders(version, code, reason, headers)
+            return
+        lines = [b"%s %s %s\r\n" % (version, code, reason)]
+        lines += [
+            b"%s: %s\r\n" % (name, value) for name, values in headers.getAllRawHeaders() for value in values
+        ]
+        lines.append(b"\r\n")
+        self._response_head = b"".join(lines)
+
+    def send_response_head(self) -> None:
+        """Send a response head that no body bytes followed."""
+        if self._response_head is not None:
+            self.write(b"")
+
+    @override
     def write(self, data: bytes) -> None:
         """
         Response bytes go to the kernel at once when nothing is queued (L{relay.writes.write_now}).
 
-        The gateway answers relayed requests in batches (every response a listener's control channel
+        A response head the channel holds (L{writeHeaders}) goes first, in the same C{send}. The gateway answers relayed requests in batches (every response a listener's control channel
         delivered in one read); with Twisted's queued writes the first sender heard nothing until the
         whole batch was handled.
         """
+        head = self._response_head
+        if head is not None:
+            self._response_head = None
+            data = head + data
         transport = self.transport
-        write_now(transport, data, plain_socket(transport))
+        if transport is not None and data:
+            write_now(transport, data, plain_socket(transport))
 
     @override
     def writeSequence(self, iovec: list[bytes]) -> None:

@@ -51,6 +51,11 @@ class Streaming(Resource):
 
     def render(self, request: Any) -> Any:
         self.requests.append(request)
+        if request.path.startswith(b"/later"):
+            if request.path == b"/later/sized":
+                request.setHeader(b"content-length", b"5")
+            request.write(b"")  # the head goes out now; the body comes later
+            return NOT_DONE_YET
         if request.path.startswith(b"/refuse"):
             request.setResponseCode(413)
             return b"no thanks"
@@ -60,6 +65,22 @@ class Streaming(Resource):
         self.collectors.append(collector)
         request.body.attach(collector)
         return NOT_DONE_YET
+
+
+class WriteCountingTransport(RecordingTransport):
+    """A server transport that keeps each C{write} and C{writeSequence} call apart."""
+
+    def __init__(self, protocol: Any, is_server: bool) -> None:
+        super().__init__(protocol, is_server)
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        super().write(data)
+
+    def writeSequence(self, iovec: Any) -> None:
+        self.writes.append(b"<sequence>" + b"".join(iovec))
+        super().writeSequence(iovec)
 
 
 class SiteTests(SynchronousTestCase):
@@ -76,10 +97,10 @@ class SiteTests(SynchronousTestCase):
             linger_timeout=5.0,
         )
 
-    def connect(self) -> tuple[RawHttpClient, RecordingTransport, iosim.IOPump]:
+    def connect(self) -> tuple[RawHttpClient, WriteCountingTransport, iosim.IOPump]:
         client = RawHttpClient()
         server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
-        server_transport = RecordingTransport(server, True)
+        server_transport = WriteCountingTransport(server, True)
         pump = iosim.connect(
             server, server_transport, client, iosim.FakeTransport(client, False), greet=False
         )
@@ -191,3 +212,53 @@ class SiteTests(SynchronousTestCase):
         client.request("POST", "/refuse", body=b"")
         pump.flush()
         self.assertEqual(client.reply.header("Server"), "relay")
+
+    def test_head_and_body_are_one_write(self) -> None:
+        """A response written at once reaches the transport as one write: head and body together."""
+        client, transport, pump = self.connect()
+        client.request("POST", "/buffer", body=b"abc")
+        pump.flush()
+        self.assertEqual(client.reply.body, b"buffered 3")
+        (write,) = transport.writes
+        self.assertTrue(write.startswith(b"HTTP/1.1 200 OK\r\n"), write)
+        self.assertTrue(write.endswith(b"\r\n\r\nbuffered 3"), write)
+
+    def test_a_head_without_body_goes_out_at_once(self) -> None:
+        """A head written before any body bytes is sent at once; the body follows when it comes."""
+        client, transport, pump = self.connect()
+        client.request("GET", "/later/sized")
+        pump.flush()
+        (head,) = transport.writes
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n") and head.endswith(b"\r\n\r\n"), head)
+        self.assertFalse(client.reply.complete)
+        (request,) = self.resource.requests
+        request.write(b"hello")
+        request.finish()
+        pump.flush()
+        self.assertEqual((client.reply.body, client.reply.complete), (b"hello", True))
+        self.assertEqual(transport.writes[1:], [b"hello"])
+
+    def test_chunked_response_keeps_its_framing(self) -> None:
+        """Without a length, HTTP/1.1 responses are chunked; the held head goes out with the first chunk."""
+        client, transport, pump = self.connect()
+        client.request("GET", "/later/unsized")
+        pump.flush()
+        (request,) = self.resource.requests
+        request.write(b"part one, ")
+        request.write(b"part two")
+        request.finish()
+        pump.flush()
+        reply = client.reply
+        self.assertEqual((reply.chunked, reply.body, reply.complete), (True, b"part one, part two", True))
+        self.assertFalse(any(w.startswith(b"<sequence>") for w in transport.writes), transport.writes)
+
+    def test_head_request_gets_the_head_only(self) -> None:
+        """A HEAD answer is its head alone, in one write, and the connection stays usable."""
+        client, transport, pump = self.connect()
+        client.request("HEAD", "/buffer")
+        pump.flush()
+        (write,) = transport.writes
+        self.assertTrue(write.startswith(b"HTTP/1.1 200 OK\r\n") and write.endswith(b"\r\n\r\n"), write)
+        client.request("POST", "/buffer", body=b"ab")
+        pump.flush()
+        self.assertEqual(client.replies[-1].body, b"buffered 2")
