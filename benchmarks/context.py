@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +176,20 @@ class Context:
 
     # -- processes ----------------------------------------------------------------------------------------
 
-    def gateway(self, limits: Mapping[str, float] | None = None, *, name: str = "gateway") -> Gateway:
-        """Start a gateway with the benchmark namespace on a free loopback port."""
+    def gateway(
+        self,
+        limits: Mapping[str, float] | None = None,
+        *,
+        name: str = "gateway",
+        wrapper: Sequence[str] = (),
+        timeout: float = 30.0,
+    ) -> Gateway:
+        """
+        Start a gateway with the benchmark namespace on a free loopback port.
+
+        @param wrapper: a command the gateway runs under (valgrind), with its options.
+        @param timeout: seconds to wait until it listens.
+        """
         merged = {"listener_failure_delay": 0.0, **(limits or {})}
         config = self.path(f"{name}.toml")
         config.write_text(gateway_config(merged))
@@ -195,8 +207,10 @@ class Context:
             "--state-dir",
             str(self.path(f"{name}-state")),
             code=self.settings.gateway_from,
+            wrapper=wrapper,
+            timeout=timeout,
         )
-        _, line = proc.wait_for_line("READY", 30)
+        _, line = proc.wait_for_line("READY", timeout)
         return Gateway(proc, int(line.split()[1]), log)
 
     def autobahn_server(self) -> tuple[Proc, int]:
@@ -251,24 +265,32 @@ class Context:
         watch: Mapping[str, Proc],
         timeout: float,
         then: Callable[[Proc], None] | None = None,
+        meter: Callable[[], float] | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """
         Run a load generator (C{python -m benchmarks.loadgen ...} or another module) to completion.
 
         @param then: called with the load generator's process once it has measured, before it exits
             (the idle-pairs scenario samples memory while the load generator holds its connections).
+        @param meter: read when the load generator starts and ends its timed part; the difference is
+            the result's C{metered} (the cost scenario reads valgrind's instruction counter).
         @return: its C{RESULT} and the CPU share (1.0 = one core) each watched process used while it
             measured.
         """
         proc = self.procs.python(self._unique(name), args[0], *args[1:], ready=None)
-        return self._measure(proc, name, watch, timeout, then)
+        return self._measure(proc, name, watch, timeout, then, meter)
 
     def run_load(
-        self, name: str, argv: list[str], watch: Mapping[str, Proc], timeout: float
+        self,
+        name: str,
+        argv: list[str],
+        watch: Mapping[str, Proc],
+        timeout: float,
+        meter: Callable[[], float] | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """Like L{load}, for a load generator that is not a Python module (a compiled one)."""
         proc = self.procs.start(self._unique(name), argv, ready=None)
-        return self._measure(proc, name, watch, timeout, None)
+        return self._measure(proc, name, watch, timeout, None, meter)
 
     def _measure(
         self,
@@ -277,8 +299,10 @@ class Context:
         watch: Mapping[str, Proc],
         timeout: float,
         then: Callable[[Proc], None] | None,
+        meter: Callable[[], float] | None = None,
     ) -> tuple[dict[str, Any], dict[str, float]]:
         start_index, _ = proc.wait_for_line("MEASURE start", timeout)
+        metered = meter() if meter is not None else 0.0
         before = {k: p.cpu() for k, p in watch.items() if p.alive()}
         spy = self._start_py_spy(watch.get("gateway"), name)
         import time
@@ -287,6 +311,8 @@ class Context:
         proc.wait_for_line("MEASURE end", timeout, start_index)
         elapsed = time.monotonic() - t0
         after = {k: p.cpu() for k, p in watch.items() if p.alive()}
+        if meter is not None:
+            metered = meter() - metered
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -294,6 +320,8 @@ class Context:
             then(proc)
         lines = self.procs.finish(proc, timeout)
         result = next(json.loads(line[7:]) for line in reversed(lines) if line.startswith("RESULT "))
+        if meter is not None:
+            result["metered"] = metered
         cpu = {k: (after[k] - before[k]) / elapsed for k in before if k in after}
         return result, cpu
 

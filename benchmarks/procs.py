@@ -198,10 +198,15 @@ class Processes:
         ready: str | None = "READY",
         timeout: float = 30.0,
         code: Path | None = None,
+        wrapper: Sequence[str] = (),
     ) -> Proc:
-        """Start C{python -m module args...}."""
+        """Start C{python -m module args...}, under C{wrapper} (a command and its options) if given."""
         return self.start(
-            name, [sys.executable, "-m", module, *args], ready=ready, timeout=timeout, code=code
+            name,
+            [*wrapper, sys.executable, "-m", module, *args],
+            ready=ready,
+            timeout=timeout,
+            code=code,
         )
 
     def finish(self, proc: Proc, timeout: float) -> list[str]:

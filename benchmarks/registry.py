@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ class Scenario:
     @ivar run: the function, or C{None} while the scenario is pending.
     @ivar pending: why it cannot run yet.
     @ivar full_only: skipped by C{--quick} (long or heavy).
+    @ivar explicit: run only when named (C{-s NAME} or its group), never as part of a whole run.
     """
 
     name: str
@@ -63,10 +64,11 @@ class Scenario:
     pending: str | None = None
     full_only: bool = False
     variants: tuple[str, ...] = field(default=())
+    explicit: bool = False
 
 
 SCENARIOS: dict[str, Scenario] = {}
-GROUPS = ("websocket", "scale", "backpressure", "http", "legacy")  # report order
+GROUPS = ("websocket", "scale", "backpressure", "http", "legacy", "cost")  # report order
 
 
 def scenario(
@@ -77,13 +79,16 @@ def scenario(
     targets: tuple[Target, ...] = (),
     full_only: bool = False,
     variants: tuple[str, ...] = (),
+    explicit: bool = False,
 ) -> Callable[[ScenarioFunction], ScenarioFunction]:
     """Register a runnable scenario."""
 
     def register(function: ScenarioFunction) -> ScenarioFunction:
         if name in SCENARIOS:
             raise ValueError(f"scenario {name!r} registered twice")
-        SCENARIOS[name] = Scenario(name, group, summary, function, targets, None, full_only, variants)
+        SCENARIOS[name] = Scenario(
+            name, group, summary, function, targets, None, full_only, variants, explicit
+        )
         return function
 
     return register
@@ -97,12 +102,22 @@ def pending(name: str, group: str, summary: str, reason: str, *, targets: tuple[
 
 
 def select(patterns: list[str], quick: bool) -> list[Scenario]:
-    """Scenarios matching any glob in C{patterns} (all when empty); C{--quick} drops full-only ones."""
+    """
+    Scenarios matching any glob or group in C{patterns}.
+
+    With no pattern: all but the explicit ones, and without the full-only ones under C{--quick}.
+    """
     chosen = [
         s
         for s in SCENARIOS.values()
-        if not patterns or any(fnmatch.fnmatch(s.name, p) or s.group == p for p in patterns)
+        if (not patterns and not s.explicit)
+        or any(fnmatch.fnmatch(s.name, p) or s.group == p for p in patterns)
     ]
     if quick and not patterns:
         chosen = [s for s in chosen if not s.full_only]
+    return in_report_order(chosen)
+
+
+def in_report_order(chosen: Iterable[Scenario]) -> list[Scenario]:
+    """Scenarios by group, in the report's order."""
     return sorted(chosen, key=lambda s: GROUPS.index(s.group) if s.group in GROUPS else len(GROUPS))

@@ -26,7 +26,7 @@ from benchmarks import scenarios as _scenarios  # noqa: F401 - registers the sce
 from benchmarks.context import Context, Sample, Settings
 from benchmarks.nginx import NginxBinary, ensure_nginx
 from benchmarks.procs import ROOT, processes, raise_nofile_limit
-from benchmarks.registry import Scenario, select
+from benchmarks.registry import SCENARIOS, Scenario, in_report_order, select
 from benchmarks.report import (
     aggregate,
     table,
@@ -83,8 +83,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def list_scenarios() -> None:
-    for sc in select([], quick=False):
+    for sc in in_report_order(SCENARIOS.values()):
         state = f"pending: {sc.pending}" if sc.pending else ("full runs only" if sc.full_only else "")
+        if sc.explicit:
+            state = "only when named"
         print(f"{sc.name:28} {sc.group:13} {sc.summary}" + (f"  [{state}]" if state else ""))
 
 

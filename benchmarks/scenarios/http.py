@@ -30,7 +30,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.context import WEB_ENTITY, Context
+from benchmarks.context import WEB_ENTITY, Context, Gateway
 from benchmarks.httpload import ensure_wrk
 from benchmarks.localtunnel import NODE_DIR, ensure_localtunnel
 from benchmarks.procs import Proc
@@ -62,7 +62,7 @@ def _fetch(url: str, headers: dict[str, str]) -> bytes | None:
         return None
 
 
-def _wait_until_served(name: str, route: Route, expected: bytes, timeout: float = 30.0) -> None:
+def wait_until_served(name: str, route: Route, expected: bytes, timeout: float = 30.0) -> None:
     """Wait until the variant returns the upstream's file intact (listeners and tunnels take a moment)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,8 +75,9 @@ def _wait_until_served(name: str, route: Route, expected: bytes, timeout: float 
     raise TimeoutError(f"{name} did not serve {route.url} within {timeout:g}s")
 
 
-def _relay(ctx: Context, upstream: str) -> Route:
-    gateway = ctx.gateway()
+def relay_route(ctx: Context, upstream: str, gateway: Gateway | None = None) -> Route:
+    """The relay variant: a gateway (a new one unless given) and C{relay expose} forwarding to C{upstream}."""
+    gateway = gateway or ctx.gateway()
     expose = ctx.procs.python(
         "relay-expose",
         "relay.cli",
@@ -122,6 +123,15 @@ def _floor(ctx: Context, upstream_port: int) -> Route:
     )
 
 
+def upstream_file(ctx: Context) -> tuple[bytes, tuple[Proc, int] | None]:
+    """The 1 KB file every variant fetches, and the nginx serving it (C{None} without nginx)."""
+    root = ctx.path("upstream-root")
+    root.mkdir(parents=True, exist_ok=True)
+    body = bytes(b"0123456789abcdef"[i % 16] for i in range(SIZE - 1)) + b"\n"
+    (root / FILE).write_bytes(body)
+    return body, ctx.nginx_static(root)
+
+
 @scenario(
     "http.requests",
     "http",
@@ -135,18 +145,14 @@ def requests(ctx: Context) -> None:
     ctx.note(note)
     if wrk is None:
         return
-    root = ctx.path("upstream-root")
-    root.mkdir(parents=True, exist_ok=True)
-    body = bytes(b"0123456789abcdef"[i % 16] for i in range(SIZE - 1)) + b"\n"
-    (root / FILE).write_bytes(body)
-    static = ctx.nginx_static(root)
+    body, static = upstream_file(ctx)
     if static is None:
         ctx.note("http.requests needs nginx (upstream and ceiling); skipped")
         return
     upstream_proc, upstream_port = static
     upstream = f"http://127.0.0.1:{upstream_port}"
     ctx.note(f"http.requests upstream: nginx serving a {SIZE}-byte file on {upstream} (one worker)")
-    routes: dict[str, Route] = {"relay": _relay(ctx, upstream)}
+    routes: dict[str, Route] = {"relay": relay_route(ctx, upstream)}
     node, lt_note = ensure_localtunnel()
     ctx.note(lt_note)
     if node is not None:
@@ -157,7 +163,7 @@ def requests(ctx: Context) -> None:
     routes["floor"] = _floor(ctx, upstream_port)
     for name, route in routes.items():
         route.other_procs["upstream"] = upstream_proc
-        _wait_until_served(name, route, body)
+        wait_until_served(name, route, body)
     seconds = ctx.settings.seconds
     names = [v for v in VARIANTS if v in routes]
     for run in ctx.repetitions():

@@ -18,7 +18,8 @@ from benchmarks.registry import Target, scenario
 SETTLE = 1.0
 
 
-def _listener(ctx: Context, gateway: Gateway) -> Proc:
+def lean_listener(ctx: Context, gateway: Gateway) -> Proc:
+    """The asyncio listener (L{benchmarks.lean}) on the benchmark entity, accepting every sender."""
     return ctx.procs.python(
         "lean-listener",
         "benchmarks.lean",
@@ -60,7 +61,7 @@ def idle_pairs(ctx: Context) -> None:
             if not ctx.wants(case):
                 continue
             gateway = ctx.gateway()
-            listener = _listener(ctx, gateway)
+            listener = lean_listener(ctx, gateway)
             time.sleep(SETTLE)
             idle = gateway.proc.rss()
             loaded: list[int] = []
@@ -125,7 +126,7 @@ def connect_rate(ctx: Context) -> None:
                 [binary, "listener", "127.0.0.1", str(gateway.port), ENTITY, gateway.token()],
             )
         else:
-            listener = _listener(ctx, gateway)
+            listener = lean_listener(ctx, gateway)
         for run in ctx.repetitions():
             common = [
                 "127.0.0.1",

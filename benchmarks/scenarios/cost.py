@@ -1,0 +1,137 @@
+"""
+The gateway's instructions per relayed HTTP request and per established pair, counted by valgrind.
+
+On the shared two-core machines here, the gateway's CPU time per unit of work moved by 20 % and more
+between runs minutes apart with the same code, so a change worth a few percent could not be seen in it.
+callgrind counts the instructions the gateway executes in user space, which are the same for the same code
+and inputs whatever else the machine is doing. It does not count the kernel's work inside system calls,
+so a change that saves system calls shows here only by the Python around them.
+
+valgrind slows the gateway about fifty times, so the loads are light (4 connections) and the counter is
+read with C{callgrind_control} when the load generator starts and ends its timed part: start-up, the
+listener's connection and the warm-up are left out. The other processes run natively.
+
+Only when asked for: C{python -m benchmarks -s cost.instructions}, and again with C{--gateway-from DIR} for
+the other side of an A/B.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from benchmarks.connload import ensure_connload
+from benchmarks.context import Context, Gateway
+from benchmarks.httpload import ensure_wrk
+from benchmarks.procs import Proc
+from benchmarks.registry import scenario
+from benchmarks.scenarios.http import relay_route, upstream_file, wait_until_served
+from benchmarks.scenarios.scale import lean_listener
+
+CASES = ("HTTP request", "established pair")
+CONNECTIONS = 4
+STARTUP = 600.0  # seconds a gateway under valgrind may take to listen
+
+
+def instruction_counter(pid: int) -> float:
+    """The instructions callgrind has counted so far in process C{pid} (all its threads)."""
+    out = subprocess.run(
+        ["callgrind_control", "-e", str(pid)], capture_output=True, text=True, timeout=120, check=False
+    ).stdout
+    counts = [
+        int(line.split()[2].replace(",", ""))
+        for line in out.splitlines()
+        if line.strip().startswith("Th ") and len(line.split()) >= 3
+    ]
+    if not counts:
+        raise RuntimeError(f"callgrind_control -e {pid} gave no counter: {out[-300:]!r}")
+    return float(sum(counts))
+
+
+def _gateway(ctx: Context, valgrind: str, name: str) -> Gateway:
+    out = ctx.path(f"{name}.callgrind")
+    wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
+    return ctx.gateway(name=name, wrapper=wrapper, timeout=STARTUP)
+
+
+def _window(ctx: Context) -> float:
+    return max(10.0, ctx.settings.seconds * 3)
+
+
+@scenario(
+    "cost.instructions",
+    "cost",
+    "gateway instructions per relayed HTTP request and per established pair (valgrind; machine speed "
+    "does not move them)",
+    variants=("relay",),
+    explicit=True,
+)
+def instructions(ctx: Context) -> None:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None or shutil.which("callgrind_control") is None:
+        ctx.note("cost.instructions needs valgrind (Debian package valgrind); skipped")
+        return
+    version = subprocess.run([valgrind, "--version"], capture_output=True, text=True, check=False)
+    ctx.note(f"cost.instructions: {version.stdout.strip()} (callgrind), {CONNECTIONS} connections")
+    if ctx.wants(CASES[0]):
+        _http(ctx, valgrind)
+    if ctx.wants(CASES[1]):
+        _pairs(ctx, valgrind)
+
+
+def _http(ctx: Context, valgrind: str) -> None:
+    case = CASES[0]
+    wrk, note = ensure_wrk(ctx.settings.install)
+    ctx.note(note)
+    body, static = upstream_file(ctx)
+    if wrk is None or static is None:
+        ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+        return
+    gateway = _gateway(ctx, valgrind, "gateway-http")
+    route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway)
+    wait_until_served("relay", route, body, timeout=STARTUP)
+    window = _window(ctx)
+    for run in ctx.repetitions():
+        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
+        result, _ = ctx.load(
+            "wrk", args, {}, window * 10 + 120, meter=lambda: instruction_counter(gateway.proc.pid)
+        )
+        if result["requests"]:
+            per = result["metered"] / result["requests"]
+            ctx.record(case, "relay", "instructions per request", per / 1e3, "k", run)
+        ctx.record(case, "relay", "requests counted", result["requests"], "", run)
+
+
+def _pairs(ctx: Context, valgrind: str) -> None:
+    case = CASES[1]
+    gateway = _gateway(ctx, valgrind, "gateway-pairs")
+    binary, note = ensure_connload()
+    ctx.note(note)
+    listener: Proc
+    if binary is not None:
+        listener = ctx.procs.start(
+            "connload-listener",
+            [binary, "listener", "127.0.0.1", str(gateway.port), "bench", gateway.token()],
+        )
+    else:
+        listener = lean_listener(ctx, gateway)
+    window = _window(ctx)
+    common = ["127.0.0.1", str(gateway.port), gateway.sender_path(), gateway.token()]
+    common += [str(CONNECTIONS), str(window)]
+
+    def meter() -> float:
+        return instruction_counter(gateway.proc.pid)
+
+    for run in ctx.repetitions():
+        if binary is not None:
+            result, _ = ctx.run_load("churn", [binary, "churn", *common], {}, window * 10 + 120, meter)
+        else:
+            result, _ = ctx.load(
+                "churn", ["benchmarks.lean", "churn", *common], {}, window * 10 + 120, meter=meter
+            )
+        if result["established"]:
+            per = result["metered"] / result["established"]
+            ctx.record(case, "relay", "instructions per pair", per / 1e3, "k", run)
+        ctx.record(case, "relay", "pairs counted", result["established"], "", run)
+        ctx.record(case, "relay", "failures", result["failures"], "", run)
+    ctx.procs.stop(listener)
