@@ -70,9 +70,9 @@ def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -
     params: dict[str, str] = {}
     if query:
         for pair in query.split("&"):
-            if is_reserved(pair):
-                raw_name, _, raw_value = pair.partition("=")
-                name = unquote(raw_name).lower()
+            raw_name, eq, raw_value = pair.partition("=")
+            name = unquote(raw_name).lower() if eq else ""
+            if name.startswith(RESERVED_PREFIX):  # as is_reserved(pair), without reading the pair twice
                 if name in params:
                     if name == RESERVED_PREFIX + "action":
                         raise AddressError("sb-hc-action is given more than once")

@@ -60,11 +60,12 @@ def read_upgrade(
     """
     if method != b"GET" or version != b"HTTP/1.1" or b"#" in uri:
         return None
-    headers: dict[str, str] = {}
-    for name, values in raw_headers:
-        if len(values) != 1:
-            return None  # Autobahn would see them joined and judge the result; let it
-        headers[name.decode("latin-1").lower()] = values[0].decode("latin-1").strip()
+    try:
+        headers = {
+            name.decode("latin-1").lower(): value.decode("latin-1").strip() for name, (value,) in raw_headers
+        }
+    except ValueError:  # a field given twice: Autobahn would see the values joined and judge them; let it
+        return None
     if "origin" in headers or "sec-websocket-origin" in headers:
         return None  # Autobahn checks origins
     if not _has_token(headers.get("upgrade", ""), "websocket"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
@@ -42,6 +43,7 @@ _TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
 _MAX_REASON = 200
 
 
+@lru_cache(maxsize=1024)  # senders choose the names: bounded
 def header_name(lower: str) -> str:
     """The conventional spelling of a header name Autobahn handed us in lower case."""
     return _HEADER_SPELLING.get(lower) or "-".join(part.capitalize() for part in lower.split("-"))
