@@ -93,13 +93,33 @@ class RelayRequest(Request):
             value = SERVER_HEADER
         super().setHeader(name, value)
 
+    _extra_fields: bytes = b""
+
+    def add_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+        """
+        Add header fields to the response, already checked (token names, no CR, LF or NUL in values).
+
+        On the gateway's channel they go into the response head as they are (L{RelayHTTPChannel.writeHeaders}):
+        twisted.web's C{Headers} would encode and sanitize each name and value again, and keep them in a
+        table that only the head is made from (a listener's answer has half a dozen fields or more).
+        """
+        if isinstance(self.channel, RelayHTTPChannel):
+            self._extra_fields += b"".join([b"%s: %s\r\n" % field for field in fields])
+        else:
+            for name, value in fields:
+                self.responseHeaders.addRawHeader(name, value)
+
     @override
     def write(self, data: bytes) -> None:
         """Write as twisted.web does; a response head the channel still holds goes out now (one C{send})."""
-        super().write(data)
         channel = self.channel
-        if isinstance(channel, RelayHTTPChannel):  # other sites' plain channels send heads themselves
-            channel.send_response_head()
+        if not isinstance(channel, RelayHTTPChannel):  # other sites' plain channels send heads themselves
+            super().write(data)
+            return
+        if not self.startedWriting:
+            channel.extra_fields = self._extra_fields
+        super().write(data)
+        channel.send_response_head()
 
     @override
     def gotLength(self, length: int | None) -> None:
@@ -205,6 +225,7 @@ class RelayHTTPChannel(HTTPChannel):
         self._head_count = 0
         self._refused = False
         self._response_head: bytes | None = None
+        self.extra_fields = b""  # a relayed response's own header lines (L{RelayRequest.add_fields})
 
     @override
     def connectionMade(self) -> None:
@@ -232,7 +253,8 @@ class RelayHTTPChannel(HTTPChannel):
         lines += [
             b"%s: %s\r\n" % (name, value) for name, values in headers.getAllRawHeaders() for value in values
         ]
-        lines.append(b"\r\n")
+        lines += (self.extra_fields, b"\r\n")
+        self.extra_fields = b""
         self._response_head = b"".join(lines)
 
     def send_response_head(self) -> None:

@@ -132,6 +132,31 @@ class SmallRequestTests(HttpTestCase):
         self.assertIsNone(reply.header("Server"))
         self.assertIsNone(reply.header("Date"))
 
+    def test_listener_fields_reach_the_sender_as_sent(self) -> None:
+        """
+        The listener's header lines reach the sender in order, a repeated one once per line.
+
+        They come beside the relay's own framing fields, and twisted.web's C{Connection: close} stays
+        when the sender asked for it.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/res", {**self.auth(), "Connection": "close"})
+        self.net.flush()
+        request = self.last_request(listener)
+        fields = {"X-First": "1", "Set-Cookie": ["a=1", "b=2"], "X-Last": "caf\u00e9"}
+        self.respond(listener, request["id"], headers=fields, body=b"bye")
+        reply = sender.reply
+        self.assertEqual((reply.status, reply.body), (200, b"bye"))
+        self.assertEqual(reply.header("Connection"), "close")
+        self.assertEqual(reply.header("Content-Length"), "3")
+        self.assertEqual(reply.all("Set-Cookie"), ["a=1", "b=2"])
+        names = [name.lower() for name, _ in reply.headers]
+        self.assertLess(names.index("x-first"), names.index("set-cookie"))
+        self.assertLess(names.index("set-cookie"), names.index("x-last"))
+        self.assertEqual(reply.header("X-Last"), "caf\u00e9".encode().decode("latin-1"))
+        self.assertIsNotNone(sender.lost)  # and the connection is closed, as announced
+
     def test_a_request_is_one_access_log_event(self) -> None:
         """Each relayed request is logged once when it ends, as readable text and as structured fields."""
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)

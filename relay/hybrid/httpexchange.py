@@ -309,12 +309,11 @@ class Exchange:
         self._status = status
         request = self.request
         request.setResponseCode(status, reason_phrase(status, response.status_description).encode("ascii"))
-        headers = request.responseHeaders
+        headers = request.responseHeaders  # twisted.web's Connection stays; its Server and Date do not
         headers.removeHeader(b"server")
         headers.removeHeader(b"date")
         request.defaultContentType = None
-        for name, value in head.headers:
-            headers.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
+        request.add_fields([(name.encode("ascii"), value.encode("utf-8")) for name, value in head.headers])
         self._forward_body = not body_forbidden(self.message.method, status)
         if not self._forward_body:
             if head.content_length is not None and status != 204:
