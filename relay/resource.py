@@ -25,12 +25,22 @@ NamespaceResourceFactory = Callable[[IRequest, Namespace, str], IResource | None
 
 
 def request_host(request: IRequest) -> str:
-    """The C{Host} header's host name, lower-cased, without port (IPv6 brackets removed)."""
+    """
+    The C{Host} header's host name, lower-cased, without port (IPv6 brackets removed).
+
+    Kept on the request once read: routing, admission and both C{Via} entries of a relayed request ask.
+    """
+    known: str | None = getattr(request, "relay_host", None)
+    if known is not None:
+        return known
     raw = request.getHeader(b"host") or b""
     host = raw.decode("latin-1").strip().lower()
     if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    request.relay_host = host  # type: ignore[attr-defined]
+    return host
 
 
 def tracking_id_of(request: IRequest) -> str:

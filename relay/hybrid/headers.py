@@ -128,21 +128,21 @@ def response_head(fields: Any, *, via: str) -> ResponseHead:
         fields = {}
     if not isinstance(fields, dict):
         raise HeaderError("responseHeaders must be a JSON object")
-    lines: list[tuple[str, str]] = []
+    lines: list[tuple[str, str, str]] = []  # (lower-case name, name, value)
     for name, raw in fields.items():
         if not _TOKEN.match(name):
             raise HeaderError(f"response header name {name[:40]!r} is not a valid HTTP token")
-        for value in _values(name, raw):
+        key = name.lower()
+        for value in (raw,) if type(raw) is str else _values(name, raw):
             if _FORBIDDEN_IN_VALUE.search(value):
                 raise HeaderError(f"response header {name[:40]!r} contains CR, LF or NUL")
-            lines.append((name, value.strip(" \t")))
-    dropped = _RESPONSE_DROPPED | connection_options(v for n, v in lines if n.lower() == "connection")
+            lines.append((key, name, value.strip(" \t")))
+    dropped = _RESPONSE_DROPPED | connection_options(v for k, _, v in lines if k == "connection")
     content_length: int | None = None
     kept: list[tuple[str, str]] = []
     via_values: list[str] = []
     via_name = "Via"
-    for name, value in lines:
-        key = name.lower()
+    for key, name, value in lines:
         if key == "content-length":
             content_length = _content_length(value, content_length)
         elif key == "via":
