@@ -13,7 +13,6 @@ sender connection's later requests until it idles out.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -137,6 +136,11 @@ class HttpRelay:
         ]
         version = request.clientproto.decode("latin-1").partition("/")[2] or "1.1"
         remote = _remote(request)
+        body: bytes | None = None  # a streamed body (request.body) is announced when the rendezvous opens
+        if request.body is None:
+            content: Any = request.content
+            content.seek(0)
+            body = content.read()
         message = HttpRequest(
             address=self.dispatcher.address(admission, request_id),
             id=request_id,
@@ -150,14 +154,8 @@ class HttpRelay:
                 client_address=remote.address,
                 scheme="https" if request.isSecure() else "http",
             ),
-            body=False,
+            body=bool(body),
         )
-        body: bytes | None = None
-        if request.body is None:
-            content: Any = request.content
-            content.seek(0)
-            body = content.read()
-            message = replace(message, body=bool(body))
         exchange = Exchange(self, request, admission, message, body)
         self.exchanges.add(exchange)
         try:
