@@ -74,9 +74,13 @@ class UnknownMessage:
     keys: tuple[str, ...]
 
 
+# json.dumps builds a new encoder on every call made with options; this one is built once.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(obj: Mapping[str, Any]) -> bytes:
     """Serialise a control message compactly as UTF-8."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
 
 
 def decode_object(payload: bytes) -> dict[str, Any]:
