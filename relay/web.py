@@ -99,9 +99,10 @@ class RelayRequest(Request):
         """
         Add header fields to the response, already checked (token names, no CR, LF or NUL in values).
 
-        On the gateway's channel they go into the response head as they are (L{RelayHTTPChannel.writeHeaders}):
-        twisted.web's C{Headers} would encode and sanitize each name and value again, and keep them in a
-        table that only the head is made from (a listener's answer has half a dozen fields or more).
+        On the gateway's channel they go into the response head as they are
+        (L{RelayHTTPChannel.writeHeaders}): twisted.web's C{Headers} would encode and sanitize each name
+        and value again, and keep them in a table that only the head is made from (a listener's answer
+        has half a dozen fields or more).
         """
         if isinstance(self.channel, RelayHTTPChannel):
             self._extra_fields += b"".join([b"%s: %s\r\n" % field for field in fields])
@@ -267,9 +268,10 @@ class RelayHTTPChannel(HTTPChannel):
         """
         Response bytes go to the kernel at once when nothing is queued (L{relay.writes.write_now}).
 
-        A response head the channel holds (L{writeHeaders}) goes first, in the same C{send}. The gateway answers relayed requests in batches (every response a listener's control channel
-        delivered in one read); with Twisted's queued writes the first sender heard nothing until the
-        whole batch was handled.
+        A response head the channel holds (L{writeHeaders}) goes first, in the same C{send}. The gateway
+        answers relayed requests in batches (every response a listener's control channel delivered in
+        one read); with Twisted's queued writes the first sender heard nothing until the whole batch was
+        handled.
         """
         head = self._response_head
         if head is not None:

@@ -389,9 +389,9 @@ class Splice:
         listener_bytes = self.bytes_relayed["listener"]
         self.log.info(
             "{pair}",
-            pair=f"pair {self.connection_id} on {entity} (listener {listener_id}) ended after {seconds:.1f}s; "
-            f"close codes: sender {sender_code}, listener {listener_code} (- for none); bytes relayed: "
-            f"{sender_bytes} from the sender, {listener_bytes} from the listener",
+            pair=f"pair {self.connection_id} on {entity} (listener {listener_id}) ended after "
+            f"{seconds:.1f}s; close codes: sender {sender_code}, listener {listener_code} (- for none); "
+            f"bytes relayed: {sender_bytes} from the sender, {listener_bytes} from the listener",
             connection_id=self.connection_id,
             entity=entity,
             listener_id=listener_id,
