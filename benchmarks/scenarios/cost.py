@@ -1,22 +1,24 @@
 """
-The gateway's instructions per relayed HTTP request and per established pair, counted by valgrind.
+The gateway's instructions per unit of work (HTTP request, established pair, round trip), counted by valgrind.
 
 On the shared two-core machines here, the gateway's CPU time per unit of work moved by 20 % and more
 between runs minutes apart with the same code, so a change worth a few percent could not be seen in it.
-callgrind counts the instructions the gateway executes in user space, which are the same for the same code
-and inputs whatever else the machine is doing. It does not count the kernel's work inside system calls,
-so a change that saves system calls shows here only by the Python around them.
+callgrind counts the instructions the gateway executes in user space, which are the same for the same
+code and inputs whatever else the machine is doing. It does not count the kernel's work inside system
+calls, so a change that saves system calls shows here only by the Python around them.
 
-valgrind slows the gateway about fifty times, so the loads are light (4 connections) and the counter is
-read with C{callgrind_control} when the load generator starts and ends its timed part: start-up, the
-listener's connection and the warm-up are left out. The other processes run natively.
+valgrind slows the gateway about fifty times, so the loads are light: 4 connections for requests and
+pairs, one relayed WebSocket with one 64-byte message in flight for round trips. The counter is read with
+C{callgrind_control} when the load generator starts and ends its timed part, so start-up, the listener's
+connection and the warm-up are left out. The other processes run natively.
 
-Only when asked for: C{python -m benchmarks -s cost.instructions}, and again with C{--gateway-from DIR} for
-the other side of an A/B.
+Only when asked for: C{python -m benchmarks -s cost.instructions}, and again with C{--gateway-from DIR}
+for the other side of an A/B.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -28,7 +30,7 @@ from benchmarks.registry import scenario
 from benchmarks.scenarios.http import relay_route, upstream_file, wait_until_served
 from benchmarks.scenarios.scale import lean_listener
 
-CASES = ("HTTP request", "established pair")
+CASES = ("HTTP request", "established pair", "64 B round trip")
 CONNECTIONS = 4
 STARTUP = 600.0  # seconds a gateway under valgrind may take to listen
 
@@ -61,8 +63,8 @@ def _window(ctx: Context) -> float:
 @scenario(
     "cost.instructions",
     "cost",
-    "gateway instructions per relayed HTTP request and per established pair (valgrind; machine speed "
-    "does not move them)",
+    "gateway instructions per relayed HTTP request, per established pair and per 64-byte round trip "
+    "(valgrind; machine speed does not move them)",
     variants=("relay",),
     explicit=True,
 )
@@ -77,6 +79,8 @@ def instructions(ctx: Context) -> None:
         _http(ctx, valgrind)
     if ctx.wants(CASES[1]):
         _pairs(ctx, valgrind)
+    if ctx.wants(CASES[2]):
+        _round_trips(ctx, valgrind)
 
 
 def _http(ctx: Context, valgrind: str) -> None:
@@ -134,4 +138,23 @@ def _pairs(ctx: Context, valgrind: str) -> None:
             ctx.record(case, "relay", "instructions per pair", per / 1e3, "k", run)
         ctx.record(case, "relay", "pairs counted", result["established"], "", run)
         ctx.record(case, "relay", "failures", result["failures"], "", run)
+    ctx.procs.stop(listener)
+
+
+def _round_trips(ctx: Context, valgrind: str) -> None:
+    """64-byte messages echoed by an Autobahn listener through one relayed pair, one in flight."""
+    case = CASES[2]
+    gateway = _gateway(ctx, valgrind, "gateway-latency")
+    listener = ctx.autobahn_listener(gateway)
+    window = _window(ctx)
+    args = ["benchmarks.loadgen", "latency", "127.0.0.1", str(gateway.port), gateway.sender_path()]
+    args += [str(window), json.dumps(gateway.sender_headers())]
+    for run in ctx.repetitions():
+        result, _ = ctx.load(
+            "latency", args, {}, window * 10 + 120, meter=lambda: instruction_counter(gateway.proc.pid)
+        )
+        if result["round_trips"]:
+            per = result["metered"] / result["round_trips"]
+            ctx.record(case, "relay", "instructions per round trip", per / 1e3, "k", run)
+        ctx.record(case, "relay", "round trips counted", result["round_trips"], "", run)
     ctx.procs.stop(listener)
