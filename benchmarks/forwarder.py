@@ -40,18 +40,12 @@ def main(argv: list[str]) -> None:
         peer: Leg | None = None
         transport: Any
 
-        def __init__(self) -> None:
-            self.pending: list[bytes] = []
-
         def connectionMade(self) -> None:
             self.transport.setTcpNoDelay(True)
 
         def dataReceived(self, data: bytes) -> None:
-            peer = self.peer
-            if peer is None:
-                self.pending.append(data)
-            else:
-                write_now(peer.transport, data, plain_socket(peer.transport))
+            assert self.peer is not None  # a downstream reads nothing until its upstream is connected
+            write_now(self.peer.transport, data, plain_socket(self.peer.transport))
 
         def connectionLost(self, reason: Any = None) -> None:
             if self.peer is not None:
@@ -59,7 +53,6 @@ def main(argv: list[str]) -> None:
 
     class Upstream(Leg):
         def __init__(self, downstream: Leg) -> None:
-            super().__init__()
             self.peer = downstream
 
         def connectionMade(self) -> None:
@@ -72,9 +65,7 @@ def main(argv: list[str]) -> None:
             downstream.peer = self
             _forward(downstream, self)
             _forward(self, downstream)
-            if downstream.pending:
-                self.transport.write(b"".join(downstream.pending))
-                downstream.pending = []
+            downstream.transport.resumeProducing()
 
     class Dial(ClientFactory):
         def __init__(self, downstream: Leg) -> None:
@@ -89,6 +80,7 @@ def main(argv: list[str]) -> None:
     class Downstream(Leg):
         def connectionMade(self) -> None:
             super().connectionMade()
+            self.transport.pauseProducing()  # nothing is read until there is somewhere to send it
             reactor.connectTCP("127.0.0.1", upstream_port, Dial(self))  # type: ignore[attr-defined]
 
     listen_port, upstream_port = int(argv[0]), int(argv[1])

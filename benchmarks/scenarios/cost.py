@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
+from typing import Any
 
 from benchmarks.connload import ensure_connload
 from benchmarks.context import Context, Gateway
@@ -60,6 +62,20 @@ def _window(ctx: Context) -> float:
     return max(10.0, ctx.settings.seconds * 3)
 
 
+def _meter(gateway: Gateway) -> Callable[[], float]:
+    return lambda: instruction_counter(gateway.proc.pid)
+
+
+def _record_per(ctx: Context, case: str, run: int, result: dict[str, Any], counted: str, unit: str) -> None:
+    """Instructions per unit of work (thousands), and how many units the count covered."""
+    units = result[counted]
+    if units:
+        ctx.record(case, "relay", f"instructions per {unit}", result["metered"] / units / 1e3, "k", run)
+    else:
+        ctx.note(f"cost.instructions, {case}: no {unit} completed in run {run + 1}")
+    ctx.record(case, "relay", f"{unit}s counted", units, "", run)
+
+
 @scenario(
     "cost.instructions",
     "cost",
@@ -97,13 +113,10 @@ def _http(ctx: Context, valgrind: str) -> None:
     window = _window(ctx)
     for run in ctx.repetitions():
         args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
-        result, _ = ctx.load(
-            "wrk", args, {}, window * 10 + 120, meter=lambda: instruction_counter(gateway.proc.pid)
-        )
-        if result["requests"]:
-            per = result["metered"] / result["requests"]
-            ctx.record(case, "relay", "instructions per request", per / 1e3, "k", run)
-        ctx.record(case, "relay", "requests counted", result["requests"], "", run)
+        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=_meter(gateway))
+        _record_per(ctx, case, run, result, "requests", "request")
+    for proc in (route.path_procs["listener"], gateway.proc, static[0]):
+        ctx.procs.stop(proc)
 
 
 def _pairs(ctx: Context, valgrind: str) -> None:
@@ -122,10 +135,7 @@ def _pairs(ctx: Context, valgrind: str) -> None:
     window = _window(ctx)
     common = ["127.0.0.1", str(gateway.port), gateway.sender_path(), gateway.token()]
     common += [str(CONNECTIONS), str(window)]
-
-    def meter() -> float:
-        return instruction_counter(gateway.proc.pid)
-
+    meter = _meter(gateway)
     for run in ctx.repetitions():
         if binary is not None:
             result, _ = ctx.run_load("churn", [binary, "churn", *common], {}, window * 10 + 120, meter)
@@ -133,12 +143,10 @@ def _pairs(ctx: Context, valgrind: str) -> None:
             result, _ = ctx.load(
                 "churn", ["benchmarks.lean", "churn", *common], {}, window * 10 + 120, meter=meter
             )
-        if result["established"]:
-            per = result["metered"] / result["established"]
-            ctx.record(case, "relay", "instructions per pair", per / 1e3, "k", run)
-        ctx.record(case, "relay", "pairs counted", result["established"], "", run)
+        _record_per(ctx, case, run, result, "established", "pair")
         ctx.record(case, "relay", "failures", result["failures"], "", run)
     ctx.procs.stop(listener)
+    ctx.procs.stop(gateway.proc)
 
 
 def _round_trips(ctx: Context, valgrind: str) -> None:
@@ -150,11 +158,7 @@ def _round_trips(ctx: Context, valgrind: str) -> None:
     args = ["benchmarks.loadgen", "latency", "127.0.0.1", str(gateway.port), gateway.sender_path()]
     args += [str(window), json.dumps(gateway.sender_headers())]
     for run in ctx.repetitions():
-        result, _ = ctx.load(
-            "latency", args, {}, window * 10 + 120, meter=lambda: instruction_counter(gateway.proc.pid)
-        )
-        if result["round_trips"]:
-            per = result["metered"] / result["round_trips"]
-            ctx.record(case, "relay", "instructions per round trip", per / 1e3, "k", run)
-        ctx.record(case, "relay", "round trips counted", result["round_trips"], "", run)
+        result, _ = ctx.load("latency", args, {}, window * 10 + 120, meter=_meter(gateway))
+        _record_per(ctx, case, run, result, "round_trips", "round trip")
     ctx.procs.stop(listener)
+    ctx.procs.stop(gateway.proc)
