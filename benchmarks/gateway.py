@@ -2,7 +2,8 @@
 Run the gateway for a benchmark the way C{twistd -n relay} does, and say which port it got.
 
 The options are C{twistd relay}'s own (parsed by L{relay.tap.Options}); log events go to a file through
-the same text observer twistd installs, so per-connection logging costs what it costs in production.
+the observer C{twistd -n --logfile FILE relay} uses (L{relay.logtext}, or twistd's own text observer for
+a gateway from before it), so per-connection logging costs what it costs in production.
 Prints C{READY <port>} once listening. C{--cprofile FILE} wraps the reactor in cProfile (use py-spy
 from the runner for sampling without the overhead).
 
@@ -14,6 +15,17 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Any
+
+
+def log_observer(path: str) -> Any:
+    """What twistd would log through with C{-n --logfile PATH}, for the gateway code being run."""
+    try:
+        from relay.logtext import twistd_observer
+    except ImportError:  # --gateway-from a checkout older than relay.logtext: twistd's own observer
+        from twisted.logger import textFileLogObserver
+
+        return textFileLogObserver(open(path, "a"))  # open for the life of the process
+    return twistd_observer({"logfile": path, "nodaemon": True})
 
 
 def main(argv: list[str]) -> None:
@@ -30,12 +42,11 @@ def main(argv: list[str]) -> None:
 
     epollreactor.install()
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
     from relay.tap import Options, makeService
 
-    log_file = open(args.log, "a")  # open for the life of the process
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([log_observer(args.log)], redirectStandardIO=False)
 
     options = Options()
     options.parseOptions([a for a in args.relay_options if a != "--"])

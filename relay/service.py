@@ -19,7 +19,8 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -172,6 +173,8 @@ class GatewayService(MultiService):
     @ivar ports: listening ports once started, in C{listen} order.
     @ivar metrics: the one metrics registry (hybrid connections and the bindings register on it).
     @ivar admin_port: the admin endpoint's port once started, when one was asked for.
+    @ivar log_observer: the observer offered to the application this service joins (twistd takes it in
+        place of its own; L{relay.logtext.twistd_observer}), or L{None}.
     """
 
     log = Logger()
@@ -182,8 +185,10 @@ class GatewayService(MultiService):
         reactor: Any = None,
         chooser: IListenerChooser | None = None,
         extensions: Sequence[Callable[[GatewayService], None]] = (),
+        log_observer: ILogObserver | None = None,
     ) -> None:
         super().__init__()
+        self.log_observer = log_observer
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -289,6 +294,18 @@ class GatewayService(MultiService):
         ]
         levels.extend(((splice.entity,), 1) for splice in self.hybrid_factory.splices)
         return levels
+
+    @override
+    def setServiceParent(self, parent: Any) -> None:
+        """
+        Join C{parent}; offer it L{log_observer} first.
+
+        twistd adds the plugin's service to its application before it starts logging, and asks the
+        application for an C{ILogObserver} component before it builds its own.
+        """
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     @override
     def startService(self) -> None:

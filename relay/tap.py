@@ -17,6 +17,7 @@ from bindings.gateway import install as install_bindings
 from bindings.settings import ENTITY_SECTIONS
 from relay.config import ConfigError, GatewayConfig, load_config
 from relay.hybrid.addressing import AddressError, websocket_base
+from relay.logtext import twistd_observer
 from relay.service import DEFAULT_LISTEN, GatewayService, GatewaySettings
 from relay.state import default_state_dir
 
@@ -92,5 +93,10 @@ class Options(usage.Options):
 
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
-    """Build the gateway service tree from parsed options."""
-    return GatewayService(options["settings"], reactor=reactor, extensions=(install_bindings,))
+    """Build the gateway service tree from parsed options, with twistd's log observer when twistd runs it."""
+    return GatewayService(
+        options["settings"],
+        reactor=reactor,
+        extensions=(install_bindings,),
+        log_observer=twistd_observer(getattr(options, "parent", None)),
+    )
