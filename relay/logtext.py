@@ -48,18 +48,17 @@ class _Timestamps:
     """Twisted's RFC 3339 timestamp text, made once per second: it has no finer part."""
 
     def __init__(self) -> None:
-        self._second: int | None = None
-        self._text = "-"
+        self._last: tuple[int, str] = (-1, "")  # one attribute, so a thread never sees half an update
 
     def __call__(self, when: float | None) -> str:
         """C{when} as Twisted's L{formatTime} writes it; C{"-"} for none."""
         if when is None:
             return "-"
         second = floor(when)
-        if second != self._second:
-            self._text = formatTime(when)
-            self._second = second
-        return self._text
+        last = self._last
+        if second != last[0] or not last[1]:
+            last = self._last = (second, formatTime(when))
+        return last[1]
 
 
 class ClassicLines:
