@@ -435,6 +435,36 @@ class SenderTests(GatewayTestCase):
         self.assertFalse(raw.server_transport.reading_paused)
         self.assertEqual(rendezvous.messages, [(payload, True)])
 
+    def test_an_autobahn_sender_writing_before_its_101_is_read_no_further_than_one_splice_read(self) -> None:
+        """
+        The same bound for a sender whose upgrade Autobahn answers (here: it names an C{Origin}).
+
+        Autobahn keeps whatever arrives before the handshake completes; the gateway stops reading once that
+        reaches one splice read, and the splice gets all of it when the listener accepts.
+        """
+        listener = self.listen()
+        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
+        targets = self.record_requests()
+        raw = RawClient()
+        self.net.attach(raw)
+        target = "/$hc/hyco?sb-hc-action=connect&sb-hc-id=early-autobahn"
+        raw.transport.write(self.raw_head(target, "Origin: http://example.org\r\n"))
+        self.net.flush()
+        self.assertEqual(targets, [target.encode()])  # not the direct path
+        payload = bytes(range(256)) * (limit // 256)
+        mask = b"\x01\x02\x03\x04"
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        frame = b"\x82\xff" + struct.pack("!Q", len(payload)) + mask + masked
+        for start in range(0, len(frame), 4096):
+            raw.transport.write(frame[start : start + 4096])
+            self.net.flush()
+        self.assertTrue(raw.server_transport.reading_paused)
+        self.assertEqual(raw.received, b"")
+        rendezvous = self.accept_next(listener)
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), raw.received)
+        self.assertFalse(raw.server_transport.reading_paused)
+        self.assertEqual(rendezvous.messages, [(payload, True)])
+
     def test_pairs_are_answered_without_twisted_web_requests(self) -> None:
         """A sender's and a rendezvous upgrade whose head comes in one piece never become a Request."""
         listener = self.listen()

@@ -180,6 +180,7 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
         self._delayed: IDelayedCall | None = None
         self._throttled_source: str | None = None
         self._gone = False
+        self._reading_paused = False
         self._reader = FastMessageReader(self, masked=True, binary=True)
 
     # -- handshake -------------------------------------------------------------------------------------
@@ -345,6 +346,8 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
             listener = self._handoff.protocol
             self._handoff = None
             self.factory.start_splice(self, listener, self.tracking_id, self._ticket)
+            if self._reading_paused:  # the splice has what Autobahn held; it reads the rest
+                self.transport.resumeProducing()
         elif self.http_role is not None:
             self.http_role.opened()
 
@@ -410,12 +413,23 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
         always one whole frame each, and Autobahn's frame machinery cost more than handling them
         (L{relay.wsfast}). Other connections hand their bytes to Autobahn's framework-neutral entry point:
         its Twisted adapter's C{dataReceived} only adds a debug line whose colourised arguments it formats
-        whatever the log level. Spliced legs no longer come here: their transports moved on.
+        whatever the log level. Spliced legs no longer come here: their transports moved on. A sender
+        waiting for its listener is read up to one splice read, as on the direct path.
         """
         if self.control is not None:
             self._reader.data_received(data)
-        else:
-            self._dataReceived(data)
+            return
+        self._dataReceived(data)
+        if (
+            self._ticket is not None
+            and not self._reading_paused
+            and self.state == self.STATE_CONNECTING
+            and len(self.data) >= self.factory.limits.get("splice_buffer_bytes", 262144)
+        ):
+            # A sender waiting for its listener that writes before its 101 (RFC 6455 forbids it): Autobahn
+            # would keep all of it. Hold one splice read's worth; TCP holds the rest.
+            self._reading_paused = True
+            self.transport.pauseProducing()
 
     @override
     def connectionMade(self) -> None:
