@@ -20,17 +20,17 @@ from dataclasses import replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
-from relay.httpbody import BodyProducer, IBodyConsumer
+from relay.httpbody import BodyProducer
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import fits_control_channel
 from relay.hybrid.headers import HeaderError, body_forbidden, reason_phrase, response_head
+from relay.hybrid.httpflow import DownloadProducer, UploadToRendezvous
 from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
@@ -48,49 +48,6 @@ class State(Enum):
     WAITING = "waiting for the response"
     RESPONDING = "relaying the response"
     DONE = "done"
-
-
-@implementer(IPushProducer)
-class _DownloadProducer:
-    """Registered on the sender's request: its full write buffer pauses reading the listener's rendezvous."""
-
-    def __init__(self, exchange: Exchange, transport: Any) -> None:
-        self._exchange = exchange
-        self._transport = transport
-
-    def pauseProducing(self) -> None:
-        """The sender reads slowly."""
-        self._transport.pauseProducing()
-        self._exchange.download_paused()
-
-    def resumeProducing(self) -> None:
-        """The sender caught up."""
-        self._transport.resumeProducing()
-        self._exchange.download_resumed()
-
-    def stopProducing(self) -> None:
-        """The sender is gone; the exchange hears about it from the request."""
-
-
-@implementer(IBodyConsumer)
-class _Upload:
-    """Streams a sender's request body into a rendezvous as the fragments of one binary message."""
-
-    def __init__(self, exchange: Exchange, role: RendezvousRole) -> None:
-        self._exchange = exchange
-        self._protocol = role.protocol
-
-    def body_data(self, data: bytes) -> None:
-        """Forward one piece as one frame."""
-        self._protocol.sendMessageFrame(data)
-
-    def body_end(self) -> None:
-        """Close the message."""
-        self._protocol.endMessage()
-        self._exchange.request_delivered()
-
-    def body_failed(self, reason: Failure) -> None:
-        """The sender went away; the exchange learns it from its request."""
 
 
 class Exchange:
@@ -130,7 +87,7 @@ class Exchange:
         self._request_sent = False
         self._forward_body = True
         self._expected: int | None = None
-        self._producer: _DownloadProducer | None = None
+        self._producer: DownloadProducer | None = None
         self._response_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
         self._download_paused = False
@@ -248,7 +205,7 @@ class Exchange:
             protocol.beginMessage(isBinary=True)
             role.transport.registerProducer(BodyProducer(stream), True)
             self._uploading = True
-            stream.attach(_Upload(self, role))
+            stream.attach(UploadToRendezvous(self, role))
             return
         if has_body and self._body:
             protocol.sendMessage(self._body, isBinary=True)
@@ -328,7 +285,7 @@ class Exchange:
             if not request._disconnected:
                 request.write(b"")  # the status line and headers go out now
             if self._forward_body and self.rendezvous is not None:
-                self._producer = _DownloadProducer(self, self.rendezvous.transport)
+                self._producer = DownloadProducer(self, self.rendezvous.transport)
                 request.registerProducer(self._producer, True)
                 channel = self.sender_channel
                 if isinstance(channel, RelayHTTPChannel) and channel.writing_paused:

@@ -1,0 +1,63 @@
+"""
+The two adapters that carry an HTTP exchange's bodies, with back-pressure (L{relay.hybrid.httpexchange}).
+
+L{DownloadProducer} lets a sender that reads a response slowly pause reading from the listener's
+rendezvous; L{UploadToRendezvous} streams a sender's request body into a rendezvous as one message.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from relay.httpbody import IBodyConsumer
+
+if TYPE_CHECKING:
+    from relay.hybrid.httpexchange import Exchange
+    from relay.hybrid.httprendezvous import RendezvousRole
+
+
+@implementer(IPushProducer)
+class DownloadProducer:
+    """Registered on the sender's request: its full write buffer pauses reading the listener's rendezvous."""
+
+    def __init__(self, exchange: Exchange, transport: Any) -> None:
+        self._exchange = exchange
+        self._transport = transport
+
+    def pauseProducing(self) -> None:
+        """The sender reads slowly."""
+        self._transport.pauseProducing()
+        self._exchange.download_paused()
+
+    def resumeProducing(self) -> None:
+        """The sender caught up."""
+        self._transport.resumeProducing()
+        self._exchange.download_resumed()
+
+    def stopProducing(self) -> None:
+        """The sender is gone; the exchange hears about it from the request."""
+
+
+@implementer(IBodyConsumer)
+class UploadToRendezvous:
+    """Streams a sender's request body into a rendezvous as the fragments of one binary message."""
+
+    def __init__(self, exchange: Exchange, role: RendezvousRole) -> None:
+        self._exchange = exchange
+        self._protocol = role.protocol
+
+    def body_data(self, data: bytes) -> None:
+        """Forward one piece as one frame."""
+        self._protocol.sendMessageFrame(data)
+
+    def body_end(self) -> None:
+        """Close the message."""
+        self._protocol.endMessage()
+        self._exchange.request_delivered()
+
+    def body_failed(self, reason: Failure) -> None:
+        """The sender went away; the exchange learns it from its request."""
