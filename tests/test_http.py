@@ -519,6 +519,25 @@ class FailureTests(HttpTestCase):
         self.assertEqual(sender.reply.status, 502)
         self.assertIn(b"went away", sender.reply.body)
 
+    def test_listener_gone_leaves_no_channel_state(self) -> None:
+        """
+        A control channel that closes with requests in flight leaves nothing behind in the relay.
+
+        Failing its exchanges used to make the channel's HTTP state again after it was forgotten, so
+        every listener that left with a request in flight kept its channel and protocol for good.
+        """
+        for attempt in range(3):
+            listener = self.listen()
+            sender = self.sender()
+            sender.request("GET", f"/hyco/gone-{attempt}", self.auth())
+            self.net.flush()
+            self.assertEqual(len(self.gateway.http._responses), 1)
+            listener.sendClose(1000)
+            self.net.flush()
+            self.assertEqual(sender.reply.status, 502)
+            self.assertEqual(self.gateway.http._responses, {})
+            self.assertEqual(self.gateway.http.exchanges, set())
+
     def test_download_back_pressure(self) -> None:
         """A slow sender pauses reading the rendezvous; waiting for it is no stall of the listener."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")

@@ -194,6 +194,12 @@ class HttpRelay:
             state = self._responses[channel] = ControlResponses(self, channel)
         return state
 
+    def untrack(self, channel: ControlChannel, exchange: Exchange) -> None:
+        """An exchange no longer depends on C{channel}; a channel with no HTTP state gets none."""
+        state = self._responses.get(channel)
+        if state is not None:
+            state.untrack(exchange)
+
     def forget(self, channel: ControlChannel) -> None:
         """A control channel closed."""
         self._responses.pop(channel, None)

@@ -97,7 +97,8 @@ class ControlResponses:
             )
 
     def _closed(self, channel: ControlChannel) -> None:
-        self.relay.forget(channel)
-        for exchange in list(self.pending.values()):
-            exchange.listener_gone()
+        pending = list(self.pending.values())
         self.pending.clear()
+        for exchange in pending:
+            exchange.listener_gone()
+        self.relay.forget(channel)  # last: nothing above may bring the channel's state back

@@ -143,7 +143,7 @@ class Exchange:
 
     def _untrack(self) -> None:
         if self._channel is not None:
-            self.relay.responses(self._channel).untrack(self)
+            self.relay.untrack(self._channel, self)
             self._channel = None
 
     def _drop_ticket(self, *, response_arrived: bool) -> None:
