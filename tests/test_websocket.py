@@ -465,6 +465,55 @@ class SenderTests(GatewayTestCase):
         self.assertFalse(raw.server_transport.reading_paused)
         self.assertEqual(rendezvous.messages, [(payload, True)])
 
+    def test_a_waiting_autobahn_sender_that_sends_another_head_gets_one_ticket(self) -> None:
+        """A second request head on a sender still waiting for its listener is not a second upgrade."""
+        listener = self.listen()
+        raw = RawClient()
+        self.net.attach(raw)
+        head = self.raw_head(
+            "/$hc/hyco?sb-hc-action=connect&sb-hc-id=twice", "Origin: http://example.org\r\n"
+        )
+        accepts_before = len(listener.messages)
+        for _ in range(5):
+            raw.transport.write(head)
+            self.net.flush()
+        self.assertEqual(len(listener.messages) - accepts_before, 1)
+        self.assertEqual(len(self.gateway.hybrid.rendezvous), 1)
+
+    def test_a_refused_listener_waiting_out_its_delay_is_read_no_further_than_one_splice_read(self) -> None:
+        """
+        A listener refused with a delay (bad token) holds at most one splice read while it waits.
+
+        Further heads on its socket take no more throttle slots, and the slot is freed after the refusal.
+        """
+        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
+        raw = RawClient()
+        self.net.attach(raw, source="10.9.9.9")
+        head = (
+            f"GET /$hc/hyco?sb-hc-action=listen HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\nServiceBusAuthorization: bad\r\n\r\n"
+        ).encode()
+        raw.transport.write(head)
+        self.net.flush()
+        throttle = self.gateway.throttle
+        self.assertEqual(throttle._pending, {"10.9.9.9": 1})
+        raw.transport.write(head * 3)
+        self.net.flush()
+        for _ in range(2 * limit // 65536):  # the harness delivers while paused: stop writing then
+            raw.transport.write(b"z" * 65536)
+            self.net.flush()
+            if raw.server_transport.reading_paused:
+                break
+        self.assertTrue(raw.server_transport.reading_paused)
+        held = [len(p.data) for p in self.gateway.hybrid_factory.connections if hasattr(p, "data")]
+        self.assertEqual(len(held), 1)
+        self.assertLess(held[0], limit + 65536 + len(head) * 3)
+        self.assertEqual(throttle._pending, {"10.9.9.9": 1})
+        self.net.advance(100)
+        self.assertTrue(raw.received.startswith(b"HTTP/1.1 401"), raw.received[:40])
+        self.assertEqual(throttle._pending, {})
+
     def test_pairs_are_answered_without_twisted_web_requests(self) -> None:
         """A sender's and a rendezvous upgrade whose head comes in one piece never become a Request."""
         listener = self.listen()

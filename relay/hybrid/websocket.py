@@ -346,10 +346,11 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
             listener = self._handoff.protocol
             self._handoff = None
             self.factory.start_splice(self, listener, self.tracking_id, self._ticket)
-            if self._reading_paused:  # the splice has what Autobahn held; it reads the rest
-                self.transport.resumeProducing()
         elif self.http_role is not None:
             self.http_role.opened()
+        if self._reading_paused:  # what was held is taken (the splice) or parsed next (Autobahn)
+            self._reading_paused = False
+            self.transport.resumeProducing()
 
     @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -413,21 +414,30 @@ class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type:
         always one whole frame each, and Autobahn's frame machinery cost more than handling them
         (L{relay.wsfast}). Other connections hand their bytes to Autobahn's framework-neutral entry point:
         its Twisted adapter's C{dataReceived} only adds a debug line whose colourised arguments it formats
-        whatever the log level. Spliced legs no longer come here: their transports moved on. A sender
-        waiting for its listener is read up to one splice read, as on the direct path.
+        whatever the log level. Spliced legs no longer come here: their transports moved on. While an
+        upgrade's answer is pending, bytes are held here instead (L{_hold_until_answered}).
         """
         if self.control is not None:
             self._reader.data_received(data)
             return
+        if self.state == self.STATE_CONNECTING and getattr(self, "http_request_data", None) is not None:
+            self._hold_until_answered(data)
+            return
         self._dataReceived(data)
-        if (
-            self._ticket is not None
-            and not self._reading_paused
-            and self.state == self.STATE_CONNECTING
-            and len(self.data) >= self.factory.limits.get("splice_buffer_bytes", 262144)
+
+    def _hold_until_answered(self, data: bytes) -> None:
+        """
+        Keep bytes that arrive while the upgrade's answer is pending, up to one splice read; then stop reading.
+
+        A sender waits here for its listener, and a refused listener for its throttle delay. Autobahn would
+        keep all of it, and parse every further request head as another upgrade (another ticket, another
+        C{accept} to the listener, another throttle slot). A peer may not send before its 101 (RFC 6455
+        section 4.1); what a sender sent early is relayed once the splice starts, and TCP holds the rest.
+        """
+        self.data += data
+        if not self._reading_paused and len(self.data) >= self.factory.limits.get(
+            "splice_buffer_bytes", 262144
         ):
-            # A sender waiting for its listener that writes before its 101 (RFC 6455 forbids it): Autobahn
-            # would keep all of it. Hold one splice read's worth; TCP holds the rest.
             self._reading_paused = True
             self.transport.pauseProducing()
 
