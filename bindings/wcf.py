@@ -37,7 +37,7 @@ from bindings.wcfsender import SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
-from relay.wsdata import NoTimerAfterLoss
+from relay.wsdata import BoundedPongs, NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
 from relay.wsframes import server_frame
 
@@ -179,7 +179,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(NoTimerAfterLoss, WebSocketServerProtocol):  # type: ignore[misc]
+class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One C{$wcf} WebSocket: a listener or a sender.
 

@@ -29,8 +29,9 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.logger import Logger
 
-from relay.writes import plain_socket, write_now
+from relay.writes import pending_write_bytes, plain_socket, write_now
 from relay.wsframes import masked_frame, server_frame
 
 
@@ -51,6 +52,37 @@ class NoTimerAfterLoss:
             call.cancel()
             protocol.closeHandshakeTimeoutCall = None
         super()._connectionLost(reason)  # type: ignore[misc]
+
+
+PONG_BACKLOG_LIMIT = 1024 * 1024
+_log = Logger(namespace="relay.wsdata")
+
+
+class BoundedPongs:
+    """
+    Mixin for the gateway's Autobahn protocols: no pong is queued for a peer that pings but does not read.
+
+    Autobahn answers every ping. A peer that floods pings and never reads would make the gateway queue the
+    pongs without end; RFC 6455 (5.5.3) lets an endpoint leave earlier pings unanswered, and past
+    L{PONG_BACKLOG_LIMIT} unsent bytes this one is.
+    """
+
+    transport: Any
+    state: int
+    _pongs_skipped = False
+
+    def onPing(self, payload: bytes) -> None:
+        """Answer, unless the peer already has more than L{PONG_BACKLOG_LIMIT} bytes waiting."""
+        if self.state != WebSocketProtocol.STATE_OPEN:
+            return
+        if pending_write_bytes(self.transport) < PONG_BACKLOG_LIMIT:
+            self.sendPong(payload)  # type: ignore[attr-defined]
+        elif not self._pongs_skipped:
+            self._pongs_skipped = True
+            _log.info(
+                "{peer} pings without reading; pongs skipped while its queue is full",
+                peer=getattr(self, "peer", "-"),
+            )
 
 
 class QuietSendData(NoTimerAfterLoss):

@@ -13,7 +13,8 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from relay.hybrid import direct
+from relay import wsdata
+from relay.hybrid import bridge, direct
 from relay.hybrid.bridge import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
@@ -669,6 +670,41 @@ class SenderTests(GatewayTestCase):
         self.net.flush()
         self.assertEqual(pongs, [b"x"])
         self.assertEqual(rendezvous_pings, [])
+
+    def test_pings_without_reading_get_no_pongs_past_one_read_queued(self) -> None:
+        """A leg whose queue holds a read's worth gets no more pongs (and one log line); later ones again."""
+        _, sender, _rendezvous = self.pair()
+        pongs: list[bytes] = []
+        sender.onPong = pongs.append
+        queued = {"bytes": 1 << 30}
+        self.patch(bridge, "pending_write_bytes", lambda transport: queued["bytes"])
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for _ in range(100):
+            sender.sendPing(b"p")
+        self.net.flush()
+        self.assertEqual(pongs, [])
+        skipped = [e for e in observer if "pongs skipped" in formatEvent(e)]
+        self.assertEqual(len(skipped), 1)
+        queued["bytes"] = 0
+        sender.sendPing(b"q")
+        self.net.flush()
+        self.assertEqual(pongs, [b"q"])
+
+    def test_control_channel_pings_without_reading_get_no_pongs(self) -> None:
+        """The same for a socket Autobahn answers (a listener's control channel)."""
+        listener = self.listen()
+        pongs: list[bytes] = []
+        listener.onPong = pongs.append
+        queued = {"bytes": wsdata.PONG_BACKLOG_LIMIT}
+        self.patch(wsdata, "pending_write_bytes", lambda transport: queued["bytes"])
+        for _ in range(100):
+            listener.sendPing(b"p")
+        self.net.flush()
+        self.assertEqual(pongs, [])
+        queued["bytes"] = 0
+        listener.sendPing(b"q")
+        self.net.flush()
+        self.assertEqual(pongs, [b"q"])
 
     def test_protocol_error_on_a_leg(self) -> None:
         """A leg that sends a reserved opcode is failed with 1002; the other leg is closed with 1001."""

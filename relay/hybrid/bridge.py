@@ -119,6 +119,7 @@ class SpliceLeg:
         "lost",
         "name",
         "other",
+        "pongs_skipped",
         "protocol",
         "relay",
         "socket",
@@ -141,6 +142,7 @@ class SpliceLeg:
         self.close_reason = ""
         self.finished = False
         self.lost = False
+        self.pongs_skipped = False
 
     def data_received(self, data: bytes) -> None:
         """Bytes arrived on this leg's socket."""
@@ -307,8 +309,20 @@ class Splice:
 
     def _control(self, leg: SpliceLeg, frame: ControlFrame) -> None:
         if frame.opcode == OP_PING:
-            if not leg.close_sent:
+            if leg.close_sent:
+                return
+            if pending_write_bytes(leg.transport) < self._buffer_size:
                 leg.transport.write(encode_frame(OP_PONG, frame.payload))
+            elif not leg.pongs_skipped:
+                # A leg that pings without reading would have the gateway queue pongs without end. RFC
+                # 6455 (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth
+                # queued, this one is.
+                leg.pongs_skipped = True
+                self.log.info(
+                    "pair {pair_id}: the {leg} pings without reading; pongs skipped while its queue is full",
+                    pair_id=self.connection_id,
+                    leg=leg.name,
+                )
         elif frame.opcode == OP_PONG:
             return
         elif frame.opcode == OP_CLOSE:

@@ -50,7 +50,7 @@ from relay.hybrid.upgrades import (
     sender_refusal,
 )
 from relay.throttle import FailureThrottle
-from relay.wsdata import QuietSendData
+from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
 
 _FACTORY_OPTIONS = frozenset(WebSocketServerProtocol.CONFIG_ATTRS)
@@ -148,7 +148,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return self._drain.wait(timeout)
 
 
-class HybridConnectionProtocol(QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
+class HybridConnectionProtocol(BoundedPongs, QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
