@@ -37,6 +37,7 @@ from bindings.wcfsender import SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.resource import ErrorResource
+from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedPongs, NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
 from relay.wsframes import server_frame
@@ -51,6 +52,9 @@ REGISTER_TIMEOUT: Final = 30.0
 """Seconds a listener has to send C{r:Register} after its handshake."""
 _TOKEN_HEADER: Final = "servicebusauthorization"  # noqa: S105 - a header name
 _MAX_REASON: Final = 200
+
+# Unsent bytes past which a peer that draws faults is closed rather than sent another (L{send_fault}).
+FAULT_BACKLOG_LIMIT: Final = 1024 * 1024
 
 
 class TargetError(ValueError):
@@ -280,7 +284,21 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
     def send_fault(
         self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
     ) -> None:
-        """Write a gateway fault (spec 7.1), count it and log it."""
+        """
+        Write a gateway fault (spec 7.1), count it and log it.
+
+        A peer that keeps sending bad messages without reading the faults is closed with 1008 once
+        L{FAULT_BACKLOG_LIMIT} bytes wait for it, instead of having faults queued for it without end.
+        """
+        if pending_write_bytes(self.transport) >= FAULT_BACKLOG_LIMIT:
+            if self.state == self.STATE_OPEN:
+                self.logger.warn(
+                    "closing {role} {tracking_id}: it sends bad messages without reading the faults",
+                    role=self.role_name,
+                    tracking_id=self.tracking_id,
+                )
+            self.close_with(CloseCode.POLICY_VIOLATION, "Faults are not being read")
+            return
         entity = getattr(self.role, "entity", None)
         self.factory.gateway.instruments.fault(entity.name if entity is not None else None, kind.subcode_name)
         self.logger.info(

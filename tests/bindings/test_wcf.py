@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
+from bindings import wcf
 from bindings.addressing import ANONYMOUS, new_message_id, read_addressing, read_sender
 from bindings.contracts import contract_of
 from bindings.control import (
@@ -438,6 +439,20 @@ class DatagramTests(BindingsTestCase):
         sender.sendMessage(b"\x00\x01", isBinary=True)
         self.net.flush()
         self.assertEqual(sender.closed[1], 1003)  # type: ignore[index]
+
+    def test_bad_messages_without_reading_the_faults(self) -> None:
+        """A listener that draws faults while its queue is full is closed with 1008; none is queued."""
+        listener = self.listener()
+        listener.sendMessage(b"x", isBinary=False)
+        self.net.flush()
+        self.assertEqual(subcode(listener.messages[-1][0]), "InvalidMessage")
+        answers = len(listener.messages)
+        self.patch(wcf, "pending_write_bytes", lambda transport: wcf.FAULT_BACKLOG_LIMIT)
+        for _ in range(50):
+            listener.sendMessage(b"x", isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(listener.messages), answers)
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
     def test_too_large(self) -> None:
         """Over the name's limit: MessageTooLarge and the socket stays open; over the kind's cap: 1009."""
