@@ -183,6 +183,8 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "http_linger_timeout": (10.0, 0.0, 600.0),
     "http_max_request_line": (16384.0, 1024.0, 1048576.0),
     "http_max_header_bytes": (65536.0, 4096.0, 1048576.0),
+    # bodies buffered whole (every route but relayed HTTP); default: the largest SOAP max_message_bytes
+    "http_max_buffered_body": (67108864.0, 65536.0, 1073741824.0),
     "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
     "metrics_max_entities": (1000.0, 1.0, 100000.0),  # entity label values per metric; more: "_other"
 }

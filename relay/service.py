@@ -251,6 +251,7 @@ class GatewayService(MultiService):
             reactor=reactor,
             timeout=limits["http_idle_timeout"],
             stream_policy=self.root.streams_body,
+            max_buffered_body=int(limits["http_max_buffered_body"]),
             linger_timeout=limits["http_linger_timeout"],
             max_request_line=int(limits["http_max_request_line"]),
             max_header_bytes=int(limits["http_max_header_bytes"]),

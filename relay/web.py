@@ -13,8 +13,15 @@ read the upload). Twisted's channel cannot finish a request whose body is still 
 L{RelayRequest.finish} waits: the rest of the body is read and dropped, then the request finishes and the
 connection stays usable. A sender that keeps sending past the linger time is disconnected.
 
+Every other body is buffered whole by twisted.web (in memory, or a temporary file beyond 100 KB) before
+any resource, token check included, sees the request. The site bounds that: a C{Content-Length} above its
+C{max_buffered_body} gets 413 at once, and a chunked body gets 413 as soon as it passes the limit. A
+WebSocket upgrade (any request with an C{Upgrade} field) that announces a body gets 400 before a body byte
+is read: no upgrade the gateway serves has one, and the body would otherwise be buffered whole first.
+
 Oversized heads get 414 (request line) or 431 (header fields), malformed ones 400, each with a short
-body naming the cause and a tracking id, and a log event, instead of twisted's bare 400.
+body naming the cause and a tracking id, and a log event, instead of twisted's bare 400. The refused
+bodies above get the same kind of answer, and the connection is closed after it.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from relay.writes import plain_socket, write_now
 StreamPolicy = Callable[[Request], bool]
 
 DEFAULT_BUFFERED_BODY = 64 * 1024
+DEFAULT_MAX_BUFFERED_BODY = 64 * 1024 * 1024  # the largest max_message_bytes a SOAP binding name may have
 DEFAULT_MAX_REQUEST_LINE = 16 * 1024
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_HEADERS = 500
@@ -78,6 +86,9 @@ class RelayRequest(Request):
 
     channel: Any
     body: RequestBody | None = None
+    _max_buffered: int | None = None  # the site's C{max_buffered_body}, for a body buffered in C{content}
+    _buffered = 0  # body bytes buffered in C{content} so far
+    _body_refused = False
     _finish_pending = False
     _linger: IDelayedCall | None = None
 
@@ -124,8 +135,19 @@ class RelayRequest(Request):
 
     @override
     def gotLength(self, length: int | None) -> None:
-        """Decide, with the headers in, whether to handle the request now and stream its body."""
+        """
+        Decide, with the headers in, whether to handle the request now and stream its body.
+
+        Refuse, before a body byte is read, an upgrade with a body (400) and a body to be buffered whose
+        C{Content-Length} is above the site's C{max_buffered_body} (413).
+        """
         site = self.channel.site
+        gateway = isinstance(self.channel, RelayHTTPChannel)  # other sites' plain channels: as twisted does
+        if gateway and length != 0 and self.requestHeaders.hasHeader(b"upgrade"):
+            self._refuse_body(
+                ErrorKind.BAD_REQUEST, "A WebSocket upgrade request must not have a body", length
+            )
+            return
         policy: StreamPolicy | None = getattr(site, "stream_policy", None)
         buffered = getattr(site, "buffered_body", DEFAULT_BUFFERED_BODY)
         if policy is not None and length != 0 and (length is None or length > buffered):
@@ -135,7 +157,20 @@ class RelayRequest(Request):
                 self.body = RequestBody(self, length)
                 self.process()
                 return
+        limit: int | None = getattr(site, "max_buffered_body", None) if gateway else None
+        if limit is not None and length is not None and length > limit:
+            self._refuse_body(
+                ErrorKind.PAYLOAD_TOO_LARGE, f"The request body is larger than {limit} bytes", length
+            )
+            return
+        self._max_buffered = limit
         super().gotLength(length)
+
+    def _refuse_body(self, kind: ErrorKind, message: str, length: int | None) -> None:
+        """Answer with an error before (the rest of) the body is read, and close the connection."""
+        self._body_refused = True
+        self._read_request_line()
+        self.channel.refuse_body(self, kind, message, length)
 
     def _read_request_line(self) -> None:
         # What requestReceived() would set; the channel keeps the request line until the body is read.
@@ -147,17 +182,28 @@ class RelayRequest(Request):
 
     @override
     def handleContentChunk(self, data: bytes) -> None:
-        """Stream the chunk, or buffer it as twisted.web does."""
+        """Stream the chunk, or buffer it as twisted.web does, up to the site's C{max_buffered_body}."""
         if self.body is not None:
             self.body.feed(data)
-        else:
-            super().handleContentChunk(data)
+            return
+        if self._body_refused:
+            return  # the rest of what the chunked decoder had in hand
+        limit = self._max_buffered
+        if limit is not None:
+            self._buffered += len(data)
+            if self._buffered > limit:  # only a chunked body: twisted reads no more than a Content-Length
+                self._refuse_body(
+                    ErrorKind.PAYLOAD_TOO_LARGE, f"The request body is larger than {limit} bytes", None
+                )
+                return
+        super().handleContentChunk(data)
 
     @override
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """The body is complete: end the stream of a request already being handled, or handle it now."""
         if self.body is None:
-            super().requestReceived(command, path, version)
+            if not self._body_refused:  # a chunked body can be refused in the read that also ends it
+                super().requestReceived(command, path, version)
             return
         self.body.end()
         if self._finish_pending:
@@ -332,36 +378,62 @@ class RelayHTTPChannel(HTTPChannel):
         """twisted.web's answer to malformed requests, with a body, a tracking id and a log event."""
         self._refuse(ErrorKind.BAD_REQUEST, "Malformed HTTP request")
 
+    def refuse_body(self, request: RelayRequest, kind: ErrorKind, message: str, length: int | None) -> None:
+        """
+        Refuse C{request} for its body (L{RelayRequest.gotLength}), reading no more of the connection.
+
+        @param length: the announced C{Content-Length}, C{None} for a chunked body.
+        """
+        if self._refused:
+            return
+        tracking_id = new_tracking_id()
+        RelaySite.logger.info(
+            "refused {method} {path} from {peer} without reading its body: {kind} {message}",
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1")[:200],
+            peer=self._peer(),
+            kind=kind.name,
+            message=message,
+            content_length=length,
+            tracking_id=tracking_id,
+        )
+        self._answer_refusal(kind.status, RelayError(kind, message).describe(tracking_id))
+
     def _refuse(self, kind: ErrorKind, message: str) -> None:
         if self._refused:
             return
-        self._refused = True
-        self.setRawMode()
         tracking_id = new_tracking_id()
-        peer = str(self.transport.getPeer()) if self.transport is not None else "-"
         RelaySite.logger.info(
             "refused a request from {peer}: {kind} {message}",
-            peer=peer,
+            peer=self._peer(),
             kind=kind.name,
             message=message,
             tracking_id=tracking_id,
         )
+        self._answer_refusal(kind.status, RelayError(kind, message).describe(tracking_id))
+
+    def _peer(self) -> str:
+        return str(self.transport.getPeer()) if self.transport is not None else "-"
+
+    def _answer_refusal(self, status: int, text: str) -> None:
+        """Stop reading, answer with C{status} and C{text} (cause and tracking id), close the connection."""
+        self._refused = True
+        self.setRawMode()
         if self.requests and self.requests[-1].startedWriting:
             # A response is under way: a status line now would corrupt it.
             self.transport.abortConnection()
             return
-        text = (RelayError(kind, message).describe(tracking_id) + "\n").encode("utf-8")
+        body = (text + "\n").encode("utf-8")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s"
-            % (kind.status, _PHRASES.get(kind.status, b"Error"), len(text), text)
+            b"Connection: close\r\n\r\n%s" % (status, _PHRASES.get(status, b"Error"), len(body), body)
         )
         self.loseConnection()
 
     @override
     def _send100Continue(self) -> None:
         """Only while no response has started (a request handled early may have been refused already)."""
-        if self.requests and self.requests[-1].startedWriting:
+        if self._refused or (self.requests and self.requests[-1].startedWriting):
             return
         super()._send100Continue()
 
@@ -407,7 +479,12 @@ class RelayHTTPChannel(HTTPChannel):
             callback()
 
 
-_PHRASES = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_PHRASES = {
+    400: b"Bad Request",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+}
 
 
 class RelaySite(Site):
@@ -418,6 +495,8 @@ class RelaySite(Site):
         as a stream (the request is then handled at once); C{None}: never.
     @ivar buffered_body: bodies with a C{Content-Length} up to this size are buffered even for streaming
         resources (they fit a control-channel message).
+    @ivar max_buffered_body: the largest body buffered whole for a resource that does not stream it (413
+        beyond); C{None}: no limit.
     @ivar linger_timeout: seconds a sender may keep sending a body that nobody reads after the response.
     @ivar max_request_line: longest request line (414 beyond).
     @ivar max_header_bytes: total size of the header fields (431 beyond).
@@ -439,6 +518,7 @@ class RelaySite(Site):
         timeout: float = 120.0,
         stream_policy: StreamPolicy | None = None,
         buffered_body: int = DEFAULT_BUFFERED_BODY,
+        max_buffered_body: int | None = DEFAULT_MAX_BUFFERED_BODY,
         linger_timeout: float = 10.0,
         max_request_line: int = DEFAULT_MAX_REQUEST_LINE,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
@@ -447,6 +527,7 @@ class RelaySite(Site):
         super().__init__(resource, timeout=timeout, reactor=reactor)
         self.stream_policy = stream_policy
         self.buffered_body = buffered_body
+        self.max_buffered_body = max_buffered_body
         self.linger_timeout = linger_timeout
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes

@@ -1,4 +1,8 @@
-"""Tests for the gateway's site: streamed request bodies, deferred finish, 100-continue, lingering."""
+"""
+Tests for the gateway's site.
+
+Streamed request bodies, deferred finish, 100-continue, lingering, and the bounds on buffered bodies.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from typing import Any
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,7 +20,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from relay.httpbody import IBodyConsumer
-from relay.web import RelayRequest, RelaySite
+from relay.web import RelayHTTPChannel, RelayRequest, RelaySite
 
 from .httpharness import RawHttpClient
 from .wsharness import RecordingTransport
@@ -262,3 +268,164 @@ class SiteTests(SynchronousTestCase):
         client.request("POST", "/buffer", body=b"ab")
         pump.flush()
         self.assertEqual(client.replies[-1].body, b"buffered 2")
+
+
+class BufferedBodyLimitTests(SynchronousTestCase):
+    """
+    A L{RelaySite} whose policy streams paths under C{/stream}, buffering at most 10000 body bytes elsewhere.
+
+    The channel of each connection is kept (C{self.channels}) to look at the request twisted.web made.
+    """
+
+    LIMIT = 10000
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = Streaming()
+        self.site = RelaySite(
+            self.resource,
+            reactor=self.clock,
+            stream_policy=lambda request: request.path.startswith(b"/stream"),
+            buffered_body=1000,
+            max_buffered_body=self.LIMIT,
+        )
+        self.channels: list[RelayHTTPChannel] = []
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def connect(self) -> tuple[RawHttpClient, WriteCountingTransport, iosim.IOPump]:
+        client = RawHttpClient()
+        server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
+        self.channels.append(server)
+        server_transport = WriteCountingTransport(server, True)
+        pump = iosim.connect(
+            server, server_transport, client, iosim.FakeTransport(client, False), greet=False
+        )
+        return client, server_transport, pump
+
+    def refusals(self) -> list[Any]:
+        return [e for e in self.events if e.get("log_namespace") == "relay.web.RelaySite"]
+
+    def assert_refused(self, client: RawHttpClient, transport: Any, status: int, cause: bytes) -> None:
+        """One answer with C{status} naming C{cause} and a tracking id, the connection closed, no render."""
+        (reply,) = client.replies
+        self.assertEqual(reply.status, status)
+        self.assertEqual(reply.header("Connection"), "close")
+        self.assertEqual(reply.header("Content-Type"), "text/plain; charset=utf-8")
+        self.assertIn(cause, reply.body)
+        self.assertIn(b"TrackingId:", reply.body)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.resource.requests, [])
+
+    def test_upgrade_announcing_a_body_is_refused_unread(self) -> None:
+        """
+        An upgrade with C{Content-Length: 10000000} gets 400 from its head, and the connection is closed.
+
+        None of the body bytes that followed the head was buffered, and a log event says why.
+        """
+        client, transport, pump = self.connect()
+        client.methods.append("GET")
+        client.send(
+            b"GET /buffer?sb-hc-action=connect HTTP/1.1\r\nHost: relay.test\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nContent-Length: 10000000\r\n\r\n" + b"b" * 65536
+        )
+        pump.flush()
+        self.assert_refused(client, transport, 400, b"A WebSocket upgrade request must not have a body")
+        (request,) = self.channels[0].requests
+        self.assertIsNone(request.content)  # twisted.web never made a buffer for it
+        (event,) = self.refusals()
+        self.assertEqual(
+            (event["kind"], event["method"], event["path"], event["content_length"]),
+            ("BAD_REQUEST", "GET", "/buffer", 10000000),
+        )
+        self.assertEqual(event["peer"], str(transport.getPeer()))
+
+    def test_chunked_upgrade_is_refused_on_streaming_routes_too(self) -> None:
+        """A chunked upgrade is refused the same way where bodies would be streamed."""
+        client, transport, pump = self.connect()
+        client.request("GET", "/stream", {"Upgrade": "websocket", "Connection": "Upgrade"}, chunked=True)
+        client.chunk(b"c" * 5000)
+        pump.flush()
+        self.assert_refused(client, transport, 400, b"must not have a body")
+        self.assertEqual(self.resource.collectors, [])
+        self.assertEqual(self.refusals()[0]["content_length"], None)
+
+    def test_upgrade_without_body_is_handled(self) -> None:
+        """C{Content-Length: 0} on an upgrade is no body: the resource answers as before."""
+        client, _, pump = self.connect()
+        client.request("GET", "/buffer", {"Upgrade": "websocket", "Connection": "Upgrade"}, body=b"")
+        pump.flush()
+        self.assertEqual(client.reply.body, b"buffered 0")
+
+    def test_content_length_over_the_limit_is_refused_at_once(self) -> None:
+        """A buffered body announced above the limit gets 413 from its head alone (no 100 Continue either)."""
+        client, transport, pump = self.connect()
+        client.methods.append("POST")
+        client.send(
+            b"POST /buffer HTTP/1.1\r\nHost: relay.test\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % (self.LIMIT + 1)
+        )
+        pump.flush()
+        self.assertNotIn(b"100 Continue", client.data)
+        self.assert_refused(client, transport, 413, b"larger than 10000 bytes")
+        self.assertEqual(client.reply.reason, "Content Too Large")
+        self.assertIsNone(self.channels[0].requests[0].content)
+        (event,) = self.refusals()
+        self.assertEqual((event["kind"], event["content_length"]), ("PAYLOAD_TOO_LARGE", self.LIMIT + 1))
+
+    def test_chunked_body_is_cut_at_the_limit(self) -> None:
+        """A chunked body to be buffered gets 413 once it passes the limit; what is buffered stays within."""
+        client, transport, pump = self.connect()
+        client.request("POST", "/buffer", chunked=True)
+        for _ in range(3):
+            client.chunk(b"d" * 3000)
+        pump.flush()
+        self.assertEqual(client.data, b"")  # 9000 bytes: within the limit
+        client.chunk(b"d" * 3000)
+        pump.pump()  # the chunk reaches the gateway, which answers; the connection is not closed yet
+        (request,) = self.channels[0].requests
+        self.assertEqual(request.content.tell(), 9000)
+        pump.flush()
+        self.assert_refused(client, transport, 413, b"larger than 10000 bytes")
+        client.chunk(b"d" * 3000)  # read no more
+        client.chunk(b"")
+        pump.flush()
+        self.assertEqual(len(client.replies), 1)
+        self.assertEqual(self.resource.requests, [])
+
+    def test_chunked_body_ending_in_the_refused_read_is_not_handled(self) -> None:
+        """A body over the limit whose end came in the same read is refused, not handed to the resource."""
+        client, transport, pump = self.connect()
+        client.methods.append("POST")
+        client.send(
+            b"POST /buffer HTTP/1.1\r\nHost: relay.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"%x\r\n%s\r\n0\r\n\r\n" % (self.LIMIT + 1, b"e" * (self.LIMIT + 1))
+        )
+        pump.flush()
+        self.assert_refused(client, transport, 413, b"larger than 10000 bytes")
+        self.assertEqual(self.refusals()[0]["content_length"], None)
+
+    def test_bodies_within_the_limit_are_buffered(self) -> None:
+        """Up to the limit, with a length or chunked, a body reaches the resource whole, and keep-alive holds."""
+        client, transport, pump = self.connect()
+        client.request("POST", "/buffer", body=b"f" * self.LIMIT)
+        client.request("POST", "/buffer", chunked=True, body=b"g" * 6000)
+        client.chunk(b"g" * 4000)
+        client.chunk(b"")
+        pump.flush()
+        self.assertEqual([r.body for r in client.replies], [b"buffered 10000", b"buffered 10000"])
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.refusals(), [])
+
+    def test_streamed_bodies_have_no_limit(self) -> None:
+        """Bodies the resource streams pass the limit, with a length or chunked."""
+        client, _, pump = self.connect()
+        client.request("POST", "/stream", body=b"h" * 50000)
+        pump.flush()
+        client, _, pump = self.connect()
+        client.request("POST", "/stream", chunked=True, body=b"i" * 30000)
+        client.chunk(b"i" * 30000)
+        client.chunk(b"")
+        pump.flush()
+        self.assertEqual([len(c.data) for c in self.resource.collectors], [50000, 60000])
+        self.assertTrue(all(c.ended for c in self.resource.collectors))
+        self.assertEqual(self.refusals(), [])
