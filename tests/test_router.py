@@ -37,7 +37,7 @@ class RouterTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1000)
-        store = MemoryGatewayStore(
+        self.store = store = MemoryGatewayStore(
             [
                 (
                     NS,
@@ -143,6 +143,37 @@ class RouterTests(SynchronousTestCase):
             self.admit("/newhc", [token("newhc", "any.host")], Rights.SEND, "any.host").entity,
             admission.entity,
         )
+
+    def test_refused_listener_creates_nothing(self) -> None:
+        """In an auto-create namespace a listener without a valid token is refused and leaves no entity."""
+        host = "any.host"
+        wrong_key = make_token(f"http://{host}/ghost", "root", "w" * 32, now=self.clock.seconds())
+        for kind, tokens in [
+            (ErrorKind.UNAUTHORIZED, []),
+            (ErrorKind.UNAUTHORIZED, [wrong_key]),
+            (ErrorKind.FORBIDDEN, [token("elsewhere", host, now=self.clock.seconds())]),
+        ]:
+            self.assertRefused(kind, self.admit, "/ghost", tokens, Rights.LISTEN, host)
+            self.assertIsNone(self.store.get(AUTO, "ghost"))
+        self.assertEqual(self.store.entities(AUTO), [])
+
+    def test_authorized_listener_creates_once_checked(self) -> None:
+        """An authorized first listener still creates the hybrid connection, its token checked only once."""
+        checks: list[object] = []
+        real = router_module.validate_any
+
+        def counting(*args: object, **kwargs: object) -> object:
+            checks.append(kwargs["entity_path"])
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        self.patch(router_module, "validate_any", counting)
+        presented = [token("team/app", "any.host", now=self.clock.seconds())]
+        admission = self.admit("/team/app/", presented, Rights.LISTEN, "any.host")
+        self.assertEqual((admission.entity.name, admission.match.suffix), ("team/app", ""))
+        self.assertTrue(admission.entity.dynamic)
+        self.assertIsNotNone(admission.grant)
+        self.assertIs(self.store.get(AUTO, "team/app"), admission.entity)
+        self.assertEqual(checks, ["team/app"])
 
     def test_quota(self) -> None:
         """The third listener of an HC limited to two is refused with 403 quota exceeded."""

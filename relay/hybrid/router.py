@@ -124,34 +124,43 @@ class HybridConnectionRouter:
         # signature was a tenth of the gateway's CPU per established pair.
         self._grants: dict[tuple[Any, ...], Grant] = {}
 
-    def resolve(self, host: str, path: str, *, create: bool = False) -> tuple[Namespace, EntityMatch]:
+    def resolve(
+        self, host: str, path: str, *, create: bool = False, tokens: Sequence[str] = ()
+    ) -> tuple[Namespace, EntityMatch]:
         """
         Find the namespace and hybrid connection for a host and an entity path (after C{$hc}).
 
-        @param create: make the hybrid connection if the namespace auto-creates them (first listener).
-        @raise RelayError: 404 when either is unknown or the name belongs to another entity kind.
+        @param create: make the hybrid connection if the namespace auto-creates them (first listener), but
+            only once C{tokens} grant Listen on it.
+        @raise RelayError: 404 when either is unknown or the name belongs to another entity kind; 401 or
+            403 when a hybrid connection would be created but the tokens do not allow it.
         """
         namespace = self.store.namespace_for_host(host)
         if namespace is None:
             raise RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name")
         match = self.store.match(namespace, path)
         if match is None and create and namespace.auto_create:
-            match = self._auto_create(namespace, path)
+            match = self._auto_create(namespace, path, host, tokens)
         if match is None:
             raise RelayError(ErrorKind.NOT_FOUND, "No hybrid connection with this name")
         if match.entity.kind != HYBRID_CONNECTION:
             raise RelayError(ErrorKind.NOT_FOUND, f"{match.entity.name!r} is not a hybrid connection")
         return namespace, match
 
-    def _auto_create(self, namespace: Namespace, path: str) -> EntityMatch | None:
+    def _auto_create(
+        self, namespace: Namespace, path: str, host: str, tokens: Sequence[str]
+    ) -> EntityMatch | None:
         try:
             segments = split_name(path)
         except EntityNameError:
             return None
+        candidate = Entity(name="/".join(segments), kind=HYBRID_CONNECTION, dynamic=True)
+        # Authorize before the store changes, so that a refused listener leaves nothing behind. The new
+        # entity has no rules of its own: the namespace's rules decide, as they will once it exists (and
+        # the grant cached here is the one admission then finds).
+        self.authorize(namespace, EntityMatch(candidate, ""), host, tokens, Rights.LISTEN)
         try:
-            entity = self.store.add(
-                namespace, Entity(name="/".join(segments), kind=HYBRID_CONNECTION, dynamic=True)
-            )
+            entity = self.store.add(namespace, candidate)
         except EntityConflict:
             return None
         self.log.info(
@@ -203,10 +212,14 @@ class HybridConnectionRouter:
     def admit(
         self, host: str, path: str, tokens: Sequence[str], needed: Rights, *, create: bool = False
     ) -> Admission:
-        """Resolve and authorize in one step; a refusal is counted for the listener or sender role."""
+        """
+        Resolve and authorize in one step; a refusal is counted for the listener or sender role.
+
+        @param create: auto-create a missing hybrid connection (listeners), after its tokens are checked.
+        """
         match: EntityMatch | None = None
         try:
-            namespace, match = self.resolve(host, path, create=create)
+            namespace, match = self.resolve(host, path, create=create, tokens=tokens)
             grant = self.authorize(namespace, match, host, tokens, needed)
         except RelayError as e:
             entity = match.entity.name if match is not None else None
