@@ -139,6 +139,11 @@ class GatewayRoot(Resource):
         """Serve paths that name no entity (such as the service registry at C{/}) with C{factory}."""
         self._namespace_root = factory
 
+    def unrouted(self, request: IRequest) -> RelayError | None:
+        """The refusal L{route} gives a request nothing serves (unknown host or name), else C{None}."""
+        resource = self.route(request)
+        return resource.error if isinstance(resource, ErrorResource) else None
+
     def route(self, request: IRequest) -> IResource:
         """Find the resource for a request."""
         path = request.path.decode("latin-1")

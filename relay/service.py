@@ -258,6 +258,7 @@ class GatewayService(MultiService):
         )
         # Senders' and rendezvous upgrades are answered from their head, without a twisted.web Request.
         site.head_taker = hybrid_resource.direct
+        site.unrouted = self.root.unrouted  # a body for an unknown host or name is refused unread
         self.site: Site = site
         self.public_url = settings.public_url
         self.ports: list[IListeningPort] = []

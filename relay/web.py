@@ -49,6 +49,7 @@ from relay.httphead import RequestHead
 from relay.writes import plain_socket, write_now
 
 StreamPolicy = Callable[[Request], bool]
+Unrouted = Callable[[Request], RelayError | None]
 
 DEFAULT_BUFFERED_BODY = 64 * 1024
 DEFAULT_MAX_BUFFERED_BODY = 64 * 1024 * 1024  # the largest max_message_bytes a SOAP binding name may have
@@ -138,8 +139,9 @@ class RelayRequest(Request):
         """
         Decide, with the headers in, whether to handle the request now and stream its body.
 
-        Refuse, before a body byte is read, an upgrade with a body (400) and a body to be buffered whose
-        C{Content-Length} is above the site's C{max_buffered_body} (413).
+        Refuse, before a body byte is read, an upgrade with a body (400), a chunked or larger than
+        C{buffered_body} body for a request nothing serves (the site's C{unrouted} refusal: an unknown host
+        or name), and a body to be buffered whose C{Content-Length} is above C{max_buffered_body} (413).
         """
         site = self.channel.site
         gateway = isinstance(self.channel, RelayHTTPChannel)  # other sites' plain channels: as twisted does
@@ -156,6 +158,13 @@ class RelayRequest(Request):
                 self.content = BytesIO()
                 self.body = RequestBody(self, length)
                 self.process()
+                return
+        unrouted: Unrouted | None = getattr(site, "unrouted", None) if gateway else None
+        if unrouted is not None and (length is None or length > buffered):  # small ones: read, keep alive
+            self._read_request_line()
+            error = unrouted(self)
+            if error is not None:  # nothing would read the body: say so before it is read
+                self._refuse_body(error.kind, error.message, length)
                 return
         limit: int | None = getattr(site, "max_buffered_body", None) if gateway else None
         if limit is not None and length is not None and length > limit:
@@ -497,6 +506,8 @@ class RelaySite(Site):
         resources (they fit a control-channel message).
     @ivar max_buffered_body: the largest body buffered whole for a resource that does not stream it (413
         beyond); C{None}: no limit.
+    @ivar unrouted: for a request whose headers are in, the refusal it will get because nothing serves it
+        (unknown host or name), or C{None}; a request with a body gets it before the body is read.
     @ivar linger_timeout: seconds a sender may keep sending a body that nobody reads after the response.
     @ivar max_request_line: longest request line (414 beyond).
     @ivar max_header_bytes: total size of the header fields (431 beyond).
@@ -528,6 +539,7 @@ class RelaySite(Site):
         self.stream_policy = stream_policy
         self.buffered_body = buffered_body
         self.max_buffered_body = max_buffered_body
+        self.unrouted: Unrouted | None = None
         self.linger_timeout = linger_timeout
         self.max_request_line = max_request_line
         self.max_header_bytes = max_header_bytes

@@ -90,17 +90,25 @@ class BufferedBodyTests(HttpTestCase):
         self.assert_refused(sender, 400, b"must not have a body")
 
     def test_unknown_host_with_a_large_body(self) -> None:
-        """A body above the limit for a host no namespace serves gets 413 from the head, not a spooled body."""
+        """A large body for a host no namespace serves gets 404 from the head; nothing of it is read."""
         sender = self.sender()
         sender.methods.append("POST")
         sender.send(
             b"POST /anything HTTP/1.1\r\nHost: elsewhere.test\r\nContent-Length: %d\r\n\r\n" % (LIMIT + 1)
         )
         self.net.flush()
-        self.assert_refused(sender, 413, b"larger than 65536 bytes")
+        self.assert_refused(sender, 404, b"No namespace is served under this host name")
 
-    def test_unknown_host_with_a_chunked_body(self) -> None:
-        """A chunked body for an unknown host is cut with 413 once it passes the limit."""
+    def test_unknown_name_with_a_chunked_body(self) -> None:
+        """A chunked body for a name that does not exist gets 404 from the head, before any chunk."""
+        sender = self.sender()
+        sender.request("POST", "/nobody-here", chunked=True)
+        self.net.flush()
+        self.assert_refused(sender, 404, b"No entity with this name")
+
+    def test_chunked_body_above_the_limit_is_cut(self) -> None:
+        """Without the early refusal (a site that routes everything), a chunked body is cut with 413."""
+        self.gateway.site.unrouted = None  # type: ignore[attr-defined]
         sender = self.sender()
         sender.request("POST", "/anything", chunked=True, host="elsewhere.test")
         sender.chunk(b"c" * 60000)
@@ -111,7 +119,7 @@ class BufferedBodyTests(HttpTestCase):
         self.assert_refused(sender, 413, b"larger than 65536 bytes")
 
     def test_body_within_the_limit_is_routed(self) -> None:
-        """A body up to the limit is read and routed as before (here: no namespace, 404)."""
+        """A small body is read and routed as before (here: no namespace, 404), and the connection stays."""
         sender = self.sender()
         sender.request("POST", "/anything", body=b"d" * LIMIT, host="elsewhere.test")
         self.net.flush()
