@@ -126,7 +126,7 @@ class Forwarder:
             max_idle=LOCAL_KEEPALIVE,
             response_timeout=local_timeout,
         )
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[int, _Pending] = {}  # by id() of the sender's AcceptContext
         self.connections: set[Deferred[Any]] = set()
 
     # -- HTTP ------------------------------------------------------------------------------------------
@@ -239,12 +239,22 @@ class Forwarder:
         except Exception as e:
             self._ws_line(context, 502, "local server unreachable", 0.0)
             return Reject(502, f"The local server did not answer: {e}"[:120])
-        self._pending[context.connection_id] = _Pending(local, self.reactor.seconds())
+        # Keyed by the context object, not the connection id: a sender chooses its id, and two senders
+        # with the same one must not get each other's local socket.
+        self._pending[id(context)] = _Pending(local, self.reactor.seconds())
         return Accept(local.subprotocol)
+
+    def accept_failed(self, context: AcceptContext) -> None:
+        """An accepted sender never arrived (it left, or the relay's window closed): close its local socket."""
+        pending = self._pending.pop(id(context), None)
+        if pending is not None:
+            pending.local.close(1001, "the sender went away")
+            self._ws_line(context, 502, "sender gone before the rendezvous", 0.0)
 
     def connected(self, sender: HybridWebSocket) -> None:
         """The sender is accepted: relay messages both ways until either side closes."""
-        pending = self._pending.pop(sender.tracking_id, None)
+        context = sender.context
+        pending = self._pending.pop(id(context), None) if context is not None else None
         if pending is None:
             sender.close(1011, "no local connection")
             return
@@ -336,6 +346,7 @@ class Exposer:
                 options=options,
                 accept_handler=self.forwarder.accept,
                 on_connection=self.forwarder.connected,
+                on_accept_failed=self.forwarder.accept_failed,
                 on_online=self._online,
                 on_offline=self._offline,
             )

@@ -74,6 +74,9 @@ class HybridConnectionListener:
     @ivar accept_handler: decides about each sender (see L{relay.client.accepting}); C{None} accepts all.
     @ivar on_connection: if set, receives each accepted L{HybridWebSocket} instead of the queue behind
         L{accept_connection}; may be a coroutine function.
+    @ivar on_accept_failed: called with the L{AcceptContext} of a sender the accept handler accepted but
+        that never became a connection (the rendezvous failed: the sender left or the relay's window
+        closed; or the listener closed meanwhile), so a handler that prepared something can let it go.
     @ivar request_handler: where HTTP C{request} commands go (L{relay.client.http.HttpListener} installs
         itself here). C{None} (the default) logs and drops them, consuming their body message.
     @ivar on_connecting: called before every attempt to dial the control channel.
@@ -95,6 +98,7 @@ class HybridConnectionListener:
         reactor: Any = None,
         accept_handler: AcceptHandler | None = None,
         on_connection: Callable[[HybridWebSocket], object] | None = None,
+        on_accept_failed: Callable[[AcceptContext], object] | None = None,
         on_connecting: Callable[[], object] | None = None,
         on_online: Callable[[], object] | None = None,
         on_offline: Callable[[BaseException | None], object] | None = None,
@@ -145,6 +149,7 @@ class HybridConnectionListener:
         self.listener_id = listener_id or str(uuid.uuid4())
         self.accept_handler = accept_handler
         self.on_connection = on_connection
+        self.on_accept_failed = on_accept_failed
         self.request_handler: RequestHandler | None = None
         self.on_connecting = on_connecting
         self.on_online = on_online
@@ -437,13 +442,19 @@ class HybridConnectionListener:
         finally:
             self._queue.in_flight -= 1
         if connection is None:
+            self._accept_failed(context)
             return
         if self._state is ListenerState.CLOSED:
             connection.close(1001, "listener closed")
+            self._accept_failed(context)
         elif self.on_connection is not None:
             self._call_app(self.on_connection, connection)
         else:
             self._queue.put(connection)
+
+    def _accept_failed(self, context: AcceptContext) -> None:
+        if self.on_accept_failed is not None:
+            self._call_app(self.on_accept_failed, context)
 
     # -- HTTP seam -------------------------------------------------------------------------------
 

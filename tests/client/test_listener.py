@@ -300,6 +300,36 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
         self.assertEqual(self.relay.upgrades[-1].action, "accept")
         self.assertNoResult(listener.accept_connection())
 
+    def test_on_accept_failed_hears_of_an_accepted_sender_that_never_arrived(self) -> None:
+        """An accepted sender whose rendezvous failed is reported to C{on_accept_failed}, with its context."""
+        decided: Deferred[bool] = Deferred()
+        failed: list[AcceptContext] = []
+        seen: list[AcceptContext] = []
+
+        def handler(context: AcceptContext) -> Deferred[bool]:
+            seen.append(context)
+            return decided
+
+        self.open_listener(accept_handler=handler, on_accept_failed=failed.append)
+        sender = self.sender(connection_id="late")
+        self.network.advance(31)
+        self.assertEqual(self.failureResultOf(sender, ConnectError).value.status_code, 504)
+        decided.callback(True)
+        self.network.flush()
+        self.assertEqual(len(failed), 1)
+        self.assertIs(failed[0], seen[0])
+
+    def test_on_accept_failed_is_quiet_for_arrivals_and_rejections(self) -> None:
+        """Senders that arrive, and senders the handler rejects, are not reported."""
+        failed: list[AcceptContext] = []
+        self.open_listener(
+            accept_handler=lambda context: context.suffix != "/no", on_accept_failed=failed.append
+        )
+        self.successResultOf(self.sender())
+        self.failureResultOf(self.sender(suffix="/no"), ConnectError)
+        self.network.flush()
+        self.assertEqual(failed, [])
+
 
 class ControlChannelTests(ListenerTestCase, SynchronousTestCase):
     def test_unknown_and_malformed_messages_are_ignored(self) -> None:

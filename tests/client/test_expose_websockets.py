@@ -1,0 +1,95 @@
+"""
+Tests for C{relay expose}'s WebSocket side (L{relay.expose.Forwarder}).
+
+Each accepted sender gets the local socket opened for it, and a sender that never arrives leaves nothing open.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay import expose
+from relay.client.accepting import Accept, AcceptContext
+from relay.client.headers import Headers
+from relay.expose import Forwarder
+
+
+class FakeLocal:
+    """A local WebSocket as L{relay.client.protocol.open_websocket} would give it."""
+
+    subprotocol = None
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.closed: tuple[int, str] | None = None
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+class FakeSender:
+    """An accepted sender: its tracking id and the context it was accepted with."""
+
+    def __init__(self, context: AcceptContext) -> None:
+        self.tracking_id = context.connection_id
+        self.context = context
+        self.closed: tuple[int, str] | None = None
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+def context(connection_id: str, suffix: str) -> AcceptContext:
+    return AcceptContext(connection_id, Headers(), suffix, "", None, ())
+
+
+class ForwarderWebSocketTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.lines: list[str] = []
+        self.opened: list[FakeLocal] = []
+        self.forwarder = Forwarder(
+            "http://127.0.0.1:8000", reactor=MemoryReactorClock(), log_line=self.lines.append
+        )
+
+        async def open_websocket(reactor: Any, url: str, **kwargs: Any) -> FakeLocal:
+            local = FakeLocal(url)
+            self.opened.append(local)
+            return local
+
+        self.patch(expose, "open_websocket", open_websocket)
+        self.spliced: list[tuple[Any, Any]] = []
+
+        async def splice(sender: Any, pending: Any) -> None:
+            self.spliced.append((sender, pending.local))
+
+        self.patch(self.forwarder, "_splice", splice)
+
+    def accept(self, ctx: AcceptContext) -> Any:
+        from twisted.internet.defer import Deferred
+
+        return self.successResultOf(Deferred.fromCoroutine(self.forwarder.accept(ctx)))
+
+    def test_senders_with_the_same_id_get_their_own_local_sockets(self) -> None:
+        """A sender chooses its id: two with the same one are still each spliced to the socket opened for them."""
+        alice, mallory = context("same", "/alice"), context("same", "/mallory")
+        self.assertIsInstance(self.accept(alice), Accept)
+        self.assertIsInstance(self.accept(mallory), Accept)
+        self.forwarder.connected(FakeSender(mallory))  # type: ignore[arg-type]
+        self.forwarder.connected(FakeSender(alice))  # type: ignore[arg-type]
+        urls = [(sender.context.suffix, local.url) for sender, local in self.spliced]
+        self.assertEqual(
+            urls, [("/mallory", "ws://127.0.0.1:8000/mallory"), ("/alice", "ws://127.0.0.1:8000/alice")]
+        )
+        self.assertEqual(self.forwarder._pending, {})
+
+    def test_a_sender_that_never_arrives_leaves_nothing_open(self) -> None:
+        """The listener's C{on_accept_failed} closes the local socket opened for it and forgets it."""
+        gone = context("gone", "/chat")
+        self.accept(gone)
+        self.forwarder.accept_failed(gone)
+        self.assertEqual(self.opened[0].closed, (1001, "the sender went away"))
+        self.assertEqual(self.forwarder._pending, {})
+        self.assertIn('"WEBSOCKET /chat" 502 sender gone before the rendezvous', self.lines[-1])
