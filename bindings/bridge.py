@@ -203,10 +203,14 @@ class SoapBridge:
             requested: Deferred[IResponse] = self.agent.request(
                 b"POST", self.backend_url.encode(), http_headers, BytesProducer(body)
             )
+            deadline = self.clock.seconds() + self.request_timeout
             requested.addTimeout(self.request_timeout, self.clock)
             response = await requested
             status = response.code
-            data = await read_capped(response, self.max_message_bytes)
+            # The whole answer within the timeout: a backend that stalls mid-body would hold the call.
+            reading = read_capped(response, self.max_message_bytes)
+            reading.addTimeout(max(0.0, deadline - self.clock.seconds()), self.clock)
+            data = await reading
             size = len(data)
             reply = self._reply(response, data, headers.action, headers.message_id) if expects_reply else None
         except Exception as e:

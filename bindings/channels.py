@@ -373,9 +373,17 @@ class _CappedBody(Protocol):
 
 
 def read_capped(response: IResponse, limit: int) -> Deferred[bytes]:
-    """Read a response body, refusing more than C{limit} bytes."""
-    finished: Deferred[bytes] = Deferred()
-    response.deliverBody(_CappedBody(limit, finished))
+    """Read a response body, refusing more than C{limit} bytes; cancelling the read drops the connection."""
+    reader: list[_CappedBody] = []
+
+    def cancel(_: Deferred[bytes]) -> None:
+        transport = reader[0].transport if reader else None
+        if transport is not None:
+            transport.stopProducing()  # type: ignore[attr-defined]
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    reader.append(_CappedBody(limit, finished))
+    response.deliverBody(reader[0])
     return finished
 
 

@@ -138,7 +138,7 @@ class ListenerSession:
         self._failures = 0
         self._running = False
         self._active = 0
-        self._paused = False
+        self._paused: SoapClientProtocol | None = None  # the connection whose reading is paused, if any
         self._closed_waiters: list[Deferred[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -295,8 +295,10 @@ class ListenerSession:
 
     def _dispatch(self, protocol: SoapClientProtocol, envelope: Envelope) -> None:
         self._active += 1
-        if self._active >= self.max_concurrent and not self._paused:
-            self._paused = True
+        if self._active >= self.max_concurrent and self._paused is not protocol:
+            # Per connection: calls still running from a connection that was dropped count too, and the
+            # one that replaced it must not take more until they finish.
+            self._paused = protocol
             protocol.transport.pauseProducing()
         result: Deferred[Envelope | None] = maybeDeferred(self.handler.handle, envelope)
 
@@ -309,16 +311,19 @@ class ListenerSession:
 
         def finally_(_: object) -> None:
             self._active -= 1
-            if self._paused and self._active < self.max_concurrent:
-                self._paused = False
-                if protocol.state == protocol.STATE_OPEN:
-                    protocol.transport.resumeProducing()
+            paused = self._paused
+            if paused is not None and self._active < self.max_concurrent:
+                self._paused = None
+                if paused.state == paused.STATE_OPEN:
+                    paused.transport.resumeProducing()
 
         result.addCallbacks(done, failed).addBoth(finally_)
 
     def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
         """Reconnect unless closing; wake L{close} waiters."""
         registering = self._register_id is not None
+        if self._paused is protocol:
+            self._paused = None
         if protocol is self._protocol or self._protocol is None:
             self._protocol = None
         self._register_id = None

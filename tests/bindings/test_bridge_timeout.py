@@ -1,0 +1,85 @@
+"""Tests for L{bindings.bridge.SoapBridge}'s timeout: it covers the backend's whole answer, body included."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lxml import etree
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+
+from bindings.addressing import addressing_headers, new_message_id
+from bindings.bridge import SoapBridge
+from bindings.credentials import parse_address
+from bindings.soap import Envelope, SoapVersion
+
+
+class StalledBody:
+    """The transport of a response body the backend stopped sending halfway."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.stopped = False
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.protocol.connectionLost(Failure(ConnectionError("aborted")))
+
+
+class StallingResponse:
+    """A 200 whose body starts and never ends."""
+
+    code = 200
+    headers = Headers({b"content-type": [b"text/xml; charset=utf-8"]})
+    length = 10_000
+
+    def __init__(self) -> None:
+        self.body: StalledBody | None = None
+
+    def deliverBody(self, protocol: Any) -> None:
+        self.body = StalledBody(protocol)
+        protocol.makeConnection(self.body)
+        protocol.dataReceived(b"<soap:Envelope")
+
+
+class Backend:
+    """An agent whose every request gets a L{StallingResponse}."""
+
+    def __init__(self) -> None:
+        self.responses: list[StallingResponse] = []
+
+    def request(self, method: bytes, uri: bytes, headers: Any = None, body: Any = None) -> Deferred[Any]:
+        response = StallingResponse()
+        self.responses.append(response)
+        return succeed(response)
+
+
+class BridgeTimeoutTests(SynchronousTestCase):
+    def test_a_body_that_stalls_is_cut_at_the_timeout(self) -> None:
+        """The caller gets a fault when the timeout passes, and the backend connection is dropped."""
+        clock = Clock()
+        backend = Backend()
+        bridge = SoapBridge(
+            "http://backend.test/service",
+            parse_address("sb://relay.test/legacy"),
+            None,
+            reactor=clock,
+            agent=backend,  # type: ignore[arg-type]
+            request_timeout=10.0,
+        )
+        body = etree.fromstring(b'<c:Add xmlns:c="urn:calc"><c:a>1</c:a></c:Add>')
+        headers = addressing_headers(
+            action="urn:calc/Add", message_id=new_message_id(), reply_to_anonymous=True
+        )
+        envelope = Envelope(SoapVersion.SOAP11, headers, (body,))
+        call = Deferred.fromCoroutine(bridge._forward(envelope))
+        clock.advance(9)
+        self.assertNoResult(call)
+        clock.advance(2)
+        reply = self.successResultOf(call)
+        assert reply is not None
+        self.assertTrue(reply.is_fault)
+        self.assertTrue(backend.responses[0].body.stopped)  # type: ignore[union-attr]
