@@ -26,7 +26,7 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
-from relay.wsdata import QuietSendData
+from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
 from relay.wsframes import masked_frame
 
@@ -78,7 +78,7 @@ def default_endpoint(reactor: Any) -> EndpointFactory:
     return endpoint
 
 
-class SoapClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
+class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
     """
     One client WebSocket: frames go to the owner; the token is renewed on a timer.
 

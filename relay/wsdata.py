@@ -60,10 +60,10 @@ _log = Logger(namespace="relay.wsdata")
 
 class BoundedPongs:
     """
-    Mixin for the gateway's Autobahn protocols: no pong is queued for a peer that pings but does not read.
+    Mixin for our Autobahn protocols: no pong is queued for a peer that pings but does not read.
 
-    Autobahn answers every ping. A peer that floods pings and never reads would make the gateway queue the
-    pongs without end; RFC 6455 (5.5.3) lets an endpoint leave earlier pings unanswered, and past
+    Autobahn answers every ping. A peer that floods pings and never reads would make us queue the pongs
+    without end (the gateway, or a listener whose local WebSocket server misbehaves); RFC 6455 (5.5.3) lets an endpoint leave earlier pings unanswered, and past
     L{PONG_BACKLOG_LIMIT} unsent bytes this one is.
     """
 

@@ -23,7 +23,7 @@ from zope.interface import Interface
 
 from relay.client.errors import ConnectError
 from relay.client.options import WebSocketOptions
-from relay.wsdata import QuietSendData
+from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
 
 
@@ -72,7 +72,7 @@ def _status_from_line(line: str) -> tuple[int | None, str]:
     return code, parts[2] if len(parts) > 2 else ""
 
 
-class RelayClientProtocol(QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
+class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
     """
     A client WebSocket whose opening result is a L{Deferred} and whose traffic goes to a receiver.
 

@@ -6,9 +6,12 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from bindings.wsclient import SoapClientProtocol
+from relay import wsdata
 from relay.client import (
     ConnectionClosedError,
     HybridConnectionClient,
@@ -16,7 +19,7 @@ from relay.client import (
     HybridWebSocket,
     WebSocketOptions,
 )
-from relay.client.protocol import IWebSocketReceiver
+from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
 
 from .fakes import FakeRelayTestCase
 from .network import ClientTransport
@@ -101,6 +104,28 @@ class MessageTests(ConnectionTestCase, SynchronousTestCase):
         self.network.flush()
         received = [self.successResultOf(accepted.receive()) for _ in range(2)]
         self.assertEqual(received, ["fragm\u00e9nt", b"next"])
+
+    def test_pings_from_a_peer_that_does_not_read_get_no_pongs(self) -> None:
+        """
+        Past a full write queue, a ping is left unanswered (RFC 6455 allows it); later ones are answered.
+
+        The relay answers senders' pings itself; what can ping a client protocol is the relay (control
+        channels) or, for C{relay expose}, the local WebSocket server. The bindings' client does the same.
+        """
+        for protocol_class in (RelayClientProtocol, SoapClientProtocol):
+            protocol = protocol_class()
+            protocol.state = protocol.STATE_OPEN
+            protocol.transport = StringTransport()
+            pongs: list[bytes] = []
+            protocol.sendPong = pongs.append
+            queued = {"bytes": wsdata.PONG_BACKLOG_LIMIT}
+            self.patch(wsdata, "pending_write_bytes", lambda transport, queued=queued: queued["bytes"])
+            for _ in range(50):
+                protocol.onPing(b"p")
+            self.assertEqual(pongs, [], protocol_class)
+            queued["bytes"] = 0
+            protocol.onPing(b"q")
+            self.assertEqual(pongs, [b"q"], protocol_class)
 
     def test_unsupported_type(self) -> None:
         """Anything but text or bytes is a programming error, raised at once."""
