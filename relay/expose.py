@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 
 from relay.client.accepting import Accept, AcceptContext, Reject
 from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
-from relay.client.errors import ConnectError
+from relay.client.errors import ConnectError, ConnectionClosedError
 from relay.client.http import HttpListener
 from relay.client.httprequest import RelayedRequest
 from relay.client.httpresponse import RelayedResponse
@@ -34,7 +34,7 @@ from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
 from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
-from relay.localclient import LocalClient, ResponseTimeout
+from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
 
 _HOP_BY_HOP = HOP_BY_HOP | {"host"}
 # The body's framing on the local connection is this client's own.
@@ -74,16 +74,29 @@ class _ResponsePipe:
     def __init__(self, response: RelayedResponse, done: Deferred[None]) -> None:
         self._response = response
         self._done = done
+        self._failed = False
 
     def data(self, data: bytes) -> Deferred[None]:
         return self._response.write(data)
 
     def end(self) -> None:
-        self._response.finish().chainDeferred(self._done)
+        self._response.finish().addBoth(self._finished)
 
     def failed(self, reason: Failure) -> None:
+        """The copy stops (the local body was cut, or the relay gave up on the response): the first reason counts."""
+        if self._failed:
+            return
+        self._failed = True
         self._response.abort()
-        self._done.errback(reason)
+        if not self._done.called:
+            self._done.errback(reason)
+
+    def _finished(self, result: object) -> None:
+        if not self._done.called:  # else the response was lost while its end was being sent
+            if isinstance(result, Failure):
+                self._done.errback(result)
+            else:
+                self._done.callback(None)
 
 
 @dataclass
@@ -158,14 +171,28 @@ class Forwarder:
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             await response.finish(f"Bad request: {problem}. TrackingId:{request.id}\n".encode())
             return
+        answer = self.client.request(
+            request.method.encode("latin-1"), target, headers, request.body if request.body.present else None
+        )
+        # The relay may give up on the exchange (the sender left, its request_timeout expired) while the
+        # local server is slow: stop waiting for it then, or its connection and this request slot stay
+        # taken for as long as it takes (for ever, for an event stream).
+        local: LocalResponse | None = None
+        pipe: _ResponsePipe | None = None
+
+        def lost(reason: Exception) -> None:
+            if local is None:
+                answer.cancel()  # its canceller drops the local connection
+            elif pipe is not None:
+                local.abort()
+                pipe.failed(Failure(reason))
+
+        response.when_lost().addCallback(lost)
         try:
-            local = await self.client.request(
-                request.method.encode("latin-1"),
-                target,
-                headers,
-                request.body if request.body.present else None,
-            )
+            local = await answer
         except Exception as e:
+            if response.finished:  # the relay gave up (or the response failed): nobody to answer
+                raise ConnectionClosedError(f"request {request.id} was given up: {e}") from e
             url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
             self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(e))
             late = isinstance(e, ResponseTimeout)
@@ -185,7 +212,8 @@ class Forwarder:
             # The length lets the sender see progress; the body's framing is otherwise the relay's own.
             response.headers["Content-Length"] = str(local.length)
         done: Deferred[None] = Deferred()
-        local.deliver(_ResponsePipe(response, done))
+        pipe = _ResponsePipe(response, done)
+        local.deliver(pipe)
         try:
             await done
         except ResponseError as e:  # the local server's fault, not the application's: no traceback

@@ -114,6 +114,14 @@ class LocalResponse:
         else:
             more.addErrback(self._cut)
 
+    def abort(self) -> None:
+        """The rest of the body is not wanted (the relay gave up on it): drop the connection unless complete."""
+        if self._stopped or self._ended or self._failure is not None:
+            return
+        self._stopped = True
+        self._held, self._held_bytes = [], 0
+        self._connection.abort_response(self)
+
     def _cut(self, failure: Failure) -> None:
         """The sink cannot take more: the rest of the body is not wanted, and the sink hears why (once)."""
         if self._stopped:
@@ -173,7 +181,7 @@ class LocalConnection(Protocol):
         """
         self._method = method
         self.received_any = False
-        waiting: Deferred[LocalResponse] = Deferred(lambda _: self.abort())
+        waiting: Deferred[LocalResponse] = Deferred(self._cancelled)
         self._waiting = waiting
         if body is None:
             self._write(head)
@@ -182,6 +190,13 @@ class LocalConnection(Protocol):
             self._body_sent = False
             Deferred.fromCoroutine(self._send_body(head, body, chunked)).addErrback(self._body_failed)
         return waiting
+
+    def _cancelled(self, waiting: Deferred[LocalResponse]) -> None:
+        """The response is not wanted any more: the connection is dropped (its loss reports nothing)."""
+        if waiting is self._waiting:
+            self._waiting = None
+            self._stop_timer()
+        self.abort()
 
     def _write(self, data: bytes) -> None:
         write_now(self.transport, data, self._socket)

@@ -234,6 +234,7 @@ class HttpListener:
             response.status_code = 503
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             response.finish(f"Listener busy. TrackingId:{command.id}\n".encode()).addErrback(lambda _: None)
+            body.discard()
             return
         self._spawn(self._run(request, response))
 
@@ -265,6 +266,8 @@ class HttpListener:
                 response.abort()
         finally:
             self.active -= 1
+            # Nobody reads the rest of the body now: unread, it would keep its socket paused for good.
+            request.body.discard()
         if self.on_response is not None:
             self.on_response(request, response, self.reactor.seconds() - started)
 
@@ -299,6 +302,5 @@ class _ResponseChannel:
         """Nothing is expected here."""
 
     def connection_closed(self, was_clean: bool, code: int | None, reason: str | None) -> None:
-        """The socket is gone: writes fail from now on."""
-        self.sink.gate.stop()
-        self.sink.closed = True
+        """The socket is gone: writes fail from now on, and an unfinished response fails at once."""
+        self.sink.socket_closed()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, fail, succeed
 
+from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.options import MIB
 from relay.hybrid.messages import RemoteEndpoint
@@ -144,6 +145,25 @@ class RequestBody:
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             waiter.errback(error)
+
+    def discard(self) -> None:
+        """
+        Nobody will read the rest: the request was answered.
+
+        What is queued is dropped, what still comes is ignored, and the source flows again so that it is
+        drained or its close is seen.
+        """
+        dropped = bool(self._chunks)
+        self._chunks.clear()
+        self._queued = 0
+        error = ConnectionClosedError("the request was answered before its body was read")
+        self.cut(error)
+        if dropped:
+            self._error = error  # a complete body is not complete to whoever reads on
+        if self._paused:
+            self._paused = False
+            if self._resume is not None:
+                self._resume()
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,14 @@ class _SocketSink:
         self.gate = gate
         self.close_after = close_after
         self.closed = False
+        self.on_closed: Callable[[], object] | None = None  # the response a dedicated rendezvous carries
+
+    def socket_closed(self) -> None:
+        """The socket is gone: writes fail from now on, and the response it carries hears it."""
+        self.gate.stop()
+        self.closed = True
+        if self.on_closed is not None:
+            self.on_closed()
 
     def send_head(self, payload: bytes, has_body: bool) -> None:
         self.protocol.sendMessage(payload, isBinary=False)
@@ -145,6 +153,7 @@ class RelayedResponse:
         self._flush_timer: IDelayedCall | None = None
         self._waiters: list[Deferred[None]] = []
         self._done_waiters: list[Deferred[None]] = []
+        self._lost_waiters: list[Deferred[Exception]] = []
         self._error: Exception | None = None
 
     @property
@@ -194,6 +203,26 @@ class RelayedResponse:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._done_waiters.append(waiter)
+        return waiter
+
+    def when_lost(self) -> Deferred[Exception]:
+        """
+        Learn when the response can no longer be delivered.
+
+        That is when the relay gave up on the exchange (the sender disconnected, the relay's
+        C{request_timeout} expired), its socket closed, or it was aborted.
+
+        An application producing the body slowly (a stream of events, a long poll, a proxied download) uses
+        it to stop that work instead of finding out at its next L{write}.
+
+        @return: a L{Deferred} firing with the reason (a L{ConnectionClosedError}, not as a failure); it
+            never fires for a response that was delivered.
+        """
+        if self._error is not None:
+            return succeed(self._error)
+        waiter: Deferred[Exception] = Deferred()
+        if self._state is not _State.DONE:
+            self._lost_waiters.append(waiter)
         return waiter
 
     def abort(self, error: Exception | None = None) -> None:
@@ -276,6 +305,7 @@ class RelayedResponse:
             sink.abort()
             return
         self._sink = sink
+        sink.on_closed = self.socket_closed
         self._state = _State.STREAMING
         self._stream()
         self._release_waiters()
@@ -339,6 +369,7 @@ class RelayedResponse:
         self._state = _State.DONE
         self._cancel_flush()
         self._release_waiters()
+        self._lost_waiters = []
         waiters, self._done_waiters = self._done_waiters, []
         for waiter in waiters:
             waiter.callback(None)
@@ -355,3 +386,6 @@ class RelayedResponse:
         waiters, self._done_waiters = self._done_waiters, []
         for waiter in waiters:
             waiter.errback(error)
+        lost, self._lost_waiters = self._lost_waiters, []
+        for watcher in lost:
+            watcher.callback(error)

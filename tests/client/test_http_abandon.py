@@ -1,0 +1,311 @@
+"""
+Exchanges the relay gives up on, and request bodies nobody reads.
+
+When the sender leaves or the relay's C{request_timeout} expires, the relay closes the rendezvous: the
+application hears it through L{RelayedResponse.when_lost}, and C{relay expose} drops its local request.
+A body the application did not read is discarded once it has answered, so its socket is read again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionAborted
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.client.address import parse_address
+from relay.client.errors import ConnectionClosedError
+from relay.client.http import HttpListener, _RequestChannel, _ResponseChannel
+from relay.client.httprequest import RelayedRequest, RequestBody
+from relay.client.httpresponse import RelayedResponse
+from relay.client.options import MIB
+from relay.expose import Forwarder
+from relay.localclient import LocalClient, LocalConnection
+
+
+class FakeTransport:
+    """The rendezvous socket's transport: whether it is read."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.pauses = 0
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        self.pauses += 1
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+
+class FakeRendezvous:
+    """The calls a rendezvous channel makes on its Autobahn protocol, recorded."""
+
+    def __init__(self) -> None:
+        self.transport = FakeTransport()
+        self.calls: list[tuple[str, Any]] = []
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def sendMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.calls.append(("binary" if isBinary else "text", payload))
+
+    def beginMessage(self, isBinary: bool) -> None:
+        self.calls.append(("begin", isBinary))
+
+    def sendMessageFrame(self, data: bytes) -> None:
+        self.calls.append(("frame", data))
+
+    def endMessage(self) -> None:
+        self.calls.append(("end", None))
+
+    def sendClose(self, code: int) -> None:
+        self.calls.append(("close", code))
+
+    def dropConnection(self, abort: bool) -> None:
+        self.calls.append(("drop", abort))
+
+
+class FakeListener:
+    """What L{HttpListener} uses of a hybrid connection listener."""
+
+    def __init__(self) -> None:
+        self.address, _ = parse_address("sb://relay.example/", "hyco")
+        self.control_channel = None
+        self.request_handler: Any = None
+
+
+class FakeLocalServer:
+    """An endpoint to the local server: each connection is a L{LocalConnection} on a L{StringTransport}."""
+
+    def __init__(self) -> None:
+        self.connections: list[tuple[LocalConnection, StringTransport]] = []
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        protocol = factory.buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.connections.append((protocol, transport))
+        return succeed(protocol)
+
+
+def request_message(method: str, target: str, *, body: bool = False) -> bytes:
+    fields = {
+        "address": "wss://relay.example/$hc/hyco?sb-hc-action=request&sb-hc-id=r1",
+        "id": "r1",
+        "method": method,
+        "requestTarget": target,
+        "requestHeaders": {"Host": "relay.example"},
+        "body": body,
+    }
+    return json.dumps({"request": fields}).encode()
+
+
+def send_request(channel: _RequestChannel, method: str, target: str, *, body: bool = False) -> None:
+    """The relay sends a request on the rendezvous."""
+    channel.message_begin(False)
+    channel.message_data(request_message(method, target, body=body))
+    channel.message_end()
+
+
+class WhenLostTests(SynchronousTestCase):
+    """The application learns when the relay gave up on its response."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.lost: list[Exception] = []
+
+    def test_request_rendezvous_closes(self) -> None:
+        """The rendezvous the request came on closes mid-body: the application is told at once."""
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.when_lost().addCallback(self.lost.append)
+            await response.write(b"data: 1\n\n")
+            await Deferred()  # an event stream with nothing more to say for now
+
+        http = HttpListener(FakeListener(), app, reactor=self.reactor)
+        channel = _RequestChannel(http, FakeRendezvous())  # type: ignore[arg-type]
+        send_request(channel, "GET", "/hyco/events")
+        self.assertEqual(self.lost, [])
+        channel.connection_closed(False, 1006, None)
+        self.assertEqual(len(self.lost), 1)
+        self.assertIsInstance(self.lost[0], ConnectionClosedError)
+
+    def test_response_rendezvous_closes(self) -> None:
+        """The rendezvous opened for a large response closes before its end: the application is told."""
+        rendezvous = FakeRendezvous()
+        channel = _ResponseChannel(rendezvous)  # type: ignore[arg-type]
+        response = RelayedResponse(
+            "r1", reactor=self.reactor, control=object(), open_rendezvous=lambda: succeed(channel.sink)
+        )
+        response.when_lost().addCallback(self.lost.append)
+        self.successResultOf(response.write(b"x" * 100_000))  # more than the control channel takes
+        self.assertIn(("frame", b"x" * 100_000), rendezvous.calls)
+        self.assertEqual(self.lost, [])
+        channel.connection_closed(False, 1006, None)
+        self.assertEqual(len(self.lost), 1)
+        self.assertIsInstance(self.lost[0], ConnectionClosedError)
+        self.failureResultOf(response.write(b"more"), ConnectionClosedError)
+
+    def test_delivered_response_is_not_lost(self) -> None:
+        """A response that was delivered is never reported lost, not even when its socket closes after."""
+        rendezvous = FakeRendezvous()
+        channel = _ResponseChannel(rendezvous)  # type: ignore[arg-type]
+        response = RelayedResponse(
+            "r1", reactor=self.reactor, control=object(), open_rendezvous=lambda: succeed(channel.sink)
+        )
+        lost = response.when_lost()
+        self.successResultOf(response.finish(b"x" * 100_000))
+        channel.connection_closed(True, 1000, None)
+        self.assertNoResult(lost)
+        self.assertNoResult(response.when_lost())
+
+
+class ExposeAbandonTests(SynchronousTestCase):
+    """C{relay expose} drops its local request when the relay gives up, and frees the request slot."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.lines: list[str] = []
+        self.forwarder = Forwarder("http://127.0.0.1:8000", reactor=self.reactor, log_line=self.lines.append)
+        self.local = FakeLocalServer()
+        self.forwarder.client = LocalClient(
+            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local, response_timeout=None
+        )
+        self.http = HttpListener(
+            FakeListener(), self.forwarder, reactor=self.reactor, on_response=self.forwarder.access_line
+        )
+        self.rendezvous = FakeRendezvous()
+        self.channel = _RequestChannel(self.http, self.rendezvous)  # type: ignore[arg-type]
+
+    def close_rendezvous(self) -> None:
+        """The relay gives up on the exchange; the local connection's abort completes."""
+        self.channel.connection_closed(False, 1006, None)
+        for protocol, transport in self.local.connections:
+            if transport.disconnected and not protocol.closed:
+                protocol.connectionLost(Failure(ConnectionAborted()))
+
+    def test_stalled_body(self) -> None:
+        """A local event stream that goes quiet is dropped when the relay gives up on it."""
+        send_request(self.channel, "GET", "/hyco/events")
+        [(protocol, transport)] = self.local.connections
+        self.assertTrue(transport.value().startswith(b"GET /events HTTP/1.1\r\n"))
+        protocol.dataReceived(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"9\r\ndata: 1\n\n\r\n"
+        )
+        self.assertIn(("frame", b"data: 1\n\n"), self.rendezvous.calls)
+        self.assertEqual(self.http.active, 1)
+        self.close_rendezvous()
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.http.active, 0)
+        self.assertEqual(len(self.lines), 1)
+        self.assertEqual(self.local.connections[0][0].closed, True)
+
+    def test_no_head_yet(self) -> None:
+        """A local server that has not answered yet is dropped when the relay gives up (no 502 is sent)."""
+        send_request(self.channel, "GET", "/hyco/poll")
+        [(_protocol, transport)] = self.local.connections
+        sent = list(self.rendezvous.calls)
+        self.assertEqual(self.http.active, 1)
+        self.close_rendezvous()
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(self.http.active, 0)
+        self.assertEqual(self.rendezvous.calls, sent)
+
+
+class DiscardedBodyTests(SynchronousTestCase):
+    """A request body left unread once the application has answered is discarded, not held."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.bodies: list[RequestBody] = []
+        self.rendezvous = FakeRendezvous()
+
+    def channel(self, app: Any, **kwargs: Any) -> _RequestChannel:
+        http = HttpListener(FakeListener(), app, reactor=self.reactor, **kwargs)
+        original = http.handle
+
+        def handle(command: Any, body: RequestBody, response: RelayedResponse) -> None:
+            self.bodies.append(body)
+            original(command, body, response)
+
+        http.handle = handle  # type: ignore[method-assign]
+        return _RequestChannel(http, self.rendezvous)  # type: ignore[arg-type]
+
+    def upload(self, channel: _RequestChannel, size: int) -> None:
+        """The relay streams C{size} bytes of body in 64 KiB frames, then ends the message."""
+        channel.message_begin(True)
+        piece = b"x" * (64 * 1024)
+        for _ in range(size // len(piece)):
+            channel.message_data(piece)
+
+    def assert_drained(self) -> None:
+        [body] = self.bodies
+        self.assertFalse(self.rendezvous.transport.paused)
+        self.assertEqual(body._queued, 0)
+        self.assertEqual(len(body._chunks), 0)
+
+    def test_answered_while_paused(self) -> None:
+        """
+        An application answers 401 after one piece, while the body has paused its socket.
+
+        The socket is read again, and 2 MiB more flow through and are dropped.
+        """
+        answer: Deferred[None] = Deferred()
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            await request.body.read()
+            await answer
+            response.status_code = 401
+            await response.finish(b"no\n")
+
+        channel = self.channel(app)
+        send_request(channel, "POST", "/hyco/up", body=True)
+        self.upload(channel, 2 * MIB)
+        self.assertTrue(self.rendezvous.transport.paused)
+        answer.callback(None)
+        heads = [json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"]
+        self.assertEqual([head["statusCode"] for head in heads], [401])
+        self.assert_drained()
+        self.upload(channel, 2 * MIB)
+        self.assert_drained()
+        channel.message_end()
+        self.failureResultOf(self.bodies[0].read(), ConnectionClosedError)
+
+    def test_answered_before_the_body(self) -> None:
+        """An application that answers without reading: the body that follows is not queued."""
+
+        def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.status_code = 413
+
+        channel = self.channel(app)
+        send_request(channel, "POST", "/hyco/up", body=True)
+        self.upload(channel, 2 * MIB)
+        self.assert_drained()
+        self.assertEqual(self.rendezvous.transport.pauses, 0)
+
+    def test_busy_listener(self) -> None:
+        """A request answered 503 because the listener is busy does not hold its body either."""
+        channel = self.channel(lambda request, response: None, max_concurrent=0)
+        send_request(channel, "POST", "/hyco/up", body=True)
+        self.upload(channel, 2 * MIB)
+        self.assert_drained()
+
+    def test_paused_body_resumes(self) -> None:
+        """A body that had paused its socket is resumed when discarded."""
+        events: list[str] = []
+        body = RequestBody(
+            high_water=10, pause=lambda: events.append("pause"), resume=lambda: events.append("resume")
+        )
+        body.feed(b"x" * 20)
+        body.discard()
+        body.feed(b"y" * 20)
+        self.assertEqual(events, ["pause", "resume"])
+        self.assertEqual(body._queued, 0)
+        self.failureResultOf(body.read(), ConnectionClosedError)
