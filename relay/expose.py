@@ -36,6 +36,9 @@ from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
 from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
 
+# WebSocket senders relayed at once (being opened, waiting for their sender, or relaying); more get 503,
+# as HTTP requests past the listener's 256 slots do.
+MAX_WEBSOCKETS = 256
 _HOP_BY_HOP = HOP_BY_HOP | {"host"}
 # The body's framing on the local connection is this client's own.
 _REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect"}
@@ -111,6 +114,7 @@ class Forwarder:
 
     @ivar base: the local base URL, without trailing slash.
     @ivar log_line: where access log lines go (one per request or WebSocket connection).
+    @ivar max_websockets: WebSocket senders relayed at once; more are refused with 503.
     """
 
     log = Logger()
@@ -123,8 +127,11 @@ class Forwarder:
         log_line: Callable[[str], object],
         options: WebSocketOptions | None = None,
         local_timeout: float | None = LOCAL_TIMEOUT,
+        max_websockets: int = MAX_WEBSOCKETS,
     ) -> None:
         self.base = local_base(base)
+        self.max_websockets = max_websockets
+        self._opening = 0  # local WebSockets being opened for senders
         self.reactor = reactor
         self.log_line = log_line
         self.options = options or WebSocketOptions()
@@ -240,6 +247,16 @@ class Forwarder:
 
     async def accept(self, context: AcceptContext) -> Accept | Reject:
         """Connect to the local WebSocket first; accept the sender with what the local server chose."""
+        if self._opening + len(self._pending) + len(self.connections) >= self.max_websockets:
+            self._ws_line(context, 503, "too many WebSocket connections", 0.0)
+            return Reject(503, "Too many WebSocket connections through this listener")
+        self._opening += 1
+        try:
+            return await self._open_local(context)
+        finally:
+            self._opening -= 1
+
+    async def _open_local(self, context: AcceptContext) -> Accept | Reject:
         url = self.url_for(context.suffix, context.query, websocket=True)
         headers = {
             name: value for name, value in context.request_headers.items() if name.lower() not in _HANDSHAKE

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay import expose
-from relay.client.accepting import Accept, AcceptContext
+from relay.client.accepting import Accept, AcceptContext, Reject
 from relay.client.headers import Headers
 from relay.expose import Forwarder
 
@@ -93,3 +93,17 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         self.assertEqual(self.opened[0].closed, (1001, "the sender went away"))
         self.assertEqual(self.forwarder._pending, {})
         self.assertIn('"WEBSOCKET /chat" 502 sender gone before the rendezvous', self.lines[-1])
+
+    def test_websocket_senders_beyond_the_limit_get_503(self) -> None:
+        """Senders being opened, waiting or relayed count against C{max_websockets}; more get 503 at once."""
+        self.forwarder.max_websockets = 2
+        first, second, third = context("a", "/1"), context("b", "/2"), context("c", "/3")
+        self.assertIsInstance(self.accept(first), Accept)
+        self.assertIsInstance(self.accept(second), Accept)
+        refused = self.accept(third)
+        self.assertIsInstance(refused, Reject)
+        self.assertEqual(refused.status_code, 503)
+        self.assertEqual(len(self.opened), 2)
+        self.assertIn('"WEBSOCKET /3" 503 too many WebSocket connections', self.lines[-1])
+        self.forwarder.accept_failed(first)
+        self.assertIsInstance(self.accept(third), Accept)
