@@ -96,7 +96,8 @@ def cmd_cert(args: argparse.Namespace) -> str:
 
 def cmd_expose(args: argparse.Namespace) -> None:
     """Forward relayed HTTP requests and WebSocket senders to a local URL until interrupted."""
-    from relay.expose import ExposeError, run_expose
+    from relay.expose import ExposeError
+    from relay.exposerun import run_expose
 
     connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
     if not connection_string:

@@ -1,0 +1,222 @@
+"""
+Run C{relay expose} as a command.
+
+The listener and its forwarder (L{relay.expose}), retries while the relay is unreachable, the access log
+and notes, signals and the exit status.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO, Any
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from relay.client.errors import ConnectError
+from relay.client.http import HttpListener
+from relay.client.listener import HybridConnectionListener, ListenerState
+from relay.client.options import WebSocketOptions
+from relay.expose import LOCAL_TIMEOUT, ExposeError, Forwarder
+
+
+class Exposer:
+    """
+    Run C{relay expose}: open the listener (retrying while the relay is unreachable) and serve until stopped.
+
+    @ivar listener: the hybrid connection listener.
+    @ivar forwarder: the HTTP app and WebSocket handler.
+    @ivar out: where the access log goes, or C{None} for none (C{--quiet}: no line is even formatted).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        connection_string: str,
+        name: str | None,
+        *,
+        reactor: Any,
+        out: IO[str] | None = None,
+        err: IO[str] | None = None,
+        options: WebSocketOptions | None = None,
+        retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+        quiet: bool = False,
+        local_timeout: float | None = LOCAL_TIMEOUT,
+    ) -> None:
+        self.reactor = reactor
+        self.out: IO[str] | None = None if quiet else (out or sys.stdout)
+        self.err = err or sys.stderr
+        self.retry_delays = retry_delays
+        self.forwarder = Forwarder(
+            url, reactor=reactor, log_line=self._line, options=options, local_timeout=local_timeout
+        )
+        try:
+            self.listener = HybridConnectionListener(
+                connection_string,
+                name,
+                reactor=reactor,
+                options=options,
+                accept_handler=self.forwarder.accept,
+                on_connection=self.forwarder.connected,
+                on_accept_failed=self.forwarder.accept_failed,
+                on_online=self._online,
+                on_offline=self._offline,
+            )
+        except ValueError as e:
+            raise ExposeError(str(e)) from None
+        self.http = HttpListener(
+            self.listener,
+            self.forwarder,
+            reactor=reactor,
+            on_response=None if quiet else self.forwarder.access_line,
+        )
+        self._finished: Deferred[int] = Deferred()
+        self._sleep: Deferred[None] | None = None
+
+    def _line(self, text: str) -> None:
+        if self.out is not None:
+            self.out.write(text + "\n")
+            self.out.flush()
+
+    def _note(self, text: str) -> None:
+        self.err.write(f"relay expose: {text}\n")
+        self.err.flush()
+
+    def _online(self) -> None:
+        address = self.listener.address
+        self._note(f"online: {address.base}/{address.path} -> {self.forwarder.base}")
+
+    def _offline(self, error: BaseException | None) -> None:
+        if error is None:
+            return
+        if self.listener.state is ListenerState.OFFLINE:
+            self._note(f"giving up: {error}")
+            self._finish(1)
+        else:
+            self._note(f"connection lost ({error}); reconnecting")
+
+    async def run(self) -> int:
+        """Open the listener and serve until L{stop} or a permanent failure; return the exit status."""
+        attempt = 0
+        while not self._finished.called:
+            try:
+                await self.listener.open()
+                break
+            except ConnectError as e:
+                if e.status_code is not None and 400 <= e.status_code < 500:
+                    self._note(f"the relay refused the listener: {e}")
+                    self._finish(1)
+                    break
+                error: Exception = e
+            except Exception as e:
+                error = e
+            if self._finished.called:
+                break
+            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+            attempt += 1
+            self._note(f"cannot reach the relay ({error}); retrying in {delay:g}s")
+            self._sleep = deferLater(self.reactor, delay)
+            try:
+                await self._sleep
+            except CancelledError:
+                pass
+            self._sleep = None
+        return await self._finished
+
+    def _finish(self, status: int) -> None:
+        if not self._finished.called:
+            self._finished.callback(status)
+
+    async def stop(self) -> None:
+        """Close the listener and end L{run} with status 0."""
+        self._finish(0)
+        if self._sleep is not None:
+            self._sleep.cancel()
+        await self.listener.close()
+        self.forwarder.client.close()
+
+
+def run_expose(
+    url: str,
+    connection_string: str,
+    name: str | None,
+    *,
+    ca_file: str | None = None,
+    verbose: bool = False,
+    quiet: bool = False,
+    local_timeout: float | None = LOCAL_TIMEOUT,
+) -> int:
+    """
+    Run C{relay expose} on the global reactor until interrupted (SIGINT/SIGTERM: status 0).
+
+    @param ca_file: PEM file of a certificate authority to trust for C{wss} relays (a development CA).
+    @param verbose: log at info level on stderr (default: warnings only).
+    @param quiet: no access log on stdout.
+    @param local_timeout: seconds the local server has to start each answer (then 504), or C{None}.
+    @return: the exit status.
+    @raise ExposeError: for a bad URL, connection string or CA file.
+    """
+    from twisted.internet import reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    options = WebSocketOptions()
+    if ca_file is not None:
+        from twisted.internet.ssl import Certificate
+
+        try:
+            with open(ca_file, "rb") as f:
+                options = WebSocketOptions(trust_root=Certificate.loadPEM(f.read()))
+        except (OSError, ValueError) as e:
+            raise ExposeError(f"cannot use --ca {ca_file}: {e}") from None
+    level = LogLevel.info if verbose else LogLevel.warn
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
+        redirectStandardIO=False,
+    )
+    exposer = Exposer(
+        url,
+        connection_string,
+        name,
+        reactor=reactor,
+        options=options,
+        quiet=quiet,
+        local_timeout=local_timeout,
+    )
+    status = [1]
+
+    def start() -> None:
+        running = Deferred.fromCoroutine(exposer.run())
+
+        def record(code: int) -> None:
+            status[0] = code
+
+        def crashed(failure: Failure) -> None:
+            sys.stderr.write(f"relay expose: {failure.getErrorMessage()}\n")
+
+        def stop_reactor(_: object) -> None:
+            if not stopping:
+                reactor.stop()  # type: ignore[attr-defined]
+
+        running.addCallbacks(record, crashed)
+        running.addBoth(stop_reactor)
+
+    stopping: list[bool] = []
+
+    def shutting_down() -> Deferred[None]:
+        stopping.append(True)
+        return Deferred.fromCoroutine(exposer.stop())
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", shutting_down)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return status[0]
