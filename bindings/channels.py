@@ -245,8 +245,16 @@ class ChannelFactory:
                 return
             self._calls[message_id] = entry
             entry.timer = self.clock.callLater(self.timeout, self._timed_out, message_id)
-            if not protocol.send_bytes(payload):
-                self._settle(message_id, Failure(ChannelClosedError("the channel is not open")))
+            # Back-pressure: while the socket's buffer is full (the gateway stopped reading it because the
+            # listener is behind), the call waits here, within its timeout, instead of queuing its bytes.
+            protocol.write_gate.when_writable().addCallbacks(lambda _: write(protocol), lambda _: closed())
+
+        def write(protocol: SoapClientProtocol) -> None:
+            if message_id in self._calls and not protocol.send_bytes(payload):
+                closed()
+
+        def closed() -> None:
+            self._settle(message_id, Failure(ChannelClosedError("the channel is not open")))
 
         def not_connected(failure: Failure) -> None:
             if not result.called:

@@ -26,6 +26,7 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from relay.writes import WriteGate
 from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
 from relay.wsframes import masked_frame
@@ -99,6 +100,8 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         self.opened: Deferred[SoapClientProtocol] = Deferred()
         self._renewal: IDelayedCall | None = None
         self._reader = FastMessageReader(self, masked=False)
+        # Registered on the transport once it opens: a caller waits on it while the write buffer is full.
+        self.write_gate = WriteGate()
 
     @override
     def dataReceived(self, data: bytes) -> None:
@@ -108,6 +111,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     @override
     def onOpen(self) -> None:
         """Handshake done."""
+        self.transport.registerProducer(self.write_gate, True)
         self._schedule_renewal()
         self.opened.callback(self)
 
@@ -120,6 +124,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Fail the opening Deferred, or tell the owner."""
+        self.write_gate.stop()
         if self._renewal is not None and self._renewal.active():
             self._renewal.cancel()
         self._renewal = None

@@ -21,7 +21,6 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from relay.client.connection import WriteGate
 from relay.client.httprequest import RequestBody
 from relay.http1 import (
     LAST_CHUNK,
@@ -33,7 +32,7 @@ from relay.http1 import (
     read_response_head,
     request_head,
 )
-from relay.writes import no_delay, plain_socket, write_now
+from relay.writes import WriteGate, no_delay, plain_socket, write_now
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 

@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IPushProducer, ITCPTransport
+from zope.interface import implementer
 
 
 def no_delay(transport: Any) -> None:
@@ -87,3 +89,55 @@ def pending_write_bytes(transport: Any) -> int:
     if app:
         buffered += sum(len(chunk) for chunk in app)
     return max(buffered, 0)
+
+
+@implementer(IPushProducer)
+class WriteGate:
+    """
+    The push producer registered with the transport: it learns when the write buffer is full.
+
+    Kept apart from L{HybridWebSocket} so the producer methods do not become application API.
+    """
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self._waiters: list[Deferred[None]] = []
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is above its high-water mark."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport drained; release everyone waiting to send more."""
+        self.paused = False
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def stopProducing(self) -> None:
+        """The connection is gone; nobody waiting will be able to send."""
+        self.stop()
+
+    def stop(self) -> None:
+        """Fail everyone still waiting, once."""
+        if self.stopped:
+            return
+        self.stopped = True
+        from relay.client.errors import ConnectionClosedError  # here: relay.client imports this module
+
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.errback(ConnectionClosedError("the connection closed while waiting to send"))
+
+    def when_writable(self) -> Deferred[None]:
+        """A L{Deferred} that fires when more may be written (at once, unless paused)."""
+        if self.stopped:
+            from relay.client.errors import ConnectionClosedError
+
+            return fail(ConnectionClosedError("the connection is closed"))
+        if not self.paused:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(self._waiters.remove)
+        self._waiters.append(waiter)
+        return waiter

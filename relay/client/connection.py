@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from autobahn.exception import Disconnected
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -28,6 +27,7 @@ from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
+from relay.writes import WriteGate
 
 if TYPE_CHECKING:
     from relay.client.accepting import AcceptContext
@@ -40,54 +40,6 @@ SENDABLE_CLOSE_CODES = frozenset(WebSocketProtocol.CLOSE_STATUS_CODES_ALLOWED)
 CLOSE_NO_STATUS = 1005
 CLOSE_ABNORMAL = 1006
 _MAX_REASON_BYTES = 123
-
-
-@implementer(IPushProducer)
-class WriteGate:
-    """
-    The push producer registered with the transport: it learns when the write buffer is full.
-
-    Kept apart from L{HybridWebSocket} so the producer methods do not become application API.
-    """
-
-    def __init__(self) -> None:
-        self.paused = False
-        self.stopped = False
-        self._waiters: list[Deferred[None]] = []
-
-    def pauseProducing(self) -> None:
-        """The transport's buffer is above its high-water mark."""
-        self.paused = True
-
-    def resumeProducing(self) -> None:
-        """The transport drained; release everyone waiting to send more."""
-        self.paused = False
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
-
-    def stopProducing(self) -> None:
-        """The connection is gone; nobody waiting will be able to send."""
-        self.stop()
-
-    def stop(self) -> None:
-        """Fail everyone still waiting, once."""
-        if self.stopped:
-            return
-        self.stopped = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(ConnectionClosedError("the connection closed while waiting to send"))
-
-    def when_writable(self) -> Deferred[None]:
-        """A L{Deferred} that fires when more may be written (at once, unless paused)."""
-        if self.stopped:
-            return fail(ConnectionClosedError("the connection is closed"))
-        if not self.paused:
-            return succeed(None)
-        waiter: Deferred[None] = Deferred(self._waiters.remove)
-        self._waiters.append(waiter)
-        return waiter
 
 
 @implementer(IWebSocketReceiver)

@@ -34,7 +34,6 @@ from zope.interface import implementer
 
 from relay.client.address import split_request_target
 from relay.client.commands import RequestCommand, parse_command
-from relay.client.connection import WriteGate
 from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.httprequest import RelayedRequest, RequestBody
@@ -42,6 +41,7 @@ from relay.client.httpresponse import RelayedResponse, _SocketSink
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import IStreamingReceiver, RelayClientProtocol, open_websocket
 from relay.hybrid.messages import ControlMessageError, RemoteEndpoint
+from relay.writes import WriteGate
 
 _MAX_REQUEST_HEAD = 1 * MIB
 

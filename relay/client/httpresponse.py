@@ -18,10 +18,10 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from relay.client.connection import WriteGate
 from relay.client.errors import ConnectionClosedError
 from relay.client.protocol import RelayClientProtocol
 from relay.hybrid.messages import encode
+from relay.writes import WriteGate
 
 CONTROL_RESPONSE_LIMIT = 64 * 1024
 """A response body up to this size, complete in time, goes back on the control channel."""

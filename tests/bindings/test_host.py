@@ -260,6 +260,44 @@ class HostOnGatewayTests(BindingsTestCase):
         self.assertEqual(self.successResultOf(results[3]), 42)
         self.assertEqual(service.notified, ["hello"])
 
+    def test_calls_wait_while_the_socket_is_full(self) -> None:
+        """
+        A call made while the channel's socket buffer is full is written once it drains, within its timeout.
+
+        The gateway stops reading a sender whose listener is behind; calls fired meanwhile used to pile up
+        in the client's write buffer without a bound.
+        """
+        self.opened(self.host())
+        factory, calc = self.channel()
+        first = calc.Add(1, 1)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(first), 2)
+        protocol = factory._protocol
+        assert protocol is not None
+        protocol.write_gate.pauseProducing()
+        waiting = calc.Add(2, 3)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertNoResult(waiting)
+        self.assertEqual(len(factory._calls), 1)
+        protocol.write_gate.resumeProducing()
+        self.net.flush()
+        self.assertEqual(self.successResultOf(waiting), 5)
+
+    def test_a_call_waiting_for_a_full_socket_times_out(self) -> None:
+        """A call that could not be written within its timeout fails as any late call does."""
+        self.opened(self.host())
+        factory, calc = self.channel()
+        first = calc.Add(1, 1)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.successResultOf(first)
+        protocol = factory._protocol
+        assert protocol is not None
+        protocol.write_gate.pauseProducing()
+        waiting = calc.Add(2, 3)  # type: ignore[attr-defined]
+        self.net.advance(factory.timeout + 1)
+        self.failureResultOf(waiting)
+        self.assertEqual(factory._calls, {})
+
     def test_survives_exceptions(self) -> None:
         """An undeclared exception is a fault; the listener keeps serving."""
         self.opened(self.host())

@@ -10,7 +10,6 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.address import split_request_target
-from relay.client.connection import WriteGate
 from relay.client.errors import ConnectionClosedError
 from relay.client.httprequest import BodyTooLarge, RequestBody
 from relay.client.httpresponse import (
@@ -20,6 +19,7 @@ from relay.client.httpresponse import (
     ResponseHeaders,
     _SocketSink,
 )
+from relay.writes import WriteGate
 
 
 class FakeControl:
