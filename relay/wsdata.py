@@ -63,8 +63,9 @@ class BoundedPongs:
     Mixin for our Autobahn protocols: no pong is queued for a peer that pings but does not read.
 
     Autobahn answers every ping. A peer that floods pings and never reads would make us queue the pongs
-    without end (the gateway, or a listener whose local WebSocket server misbehaves); RFC 6455 (5.5.3) lets an endpoint leave earlier pings unanswered, and past
-    L{PONG_BACKLOG_LIMIT} unsent bytes this one is.
+    without end (the gateway, or a listener whose local WebSocket server misbehaves). RFC 6455 (5.5.3)
+    lets an endpoint leave earlier pings unanswered, and past L{PONG_BACKLOG_LIMIT} unsent bytes this
+    one is.
     """
 
     transport: Any

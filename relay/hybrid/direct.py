@@ -43,6 +43,7 @@ from relay.hybrid.handshake import Upgrade, read_upgrade, refusal, switching_pro
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.upgrades import (
+    EarlyBytes,
     Handoff,
     announce_sender,
     claim_rendezvous,
@@ -56,7 +57,7 @@ from relay.writes import plain_socket, write_now
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
 
 
-class DirectLeg(Protocol):
+class DirectLeg(EarlyBytes, Protocol):
     """
     A sender's or a listener's rendezvous socket from its upgrade until the splice takes it over.
 
@@ -76,7 +77,6 @@ class DirectLeg(Protocol):
         self._gone = False
         self._closing: FrameRelay | None = None
         self._close_timer: IDelayedCall | None = None
-        self._reading_paused = False
 
     @property
     def peer(self) -> str:
@@ -129,22 +129,11 @@ class DirectLeg(Protocol):
         self.factory.connections.add(self)
 
     def dataReceived(self, data: bytes) -> None:
-        """
-        Keep what arrives for the splice (or look for the answer to our close).
-
-        A sender may not send before its 101 (RFC 6455 section 4.1), yet one that does must not make the
-        gateway hold an unbounded amount while it waits for a listener: past one splice read's worth,
-        reading stops until the splice takes the connection over, and TCP holds the rest.
-        """
+        """Keep what arrives for the splice (L{EarlyBytes}), or look for the answer to our close."""
         if self._closing is not None:
             self._await_close(data)
             return
-        self.data += data
-        if not self._reading_paused and len(self.data) >= self.factory.limits.get(
-            "splice_buffer_bytes", 262144
-        ):
-            self._reading_paused = True
-            self.transport.pauseProducing()
+        self.hold_early(data)
 
     def _await_close(self, data: bytes) -> None:
         closing = self._closing
@@ -184,8 +173,7 @@ class DirectLeg(Protocol):
             return
         self.switch(key, handoff.subprotocol)
         self.factory.start_splice(self, handoff.protocol, self.tracking_id, self._ticket)
-        if self._reading_paused:  # the splice has what was held; it reads the rest
-            self.transport.resumeProducing()
+        self.release_early()  # the splice has what was held; it reads the rest
 
     def _listener_failed(self, failure: Failure) -> None:
         if self._gone:

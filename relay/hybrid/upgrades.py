@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from autobahn.websocket.types import ConnectionDeny
@@ -63,6 +63,37 @@ def safe_reason(text: str) -> str:
 def deny(error: RelayError, tracking_id: str) -> ConnectionDeny:
     """The Autobahn refusal for a relay error."""
     return ConnectionDeny(error.status, safe_reason(error.describe(tracking_id)))
+
+
+class EarlyBytes:
+    """
+    Mixin for a C{$hc} connection waiting for its upgrade's answer: what the peer sends meanwhile is held.
+
+    A peer may not send before its 101 (RFC 6455 section 4.1), yet one that does must not make the gateway
+    hold an unbounded amount while it waits (a sender for its listener, a refused listener for its
+    throttle delay): past one splice read's worth, reading stops, and TCP holds the rest. The held bytes
+    stay in C{data}, where the splice (or Autobahn, once open) takes them.
+    """
+
+    data: bytes
+    transport: Any
+    factory: Any
+    _early_paused = False
+
+    def hold_early(self, data: bytes) -> None:
+        """Keep C{data}; stop reading once a splice read's worth is held."""
+        self.data += data
+        if not self._early_paused and len(self.data) >= self.factory.limits.get(
+            "splice_buffer_bytes", 262144
+        ):
+            self._early_paused = True
+            self.transport.pauseProducing()
+
+    def release_early(self) -> None:
+        """The answer is given and what was held is taken: read again, if reading had stopped."""
+        if self._early_paused:
+            self._early_paused = False
+            self.transport.resumeProducing()
 
 
 @dataclass(frozen=True, slots=True)

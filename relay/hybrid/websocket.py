@@ -41,6 +41,7 @@ from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.hybrid.upgrades import (
+    EarlyBytes,
     Handoff,
     announce_sender,
     claim_rendezvous,
@@ -148,7 +149,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return self._drain.wait(timeout)
 
 
-class HybridConnectionProtocol(BoundedPongs, QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
+class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
@@ -180,7 +181,6 @@ class HybridConnectionProtocol(BoundedPongs, QuietSendData, WebSocketServerProto
         self._delayed: IDelayedCall | None = None
         self._throttled_source: str | None = None
         self._gone = False
-        self._reading_paused = False
         self._reader = FastMessageReader(self, masked=True, binary=True)
 
     # -- handshake -------------------------------------------------------------------------------------
@@ -348,9 +348,7 @@ class HybridConnectionProtocol(BoundedPongs, QuietSendData, WebSocketServerProto
             self.factory.start_splice(self, listener, self.tracking_id, self._ticket)
         elif self.http_role is not None:
             self.http_role.opened()
-        if self._reading_paused:  # what was held is taken (the splice) or parsed next (Autobahn)
-            self._reading_paused = False
-            self.transport.resumeProducing()
+        self.release_early()  # what was held is taken (the splice) or parsed next (Autobahn)
 
     @override
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
@@ -415,31 +413,17 @@ class HybridConnectionProtocol(BoundedPongs, QuietSendData, WebSocketServerProto
         (L{relay.wsfast}). Other connections hand their bytes to Autobahn's framework-neutral entry point:
         its Twisted adapter's C{dataReceived} only adds a debug line whose colourised arguments it formats
         whatever the log level. Spliced legs no longer come here: their transports moved on. While an
-        upgrade's answer is pending, bytes are held here instead (L{_hold_until_answered}).
+        upgrade's answer is pending, bytes are held here instead (L{EarlyBytes}).
         """
         if self.control is not None:
             self._reader.data_received(data)
             return
         if self.state == self.STATE_CONNECTING and getattr(self, "http_request_data", None) is not None:
-            self._hold_until_answered(data)
+            # The upgrade's answer is pending. Autobahn would keep all of it, and parse each further
+            # request head as another upgrade (another ticket, another accept, another throttle slot).
+            self.hold_early(data)
             return
         self._dataReceived(data)
-
-    def _hold_until_answered(self, data: bytes) -> None:
-        """
-        Keep bytes that arrive while the upgrade's answer is pending, up to one splice read; then stop reading.
-
-        A sender waits here for its listener, and a refused listener for its throttle delay. Autobahn would
-        keep all of it, and parse every further request head as another upgrade (another ticket, another
-        C{accept} to the listener, another throttle slot). A peer may not send before its 101 (RFC 6455
-        section 4.1); what a sender sent early is relayed once the splice starts, and TCP holds the rest.
-        """
-        self.data += data
-        if not self._reading_paused and len(self.data) >= self.factory.limits.get(
-            "splice_buffer_bytes", 262144
-        ):
-            self._reading_paused = True
-            self.transport.pauseProducing()
 
     @override
     def connectionMade(self) -> None:
