@@ -393,46 +393,34 @@ class RelayHTTPChannel(HTTPChannel):
 
         @param length: the announced C{Content-Length}, C{None} for a chunked body.
         """
+        method, path = request.method.decode("latin-1"), request.path.decode("latin-1")[:200]
+        self._refuse(
+            kind, message, f"{method} {path} (body unread)", method=method, path=path, content_length=length
+        )
+
+    def _refuse(self, kind: ErrorKind, message: str, what: str = "a request", **fields: Any) -> None:
+        """Log, answer with the cause and a tracking id, and close the connection (once)."""
         if self._refused:
             return
         tracking_id = new_tracking_id()
+        peer = str(self.transport.getPeer()) if self.transport is not None else "-"
         RelaySite.logger.info(
-            "refused {method} {path} from {peer} without reading its body: {kind} {message}",
-            method=request.method.decode("latin-1"),
-            path=request.path.decode("latin-1")[:200],
-            peer=self._peer(),
-            kind=kind.name,
-            message=message,
-            content_length=length,
-            tracking_id=tracking_id,
-        )
-        self._answer_refusal(kind.status, RelayError(kind, message).describe(tracking_id))
-
-    def _refuse(self, kind: ErrorKind, message: str) -> None:
-        if self._refused:
-            return
-        tracking_id = new_tracking_id()
-        RelaySite.logger.info(
-            "refused a request from {peer}: {kind} {message}",
-            peer=self._peer(),
+            "refused {what} from {peer}: {kind} {message}",
+            what=what,
+            peer=peer,
             kind=kind.name,
             message=message,
             tracking_id=tracking_id,
+            **fields,
         )
-        self._answer_refusal(kind.status, RelayError(kind, message).describe(tracking_id))
-
-    def _peer(self) -> str:
-        return str(self.transport.getPeer()) if self.transport is not None else "-"
-
-    def _answer_refusal(self, status: int, text: str) -> None:
-        """Stop reading, answer with C{status} and C{text} (cause and tracking id), close the connection."""
         self._refused = True
         self.setRawMode()
         if self.requests and self.requests[-1].startedWriting:
             # A response is under way: a status line now would corrupt it.
             self.transport.abortConnection()
             return
-        body = (text + "\n").encode("utf-8")
+        status = kind.status
+        body = (RelayError(kind, message).describe(tracking_id) + "\n").encode("utf-8")
         self.transport.write(
             b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
             b"Connection: close\r\n\r\n%s" % (status, _PHRASES.get(status, b"Error"), len(body), body)
