@@ -89,6 +89,15 @@ class WriteCountingTransport(RecordingTransport):
         super().writeSequence(iovec)
 
 
+def connect_to(site: RelaySite) -> tuple[RawHttpClient, WriteCountingTransport, iosim.IOPump, Any]:
+    """A raw HTTP client on an in-memory connection to C{site}, and the site's channel for it."""
+    client = RawHttpClient()
+    server = site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
+    server_transport = WriteCountingTransport(server, True)
+    pump = iosim.connect(server, server_transport, client, iosim.FakeTransport(client, False), greet=False)
+    return client, server_transport, pump, server
+
+
 class SiteTests(SynchronousTestCase):
     """A L{RelaySite} whose policy streams paths under C{/stream} and C{/refuse}."""
 
@@ -104,12 +113,7 @@ class SiteTests(SynchronousTestCase):
         )
 
     def connect(self) -> tuple[RawHttpClient, WriteCountingTransport, iosim.IOPump]:
-        client = RawHttpClient()
-        server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
-        server_transport = WriteCountingTransport(server, True)
-        pump = iosim.connect(
-            server, server_transport, client, iosim.FakeTransport(client, False), greet=False
-        )
+        client, server_transport, pump, _ = connect_to(self.site)
         return client, server_transport, pump
 
     def test_small_bodies_are_buffered(self) -> None:
@@ -293,13 +297,8 @@ class BufferedBodyLimitTests(SynchronousTestCase):
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
     def connect(self) -> tuple[RawHttpClient, WriteCountingTransport, iosim.IOPump]:
-        client = RawHttpClient()
-        server = self.site.buildProtocol(IPv4Address("TCP", "10.0.0.9", 5000))
+        client, server_transport, pump, server = connect_to(self.site)
         self.channels.append(server)
-        server_transport = WriteCountingTransport(server, True)
-        pump = iosim.connect(
-            server, server_transport, client, iosim.FakeTransport(client, False), greet=False
-        )
         return client, server_transport, pump
 
     def refusals(self) -> list[Any]:

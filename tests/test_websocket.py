@@ -420,16 +420,28 @@ class SenderTests(GatewayTestCase):
         Once a listener accepts, the splice gets what was held and reads the rest: nothing is lost.
         """
         listener = self.listen()
-        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
         raw = RawClient()
         self.net.attach(raw)
         raw.transport.write(self.raw_head("/$hc/hyco?sb-hc-action=connect&sb-hc-id=early"))
         self.net.flush()
+        self.assert_early_bytes_held(listener, raw, piece=None)
+
+    def assert_early_bytes_held(self, listener: RecordingClient, raw: RawClient, piece: int | None) -> None:
+        """
+        A message of one splice read, written by a waiting sender in pieces of C{piece} bytes (or whole).
+
+        Reading stops with it held and nothing answered; the listener's accept brings the 101, reading
+        again, and the whole message to the rendezvous.
+        """
+        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
         payload = bytes(range(256)) * (limit // 256)
         mask = b"\x01\x02\x03\x04"
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        raw.transport.write(b"\x82\xff" + struct.pack("!Q", len(payload)) + mask + masked)
-        self.net.flush()
+        frame = b"\x82\xff" + struct.pack("!Q", len(payload)) + mask + masked
+        step = piece or len(frame)
+        for start in range(0, len(frame), step):
+            raw.transport.write(frame[start : start + step])
+            self.net.flush()
         self.assertTrue(raw.server_transport.reading_paused)
         self.assertEqual(raw.received, b"")
         rendezvous = self.accept_next(listener)
@@ -445,7 +457,6 @@ class SenderTests(GatewayTestCase):
         reaches one splice read, and the splice gets all of it when the listener accepts.
         """
         listener = self.listen()
-        limit = int(self.gateway.settings.limits["splice_buffer_bytes"])
         targets = self.record_requests()
         raw = RawClient()
         self.net.attach(raw)
@@ -453,19 +464,7 @@ class SenderTests(GatewayTestCase):
         raw.transport.write(self.raw_head(target, "Origin: http://example.org\r\n"))
         self.net.flush()
         self.assertEqual(targets, [target.encode()])  # not the direct path
-        payload = bytes(range(256)) * (limit // 256)
-        mask = b"\x01\x02\x03\x04"
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        frame = b"\x82\xff" + struct.pack("!Q", len(payload)) + mask + masked
-        for start in range(0, len(frame), 4096):
-            raw.transport.write(frame[start : start + 4096])
-            self.net.flush()
-        self.assertTrue(raw.server_transport.reading_paused)
-        self.assertEqual(raw.received, b"")
-        rendezvous = self.accept_next(listener)
-        self.assertTrue(raw.received.startswith(b"HTTP/1.1 101 Switching Protocols\r\n"), raw.received)
-        self.assertFalse(raw.server_transport.reading_paused)
-        self.assertEqual(rendezvous.messages, [(payload, True)])
+        self.assert_early_bytes_held(listener, raw, piece=4096)
 
     def test_a_waiting_autobahn_sender_that_sends_another_head_gets_one_ticket(self) -> None:
         """A second request head on a sender still waiting for its listener is not a second upgrade."""

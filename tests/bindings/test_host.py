@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime
 import random
 from decimal import Decimal
+from typing import Any
 
 from lxml import etree
+from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import Interface
@@ -260,13 +262,8 @@ class HostOnGatewayTests(BindingsTestCase):
         self.assertEqual(self.successResultOf(results[3]), 42)
         self.assertEqual(service.notified, ["hello"])
 
-    def test_calls_wait_while_the_socket_is_full(self) -> None:
-        """
-        A call made while the channel's socket buffer is full is written once it drains, within its timeout.
-
-        The gateway stops reading a sender whose listener is behind; calls fired meanwhile used to pile up
-        in the client's write buffer without a bound.
-        """
+    def full_channel(self) -> tuple[ChannelFactory, Any, Any]:
+        """A channel that made one call, whose socket buffer is then full (its write gate paused)."""
         self.opened(self.host())
         factory, calc = self.channel()
         first = calc.Add(1, 1)  # type: ignore[attr-defined]
@@ -275,7 +272,17 @@ class HostOnGatewayTests(BindingsTestCase):
         protocol = factory._protocol
         assert protocol is not None
         protocol.write_gate.pauseProducing()
-        waiting = calc.Add(2, 3)  # type: ignore[attr-defined]
+        return factory, calc, protocol
+
+    def test_calls_wait_while_the_socket_is_full(self) -> None:
+        """
+        A call made while the channel's socket buffer is full is written once it drains, within its timeout.
+
+        The gateway stops reading a sender whose listener is behind; calls fired meanwhile used to pile up
+        in the client's write buffer without a bound.
+        """
+        factory, calc, protocol = self.full_channel()
+        waiting = calc.Add(2, 3)
         self.net.flush()
         self.assertNoResult(waiting)
         self.assertEqual(len(factory._calls), 1)
@@ -285,17 +292,10 @@ class HostOnGatewayTests(BindingsTestCase):
 
     def test_a_call_waiting_for_a_full_socket_times_out(self) -> None:
         """A call that could not be written within its timeout fails as any late call does."""
-        self.opened(self.host())
-        factory, calc = self.channel()
-        first = calc.Add(1, 1)  # type: ignore[attr-defined]
-        self.net.flush()
-        self.successResultOf(first)
-        protocol = factory._protocol
-        assert protocol is not None
-        protocol.write_gate.pauseProducing()
-        waiting = calc.Add(2, 3)  # type: ignore[attr-defined]
+        factory, calc, _ = self.full_channel()
+        waiting = calc.Add(2, 3)
         self.net.advance(factory.timeout + 1)
-        self.failureResultOf(waiting)
+        self.failureResultOf(waiting, defer.TimeoutError)
         self.assertEqual(factory._calls, {})
 
     def test_survives_exceptions(self) -> None:

@@ -26,6 +26,8 @@ from relay.client.options import MIB
 from relay.expose import Forwarder
 from relay.localclient import LocalClient, LocalConnection
 
+from .test_http import FakeProtocol
+
 
 class FakeTransport:
     """The rendezvous socket's transport: whether it is read."""
@@ -42,33 +44,15 @@ class FakeTransport:
         self.paused = False
 
 
-class FakeRendezvous:
-    """The calls a rendezvous channel makes on its Autobahn protocol, recorded."""
+class FakeRendezvous(FakeProtocol):
+    """A rendezvous channel's Autobahn protocol: its calls recorded, its transport's reading watched."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.transport = FakeTransport()
-        self.calls: list[tuple[str, Any]] = []
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         self.producer = producer
-
-    def sendMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.calls.append(("binary" if isBinary else "text", payload))
-
-    def beginMessage(self, isBinary: bool) -> None:
-        self.calls.append(("begin", isBinary))
-
-    def sendMessageFrame(self, data: bytes) -> None:
-        self.calls.append(("frame", data))
-
-    def endMessage(self) -> None:
-        self.calls.append(("end", None))
-
-    def sendClose(self, code: int) -> None:
-        self.calls.append(("close", code))
-
-    def dropConnection(self, abort: bool) -> None:
-        self.calls.append(("drop", abort))
 
 
 class FakeListener:
