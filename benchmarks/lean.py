@@ -18,6 +18,11 @@ peers'. uvloop is used when it is installed (the runner reports which loop ran).
         and starts again.
 
 The timed part is framed by C{MEASURE start}/C{MEASURE end}; the result is a C{RESULT {json}} line.
+
+Toward a loopback gateway, each connection leaves from its own loopback address (L{SourceAddresses}), as
+senders on many hosts would: from one address, Linux's C{connect()} has about 14,000 quick ephemeral ports
+for one destination, and searching for a free one costs more and more past them (9,000 pairs are 18,000
+connections), which made the peers, not the gateway, set the pace.
 """
 
 from __future__ import annotations
@@ -46,6 +51,25 @@ from benchmarks.wsraw import (
 )
 
 WARMUP = 0.5
+# senders connect from 127.64.0.1 on, the listener's rendezvous legs from 127.128.0.1 on
+SENDER_BLOCK = 64
+RENDEZVOUS_BLOCK = 128
+
+
+class SourceAddresses:
+    """Hands out a different loopback source address per connection, or none when the host is not loopback."""
+
+    def __init__(self, host: str, block: int) -> None:
+        self.loopback = host.startswith("127.")
+        self.block = block
+        self.issued = 0
+
+    def next(self) -> tuple[str, int] | None:
+        if not self.loopback:
+            return None
+        index = self.issued % (254 * 256)
+        self.issued += 1
+        return (f"127.{self.block}.{index // 254}.{index % 254 + 1}", 0)
 
 
 def event_loop_name() -> str:
@@ -156,6 +180,7 @@ class ControlChannel(Client):
         super().__init__(request)
         self.host = host
         self.port = port
+        self.sources = SourceAddresses(host, RENDEZVOUS_BLOCK)
         self.read_rate = read_rate
         self.accepted = 0
         self.failed = 0
@@ -177,7 +202,10 @@ class ControlChannel(Client):
         loop = asyncio.get_running_loop()
         try:
             _, leg = await loop.create_connection(
-                lambda: Sink(upgrade_request(url.netloc, path), self.read_rate), self.host, self.port
+                lambda: Sink(upgrade_request(url.netloc, path), self.read_rate),
+                self.host,
+                self.port,
+                local_addr=self.sources.next(),
             )
             status = await leg.opened
         except OSError:
@@ -189,10 +217,12 @@ class ControlChannel(Client):
             self.failed += 1
 
 
-async def connect(host: str, port: int, path: str, headers: dict[str, str]) -> Client:
+async def connect(
+    host: str, port: int, path: str, headers: dict[str, str], source: tuple[str, int] | None = None
+) -> Client:
     loop = asyncio.get_running_loop()
     request = upgrade_request(f"{host}:{port}", path, headers)
-    _, client = await loop.create_connection(lambda: Client(request), host, port)
+    _, client = await loop.create_connection(lambda: Client(request), host, port, local_addr=source)
     status = await client.opened
     if not is_switching(status):
         raise ConnectionError(status)
@@ -231,6 +261,7 @@ async def hold(
     latencies: list[float] = []
     failures = 0
     next_index = 0
+    sources = SourceAddresses(host, SENDER_BLOCK)
 
     async def worker() -> None:
         nonlocal next_index, failures
@@ -238,7 +269,7 @@ async def hold(
             next_index += 1
             started = time.perf_counter()
             try:
-                clients.append(await connect(host, port, path, headers))
+                clients.append(await connect(host, port, path, headers, sources.next()))
             except (OSError, ConnectionError):
                 failures += 1
                 continue
@@ -275,13 +306,14 @@ async def churn(
     failures = 0
     measuring = False
     stop = False
+    sources = SourceAddresses(host, SENDER_BLOCK)
 
     async def worker() -> None:
         nonlocal counted, failures
         while not stop:
             started = time.perf_counter()
             try:
-                client = await connect(host, port, path, headers)
+                client = await connect(host, port, path, headers, sources.next())
             except (OSError, ConnectionError):
                 failures += 1
                 await asyncio.sleep(0.01)
