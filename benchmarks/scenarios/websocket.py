@@ -3,6 +3,9 @@ Hybrid connection WebSocket scenarios: one-way throughput by message size, 64-by
 
 Relayed (load generator -> gateway -> Autobahn listener) against direct (load generator -> Autobahn
 server) and nginx (load generator -> nginx -> Autobahn server), measured alternately in the same run.
+Latency also measures the floor: a byte forwarder on Twisted (L{benchmarks.forwarder}) in nginx's place,
+what any Python process on the path costs a round trip (the same system calls as the gateway's splice,
+and no framing).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from benchmarks.registry import Target, scenario
 
 SIZES = (("64 B", 64), ("4 KB", 4096), ("64 KB", 65536), ("1 MB", 1048576))
 VARIANTS = ("direct", "relay", "nginx")
+LATENCY_VARIANTS = (*VARIANTS, "floor")
 
 
 class Paths:
@@ -37,10 +41,19 @@ class Paths:
         if proxy is not None:
             nginx, port = proxy
             self.routes["nginx"] = (port, "/", {}, {"nginx": nginx, "endpoint": server})
+        self.ctx = ctx
+        self.server_port = server_port
+        self.server = server
 
-    def order(self, run: int) -> list[str]:
+    def add_floor(self) -> None:
+        """Route the C{floor} variant through a Twisted byte forwarder to the direct server."""
+        forwarder = self.ctx.procs.python("forwarder", "benchmarks.forwarder", "0", str(self.server_port))
+        port = int(forwarder.lines[-1].split()[1])
+        self.routes["floor"] = (port, "/", {}, {"forwarder": forwarder, "endpoint": self.server})
+
+    def order(self, run: int, variants: tuple[str, ...] = VARIANTS) -> list[str]:
         """The variants, rotated per repetition so that none always goes first."""
-        names = [v for v in VARIANTS if v in self.routes]
+        names = [v for v in variants if v in self.routes]
         shift = run % len(names)
         return names[shift:] + names[:shift]
 
@@ -54,12 +67,13 @@ def _record_cpu(ctx: Context, case: str, variant: str, cpu: dict[str, float], ow
 def _ratios(
     ctx: Context, case: str, metric: str, values: dict[str, float], run: int, *, lower: bool = False
 ) -> None:
-    relay = values.get("relay")
-    if relay is None:
-        return
-    for base in ("direct", "nginx"):
-        if base in values and values[base] > 0:
-            ctx.record(case, f"relay/{base}", metric, relay / values[base], "x", run)
+    for proxy in ("relay", "floor"):
+        value = values.get(proxy)
+        if value is None:
+            continue
+        for base in ("direct", "nginx") if proxy == "relay" else ("direct",):
+            if base in values and values[base] > 0:
+                ctx.record(case, f"{proxy}/{base}", metric, value / values[base], "x", run)
 
 
 @scenario(
@@ -111,16 +125,17 @@ def throughput(ctx: Context) -> None:
     "websocket",
     "64-byte round trips, one in flight: p50/p99 relay vs direct Autobahn vs nginx",
     targets=(Target("64 B", "relay/direct", "p99", "<=", 1.3),),
-    variants=VARIANTS,
+    variants=LATENCY_VARIANTS,
 )
 def latency(ctx: Context) -> None:
     paths = Paths(ctx)
+    paths.add_floor()
     seconds = ctx.settings.seconds
     case = "64 B"
     for run in ctx.repetitions():
         p50: dict[str, float] = {}
         p99: dict[str, float] = {}
-        for variant in paths.order(run):
+        for variant in paths.order(run, LATENCY_VARIANTS):
             port, path, headers, watch = paths.routes[variant]
             args = ["benchmarks.loadgen", "latency", "127.0.0.1", str(port), path, str(seconds)]
             result, cpu = ctx.load("latency", [*args, json.dumps(headers)], watch, timeout=seconds * 10 + 60)
