@@ -26,6 +26,7 @@ connection.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
@@ -108,19 +109,31 @@ class QuietSendData(NoTimerAfterLoss):
         (compression, automatic fragmentation, a fragmented message in progress, a connection that is
         not open) still go through it, which also raises C{Disconnected} as before.
         """
+        self.send_wholes(((payload, is_binary),))
+
+    def send_wholes(self, messages: Sequence[tuple[bytes, bool]]) -> None:
+        """
+        L{send_whole} for several messages (C{(payload, is_binary)}), written with one C{send}.
+
+        A listener's answer on its control channel is a C{response} message and its body; written
+        apart, each was a system call in the listener and a read in the gateway.
+        """
         protocol: Any = self
         if (
             protocol.state != WebSocketProtocol.STATE_OPEN
             or protocol.send_state != WebSocketProtocol.SEND_STATE_GROUND
             or protocol._perMessageCompress is not None
-            or (protocol.autoFragmentSize and len(payload) > protocol.autoFragmentSize)
+            or (
+                protocol.autoFragmentSize
+                and any(len(payload) > protocol.autoFragmentSize for payload, _ in messages)
+            )
         ):
-            protocol.sendMessage(payload, isBinary=is_binary)
+            for payload, is_binary in messages:
+                protocol.sendMessage(payload, isBinary=is_binary)
             return
-        if protocol.factory.isServer:
-            self.sendData(server_frame(payload, binary=is_binary))
-        else:
-            self.sendData(masked_frame(payload, binary=is_binary))
+        make = server_frame if protocol.factory.isServer else masked_frame
+        frames = [make(payload, binary=is_binary) for payload, is_binary in messages]
+        self.sendData(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
         """Write C{data} as Autobahn does, minus the eagerly formatted debug line."""

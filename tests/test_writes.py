@@ -164,7 +164,8 @@ class NoDelayTests(SynchronousTestCase):
 
     def test_control_channel_frames_are_built_here(self) -> None:
         """
-        A listener's messages are whole frames built here, masked, each sent in one system call.
+        A listener's messages are whole frames built here, masked, each sent in one system call (a
+        response and its body together in one).
 
         What needs Autobahn's frame machinery (here automatic fragmentation) still gets it.
         """
@@ -184,6 +185,14 @@ class NoDelayTests(SynchronousTestCase):
         self.assertEqual((opcode, fin, payload), (1, True, b'{"response":{}}'))
         self.assertTrue(wire[1] & 0x80)
         self.assertEqual(parse_one(wire[end:], masked=True)[1:], (2, True, b"\x00" * 300))
+        writes = []
+        protocol.sendData = lambda data, *args: writes.append(data)
+        self.assertTrue(channel.send_messages([(b'{"response":{}}', False), (b"body", True)]))
+        (both,) = writes  # a response and its body: one write
+        end, opcode, fin, payload = parse_one(both, masked=True)
+        self.assertEqual((opcode, payload), (1, b'{"response":{}}'))
+        self.assertEqual(parse_one(both[end:], masked=True)[1:], (2, True, b"body"))
+        del protocol.sendData
         del protocol.sendMessage
         protocol.autoFragmentSize = 4
         self.assertTrue(channel.send_message(b"0123456789"))

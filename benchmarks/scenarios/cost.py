@@ -1,6 +1,8 @@
 """
 The gateway's instructions per unit of work (HTTP request, established pair, round trip), counted by valgrind.
 
+The HTTP request is also counted in C{relay expose} (the listener), with the gateway running natively.
+
 On the shared two-core machines here, the gateway's CPU time per unit of work moved by 20 % and more
 between runs minutes apart with the same code, so a change worth a few percent could not be seen in it.
 callgrind counts the instructions the gateway executes in user space, which are the same for the same
@@ -32,7 +34,7 @@ from benchmarks.registry import scenario
 from benchmarks.scenarios.http import relay_route, upstream_file, wait_until_served
 from benchmarks.scenarios.scale import lean_listener
 
-CASES = ("HTTP request", "established pair", "64 B round trip")
+CASES = ("HTTP request", "established pair", "64 B round trip", "HTTP request, relay expose")
 CONNECTIONS = 4
 STARTUP = 600.0  # seconds a gateway under valgrind may take to listen
 
@@ -79,8 +81,8 @@ def _record_per(ctx: Context, case: str, run: int, result: dict[str, Any], count
 @scenario(
     "cost.instructions",
     "cost",
-    "gateway instructions per relayed HTTP request, per established pair and per 64-byte round trip "
-    "(valgrind; machine speed does not move them)",
+    "gateway instructions per relayed HTTP request, per established pair and per 64-byte round trip, "
+    "and relay expose's per HTTP request (valgrind; machine speed does not move them)",
     variants=("relay",),
     explicit=True,
 )
@@ -97,6 +99,8 @@ def instructions(ctx: Context) -> None:
         _pairs(ctx, valgrind)
     if ctx.wants(CASES[2]):
         _round_trips(ctx, valgrind)
+    if ctx.wants(CASES[3]):
+        _http_listener(ctx, valgrind)
 
 
 def _http(ctx: Context, valgrind: str) -> None:
@@ -116,6 +120,30 @@ def _http(ctx: Context, valgrind: str) -> None:
         result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=_meter(gateway))
         _record_per(ctx, case, run, result, "requests", "request")
     for proc in (route.path_procs["listener"], gateway.proc, static[0]):
+        ctx.procs.stop(proc)
+
+
+def _http_listener(ctx: Context, valgrind: str) -> None:
+    """The same requests as L{_http}, counted in C{relay expose} instead of the gateway."""
+    case = CASES[3]
+    wrk, _ = ensure_wrk(ctx.settings.install)
+    body, static = upstream_file(ctx)
+    if wrk is None or static is None:
+        ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+        return
+    gateway = ctx.gateway(name="gateway-http-native")
+    out = ctx.path("expose-http.callgrind")
+    wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
+    route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway, wrapper)
+    wait_until_served("relay", route, body, timeout=STARTUP)
+    listener = route.path_procs["listener"]
+    window = _window(ctx)
+    for run in ctx.repetitions():
+        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
+        meter = lambda: instruction_counter(listener.pid)  # noqa: E731
+        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=meter)
+        _record_per(ctx, case, run, result, "requests", "request")
+    for proc in (listener, gateway.proc, static[0]):
         ctx.procs.stop(proc)
 
 

@@ -75,8 +75,14 @@ def wait_until_served(name: str, route: Route, expected: bytes, timeout: float =
     raise TimeoutError(f"{name} did not serve {route.url} within {timeout:g}s")
 
 
-def relay_route(ctx: Context, upstream: str, gateway: Gateway | None = None) -> Route:
-    """The relay variant: a gateway (a new one unless given) and C{relay expose} forwarding to C{upstream}."""
+def relay_route(
+    ctx: Context, upstream: str, gateway: Gateway | None = None, wrapper: tuple[str, ...] = ()
+) -> Route:
+    """
+    The relay variant: a gateway (a new one unless given) and C{relay expose} forwarding to C{upstream}.
+
+    @param wrapper: a command C{relay expose} runs under (valgrind), with its options.
+    """
     gateway = gateway or ctx.gateway()
     expose = ctx.procs.python(
         "relay-expose",
@@ -90,6 +96,7 @@ def relay_route(ctx: Context, upstream: str, gateway: Gateway | None = None) -> 
         "--quiet",
         ready=None,
         code=ctx.settings.gateway_from,
+        wrapper=wrapper,
     )
     return Route(
         f"http://127.0.0.1:{gateway.port}/{WEB_ENTITY}/{FILE}",

@@ -9,7 +9,7 @@ body (C{"body": true}) is paired with the binary message that immediately follow
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from autobahn.exception import Disconnected
 from twisted.internet.defer import Deferred, succeed
@@ -106,10 +106,18 @@ class ControlChannel:
 
         @return: C{False} when the channel is no longer open, so the caller can give up quietly.
         """
+        return self.send_messages(((payload, is_binary),))
+
+    def send_messages(self, messages: Sequence[tuple[bytes, bool]]) -> bool:
+        """
+        Send several messages (C{(payload, is_binary)}) in one write, e.g. a C{response} and its body.
+
+        @return: C{False} when the channel is no longer open, so the caller can give up quietly.
+        """
         if self._closed:
             return False
         try:
-            self._protocol.send_whole(payload, is_binary)
+            self._protocol.send_wholes(messages)
         except Disconnected:
             return False
         return True

@@ -278,9 +278,10 @@ class RelayedResponse:
         self._queued = 0
         self._has_body = bool(body)
         self._head_sent = True
-        sent = self._control.send_message(self._head())
-        if sent and body:
-            sent = self._control.send_message(body, is_binary=True)
+        messages = [(self._head(), False)]
+        if body:
+            messages.append((body, True))
+        sent = self._control.send_messages(messages)
         if not sent:
             self._fail(ConnectionClosedError("the control channel closed before the response was sent"))
             return

@@ -47,7 +47,7 @@ class ExportTests(SynchronousTestCase):
         class Protocol:
             write_through = False
 
-            def send_whole(self, payload: bytes, is_binary: bool) -> None:
+            def send_wholes(self, messages: object) -> None:
                 pass
 
         noop: Any = lambda *args: None  # noqa: E731

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -27,11 +28,16 @@ class FakeControl:
 
     def __init__(self) -> None:
         self.sent: list[tuple[bytes, bool]] = []
+        self.writes: list[int] = []  # messages per write
         self.open = True
 
     def send_message(self, payload: bytes, is_binary: bool = False) -> bool:
+        return self.send_messages(((payload, is_binary),))
+
+    def send_messages(self, messages: Sequence[tuple[bytes, bool]]) -> bool:
         if self.open:
-            self.sent.append((payload, is_binary))
+            self.sent.extend(messages)
+            self.writes.append(len(messages))
         return self.open
 
 
@@ -126,7 +132,7 @@ class ResponseTests(SynchronousTestCase):
         return _SocketSink(self.protocol, self.gate, close_after=True)  # type: ignore[arg-type]
 
     def test_small_complete_response_on_the_control_channel(self) -> None:
-        """A response complete within 64 kB is one C{response} text and one binary message."""
+        """A response complete within 64 kB is one C{response} text and one binary message, in one write."""
         response = self.response()
         response.status_code = 201
         response.headers["X-A"] = "1"
@@ -146,6 +152,7 @@ class ResponseTests(SynchronousTestCase):
             },
         )
         self.assertEqual((body, binary), (b"x" * 1000 + b"!", True))
+        self.assertEqual(self.control.writes, [2])
         self.assertEqual(self.opened, [])
 
     def test_empty_response(self) -> None:
