@@ -243,7 +243,9 @@ class HttpListener:
         started = self.reactor.seconds()
         try:
             result = self.app(request, response)
-            if isinstance(result, Deferred) or inspect.isawaitable(result):
+            if isinstance(result, Deferred) or inspect.iscoroutine(result):
+                await result  # in this task: one Deferred-driven coroutine per request, not two
+            elif inspect.isawaitable(result):
                 await ensureDeferred(cast(Any, result))
             if not response.finished:
                 await response.finish()

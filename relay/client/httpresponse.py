@@ -7,6 +7,7 @@ anything larger or slower (2 s, as .NET does) streams over a rendezvous.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum
@@ -72,6 +73,10 @@ class _SocketSink:
         self.protocol.dropConnection(abort=True)
 
 
+_BAD_VALUE = re.compile("[\r\n\0]")
+_BAD_NAME = re.compile("[ \t\r\n:\0]")
+
+
 class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
     """Response headers: names are matched without regard to case; a list value sends one line per item."""
 
@@ -83,9 +88,9 @@ class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
 
     def __setitem__(self, name: str, value: str | list[str]) -> None:
         for item in [value] if isinstance(value, str) else value:
-            if not isinstance(item, str) or any(c in item for c in "\r\n\0"):
+            if not isinstance(item, str) or _BAD_VALUE.search(item):
                 raise ValueError(f"header {name!r} needs string values without CR, LF or NUL")
-        if not name or any(c in name for c in " \t\r\n:\0"):
+        if not name or _BAD_NAME.search(name):
             raise ValueError(f"invalid header name {name!r}")
         self._items[name.lower()] = (name, value)
 

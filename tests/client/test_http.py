@@ -226,8 +226,12 @@ class ResponseTests(SynchronousTestCase):
         headers.add("Set-Cookie", "a=1")
         headers.add("set-cookie", "b=2")
         self.assertEqual(headers.to_json(), {"content-type": "text/html", "Set-Cookie": ["a=1", "b=2"]})
-        self.assertRaises(ValueError, headers.__setitem__, "Bad Name", "x")
-        self.assertRaises(ValueError, headers.__setitem__, "X", "a\r\nb")
+        for name in ("Bad Name", "Bad\tName", "Bad:", "X\r", "X\n", "X\0", ""):
+            self.assertRaises(ValueError, headers.__setitem__, name, "x")
+        for value in ("a\r\nb", "a\rb", "a\nb", "a\0b"):
+            self.assertRaises(ValueError, headers.__setitem__, "X", value)
+            self.assertRaises(ValueError, headers.__setitem__, "X", ["ok", value])
+        self.assertRaises(ValueError, headers.__setitem__, "X", [b"bytes"])
         del headers["CONTENT-TYPE"]
         self.assertEqual(len(headers), 1)
 
