@@ -8,6 +8,7 @@ chunked-body reader. No sockets, no twisted: L{relay.localclient} drives it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -62,13 +63,17 @@ class ResponseHead:
         return self.code < 200
 
 
+_TARGET_FORBIDDEN = re.compile(rb"[\x00-\x20\x7f]")
+"""Bytes a request target may not hold: controls, space and DEL."""
+
+
 def valid_request(target: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
     """
     Why a request cannot be written as given (a target or field that would break the head), or C{None}.
 
     Relayed requests come as JSON; a line break in a value would otherwise start a header of its own.
     """
-    if not target.startswith(b"/") or any(c <= 0x20 or c == 0x7F for c in target):
+    if not target.startswith(b"/") or _TARGET_FORBIDDEN.search(target):
         return f"invalid request target {target[:80]!r}"
     for name, value in headers:
         if not name or not _TOKEN.issuperset(name):

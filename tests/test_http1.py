@@ -35,6 +35,9 @@ class RequestHeadTests(SynchronousTestCase):
         """Line breaks, bad names and bad targets are refused before they reach the local server."""
         self.assertIsNone(valid_request(b"/caf\xc3\xa9?q=%20", [(b"X-A", b"any value: \xff")]))
         self.assertIn("target", valid_request(b"/a b", []) or "")
+        for byte in (*range(0x21), 0x7F):
+            self.assertIn("target", valid_request(b"/a" + bytes([byte]), []) or "", byte)
+        self.assertIsNone(valid_request(bytes(range(0x2F, 0x7F)) + bytes(range(0x80, 0x100)), []))
         self.assertIn("target", valid_request(b"http://elsewhere/", []) or "")
         self.assertIn("name", valid_request(b"/", [(b"X A", b"1")]) or "")
         self.assertIn("name", valid_request(b"/", [(b"", b"1")]) or "")
