@@ -164,10 +164,9 @@ class NoDelayTests(SynchronousTestCase):
 
     def test_control_channel_frames_are_built_here(self) -> None:
         """
-        A listener's messages are whole frames built here, masked, each sent in one system call (a
-        response and its body together in one).
+        A listener's messages are whole frames built here, masked, each sent in one system call.
 
-        What needs Autobahn's frame machinery (here automatic fragmentation) still gets it.
+        A response and its body go together in one. What needs Autobahn's frame machinery (here automatic fragmentation) still gets it.
         """
         protocol, transport, server, _ = open_client(self)
         self.assertEqual(protocol.state, protocol.STATE_OPEN)
