@@ -16,7 +16,7 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from relay.metrics import CONTENT_TYPE, Registry
-from relay.web import RelayRequest
+from relay.webchannel import RelayRequest
 
 _ALLOWED = b"GET, HEAD"
 

@@ -18,7 +18,7 @@ from zope.interface import Interface, implementer
 
 @runtime_checkable
 class PausableBody(Protocol):
-    """The channel a streamed body is read from (L{relay.web.RelayHTTPChannel}): it can stop reading it."""
+    """The channel a streamed body is read from (L{relay.webchannel.RelayHTTPChannel}): it can stop reading it."""
 
     def pause_body(self) -> None:
         """Stop reading the request body from the socket."""

@@ -20,7 +20,8 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from relay.httpbody import IBodyConsumer
-from relay.web import RelayHTTPChannel, RelayRequest, RelaySite
+from relay.web import RelaySite
+from relay.webchannel import RelayHTTPChannel, RelayRequest
 
 from .httpharness import RawHttpClient
 from .wsharness import RecordingTransport

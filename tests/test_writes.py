@@ -29,7 +29,7 @@ from relay.client.protocol import RelayClientFactory, RelayClientProtocol
 from relay.firstread import FirstRead
 from relay.hybrid.handshake import accept_value
 from relay.hybrid.websocket import HybridConnectionProtocol
-from relay.web import RelayHTTPChannel
+from relay.webchannel import RelayHTTPChannel
 from relay.writes import no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
 from tests.test_bridge import FakeSocket

@@ -35,7 +35,7 @@ from relay.hybrid.httprendezvous import RendezvousRole
 from relay.hybrid.messages import HttpRequest, RemoteEndpoint
 from relay.hybrid.router import Admission, HybridConnectionRouter
 from relay.resource import ErrorResource, request_host
-from relay.web import RelayHTTPChannel, RelayRequest
+from relay.webchannel import RelayHTTPChannel, RelayRequest
 
 
 def _text(raw: bytes) -> str:

@@ -35,7 +35,7 @@ from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.resource import ErrorResource
-from relay.web import RelayHTTPChannel, RelayRequest
+from relay.webchannel import RelayHTTPChannel, RelayRequest
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay

@@ -19,7 +19,7 @@ from relay.hybrid.dispatch import RequestWait
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_response
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
-from relay.web import RelayHTTPChannel
+from relay.webchannel import RelayHTTPChannel
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
