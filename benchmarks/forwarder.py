@@ -8,8 +8,9 @@ gateway and C{relay expose}, the same reactor (epoll), the same system calls per
 write each way in each process), and nothing else. What the relay needs above it is the cost of its
 protocol work, not of Python or Twisted.
 
-Each side's writes go to the kernel at once when nothing is queued (as the gateway's do); a side whose
-socket is full pauses reading from the other, so nothing grows without bound.
+Each side's writes go to the kernel at once when nothing is queued (as the gateway's do), and the reactor
+dispatches events as the gateway's does (L{relay.eventloop}); a side whose socket is full pauses reading
+from the other, so nothing grows without bound.
 
     python -m benchmarks.forwarder LISTEN_PORT UPSTREAM_PORT
 """
@@ -30,6 +31,10 @@ def main(argv: list[str]) -> None:
 
     epollreactor.install()
     from twisted.internet import reactor
+
+    from relay.eventloop import lean_dispatch
+
+    lean_dispatch(reactor)  # as the gateway does, so that the floor stays a floor
     from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
     from relay.writes import plain_socket, write_now

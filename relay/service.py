@@ -32,6 +32,7 @@ from relay.config import GatewayConfig, default_limits
 from relay.connstr import ConnectionString
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
+from relay.eventloop import lean_dispatch
 from relay.hybrid.addressing import websocket_base
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
@@ -178,6 +179,7 @@ class GatewayService(MultiService):
     """
 
     log = Logger()
+    _restore_dispatch: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -313,6 +315,7 @@ class GatewayService(MultiService):
     def startService(self) -> None:
         """Listen on every endpoint, then announce where the gateway can be reached."""
         keep_read_buffers(int(self.settings.limits["splice_buffer_bytes"]))
+        self._restore_dispatch = lean_dispatch(self.reactor)
         super().startService()
         services = [*self._endpoint_services]
         if self._admin_service is not None:
@@ -383,5 +386,12 @@ class GatewayService(MultiService):
         stopped = super().stopService()
         drained = self.hybrid_factory.drain(self.settings.limits["close_handshake_timeout"] + 1.0)
         waits = [d for d in (stopped, drained) if isinstance(d, Deferred)]
-        done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(lambda _: None)
+        done: Deferred[None] = DeferredList(waits, consumeErrors=True).addCallback(self._stopped)
         return done
+
+    def _stopped(self, result: object) -> None:
+        """Give the reactor its own event dispatch back (a test process goes on using it)."""
+        restore = self._restore_dispatch
+        self._restore_dispatch = None
+        if restore is not None:
+            restore()
