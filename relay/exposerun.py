@@ -19,6 +19,7 @@ from relay.client.errors import ConnectError
 from relay.client.http import HttpListener
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
+from relay.eventloop import lean_dispatch
 from relay.expose import LOCAL_TIMEOUT, ExposeError, Forwarder
 
 
@@ -218,5 +219,6 @@ def run_expose(
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)  # type: ignore[attr-defined]
+    lean_dispatch(reactor)  # as the gateway's: no log context built per socket event
     reactor.run()  # type: ignore[attr-defined]
     return status[0]
