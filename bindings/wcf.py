@@ -36,6 +36,7 @@ from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.logbudget import LogBudget
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedPongs, NoTimerAfterLoss
@@ -202,6 +203,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         self.role: ListenerRole | SenderRole | None = None
         self.host = ""
         self._reader = FastMessageReader(self, masked=True)
+        self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
 
     @property
     def role_name(self) -> str:
@@ -288,7 +290,10 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         Write a gateway fault (spec 7.1), count it and log it.
 
         A peer that keeps sending bad messages without reading the faults is closed with 1008 once
-        L{FAULT_BACKLOG_LIMIT} bytes wait for it, instead of having faults queued for it without end.
+        L{FAULT_BACKLOG_LIMIT} bytes wait for it, instead of having faults queued for it without end. One
+        that reads them gets every fault and every one is counted, but its log lines are budgeted
+        (L{LogBudget}: 20 at once, then 10 a second), with the number left out said in the next line or
+        when the socket closes.
         """
         if pending_write_bytes(self.transport) >= FAULT_BACKLOG_LIMIT:
             if self.state == self.STATE_OPEN:
@@ -301,14 +306,20 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
             return
         entity = getattr(self.role, "entity", None)
         self.factory.gateway.instruments.fault(entity.name if entity is not None else None, kind.subcode_name)
-        self.logger.info(
-            "fault {subcode} to {role} {tracking_id}: {cause}",
-            subcode=kind.subcode_name,
-            role=self.role_name,
-            tracking_id=self.tracking_id,
-            cause=message,
-            relates_to=relates_to,
-        )
+        if self._fault_lines is None:
+            self._fault_lines = LogBudget(self.factory.gateway.clock)
+        unlogged = self._fault_lines.allow()
+        if unlogged is not None:
+            self.logger.info(
+                "fault {subcode} to {role} {tracking_id}: {cause}"
+                + (" ({unlogged} faults to it before this one were not logged)" if unlogged else ""),
+                subcode=kind.subcode_name,
+                role=self.role_name,
+                tracking_id=self.tracking_id,
+                cause=message,
+                relates_to=relates_to,
+                unlogged=unlogged,
+            )
         role_path = self.role.path if self.role is not None else ""
         self.send_envelope(
             gateway_fault(
@@ -343,7 +354,15 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        """Let the role clean up."""
+        """Let the role clean up; say how many faults went unlogged since the last line about them."""
+        if self._fault_lines is not None and self._fault_lines.held:
+            self.logger.info(
+                "{unlogged} more faults to {role} {tracking_id} were not logged (at most {per_second:g} a second)",
+                unlogged=self._fault_lines.held,
+                role=self.role_name,
+                tracking_id=self.tracking_id,
+                per_second=self._fault_lines.per_second,
+            )
         if self.role is not None:
             self.role.closed(code)
 

@@ -454,6 +454,39 @@ class DatagramTests(BindingsTestCase):
         self.assertEqual(len(listener.messages), answers)
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_fault_log_lines_are_budgeted(self) -> None:
+        """
+        A peer that reads its faults gets every one, but its log lines are budgeted: 20, then 10 a second.
+
+        The next line let through says how many were left out; so does the close.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listener()
+        answers = len(listener.messages)
+
+        def fault_lines() -> list[dict[str, object]]:
+            return [e for e in events if str(e.get("log_format", "")).startswith("fault {subcode}")]
+
+        for _ in range(50):
+            listener.sendMessage(b"x", isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(listener.messages) - answers, 50)
+        self.assertTrue(all(subcode(m[0]) == "InvalidMessage" for m in listener.messages[answers:]))
+        self.assertEqual(len(fault_lines()), 20)
+        self.clock.advance(0.15)  # one more line's worth (and a half)
+        listener.sendMessage(b"x", isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(fault_lines()), 21)
+        self.assertEqual(fault_lines()[-1]["unlogged"], 30)
+        self.assertIn("were not logged", str(fault_lines()[-1]["log_format"]))
+        for _ in range(7):
+            listener.sendMessage(b"x", isBinary=False)
+        self.net.flush()
+        listener.sendClose(1000)
+        self.net.flush()
+        (summary,) = [e for e in events if "more faults to" in str(e.get("log_format", ""))]
+        self.assertEqual((summary["unlogged"], summary["role"]), (7, "listener"))
+
     def test_too_large(self) -> None:
         """Over the name's limit: MessageTooLarge and the socket stays open; over the kind's cap: 1009."""
         self.listener("events", ONEWAY, IChat)

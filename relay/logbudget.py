@@ -1,0 +1,46 @@
+"""
+A budget of log lines for events a peer can cause as fast as it sends.
+
+One log line per bad message is what an operator wants to read, until one peer sends tens of thousands a
+second: then the log (and the disk under it) grows at the peer's pace. A L{LogBudget} lets a burst of lines
+through, then a steady rate, and counts the lines it held back so the next line that gets through (or a
+summary at the end) can say how many there were. Counters and metrics still see every event.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+
+
+class LogBudget:
+    """
+    A token bucket for log lines: C{burst} at once, then C{per_second}.
+
+    @ivar per_second: the steady rate of lines let through.
+    @ivar held: lines held back since the last one let through.
+    """
+
+    def __init__(self, clock: IReactorTime, per_second: float = 10.0, burst: int = 20) -> None:
+        self._clock = clock
+        self.per_second = per_second
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = clock.seconds()
+        self.held = 0
+
+    def allow(self) -> int | None:
+        """
+        Take one line from the budget.
+
+        @return: C{None} when the line must be held back (it is counted); otherwise how many lines were held
+            back before it (usually 0), which the caller should say in the line.
+        """
+        now = self._clock.seconds()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self.per_second)
+        self._stamp = now
+        if self._tokens < 1.0:
+            self.held += 1
+            return None
+        self._tokens -= 1.0
+        held, self.held = self.held, 0
+        return held
