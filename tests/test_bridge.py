@@ -10,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.bridge import Splice, SpliceLeg
+from relay.hybrid.frames import encode_close
 from relay.hybrid.sockets import allocator_thresholds, keep_read_buffers
 from relay.writes import pending_write_bytes
 
@@ -84,6 +85,15 @@ class SpliceLegSendTests(SynchronousTestCase):
         self.assertEqual(bytes(sock.received), b"frame-1")
         self.assertEqual(pending_write_bytes(transport), 0)
         self.assertNotIn(transport, reactor.getWriters())
+
+    def test_close_frames_too(self) -> None:
+        """A close frame the splice sends a leg goes to the socket at once as well, not a reactor turn later."""
+        leg, transport, sock, reactor = tcp_leg()
+        leg.splice._send_close(leg, 1000, "bye")
+        self.assertEqual(bytes(sock.received), encode_close(1000, "bye"))
+        self.assertEqual(pending_write_bytes(transport), 0)
+        self.assertNotIn(transport, reactor.getWriters())
+        self.assertTrue(leg.close_sent)
 
     def test_remainder_is_queued_and_keeps_order(self) -> None:
         """A partial send queues the rest; later frames queue behind it instead of jumping ahead."""
