@@ -9,7 +9,6 @@ fault from the role.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -35,7 +34,7 @@ from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
 from relay.draining import ConnectionDrain
-from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
 from relay.logbudget import LogBudget
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
@@ -215,7 +214,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
     @override
     def onConnect(self, request: ConnectionRequest) -> str:
         """Admit the upgrade and pick this connection's role."""
-        self.tracking_id = str(uuid.uuid4())
+        self.tracking_id = new_tracking_id()
         try:
             target = parse_target(self.http_request_uri)
         except TargetError as e:

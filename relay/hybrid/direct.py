@@ -15,7 +15,6 @@ still go to Autobahn, which answers them as before.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from relay.errors import RelayError
+from relay.errors import RelayError, new_tracking_id
 from relay.firstread import FirstRead, attach
 from relay.httphead import RequestHead
 from relay.hybrid.addressing import (
@@ -291,7 +290,7 @@ class DirectUpgrades:
         @param paused: whether twisted.web paused reading while it handled the request (not so for a
             head taken on the connection's first read).
         """
-        leg = DirectLeg(self.factory, target.param("id") or str(uuid.uuid4()))
+        leg = DirectLeg(self.factory, target.param("id") or new_tracking_id())
         attach(transport, leg)
         if paused:
             producer = getattr(transport, "_networkProducer", None)

@@ -10,7 +10,6 @@ L{RelayError}s back, and the listener side is reached only through L{IListenerCh
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from relay.entities import (
     Namespace,
     split_name,
 )
-from relay.errors import ErrorKind, RelayError
+from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
 from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.messages import Accept, RemoteEndpoint
@@ -272,7 +271,7 @@ class HybridConnectionRouter:
         @raise RelayError: 404 when no listener is online (or none could take the announcement).
         """
         sender_id = target.param("id")
-        connection_id = sender_id or connection_id or str(uuid.uuid4())
+        connection_id = sender_id or connection_id or new_tracking_id()
         key = new_key() if sender_id else connection_id
         address = rendezvous_address(
             self.websocket_base,

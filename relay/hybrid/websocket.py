@@ -10,7 +10,6 @@ source address, because some clients reconnect in a tight loop.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,7 +23,7 @@ from typing_extensions import override
 
 from relay.auth import Rights
 from relay.draining import ConnectionDrain
-from relay.errors import ErrorKind, RelayError
+from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import (
     ACTION_ACCEPT,
     ACTION_CONNECT,
@@ -191,9 +190,9 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
         try:
             target = split_target(self.http_request_uri)
         except AddressError as e:
-            self.tracking_id = str(uuid.uuid4())
+            self.tracking_id = new_tracking_id()
             raise deny(RelayError(ErrorKind.BAD_REQUEST, str(e)), self.tracking_id) from None
-        self.tracking_id = target.param("id") or str(uuid.uuid4())
+        self.tracking_id = target.param("id") or new_tracking_id()
         path = hc_path(target.path) or "/"
         action = target.param("action")
         host = (self.http_request_host or "").lower()
