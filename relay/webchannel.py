@@ -247,6 +247,20 @@ class RelayHTTPChannel(HTTPChannel):
         self._refused = False
         self._response_head: bytes | None = None
         self.extra_fields = b""  # a relayed response's own header lines (L{RelayRequest.add_fields})
+        self._host: Any = None
+
+    @override
+    def getHost(self) -> Any:
+        """
+        The connection's local address, read once.
+
+        twisted.web asks for it with every request (C{Request.__init__}), and the TCP transport makes a
+        C{getsockname} system call and a new address object each time; it cannot change.
+        """
+        host = self._host
+        if host is None:
+            host = self._host = super().getHost()
+        return host
 
     @override
     def connectionMade(self) -> None:

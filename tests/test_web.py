@@ -117,6 +117,19 @@ class SiteTests(SynchronousTestCase):
         client, server_transport, pump, _ = connect_to(self.site)
         return client, server_transport, pump
 
+    def test_local_address_is_read_once_per_connection(self) -> None:
+        """Every request on a kept connection gets the local address; the transport is asked once."""
+        client, server_transport, pump = self.connect()
+        asked = []
+        real = server_transport.getHost
+        server_transport.getHost = lambda: asked.append(1) or real()  # type: ignore[method-assign]
+        for _ in range(3):
+            client.request("GET", "/buffer")
+            pump.flush()
+        self.assertEqual(len(self.resource.requests), 3)
+        self.assertEqual({r.getHost() for r in self.resource.requests}, {real()})
+        self.assertEqual(len(asked), 1)
+
     def test_small_bodies_are_buffered(self) -> None:
         """A body within the buffered size is read whole before the resource renders."""
         client, _, pump = self.connect()
