@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
+from relay.client.errors import ConnectionClosedError
 from relay.client.httprequest import RequestBody
 from relay.http1 import (
     LAST_CHUNK,
@@ -202,7 +203,7 @@ class LocalConnection(Protocol):
 
     async def _send_body(self, head: bytes, body: RequestBody, chunked: bool) -> None:
         pending = head
-        gate = WriteGate()
+        gate = WriteGate(ConnectionClosedError)
         self.transport.registerProducer(gate, True)  # the transport pauses it when its queue is full
         try:
             while not self.closed:

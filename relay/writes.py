@@ -14,10 +14,12 @@ they fall back to the transport's own methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IPushProducer, ITCPTransport
 from zope.interface import implementer
 
@@ -96,12 +98,16 @@ class WriteGate:
     """
     The push producer registered with the transport: it learns when the write buffer is full.
 
-    Kept apart from L{HybridWebSocket} so the producer methods do not become application API.
+    Kept apart from the protocols that use it so the producer methods do not become application API.
+
+    @param closed_error: the exception waiters get once the connection is gone (the client library passes
+        its own C{ConnectionClosedError}).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, closed_error: Callable[[str], Exception] = ConnectionClosed) -> None:
         self.paused = False
         self.stopped = False
+        self._closed_error = closed_error
         self._waiters: list[Deferred[None]] = []
 
     def pauseProducing(self) -> None:
@@ -124,18 +130,14 @@ class WriteGate:
         if self.stopped:
             return
         self.stopped = True
-        from relay.client.errors import ConnectionClosedError  # here: relay.client imports this module
-
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
-            waiter.errback(ConnectionClosedError("the connection closed while waiting to send"))
+            waiter.errback(self._closed_error("the connection closed while waiting to send"))
 
     def when_writable(self) -> Deferred[None]:
         """A L{Deferred} that fires when more may be written (at once, unless paused)."""
         if self.stopped:
-            from relay.client.errors import ConnectionClosedError
-
-            return fail(ConnectionClosedError("the connection is closed"))
+            return fail(self._closed_error("the connection is closed"))
         if not self.paused:
             return succeed(None)
         waiter: Deferred[None] = Deferred(self._waiters.remove)

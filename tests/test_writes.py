@@ -15,7 +15,7 @@ from typing import Any
 import txaio
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionClosed, ConnectionLost
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -24,13 +24,14 @@ from twisted.trial.unittest import SynchronousTestCase
 from bindings.credentials import parse_address
 from bindings.wsclient import SoapClientFactory
 from relay.client.control import ControlChannel
+from relay.client.errors import ConnectionClosedError
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientFactory, RelayClientProtocol
 from relay.firstread import FirstRead
 from relay.hybrid.handshake import accept_value
 from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.webchannel import RelayHTTPChannel
-from relay.writes import no_delay, pending_write_bytes
+from relay.writes import WriteGate, no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
 from tests.test_bridge import FakeSocket
 from tests.test_wsframes import parse_one
@@ -338,3 +339,31 @@ class ResponseWriteTests(SynchronousTestCase):
         self.assertEqual(bytes(self.sock.received), b"chu")
         self.transport.doWrite()
         self.assertEqual(bytes(self.sock.received), b"chunk-1chunk-2")
+
+
+class WriteGateTests(SynchronousTestCase):
+    """L{WriteGate}: writers wait while the transport's buffer is full, and fail once it is gone."""
+
+    def test_waiters_released_on_resume(self) -> None:
+        gate = WriteGate()
+        self.successResultOf(gate.when_writable())
+        gate.pauseProducing()
+        waiting = gate.when_writable()
+        self.assertNoResult(waiting)
+        gate.resumeProducing()
+        self.successResultOf(waiting)
+
+    def test_stopped_gate_fails_with_the_owners_error(self) -> None:
+        """Twisted's C{ConnectionClosed} unless the owner names its own error (the client library does)."""
+        gate = WriteGate()
+        gate.pauseProducing()
+        waiting = gate.when_writable()
+        gate.stopProducing()
+        self.failureResultOf(waiting, ConnectionClosed)
+        self.failureResultOf(gate.when_writable(), ConnectionClosed)
+        client_gate = WriteGate(ConnectionClosedError)
+        client_gate.pauseProducing()
+        waiting = client_gate.when_writable()
+        client_gate.stop()
+        self.failureResultOf(waiting, ConnectionClosedError)
+        self.failureResultOf(client_gate.when_writable(), ConnectionClosedError)

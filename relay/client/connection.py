@@ -88,7 +88,7 @@ class HybridWebSocket:
         self._closing = False
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
-        self._gate = WriteGate()
+        self._gate = WriteGate(ConnectionClosedError)
         protocol.registerProducer(self._gate, True)
 
     def __repr__(self) -> str:

@@ -59,7 +59,7 @@ class _RequestChannel:
     def __init__(self, server: HttpListener, protocol: RelayClientProtocol) -> None:
         self._server = server
         self._protocol = protocol
-        self._gate = WriteGate()
+        self._gate = WriteGate(ConnectionClosedError)
         protocol.registerProducer(self._gate, True)
         self._text: list[bytes] | None = None
         self._text_size = 0
@@ -287,7 +287,7 @@ class _ResponseChannel:
     """A rendezvous opened only to send one large response; the relay sends nothing on it."""
 
     def __init__(self, protocol: RelayClientProtocol) -> None:
-        gate = WriteGate()
+        gate = WriteGate(ConnectionClosedError)
         protocol.registerProducer(gate, True)
         self.sink = _SocketSink(protocol, gate, close_after=True)
 

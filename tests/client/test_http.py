@@ -115,7 +115,7 @@ class ResponseTests(SynchronousTestCase):
         self.clock = Clock()
         self.control = FakeControl()
         self.protocol = FakeProtocol()
-        self.gate = WriteGate()
+        self.gate = WriteGate(ConnectionClosedError)
         self.opened: list[Deferred[_SocketSink]] = []
 
     def response(self) -> RelayedResponse:
