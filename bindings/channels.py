@@ -354,45 +354,45 @@ class BytesProducer:
 
 
 class _CappedBody(Protocol):
-    """Collects a response body up to a limit; a larger body fails the read."""
+    """
+    Collects a response body up to a limit into L{finished}; a larger body fails the read.
 
-    def __init__(self, limit: int, finished: Deferred[bytes]) -> None:
+    Cancelling L{finished} drops the connection (a caller's timeout covers the body too).
+    """
+
+    def __init__(self, limit: int) -> None:
         self._limit = limit
-        self._finished = finished
+        self.finished: Deferred[bytes] = Deferred(self._cancel)
         self._parts: list[bytes] = []
         self._size = 0
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         self._size += len(data)
         if self._size > self._limit:
-            if not self._finished.called:
-                self._finished.errback(ValueError(f"the answer is larger than {self._limit} bytes"))
+            if not self.finished.called:
+                self.finished.errback(ValueError(f"the answer is larger than {self._limit} bytes"))
             self.transport.stopProducing()  # type: ignore[union-attr]
             return
         self._parts.append(data)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        if self._finished.called:
+        if self.finished.called:
             return
         if reason is None or reason.check(ResponseDone):
-            self._finished.callback(b"".join(self._parts))
+            self.finished.callback(b"".join(self._parts))
         else:
-            self._finished.errback(reason)
+            self.finished.errback(reason)
 
 
 def read_capped(response: IResponse, limit: int) -> Deferred[bytes]:
     """Read a response body, refusing more than C{limit} bytes; cancelling the read drops the connection."""
-    reader: list[_CappedBody] = []
-
-    def cancel(_: Deferred[bytes]) -> None:
-        transport = reader[0].transport if reader else None
-        if transport is not None:
-            transport.stopProducing()  # type: ignore[attr-defined]
-
-    finished: Deferred[bytes] = Deferred(cancel)
-    reader.append(_CappedBody(limit, finished))
-    response.deliverBody(reader[0])
-    return finished
+    body = _CappedBody(limit)
+    response.deliverBody(body)
+    return body.finished
 
 
 class HttpError(Exception):

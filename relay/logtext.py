@@ -5,7 +5,7 @@ twistd writes each event as C{"<time> [<system>] <text>"} through L{formatEventA
 builds a timezone object and a datetime per event and runs even a format of one field, such as the
 gateway's C{"{access}"} line, through C{string.Formatter} in Python. That was about a tenth of the
 gateway's instructions per relayed request and per established pair (callgrind, C{cost.instructions}).
-L{classic_line} writes the same text: the timestamp is made once per second, a format that is one field
+L{ClassicLines} writes the same text: the timestamp is made once per second, a format that is one field
 holding a string (the gateway's access and pair lines) is that string, and every other event (other
 formats, failures, flattened events) goes through Twisted's own formatter.
 
