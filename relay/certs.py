@@ -54,7 +54,7 @@ MAX_SERVER_DAYS = 825
 _LOCK_NAME = ".certs.lock"
 _BACKDATE = datetime.timedelta(hours=1)
 _ORGANIZATION = "relay development CA"
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")  # fullmatch: "$" would let a final "\n" through
 _FILE_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
 Host = x509.DNSName | x509.IPAddress
@@ -353,7 +353,7 @@ def _parse_host(host: str) -> Host:
         labels = labels[1:]
         if len(labels) < 2:
             raise CertificateError(f"bad host name {host!r}: a wildcard needs at least two labels after '*'")
-    if len(ascii_name) > 253 or not all(_LABEL.match(label) for label in labels):
+    if len(ascii_name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise CertificateError(
             f"bad host name {host!r}: expected an IP address or a DNS name of letters, digits and "
             "hyphens (a leftmost '*' label is allowed)"

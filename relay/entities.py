@@ -18,7 +18,7 @@ from relay.auth import SharedAccessRule
 
 HYBRID_CONNECTION = "hybrid_connection"
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")  # fullmatch: "$" would let a final "\n" through
 MAX_NAME_LENGTH = 260
 RESERVED_FIRST_SEGMENTS = frozenset({"$hc", "$wcf", "$admin", "$metrics"})
 
@@ -42,7 +42,7 @@ def split_name(name: str) -> tuple[str, ...]:
         raise EntityNameError(f"entity name is longer than {MAX_NAME_LENGTH} characters")
     segments = tuple(stripped.split("/"))
     for segment in segments:
-        if not _SEGMENT.match(segment):
+        if not _SEGMENT.fullmatch(segment):
             raise EntityNameError(
                 f"entity name segment {segment!r} must start with a letter or digit and contain only "
                 "letters, digits, '.', '_' and '-'"
@@ -89,16 +89,16 @@ class Entity:
     rules: tuple[SharedAccessRule, ...] = ()
     settings: Any = field(default_factory=HybridConnectionSettings)
     dynamic: bool = False
+    key: str = field(init=False, repr=False, compare=False)
+    """The case-insensitive lookup key, made once: every relayed request and pair looks its entity up."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", name_key(self.segments))
 
     @property
     def segments(self) -> tuple[str, ...]:
         """The name split into segments."""
         return tuple(self.name.split("/"))
-
-    @property
-    def key(self) -> str:
-        """The case-insensitive lookup key."""
-        return name_key(self.segments)
 
 
 @dataclass(frozen=True, slots=True)

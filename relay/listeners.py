@@ -27,13 +27,21 @@ class IListenerChooser(Interface):
 
 @implementer(IListenerChooser)
 class RandomChooser:
-    """Uniform random choice: Azure's "fair distribution attempted, best effort"."""
+    """
+    Uniform random choice: Azure's "fair distribution attempted, best effort".
+
+    The spread needs no secrecy, so the generator is Python's own (seeded from the system), not
+    C{SystemRandom}: that made two C{getrandom} system calls per relayed request or pair, for one listener
+    as for many.
+    """
 
     def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng or random.SystemRandom()
+        self._rng = rng or random.Random()  # noqa: S311 - spreading load, not keeping a secret
 
     def choose(self, candidates: Sequence[T]) -> T:
-        """Pick uniformly at random."""
+        """Pick uniformly at random (the only one, without drawing)."""
+        if len(candidates) == 1:
+            return candidates[0]
         return candidates[self._rng.randrange(len(candidates))]
 
 

@@ -363,6 +363,7 @@ class IssueServerCertificateTests(SynchronousTestCase):
             "a.*.org",
             "http://localhost",
             "a" * 250 + ".org",
+            "a\n.example.org",  # a line break ending a label (a regex "$" would accept it)
         ]:
             with self.assertRaises(CertificateError, msg=host) as caught:
                 issue_server_certificate(self.directory, [host])

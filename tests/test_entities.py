@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
+
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from relay.entities import HYBRID_CONNECTION, Entity, EntityNameError, Namespace, split_name
+from relay.entities import HYBRID_CONNECTION, Entity, EntityNameError, Namespace, name_key, split_name
+from relay.listeners import RandomChooser
 from relay.store import EntityConflict, IGatewayStore, MemoryGatewayStore
 
 NS = Namespace(name="ns", hosts=("relay.example",))
@@ -21,9 +25,45 @@ class NameTests(SynchronousTestCase):
 
     def test_invalid(self) -> None:
         """Empty names, empty segments, odd characters and overlong names are refused."""
-        for name in ["", "/", "a//b", "a b", "-a", "a/$b", "ä", "x" * 261]:
+        for name in ["", "/", "a//b", "a b", "-a", "a/$b", "ä", "x" * 261, "team\n", "team\n/app"]:
             with self.subTest(name=name):
                 self.assertRaises(EntityNameError, split_name, name)
+
+    def test_key(self) -> None:
+        """
+        An entity's lookup key is its name in lower case, made when the entity is.
+
+        A copy with another name gets that name's key; the key does not take part in equality.
+        """
+        entity = Entity("Team/App", HYBRID_CONNECTION)
+        self.assertEqual(entity.key, "team/app")
+        self.assertEqual(entity.key, name_key(entity.segments))
+        renamed = dataclasses.replace(entity, name="Other/X")
+        self.assertEqual(renamed.key, "other/x")
+        self.assertEqual(entity, Entity("Team/App", HYBRID_CONNECTION))
+        self.assertRaises(dataclasses.FrozenInstanceError, setattr, entity, "key", "x")
+
+
+class ChooserTests(SynchronousTestCase):
+    """L{RandomChooser}: a uniform choice among live listeners."""
+
+    def test_one_candidate(self) -> None:
+        """With one listener, it is chosen without drawing a random number."""
+        rng = random.Random(1)
+        state = rng.getstate()
+        self.assertEqual(RandomChooser(rng).choose(["only"]), "only")
+        self.assertEqual(rng.getstate(), state)
+
+    def test_spread(self) -> None:
+        """Each of several listeners gets a share of the choices."""
+        chooser = RandomChooser(random.Random(7))
+        counts = {name: 0 for name in "abcd"}
+        for _ in range(4000):
+            counts[chooser.choose(list("abcd"))] += 1
+        for name, count in counts.items():
+            with self.subTest(name=name):
+                self.assertGreater(count, 800)
+                self.assertLess(count, 1200)
 
 
 class StoreTests(SynchronousTestCase):

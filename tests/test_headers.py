@@ -136,6 +136,14 @@ class ResponseHeaderTests(SynchronousTestCase):
         """Anything that could break the sender's response is refused."""
         for fields in (
             {"Bad Name": "x"},
+            {"X-Split\n": "x"},  # a name ending in a line break would end the head early
+            {"X-Split\r\nInjected": "x"},
+            {"X\nInjected": "x"},
+            {"A\nB": "1", "C": "2"},
+            {"Good": "1", "Bad Name": "2"},
+            {"Good": "1", "X": "two\r\nInjected: 1"},
+            {"X": "lone \ud800 surrogate"},
+            {"X": ["fine", "lone \udfff"]},
             {"X": "a\r\nInjected: 1"},
             {"X": "nul\x00"},
             {"X": {"nested": 1}},

@@ -37,8 +37,11 @@ HOP_BY_HOP = frozenset(
 
 _REQUEST_DROPPED = HOP_BY_HOP | {"content-length", "expect", TOKEN_HEADER, "x-forwarded-proto"}
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n]")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" would let a final "\n" through
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
+"""Names joined by line feeds, all of them tokens (one pass for a whole head)."""
+_FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n\ud800-\udfff]")
+"""CR, LF and NUL would break the head; a lone surrogate (a JSON escape) has no UTF-8 form."""
 _MAX_REASON = 120
 
 
@@ -120,7 +123,7 @@ def response_head(fields: Any, *, via: str) -> ResponseHead:
     Check and convert a C{responseHeaders} object.
 
     Values may be strings, numbers or arrays of them (one header line per element, so C{Set-Cookie} arrays
-    survive). Names must be HTTP tokens and values must not contain CR, LF or NUL.
+    survive). Names must be HTTP tokens and values must not contain CR, LF, NUL or a lone surrogate.
 
     @raise HeaderError: for a malformed object, name or value, or a C{Content-Length} that is not a number.
     """
@@ -128,15 +131,17 @@ def response_head(fields: Any, *, via: str) -> ResponseHead:
         fields = {}
     if not isinstance(fields, dict):
         raise HeaderError("responseHeaders must be a JSON object")
-    lines: list[tuple[str, str, str]] = []  # (lower-case name, name, value)
-    for name, raw in fields.items():
-        if not _TOKEN.match(name):
-            raise HeaderError(f"response header name {name[:40]!r} is not a valid HTTP token")
-        key = name.lower()
-        for value in (raw,) if type(raw) is str else _values(name, raw):
-            if _FORBIDDEN_IN_VALUE.search(value):
-                raise HeaderError(f"response header {name[:40]!r} contains CR, LF or NUL")
-            lines.append((key, name, value.strip(" \t")))
+    values = list(fields.values())
+    names = "\n".join(fields)
+    if (
+        set(map(type, values)) <= {str}
+        and names.count("\n") == len(values) - 1  # no name holds a line feed of its own
+        and _TOKENS.fullmatch(names)
+        and not _FORBIDDEN_IN_VALUE.search("".join(values))
+    ):  # the usual answer, checked in a few passes over all of it
+        lines = [(name.lower(), name, value.strip(" \t")) for name, value in fields.items()]
+    else:
+        lines = _checked_lines(fields)
     dropped = _RESPONSE_DROPPED | connection_options(v for k, _, v in lines if k == "connection")
     content_length: int | None = None
     kept: list[tuple[str, str]] = []
@@ -152,6 +157,20 @@ def response_head(fields: Any, *, via: str) -> ResponseHead:
             kept.append((name, value))
     kept.append((via_name, ", ".join([*via_values, via])))
     return ResponseHead(headers=tuple(kept), content_length=content_length)
+
+
+def _checked_lines(fields: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """C{(lower-case name, name, value)} per header line, each name and value checked on its own."""
+    lines: list[tuple[str, str, str]] = []
+    for name, raw in fields.items():
+        if not _TOKEN.fullmatch(name):
+            raise HeaderError(f"response header name {name[:40]!r} is not a valid HTTP token")
+        key = name.lower()
+        for value in (raw,) if type(raw) is str else _values(name, raw):
+            if _FORBIDDEN_IN_VALUE.search(value):
+                raise HeaderError(f"response header {name[:40]!r} contains CR, LF, NUL or a lone surrogate")
+            lines.append((key, name, value.strip(" \t")))
+    return lines
 
 
 def _values(name: str, raw: Any) -> list[str]:
