@@ -11,7 +11,7 @@ did when all three lived in one module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
@@ -72,20 +72,20 @@ class RelayRequest(Request):
 
     _extra_fields: bytes = b""
 
-    def add_fields(self, fields: list[tuple[bytes, bytes]]) -> None:
+    def add_fields(self, fields: Sequence[tuple[str, str]]) -> None:
         """
         Add header fields to the response, already checked (token names, no CR, LF or NUL in values).
 
-        On the gateway's channel they go into the response head as they are
-        (L{RelayHTTPChannel.writeHeaders}): twisted.web's C{Headers} would encode and sanitize each name
-        and value again, and keep them in a table that only the head is made from (a listener's answer
-        has half a dozen fields or more).
+        On the gateway's channel they go into the response head as they are, encoded once (names are
+        ASCII tokens, values UTF-8; L{RelayHTTPChannel.writeHeaders}): twisted.web's C{Headers} would encode
+        and sanitize each name and value again, and keep them in a table that only the head is made from
+        (a listener's answer has half a dozen fields or more).
         """
         if isinstance(self.channel, RelayHTTPChannel):
-            self._extra_fields += b"".join([b"%s: %s\r\n" % field for field in fields])
+            self._extra_fields += "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
         else:
             for name, value in fields:
-                self.responseHeaders.addRawHeader(name, value)
+                self.responseHeaders.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
 
     @override
     def write(self, data: bytes) -> None:
@@ -123,6 +123,7 @@ class RelayRequest(Request):
                 self.content = BytesIO()
                 self.body = RequestBody(self, length)
                 self.process()
+                self._after_handling()
                 return
         unrouted: Unrouted | None = getattr(site, "unrouted", None) if gateway else None
         if unrouted is not None and (length is None or length > buffered):  # small ones: read, keep alive
@@ -154,6 +155,12 @@ class RelayRequest(Request):
         self.path = path
         self.args = parse_qs(query, keep_blank_values=True) if query else {}
 
+    def _after_handling(self) -> None:
+        """An upgrade took the connection over (WebSocket): the channel's idle timer has no more use."""
+        channel = getattr(self, "channel", None)  # twisted drops it once a request is finished
+        if isinstance(channel, RelayHTTPChannel) and channel.transport is None:
+            channel.taken_over()
+
     @override
     def handleContentChunk(self, data: bytes) -> None:
         """Stream the chunk, or buffer it as twisted.web does, up to the site's C{max_buffered_body}."""
@@ -178,6 +185,7 @@ class RelayRequest(Request):
         if self.body is None:
             if not self._body_refused:  # a chunked body can be refused in the read that also ends it
                 super().requestReceived(command, path, version)
+                self._after_handling()
             return
         self.body.end()
         if self._finish_pending:
@@ -261,6 +269,51 @@ class RelayHTTPChannel(HTTPChannel):
         if host is None:
             host = self._host = super().getHost()
         return host
+
+    # -- the idle timeout -------------------------------------------------------------------------------
+    # twisted.web stops its idle timer while a request is handled (cancel) and starts a new one after it
+    # (callLater): two timer-heap operations per request. The channel keeps one timer for the connection
+    # instead: it is only marked as suspended during a request, and pushed back when the request is done.
+
+    _idle_call: IDelayedCall | None = None
+    _idle_suspended = False
+
+    @override
+    def setTimeout(self, period: float | None) -> float | None:  # type: ignore[override]
+        """Start, suspend (C{None}: while a request is handled) or resume the idle timeout."""
+        previous: float | None = self.timeOut
+        self.timeOut = period  # type: ignore[assignment]  # twisted says int; sites are given floats
+        if period is None:
+            self._idle_suspended = True
+            return previous
+        self._idle_suspended = False
+        call = self._idle_call
+        if call is not None and call.active():
+            call.reset(period)
+        else:
+            self._idle_call = self.callLater(period, self._idle_expired)
+        return previous
+
+    @override
+    def resetTimeout(self) -> None:
+        """Activity on the connection: the idle time starts again, unless a request is in hand."""
+        call = self._idle_call
+        if call is not None and not self._idle_suspended and self.timeOut is not None and call.active():
+            call.reset(self.timeOut)
+
+    def _idle_expired(self) -> None:
+        self._idle_call = None
+        if not self._idle_suspended:  # a request in hand: its own deadlines apply, not the idle one
+            self.timeoutConnection()
+
+    def taken_over(self) -> None:
+        """Another protocol has the connection now (an upgrade): the idle timer goes."""
+        self._stop_idle()
+
+    def _stop_idle(self) -> None:
+        call, self._idle_call = self._idle_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     @override
     def connectionMade(self) -> None:
@@ -450,6 +503,7 @@ class RelayHTTPChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Run the C{when_lost} callbacks after the requests learnt about the loss."""
         super().connectionLost(reason)
+        self._stop_idle()
         callbacks, self.when_lost = self.when_lost, []
         for callback in callbacks:
             callback()

@@ -63,6 +63,9 @@ class Streaming(Resource):
                 request.setHeader(b"content-length", b"5")
             request.write(b"")  # the head goes out now; the body comes later
             return NOT_DONE_YET
+        if request.path == b"/takeover":  # as an upgrade does: another protocol gets the transport
+            request.channel.transport = None
+            return NOT_DONE_YET
         if request.path.startswith(b"/refuse"):
             request.setResponseCode(413)
             return b"no thanks"
@@ -286,6 +289,66 @@ class SiteTests(SynchronousTestCase):
         client.request("POST", "/buffer", body=b"ab")
         pump.flush()
         self.assertEqual(client.replies[-1].body, b"buffered 2")
+
+
+class IdleTimeoutTests(SynchronousTestCase):
+    """The connection's idle timeout: one timer per connection, suspended while a request is in hand."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.resource = Streaming()
+        self.site = RelaySite(self.resource, reactor=self.clock, timeout=30.0)
+        self.client, self.transport, self.pump, self.channel = connect_to(self.site)
+
+    def test_an_idle_connection_times_out(self) -> None:
+        """Nothing sent for the timeout: the connection is closed; activity restarts the count."""
+        self.clock.advance(20)
+        self.client.transport.write(b"GET /buff")  # part of a head: activity
+        self.pump.flush()
+        self.clock.advance(20)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(10.5)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_no_timeout_while_a_request_is_in_hand(self) -> None:
+        """A request answered late is not cut by the idle timeout; the idle time counts from its end."""
+        self.client.request("GET", "/later")
+        self.pump.flush()
+        self.clock.advance(100)
+        self.assertFalse(self.transport.disconnecting)
+        self.resource.requests[0].write(b"late")
+        self.resource.requests[0].finish()
+        self.pump.flush()
+        self.clock.advance(29)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1.5)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_one_timer_for_all_requests(self) -> None:
+        """Requests on a kept connection move the connection's one timer instead of making new ones."""
+        self.clock.advance(1)
+        (timer,) = self.clock.getDelayedCalls()
+        for _ in range(3):
+            self.client.request("GET", "/buffer")
+            self.pump.flush()
+        self.assertEqual(len(self.resource.requests), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [timer])
+        self.assertTrue(timer.active())
+
+    def test_no_timer_after_a_takeover(self) -> None:
+        """A request whose handler took the connection over (a WebSocket upgrade) leaves no idle timer."""
+        self.client.request("GET", "/takeover")
+        self.pump.flush()
+        self.assertEqual(len(self.resource.requests), 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_the_timer_goes_with_the_connection(self) -> None:
+        """A closed connection leaves no timer behind."""
+        self.client.request("GET", "/buffer")
+        self.pump.flush()
+        self.client.transport.loseConnection()
+        self.pump.flush()
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class BufferedBodyLimitTests(SynchronousTestCase):

@@ -270,7 +270,7 @@ class Exchange:
         headers.removeHeader(b"server")
         headers.removeHeader(b"date")
         request.defaultContentType = None
-        request.add_fields([(name.encode("ascii"), value.encode("utf-8")) for name, value in head.headers])
+        request.add_fields(head.headers)
         self._forward_body = not body_forbidden(self.message.method, status)
         if not self._forward_body:
             if head.content_length is not None and status != 204:
