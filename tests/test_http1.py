@@ -129,6 +129,20 @@ class ResponseHeadTests(SynchronousTestCase):
         head, _ = head_of(b"HTTP/1.1 200 OK\r\nX-Long: one\r\n  two\r\n\ttwo b\r\n\r\n", b"GET")
         self.assertEqual(head.headers, [(b"X-Long", b"one two two b")])
 
+    def test_fields_in_order_with_values_trimmed(self) -> None:
+        """A plain head keeps every field but the framing ones, names as sent, values without edge blanks."""
+        head, end = head_of(
+            b"HTTP/1.1 404 Not Found\r\nServer:  nginx \r\nContent-Length: 3\r\nX-A:\t1\r\n"
+            b"Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nX-Empty:\r\n\r\nabc",
+            b"GET",
+        )
+        self.assertEqual(
+            head.headers,
+            [(b"Server", b"nginx"), (b"X-A", b"1"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
+             (b"X-Empty", b"")],
+        )  # fmt: skip
+        self.assertEqual((head.code, head.phrase, head.length, end), (404, b"Not Found", 3, 114))
+
     def test_same_length_twice_is_one_length(self) -> None:
         head, _ = head_of(b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n", b"GET")
         self.assertEqual(head.length, 4)
@@ -142,6 +156,9 @@ class ResponseHeadTests(SynchronousTestCase):
             b"ICY 200 OK\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nNo colon here\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: fine\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: fine\r\n: no name\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nServer: fine\r\nX\xff: high byte\r\n\r\n",
             b"HTTP/1.1 200 OK\r\n folded first\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
