@@ -27,6 +27,7 @@ from typing_extensions import override
 
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httpbody import RequestBody
+from relay.idletimer import OneIdleTimer
 from relay.writes import plain_socket, write_now
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class RelayRequest(Request):
         super().connectionLost(reason)
 
 
-class RelayHTTPChannel(HTTPChannel):
+class RelayHTTPChannel(OneIdleTimer, HTTPChannel):
     """
     An HTTP/1.1 connection with precise refusals of oversized heads and pausable body reads.
 
@@ -269,51 +270,6 @@ class RelayHTTPChannel(HTTPChannel):
         if host is None:
             host = self._host = super().getHost()
         return host
-
-    # -- the idle timeout -------------------------------------------------------------------------------
-    # twisted.web stops its idle timer while a request is handled (cancel) and starts a new one after it
-    # (callLater): two timer-heap operations per request. The channel keeps one timer for the connection
-    # instead: it is only marked as suspended during a request, and pushed back when the request is done.
-
-    _idle_call: IDelayedCall | None = None
-    _idle_suspended = False
-
-    @override
-    def setTimeout(self, period: float | None) -> float | None:  # type: ignore[override]
-        """Start, suspend (C{None}: while a request is handled) or resume the idle timeout."""
-        previous: float | None = self.timeOut
-        self.timeOut = period  # type: ignore[assignment]  # twisted says int; sites are given floats
-        if period is None:
-            self._idle_suspended = True
-            return previous
-        self._idle_suspended = False
-        call = self._idle_call
-        if call is not None and call.active():
-            call.reset(period)
-        else:
-            self._idle_call = self.callLater(period, self._idle_expired)
-        return previous
-
-    @override
-    def resetTimeout(self) -> None:
-        """Activity on the connection: the idle time starts again, unless a request is in hand."""
-        call = self._idle_call
-        if call is not None and not self._idle_suspended and self.timeOut is not None and call.active():
-            call.reset(self.timeOut)
-
-    def _idle_expired(self) -> None:
-        self._idle_call = None
-        if not self._idle_suspended:  # a request in hand: its own deadlines apply, not the idle one
-            self.timeoutConnection()
-
-    def taken_over(self) -> None:
-        """Another protocol has the connection now (an upgrade): the idle timer goes."""
-        self._stop_idle()
-
-    def _stop_idle(self) -> None:
-        call, self._idle_call = self._idle_call, None
-        if call is not None and call.active():
-            call.cancel()
 
     @override
     def connectionMade(self) -> None:
@@ -503,7 +459,7 @@ class RelayHTTPChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Run the C{when_lost} callbacks after the requests learnt about the loss."""
         super().connectionLost(reason)
-        self._stop_idle()
+        self.stop_idle_timer()
         callbacks, self.when_lost = self.when_lost, []
         for callback in callbacks:
             callback()
