@@ -13,14 +13,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final, TypeVar
 
 from lxml import etree
-from zope.interface import Interface
 from zope.interface.interface import InterfaceClass, Method
 
+from bindings.contractnames import check_unique_names, declared_names
 from bindings.faultcodes import FaultCode
 from bindings.xsdtypes import (
     FieldSpec,
@@ -340,27 +340,6 @@ def _join(namespace: str, *parts: str) -> str:
     return namespace + ("" if namespace.endswith("/") else "/") + "/".join(parts)
 
 
-def _check_unique_structs(contract_name: str, operations: Sequence[Operation]) -> None:
-    seen: dict[str, type] = {}
-    elements: set[str] = set()
-    for op in operations:
-        for tag in (op.name, f"{op.name}Response"):
-            if tag in elements:
-                raise TypeError(f"{contract_name}: element name {tag!r} is used twice")
-            elements.add(tag)
-    for op in operations:
-        specs: list[TypeSpec] = [p.spec for p in op.parameters] + [f.struct for f in op.faults]
-        if op.returns is not None:
-            specs.append(op.returns)
-        for spec in specs:
-            for struct in structs_in(spec):
-                if seen.setdefault(struct.name, struct.python) is not struct.python:
-                    raise TypeError(f"{contract_name}: two different types are named {struct.name!r}")
-        for fault in op.faults:
-            if fault.name in elements:
-                raise TypeError(f"{contract_name}: fault {fault.name!r} has the name of an operation element")
-
-
 def _fault_contract(contract_name: str, op_name: str, action: str, error: Any) -> FaultContract:
     if not (isinstance(error, type) and issubclass(error, DeclaredFault)):
         raise TypeError(f"{contract_name}.{op_name}: faults must be DeclaredFault subclasses, not {error!r}")
@@ -425,20 +404,6 @@ def _build_operation(
     )
 
 
-def _declared_names(interface: InterfaceClass) -> list[tuple[str, Any]]:
-    """Attribute names in declaration order, base interfaces first."""
-    names: list[tuple[str, Any]] = []
-    seen: set[str] = set()
-    for iface in reversed(interface.__iro__):
-        if iface is Interface:
-            continue
-        for name in iface.names():
-            if name not in seen:
-                seen.add(name)
-                names.append((name, iface[name]))
-    return names
-
-
 def contract(*, namespace: str = DEFAULT_NAMESPACE, name: str | None = None) -> Callable[[_T], _T]:
     """
     Declare a zope interface as a service contract and check it (spec section 8).
@@ -454,21 +419,14 @@ def contract(*, namespace: str = DEFAULT_NAMESPACE, name: str | None = None) -> 
             raise TypeError("@contract applies to zope.interface interfaces")
         contract_name = name or interface.__name__
         operations: list[Operation] = []
-        for attribute, description in _declared_names(interface):
+        for attribute, description in declared_names(interface):
             if not isinstance(description, Method):
                 raise TypeError(f"{contract_name}.{attribute}: contracts hold only operations")
             options = description.queryTaggedValue(OPERATION_TAG)
             if not isinstance(options, OperationOptions):
                 raise TypeError(f"{contract_name}.{attribute}: every method of a contract needs @operation")
             operations.append(_build_operation(contract_name, namespace, attribute, options))
-        wire_names = [op.name for op in operations]
-        duplicates = sorted({n for n in wire_names if wire_names.count(n) > 1})
-        if duplicates:
-            raise TypeError(f"{contract_name}: operation names must be unique: {', '.join(duplicates)}")
-        actions = [op.action for op in operations]
-        if len(set(actions)) != len(actions):
-            raise TypeError(f"{contract_name}: two operations share an action")
-        _check_unique_structs(contract_name, operations)
+        check_unique_names(contract_name, operations)
         interface.setTaggedValue(
             CONTRACT_TAG, Contract(interface, contract_name, namespace, tuple(operations))
         )
