@@ -6,7 +6,8 @@ The API is modelled on .NET's C{HybridConnectionListener}.
 Life cycle: C{open()} dials the control channel once and fails with the relay's answer (404, 401, ...)
 if that does not work, as .NET's C{OpenAsync} does. Once online, a dropped channel is redialled with
 capped, jittered exponential back-off until C{close()}; 401/403 keep backing off (a key may be restored),
-404 stops for good (the entity is gone). Before the token expires a fresh one is sent as C{renewToken}.
+404 stops for good (the entity is gone). Before the token expires a fresh one is sent as C{renewToken}
+(L{relay.client.renewal}).
 
 Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
 at the rendezvous address and handed to C{on_connection} or queued for C{accept_connection()}; rejected
@@ -24,7 +25,6 @@ from enum import Enum
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,15 +39,8 @@ from relay.client.errors import ControlChannelLost, EndpointNotFoundError
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.rendezvous import AcceptQueue, accept_sender, reject_sender
-from relay.client.tokens import (
-    ITokenProvider,
-    fetch_token,
-    token_expiry,
-    token_provider_from_connection_string,
-)
-
-_MIN_RENEW_DELAY = 1.0
-_RENEW_RETRY_DELAY = 10.0
+from relay.client.renewal import TokenRenewal
+from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
 
 RequestHandler = Callable[[RequestCommand, "bytes | None"], object]
 """The seam for HTTP relaying: called with each C{request} command and its body (if it had one)."""
@@ -166,12 +159,12 @@ class HybridConnectionListener:
         self._backoff = backoff or Backoff()
         self._random = random
         self._token_ttl = token_ttl
-        self._renew_fraction = renew_fraction
         self._max_pending = max_pending_connections
         self._state = ListenerState.NEW
         self._channel: ControlChannel | None = None
-        self._token: str | None = None
-        self._renew_call: IDelayedCall | None = None
+        self._renewal = TokenRenewal(
+            self, reactor, self._spawn, token_ttl=token_ttl, renew_fraction=renew_fraction
+        )
         self._tasks: set[Deferred[Any]] = set()
         self._queue = AcceptQueue(max_pending_connections)
 
@@ -244,7 +237,7 @@ class HybridConnectionListener:
             return
         was_online = self._state is ListenerState.ONLINE
         self._state = ListenerState.CLOSED
-        self._cancel_renewal()
+        self._renewal.cancel()
         for task in list(self._tasks):
             task.cancel()
         self._queue.shut()
@@ -289,7 +282,7 @@ class HybridConnectionListener:
             make_receiver=make_channel,
             headers={"ServiceBusAuthorization": token},
         )
-        self._token = token
+        self._renewal.token = token
         return cast(ControlChannel, channel)
 
     def _went_online(self, channel: ControlChannel) -> None:
@@ -299,7 +292,7 @@ class HybridConnectionListener:
         self.log.info(
             "listener {listener_id} online on {path}", listener_id=self.listener_id, path=self.address.path
         )
-        self._schedule_renewal()
+        self._renewal.schedule()
         self._notify(self.on_online)
 
     def _control_closed(
@@ -308,7 +301,7 @@ class HybridConnectionListener:
         if channel is not self._channel:
             return
         self._channel = None
-        self._cancel_renewal()
+        self._renewal.cancel()
         if self._state is not ListenerState.ONLINE:
             return
         error = ControlChannelLost(code, reason)
@@ -363,54 +356,6 @@ class HybridConnectionListener:
         )
         self._queue.shut()
         self._notify(self.on_offline, error)
-
-    # -- token renewal ---------------------------------------------------------------------------
-
-    def _schedule_renewal(self, delay: float | None = None) -> None:
-        self._cancel_renewal()
-        if delay is None:
-            expiry = token_expiry(self._token) if self._token is not None else None
-            remaining = self._token_ttl if expiry is None else expiry - self._reactor.seconds()
-            delay = max(remaining * self._renew_fraction, _MIN_RENEW_DELAY)
-        self._renew_call = self._reactor.callLater(delay, self._renew_due)
-
-    def _cancel_renewal(self) -> None:
-        if self._renew_call is not None and self._renew_call.active():
-            self._renew_call.cancel()
-        self._renew_call = None
-
-    def _renew_due(self) -> None:
-        self._renew_call = None
-        self._spawn(self._renew())
-
-    async def _renew(self) -> None:
-        channel = self._channel
-        if channel is None:
-            return
-        try:
-            token = await fetch_token(self.token_provider, self.address.audience, self._token_ttl)
-        except CancelledError:
-            raise
-        except Exception:
-            self.log.failure(
-                "listener {listener_id} could not get a token to renew", listener_id=self.listener_id
-            )
-            if channel is self._channel:
-                self._schedule_renewal(_RENEW_RETRY_DELAY)
-            return
-        if channel is not self._channel:
-            return
-        if token == self._token:
-            self.log.warn(
-                "listener {listener_id} cannot renew: the token provider returned the same token; the relay "
-                "will close the control channel when it expires",
-                listener_id=self.listener_id,
-            )
-            return
-        if channel.send_renew_token(token):
-            self._token = token
-            self.log.info("listener {listener_id} renewed its token", listener_id=self.listener_id)
-            self._schedule_renewal()
 
     # -- accepting -------------------------------------------------------------------------------
 
