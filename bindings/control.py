@@ -218,7 +218,7 @@ def parse_delivered(envelope: Envelope) -> int:
     @raise ControlError: when the count is missing or not a non-negative integer.
     """
     text = _text(_only_child(envelope, "Delivered"), "Count", required=True, limit=12) or ""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit alone takes "²"
         raise ControlError("r:Count must be a non-negative integer")
     return int(text)
 

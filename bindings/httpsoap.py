@@ -226,7 +226,12 @@ class _SoapCall:
         self.version = framing.version
         limit = settings.message_limit
         declared = _header(request, b"content-length")
-        if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        if (
+            declared is not None
+            and declared.isascii()
+            and declared.strip().isdigit()
+            and int(declared) > limit
+        ):
             return endpoint._fault(
                 request,
                 RelayFault.MESSAGE_TOO_LARGE,

@@ -131,7 +131,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         if not self.opened.called:
             line = getattr(self, "http_status_line", None) or ""
             parts = line.split(" ", 2)
-            if len(parts) >= 2 and parts[1].isdigit():
+            if len(parts) >= 2 and parts[1].isascii() and parts[1].isdigit():
                 self.opened.errback(HandshakeRefused(int(parts[1]), parts[2] if len(parts) > 2 else ""))
             else:
                 self.opened.errback(

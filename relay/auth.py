@@ -122,7 +122,7 @@ def parse_token(text: str) -> SasToken:
     if missing:
         raise TokenFormatError(f"token lacks field(s) {', '.join(missing)}")
     se = fields["se"]
-    if not se.isdigit() or len(se) > 12:
+    if not (se.isascii() and se.isdigit()) or len(se) > 12:  # isdigit alone takes "²"
         raise TokenFormatError("token expiry 'se' is not a Unix time in seconds")
     try:
         signature = base64.b64decode(unquote(fields["sig"]), validate=True)

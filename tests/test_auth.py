@@ -68,6 +68,8 @@ class ParseTokenTests(SynchronousTestCase):
             "SharedAccessSignature sr=a&sig=AAAA&se=1": "lacks",
             "SharedAccessSignature sr=a&sr=b&sig=AAAA&se=1&skn=k": "twice",
             "SharedAccessSignature sr=a&sig=AAAA&se=soon&skn=k": "Unix time",
+            "SharedAccessSignature sr=a&sig=AAAA&se=\u00b2&skn=k": "Unix time",  # "²" passes str.isdigit
+            "SharedAccessSignature sr=a&sig=AAAA&se=\u0661\u0662&skn=k": "Unix time",  # Arabic-Indic digits
             "SharedAccessSignature sr=a&sig=***&se=1&skn=k": "base64",
             "SharedAccessSignature sr=a&sig&se=1&skn=k": "no value",
             "SharedAccessSignature sr=a&sig=AAAA&se=1&skn=": "empty",

@@ -149,6 +149,8 @@ class ResponseHeaderTests(SynchronousTestCase):
             {"X": {"nested": 1}},
             {"X": True},
             {"Content-Length": "ten"},
+            {"Content-Length": "\u00b2"},  # "²": str.isdigit says yes, int says no
+            {"Content-Length": "\u0663"},  # Arabic-Indic 3: int reads it, HTTP does not
             {"Content-Length": ["1", "2"]},
             ["not", "an", "object"],
         ):

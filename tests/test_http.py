@@ -295,6 +295,11 @@ class SmallRequestTests(HttpTestCase):
             {"status": 99},
             {"headers": {"Bad Name": "x"}},
             {"headers": {"X": "a\r\nb"}},
+            {"headers": {"X-Split\n": "x"}},  # a regex "$" let a final line feed through
+            {"headers": {"X": "lone \ud800 surrogate"}},  # no UTF-8 form: an encoding error mid-answer
+            {"headers": {"Content-Length": "\u00b2"}},  # "²": str.isdigit says yes, int says no
+            {"status": "\u00b200"},
+            {"status": "\u0662\u0660\u0660"},  # Arabic-Indic "200": a digit, not ASCII
         ):
             with self.subTest(bad=bad):
                 sender = self.sender()

@@ -48,7 +48,7 @@ def _server_address(request: RelayedRequest) -> tuple[str, int, bool]:
     name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
     if not name:
         name, port = host, ""
-    return name, int(port) if port.isdigit() else (443 if secure else 80), secure
+    return name, int(port) if port.isascii() and port.isdigit() else (443 if secure else 80), secure
 
 
 def _local_target(request: RelayedRequest) -> str:

@@ -82,7 +82,7 @@ def read_upgrade(
         return None
     if ":" in host and not host.endswith("]"):
         host, _, port = host.rpartition(":")
-        if not port.strip().isdigit():
+        if not (port.isascii() and port.strip().isdigit()):  # isdigit alone takes "²"
             return None
     protocols: tuple[str, ...] = ()
     if "sec-websocket-protocol" in headers:

@@ -184,7 +184,7 @@ def _values(name: str, raw: Any) -> list[str]:
 
 
 def _content_length(value: str, previous: int | None) -> int:
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # isdigit alone takes "²"
         raise HeaderError(f"Content-Length {value[:20]!r} is not a number")
     length = int(value)
     if previous is not None and previous != length:

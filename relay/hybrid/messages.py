@@ -198,7 +198,12 @@ def parse_response(body: Any) -> HttpResponse:
     status: int | None = None
     if isinstance(raw_status, int) and not isinstance(raw_status, bool):
         status = raw_status
-    elif isinstance(raw_status, str) and raw_status.strip().isdigit() and len(raw_status) < 6:
+    elif (
+        isinstance(raw_status, str)
+        and raw_status.isascii()
+        and raw_status.strip().isdigit()
+        and len(raw_status) < 6
+    ):
         status = int(raw_status)
     if status is None or not 100 <= status <= 599:
         raise ControlMessageError(

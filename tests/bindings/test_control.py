@@ -32,6 +32,7 @@ from bindings.control import (
 )
 from bindings.credentials import SasCredentials, from_connection_string, parse_address
 from bindings.soap import Envelope, SoapVersion, parse_envelope
+from bindings.wsclient import HandshakeRefused, SoapClientProtocol
 from relay.auth import Rights, SharedAccessRule, validate_token
 
 
@@ -98,9 +99,11 @@ class ControlTests(SynchronousTestCase):
 
     def test_bad_count(self) -> None:
         """A count that is not a non-negative integer is refused."""
-        envelope = delivered_envelope(1, "u")
-        envelope.body[0][0].text = "-1"
-        self.assertRaises(ControlError, parse_delivered, envelope)
+        for text in ("-1", "\u00b2", "\u0663"):  # "²" and an Arabic-Indic 3 pass str.isdigit
+            with self.subTest(text=text):
+                envelope = delivered_envelope(1, "u")
+                envelope.body[0][0].text = text
+                self.assertRaises(ControlError, parse_delivered, envelope)
 
 
 class CredentialTests(SynchronousTestCase):
@@ -168,3 +171,24 @@ class DeliveredBytesTests(SynchronousTestCase):
     def test_same_bytes(self, count: int, relates_to: str) -> None:
         """Any count and any id (escaped as lxml escapes it)."""
         self.assertEqual(delivered_bytes(count, relates_to), delivered_envelope(count, relates_to).to_bytes())
+
+
+class HandshakeStatusTests(SynchronousTestCase):
+    """How a client WebSocket that closed before opening reports the gateway's status line."""
+
+    def closed_with(self, status_line: str) -> HandshakeRefused:
+        protocol = SoapClientProtocol()
+        protocol.http_status_line = status_line
+        protocol.onClose(False, 1006, "closed")
+        refused: HandshakeRefused = self.failureResultOf(protocol.opened, HandshakeRefused).value
+        return refused
+
+    def test_status_code(self) -> None:
+        """The status of a refused handshake is read from the status line."""
+        self.assertEqual(self.closed_with("HTTP/1.1 401 Unauthorized").status, 401)
+
+    def test_digits_that_are_not_ascii(self) -> None:
+        """A status of other digits ("²" passes C{str.isdigit}, C{int} refuses it) is no status."""
+        for line in ("HTTP/1.1 \u00b201 Odd", "HTTP/1.1 \u0664\u0660\u0661 Odd", ""):
+            with self.subTest(line=line):
+                self.assertIsNone(self.closed_with(line).status)
