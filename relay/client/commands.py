@@ -61,7 +61,8 @@ class UnknownCommand:
 Command = AcceptCommand | RequestCommand | UnknownCommand
 
 
-def _remote_endpoint(value: Any) -> RemoteEndpoint | None:
+def remote_endpoint(value: Any) -> RemoteEndpoint | None:
+    """A C{remoteEndpoint} object as the relay sent it; a port that is not a number is 0, no address is C{None}."""
     if not isinstance(value, dict):
         return None
     address, port = value.get("address"), value.get("port")
@@ -95,7 +96,7 @@ def parse_command(payload: bytes) -> Command:
             address=body["address"],
             id=str(body.get("id") or ""),
             connect_headers=_string_map(body.get("connectHeaders")),
-            remote_endpoint=_remote_endpoint(body.get("remoteEndpoint")),
+            remote_endpoint=remote_endpoint(body.get("remoteEndpoint")),
         )
     if "request" in obj:
         body = obj["request"]

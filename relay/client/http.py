@@ -33,14 +33,14 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from relay.client.address import split_request_target
-from relay.client.commands import RequestCommand, parse_command
+from relay.client.commands import RequestCommand, parse_command, remote_endpoint
 from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.httprequest import RelayedRequest, RequestBody
 from relay.client.httpresponse import RelayedResponse, _SocketSink
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import IStreamingReceiver, RelayClientProtocol, open_websocket
-from relay.hybrid.messages import ControlMessageError, RemoteEndpoint
+from relay.hybrid.messages import ControlMessageError
 from relay.writes import WriteGate
 
 _MAX_REQUEST_HEAD = 1 * MIB
@@ -213,7 +213,6 @@ class HttpListener:
         target = str(fields.get("requestTarget") or "/")
         path, query = split_request_target(target, self.listener.address.path)
         headers = fields.get("requestHeaders")
-        remote = fields.get("remoteEndpoint")
         request = RelayedRequest(
             id=command.id,
             method=str(fields.get("method")),
@@ -223,11 +222,7 @@ class HttpListener:
             headers=Headers(
                 {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
             ),
-            remote_endpoint=(
-                RemoteEndpoint(str(remote.get("address", "")), int(remote.get("port") or 0))
-                if isinstance(remote, dict)
-                else None
-            ),
+            remote_endpoint=remote_endpoint(fields.get("remoteEndpoint")),
             body=body,
         )
         if self.active >= self.max_concurrent:

@@ -13,6 +13,7 @@ from relay.client.commands import (
     RequestCommand,
     UnknownCommand,
     parse_command,
+    remote_endpoint,
     renew_token_message,
 )
 from relay.client.headers import Headers, parse_subprotocols
@@ -62,6 +63,22 @@ class ParseCommandTests(SynchronousTestCase):
         assert isinstance(command, AcceptCommand)
         self.assertEqual((command.id, dict(command.connect_headers)), ("", {}))
         self.assertEqual(command.remote_endpoint, RemoteEndpoint("a", 0))
+
+    def test_remote_endpoint_ports(self) -> None:
+        """
+        A port that is not a number is 0: the command is still read.
+
+        C{"²"} passes C{str.isdigit} but not C{int}; before, a request's endpoint was read with a bare
+        C{int()} in the HTTP layer, which raised for it.
+        """
+        for port, expected in ((51234, 51234), ("8080", 8080), ("x", 0), ("\u00b2", 0), (None, 0), ([1], 0)):
+            with self.subTest(port=port):
+                self.assertEqual(
+                    remote_endpoint({"address": "203.0.113.7", "port": port}),
+                    RemoteEndpoint("203.0.113.7", expected),
+                )
+        self.assertIsNone(remote_endpoint({"port": 1}))
+        self.assertIsNone(remote_endpoint("203.0.113.7:1"))
 
     def test_requests(self) -> None:
         """Both request forms parse; C{has_body} is set only by an explicit C{"body": true}."""
