@@ -125,6 +125,10 @@ def parse_token(text: str) -> SasToken:
     if not (se.isascii() and se.isdigit()) or len(se) > 12:  # isdigit alone takes "²"
         raise TokenFormatError("token expiry 'se' is not a Unix time in seconds")
     try:
+        fields["sr"].encode("utf-8")  # signed as UTF-8: a lone surrogate (a JSON escape) has no such form
+    except UnicodeEncodeError:
+        raise TokenFormatError("token resource 'sr' is not valid text") from None
+    try:
         signature = base64.b64decode(unquote(fields["sig"]), validate=True)
     except (binascii.Error, ValueError):
         raise TokenFormatError("token signature 'sig' is not base64") from None

@@ -101,8 +101,11 @@ def parse_connection_string(text: str) -> ConnectionString:
     endpoint = values.get("Endpoint")
     if not endpoint:
         raise ConnectionStringError("connection string has no Endpoint")
-    parts = urlsplit(endpoint)
-    if not parts.scheme or not parts.netloc:
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:  # an unclosed IPv6 bracket: "sb://[::1/"
+        parts = None
+    if parts is None or not parts.scheme or not parts.netloc:
         raise ConnectionStringError(f"Endpoint {endpoint!r} is not an absolute URI such as sb://host/")
     has_key = "SharedAccessKeyName" in values and "SharedAccessKey" in values
     if not has_key and "SharedAccessSignature" not in values:

@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from io import BytesIO
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from twisted.web.server import version as server_version
@@ -154,7 +153,8 @@ class RelayRequest(Request):
         self.method, self.uri, self.clientproto = channel._command, channel._path, channel._version
         path, _, query = self.uri.partition(b"?")
         self.path = path
-        self.args = parse_qs(query, keep_blank_values=True) if query else {}
+        # twisted.web's parse_qs, as requestReceived uses: urllib's raises on escapes such as %C3%A9
+        self.args = parse_qs(query, 1) if query else {}
 
     def _after_handling(self) -> None:
         """An upgrade took the connection over (WebSocket): the channel's idle timer has no more use."""

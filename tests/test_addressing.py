@@ -92,6 +92,7 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(http_base("wss://h:8443/base/"), "https://h:8443/base")
         self.assertRaises(AddressError, websocket_base, "ftp://x")
         self.assertRaises(AddressError, websocket_base, "relay.example.org")
+        self.assertRaises(AddressError, websocket_base, "https://[::1/")  # urlsplit raises a ValueError
 
     def test_rendezvous_address(self) -> None:
         """The address carries the sender's path suffix and query, the action and the id."""

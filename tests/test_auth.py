@@ -143,6 +143,14 @@ class SignatureTests(SynchronousTestCase):
         forged = token.replace("se=1800000000", "se=1900000000")
         self.assertEqual(check(forged), Denial(ErrorKind.UNAUTHORIZED, "Invalid token signature"))
 
+    def test_lone_surrogate_in_sr(self) -> None:
+        """A C{sr} with a lone surrogate (a JSON C{renewToken} can carry one) is refused, not an encoding error."""
+        token = "SharedAccessSignature sr=\ud800&sig=AAAA&se=1800000000&skn=root"
+        denial = check(token)
+        self.assertIsInstance(denial, Denial)
+        self.assertEqual(denial.kind, ErrorKind.UNAUTHORIZED)
+        self.assertIn("'sr'", denial.reason)  # type: ignore[union-attr]
+
 
 class ValidateTests(SynchronousTestCase):
     """Expiry, key names, scope and rights (spec 3.3)."""

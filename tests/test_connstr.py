@@ -34,6 +34,7 @@ class ConnectionStringTests(SynchronousTestCase):
             ("Endpoint=sb://h/;Foo=1;SharedAccessKeyName=k;SharedAccessKey=v", "unknown"),
             ("SharedAccessKeyName=k;SharedAccessKey=v", "no Endpoint"),
             ("Endpoint=h;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),
+            ("Endpoint=sb://[::1/;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),  # unclosed bracket
             ("Endpoint=sb://h/", "needs"),
             ("Endpoint=sb://h/;junk", "no '='"),
         ]:

@@ -344,6 +344,25 @@ class RendezvousRequestTests(HttpTestCase):
         self.assertTrue(rendezvous.opened)
         return rendezvous, announcement
 
+    def test_request_address_used_for_an_accept_rendezvous(self) -> None:
+        """
+        A request's address opened with C{sb-hc-action=accept} is unknown to that action (403), not a 500.
+
+        The address stays the request's: the listener can still fetch it.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), bytes(100_000))
+        self.net.flush()
+        address = self.last_request(listener)["address"]
+        wrong = self.net.connect(address.replace("sb-hc-action=request", "sb-hc-action=accept"))
+        self.assertEqual(wrong.status, 403)
+        self.assertIn("Rendezvous address is unknown", wrong.status_line)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        rendezvous, announcement = self.fetch(listener)
+        self.respond(rendezvous, announcement["id"], body=b"done")
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"done"))
+
     def test_large_body_over_a_reused_rendezvous(self) -> None:
         """A 100 kB POST is fetched over a rendezvous, which then carries the connection's next request."""
         listener = self.listen()

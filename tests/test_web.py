@@ -169,6 +169,21 @@ class SiteTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual(client.reply.body, b"thanks")
 
+    def test_streamed_request_with_an_encoded_query(self) -> None:
+        """
+        A streamed request's query is read as twisted.web reads it, whatever its percent-escapes decode to.
+
+        Escapes of non-ASCII bytes (UTF-8 C{%C3%A9}, a bare C{%FF}) used to raise UnicodeEncodeError.
+        """
+        client, _transport, pump = self.connect()
+        client.request("POST", "/buffer?name=%C3%A9&raw=%FF&flag", body=b"x")
+        client.request("POST", "/stream?name=%C3%A9&raw=%FF&flag", chunked=True)
+        pump.flush()
+        buffered, streamed = self.resource.requests
+        self.assertEqual(buffered.args, {b"name": [b"\xc3\xa9"], b"raw": [b"\xff"]})
+        self.assertEqual(streamed.args, buffered.args)
+        self.assertEqual(len(self.resource.collectors), 1)
+
     def test_consumer_pauses_the_sender(self) -> None:
         """A consumer's pause stops reading the sender's socket until it resumes."""
         client, transport, pump = self.connect()

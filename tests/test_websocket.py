@@ -107,6 +107,24 @@ class ListenerTests(GatewayTestCase):
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
         self.assertIn("Invalid renewToken", listener.closed[2])  # type: ignore[index]
 
+    def test_renew_token_with_lone_surrogate_closes(self) -> None:
+        """A renewToken whose C{sr} holds a lone surrogate (a JSON escape) closes with 1008, not a crash."""
+        listener = self.listen()
+        token = "SharedAccessSignature sr=\\ud800&sig=AAAA&se=9999999999&skn=root"
+        listener.sendMessage(b'{"renewToken": {"token": "%s"}}' % token.encode())
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        self.assertIn("Invalid renewToken", listener.closed[2])  # type: ignore[index]
+
+    def test_deeply_nested_control_message_closes(self) -> None:
+        """JSON nested past the recursion limit is a malformed message (1008), not a RecursionError."""
+        listener = self.listen()
+        listener.sendMessage(b'{"response": ' + b"[" * 100_000 + b"}")
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        self.assertIn("Malformed control message", listener.closed[2])  # type: ignore[index]
+        self.assertEqual(self.gateway.registry.total(), 0)
+
     def test_malformed_and_unknown_messages(self) -> None:
         """Unknown keys and stray binary messages are ignored; non-JSON text closes with 1008."""
         listener = self.listen()
@@ -771,6 +789,22 @@ class SenderTests(GatewayTestCase):
         first = self.accept_next(listener)
         second = self.accept_next(listener)
         self.assertEqual((first.status, second.status), (101, 403))
+
+    def test_accept_address_used_for_a_request_rendezvous(self) -> None:
+        """
+        An accept address opened with C{sb-hc-action=request} is unknown to that action (403), not a 500.
+
+        The address stays the sender's: the listener can still accept it.
+        """
+        listener = self.listen()
+        sender = self.send()
+        accept = json.loads(listener.messages[-1][0])["accept"]
+        wrong = self.net.connect(accept["address"].replace("sb-hc-action=accept", "sb-hc-action=request"))
+        self.assertEqual(wrong.status, 403)
+        self.assertIn("Rendezvous address is unknown", wrong.status_line)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        rendezvous = self.accept_next(listener)
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
 
     def test_listener_channel_drops_while_sender_waits(self) -> None:
         """If the chosen listener goes offline before accepting, the sender fails (504) at once."""

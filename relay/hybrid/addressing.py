@@ -100,7 +100,10 @@ def websocket_base(public_url: str) -> str:
     """
     The C{ws://} or C{wss://} base (scheme, host, port, base path without trailing slash) for addresses.
     """
-    parts = urlsplit(public_url)
+    try:
+        parts = urlsplit(public_url)
+    except ValueError:  # an unclosed IPv6 bracket: "https://[::1/"
+        raise AddressError(f"public URL {public_url!r} is not a valid URL") from None
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
         raise AddressError(f"public URL {public_url!r} must be absolute http(s):// or ws(s)://")

@@ -27,7 +27,7 @@ from relay.entities import EntityMatch, HybridConnectionSettings, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import AddressError, RequestTarget, split_target
 from relay.hybrid.control import ControlChannel
-from relay.hybrid.dispatch import HttpDispatcher
+from relay.hybrid.dispatch import HttpDispatcher, RequestWait
 from relay.hybrid.headers import AUTHORIZATION, TOKEN_HEADER, forward_request_headers
 from relay.hybrid.httpcontrol import ControlResponses
 from relay.hybrid.httpexchange import Exchange, State
@@ -241,7 +241,7 @@ class HttpRelay:
         @raise RelayError: 403 when the address is unknown, used or expired.
         """
         key = target.param("key") or target.param("id") or ""
-        ticket = self.router.claim(key)
+        ticket = self.router.claim(key, RequestWait)
         protocol.tracking_id = ticket.connection_id
         protocol.autoPingInterval = 0
         protocol.http_role = RendezvousRole(self, protocol, ticket)

@@ -91,7 +91,7 @@ def decode_object(payload: bytes) -> dict[str, Any]:
     """
     try:
         obj = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: "[[[[..." nested deep
         raise ControlMessageError(f"not a JSON text: {e}") from None
     if not isinstance(obj, dict):
         raise ControlMessageError("a control message must be a JSON object")

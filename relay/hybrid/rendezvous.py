@@ -93,11 +93,18 @@ class RendezvousTable:
         )
         return ticket
 
-    def claim(self, key: str) -> Ticket | None:
-        """Take a ticket out of the table; C{None} when the key is unknown, used or expired."""
-        ticket = self._tickets.pop(key, None)
-        if ticket is not None:
-            ticket._finish()
+    def claim(self, key: str, context: type | None = None) -> Ticket | None:
+        """
+        Take a ticket out of the table; C{None} when the key is unknown, used or expired.
+
+        @param context: the type of context the claimer can serve (a sender's or an HTTP request's); a
+            ticket with another context is left in the table and C{None} returned.
+        """
+        ticket = self._tickets.get(key)
+        if ticket is None or (context is not None and not isinstance(ticket.context, context)):
+            return None
+        del self._tickets[key]
+        ticket._finish()
         return ticket
 
     def fail(self, ticket: Ticket, error: RelayError) -> None:

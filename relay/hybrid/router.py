@@ -312,13 +312,15 @@ class HybridConnectionRouter:
         self.instruments.sender_refused(entity, int(getattr(failure.value, "status", 500)))
         return failure
 
-    def claim(self, key: str) -> Ticket:
+    def claim(self, key: str, context: type | None = None) -> Ticket:
         """
         Take the ticket a listener's rendezvous upgrade names.
 
+        @param context: the type of context the upgrade's action serves (L{SenderContext} for C{accept});
+            an address issued for the other action is unknown to it.
         @raise RelayError: 403 when the address is unknown, used or expired.
         """
-        ticket = self.rendezvous.claim(key)
+        ticket = self.rendezvous.claim(key, context)
         if ticket is None:
             raise RelayError(ErrorKind.RENDEZVOUS_UNKNOWN, "Rendezvous address is unknown, used or expired")
         return ticket

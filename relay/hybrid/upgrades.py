@@ -179,7 +179,7 @@ def claim_rendezvous(factory: HybridConnectionFactory, target: RequestTarget) ->
 
     @raise RelayError: 403 when the address is unknown, used or expired.
     """
-    return factory.router.claim(target.param("key") or target.param("id") or "")
+    return factory.router.claim(target.param("key") or target.param("id") or "", SenderContext)
 
 
 def rendezvous_subprotocol(
