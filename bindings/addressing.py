@@ -10,7 +10,6 @@ anonymous, and forged C{r:Sender} headers never reach a listener.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -438,7 +437,7 @@ def extract_relay_token(envelope: Envelope) -> tuple[str | None, Envelope]:
         raise AddressingError(RelayFault.UNAUTHORIZED, "RelayAccessToken holds no BinarySecurityToken")
     try:
         token = base64.b64decode("".join(encoded.split()), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and b64decode's own for non-ASCII text
         raise AddressingError(RelayFault.UNAUTHORIZED, "RelayAccessToken is not base64 of a token") from None
     return token, rest
 

@@ -99,6 +99,8 @@ class SoapFault(Exception):
 def _qname_text(element: etree._Element, name: QName) -> str:
     """Write C{name} as prefixed text, using a prefix declared on C{element} (see L{_prefixes_for})."""
     namespace, local = name
+    if not namespace:  # an unprefixed code in no namespace: no default namespace is ever in scope here
+        return local
     for existing, uri in element.nsmap.items():
         if uri == namespace and existing:
             return f"{existing}:{local}"
@@ -116,7 +118,7 @@ def _prefixes_for(names: tuple[QName, ...], version: SoapVersion) -> dict[str, s
     }
     mapping: dict[str, str] = {}
     for namespace, _local in names:
-        if namespace not in mapping:
+        if namespace and namespace not in mapping:  # xmlns:ns0="" would not be well-formed
             mapping[namespace] = known.get(namespace, f"ns{len(mapping)}")
     return {prefix: namespace for namespace, prefix in mapping.items()}
 

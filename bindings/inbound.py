@@ -274,8 +274,16 @@ def prepare(
     delivery = Delivery(
         to=to, action=action, message_id=headers.message_id, request_reply=not one_way, sender=sender
     )
-    extra = (http_authorization_header(authorization),) if authorization is not None else ()
-    payload, message_id = delivery_bytes(envelope, delivery, extra)
+    try:
+        extra = (http_authorization_header(authorization),) if authorization is not None else ()
+        payload, message_id = delivery_bytes(envelope, delivery, extra)
+    except ValueError:  # SOAPAction, action= or Authorization with a character XML cannot carry
+        raise Refusal(
+            RelayFault.INVALID_MESSAGE,
+            "an HTTP header holds characters a SOAP header cannot carry",
+            source,
+            headers.message_id,
+        ) from None
     return Prepared(payload, message_id, action, one_way, headers.duplicates)
 
 

@@ -216,7 +216,7 @@ def xml_text(value: str) -> str:
 
 
 def _is_blank(text: str | None) -> bool:
-    return text is None or not text.strip()
+    return text is None or not text.strip(" \t\n\r")  # XML whitespace only: str.strip() takes NBSP too
 
 
 def envelope_from_element(

@@ -252,7 +252,8 @@ def _read(spec: Scalar, raw: str) -> Any:
             raise ValueError
         return Decimal(text)
     if python is bytes:
-        return base64.b64decode("".join(text.split()), validate=True)
+        # XML whitespace only: str.split() would also skip NBSP and other Unicode spaces
+        return base64.b64decode(re.sub(f"[{_XML_SPACE}]", "", text), validate=True)
     if python is datetime.datetime:
         return _parse_datetime(text)
     if not _DATE.fullmatch(text):

@@ -13,6 +13,7 @@ from bindings.addressing import (
     ANONYMOUS,
     CONNECT_NS,
     NONE_ADDRESS,
+    WSSE_NS,
     AddressingError,
     Delivery,
     SenderInfo,
@@ -273,6 +274,13 @@ class TokenTests(SynchronousTestCase):
             envelope = envelope_with(f'<RelayAccessToken xmlns="{CONNECT_NS}">{inner}</RelayAccessToken>')
             error = self.assertRaises(AddressingError, extract_relay_token, envelope)
             self.assertEqual(error.kind, RelayFault.UNAUTHORIZED)
+
+    def test_non_ascii_token(self) -> None:
+        """Non-ASCII text in the token is Unauthorized too (b64decode raises a plain ValueError for it)."""
+        inner = f"<wsse:BinarySecurityToken xmlns:wsse='{WSSE_NS}'>\u00e9A==</wsse:BinarySecurityToken>"
+        envelope = envelope_with(f'<RelayAccessToken xmlns="{CONNECT_NS}">{inner}</RelayAccessToken>')
+        error = self.assertRaises(AddressingError, extract_relay_token, envelope)
+        self.assertEqual(error.kind, RelayFault.UNAUTHORIZED)
 
     def test_choice_order(self) -> None:
         """Query beats ServiceBusAuthorization beats the SOAP header beats Authorization."""

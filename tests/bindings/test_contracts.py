@@ -442,6 +442,13 @@ class SerialisationTests(SynchronousTestCase):
             element.text = text
             self.assertRaises(ValueCodecError, decode_value, element, spec_for(python), NS)
 
+    def test_base64_only_xml_whitespace(self) -> None:
+        """Inside xsd:base64Binary only XML whitespace is skipped, not the rest of Unicode's."""
+        for space in ("\u00a0", "\u3000", "\u2028", "\x85"):
+            element = etree.Element("v")
+            element.text = f"YWJj{space}"
+            self.assertRaises(ValueCodecError, decode_value, element, spec_for(bytes), NS)
+
     def test_nan_round_trip(self) -> None:
         """NaN is written as NaN and read back as NaN."""
         parent = etree.Element("p")

@@ -18,6 +18,7 @@ from bindings.faults import (
     gateway_fault,
     parse_fault,
     reply_to_soap11,
+    reply_to_soap12,
     service_fault_status,
     version_mismatch,
 )
@@ -233,6 +234,18 @@ class ConversionTests(SynchronousTestCase):
             f'<s:Fault xmlns:s="{SOAP11_NS}"><faultcode>s:Client.Boom</faultcode><faultstring>b</faultstring></s:Fault>'
         )
         self.assertEqual(parse_fault(element, SoapVersion.SOAP11).code, FaultCode.SENDER)
+
+    def test_code_in_no_namespace(self) -> None:
+        """An unprefixed code (no default namespace) converts both ways into well-formed envelopes."""
+        data = (
+            f'<s:Envelope xmlns:s="{SOAP11_NS}"><s:Body><s:Fault><faultcode>Client</faultcode>'
+            "<faultstring>bad</faultstring></s:Fault></s:Body></s:Envelope>"
+        ).encode()
+        up = parse_envelope(reply_to_soap12(parse_envelope(data)).to_bytes(), SoapVersion.SOAP12)
+        fault = parse_fault(up.body[0], SoapVersion.SOAP12)
+        self.assertEqual((fault.code, fault.subcodes), (FaultCode.RECEIVER, (("", "Client"),)))
+        down = parse_envelope(reply_to_soap11(up).to_bytes(), SoapVersion.SOAP11)
+        self.assertEqual(parse_fault(down.body[0], SoapVersion.SOAP11).subcodes, (("", "Client"),))
 
 
 class StatusTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
 from twisted.web.http_headers import Headers
 
-from bindings.addressing import ANONYMOUS, read_addressing, read_sender, relay_token_header
+from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
 from bindings.channels import BytesProducer, HttpChannelFactory, read_capped
 from bindings.contracts import contract_of
 from bindings.control import read_http_authorization
@@ -214,6 +214,14 @@ class SoapPostTests(HttpTestCase):
         status, headers, _ = self.post("/chat", soap12(body), SoapVersion.SOAP12, action=say.action)
         self.assertEqual((status, headers.getRawHeaders(b"relay-delivered-count")), (202, [b"2"]))
         self.assertEqual([r.heard for r in rooms], [[("a", "b")]] * 2)
+
+    def test_action_control_character(self) -> None:
+        """A SOAPAction or action= with a control character, on a name without contract: 400, not 500."""
+        body = soap12("<h:Say xmlns:h='urn:chat'/>")
+        for version in (SoapVersion.SOAP11, SoapVersion.SOAP12):
+            envelope = soap11("<h:Say xmlns:h='urn:chat'/>") if version is SoapVersion.SOAP11 else body
+            status, _, data = self.post("/chat", envelope, version, action="urn:chat/\x01Say")
+            self.assertEqual((status, self.fault_of(data, version)[0]), (400, "InvalidMessage"))
 
     def test_declared_fault(self) -> None:
         """A declared fault: SOAP 1.1 500 with Client and the detail; SOAP 1.2 400 with Sender."""
@@ -419,6 +427,22 @@ class TokenTests(HttpTestCase):
         status, _, _ = self.post("/calc", soap11(ADD_BODY), Authorization="Basic dXNlcjpwYXNz")
         self.assertEqual(status, 200)
         self.assertEqual(read_http_authorization(self.recorder.seen[-1]), "Basic dXNlcjpwYXNz")
+
+    def test_relay_access_token_not_ascii(self) -> None:
+        """A RelayAccessToken whose base64 holds a non-ASCII letter is a 401, not a 500."""
+        header = (
+            f'<t:RelayAccessToken xmlns:t="http://schemas.microsoft.com/netservices/2009/05/servicebus/connect">'
+            f'<w:BinarySecurityToken xmlns:w="{WSSE_NS}">\u00e9A==</w:BinarySecurityToken></t:RelayAccessToken>'
+        )
+        status, _, data = self.post("/calc", soap11(ADD_BODY, header), token=None)
+        self.assertEqual((status, self.fault_of(data)[0]), (401, "Unauthorized"))
+        self.assertEqual(self.recorder.seen, [])
+
+    def test_authorization_control_character(self) -> None:
+        """An Authorization header XML cannot carry (a control character) is a 400, not a 500."""
+        status, _, data = self.post("/calc", soap11(ADD_BODY), Authorization="Basic \x01")
+        self.assertEqual((status, self.fault_of(data)[0]), (400, "InvalidMessage"))
+        self.assertEqual(self.recorder.seen, [])
 
     def test_forged_headers_replaced(self) -> None:
         """A sender cannot forge r:Sender or r:HttpAuthorization."""

@@ -97,6 +97,12 @@ class ParseTests(SynchronousTestCase):
             error = self.assertRaises(SoapError, parse_envelope, data)
             self.assertEqual(error.kind, SoapErrorKind.INVALID_MESSAGE, inner)
 
+    def test_only_xml_whitespace_between_parts(self) -> None:
+        """Text that is not XML whitespace (a no-break space) directly inside the Envelope is refused."""
+        data = f'<s:Envelope xmlns:s="{SOAP12_NS}">\u00a0<s:Body/></s:Envelope>'.encode()
+        error = self.assertRaises(SoapError, parse_envelope, data)
+        self.assertEqual(error.kind, SoapErrorKind.INVALID_MESSAGE)
+
     def test_encoding_style_refused(self) -> None:
         """Any encodingStyle attribute, anywhere, is refused: only document/literal is supported."""
         style = 's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"'
