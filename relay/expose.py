@@ -156,16 +156,21 @@ class Forwarder:
 
     async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
         """Forward one relayed request to the local server and its response back."""
-        headers = [
-            (name.encode("latin-1"), value.encode("utf-8"))
-            for name, value in request.headers.items()
-            if name.lower() not in _REQUEST_DROPPED
-        ]
-        host = request.headers.get("Host")
-        if host:
-            headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
-        target = self.local_target(request.path, request.query)
-        problem = valid_request(target, headers)
+        try:
+            method = request.method.encode("latin-1")
+            headers = [
+                (name.encode("latin-1"), value.encode("utf-8"))
+                for name, value in request.headers.items()
+                if name.lower() not in _REQUEST_DROPPED
+            ]
+            host = request.headers.get("Host")
+            if host:
+                headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
+            target = self.local_target(request.path, request.query)
+        except UnicodeEncodeError as e:  # JSON text may hold any character, lone surrogates too
+            problem: str | None = f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
+        else:
+            problem = valid_request(target, headers, method)
         if problem is not None:
             self.log.warn(
                 "request {request_id} not forwarded: {problem}", request_id=request.id, problem=problem
@@ -174,9 +179,7 @@ class Forwarder:
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             await response.finish(f"Bad request: {problem}. TrackingId:{request.id}\n".encode())
             return
-        answer = self.client.request(
-            request.method.encode("latin-1"), target, headers, request.body if request.body.present else None
-        )
+        answer = self.client.request(method, target, headers, request.body if request.body.present else None)
         # The relay may give up on the exchange (the sender left, its request_timeout expired) while the
         # local server is slow: stop waiting for it then, or its connection and this request slot stay
         # taken for as long as it takes (for ever, for an event stream).
@@ -257,6 +260,23 @@ class Forwarder:
         headers = {
             name: value for name, value in context.request_headers.items() if name.lower() not in _HANDSHAKE
         }
+        # Autobahn writes the handshake as given: what would break it must not reach it.
+        offered = ("Sec-WebSocket-Protocol", ", ".join(context.offered_subprotocols))
+        try:
+            fields = [
+                (name.encode("latin-1"), value.encode("utf-8")) for name, value in [*headers.items(), offered]
+            ]
+            problem = valid_request(self.local_target(context.suffix, context.query), fields)
+        except UnicodeEncodeError as e:
+            problem = f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
+        if problem is not None:
+            self.log.warn(
+                "connection {connection_id} not forwarded: {problem}",
+                connection_id=context.connection_id,
+                problem=problem,
+            )
+            self._ws_line(context, 400, "bad request", 0.0)
+            return Reject(400, f"Bad request: {problem}"[:120])
 
         def receiver(protocol: RelayClientProtocol) -> HybridWebSocket:
             return HybridWebSocket(protocol, tracking_id=context.connection_id, options=self.options)

@@ -25,8 +25,8 @@ FRAMING_FIELDS = frozenset(
      b"upgrade"}
 )  # fmt: skip
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_PLAIN_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
-"""Header fields, each with its CRLF, whose names are tokens and none of them a folded line."""
+_PLAIN_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n)*")
+"""Header fields, each with its CRLF, whose names are tokens, values without NUL, none a folded line."""
 
 
 class ResponseError(Exception):
@@ -69,12 +69,18 @@ _TARGET_FORBIDDEN = re.compile(rb"[\x00-\x20\x7f]")
 """Bytes a request target may not hold: controls, space and DEL."""
 
 
-def valid_request(target: bytes, headers: list[tuple[bytes, bytes]]) -> str | None:
+def valid_request(
+    target: bytes, headers: list[tuple[bytes, bytes]], method: bytes | None = None
+) -> str | None:
     """
-    Why a request cannot be written as given (a target or field that would break the head), or C{None}.
+    Why a request cannot be written as given (a method, target or field that would break the head), or C{None}.
 
     Relayed requests come as JSON; a line break in a value would otherwise start a header of its own.
+
+    @param method: checked to be a token when given.
     """
+    if method is not None and (not method or not _TOKEN.issuperset(method)):
+        return f"invalid method {method[:80]!r}"
     if not target.startswith(b"/") or _TARGET_FORBIDDEN.search(target):
         return f"invalid request target {target[:80]!r}"
     for name, value in headers:
@@ -137,6 +143,8 @@ def read_response_head(buffer: bytes | bytearray, method: bytes) -> tuple[Respon
     connection: list[bytes] = []
     for line in lines[1:]:
         if not plain:
+            if b"\r" in line or b"\n" in line or b"\0" in line:  # a lone one: no value may carry it on
+                raise ResponseError(f"malformed response header line {line[:80]!r}")
             if line[:1] in (b" ", b"\t"):
                 if not headers:
                     raise ResponseError("the response head starts with a folded line")
@@ -185,7 +193,8 @@ def _framing(
         # A length beside a transfer coding is ignored (RFC 9112, 6.3); only chunked last ends by itself.
         return (Framing.CHUNKED if codings[-1] == b"chunked" else Framing.CLOSE), None
     if lengths:
-        if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
+        # At most 20 digits (as chunk sizes): int() refuses more than 4300 with ValueError.
+        if len(lengths) > 1 or not all(v.isdigit() and len(v) <= 20 for v in lengths):
             raise ResponseError(f"invalid Content-Length {b', '.join(sorted(lengths))[:80]!r}")
         length = int(lengths.pop())
         return (Framing.LENGTH if length else Framing.NONE), length

@@ -43,6 +43,9 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertIn("name", valid_request(b"/", [(b"", b"1")]) or "")
         for value in (b"a\r\nInjected: yes", b"a\nb", b"a\x00"):
             self.assertIn("value", valid_request(b"/", [(b"X-A", value)]) or "", value)
+        self.assertIsNone(valid_request(b"/", [], b"M-SEARCH"))
+        for method in (b"", b"GET / HTTP/1.1\r\nX: y\r\n\r\nGET", b"G T", b"G\xc4\x80T"):
+            self.assertIn("method", valid_request(b"/", [], method) or "", method)
 
     def test_streamed_body_is_chunked(self) -> None:
         self.assertIn(b"\r\nTransfer-Encoding: chunked\r\n\r\n", request_head(b"PUT", b"/", b"h", [], None))
@@ -165,6 +168,25 @@ class ResponseHeadTests(SynchronousTestCase):
             b"HTTP/1.1 200 OK\r\nContent-Length: 0x10\r\n\r\n",
         ):
             self.assertRaises(ResponseError, read_response_head, data, b"GET")
+
+    def test_line_breaks_and_nul_in_values(self) -> None:
+        """
+        A lone CR or LF, or a NUL, in a field is a malformed head (502), not a value to pass on.
+
+        Before, the value reached the relayed response's headers, which refuse it with L{ValueError}: the
+        request failed with 500 and a traceback, as if C{relay expose} itself had failed.
+        """
+        for field in (b"X-A: a\x00b", b"X-A: a\rb", b"X-A: a\nb: c", b"X-A: a\r\n b\x00", b"X\x00: a"):
+            with self.subTest(field=field):
+                data = b"HTTP/1.1 200 OK\r\n" + field + b"\r\nContent-Length: 0\r\n\r\n"
+                self.assertRaises(ResponseError, read_response_head, data, b"GET")
+
+    def test_overlong_length(self) -> None:
+        """A Content-Length of thousands of digits is invalid, not a L{ValueError} from C{int()}."""
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n"
+        self.assertRaises(ResponseError, read_response_head, data, b"GET")
+        head, _ = head_of(b"HTTP/1.1 200 OK\r\nContent-Length: 00000000000000000012\r\n\r\n")
+        self.assertEqual(head.length, 12)
 
     def test_oversized_head(self) -> None:
         data = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * MAX_HEAD_BYTES

@@ -227,6 +227,10 @@ def parse_address(
         )
     if parts.query or parts.fragment:
         raise ValueError("the endpoint must not carry a query or fragment")
+    try:
+        _ = parts.port  # checked now: a bad port would fail every connection attempt, later
+    except ValueError as e:
+        raise ValueError(f"endpoint {uri!r}: {e}") from None
     if cs is not None and cs.plain:
         scheme = "ws"
     if cs is None:

@@ -70,7 +70,7 @@ def remote_endpoint(value: Any) -> RemoteEndpoint | None:
         return None
     try:
         return RemoteEndpoint(address=address, port=int(port if port is not None else 0))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: JSON's Infinity, or 1e400
         return RemoteEndpoint(address=address, port=0)
 
 

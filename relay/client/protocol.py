@@ -65,11 +65,10 @@ ReceiverFactory = Callable[["RelayClientProtocol"], IWebSocketReceiver]
 
 def _status_from_line(line: str) -> tuple[int | None, str]:
     parts = line.split(None, 2)
-    try:
-        code = int(parts[1])
-    except (IndexError, ValueError):
+    # Three ASCII digits: int() alone also reads "+404", "4_04" and "0404".
+    if len(parts) < 2 or len(parts[1]) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         return None, line
-    return code, parts[2] if len(parts) > 2 else ""
+    return int(parts[1]), parts[2] if len(parts) > 2 else ""
 
 
 class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):  # type: ignore[misc]
@@ -169,6 +168,20 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
         elif not self.opened.called:
             failure = self._refusal or ConnectError(None, reason or "connection closed during the handshake")
             self.opened.errback(failure)
+
+    @override
+    def processHandshake(self) -> None:
+        # Autobahn decodes the answer's head as UTF-8 for a debug line before reading it as latin-1: a
+        # non-UTF-8 byte (a latin-1 reason phrase) raised out of dataReceived and the status was lost.
+        end = self.data.find(b"\r\n\r\n")
+        if end >= 0:
+            try:
+                self.data[:end].decode("utf-8")
+            except UnicodeDecodeError:
+                self.http_status_line = self.data[:end].split(b"\r\n", 1)[0].decode("latin-1").strip()
+                self.failHandshake("the handshake answer is not UTF-8 text")
+                return
+        super().processHandshake()
 
     @override
     def failHandshake(self, reason: str) -> None:

@@ -64,6 +64,25 @@ class ParseAddressTests(SynchronousTestCase):
         ]:
             self.assertRaises(ValueError, parse_address, endpoint, path)
 
+    def test_bad_ports_are_refused(self) -> None:
+        """
+        A port that is no number from 0 to 65535 is refused at once.
+
+        Before, it was accepted and every connection attempt failed with L{ValueError} (C{relay expose}
+        retried for ever, as if the relay were unreachable).
+        """
+        for endpoint in (
+            "sb://ns:abc/hyco",
+            "ws://ns:99999/hyco",
+            "ws://ns:\u0661\u0662/hyco",
+            "Endpoint=sb://ns:-1/" + KEYS,
+        ):
+            with self.subTest(endpoint=endpoint):
+                with self.assertRaises(ValueError) as ctx:
+                    parse_address(endpoint, "hyco")
+                self.assertIn("port", str(ctx.exception).lower())
+        self.assertEqual(parse_address("ws://ns:9080/hyco")[0].netloc, "ns:9080")
+
     def test_same_path_twice_is_fine(self) -> None:
         """Naming the same path in both places is accepted."""
         self.assertEqual(parse_address("sb://ns/hyco", "hyco")[0].path, "hyco")

@@ -80,6 +80,20 @@ class ParseCommandTests(SynchronousTestCase):
         self.assertIsNone(remote_endpoint({"port": 1}))
         self.assertIsNone(remote_endpoint("203.0.113.7:1"))
 
+    def test_remote_endpoint_infinite_port(self) -> None:
+        """
+        A port of C{Infinity} or C{1e400} (JSON numbers Python reads as an infinite float) is 0.
+
+        Before, C{int()} raised L{OverflowError} out of L{parse_command} and out of the control channel.
+        """
+        for text in (b"Infinity", b"-Infinity", b"1e400"):
+            with self.subTest(port=text):
+                command = parse_command(
+                    b'{"accept":{"address":"wss://r/x","remoteEndpoint":{"address":"a","port":%s}}}' % text
+                )
+                assert isinstance(command, AcceptCommand)
+                self.assertEqual(command.remote_endpoint, RemoteEndpoint("a", 0))
+
     def test_requests(self) -> None:
         """Both request forms parse; C{has_body} is set only by an explicit C{"body": true}."""
         small = parse_command(

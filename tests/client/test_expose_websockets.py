@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from relay import expose
 from relay.client.accepting import Accept, AcceptContext, Reject
-from relay.client.headers import Headers
+from relay.client.headers import Headers, parse_subprotocols
 from relay.expose import Forwarder
 
 
@@ -93,6 +93,40 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         self.assertEqual(self.opened[0].closed, (1001, "the sender went away"))
         self.assertEqual(self.forwarder._pending, {})
         self.assertIn('"WEBSOCKET /chat" 502 sender gone before the rendezvous', self.lines[-1])
+
+    def test_handshakes_that_cannot_be_written_get_400(self) -> None:
+        """
+        A sender's header, subprotocol or path that would break the local handshake is refused (400).
+
+        Autobahn writes headers and subprotocols as given: a line break started a header of the relay's
+        choosing on the local server, a lone surrogate failed its encoding and left the sender waiting.
+        """
+        cases: list[tuple[dict[str, str], str, str]] = [
+            ({"X-A": "1\r\nX-Injected: yes"}, "/chat", ""),
+            ({"X-A": "\ud800"}, "/chat", ""),
+            ({"X A": "1"}, "/chat", ""),
+            ({"X-\u0100": "1"}, "/chat", ""),
+            ({"Sec-WebSocket-Protocol": "chat\r\nX-Injected: yes"}, "/chat", ""),
+            ({}, "/a b", ""),
+            ({}, "/chat", "q=a b"),
+        ]
+        for headers, suffix, query in cases:
+            with self.subTest(headers=headers, suffix=suffix, query=query):
+                ctx = AcceptContext(
+                    "c",
+                    Headers(headers),
+                    suffix,
+                    query,
+                    None,
+                    parse_subprotocols(headers.get("Sec-WebSocket-Protocol")),
+                )
+                refused = self.accept(ctx)
+                self.assertIsInstance(refused, Reject)
+                self.assertEqual(refused.status_code, 400)
+                self.assertEqual(self.opened, [])
+                self.assertIn(" 400 bad request", self.lines[-1])
+        ctx = AcceptContext("c", Headers({"X-A": "caf\u00e9"}), "/chat", "", None, ("chat",))
+        self.assertIsInstance(self.accept(ctx), Accept)
 
     def test_websocket_senders_beyond_the_limit_get_503(self) -> None:
         """Senders being opened, waiting or relayed count against C{max_websockets}; more get 503 at once."""

@@ -90,10 +90,22 @@ def request_message(method: str, target: str, *, body: bool = False) -> bytes:
     return json.dumps({"request": fields}).encode()
 
 
-def send_request(channel: _RequestChannel, method: str, target: str, *, body: bool = False) -> None:
+def send_request(
+    channel: _RequestChannel,
+    method: str,
+    target: str,
+    *,
+    body: bool = False,
+    headers: dict[str, str] | None = None,
+) -> None:
     """The relay sends a request on the rendezvous."""
+    message = request_message(method, target, body=body)
+    if headers is not None:
+        fields = json.loads(message)
+        fields["request"]["requestHeaders"] = headers
+        message = json.dumps(fields).encode()
     channel.message_begin(False)
-    channel.message_data(request_message(method, target, body=body))
+    channel.message_data(message)
     channel.message_end()
 
 
@@ -201,6 +213,63 @@ class ExposeAbandonTests(SynchronousTestCase):
         self.assertTrue(transport.disconnected)
         self.assertEqual(self.http.active, 0)
         self.assertEqual(self.rendezvous.calls, sent)
+
+
+class ExposeUnsendableTests(SynchronousTestCase):
+    """A relayed request that cannot be written to the local server is answered 400, and nothing is sent."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.forwarder = Forwarder("http://127.0.0.1:8000", reactor=self.reactor, log_line=lambda line: None)
+        self.local = FakeLocalServer()
+        self.forwarder.client = LocalClient(
+            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local, response_timeout=None
+        )
+        self.http = HttpListener(FakeListener(), self.forwarder, reactor=self.reactor)
+        self.rendezvous = FakeRendezvous()
+        self.channel = _RequestChannel(self.http, self.rendezvous)  # type: ignore[arg-type]
+
+    def assert_refused(self) -> None:
+        self.assertEqual(self.local.connections, [])
+        [head] = [
+            json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"
+        ]
+        self.assertEqual(head["statusCode"], 400)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_method_that_is_no_token(self) -> None:
+        """
+        The method is checked as the target and fields are.
+
+        A line break in it started a request of its own on the local connection, an empty one a request
+        line without a method.
+        """
+        for method in ("GET /x HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET", "GET /x", ""):
+            with self.subTest(method=method):
+                self.setUp()
+                send_request(self.channel, method, "/hyco/x")
+                self.assert_refused()
+
+    def test_text_that_cannot_be_encoded(self) -> None:
+        """
+        JSON text that no request head can hold is refused with 400.
+
+        A method or field name beyond latin-1, a lone surrogate in a value or target: before, C{encode}
+        raised and the sender got 500 and a traceback.
+        """
+        cases: list[tuple[str, str, dict[str, str]]] = [
+            ("G\u0100T", "/hyco/x", {}),
+            ("GET", "/hyco/x", {"X-\u0100": "1"}),
+            ("GET", "/hyco/x", {"X-A": "\ud800"}),
+            ("GET", "/hyco/x", {"Host": "relay\u0100.example"}),
+            ("GET", "/hyco/\ud800", {}),
+            ("GET", "/hyco/x?q=\ud800", {}),
+        ]
+        for method, target, headers in cases:
+            with self.subTest(method=method, target=target, headers=headers):
+                self.setUp()
+                send_request(self.channel, method, target, headers=headers)
+                self.assert_refused()
 
 
 class DiscardedBodyTests(SynchronousTestCase):

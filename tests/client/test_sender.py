@@ -200,6 +200,38 @@ class ConnectFailureTests(SenderTestCase, SynchronousTestCase):
         self.assertIsNone(error.status_code)
         self.assertIn("timeout", error.reason)
 
+    def test_status_must_be_three_digits(self) -> None:
+        """
+        A refusal whose status is not three ASCII digits carries no status.
+
+        C{int()} alone read C{"+404"}, C{"4_04"} and C{"0404"} as 404: a listener given up for good.
+        """
+        for status in (b"+404", b"4_04", b"0404"):
+            with self.subTest(status=status):
+                self.network.serve(83, Factory.forProtocol(lambda status=status: Answer(status)))
+                d = self.connect(self.client(endpoint="ws://relay.test:83"))
+                error = self.failureResultOf(d, ConnectError).value
+                self.assertNotIsInstance(error, EndpointNotFoundError)
+                self.assertIsNone(error.status_code)
+        self.network.serve(83, Factory.forProtocol(lambda: Answer(b"404")))
+        d = self.connect(self.client(endpoint="ws://relay.test:83"))
+        self.assertEqual(self.failureResultOf(d, EndpointNotFoundError).value.reason, "Not Found")
+
+    def test_latin1_refusal_keeps_its_status(self) -> None:
+        """
+        A refusal that is not UTF-8 (a latin-1 reason phrase) still carries its status.
+
+        Autobahn decoded the answer as UTF-8 for a debug line: L{UnicodeDecodeError} escaped from
+        C{dataReceived}, and the attempt failed as a dropped connection without a status.
+        """
+        self.network.serve(83, Factory.forProtocol(lambda: Answer(b"404", b"N\xe3o encontrado")))
+        d = self.connect(self.client(endpoint="ws://relay.test:83"))
+        error = self.failureResultOf(d, EndpointNotFoundError).value
+        self.assertEqual((error.status_code, error.reason), (404, "N\u00e3o encontrado"))
+        self.network.serve(83, Factory.forProtocol(lambda: Answer(b"\xb2")))
+        d = self.connect(self.client(endpoint="ws://relay.test:83"))
+        self.assertIsNone(self.failureResultOf(d, ConnectError).value.status_code)
+
     def test_cancel(self) -> None:
         """Cancelling a pending connect abandons the upgrade; the relay sees the sender leave."""
         self.listen(accept_handler=lambda _: Deferred())
@@ -208,6 +240,17 @@ class ConnectFailureTests(SenderTestCase, SynchronousTestCase):
         self.network.flush()
         self.failureResultOf(d, CancelledError)
         self.assertTrue(all(t.disconnected for t in self.network.transports[1:]))
+
+
+class Answer(Protocol):
+    """A server that answers any upgrade with C{HTTP/1.1 <status> <phrase>}."""
+
+    def __init__(self, status: bytes, phrase: bytes = b"Not Found") -> None:
+        self.status = status
+        self.phrase = phrase
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 %s %s\r\nContent-Length: 0\r\n\r\n" % (self.status, self.phrase))
 
 
 def development_ca_pem() -> bytes:
