@@ -175,6 +175,33 @@ class RouterTests(SynchronousTestCase):
         self.assertIs(self.store.get(AUTO, "team/app"), admission.entity)
         self.assertEqual(checks, ["team/app"])
 
+    def test_dynamic_hybrid_connection_goes_with_its_last_listener(self) -> None:
+        """
+        An auto-created hybrid connection is removed when its last listener leaves; a configured one stays.
+
+        Every name a listener ever created used to stay in the store (and in the sampled gauges) for good.
+        """
+        host = "any.host"
+        for name in ("session-1", "session-2", "session-3"):
+            presented = [token(name, host, now=self.clock.seconds())]
+            admission = self.admit(f"/{name}", presented, Rights.LISTEN, host)
+            first, second = FakeListenerChannel("a"), FakeListenerChannel("b")
+            self.router.register_listener(admission, first)
+            self.router.register_listener(admission, second)
+            self.router.unregister_listener(admission, first)
+            self.assertIs(self.store.get(AUTO, name), admission.entity)
+            self.router.unregister_listener(admission, second)
+            self.assertIsNone(self.store.get(AUTO, name))
+            self.assertEqual(self.registry.count(AUTO, admission.entity), 0)
+        self.assertEqual(self.store.entities(AUTO), [])
+        again = self.admit("/session-1", [token("session-1", host, now=self.clock.seconds())], host=host)
+        self.assertIs(self.store.get(AUTO, "session-1"), again.entity)
+        configured = self.admit()
+        channel = FakeListenerChannel("c")
+        self.router.register_listener(configured, channel)
+        self.router.unregister_listener(configured, channel)
+        self.assertIs(self.store.get(NS, "hyco"), configured.entity)
+
     def test_quota(self) -> None:
         """The third listener of an HC limited to two is refused with 403 quota exceeded."""
         admission = self.admit()

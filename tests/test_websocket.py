@@ -99,6 +99,22 @@ class ListenerTests(GatewayTestCase):
         self.net.advance(30)
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_renew_token_crossing_the_expiry_close_leaves_no_timer(self) -> None:
+        """
+        A renewToken that crosses the gateway's expiry close arms no timer for the closed channel.
+
+        It used to schedule a new expiry after the close had cancelled the old one: the timer kept the
+        channel and its protocol until the renewed token's expiry, long after the socket was gone.
+        """
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.flush()
+        self.clock.advance(61)  # the gateway closes with 1008; the listener has not read it yet
+        listener.sendMessage(json.dumps({"renewToken": {"token": self.token(ttl=86400)}}).encode())
+        self.net.advance(10)
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        self.assertEqual(self.gateway.hybrid_factory.connections, set())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_invalid_renew_token_closes(self) -> None:
         """A renewToken with a bad token closes the channel with 1008."""
         listener = self.listen()

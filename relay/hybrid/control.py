@@ -162,6 +162,8 @@ class ControlChannel:
             self.close(CloseCode.POLICY_VIOLATION, f"Malformed control message: {e}")
 
     def _renew(self, token: str) -> None:
+        if self.closing:  # crossed our close: a new expiry timer would outlive the channel
+            return
         try:
             grant = self.router.authorize(
                 self.admission.namespace, self.admission.match, self.host, [token], Rights.LISTEN

@@ -249,9 +249,23 @@ class HybridConnectionRouter:
         self.instruments.listener_connected(admission.entity.name)
 
     def unregister_listener(self, admission: Admission, channel: IListenerChannel) -> None:
-        """Remove a control channel; senders no longer go to it."""
-        if self.registry.remove(admission.namespace, admission.entity, channel):
-            self.instruments.listener_disconnected(admission.entity.name)
+        """Remove a control channel; senders no longer go to it. An auto-created HC goes with its last one."""
+        namespace, entity = admission.namespace, admission.entity
+        if not self.registry.remove(namespace, entity, channel):
+            return
+        self.instruments.listener_disconnected(entity.name)
+        if (
+            entity.dynamic
+            and not self.registry.count(namespace, entity)
+            and self.store.get(namespace, entity.name) is entity
+        ):
+            # Created for its first listener (auto-create): kept, every name ever used would stay for good.
+            self.store.remove(namespace, entity.name)
+            self.log.info(
+                "removed hybrid connection {entity} from {namespace} with its last listener",
+                entity=entity.name,
+                namespace=namespace.name,
+            )
 
     def connect_sender(
         self,
