@@ -6,7 +6,8 @@ common. It opens C{sb-wcf-action=listen}, sends C{r:Register}, and once C{r:Regi
 envelope to an L{IEnvelopeHandler}, writing back the reply the handler produces. When the connection drops
 it tries again after a capped, jittered exponential back-off; refusals that cannot change by retrying
 (bad token, unknown name, a policy that differs from the name's: C{AddressInUse}) stop it instead. At most
-C{max_concurrent} handler calls run at once; beyond that the socket is not read, so memory stays bounded.
+C{max_concurrent} handler calls run at once (a call whose reply waits for a full socket buffer still
+counts); beyond that the socket is not read, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -302,9 +303,12 @@ class ListenerSession:
             protocol.transport.pauseProducing()
         result: Deferred[Envelope | None] = maybeDeferred(self.handler.handle, envelope)
 
-        def done(reply: Envelope | None) -> None:
-            if reply is not None:
-                protocol.send_bytes(reply.to_bytes())
+        def done(reply: Envelope | None) -> Deferred[None] | None:
+            if reply is not None and protocol.send_bytes(reply.to_bytes()):
+                # The call counts until the socket takes more: a gateway that does not read the replies
+                # stops being read at max_concurrent instead of having replies queued here without end.
+                return protocol.write_gate.when_writable()
+            return None
 
         def failed(failure: Failure) -> None:
             self.log.failure("the listener's handler failed", failure)

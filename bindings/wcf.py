@@ -282,6 +282,25 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         """Write one envelope as one text message, if the socket is open."""
         self.send_text(envelope.to_bytes())
 
+    def send_answer(self, envelope: Envelope, allowance: int = 0) -> None:
+        """
+        Write an answer the peer asked for (C{r:TokenRenewed}), unless it does not read what it gets.
+
+        A listener is read however full its socket is (its queue is the outlet's business), so one that
+        keeps asking without reading is closed with 1008 once L{FAULT_BACKLOG_LIMIT} bytes plus
+        C{allowance} (the largest message that may legitimately wait for it) are unsent.
+        """
+        if pending_write_bytes(self.transport) >= FAULT_BACKLOG_LIMIT + allowance:
+            if self.state == self.STATE_OPEN:
+                self.logger.warn(
+                    "closing {role} {tracking_id}: it asks for answers without reading them",
+                    role=self.role_name,
+                    tracking_id=self.tracking_id,
+                )
+            self.close_with(CloseCode.POLICY_VIOLATION, "Answers are not being read")
+            return
+        self.send_envelope(envelope)
+
     def send_fault(
         self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
     ) -> None:

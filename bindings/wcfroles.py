@@ -363,4 +363,6 @@ def renew_token(
         expiry=grant.expiry,
     )
     if message_id is not None:
-        protocol.send_envelope(token_renewed_envelope(grant.expiry, message_id))
+        settings = _registered_settings(entity)
+        allowance = settings.message_limit if settings is not None else role.frame_cap
+        protocol.send_answer(token_renewed_envelope(grant.expiry, message_id), allowance)

@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from bindings.control import Registration
 from bindings.credentials import parse_address
 from bindings.session import ListenerSession
+from relay.writes import WriteGate
 
 
 class Reading:
@@ -36,6 +37,7 @@ class Connection:
         self.transport = Reading()
         self.state = self.STATE_OPEN
         self.sent: list[bytes] = []
+        self.write_gate = WriteGate()
 
     def send_bytes(self, data: bytes) -> bool:
         self.sent.append(data)
@@ -52,6 +54,13 @@ class Hanging:
         call: Deferred[Any] = Deferred()
         self.calls.append(call)
         return call
+
+
+class Reply:
+    """A reply envelope as the session sees it."""
+
+    def to_bytes(self) -> bytes:
+        return b"<reply/>"
 
 
 class ConcurrencyTests(SynchronousTestCase):
@@ -100,3 +109,20 @@ class ConcurrencyTests(SynchronousTestCase):
             call.callback(None)
         self.assertEqual(new.transport.resumed, 1)
         self.assertEqual(old.transport.resumed, 0)
+
+    def test_replies_the_gateway_does_not_read_hold_reading(self) -> None:
+        """
+        A call whose reply waits for a full socket buffer counts against the limit until the buffer drains.
+
+        Replies used to be written and forgotten: a gateway that sent requests without reading the replies
+        had every reply queued in the listener's write buffer, and reading was never paused.
+        """
+        connection = Connection()
+        connection.write_gate.pauseProducing()  # the gateway stopped reading the replies
+        self.dispatch(connection, 100)
+        for call in self.handler.calls:
+            call.callback(Reply())
+        self.assertEqual(connection.transport.paused, 1)
+        self.assertEqual(connection.transport.resumed, 0)
+        connection.write_gate.resumeProducing()
+        self.assertEqual(connection.transport.resumed, 1)

@@ -554,6 +554,34 @@ class TokenTests(BindingsTestCase):
         self.net.advance(600)
         self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
 
+    def test_renewals_without_reading_the_answers(self) -> None:
+        """
+        A listener that keeps renewing its token without reading the answers is closed with 1008.
+
+        A listener is read however full its socket is, and every r:TokenRenewed used to be queued for it:
+        one that sent renewals without reading made the gateway buffer answers without end.
+        """
+        client = self.listener()
+        answers = len(client.messages)
+        limit = self.bindings.names.store.get(self.namespace, "calc").settings.message_limit  # type: ignore[union-attr]
+        self.patch(wcf, "pending_write_bytes", lambda transport: wcf.FAULT_BACKLOG_LIMIT + limit)
+        for i in range(50):
+            client.sendMessage(
+                renew_token_envelope(self.token("calc"), f"urn:uuid:r{i}").to_bytes(), isBinary=False
+            )
+        self.net.flush()
+        self.assertEqual(len(client.messages), answers)
+        self.assertEqual(client.closed[1], 1008)  # type: ignore[index]
+
+    def test_renewal_answered_behind_a_large_message(self) -> None:
+        """A renewal is answered while one message as large as the name allows still waits to be read."""
+        client = self.listener()
+        self.patch(wcf, "pending_write_bytes", lambda transport: wcf.FAULT_BACKLOG_LIMIT)
+        client.sendMessage(renew_token_envelope(self.token("calc"), "urn:uuid:r").to_bytes(), isBinary=False)
+        self.net.flush()
+        self.assertIsNone(client.closed)
+        self.assertEqual(read_addressing(envelope(client.messages[-1][0])).action, ACTION_TOKEN_RENEWED)
+
     def test_sender_expiry(self) -> None:
         """Senders are closed with 1008 on expiry too."""
         sender = self.wcf("calc", "send", token=self.token("calc", ttl=30))
