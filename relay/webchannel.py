@@ -86,6 +86,16 @@ class RelayRequest(Request):
         else:
             for name, value in fields:
                 self.responseHeaders.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
+            self._added_names += tuple(name.encode("ascii") for name, _ in fields)
+
+    # The fields L{add_fields} put in C{responseHeaders} (on other sites' channels).
+    _added_names: tuple[bytes, ...] = ()
+
+    def clear_fields(self) -> None:
+        """Drop the fields L{add_fields} added, before the head was sent: an error answers instead."""
+        self._extra_fields = b""
+        for name in self._added_names:
+            self.responseHeaders.removeHeader(name)
 
     @override
     def write(self, data: bytes) -> None:

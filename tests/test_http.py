@@ -287,6 +287,29 @@ class SmallRequestTests(HttpTestCase):
         self.respond(listener, self.last_request(listener)["id"], body=b"mine")
         self.assertEqual(sender.reply.body, b"mine")
 
+    def test_a_response_instead_of_the_announced_body_is_502(self) -> None:
+        """
+        A response announcing a body must be followed by it: another response first fails the request.
+
+        It used to wait for the body as long as its sender stayed (its response timer stops with the head).
+        """
+        listener = self.listen()
+        first, second = self.sender(), self.sender()
+        first.request("GET", "/hyco/one", self.auth())
+        self.net.flush()
+        first_id = self.last_request(listener)["id"]
+        second.request("GET", "/hyco/two", self.auth())
+        self.net.flush()
+        second_id = self.last_request(listener)["id"]
+        self.respond(listener, first_id, body=None, streamed=True)  # "body": true, and no binary message
+        self.assertEqual(first.data, b"")  # the head waits for the body
+        self.respond(listener, second_id, body=b"two")
+        self.assertEqual(first.reply.status, 502)
+        self.assertIn(f"TrackingId:{first_id}", first.reply.body.decode())
+        self.assertIsNone(first.reply.header("Via"))  # none of the listener's fields: it did not answer
+        self.assertEqual((second.reply.status, second.reply.body), (200, b"two"))
+        self.assertIsNone(listener.closed)
+
     def test_invalid_responses_are_502(self) -> None:
         """Interim statuses, impossible statuses and unsafe headers become 502 with a tracking id."""
         listener = self.listen()

@@ -51,6 +51,16 @@ class ControlResponses:
             del self.pending[exchange.id]
 
     def _response(self, channel: ControlChannel, body: Any) -> None:
+        waiting, self._body_for = self._body_for, None
+        if waiting is not None:
+            # The body a response announced must come next; without this the request would wait for it
+            # as long as its sender stays (its response timer stopped when the head came).
+            waiting.fail(
+                RelayError(
+                    ErrorKind.BAD_GATEWAY,
+                    "The listener sent another response instead of the body it announced",
+                )
+            )
         try:
             response = parse_response(body)
         except ControlMessageError as e:

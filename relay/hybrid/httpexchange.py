@@ -374,13 +374,17 @@ class Exchange:
         """End the exchange: answer the sender with C{error} if nothing was sent yet, else abort it."""
         if self.state is State.DONE:
             return
-        responding = self.state is State.RESPONDING
+        request = self.request
+        # A head held for its body (a control-channel answer) has not been sent: the error can still be.
+        head_held = self.state is State.RESPONDING and not request.startedWriting
+        responding = self.state is State.RESPONDING and not head_held
         self.state = State.DONE
         self._cleanup()
-        request = self.request
         if responding:
             self._abort_sender(error.message)
         elif not request._disconnected:
+            if head_held:
+                request.clear_fields()
             body = ErrorResource(error).render(request)
             if request.method != b"HEAD":
                 request.setHeader(b"content-length", b"%d" % len(body))
