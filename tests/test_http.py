@@ -310,6 +310,49 @@ class SmallRequestTests(HttpTestCase):
         self.assertEqual((second.reply.status, second.reply.body), (200, b"two"))
         self.assertIsNone(listener.closed)
 
+    def test_an_announced_body_that_never_comes_is_502(self) -> None:
+        """
+        An announced body not sent within the request's timeout fails the request.
+
+        If it comes later it is dropped, and the next request on the channel is answered as usual.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/one", self.auth())
+        self.net.flush()
+        request_id = self.last_request(listener)["id"]
+        self.respond(listener, request_id, body=None, streamed=True)  # "body": true, no binary message
+        self.net.advance(TIMEOUT - 0.5)
+        self.assertEqual(sender.data, b"")
+        self.net.advance(1)
+        self.assertEqual(sender.reply.status, 502)
+        self.assertIn("did not send the body", sender.reply.body.decode())
+        listener.sendMessage(b"late", isBinary=True)
+        self.net.flush()
+        again = self.sender()
+        again.request("GET", "/hyco/two", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"two")
+        self.assertEqual((again.reply.status, again.reply.body), (200, b"two"))
+        self.assertIsNone(listener.closed)
+
+    def test_the_body_timer_goes_with_the_channel(self) -> None:
+        """The control channel's one timer for announced bodies does not outlive the channel."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/one", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"one")
+        self.assertEqual(sender.reply.body, b"one")
+
+        def body_timers() -> list[Any]:
+            return [c for c in self.net.clock.getDelayedCalls() if "_body_overdue" in repr(c.func)]
+
+        self.assertEqual(len(body_timers()), 1)  # armed for the body, lapses by itself
+        listener.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(body_timers(), [])
+
     def test_invalid_responses_are_502(self) -> None:
         """Interim statuses, impossible statuses and unsafe headers become 502 with a tracking id."""
         listener = self.listen()

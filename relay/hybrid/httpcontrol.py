@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from relay.errors import ErrorKind, RelayError
@@ -37,6 +38,7 @@ class ControlResponses:
         self.pending: dict[str, Exchange] = {}
         self._body_for: Exchange | None = None
         self._drop_body = False
+        self._body_timer: IDelayedCall | None = None
         channel.handlers["response"] = self._response
         channel.binary_handler = self._binary
         channel.on_closed.append(self._closed)
@@ -89,9 +91,36 @@ class ControlResponses:
         wanted = exchange.response_started(response, streamed=False)
         if response.body:
             if wanted:
-                self._body_for = exchange
+                self._await_body(exchange)
             else:
                 self._drop_body = True
+
+    def _await_body(self, exchange: Exchange) -> None:
+        """
+        The body message must come next, within the request's timeout (its response timer stopped).
+
+        One timer per channel, pushed back for each body awaited (no timer made and cancelled per request);
+        when it comes due with no body awaited, it just lapses.
+        """
+        self._body_for = exchange
+        timeout = float(exchange.admission.settings.request_timeout)
+        timer = self._body_timer
+        if timer is not None and timer.active():
+            timer.reset(timeout)
+        else:
+            self._body_timer = self.relay.clock.callLater(timeout, self._body_overdue, timeout)
+
+    def _body_overdue(self, timeout: float) -> None:
+        self._body_timer = None
+        exchange, self._body_for = self._body_for, None
+        if exchange is not None:
+            self._drop_body = True  # if it comes after all, it is nobody's
+            exchange.fail(
+                RelayError(
+                    ErrorKind.BAD_GATEWAY,
+                    f"The listener did not send the body it announced within {timeout:g}s",
+                )
+            )
 
     def _binary(self, channel: ControlChannel, payload: bytes) -> None:
         exchange, self._body_for = self._body_for, None
@@ -107,6 +136,9 @@ class ControlResponses:
             )
 
     def _closed(self, channel: ControlChannel) -> None:
+        timer, self._body_timer = self._body_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
         pending = list(self.pending.values())
         self.pending.clear()
         for exchange in pending:

@@ -377,8 +377,7 @@ class Exchange:
         request = self.request
         # A head held for its body (a control-channel answer) has not been sent: the error can still be.
         head_held = self.state is State.RESPONDING and not request.startedWriting
-        responding = self.state is State.RESPONDING and not head_held
-        self.state = State.DONE
+        responding, self.state = self.state is State.RESPONDING and not head_held, State.DONE
         self._cleanup()
         if responding:
             self._abort_sender(error.message)
