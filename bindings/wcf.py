@@ -290,16 +290,26 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         keeps asking without reading is closed with 1008 once L{FAULT_BACKLOG_LIMIT} bytes plus
         C{allowance} (the largest message that may legitimately wait for it) are unsent.
         """
-        if pending_write_bytes(self.transport) >= FAULT_BACKLOG_LIMIT + allowance:
-            if self.state == self.STATE_OPEN:
-                self.logger.warn(
-                    "closing {role} {tracking_id}: it asks for answers without reading them",
-                    role=self.role_name,
-                    tracking_id=self.tracking_id,
-                )
-            self.close_with(CloseCode.POLICY_VIOLATION, "Answers are not being read")
-            return
-        self.send_envelope(envelope)
+        if not self._closed_for_backlog(
+            FAULT_BACKLOG_LIMIT + allowance,
+            "it asks for answers without reading them",
+            "Answers are not being read",
+        ):
+            self.send_envelope(envelope)
+
+    def _closed_for_backlog(self, limit: int, why: str, reason: str) -> bool:
+        """Close with 1008 and C{reason} (logged with C{why}) once C{limit} bytes wait unsent; whether it did."""
+        if pending_write_bytes(self.transport) < limit:
+            return False
+        if self.state == self.STATE_OPEN:
+            self.logger.warn(
+                "closing {role} {tracking_id}: {why}",
+                role=self.role_name,
+                tracking_id=self.tracking_id,
+                why=why,
+            )
+        self.close_with(CloseCode.POLICY_VIOLATION, reason)
+        return True
 
     def send_fault(
         self, kind: RelayFault, message: str, relates_to: str | None = None, path: str | None = None
@@ -313,14 +323,11 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         (L{LogBudget}: 20 at once, then 10 a second), with the number left out said in the next line or
         when the socket closes.
         """
-        if pending_write_bytes(self.transport) >= FAULT_BACKLOG_LIMIT:
-            if self.state == self.STATE_OPEN:
-                self.logger.warn(
-                    "closing {role} {tracking_id}: it sends bad messages without reading the faults",
-                    role=self.role_name,
-                    tracking_id=self.tracking_id,
-                )
-            self.close_with(CloseCode.POLICY_VIOLATION, "Faults are not being read")
+        if self._closed_for_backlog(
+            FAULT_BACKLOG_LIMIT,
+            "it sends bad messages without reading the faults",
+            "Faults are not being read",
+        ):
             return
         entity = getattr(self.role, "entity", None)
         self.factory.gateway.instruments.fault(entity.name if entity is not None else None, kind.subcode_name)
