@@ -36,9 +36,18 @@ class Reply:
     listener_id: str
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
-    message: RoutedMessage
+    """
+    A request awaiting its reply: what logs and settling need, never the envelope.
+
+    The outlet holds the L{RoutedMessage} until it is written; the entry keeps only its ids, so the
+    payload is freed once written rather than held until the reply (C{max_in_flight} times the message
+    limit per listener).
+    """
+
+    message_id: str
+    tracking_id: str
     connection: IListenerConnection
     caller: Deferred[Reply]
     timer: IDelayedCall | None = None
@@ -115,7 +124,7 @@ class RequestReplyRouter:
         if outlet is None:  # pragma: no cover - chosen from the same table
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))
         caller: Deferred[Reply] = Deferred(lambda _d: self._cancel(key))
-        pending = _Pending(message, connection, caller)
+        pending = _Pending(message.message_id, message.tracking_id, connection, caller)
         self._pending[key] = pending
         self._by_listener.setdefault(connection, set()).add(message.message_id)
         pending.timer = self.listeners.clock.callLater(
@@ -175,11 +184,11 @@ class RequestReplyRouter:
             pending.written.cancel()
         self.log.info(
             "request {message_id} for {entity} failed: {subcode}",
-            message_id=pending.message.message_id,
+            message_id=pending.message_id,
             entity=self.listeners.entity,
             subcode=error.kind.subcode_name,
             listener_id=pending.connection.listener_id,
-            tracking_id=pending.message.tracking_id,
+            tracking_id=pending.tracking_id,
         )
         pending.caller.errback(error)
 
@@ -208,9 +217,9 @@ class RequestReplyRouter:
                 pending.written.cancel()
             self.log.info(
                 "request {message_id} for {entity} abandoned by its caller",
-                message_id=pending.message.message_id,
+                message_id=pending.message_id,
                 entity=self.listeners.entity,
-                tracking_id=pending.message.tracking_id,
+                tracking_id=pending.tracking_id,
             )
 
     def _refused(self, message: RoutedMessage, why: str) -> None:

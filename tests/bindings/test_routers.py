@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
@@ -11,11 +13,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.multicast import MulticastRouter
 from bindings.oneway import Delivered, ListenerSet, OneWayRouter
+from bindings.outlet import RoutedMessage
 from bindings.requestreply import Reply, RequestReplyRouter
 from bindings.settings import MULTICAST, ONEWAY, REQUEST_REPLY, settings_for
 from relay.listeners import RoundRobinChooser
 
 from .bindings_fakes import FakeConnection, FakeFlow, message
+
+
+class _Traced(RoutedMessage):
+    """A routed message that can be weakly referenced, to see when the router lets go of it."""
 
 
 def fault_of(test: SynchronousTestCase, d: object) -> RelayFault:
@@ -202,6 +209,38 @@ class RequestReplyRouterTests(SynchronousTestCase):
         self.router.remove_listener(self.a)
         self.assertEqual(fault_of(self, d), RelayFault.LISTENER_GONE)
         self.assertEqual((self.a.sent, self.clock.getDelayedCalls()), ([], []))
+
+    def test_payload_freed_once_written(self) -> None:
+        """
+        A pending request keeps its ids, not its envelope: the message is freed once the outlet wrote it.
+
+        The outlet holds it while queued; the entry lives on until the reply, which still reaches the caller.
+        """
+        outlet = self.router.add_listener(self.a)
+        outlet.pauseProducing()
+        sent = _Traced(b"<request/>", "urn:m:1", "T1")
+        held = weakref.ref(sent)
+        d = self.router.request(sent)
+        del sent
+        self.assertIsNotNone(held())
+        outlet.resumeProducing()
+        self.assertEqual(self.a.sent, [b"<request/>"])
+        self.assertIsNone(held())
+        self.assertEqual(self.router.in_flight(), 1)
+        self.assertTrue(self.router.reply(self.a, "urn:m:1", b"<reply/>"))
+        self.assertEqual(self.successResultOf(d), Reply(b"<reply/>", "A"))
+
+    def test_ids_logged_after_write(self) -> None:
+        """A request that fails after it was written is still logged with its MessageID and tracking id."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.router.add_listener(self.a)
+        d = self.router.request(message(1, tracking_id="T1"))
+        self.clock.advance(60)
+        self.assertEqual(fault_of(self, d), RelayFault.TIMEOUT)
+        failed = [e for e in events if e.get("subcode") is not None]
+        self.assertEqual(
+            [(e["message_id"], e["tracking_id"], e["listener_id"]) for e in failed], [("urn:m:1", "T1", "A")]
+        )
 
     def test_duplicate_message_id(self) -> None:
         """A second request with a MessageID in flight on the same listener gets DuplicateMessageId."""
