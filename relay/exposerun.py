@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
+from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
 from twisted.python.failure import Failure
 
 from relay.client.errors import ConnectError
@@ -21,6 +21,17 @@ from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.eventloop import lean_dispatch
 from relay.expose import LOCAL_TIMEOUT, ExposeError, Forwarder
+from relay.logtext import classic_observer, one_line
+
+
+def stderr_observer(err: IO[str], level: LogLevel) -> ILogObserver:
+    """
+    C{relay expose}'s log: events at C{level} and above, as twistd's classic lines, on C{err}.
+
+    The lines are the gateway's (L{relay.logtext.ClassicLines}): a request id, path or error text from a
+    peer cannot put a lone CR, an escape sequence or another control character on the terminal.
+    """
+    return FilteringLogObserver(classic_observer(err), [LogLevelFilterPredicate(level)])
 
 
 class Exposer:
@@ -80,11 +91,11 @@ class Exposer:
 
     def _line(self, text: str) -> None:
         if self.out is not None:
-            self.out.write(text + "\n")
+            self.out.write(one_line(text) + "\n")
             self.out.flush()
 
     def _note(self, text: str) -> None:
-        self.err.write(f"relay expose: {text}\n")
+        self.err.write(f"relay expose: {one_line(text)}\n")
         self.err.flush()
 
     def _online(self) -> None:
@@ -162,13 +173,7 @@ def run_expose(
     @raise ExposeError: for a bad URL, connection string or CA file.
     """
     from twisted.internet import reactor
-    from twisted.logger import (
-        FilteringLogObserver,
-        LogLevel,
-        LogLevelFilterPredicate,
-        globalLogBeginner,
-        textFileLogObserver,
-    )
+    from twisted.logger import globalLogBeginner
 
     options = WebSocketOptions()
     if ca_file is not None:
@@ -181,7 +186,7 @@ def run_expose(
             raise ExposeError(f"cannot use --ca {ca_file}: {e}") from None
     level = LogLevel.info if verbose else LogLevel.warn
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(textFileLogObserver(sys.stderr), [LogLevelFilterPredicate(level)])],
+        [stderr_observer(sys.stderr, level)],
         redirectStandardIO=False,
     )
     exposer = Exposer(
@@ -202,7 +207,7 @@ def run_expose(
             status[0] = code
 
         def crashed(failure: Failure) -> None:
-            sys.stderr.write(f"relay expose: {failure.getErrorMessage()}\n")
+            sys.stderr.write(f"relay expose: {one_line(failure.getErrorMessage())}\n")
 
         def stop_reactor(_: object) -> None:
             if not stopping:

@@ -254,6 +254,8 @@ class LocalConnection(Protocol):
             rest, self._buffer = self._buffer[end:], b""
             if head.code == 101:
                 raise ResponseError("the local server switched protocols without being asked")
+            if head.code > 599:  # relay.http1 reads any three digits; the relay takes 100-599 only
+                raise ResponseError(f"status code {head.code} out of range")
             if head.interim:
                 self._buffer = rest
                 continue

@@ -1,4 +1,4 @@
-"""
+r"""
 twistd's classic log text, written for a fraction of the cost: the gateway's log observer under twistd.
 
 twistd writes each event as C{"<time> [<system>] <text>"} through L{formatEventAsClassicLogText}, which
@@ -8,6 +8,10 @@ gateway's instructions per relayed request and per established pair (callgrind, 
 L{ClassicLines} writes the same text: the timestamp is made once per second, a format that is one field
 holding a string (the gateway's access and pair lines) is that string, and every other event (other
 formats, failures, flattened events) goes through Twisted's own formatter.
+
+Every line is written with its control characters escaped (L{escape_controls}): a lone CR, an ESC
+starting a terminal escape sequence, or a NUL from a request id, a path or an error text could otherwise
+overwrite, forge or hide log lines on a terminal. A line feed stays Twisted's C{"\n\t"} and a tab stays.
 
 L{twistd_observer} picks the same destination twistd would (stdout, a named file with SIGUSR1 rotation,
 or C{twistd.log} for a daemon) and leaves the rest to twistd: C{--logger}, C{--syslog}, and the errors
@@ -35,6 +39,32 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 
 _ONE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_CONTROLS = "".join(map(chr, [*range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0)]))
+"""C0 controls but tab and line feed, DEL, and the C1 controls (U+0085, U+009B CSI)."""
+_ESCAPES = {ord(c): f"\\x{ord(c):02x}" for c in _CONTROLS} | {0x0D: "\\r"}
+_ESCAPES_AND_LF = _ESCAPES | {0x0A: "\n\t"}
+_ONE_LINE = _ESCAPES | {0x0A: "\\n"}
+_CONTROL = re.compile(f"[{re.escape(_CONTROLS)}]")
+_CONTROL_OR_LF = re.compile(f"[{re.escape(_CONTROLS)}\n]")
+
+
+def escape_controls(text: str) -> str:
+    r"""
+    C{text} with its control characters written as escapes: CR as C{\r}, the others as C{\xNN}.
+
+    Line feeds and tabs stay as they are.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return text.translate(_ESCAPES)
+
+
+def one_line(text: str) -> str:
+    r"""C{text} as one log line: L{escape_controls}, and a line feed written as C{\n} too."""
+    if _CONTROL_OR_LF.search(text) is None:
+        return text
+    return text.translate(_ONE_LINE)
 
 
 @lru_cache(maxsize=256)
@@ -65,6 +95,9 @@ class ClassicLines:
     """
     L{formatEventAsClassicLogText} with a fast path: the same line for every event, cheaper for most.
 
+    Control characters other than line feed and tab are escaped (L{escape_controls}), which Twisted does
+    not do.
+
     An instance keeps the last second's timestamp, so each observer has its own.
     """
 
@@ -75,7 +108,7 @@ class ClassicLines:
         """The event's line, or L{None} when it has no text (as Twisted's formatter)."""
         log_format = event.get("log_format")
         if log_format is None or "log_failure" in event or "log_flattened" in event:
-            return formatEventAsClassicLogText(event, formatTime=self._timestamp)
+            return self._twisted(event)
         field = _sole_field(log_format) if type(log_format) is str else None
         value = event.get(field) if field is not None else None
         text = value if type(value) is str else formatEvent(event)
@@ -86,11 +119,16 @@ class ClassicLines:
             level = event.get("log_level")
             system = f"{event.get('log_namespace', '-')}#{'-' if level is None else level.name}"
         elif type(system) is not str:
-            return formatEventAsClassicLogText(event, formatTime=self._timestamp)
+            return self._twisted(event)
         line = f"{self._timestamp(event.get('log_time'))} [{system}] {text}"
-        if "\n" in line:
-            line = line.replace("\n", "\n\t")
+        if _CONTROL_OR_LF.search(line) is not None:
+            line = line.translate(_ESCAPES_AND_LF)
         return line + "\n"
+
+    def _twisted(self, event: LogEvent) -> str | None:
+        """Twisted's own line for the event, its controls escaped."""
+        line = formatEventAsClassicLogText(event, formatTime=self._timestamp)
+        return None if line is None else escape_controls(line)
 
 
 def classic_observer(out: Any) -> ILogObserver:

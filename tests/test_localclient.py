@@ -244,6 +244,23 @@ class FailureTests(LocalClientTestCase):
         self.failureResultOf(answer, ResponseError)
         self.assertTrue(transport.disconnecting)
 
+    def test_status_beyond_599(self) -> None:
+        """
+        A status of 600 or more is a malformed head, as one below 100 is: the relay takes 100-599 only.
+
+        Before, it was relayed, and the relay refused the answer and blamed the listener.
+        """
+        for status in (600, 999):
+            with self.subTest(status=status):
+                answer, connection, transport = self.send()
+                connection.dataReceived(b"HTTP/1.1 %d Odd\r\nContent-Length: 0\r\n\r\n" % status)
+                failure = self.failureResultOf(answer, ResponseError)
+                self.assertEqual(str(failure.value), f"status code {status} out of range")
+                self.assertTrue(transport.disconnecting)
+        answer, connection, _ = self.send()
+        connection.dataReceived(b"HTTP/1.1 599 Odd\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(self.head(answer).code, 599)
+
     def test_closed_before_answering(self) -> None:
         answer, connection, _ = self.send(b"POST", RequestBody.whole(b"x"))
         connection.connectionLost(Failure(ConnectionDone()))

@@ -19,7 +19,7 @@ from twisted.scripts._twistd_unix import UnixAppLogger
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay import logtext
-from relay.logtext import ClassicLines, twistd_observer
+from relay.logtext import ClassicLines, escape_controls, one_line, twistd_observer
 from relay.tap import Options, makeService
 
 FORMATS = [
@@ -36,8 +36,23 @@ FORMATS = [
     "two\nlines {access}",
     "{0}",
 ]
-TEXT = st.text(alphabet=st.sampled_from("ab {}\n\t:é"), max_size=12)
+TEXT = st.text(alphabet=st.sampled_from("ab {}\n\t:é\r\x1b\x00\x7f\x85\x9b"), max_size=12)
 VALUES = st.one_of(TEXT, st.integers(), st.none(), st.just(b"bytes"))
+
+
+def escaped(line: str | None) -> str | None:
+    r"""Twisted's line as the gateway writes it: CR as C{\r}, other controls but LF and tab as C{\xNN}."""
+    if line is None:
+        return None
+
+    def one(c: str) -> str:
+        if c == "\r":
+            return "\\r"
+        if (c < " " and c not in "\n\t") or "\x7f" <= c <= "\x9f":
+            return f"\\x{ord(c):02x}"
+        return c
+
+    return "".join(map(one, line))
 
 
 def _failure() -> Failure:
@@ -72,7 +87,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 
 
 class ClassicLinesTests(SynchronousTestCase):
-    """L{ClassicLines} writes what L{formatEventAsClassicLogText} writes, event for event."""
+    """L{ClassicLines} writes what L{formatEventAsClassicLogText} writes, event for event, controls escaped."""
 
     @settings(max_examples=400, deadline=None)
     @given(st.lists(events(), min_size=1, max_size=6))
@@ -80,7 +95,31 @@ class ClassicLinesTests(SynchronousTestCase):
         """Every event, in any order through one formatter (its timestamp cache included)."""
         lines = ClassicLines()
         for event in batch:
-            self.assertEqual(lines(event), formatEventAsClassicLogText(event))
+            self.assertEqual(lines(event), escaped(formatEventAsClassicLogText(event)))
+
+    def test_controls_escaped(self) -> None:
+        """
+        A lone CR, an escape sequence, NUL, DEL and C1 CSI cannot rewrite the terminal or forge a line.
+
+        Line feeds keep Twisted's continuation tab; tabs stay; the fast path and Twisted's formatter agree.
+        """
+        value = "GET /a\rforged\x1b[2K\x00\x7f\x9b\tb\r\nc"
+        expected = "GET /a\\rforged\\x1b[2K\\x00\\x7f\\x9b\tb\\r\n\tc"
+        fast = {"log_format": "{access}", "access": value, "log_time": 0.0, "log_namespace": "t"}
+        slow = {"log_format": "{a} {access}", "a": 1, "access": value, "log_time": 0.0, "log_namespace": "t"}
+        self.assertEqual(ClassicLines()(fast), f"1970-01-01T00:00:00+0000 [t#-] {expected}\n")
+        self.assertEqual(ClassicLines()(slow), f"1970-01-01T00:00:00+0000 [t#-] 1 {expected}\n")
+        failed = {"log_format": "x\x1b]0;t\x07", "log_failure": _failure(), "log_time": 0.0}
+        line = str(ClassicLines()(failed))
+        self.assertTrue(line.startswith("1970-01-01T00:00:00+0000 [-#-] x\\x1b]0;t\\x07\n\t"), line)
+
+    def test_escape_functions(self) -> None:
+        r"""L{escape_controls} keeps line feeds; L{one_line} writes them as C{\n}; plain text is returned as is."""
+        plain = "GET /é 200\t1ms"
+        self.assertIs(escape_controls(plain), plain)
+        self.assertIs(one_line(plain), plain)
+        self.assertEqual(escape_controls("a\r\nb\x1b\x85"), "a\\r\nb\\x1b\\x85")
+        self.assertEqual(one_line("a\r\nb\x1b\x85"), "a\\r\\nb\\x1b\\x85")
 
     def test_gateway_line(self) -> None:
         """The gateway's one-field lines: the field's text after the time and system."""
