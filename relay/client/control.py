@@ -5,6 +5,9 @@ The channel only translates: accepts and requests go to callbacks the listener s
 decisions (accept or reject, reconnect or not) stay in L{relay.client.listener}. Robustness rules from
 the protocol: unknown commands and stray binary messages are ignored, and a C{request} announcing a
 body (C{"body": true}) is paired with the binary message that immediately follows it.
+
+The channel is not read while its answers are not being sent or the listener asks it to wait (too many
+rejections in progress): see L{relay.client.flow}.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 from autobahn.exception import Disconnected
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -23,6 +27,7 @@ from relay.client.commands import (
     parse_command,
     renew_token_message,
 )
+from relay.client.flow import ControlReading, register_gate
 from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
 from relay.hybrid.messages import ControlMessageError
 
@@ -31,6 +36,9 @@ from relay.hybrid.messages import ControlMessageError
 class ControlChannel:
     """
     One connected control channel.
+
+    It stops reading the relay's commands while its write buffer is above the transport's high-water
+    mark, and while the listener holds it (L{hold_reading}); meanwhile the relay's pings go unanswered.
 
     @ivar listener_id: the listener's tracking id, for log events.
     """
@@ -45,7 +53,13 @@ class ControlChannel:
         on_accept: Callable[[AcceptCommand], None],
         on_request: Callable[[RequestCommand, bytes | None], None],
         on_closed: Callable[[ControlChannel, bool, int | None, str | None], None],
+        clock: IReactorTime | None = None,
     ) -> None:
+        """
+        Take over C{protocol}'s messages, and register the channel's producer with its transport.
+
+        @param clock: times pauses in reading for their log lines, and keeps those lines to a budget.
+        """
         self._protocol = protocol
         # Answers go out as they are made, not after the whole batch of requests (relay.wsdata).
         protocol.write_through = True
@@ -56,6 +70,26 @@ class ControlChannel:
         self._awaiting_body: RequestCommand | None = None
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
+        transport = getattr(protocol, "transport", None)
+        self._reading: ControlReading | None = None
+        if transport is not None:
+            self._reading = ControlReading(transport, listener_id=listener_id, clock=clock)
+            register_gate(protocol, self._reading)
+
+    @property
+    def reading_paused(self) -> bool:
+        """Whether the relay's commands are not being read right now."""
+        return self._reading is not None and self._reading.paused
+
+    def hold_reading(self, reason: str) -> None:
+        """Stop reading commands for C{reason} until L{release_reading} (other reasons count apart)."""
+        if self._reading is not None and not self._closed:
+            self._reading.hold(reason)
+
+    def release_reading(self, reason: str) -> None:
+        """C{reason} no longer holds; reading resumes once no other reason does."""
+        if self._reading is not None:
+            self._reading.release(reason)
 
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         """Dispatch one control message."""
@@ -132,6 +166,8 @@ class ControlChannel:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
         self._close_waiters.append(waiter)
+        if self._reading is not None:
+            self._reading.end(resume=True)  # the relay's close frame is behind what was not read
         self._protocol.sendClose(1000, None)
         return waiter
 
@@ -145,6 +181,8 @@ class ControlChannel:
         if self._closed:
             return
         self._closed = True
+        if self._reading is not None:
+            self._reading.end(resume=False)
         self._on_closed(self, was_clean, code, reason)
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:

@@ -11,7 +11,10 @@ capped, jittered exponential back-off until C{close()}; 401/403 keep backing off
 
 Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
 at the rendezvous address and handed to C{on_connection} or queued for C{accept_connection()}; rejected
-ones get the handler's status via the reject URL, which the relay answers with 410.
+ones get the handler's status via the reject URL, which the relay answers with 410. At most
+C{max_rejection_dials} rejections are dialled at once; at that limit the control channel is not read
+until one is done (L{relay.client.flow}), so a relay flooding C{accept} commands is slowed down instead
+of making the listener dial without bound.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from relay.client.commands import AcceptCommand, RequestCommand
 from relay.client.connection import HybridWebSocket
 from relay.client.control import ControlChannel
 from relay.client.errors import ControlChannelLost, EndpointNotFoundError
+from relay.client.flow import MAX_REJECTION_DIALS, REJECTION_DIALS, DialSlots
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.rendezvous import AcceptQueue, accept_sender, reject_sender
@@ -103,6 +107,7 @@ class HybridConnectionListener:
         ping_interval: float = 60.0,
         ping_timeout: float = 30.0,
         max_pending_connections: int = 64,
+        max_rejection_dials: int = MAX_REJECTION_DIALS,
         listener_id: str | None = None,
     ) -> None:
         """
@@ -124,6 +129,8 @@ class HybridConnectionListener:
         @param ping_timeout: seconds to wait for the pong before declaring the channel dead.
         @param max_pending_connections: accepted connections that may wait for L{accept_connection};
             senders beyond that are rejected with 503 rather than buffered without bound.
+        @param max_rejection_dials: rejections dialled at once; at this limit the control channel is
+            not read until one is done, and rejections already read wait for their turn.
         """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -167,6 +174,8 @@ class HybridConnectionListener:
         )
         self._tasks: set[Deferred[Any]] = set()
         self._queue = AcceptQueue(max_pending_connections)
+        self._rejections = DialSlots(max_rejection_dials, self._rejections_full)
+        self._channels: set[ControlChannel] = set()  # connected, not closed yet (one, but for a moment)
 
     def __repr__(self) -> str:
         return f"<HybridConnectionListener {self.address.path} {self.listener_id} {self._state.value}>"
@@ -267,13 +276,18 @@ class HybridConnectionListener:
         self.log.info("listener {listener_id} connecting to {url}", listener_id=self.listener_id, url=url)
 
         def make_channel(protocol: RelayClientProtocol) -> ControlChannel:
-            return ControlChannel(
+            channel = ControlChannel(
                 protocol,
                 listener_id=self.listener_id,
                 on_accept=self._accept_received,
                 on_request=self._request_received,
                 on_closed=self._control_closed,
+                clock=self._reactor,
             )
+            self._channels.add(channel)
+            if self._rejections.full:  # rejections from before a reconnect are still being dialled
+                channel.hold_reading(REJECTION_DIALS)
+            return channel
 
         channel = await open_websocket(
             self._reactor,
@@ -298,6 +312,7 @@ class HybridConnectionListener:
     def _control_closed(
         self, channel: ControlChannel, was_clean: bool, code: int | None, reason: str | None
     ) -> None:
+        self._channels.discard(channel)
         if channel is not self._channel:
             return
         self._channel = None
@@ -373,13 +388,13 @@ class HybridConnectionListener:
         )
         if self.on_connection is None and not self._queue.has_room():
             busy = Reject(503, f"Listener busy. TrackingId:{context.connection_id}")
-            await reject_sender(self._reactor, command, context, busy, self._options)
+            await self._reject(command, context, busy)
             return
         self._queue.in_flight += 1
         try:
             decision = await decide(self.accept_handler, context)
             if isinstance(decision, Reject):
-                await reject_sender(self._reactor, command, context, decision, self._options)
+                await self._reject(command, context, decision)
                 return
             connection = await accept_sender(
                 self._reactor, command, context, decision.subprotocol, self._options
@@ -396,6 +411,16 @@ class HybridConnectionListener:
             self._call_app(self.on_connection, connection)
         else:
             self._queue.put(connection)
+
+    async def _reject(self, command: AcceptCommand, context: AcceptContext, reject: Reject) -> None:
+        await self._rejections.run(reject_sender, self._reactor, command, context, reject, self._options)
+
+    def _rejections_full(self, full: bool) -> None:
+        for channel in list(self._channels):
+            if full:
+                channel.hold_reading(REJECTION_DIALS)
+            else:
+                channel.release_reading(REJECTION_DIALS)
 
     def _accept_failed(self, context: AcceptContext) -> None:
         if self.on_accept_failed is not None:

@@ -28,6 +28,7 @@ class ClientTransport(FakeTransport):
     once the pump has drained the buffer, as C{FileDescriptor} does.
 
     @ivar pause_count: how often reading was paused, for assertions.
+    @ivar stalled: when set, the peer stops reading: what is written stays in the buffer.
     """
 
     def __init__(self, protocol: Any, peer: IPv4Address) -> None:
@@ -37,6 +38,7 @@ class ClientTransport(FakeTransport):
         self.reading_paused = False
         self.pause_count = 0
         self.write_high_water: int | None = None
+        self.stalled = False
         self._held: list[Any] = []
         self._disconnect_held = False
         self._producer_paused = False
@@ -86,8 +88,14 @@ class ClientTransport(FakeTransport):
             self._producer_paused = True
             self.producer.pauseProducing()
 
+    @property
+    def unsent_bytes(self) -> int:
+        return sum(len(c) for c in self.stream)
+
     @override
     def getOutBuffer(self) -> Any:
+        if self.stalled:
+            return b""
         out = super().getOutBuffer()
         if self._producer_paused and not self.stream and self.producer is not None:
             self._producer_paused = False

@@ -1,0 +1,243 @@
+"""
+Back-pressure on a listener's control channel: the listener stops reading it while it cannot keep up.
+
+A relay can send C{request} and C{accept} commands faster than the listener's answers to them leave, and
+two kinds of answer used to pile up without limit against a relay that misbehaves:
+
+ - HTTP responses written on the control channel (up to 64 kB each) that the relay does not read: they
+   waited in the transport's write buffer;
+ - rejections: the protocol turns a sender away by connecting to its rendezvous address with a status,
+   so every C{accept} the application declined was one more dial in progress.
+
+Instead, and without dropping anything, the listener stops reading its control channel (the transport's
+C{pauseProducing}) while its unsent answers are above the transport's high-water mark (Twisted's
+C{bufferSize}, 64 KiB: the transport pauses the channel's L{ControlGate} and resumes it once everything
+has been sent), or while L{MAX_REJECTION_DIALS} rejections are being dialled, and reads again once
+neither holds (L{ControlReading}). The relay's further commands then wait in TCP buffers, the relay's
+own included: the relay holds the backlog, not the listener.
+
+What may still arrive is bounded: the commands of the read in progress (a read is at most 64 KiB), and
+the answers of HTTP requests already being handled (at most C{HttpListener.max_concurrent} of them; the
+rest were answered 503 at once). Rejections beyond the limit that come in the same read wait for a slot
+(L{DialSlots}) rather than being dialled.
+
+While the channel is not read, the relay's pings are not answered, nor are the pongs to the listener's
+own pings read: a long pause ends in a reconnect once one of its pings has waited C{ping_timeout}. A
+relay that neither reads answers nor lets rejections complete for that long has stopped serving the
+listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import DeferredSemaphore
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.logger import Logger
+from typing_extensions import override
+
+from relay.client.errors import ConnectionClosedError
+from relay.logbudget import LogBudget
+from relay.writes import WriteGate
+
+MAX_REJECTION_DIALS = 64
+"""
+Rejections one listener dials at once; more wait, and the control channel is not read meanwhile.
+
+A rejection costs a socket and an opening handshake, which the relay answers at once with 410: a few round
+trips. With 64 at once a listener still rejects well over a hundred senders a second across an ocean (a
+few hundred milliseconds each), and 64 is the default C{max_pending_connections}, so a listener whose
+accept queue is full turns away a burst of that size at once. A flood costs at most 64 sockets and their
+handshakes (well under a megabyte, and far from a process's descriptor limit).
+"""
+
+WRITE_BACKLOG = "its answers wait to be sent (the relay does not read them fast enough)"
+"""Why reading stops while the control channel's write buffer is above its high-water mark."""
+
+REJECTION_DIALS = "the rejections in progress are at the limit"
+"""Why reading stops while L{MAX_REJECTION_DIALS} (or the listener's limit) rejections are dialled."""
+
+_T = TypeVar("_T")
+
+
+class ControlReading:
+    """
+    Whether a control channel is read: paused while at least one reason holds, read again when none does.
+
+    Reasons are kept apart, so the end of one never resumes reading that another still holds. A pause and
+    the resume that ends it are logged (one line each; under a budget, since a channel under heavy but
+    healthy load may pause often), never a line per command.
+    """
+
+    log = Logger()
+
+    def __init__(self, transport: Any, *, listener_id: str, clock: IReactorTime | None = None) -> None:
+        self._transport = transport
+        self._listener_id = listener_id
+        self._clock = clock
+        self._budget = LogBudget(clock, per_second=1 / 60, burst=5) if clock is not None else None
+        self._reasons: set[str] = set()
+        self._since = 0.0
+        self._logged = False
+        self._ended = False
+
+    @property
+    def paused(self) -> bool:
+        """Whether the channel is not being read."""
+        return bool(self._reasons)
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        """The reasons holding reading now."""
+        return frozenset(self._reasons)
+
+    def hold(self, reason: str) -> None:
+        """Stop reading for C{reason} (nothing changes if it already holds, or another does)."""
+        if self._ended or reason in self._reasons:
+            return
+        self._reasons.add(reason)
+        if len(self._reasons) > 1:
+            return
+        self._transport.pauseProducing()
+        self._since = self._clock.seconds() if self._clock is not None else 0.0
+        held = self._budget.allow() if self._budget is not None else 0
+        self._logged = held is not None
+        if held is not None:
+            self.log.info(
+                "listener {listener_id} stops reading its control channel: {reason}{unlogged}",
+                listener_id=self._listener_id,
+                reason=reason,
+                unlogged=f" ({held} earlier pauses not logged)" if held else "",
+            )
+
+    def release(self, reason: str) -> None:
+        """C{reason} no longer holds: read again unless another reason still does."""
+        if reason not in self._reasons:
+            return
+        self._reasons.discard(reason)
+        if self._reasons:
+            return
+        if self._logged:
+            paused_for = self._clock.seconds() - self._since if self._clock is not None else 0.0
+            self.log.info(
+                "listener {listener_id} reads its control channel again after {seconds:.1f} s",
+                listener_id=self._listener_id,
+                seconds=paused_for,
+            )
+        # Last: a transport may deliver what it held at once, and that may stop reading again.
+        self._transport.resumeProducing()
+
+    def end(self, *, resume: bool) -> None:
+        """
+        The channel is closing or gone: hold it no more.
+
+        @param resume: read again if paused (closing: the relay's close frame is behind what was not read).
+        """
+        self._ended = True
+        if self._reasons:
+            self._reasons.clear()
+            if resume:
+                self._transport.resumeProducing()
+
+
+class ControlGate(WriteGate):
+    """
+    The control channel's push producer: a write buffer past its high-water mark holds reading.
+
+    @param also: a producer registered with the transport before this one; it still hears every call.
+    """
+
+    def __init__(self, reading: ControlReading, also: IPushProducer | None = None) -> None:
+        super().__init__(ConnectionClosedError)
+        self._reading = reading
+        self._also = also
+
+    @override
+    def pauseProducing(self) -> None:
+        """The transport's buffer is above its high-water mark: stop reading the relay's commands."""
+        super().pauseProducing()
+        self._reading.hold(WRITE_BACKLOG)
+        if self._also is not None:
+            self._also.pauseProducing()
+
+    @override
+    def resumeProducing(self) -> None:
+        """Everything written has been sent: read again, unless a rejection limit holds reading."""
+        super().resumeProducing()
+        self._reading.release(WRITE_BACKLOG)
+        if self._also is not None:
+            self._also.resumeProducing()
+
+    @override
+    def stopProducing(self) -> None:
+        """The connection is gone."""
+        super().stopProducing()
+        if self._also is not None:
+            self._also.stopProducing()
+
+
+def registered_producer(transport: Any) -> IPushProducer | None:
+    """
+    The producer already registered with C{transport}, if any.
+
+    Twisted has no public accessor: TCP (and test) transports keep it as C{producer}, the TLS layer as
+    C{_producer} (a wrapper that passes every call on, so composing with it is composing with the
+    original).
+    """
+    producer = getattr(transport, "producer", None)
+    if producer is None:
+        producer = getattr(transport, "_producer", None)
+    return producer
+
+
+def register_gate(protocol: Any, reading: ControlReading) -> ControlGate:
+    """Register a L{ControlGate} with C{protocol}'s transport, composed with a producer already there."""
+    existing = registered_producer(protocol.transport)
+    if existing is not None:
+        protocol.unregisterProducer()
+    gate = ControlGate(reading, also=existing)
+    protocol.registerProducer(gate, True)
+    return gate
+
+
+class DialSlots:
+    """
+    At most C{limit} dials in progress; further ones wait for a slot, in order.
+
+    @param on_full: called with C{True} when the last slot is taken and with C{False} when one is free
+        again with nobody waiting for it; not once per dial.
+    """
+
+    def __init__(self, limit: int, on_full: Callable[[bool], object]) -> None:
+        if limit < 1:
+            raise ValueError("the dial limit must be at least 1")
+        self._semaphore = DeferredSemaphore(limit)
+        self._on_full = on_full
+        self.full = False
+
+    @property
+    def in_progress(self) -> int:
+        """Dials holding a slot now."""
+        return self._semaphore.limit - self._semaphore.tokens
+
+    @property
+    def waiting(self) -> int:
+        """Dials waiting for a slot."""
+        return len(self._semaphore.waiting)
+
+    async def run(self, dial: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """Wait for a slot, then C{await dial(*args)} in it. Cancelling a waiting dial gives up its turn."""
+        await self._semaphore.acquire()
+        self._update()
+        try:
+            return await dial(*args)
+        finally:
+            self._semaphore.release()
+            self._update()
+
+    def _update(self) -> None:
+        full = self._semaphore.tokens == 0
+        if full != self.full:
+            self.full = full
+            self._on_full(full)

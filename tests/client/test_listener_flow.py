@@ -1,0 +1,293 @@
+"""
+A listener against a relay that floods it.
+
+The control channel is not read while answers pile up unsent or rejections are being dialled at the limit,
+and is read again once neither holds.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.client import HttpListener, RelayedRequest, RelayedResponse
+from relay.client.flow import REJECTION_DIALS, WRITE_BACKLOG
+from relay.hybrid.messages import Accept, RemoteEndpoint
+
+from .network import ClientTransport
+from .test_listener import ListenerTestCase
+
+BODY = b"x" * 40_000
+
+
+class Rendezvous(Protocol):
+    """A rendezvous port that answers an upgrade only when the test says so."""
+
+    def __init__(self, dials: list[Rendezvous]) -> None:
+        self.dials = dials
+
+    def connectionMade(self) -> None:
+        self.dials.append(self)
+
+    def gone(self) -> None:
+        """The relay confirms the rejection."""
+        self.transport.write(b"HTTP/1.1 410 Gone\r\nContent-Length: 0\r\n\r\n")
+
+    def fail(self) -> None:
+        """The rendezvous breaks before it answers."""
+        self.transport.loseConnection()
+
+
+class FlowTestCase(ListenerTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.dials: list[Rendezvous] = []
+        factory = Factory()
+        factory.buildProtocol = lambda addr: Rendezvous(self.dials)  # type: ignore[method-assign]
+        self.network.serve(81, factory)
+        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def wire(self) -> ClientTransport:
+        """The listener's end of its (first) control channel."""
+        return self.network.transports[0]
+
+    def flood(self, *ids: str) -> None:
+        """The relay announces senders (in one write) whose rendezvous is on port 81."""
+        for sender_id in ids:
+            accept = Accept(
+                address=f"ws://relay.test:81/$hc/hyco?sb-hc-action=accept&sb-hc-id={sender_id}",
+                id=sender_id,
+                connect_headers={},
+                remote_endpoint=RemoteEndpoint("203.0.113.9", 1),
+            )
+            self.control().sendMessage(accept.encode(), isBinary=False)
+        self.network.flush()
+
+    def request(self, request_id: str) -> None:
+        message = {
+            "request": {
+                "address": "ws://relay.test:80/$hc/hyco?sb-hc-action=request",
+                "id": request_id,
+                "requestTarget": "/hyco/",
+                "method": "GET",
+                "requestHeaders": {},
+            }
+        }
+        self.control().sendMessage(json.dumps(message).encode(), isBinary=False)
+
+    def responses(self) -> list[str]:
+        return [m["response"]["requestId"] for m in self.relay.control_messages if isinstance(m, dict)]
+
+    def serve(self, **kwargs: Any) -> dict[str, Deferred[None]]:
+        """
+        Open a listener with an HTTP application that answers each request when told.
+
+        The answer (40 kB, on the control channel) goes when the request's L{Deferred} in the returned
+        mapping fires.
+        """
+        listener = self.open_listener(**kwargs)
+        answers: dict[str, Deferred[None]] = {}
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            answers[request.id] = Deferred()
+            await answers[request.id]
+            await response.write(BODY)
+
+        HttpListener(listener, app, reactor=self.reactor)
+        self.wire().write_high_water = 64 * 1024
+        return answers
+
+    def flow_lines(self) -> list[str]:
+        return [e["log_format"] for e in self.observer if e["log_namespace"].startswith("relay.client.flow")]
+
+
+class UnreadAnswersTests(FlowTestCase, SynchronousTestCase):
+    def test_reading_stops_while_answers_are_unsent(self) -> None:
+        """
+        Answers the relay does not read stop the listener reading until they have been sent.
+
+        Past the write buffer's high-water mark the listener reads no more requests (they wait in TCP
+        buffers, the relay's) until the buffer has drained.
+        """
+        answers = self.serve()
+        for request_id in ("r1", "r2", "r3"):
+            self.request(request_id)
+        self.network.flush()
+        self.wire().stalled = True
+        answers["r1"].callback(None)
+        self.assertFalse(self.wire().reading_paused)
+        answers["r2"].callback(None)
+        self.assertTrue(self.wire().reading_paused)
+        self.request("r4")
+        self.network.flush()
+        self.assertNotIn("r4", answers)
+        self.assertGreater(self.wire().held_bytes, 0)
+        answers["r3"].callback(None)  # a request already being handled still answers
+        self.assertGreater(self.wire().unsent_bytes, 3 * len(BODY))
+        self.assertEqual(
+            self.flow_lines(),
+            ["listener {listener_id} stops reading its control channel: {reason}{unlogged}"],
+        )
+        self.assertEqual([e["reason"] for e in self.observer if "reason" in e], [WRITE_BACKLOG])
+
+        self.wire().stalled = False
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+        self.assertIn("r4", answers)
+        answers["r4"].callback(None)
+        self.network.flush()
+        self.assertEqual(self.responses(), ["r1", "r2", "r3", "r4"])
+        self.assertEqual(len(self.flow_lines()), 2)
+
+    def test_a_flood_of_requests_stays_with_the_relay(self) -> None:
+        """A relay that sends requests without reading the answers gets two answers, then waits."""
+        listener = self.open_listener()
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            await response.write(BODY)
+
+        HttpListener(listener, app, reactor=self.reactor)
+        self.wire().write_high_water = 64 * 1024
+        self.wire().stalled = True
+        for n in range(100):
+            self.request(f"r{n}")
+            self.network.flush()
+        self.assertLess(self.wire().unsent_bytes, 3 * len(BODY))
+        self.assertGreater(self.wire().held_bytes, 90 * 100)
+        self.wire().stalled = False
+        self.network.flush()
+        self.assertEqual(self.responses(), [f"r{n}" for n in range(100)])
+        self.assertFalse(self.wire().reading_paused)
+
+
+class RejectionLimitTests(FlowTestCase, SynchronousTestCase):
+    def test_reading_stops_at_the_limit_until_a_rejection_completes_or_fails(self) -> None:
+        """
+        At C{max_rejection_dials} rejections in progress the control channel is not read.
+
+        A rejection that completes (410) or fails makes room, and reading resumes.
+        """
+        listener = self.open_listener(accept_handler=lambda _: False, max_rejection_dials=2)
+        self.flood("s1")
+        self.flood("s2")
+        self.assertEqual(len(self.dials), 2)
+        self.assertTrue(self.wire().reading_paused)
+        self.assertEqual(listener.control_channel and listener.control_channel.reading_paused, True)
+        self.flood("s3")
+        self.assertEqual(len(self.dials), 2, "the third accept is not read")
+        self.assertGreater(self.wire().held_bytes, 0)
+
+        self.dials[0].gone()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 3, "room for one: the third accept is read and rejected")
+        self.assertTrue(self.wire().reading_paused)
+
+        self.dials[1].fail()
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+        self.flood("s4")
+        self.assertEqual(len(self.dials), 4)
+        self.assertTrue(self.wire().reading_paused)
+        stops = "listener {listener_id} stops reading its control channel: {reason}{unlogged}"
+        again = "listener {listener_id} reads its control channel again after {seconds:.1f} s"
+        self.assertEqual(self.flow_lines(), [stops, again, stops, again, stops])
+        self.assertEqual(
+            {e.get("reason") for e in self.observer if e["log_format"] == stops}, {REJECTION_DIALS}
+        )
+
+    def test_rejections_read_together_wait_for_their_turn(self) -> None:
+        """Accepts that arrive in one read beyond the limit are not dialled until a slot is free."""
+        self.open_listener(accept_handler=lambda _: False, max_rejection_dials=2)
+        self.flood("s1", "s2", "s3", "s4")
+        self.assertEqual(len(self.dials), 2)
+        self.assertTrue(self.wire().reading_paused)
+        self.dials[0].gone()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 3)
+        self.assertTrue(self.wire().reading_paused)
+        for dial in self.dials[1:3]:
+            dial.gone()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 4)
+        self.assertFalse(self.wire().reading_paused)
+
+    def test_busy_rejections_count_too(self) -> None:
+        """The 503s of a full accept queue are rejections like the handler's."""
+        self.open_listener(max_pending_connections=0, max_rejection_dials=1)
+        self.flood("s1", "s2")
+        self.assertEqual(len(self.dials), 1)
+        self.assertTrue(self.wire().reading_paused)
+
+    def test_a_new_control_channel_waits_for_the_rejections_of_the_old_one(self) -> None:
+        """Rejections outlive a reconnect: the new control channel is not read while they are at the limit."""
+        listener = self.open_listener(accept_handler=lambda _: False, max_rejection_dials=1)
+        self.flood("s1")
+        self.assertTrue(self.wire().reading_paused)
+        self.wire().loseConnection()
+        self.network.advance(5)
+        self.assertTrue(listener.is_online)
+        self.assertEqual(len(self.network.transports), 3)  # control, rendezvous, control
+        self.assertTrue(self.network.transports[-1].reading_paused)
+        self.dials[0].gone()
+        self.network.flush()
+        self.assertFalse(self.network.transports[-1].reading_paused)
+
+    def test_close_with_rejections_waiting(self) -> None:
+        """Closing the listener gives up rejections in progress and waiting, and frees their slots."""
+        listener = self.open_listener(accept_handler=lambda _: False, max_rejection_dials=1)
+        self.flood("s1", "s2")
+        closed = listener.close()
+        self.network.flush()
+        self.successResultOf(closed)
+        self.assertEqual(len(self.dials), 1)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+
+
+class BothReasonsTests(FlowTestCase, SynchronousTestCase):
+    def test_one_reason_ending_does_not_resume_what_the_other_holds(self) -> None:
+        """Reading resumes only when the rejection limit and the write backlog have both ended."""
+        answers = self.serve(accept_handler=lambda _: False, max_rejection_dials=1)
+        wire = self.wire()
+        for request_id in ("r1", "r2", "r3", "r4"):
+            self.request(request_id)
+        self.network.flush()
+
+        self.flood("s1")
+        self.assertTrue(wire.reading_paused)
+        wire.stalled = True
+        answers["r1"].callback(None)
+        answers["r2"].callback(None)  # the write backlog holds too
+        self.dials[0].gone()
+        self.network.flush()
+        self.assertEqual(len(self.flow_lines()), 1)
+        self.assertTrue(wire.reading_paused, "the write backlog still holds")
+        wire.stalled = False
+        self.network.flush()
+        self.assertFalse(wire.reading_paused)
+        self.assertEqual(self.responses(), ["r1", "r2"])
+
+        wire.stalled = True
+        answers["r3"].callback(None)
+        answers["r4"].callback(None)
+        self.assertTrue(wire.reading_paused)
+        self.flood("s2")
+        self.assertEqual(len(self.dials), 1, "nothing more is read")
+        wire.stalled = False
+        self.network.flush()
+        self.assertEqual(len(self.dials), 2)
+        self.assertEqual(self.responses(), ["r1", "r2", "r3", "r4"])
+        self.assertTrue(wire.reading_paused, "now the rejection limit holds")
+        self.dials[1].fail()
+        self.network.flush()
+        self.assertFalse(wire.reading_paused)
+        self.assertEqual(len(self.flow_lines()), 6)  # three pauses, three resumes
+
+    def test_listener_option(self) -> None:
+        """The limit must allow at least one rejection."""
+        self.assertRaises(ValueError, self.make_listener, max_rejection_dials=0)
