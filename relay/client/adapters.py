@@ -87,8 +87,18 @@ class _RelayedChannel:
         if self.request is not None:
             self.request.chunked = 0  # the relay frames the body itself
         response = self._response
-        response.status_code = int(code)
-        response.status_description = reason.decode("latin-1")
+        try:
+            response.status_code = int(code)
+            response.status_description = reason.decode("latin-1")
+        except ValueError as e:
+            # twisted.web has started writing: its error page would go out under the default 200.
+            self.log.error(
+                "request {request_id}: the resource's response is sent as 500: {error}",
+                request_id=self._relayed.id,
+                error=str(e),
+            )
+            response.status_code = 500
+            response.status_description = None
         for name, values in headers.getAllRawHeaders():
             text = name.decode("latin-1")
             if text.lower() in HOP_BY_HOP:

@@ -2,23 +2,28 @@
 Back-pressure on a listener's control channel: the listener stops reading it while it cannot keep up.
 
 A relay can send C{request} and C{accept} commands faster than the listener's answers to them leave, and
-two kinds of answer used to pile up without limit against a relay that misbehaves:
+the answers used to pile up without limit against a relay that misbehaves:
 
  - HTTP responses written on the control channel (up to 64 kB each) that the relay does not read: they
    waited in the transport's write buffer;
  - rejections: the protocol turns a sender away by connecting to its rendezvous address with a status,
-   so every C{accept} the application declined was one more dial in progress.
+   so every C{accept} the application declined was one more dial in progress;
+ - accepts: with C{on_connection} set (no accept queue to fill up), every C{accept} command ran the
+   accept handler and dialled the sender's rendezvous at once;
+ - fetches: every C{request} command that only announces an address (a request too large for the control
+   channel) had the HTTP listener dial that address at once to fetch the request.
 
 Instead, and without dropping anything, the listener stops reading its control channel (the transport's
 C{pauseProducing}) while its unsent answers are above the transport's high-water mark (Twisted's
 C{bufferSize}, 64 KiB: the transport pauses the channel's L{ControlGate} and resumes it once everything
-has been sent), or while L{MAX_REJECTION_DIALS} rejections are being dialled, and reads again once
-neither holds (L{ControlReading}). The relay's further commands then wait in TCP buffers, the relay's
-own included: the relay holds the backlog, not the listener.
+has been sent), or while L{MAX_REJECTION_DIALS} rejections, L{MAX_ACCEPT_DIALS} accepts or
+L{MAX_FETCH_DIALS} fetches are in progress (each limit apart, each a keyword of the listener that dials),
+and reads again once none holds (L{ControlReading}). The relay's further commands then wait in TCP
+buffers, the relay's own included: the relay holds the backlog, not the listener.
 
 What may still arrive is bounded: the commands of the read in progress (a read is at most 64 KiB), and
 the answers of HTTP requests already being handled (at most C{HttpListener.max_concurrent} of them; the
-rest were answered 503 at once). Rejections beyond the limit that come in the same read wait for a slot
+rest were answered 503 at once). Dials beyond a limit that come in the same read wait for a slot
 (L{DialSlots}) rather than being dialled.
 
 While the channel is not read, the relay's pings are not answered, nor are the pongs to the listener's
@@ -30,7 +35,7 @@ listener.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IPushProducer, IReactorTime
@@ -52,11 +57,42 @@ accept queue is full turns away a burst of that size at once. A flood costs at m
 handshakes (well under a megabyte, and far from a process's descriptor limit).
 """
 
+MAX_ACCEPT_DIALS = 64
+"""
+Senders one listener decides about and dials at once; more wait, and the control channel is not read.
+
+A slot is held from the accept handler's call until the rendezvous is open (or failed): that is what a
+flood of C{accept} commands costs the listener, in handler calls and in sockets. Once the connection is
+handed over it no longer counts (connections are the application's). 64 is the default
+C{max_pending_connections}, which bounds the same work for a listener that queues its connections, so
+the two ways of accepting take the same burst at once; an upgrade takes a few round trips (a few hundred
+milliseconds across an ocean), so 64 at once still accepts well over a hundred senders a second, and the
+relay holds each waiting sender for 30 s. A sender waiting for a slot does not cost a socket.
+"""
+
+MAX_FETCH_DIALS = 64
+"""
+Requests one HTTP listener opens a rendezvous for at once to fetch them; more wait, unread.
+
+A large request (its body over 64 kB or of unknown length) is only announced on the control channel; the
+listener fetches it over a WebSocket to the announced address, which may then carry later requests of the
+same sender connection. A slot is held while that socket is being opened. 64 at once fetch well over a
+hundred large requests a second across an ocean (an upgrade is a few round trips), with each flood costing
+at most 64 sockets in their handshake; the relay gives the listener 30 s to come for a request, plenty for
+one waiting its turn.
+"""
+
 WRITE_BACKLOG = "its answers wait to be sent (the relay does not read them fast enough)"
 """Why reading stops while the control channel's write buffer is above its high-water mark."""
 
 REJECTION_DIALS = "the rejections in progress are at the limit"
 """Why reading stops while L{MAX_REJECTION_DIALS} (or the listener's limit) rejections are dialled."""
+
+ACCEPT_DIALS = "the accepts in progress are at the limit"
+"""Why reading stops while L{MAX_ACCEPT_DIALS} (or the listener's limit) senders are being accepted."""
+
+FETCH_DIALS = "the request fetches in progress are at the limit"
+"""Why reading stops while L{MAX_FETCH_DIALS} (or the HTTP listener's limit) requests are being fetched."""
 
 _T = TypeVar("_T")
 
@@ -139,6 +175,65 @@ class ControlReading:
             self._reasons.clear()
             if resume:
                 self._transport.resumeProducing()
+
+
+class _Channel(Protocol):
+    """What L{ReadingHolds} uses of a control channel."""
+
+    def hold_reading(self, reason: str) -> None: ...
+
+    def release_reading(self, reason: str) -> None: ...
+
+
+class ReadingHolds:
+    """
+    The reasons a listener does not read its control channel, held on every channel it has and will have.
+
+    A limit outlives the channel it was reached on: after a reconnect, the new channel is not read either
+    until the dials of the old one have made room.
+    """
+
+    def __init__(self) -> None:
+        self._reasons: set[str] = set()
+        self._channels: set[_Channel] = set()
+
+    @property
+    def reasons(self) -> frozenset[str]:
+        """The reasons holding reading now."""
+        return frozenset(self._reasons)
+
+    def attach(self, channel: _Channel) -> None:
+        """A channel is connected: hold it for every reason that holds now."""
+        self._channels.add(channel)
+        for reason in sorted(self._reasons):
+            channel.hold_reading(reason)
+
+    def detach(self, channel: _Channel) -> None:
+        """A channel is gone."""
+        self._channels.discard(channel)
+
+    def hold(self, reason: str) -> None:
+        """Stop reading every channel for C{reason}."""
+        self._reasons.add(reason)
+        for channel in list(self._channels):
+            channel.hold_reading(reason)
+
+    def release(self, reason: str) -> None:
+        """C{reason} no longer holds; each channel reads again once no other reason holds it."""
+        self._reasons.discard(reason)
+        for channel in list(self._channels):
+            channel.release_reading(reason)
+
+    def while_full(self, reason: str) -> Callable[[bool], None]:
+        """The C{on_full} of a L{DialSlots}: hold reading for C{reason} while its slots are all taken."""
+
+        def on_full(full: bool) -> None:
+            if full:
+                self.hold(reason)
+            else:
+                self.release(reason)
+
+        return on_full
 
 
 class ControlGate(WriteGate):

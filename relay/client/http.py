@@ -17,8 +17,11 @@ exception before anything was sent becomes a 500.
 
 How the bytes travel is the protocol's business and handled here: small requests arrive whole on the
 control channel, others over a rendezvous WebSocket that may carry more requests of the same sender
-connection. The request the application reads is in L{relay.client.httprequest}, the response it writes
-(and how that goes back) in L{relay.client.httpresponse}.
+connection. At most C{max_fetch_dials} such rendezvous are being opened at once; at that limit the
+listener's control channel is not read until one is open (L{relay.client.flow}), so a relay announcing
+large requests faster than they can be fetched keeps them itself. The request the application reads is
+in L{relay.client.httprequest}, the response it writes (and how that goes back) in
+L{relay.client.httpresponse}.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from zope.interface import implementer
 from relay.client.address import split_request_target
 from relay.client.commands import RequestCommand, parse_command, remote_endpoint
 from relay.client.errors import ConnectionClosedError
+from relay.client.flow import FETCH_DIALS, MAX_FETCH_DIALS, DialSlots
 from relay.client.headers import Headers
 from relay.client.httprequest import RelayedRequest, RequestBody
 from relay.client.httpresponse import RelayedResponse, _SocketSink
@@ -142,7 +146,8 @@ class HttpListener:
 
     @ivar listener: the hybrid connection listener (its C{request_handler} is taken over).
     @ivar app: the application.
-    @ivar max_concurrent: requests handled at once; more are answered 503 at once.
+    @ivar max_concurrent: requests handled at once; more are answered 503 at once (a request announced
+        for a rendezvous is fetched first, to be answered on it).
     @ivar on_response: called after each response with the request, the response and the seconds it
         took (for access logs).
     """
@@ -157,8 +162,16 @@ class HttpListener:
         reactor: Any = None,
         options: WebSocketOptions | None = None,
         max_concurrent: int = 256,
+        max_fetch_dials: int = MAX_FETCH_DIALS,
         on_response: Callable[[RelayedRequest, RelayedResponse, float], object] | None = None,
     ) -> None:
+        """
+        Take over C{listener}'s requests.
+
+        @param max_fetch_dials: rendezvous opened at once to fetch requests too large for the control
+            channel; at this limit the listener's control channel is not read until one is open (or
+            failed), and fetches already read wait for their turn.
+        """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
 
@@ -169,12 +182,13 @@ class HttpListener:
         self.max_concurrent = max_concurrent
         self.on_response = on_response
         self.active = 0
+        self._fetches = DialSlots(max_fetch_dials, self._fetches_full)
         self._options = options or getattr(listener, "options", None) or WebSocketOptions()
         listener.request_handler = self._request
 
     def _request(self, command: RequestCommand, body: bytes | None) -> None:
         if "method" not in command.fields:
-            self._spawn(self._fetch(command))
+            self._spawn(self._fetches.run(self._fetch, command))
             return
         control = self.listener.control_channel
         response = RelayedResponse(
@@ -197,6 +211,12 @@ class HttpListener:
             self.log.warn(
                 "could not fetch request {request_id}: {error}", request_id=command.id, error=str(e)
             )
+
+    def _fetches_full(self, full: bool) -> None:
+        if full:
+            self.listener.hold_reading(FETCH_DIALS)
+        else:
+            self.listener.release_reading(FETCH_DIALS)
 
     async def _response_rendezvous(self, address: str) -> _SocketSink:
         channel = cast(

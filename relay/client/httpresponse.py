@@ -30,6 +30,13 @@ CONTROL_RESPONSE_LIMIT = 64 * 1024
 FLUSH_DELAY = 2.0
 """Seconds a response may sit in the buffer before it is streamed over a rendezvous anyway."""
 
+RESPONSE_STATUSES = range(200, 600)
+"""
+The statuses a response may have (200 to 599). The relay refuses a C{statusCode} outside 100-599 as an
+invalid message, and an interim status (1xx) as the final one; either way the sender gets 502 and the
+listener the blame.
+"""
+
 
 class _State(Enum):
     BUFFERING = "buffering"
@@ -124,7 +131,6 @@ class RelayedResponse:
     Set L{status_code}, L{status_description} and L{headers} before the first L{write}; they are sent
     with the first bytes that leave (or at L{finish}).
 
-    @ivar status_code: the status, 200 by default.
     @ivar status_description: the reason phrase; the standard one when C{None}.
     @ivar headers: the response headers.
     """
@@ -141,7 +147,7 @@ class RelayedResponse:
         open_rendezvous: Callable[[], Deferred[_SocketSink]] | None = None,
     ) -> None:
         self.request_id = request_id
-        self.status_code = 200
+        self._status_code = 200
         self.status_description: str | None = None
         self.headers = ResponseHeaders()
         self.bytes_sent = 0
@@ -160,6 +166,27 @@ class RelayedResponse:
         self._done_waiters: list[Deferred[None]] = []
         self._lost_waiters: list[Deferred[Exception]] = []
         self._error: Exception | None = None
+
+    @property
+    def status_code(self) -> int:
+        """The status, 200 by default."""
+        return self._status_code
+
+    @status_code.setter
+    def status_code(self, status: int) -> None:
+        """
+        Set the status.
+
+        @raise ValueError: for anything but an C{int} from 200 to 599, which the relay would refuse (it
+            answers the sender 502 instead, blaming the listener).
+        """
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ValueError(f"a status code is an int from 200 to 599, not {status!r:.40}")
+        if status not in RESPONSE_STATUSES:
+            raise ValueError(
+                f"status code {status} is out of range: the relay takes 200 to 599 (no interim 1xx status)"
+            )
+        self._status_code = int(status)
 
     @property
     def headers_sent(self) -> bool:

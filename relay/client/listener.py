@@ -12,9 +12,9 @@ capped, jittered exponential back-off until C{close()}; 401/403 keep backing off
 Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
 at the rendezvous address and handed to C{on_connection} or queued for C{accept_connection()}; rejected
 ones get the handler's status via the reject URL, which the relay answers with 410. At most
-C{max_rejection_dials} rejections are dialled at once; at that limit the control channel is not read
-until one is done (L{relay.client.flow}), so a relay flooding C{accept} commands is slowed down instead
-of making the listener dial without bound.
+C{max_accept_dials} senders are decided about and dialled at once, and at most C{max_rejection_dials}
+rejections; at either limit the control channel is not read until a dial is done (L{relay.client.flow}),
+so a relay flooding C{accept} commands is slowed down instead of making the listener dial without bound.
 """
 
 from __future__ import annotations
@@ -39,7 +39,14 @@ from relay.client.commands import AcceptCommand, RequestCommand
 from relay.client.connection import HybridWebSocket
 from relay.client.control import ControlChannel
 from relay.client.errors import ControlChannelLost, EndpointNotFoundError
-from relay.client.flow import MAX_REJECTION_DIALS, REJECTION_DIALS, DialSlots
+from relay.client.flow import (
+    ACCEPT_DIALS,
+    MAX_ACCEPT_DIALS,
+    MAX_REJECTION_DIALS,
+    REJECTION_DIALS,
+    DialSlots,
+    ReadingHolds,
+)
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.rendezvous import AcceptQueue, accept_sender, reject_sender
@@ -108,6 +115,7 @@ class HybridConnectionListener:
         ping_timeout: float = 30.0,
         max_pending_connections: int = 64,
         max_rejection_dials: int = MAX_REJECTION_DIALS,
+        max_accept_dials: int = MAX_ACCEPT_DIALS,
         listener_id: str | None = None,
     ) -> None:
         """
@@ -131,6 +139,10 @@ class HybridConnectionListener:
             senders beyond that are rejected with 503 rather than buffered without bound.
         @param max_rejection_dials: rejections dialled at once; at this limit the control channel is
             not read until one is done, and rejections already read wait for their turn.
+        @param max_accept_dials: senders decided about and dialled at once (from the accept handler's
+            call until the rendezvous is open; a connection handed over no longer counts); at this limit
+            the control channel is not read until one is done, and accepts already read wait for their
+            turn. A handler that never answers keeps its sender's slot.
         """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -174,8 +186,9 @@ class HybridConnectionListener:
         )
         self._tasks: set[Deferred[Any]] = set()
         self._queue = AcceptQueue(max_pending_connections)
-        self._rejections = DialSlots(max_rejection_dials, self._rejections_full)
-        self._channels: set[ControlChannel] = set()  # connected, not closed yet (one, but for a moment)
+        self._holds = ReadingHolds()  # on every channel connected, not closed yet (one, but for a moment)
+        self._rejections = DialSlots(max_rejection_dials, self._holds.while_full(REJECTION_DIALS))
+        self._accepts = DialSlots(max_accept_dials, self._holds.while_full(ACCEPT_DIALS))
 
     def __repr__(self) -> str:
         return f"<HybridConnectionListener {self.address.path} {self.listener_id} {self._state.value}>"
@@ -284,9 +297,7 @@ class HybridConnectionListener:
                 on_closed=self._control_closed,
                 clock=self._reactor,
             )
-            self._channels.add(channel)
-            if self._rejections.full:  # rejections from before a reconnect are still being dialled
-                channel.hold_reading(REJECTION_DIALS)
+            self._holds.attach(channel)  # dials from before a reconnect may still be at a limit
             return channel
 
         channel = await open_websocket(
@@ -312,7 +323,7 @@ class HybridConnectionListener:
     def _control_closed(
         self, channel: ControlChannel, was_clean: bool, code: int | None, reason: str | None
     ) -> None:
-        self._channels.discard(channel)
+        self._holds.detach(channel)
         if channel is not self._channel:
             return
         self._channel = None
@@ -392,15 +403,12 @@ class HybridConnectionListener:
             return
         self._queue.in_flight += 1
         try:
-            decision = await decide(self.accept_handler, context)
-            if isinstance(decision, Reject):
-                await self._reject(command, context, decision)
-                return
-            connection = await accept_sender(
-                self._reactor, command, context, decision.subprotocol, self._options
-            )
+            connection = await self._accepts.run(self._decide_and_dial, command, context)
         finally:
             self._queue.in_flight -= 1
+        if isinstance(connection, Reject):
+            await self._reject(command, context, connection)
+            return
         if connection is None:
             self._accept_failed(context)
             return
@@ -412,15 +420,30 @@ class HybridConnectionListener:
         else:
             self._queue.put(connection)
 
+    async def _decide_and_dial(
+        self, command: AcceptCommand, context: AcceptContext
+    ) -> HybridWebSocket | Reject | None:
+        """Ask the accept handler, and dial the sender's rendezvous if it accepts (in an accept slot)."""
+        decision = await decide(self.accept_handler, context)
+        if isinstance(decision, Reject):
+            return decision  # dialled in a rejection slot, not this one
+        return await accept_sender(self._reactor, command, context, decision.subprotocol, self._options)
+
     async def _reject(self, command: AcceptCommand, context: AcceptContext, reject: Reject) -> None:
         await self._rejections.run(reject_sender, self._reactor, command, context, reject, self._options)
 
-    def _rejections_full(self, full: bool) -> None:
-        for channel in list(self._channels):
-            if full:
-                channel.hold_reading(REJECTION_DIALS)
-            else:
-                channel.release_reading(REJECTION_DIALS)
+    def hold_reading(self, reason: str) -> None:
+        """
+        Stop reading the control channel (this one and any after a reconnect) for C{reason}.
+
+        For a request handler that cannot take more (L{relay.client.http.HttpListener} at its fetch
+        limit). Reasons count apart: reading resumes once L{release_reading} has ended every one.
+        """
+        self._holds.hold(reason)
+
+    def release_reading(self, reason: str) -> None:
+        """C{reason} no longer holds; the control channel is read again unless another reason holds it."""
+        self._holds.release(reason)
 
     def _accept_failed(self, context: AcceptContext) -> None:
         if self.on_accept_failed is not None:

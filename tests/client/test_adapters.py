@@ -1,12 +1,26 @@
-"""Tests for L{relay.client.adapters}' reading of the address the sender used."""
+"""Tests for L{relay.client.adapters}: the address the sender used, and statuses the relay would refuse."""
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from relay.client.adapters import _server_address
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from relay.client.adapters import _server_address, resource_app, wsgi_app
+from relay.client.commands import parse_command
 from relay.client.headers import Headers
+from relay.client.http import HttpApp, HttpListener
 from relay.client.httprequest import RelayedRequest, RequestBody
+
+from .test_http import FakeControl
+from .test_http_abandon import FakeListener, request_message
 
 
 def request_with(headers: dict[str, str]) -> RelayedRequest:
@@ -54,3 +68,87 @@ class ServerAddressTests(SynchronousTestCase):
                     _server_address(request_with({"Host": f"relay.example:{port}"})),
                     ("relay.example", 80, False),
                 )
+
+
+class InlineReactor(MemoryReactorClock):
+    """A reactor whose thread is every thread: calls from a "worker" run at once."""
+
+    def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class InlinePool:
+    """A thread pool that runs each call at once, in the caller's thread."""
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, object], object], f: Callable[..., object], *args: Any, **kwargs: Any
+    ) -> None:
+        try:
+            result = f(*args, **kwargs)
+        except Exception:
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class StatusTests(SynchronousTestCase):
+    """
+    An adapted application that answers with a status the relay would refuse sends a 500 instead.
+
+    The relay takes 200-599 as a final status (it answers anything else 502 and blames the listener), and
+    L{relay.client.httpresponse.RelayedResponse} now refuses other statuses when they are set.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = InlineReactor()
+        self.observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def serve(self, app: HttpApp) -> dict[str, Any]:
+        """Relay one small GET to C{app}; the C{response} head and the body it sent on the control channel."""
+        listener = FakeListener()
+        control = FakeControl()
+        listener.control_channel = control
+        HttpListener(listener, app, reactor=self.reactor)
+        command = parse_command(request_message("GET", "/hyco/x"))
+        listener.request_handler(command, None)
+        self.reactor.advance(0)
+        head = json.loads(control.sent[0][0])["response"]
+        head["payload"] = b"".join(payload for payload, binary in control.sent[1:] if binary)
+        return dict(head)
+
+    def test_twisted_web_resource(self) -> None:
+        """
+        A resource's status out of range: a 500 with the resource's headers and body, and a logged error.
+
+        twisted.web has started writing when it hands over the status, so its own error page would go out
+        under the default 200.
+        """
+
+        class Odd(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Request) -> bytes:
+                request.setResponseCode(999)
+                request.setHeader(b"X-Odd", b"1")
+                return b"odd"
+
+        head = self.serve(resource_app(Odd(), reactor=self.reactor))
+        self.assertEqual((head["statusCode"], head["statusDescription"]), (500, "Internal Server Error"))
+        self.assertEqual((head["responseHeaders"]["X-Odd"], head["payload"]), ("1", b"odd"))
+        [error] = [e for e in self.observer if "the resource's response" in e["log_format"]]
+        self.assertIn("status code 999 is out of range", error["error"])
+
+    def test_wsgi_app(self) -> None:
+        """A WSGI application's status out of range fails it before anything is sent: the listener's 500."""
+
+        def application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("600 Beyond", [("X-Odd", "1")])
+            return [b"odd"]
+
+        head = self.serve(wsgi_app(application, reactor=self.reactor, threadpool=InlinePool()))
+        self.assertEqual(head["statusCode"], 500)
+        self.assertNotIn("X-Odd", head["responseHeaders"])
+        self.assertTrue(head["payload"].startswith(b"The listener failed."), head["payload"])
+        [failure] = [e for e in self.observer if "log_failure" in e]
+        self.assertIsInstance(failure["log_failure"].value, ValueError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

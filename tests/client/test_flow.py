@@ -15,11 +15,14 @@ from zope.interface.verify import verifyObject
 
 from relay.client.control import ControlChannel
 from relay.client.flow import (
+    ACCEPT_DIALS,
+    FETCH_DIALS,
     REJECTION_DIALS,
     WRITE_BACKLOG,
     ControlGate,
     ControlReading,
     DialSlots,
+    ReadingHolds,
 )
 
 
@@ -298,3 +301,62 @@ class DialSlotsTests(SynchronousTestCase):
 
     def test_limit_must_be_positive(self) -> None:
         self.assertRaises(ValueError, DialSlots, 0, lambda full: None)
+
+
+class RecordingChannel:
+    """A control channel's hold and release calls, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def hold_reading(self, reason: str) -> None:
+        self.calls.append(("hold", reason))
+
+    def release_reading(self, reason: str) -> None:
+        self.calls.append(("release", reason))
+
+
+class ReadingHoldsTests(SynchronousTestCase):
+    def test_every_channel_now_and_later(self) -> None:
+        """A hold reaches the channels there are and those that come while it lasts; a gone one hears no more."""
+        holds = ReadingHolds()
+        old, new = RecordingChannel(), RecordingChannel()
+        holds.attach(old)
+        on_full = holds.while_full(ACCEPT_DIALS)
+        on_full(True)
+        holds.hold(FETCH_DIALS)
+        holds.detach(old)
+        holds.attach(new)
+        on_full(False)
+        self.assertEqual(holds.reasons, {FETCH_DIALS})
+        holds.release(FETCH_DIALS)
+        self.assertEqual(old.calls, [("hold", ACCEPT_DIALS), ("hold", FETCH_DIALS)])
+        self.assertEqual(
+            new.calls,
+            [
+                ("hold", ACCEPT_DIALS),
+                ("hold", FETCH_DIALS),
+                ("release", ACCEPT_DIALS),
+                ("release", FETCH_DIALS),
+            ],
+        )
+        self.assertEqual(holds.reasons, frozenset())
+
+    def test_reasons_are_apart_on_a_channel(self) -> None:
+        """Each limit is its own reason: the end of one does not resume what another holds."""
+        transport = CountingTransport()
+        reading = ControlReading(transport, listener_id="L")
+        holds = ReadingHolds()
+
+        class Channel:
+            hold_reading = staticmethod(reading.hold)
+            release_reading = staticmethod(reading.release)
+
+        holds.attach(Channel())
+        for reason in (REJECTION_DIALS, ACCEPT_DIALS, FETCH_DIALS):
+            holds.hold(reason)
+        holds.release(ACCEPT_DIALS)
+        holds.release(REJECTION_DIALS)
+        self.assertEqual((transport.calls, reading.reasons), (["pause"], {FETCH_DIALS}))
+        holds.release(FETCH_DIALS)
+        self.assertEqual(transport.calls, ["pause", "resume"])

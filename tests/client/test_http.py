@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -217,6 +218,32 @@ class ResponseTests(SynchronousTestCase):
         response = self.response()
         self.failureResultOf(response.finish(), ConnectionClosedError)
         response.write(b"late")
+
+    def test_status_code(self) -> None:
+        """
+        A status the relay would refuse is refused when it is set, and the status stays as it was.
+
+        The relay takes 100-599 in a C{response} and turns an interim (1xx) final status into a 502 too,
+        blaming the listener; C{True} is no status, nor is a number in any other type.
+        """
+        response = self.response()
+        for status in (200, 204, 302, 404, 599, HTTPStatus.CREATED):
+            response.status_code = status
+            self.assertEqual((response.status_code, type(response.status_code)), (int(status), int))
+        for status in (0, -200, 99, 100, 101, 199, 600, 999, 2000):
+            with self.subTest(status=status):
+                error = self.assertRaises(ValueError, setattr, response, "status_code", status)
+                self.assertEqual(
+                    str(error),
+                    f"status code {status} is out of range: the relay takes 200 to 599 (no interim 1xx status)",
+                )
+        for value in (True, False, "200", 200.0, None, b"200"):
+            with self.subTest(value=value):
+                error = self.assertRaises(ValueError, setattr, response, "status_code", value)
+                self.assertEqual(str(error), f"a status code is an int from 200 to 599, not {value!r}")
+        self.assertEqual(response.status_code, 201)
+        self.successResultOf(response.finish())
+        self.assertEqual(json.loads(self.control.sent[0][0])["response"]["statusCode"], 201)
 
     def test_headers(self) -> None:
         """Names are matched without case; lists make several lines; bad names and values are refused."""

@@ -1,13 +1,16 @@
 """
 A listener against a relay that floods it.
 
-The control channel is not read while answers pile up unsent or rejections are being dialled at the limit,
-and is read again once neither holds.
+The control channel is not read while answers pile up unsent, or while rejections, accepts or request
+fetches are being dialled at their limit, and is read again once none holds.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -16,8 +19,9 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.client import HttpListener, RelayedRequest, RelayedResponse
-from relay.client.flow import REJECTION_DIALS, WRITE_BACKLOG
+from relay.client import HttpListener, HybridWebSocket, RelayedRequest, RelayedResponse
+from relay.client.accepting import AcceptContext
+from relay.client.flow import ACCEPT_DIALS, FETCH_DIALS, REJECTION_DIALS, WRITE_BACKLOG
 from relay.hybrid.messages import Accept, RemoteEndpoint
 
 from .network import ClientTransport
@@ -31,9 +35,23 @@ class Rendezvous(Protocol):
 
     def __init__(self, dials: list[Rendezvous]) -> None:
         self.dials = dials
+        self.received = b""
 
     def connectionMade(self) -> None:
         self.dials.append(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def accept(self) -> None:
+        """The relay completes the upgrade: the rendezvous is open."""
+        found = re.search(rb"(?i)sec-websocket-key:\s*(\S+)", self.received)
+        assert found is not None
+        key = found.group(1) + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+        self.transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + base64.b64encode(hashlib.sha1(key).digest()) + b"\r\n\r\n"  # noqa: S324
+        )
 
     def gone(self) -> None:
         """The relay confirms the rejection."""
@@ -80,6 +98,14 @@ class FlowTestCase(ListenerTestCase):
             }
         }
         self.control().sendMessage(json.dumps(message).encode(), isBinary=False)
+
+    def announce(self, *ids: str) -> None:
+        """The relay announces large requests (in one write) for the listener to fetch on port 81."""
+        for request_id in ids:
+            address = f"ws://relay.test:81/$hc/hyco?sb-hc-action=request&sb-hc-id={request_id}"
+            message = {"request": {"address": address, "id": request_id}}
+            self.control().sendMessage(json.dumps(message).encode(), isBinary=False)
+        self.network.flush()
 
     def responses(self) -> list[str]:
         return [m["response"]["requestId"] for m in self.relay.control_messages if isinstance(m, dict)]
@@ -291,3 +317,170 @@ class BothReasonsTests(FlowTestCase, SynchronousTestCase):
     def test_listener_option(self) -> None:
         """The limit must allow at least one rejection."""
         self.assertRaises(ValueError, self.make_listener, max_rejection_dials=0)
+
+
+class AcceptLimitTests(FlowTestCase, SynchronousTestCase):
+    def test_accepts_handed_to_on_connection_stop_reading_at_the_limit(self) -> None:
+        """
+        With C{on_connection}, at C{max_accept_dials} accepts in progress the control channel is not read.
+
+        There is no accept queue to fill up then: without the limit every C{accept} command was dialled at
+        once. A connection handed over no longer counts, nor does a rendezvous that failed.
+        """
+        connections: list[HybridWebSocket] = []
+        failed: list[AcceptContext] = []
+        listener = self.open_listener(
+            on_connection=connections.append, on_accept_failed=failed.append, max_accept_dials=2
+        )
+        self.flood("s1", "s2")
+        self.flood("s3")
+        self.assertEqual(len(self.dials), 2, "the third accept is not read")
+        self.assertTrue(self.wire().reading_paused)
+        self.assertGreater(self.wire().held_bytes, 0)
+
+        self.dials[0].accept()
+        self.network.flush()
+        self.assertEqual([c.tracking_id for c in connections], ["s1"])
+        self.assertEqual(len(self.dials), 3, "room for one: the third accept is read and dialled")
+        self.assertTrue(self.wire().reading_paused)
+
+        self.dials[1].fail()
+        self.network.flush()
+        self.assertEqual([c.connection_id for c in failed], ["s2"])
+        self.assertFalse(self.wire().reading_paused, "s1 is the application's: it does not count")
+        self.flood("s4", "s5")
+        self.assertEqual(len(self.dials), 4, "s3 and s4")
+        self.assertTrue(self.wire().reading_paused)
+        for dial in self.dials[2:]:
+            dial.accept()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 5)
+        self.dials[4].accept()
+        self.network.flush()
+        self.assertEqual([c.tracking_id for c in connections], ["s1", "s3", "s4", "s5"])
+        self.assertFalse(self.wire().reading_paused)
+        self.assertTrue(listener.is_online)
+        self.assertEqual(
+            {e.get("reason") for e in self.observer if "reason" in e and "stops reading" in e["log_format"]},
+            {ACCEPT_DIALS},
+        )
+
+    def test_the_accept_handler_counts_too(self) -> None:
+        """
+        A slot is taken from the accept handler's call on: a slow handler holds reading at the limit.
+
+        A sender it rejects gives its slot up for a rejection slot.
+        """
+        decisions: dict[str, Deferred[bool]] = {}
+
+        def handler(context: AcceptContext) -> Deferred[bool]:
+            decisions[context.connection_id] = Deferred()
+            return decisions[context.connection_id]
+
+        self.open_listener(accept_handler=handler, on_connection=lambda _: None, max_accept_dials=2)
+        self.flood("s1", "s2", "s3")
+        self.assertEqual((list(decisions), self.dials), (["s1", "s2"], []))
+        self.assertTrue(self.wire().reading_paused)
+        decisions["s1"].callback(False)
+        self.network.flush()
+        self.assertEqual(list(decisions), ["s1", "s2", "s3"])
+        self.assertEqual(len(self.dials), 1, "s1's rejection")
+        self.assertTrue(self.wire().reading_paused)
+        self.dials[0].gone()
+        decisions["s2"].callback(False)
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+
+    def test_queued_accepts_are_limited_too(self) -> None:
+        """Without C{on_connection}, accepts beyond the limit wait for a slot (rather than a 503) too."""
+        listener = self.open_listener(max_pending_connections=10, max_accept_dials=1)
+        self.flood("s1", "s2")
+        self.assertEqual(len(self.dials), 1)
+        self.assertTrue(self.wire().reading_paused)
+        self.dials[0].accept()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 2)
+        self.dials[1].accept()
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+        taken = [self.successResultOf(listener.accept_connection()) for _ in range(2)]
+        self.assertEqual([c and c.tracking_id for c in taken], ["s1", "s2"])
+
+    def test_a_new_control_channel_waits_for_the_accepts_of_the_old_one(self) -> None:
+        """Accepts outlive a reconnect: the new control channel is not read while they are at the limit."""
+        listener = self.open_listener(on_connection=lambda _: None, max_accept_dials=1)
+        self.flood("s1")
+        self.assertTrue(self.wire().reading_paused)
+        self.wire().loseConnection()
+        self.network.advance(5)
+        self.assertTrue(listener.is_online)
+        self.assertTrue(self.network.transports[-1].reading_paused)
+        self.dials[0].accept()
+        self.network.flush()
+        self.assertFalse(self.network.transports[-1].reading_paused)
+
+    def test_listener_option(self) -> None:
+        """The limit must allow at least one accept."""
+        self.assertRaises(ValueError, self.make_listener, max_accept_dials=0)
+
+
+class FetchLimitTests(FlowTestCase, SynchronousTestCase):
+    def serve_fetches(self, **kwargs: Any) -> list[str]:
+        """An HTTP listener whose application records each request it gets (and answers 204)."""
+        listener = self.open_listener()
+        seen: list[str] = []
+
+        def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            seen.append(request.id)
+            response.status_code = 204
+
+        HttpListener(listener, app, reactor=self.reactor, **kwargs)
+        return seen
+
+    def test_reading_stops_at_the_limit_until_a_fetch_is_open_or_failed(self) -> None:
+        """
+        At C{max_fetch_dials} rendezvous being opened to fetch requests, the control channel is not read.
+
+        C{max_concurrent} does not bound these dials: it is checked once a request has been fetched (and
+        a busy listener answers 503 on the fetched rendezvous). Without the limit every announced
+        request was dialled at once.
+        """
+        self.serve_fetches(max_fetch_dials=2, max_concurrent=1)
+        self.announce("f1", "f2")
+        self.announce("f3")
+        self.assertEqual(len(self.dials), 2, "the third request is not read")
+        self.assertTrue(self.wire().reading_paused)
+        self.assertGreater(self.wire().held_bytes, 0)
+
+        self.dials[0].accept()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 3, "an open rendezvous no longer counts")
+        self.assertTrue(self.wire().reading_paused)
+        self.dials[1].fail()
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+        self.assertEqual(
+            {e.get("reason") for e in self.observer if "reason" in e and "stops reading" in e["log_format"]},
+            {FETCH_DIALS},
+        )
+
+    def test_fetches_read_together_wait_for_their_turn(self) -> None:
+        """Requests announced in one read beyond the limit are not dialled until a slot is free."""
+        self.serve_fetches(max_fetch_dials=1)
+        self.announce("f1", "f2", "f3")
+        self.assertEqual(len(self.dials), 1)
+        for n in (1, 2):
+            self.dials[-1].accept()
+            self.network.flush()
+            self.assertEqual(len(self.dials), n + 1)
+            self.assertTrue(self.wire().reading_paused)
+        self.dials[-1].accept()
+        self.network.flush()
+        self.assertFalse(self.wire().reading_paused)
+
+    def test_http_listener_option(self) -> None:
+        """The limit must allow at least one fetch."""
+        listener = self.make_listener()
+        self.assertRaises(
+            ValueError, HttpListener, listener, lambda request, response: None, max_fetch_dials=0
+        )
