@@ -5,6 +5,9 @@ An accept handler receives an L{AcceptContext} and answers C{True} (accept, with
 offered subprotocol, as the .NET and Node listeners do), C{False} (reject with 400, as .NET does), an
 L{Accept} (accept with a chosen subprotocol or none), or raises or returns a L{Reject} with the status
 and description the sender should see. It may be a plain function or a coroutine function.
+
+A handler that has not answered within L{ACCEPT_DECISION_TIMEOUT} is cancelled and the sender rejected
+with 504: it would otherwise hold one of the listener's accept slots (L{relay.client.flow}) for good.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from relay.client.address import split_accept_address
@@ -25,6 +29,14 @@ from relay.hybrid.messages import RemoteEndpoint
 log = Logger(namespace="relay.client.accepting")
 
 _REJECTED_BY_USER_CODE = "Rejected by user code"
+
+ACCEPT_DECISION_TIMEOUT = 30.0
+"""
+Seconds an accept handler has to decide about a sender.
+
+The relay keeps a sender waiting for the listener that long by default (its C{rendezvous_timeout}, and
+Azure's window), so a later answer is usually for a sender that is gone.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,23 +118,49 @@ def _handler_failed(context: AcceptContext) -> Reject:
     return Reject(502, f"The listener's accept handler failed. TrackingId:{context.connection_id}")
 
 
-async def decide(handler: AcceptHandler | None, context: AcceptContext) -> Accept | Reject:
+async def decide(
+    handler: AcceptHandler | None,
+    context: AcceptContext,
+    *,
+    clock: IReactorTime | None = None,
+    timeout: float | None = None,
+) -> Accept | Reject:
     """
     Ask C{handler} about C{context} and normalize the answer.
 
     Handler failures and nonsensical answers become a 502 rejection (logged), so a bug in application
     code never leaves a sender hanging until the relay's timeout.
+
+    @param clock: with C{timeout}, the clock that times an asynchronous answer.
+    @param timeout: seconds an asynchronous handler may take; then it is cancelled, and the sender
+        rejected with 504 (logged). C{None} or 0: no limit.
     """
     if handler is None:
         return Accept(context.default_subprotocol)
     try:
         result: Any = handler(context)
         if isinstance(result, Deferred) or inspect.isawaitable(result):
-            result = await cast(Awaitable[AcceptResult], result)
+            if (
+                clock is not None
+                and timeout
+                and (isinstance(result, Deferred) or inspect.iscoroutine(result))
+            ):
+                answer: Deferred[AcceptResult] = ensureDeferred(result)
+                answer.addTimeout(timeout, clock)
+                result = await answer
+            else:
+                result = await cast(Awaitable[AcceptResult], result)
     except Reject as reject:
         return reject
     except CancelledError:
         raise
+    except TimeoutError:
+        log.warn(
+            "accept handler did not decide about {connection_id} within {timeout} s; rejected with 504",
+            connection_id=context.connection_id,
+            timeout=timeout,
+        )
+        return Reject(504, f"The listener's accept handler timed out. TrackingId:{context.connection_id}")
     except Exception:
         log.failure("accept handler failed for {connection_id}", connection_id=context.connection_id)
         return _handler_failed(context)

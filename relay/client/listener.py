@@ -32,24 +32,17 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from relay.client.accepting import AcceptContext, AcceptHandler, Reject, decide
+from relay.client.accepting import ACCEPT_DECISION_TIMEOUT, AcceptContext, AcceptHandler
 from relay.client.address import parse_address
 from relay.client.backoff import Backoff
 from relay.client.commands import AcceptCommand, RequestCommand
 from relay.client.connection import HybridWebSocket
 from relay.client.control import ControlChannel
 from relay.client.errors import ControlChannelLost, EndpointNotFoundError
-from relay.client.flow import (
-    ACCEPT_DIALS,
-    MAX_ACCEPT_DIALS,
-    MAX_REJECTION_DIALS,
-    REJECTION_DIALS,
-    DialSlots,
-    ReadingHolds,
-)
+from relay.client.flow import MAX_ACCEPT_DIALS, MAX_REJECTION_DIALS
+from relay.client.intake import SenderIntake
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
-from relay.client.rendezvous import AcceptQueue, accept_sender, reject_sender
 from relay.client.renewal import TokenRenewal
 from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
 
@@ -76,6 +69,7 @@ class HybridConnectionListener:
     @ivar address: where the listener registers.
     @ivar listener_id: the tracking id sent as C{sb-hc-id} on every (re)connect.
     @ivar accept_handler: decides about each sender (see L{relay.client.accepting}); C{None} accepts all.
+    @ivar accept_timeout: seconds an asynchronous accept handler has to decide (0: no limit).
     @ivar on_connection: if set, receives each accepted L{HybridWebSocket} instead of the queue behind
         L{accept_connection}; may be a coroutine function.
     @ivar on_accept_failed: called with the L{AcceptContext} of a sender the accept handler accepted but
@@ -116,6 +110,7 @@ class HybridConnectionListener:
         max_pending_connections: int = 64,
         max_rejection_dials: int = MAX_REJECTION_DIALS,
         max_accept_dials: int = MAX_ACCEPT_DIALS,
+        accept_timeout: float = ACCEPT_DECISION_TIMEOUT,
         listener_id: str | None = None,
     ) -> None:
         """
@@ -142,7 +137,9 @@ class HybridConnectionListener:
         @param max_accept_dials: senders decided about and dialled at once (from the accept handler's
             call until the rendezvous is open; a connection handed over no longer counts); at this limit
             the control channel is not read until one is done, and accepts already read wait for their
-            turn. A handler that never answers keeps its sender's slot.
+            turn.
+        @param accept_timeout: seconds an asynchronous accept handler has to decide; then it is
+            cancelled and the sender rejected with 504, which frees its slot (0: no limit).
         """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -160,6 +157,7 @@ class HybridConnectionListener:
         self.token_provider = token_provider
         self.listener_id = listener_id or str(uuid.uuid4())
         self.accept_handler = accept_handler
+        self.accept_timeout = accept_timeout
         self.on_connection = on_connection
         self.on_accept_failed = on_accept_failed
         self.request_handler: RequestHandler | None = None
@@ -178,17 +176,19 @@ class HybridConnectionListener:
         self._backoff = backoff or Backoff()
         self._random = random
         self._token_ttl = token_ttl
-        self._max_pending = max_pending_connections
         self._state = ListenerState.NEW
         self._channel: ControlChannel | None = None
         self._renewal = TokenRenewal(
             self, reactor, self._spawn, token_ttl=token_ttl, renew_fraction=renew_fraction
         )
         self._tasks: set[Deferred[Any]] = set()
-        self._queue = AcceptQueue(max_pending_connections)
-        self._holds = ReadingHolds()  # on every channel connected, not closed yet (one, but for a moment)
-        self._rejections = DialSlots(max_rejection_dials, self._holds.while_full(REJECTION_DIALS))
-        self._accepts = DialSlots(max_accept_dials, self._holds.while_full(ACCEPT_DIALS))
+        self._intake = SenderIntake(
+            self,
+            reactor,
+            max_pending_connections=max_pending_connections,
+            max_accept_dials=max_accept_dials,
+            max_rejection_dials=max_rejection_dials,
+        )
 
     def __repr__(self) -> str:
         return f"<HybridConnectionListener {self.address.path} {self.listener_id} {self._state.value}>"
@@ -197,6 +197,11 @@ class HybridConnectionListener:
     def state(self) -> ListenerState:
         """The listener's life-cycle state."""
         return self._state
+
+    @property
+    def closed(self) -> bool:
+        """Whether L{close} was called."""
+        return self._state is ListenerState.CLOSED
 
     @property
     def is_online(self) -> bool:
@@ -262,8 +267,8 @@ class HybridConnectionListener:
         self._renewal.cancel()
         for task in list(self._tasks):
             task.cancel()
-        self._queue.shut()
-        for connection in self._queue.drain():
+        self._intake.queue.shut()
+        for connection in self._intake.queue.drain():
             connection.close(1001, "listener closed")
         channel, self._channel = self._channel, None
         self.log.info("listener {listener_id} closing", listener_id=self.listener_id)
@@ -278,7 +283,7 @@ class HybridConnectionListener:
 
         Cancelling the returned L{Deferred} stops waiting without losing a connection.
         """
-        return self._queue.get()
+        return self._intake.queue.get()
 
     # -- control channel -------------------------------------------------------------------------
 
@@ -297,7 +302,7 @@ class HybridConnectionListener:
                 on_closed=self._control_closed,
                 clock=self._reactor,
             )
-            self._holds.attach(channel)  # dials from before a reconnect may still be at a limit
+            self._intake.holds.attach(channel)  # dials from before a reconnect may still be at a limit
             return channel
 
         channel = await open_websocket(
@@ -323,7 +328,7 @@ class HybridConnectionListener:
     def _control_closed(
         self, channel: ControlChannel, was_clean: bool, code: int | None, reason: str | None
     ) -> None:
-        self._holds.detach(channel)
+        self._intake.holds.detach(channel)
         if channel is not self._channel:
             return
         self._channel = None
@@ -380,57 +385,14 @@ class HybridConnectionListener:
             listener_id=self.listener_id,
             error=str(error),
         )
-        self._queue.shut()
+        self._intake.queue.shut()
         self._notify(self.on_offline, error)
 
     # -- accepting -------------------------------------------------------------------------------
 
     def _accept_received(self, command: AcceptCommand) -> None:
         if self._state is not ListenerState.CLOSED:
-            self._spawn(self._handle_accept(command))
-
-    async def _handle_accept(self, command: AcceptCommand) -> None:
-        context = AcceptContext.from_command(command, self.address.path)
-        self.log.info(
-            "sender {connection_id} waiting on {path}{suffix}",
-            connection_id=context.connection_id,
-            path=self.address.path,
-            suffix=context.suffix,
-        )
-        if self.on_connection is None and not self._queue.has_room():
-            busy = Reject(503, f"Listener busy. TrackingId:{context.connection_id}")
-            await self._reject(command, context, busy)
-            return
-        self._queue.in_flight += 1
-        try:
-            connection = await self._accepts.run(self._decide_and_dial, command, context)
-        finally:
-            self._queue.in_flight -= 1
-        if isinstance(connection, Reject):
-            await self._reject(command, context, connection)
-            return
-        if connection is None:
-            self._accept_failed(context)
-            return
-        if self._state is ListenerState.CLOSED:
-            connection.close(1001, "listener closed")
-            self._accept_failed(context)
-        elif self.on_connection is not None:
-            self._call_app(self.on_connection, connection)
-        else:
-            self._queue.put(connection)
-
-    async def _decide_and_dial(
-        self, command: AcceptCommand, context: AcceptContext
-    ) -> HybridWebSocket | Reject | None:
-        """Ask the accept handler, and dial the sender's rendezvous if it accepts (in an accept slot)."""
-        decision = await decide(self.accept_handler, context)
-        if isinstance(decision, Reject):
-            return decision  # dialled in a rejection slot, not this one
-        return await accept_sender(self._reactor, command, context, decision.subprotocol, self._options)
-
-    async def _reject(self, command: AcceptCommand, context: AcceptContext, reject: Reject) -> None:
-        await self._rejections.run(reject_sender, self._reactor, command, context, reject, self._options)
+            self._spawn(self._intake.handle(command))
 
     def hold_reading(self, reason: str) -> None:
         """
@@ -439,15 +401,11 @@ class HybridConnectionListener:
         For a request handler that cannot take more (L{relay.client.http.HttpListener} at its fetch
         limit). Reasons count apart: reading resumes once L{release_reading} has ended every one.
         """
-        self._holds.hold(reason)
+        self._intake.holds.hold(reason)
 
     def release_reading(self, reason: str) -> None:
         """C{reason} no longer holds; the control channel is read again unless another reason holds it."""
-        self._holds.release(reason)
-
-    def _accept_failed(self, context: AcceptContext) -> None:
-        if self.on_accept_failed is not None:
-            self._call_app(self.on_accept_failed, context)
+        self._intake.holds.release(reason)
 
     # -- HTTP seam -------------------------------------------------------------------------------
 
@@ -458,7 +416,7 @@ class HybridConnectionListener:
                 request_id=command.id,
             )
             return
-        self._call_app(self.request_handler, command, body)
+        self.call_app(self.request_handler, command, body)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -485,7 +443,8 @@ class HybridConnectionListener:
         if not failure.check(CancelledError):
             self.log.failure("listener {listener_id} task failed", failure, listener_id=self.listener_id)
 
-    def _call_app(self, callback: Callable[..., object], *args: object) -> None:
+    def call_app(self, callback: Callable[..., object], *args: object) -> None:
+        """Call application code: its failure, or its awaitable's, is logged, never raised here."""
         try:
             result = callback(*args)
         except Exception:
@@ -496,4 +455,4 @@ class HybridConnectionListener:
 
     def _notify(self, callback: Callable[..., object] | None, *args: object) -> None:
         if callback is not None:
-            self._call_app(callback, *args)
+            self.call_app(callback, *args)

@@ -291,7 +291,7 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
     def test_expired_rendezvous(self) -> None:
         """When the address expired before the listener dialled it, nothing is queued; it is logged."""
         decided: Deferred[bool] = Deferred()
-        listener = self.open_listener(accept_handler=lambda _: decided)
+        listener = self.open_listener(accept_handler=lambda _: decided, accept_timeout=0)
         sender = self.sender()
         self.network.advance(31)
         self.assertEqual(self.failureResultOf(sender, ConnectError).value.status_code, 504)
@@ -310,7 +310,7 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
             seen.append(context)
             return decided
 
-        self.open_listener(accept_handler=handler, on_accept_failed=failed.append)
+        self.open_listener(accept_handler=handler, on_accept_failed=failed.append, accept_timeout=0)
         sender = self.sender(connection_id="late")
         self.network.advance(31)
         self.assertEqual(self.failureResultOf(sender, ConnectError).value.status_code, 504)

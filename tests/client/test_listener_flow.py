@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -418,6 +418,68 @@ class AcceptLimitTests(FlowTestCase, SynchronousTestCase):
         self.dials[0].accept()
         self.network.flush()
         self.assertFalse(self.network.transports[-1].reading_paused)
+
+    def test_a_handler_that_never_decides_gives_its_slot_up(self) -> None:
+        """
+        After C{accept_timeout} an undecided handler is cancelled and its sender rejected with 504.
+
+        Without the deadline a handler that never answered kept its accept slot for good; at the limit
+        the control channel was then never read again.
+        """
+        cancelled: list[str] = []
+
+        def handler(context: AcceptContext) -> Deferred[bool]:
+            return Deferred(lambda _: cancelled.append(context.connection_id))
+
+        self.open_listener(
+            accept_handler=handler, on_connection=lambda _: None, max_accept_dials=1, accept_timeout=10
+        )
+        self.flood("s1", "s2")
+        self.assertTrue(self.wire().reading_paused)
+        self.network.advance(10)
+        self.assertEqual(cancelled, ["s1"])
+        self.assertEqual(len(self.dials), 1, "s1's rejection")
+        self.assertIn(b"sb-hc-statusCode=504", self.dials[0].received)
+        self.assertTrue(self.wire().reading_paused, "s2's handler has the slot now")
+        self.network.advance(10)
+        self.assertEqual(cancelled, ["s1", "s2"])
+        self.assertFalse(self.wire().reading_paused)
+        warnings = [e for e in self.observer if "did not decide" in e.get("log_format", "")]
+        self.assertEqual([e["connection_id"] for e in warnings], ["s1", "s2"])
+
+    def test_a_coroutine_handler_is_cancelled_too(self) -> None:
+        """A coroutine handler still waiting at the deadline gets C{CancelledError}, and its sender a 504."""
+        outcome: list[str] = []
+
+        async def handler(context: AcceptContext) -> bool:
+            try:
+                await Deferred()
+            except CancelledError:
+                outcome.append("cancelled")
+                raise
+            return True  # pragma: no cover - never decided
+
+        self.open_listener(accept_handler=handler, on_connection=lambda _: None, accept_timeout=5)
+        self.flood("s1")
+        self.network.advance(4)
+        self.assertEqual((outcome, self.dials), ([], []))
+        self.network.advance(1)
+        self.assertEqual(outcome, ["cancelled"])
+        self.assertIn(b"sb-hc-statusCode=504", self.dials[0].received)
+
+    def test_no_deadline(self) -> None:
+        """C{accept_timeout=0}: a handler may take as long as it likes."""
+        decided: Deferred[bool] = Deferred()
+        connections: list[HybridWebSocket] = []
+        self.open_listener(
+            accept_handler=lambda _: decided, on_connection=connections.append, accept_timeout=0
+        )
+        self.flood("s1")
+        self.network.advance(3600)
+        decided.callback(True)
+        self.network.flush()
+        self.assertEqual(len(self.dials), 1)
+        self.assertNotIn(b"sb-hc-statusCode", self.dials[0].received)
 
     def test_listener_option(self) -> None:
         """The limit must allow at least one accept."""
