@@ -5,33 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.client.http import HttpListener, _RequestChannel
-from relay.expose import Forwarder
-from relay.localclient import LocalClient
-
-from .client.test_http_abandon import FakeListener, FakeLocalServer, FakeRendezvous, send_request
+from .client.test_http_abandon import ForwarderOverRendezvous, send_request
 
 
-class LocalStatusTests(SynchronousTestCase):
+class LocalStatusTests(ForwarderOverRendezvous, SynchronousTestCase):
     """The local server's status reaches the relay only when the relay can take it (100-599)."""
-
-    def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
-        self.lines: list[str] = []
-        self.forwarder = Forwarder("http://127.0.0.1:8000", reactor=self.reactor, log_line=self.lines.append)
-        self.local = FakeLocalServer()
-        self.forwarder.client = LocalClient(
-            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local, response_timeout=None
-        )
-        self.http = HttpListener(
-            FakeListener(), self.forwarder, reactor=self.reactor, on_response=self.forwarder.access_line
-        )
-        self.rendezvous = FakeRendezvous()
-        self.channel = _RequestChannel(self.http, self.rendezvous)  # type: ignore[arg-type]
 
     def exchange(self, answer: bytes) -> tuple[dict[str, Any], bytes]:
         """Relay a GET, let the local server send C{answer}; the response head and body the relay got."""

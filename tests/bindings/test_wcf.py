@@ -24,6 +24,7 @@ from bindings.wcf import TargetError, parse_target
 from bindings.wcfroles import ListenerRole, ReadGate
 from bindings.wcfsender import SenderRole
 
+from ..recording import RecordingProducer
 from .calculator import ICalculator, IChat
 from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
 
@@ -594,18 +595,7 @@ class ReadGateTests(BindingsTestCase):
 
     def test_counts(self) -> None:
         """The transport is paused by the first hold and resumed by the last release."""
-
-        class Transport:
-            def __init__(self) -> None:
-                self.calls: list[str] = []
-
-            def pauseProducing(self) -> None:
-                self.calls.append("pause")
-
-            def resumeProducing(self) -> None:
-                self.calls.append("resume")
-
-        transport = Transport()
+        transport = RecordingProducer()
         gate = ReadGate(transport)
         gate.hold()
         gate.hold()

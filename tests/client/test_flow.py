@@ -10,7 +10,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from relay.client.control import ControlChannel
@@ -24,6 +23,8 @@ from relay.client.flow import (
     DialSlots,
     ReadingHolds,
 )
+
+from ..recording import RecordingProducer
 
 
 class CountingTransport(StringTransport):
@@ -63,21 +64,6 @@ class FakeProtocol:
 
     def sendClose(self, code: int, reason: object) -> None:
         self.closes.append(code)
-
-
-@implementer(IPushProducer)
-class RecordingProducer:
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        self.calls.append("stop")
 
 
 def log_lines(observer: EventLoggingObserver) -> list[str]:

@@ -162,8 +162,8 @@ class WhenLostTests(SynchronousTestCase):
         self.assertNoResult(response.when_lost())
 
 
-class ExposeAbandonTests(SynchronousTestCase):
-    """C{relay expose} drops its local request when the relay gives up, and frees the request slot."""
+class ForwarderOverRendezvous:
+    """A C{relay expose} forwarder behind an L{HttpListener}, a fake local server, one request rendezvous."""
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
@@ -178,6 +178,10 @@ class ExposeAbandonTests(SynchronousTestCase):
         )
         self.rendezvous = FakeRendezvous()
         self.channel = _RequestChannel(self.http, self.rendezvous)  # type: ignore[arg-type]
+
+
+class ExposeAbandonTests(ForwarderOverRendezvous, SynchronousTestCase):
+    """C{relay expose} drops its local request when the relay gives up, and frees the request slot."""
 
     def close_rendezvous(self) -> None:
         """The relay gives up on the exchange; the local connection's abort completes."""

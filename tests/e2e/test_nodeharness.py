@@ -26,7 +26,6 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet import defer, task
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -34,11 +33,11 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from typing_extensions import override
-from zope.interface import implementer
 
 from relay.auth import Grant, Rights, SharedAccessRule, make_token, validate_token
 from relay.certs import issue_server_certificate
 
+from ..recording import RecordingProducer
 from .nodeharness import (
     SCRIPTS,
     NodeHarnessError,
@@ -810,26 +809,6 @@ class WebSocketListenerTests(NodeTestCase):
         failed = await listener.event("error", where="control")
         self.assertIn("certificate", failed["message"])
         self.assertEqual(listener.named("online"), [])
-
-
-@implementer(IPushProducer)
-class RecordingProducer:
-    """A push producer that records how the transport throttles it."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pauseProducing(self) -> None:
-        """Record a pause."""
-        self.calls.append("pause")
-
-    def resumeProducing(self) -> None:
-        """Record a resume."""
-        self.calls.append("resume")
-
-    def stopProducing(self) -> None:
-        """Record a stop."""
-        self.calls.append("stop")
 
 
 # ------------------------------------------------------------------------------------------------
