@@ -4,6 +4,10 @@ The admin endpoint: C{GET /metrics} (Prometheus text format) and C{GET /healthz}
 It is served only when asked for (C{--admin ENDPOINT} or C{admin} in the file), on an endpoint separate
 from the relay's, so that scraping needs no relay token and the relay's ports expose nothing operational.
 Bind it to loopback or a management network: it needs no credentials and names every entity.
+
+Its pages take no request body, so the Site buffers none: a body above L{MAX_BODY} bytes is answered 413
+before it is read (twisted.web would otherwise spool any body, of any size, to a temporary file before the
+405), and request heads are bounded as on the relay's own ports.
 """
 
 from __future__ import annotations
@@ -16,9 +20,15 @@ from twisted.web.server import Site
 from typing_extensions import override
 
 from relay.metrics import CONTENT_TYPE, Registry
-from relay.webchannel import RelayRequest
+from relay.web import RelaySite
 
 _ALLOWED = b"GET, HEAD"
+
+MAX_BODY = 4096
+"""The largest request body the admin Site reads (and drops); larger ones get 413 unread."""
+
+IDLE_TIMEOUT = 60.0
+"""Seconds an admin connection may stay silent (twisted.web's default)."""
 
 
 class _Page(Resource):
@@ -110,9 +120,12 @@ class AdminRoot(Resource):
 
 
 def admin_site(registry: Registry, reactor: Any = None) -> Site:
-    """The admin endpoint's Site (no access log: scrapes every few seconds would drown the relay's)."""
-    site = Site(AdminRoot(registry), reactor=reactor)
-    site.requestFactory = RelayRequest  # says "Server: relay", like the gateway's own site
+    """
+    The admin endpoint's Site (no access log: scrapes every few seconds would drown the relay's).
+
+    A L{RelaySite}, for its limits: bodies above L{MAX_BODY} are refused unread (413, chunked ones as soon
+    as they pass it), oversized heads get 414 or 431, and it says C{Server: relay} like the relay's site.
+    """
+    site = RelaySite(AdminRoot(registry), reactor=reactor, timeout=IDLE_TIMEOUT, max_buffered_body=MAX_BODY)
     site.log = lambda request: None  # type: ignore[method-assign]
-    site.displayTracebacks = False
     return site

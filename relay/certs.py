@@ -147,8 +147,8 @@ def issue_server_certificate(
         (C{localhost+2.pem}, C{localhost+2-key.pem}, ...).
     @param now: the issuing time (for tests); defaults to the current time.
     @return: the paths of the written files.
-    @raise CertificateError: for an empty host list, a malformed host, a bad lifetime or file name, or an
-        unwritable directory.
+    @raise CertificateError: for an empty host list, a malformed host, a bad lifetime or file name, an
+        unwritable directory, or a CA that has expired by C{now}.
     """
     names = [_parse_host(host) for host in hosts]
     if not names:
@@ -164,6 +164,7 @@ def issue_server_certificate(
         ca_cert_path, ca_key_path = _ensure_ca_locked(base)
         ca_cert, ca_key = _load_ca(ca_cert_path, ca_key_path)
         issued = now if now is not None else datetime.datetime.now(datetime.UTC)
+        _check_ca_validity(ca_cert, ca_cert_path, issued)
         not_before = issued - _BACKDATE
         not_after = min(issued + datetime.timedelta(days=days), ca_cert.not_valid_after_utc)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -323,6 +324,20 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
     if not constraints.ca:
         raise CertificateError(f"{cert_path} is not a CA certificate (basicConstraints CA:FALSE)")
     return cert, key
+
+
+def _check_ca_validity(cert: x509.Certificate, path: Path, issued: datetime.datetime) -> None:
+    """
+    Refuse to issue with a CA that has expired at the issuing time.
+
+    Past the CA's end, every certificate it signs is useless; the builder refused with a bare C{ValueError}
+    ("not valid after ... before ...") or, within the back-dating hour, wrote an already expired one.
+    """
+    if issued >= cert.not_valid_after_utc:
+        raise CertificateError(
+            f"the development CA {path} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; "
+            "remove it and its key to create a new one (clients must then trust the new CA)"
+        )
 
 
 def _parse_host(host: str) -> Host:

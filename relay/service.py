@@ -128,6 +128,43 @@ class HybridConnectionResource(Resource):
         return self._websocket.render(request)
 
 
+class ShuttingDownResource(ErrorResource):
+    """
+    The answer to every request a stopping gateway reads: 503, and the connection is closed after it.
+
+    Stopping closes the listening ports, but connections already accepted stay open while the gateway
+    drains: a keep-alive HTTP connection can send another request, a WebSocket upgrade included. Such a
+    request must not reach the routers once listeners have been told to go away: a listener would be
+    admitted again, a sender told "no listener" (404, 502) instead of "shutting down" (503).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """Refuse with 503 and say, and make sure, that the connection ends with this answer."""
+        request.setHeader(b"connection", b"close")
+        channel = getattr(request, "channel", None)
+        if channel is not None:
+            channel.persistent = False
+        return super().render(request)
+
+
+_SERVING = ("resource", "stream_policy", "unrouted", "head_taker")
+"""The site's attributes L{GatewayService.refuse_new_requests} replaces."""
+
+
+class _NoHeads:
+    """A head taker that takes nothing, so a stopping gateway's first requests reach twisted.web too."""
+
+    target_prefix = DirectUpgrades.target_prefix
+
+    def take_head(self, channel: Any, head: Any) -> bool:
+        """Decline: L{ShuttingDownResource} answers."""
+        return False
+
+
 def metered_requests(factory: EntityResourceFactory, instruments: HybridInstruments) -> EntityResourceFactory:
     """
     Wrap the HTTP relaying resource factory so each request is counted when it ends.
@@ -180,6 +217,7 @@ class GatewayService(MultiService):
 
     log = Logger()
     _restore_dispatch: Callable[[], None] | None = None
+    _serving: dict[str, Any] | None = None  # what the site served with before L{refuse_new_requests}
 
     def __init__(
         self,
@@ -314,6 +352,7 @@ class GatewayService(MultiService):
     @override
     def startService(self) -> None:
         """Listen on every endpoint, then announce where the gateway can be reached."""
+        self._accept_requests()
         keep_read_buffers(int(self.settings.limits["splice_buffer_bytes"]))
         self._restore_dispatch = lean_dispatch(self.reactor)
         super().startService()
@@ -370,9 +409,34 @@ class GatewayService(MultiService):
             endpoint=self._endpoint(), key_name=DEVELOPMENT_KEY_NAME, key=self.development_key, plain=plain
         ).format()
 
+    def refuse_new_requests(self) -> None:
+        """
+        Answer every request read from now on with 503 (L{ShuttingDownResource}), before any router sees it.
+
+        Requests already being handled keep the resource they were given. A body that would be buffered is
+        refused unread, as for a name nothing serves.
+        """
+        gate = ShuttingDownResource()
+        site = self.site
+        if self._serving is None:
+            self._serving = {name: getattr(site, name) for name in _SERVING if hasattr(site, name)}
+        site.resource = gate
+        if isinstance(site, RelaySite):
+            site.stream_policy = None
+            site.unrouted = lambda request: gate.error
+            if site.head_taker is not None:
+                site.head_taker = _NoHeads()
+
+    def _accept_requests(self) -> None:
+        """Serve requests again (a stopped service started anew)."""
+        serving, self._serving = self._serving, None
+        for name, value in (serving or {}).items():
+            setattr(self.site, name, value)
+
     @override
     def stopService(self) -> Deferred[None] | None:
-        """Tell listeners the gateway is going away (1001), fail waiting senders, stop listening."""
+        """Refuse new requests (503), tell listeners the gateway is going away (1001), fail waiting senders."""
+        self.refuse_new_requests()
         self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):

@@ -67,7 +67,17 @@ class MemoryGatewayStore:
                 self.add(namespace, entity)
 
     def add_namespace(self, namespace: Namespace) -> None:
-        """Add a namespace; its hosts must not belong to another one."""
+        """
+        Add a namespace; its name and its hosts must not belong to another one.
+
+        Entity tables and live listeners are keyed by the namespace's name, so a second namespace of the
+        same name would take over the first one's table: the first one's hosts and keys would reach the
+        second one's entities and listeners.
+
+        @raise ValueError: when the name or a host is taken.
+        """
+        if namespace.name in self._namespaces:
+            raise ValueError(f"namespace name {namespace.name!r} is used by two namespaces")
         for host in namespace.hosts:
             if host == "*":
                 if self._wildcard is not None:

@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.admin import AdminRoot, admin_site
+from relay.admin import MAX_BODY, AdminRoot, admin_site
 from relay.config import parse_config
 from relay.metrics import Registry
 from relay.service import GatewayService
@@ -58,15 +58,54 @@ class AdminResourceTests(SynchronousTestCase):
 
     def test_served_by_relay(self) -> None:
         """The admin Site names itself as the gateway's site does, without twisted.web's version."""
+        client, pump = self.connect()
+        client.request("GET", "/healthz")
+        pump.flush()
+        self.assertEqual((client.reply.status, client.reply.header("Server")), (200, "relay"))
+
+    def connect(self) -> tuple[RawHttpClient, iosim.IOPump]:
+        """A raw HTTP client on the admin Site, over an in-memory connection."""
         site = admin_site(self.registry, reactor=MemoryReactorClock())
         client = RawHttpClient()
         server = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9090))
         pump = iosim.connect(
             server, iosim.FakeTransport(server, True), client, iosim.FakeTransport(client, False), greet=False
         )
-        client.request("GET", "/healthz")
+        return client, pump
+
+    def test_large_body_refused_unread(self) -> None:
+        """
+        A body announced above the limit is answered 413 at once and the connection closed.
+
+        The pages read no body; twisted.web's Site spooled any body to a temporary file before the 405,
+        so one unauthenticated request could fill the disk.
+        """
+        client, pump = self.connect()
+        client.methods.append("POST")
+        client.send(b"POST /metrics HTTP/1.1\r\nHost: admin\r\nContent-Length: 100000000\r\n\r\n")
+        client.send(b"x" * 100_000)
         pump.flush()
-        self.assertEqual((client.reply.status, client.reply.header("Server")), (200, "relay"))
+        self.assertEqual(client.reply.status, 413)
+        self.assertIsNotNone(client.lost)
+
+    def test_large_chunked_body_refused(self) -> None:
+        """A chunked body is refused (413, connection closed) as soon as it passes the limit."""
+        client, pump = self.connect()
+        client.request("GET", "/metrics", chunked=True)
+        for _ in range(10):
+            client.chunk(b"y" * 1000)
+        pump.flush()
+        self.assertEqual(client.reply.status, 413)
+        self.assertIsNotNone(client.lost)
+        self.assertLess(MAX_BODY, 10_000)
+
+    def test_small_body_read(self) -> None:
+        """A small body is read and dropped: the answer is the page's own (405 for POST)."""
+        client, pump = self.connect()
+        client.request("POST", "/metrics", body=b"{}")
+        pump.flush()
+        self.assertEqual(client.reply.status, 405)
+        self.assertIsNone(client.lost)
 
     def test_other_methods(self) -> None:
         """POST and friends are 405 with Allow."""

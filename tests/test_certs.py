@@ -302,6 +302,22 @@ class IssueServerCertificateTests(SynchronousTestCase):
         cert = issue_server_certificate(self.directory, ["localhost"], now=late)
         self.assertEqual(load_cert(cert.cert_path).not_valid_after_utc, ca.not_valid_after_utc)
 
+    def test_expired_ca_is_an_error(self) -> None:
+        """
+        Issuing after the CA's end is a L{CertificateError} naming it, and no file is replaced.
+
+        It was a bare C{ValueError} from the certificate builder (C{relay cert} showed a traceback), and
+        less than an hour after the end an already expired certificate was written.
+        """
+        ca = load_cert(self.cert.ca_path)
+        before = self.cert.cert_path.read_bytes()
+        for late in (ca.not_valid_after_utc + datetime.timedelta(days=1), ca.not_valid_after_utc):
+            with self.assertRaises(CertificateError) as caught:
+                issue_server_certificate(self.directory, ["localhost"], now=late)
+            self.assertIn("expired", str(caught.exception))
+            self.assertIn(str(self.cert.ca_path), str(caught.exception))
+        self.assertEqual(self.cert.cert_path.read_bytes(), before)
+
     def test_file_modes(self) -> None:
         """Files holding a private key are mode 0600 whatever the umask; certificates are 0644."""
         previous = os.umask(0)

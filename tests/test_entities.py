@@ -117,6 +117,22 @@ class StoreTests(SynchronousTestCase):
         )
         self.assertRaises(ValueError, MemoryGatewayStore, [(WILD, []), (Namespace("c", ("*",)), [])])
 
+    def test_duplicate_names(self) -> None:
+        """
+        Two namespaces cannot share a name, whatever their hosts.
+
+        The second one took over the first one's entity table (both are keyed by name), so the first
+        one's hosts and keys reached the second one's entities.
+        """
+        with self.assertRaises(ValueError) as caught:
+            MemoryGatewayStore(
+                [
+                    (Namespace("a", ("a.example",)), [Entity("alpha", HYBRID_CONNECTION)]),
+                    (Namespace("a", ("b.example",)), [Entity("secret", HYBRID_CONNECTION)]),
+                ]
+            )
+        self.assertIn("'a'", str(caught.exception))
+
     def test_audience_hosts(self) -> None:
         """A wildcard namespace accepts tokens for the host the request used."""
         self.assertEqual(WILD.audience_hosts("h.example"), ("h.example",))
