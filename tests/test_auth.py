@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay import auth
 from relay.auth import (
     Denial,
     Grant,
@@ -161,11 +162,39 @@ class ValidateTests(SynchronousTestCase):
         self.assertEqual(check(token), Denial(ErrorKind.UNAUTHORIZED, "Token expired"))
 
     def test_unknown_key_name(self) -> None:
-        """An unknown C{skn} is refused with 401."""
-        token = sign_token("http://ns.example/hyco", "nobody", KEY, 1_800_000_000)
-        denial = check(token)
-        self.assertIsInstance(denial, Denial)
-        self.assertEqual(denial.kind, ErrorKind.UNAUTHORIZED)
+        """
+        An unknown C{skn} is refused with 401, in the same words as a wrong key.
+
+        The answer used to name the unknown key, so a prober could tell which key names exist.
+        """
+        unknown = check(sign_token("http://ns.example/hyco", "nobody", KEY, 1_800_000_000))
+        wrong_key = check(sign_token("http://ns.example/hyco", "root", "not-the-key", 1_800_000_000))
+        self.assertEqual(unknown, Denial(ErrorKind.UNAUTHORIZED, "Invalid token signature"))
+        self.assertEqual(unknown, wrong_key)
+
+    def test_unknown_key_name_is_checked_like_a_known_one(self) -> None:
+        """An unknown C{skn} still costs one signature check, so the refusal's timing does not tell either."""
+        calls: list[str] = []
+        original = auth._signature
+
+        def counting(key: str, resource_raw: str, expiry: int) -> bytes:
+            calls.append(key)
+            return original(key, resource_raw, expiry)
+
+        wrong_key = sign_token("http://ns.example/hyco", "root", "not-the-key", 1_800_000_000)
+        unknown = sign_token("http://ns.example/hyco", "nobody", KEY, 1_800_000_000)
+        self.patch(auth, "_signature", counting)
+        check(wrong_key)
+        check(unknown)
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(calls[0], KEY)
+        self.assertNotIn(calls[1], (KEY, SEND_ONLY.key, LISTEN_ONLY.key))
+
+    def test_a_signature_for_the_unknown_key_rule_is_refused(self) -> None:
+        """The stand-in rule an unknown name is checked against never grants anything."""
+        stand_in = auth._NO_RULE[0]
+        token = sign_token("http://ns.example/hyco", "nobody", stand_in.key, 1_800_000_000)
+        self.assertEqual(check(token), Denial(ErrorKind.UNAUTHORIZED, "Invalid token signature"))
 
     def test_scope_forms_that_must_pass(self) -> None:
         """Every C{sr} form the official clients produce covers HC C{hyco} on namespace C{ns.example}."""
