@@ -9,13 +9,15 @@ that counts often (bytes through a splice) keeps the cell and adds to its C{valu
 Entity names label most series, and with C{auto_create} anyone holding a token can make new names, so each
 family bounds the distinct values of its C{entity} label: past the limit, new names are counted under
 C{entity="_other"}. A name once seen keeps its own series, so increments and decrements of a gauge always
-meet the same cell.
+meet the same cell. Names the operator configured are reserved (L{Registry.reserve}): they always keep their
+own series and do not count against the limit, so made-up names cannot push them into C{_other}.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 
 OTHER = "_other"
 """The C{entity} label value that collects names past a family's limit."""
@@ -94,8 +96,20 @@ class Family:
     """
 
     def __init__(
-        self, name: str, help_text: str, kind: str, label_names: Sequence[str], max_entities: int
+        self,
+        name: str,
+        help_text: str,
+        kind: str,
+        label_names: Sequence[str],
+        max_entities: int,
+        reserved: AbstractSet[str] = frozenset(),
     ) -> None:
+        """
+        Make an empty family.
+
+        @param reserved: C{entity} values that always keep their own series, outside the limit (the
+            registry's set, shared, so names reserved later count too).
+        """
         self.name = name
         self.help = help_text
         self.kind = kind
@@ -104,6 +118,7 @@ class Family:
         self._entity = self.label_names.index("entity") if "entity" in self.label_names else -1
         self._max_entities = max_entities
         self._entities: set[str] = set()
+        self._reserved = reserved
 
     def labels(self, *values: str) -> Cell:
         """The cell for one label set, made on first use (an excess C{entity} becomes L{OTHER})."""
@@ -123,7 +138,7 @@ class Family:
         if index < 0:
             return values
         entity = values[index]
-        if entity in self._entities or entity in (OTHER, UNKNOWN):
+        if entity in self._entities or entity in self._reserved or entity in (OTHER, UNKNOWN):
             return values
         if len(self._entities) < self._max_entities:
             self._entities.add(entity)
@@ -162,13 +177,14 @@ class SampledFamily:
         label_names: Sequence[str],
         sampler: Sampler,
         max_entities: int,
+        reserved: AbstractSet[str] = frozenset(),
     ) -> None:
         self.name = name
         self.help = help_text
         self.kind = kind
         self.label_names = tuple(label_names)
         self._sampler = sampler
-        self._bounds = Family(name, help_text, kind, label_names, max_entities)
+        self._bounds = Family(name, help_text, kind, label_names, max_entities, reserved)
 
     def samples(self) -> list[tuple[Labels, float]]:
         """Sum what the sampler reports per label set, bounding C{entity} as L{Family} does."""
@@ -189,6 +205,16 @@ class Registry:
     def __init__(self, max_entities: int = DEFAULT_MAX_ENTITIES) -> None:
         self.max_entities = max_entities
         self._families: dict[str, Family | SampledFamily] = {}
+        self._reserved: set[str] = set()
+
+    def reserve(self, entities: Iterable[str]) -> None:
+        """
+        Give these C{entity} values their own series in every family, outside C{max_entities}.
+
+        For the names in the configuration: with C{auto_create}, anyone holding a token could otherwise
+        use up the limit with made-up names first, and the configured ones would be counted as L{OTHER}.
+        """
+        self._reserved.update(entities)
 
     def _add(self, family: Family | SampledFamily) -> None:
         if family.name in self._families:
@@ -197,13 +223,13 @@ class Registry:
 
     def counter(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> Family:
         """Register a counter (a value that only grows); its name should end in C{_total}."""
-        family = Family(name, help_text, "counter", label_names, self.max_entities)
+        family = Family(name, help_text, "counter", label_names, self.max_entities, self._reserved)
         self._add(family)
         return family
 
     def gauge(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> Family:
         """Register a gauge (a level that goes up and down)."""
-        family = Family(name, help_text, "gauge", label_names, self.max_entities)
+        family = Family(name, help_text, "gauge", label_names, self.max_entities, self._reserved)
         self._add(family)
         return family
 
@@ -211,7 +237,7 @@ class Registry:
         self, name: str, help_text: str, label_names: Sequence[str], sampler: Sampler, kind: str = "gauge"
     ) -> SampledFamily:
         """Register a family whose samples C{sampler} reports at each rendering."""
-        family = SampledFamily(name, help_text, kind, label_names, sampler, self.max_entities)
+        family = SampledFamily(name, help_text, kind, label_names, sampler, self.max_entities, self._reserved)
         self._add(family)
         return family
 

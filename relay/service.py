@@ -244,6 +244,7 @@ class GatewayService(MultiService):
         self.store = MemoryGatewayStore(namespaces)
         self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)
         self.metrics = Registry(max_entities=int(limits["metrics_max_entities"]))
+        self.metrics.reserve(e.name for n in self.store.namespaces() for e in self.store.entities(n))
         self.instruments = HybridInstruments(self.metrics)
         self.throttle = FailureThrottle(
             reactor,

@@ -121,6 +121,20 @@ class RegistryTests(SynchronousTestCase):
         )
         self.assertEqual(registry.value("relay_x_total", entity=OTHER, outcome="success"), 2)
 
+    def test_reserved_entities(self) -> None:
+        """Reserved names keep their series outside the limit, in families made before and after."""
+        registry = Registry(max_entities=1)
+        before = registry.counter("relay_x_total", "X.", ("entity",))
+        registry.reserve(["configured"])
+        after = registry.gauge("relay_g", "G.", ("entity",))
+        levels = [(("a",), 1), (("b",), 1), (("configured",), 1)]
+        registry.sampled("relay_level", "Levels.", ("entity",), lambda: levels)
+        for family in (before, after):
+            for name in ("a", "b", "configured"):
+                family.inc(name)
+            self.assertEqual(family.samples(), [(("_other",), 1), (("a",), 1), (("configured",), 1)])
+        self.assertIn(b'relay_level{entity="configured"} 1\n', registry.exposition())
+
     def test_gauge_folding_balances(self) -> None:
         """A folded name's increments and decrements meet the same cell, so the level returns to 0."""
         gauge = Registry(max_entities=1).gauge("relay_g", "G.", ("entity",))

@@ -90,3 +90,27 @@ class StoppingTests(GatewayTestCase):
         client.request("GET", "/hyco/", {"ServiceBusAuthorization": self.token()})
         self.net.flush()
         self.assertEqual(client.reply.status, 502)  # no listener, as before the stop
+
+
+class ConfiguredEntityMetricsTests(GatewayTestCase):
+    """Configured entities keep their own metric series, however many names others made up first."""
+
+    def limits(self) -> dict[str, float]:
+        """One entity label per family for names nobody configured."""
+        return {"metrics_max_entities": 1}
+
+    def test_configured_names_are_never_folded(self) -> None:
+        """
+        Configured names are counted under their own names after made-up ones used up the limit.
+
+        With C{auto_create} any token holder can make names up; the second one here goes to C{_other}.
+        """
+        instruments = self.gateway.instruments
+        for name in ("made-up-1", "made-up-2", "hyco", "open"):
+            instruments.listener_connected(name)
+        value = self.gateway.metrics.value
+        family = "relay_listener_connections_total"
+        self.assertEqual(value(family, entity="made-up-1", outcome="success"), 1)
+        self.assertEqual(value(family, entity="_other", outcome="success"), 1)
+        self.assertEqual(value(family, entity="hyco", outcome="success"), 1)
+        self.assertEqual(value(family, entity="open", outcome="success"), 1)
