@@ -8,29 +8,100 @@ failure and 2 on usage errors. The gateway itself runs under C{twistd relay}.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from relay.auth import generate_key, make_token
 from relay.connstr import ConnectionString, ConnectionStringError, parse_connection_string
+from relay.entities import EntityNameError, split_name
 from relay.state import DEVELOPMENT_KEY_NAME, default_state_dir, read_development_key, read_endpoint
+
+MAX_TTL = 36525 * 86400
+"""The longest token lifetime C{relay token} signs: 100 years (the gateway reads at most 12 digits of expiry)."""
 
 
 class CommandError(Exception):
     """A failure to report on stderr with exit status 1."""
 
 
-def _seconds(text: str) -> float:
-    """A duration option: a number of seconds, zero or more (a usage error otherwise)."""
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
+    if math.isnan(value) or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A duration option: a number of seconds, zero or more (a usage error otherwise)."""
+    value = _number(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be zero or more seconds: {text!r}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A duration option that must be more than zero seconds."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than zero seconds: {text!r}")
+    return value
+
+
+def _ttl(text: str) -> float:
+    """A token lifetime: more than zero seconds, at most L{MAX_TTL}."""
+    value = _positive_seconds(text)
+    if value > MAX_TTL:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TTL} seconds (100 years): {text!r}")
+    return value
+
+
+def _resource_uri(text: str) -> str:
+    """A token's resource: a URI with a host name (C{http://HOST/NAME}, C{sb://HOST/}) or C{HOST/NAME}."""
+    try:
+        host = urlsplit(text if "://" in text else f"sb://{text}").hostname
+    except ValueError:
+        host = None
+    if not host or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"not a resource URI such as http://HOST/NAME: {text!r}")
+    return text
+
+
+def _http_url(text: str) -> str:
+    """An absolute C{http://} or C{https://} URL with a host."""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError for a port out of range
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {text!r}")
+    return text
+
+
+def _endpoint(text: str) -> str:
+    """A connection string's C{Endpoint}: an absolute URI such as C{sb://relay.example.org/}."""
+    if ";" in text:
+        raise argparse.ArgumentTypeError(f"must not contain ';': {text!r}")
+    try:
+        parse_connection_string(f"Endpoint={text};SharedAccessSignature=x")
+    except ConnectionStringError:
+        raise argparse.ArgumentTypeError(f"not an absolute URI such as sb://HOST/: {text!r}") from None
+    return text
+
+
+def _entity(text: str) -> str:
+    """A hybrid connection name (C{EntityPath}): segments of letters, digits, '.', '_' and '-'."""
+    try:
+        return "/".join(split_name(text))
+    except EntityNameError as e:
+        raise argparse.ArgumentTypeError(f"{e}: {text!r}") from None
 
 
 def cmd_token(args: argparse.Namespace) -> str:
@@ -44,15 +115,16 @@ def cmd_token(args: argparse.Namespace) -> str:
         key_name, key = key_name or cs.key_name, key or cs.key
     if not key_name or not key:
         raise CommandError("a key is needed: give --key-name and --key, or --connection-string")
-    if args.ttl <= 0:
-        raise CommandError("--ttl must be a positive number of seconds")
     return make_token(args.uri, key_name, key, ttl=args.ttl)
 
 
 def cmd_connection_string(args: argparse.Namespace) -> str:
     """Print the development namespace's connection string."""
     state_dir = Path(args.state_dir) if args.state_dir else default_state_dir()
-    key = read_development_key(state_dir)
+    try:
+        key = read_development_key(state_dir)
+    except OSError as e:
+        raise CommandError(f"cannot read the development key in {state_dir}: {e.strerror or e}") from None
     if key is None:
         raise CommandError(
             f"no development key in {state_dir}: start the gateway once with 'twistd -n relay'"
@@ -118,7 +190,7 @@ def cmd_expose(args: argparse.Namespace) -> None:
         raise CommandError("stopped")
 
 
-def cmd_soap_bridge(args: argparse.Namespace) -> str:
+def cmd_soap_bridge(args: argparse.Namespace) -> None:
     """Expose an existing HTTP SOAP service on a request/reply name (runs until interrupted)."""
     from bindings.bridge import BridgeError, SoapBridge, run_bridge
     from bindings.credentials import from_connection_string
@@ -144,7 +216,7 @@ def cmd_soap_bridge(args: argparse.Namespace) -> str:
         run_bridge(bridge)
     except BridgeError as e:
         raise CommandError(str(e)) from None
-    return "bridge stopped"
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,19 +228,28 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     token = commands.add_parser("token", help="sign a shared access signature token")
-    token.add_argument("--uri", required=True, help="resource the token is for, e.g. http://host/hyco")
+    token.add_argument(
+        "--uri", required=True, type=_resource_uri, help="resource the token is for, e.g. http://host/hyco"
+    )
     token.add_argument("--key-name", help="shared access rule name (skn)")
     token.add_argument("--key", help="the rule's key")
     token.add_argument("--connection-string", help="take key name and key from a connection string")
-    token.add_argument("--ttl", type=float, default=3600.0, help="lifetime in seconds (default 3600)")
+    token.add_argument(
+        "--ttl", type=_ttl, default=3600.0, metavar="SECONDS", help="lifetime in seconds (default 3600)"
+    )
     token.set_defaults(run=cmd_token)
 
     cs = commands.add_parser("connection-string", help="print the development namespace's connection string")
     cs.add_argument("--state-dir", help="the gateway's state directory (default $XDG_STATE_HOME/relay)")
-    cs.add_argument("--endpoint", help="endpoint to put in the string, e.g. sb://relay.example.org/")
+    cs.add_argument(
+        "--endpoint",
+        type=_endpoint,
+        help="endpoint to put in the string, e.g. sb://relay.example.org/ (default: where the gateway last "
+        "listened, recorded in the state directory)",
+    )
     cs.add_argument("--tls", action="store_true", help="with --endpoint: the endpoint serves TLS")
-    cs.add_argument("--entity", help="add EntityPath=NAME")
-    cs.set_defaults(run=cmd_connection_string)
+    cs.add_argument("--entity", type=_entity, metavar="NAME", help="add EntityPath=NAME")
+    cs.set_defaults(run=cmd_connection_string, parser=cs)
 
     key = commands.add_parser("key", help="print a new random key for a shared access rule")
     key.set_defaults(run=cmd_key)
@@ -209,22 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
         "soap-bridge", help="expose an existing HTTP SOAP service on a request/reply relay name"
     )
     bridge.add_argument(
-        "--url", required=True, help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/"
+        "--url",
+        required=True,
+        type=_http_url,
+        help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/",
     )
     bridge.add_argument("--name", help="the relay name (default: EntityPath of the connection string)")
     bridge.add_argument("--connection-string", required=True, help="gateway endpoint and a key with Listen")
-    bridge.add_argument("--wsdl-url", help="where the service's WSDL is (default: URL?wsdl)")
+    bridge.add_argument("--wsdl-url", type=_http_url, help="where the service's WSDL is (default: URL?wsdl)")
     bridge.add_argument(
         "--soap-version", choices=["1.1", "1.2"], help="default: what the WSDL offers, 1.1 first"
     )
     bridge.add_argument(
-        "--client-auth", choices=["token", "anonymous"], default="token", help="senders need a token?"
+        "--client-auth",
+        choices=["token", "anonymous"],
+        default="token",
+        help="senders need a token? (default token)",
     )
     bridge.add_argument(
-        "--discovery", choices=["private", "public"], default="private", help="list in the registry?"
+        "--discovery",
+        choices=["private", "public"],
+        default="private",
+        help="list in the registry? (default private)",
     )
     bridge.add_argument("--display-name", help="registry title (default: the last segment of the name)")
-    bridge.add_argument("--request-timeout", type=float, default=60.0, help="seconds to wait for the service")
+    bridge.add_argument(
+        "--request-timeout",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="seconds to wait for the service's whole answer (default 60)",
+    )
     bridge.set_defaults(run=cmd_soap_bridge)
     return parser
 
@@ -233,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the C{relay} command; return its exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "connection-string" and args.tls and args.endpoint is None:
+        args.parser.error("--tls needs --endpoint (the recorded endpoint says whether it serves TLS)")
     run: Callable[[argparse.Namespace], str | None] = args.run
     try:
         output = run(args)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from relay.auth import Rights, SharedAccessRule
 from relay.entities import (
@@ -28,6 +29,7 @@ from relay.entities import (
 )
 
 MIN_KEY_LENGTH = 16
+_PUBLIC_URL_SCHEMES = ("http", "https", "ws", "wss")
 
 
 class ConfigError(ValueError):
@@ -122,6 +124,8 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
         "dict": "a table",
     }
     kinds = kind if isinstance(kind, tuple) else (kind,)
+    if set(kinds) == {int, float}:
+        return "a number"
     return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
 
 
@@ -188,6 +192,49 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
     "metrics_max_entities": (1000.0, 1.0, 100000.0),  # entity label values per metric; more: "_other"
 }
+INTEGER_LIMITS = frozenset(
+    {
+        "splice_buffer_bytes",
+        "http_max_request_line",
+        "http_max_header_bytes",
+        "http_max_buffered_body",
+        "trace_messages",
+        "metrics_max_entities",
+    }
+)
+"""Limits that count bytes or things (or switch): a fraction is a mistake, not something to round."""
+
+
+def credential_problem(text: str) -> str | None:
+    """
+    What makes a rule name or key unusable in a connection string, or C{None}.
+
+    Connection strings separate their pairs with C{;} and drop white space around values, so a key that
+    has either would be signed with by no client that reads it from one.
+    """
+    if text != text.strip():
+        return "must not begin or end with white space (connection strings drop it)"
+    if ";" in text:
+        return "must not contain ';' (it separates the parts of a connection string)"
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+        return "must not contain control characters"
+    return None
+
+
+def public_url_problem(url: str) -> str | None:
+    """What makes C{url} unusable as the base of rendezvous addresses, or C{None}."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        return f"{url!r} is not a valid URL ({e})"
+    if parts.scheme.lower() not in _PUBLIC_URL_SCHEMES or not parts.hostname:
+        return f"{url!r} must be an absolute URL: http://, https://, ws:// or wss:// and a host name"
+    if parts.username is not None or parts.query or parts.fragment or "?" in url or "#" in url:
+        return f"{url!r} must have no user name, query or fragment"
+    if port == 0:
+        return f"{url!r} has port 0"
+    return None
 
 
 def parse_rule(section: Section) -> SharedAccessRule:
@@ -195,11 +242,17 @@ def parse_rule(section: Section) -> SharedAccessRule:
     name = section.get("name", str, required=True)
     if not name or len(name) > 256:
         raise section.error("name", "must be 1 to 256 characters")
+    problem = credential_problem(name)
+    if problem is not None:
+        raise section.error("name", problem)
     key = section.get("key", str, required=True)
     if len(key) < MIN_KEY_LENGTH:
         raise section.error(
             "key", f"must be at least {MIN_KEY_LENGTH} characters (use 'relay key' to make one)"
         )
+    problem = credential_problem(key)
+    if problem is not None:
+        raise section.error("key", f"{problem}; use 'relay key' to make one")
     right_names = section.get("rights", list, required=True)
     if not right_names or not all(isinstance(r, str) for r in right_names):
         raise section.error("rights", "must be a non-empty array of 'Listen', 'Send', 'Manage'")
@@ -259,6 +312,8 @@ def parse_namespace(section: Section, index: int, kinds: Mapping[str, EntitySect
         if host != "*" and (":" in host or "/" in host or " " in host):
             raise section.error("hosts", f"{host!r} must be a bare host name without scheme, port or path")
     name = section.get("name", str, default=hosts[0] if hosts[0] != "*" else f"namespace{index}")
+    if not name.strip() or len(name) > 256:
+        raise section.error("name", "must be 1 to 256 characters, not only white space")
     namespace = Namespace(
         name=name,
         hosts=tuple(h.lower() for h in hosts),
@@ -293,7 +348,16 @@ def parse_config(
     public_url = gateway.get("public_url", str)
     if public_url is not None and not public_url.startswith(("http://", "https://", "ws://", "wss://")):
         raise gateway.error("public_url", "must start with http://, https://, ws:// or wss://")
-    limits = {name: gateway.number(name, *bounds) for name, bounds in GATEWAY_LIMITS.items()}
+    if public_url is not None and (problem := public_url_problem(public_url)) is not None:
+        raise gateway.error("public_url", problem)
+    limits = {
+        name: (
+            float(gateway.integer(name, int(default), int(low), int(high)))
+            if name in INTEGER_LIMITS
+            else gateway.number(name, default, low, high)
+        )
+        for name, (default, low, high) in GATEWAY_LIMITS.items()
+    }
     state_dir = gateway.get("state_dir", str)
     admin = gateway.get("admin", str)
     if admin is not None and not admin.strip():
@@ -301,7 +365,16 @@ def parse_config(
     gateway.finish()
     namespaces = tuple(parse_namespace(s, i, kinds) for i, s in enumerate(root.tables("namespaces")))
     owners: dict[str, str] = {}
+    names: dict[str, int] = {}
     for i, ns in enumerate(namespaces):
+        if ns.namespace.name in names:
+            raise ConfigError(
+                source,
+                f"namespaces[{i}].name",
+                f"{ns.namespace.name!r} is already the name of namespaces[{names[ns.namespace.name]}] "
+                "(a namespace without a name is named after its first host)",
+            )
+        names[ns.namespace.name] = i
         for host in ns.namespace.hosts:
             if host in owners:
                 raise ConfigError(
@@ -328,9 +401,16 @@ def load_config(path: str | Path, extra_sections: tuple[EntitySection, ...] = ()
     source = str(path)
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            raw = f.read()
     except OSError as e:
         raise ConfigError(source, "", f"cannot read the file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(source, "", f"not valid TOML: not UTF-8 text (at line {line})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, "", f"not valid TOML: {e}") from None
     return parse_config(data, source, extra_sections)

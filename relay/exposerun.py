@@ -152,6 +152,26 @@ class Exposer:
         self.forwarder.client.close()
 
 
+def load_ca(ca_file: str) -> Any:
+    """
+    The certificate of C{--ca}, to trust for a C{wss} relay.
+
+    @raise ExposeError: when the file cannot be read or holds no PEM certificate.
+    """
+    from OpenSSL.crypto import Error as OpenSSLError
+    from twisted.internet.ssl import Certificate
+
+    try:
+        with open(ca_file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ExposeError(f"cannot use --ca {ca_file}: {e.strerror or e}") from None
+    try:
+        return Certificate.loadPEM(data)
+    except (OpenSSLError, ValueError):
+        raise ExposeError(f"cannot use --ca {ca_file}: no PEM certificate in it") from None
+
+
 def run_expose(
     url: str,
     connection_string: str,
@@ -177,13 +197,7 @@ def run_expose(
 
     options = WebSocketOptions()
     if ca_file is not None:
-        from twisted.internet.ssl import Certificate
-
-        try:
-            with open(ca_file, "rb") as f:
-                options = WebSocketOptions(trust_root=Certificate.loadPEM(f.read()))
-        except (OSError, ValueError) as e:
-            raise ExposeError(f"cannot use --ca {ca_file}: {e}") from None
+        options = WebSocketOptions(trust_root=load_ca(ca_file))
     level = LogLevel.info if verbose else LogLevel.warn
     globalLogBeginner.beginLoggingTo(
         [stderr_observer(sys.stderr, level)],

@@ -3,10 +3,18 @@ C{twistd relay}: command-line options and the service they build.
 
 With no options the gateway is the embedded default: in-memory state, plain WebSocket/HTTP on
 127.0.0.1:9080, and a development namespace whose key is generated once in the state directory.
+
+Everything an operator names is checked before anything starts: the configuration file, every endpoint
+string (its syntax, its port, and for C{ssl:} the certificate and key files it names) and the public
+URL. Under twistd a mistake is one line on stderr and exit status 2 for the command line, 1 for a file
+that cannot be used (the configuration file, a certificate, the state directory).
 """
 
 from __future__ import annotations
 
+import datetime
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +23,17 @@ from typing_extensions import override
 
 from bindings.gateway import install as install_bindings
 from bindings.settings import ENTITY_SECTIONS
-from relay.config import ConfigError, GatewayConfig, load_config
-from relay.hybrid.addressing import AddressError, websocket_base
+from relay.config import ConfigError, GatewayConfig, load_config, public_url_problem
+from relay.endpointcheck import EndpointProblem, check_endpoint
 from relay.logtext import twistd_observer
 from relay.service import DEFAULT_LISTEN, GatewayService, GatewaySettings
 from relay.state import default_state_dir
+
+
+class FileProblem(usage.UsageError):
+    """A file the options or the configuration name cannot be used: C{twistd relay} exits with 1, not 2."""
+
+    exit_status = 1
 
 
 class Options(usage.Options):
@@ -30,7 +44,8 @@ class Options(usage.Options):
     )
     longdesc = (
         "Run the relay gateway. Without options it serves a development namespace on "
-        f"{DEFAULT_LISTEN} and prints a connection string."
+        f"{DEFAULT_LISTEN} and prints a connection string. Exit status: 2 for a mistake on the command "
+        "line, 1 for a file that cannot be used (configuration, certificate, state directory)."
     )
     optParameters = [
         ["config", "c", None, "Configuration file (TOML): namespaces, rules, entities, limits."],
@@ -38,20 +53,22 @@ class Options(usage.Options):
             "public-url",
             None,
             None,
-            "Base URL that rendezvous addresses use (e.g. https://relay.example.org).",
+            "Base URL that rendezvous addresses use (e.g. https://relay.example.org) "
+            "[default: gateway.public_url, else derived from the first --listen endpoint].",
         ],
         [
             "state-dir",
             None,
             None,
-            "Directory for the development key and state [default: $XDG_STATE_HOME/relay].",
+            "Directory for the development key and state [default: gateway.state_dir, else "
+            "$XDG_STATE_HOME/relay].",
         ],
         [
             "admin",
             None,
             None,
             "Serve GET /metrics (Prometheus) and /healthz on this endpoint, e.g. "
-            "tcp:9090:interface=127.0.0.1 [default: off].",
+            "tcp:9090:interface=127.0.0.1 [default: gateway.admin, else off].",
         ],
     ]
 
@@ -60,27 +77,58 @@ class Options(usage.Options):
         self["listen"] = []
 
     def opt_listen(self, endpoint: str) -> None:
-        """Serve on a Twisted endpoint, e.g. tcp:9080:interface=127.0.0.1 or ssl:443:privateKey=k.pem:certKey=c.pem (repeatable)."""
+        """Serve on a Twisted endpoint, e.g. tcp:9080:interface=127.0.0.1 or ssl:443:privateKey=k.pem:certKey=c.pem (repeatable; replaces gateway.listen) [default: tcp:9080:interface=127.0.0.1]."""
         self["listen"].append(endpoint)
 
     opt_l = opt_listen
 
     @override
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse the command line; under twistd, report a mistake as one line on stderr.
+
+        twistd would print its whole usage text and the error on stdout and exit with 1 for any mistake.
+        Run directly (tests, embedding), the L{usage.UsageError} is raised as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"twistd relay: {e}\n")
+            raise SystemExit(getattr(e, "exit_status", 2)) from None
+
+    @override
     def postOptions(self) -> None:
-        """Load and check the configuration file; merge it with the command line."""
+        """Load and check the configuration file and every endpoint; merge the file with the command line."""
+        from twisted.internet import reactor
+
         config = GatewayConfig()
-        if self["config"]:
+        source = self["config"]
+        if source is not None:
             try:
-                config = load_config(self["config"], ENTITY_SECTIONS)
+                config = load_config(source, ENTITY_SECTIONS)
             except ConfigError as e:
-                raise usage.UsageError(str(e)) from None
+                raise FileProblem(str(e)) from None
+        now = datetime.datetime.now(datetime.UTC)
+        if self["listen"]:
+            for description in self["listen"]:
+                self._check(description, f"--listen {description}", None, reactor, now)
+        else:
+            for i, description in enumerate(config.listen):
+                self._check(description, f"gateway.listen[{i}]", source, reactor, now)
         self["listen"] = tuple(self["listen"]) or config.listen or (DEFAULT_LISTEN,)
+        if self["admin"] is not None:
+            self._check(self["admin"], f"--admin {self['admin']}", None, reactor, now)
+        elif config.admin is not None:
+            self._check(config.admin, "gateway.admin", source, reactor, now)
+        if self["public-url"] is not None:
+            problem = public_url_problem(self["public-url"])
+            if problem is not None:
+                raise usage.UsageError(f"--public-url: {problem}")
+        if self["state-dir"] is not None and not self["state-dir"].strip():
+            raise usage.UsageError("--state-dir: must not be empty")
         public_url = self["public-url"] or config.public_url
-        if public_url is not None:
-            try:
-                websocket_base(public_url)
-            except AddressError as e:
-                raise usage.UsageError(f"--public-url: {e}") from None
         state_dir = self["state-dir"] or config.state_dir
         admin = self["admin"] or config.admin
         self["settings"] = GatewaySettings(
@@ -91,12 +139,41 @@ class Options(usage.Options):
             admin=admin,
         )
 
+    @staticmethod
+    def _check(
+        description: str, where: str, source: str | None, reactor: Any, now: datetime.datetime
+    ) -> None:
+        """Check one endpoint; name the option, or the file and key it came from."""
+        try:
+            check_endpoint(description, reactor, now)
+        except EndpointProblem as e:
+            if source is not None:
+                raise FileProblem(str(ConfigError(source, where, f"{description}: {e}"))) from None
+            if e.files:
+                raise FileProblem(f"{where}: {e}") from None
+            raise usage.UsageError(f"{where}: {e}") from None
+
+
+def _start_problem(settings: GatewaySettings, error: OSError) -> str:
+    """One line for a file the gateway could not use while it was being built (the state directory)."""
+    state_dir = settings.state_dir
+    if state_dir.exists() and not state_dir.is_dir():
+        return f"state directory {state_dir}: not a directory"
+    name = error.filename if error.filename is not None else state_dir
+    return f"cannot use {name}: {error.strerror or error}"
+
 
 def makeService(options: Options, reactor: Any = None) -> GatewayService:
     """Build the gateway service tree from parsed options, with twistd's log observer when twistd runs it."""
-    return GatewayService(
-        options["settings"],
-        reactor=reactor,
-        extensions=(install_bindings,),
-        log_observer=twistd_observer(getattr(options, "parent", None)),
-    )
+    parent = getattr(options, "parent", None)
+    try:
+        return GatewayService(
+            options["settings"],
+            reactor=reactor,
+            extensions=(install_bindings,),
+            log_observer=twistd_observer(parent),
+        )
+    except OSError as e:
+        if parent is None:
+            raise
+        raise SystemExit(f"twistd relay: {_start_problem(options['settings'], e)}") from None

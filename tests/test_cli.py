@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,101 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(main(["cert", "--host", "localhost", "--dir", directory]), 0)
         self.assertTrue((Path(directory) / "ca.pem").exists())
         self.assertEqual(main(["cert", "--host", "bad host!", "--dir", directory]), 1)
+
+
+CONNECTION_STRING = "Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=a;SharedAccessKey=bbbbbbbbbbbbbbbbbbbbb"
+
+
+class OptionValueTests(SynchronousTestCase):
+    """Every option value is checked: a usage error (2) or a failure (1), one message, never a traceback."""
+
+    def assertRefused(self, result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
+        self.assertEqual(result.returncode, status, result.stderr)
+        self.assertEqual(result.stdout, "")
+        self.assertNotIn("Traceback", result.stderr)
+        self.assertIn(text, result.stderr)
+
+    def test_token_ttl(self) -> None:
+        """C{--ttl} takes more than zero and at most 100 years of seconds; NaN and infinity are refused."""
+        for bad in ("nan", "inf", "-5", "0", "1e300", "soon"):
+            result = relay("token", "--uri", "http://h/x", "--key-name", "a", "--key", "b", "--ttl", bad)
+            self.assertRefused(result, 2, "argument --ttl")
+
+    def test_token_uri(self) -> None:
+        """C{--uri} must name a host; an empty or spaced resource would sign a token nobody accepts."""
+        for bad in ("", "not a uri", "http:///x"):
+            result = relay("token", "--uri", bad, "--key-name", "a", "--key", "b")
+            self.assertRefused(result, 2, "argument --uri")
+        self.assertEqual(
+            relay("token", "--uri", "relay.example/x", "--key-name", "a", "--key", "b").returncode, 0
+        )
+
+    def test_connection_string_state_dir_unusable(self) -> None:
+        """A state directory that is a file, or a key that is a directory, is one line and status 1."""
+        file = Path(self.mktemp())
+        file.write_text("x")
+        self.assertRefused(relay("connection-string", "--state-dir", str(file)), 1, str(file))
+        state = Path(self.mktemp())
+        (state / "development-key").mkdir(parents=True)
+        self.assertRefused(relay("connection-string", "--state-dir", str(state)), 1, "development key")
+
+    def test_connection_string_values(self) -> None:
+        """An endpoint or entity that would break the printed string, or a lone --tls, is a usage error."""
+        state = Path(self.mktemp())
+        development_key(state)
+        write_endpoint(state, "sb://127.0.0.1:9999/", True)
+        base = ("connection-string", "--state-dir", str(state))
+        self.assertRefused(relay(*base, "--endpoint", "garbage"), 2, "argument --endpoint")
+        self.assertRefused(relay(*base, "--endpoint", "sb://h/;SharedAccessKey=x"), 2, "argument --endpoint")
+        self.assertRefused(relay(*base, "--entity", "a;b"), 2, "argument --entity")
+        self.assertRefused(relay(*base, "--tls"), 2, "--tls needs --endpoint")
+        good = relay(*base, "--endpoint", "sb://relay.example/", "--tls", "--entity", "team/app")
+        cs = parse_connection_string(good.stdout.strip())
+        self.assertEqual((cs.endpoint, cs.plain, cs.entity_path), ("sb://relay.example/", False, "team/app"))
+
+    def test_expose_ca_not_pem(self) -> None:
+        """C{relay expose --ca} with a file that holds no PEM certificate says so (status 1)."""
+        ca = Path(self.mktemp())
+        ca.write_text("not a certificate\n")
+        result = relay(
+            "expose",
+            "http://127.0.0.1:9",
+            "--name",
+            "x",
+            "--connection-string",
+            CONNECTION_STRING,
+            "--ca",
+            str(ca),
+        )
+        self.assertRefused(result, 1, f"cannot use --ca {ca}: no PEM certificate in it")
+
+    def test_soap_bridge_values(self) -> None:
+        """C{relay soap-bridge}: the request timeout is more than zero seconds, the URLs are http(s)."""
+        base = ("soap-bridge", "--connection-string", CONNECTION_STRING, "--name", "x")
+        for bad in ("-3", "0", "nan", "never"):
+            result = relay(*base, "--url", "http://127.0.0.1:9/", "--request-timeout", bad)
+            self.assertRefused(result, 2, "argument --request-timeout")
+        self.assertRefused(relay(*base, "--url", "notaurl"), 2, "argument --url")
+        self.assertRefused(
+            relay(*base, "--url", "http://127.0.0.1:9/", "--wsdl-url", "ftp://x/"), 2, "argument --wsdl-url"
+        )
+
+    def test_soap_bridge_stdout_stays_empty(self) -> None:
+        """Nothing was asked of soap-bridge's stdout: stopping does not print there."""
+        import bindings.bridge
+
+        self.patch(bindings.bridge, "run_bridge", lambda bridge: None)
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        status = main(
+            [
+                "soap-bridge",
+                "--url",
+                "http://127.0.0.1:9/",
+                "--connection-string",
+                CONNECTION_STRING,
+                "--name",
+                "x",
+            ]
+        )
+        self.assertEqual((status, out.getvalue()), (0, ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -144,3 +145,100 @@ class LoadConfigTests(SynchronousTestCase):
         """An empty document is valid and configures nothing."""
         config = parse_config({}, "x.toml")
         self.assertEqual(config.namespaces, ())
+
+    def test_not_utf8(self) -> None:
+        """A file that is not UTF-8 text is reported as not TOML, with its line, not as a decoding traceback."""
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"[gateway]\nadmin = 'tcp:1'\n\xff\xfe\n")
+        with self.assertRaises(ConfigError) as ctx:
+            load_config(path)
+        self.assertEqual(str(ctx.exception), f"{path}: not valid TOML: not UTF-8 text (at line 3)")
+
+    def test_directory(self) -> None:
+        """A directory instead of a file is named as such."""
+        path = self.mktemp()
+        os.mkdir(path)
+        with self.assertRaises(ConfigError) as ctx:
+            load_config(path)
+        self.assertIn(f"{path}: cannot read the file: Is a directory", str(ctx.exception))
+
+    def test_duplicate_namespace_names(self) -> None:
+        """
+        Two namespaces may not share a name, given or taken from their first host.
+
+        Entity tables are kept by namespace name, so the second would take over the first one's entities.
+        """
+        self.assertProblem(
+            '[[namespaces]]\nname = "x"\nhosts = ["a"]\n[[namespaces]]\nname = "x"\nhosts = ["b"]\n',
+            "namespaces[1].name",
+            "already the name of namespaces[0]",
+        )
+        self.assertProblem(
+            '[[namespaces]]\nhosts = ["a"]\n[[namespaces]]\nname = "a"\nhosts = ["b"]\n',
+            "namespaces[1].name",
+            "already the name of namespaces[0]",
+        )
+        self.assertProblem('[[namespaces]]\nname = " "\nhosts = ["a"]\n', "namespaces[0].name", "white space")
+
+    def test_keys_and_names_fit_connection_strings(self) -> None:
+        """
+        A rule's name or key with white space at either end, a ';' or a control character is refused.
+
+        Connection strings drop white space around values and split at ';': no client could sign with it.
+        """
+        rule = '[[namespaces]]\nhosts = ["h"]\n[[namespaces.rules]]\nrights = ["Send"]\n'
+        good_key = 'key = "0123456789abcdef0"\n'
+        for key, fragment in (
+            (" 0123456789abcdef0", "white space"),
+            ("0123456789abcdef0\\t", "white space"),
+            ("                    ", "white space"),
+            ("0123456789;abcdef0", "';'"),
+            ("0123456789\\u0007abcdef0", "control characters"),
+        ):
+            self.assertProblem(rule + f'name = "r"\nkey = "{key}"\n', "namespaces[0].rules[0].key", fragment)
+        for name in ("r ", "a;b", "a\\nb"):
+            self.assertProblem(
+                rule + f'name = "{name}"\n' + good_key, "namespaces[0].rules[0].name", "must not"
+            )
+        hc_rule = (
+            '[[namespaces]]\nhosts = ["h"]\n[[namespaces.hybrid_connections]]\nname = "x"\n'
+            '[[namespaces.hybrid_connections.rules]]\nname = "r"\nkey = " 0123456789abcdef0"\nrights = ["Send"]\n'
+        )
+        self.assertProblem(hc_rule, "namespaces[0].hybrid_connections[0].rules[0].key", "white space")
+        config = load_config(self.write(rule + 'name = "Send Only"\nkey = "0123456789+/=abcdef"\n'))
+        self.assertEqual(config.namespaces[0].namespace.rules[0].key, "0123456789+/=abcdef")
+
+    def test_counts_are_integers(self) -> None:
+        """Limits that count bytes or things take integers; a fraction is refused, not truncated."""
+        for name in (
+            "splice_buffer_bytes",
+            "http_max_header_bytes",
+            "metrics_max_entities",
+            "trace_messages",
+        ):
+            self.assertProblem(f"[gateway]\n{name} = 20000.5\n", f"gateway.{name}", "must be an integer")
+        self.assertProblem(
+            '[gateway]\nrendezvous_timeout = "30"\n',
+            "gateway.rendezvous_timeout",
+            "must be a number, not str",
+        )
+        config = load_config(self.write("[gateway]\nsplice_buffer_bytes = 20000\nrendezvous_timeout = 2.5\n"))
+        self.assertEqual(config.limits["splice_buffer_bytes"], 20000.0)
+        self.assertEqual(config.limits["rendezvous_timeout"], 2.5)
+
+    def test_public_url(self) -> None:
+        """The file's public_url is checked as --public-url is, and reported with its key."""
+        for url in (
+            "https://",
+            "https://x:99999",
+            "https://x/?q",
+            "https://x/#f",
+            "https://user@x/",
+            "http://x:0",
+        ):
+            self.assertProblem(f'[gateway]\npublic_url = "{url}"\n', "gateway.public_url", url)
+        self.assertEqual(
+            load_config(self.write('[gateway]\npublic_url = "wss://relay.example:8443/base"\n')).public_url,
+            "wss://relay.example:8443/base",
+        )

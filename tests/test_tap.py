@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
@@ -14,9 +16,11 @@ from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay.certs import ServerCertificate, issue_server_certificate
+from relay.endpointcheck import split_endpoint
 from relay.service import GatewayService
 from relay.state import read_development_key
-from relay.tap import Options, makeService
+from relay.tap import FileProblem, Options, makeService
 
 CONFIG = """
 [gateway]
@@ -119,6 +123,58 @@ class TwistdTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("relay", result.stdout.split("Commands:")[1])
 
+    def twistd_relay(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["twistd", "-n", "relay", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.mktemp_dir(),
+        )
+
+    def assertOneLine(self, result: subprocess.CompletedProcess[str], status: int, text: str) -> None:
+        """Exit status, nothing on stdout, and one line on stderr that says what is wrong."""
+        self.assertEqual((result.returncode, result.stdout), (status, ""), result.stdout + result.stderr)
+        self.assertEqual(len(result.stderr.splitlines()), 1, result.stderr)
+        self.assertTrue(result.stderr.startswith("twistd relay: "), result.stderr)
+        self.assertIn(text, result.stderr)
+
+    def test_mistakes_are_one_line_on_stderr(self) -> None:
+        """
+        A usage error is one line on stderr and status 2; a file that cannot be used, status 1.
+
+        twistd itself prints its whole usage text and the message on stdout, with status 1 for both.
+        """
+        self.assertOneLine(self.twistd_relay("--bogus"), 2, "--bogus")
+        self.assertOneLine(self.twistd_relay("--listen", "garbage"), 2, "--listen garbage: cannot be used")
+        self.assertOneLine(self.twistd_relay("--listen", "tcp:99999"), 2, "port '99999'")
+        self.assertOneLine(self.twistd_relay("--public-url", "relay.example.org"), 2, "--public-url:")
+        bad = os.path.abspath(self.mktemp())
+        Path(bad).write_text("[gateway\n")
+        self.assertOneLine(self.twistd_relay("--config", bad), 1, f"{bad}: not valid TOML: ")
+        self.assertIn("line 1", self.twistd_relay("--config", bad).stderr)
+        missing = os.path.abspath(self.mktemp())
+        self.assertOneLine(
+            self.twistd_relay("--listen", f"ssl:0:privateKey={missing}"),
+            1,
+            f"privateKey {missing}: cannot read",
+        )
+
+    def test_unusable_state_dir(self) -> None:
+        """A state directory that is a file, or a key that is a directory: one line, status 1."""
+        file = os.path.abspath(self.mktemp())
+        Path(file).write_text("x")
+        self.assertOneLine(
+            self.twistd_relay("--state-dir", file), 1, f"state directory {file}: not a directory"
+        )
+        state = Path(os.path.abspath(self.mktemp()))
+        (state / "development-key").mkdir(parents=True)
+        self.assertOneLine(
+            self.twistd_relay("--state-dir", str(state)),
+            1,
+            f"cannot use {state / 'development-key'}: Is a dir",
+        )
+
     def test_bad_config_exits_non_zero(self) -> None:
         """C{twistd relay --config bad.toml} exits with a non-zero status and names file and key."""
         bad = os.path.abspath(self.mktemp())
@@ -134,3 +190,114 @@ class TwistdTests(SynchronousTestCase):
         )
         self.assertNotEqual(result.returncode, 0)
         self.assertIn(f"{bad}: namespaces[0].hybrid_connections[0].name", result.stdout + result.stderr)
+
+
+def ssl_endpoint(cert: ServerCertificate, *, key: Path | None = None, chain: Path | None = None) -> str:
+    """An C{ssl:} endpoint string on a free port for a certificate (or another key, or another chain)."""
+    endpoint = f"ssl:0:privateKey={key or cert.key_path}:certKey={cert.cert_path}"
+    return endpoint + (f":extraCertChain={chain}" if chain else "")
+
+
+class EndpointCheckTests(SynchronousTestCase):
+    """Every endpoint is checked before anything starts: syntax, port, and the files of ssl: endpoints."""
+
+    def options(self, *argv: str) -> Options:
+        options = Options()
+        options.parseOptions(["--state-dir", self.mktemp(), *argv])
+        return options
+
+    def assertUsage(self, argv: tuple[str, ...], text: str, *, files: bool) -> None:
+        with self.assertRaises(UsageError) as ctx:
+            self.options(*argv)
+        self.assertIn(text, str(ctx.exception))
+        self.assertEqual(isinstance(ctx.exception, FileProblem), files, str(ctx.exception))
+
+    def test_split_endpoint(self) -> None:
+        """Endpoint strings split as Twisted splits them: ':' fields, the first '=' names, a backslash escapes."""
+        self.assertEqual(
+            split_endpoint("ssl:443:privateKey=C\\:/k\\\\.pem:certKey=a=b"),
+            (["ssl", "443"], {"privateKey": "C:/k\\.pem", "certKey": "a=b"}),
+        )
+
+    def test_endpoint_syntax(self) -> None:
+        """An unknown type, a port that is not 0-65535 or an unknown argument is a usage error, not a traceback."""
+        self.assertUsage(
+            ("--listen", "garbage"), "--listen garbage: cannot be used: Unknown endpoint type", files=False
+        )
+        for port in ("notaport", "-5", "99999"):
+            self.assertUsage(
+                ("--listen", f"tcp:{port}"), f"port {port!r} is not a number from 0", files=False
+            )
+        self.assertUsage(("--listen", "tcp:80:colour=blue"), "colour", files=False)
+        for typeless in ("", "port=80", ":80"):
+            self.assertUsage(("--listen", typeless), "has no endpoint type", files=False)
+        self.assertUsage(("--admin", "tcp:65536"), "--admin tcp:65536: port", files=False)
+        self.assertEqual(
+            self.options("--listen", "tcp:0", "--admin", "unix:/tmp/x.sock")["listen"], ("tcp:0",)
+        )
+
+    def test_file_endpoints_name_file_and_key(self) -> None:
+        """Endpoints from the file are checked too, and reported with the file and the key (status 1)."""
+        path = self.mktemp()
+        Path(path).write_text('[gateway]\nlisten = ["tcp:9080", "tcp:99999"]\nadmin = "tcp:1"\n')
+        self.assertUsage(("--config", path), f"{path}: gateway.listen[1]: tcp:99999: port", files=True)
+        Path(path).write_text('[gateway]\nadmin = "nonsense:1"\n')
+        self.assertUsage(("--config", path), f"{path}: gateway.admin: nonsense:1:", files=True)
+        # --listen replaces the file's list, so its entries are not the ones served
+        self.assertEqual(self.options("--config", path, "--admin", "tcp:9")["admin"], "tcp:9")
+
+    def test_tls_files(self) -> None:
+        """Missing, unreadable, non-PEM, encrypted, mismatched, expired and future certificates and keys."""
+        cert = issue_server_certificate(self.mktemp(), ["localhost"])
+        other = issue_server_certificate(self.mktemp(), ["localhost"])
+        self.assertEqual(
+            self.options("--listen", ssl_endpoint(cert, chain=cert.ca_path))["listen"][0][:5], "ssl:0"
+        )
+        self.options("--listen", f"ssl:0:privateKey={cert.combined_path}")
+        junk = Path(self.mktemp())
+        junk.write_text("not PEM\n")
+        der = Path(self.mktemp())
+        der.write_bytes(
+            serialization.load_pem_private_key(cert.key_path.read_bytes(), None).private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        encrypted = Path(self.mktemp())
+        encrypted.write_bytes(
+            serialization.load_pem_private_key(cert.key_path.read_bytes(), None).private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.BestAvailableEncryption(b"secret"),
+            )
+        )
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        missing = Path(self.mktemp())
+        cases = [
+            (ssl_endpoint(cert, key=missing), f"privateKey {missing}: cannot read it: No such file"),
+            (ssl_endpoint(cert, key=directory), f"privateKey {directory}: cannot read it: Is a directory"),
+            (ssl_endpoint(cert, key=junk), f"privateKey {junk}: no PEM private key in it"),
+            (ssl_endpoint(cert, key=der), f"privateKey {der}: no PEM private key in it"),
+            (ssl_endpoint(cert, key=encrypted), "the key is encrypted"),
+            (ssl_endpoint(cert, key=other.key_path), "do not belong together"),
+            (f"ssl:0:privateKey={cert.key_path}:certKey={junk}", f"certKey {junk}: no PEM certificate in it"),
+            (ssl_endpoint(cert, chain=junk), f"extraCertChain {junk}: no readable PEM certificate"),
+            ("ssl:0:privateKey=" + str(missing), f"privateKey {missing}: cannot read it"),
+        ]
+        for endpoint, text in cases:
+            self.assertUsage(("--listen", endpoint), text, files=True)
+        past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=30)
+        expired = issue_server_certificate(self.mktemp(), ["localhost"], days=1, now=past)
+        self.assertUsage(("--listen", ssl_endpoint(expired)), "the certificate expired on", files=True)
+        future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
+        early = issue_server_certificate(self.mktemp(), ["localhost"], now=future)
+        self.assertUsage(("--admin", ssl_endpoint(early)), "the certificate is not valid before", files=True)
+
+    def test_public_url(self) -> None:
+        """--public-url needs a scheme, a host and a valid port; no query, fragment or user name."""
+        for bad in ("https://", "https://x:99999", "https://x/?q=1", "https://u@x/", "ftp://x/"):
+            self.assertUsage(("--public-url", bad), "--public-url:", files=False)
+        self.assertEqual(
+            self.options("--public-url", "https://relay.example.org:8443/base")["settings"].public_url,
+            "https://relay.example.org:8443/base",
+        )

@@ -1,0 +1,182 @@
+"""
+Endpoint strings checked before anything starts: syntax, port, and the files an C{ssl:} endpoint names.
+
+Twisted parses an endpoint string only when it listens, and a missing, mismatched, encrypted or expired
+certificate then ends in a traceback (or, if expired, is served). L{check_endpoint} finds those mistakes
+first, with a message that names the option and the file, so C{twistd relay} can refuse to start cleanly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+
+
+class EndpointProblem(Exception):
+    """
+    An endpoint string that cannot be served.
+
+    @ivar files: the string is fine but a file it names (certificate, key) is not.
+    """
+
+    def __init__(self, problem: str, *, files: bool = False) -> None:
+        super().__init__(problem)
+        self.files = files
+
+
+_PORT_TYPES = frozenset({"tcp", "tcp6", "ssl"})
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
+    """
+    The positional and keyword arguments of an endpoint string, split as Twisted splits them.
+
+    Fields are separated by C{:}; the first C{=} of a field makes it a keyword argument; a backslash
+    escapes the next character.
+    """
+    args: list[str] = []
+    kw: dict[str, str] = {}
+    name: str | None = None
+    text: list[str] = []
+    chars = iter(description + ":")
+    for ch in chars:
+        if ch == "\\":
+            text.append(next(chars, ""))
+        elif ch == ":":
+            if name is None:
+                args.append("".join(text))
+            else:
+                kw[name] = "".join(text)
+            name, text = None, []
+        elif ch == "=" and name is None:
+            name, text = "".join(text), []
+        else:
+            text.append(ch)
+    return args, kw
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise EndpointProblem(f"{option} {path}: cannot read it: {e.strerror or e}", files=True) from None
+
+
+def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    return [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
+
+
+def _public_key_bytes(key: Any) -> bytes:
+    return bytes(
+        key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
+def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
+    """
+    Check the files of an C{ssl:} endpoint as Twisted will read them, with a message for each mistake.
+
+    Twisted reads the first certificate and the first private key of C{certKey} followed by
+    C{privateKey} (C{certKey} defaults to C{privateKey}, which defaults to C{server.pem}).
+
+    @raise EndpointProblem: a file is missing or unreadable, holds no PEM certificate or key, the key is
+        encrypted or is not the certificate's, or the certificate is expired or not yet valid.
+    """
+    key_path = kw.get("privateKey", "server.pem")
+    cert_path = kw.get("certKey") or key_path
+    cert_option = "certKey" if kw.get("certKey") else "privateKey"
+    key_pem = _read(key_path, "privateKey")
+    cert_pem = key_pem if cert_path == key_path else _read(cert_path, "certKey")
+    blocks = _pem_blocks(cert_pem + b"\n" + key_pem)
+    certificates = [block for label, block in blocks if label == b"CERTIFICATE"]
+    keys = [(label, block) for label, block in blocks if label.endswith(b"PRIVATE KEY")]
+    if not certificates:
+        raise EndpointProblem(f"{cert_option} {cert_path}: no PEM certificate in it", files=True)
+    try:
+        certificate = x509.load_pem_x509_certificate(certificates[0])
+    except ValueError:
+        raise EndpointProblem(
+            f"{cert_option} {cert_path}: its certificate cannot be read", files=True
+        ) from None
+    if not keys:
+        raise EndpointProblem(f"privateKey {key_path}: no PEM private key in it", files=True)
+    label, block = keys[0]
+    if label == b"ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in block:
+        raise EndpointProblem(
+            f"privateKey {key_path}: the key is encrypted; the ssl: endpoint needs it without a passphrase",
+            files=True,
+        )
+    try:
+        key = serialization.load_pem_private_key(block, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise EndpointProblem(f"privateKey {key_path}: its private key cannot be read", files=True) from None
+    if _public_key_bytes(certificate.public_key()) != _public_key_bytes(key.public_key()):
+        raise EndpointProblem(
+            f"{cert_option} {cert_path} and privateKey {key_path} do not belong together "
+            "(the certificate is for another key)",
+            files=True,
+        )
+    if certificate.not_valid_after_utc < now:
+        raise EndpointProblem(
+            f"{cert_option} {cert_path}: the certificate expired on "
+            f"{certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC",
+            files=True,
+        )
+    if certificate.not_valid_before_utc > now:
+        raise EndpointProblem(
+            f"{cert_option} {cert_path}: the certificate is not valid before "
+            f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
+            files=True,
+        )
+    chain = kw.get("extraCertChain")
+    if chain:
+        chain_certificates = [
+            b for label, b in _pem_blocks(_read(chain, "extraCertChain")) if label == b"CERTIFICATE"
+        ]
+        try:
+            if not chain_certificates:
+                raise ValueError
+            for pem in chain_certificates:
+                x509.load_pem_x509_certificate(pem)
+        except ValueError:
+            raise EndpointProblem(
+                f"extraCertChain {chain}: no readable PEM certificate in it", files=True
+            ) from None
+    if kw.get("dhParameters"):
+        _read(kw["dhParameters"], "dhParameters")
+
+
+def check_endpoint(description: str, reactor: Any, now: datetime.datetime) -> None:
+    """
+    Check that an endpoint string can be served, before anything starts.
+
+    @raise EndpointProblem: the string does not parse (unknown type, bad port, unknown argument) or, for
+        C{ssl:}, a file it names cannot be used.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    args, kw = split_endpoint(description)
+    if not args or not args[0].strip():
+        raise EndpointProblem("has no endpoint type; an endpoint looks like tcp:9080:interface=127.0.0.1")
+    kind = args[0]
+    if kind in _PORT_TYPES:
+        port = kw.get("port", args[1] if len(args) > 1 else None)
+        if port is None:
+            raise EndpointProblem(f"{kind}: needs a port number, e.g. {kind}:9080")
+        if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+            raise EndpointProblem(f"port {port!r} is not a number from 0 to 65535")
+    if kind == "ssl":
+        check_tls_files(kw, now)
+    try:
+        serverFromString(reactor, description)
+    except OSError as e:
+        raise EndpointProblem(f"{e.filename}: {e.strerror}", files=True) from None
+    except Exception as e:  # each endpoint parser (plugins too) complains in its own way
+        raise EndpointProblem(f"cannot be used: {e}") from None
