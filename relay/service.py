@@ -18,6 +18,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -218,6 +219,11 @@ class GatewayService(MultiService):
     log = Logger()
     _restore_dispatch: Callable[[], None] | None = None
     _serving: dict[str, Any] | None = None  # what the site served with before L{refuse_new_requests}
+    on_listen_failure: Callable[[str], object] | None = None
+    """
+    Called with one line when an endpoint cannot be bound (port taken, privileged); C{twistd relay} exits
+    with it. Without it the L{CannotListenError} is raised, as from any Twisted service.
+    """
 
     def __init__(
         self,
@@ -304,11 +310,13 @@ class GatewayService(MultiService):
         self.public_url = settings.public_url
         self.ports: list[IListeningPort] = []
         self._endpoint_services: list[StreamServerEndpointService] = []
+        self._descriptions: dict[StreamServerEndpointService, str] = {}
         for description in settings.listen:
             service = StreamServerEndpointService(serverFromString(reactor, description), self.site)
             service._raiseSynchronously = True
             service.setServiceParent(self)
             self._endpoint_services.append(service)
+            self._descriptions[service] = description
         self.admin_port: IListeningPort | None = None
         self._admin_service: StreamServerEndpointService | None = None
         if settings.admin is not None:
@@ -318,6 +326,7 @@ class GatewayService(MultiService):
             admin._raiseSynchronously = True
             admin.setServiceParent(self)
             self._admin_service = admin
+            self._descriptions[admin] = f"{settings.admin} (admin)"
         for extend in extensions:
             extend(self)
 
@@ -349,6 +358,19 @@ class GatewayService(MultiService):
         if self.log_observer is not None and isinstance(parent, Componentized):
             parent.setComponent(ILogObserver, self.log_observer)
         super().setServiceParent(parent)
+
+    @override
+    def privilegedStartService(self) -> None:
+        """Bind every endpoint (twistd does this before it drops privileges), naming one that cannot be."""
+        for service in self:
+            try:
+                service.privilegedStartService()
+            except CannotListenError as e:
+                if self.on_listen_failure is not None:
+                    where = self._descriptions.get(service, "an endpoint")  # type: ignore[call-overload]
+                    reason = getattr(e.socketError, "strerror", None) or e.socketError
+                    self.on_listen_failure(f"cannot listen on {where}: {reason}")
+                raise
 
     @override
     def startService(self) -> None:

@@ -12,7 +12,9 @@ that cannot be used (the configuration file, a certificate, the state directory)
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -167,7 +169,7 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
     """Build the gateway service tree from parsed options, with twistd's log observer when twistd runs it."""
     parent = getattr(options, "parent", None)
     try:
-        return GatewayService(
+        service = GatewayService(
             options["settings"],
             reactor=reactor,
             extensions=(install_bindings,),
@@ -177,3 +179,25 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         if parent is None:
             raise
         raise SystemExit(f"twistd relay: {_start_problem(options['settings'], e)}") from None
+    if parent is not None:
+        service.on_listen_failure = lambda problem: _exit_with(problem, parent.get("pidfile"))
+    return service
+
+
+def _exit_with(problem: str, pidfile: str | None) -> None:
+    """
+    End C{twistd relay} with one line and status 1 (a port is taken, say), removing twistd's pid file.
+
+    By then twistd logs what is written to stderr, so the line goes to the log; it is also written to the
+    original stderr, the terminal of C{twistd -n}. twistd wrote its pid file already and would leave it
+    behind on this way out.
+    """
+    if pidfile:
+        with contextlib.suppress(OSError):
+            if Path(pidfile).read_text().strip() == str(os.getpid()):
+                Path(pidfile).unlink()
+    line = f"twistd relay: {problem}"
+    if sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:
+        sys.__stderr__.write(line + "\n")
+        sys.__stderr__.flush()
+    raise SystemExit(line)

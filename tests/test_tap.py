@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -159,6 +160,40 @@ class TwistdTests(SynchronousTestCase):
             1,
             f"privateKey {missing}: cannot read",
         )
+
+    def test_port_taken(self) -> None:
+        """
+        A port that cannot be bound (taken here): one line naming the endpoint, status 1, no pid file left.
+
+        It is found only when twistd binds the ports, after it began logging: the line also goes to the
+        log (stdout with C{-n}). Before, twistd logged a traceback.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        state = os.path.abspath(self.mktemp())
+        for option in ("--listen", "--admin"):
+            with self.subTest(option=option):
+                args = [option, f"tcp:{port}:interface=127.0.0.1", "--state-dir", state]
+                if option == "--admin":
+                    args += ["--listen", "tcp:0:interface=127.0.0.1"]
+                cwd = self.mktemp_dir()
+                result = subprocess.run(
+                    ["twistd", "-n", "relay", *args], capture_output=True, text=True, timeout=60, cwd=cwd
+                )
+                self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+                self.assertEqual(
+                    result.stderr.splitlines(),
+                    [
+                        f"twistd relay: cannot listen on tcp:{port}:interface=127.0.0.1"
+                        + (" (admin)" if option == "--admin" else "")
+                        + ": Address already in use"
+                    ],
+                )
+                self.assertNotIn("Traceback", result.stdout)
+                self.assertFalse(os.path.exists(os.path.join(cwd, "twistd.pid")))
 
     def test_unusable_state_dir(self) -> None:
         """A state directory that is a file, or a key that is a directory: one line, status 1."""
