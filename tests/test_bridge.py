@@ -14,6 +14,8 @@ from relay.hybrid.frames import encode_close
 from relay.hybrid.sockets import allocator_thresholds, keep_read_buffers
 from relay.writes import pending_write_bytes
 
+from .recording import RecordingProducer
+
 
 class FakeSocket:
     """
@@ -41,22 +43,6 @@ class FakeSocket:
         taken = min(step, len(data))
         self.received += bytes(data[:taken])
         return taken
-
-
-class Reader:
-    """A streaming producer that records what it is asked to do (the other leg's reading)."""
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-
-    def pauseProducing(self) -> None:
-        self.events.append("pause")
-
-    def resumeProducing(self) -> None:
-        self.events.append("resume")
-
-    def stopProducing(self) -> None:
-        self.events.append("stop")
 
 
 class Peer(Protocol):
@@ -114,16 +100,16 @@ class SpliceLegSendTests(SynchronousTestCase):
     def test_queued_bytes_pause_the_other_leg_until_drained(self) -> None:
         """A partial send pauses the other leg's reading at once; Twisted resumes it once the queue drains."""
         leg, transport, sock, _ = tcp_leg()
-        source = Reader()
+        source = RecordingProducer()
         transport.registerProducer(source, True)
         sock.script = [2]
         leg.send(memoryview(b"abcdef"))
-        self.assertEqual(source.events, ["pause"])
+        self.assertEqual(source.calls, ["pause"])
         leg.send(memoryview(b"gh"))
-        self.assertEqual(source.events, ["pause"])
+        self.assertEqual(source.calls, ["pause"])
         transport.doWrite()
         self.assertEqual(bytes(sock.received), b"abcdefgh")
-        self.assertEqual(source.events, ["pause", "resume"])
+        self.assertEqual(source.calls, ["pause", "resume"])
 
     def test_full_socket(self) -> None:
         """A socket that would block gets nothing now; the transport writes it when the socket drains."""
