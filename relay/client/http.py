@@ -203,6 +203,10 @@ class HttpListener:
         def receiver(protocol: RelayClientProtocol) -> _RequestChannel:
             return _RequestChannel(self, protocol)
 
+        if getattr(self.listener, "closed", False):  # it waited for a slot while the listener closed
+            self.log.info("request {request_id} not fetched: the listener closed", request_id=command.id)
+            return
+
         try:
             await open_websocket(self.reactor, command.address, options=self._options, make_receiver=receiver)
         except CancelledError:

@@ -489,14 +489,14 @@ class AcceptLimitTests(FlowTestCase, SynchronousTestCase):
 class FetchLimitTests(FlowTestCase, SynchronousTestCase):
     def serve_fetches(self, **kwargs: Any) -> list[str]:
         """An HTTP listener whose application records each request it gets (and answers 204)."""
-        listener = self.open_listener()
+        self.listener = self.open_listener()
         seen: list[str] = []
 
         def app(request: RelayedRequest, response: RelayedResponse) -> None:
             seen.append(request.id)
             response.status_code = 204
 
-        HttpListener(listener, app, reactor=self.reactor, **kwargs)
+        HttpListener(self.listener, app, reactor=self.reactor, **kwargs)
         return seen
 
     def test_reading_stops_at_the_limit_until_a_fetch_is_open_or_failed(self) -> None:
@@ -539,6 +539,18 @@ class FetchLimitTests(FlowTestCase, SynchronousTestCase):
         self.dials[-1].accept()
         self.network.flush()
         self.assertFalse(self.wire().reading_paused)
+
+    def test_fetches_waiting_at_close_are_not_dialled(self) -> None:
+        """Requests still waiting for a fetch slot when the listener closes are dropped, with a log line."""
+        self.serve_fetches(max_fetch_dials=1)
+        self.announce("f1", "f2", "f3")
+        self.assertEqual(len(self.dials), 1)
+        self.listener.close()
+        self.dials[0].fail()
+        self.network.flush()
+        self.assertEqual(len(self.dials), 1, "f2 and f3 were announced to a listener that is gone")
+        dropped = [e for e in self.observer if "listener closed" in e.get("log_format", "")]
+        self.assertEqual([e["request_id"] for e in dropped], ["f2", "f3"])
 
     def test_http_listener_option(self) -> None:
         """The limit must allow at least one fetch."""
