@@ -63,6 +63,32 @@ class HybridMetricsTests(GatewayTestCase):
         )
         self.assertEqual(self.value("relay_sender_connections_total", entity="hyco", outcome="success"), 0)
 
+    def test_sender_that_hangs_up_while_waiting(self) -> None:
+        """
+        A sender that leaves before a listener accepts it is a client error (nginx's 499).
+
+        Its ticket is gone, and every upgrade ends under one outcome; it used to be counted under none.
+        """
+        self.listen()
+        # The gateway's own upgrade path, and Autobahn's (an upgrade with an Origin goes there).
+        for n, extra in enumerate(({}, {"Origin": "https://app.example"}), start=1):
+            sender = self.send(headers_extra=extra)
+            self.assertEqual(len(self.gateway.hybrid.rendezvous), 1)
+            sender.transport.abortConnection()
+            self.net.flush()
+            self.assertEqual(len(self.gateway.hybrid.rendezvous), 0)
+            self.assertEqual(
+                self.value("relay_sender_connections_total", entity="hyco", outcome="client_error"), n
+            )
+        self.net.advance(31)  # their rendezvous window passes: nothing more is counted
+        self.assertEqual(
+            sum(
+                self.value("relay_sender_connections_total", entity="hyco", outcome=outcome)
+                for outcome in ("success", "client_error", "server_error")
+            ),
+            2,
+        )
+
     def test_pair_success_bytes_and_disconnect(self) -> None:
         """A paired sender is a success, is active while open, and its bytes are counted both ways."""
         listener = self.listen()

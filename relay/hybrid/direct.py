@@ -156,7 +156,7 @@ class DirectLeg(EarlyBytes, Protocol):
             DirectUpgrades.log.info(
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
-            self.factory.router.rendezvous.cancel(self._ticket)
+            self.factory.router.sender_left(self._ticket)
         self.factory.connection_closed(self)
 
     # -- sender ----------------------------------------------------------------------------------------

@@ -36,6 +36,9 @@ from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
 from relay.listeners import ListenerRegistry, QuotaExceeded
 from relay.store import EntityConflict, IGatewayStore
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status a sender that hung up while it waited is counted with (nginx's "client closed request")."""
+
 GRANT_CACHE_SIZE = 4096
 """Validated tokens remembered (the cache starts afresh when full)."""
 
@@ -320,6 +323,20 @@ class HybridConnectionRouter:
                 # Logged once, when the pair ends (Splice), or when the rendezvous fails.
                 return ticket
             self.rendezvous.cancel(ticket)
+
+    def sender_left(self, ticket: Ticket) -> None:
+        """
+        A waiting WebSocket sender hung up before a listener accepted it: withdraw its ticket, count it.
+
+        It is a C{client_error}, as nginx's 499 ("client closed request"); uncounted, the outcomes would not
+        add up to the upgrades.
+        """
+        if ticket.done:
+            return
+        self.rendezvous.cancel(ticket)
+        context = ticket.context
+        entity = context.entity if isinstance(context, SenderContext) and context.entity else None
+        self.instruments.sender_refused(entity, CLIENT_CLOSED_REQUEST)
 
     def _sender_failed(self, failure: Any, entity: str) -> Any:
         """Count a sender whose listener never came or rejected it; the failure goes on to the sender."""

@@ -442,7 +442,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
             self.logger.info(
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
-            self.factory.router.rendezvous.cancel(self._ticket)
+            self.factory.router.sender_left(self._ticket)
         super().connectionLost(reason)
         self.factory.connection_closed(self)
 
