@@ -35,6 +35,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from relay.state import readable_by_others
+
 __all__ = [
     "CA_CERT_NAME",
     "CA_KEY_NAME",
@@ -78,6 +80,7 @@ class ServerCertificate:
         combined.pem} alone works, because Twisted reads the first key and the first certificate of it.
     @ivar hosts: the subject alternative names, in the order given, normalised (lower-case, IDNA).
     @ivar not_after: end of validity (UTC).
+    @ivar warnings: what the caller should tell the user (a CA key other users can read).
     """
 
     cert_path: Path
@@ -87,6 +90,7 @@ class ServerCertificate:
     combined_path: Path
     hosts: tuple[str, ...]
     not_after: datetime.datetime
+    warnings: tuple[str, ...] = ()
 
     def endpoint_description(self, port: int | str = 443, interface: str | None = None) -> str:
         """
@@ -181,6 +185,7 @@ def issue_server_certificate(
             combined_path=base / f"{stem}-combined.pem",
             hosts=labels,
             not_after=not_after,
+            warnings=_exposure_warnings(ca_key_path),
         )
         _write(paths.key_path, key_pem, secret=True)
         _write(paths.cert_path, cert_pem)
@@ -324,6 +329,17 @@ def _load_ca(cert_path: Path, key_path: Path) -> tuple[x509.Certificate, ec.Elli
     if not constraints.ca:
         raise CertificateError(f"{cert_path} is not a CA certificate (basicConstraints CA:FALSE)")
     return cert, key
+
+
+def _exposure_warnings(ca_key_path: Path) -> tuple[str, ...]:
+    """A warning when other users can read the CA key: they could issue certificates the clients trust."""
+    exposed = readable_by_others(ca_key_path)
+    if exposed is None:
+        return ()
+    return (
+        f"the development CA key {ca_key_path} can be read or written by other users ({exposed}): "
+        f"anyone who reads it can issue certificates your clients trust; run 'chmod 600 {ca_key_path}'",
+    )
 
 
 def _check_ca_validity(cert: x509.Certificate, path: Path, issued: datetime.datetime) -> None:

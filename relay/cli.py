@@ -152,6 +152,8 @@ def cmd_cert(args: argparse.Namespace) -> str:
         issued = issue_server_certificate(Path(args.dir), list(args.host))
     except CertificateError as e:
         raise CommandError(str(e)) from None
+    for warning in issued.warnings:
+        sys.stderr.write(f"relay cert: warning: {warning}\n")
     return "\n".join(
         [
             f"CA certificate:     {issued.ca_path}",

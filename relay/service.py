@@ -44,7 +44,13 @@ from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Labels, Registry, status_class
 from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
-from relay.state import DEVELOPMENT_KEY_NAME, development_key, write_endpoint
+from relay.state import (
+    DEVELOPMENT_KEY_FILE,
+    DEVELOPMENT_KEY_NAME,
+    development_key,
+    readable_by_others,
+    write_endpoint,
+)
 from relay.store import MemoryGatewayStore
 from relay.throttle import FailureThrottle
 from relay.web import RelaySite
@@ -246,6 +252,14 @@ class GatewayService(MultiService):
         self.development_key: str | None = None
         if not namespaces:
             self.development_key = development_key(settings.state_dir)
+            exposed = readable_by_others(settings.state_dir / DEVELOPMENT_KEY_FILE)
+            if exposed is not None:
+                self.log.warn(
+                    "the development key {path} can be read or written by other users ({exposed}): they "
+                    "hold full rights on the development namespace; run 'chmod 600 {path}'",
+                    path=str(settings.state_dir / DEVELOPMENT_KEY_FILE),
+                    exposed=exposed,
+                )
             namespaces.append(development_namespace(self.development_key))
         self.store = MemoryGatewayStore(namespaces)
         self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)

@@ -14,7 +14,9 @@ from pathlib import Path
 from relay.auth import generate_key
 
 DEVELOPMENT_KEY_NAME = "RootManageSharedAccessKey"
-_KEY_FILE = "development-key"
+DEVELOPMENT_KEY_FILE = "development-key"
+"""The development key's file in the state directory."""
+_KEY_FILE = DEVELOPMENT_KEY_FILE
 _ENDPOINT_FILE = "gateway.json"
 
 
@@ -39,6 +41,22 @@ def development_key(state_dir: Path) -> str:
     with os.fdopen(fd, "w", encoding="ascii") as f:
         f.write(key + "\n")
     return key
+
+
+def readable_by_others(path: Path) -> str | None:
+    """
+    Why a secret file is exposed (C{"mode 0644"}: group or other users may read or write it), or C{None}.
+
+    The gateway and C{relay cert} create their secrets with mode C{0600}; a looser one was changed since,
+    or copied in, and anyone who can read it holds the key. C{None} off POSIX or for a missing file.
+    """
+    if os.name != "posix":
+        return None
+    try:
+        mode = path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    return f"mode {mode:04o}" if mode & 0o077 else None
 
 
 def read_development_key(state_dir: Path) -> str | None:

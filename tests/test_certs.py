@@ -108,6 +108,20 @@ class EnsureCATests(SynchronousTestCase):
         self.assertEqual(mode_of(cert_path), 0o644)
         self.assertEqual(mode_of(self.directory), 0o700)
 
+    def test_exposed_ca_key_is_warned_about(self) -> None:
+        """
+        A CA key other users can read (it was made 0600, so someone loosened it) gets a warning.
+
+        Anyone who reads it can issue certificates the clients trust; it used to be reused silently.
+        """
+        self.assertEqual(issue_server_certificate(self.directory, ["localhost"]).warnings, ())
+        _, key_path = ensure_ca(self.directory)
+        os.chmod(key_path, 0o644)
+        issued = issue_server_certificate(self.directory, ["localhost"])
+        self.assertEqual(len(issued.warnings), 1)
+        self.assertIn(f"{key_path} can be read or written by other users (mode 0644)", issued.warnings[0])
+        self.assertIn(f"chmod 600 {key_path}", issued.warnings[0])
+
     def test_reuses_existing_ca(self) -> None:
         """A second call returns the same files, unchanged."""
         cert_path, key_path = ensure_ca(self.directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,17 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(main(["cert", "--host", "localhost", "--dir", directory]), 0)
         self.assertTrue((Path(directory) / "ca.pem").exists())
         self.assertEqual(main(["cert", "--host", "bad host!", "--dir", directory]), 1)
+
+    def test_cert_warns_about_an_exposed_ca_key(self) -> None:
+        """A CA key other users can read is named on stderr; the certificate is still issued (status 0)."""
+        directory = self.mktemp()
+        self.assertEqual(relay("cert", "--host", "localhost", "--dir", directory).stderr, "")
+        os.chmod(Path(directory) / "ca-key.pem", 0o640)
+        result = relay("cert", "--host", "localhost", "--dir", directory)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("relay cert: warning: the development CA key", result.stderr)
+        self.assertIn("(mode 0640)", result.stderr)
+        self.assertIn("server certificate:", result.stdout)
 
 
 CONNECTION_STRING = "Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=a;SharedAccessKey=bbbbbbbbbbbbbbbbbbbbb"

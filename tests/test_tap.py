@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -100,6 +102,20 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(first.development_key, second.development_key)
         self.assertEqual(read_development_key(Path(state)), first.development_key)
         self.assertEqual(os.stat(Path(state) / "development-key").st_mode & 0o777, 0o600)
+
+    def test_exposed_development_key_is_warned_about(self) -> None:
+        """A development key other users can read is logged as a warning when the gateway is built."""
+        state = Path(self.mktemp())
+        makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
+        self.assertEqual([e for e in events if "other users" in e.get("log_format", "")], [])
+        os.chmod(state / "development-key", 0o604)
+        makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
+        [warning] = [e for e in events if "other users" in e.get("log_format", "")]
+        self.assertEqual((warning["log_level"], warning["exposed"]), (LogLevel.warn, "mode 0604"))
 
 
 class TwistdTests(SynchronousTestCase):
