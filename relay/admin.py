@@ -1,5 +1,5 @@
 """
-The admin endpoint: C{GET /metrics} (Prometheus text format) and C{GET /healthz}, on a Site of its own.
+The admin endpoint: C{GET /metrics} (Prometheus text format), C{/healthz} and C{/readyz}, on a Site of its own.
 
 It is served only when asked for (C{--admin ENDPOINT} or C{admin} in the file), on an endpoint separate
 from the relay's, so that scraping needs no relay token and the relay's ports expose nothing operational.
@@ -12,6 +12,7 @@ before it is read (twisted.web would otherwise spool any body, of any size, to a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.web.iweb import IRequest
@@ -84,6 +85,26 @@ class HealthPage(_Page):
         return b"ok\n"
 
 
+class ReadyPage(_Page):
+    """C{/readyz}: 200 while the gateway takes new work, 503 once it stops (drains), for load balancers."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        super().__init__("text/plain; charset=utf-8")
+        self._ready = ready
+
+    @override
+    def render(self, request: IRequest) -> bytes:
+        """503 while stopping, so that a balancer sends new clients elsewhere."""
+        if not self._ready():
+            request.setResponseCode(503)
+        return super().render(request)
+
+    @override
+    def body(self) -> bytes:
+        """C{ready}, or C{stopping}."""
+        return b"ready\n" if self._ready() else b"stopping\n"
+
+
 class NotFound(Resource):
     """Every other path: 404."""
 
@@ -94,15 +115,19 @@ class NotFound(Resource):
         """Say there is nothing here."""
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"not found; try /metrics or /healthz\n"
+        return b"not found; try /metrics, /healthz or /readyz\n"
 
 
 class AdminRoot(Resource):
-    """Dispatches C{/metrics} and C{/healthz}; everything else is 404."""
+    """Dispatches C{/metrics}, C{/healthz} and C{/readyz}; everything else is 404."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, ready: Callable[[], bool] = lambda: True) -> None:
         super().__init__()
-        self._pages: dict[bytes, Resource] = {b"metrics": MetricsPage(registry), b"healthz": HealthPage()}
+        self._pages: dict[bytes, Resource] = {
+            b"metrics": MetricsPage(registry),
+            b"healthz": HealthPage(),
+            b"readyz": ReadyPage(ready),
+        }
         self._missing = NotFound()
 
     @override
@@ -119,13 +144,15 @@ class AdminRoot(Resource):
         return self._missing.render(request)
 
 
-def admin_site(registry: Registry, reactor: Any = None) -> Site:
+def admin_site(registry: Registry, reactor: Any = None, ready: Callable[[], bool] = lambda: True) -> Site:
     """
     The admin endpoint's Site (no access log: scrapes every few seconds would drown the relay's).
 
     A L{RelaySite}, for its limits: bodies above L{MAX_BODY} are refused unread (413, chunked ones as soon
     as they pass it), oversized heads get 414 or 431, and it says C{Server: relay} like the relay's site.
     """
-    site = RelaySite(AdminRoot(registry), reactor=reactor, timeout=IDLE_TIMEOUT, max_buffered_body=MAX_BODY)
+    site = RelaySite(
+        AdminRoot(registry, ready), reactor=reactor, timeout=IDLE_TIMEOUT, max_buffered_body=MAX_BODY
+    )
     site.log = lambda request: None  # type: ignore[method-assign]
     return site

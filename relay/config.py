@@ -181,6 +181,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "listener_failure_delay": (1.0, 0.0, 60.0),
     "listener_failure_max_delay": (8.0, 0.0, 600.0),
     "close_handshake_timeout": (5.0, 0.5, 60.0),
+    "drain_timeout": (0.0, 0.0, 3600.0),  # stopping: seconds pairs and HTTP requests under way may go on
     "splice_buffer_bytes": (262144.0, 16384.0, 67108864.0),
     "http_idle_timeout": (120.0, 1.0, 86400.0),
     "http_rendezvous_idle_timeout": (60.0, 1.0, 3600.0),

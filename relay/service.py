@@ -44,6 +44,7 @@ from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Labels, Registry, status_class
 from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
+from relay.shutdown import refuse_requests, restore_requests, wait_until_idle
 from relay.state import (
     DEVELOPMENT_KEY_FILE,
     DEVELOPMENT_KEY_NAME,
@@ -135,43 +136,6 @@ class HybridConnectionResource(Resource):
         return self._websocket.render(request)
 
 
-class ShuttingDownResource(ErrorResource):
-    """
-    The answer to every request a stopping gateway reads: 503, and the connection is closed after it.
-
-    Stopping closes the listening ports, but connections already accepted stay open while the gateway
-    drains: a keep-alive HTTP connection can send another request, a WebSocket upgrade included. Such a
-    request must not reach the routers once listeners have been told to go away: a listener would be
-    admitted again, a sender told "no listener" (404, 502) instead of "shutting down" (503).
-    """
-
-    def __init__(self) -> None:
-        super().__init__(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
-
-    @override
-    def render(self, request: IRequest) -> bytes:
-        """Refuse with 503 and say, and make sure, that the connection ends with this answer."""
-        request.setHeader(b"connection", b"close")
-        channel = getattr(request, "channel", None)
-        if channel is not None:
-            channel.persistent = False
-        return super().render(request)
-
-
-_SERVING = ("resource", "stream_policy", "unrouted", "head_taker")
-"""The site's attributes L{GatewayService.refuse_new_requests} replaces."""
-
-
-class _NoHeads:
-    """A head taker that takes nothing, so a stopping gateway's first requests reach twisted.web too."""
-
-    target_prefix = DirectUpgrades.target_prefix
-
-    def take_head(self, channel: Any, head: Any) -> bool:
-        """Decline: L{ShuttingDownResource} answers."""
-        return False
-
-
 def metered_requests(factory: EntityResourceFactory, instruments: HybridInstruments) -> EntityResourceFactory:
     """
     Wrap the HTTP relaying resource factory so each request is counted when it ends.
@@ -225,6 +189,8 @@ class GatewayService(MultiService):
     log = Logger()
     _restore_dispatch: Callable[[], None] | None = None
     _serving: dict[str, Any] | None = None  # what the site served with before L{refuse_new_requests}
+    draining = False
+    """Whether the gateway is stopping (C{/readyz} answers 503 from then on)."""
     on_listen_failure: Callable[[str], object] | None = None
     """
     Called with one line when an endpoint cannot be bound (port taken, privileged); C{twistd relay} exits
@@ -335,7 +301,8 @@ class GatewayService(MultiService):
         self._admin_service: StreamServerEndpointService | None = None
         if settings.admin is not None:
             admin = StreamServerEndpointService(
-                serverFromString(reactor, settings.admin), admin_site(self.metrics, reactor)
+                serverFromString(reactor, settings.admin),
+                admin_site(self.metrics, reactor, ready=lambda: not self.draining),
             )
             admin._raiseSynchronously = True
             admin.setServiceParent(self)
@@ -409,7 +376,7 @@ class GatewayService(MultiService):
             if svc is self._admin_service:
                 self.admin_port = port
                 self.log.info(
-                    "admin endpoint (/metrics, /healthz) on {endpoint} ({address})",
+                    "admin endpoint (/metrics, /healthz, /readyz) on {endpoint} ({address})",
                     endpoint=self.settings.admin,
                     address=str(port.getHost()),
                 )
@@ -453,28 +420,57 @@ class GatewayService(MultiService):
         Requests already being handled keep the resource they were given. A body that would be buffered is
         refused unread, as for a name nothing serves.
         """
-        gate = ShuttingDownResource()
-        site = self.site
         if self._serving is None:
-            self._serving = {name: getattr(site, name) for name in _SERVING if hasattr(site, name)}
-        site.resource = gate
-        if isinstance(site, RelaySite):
-            site.stream_policy = None
-            site.unrouted = lambda request: gate.error
-            if site.head_taker is not None:
-                site.head_taker = _NoHeads()
+            self._serving = refuse_requests(self.site)
 
     def _accept_requests(self) -> None:
         """Serve requests again (a stopped service started anew)."""
         serving, self._serving = self._serving, None
-        for name, value in (serving or {}).items():
-            setattr(self.site, name, value)
+        restore_requests(self.site, serving)
+        self.draining = False
+
+    def in_flight(self) -> int:
+        """Relayed WebSocket pairs and HTTP requests under way: what a drain waits for."""
+        return len(self.hybrid_factory.splices) + len(self.http.exchanges)
 
     @override
     def stopService(self) -> Deferred[None] | None:
-        """Refuse new requests (503), tell listeners the gateway is going away (1001), fail waiting senders."""
+        """
+        Refuse new requests (503) and fail waiting senders; drain; then end the rest (1001 to listeners).
+
+        With C{drain_timeout} above 0, pairs and HTTP requests under way go on for up to that long (the
+        listeners stay connected to answer them, the ports open to answer newcomers 503, C{/readyz} says
+        503), and the rest ends as soon as none is left.
+        """
+        self.draining = True
         self.refuse_new_requests()
         self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
+        timeout = self.settings.limits["drain_timeout"]
+        left = self.in_flight()
+        if timeout <= 0 or not left:
+            return self._end()
+        self.log.info(
+            "draining: {count} relayed pairs and HTTP requests under way, for up to {timeout:g} s",
+            count=left,
+            timeout=timeout,
+        )
+        drained = wait_until_idle(self.reactor, self.in_flight, timeout)
+        drained.addCallback(self._drained, timeout)
+        return drained.addCallback(lambda _: self._end())
+
+    def _drained(self, emptied: bool, timeout: float) -> None:
+        if emptied:
+            self.log.info("drained: nothing is under way any more")
+        else:
+            self.log.info(
+                "drain_timeout ({timeout:g} s) passed with {count} pairs and HTTP requests under way; "
+                "ending them",
+                timeout=timeout,
+                count=self.in_flight(),
+            )
+
+    def _end(self) -> Deferred[None]:
+        """Tell listeners the gateway is going away (1001), end pairs and requests, close the ports."""
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):
                 for channel in self.registry.listeners(namespace, entity):

@@ -46,6 +46,15 @@ class AdminResourceTests(SynchronousTestCase):
         code, _, body = self.get("/healthz")
         self.assertEqual((code, body), (200, b"ok\n"))
 
+    def test_readyz(self) -> None:
+        """/readyz is 200 while the gateway takes new work and 503 once it stops, for load balancers."""
+        self.assertEqual(self.get("/readyz")[::2], (200, b"ready\n"))
+        ready = [True]
+        client = StubTreq(AdminRoot(self.registry, ready=lambda: ready[0]))
+        ready[0] = False
+        response = self.successResultOf(client.request("GET", "http://admin.test/readyz"))
+        self.assertEqual((response.code, self.successResultOf(response.content())), (503, b"stopping\n"))
+
     def test_head(self) -> None:
         """HEAD answers without a body."""
         code, _, body = self.get("/metrics", "HEAD")
@@ -150,6 +159,19 @@ class AdminOptionTests(SynchronousTestCase):
         )
         self.assertEqual(len(service.ports), 1)
         self.assertIsNotNone(service.admin_port)
+
+    def test_readyz_follows_the_gateway(self) -> None:
+        """The gateway's /readyz says 503 from the moment it starts stopping (draining included)."""
+        _, service = self.build(self.options("--admin", "tcp:9090:interface=127.0.0.1"))
+        service.startService()
+        client = StubTreq(service._admin_service.factory.resource)  # type: ignore[union-attr]
+
+        def readyz() -> int:
+            return int(self.successResultOf(client.request("GET", "http://admin.test/readyz")).code)
+
+        self.assertEqual(readyz(), 200)
+        service.stopService()
+        self.assertEqual(readyz(), 503)
 
     def test_admin_from_the_file(self) -> None:
         """gateway.admin in the file is used unless --admin overrides it."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from .httpharness import RawHttpClient
-from .wsharness import GatewayTestCase
+from .wsharness import GatewayTestCase, RecordingClient
 
 UPGRADE = {
     "Upgrade": "websocket",
@@ -114,3 +116,80 @@ class ConfiguredEntityMetricsTests(GatewayTestCase):
         self.assertEqual(value(family, entity="_other", outcome="success"), 1)
         self.assertEqual(value(family, entity="hyco", outcome="success"), 1)
         self.assertEqual(value(family, entity="open", outcome="success"), 1)
+
+
+class DrainTests(GatewayTestCase):
+    """With C{drain_timeout}, what is under way when the gateway stops goes on; newcomers get 503."""
+
+    def limits(self) -> dict[str, float]:
+        """Ten seconds of drain."""
+        return {"drain_timeout": 10.0}
+
+    def pair(self) -> tuple[RecordingClient, RecordingClient, RecordingClient]:
+        """A listener, a sender and the listener's rendezvous leg, paired."""
+        listener = self.listen()
+        sender = self.send()
+        accept = json.loads(listener.messages[-1][0])["accept"]
+        rendezvous = self.net.connect(accept["address"])
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        return listener, sender, rendezvous
+
+    def test_a_pair_goes_on_and_the_stop_ends_with_it(self) -> None:
+        """
+        A relayed pair keeps relaying after the stop; a new sender gets 503; the stop ends with the pair.
+
+        Without a drain, stopping ended every pair at once with 1001.
+        """
+        listener, sender, rendezvous = self.pair()
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        self.assertNoResult(stopped)
+        self.assertTrue(self.gateway.draining)
+        sender.sendMessage(b"still here", isBinary=True)
+        self.net.flush()
+        self.assertEqual(rendezvous.messages, [(b"still here", True)])
+        self.assertIsNone(listener.closed)
+        self.assertEqual(self.send().status, 503)
+        sender.sendClose(1000)
+        self.net.flush()
+        self.net.advance(0.2)
+        self.assertEqual(listener.closed and listener.closed[1], 1001)
+        self.net.advance(10)
+        self.successResultOf(stopped)
+
+    def test_an_http_request_is_answered(self) -> None:
+        """A relayed HTTP request under way when the gateway stops still gets its listener's answer."""
+        listener = self.listen()
+        sender: RawHttpClient = self.net.attach(RawHttpClient(), "10.0.0.8")
+        sender.request("GET", "/hyco/", {"ServiceBusAuthorization": self.token()})
+        self.net.flush()
+        request = json.loads(listener.messages[-1][0])["request"]
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        response = {"requestId": request["id"], "statusCode": 200, "responseHeaders": {}, "body": False}
+        listener.sendMessage(json.dumps({"response": response}).encode(), isBinary=False)
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 200)
+        self.net.advance(0.2)
+        self.net.advance(10)
+        self.successResultOf(stopped)
+
+    def test_the_deadline_ends_what_is_left(self) -> None:
+        """After C{drain_timeout} the pairs still open are ended with 1001, and the stop completes."""
+        _, sender, rendezvous = self.pair()
+        stopped = self.gateway.stopService()
+        self.net.advance(9.9)
+        self.assertIsNone(sender.closed)
+        self.net.advance(0.2)
+        self.assertEqual(sender.closed and sender.closed[1], 1001)
+        self.assertEqual(rendezvous.closed and rendezvous.closed[1], 1001)
+        self.net.advance(10)
+        self.successResultOf(stopped)
+
+    def test_nothing_under_way(self) -> None:
+        """With nothing under way the stop does not wait."""
+        self.listen()
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        self.net.advance(7)
+        self.successResultOf(stopped)
