@@ -38,7 +38,7 @@ from relay.hybrid.addressing import websocket_base
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
 from relay.hybrid.instruments import HybridInstruments
-from relay.hybrid.router import HybridConnectionRouter, IListenerChannel
+from relay.hybrid.router import HybridConnectionRouter, IListenerChannel, SenderContext
 from relay.hybrid.sockets import keep_read_buffers
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
@@ -136,6 +136,9 @@ class HybridConnectionResource(Resource):
         return self._websocket.render(request)
 
 
+SHUTTING_DOWN = RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down")
+
+
 def metered_requests(factory: EntityResourceFactory, instruments: HybridInstruments) -> EntityResourceFactory:
     """
     Wrap the HTTP relaying resource factory so each request is counted when it ends.
@@ -188,7 +191,7 @@ class GatewayService(MultiService):
 
     log = Logger()
     _restore_dispatch: Callable[[], None] | None = None
-    _serving: dict[str, Any] | None = None  # what the site served with before L{refuse_new_requests}
+    _serving: dict[str, Any] | None = None  # what the site served with before it refused requests
     draining = False
     """Whether the gateway is stopping (C{/readyz} answers 503 from then on)."""
     on_listen_failure: Callable[[str], object] | None = None
@@ -413,16 +416,6 @@ class GatewayService(MultiService):
             endpoint=self._endpoint(), key_name=DEVELOPMENT_KEY_NAME, key=self.development_key, plain=plain
         ).format()
 
-    def refuse_new_requests(self) -> None:
-        """
-        Answer every request read from now on with 503 (L{ShuttingDownResource}), before any router sees it.
-
-        Requests already being handled keep the resource they were given. A body that would be buffered is
-        refused unread, as for a name nothing serves.
-        """
-        if self._serving is None:
-            self._serving = refuse_requests(self.site)
-
     def _accept_requests(self) -> None:
         """Serve requests again (a stopped service started anew)."""
         serving, self._serving = self._serving, None
@@ -443,9 +436,10 @@ class GatewayService(MultiService):
         503), and the rest ends as soon as none is left.
         """
         self.draining = True
-        self.refuse_new_requests()
-        self.hybrid.rendezvous.fail_all(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
         timeout = self.settings.limits["drain_timeout"]
+        if self._serving is None:
+            self._serving = refuse_requests(self.site, rendezvous=timeout > 0)
+        self.hybrid.rendezvous.fail_all(SHUTTING_DOWN, lambda t: isinstance(t.context, SenderContext))
         left = self.in_flight()
         if timeout <= 0 or not left:
             return self._end()
@@ -471,6 +465,9 @@ class GatewayService(MultiService):
 
     def _end(self) -> Deferred[None]:
         """Tell listeners the gateway is going away (1001), end pairs and requests, close the ports."""
+        restore_requests(self.site, self._serving)
+        self._serving = refuse_requests(self.site)  # no rendezvous any more either
+        self.hybrid.rendezvous.fail_all(SHUTTING_DOWN)
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):
                 for channel in self.registry.listeners(namespace, entity):

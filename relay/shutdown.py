@@ -13,6 +13,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource, getChildForRequest
 from typing_extensions import override
 
 from relay.errors import ErrorKind, RelayError
@@ -32,19 +33,38 @@ class ShuttingDownResource(ErrorResource):
     another request, a WebSocket upgrade included, and while it drains the ports still accept new ones.
     Such a request must not reach the routers: a listener would be admitted again, a sender told "no
     listener" (404, 502) instead of "shutting down" (503).
+
+    The one exception is a listener's rendezvous upgrade (C{sb-hc-action=accept} or C{request}) while
+    the gateway drains: it serves an HTTP request under way (its large answer, or fetching a large
+    request), so it goes to L{passthrough}. It can only claim an address that is still pending; waiting
+    WebSocket senders' addresses were withdrawn when the stop began.
+
+    @ivar passthrough: the site's own resource, for rendezvous upgrades; C{None} refuses them too.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, passthrough: Resource | None = None) -> None:
         super().__init__(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
+        self.passthrough = passthrough
 
     @override
     def render(self, request: IRequest) -> bytes:
         """Refuse with 503 and say, and make sure, that the connection ends with this answer."""
+        if self.passthrough is not None and _rendezvous_upgrade(request):
+            return getChildForRequest(self.passthrough, request).render(request)  # type: ignore[no-any-return]
         request.setHeader(b"connection", b"close")
         channel = getattr(request, "channel", None)
         if channel is not None:
             channel.persistent = False
         return super().render(request)
+
+
+def _rendezvous_upgrade(request: IRequest) -> bool:
+    """Whether C{request} is a listener's upgrade to a rendezvous address (C{$hc}, accept or request)."""
+    path = request.path  # type: ignore[attr-defined]
+    if not path.startswith(b"/$hc/"):
+        return False
+    action = (request.args or {}).get(b"sb-hc-action", [b""])  # type: ignore[attr-defined]
+    return action[:1] in ([b"accept"], [b"request"])
 
 
 _SERVING = ("resource", "stream_policy", "unrouted", "head_taker")
@@ -61,13 +81,14 @@ class _NoHeads:
         return False
 
 
-def refuse_requests(site: Any) -> dict[str, Any]:
+def refuse_requests(site: Any, *, rendezvous: bool = False) -> dict[str, Any]:
     """
     Make C{site} answer every request it reads from now on with 503 (L{ShuttingDownResource}).
 
+    @param rendezvous: let listeners' rendezvous upgrades through to the site's resource (a drain).
     @return: what it served with, for L{restore_requests}.
     """
-    gate = ShuttingDownResource()
+    gate = ShuttingDownResource(site.resource if rendezvous else None)
     serving = {name: getattr(site, name) for name in _SERVING if hasattr(site, name)}
     site.resource = gate
     if isinstance(site, RelaySite):

@@ -751,3 +751,67 @@ class RoutingTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(waiting.reply.status, 503)
         self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+
+
+class DrainTests(HttpTestCase):
+    """While a stopping gateway drains, HTTP requests under way may still use rendezvous."""
+
+    def limits(self) -> dict[str, float]:
+        """Ten seconds of drain."""
+        return {"drain_timeout": 10.0}
+
+    def test_a_large_answer_over_a_rendezvous_opened_after_the_stop(self) -> None:
+        """
+        The listener opens the response rendezvous after the stop began: it is let through and the sender
+        gets the whole answer. The address used to be withdrawn and the upgrade refused with 503.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/big", self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        rendezvous = self.net.connect(request["address"])
+        self.assertEqual(rendezvous.status, 101)
+        pieces = [bytes([i]) * 10240 for i in range(10)] + [b""]
+        self.stream_response(rendezvous, request["id"], pieces)
+        self.assertEqual(sender.reply.body, b"".join(pieces))
+        self.net.advance(0.2)
+        self.assertEqual(listener.closed and listener.closed[1], 1001)
+        self.net.advance(10)
+        self.successResultOf(stopped)
+
+    def test_a_large_request_fetched_after_the_stop(self) -> None:
+        """A request announced for a rendezvous before the stop can still be fetched and answered."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), body=b"u" * 100_000)
+        self.net.flush()
+        announcement = self.last_request(listener)
+        self.assertEqual(set(announcement), {"address", "id"})
+        stopped = self.gateway.stopService()
+        self.net.flush()
+        rendezvous = self.net.connect(announcement["address"])
+        self.assertEqual(rendezvous.status, 101)
+        request = json.loads(rendezvous.messages[0][0])["request"]
+        self.respond(rendezvous, request["id"], body=b"done")
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"done"))
+        self.net.advance(10.5)
+        self.successResultOf(stopped)
+
+    def test_other_upgrades_are_still_refused(self) -> None:
+        """Only rendezvous upgrades pass: a new listener and a new sender get 503 while draining."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/slow", self.auth())
+        self.net.flush()
+        self.gateway.stopService()
+        self.net.flush()
+        self.assertEqual(self.listen(source="10.0.0.9").status, 503)
+        self.assertEqual(self.send().status, 503)
+        late = self.sender("10.0.0.10")
+        late.request("GET", "/hyco/late", self.auth())
+        self.net.flush()
+        self.assertEqual(late.reply.status, 503)
+        self.assertIsNone(listener.closed)

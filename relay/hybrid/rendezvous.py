@@ -136,7 +136,8 @@ class RendezvousTable:
                 ),
             )
 
-    def fail_all(self, error: RelayError) -> None:
-        """Fail every pending ticket (shutdown)."""
+    def fail_all(self, error: RelayError, which: Callable[[Ticket], bool] = lambda ticket: True) -> None:
+        """Fail every pending ticket (shutdown), or those C{which} picks (a drain: waiting senders)."""
         for ticket in list(self._tickets.values()):
-            self.fail(ticket, error)
+            if which(ticket):
+                self.fail(ticket, error)
