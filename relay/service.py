@@ -145,7 +145,9 @@ def metered_requests(factory: EntityResourceFactory, instruments: HybridInstrume
 
     Counting at the resource boundary sees every answer (relayed, refused, failed) without reaching into
     the relaying code: the status class once the request finished, C{aborted} when its connection ended
-    first; request and response bodies add to the entity's byte counter.
+    first. Bytes count only for a request that went to a listener: its body, and the listener's answer
+    body as far as it reached the sender. A refused request's body and the relay's own error bodies are
+    not relayed bytes (nor could anyone without a token inflate the counter with them).
     """
 
     def resource(request: IRequest, namespace: Namespace, match: Any) -> Any:
@@ -154,24 +156,18 @@ def metered_requests(factory: EntityResourceFactory, instruments: HybridInstrume
         def ended(result: Any, label: str | None) -> None:
             code = int(getattr(request, "code", 200))
             instruments.http_requests.inc(entity, label or status_class(code))
+            exchange = getattr(request, "relay_exchange", None)
+            if exchange is None:
+                return
             body = getattr(request, "body", None)
-            received = int(getattr(body, "received", 0)) if body is not None else _content_size(request)
-            sent = int(getattr(request, "sentLength", 0))
-            instruments.bytes_transferred.inc(entity, amount=received + sent)
+            received = int(body.received) if body is not None else exchange.buffered_body_size
+            instruments.bytes_transferred.inc(entity, amount=received + exchange.sent_bytes)
 
         finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
         finished.addCallbacks(ended, ended, callbackArgs=(None,), errbackArgs=("aborted",))
         return factory(request, namespace, match)
 
     return resource
-
-
-def _content_size(request: IRequest) -> int:
-    content: Any = getattr(request, "content", None)
-    try:
-        return int(content.seek(0, 2)) if content is not None else 0
-    except (OSError, ValueError):
-        return 0
 
 
 class GatewayService(MultiService):

@@ -69,7 +69,7 @@ class Options(usage.Options):
             "admin",
             None,
             None,
-            "Serve GET /metrics (Prometheus) and /healthz on this endpoint, e.g. "
+            "Serve GET /metrics (Prometheus), /healthz and /readyz on this endpoint, e.g. "
             "tcp:9090:interface=127.0.0.1 [default: gateway.admin, else off].",
         ],
     ]

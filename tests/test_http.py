@@ -762,8 +762,9 @@ class DrainTests(HttpTestCase):
 
     def test_a_large_answer_over_a_rendezvous_opened_after_the_stop(self) -> None:
         """
-        The listener opens the response rendezvous after the stop began: it is let through and the sender
-        gets the whole answer. The address used to be withdrawn and the upgrade refused with 503.
+        A response rendezvous opened after the stop began is let through, and the sender gets the answer.
+
+        The address used to be withdrawn and the upgrade refused with 503.
         """
         listener = self.listen()
         sender = self.sender()

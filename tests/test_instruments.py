@@ -134,5 +134,31 @@ class HttpMetricsTests(GatewayTestCase):
         metrics = self.gateway.metrics
         self.assertEqual(metrics.value("relay_http_requests_total", entity="hyco", status_class="5xx"), 1)
         self.assertEqual(metrics.value("relay_http_requests_total", entity="hyco", status_class="2xx"), 1)
-        self.assertGreaterEqual(metrics.value("relay_bytes_transferred_total", entity="hyco"), 300)
+        self.assertEqual(metrics.value("relay_bytes_transferred_total", entity="hyco"), 300)
         self.assertEqual(metrics.value("relay_sender_connections_total", entity="hyco", outcome="success"), 0)
+
+    def test_refused_bodies_are_not_relayed_bytes(self) -> None:
+        """
+        Only a request that went to a listener counts bytes: its body and the listener's answer.
+
+        A refused upload and the relay's own error bodies used to count, so anyone without a token could
+        inflate the counter.
+        """
+        sender = self.net.attach(RawHttpClient(), "10.0.0.5")
+        sender.request("POST", "/hyco/up", {}, b"u" * 300_000)
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 401)
+        metrics = self.gateway.metrics
+        self.assertEqual(metrics.value("relay_bytes_transferred_total", entity="hyco"), 0)
+        self.assertEqual(metrics.value("relay_http_requests_total", entity="hyco", status_class="4xx"), 1)
+        listener = self.listen()
+        sender.request("POST", "/hyco/up", {"ServiceBusAuthorization": self.token()}, b"q" * 1000)
+        self.net.flush()
+        self.assertEqual(listener.messages[-1], (b"q" * 1000, True))
+        request = json.loads(listener.messages[-2][0])["request"]
+        response = {"requestId": request["id"], "statusCode": 200, "responseHeaders": {}, "body": True}
+        listener.sendMessage(json.dumps({"response": response}).encode(), isBinary=False)
+        listener.sendMessage(b"z" * 20, isBinary=True)
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 200)
+        self.assertEqual(metrics.value("relay_bytes_transferred_total", entity="hyco"), 1020)

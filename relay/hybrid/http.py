@@ -164,6 +164,7 @@ class HttpRelay:
             self.exchanges.discard(exchange)
             exchange.state = State.DONE
             raise
+        request.relay_exchange = exchange  # type: ignore[attr-defined]  # relayed: its bytes are counted
         return exchange
 
     def _tokens(

@@ -79,6 +79,7 @@ class Exchange:
         self.rendezvous: RendezvousRole | None = None
         self.sent_bytes = 0
         self._body = body
+        self.buffered_body_size = len(body) if body is not None else 0  # a streamed one: request.body
         self._settings: HybridConnectionSettings = admission.settings
         self._channel: ControlChannel | None = None
         self._ticket: Ticket | None = None
