@@ -19,7 +19,7 @@ from typing import Any, Final
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import Agent
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
@@ -67,6 +67,24 @@ def _backend_fault(reason: str) -> Fault:
     return Fault(FaultCode.RECEIVER, reason, subcodes=((RELAY_NS, BACKEND_SUBCODE),))
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    """A backend connection's factory that does not log "Starting factory" and "Stopping factory"."""
+
+    noisy = False
+
+
+def quiet_agent(reactor: Any) -> Agent:
+    """
+    An C{Agent} for the backend, one connection per call, without two twisted log lines per call.
+
+    twisted.web's connection factories announce their start and stop at info level, so the bridge's
+    one line per call became three.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool._factory = _QuietClientFactory  # type: ignore[misc]
+    return Agent(reactor, pool=pool)
+
+
 @implementer(IEnvelopeHandler)
 class SoapBridge:
     """
@@ -105,7 +123,7 @@ class SoapBridge:
         self.address = address
         self.credentials = credentials
         self.clock: IReactorTime = reactor
-        self.agent: IAgent = agent if agent is not None else Agent(reactor)
+        self.agent: IAgent = agent if agent is not None else quiet_agent(reactor)
         self.endpoint = endpoint or default_endpoint(reactor)
         self.version = soap_version
         self.client_auth = client_auth

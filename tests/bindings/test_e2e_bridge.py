@@ -15,6 +15,7 @@ from typing import Any
 import zeep
 from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
+from twisted.logger import globalLogPublisher
 from twisted.web import pages
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -111,6 +112,24 @@ class BridgeTests(BindingsE2E):
         self.assertEqual(results["boom"], ("Client.Boom", "explicit fault: boom"))
         self.assertEqual(local(results["divide"][0]), "Server")
         self.assertEqual(results["auth"], "Basic dXNlcjpwYXNz")
+
+    async def test_one_log_line_per_call(self) -> None:
+        """
+        A call is one line of the bridge's own; twisted's connection factory no longer adds two.
+
+        Each call used to log "Starting factory" and "Stopping factory" too (a connection per call).
+        """
+        await self.bridge()
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+
+        def add() -> Any:
+            return self.zeep_client("legacy", self.token("legacy")).service.Add(2, 3)
+
+        self.assertEqual(await self.in_thread(add), 5)
+        factory_lines = [e for e in events if "factory" in str(e.get("log_format", "")).lower()]
+        self.assertEqual(factory_lines, [])
 
     async def test_backend_down(self) -> None:
         """A backend that stops listening: callers get a Receiver fault at once, not a timeout."""
