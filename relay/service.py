@@ -145,9 +145,8 @@ def metered_requests(factory: EntityResourceFactory, instruments: HybridInstrume
 
     Counting at the resource boundary sees every answer (relayed, refused, failed) without reaching into
     the relaying code: the status class once the request finished, C{aborted} when its connection ended
-    first. Bytes count only for a request that went to a listener: its body, and the listener's answer
-    body as far as it reached the sender. A refused request's body and the relay's own error bodies are
-    not relayed bytes (nor could anyone without a token inflate the counter with them).
+    first. Bytes are counted by the relaying code (L{relay.hybrid.http.HttpRelay.done}), for requests that
+    went to a listener only: a refused upload and the relay's own error bodies are not relayed bytes.
     """
 
     def resource(request: IRequest, namespace: Namespace, match: Any) -> Any:
@@ -156,12 +155,6 @@ def metered_requests(factory: EntityResourceFactory, instruments: HybridInstrume
         def ended(result: Any, label: str | None) -> None:
             code = int(getattr(request, "code", 200))
             instruments.http_requests.inc(entity, label or status_class(code))
-            exchange = getattr(request, "relay_exchange", None)
-            if exchange is None:
-                return
-            body = getattr(request, "body", None)
-            received = int(body.received) if body is not None else exchange.buffered_body_size
-            instruments.bytes_transferred.inc(entity, amount=received + exchange.sent_bytes)
 
         finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
         finished.addCallbacks(ended, ended, callbackArgs=(None,), errbackArgs=("aborted",))

@@ -164,7 +164,6 @@ class HttpRelay:
             self.exchanges.discard(exchange)
             exchange.state = State.DONE
             raise
-        request.relay_exchange = exchange  # type: ignore[attr-defined]  # relayed: its bytes are counted
         return exchange
 
     def _tokens(
@@ -185,8 +184,20 @@ class HttpRelay:
         return request_host(request) or "relay"
 
     def done(self, exchange: Exchange) -> None:
-        """Forget a finished exchange."""
+        """
+        Forget a finished exchange; count the bytes it relayed.
+
+        Those are the request body taken for the listener and the listener's answer body as far as it
+        reached the sender. A request refused before it went to a listener relayed nothing.
+        """
+        if exchange not in self.exchanges:
+            return
         self.exchanges.discard(exchange)
+        body = exchange.request.body
+        received = body.received if body is not None else exchange.buffered_body_size
+        self.router.instruments.bytes_transferred.inc(
+            exchange.admission.entity.name, amount=received + exchange.sent_bytes
+        )
 
     def responses(self, channel: ControlChannel) -> ControlResponses:
         """The HTTP state of a control channel, made on first use."""

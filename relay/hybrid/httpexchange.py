@@ -340,14 +340,14 @@ class Exchange:
         self._unregister_producer()
         self._stop_upload()
         self._untrack()
+        if whole_body and self._forward_body:
+            self.sent_bytes = len(whole_body)
         self.relay.done(self)
         role = self.rendezvous
         if role is not None:
             # Kept for the sender's next request, unless the answer came before the upload ended: the
             # body message can then not be completed on this socket.
             role.exchange_done(self, reusable=self._request_sent)
-        if whole_body and self._forward_body:
-            self.sent_bytes = len(whole_body)
         message = self.message
         method, target, client = message.method, message.request_target[:200], message.remote_endpoint.address
         # The text is made here with an f-string: twistd's observer formats each field of a format string
