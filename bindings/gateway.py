@@ -70,6 +70,10 @@ class GatewayHost(Protocol):
     def metrics(self) -> Registry:
         """The gateway's metrics registry (shared with hybrid connections)."""
 
+    @property
+    def drain_sources(self) -> list[Callable[[], int]]:
+        """Counts of work under way that a stopping gateway waits for while it drains."""
+
 
 class BindingsGateway:
     """
@@ -185,4 +189,5 @@ def install(service: GatewayHost) -> None:
     for kind in BINDING_KINDS:
         service.root.register_kind(kind, gateway.soap_resource)
     service.root.register_namespace_root(gateway.registry_resource)
+    service.drain_sources.append(gateway.names.under_way)
     BindingsService(gateway).setServiceParent(IServiceCollection(service))

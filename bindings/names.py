@@ -454,6 +454,19 @@ class NameTable:
             for outlet in bound.outlets()
         ]
 
+    def under_way(self) -> int:
+        """
+        Requests awaiting their replies and messages queued for listeners, on every name.
+
+        What a stopping gateway waits for while it drains (C{drain_timeout}) before it closes listeners.
+        """
+        total = 0
+        for bound in list(self._bound.values()):
+            if isinstance(bound.router, RequestReplyRouter):
+                total += bound.router.in_flight()
+            total += sum(outlet.queued_messages for outlet in bound.outlets())
+        return total
+
     def connections(self) -> list[IListenerConnection]:
         """Every registered listener connection (for shutdown)."""
         return [c for bound in list(self._bound.values()) for c in bound.listeners]

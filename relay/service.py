@@ -300,6 +300,7 @@ class GatewayService(MultiService):
             admin.setServiceParent(self)
             self._admin_service = admin
             self._descriptions[admin] = f"{settings.admin} (admin)"
+        self.drain_sources: list[Callable[[], int]] = []  # extensions' work under way (SOAP requests)
         for extend in extensions:
             extend(self)
 
@@ -412,8 +413,9 @@ class GatewayService(MultiService):
         self.draining = False
 
     def in_flight(self) -> int:
-        """Relayed WebSocket pairs and HTTP requests under way: what a drain waits for."""
-        return len(self.hybrid_factory.splices) + len(self.http.exchanges)
+        """Relayed pairs, HTTP requests and what extensions report under way: what a drain waits for."""
+        extended = sum(source() for source in self.drain_sources)
+        return len(self.hybrid_factory.splices) + len(self.http.exchanges) + extended
 
     @override
     def stopService(self) -> Deferred[None] | None:

@@ -361,6 +361,39 @@ class RequestReplyTests(BindingsTestCase):
         self.assertEqual(parse_fault(env.body[0], SoapVersion.SOAP12).code.value, "VersionMismatch")
 
 
+class DrainTests(BindingsTestCase):
+    """With C{drain_timeout}, a SOAP request under way when the gateway stops still gets its reply."""
+
+    def limits(self) -> dict[str, float]:
+        """Ten seconds of drain."""
+        return {"drain_timeout": 10.0}
+
+    def test_a_request_awaiting_its_reply(self) -> None:
+        """
+        The listener stays connected until it has replied; then the stop closes it with 1001.
+
+        The drain used to count only hybrid connections' pairs and HTTP requests, so SOAP requests under
+        way were cut off at once.
+        """
+        listener = self.listener("calc")
+        sender = self.wcf("calc", "send")
+        sender.sendMessage(add_request(message_id="urn:uuid:d"), isBinary=False)
+        self.net.flush()
+        request = listener.messages[-1][0]
+        stopped = self.service.stopService()
+        self.net.flush()
+        self.assertIsNone(listener.closed)
+        listener.sendMessage(reply_for(request, 5), isBinary=False)
+        self.net.flush()
+        self.assertEqual(ADD.decode_response(envelope(sender.messages[-1][0]).body[0]), 5)
+        self.clock.advance(0.2)
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1001)  # type: ignore[index]
+        self.clock.advance(10)
+        self.net.flush()
+        self.successResultOf(stopped)
+
+
 class DatagramTests(BindingsTestCase):
     """One-way and multicast over the WebSocket channel (spec 5.1, 5.2), frames and flow."""
 

@@ -116,7 +116,7 @@ class BindingsTestCase(SynchronousTestCase):
             SharedAccessRule("send-only", SEND_KEY, Rights.SEND),
         )
         namespace = Namespace("test", (HOST,), rules, auto_create=True)
-        limits = {**default_limits(), "listener_failure_delay": 0.0}
+        limits = {**default_limits(), "listener_failure_delay": 0.0, **self.limits()}
         settings = GatewaySettings(
             listen=(),
             public_url=PUBLIC,
@@ -131,6 +131,10 @@ class BindingsTestCase(SynchronousTestCase):
         tls = TLSPair(Path(self.mktemp())) if self.use_tls else None
         self.net = Network(self.service.site, self.clock, tls)
         self.endpoint = MemoryEndpoint(self.net)
+
+    def limits(self) -> dict[str, float]:
+        """Gateway limits that differ from the defaults."""
+        return {}
 
     def token(self, path: str, key_name: str = "root", key: str = KEY, ttl: float = 3600) -> str:
         return make_token(f"http://{HOST}/{path}", key_name, key, ttl=ttl, now=self.clock.seconds())
