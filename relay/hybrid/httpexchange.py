@@ -79,7 +79,7 @@ class Exchange:
         self.rendezvous: RendezvousRole | None = None
         self.sent_bytes = 0
         self._body = body
-        self.buffered_body_size = len(body) if body is not None else 0  # a streamed one: request.body
+        self.buffered_body_size = len(body) if body is not None else 0  # streamed: see request.body
         self._settings: HybridConnectionSettings = admission.settings
         self._channel: ControlChannel | None = None
         self._ticket: Ticket | None = None
@@ -189,8 +189,7 @@ class Exchange:
         role.exchange = self
 
     def _response_address_expired(self, failure: Failure) -> None:
-        # The response timer reports the timeout; the address just stops being claimable.
-        self._ticket = None
+        self._ticket = None  # the response timer reports the timeout; the address is no longer claimable
 
     def attached(self, role: RendezvousRole) -> None:
         """A rendezvous is ready for this request: send it the full request, then stream the body."""
@@ -350,9 +349,8 @@ class Exchange:
             role.exchange_done(self, reusable=self._request_sent)
         message = self.message
         method, target, client = message.method, message.request_target[:200], message.remote_endpoint.address
-        # The text is made here with an f-string: twistd's observer formats each field of a format string
-        # through string.Formatter in Python, which made this line 10 % of the gateway's CPU per request.
-        # The fields stay in the event for structured observers.
+        # An f-string: twistd formats each field of a format string with string.Formatter, which made this
+        # line 10 % of the gateway's CPU per request. The fields stay in the event for other observers.
         self.log.info(
             "{access}",
             access=f"{method} {target} -> {self._status} ({self.sent_bytes} bytes) request {self.id} from {client}",
@@ -451,9 +449,8 @@ class Exchange:
         self._untrack()
         self._unregister_producer()
         self._stop_upload()
-        body = self.request.body
-        if body is not None and not body.complete:
-            body.discard()
+        if self.request.body is not None and not self.request.body.complete:
+            self.request.body.discard()
         self.relay.done(self)
 
     # -- timers and back-pressure ----------------------------------------------------------------------
