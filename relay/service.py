@@ -422,9 +422,9 @@ class GatewayService(MultiService):
         """
         Refuse new requests (503) and fail waiting senders; drain; then end the rest (1001 to listeners).
 
-        With C{drain_timeout} above 0, pairs and HTTP requests under way go on for up to that long (the
-        listeners stay connected to answer them, the ports open to answer newcomers 503, C{/readyz} says
-        503), and the rest ends as soon as none is left.
+        With C{drain_timeout} above 0, pairs, HTTP requests and what extensions report (L{in_flight}) go on
+        for up to that long (the listeners stay connected to answer them, the ports open to answer
+        newcomers 503, C{/readyz} says 503), and the rest ends as soon as none is left.
         """
         self.draining = True
         timeout = self.settings.limits["drain_timeout"]
@@ -435,7 +435,7 @@ class GatewayService(MultiService):
         if timeout <= 0 or not left:
             return self._end()
         self.log.info(
-            "draining: {count} relayed pairs and HTTP requests under way, for up to {timeout:g} s",
+            "draining: {count} relayed pairs, requests and messages under way, for up to {timeout:g} s",
             count=left,
             timeout=timeout,
         )
@@ -448,7 +448,7 @@ class GatewayService(MultiService):
             self.log.info("drained: nothing is under way any more")
         else:
             self.log.info(
-                "drain_timeout ({timeout:g} s) passed with {count} pairs and HTTP requests under way; "
+                "drain_timeout ({timeout:g} s) passed with {count} pairs, requests and messages under way; "
                 "ending them",
                 timeout=timeout,
                 count=self.in_flight(),
