@@ -3,7 +3,8 @@ Stopping: refuse what arrives, wait for what is under way, then end the rest.
 
 A stopping gateway answers every request it reads with 503 (L{refuse_requests}), on connections it had
 accepted already and, while it drains, on new ones too. With C{drain_timeout} above 0 it waits
-(L{wait_until_idle}) for its relayed pairs and HTTP requests to end before it tells listeners to go away.
+(L{wait_until_idle}) for its relayed pairs, HTTP requests and SOAP work to end before it tells listeners
+to go away.
 """
 
 from __future__ import annotations
