@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import DeferredSemaphore
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from typing_extensions import override
 
@@ -237,61 +237,28 @@ class ReadingHolds:
 
 
 class ControlGate(WriteGate):
-    """
-    The control channel's push producer: a write buffer past its high-water mark holds reading.
+    """The control channel's push producer: a write buffer past its high-water mark holds reading."""
 
-    @param also: a producer registered with the transport before this one; it still hears every call.
-    """
-
-    def __init__(self, reading: ControlReading, also: IPushProducer | None = None) -> None:
+    def __init__(self, reading: ControlReading) -> None:
         super().__init__(ConnectionClosedError)
         self._reading = reading
-        self._also = also
 
     @override
     def pauseProducing(self) -> None:
         """The transport's buffer is above its high-water mark: stop reading the relay's commands."""
         super().pauseProducing()
         self._reading.hold(WRITE_BACKLOG)
-        if self._also is not None:
-            self._also.pauseProducing()
 
     @override
     def resumeProducing(self) -> None:
-        """Everything written has been sent: read again, unless a rejection limit holds reading."""
+        """Everything written has been sent: read again, unless a dial limit holds reading."""
         super().resumeProducing()
         self._reading.release(WRITE_BACKLOG)
-        if self._also is not None:
-            self._also.resumeProducing()
-
-    @override
-    def stopProducing(self) -> None:
-        """The connection is gone."""
-        super().stopProducing()
-        if self._also is not None:
-            self._also.stopProducing()
-
-
-def registered_producer(transport: Any) -> IPushProducer | None:
-    """
-    The producer already registered with C{transport}, if any.
-
-    Twisted has no public accessor: TCP (and test) transports keep it as C{producer}, the TLS layer as
-    C{_producer} (a wrapper that passes every call on, so composing with it is composing with the
-    original).
-    """
-    producer = getattr(transport, "producer", None)
-    if producer is None:
-        producer = getattr(transport, "_producer", None)
-    return producer
 
 
 def register_gate(protocol: Any, reading: ControlReading) -> ControlGate:
-    """Register a L{ControlGate} with C{protocol}'s transport, composed with a producer already there."""
-    existing = registered_producer(protocol.transport)
-    if existing is not None:
-        protocol.unregisterProducer()
-    gate = ControlGate(reading, also=existing)
+    """Register a L{ControlGate} with C{protocol}'s transport (nothing else produces for a control channel)."""
+    gate = ControlGate(reading)
     protocol.registerProducer(gate, True)
     return gate
 

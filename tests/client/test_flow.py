@@ -24,8 +24,6 @@ from relay.client.flow import (
     ReadingHolds,
 )
 
-from ..recording import RecordingProducer
-
 
 class CountingTransport(StringTransport):
     """A transport that counts how often its reading was paused and resumed."""
@@ -203,21 +201,6 @@ class ControlChannelFlowTests(SynchronousTestCase):
         gate.resumeProducing()
         self.assertEqual(transport.calls, ["pause", "resume", "pause", "resume"])
         self.assertEqual(transport.producerState, "producing")
-
-    def test_composes_with_a_producer_already_registered(self) -> None:
-        """A producer already on the transport is not replaced: it hears every call the transport makes."""
-        transport = CountingTransport()
-        earlier = RecordingProducer()
-        transport.registerProducer(earlier, True)
-        channel, _ = self.channel(transport)
-        gate = transport.producer
-        self.assertIsInstance(gate, ControlGate)
-        gate.pauseProducing()
-        self.assertTrue(channel.reading_paused)
-        gate.resumeProducing()
-        gate.stopProducing()
-        self.assertEqual(earlier.calls, ["pause", "resume", "stop"])
-        self.failureResultOf(gate.when_writable())
 
     def test_closing_reads_again(self) -> None:
         """C{close()} reads again, since the relay's close frame is behind what was not read."""
