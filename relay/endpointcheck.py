@@ -16,6 +16,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
+from twisted.internet.endpoints import _parse
 
 
 class EndpointProblem(Exception):
@@ -36,30 +37,17 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.
 
 def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
     """
-    The positional and keyword arguments of an endpoint string, split as Twisted splits them.
+    The positional and keyword arguments of an endpoint string, by Twisted's own parser.
 
-    Fields are separated by C{:}; the first C{=} of a field makes it a keyword argument; a backslash
-    escapes the next character.
+    C{serverFromString} splits with it too, so the check reads the string exactly as the gateway will.
+
+    @raise EndpointProblem: for a string that parser cannot read (a trailing backslash).
     """
-    args: list[str] = []
-    kw: dict[str, str] = {}
-    name: str | None = None
-    text: list[str] = []
-    chars = iter(description + ":")
-    for ch in chars:
-        if ch == "\\":
-            text.append(next(chars, ""))
-        elif ch == ":":
-            if name is None:
-                args.append("".join(text))
-            else:
-                kw[name] = "".join(text)
-            name, text = None, []
-        elif ch == "=" and name is None:
-            name, text = "".join(text), []
-        else:
-            text.append(ch)
-    return args, kw
+    try:
+        args, kw = _parse(description)
+    except RuntimeError:  # a backslash with nothing after it ends Twisted's tokenizer
+        raise EndpointProblem("ends with a lone backslash") from None
+    return [str(a) for a in args], {str(k): str(v) for k, v in kw.items()}
 
 
 def _read(path: str, option: str) -> bytes:
