@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
+from relay.config import public_url_problem
+
 RESERVED_PREFIX = "sb-hc-"
 HC_SEGMENT = "$hc"
 
@@ -99,14 +101,14 @@ def hc_path(path: str) -> str | None:
 def websocket_base(public_url: str) -> str:
     """
     The C{ws://} or C{wss://} base (scheme, host, port, base path without trailing slash) for addresses.
+
+    @raise AddressError: for a URL L{public_url_problem} refuses.
     """
-    try:
-        parts = urlsplit(public_url)
-    except ValueError:  # an unclosed IPv6 bracket: "https://[::1/"
-        raise AddressError(f"public URL {public_url!r} is not a valid URL") from None
-    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
-    if scheme is None or not parts.netloc:
-        raise AddressError(f"public URL {public_url!r} must be absolute http(s):// or ws(s)://")
+    problem = public_url_problem(public_url)
+    if problem is not None:
+        raise AddressError(f"public URL {problem}")
+    parts = urlsplit(public_url)
+    scheme = "wss" if parts.scheme.lower() in ("https", "wss") else "ws"
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
