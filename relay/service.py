@@ -44,7 +44,7 @@ from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Labels, Registry, status_class
 from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
-from relay.shutdown import refuse_requests, restore_requests, wait_until_idle
+from relay.shutdown import SHUTTING_DOWN, refuse_requests, restore_requests, wait_until_idle
 from relay.state import (
     DEVELOPMENT_KEY_FILE,
     DEVELOPMENT_KEY_NAME,
@@ -134,9 +134,6 @@ class HybridConnectionResource(Resource):
         if self.direct.take(request):
             return NOT_DONE_YET
         return self._websocket.render(request)
-
-
-SHUTTING_DOWN = RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down")
 
 
 def metered_requests(factory: EntityResourceFactory, instruments: HybridInstruments) -> EntityResourceFactory:

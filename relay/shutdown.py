@@ -22,6 +22,9 @@ from relay.hybrid.direct import DirectUpgrades
 from relay.resource import ErrorResource
 from relay.web import RelaySite
 
+SHUTTING_DOWN = RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down")
+"""What a stopping gateway answers new requests and waiting senders."""
+
 POLL_INTERVAL = 0.1
 """Seconds between two looks at what is still under way while draining."""
 
@@ -44,7 +47,7 @@ class ShuttingDownResource(ErrorResource):
     """
 
     def __init__(self, passthrough: Resource | None = None) -> None:
-        super().__init__(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
+        super().__init__(SHUTTING_DOWN)
         self.passthrough = passthrough
 
     @override
