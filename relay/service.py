@@ -44,7 +44,13 @@ from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Labels, Registry, status_class
 from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
-from relay.shutdown import SHUTTING_DOWN, refuse_requests, restore_requests, wait_until_idle
+from relay.shutdown import (
+    SHUTTING_DOWN,
+    ShuttingDownResource,
+    refuse_requests,
+    restore_requests,
+    wait_until_idle,
+)
 from relay.state import (
     DEVELOPMENT_KEY_FILE,
     DEVELOPMENT_KEY_NAME,
@@ -453,8 +459,9 @@ class GatewayService(MultiService):
 
     def _end(self) -> Deferred[None]:
         """Tell listeners the gateway is going away (1001), end pairs and requests, close the ports."""
-        restore_requests(self.site, self._serving)
-        self._serving = refuse_requests(self.site)  # no rendezvous any more either
+        gate = self.site.resource
+        if isinstance(gate, ShuttingDownResource):
+            gate.passthrough = None  # no rendezvous upgrades any more either
         self.hybrid.rendezvous.fail_all(SHUTTING_DOWN)
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):
