@@ -479,7 +479,10 @@ class GatewayService(MultiService):
         return done
 
     def _stopped(self, result: object) -> None:
-        """Give the reactor its own event dispatch back (a test process goes on using it)."""
+        """Stop the splice's native thread; give the reactor its own event dispatch back (tests go on)."""
+        native = self.hybrid_factory.native
+        if native is not None:
+            native.close()
         restore = self._restore_dispatch
         self._restore_dispatch = None
         if restore is not None:

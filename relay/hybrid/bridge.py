@@ -44,6 +44,14 @@ from relay.hybrid.frames import (
     encode_frame,
     parse_close,
 )
+from relay.hybrid.native import (
+    REASON_EOF,
+    REASON_ERROR,
+    NativeSplices,
+    SideResult,
+    handover_state,
+    restore_state,
+)
 from relay.hybrid.sockets import shared_read_buffer
 from relay.metrics import Cell
 from relay.writes import pending_write_bytes, plain_socket, tcp_transport, write_now
@@ -58,16 +66,18 @@ class _PauseReading:
     C{loseConnection}) when this leg disconnects, cutting the other leg before it is sent its close frame.
     """
 
-    def __init__(self, reader: Any) -> None:
+    def __init__(self, reader: Any, splice: Splice) -> None:
         self._reader = reader
+        self._splice = splice
 
     def pauseProducing(self) -> None:
         """The consumer's buffer is full: stop reading the other leg."""
         self._reader.pauseProducing()
 
     def resumeProducing(self) -> None:
-        """The consumer drained: read the other leg again."""
-        self._reader.resumeProducing()
+        """The consumer drained: read the other leg again (unless the native thread reads it now)."""
+        if self._splice.native_handle is None:
+            self._reader.resumeProducing()
 
     def stopProducing(self) -> None:
         """Shutdown is handled by the splice, which closes the other leg properly."""
@@ -200,6 +210,7 @@ class Splice:
     @ivar read_buffer: the buffer plain legs read into and its view after the headroom
         (L{shared_read_buffer}).
     @ivar metered: where each read's size is added (the entity's C{relay_bytes_transferred_total}).
+    @ivar native_handle: the pair's handle while the native thread relays it (L{relay.hybrid.native}).
     """
 
     log = Logger()
@@ -215,6 +226,7 @@ class Splice:
         entity: str = "",
         metered: Cell | None = None,
         listener_id: str = "",
+        native: NativeSplices | None = None,
     ) -> None:
         self.connection_id = connection_id
         self.entity = entity
@@ -231,6 +243,11 @@ class Splice:
         self._close_timer: IDelayedCall | None = None
         self._started = clock.seconds()
         self.bytes_relayed = {"sender": 0, "listener": 0}
+        plain = self.sender.socket is not None and self.listener.socket is not None
+        self._native = native if plain else None  # None once the pair may not be handed over
+        self._pump = self._native  # what takes it back
+        self.native_handle: int | None = None
+        self._taking_back = False
 
     def start(self, closed: Callable[[SplicedConnection], None] = lambda connection: None) -> None:
         """
@@ -252,11 +269,15 @@ class Splice:
             leg.protocol = None
             if leg.socket is not None:
                 tcp.doRead = leg.read  # the reactor looks doRead up on the transport for every read
+            if self._native is not None:
+                tcp.connectionLost = self._take_back_before(tcp.connectionLost)
         for leg in (self.sender, self.listener):
-            leg.transport.registerProducer(_PauseReading(leg.other.transport), True)
+            leg.transport.registerProducer(_PauseReading(leg.other.transport, self), True)
         for leg, data in zip((self.sender, self.listener), early, strict=True):
             if data:
                 self.data_received(leg, data)
+        if self._native is not None:
+            self._hand_over()
 
     @property
     def ended(self) -> bool:
@@ -265,6 +286,8 @@ class Splice:
 
     def shutdown(self, code: int, reason: str) -> None:
         """Close both legs on the relay's initiative (server shutdown: 1001), waiting for their answers."""
+        if self.native_handle is not None:
+            self._take_back(resume=False)
         for leg in (self.sender, self.listener):
             if not leg.finished:
                 self._send_close(leg, code, reason)
@@ -272,7 +295,10 @@ class Splice:
 
     def buffered_bytes(self) -> int:
         """Bytes the gateway holds for this pair: unsent writes on both legs plus partial frames."""
-        return sum(
+        held = 0
+        if self.native_handle is not None and self._pump is not None:
+            held = self._pump.buffered(self.native_handle)
+        return held + sum(
             pending_write_bytes(leg.transport) + leg.relay.buffered for leg in (self.sender, self.listener)
         )
 
@@ -306,13 +332,121 @@ class Splice:
                 self._control(leg, item)  # type: ignore[arg-type]
                 if leg.close_received or leg.finished:
                     return
+        if self._native is not None:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """
+        Let the native thread relay the pair, if it is in its steady state.
+
+        That is: neither leg closing or gone, nothing queued on either transport, reading not paused,
+        and neither rewriter in the middle of a control frame. Otherwise the pair stays here for now;
+        the next read tries again.
+        """
+        native = self._native
+        if native is None or self.native_handle is not None or self._taking_back:
+            return
+        states = []
+        for leg in (self.sender, self.listener):
+            transport = leg.transport
+            if (
+                leg.close_sent
+                or leg.close_received
+                or leg.finished
+                or transport.disconnecting
+                or transport.producerPaused
+                or pending_write_bytes(transport)
+            ):
+                return
+            state = handover_state(leg.relay)
+            if state is None:
+                return
+            states.append(state)
+        fds = (self.sender.socket.fileno(), self.listener.socket.fileno())  # type: ignore[union-attr]
+        for leg in (self.sender, self.listener):
+            leg.transport.stopReading()
+        try:
+            self.native_handle = native.add(self, fds, (states[0], states[1]))
+        except OSError as e:  # out of descriptors for the thread's copies: relay here
+            self.log.warn("pair {pair_id}: relaying in Python ({error})", pair_id=self.connection_id, error=e)
+            self._native = None
+            for leg in (self.sender, self.listener):
+                leg.transport.startReading()
+            return
+        for leg in (self.sender, self.listener):
+            leg.relay._buffer = b""
+
+    def _take_back_before(self, connection_lost: Callable[[Failure], None]) -> Callable[[Failure], None]:
+        """
+        Wrap a leg transport's C{connectionLost}, which closes its socket, to take the pair back first.
+
+        The native thread uses the legs' descriptors; taken back before the close, it never sees a
+        descriptor closed (or its number reused by the next connection) under it.
+        """
+
+        def closing(reason: Failure) -> None:
+            self._native = None  # the pair is ending: no more hand-overs
+            if self.native_handle is not None:
+                self._take_back(resume=False)
+            connection_lost(reason)
+
+        return closing
+
+    def native_ejected(self) -> None:
+        """The native thread met something for Python (a control frame, end of file, an error): take over."""
+        self._take_back()
+
+    def native_counted(self, read: tuple[int, int], relayed: tuple[int, int]) -> None:
+        """Add what the native thread read and relayed to the metrics and the pair's totals."""
+        self.metered.value += read[0] + read[1]
+        self.bytes_relayed["sender"] += relayed[0]
+        self.bytes_relayed["listener"] += relayed[1]
+
+    def _take_back(self, resume: bool = True) -> None:
+        """
+        Relay here again, from exactly where the thread stopped.
+
+        The rewriters get the thread's state back; what the thread could not send goes out first (in
+        order, and pausing the other leg's reading if the socket is full); then the input the thread
+        left, from the first frame it does not relay, is rewritten here as if just read. With
+        C{resume}, the pair goes back to the thread afterwards if it is in its steady state again.
+        """
+        handle = self.native_handle
+        if handle is None or self._pump is None:
+            return
+        self.native_handle = None
+        reason, sender, listener = self._pump.take(handle)
+        sides: tuple[tuple[SpliceLeg, SideResult], ...] = ((self.sender, sender), (self.listener, listener))
+        leftover_bytes = sum(len(side[1]) for _, side in sides)
+        self.native_counted((sender[3], listener[3]), (sender[4], listener[4]))
+        self.metered.value -= leftover_bytes  # counted again when rewritten below
+        if reason in (REASON_EOF, REASON_ERROR):
+            self._native = None  # the pair is ending: Python reads the end and closes
+        for leg, (state, _, _, _, _) in sides:
+            restore_state(leg.relay, state)
+            transport = leg.transport
+            if transport.connected and not transport.disconnecting:
+                transport.startReading()
+        for leg, (_, _, pending, _, _) in sides:
+            if pending:
+                leg.other.send(memoryview(pending))
+        self._taking_back = True
+        try:
+            for leg, (_, leftover, _, _, _) in sides:
+                if leftover:
+                    self.data_received(leg, leftover)
+        finally:
+            self._taking_back = False
+        if resume:
+            self._hand_over()
 
     def _control(self, leg: SpliceLeg, frame: ControlFrame) -> None:
         if frame.opcode == OP_PING:
             if leg.close_sent:
                 return
             if pending_write_bytes(leg.transport) < self._buffer_size:
-                leg.transport.write(encode_frame(OP_PONG, frame.payload))
+                # at once, like relayed frames: queued, it would also keep the pair off the native thread
+                write_now(leg.transport, encode_frame(OP_PONG, frame.payload), leg.socket)
             elif not leg.pongs_skipped:
                 # A leg that pings without reading would have the gateway queue pongs without end. RFC
                 # 6455 (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth

@@ -37,6 +37,7 @@ from relay.hybrid.addressing import (
 from relay.hybrid.bridge import Splice, SplicedConnection
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.messages import RemoteEndpoint
+from relay.hybrid.native import NativeSplices
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.hybrid.upgrades import (
@@ -82,6 +83,11 @@ class HybridConnectionFactory(WebSocketServerFactory):
         # upgrades; it installs the protocol's http_role (see relay.hybrid.httprendezvous.RendezvousRole).
         self.request_rendezvous: Any = None
         self.splices: set[Splice] = set()
+        self.native = NativeSplices.create(
+            clock,
+            int(limits.get("splice_buffer_bytes", 262144)),
+            enabled=bool(limits.get("native_splice", 1.0)),
+        )
         # Every $hc socket: Autobahn protocols, legs answered without Autobahn, spliced connections.
         self.connections: set[Any] = set()
         self._drain = ConnectionDrain(self.connections, clock)
@@ -113,6 +119,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
             entity=entity,
             listener_id=listener_id,
             metered=self.router.instruments.bytes_cell(entity),
+            native=self.native,
         )
         splice.start(self.spliced_connection_closed)
         self.splice_started(splice, (sender, listener))

@@ -44,9 +44,9 @@ class Client(WebSocketClientProtocol):
         self.closed.callback((code, reason))
 
 
-async def connect(url: str, headers: dict[str, str] | None = None) -> Client:
+async def connect(url: str, headers: dict[str, str] | None = None, protocol: type[Client] = Client) -> Client:
     factory = WebSocketClientFactory(url, headers=headers or {}, reactor=reactor)
-    factory.protocol = Client
+    factory.protocol = protocol
     connector = connectWS(factory)
     proto: list[Client] = []
     original = factory.buildProtocol

@@ -1,0 +1,207 @@
+"""
+The native splice thread (C{relay._splice.Pump}) on real socket pairs: relaying, hand-back, back-pressure.
+
+Each test joins two socket pairs through a pump: the test holds the clients' ends, the pump the
+gateway's ends, as the splice gives them.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import threading
+import time
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, encode_frame
+
+from .nativeneed import native_module
+from .test_frames import masked
+
+_splice = native_module()
+
+FRESH = (0, b"", 0, False, b"")
+
+
+def read_exactly(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
+    """Read C{n} bytes, or fail after C{timeout} seconds."""
+    sock.settimeout(timeout)
+    chunks = []
+    while n:
+        chunk = sock.recv(min(n, 1 << 20))
+        if not chunk:
+            raise AssertionError(f"end of stream with {n} bytes still expected")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+class PumpTests(SynchronousTestCase):
+    """A pump relaying one pair."""
+
+    def setUp(self) -> None:
+        self.pump = _splice.Pump(65536)
+        self.sender, sender_gateway = socket.socketpair()
+        self.listener, listener_gateway = socket.socketpair()
+        for sock in (self.sender, self.listener, sender_gateway, listener_gateway):
+            self.addCleanup(sock.close)
+        sender_gateway.setblocking(False)
+        listener_gateway.setblocking(False)
+        self.gateway_ends = (sender_gateway, listener_gateway)
+        self.handle = self.pump.add(sender_gateway.fileno(), listener_gateway.fileno(), FRESH, FRESH)
+
+    def wait_ejected(self, timeout: float = 10.0) -> list[int]:
+        """The handles the thread gave back, waiting for its signal."""
+        readable, _, _ = select.select([self.pump.fileno()], [], [], timeout)
+        self.assertTrue(readable, "the pump did not signal an ejection")
+        ejected: list[int] = self.pump.ejected()
+        return ejected
+
+    def test_relays_both_ways_unmasked(self) -> None:
+        """Masked frames in, the same frames unmasked out, in each direction, text and binary."""
+        payloads = [b"", b"x", os.urandom(125), os.urandom(126), os.urandom(70000)]
+        source = b"".join(masked(OP_BINARY if i % 2 else OP_TEXT, p) for i, p in enumerate(payloads))
+        expected = b"".join(encode_frame(OP_BINARY if i % 2 else OP_TEXT, p) for i, p in enumerate(payloads))
+        self.sender.sendall(source)
+        self.assertEqual(read_exactly(self.listener, len(expected)), expected)
+        self.listener.sendall(source)
+        self.assertEqual(read_exactly(self.sender, len(expected)), expected)
+        self.assertEqual(self.pump.pairs(), 1)
+
+    def test_bytes_arriving_one_at_a_time(self) -> None:
+        """A fragmented message written a byte at a time (headers split everywhere) arrives intact."""
+        second = os.urandom(300)
+        source = masked(OP_TEXT, b"frag-1", fin=False) + masked(0, second, fin=True)
+        expected = encode_frame(OP_TEXT, b"frag-1", fin=False) + encode_frame(0, second, fin=True)
+        for byte in source:
+            self.sender.send(bytes((byte,)))
+            time.sleep(0.0005)
+        self.assertEqual(read_exactly(self.listener, len(expected)), expected)
+
+    def test_control_frame_hands_the_pair_back_with_what_follows(self) -> None:
+        """Data before a ping is relayed; the ping and the bytes after it come back to Python, unread."""
+        rest = masked(OP_PING, b"are you there") + masked(OP_BINARY, b"after")
+        self.sender.sendall(masked(OP_BINARY, b"before") + rest)
+        self.assertEqual(read_exactly(self.listener, 8), encode_frame(OP_BINARY, b"before"))
+        self.assertEqual(self.wait_ejected(), [self.handle])
+        reason, sender_side, listener_side = self.pump.take(self.handle)
+        self.assertEqual(reason, 1)
+        state, leftover, pending, read, relayed = sender_side
+        self.assertEqual((state, leftover, pending), (FRESH, rest, b""))
+        self.assertEqual((read, relayed), (len(rest) + 12, 8))
+        self.assertEqual(listener_side, (FRESH, b"", b"", 0, 0))
+        self.assertEqual(self.pump.pairs(), 0)
+
+    def test_close_frame_from_the_listener(self) -> None:
+        """A close is Python's too, from either leg."""
+        close = masked(OP_CLOSE, b"\x03\xe8bye")
+        self.listener.sendall(close)
+        self.assertEqual(self.wait_ejected(), [self.handle])
+        reason, _, listener_side = self.pump.take(self.handle)
+        self.assertEqual((reason, listener_side[1]), (1, close))
+
+    def test_broken_frame_is_handed_back_not_judged(self) -> None:
+        """An unmasked frame from a client is for Python to refuse (with its own close code and log)."""
+        self.sender.sendall(encode_frame(OP_TEXT, b"unmasked"))
+        self.wait_ejected()
+        reason, sender_side, _ = self.pump.take(self.handle)
+        self.assertEqual((reason, sender_side[1]), (1, encode_frame(OP_TEXT, b"unmasked")))
+
+    def test_end_of_stream_hands_back_with_the_partial_header(self) -> None:
+        """A leg that closes mid-header: reason 2, and the held bytes in the state for Python."""
+        frame = masked(OP_BINARY, bytes(1000))
+        self.sender.sendall(frame[:3])
+        self.sender.shutdown(socket.SHUT_WR)
+        self.wait_ejected()
+        reason, sender_side, _ = self.pump.take(self.handle)
+        self.assertEqual(reason, 2)
+        self.assertEqual(sender_side[0][4], frame[:3])
+
+    def test_take_while_relaying_keeps_the_frame_in_flight(self) -> None:
+        """Taken back mid-frame: the remaining length, mask and offset to finish it in Python."""
+        frame = masked(OP_BINARY, os.urandom(100000))
+        self.sender.sendall(frame[:5000])
+        read_exactly(self.listener, 5000 - 4)  # 14-byte masked header, 10-byte unmasked one
+        reason, sender_side, _ = self.pump.take(self.handle)
+        remaining, mask, offset, in_message, held = sender_side[0]
+        self.assertEqual(
+            (reason, remaining, mask, offset, in_message, held),
+            (0, 100000 - 4986, frame[10:14], 4986 % 4, False, b""),
+        )
+
+    def test_take_leaves_the_descriptors_open(self) -> None:
+        """The thread never closes a leg's socket: after take, Python's descriptors still work."""
+        self.pump.take(self.handle)
+        sender_gateway, listener_gateway = self.gateway_ends
+        sender_gateway.sendall(b"from python")
+        self.assertEqual(read_exactly(self.sender, 11), b"from python")
+        listener_gateway.sendall(b"still open")
+        self.assertEqual(read_exactly(self.listener, 10), b"still open")
+
+    def test_counts_what_moved(self) -> None:
+        """collect gives the bytes read and relayed per leg since the last collect, then zero."""
+        self.sender.sendall(masked(OP_BINARY, b"12345"))
+        read_exactly(self.listener, 7)
+        self.assertEqual(self.pump.collect(), [(self.handle, 11, 0, 7, 0)])
+        self.assertEqual(self.pump.collect(), [])
+
+    def test_a_slow_reader_holds_at_most_one_read(self) -> None:
+        """
+        A listener that does not read: the thread keeps one read at most and stops reading the sender.
+
+        Then everything arrives, in order, once the listener reads.
+        """
+        payload = os.urandom(4 * 1024 * 1024)
+        source = masked(OP_BINARY, payload)
+        self.sender.setblocking(False)
+        sent = 0
+        stalled_since = time.monotonic()
+        while time.monotonic() - stalled_since < 0.5:
+            try:
+                n = self.sender.send(source[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            sent += n
+            stalled_since = time.monotonic()
+        self.assertLess(sent, len(source))  # the sender was held back
+        held = self.pump.buffered(self.handle)
+        self.assertGreater(held, 0)
+        self.assertLessEqual(held, 65536 + 14)
+        self.sender.setblocking(True)
+        expected = encode_frame(OP_BINARY, payload)
+        received = bytearray()
+
+        def drain() -> None:
+            received.extend(read_exactly(self.listener, len(expected)))
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        self.sender.sendall(source[sent:])
+        reader.join(30)
+        self.assertEqual(bytes(received), expected)
+
+    def test_invalid_arguments(self) -> None:
+        """Bad states and descriptors are refused with an exception, and nothing is added."""
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        self.assertRaises(ValueError, self.pump.add, a.fileno(), b.fileno(), (1, b"", 0, False, b""), FRESH)
+        self.assertRaises(OSError, self.pump.add, 987654, b.fileno(), FRESH, FRESH)
+        self.assertRaises(KeyError, self.pump.take, self.handle + 1)
+        self.assertRaises(ValueError, _splice.Pump, 10)
+        self.assertEqual(self.pump.pairs(), 1)
+
+    def test_a_taken_handle_is_not_reused(self) -> None:
+        """After take, the handle names nothing, even once its slot serves a new pair."""
+        self.pump.take(self.handle)
+        a, b = socket.socketpair()
+        self.addCleanup(a.close)
+        self.addCleanup(b.close)
+        second = self.pump.add(a.fileno(), b.fileno(), FRESH, FRESH)
+        self.assertNotEqual(second, self.handle)
+        self.assertRaises(KeyError, self.pump.take, self.handle)
+        self.assertRaises(KeyError, self.pump.buffered, self.handle)
+        self.pump.take(second)
