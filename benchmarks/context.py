@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class Settings:
     install: bool = True
     cases: tuple[str, ...] = ()
     gateway_from: Path | None = None
+    python_splice: bool = False
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,8 @@ class Context:
         @param timeout: seconds to wait until it listens.
         """
         merged = {"listener_failure_delay": 0.0, **(limits or {})}
+        if self.settings.python_splice:
+            merged["native_splice"] = 0.0
         config = self.path(f"{name}.toml")
         config.write_text(gateway_config(merged))
         log = self.path(f"{name}.log")
@@ -211,7 +215,18 @@ class Context:
             timeout=timeout,
         )
         _, line = proc.wait_for_line("READY", timeout)
+        self._note_splice(log)
         return Gateway(proc, int(line.split()[1]), log)
+
+    def _note_splice(self, log: Path) -> None:
+        """Say in the report what relayed the gateway's WebSocket pairs (its start-up line)."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            for text in log.read_text(errors="replace").splitlines():
+                if "WebSocket pairs are relayed" in text:
+                    self.note("gateway: WebSocket pairs relayed " + text.split("are relayed", 1)[1].strip())
+                    return
+            time.sleep(0.05)
 
     def autobahn_server(self) -> tuple[Proc, int]:
         """The direct endpoint: an Autobahn server counting (or echoing) messages."""

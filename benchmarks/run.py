@@ -78,6 +78,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="run the gateway's relay package from another checkout (before/after comparisons), "
         "e.g. a directory made with 'git archive BASE | tar -x -C DIR'",
     )
+    parser.add_argument(
+        "--python-splice",
+        action="store_true",
+        help="relay WebSocket pairs in Python even where the native thread is built (native_splice = 0)",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     return parser.parse_args(argv)
 
@@ -125,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         install=not args.no_install,
         cases=tuple(args.case),
         gateway_from=args.gateway_from.resolve() if args.gateway_from else None,
+        python_splice=args.python_splice,
     )
     settings.out.mkdir(parents=True, exist_ok=True)
     chosen = select(args.scenario, args.quick)

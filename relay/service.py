@@ -38,6 +38,7 @@ from relay.hybrid.addressing import websocket_base
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
 from relay.hybrid.instruments import HybridInstruments
+from relay.hybrid.native import which as native_splice_in_use
 from relay.hybrid.router import HybridConnectionRouter, IListenerChannel, SenderContext
 from relay.hybrid.sockets import keep_read_buffers
 from relay.hybrid.websocket import HybridConnectionFactory
@@ -385,6 +386,10 @@ class GatewayService(MultiService):
                 "relay listening on {endpoint} ({address})", endpoint=description, address=str(port.getHost())
             )
         self.log.info("public URL (rendezvous addresses): {public_url}", public_url=self.public_url)
+        self.log.info(
+            "WebSocket pairs are relayed {splice}",
+            splice=native_splice_in_use(bool(self.settings.limits.get("native_splice", 1.0))),
+        )
         connection_string = self.connection_string()
         if connection_string is not None:
             plain = not (self.public_url or "").startswith("https")

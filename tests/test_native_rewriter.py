@@ -15,7 +15,7 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT, FrameRelay, encode_frame
-from relay.hybrid.native import handover_state, restore_state
+from relay.hybrid.native import NativeSplices, handover_state, restore_state, which
 
 from .nativeneed import native_module
 from .test_frames import FrameRelayTests, Items, masked
@@ -106,3 +106,21 @@ class NativeRewriterDetailTests(SynchronousTestCase):
         relay = FrameRelay()
         relay.feed(masked(OP_BINARY, bytes(70000))[:9])
         self.assertEqual(handover_state(relay), (0, b"", 0, False, masked(OP_BINARY, bytes(70000))[:9]))
+
+
+class SwitchTests(SynchronousTestCase):
+    """Whether the gateway uses the thread, and what it says at start."""
+
+    def test_switched_off(self) -> None:
+        """native_splice = 0 gives no thread, and the start-up line says so."""
+        from twisted.internet import reactor
+
+        self.assertIsNone(NativeSplices.create(reactor, 65536, enabled=False))
+        self.assertEqual(which(False), "in Python (native_splice = 0)")
+
+    def test_switched_on(self) -> None:
+        """Where the extension is built, the default is the thread on plain TCP legs."""
+        from twisted.internet import reactor
+
+        self.assertIsNotNone(NativeSplices.create(reactor, 65536))
+        self.assertIn("by the native thread", which(True))

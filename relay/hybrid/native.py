@@ -29,10 +29,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from types import ModuleType
 
 _splice: ModuleType | None
+_missing = ""
 try:
     from relay import _splice  # type: ignore[attr-defined,no-redef]
-except ImportError:  # not built here: the gateway relays in Python
+except ImportError as e:  # not built here: the gateway relays in Python
     _splice = None
+    _missing = str(e)
 
 REASON_TAKEN = 0
 REASON_FRAME = 1
@@ -52,6 +54,15 @@ SideResult = tuple[RewriterState, bytes, bytes, int, int]
 def available() -> bool:
     """Whether the extension is built and importable here."""
     return _splice is not None
+
+
+def which(enabled: bool) -> str:
+    """For the start-up log: what relays WebSocket pairs here, and if not the thread, why."""
+    if _splice is None:
+        return f"in Python (the extension relay._splice is not built here: {_missing})"
+    if not enabled:
+        return "in Python (native_splice = 0)"
+    return "by the native thread (relay._splice) on plain TCP legs, in Python on TLS legs"
 
 
 def handover_state(relay: FrameRelay) -> RewriterState | None:
