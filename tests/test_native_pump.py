@@ -13,9 +13,11 @@ import socket
 import threading
 import time
 
+from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, encode_frame
+from relay.hybrid.native import NativeSplices
 
 from .nativeneed import native_module
 from .test_frames import masked
@@ -205,3 +207,66 @@ class PumpTests(SynchronousTestCase):
         self.assertRaises(KeyError, self.pump.take, self.handle)
         self.assertRaises(KeyError, self.pump.buffered, self.handle)
         self.pump.take(second)
+
+
+class _Pair:
+    """A stand-in splice for L{NativeSplices}: it takes itself back, or fails to."""
+
+    def __init__(self, native: NativeSplices, fail: bool) -> None:
+        self.native = native
+        self.fail = fail
+        self.handle = 0
+        self.taken: list[int] = []
+
+    def native_ejected(self) -> None:
+        if self.fail:
+            raise ZeroDivisionError("a bug in one pair")
+        self.taken.append(self.native.take(self.handle)[0])
+
+    def native_counted(self, read: tuple[int, int], relayed: tuple[int, int]) -> None:
+        pass
+
+
+class NativeSplicesTests(SynchronousTestCase):
+    """The reactor's side of the pump."""
+
+    def join(self, native: NativeSplices, pair: _Pair) -> socket.socket:
+        """Give C{pair} two socket pairs through C{native}; return its sender's end."""
+        sender, sender_gateway = socket.socketpair()
+        listener, listener_gateway = socket.socketpair()
+        for sock in (sender, sender_gateway, listener, listener_gateway):
+            self.addCleanup(sock.close)
+        self.gateway_ends.append(sender_gateway)
+        pair.handle = native.add(pair, (sender_gateway.fileno(), listener_gateway.fileno()), (FRESH, FRESH))
+        return sender
+
+    def setUp(self) -> None:
+        self.gateway_ends: list[socket.socket] = []
+
+    def read_by_thread(self) -> None:
+        """Wait until the thread has read everything sent to the gateway's ends."""
+        deadline = time.monotonic() + 10
+        for sock in self.gateway_ends:
+            while True:
+                try:
+                    sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                self.assertLess(time.monotonic(), deadline, "the thread did not read")
+                time.sleep(0.01)
+
+    def test_one_failing_pair_does_not_strand_the_others(self) -> None:
+        """A pair whose take-back raises is logged and taken; the others of the same signal are taken back."""
+        reactor = MemoryReactorClock()
+        native = NativeSplices(reactor, 65536)
+        failing, healthy = _Pair(native, fail=True), _Pair(native, fail=False)
+        for pair in (failing, healthy):
+            self.join(native, pair).sendall(masked(OP_PING, b"x"))
+        self.assertEqual(len(reactor.readers), 1)
+        self.read_by_thread()
+        native._ejected()
+        self.assertEqual(healthy.taken, [1])
+        self.assertEqual(len(native), 0)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        native.close()
+        self.assertEqual(len(reactor.readers), 0)

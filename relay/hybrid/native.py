@@ -194,5 +194,12 @@ class NativeSplices:
     def _ejected(self) -> None:
         for handle in self._pump.ejected():
             pair = self._pairs.get(handle)
-            if pair is not None:  # else already taken back (a stop, a lost connection)
+            if pair is None:  # already taken back (a stop, a lost connection)
+                continue
+            try:
                 pair.native_ejected()
+            except Exception:
+                # one pair's failure must not leave the others of this signal with the thread
+                self.log.failure("taking back pair {handle} from the native thread", handle=handle)
+                if handle in self._pairs:
+                    self.take(handle)
