@@ -14,7 +14,8 @@ if sys.platform.startswith("linux"):
     extensions.append(
         Extension(
             "relay._splice",
-            sources=["relay/_splice.c"],
+            sources=["relay/_splice.c", "relay/_splice_frames.c", "relay/_splice_pump.c"],
+            depends=["relay/_splice_frames.h", "relay/_splice_pump.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,
         )

@@ -194,7 +194,7 @@ class Context:
         """
         merged = {"listener_failure_delay": 0.0, **(limits or {})}
         if self.settings.python_splice:
-            merged["native_splice"] = 0.0
+            merged["native_splice"] = 0  # an integer setting
         config = self.path(f"{name}.toml")
         config.write_text(gateway_config(merged))
         log = self.path(f"{name}.log")

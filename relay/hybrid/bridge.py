@@ -56,6 +56,15 @@ from relay.hybrid.sockets import shared_read_buffer
 from relay.metrics import Cell
 from relay.writes import pending_write_bytes, plain_socket, tcp_transport, write_now
 
+HAND_OVER_AFTER_READS = 16
+"""
+Reads a pair is relayed in Python before it goes to the native thread.
+
+Handing a pair over and taking it back costs about as much as a dozen reads relayed in Python (system
+calls to move the sockets between the two event loops, a wake-up of each): a pair that connects, says
+little and closes is cheaper here.
+"""
+
 
 @implementer(IPushProducer)
 class _PauseReading:
@@ -248,6 +257,7 @@ class Splice:
         self._pump = self._native  # what takes it back
         self.native_handle: int | None = None
         self._taking_back = False
+        self._reads = 0  # relayed here, counted until the pair may go to the native thread
 
     def start(self, closed: Callable[[SplicedConnection], None] = lambda connection: None) -> None:
         """
@@ -276,8 +286,6 @@ class Splice:
         for leg, data in zip((self.sender, self.listener), early, strict=True):
             if data:
                 self.data_received(leg, data)
-        if self._native is not None:
-            self._hand_over()
 
     @property
     def ended(self) -> bool:
@@ -333,7 +341,9 @@ class Splice:
                 if leg.close_received or leg.finished:
                     return
         if self._native is not None:
-            self._hand_over()
+            self._reads += 1
+            if self._reads >= HAND_OVER_AFTER_READS:
+                self._hand_over()
 
     def _hand_over(self) -> None:
         """

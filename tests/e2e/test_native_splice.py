@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
+from relay.hybrid import bridge
 from relay.hybrid.bridge import Splice
 
 from ..nativeneed import native_module
@@ -53,7 +54,11 @@ class Pair:
         return splice
 
     async def on_thread(self) -> None:
-        """Wait until the native thread relays the pair."""
+        """Send a first message each way, then wait until the native thread relays the pair."""
+        self.sender.sendMessage(b"first", isBinary=True)
+        self.rendezvous.sendMessage(b"first", isBinary=True)
+        assert await self.rendezvous.next_message() == (b"first", True)
+        assert await self.sender.next_message() == (b"first", True)
         await until(lambda: self.splice.native_handle is not None)
 
 
@@ -77,6 +82,8 @@ class NativeSpliceTests(TestCase):
 
     def setUp(self) -> None:
         native_module()
+        # hand pairs over at their first read, so that each test's traffic runs on the thread
+        self.patch(bridge, "HAND_OVER_AFTER_READS", 1)
 
     async def pair(self, **limits: float) -> Pair:
         gateway = await start_gateway(self, limits=limits)
@@ -135,11 +142,11 @@ class NativeSpliceTests(TestCase):
         await until(lambda: splice.ended)
         # five 300-byte binary frames and five 600-byte text frames (hex) each way: 4-byte headers
         # unmasked as relayed, 8-byte headers masked as read
-        relayed = 5 * 304 + 5 * 604
+        relayed = 5 * 304 + 5 * 604 + 7  # and the first message of on_thread: 5 bytes, 2-byte header
         self.assertEqual(splice.bytes_relayed, {"sender": relayed, "listener": relayed})
         close_frames = (6 + 2 + len("done")) + (6 + 2)  # masked closes read: the sender's, Autobahn's 1000
         metered = pair.gateway.service.instruments.bytes_cell("hyco").value
-        self.assertEqual(metered, 2 * (5 * 308 + 5 * 608) + close_frames)
+        self.assertEqual(metered, 2 * (5 * 308 + 5 * 608 + 11) + close_frames)
 
     async def test_a_leg_that_vanishes_gets_the_other_a_1001(self) -> None:
         """A sender dropped without a close: the thread hands the end to Python, the listener gets 1001."""
@@ -156,7 +163,7 @@ class NativeSpliceTests(TestCase):
         pair.sender.sendMessage(os.urandom(10000), isBinary=True)
         await pair.rendezvous.next_message()
         cell = pair.gateway.service.instruments.bytes_cell("hyco")
-        await until(lambda: cell.value == 10000 + 8, timeout=5)
+        await until(lambda: cell.value == 10000 + 8 + 2 * 11, timeout=5)  # and the two first messages
         self.assertIsNotNone(pair.splice.native_handle)
 
     async def test_stopping_takes_pairs_back_and_closes_them_with_1001(self) -> None:
@@ -168,6 +175,15 @@ class NativeSpliceTests(TestCase):
         self.assertEqual((await pair.rendezvous.closed)[0], 1001)
         await stopping
         self.assertEqual(len(pair.gateway.service.hybrid_factory.native or ()), 0)
+
+    async def test_a_pair_starts_in_python(self) -> None:
+        """A new pair is relayed in Python for its first reads (a short one never leaves it)."""
+        self.patch(bridge, "HAND_OVER_AFTER_READS", 16)
+        pair = await self.pair()
+        await self.echo(pair, [b"x"] * 7)  # 14 reads
+        self.assertIsNone(pair.splice.native_handle)
+        await self.echo(pair, [b"y"])
+        await until(lambda: pair.splice.native_handle is not None)
 
     async def test_switched_off(self) -> None:
         """With native_splice = 0 the gateway relays in Python, the same way."""
