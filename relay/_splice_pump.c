@@ -294,11 +294,14 @@ int pump_open(PumpCore *pump, size_t read_size)
     pump->epoll_fd = pump->notify_fd = pump->wake_fd = -1;
     pthread_mutex_init(&pump->lock, NULL);
     pump->read_size = read_size;
-    pump->scratch = malloc(SPLICE_HEADROOM + read_size);
+    /* Touched now, as the Python splice's shared read buffer is when it is made: a fixed cost of the
+       process, not of whichever pair reads first. */
+    pump->scratch = calloc(1, SPLICE_HEADROOM + read_size);
     if (!pump->scratch) {
         errno = ENOMEM;
         return -1;
     }
+    memset(pump->scratch, 0, SPLICE_HEADROOM + read_size);
     pump->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
     pump->notify_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pump->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

@@ -254,6 +254,8 @@ class Splice:
         self.bytes_relayed = {"sender": 0, "listener": 0}
         plain = self.sender.socket is not None and self.listener.socket is not None
         self._native = native if plain else None  # None once the pair may not be handed over
+        if self._native is not None:
+            self._native.prepare()
         self._pump = self._native  # what takes it back
         self.native_handle: int | None = None
         self._taking_back = False

@@ -44,6 +44,13 @@ REASON_ERROR = 3
 COUNT_INTERVAL = 1.0
 """Seconds between copying the thread's byte counts into the metrics (and the pairs' totals)."""
 
+THREAD_READ_BYTES = 65536
+"""
+The most the thread reads at once, and so holds per direction for a slow reader (Python: one read of
+C{splice_buffer_bytes}). Python reads big to spread its per-read cost; the thread's per-read cost is a
+few system calls, so reading more at once would only hold more memory.
+"""
+
 RewriterState = tuple[int, bytes, int, bool, bytes]
 """What the thread needs of a L{FrameRelay}: remaining payload, mask, mask offset, in a message, held."""
 
@@ -142,12 +149,22 @@ class NativeSplices:
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def add(self, pair: NativePair, fds: tuple[int, int], states: tuple[RewriterState, RewriterState]) -> int:
-        """Let the thread relay between the two sockets; the handle names the pair to L{take}."""
+    def prepare(self) -> None:
+        """
+        Start the thread, if it is not running yet: called for every new pair.
+
+        Its read buffer is then part of the process's footprint from the first pair on, as the Python
+        splice's shared read buffer is (L{relay.hybrid.sockets.shared_read_buffer}).
+        """
         if self._pump is None:
-            self._pump = _splice.Pump(self.read_size)  # type: ignore[union-attr]  # create() checked
+            read_size = min(self.read_size, THREAD_READ_BYTES)
+            self._pump = _splice.Pump(read_size)  # type: ignore[union-attr]  # create() checked
             self._reader = _EjectedReader(self._pump.fileno(), self._ejected)
             self._reactor.addReader(self._reader)
+
+    def add(self, pair: NativePair, fds: tuple[int, int], states: tuple[RewriterState, RewriterState]) -> int:
+        """Let the thread relay between the two sockets; the handle names the pair to L{take}."""
+        self.prepare()
         handle: int = self._pump.add(fds[0], fds[1], states[0], states[1])
         self._pairs[handle] = pair
         if not self._counting.running:
