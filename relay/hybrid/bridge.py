@@ -260,6 +260,7 @@ class Splice:
         self.native_handle: int | None = None
         self._taking_back = False
         self._reads = 0  # relayed here, counted until the pair may go to the native thread
+        self._guarded = False  # the legs' connectionLost takes the pair back first (_take_back_before)
 
     def start(self, closed: Callable[[SplicedConnection], None] = lambda connection: None) -> None:
         """
@@ -281,8 +282,6 @@ class Splice:
             leg.protocol = None
             if leg.socket is not None:
                 tcp.doRead = leg.read  # the reactor looks doRead up on the transport for every read
-            if self._native is not None:
-                tcp.connectionLost = self._take_back_before(tcp.connectionLost)
         for leg in (self.sender, self.listener):
             leg.transport.registerProducer(_PauseReading(leg.other.transport, self), True)
         for leg, data in zip((self.sender, self.listener), early, strict=True):
@@ -375,11 +374,16 @@ class Splice:
                 return
             states.append(state)
         fds = (self.sender.socket.fileno(), self.listener.socket.fileno())  # type: ignore[union-attr]
+        if not self._guarded:  # at the first hand-over: pairs that never go to the thread pay nothing
+            self._guarded = True
+            for leg in (self.sender, self.listener):
+                tcp = tcp_transport(leg.transport)
+                tcp.connectionLost = self._take_back_before(tcp.connectionLost)
         for leg in (self.sender, self.listener):
             leg.transport.stopReading()
         try:
             self.native_handle = native.add(self, fds, (states[0], states[1]))
-        except OSError as e:  # out of descriptors for the thread's copies: relay here
+        except OSError as e:  # the thread's epoll refused the sockets (out of memory or watches)
             self.log.warn("pair {pair_id}: relaying in Python ({error})", pair_id=self.connection_id, error=e)
             self._native = None
             for leg in (self.sender, self.listener):
