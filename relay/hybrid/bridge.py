@@ -138,6 +138,7 @@ class SpliceLeg:
         "lost",
         "name",
         "other",
+        "pong_waiting",
         "pongs_skipped",
         "protocol",
         "relay",
@@ -162,6 +163,7 @@ class SpliceLeg:
         self.finished = False
         self.lost = False
         self.pongs_skipped = False
+        self.pong_waiting: bytes | None = None  # for a ping that came while a frame to this leg was half sent
 
     def data_received(self, data: bytes) -> None:
         """Bytes arrived on this leg's socket."""
@@ -326,11 +328,33 @@ class Splice:
         if leg.close_received or leg.finished:
             return
         self.metered.value += end - start  # per read, not per frame: one addition on the hot path
+        other = leg.other
+        if other.pong_waiting is not None:
+            # The other leg pinged while a frame from this one was half sent to it: relay up to that
+            # frame's end, answer the ping there, then the rest of the read.
+            remaining = leg.relay.frame_remaining
+            if remaining < end - start:
+                middle = start + remaining
+                if not self._relay(leg, buffer, start, middle):
+                    return
+                self._answer_waiting_ping(other)
+                start = middle
+        if not self._relay(leg, buffer, start, end):
+            return
+        if other.pong_waiting is not None and not leg.relay.frame_remaining:
+            self._answer_waiting_ping(other)  # the frame ended with this read
+        if self._native is not None:
+            self._reads += 1
+            if self._reads >= HAND_OVER_AFTER_READS:
+                self._hand_over()
+
+    def _relay(self, leg: SpliceLeg, buffer: bytearray, start: int, end: int) -> bool:
+        """Rewrite and forward C{buffer[start:end]}, answering its control frames; C{False} once C{leg} closes."""
         try:
             items = leg.relay.feed_into(buffer, start, end)
         except FrameError as e:
             self._fail_leg(leg, e.code, e.reason)
-            return
+            return False
         other = leg.other
         for item in items:
             if type(item) is memoryview:
@@ -340,11 +364,8 @@ class Splice:
             else:
                 self._control(leg, item)  # type: ignore[arg-type]
                 if leg.close_received or leg.finished:
-                    return
-        if self._native is not None:
-            self._reads += 1
-            if self._reads >= HAND_OVER_AFTER_READS:
-                self._hand_over()
+                    return False
+        return True
 
     def _hand_over(self) -> None:
         """
@@ -361,7 +382,8 @@ class Splice:
         for leg in (self.sender, self.listener):
             transport = leg.transport
             if (
-                leg.close_sent
+                leg.pong_waiting is not None
+                or leg.close_sent
                 or leg.close_received
                 or leg.finished
                 or transport.disconnecting
@@ -458,21 +480,7 @@ class Splice:
 
     def _control(self, leg: SpliceLeg, frame: ControlFrame) -> None:
         if frame.opcode == OP_PING:
-            if leg.close_sent:
-                return
-            if pending_write_bytes(leg.transport) < self._buffer_size:
-                # at once, like relayed frames: queued, it would also keep the pair off the native thread
-                write_now(leg.transport, encode_frame(OP_PONG, frame.payload), leg.socket)
-            elif not leg.pongs_skipped:
-                # A leg that pings without reading would have the gateway queue pongs without end. RFC
-                # 6455 (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth
-                # queued, this one is.
-                leg.pongs_skipped = True
-                self.log.info(
-                    "pair {pair_id}: the {leg} pings without reading; pongs skipped while its queue is full",
-                    pair_id=self.connection_id,
-                    leg=leg.name,
-                )
+            self._answer_ping(leg, frame.payload)
         elif frame.opcode == OP_PONG:
             return
         elif frame.opcode == OP_CLOSE:
@@ -482,6 +490,32 @@ class Splice:
                 self._fail_leg(leg, e.code, e.reason)
                 return
             self._close_received(leg, CloseCode.NORMAL if code is None else code, reason)
+
+    def _answer_ping(self, leg: SpliceLeg, payload: bytes) -> None:
+        if leg.close_sent:
+            return
+        if leg.other.relay.frame_remaining:
+            # A frame to this leg is half sent: the pong goes after it (only the latest ping's, as RFC
+            # 6455 5.5.3 allows), or it would land inside the frame.
+            leg.pong_waiting = payload
+        elif pending_write_bytes(leg.transport) < self._buffer_size:
+            # at once, like relayed frames: queued, it would also keep the pair off the native thread
+            write_now(leg.transport, encode_frame(OP_PONG, payload), leg.socket)
+        elif not leg.pongs_skipped:
+            # A leg that pings without reading would have the gateway queue pongs without end. RFC 6455
+            # (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth queued,
+            # this one is.
+            leg.pongs_skipped = True
+            self.log.info(
+                "pair {pair_id}: the {leg} pings without reading; pongs skipped while its queue is full",
+                pair_id=self.connection_id,
+                leg=leg.name,
+            )
+
+    def _answer_waiting_ping(self, leg: SpliceLeg) -> None:
+        payload, leg.pong_waiting = leg.pong_waiting, None
+        if payload is not None:
+            self._answer_ping(leg, payload)
 
     def _close_received(self, leg: SpliceLeg, code: int, reason: str) -> None:
         leg.close_received = True
@@ -506,6 +540,21 @@ class Splice:
         if leg.close_sent or leg.finished:
             return
         leg.close_sent = True
+        if leg.other.relay.frame_remaining:
+            # The gateway's own close (stopping, the other leg gone or broken) while a frame to this leg
+            # is half sent: written now it would land inside that frame, and the rest of the frame may
+            # never come. End the connection without a close frame instead (the peer sees 1006).
+            self.log.info(
+                "pair {pair_id}: {leg} disconnected without a close frame ({code} {reason}): "
+                "a frame to it was half sent",
+                pair_id=self.connection_id,
+                leg=leg.name,
+                code=code,
+                reason=reason,
+            )
+            leg.close_received = True
+            self._finish(leg)
+            return
         # at once, like relayed frames: queued, it cost a reactor turn and two epoll_ctl calls per leg
         write_now(leg.transport, encode_close(code, reason), leg.socket)
 

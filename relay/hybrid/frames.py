@@ -145,6 +145,16 @@ class FrameRelay:
         """Bytes held back waiting for the rest of a header or control frame."""
         return len(self._buffer)
 
+    @property
+    def frame_remaining(self) -> int:
+        """
+        Payload bytes still to come of the data frame being relayed (0 between frames).
+
+        While it is not 0 the other leg has been sent part of a frame, so nothing else may be written to
+        that leg until the rest of it: the splice's own pongs and closes wait for it.
+        """
+        return self._remaining
+
     def feed(self, data: bytes) -> list[memoryview | ControlFrame]:
         """
         Consume bytes read from the leg (copied once into a buffer of their own).

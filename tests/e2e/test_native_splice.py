@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from relay.hybrid import bridge
 from relay.hybrid.bridge import Splice
+from relay.hybrid.frames import OP_BINARY
 
 from ..nativeneed import native_module
+from ..test_frames import masked
 from .gateway import RunningGateway, start_gateway
 from .test_gateway_smoke import Client, connect
 from .test_hybrid_python import until
@@ -62,10 +65,11 @@ class Pair:
         await until(lambda: self.splice.native_handle is not None)
 
 
-async def join(gateway: RunningGateway) -> Pair:
-    """Open a listener, a sender (that can ping) and the rendezvous that joins them."""
+async def join(gateway: RunningGateway, control: Client | None = None) -> Pair:
+    """Open a listener (unless given its control channel), a sender that can ping, and their rendezvous."""
     auth = {"ServiceBusAuthorization": gateway.token("hyco")}
-    control = await connect(f"{gateway.ws_url}/$hc/hyco?sb-hc-action=listen", auth)
+    if control is None:
+        control = await connect(f"{gateway.ws_url}/$hc/hyco?sb-hc-action=listen", auth)
     sender_connecting = Deferred.fromCoroutine(
         connect(f"{gateway.ws_url}/$hc/hyco?sb-hc-action=connect", auth, protocol=PongClient)
     )
@@ -192,3 +196,100 @@ class NativeSpliceTests(TestCase):
         await self.echo(pair, [os.urandom(70000)])
         await deferLater(reactor, 0.05, lambda: None)
         self.assertIsNone(pair.splice.native_handle)
+
+
+class NativeSpliceStressTests(TestCase):
+    """Many pairs at once, pinging while they stream: every hand-over and take-back keeps every byte."""
+
+    timeout = 120
+
+    def setUp(self) -> None:
+        native_module()
+        self.patch(bridge, "HAND_OVER_AFTER_READS", 2)
+
+    async def test_pairs_streaming_and_pinging_lose_nothing(self) -> None:
+        """On the native thread (it hands each ping back to Python)."""
+        await self.stream()
+
+    async def test_pairs_streaming_and_pinging_lose_nothing_in_python(self) -> None:
+        """With the Python splice alone."""
+        await self.stream(native_splice=0.0)
+
+    async def stream(self, **limits: float) -> None:
+        """
+        Ten pairs each send 120 messages of random sizes both ways, with a ping every seventh message.
+
+        Each side receives exactly what the other sent, in order: in particular no pong lands inside a
+        frame being relayed to the pinging leg (it did, before the pong waited for the frame's end).
+        """
+        gateway = await start_gateway(self, limits=limits)
+        first = await join(gateway)
+        pairs = [first] + [await join(gateway, first.control) for _ in range(9)]
+
+        async def run(pair: Pair, seed: int) -> None:
+            rng = random.Random(seed)
+            sent_up, sent_down = [], []
+            for i in range(120):
+                up = rng.randbytes(rng.choice([0, 1, 125, 126, 4000, 70000]))
+                down = rng.randbytes(rng.choice([0, 7, 300, 65536]))
+                pair.sender.sendMessage(up, isBinary=True)
+                pair.rendezvous.sendMessage(down, isBinary=True)
+                sent_up.append(up)
+                sent_down.append(down)
+                if i % 7 == 0:
+                    pair.sender.sendPing(b"%d" % i)
+            for up, down in zip(sent_up, sent_down, strict=True):
+                self.assertEqual(await pair.rendezvous.next_message(), (up, True))
+                self.assertEqual(await pair.sender.next_message(), (down, True))
+            # The last ping is answered; an earlier one may go unanswered when a later one comes while
+            # its pong waits for a frame to end (RFC 6455 5.5.3): the pongs are the pings', in order.
+            pings = [b"%d" % i for i in range(0, 120, 7)]
+            await until(lambda: pair.sender.pongs[-1:] == pings[-1:])
+            self.assertEqual(pair.sender.pongs, [ping for ping in pings if ping in pair.sender.pongs])
+
+        await DeferredList(
+            [Deferred.fromCoroutine(run(pair, seed)) for seed, pair in enumerate(pairs)],
+            fireOnOneErrback=True,
+        )
+        native = gateway.service.hybrid_factory.native
+        if native is not None:
+            self.assertGreater(len(native), 0)  # the pairs went back to the thread after their pings
+        for pair in pairs:
+            for client in (pair.sender, pair.rendezvous):
+                client.sendClose(1000)
+                await client.closed
+        first.control.sendClose(1000)
+        await first.control.closed
+
+
+class HalfSentFrameTests(TestCase):
+    """The gateway's own close never lands inside a frame it has half relayed."""
+
+    timeout = 30
+
+    async def test_stopping_mid_frame_disconnects_without_a_close_frame(self) -> None:
+        """
+        Stopping while a listener's frame is half relayed to the sender: the sender is disconnected.
+
+        A close frame written then would land inside the frame, and the rest of the frame will not
+        come; the sender sees an abnormal closure (1006) at once instead of a corrupt stream. The listener,
+        whose incoming stream is between frames, gets its 1001. (A close frame inside the frame would leave
+        the sender waiting for the rest until the closing handshake timed out: 30 s here.)
+        """
+        native_module()
+        self.patch(bridge, "HAND_OVER_AFTER_READS", 1)
+        gateway = await start_gateway(self, limits={"close_handshake_timeout": 30.0})
+        pair = await join(gateway)
+        await pair.on_thread()
+        frame = masked(OP_BINARY, os.urandom(100000))
+        pair.rendezvous.transport.write(frame[:50000])
+        # relayed: the first message (7 bytes) and the half frame (a 10-byte header for the 14-byte one)
+        await until(lambda: pair.splice.bytes_relayed["listener"] >= 7 + 50000 - 4)
+        stopping = gateway.service.stopService()
+        code, _ = await pair.sender.closed
+        self.assertEqual(code, 1006)
+        # The listener got the gateway's 1001. (Its answer lands inside the half frame this test wrote
+        # on its behalf, so its closing handshake cannot complete: drop it.)
+        await until(lambda: pair.rendezvous.remoteCloseCode == 1001)
+        pair.rendezvous.transport.abortConnection()
+        await stopping
