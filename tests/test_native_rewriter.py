@@ -124,3 +124,17 @@ class SwitchTests(SynchronousTestCase):
 
         self.assertIsNotNone(NativeSplices.create(reactor, 65536))
         self.assertIn("by the native thread", which(True))
+
+    def test_not_built(self) -> None:
+        """Without the extension there is no thread, and the start-up line says why."""
+        from twisted.internet import reactor
+
+        from relay.hybrid import native
+
+        self.patch(native, "_splice", None)
+        self.patch(native, "_missing", "No module named 'relay._splice'")
+        self.assertIsNone(NativeSplices.create(reactor, 65536))
+        self.assertEqual(
+            which(True),
+            "in Python (the extension relay._splice is not built here: No module named 'relay._splice')",
+        )
