@@ -269,6 +269,12 @@ class GatewayService(MultiService):
             ("entity",),
             self._connection_levels,
         )
+        self.metrics.sampled(
+            "relay_native_splice_pairs",
+            "Relayed WebSocket pairs whose data frames the native thread relays now (the rest: in Python).",
+            (),
+            self._native_levels,
+        )
         site = RelaySite(
             self.root,
             reactor=reactor,
@@ -324,6 +330,10 @@ class GatewayService(MultiService):
         ]
         levels.extend(((splice.entity,), 1) for splice in self.hybrid_factory.splices)
         return levels
+
+    def _native_levels(self) -> list[tuple[Labels, float]]:
+        native = self.hybrid_factory.native
+        return [((), float(len(native) if native is not None else 0))]
 
     @override
     def setServiceParent(self, parent: Any) -> None:

@@ -116,6 +116,7 @@ class NativeSpliceTests(TestCase):
         pair = await self.pair()
         await pair.on_thread()
         self.assertEqual(len(pair.gateway.service.hybrid_factory.native), 1)
+        self.assertEqual(pair.gateway.service.metrics.value("relay_native_splice_pairs"), 1)
         await self.echo(
             pair, [b"", b"x", os.urandom(125), os.urandom(126), os.urandom(70000), os.urandom(1 << 20)]
         )
@@ -193,6 +194,7 @@ class NativeSpliceTests(TestCase):
         """With native_splice = 0 the gateway relays in Python, the same way."""
         pair = await self.pair(native_splice=0.0)
         self.assertIsNone(pair.gateway.service.hybrid_factory.native)
+        self.assertEqual(pair.gateway.service.metrics.value("relay_native_splice_pairs"), 0)
         await self.echo(pair, [os.urandom(70000)])
         await deferLater(reactor, 0.05, lambda: None)
         self.assertIsNone(pair.splice.native_handle)
