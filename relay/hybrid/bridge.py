@@ -14,7 +14,11 @@ Plain TCP legs are read into one buffer shared by all splices and rewritten in p
 Close is end to end: a close frame from one leg is forwarded to the other, and the first leg's closing
 handshake completes only when the other leg answers (or a timeout passes). A leg that vanishes without a
 close becomes a 1001 close on the other leg; a leg that breaks the framing rules is failed with its close
-code and the other leg gets 1001. Nothing one pair does reaches any other connection.
+code and the other leg gets 1001. Nothing one pair does reaches any other connection. The gateway's own
+frames (pongs, its closes) never go inside a frame being relayed to the same leg.
+
+Where the extension is built, a pair's data frames go to a native thread once the pair is in its
+steady state (L{relay.hybrid.native}); the thread hands the pair back here for everything else.
 """
 
 from __future__ import annotations
