@@ -1,4 +1,4 @@
-"""Tests for L{relay.hybrid.bridge.SpliceLeg.send}: relayed frames go to the socket at once when nothing is queued."""
+"""Tests for L{relay.hybrid.legs.SpliceLeg.send}: relayed frames go to the socket at once when nothing is queued."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.hybrid.bridge import Splice, SpliceLeg
+from relay.hybrid.bridge import Splice
 from relay.hybrid.frames import encode_close
+from relay.hybrid.legs import SpliceLeg
 from relay.hybrid.sockets import allocator_thresholds, keep_read_buffers
 from relay.writes import pending_write_bytes
 

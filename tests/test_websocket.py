@@ -15,7 +15,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from relay import wsdata
 from relay.hybrid import bridge, direct
-from relay.hybrid.bridge import SplicedConnection
+from relay.hybrid.legs import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient

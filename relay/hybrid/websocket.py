@@ -34,8 +34,9 @@ from relay.hybrid.addressing import (
     hc_path,
     split_target,
 )
-from relay.hybrid.bridge import Splice, SplicedConnection
+from relay.hybrid.bridge import Splice
 from relay.hybrid.control import ControlChannel
+from relay.hybrid.legs import SplicedConnection
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.native import NativeSplices
 from relay.hybrid.rendezvous import Ticket
