@@ -3,7 +3,7 @@ The native thread's frame rewriter (C{relay._splice.rewrite}) against L{FrameRel
 
 Every test of L{FrameRelayTests} runs again with each read going first to the C rewriter, as the thread
 does it, and from the first frame it leaves for Python on to L{FrameRelay}, with the state handed back and
-forth by L{handover_state} and L{restore_state}: the output, the control frames and the errors must be
+forth by L{FrameRelay.saved_state} and L{FrameRelay.restore}: the output, the control frames and the errors must be
 exactly those of the Python rewriter alone.
 """
 
@@ -15,7 +15,7 @@ import struct
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT, FrameRelay, encode_frame
-from relay.hybrid.native import NativeSplices, handover_state, restore_state, which
+from relay.hybrid.native import NativeSplices, which
 
 from .nativeneed import native_module
 from .test_frames import FrameRelayTests, Items, masked
@@ -25,12 +25,11 @@ _splice = native_module()
 
 def native_feed(relay: FrameRelay, data: bytes) -> Items:
     """One read as the splice does it with the thread: C while it can, then Python from where C stopped."""
-    state = handover_state(relay)
+    state = relay.saved_state()
     if state is None:  # Python holds half a control frame: it finishes it
         return relay.feed(data)
-    relay._buffer = b""
     output, stop, after = _splice.rewrite(state, data)
-    restore_state(relay, after)
+    relay.restore(after)
     items: Items = [memoryview(output)] if output else []
     if stop >= 0:
         items += relay.feed((state[4] + data)[stop:])
@@ -82,7 +81,7 @@ class NativeRewriterDetailTests(SynchronousTestCase):
         )  # 8-byte header
         self.assertEqual(mask, frame[4:8])
         relay = FrameRelay()
-        restore_state(relay, state)
+        relay.restore(state)
         rest = b"".join(bytes(i) for i in relay.feed(frame[501:]))  # type: ignore[arg-type]
         self.assertEqual(output + rest, encode_frame(OP_BINARY, payload, fin=False))
 
@@ -98,14 +97,14 @@ class NativeRewriterDetailTests(SynchronousTestCase):
             with self.subTest(state=state):
                 self.assertRaises(ValueError, _splice.rewrite, state, b"")
 
-    def test_handover_state_refuses_half_a_control_frame(self) -> None:
+    def test_saved_state_refuses_half_a_control_frame(self) -> None:
         """Python keeps a rewriter that holds the start of a control frame, or more than a header."""
         relay = FrameRelay()
         relay.feed(masked(OP_PING, bytes(100))[:50])
-        self.assertIsNone(handover_state(relay))
+        self.assertIsNone(relay.saved_state())
         relay = FrameRelay()
         relay.feed(masked(OP_BINARY, bytes(70000))[:9])
-        self.assertEqual(handover_state(relay), (0, b"", 0, False, masked(OP_BINARY, bytes(70000))[:9]))
+        self.assertEqual(relay.saved_state(), (0, b"", 0, False, masked(OP_BINARY, bytes(70000))[:9]))
 
 
 class SwitchTests(SynchronousTestCase):

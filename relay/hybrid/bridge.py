@@ -49,8 +49,6 @@ from relay.hybrid.native import (
     REASON_ERROR,
     NativeSplices,
     SideResult,
-    handover_state,
-    restore_state,
 )
 from relay.hybrid.sockets import shared_read_buffer
 from relay.metrics import Cell
@@ -110,10 +108,10 @@ class Splice:
         self._started = clock.seconds()
         self.bytes_relayed = {"sender": 0, "listener": 0}
         plain = self.sender.socket is not None and self.listener.socket is not None
-        self._native = native if plain else None  # None once the pair may not be handed over
+        self._native = native if plain else None
+        self._may_hand_over = self._native is not None  # False from when the pair is ending
         if self._native is not None:
             self._native.prepare()
-        self._pump = self._native  # what takes it back
         self.native_handle: int | None = None
         self._taking_back = False
         self._reads = 0  # relayed here, counted until the pair may go to the native thread
@@ -161,12 +159,10 @@ class Splice:
 
     def buffered_bytes(self) -> int:
         """Bytes the gateway holds for this pair: unsent writes on both legs plus partial frames."""
-        held = 0
-        if self.native_handle is not None and self._pump is not None:
-            held = self._pump.buffered(self.native_handle)
-        return held + sum(
-            pending_write_bytes(leg.transport) + leg.relay.buffered for leg in (self.sender, self.listener)
-        )
+        queued = sum(pending_write_bytes(leg.transport) for leg in (self.sender, self.listener))
+        if self.native_handle is not None and self._native is not None:
+            return queued + self._native.buffered(self.native_handle)  # the rewriters' state is the thread's
+        return queued + sum(leg.relay.buffered for leg in (self.sender, self.listener))
 
     def data_received(self, leg: SpliceLeg, data: bytes) -> None:
         """Rewrite and forward bytes that were not read into the shared buffer (TLS, or before the splice)."""
@@ -198,7 +194,7 @@ class Splice:
             return
         if other.pong_waiting is not None and not leg.relay.frame_remaining:
             self._answer_waiting_ping(other)  # the frame ended with this read
-        if self._native is not None:
+        if self._may_hand_over:
             self._reads += 1
             if self._reads >= HAND_OVER_AFTER_READS:
                 self._hand_over()
@@ -231,7 +227,7 @@ class Splice:
         the next read tries again.
         """
         native = self._native
-        if native is None or self.native_handle is not None or self._taking_back:
+        if native is None or not self._may_hand_over or self.native_handle is not None or self._taking_back:
             return
         states = []
         for leg in (self.sender, self.listener):
@@ -246,7 +242,7 @@ class Splice:
                 or pending_write_bytes(transport)
             ):
                 return
-            state = handover_state(leg.relay)
+            state = leg.relay.saved_state()
             if state is None:
                 return
             states.append(state)
@@ -262,12 +258,9 @@ class Splice:
             self.native_handle = native.add(self, fds, (states[0], states[1]))
         except OSError as e:  # the thread's epoll refused the sockets (out of memory or watches)
             self.log.warn("pair {pair_id}: relaying in Python ({error})", pair_id=self.connection_id, error=e)
-            self._native = None
+            self._may_hand_over = False
             for leg in (self.sender, self.listener):
                 leg.transport.startReading()
-            return
-        for leg in (self.sender, self.listener):
-            leg.relay._buffer = b""
 
     def _take_back_before(self, connection_lost: Callable[[Failure], None]) -> Callable[[Failure], None]:
         """
@@ -278,7 +271,7 @@ class Splice:
         """
 
         def closing(reason: Failure) -> None:
-            self._native = None  # the pair is ending: no more hand-overs
+            self._may_hand_over = False  # the pair is ending
             if self.native_handle is not None:
                 self._take_back(resume=False)
             connection_lost(reason)
@@ -305,18 +298,18 @@ class Splice:
         C{resume}, the pair goes back to the thread afterwards if it is in its steady state again.
         """
         handle = self.native_handle
-        if handle is None or self._pump is None:
+        if handle is None or self._native is None:
             return
         self.native_handle = None
-        reason, sender, listener = self._pump.take(handle)
+        reason, sender, listener = self._native.take(handle)
         sides: tuple[tuple[SpliceLeg, SideResult], ...] = ((self.sender, sender), (self.listener, listener))
         leftover_bytes = sum(len(side[1]) for _, side in sides)
         self.native_counted((sender[3], listener[3]), (sender[4], listener[4]))
         self.metered.value -= leftover_bytes  # counted again when rewritten below
         if reason in (REASON_EOF, REASON_ERROR):
-            self._native = None  # the pair is ending: Python reads the end and closes
+            self._may_hand_over = False  # the pair is ending: Python reads the end and closes
         for leg, (state, _, _, _, _) in sides:
-            restore_state(leg.relay, state)
+            leg.relay.restore(state)
             transport = leg.transport
             if transport.connected and not transport.disconnecting:
                 transport.startReading()

@@ -32,6 +32,10 @@ _CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 HEADROOM = 256
 """Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (130)."""
 
+_LONGEST_HEADER = 14
+RewriterState = tuple[int, bytes, int, bool, bytes]
+"""L{FrameRelay.saved_state}: payload still to come, its mask, the mask offset, in a message, held bytes."""
+
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -144,6 +148,23 @@ class FrameRelay:
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a header or control frame."""
         return len(self._buffer)
+
+    def saved_state(self) -> RewriterState | None:
+        """
+        Where the rewriter is, for another rewriter to go on from (the splice's native thread), or C{None}.
+
+        C{None} when it holds more than the start of a data frame's header: half a control frame, which
+        only this rewriter finishes. The state is (payload bytes still to come, their mask, the mask
+        offset, whether a fragmented message is open, the held bytes).
+        """
+        held = self._buffer
+        if len(held) >= _LONGEST_HEADER or (held and held[0] & 0x08):
+            return None
+        return (self._remaining, self._mask, self._offset & 3, self._in_message, held)
+
+    def restore(self, state: RewriterState) -> None:
+        """Go on from a state that another rewriter reached (see L{saved_state})."""
+        self._remaining, self._mask, self._offset, self._in_message, self._buffer = state
 
     @property
     def frame_remaining(self) -> int:

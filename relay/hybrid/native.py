@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from relay.hybrid.frames import FrameRelay
+from relay.hybrid.frames import RewriterState
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import ModuleType
@@ -51,9 +51,6 @@ C{splice_buffer_bytes}). Python reads big to spread its per-read cost; the threa
 few system calls, so reading more at once would only hold more memory.
 """
 
-RewriterState = tuple[int, bytes, int, bool, bytes]
-"""What the thread needs of a L{FrameRelay}: remaining payload, mask, mask offset, in a message, held."""
-
 SideResult = tuple[RewriterState, bytes, bytes, int, int]
 """Per leg, taken back: rewriter state, input not rewritten, output not sent, bytes read, bytes relayed."""
 
@@ -70,24 +67,6 @@ def which(enabled: bool) -> str:
     if not enabled:
         return "in Python (native_splice = 0)"
     return "by the native thread (relay._splice) on plain TCP legs, in Python on TLS legs"
-
-
-def handover_state(relay: FrameRelay) -> RewriterState | None:
-    """
-    The rewriter's state for the thread, or C{None} when it holds what only Python handles.
-
-    Held bytes are the start of a header; more than a data frame's longest header, or the start of a
-    control frame, means a control frame is half read: Python finishes it first.
-    """
-    held = relay._buffer
-    if len(held) >= 14 or (held and held[0] & 0x08):
-        return None
-    return (relay._remaining, relay._mask, relay._offset & 3, relay._in_message, held)
-
-
-def restore_state(relay: FrameRelay, state: RewriterState) -> None:
-    """Put the thread's rewriter state back into C{relay}."""
-    relay._remaining, relay._mask, relay._offset, relay._in_message, relay._buffer = state
 
 
 class NativePair(Protocol):
