@@ -215,18 +215,13 @@ class Context:
             timeout=timeout,
         )
         _, line = proc.wait_for_line("READY", timeout)
-        self._note_splice(log)
+        if "splice=native" in line:
+            self.note(
+                "gateway: WebSocket pairs relayed by the native thread (relay._splice) once established"
+            )
+        else:
+            self.note("gateway: WebSocket pairs relayed in Python (native thread off or not built)")
         return Gateway(proc, int(line.split()[1]), log)
-
-    def _note_splice(self, log: Path) -> None:
-        """Say in the report what relayed the gateway's WebSocket pairs (its start-up line)."""
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline:
-            for text in log.read_text(errors="replace").splitlines():
-                if "WebSocket pairs are relayed" in text:
-                    self.note("gateway: WebSocket pairs relayed " + text.split("are relayed", 1)[1].strip())
-                    return
-            time.sleep(0.05)
 
     def autobahn_server(self) -> tuple[Proc, int]:
         """The direct endpoint: an Autobahn server counting (or echoing) messages."""
@@ -320,7 +315,6 @@ class Context:
         metered = meter() if meter is not None else 0.0
         before = {k: p.cpu() for k, p in watch.items() if p.alive()}
         spy = self._start_py_spy(watch.get("gateway"), name)
-        import time
 
         t0 = time.monotonic()
         proc.wait_for_line("MEASURE end", timeout, start_index)
@@ -365,7 +359,6 @@ class Context:
 
 def _wait_for_port(port: int, proc: Proc, timeout: float = 10.0) -> None:
     import socket
-    import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

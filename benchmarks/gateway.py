@@ -55,7 +55,11 @@ def main(argv: list[str]) -> None:
 
     def ready(result: Any) -> None:
         port = getattr(service.ports[0].getHost(), "port", 0)
-        print(f"READY {port} nofile={limit}", flush=True)
+        # what relays WebSocket pairs: a --gateway-from checkout may predate the native thread
+        native = getattr(getattr(service, "hybrid_factory", None), "native", None)
+        print(
+            f"READY {port} nofile={limit} splice={'native' if native is not None else 'python'}", flush=True
+        )
 
     service.ready.addCallback(ready)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[attr-defined]
