@@ -15,16 +15,26 @@
 
 /* ---------------------------------------------------------------- lists and the pair table */
 
+/* Make room for at least `wanted` handles. */
+static int list_reserve(HandleList *list, size_t wanted)
+{
+    if (wanted <= list->cap)
+        return 0;
+    size_t cap = list->cap ? list->cap : 64;
+    while (cap < wanted)
+        cap *= 2;
+    uint64_t *grown = realloc(list->items, cap * sizeof(uint64_t));
+    if (!grown)
+        return -1;
+    list->items = grown;
+    list->cap = cap;
+    return 0;
+}
+
 static int list_push(HandleList *list, uint64_t handle)
 {
-    if (list->len == list->cap) {
-        size_t cap = list->cap ? 2 * list->cap : 64;
-        uint64_t *grown = realloc(list->items, cap * sizeof(uint64_t));
-        if (!grown)
-            return -1;
-        list->items = grown;
-        list->cap = cap;
-    }
+    if (list_reserve(list, list->len + 1) < 0)
+        return -1;
     list->items[list->len++] = handle;
     return 0;
 }
@@ -69,6 +79,12 @@ static void forget_slot(PumpCore *pump, size_t slot)
 
 int pump_add(PumpCore *pump, Pair *pair, uint64_t *handle)
 {
+    /* Room for every pair still in the table to be ejected once: eject() then never needs memory, and
+       no pair can be stopped without Python being told. */
+    if (list_reserve(&pump->ejected, pump->ejected.len + pump->active + 1) < 0) {
+        errno = ENOMEM;
+        return -1;
+    }
     size_t slot;
     if (pump->free_count) {
         slot = pump->free_slots[--pump->free_count];
@@ -139,7 +155,7 @@ static void eject(PumpCore *pump, Pair *pair, uint64_t handle, int reason)
     epoll_ctl(pump->epoll_fd, EPOLL_CTL_DEL, pair->fd[1], NULL);
     pair->state = PAIR_EJECTED;
     pair->reason = reason;
-    list_push(&pump->ejected, handle); /* if it cannot grow, the pair waits for its next take */
+    list_push(&pump->ejected, handle); /* never fails: pump_add reserved the room */
     uint64_t one = 1;
     ssize_t ignored = write(pump->notify_fd, &one, sizeof one);
     (void)ignored;
