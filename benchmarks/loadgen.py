@@ -1,14 +1,16 @@
 """
 The WebSocket load generator process: one connection, blocking socket, frames built once.
 
-    python -m benchmarks.loadgen throughput HOST PORT PATH SIZE SECONDS [HEADERS_JSON]
+    python -m benchmarks.loadgen throughput HOST PORT PATH SIZE SECONDS [HEADERS_JSON [PING_MS]]
     python -m benchmarks.loadgen latency HOST PORT PATH SECONDS [HEADERS_JSON]
     python -m benchmarks.loadgen stream HOST PORT PATH BYTES [HEADERS_JSON]
 
 It prints C{MEASURE start} and C{MEASURE end} around the timed part (the runner samples other processes'
 CPU time there) and a final C{RESULT {json}} line. Throughput: binary messages of SIZE bytes are written
 in batches for SECONDS after a warm-up; a C{reset} command starts the count and the clock at the
-endpoint and C{stop} ends them; the endpoint's count must equal what was sent after C{reset}. Latency: one 64-byte message in
+endpoint and C{stop} ends them; the endpoint's count must equal what was sent after C{reset}. With
+PING_MS, a ping goes out between batches whenever that many milliseconds have passed since the last one
+(the gateway answers it; the pongs are skipped at the end). Latency: one 64-byte message in
 flight, echoed by the endpoint; every round trip is timed.
 """
 
@@ -19,7 +21,7 @@ import resource
 import sys
 import time
 
-from benchmarks.wsraw import OP_BINARY, OP_TEXT, FrameReader, connect, frame, receive_message
+from benchmarks.wsraw import OP_BINARY, OP_PING, OP_TEXT, FrameReader, connect, frame, receive_message
 
 WARMUP = 0.5
 STREAM_IDLE = 1.5
@@ -32,7 +34,13 @@ def cpu_time() -> float:
 
 
 def throughput(
-    host: str, port: int, path: str, size: int, seconds: float, headers: dict[str, str]
+    host: str,
+    port: int,
+    path: str,
+    size: int,
+    seconds: float,
+    headers: dict[str, str],
+    ping_every: float = 0.0,
 ) -> dict[str, float]:
     sock, rest = connect(host, port, path, headers)
     one = frame(OP_BINARY, bytes(size))
@@ -46,7 +54,13 @@ def throughput(
     cpu0 = cpu_time()
     t0 = time.perf_counter()
     sent = 0
-    while time.perf_counter() - t0 < seconds:
+    pings = 0
+    last_ping = t0
+    while (now := time.perf_counter()) - t0 < seconds:
+        if ping_every and now - last_ping >= ping_every:
+            sock.sendall(frame(OP_PING, b"%d" % pings))
+            pings += 1
+            last_ping = now
         sock.sendall(batch)
         sent += per_batch
     sock.sendall(frame(OP_TEXT, b"stop"))
@@ -66,6 +80,7 @@ def throughput(
         "msg_per_s": sent / elapsed,
         "mb_per_s": sent * size / elapsed / 1e6,
         "loadgen_cpu": cpu / (time.perf_counter() - t0),
+        "pings": pings,
     }
 
 
@@ -142,7 +157,8 @@ def main(argv: list[str]) -> None:
     if kind == "throughput":
         host, port, path, size, seconds = argv[1], int(argv[2]), argv[3], int(argv[4]), float(argv[5])
         headers = json.loads(argv[6]) if len(argv) > 6 else {}
-        result = throughput(host, port, path, size, seconds, headers)
+        ping_every = float(argv[7]) / 1000 if len(argv) > 7 else 0.0
+        result = throughput(host, port, path, size, seconds, headers, ping_every)
     elif kind == "latency":
         host, port, path, seconds = argv[1], int(argv[2]), argv[3], float(argv[4])
         headers = json.loads(argv[5]) if len(argv) > 5 else {}

@@ -147,3 +147,47 @@ def latency(ctx: Context) -> None:
             _record_cpu(ctx, case, variant, cpu, result["loadgen_cpu"], run)
         _ratios(ctx, case, "p50", p50, run)
         _ratios(ctx, case, "p99", p99, run)
+
+
+PING_INTERVALS = (("4 KB, no pings", 0), ("4 KB, ping every 100 ms", 100), ("4 KB, ping every 10 ms", 10))
+PING_INTERVALS += (("4 KB, ping every 1 ms", 1),)
+
+
+@scenario(
+    "ws.pings",
+    "websocket",
+    "what a sender's pings cost a streaming relayed pair: 4 KB messages, pinged every 100/10/1 ms or not",
+    variants=("relay",),
+    explicit=True,
+)
+def pings(ctx: Context) -> None:
+    """
+    A pair on the native thread goes back to Python at each ping and returns after some reads.
+
+    This prices that round trip: the gateway's CPU per MB with pings against the same stream without,
+    in the same repetition. Run it with and without C{--python-splice} to compare with a pair that stays
+    in Python.
+    """
+    paths = Paths(ctx)
+    port, path, headers, watch = paths.routes["relay"]
+    seconds = ctx.settings.seconds
+    for run in ctx.repetitions():
+        quiet: float | None = None
+        for case, every_ms in PING_INTERVALS:
+            if not ctx.wants(case):
+                continue
+            args = ["benchmarks.loadgen", "throughput", "127.0.0.1", str(port), path, "4096", str(seconds)]
+            result, cpu = ctx.load(
+                "pings", [*args, json.dumps(headers), str(every_ms)], watch, timeout=seconds * 10 + 60
+            )
+            ctx.record(case, "relay", "msg/s", result["msg_per_s"], "msg/s", run)
+            ctx.record(case, "relay", "MB/s", result["mb_per_s"], "MB/s", run)
+            ctx.record(case, "relay", "pings/s", result["pings"] / seconds, "1/s", run)
+            _record_cpu(ctx, case, "relay", cpu, result["loadgen_cpu"], run)
+            if "gateway" in cpu and result["mb_per_s"] > 0:
+                per_mb = cpu["gateway"] * 1000 / result["mb_per_s"]
+                ctx.record(case, "relay", "cpu gateway per MB", per_mb, "ms", run)
+                if every_ms == 0:
+                    quiet = per_mb
+                elif quiet:
+                    ctx.record(case, "pinging/quiet", "cpu gateway per MB", per_mb / quiet, "x", run)
