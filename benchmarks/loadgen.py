@@ -9,9 +9,9 @@ It prints C{MEASURE start} and C{MEASURE end} around the timed part (the runner 
 CPU time there) and a final C{RESULT {json}} line. Throughput: binary messages of SIZE bytes are written
 in batches for SECONDS after a warm-up; a C{reset} command starts the count and the clock at the
 endpoint and C{stop} ends them; the endpoint's count must equal what was sent after C{reset}. With
-PING_MS, a ping goes out between batches whenever that many milliseconds have passed since the last one
-(the gateway answers it; the pongs are skipped at the end). Latency: one 64-byte message in
-flight, echoed by the endpoint; every round trip is timed.
+PING_MS, a ping goes out between batches whenever that many milliseconds have passed since the last one;
+the gateway answers it, and the pongs are counted at the end (none at all is an error). Latency: one
+64-byte message in flight, echoed by the endpoint; every round trip is timed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,16 @@ import resource
 import sys
 import time
 
-from benchmarks.wsraw import OP_BINARY, OP_PING, OP_TEXT, FrameReader, connect, frame, receive_message
+from benchmarks.wsraw import (
+    OP_BINARY,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    FrameReader,
+    connect,
+    frame,
+    receive_message,
+)
 
 WARMUP = 0.5
 STREAM_IDLE = 1.5
@@ -66,12 +75,16 @@ def throughput(
     sock.sendall(frame(OP_TEXT, b"stop"))
     reader = FrameReader()
     pending = reader.feed(rest)
-    opcode, answer = receive_message(sock, reader, pending)
+    skipped: list[int] = []
+    opcode, answer = receive_message(sock, reader, pending, skipped)
     cpu = cpu_time() - cpu0
     print("MEASURE end", flush=True)
     counts = json.loads(answer)
     if opcode != OP_TEXT or counts["count"] != sent or counts["bytes"] != sent * size:
         raise SystemExit(f"endpoint counted {counts} but {sent} messages were sent")
+    pongs = skipped.count(OP_PONG)
+    if pings and not pongs:  # several pings may share one pong (RFC 6455 5.5.3), but none is an error
+        raise SystemExit(f"{pings} pings were sent and no pong came back")
     sock.close()
     elapsed = counts["seconds"]
     return {
@@ -81,6 +94,7 @@ def throughput(
         "mb_per_s": sent * size / elapsed / 1e6,
         "loadgen_cpu": cpu / (time.perf_counter() - t0),
         "pings": pings,
+        "pongs": pongs,
     }
 
 

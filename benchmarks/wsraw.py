@@ -182,9 +182,16 @@ def connect(
 
 
 def receive_message(
-    sock: socket.socket, reader: FrameReader, pending: list[tuple[int, bytes]]
+    sock: socket.socket,
+    reader: FrameReader,
+    pending: list[tuple[int, bytes]],
+    skipped: list[int] | None = None,
 ) -> tuple[int, bytes]:
-    """Block until the next data message (answering nothing; control frames are skipped)."""
+    """
+    Block until the next data message (answering nothing; control frames are skipped).
+
+    @param skipped: where to note the opcode of each control frame skipped on the way (pongs counted).
+    """
     while True:
         while pending:
             opcode, payload = pending.pop(0)
@@ -192,6 +199,8 @@ def receive_message(
                 return opcode, payload
             if opcode == OP_CLOSE:
                 raise ConnectionError(f"closed by the peer: {payload[:2].hex()} {payload[2:]!r}")
+            if skipped is not None:
+                skipped.append(opcode)
         chunk = sock.recv(262144)
         if not chunk:
             raise ConnectionError("connection closed")

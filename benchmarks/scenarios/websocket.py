@@ -183,6 +183,7 @@ def pings(ctx: Context) -> None:
             ctx.record(case, "relay", "msg/s", result["msg_per_s"], "msg/s", run)
             ctx.record(case, "relay", "MB/s", result["mb_per_s"], "MB/s", run)
             ctx.record(case, "relay", "pings/s", result["pings"] / seconds, "1/s", run)
+            ctx.record(case, "relay", "pongs/s", result["pongs"] / seconds, "1/s", run)
             _record_cpu(ctx, case, "relay", cpu, result["loadgen_cpu"], run)
             if "gateway" in cpu and result["mb_per_s"] > 0:
                 per_mb = cpu["gateway"] * 1000 / result["mb_per_s"]
