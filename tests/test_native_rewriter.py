@@ -9,13 +9,27 @@ exactly those of the Python rewriter alone.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
+from collections.abc import Callable
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.hybrid.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_TEXT, FrameRelay, encode_frame
+from relay.hybrid.frames import (
+    OP_BINARY,
+    OP_CONTINUATION,
+    OP_PING,
+    OP_TEXT,
+    ControlFrame,
+    FrameError,
+    FrameRelay,
+    encode_frame,
+)
 from relay.hybrid.native import NativeSplices, which
+from relay.wsframes import mask as xor_mask
 
 from .nativeneed import native_module
 from .test_frames import FrameRelayTests, Items, masked
@@ -105,6 +119,138 @@ class NativeRewriterDetailTests(SynchronousTestCase):
         relay = FrameRelay()
         relay.feed(masked(OP_BINARY, bytes(70000))[:9])
         self.assertEqual(relay.saved_state(), (0, b"", 0, False, masked(OP_BINARY, bytes(70000))[:9]))
+
+
+def _raw_frame(opcode: int, fin: bool, rsv: int, length: int, key: bytes | None) -> bytes:
+    """A frame with any header bits (valid or not), masked with C{key} unless it is C{None}."""
+    header = bytes(((0x80 if fin else 0) | rsv | opcode,))
+    flag = 0x80 if key is not None else 0
+    if length < 126:
+        header += bytes((flag | length,))
+    elif length < 65536:
+        header += bytes((flag | 126,)) + struct.pack("!H", length)
+    else:
+        header += bytes((flag | 127,)) + struct.pack("!Q", length)
+    payload = bytes((i * 7) & 0xFF for i in range(min(length, 300))) + b"\xab" * max(0, length - 300)
+    return header + (key + xor_mask(payload, key) if key is not None else payload)
+
+
+_lengths = st.one_of(st.integers(0, 200), st.sampled_from([125, 126, 127, 65535, 65536, 70000]))
+_keys = st.binary(min_size=4, max_size=4)
+
+
+@st.composite
+def _message(draw: st.DrawFn) -> bytes:
+    """One data message, fragmented or not, with pings and pongs between its fragments (all valid)."""
+    out = b""
+    fragments = draw(st.lists(_lengths, min_size=1, max_size=3))
+    for i, length in enumerate(fragments):
+        opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY])) if i == 0 else OP_CONTINUATION
+        out += _raw_frame(opcode, i == len(fragments) - 1, 0, length, draw(_keys))
+        if draw(st.integers(0, 3)) == 0:
+            control = draw(st.sampled_from([OP_PING, 0xA]))
+            out += _raw_frame(control, True, 0, draw(st.integers(0, 125)), draw(_keys))
+    return out
+
+
+# Frames that break RFC 6455 in one way each, and bytes that are no frame at all.
+_broken = st.one_of(
+    st.builds(_raw_frame, st.just(OP_BINARY), st.just(True), st.just(0), _lengths, st.none()),  # unmasked
+    st.builds(
+        _raw_frame, st.just(OP_TEXT), st.just(True), st.sampled_from([0x40, 0x20, 0x10]), _lengths, _keys
+    ),
+    st.builds(_raw_frame, st.sampled_from([0x3, 0x7, 0xB, 0xF]), st.booleans(), st.just(0), _lengths, _keys),
+    st.builds(_raw_frame, st.just(OP_CONTINUATION), st.booleans(), st.just(0), _lengths, _keys),
+    st.builds(
+        _raw_frame, st.sampled_from([OP_PING, 0x8]), st.just(False), st.just(0), st.integers(0, 9), _keys
+    ),
+    st.builds(_raw_frame, st.just(OP_PING), st.just(True), st.just(0), st.sampled_from([126, 65536]), _keys),
+    st.just(bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + b"mask"),
+    st.binary(min_size=1, max_size=40),
+)
+
+
+@st.composite
+def _streams(draw: st.DrawFn) -> bytes:
+    """Valid messages, then (half the time) one broken frame or garbage somewhere, maybe cut short."""
+    messages = draw(st.lists(_message(), max_size=6))
+    if draw(st.booleans()):
+        messages.insert(draw(st.integers(0, len(messages))), draw(_broken))
+    stream = b"".join(messages)
+    if stream and draw(st.integers(0, 4)) == 0:
+        stream = stream[: draw(st.integers(0, len(stream) - 1))]  # the sender stops in the middle
+    return stream
+
+
+def _outcome(
+    feed: Callable[[FrameRelay, bytes], Items], stream: bytes, cuts: list[int]
+) -> tuple[bytes, list[ControlFrame], tuple[int, str] | None, int]:
+    """Feed C{stream} in reads of the given sizes (cycled): data out, control frames, the error, bytes held."""
+    relay = FrameRelay()
+    data: list[bytes] = []
+    controls: list[ControlFrame] = []
+    pos = 0
+    for i in itertools.count():
+        if pos >= len(stream):
+            break
+        cut = cuts[i % len(cuts)]
+        try:
+            items = feed(relay, stream[pos : pos + cut])
+        except FrameError as e:
+            return b"".join(data), controls, (e.code, e.reason), relay.buffered
+        for item in items:
+            if isinstance(item, ControlFrame):
+                controls.append(item)
+            else:
+                data.append(bytes(item))
+        pos += cut
+    return b"".join(data), controls, None, relay.buffered
+
+
+class ArbitraryInputTests(SynchronousTestCase):
+    """
+    Whatever a sender writes, the C rewriter and L{FrameRelay} agree on it.
+
+    The streams mix frames with any header bits (reserved opcodes and bits, unmasked, stray continuations,
+    oversized control frames, every length form) with bytes that are no frame at all, read in pieces of
+    any size. The C code must never read or write outside its buffers on any of them; CI also runs these
+    tests against a build with AddressSanitizer (C{scripts/test-native-sanitized}).
+    """
+
+    @given(stream=_streams(), cuts=st.lists(st.integers(1, 80000), min_size=1, max_size=6))
+    @settings(max_examples=300, deadline=None)
+    def test_any_stream_gives_what_python_gives(self, stream: bytes, cuts: list[int]) -> None:
+        """The same data, control frames, error (close code and reason) and held bytes, read by read."""
+        self.assertEqual(_outcome(native_feed, stream, cuts), _outcome(FrameRelay.feed, stream, cuts))
+
+    @given(
+        state=st.tuples(
+            st.one_of(st.integers(0, 300), st.integers(0, 2**64 - 1)),
+            st.binary(max_size=5),
+            st.integers(0, 6),
+            st.booleans(),
+            st.binary(max_size=16),
+        ),
+        data=st.one_of(_streams(), st.binary(max_size=300)),
+    )
+    @settings(max_examples=300, deadline=None)
+    def test_any_state_is_refused_or_continued_within_bounds(
+        self, state: tuple[int, bytes, int, bool, bytes], data: bytes
+    ) -> None:
+        """
+        A state Python would never hand over (a full header held, a control frame's start) is still safe.
+
+        It is refused with ValueError, or the rewrite stays within what it was given and leaves a state
+        that C{rewrite} accepts again.
+        """
+        try:
+            output, stop, after = _splice.rewrite(state, data)
+        except ValueError:
+            return
+        given_bytes = len(state[4]) + len(data)
+        self.assertLessEqual(len(output), given_bytes)
+        self.assertTrue(stop == -1 or 0 <= stop <= given_bytes, stop)
+        _splice.rewrite(after, b"")
 
 
 class SwitchTests(SynchronousTestCase):
