@@ -7,20 +7,25 @@ gateway's ends, as the splice gives them.
 
 from __future__ import annotations
 
+import itertools
 import os
 import select
 import socket
 import threading
 import time
+from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, encode_frame
+from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameRelay, encode_frame
 from relay.hybrid.native import NativeSplices
 
 from .nativeneed import native_module
 from .test_frames import masked
+from .test_native_rewriter import streams
 
 _splice = native_module()
 
@@ -270,3 +275,107 @@ class NativeSplicesTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
         native.close()
         self.assertEqual(len(reactor.readers), 0)
+
+
+class PumpArbitraryInputTests(SynchronousTestCase):
+    """
+    Whatever a sender writes, the thread relays exactly what Python would have, and hands back the rest.
+
+    A generated stream (valid messages, maybe one broken frame or garbage, maybe cut short) is written in
+    pieces of any size, then the writer's end shuts. Wherever the thread stopped (a control frame, a broken
+    one, the end), Python fed the part the thread consumed must produce the bytes the listener received
+    plus those the thread could not send yet, and be left in the state the thread hands back; the rest is
+    the start of a header in that state, the leftover, and what the thread never read. Run under the sanitizers too (C{scripts/test-native-sanitized}).
+    """
+
+    pump = None
+
+    @given(
+        stream=streams(), cuts=st.lists(st.integers(1, 70000), min_size=1, max_size=5), reverse=st.booleans()
+    )
+    @settings(max_examples=40, deadline=None)
+    def test_any_stream(self, stream: bytes, cuts: list[int], reverse: bool) -> None:
+        if PumpArbitraryInputTests.pump is None:  # one thread for every example
+            PumpArbitraryInputTests.pump = _splice.Pump(65536)
+        sockets = [*socket.socketpair(), *socket.socketpair()]
+        try:
+            self.relay_one(PumpArbitraryInputTests.pump, sockets, stream, cuts, reverse)
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def relay_one(
+        self, pump: Any, sockets: list[socket.socket], stream: bytes, cuts: list[int], reverse: bool
+    ) -> None:
+        sender, sender_gateway, listener, listener_gateway = sockets
+        for sock in (sender_gateway, listener_gateway):
+            sock.setblocking(False)
+        handle = pump.add(sender_gateway.fileno(), listener_gateway.fileno(), FRESH, FRESH)
+        side = 0
+        if reverse:  # the listener writes, the sender reads
+            sender, sender_gateway, listener, listener_gateway = (
+                listener,
+                listener_gateway,
+                sender,
+                sender_gateway,
+            )
+            side = 1
+
+        def write() -> None:
+            pos = 0
+            try:
+                for i in itertools.count():
+                    if pos >= len(stream):
+                        break
+                    piece = stream[pos : pos + cuts[i % len(cuts)]]
+                    sender.sendall(piece)
+                    pos += len(piece)
+                sender.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the example ended early (a failure elsewhere)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            received = self.receive_until_ejected(pump, handle, listener)
+            _, *sides = pump.take(handle)
+            state, leftover, pending, _, _ = sides[side]
+            sender_gateway.setblocking(True)
+            sender_gateway.settimeout(30)
+            unread = []
+            while chunk := sender_gateway.recv(1 << 20):
+                unread.append(chunk)
+        finally:
+            sender_gateway.shutdown(socket.SHUT_RDWR)  # unblocks the writer if the example failed early
+            writer.join(30)
+        held = state[4]  # the start of a header, which Python finishes
+        rest = held + leftover + b"".join(unread)
+        consumed = len(stream) - len(rest)
+        self.assertEqual(rest, stream[consumed:])
+        python = FrameRelay()
+        relayed = b"".join(bytes(item) for item in python.feed(stream[:consumed]))  # type: ignore[arg-type]
+        self.assertEqual(received + pending, relayed)
+        self.assertEqual(state, (*python.saved_state()[:4], held))  # type: ignore[index]
+
+    def receive_until_ejected(self, pump: Any, handle: int, listener: socket.socket) -> bytes:
+        """What the listener's end received until the pump handed the pair back."""
+        poller = select.poll()
+        poller.register(listener, select.POLLIN)
+        poller.register(pump.fileno(), select.POLLIN)
+        listener.setblocking(False)
+        received = []
+        deadline = time.monotonic() + 30
+        ejected = False
+        while not ejected:
+            self.assertLess(time.monotonic(), deadline, "the pump neither relayed nor handed the pair back")
+            ready = {fd for fd, _ in poller.poll(1000)}
+            if pump.fileno() in ready:
+                self.assertEqual(pump.ejected(), [handle])
+                ejected = True
+            if listener.fileno() in ready or ejected:
+                try:
+                    while chunk := listener.recv(1 << 20):
+                        received.append(chunk)
+                except BlockingIOError:
+                    pass
+        return b"".join(received)

@@ -171,7 +171,7 @@ _broken = st.one_of(
 
 
 @st.composite
-def _streams(draw: st.DrawFn) -> bytes:
+def streams(draw: st.DrawFn) -> bytes:
     """Valid messages, then (half the time) one broken frame or garbage somewhere, maybe cut short."""
     messages = draw(st.lists(_message(), max_size=6))
     if draw(st.booleans()):
@@ -217,7 +217,7 @@ class ArbitraryInputTests(SynchronousTestCase):
     tests against a build with AddressSanitizer (C{scripts/test-native-sanitized}).
     """
 
-    @given(stream=_streams(), cuts=st.lists(st.integers(1, 80000), min_size=1, max_size=6))
+    @given(stream=streams(), cuts=st.lists(st.integers(1, 80000), min_size=1, max_size=6))
     @settings(max_examples=300, deadline=None)
     def test_any_stream_gives_what_python_gives(self, stream: bytes, cuts: list[int]) -> None:
         """The same data, control frames, error (close code and reason) and held bytes, read by read."""
@@ -231,7 +231,7 @@ class ArbitraryInputTests(SynchronousTestCase):
             st.booleans(),
             st.binary(max_size=16),
         ),
-        data=st.one_of(_streams(), st.binary(max_size=300)),
+        data=st.one_of(streams(), st.binary(max_size=300)),
     )
     @settings(max_examples=300, deadline=None)
     def test_any_state_is_refused_or_continued_within_bounds(
