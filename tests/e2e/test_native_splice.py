@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from relay.hybrid import bridge
 from relay.hybrid.bridge import Splice
-from relay.hybrid.frames import OP_BINARY
+from relay.hybrid.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, FrameRelay
 
 from ..nativeneed import native_module
 from ..test_frames import masked
@@ -295,3 +295,67 @@ class HalfSentFrameTests(TestCase):
         await until(lambda: pair.rendezvous.remoteCloseCode == 1001)
         pair.rendezvous.transport.abortConnection()
         await stopping
+
+
+def generated_stream(rng: random.Random) -> tuple[bytes, list[bytes]]:
+    """Masked data messages in one to three fragments each, with pings and pongs between fragments."""
+    stream = b""
+    pings = []
+    for _ in range(rng.randint(1, 6)):
+        fragments = rng.randint(1, 3)
+        for i in range(fragments):
+            opcode = rng.choice([OP_TEXT, OP_BINARY]) if i == 0 else OP_CONTINUATION
+            length = rng.choice([0, 1, 125, 126, 127, 1000, 65535, 65536, 70000])
+            stream += masked(opcode, rng.randbytes(length), fin=i == fragments - 1, mask=rng.randbytes(4))
+            if rng.random() < 0.3:
+                control, payload = rng.choice([OP_PING, OP_PONG]), b"%d" % rng.randrange(10**6)
+                stream += masked(control, payload, mask=rng.randbytes(4))
+                if control == OP_PING:
+                    pings.append(payload)
+    return stream, pings
+
+
+class GeneratedStreamTests(TestCase):
+    """Raw streams written in pieces of any size through a gateway whose pairs run on the native thread."""
+
+    timeout = 120
+
+    async def test_generated_streams_arrive_as_python_relays_them(self) -> None:
+        """
+        Fragmented messages with pings and pongs, in pieces from one byte to 200 KB, both directions.
+
+        The receiving leg's bytes are exactly what L{FrameRelay} makes of the stream (pings answered by
+        the gateway, pongs dropped), however the reads split it across hand-overs to and from the thread;
+        the pinging sender gets the pong of its last ping.
+        """
+        native_module()
+        self.patch(bridge, "HAND_OVER_AFTER_READS", 1)
+        gateway = await start_gateway(self)
+        first = await join(gateway)
+        for seed in range(16):
+            pair = first if seed == 0 else await join(gateway, first.control)
+            await self.one_stream(pair, random.Random(seed), upstream=seed % 2 == 0)
+        first.control.sendClose(1000)
+        await first.control.closed
+
+    async def one_stream(self, pair: Pair, rng: random.Random, upstream: bool) -> None:
+        """Write one generated stream from the sender (C{upstream}) or the listener, and check its arrival."""
+        await pair.on_thread()
+        writer, reader = (pair.sender, pair.rendezvous) if upstream else (pair.rendezvous, pair.sender)
+        captured: list[bytes] = []
+        reader.dataReceived = captured.append  # type: ignore[method-assign]  # raw frames, unparsed
+        stream, pings = generated_stream(rng)
+        expected = b"".join(bytes(item) for item in FrameRelay().feed(stream) if type(item) is memoryview)
+        pos = 0
+        while pos < len(stream):
+            size = rng.choice([1, 2, 7, 100, 1000, 65536, 200000])
+            writer.transport.write(stream[pos : pos + size])
+            pos += size
+            if rng.random() < 0.5:
+                await deferLater(reactor, 0, lambda: None)
+        await until(lambda: sum(map(len, captured)) >= len(expected), timeout=30)
+        self.assertEqual(b"".join(captured), expected)
+        if upstream and pings:
+            await until(lambda: pair.sender.pongs[-1:] == pings[-1:])
+        for client in (pair.sender, pair.rendezvous):
+            client.transport.abortConnection()
