@@ -22,6 +22,7 @@ from relay.hybrid.frames import (
     OP_BINARY,
     OP_CONTINUATION,
     OP_PING,
+    OP_PONG,
     OP_TEXT,
     ControlFrame,
     FrameError,
@@ -148,7 +149,7 @@ def _message(draw: st.DrawFn) -> bytes:
         opcode = draw(st.sampled_from([OP_TEXT, OP_BINARY])) if i == 0 else OP_CONTINUATION
         out += _raw_frame(opcode, i == len(fragments) - 1, 0, length, draw(_keys))
         if draw(st.integers(0, 3)) == 0:
-            control = draw(st.sampled_from([OP_PING, 0xA]))
+            control = draw(st.sampled_from([OP_PING, OP_PONG]))
             out += _raw_frame(control, True, 0, draw(st.integers(0, 125)), draw(_keys))
     return out
 
@@ -211,10 +212,12 @@ class ArbitraryInputTests(SynchronousTestCase):
     """
     Whatever a sender writes, the C rewriter and L{FrameRelay} agree on it.
 
-    The streams mix frames with any header bits (reserved opcodes and bits, unmasked, stray continuations,
-    oversized control frames, every length form) with bytes that are no frame at all, read in pieces of
-    any size. The C code must never read or write outside its buffers on any of them; CI also runs these
-    tests against a build with AddressSanitizer (C{scripts/test-native-sanitized}).
+    The streams are fragmented messages with pings and pongs, every length form; half of them carry one
+    frame that breaks RFC 6455 (unmasked, reserved bits or opcodes, a stray continuation, a fragmented or
+    oversized control frame, an impossible length) or bytes that are no frame at all, and some stop in
+    the middle. They are read in pieces of any size. The C code must never read or write outside its
+    buffers on any of them; CI also runs these tests against a build with AddressSanitizer and
+    UndefinedBehaviorSanitizer (C{scripts/test-native-sanitized}).
     """
 
     @given(stream=streams(), cuts=st.lists(st.integers(1, 80000), min_size=1, max_size=6))
