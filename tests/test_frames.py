@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,6 +45,16 @@ def masked(opcode: int, payload: bytes, fin: bool = True, mask: bytes | None = N
 
 
 Items = list[memoryview | ControlFrame]
+
+
+def in_pieces(data: bytes, sizes: list[int]) -> Iterator[bytes]:
+    """C{data} in consecutive pieces of the given sizes, cycled: the reads (or writes) of a stream."""
+    pos = 0
+    for size in itertools.cycle(sizes):
+        if pos >= len(data):
+            return
+        yield data[pos : pos + size]
+        pos += size
 
 
 def run(
@@ -267,17 +277,12 @@ class FrameRelayTests(SynchronousTestCase):
         relay = FrameRelay()
         out: list[bytes] = []
         controls: list[ControlFrame] = []
-        pos = 0
-        for i in itertools.count():
-            if pos >= len(source):
-                break
-            cut = cuts[i % len(cuts)]
-            for item in self.feed(relay, source[pos : pos + cut]):
+        for piece in in_pieces(source, cuts):
+            for item in self.feed(relay, piece):
                 if isinstance(item, ControlFrame):
                     controls.append(item)
                 else:
                     out.append(bytes(item))
-            pos += cut
         self.assertEqual(b"".join(out), expected)
         self.assertEqual(controls, pings)
         self.assertEqual(relay.buffered, 0)

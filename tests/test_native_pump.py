@@ -7,7 +7,6 @@ gateway's ends, as the splice gives them.
 
 from __future__ import annotations
 
-import itertools
 import os
 import select
 import socket
@@ -24,7 +23,7 @@ from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, FrameRela
 from relay.hybrid.native import NativeSplices
 
 from .nativeneed import native_module
-from .test_frames import masked
+from .test_frames import in_pieces, masked
 from .test_native_rewriter import streams
 
 _splice = native_module()
@@ -322,14 +321,9 @@ class PumpArbitraryInputTests(SynchronousTestCase):
             side = 1
 
         def write() -> None:
-            pos = 0
             try:
-                for i in itertools.count():
-                    if pos >= len(stream):
-                        break
-                    piece = stream[pos : pos + cuts[i % len(cuts)]]
+                for piece in in_pieces(stream, cuts):
                     sender.sendall(piece)
-                    pos += len(piece)
                 sender.shutdown(socket.SHUT_WR)
             except OSError:
                 pass  # the example ended early (a failure elsewhere)

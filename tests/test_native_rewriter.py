@@ -9,7 +9,6 @@ exactly those of the Python rewriter alone.
 
 from __future__ import annotations
 
-import itertools
 import os
 import struct
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from relay.hybrid.native import NativeSplices, which
 from relay.wsframes import mask as xor_mask
 
 from .nativeneed import native_module
-from .test_frames import FrameRelayTests, Items, masked
+from .test_frames import FrameRelayTests, Items, in_pieces, masked
 
 _splice = native_module()
 
@@ -190,21 +189,15 @@ def _outcome(
     relay = FrameRelay()
     data: list[bytes] = []
     controls: list[ControlFrame] = []
-    pos = 0
-    for i in itertools.count():
-        if pos >= len(stream):
-            break
-        cut = cuts[i % len(cuts)]
-        try:
-            items = feed(relay, stream[pos : pos + cut])
-        except FrameError as e:
-            return b"".join(data), controls, (e.code, e.reason), relay.buffered
-        for item in items:
-            if isinstance(item, ControlFrame):
-                controls.append(item)
-            else:
-                data.append(bytes(item))
-        pos += cut
+    try:
+        for piece in in_pieces(stream, cuts):
+            for item in feed(relay, piece):
+                if isinstance(item, ControlFrame):
+                    controls.append(item)
+                else:
+                    data.append(bytes(item))
+    except FrameError as e:
+        return b"".join(data), controls, (e.code, e.reason), relay.buffered
     return b"".join(data), controls, None, relay.buffered
 
 
