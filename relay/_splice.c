@@ -171,7 +171,8 @@ static PyObject *Pump_add(Pump *self, PyObject *args)
 PyDoc_STRVAR(Pump_take_doc,
              "take(handle) -> (reason, sender, listener)\n\n"
              "Stop relaying the pair and give back everything the thread held. reason: 0 taken while\n"
-             "relaying, 1 a frame for Python, 2 end of file, 3 socket error. Each side is (state, leftover,\n"
+             "relaying, 1 a frame for Python, 2 end of file, 3 socket error, 4 bytes lost for want of\n"
+             "memory (the pair cannot go on). Each side is (state, leftover,\n"
              "pending, read_bytes, relayed_bytes): leftover is input from that leg not yet rewritten,\n"
              "pending rewritten bytes from that leg not yet sent to the other.");
 

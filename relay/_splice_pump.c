@@ -200,7 +200,11 @@ static void forward(PumpCore *pump, Pair *pair, uint64_t handle, int from, const
     /* Python writes what is left: after an error it meets the error itself, with its own reporting. */
     d->pending = copy_bytes(out + sent, n - sent);
     d->pending_len = d->pending ? n - sent : 0;
-    if (failed || !d->pending) {
+    if (!d->pending) {
+        eject(pump, pair, handle, REASON_NOMEM);
+        return;
+    }
+    if (failed) {
         eject(pump, pair, handle, REASON_ERROR);
         return;
     }
@@ -233,14 +237,18 @@ static void readable(PumpCore *pump, Pair *pair, uint64_t handle, int side)
     size_t end = SPLICE_HEADROOM + (size_t)got, stop;
     frames->held_len = 0;
     size_t n = splice_rewrite(frames, buf, start, end, &stop);
+    int lost = 0;
     if (stop < end) { /* copied first: forwarding may eject the pair, and these bytes are Python's */
         d->leftover = copy_bytes(buf + stop, end - stop);
         d->leftover_len = d->leftover ? end - stop : 0;
+        lost = !d->leftover;
     }
     if (n)
         forward(pump, pair, handle, side, buf + start, n);
     if (pair->state == PAIR_ACTIVE && stop < end)
-        eject(pump, pair, handle, d->leftover ? REASON_FRAME : REASON_ERROR);
+        eject(pump, pair, handle, lost ? REASON_NOMEM : REASON_FRAME);
+    else if (lost)
+        pair->reason = REASON_NOMEM; /* ejected while forwarding: the lost bytes still end the pair */
 }
 
 /* fd[side] can take more: send what the other direction queued for it, then read that leg again. */

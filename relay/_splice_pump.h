@@ -15,7 +15,9 @@
 #include "_splice_frames.h"
 
 enum { PAIR_ACTIVE = 1, PAIR_EJECTED = 2 };
-enum { REASON_TAKEN = 0, REASON_FRAME = 1, REASON_EOF = 2, REASON_ERROR = 3 };
+/* REASON_NOMEM: bytes the thread had to keep for Python could not be copied (out of memory); the stream
+   can no longer be continued and Python drops both legs. */
+enum { REASON_TAKEN = 0, REASON_FRAME = 1, REASON_EOF = 2, REASON_ERROR = 3, REASON_NOMEM = 4 };
 
 /* Bytes read from one leg and rewritten for the other. */
 typedef struct {

@@ -47,6 +47,7 @@ from relay.hybrid.legs import SplicedConnection, SpliceLeg, _lose, _PauseReading
 from relay.hybrid.native import (
     REASON_EOF,
     REASON_ERROR,
+    REASON_NOMEM,
     NativeSplices,
     SideResult,
 )
@@ -302,9 +303,12 @@ class Splice:
             return
         self.native_handle = None
         reason, sender, listener = self._native.take(handle)
+        self.native_counted((sender[3], listener[3]), (sender[4], listener[4]))
+        if reason == REASON_NOMEM:
+            self._drop_both("the native thread lost bytes of the stream for want of memory")
+            return
         sides: tuple[tuple[SpliceLeg, SideResult], ...] = ((self.sender, sender), (self.listener, listener))
         leftover_bytes = sum(len(side[1]) for _, side in sides)
-        self.native_counted((sender[3], listener[3]), (sender[4], listener[4]))
         self.metered.value -= leftover_bytes  # counted again when rewritten below
         if reason in (REASON_EOF, REASON_ERROR):
             self._may_hand_over = False  # the pair is ending: Python reads the end and closes
@@ -325,6 +329,18 @@ class Splice:
             self._taking_back = False
         if resume:
             self._hand_over()
+
+    def _drop_both(self, why: str) -> None:
+        """
+        Drop both legs at once (they see 1006): their streams cannot be continued without corrupting them.
+
+        Not even a close frame can be written: one may be due in the middle of a frame.
+        """
+        self._may_hand_over = False
+        self.log.error("pair {pair_id}: both legs dropped: {why}", pair_id=self.connection_id, why=why)
+        for leg in (self.sender, self.listener):
+            leg.finished = True
+            leg.transport.abortConnection()
 
     def _control(self, leg: SpliceLeg, frame: ControlFrame) -> None:
         if frame.opcode == OP_PING:

@@ -40,6 +40,8 @@ REASON_TAKEN = 0
 REASON_FRAME = 1
 REASON_EOF = 2
 REASON_ERROR = 3
+REASON_NOMEM = 4
+"""The thread could not keep bytes it had read or rewritten (out of memory): the pair cannot go on."""
 
 COUNT_INTERVAL = 1.0
 """Seconds between copying the thread's byte counts into the metrics (and the pairs' totals)."""

@@ -16,11 +16,13 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from relay.hybrid import bridge
 from relay.hybrid.bridge import Splice
 from relay.hybrid.frames import OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, FrameRelay
+from relay.hybrid.native import REASON_NOMEM
 
 from ..nativeneed import native_module
 from ..test_frames import masked
@@ -180,6 +182,34 @@ class NativeSpliceTests(TestCase):
         self.assertEqual((await pair.rendezvous.closed)[0], 1001)
         await stopping
         self.assertEqual(len(pair.gateway.service.hybrid_factory.native or ()), 0)
+
+    async def test_bytes_the_thread_could_not_keep_end_the_pair(self) -> None:
+        """
+        The thread could not copy bytes it had to keep (out of memory): both legs are dropped, and logged.
+
+        Relaying on would corrupt the streams. The failed allocation cannot be caused here, so its reason
+        is put on a real take-back (a ping's); the rest is the gateway's own.
+        """
+        pair = await self.pair()
+        await pair.on_thread()
+        native = pair.gateway.service.hybrid_factory.native
+        take = native.take
+
+        def take_lost(handle: int) -> Any:
+            _, sender, listener = take(handle)
+            return REASON_NOMEM, sender, listener
+
+        self.patch(native, "take", take_lost)
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        pair.sender.sendPing(b"now")
+        self.assertEqual((await pair.sender.closed)[0], 1006)
+        self.assertEqual((await pair.rendezvous.closed)[0], 1006)
+        self.assertEqual(pair.sender.pongs, [])
+        dropped = [e for e in events if "both legs dropped" in e.get("log_format", "")]
+        self.assertEqual([e["log_level"] for e in dropped], [LogLevel.error])
+        self.assertIn("want of memory", dropped[0]["why"])
 
     async def test_a_pair_starts_in_python(self) -> None:
         """A new pair is relayed in Python for its first reads (a short one never leaves it)."""
