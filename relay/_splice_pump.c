@@ -320,7 +320,7 @@ int pump_open(PumpCore *pump, size_t read_size)
     pump->read_size = read_size;
     /* Touched now, as the Python splice's shared read buffer is when it is made: a fixed cost of the
        process, not of whichever pair reads first. */
-    pump->scratch = calloc(1, SPLICE_HEADROOM + read_size);
+    pump->scratch = malloc(SPLICE_HEADROOM + read_size);
     if (!pump->scratch) {
         errno = ENOMEM;
         return -1;
