@@ -1,0 +1,102 @@
+"""
+HTTP relaying against the protocol floor: how much of the relay's CPU per request the protocol needs.
+
+The floor (L{benchmarks.hcfloor}) is the least Python that relays a small HTTP request over the Hybrid
+Connections protocol. Its gateway and listener each stand in for their counterpart, so the scenario runs
+four pairings on the same upstream and load as C{http.requests}:
+
+  - C{relay}: the gateway and C{relay expose};
+  - C{floor gateway}: the floor's gateway serving C{relay expose};
+  - C{floor listener}: the gateway serving the floor's listener;
+  - C{floor}: both floor peers.
+
+Each pairing must return the file byte for byte first. The result is CPU per request for each process:
+what the gateway and C{relay expose} spend above the floor's peers is what their generality costs
+(the general request path, timers, back-pressure, admission), not what the protocol costs. Runs only when
+named (C{-s http.floor}): it diagnoses, and judges no target.
+"""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.context import KEY, KEY_NAME, WEB_ENTITY, Context, Gateway
+from benchmarks.httpload import ensure_wrk
+from benchmarks.procs import Proc
+from benchmarks.registry import scenario
+from benchmarks.scenarios.http import FILE, Route, _record, relay_route, upstream_file, wait_until_served
+
+VARIANTS = ("relay", "floor gateway", "floor listener", "floor")
+CASE, CONNECTIONS = "GET 1 KB, 16 connections", 16
+
+
+def _floor_gateway(ctx: Context) -> tuple[Proc, int]:
+    proc = ctx.procs.python(
+        "hcfloor-gateway", "benchmarks.hcfloor", "gateway", "0", str(ctx.path("hcfloor-gateway.log"))
+    )
+    return proc, int(proc.lines[-1].split()[1])
+
+
+def _floor_listener(ctx: Context, gateway_port: int, upstream_port: int) -> Proc:
+    from relay.auth import make_token
+
+    token = make_token(f"http://127.0.0.1/{WEB_ENTITY}", KEY_NAME, KEY, ttl=86400)
+    return ctx.procs.python(
+        "hcfloor-listener", "benchmarks.hcfloor", "listener", str(gateway_port), str(upstream_port), token
+    )
+
+
+def _pairing(ctx: Context, variant: str, upstream_port: int) -> tuple[Route, list[Proc]]:
+    """Start one pairing; the route watches its gateway and listener."""
+    url_of = lambda port: f"http://127.0.0.1:{port}/{WEB_ENTITY}/{FILE}"  # noqa: E731
+    upstream = f"http://127.0.0.1:{upstream_port}"
+    if variant == "relay":
+        route = relay_route(ctx, upstream)
+        return route, list(route.path_procs.values())
+    if variant == "floor gateway":
+        proc, port = _floor_gateway(ctx)
+        fake = Gateway(proc, port, ctx.path("hcfloor-gateway.log"))
+        route = relay_route(ctx, upstream, fake)
+        return route, list(route.path_procs.values())
+    if variant == "floor listener":
+        gateway = ctx.gateway(name="gateway-floor-listener")
+        listener = _floor_listener(ctx, gateway.port, upstream_port)
+        procs = {"gateway": gateway.proc, "listener": listener}
+        return Route(url_of(gateway.port), {}, procs), list(procs.values())
+    proc, port = _floor_gateway(ctx)
+    listener = _floor_listener(ctx, port, upstream_port)
+    procs = {"gateway": proc, "listener": listener}
+    return Route(url_of(port), {}, procs), list(procs.values())
+
+
+@scenario(
+    "http.floor",
+    "http",
+    "HTTP requests through the gateway and relay expose vs the least Python speaking the same protocol "
+    "(benchmarks.hcfloor), each peer paired with the other's",
+    variants=VARIANTS,
+    explicit=True,
+)
+def floor(ctx: Context) -> None:
+    wrk, note = ensure_wrk(ctx.settings.install)
+    ctx.note(note)
+    if wrk is None:
+        return
+    body, static = upstream_file(ctx)
+    if static is None:
+        ctx.note("http.floor needs nginx as the upstream; skipped")
+        return
+    upstream_proc, upstream_port = static
+    seconds = ctx.settings.seconds
+    for run in ctx.repetitions():
+        shift = run % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            route, procs = _pairing(ctx, variant, upstream_port)
+            route.other_procs["upstream"] = upstream_proc
+            wait_until_served(variant, route, body)
+            args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(seconds), json.dumps({})]
+            watch = {**route.path_procs, **route.other_procs}
+            result, cpu = ctx.load("wrk", args, watch, seconds * 10 + 60)
+            _record(ctx, CASE, variant, route, result, cpu, run)
+            for proc in procs:
+                ctx.procs.stop(proc)
