@@ -28,6 +28,7 @@ from relay.client.httpresponse import RelayedResponse
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
+from relay.exposequick import QuickLane
 from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
 from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
@@ -143,6 +144,7 @@ class Forwarder:
             response_timeout=local_timeout,
         )
         self._pending: dict[int, _Pending] = {}  # by id() of the sender's AcceptContext
+        self.quick = QuickLane(self, _HOP_BY_HOP, _REQUEST_DROPPED)
         self.connections: set[Deferred[Any]] = set()
 
     # -- HTTP ------------------------------------------------------------------------------------------
@@ -183,30 +185,48 @@ class Forwarder:
         # The relay may give up on the exchange (the sender left, its request_timeout expired) while the
         # local server is slow: stop waiting for it then, or its connection and this request slot stay
         # taken for as long as it takes (for ever, for an event stream).
-        local: LocalResponse | None = None
-        pipe: _ResponsePipe | None = None
+        waiting = True
 
         def lost(reason: Exception) -> None:
-            if local is None:
+            if waiting:
                 answer.cancel()  # its canceller drops the local connection
-            elif pipe is not None:
-                local.abort()
-                pipe.failed(Failure(reason))
 
         response.when_lost().addCallback(lost)
         try:
             local = await answer
         except Exception as e:
+            waiting = False
             if response.finished:  # the relay gave up (or the response failed): nobody to answer
                 raise ConnectionClosedError(f"request {request.id} was given up: {e}") from e
-            url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
-            self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(e))
-            late = isinstance(e, ResponseTimeout)
-            response.status_code = 504 if late else 502
-            response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            what = f"did not answer within {self.client.response_timeout:g}s" if late else "did not answer"
-            await response.finish(f"The local server {self.base} {what}. TrackingId:{request.id}\n".encode())
+            await self.local_failed(request, response, target, e)
             return
+        waiting = False
+        await self.answer_from(request, response, local)
+
+    async def local_failed(
+        self, request: RelayedRequest, response: RelayedResponse, target: bytes, error: Exception
+    ) -> None:
+        """Answer 502, or 504 when the local server did not start its answer in time."""
+        url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
+        self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(error))
+        late = isinstance(error, ResponseTimeout)
+        response.status_code = 504 if late else 502
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        what = f"did not answer within {self.client.response_timeout:g}s" if late else "did not answer"
+        await response.finish(f"The local server {self.base} {what}. TrackingId:{request.id}\n".encode())
+
+    async def answer_from(
+        self, request: RelayedRequest, response: RelayedResponse, local: LocalResponse
+    ) -> None:
+        """Relay the local server's response, its body streamed with back-pressure."""
+        pipe: _ResponsePipe | None = None
+
+        def lost(reason: Exception) -> None:
+            if pipe is not None:
+                local.abort()
+                pipe.failed(Failure(reason))
+
+        response.when_lost().addCallback(lost)
         response.status_code = local.code
         response.status_description = local.phrase.decode("latin-1")
         for raw_name, value in local.headers:
@@ -237,9 +257,23 @@ class Forwarder:
     def access_line(self, request: RelayedRequest, response: RelayedResponse, seconds: float) -> None:
         """Log one finished request."""
         remote = request.remote_endpoint.address if request.remote_endpoint else "-"
+        self.access(
+            remote,
+            request.method,
+            request.path,
+            request.query,
+            response.status_code,
+            response.bytes_sent,
+            seconds,
+        )
+
+    def access(
+        self, remote: str, method: str, path: str, query: str, status: int, size: int, seconds: float
+    ) -> None:
+        """Log one finished request from its parts (the quick lane has no request and response objects)."""
         self.log_line(
-            f'{_now()} {remote} "{request.method} {request.path or "/"}{"?" + request.query if request.query else ""}" '
-            f"{response.status_code} {response.bytes_sent} {seconds * 1000:.1f}ms"
+            f'{_now()} {remote} "{method} {path or "/"}{"?" + query if query else ""}" '
+            f"{status} {size} {seconds * 1000:.1f}ms"
         )
 
     # -- WebSocket -------------------------------------------------------------------------------------

@@ -458,6 +458,13 @@ class LocalClient:
             return answer
         return Deferred.fromCoroutine(self._send_new(method, head, body, chunked))
 
+    def has_idle(self) -> bool:
+        """Whether a kept connection is ready, so that a request needs no connect."""
+        idle = self._idle
+        while idle and idle[-1].closed:
+            idle.pop()
+        return bool(idle)
+
     def _retry(
         self, failure: Failure, connection: LocalConnection, method: bytes, head: bytes
     ) -> Failure | Deferred[LocalResponse]:

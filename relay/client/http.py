@@ -53,6 +53,9 @@ _MAX_REQUEST_HEAD = 1 * MIB
 HttpApp = Callable[[RelayedRequest, RelayedResponse], "Awaitable[None] | None"]
 """An HTTP application: gets each request and its response, plain or C{async}."""
 
+QuickLane = Callable[[RequestCommand, "bytes | None", "HttpListener"], bool]
+"""An application's own path for the common case: takes a whole request, or declines it (C{False})."""
+
 
 @implementer(IStreamingReceiver)
 class _RequestChannel:
@@ -184,6 +187,9 @@ class HttpListener:
         self.active = 0
         self._fetches = DialSlots(max_fetch_dials, self._fetches_full)
         self._options = options or getattr(listener, "options", None) or WebSocketOptions()
+        # An application may answer the common case itself (relay.exposequick): C{quick(command, body,
+        # listener)} returns whether it took the request; if not, the general path below serves it.
+        self._quick: QuickLane | None = getattr(app, "quick", None)
         listener.request_handler = self._request
 
     def _request(self, command: RequestCommand, body: bytes | None) -> None:
@@ -191,13 +197,27 @@ class HttpListener:
             self._spawn(self._fetches.run(self._fetch, command))
             return
         control = self.listener.control_channel
+        quick = self._quick
+        if quick is not None and self.active < self.max_concurrent and quick(command, body, self):
+            return
+        self.general(command, body, control)
+
+    def general(
+        self, command: RequestCommand, body: bytes | None, control: Any, app: HttpApp | None = None
+    ) -> None:
+        """
+        Serve a request that came whole on C{control} on the general path.
+
+        @param app: the application to run instead of the listener's (a quick lane handing a request
+            over continues it so); it runs even when the listener is busy, as the request was admitted.
+        """
         response = RelayedResponse(
             command.id,
             reactor=self.reactor,
             control=control,
             open_rendezvous=lambda: Deferred.fromCoroutine(self._response_rendezvous(command.address)),
         )
-        self.handle(command, RequestBody.whole(body if command.has_body else None), response)
+        self.handle(command, RequestBody.whole(body if command.has_body else None), response, app)
 
     async def _fetch(self, command: RequestCommand) -> None:
         def receiver(protocol: RelayClientProtocol) -> _RequestChannel:
@@ -231,8 +251,14 @@ class HttpListener:
         )
         return channel.sink
 
-    def handle(self, command: RequestCommand, body: RequestBody, response: RelayedResponse) -> None:
-        """Run the application for one request."""
+    def handle(
+        self,
+        command: RequestCommand,
+        body: RequestBody,
+        response: RelayedResponse,
+        app: HttpApp | None = None,
+    ) -> None:
+        """Run the application (or C{app}, which is never refused as busy) for one request."""
         fields = command.fields
         target = str(fields.get("requestTarget") or "/")
         path, query = split_request_target(target, self.listener.address.path)
@@ -249,19 +275,19 @@ class HttpListener:
             remote_endpoint=remote_endpoint(fields.get("remoteEndpoint")),
             body=body,
         )
-        if self.active >= self.max_concurrent:
+        if app is None and self.active >= self.max_concurrent:
             response.status_code = 503
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
             response.finish(f"Listener busy. TrackingId:{command.id}\n".encode()).addErrback(lambda _: None)
             body.discard()
             return
-        self._spawn(self._run(request, response))
+        self._spawn(self._run(request, response, app or self.app))
 
-    async def _run(self, request: RelayedRequest, response: RelayedResponse) -> None:
+    async def _run(self, request: RelayedRequest, response: RelayedResponse, app: HttpApp) -> None:
         self.active += 1
         started = self.reactor.seconds()
         try:
-            result = self.app(request, response)
+            result = app(request, response)
             if isinstance(result, Deferred) or inspect.iscoroutine(result):
                 await result  # in this task: one Deferred-driven coroutine per request, not two
             elif inspect.isawaitable(result):
