@@ -85,6 +85,7 @@ class Exposer:
             self.forwarder,
             reactor=reactor,
             on_response=None if quiet else self.forwarder.access_line,
+            quick_lane=self.forwarder.quick,
         )
         self._finished: Deferred[int] = Deferred()
         self._sleep: Deferred[None] | None = None

@@ -47,21 +47,21 @@ class Expose:
         self.listener = FakeListener()
         self.control = FakeControl()
         self.listener.control_channel = self.control
-        self.http = HttpListener(
-            self.listener, self.forwarder, reactor=self.reactor, on_response=self.forwarder.access_line
-        )
         self.taken: list[bool] = []
-        if quick:
-            lane = self.forwarder.quick
+        lane = self.forwarder.quick
 
-            def spy(command: RequestCommand, body: bytes | None, listener: HttpListener) -> bool:
-                took = lane(command, body, listener)
-                self.taken.append(took)
-                return took
+        def spy(command: RequestCommand, body: bytes | None, listener: HttpListener) -> bool:
+            took = lane(command, body, listener)
+            self.taken.append(took)
+            return took
 
-            self.http._quick = spy
-        else:
-            self.http._quick = None
+        self.http = HttpListener(
+            self.listener,
+            self.forwarder,
+            reactor=self.reactor,
+            on_response=self.forwarder.access_line,
+            quick_lane=spy if quick else None,
+        )
         self.count = 0
 
     def request(

@@ -61,6 +61,10 @@ class ExposerLinesTests(SynchronousTestCase):
         self.exposer.forwarder.log_line(f'"GET /{HOSTILE}\n" 200\t1ms')
         self.assertEqual(self.out.getvalue(), f'"GET /{ESCAPED}\\n" 200\t1ms\n')
 
+    def test_quick_lane(self) -> None:
+        """The listener offers requests to the forwarder's quick lane first."""
+        self.assertIs(self.exposer.http._quick, self.exposer.forwarder.quick)
+
     def test_note(self) -> None:
         """An error text from the relay is written escaped, on one line."""
         self.exposer.listener.on_offline(ConnectionError(f"{HOSTILE}\nrelay expose: forged"))  # type: ignore[misc]

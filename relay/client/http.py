@@ -167,9 +167,14 @@ class HttpListener:
         max_concurrent: int = 256,
         max_fetch_dials: int = MAX_FETCH_DIALS,
         on_response: Callable[[RelayedRequest, RelayedResponse, float], object] | None = None,
+        quick_lane: QuickLane | None = None,
     ) -> None:
         """
         Take over C{listener}'s requests.
+
+        @param quick_lane: the application's own path for the common case (C{relay expose}'s,
+            L{relay.exposequick}): offered every request that came whole on the control channel while
+            the listener is not busy; what it declines takes the general path.
 
         @param max_fetch_dials: rendezvous opened at once to fetch requests too large for the control
             channel; at this limit the listener's control channel is not read until one is open (or
@@ -187,9 +192,7 @@ class HttpListener:
         self.active = 0
         self._fetches = DialSlots(max_fetch_dials, self._fetches_full)
         self._options = options or getattr(listener, "options", None) or WebSocketOptions()
-        # An application may answer the common case itself (relay.exposequick): C{quick(command, body,
-        # listener)} returns whether it took the request; if not, the general path below serves it.
-        self._quick: QuickLane | None = getattr(app, "quick", None)
+        self._quick = quick_lane
         listener.request_handler = self._request
 
     def _request(self, command: RequestCommand, body: bytes | None) -> None:
