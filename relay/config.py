@@ -184,6 +184,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "drain_timeout": (0.0, 0.0, 3600.0),  # stopping: seconds pairs and HTTP requests under way may go on
     "splice_buffer_bytes": (262144.0, 16384.0, 67108864.0),
     "native_splice": (1.0, 0.0, 1.0),  # 1: pairs' data frames on the native thread where it is built
+    "http_lean_channel": (1.0, 0.0, 1.0),  # 1: plain relayed GETs on the lean channel, not twisted.web's
     "http_idle_timeout": (120.0, 1.0, 86400.0),
     "http_rendezvous_idle_timeout": (60.0, 1.0, 3600.0),
     "http_linger_timeout": (10.0, 0.0, 600.0),
@@ -202,6 +203,7 @@ INTEGER_LIMITS = frozenset(
         "http_max_buffered_body",
         "trace_messages",
         "native_splice",
+        "http_lean_channel",
         "metrics_max_entities",
     }
 )

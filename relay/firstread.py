@@ -40,15 +40,16 @@ def attach(transport: Any, protocol: Protocol) -> None:
 
 class FirstRead(Protocol):
     """
-    What the site builds for a new connection when it has a head taker: the connection until its first read.
+    A new connection until its first read, when the site has a head taker or a lean handler.
 
-    @ivar site: the L{relay.web.RelaySite} (its limits, its head taker, C{build_channel} and the idle
-        timeout C{timeOut}).
+    @ivar site: the L{relay.web.RelaySite} (its limits, its head taker, C{take_lean}, C{build_channel} and
+        the idle timeout C{timeOut}).
+    @ivar addr: the sender's address, for the channel that takes over.
     """
 
     def __init__(self, site: Any, addr: Any) -> None:
         self.site = site
-        self._addr = addr
+        self.addr = addr
         self._idle: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -59,11 +60,11 @@ class FirstRead(Protocol):
             self._idle = self.site.reactor.callLater(timeout, self._timed_out)
 
     def dataReceived(self, data: bytes) -> None:
-        """Offer a plain head that came in one piece to the head taker; anything else goes to twisted.web."""
+        """Offer a plain head to the head taker (C{$hc} upgrades) or the lean channel; else twisted.web."""
         self._stop_idle()
         site = self.site
         taker = site.head_taker
-        if data.startswith(b"GET ") and data.startswith(taker.target_prefix, 4):
+        if taker is not None and data.startswith(b"GET ") and data.startswith(taker.target_prefix, 4):
             head = read_head(
                 data,
                 max_request_line=site.max_request_line,
@@ -73,6 +74,8 @@ class FirstRead(Protocol):
             )
             if head is not None and taker.take_head(self, head):
                 return
+        elif site.take_lean(self, data):
+            return
         self._hand_over().dataReceived(data)
 
     def release_transport(self) -> Any:
@@ -86,7 +89,7 @@ class FirstRead(Protocol):
 
     def _hand_over(self) -> Any:
         """Put twisted.web's channel on the connection, as if it had been there from the start."""
-        channel = self.site.build_channel(self._addr)
+        channel = self.site.build_channel(self.addr)
         transport, self.transport = self.transport, None
         attach(transport, channel)
         return channel

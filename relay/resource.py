@@ -9,6 +9,7 @@ registered for that entity's kind. Layers register here; this module imports non
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
 from twisted.logger import Logger
@@ -18,7 +19,11 @@ from typing_extensions import override
 
 from relay.entities import EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError, new_tracking_id
+from relay.httphead import RequestHead
 from relay.store import IGatewayStore
+
+if TYPE_CHECKING:
+    from relay.leanchannel import LeanRequest
 
 EntityResourceFactory = Callable[[IRequest, Namespace, EntityMatch], IResource]
 NamespaceResourceFactory = Callable[[IRequest, Namespace, str], IResource | None]
@@ -33,14 +38,27 @@ def request_host(request: IRequest) -> str:
     known: str | None = getattr(request, "relay_host", None)
     if known is not None:
         return known
-    raw = request.getHeader(b"host") or b""
-    host = raw.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        host = host[1 : host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.rsplit(":", 1)[0]
+    host = _host_name(request.getHeader(b"host") or b"")
     request.relay_host = host  # type: ignore[attr-defined]
     return host
+
+
+def _host_name(raw: bytes) -> str:
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        return host.rsplit(":", 1)[0]
+    return host
+
+
+class LeanRoute(NamedTuple):
+    """Where L{GatewayRoot.lean_route} sends a plain head: the entity's resource factory and its arguments."""
+
+    factory: EntityResourceFactory
+    namespace: Namespace
+    match: EntityMatch
+    host: str
 
 
 def tracking_id_of(request: IRequest) -> str:
@@ -106,6 +124,7 @@ class GatewayRoot(Resource):
         self._kinds: dict[str, EntityResourceFactory] = {}
         self._streaming_kinds: set[str] = set()
         self._namespace_root: NamespaceResourceFactory | None = None
+        self._lean_kinds: set[str] = set()
 
     def register_prefix(self, segment: str, resource: IResource) -> None:
         """Route paths whose first segment is C{segment} (such as C{$hc}) to C{resource}."""
@@ -143,6 +162,37 @@ class GatewayRoot(Resource):
         """The refusal L{route} gives a request nothing serves (unknown host or name), else C{None}."""
         resource = self.route(request)
         return resource.error if isinstance(resource, ErrorResource) else None
+
+    def lean_route(self, head: RequestHead) -> LeanRoute | None:
+        """
+        The entity resource a plain head would get from L{route}, when its kind may use the lean channel.
+
+        C{None} for anything else (a reserved prefix, an unknown host or name, the namespace root, a kind
+        not offered lean): twisted.web then routes the request as usual, refusals included.
+        """
+        if not self._lean_kinds:
+            return None
+        path = head.target.partition(b"?")[0].decode("latin-1")
+        if unquote(path.lstrip("/").split("/", 1)[0]).lower() in self._prefixes:
+            return None
+        host = _host_name(next((values[0] for name, values in head.headers if name == b"host"), b""))
+        namespace = self.store.namespace_for_host(host)
+        if namespace is None:
+            return None
+        match = self.store.match(namespace, path)
+        if match is None or match.entity.kind not in self._lean_kinds:
+            return None
+        return LeanRoute(self._kinds[match.entity.kind], namespace, match, host)
+
+    def offer_lean(self, kind: str) -> None:
+        """Let plain C{GET}s on entities of C{kind} take the lean channel (L{relay.leanchannel})."""
+        if kind in self._kinds:
+            self._lean_kinds.add(kind)
+
+    def answer(self, request: LeanRequest, route: LeanRoute) -> None:
+        """Render a lean request's entity resource, as twisted.web's C{process} would (the lean handler)."""
+        request.relay_host = route.host  # type: ignore[attr-defined]
+        request.render(route.factory(request, route.namespace, route.match))
 
     def route(self, request: IRequest) -> IResource:
         """Find the resource for a request."""

@@ -287,6 +287,9 @@ class GatewayService(MultiService):
         )
         # Senders' and rendezvous upgrades are answered from their head, without a twisted.web Request.
         site.head_taker = hybrid_resource.direct
+        if limits.get("http_lean_channel", 1.0):  # plain relayed GETs without twisted.web's channel
+            self.root.offer_lean(HYBRID_CONNECTION)
+            site.lean_handler = self.root
         site.unrouted = self.root.unrouted  # a body for an unknown host or name is refused unread
         self.site: Site = site
         self.public_url = settings.public_url

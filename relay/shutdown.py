@@ -71,7 +71,7 @@ def _rendezvous_upgrade(request: IRequest) -> bool:
     return action[:1] in ([b"accept"], [b"request"])
 
 
-_SERVING = ("resource", "stream_policy", "unrouted", "head_taker")
+_SERVING = ("resource", "stream_policy", "unrouted", "head_taker", "lean_handler")
 """The site's attributes L{refuse_requests} replaces."""
 
 
@@ -100,6 +100,7 @@ def refuse_requests(site: Any, *, rendezvous: bool = False) -> dict[str, Any]:
         site.unrouted = lambda request: gate.error
         if site.head_taker is not None:
             site.head_taker = _NoHeads()
+        site.lean_handler = None  # lean channels hand their next request to twisted.web
     return serving
 
 

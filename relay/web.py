@@ -39,6 +39,7 @@ from typing_extensions import override
 
 from relay.firstread import FirstRead
 from relay.httphead import RequestHead
+from relay.leanchannel import LeanChannel, LeanHandler, lean_head
 from relay.webchannel import (
     DEFAULT_BUFFERED_BODY,
     RelayHTTPChannel,
@@ -89,6 +90,8 @@ class RelaySite(Site):
     @ivar head_taker: answers some requests from their head alone, before twisted.web builds anything
         for the connection (the C{$hc} sender and rendezvous upgrades, offered by L{FirstRead});
         C{None}: none, every connection gets a twisted.web channel at once.
+    @ivar lean_handler: answers the plain C{GET}s it routes on a L{LeanChannel} instead of twisted.web's
+        channel (relayed HTTP requests; L{relay.leanchannel}); C{None}: none.
     """
 
     logger = Logger()  # HTTPFactory.log is twisted's access-log method
@@ -119,14 +122,31 @@ class RelaySite(Site):
         self.max_header_bytes = max_header_bytes
         self.max_headers = max_headers
         self.head_taker: HeadTaker | None = None
+        self.lean_handler: LeanHandler | None = None
         self.displayTracebacks = False
 
     @override
     def buildProtocol(self, addr: Any) -> Any:
-        """A L{FirstRead} when a head taker may answer the first request, else twisted.web's channel."""
-        if self.head_taker is not None:
+        """A L{FirstRead} when a head taker or the lean channel may answer the first request, else twisted.web's channel."""
+        if self.head_taker is not None or self.lean_handler is not None:
             return FirstRead(self, addr)
         return self.build_channel(addr)
+
+    def take_lean(self, first: FirstRead, data: bytes) -> bool:
+        """
+        Give the connection to a L{LeanChannel} if C{data} is one plain head that the lean handler routes.
+
+        @return: whether it did; when not, C{first} hands the connection to twisted.web.
+        """
+        handler = self.lean_handler
+        if handler is None:
+            return False
+        head = lean_head(data, self)
+        route = handler.lean_route(head) if head is not None else None
+        if head is None or route is None:
+            return False
+        LeanChannel(self, first.addr).start(first.release_transport(), head, handler, route)
+        return True
 
     def build_channel(self, addr: Any) -> RelayHTTPChannel:
         """twisted.web's channel for a connection, set up for this site."""

@@ -81,7 +81,7 @@ class RelayRequest(Request):
         and sanitize each name and value again, and keep them in a table that only the head is made from
         (a listener's answer has half a dozen fields or more).
         """
-        if isinstance(self.channel, RelayHTTPChannel):
+        if isinstance(self.channel, HeadHoldingChannel):
             self._extra_fields += "".join([f"{name}: {value}\r\n" for name, value in fields]).encode("utf-8")
         else:
             for name, value in fields:
@@ -101,7 +101,7 @@ class RelayRequest(Request):
     def write(self, data: bytes) -> None:
         """Write as twisted.web does; a response head the channel still holds goes out now (one C{send})."""
         channel = self.channel
-        if not isinstance(channel, RelayHTTPChannel):  # other sites' plain channels send heads themselves
+        if not isinstance(channel, HeadHoldingChannel):  # other sites' plain channels send heads themselves
             super().write(data)
             return
         if not self.startedWriting:
@@ -243,7 +243,66 @@ class RelayRequest(Request):
         super().connectionLost(reason)
 
 
-class RelayHTTPChannel(OneIdleTimer, HTTPChannel):
+class HeadHoldingChannel:
+    """
+    The response side of the gateway's HTTP channels: the head held for the first body bytes, one C{send}.
+
+    Shared by twisted.web's channel (L{RelayHTTPChannel}) and the lean one (L{relay.leanchannel}); a
+    L{RelayRequest} on either sends its head with its first bytes and its checked fields as they are.
+    """
+
+    transport: Any
+    extra_fields: bytes = b""  # a relayed response's own header lines (L{RelayRequest.add_fields})
+    _response_head: bytes | None = None
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:  # noqa: N802 - twisted.web calls it
+        """
+        Make the response head one C{bytes} and hold it for the first body bytes (L{write}).
+
+        twisted.web hands the transport a list of four pieces per header line, which the transport checks
+        one by one and queues for the reactor's next turn, bypassing L{write}: a tenth of the gateway's
+        CPU per relayed request. The request sends a head left alone (no body yet, or none at all) as soon
+        as its C{write} returns (L{RelayRequest.write}).
+        """
+        if not isinstance(headers, Headers):
+            HTTPChannel.writeHeaders(self, version, code, reason, headers)  # type: ignore[arg-type]
+            return
+        lines = [b"%s %s %s\r\n" % (version, code, reason)]
+        lines += [
+            b"%s: %s\r\n" % (name, value) for name, values in headers.getAllRawHeaders() for value in values
+        ]
+        lines += (self.extra_fields, b"\r\n")
+        self.extra_fields = b""
+        self._response_head = b"".join(lines)
+
+    def send_response_head(self) -> None:
+        """Send a response head that no body bytes followed."""
+        if self._response_head is not None:
+            self.write(b"")
+
+    def write(self, data: bytes) -> None:
+        """
+        Response bytes go to the kernel at once when nothing is queued (L{relay.writes.write_now}).
+
+        A response head the channel holds (L{writeHeaders}) goes first, in the same C{send}. The gateway
+        answers relayed requests in batches (every response a listener's control channel delivered in
+        one read); with Twisted's queued writes the first sender heard nothing until the whole batch was
+        handled.
+        """
+        head = self._response_head
+        if head is not None:
+            self._response_head = None
+            data = head + data
+        transport = self.transport
+        if transport is not None and data:
+            write_now(transport, data, plain_socket(transport))
+
+    def writeSequence(self, iovec: list[bytes]) -> None:  # noqa: N802 - twisted.web calls it
+        """A response head and its first bytes, written as one (L{write})."""
+        self.write(b"".join(iovec))
+
+
+class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
     """
     An HTTP/1.1 connection with precise refusals of oversized heads and pausable body reads.
 
@@ -264,8 +323,6 @@ class RelayHTTPChannel(OneIdleTimer, HTTPChannel):
         self._head_bytes = 0
         self._head_count = 0
         self._refused = False
-        self._response_head: bytes | None = None
-        self.extra_fields = b""  # a relayed response's own header lines (L{RelayRequest.add_fields})
         self._host: Any = None
 
     @override
@@ -289,55 +346,6 @@ class RelayHTTPChannel(OneIdleTimer, HTTPChannel):
         self.totalHeadersSize = site.max_request_line + site.max_header_bytes + 4
         self.maxHeaders = site.max_headers + 1
         super().connectionMade()
-
-    @override
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
-        """
-        Make the response head one C{bytes} and hold it for the first body bytes (L{write}).
-
-        twisted.web hands the transport a list of four pieces per header line, which the transport checks
-        one by one and queues for the reactor's next turn, bypassing L{write}: a tenth of the gateway's
-        CPU per relayed request. The request sends a head left alone (no body yet, or none at all) as soon
-        as its C{write} returns (L{RelayRequest.write}).
-        """
-        if not isinstance(headers, Headers):
-            super().writeHeaders(version, code, reason, headers)
-            return
-        lines = [b"%s %s %s\r\n" % (version, code, reason)]
-        lines += [
-            b"%s: %s\r\n" % (name, value) for name, values in headers.getAllRawHeaders() for value in values
-        ]
-        lines += (self.extra_fields, b"\r\n")
-        self.extra_fields = b""
-        self._response_head = b"".join(lines)
-
-    def send_response_head(self) -> None:
-        """Send a response head that no body bytes followed."""
-        if self._response_head is not None:
-            self.write(b"")
-
-    @override
-    def write(self, data: bytes) -> None:
-        """
-        Response bytes go to the kernel at once when nothing is queued (L{relay.writes.write_now}).
-
-        A response head the channel holds (L{writeHeaders}) goes first, in the same C{send}. The gateway
-        answers relayed requests in batches (every response a listener's control channel delivered in
-        one read); with Twisted's queued writes the first sender heard nothing until the whole batch was
-        handled.
-        """
-        head = self._response_head
-        if head is not None:
-            self._response_head = None
-            data = head + data
-        transport = self.transport
-        if transport is not None and data:
-            write_now(transport, data, plain_socket(transport))
-
-    @override
-    def writeSequence(self, iovec: list[bytes]) -> None:
-        """A response head and its first bytes, written as one (L{write})."""
-        self.write(b"".join(iovec))
 
     @override
     def lineReceived(self, line: bytes) -> None:

@@ -35,7 +35,7 @@ from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.resource import ErrorResource
-from relay.webchannel import RelayHTTPChannel, RelayRequest
+from relay.webchannel import RelayRequest
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
@@ -288,7 +288,7 @@ class Exchange:
                 self._producer = DownloadProducer(self, self.rendezvous.transport)
                 request.registerProducer(self._producer, True)
                 channel = self.sender_channel
-                if isinstance(channel, RelayHTTPChannel) and channel.writing_paused:
+                if getattr(channel, "writing_paused", False):
                     # The sender is still draining an earlier answer; twisted only tells new producers
                     # about the next time its buffer fills.
                     self._producer.pauseProducing()
