@@ -156,12 +156,11 @@ def metered_requests(factory: EntityResourceFactory, instruments: HybridInstrume
     def resource(request: IRequest, namespace: Namespace, match: Any) -> Any:
         entity = match.entity.name
 
-        def ended(result: Any, label: str | None) -> None:
+        def ended(failure: Any) -> None:
             code = int(getattr(request, "code", 200))
-            instruments.http_requests.inc(entity, label or status_class(code))
+            instruments.http_requests.inc(entity, "aborted" if failure is not None else status_class(code))
 
-        finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
-        finished.addCallbacks(ended, ended, callbackArgs=(None,), errbackArgs=("aborted",))
+        request.when_done(ended)  # type: ignore[attr-defined]  # the gateway's requests are RelayRequests
         return factory(request, namespace, match)
 
     return resource

@@ -71,6 +71,32 @@ class RelayRequest(Request):
         super().setHeader(name, value)
 
     _extra_fields: bytes = b""
+    _when_done: list[Callable[[Failure | None], object]] | None = None
+
+    def when_done(self, callback: Callable[[Failure | None], object]) -> None:
+        """
+        Call C{callback} once the request is over: C{None} when it finished, else why the connection was lost.
+
+        C{notifyFinish} without its L{Deferred}: the relay's two watchers of every relayed request (the
+        exchange and the request counter) cost two Deferreds and their callback runs per request.
+        """
+        if self._when_done is None:
+            self._when_done = []
+        self._when_done.append(callback)
+
+    def _done(self, result: Failure | None) -> None:
+        callbacks, self._when_done = self._when_done, None
+        for callback in callbacks or ():
+            try:
+                callback(result)
+            except Exception:
+                _site_log.failure("a request's completion callback failed")
+
+    @override
+    def _cleanup(self) -> None:
+        super()._cleanup()
+        if self._when_done is not None:
+            self._done(None)
 
     def add_fields(self, fields: Sequence[tuple[str, str]]) -> None:
         """
@@ -241,6 +267,8 @@ class RelayRequest(Request):
         if self.body is not None:
             self.body.fail(reason)
         super().connectionLost(reason)
+        if self._when_done is not None:
+            self._done(reason)
 
 
 class HeadHoldingChannel:

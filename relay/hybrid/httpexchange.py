@@ -93,7 +93,7 @@ class Exchange:
         self._idle_timer: IDelayedCall | None = None
         self._download_paused = False
         self._status = 0
-        request.notifyFinish().addErrback(self._sender_gone)
+        request.when_done(self._request_over)
 
     @property
     def clock(self) -> IReactorTime:
@@ -434,6 +434,10 @@ class Exchange:
                     ErrorKind.BAD_GATEWAY, f"The listener closed the rendezvous before responding{detail}"
                 )
             )
+
+    def _request_over(self, failure: Failure | None) -> None:
+        if failure is not None:
+            self._sender_gone(failure)
 
     def _sender_gone(self, failure: Failure) -> None:
         if self.state is State.DONE:
