@@ -22,13 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.client.commands import RequestCommand, parse_command
 from relay.client.http import HttpListener
 from relay.client.httpresponse import CONTROL_RESPONSE_LIMIT, ResponseHeaders
-from relay.expose import _HOP_BY_HOP, Forwarder
+from relay.expose import _HOP_BY_HOP
 from relay.exposequick import response_headers
 from relay.http1 import read_response_head
-from relay.localclient import LocalClient, LocalResponse
+from relay.localclient import LocalResponse
 
 from .client.test_http import FakeControl
-from .client.test_http_abandon import FakeListener, FakeLocalServer
+from .client.test_http_abandon import FakeListener, forwarder_to_fake_local
 
 WARM_UP = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -39,11 +39,7 @@ class Expose:
     def __init__(self, quick: bool) -> None:
         self.reactor = MemoryReactorClock()
         self.lines: list[str] = []
-        self.forwarder = Forwarder("http://127.0.0.1:8000", reactor=self.reactor, log_line=self.lines.append)
-        self.local = FakeLocalServer()
-        self.forwarder.client = LocalClient(
-            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local, response_timeout=None
-        )
+        self.forwarder, self.local = forwarder_to_fake_local(self.reactor, self.lines)
         self.listener = FakeListener()
         self.control = FakeControl()
         self.listener.control_channel = self.control

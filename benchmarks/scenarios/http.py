@@ -139,6 +139,19 @@ def upstream_file(ctx: Context) -> tuple[bytes, tuple[Proc, int] | None]:
     return body, ctx.nginx_static(root)
 
 
+def load_and_upstream(ctx: Context, skipped: str) -> tuple[str, bytes, tuple[Proc, int]] | None:
+    """wrk, the file every variant fetches and the nginx serving it; C{None} (noted) without wrk or nginx."""
+    wrk, note = ensure_wrk(ctx.settings.install)
+    ctx.note(note)
+    if wrk is None:
+        return None
+    body, static = upstream_file(ctx)
+    if static is None:
+        ctx.note(skipped)
+        return None
+    return wrk, body, static
+
+
 @scenario(
     "http.requests",
     "http",
@@ -148,15 +161,10 @@ def upstream_file(ctx: Context) -> tuple[bytes, tuple[Proc, int] | None]:
     variants=VARIANTS,
 )
 def requests(ctx: Context) -> None:
-    wrk, note = ensure_wrk(ctx.settings.install)
-    ctx.note(note)
-    if wrk is None:
+    tools = load_and_upstream(ctx, "http.requests needs nginx (upstream and ceiling); skipped")
+    if tools is None:
         return
-    body, static = upstream_file(ctx)
-    if static is None:
-        ctx.note("http.requests needs nginx (upstream and ceiling); skipped")
-        return
-    upstream_proc, upstream_port = static
+    wrk, body, (upstream_proc, upstream_port) = tools
     upstream = f"http://127.0.0.1:{upstream_port}"
     ctx.note(f"http.requests upstream: nginx serving a {SIZE}-byte file on {upstream} (one worker)")
     routes: dict[str, Route] = {"relay": relay_route(ctx, upstream)}

@@ -21,10 +21,9 @@ from __future__ import annotations
 import json
 
 from benchmarks.context import KEY, KEY_NAME, WEB_ENTITY, Context, Gateway
-from benchmarks.httpload import ensure_wrk
 from benchmarks.procs import Proc
 from benchmarks.registry import scenario
-from benchmarks.scenarios.http import FILE, Route, _record, relay_route, upstream_file, wait_until_served
+from benchmarks.scenarios.http import FILE, Route, _record, load_and_upstream, relay_route, wait_until_served
 
 VARIANTS = ("relay", "floor gateway", "floor listener", "floor")
 CASE, CONNECTIONS = "GET 1 KB, 16 connections", 16
@@ -78,15 +77,10 @@ def _pairing(ctx: Context, variant: str, upstream_port: int) -> tuple[Route, lis
     explicit=True,
 )
 def floor(ctx: Context) -> None:
-    wrk, note = ensure_wrk(ctx.settings.install)
-    ctx.note(note)
-    if wrk is None:
+    tools = load_and_upstream(ctx, "http.floor needs nginx as the upstream; skipped")
+    if tools is None:
         return
-    body, static = upstream_file(ctx)
-    if static is None:
-        ctx.note("http.floor needs nginx as the upstream; skipped")
-        return
-    upstream_proc, upstream_port = static
+    wrk, body, (upstream_proc, upstream_port) = tools
     seconds = ctx.settings.seconds
     for run in ctx.repetitions():
         shift = run % len(VARIANTS)

@@ -162,17 +162,21 @@ class WhenLostTests(SynchronousTestCase):
         self.assertNoResult(response.when_lost())
 
 
+def forwarder_to_fake_local(reactor: Any, lines: list[str]) -> tuple[Forwarder, FakeLocalServer]:
+    """A C{relay expose} forwarder for C{http://127.0.0.1:8000} whose local server is a L{FakeLocalServer}."""
+    forwarder = Forwarder("http://127.0.0.1:8000", reactor=reactor, log_line=lines.append)
+    local = FakeLocalServer()
+    forwarder.client = LocalClient(reactor, "http", "127.0.0.1", 8000, endpoint=local, response_timeout=None)
+    return forwarder, local
+
+
 class ForwarderOverRendezvous:
     """A C{relay expose} forwarder behind an L{HttpListener}, a fake local server, one request rendezvous."""
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.lines: list[str] = []
-        self.forwarder = Forwarder("http://127.0.0.1:8000", reactor=self.reactor, log_line=self.lines.append)
-        self.local = FakeLocalServer()
-        self.forwarder.client = LocalClient(
-            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local, response_timeout=None
-        )
+        self.forwarder, self.local = forwarder_to_fake_local(self.reactor, self.lines)
         self.http = HttpListener(
             FakeListener(), self.forwarder, reactor=self.reactor, on_response=self.forwarder.access_line
         )
