@@ -7,6 +7,8 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from relay.client import HybridConnectionListener
@@ -15,6 +17,7 @@ from relay.client.http import HttpApp, HttpListener
 from relay.client.httprequest import RelayedRequest
 from relay.client.httpresponse import RelayedResponse
 
+from ..httpharness import RawHttpClient
 from . import localapp
 from .gateway import RunningGateway, start_gateway
 from .senders import Bulk, Curl, Requests, Treq, dumps, sha
@@ -138,3 +141,45 @@ class PythonListenerTests(TestCase):
             ]
         )
         self.assertEqual([o.head for o in outcomes], [b"%d" % i for i in range(20)])
+
+
+class LeanChannelTests(TestCase):
+    """One real keep-alive connection: plain GETs on the lean channel, then twisted.web's from a POST on."""
+
+    timeout = 60
+
+    async def test_one_connection(self) -> None:
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            body = await request.body.read_all()
+            await response.write(f"{request.method} {request.path} {len(body)}".encode())
+
+        gateway = await start_gateway(self, CONFIG)
+        listener = HybridConnectionListener(gateway.connection_string, "hyco", reactor=reactor)
+        HttpListener(listener, app, reactor=reactor)
+        await listener.open()
+        self.addCleanup(listener.close)
+        client = RawHttpClient()
+        await connectProtocol(TCP4ClientEndpoint(reactor, gateway.host, gateway.port), client)
+        self.addCleanup(client.transport.loseConnection)  # type: ignore[union-attr]
+        auth = {"ServiceBusAuthorization": gateway.token("hyco")}
+
+        async def replies(count: int) -> list[Any]:
+            for _ in range(500):
+                if len(client.replies) >= count and client.replies[count - 1].complete:
+                    return client.replies
+                await deferLater(reactor, 0.01)
+            self.fail(f"{count} replies did not come: {client.data[-300:]!r}")
+
+        client.request("GET", "/hyco/a", auth, host=gateway.netloc)
+        await replies(1)
+        client.request("GET", "/hyco/b", auth, host=gateway.netloc)
+        await replies(2)
+        client.request("POST", "/hyco/c", auth, b"12345", host=gateway.netloc)
+        await replies(3)
+        client.request("GET", "/hyco/d", auth, host=gateway.netloc)
+        done = await replies(4)
+        self.assertEqual(
+            [(r.status, r.body) for r in done],
+            [(200, b"GET /a 0"), (200, b"GET /b 0"), (200, b"POST /c 5"), (200, b"GET /d 0")],
+        )
+        self.assertIsNone(client.lost)
