@@ -38,8 +38,9 @@ class LeanTestCase(HttpTestCase):
         site.build_channel = counted  # type: ignore[attr-defined]
 
     def protocol_of(self, sender: RawHttpClient) -> Any:
-        """The gateway's protocol on a sender's connection."""
-        return sender.server_transport.protocol  # type: ignore[attr-defined]
+        """The gateway's protocol on a sender's connection (under TLS: the one the TLS layer feeds)."""
+        protocol = sender.server_transport.protocol  # type: ignore[attr-defined]
+        return getattr(protocol, "wrappedProtocol", protocol)
 
     def get(self, sender: RawHttpClient, listener: Any, target: str = "/open/x", **headers: str) -> None:
         """A GET the listener answers with 200 and a 5-byte body."""
@@ -276,3 +277,17 @@ def _web_answers(case: LeanTestCase) -> dict[str, bytes]:
         return other.run_all()
     finally:
         other.net.flush()
+
+
+class LeanOverTLSTests(LeanLaneTests):
+    """The same, every connection through real in-memory TLS: the lean channel sits on the TLS layer."""
+
+    use_tls = True
+
+    def test_secure(self) -> None:
+        """The listener hears that the sender came over TLS."""
+        listener = self.listen("open")
+        sender = self.sender()
+        self.get(sender, listener)
+        self.assertEqual(self.texts(listener)[-1]["request"]["requestHeaders"]["X-Forwarded-Proto"], "https")
+        self.assertEqual(self.web_channels, [])
