@@ -27,11 +27,11 @@ from twisted.internet.interfaces import IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString, parse_qs
-from twisted.web.server import version as server_version
+from twisted.web.http_headers import Headers
 
 from relay.firstread import attach
 from relay.httphead import RequestHead, read_head
-from relay.webchannel import HeadHoldingChannel, RelayRequest
+from relay.webchannel import SERVER_HEADER, HeadHoldingChannel, RelayRequest
 
 if TYPE_CHECKING:
     from relay.web import RelaySite
@@ -89,17 +89,39 @@ class LeanRequest(RelayRequest):
             headers.setRawHeaders(name, values)
         self.content = BytesIO()
 
+    _default_fields = True
+
     def run(self, handler: LeanHandler, route: Any) -> None:
-        """What twisted.web's C{process} does before the resource renders: the site and default fields."""
+        """
+        What twisted.web's C{process} does before the resource renders, but the default fields.
+
+        C{Server} and C{Date} are put first in the head when it is written (L{write}) unless a relayed
+        answer dropped them (L{drop_default_fields}): made and then removed, they cost every relayed
+        request a date string and four header-table operations.
+        """
         self.site = self.channel.site
-        self.setHeader(b"Server", server_version)
-        self.setHeader(b"Date", datetimeToString())
         self.prepath = []
         self.postpath = []
         try:
             handler.answer(self, route)
         except BaseException:
             self.processingFailed(Failure())
+
+    def drop_default_fields(self) -> None:
+        """A relayed answer has neither C{Server} nor C{Date}: they are never made."""
+        self._default_fields = False
+
+    def write(self, data: bytes) -> None:
+        """The head gets twisted.web's default fields first, as C{process} would have set them."""
+        if self._default_fields and not self.startedWriting:
+            self._default_fields = False
+            fields = Headers()
+            fields.setRawHeaders(b"Server", [SERVER_HEADER])
+            fields.setRawHeaders(b"Date", [datetimeToString()])
+            for name, values in self.responseHeaders.getAllRawHeaders():
+                fields.setRawHeaders(name, values)
+            self.responseHeaders = fields
+        super().write(data)
 
 
 class LeanChannel(HeadHoldingChannel, TwistedProtocol):

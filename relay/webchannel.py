@@ -114,6 +114,12 @@ class RelayRequest(Request):
                 self.responseHeaders.addRawHeader(name.encode("ascii"), value.encode("utf-8"))
             self._added_names += tuple(name.encode("ascii") for name, _ in fields)
 
+    def drop_default_fields(self) -> None:
+        """Leave out the C{Server} and C{Date} fields twisted.web sets on every response (a relayed one)."""
+        headers = self.responseHeaders
+        headers.removeHeader(b"server")
+        headers.removeHeader(b"date")
+
     # The fields L{add_fields} put in C{responseHeaders} (on other sites' channels).
     _added_names: tuple[bytes, ...] = ()
 

@@ -266,9 +266,8 @@ class Exchange:
         self._status = status
         request = self.request
         request.setResponseCode(status, reason_phrase(status, response.status_description).encode("ascii"))
-        headers = request.responseHeaders  # twisted.web's Connection stays; its Server and Date do not
-        headers.removeHeader(b"server")
-        headers.removeHeader(b"date")
+        request.drop_default_fields()  # twisted.web's Connection stays; its Server and Date do not
+        headers = request.responseHeaders
         request.defaultContentType = None
         request.add_fields(head.headers)
         self._forward_body = not body_forbidden(self.message.method, status)
