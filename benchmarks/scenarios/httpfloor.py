@@ -10,7 +10,9 @@ four pairings on the same upstream and load as C{http.requests}:
   - C{floor listener}: the gateway serving the floor's listener;
   - C{floor}: both floor peers.
 
-Each pairing must return the file byte for byte first. The result is CPU per request for each process:
+Each pairing must return the file byte for byte first. The result is CPU per request for each process, and its ratio to the floor's beside the same counterpart
+(C{relay/floor gateway}: the gateway against the floor gateway, both serving C{relay expose};
+C{relay/floor listener}: C{relay expose} against the floor listener, both behind the gateway):
 what the gateway and C{relay expose} spend above the floor's peers is what their generality costs
 (the general request path, timers, back-pressure, admission), not what the protocol costs. Runs only when
 named (C{-s http.floor}): it diagnoses, and judges no target.
@@ -84,6 +86,7 @@ def floor(ctx: Context) -> None:
     seconds = ctx.settings.seconds
     for run in ctx.repetitions():
         shift = run % len(VARIANTS)
+        per_request: dict[tuple[str, str], float] = {}
         for variant in VARIANTS[shift:] + VARIANTS[:shift]:
             route, procs = _pairing(ctx, variant, upstream_port)
             route.other_procs["upstream"] = upstream_proc
@@ -92,5 +95,14 @@ def floor(ctx: Context) -> None:
             watch = {**route.path_procs, **route.other_procs}
             result, cpu = ctx.load("wrk", args, watch, seconds * 10 + 60)
             _record(ctx, CASE, variant, route, result, cpu, run)
+            rate = result["requests_per_s"]
+            for name in ("gateway", "listener"):
+                if rate > 0 and name in cpu:
+                    per_request[variant, name] = cpu[name] / rate
             for proc in procs:
                 ctx.procs.stop(proc)
+        # How far each of the relay's processes is from the floor's, each beside the same counterpart.
+        for name, floor_variant in (("gateway", "floor gateway"), ("listener", "floor listener")):
+            relay, least = per_request.get(("relay", name)), per_request.get((floor_variant, name))
+            if relay and least:
+                ctx.record(CASE, f"relay/{floor_variant}", f"cpu {name} per request", relay / least, "x", run)
