@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, ISSLTransport
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.python.failure import Failure
 from twisted.web.http import datetimeToString, parse_qs
@@ -31,6 +31,7 @@ from twisted.web.http_headers import Headers
 
 from relay.firstread import attach
 from relay.httphead import RequestHead, read_head
+from relay.idletimer import OneIdleTimer
 from relay.webchannel import SERVER_HEADER, HeadHoldingChannel, RelayRequest
 
 if TYPE_CHECKING:
@@ -52,6 +53,31 @@ class LeanHandler(Protocol):
 
     def answer(self, request: LeanRequest, route: Any) -> None:
         """Answer C{request} (its response goes out through twisted.web's request methods)."""
+
+
+class LeanStart(NamedTuple):
+    """A request the lean channel serves: its head, the handler and the handler's route for it."""
+
+    head: RequestHead
+    handler: LeanHandler
+    route: Any
+
+
+def lean_request(site: RelaySite, data: bytes) -> LeanStart | None:
+    """
+    What serves C{data} on the lean channel: one plain head that the site's lean handler routes.
+
+    C{None} leaves C{data} to twisted.web's channel: anything else, or no handler (none while the
+    gateway stops, so that twisted.web answers 503).
+    """
+    handler = site.lean_handler
+    if handler is None:
+        return None
+    head = lean_head(data, site)
+    if head is None:
+        return None
+    route = handler.lean_route(head)
+    return None if route is None else LeanStart(head, handler, route)
 
 
 def lean_head(data: bytes, site: RelaySite) -> RequestHead | None:
@@ -124,35 +150,28 @@ class LeanRequest(RelayRequest):
         super().write(data)
 
 
-class LeanChannel(HeadHoldingChannel, TwistedProtocol):
-    """
-    One keep-alive connection's plain requests, one at a time (see the module docstring).
+class LeanChannel(OneIdleTimer, HeadHoldingChannel, TwistedProtocol):
+    """One keep-alive connection's plain requests, one at a time (see the module docstring)."""
 
-    @ivar when_lost: callables run once when the connection is gone (as on L{RelayHTTPChannel}).
-    @ivar affinity: per-connection state other layers keep (as on L{RelayHTTPChannel}).
-    """
+    timeOut: float | None = None  # noqa: N815 - OneIdleTimer's (twisted's) name
 
     def __init__(self, site: RelaySite, addr: Any) -> None:
         self.site = self.factory = site
         self._addr = addr
-        self.when_lost: list[Callable[[], None]] = []
-        self.affinity: dict[Any, Any] = {}
         self._request: LeanRequest | None = None
         self._pending = b""
-        self._idle: IDelayedCall | None = None
         self._peer: Any = None
         self._host: Any = None
         self._request_producer: Any = None
         self._write_blocked = False
         self._reading_paused = False
-        self._handed_over = False
 
     # -- the connection ------------------------------------------------------------------------------
 
-    def start(self, transport: Any, head: RequestHead, handler: LeanHandler, route: Any) -> None:
+    def start(self, transport: Any, first: LeanStart) -> None:
         """Take the connection from L{relay.firstread.FirstRead} with its first request."""
         attach(transport, self)
-        self._begin(head, handler, route)
+        self._begin(first)
 
     def connectionMade(self) -> None:
         """Be told when writes back up, so that a sender that does not read is not read either."""
@@ -167,38 +186,30 @@ class LeanChannel(HeadHoldingChannel, TwistedProtocol):
             if len(self._pending) > _PENDING_LIMIT:
                 self._update_reading()
             return
-        self._idle_suspended = True
         data = self._pending + data if self._pending else data
         self._pending = b""
-        site = self.site
-        handler = site.lean_handler  # none once the gateway stops: twisted.web answers 503
-        head = lean_head(data, site) if handler is not None else None
-        route = handler.lean_route(head) if handler is not None and head is not None else None
-        if handler is None or head is None or route is None:
-            self._hand_over(data)
+        start = lean_request(self.site, data)
+        if start is None:
+            self._hand_over().dataReceived(data)
             return
-        self._begin(head, handler, route)
+        self._begin(start)
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        """Tell the request in hand, then whoever asked to know."""
-        self._stop_idle()
+        """Tell the request in hand."""
+        self.stop_idle_timer()
         request, self._request = self._request, None
         if request is not None:
             request.connectionLost(reason)
-        callbacks, self.when_lost = self.when_lost, []
-        for callback in callbacks:
-            callback()
 
-    def _begin(self, head: RequestHead, handler: LeanHandler, route: Any) -> None:
-        self._idle_suspended = True
-        request = self._request = LeanRequest(self, head)
+    def _begin(self, start: LeanStart) -> None:
+        self.setTimeout(None)  # a request in hand: its own deadlines apply
+        request = self._request = LeanRequest(self, start.head)
         self._update_reading()
-        request.run(handler, route)
+        request.run(start.handler, start.route)
 
-    def _hand_over(self, data: bytes) -> None:
-        """twisted.web's channel takes the connection, with C{data} as its first read."""
-        self._stop_idle()
-        self._handed_over = True
+    def _hand_over(self) -> Any:
+        """twisted.web's channel takes the connection (as if it had had it from the start); it is returned."""
+        self.stop_idle_timer()
         transport, self.transport = self.transport, None
         transport.unregisterProducer()
         if self._reading_paused:
@@ -206,8 +217,16 @@ class LeanChannel(HeadHoldingChannel, TwistedProtocol):
             transport.resumeProducing()
         channel = self.site.build_channel(self._addr)
         attach(transport, channel)
-        if data:
-            channel.dataReceived(data)
+        return channel
+
+    def timeoutConnection(self) -> None:  # noqa: N802 - OneIdleTimer's (twisted's) name
+        """Idle too long: twisted.web's channel times the connection out, with its log line."""
+        if self.transport is not None:
+            self._hand_over().timeoutConnection()
+
+    def callLater(self, delay: float, call: Callable[..., Any], *args: Any) -> Any:  # noqa: N802
+        """The site's reactor's (for L{OneIdleTimer})."""
+        return self.site.reactor.callLater(delay, call, *args)
 
     # -- what twisted.web's request asks of its channel ------------------------------------------------
 
@@ -250,8 +269,8 @@ class LeanChannel(HeadHoldingChannel, TwistedProtocol):
         pending, self._pending = self._pending, b""
         if pending:
             self.dataReceived(pending)
-        elif not self._handed_over:
-            self._start_idle()
+        else:
+            self.setTimeout(self.site.timeOut)
 
     def loseConnection(self) -> None:  # noqa: N802
         """Close the connection once what was written is sent."""
@@ -285,36 +304,3 @@ class LeanChannel(HeadHoldingChannel, TwistedProtocol):
                 self.transport.pauseProducing()
             else:
                 self.transport.resumeProducing()
-
-    # -- idle timeout: one timer per connection, suspended while a request is in hand -------------------
-
-    _idle_suspended = False
-
-    def _start_idle(self) -> None:
-        self._idle_suspended = False
-        timeout = self.site.timeOut
-        if timeout is None:
-            return
-        idle = self._idle
-        if idle is not None and idle.active():
-            idle.reset(timeout)
-        else:
-            self._idle = self.site.reactor.callLater(timeout, self._timed_out)
-
-    def _stop_idle(self) -> None:
-        idle, self._idle = self._idle, None
-        if idle is not None and idle.active():
-            idle.cancel()
-
-    def _timed_out(self) -> None:
-        """Nothing arrived in time: twisted.web's channel times the connection out, with its log line."""
-        self._idle = None
-        transport = self.transport
-        if transport is None or self._idle_suspended:  # a request in hand: its own deadlines apply
-            return
-        self._handed_over = True
-        self.transport = None
-        transport.unregisterProducer()
-        channel = self.site.build_channel(self._addr)
-        attach(transport, channel)
-        channel.timeoutConnection()

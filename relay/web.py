@@ -39,7 +39,7 @@ from typing_extensions import override
 
 from relay.firstread import FirstRead
 from relay.httphead import RequestHead
-from relay.leanchannel import LeanChannel, LeanHandler, lean_head
+from relay.leanchannel import LeanChannel, LeanHandler, lean_request
 from relay.webchannel import (
     DEFAULT_BUFFERED_BODY,
     RelayHTTPChannel,
@@ -138,14 +138,10 @@ class RelaySite(Site):
 
         @return: whether it did; when not, C{first} hands the connection to twisted.web.
         """
-        handler = self.lean_handler
-        if handler is None:
+        start = lean_request(self, data)
+        if start is None:
             return False
-        head = lean_head(data, self)
-        route = handler.lean_route(head) if head is not None else None
-        if head is None or route is None:
-            return False
-        LeanChannel(self, first.addr).start(first.release_transport(), head, handler, route)
+        LeanChannel(self, first.addr).start(first.release_transport(), start)
         return True
 
     def build_channel(self, addr: Any) -> RelayHTTPChannel:
