@@ -11,7 +11,7 @@ connection is logged as one line on stdout.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from relay.client.httpresponse import RelayedResponse
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
-from relay.exposequick import QuickLane
+from relay.exposequick import QuickLane, response_headers
 from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
 from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
@@ -144,7 +144,7 @@ class Forwarder:
             response_timeout=local_timeout,
         )
         self._pending: dict[int, _Pending] = {}  # by id() of the sender's AcceptContext
-        self.quick = QuickLane(self, _HOP_BY_HOP, _REQUEST_DROPPED)
+        self.quick = QuickLane(self, _HOP_BY_HOP)
         self.connections: set[Deferred[Any]] = set()
 
     # -- HTTP ------------------------------------------------------------------------------------------
@@ -158,29 +158,16 @@ class Forwarder:
 
     async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
         """Forward one relayed request to the local server and its response back."""
-        try:
-            method = request.method.encode("latin-1")
-            headers = [
-                (name.encode("latin-1"), value.encode("utf-8"))
-                for name, value in request.headers.items()
-                if name.lower() not in _REQUEST_DROPPED
-            ]
-            host = request.headers.get("Host")
-            if host:
-                headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
-            target = self.local_target(request.path, request.query)
-        except UnicodeEncodeError as e:  # JSON text may hold any character, lone surrogates too
-            problem: str | None = f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
-        else:
-            problem = valid_request(target, headers, method)
-        if problem is not None:
+        local_request = self.local_request(request.method, request.path, request.query, request.headers)
+        if isinstance(local_request, str):
             self.log.warn(
-                "request {request_id} not forwarded: {problem}", request_id=request.id, problem=problem
+                "request {request_id} not forwarded: {problem}", request_id=request.id, problem=local_request
             )
             response.status_code = 400
             response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            await response.finish(f"Bad request: {problem}. TrackingId:{request.id}\n".encode())
+            await response.finish(f"Bad request: {local_request}. TrackingId:{request.id}\n".encode())
             return
+        method, target, headers = local_request
         answer = self.client.request(method, target, headers, request.body if request.body.present else None)
         # The relay may give up on the exchange (the sender left, its request_timeout expired) while the
         # local server is slow: stop waiting for it then, or its connection and this request slot stay
@@ -229,14 +216,8 @@ class Forwarder:
         response.when_lost().addCallback(lost)
         response.status_code = local.code
         response.status_description = local.phrase.decode("latin-1")
-        for raw_name, value in local.headers:
-            name = raw_name.decode("latin-1")
-            if name.lower() in _HOP_BY_HOP:
-                continue
-            response.headers.add(name, value.decode("latin-1"))
-        if local.length is not None:  # never for HEAD, 204 and 304 answers (relay.http1)
-            # The length lets the sender see progress; the body's framing is otherwise the relay's own.
-            response.headers["Content-Length"] = str(local.length)
+        for name, value in response_headers(local, _HOP_BY_HOP).items():
+            response.headers[name] = value
         done: Deferred[None] = Deferred()
         pipe = _ResponsePipe(response, done)
         local.deliver(pipe)
@@ -248,6 +229,30 @@ class Forwarder:
                 request_id=request.id,
                 error=str(e),
             )
+
+    def local_request(
+        self, method: str, path: str, query: str, headers: Mapping[str, str]
+    ) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]] | str:
+        """
+        A relayed request's method, target and header fields for the local server, or why it cannot go.
+
+        It cannot when the head could not carry a character, or a line break would start a field of its own.
+        """
+        try:
+            fields = [
+                (name.encode("latin-1"), value.encode("utf-8"))
+                for name, value in headers.items()
+                if name.lower() not in _REQUEST_DROPPED
+            ]
+            host = headers.get("Host")
+            if host:
+                fields.append((b"X-Forwarded-Host", host.encode("latin-1")))
+            encoded = method.encode("latin-1")
+            target = self.local_target(path, query)
+        except UnicodeEncodeError as e:  # JSON text may hold any character, lone surrogates too
+            return f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
+        problem = valid_request(target, fields, encoded)
+        return (encoded, target, fields) if problem is None else problem
 
     def local_target(self, path: str, query: str) -> bytes:
         """The request target on the local server for a path below the hybrid connection and a query."""

@@ -27,7 +27,6 @@ from relay.client.commands import RequestCommand, remote_endpoint
 from relay.client.headers import Headers
 from relay.client.httprequest import RequestBody
 from relay.client.httpresponse import CONTROL_RESPONSE_LIMIT
-from relay.http1 import valid_request
 from relay.hybrid.messages import encode
 from relay.localclient import LocalResponse
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 def response_headers(local: LocalResponse, hop_by_hop: AbstractSet[str]) -> dict[str, Any]:
     """
-    The C{responseHeaders} for a local answer, as the general path makes them.
+    The C{responseHeaders} for a local answer, on the lane and on the general path alike.
 
     Repeated names (in any case) become one list under the first spelling, hop-by-hop fields are left
     out, and C{Content-Length} comes last when the answer has a length. The local head was checked by
@@ -67,10 +66,9 @@ class QuickLane:
 
     log = Logger(namespace="relay.expose.Forwarder")
 
-    def __init__(self, forwarder: Forwarder, hop_by_hop: AbstractSet[str], dropped: AbstractSet[str]) -> None:
+    def __init__(self, forwarder: Forwarder, hop_by_hop: AbstractSet[str]) -> None:
         self.forwarder = forwarder
         self._hop_by_hop = hop_by_hop
-        self._dropped = dropped
 
     def __call__(self, command: RequestCommand, body: bytes | None, listener: HttpListener) -> bool:
         """Take the request (C{True}), or leave it to the general path before doing anything."""
@@ -88,22 +86,10 @@ class QuickLane:
         target_text = str(fields.get("requestTarget") or "/")
         path, query = split_request_target(target_text, listener.listener.address.path)
         method_text = str(fields.get("method"))
-        dropped = self._dropped
-        try:
-            method = method_text.encode("latin-1")
-            local_headers = [
-                (name.encode("latin-1"), value.encode("utf-8"))
-                for name, value in headers.items()
-                if name.lower() not in dropped
-            ]
-            host = headers.get("Host")
-            if host:
-                local_headers.append((b"X-Forwarded-Host", host.encode("latin-1")))
-            target = forwarder.local_target(path, query)
-        except UnicodeEncodeError:
+        local_request = forwarder.local_request(method_text, path, query, headers)
+        if isinstance(local_request, str):
             return False  # the general path answers 400 with the reason
-        if valid_request(target, local_headers, method) is not None:
-            return False
+        method, target, local_headers = local_request
         data = body if command.has_body else None
         exchange = _QuickExchange(self, listener, command, body, target, method_text, path, query)
         listener.active += 1
