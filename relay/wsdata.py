@@ -15,7 +15,8 @@ A connection can also hand each frame to the kernel at once (C{write_through}, L
 instead of leaving it to Twisted, which sends what a reactor turn wrote when the turn is over. A listener's
 control channel does: it answers relayed HTTP requests in batches (every request the gateway's one read
 delivered), and with queued writes the gateway heard no answer before the listener had handled the whole
-batch, so the two processes worked in turns instead of side by side. Everywhere else batching wins: a
+batch, so the two processes worked in turns instead of side by side. The gateway sends each relayed HTTP
+request at once for the same reason (C{send_wholes(..., at_once=True)}). Everywhere else batching wins: a
 frame per system call cost the client library 35-40 % of its 64-byte messages/s, the gateway 9 % of its
 establishments/s (accepts on control channels) and 35-40 % of its multicast deliveries/s.
 
@@ -111,12 +112,15 @@ class QuietSendData(NoTimerAfterLoss):
         """
         self.send_wholes(((payload, is_binary),))
 
-    def send_wholes(self, messages: Sequence[tuple[bytes, bool]]) -> None:
+    def send_wholes(self, messages: Sequence[tuple[bytes, bool]], at_once: bool = False) -> None:
         """
         L{send_whole} for several messages (C{(payload, is_binary)}), written with one C{send}.
 
         A listener's answer on its control channel is a C{response} message and its body; written
         apart, each was a system call in the listener and a read in the gateway.
+
+        @param at_once: hand the frames to the kernel now (L{write_now}) even on a connection that
+            batches (no C{write_through}), as the gateway does with a relayed HTTP request.
         """
         protocol: Any = self
         if (
@@ -133,15 +137,23 @@ class QuietSendData(NoTimerAfterLoss):
             return
         make = server_frame if protocol.factory.isServer else masked_frame
         frames = [make(payload, binary=is_binary) for payload, is_binary in messages]
-        self.sendData(frames[0] if len(frames) == 1 else b"".join(frames))
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        if at_once and not self.send_queue:
+            self._write(data, True)
+        else:
+            self.sendData(data)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:  # noqa: N802
         """Write C{data} as Autobahn does, minus the eagerly formatted debug line."""
         if sync or (chopsize and chopsize > 0) or self.send_queue:
             super().sendData(data, sync, chopsize)  # type: ignore[misc]
             return
+        self._write(data, self.write_through)
+
+    def _write(self, data: bytes, at_once: bool) -> None:
+        """Write C{data} to the transport (to the kernel at once if asked) and count it as Autobahn does."""
         transport = self.transport
-        if self.write_through:
+        if at_once:
             write_now(transport, data, plain_socket(transport))
         else:
             transport.write(data)

@@ -26,11 +26,11 @@ class FakeListenerChannel:
         self.sent.append(payload)
         return True
 
-    def send_binary(self, payload: bytes) -> bool:
-        """Record the body unless told to refuse."""
+    def send_request(self, payload: bytes, body: bytes) -> bool:
+        """Record the request and its body (if any) unless told to refuse."""
         if not self.accepts:
             return False
-        self.sent.append(payload)
+        self.sent.extend((payload, body) if body else (payload,))
         return True
 
     def add_pending(self, ticket: Ticket) -> None:

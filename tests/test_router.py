@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -350,4 +351,35 @@ class ControlBacklogTests(SynchronousTestCase):
         self.assertTrue(channel.send_control(b"{}"))
         protocol.transport._tempDataLen = MAX_CONTROL_BACKLOG + 1
         self.assertFalse(channel.send_control(b"{}"))
+        self.assertFalse(channel.send_request(b'{"request":{}}', b"body"))
         self.assertEqual(protocol.sent, [b"{}"])
+
+    def test_request_goes_at_once_with_its_body(self) -> None:
+        """A relayed HTTP request and its body are one write, handed to the kernel at once."""
+        from relay.hybrid.control import ControlChannel
+        from relay.hybrid.router import Admission
+
+        class Protocol:
+            STATE_OPEN = 3
+            state = 3
+            transport = SimpleNamespace(dataBuffer=b"", offset=0, _tempDataLen=0)
+            writes: list[tuple[tuple[tuple[bytes, bool], ...], bool]] = []
+
+            def send_wholes(self, messages: tuple[tuple[bytes, bool], ...], at_once: bool = False) -> None:
+                self.writes.append((messages, at_once))
+
+        clock = Clock()
+        store = MemoryGatewayStore([(NS, [Entity("hyco", HYBRID_CONNECTION)])])
+        router = HybridConnectionRouter(store, ListenerRegistry(), clock, "wss://relay.example")
+        admission = Admission(NS, store.match(NS, "/hyco"), None)  # type: ignore[arg-type]
+        protocol = Protocol()
+        channel = ControlChannel(protocol, router, admission, "l1", "relay.example", clock)
+        self.assertTrue(channel.send_request(b"{1}", b"body"))
+        self.assertTrue(channel.send_request(b"{2}", b""))
+        self.assertEqual(
+            protocol.writes,
+            [(((b"{1}", False), (b"body", True)), True), (((b"{2}", False),), True)],
+        )
+        channel.closing = True
+        self.assertFalse(channel.send_request(b"{3}", b""))
+        self.assertEqual(len(protocol.writes), 2)

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import txaio
+from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionClosed, ConnectionLost
@@ -33,6 +34,7 @@ from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.webchannel import RelayHTTPChannel
 from relay.writes import WriteGate, no_delay, pending_write_bytes
 from relay.wsdata import QuietSendData
+from relay.wsframes import server_frame
 from tests.test_bridge import FakeSocket
 from tests.test_wsframes import parse_one
 
@@ -305,6 +307,36 @@ class QuietSendDataTests(SynchronousTestCase):
         self.assertIn(self.transport, self.reactor.getWriters())
         self.transport.doWrite()
         self.assertEqual((bytes(self.sock.received), self.sock.calls), (b"accept-1accept-2", 1))
+
+    def test_at_once_on_a_batching_connection(self) -> None:
+        """
+        C{send_wholes(..., at_once=True)} frames the messages and sends them now, in one system call.
+
+        The gateway's control channel batches, but a relayed HTTP request and its body go out at once.
+        """
+        self.sender.send_state = WebSocketProtocol.SEND_STATE_GROUND
+        self.sender._perMessageCompress = None
+        self.sender.autoFragmentSize = 0
+        self.sender.factory = SimpleNamespace(isServer=True)
+        self.sender.send_wholes(((b'{"request":{}}', False), (b"body", True)), at_once=True)
+        sent = bytes(self.sock.received)
+        self.assertEqual(self.sock.calls, 1)
+        self.assertEqual(sent, server_frame(b'{"request":{}}') + server_frame(b"body", binary=True))
+        self.assertNotIn(self.transport, self.reactor.getWriters())
+        self.sender.send_wholes(((b"accept", False),))
+        self.assertEqual((bytes(self.sock.received), self.sock.calls), (sent, 1))
+        self.assertIn(self.transport, self.reactor.getWriters())
+
+    def test_at_once_behind_autobahns_queue(self) -> None:
+        """With frames waiting in Autobahn's own queue, a message sent at once still goes behind them."""
+        self.sender.send_state = WebSocketProtocol.SEND_STATE_GROUND
+        self.sender._perMessageCompress = None
+        self.sender.autoFragmentSize = 0
+        self.sender.factory = SimpleNamespace(isServer=True)
+        self.sender.send_queue.append((b"queued", False))
+        self.sender.send_wholes(((b"late", False),), at_once=True)
+        self.assertEqual(self.sender.autobahn, [(server_frame(b"late"), False, None)])
+        self.assertEqual(bytes(self.sock.received), b"")
 
     def test_autobahn_keeps_what_it_does_specially(self) -> None:
         """Synchronous and chopped writes, and writes behind Autobahn's own queue, are Autobahn's."""

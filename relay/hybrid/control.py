@@ -118,11 +118,18 @@ class ControlChannel:
         self.protocol.send_whole(payload, False)
         return True
 
-    def send_binary(self, payload: bytes) -> bool:
-        """Send one binary message (an HTTP request body right after its C{request}); never refused mid-pair."""
-        if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
+    def send_request(self, payload: bytes, body: bytes) -> bool:
+        """
+        Send a relayed HTTP request and its body in one write, handed to the kernel at once.
+
+        Announcements are otherwise left to Twisted's batching, which pays for accepts; a request would
+        then wait until the gateway had read and handled every request of its reactor turn, and the
+        listener would sit idle meanwhile instead of working on the first.
+        """
+        if not self.can_send():
             return False
-        self.protocol.send_whole(payload, True)
+        messages = ((payload, False), (body, True)) if body else ((payload, False),)
+        self.protocol.send_wholes(messages, at_once=True)
         return True
 
     def add_pending(self, ticket: Ticket) -> None:

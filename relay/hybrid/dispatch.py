@@ -95,11 +95,14 @@ class HttpDispatcher:
         @return: the channel it went to, and the ticket of its address.
         @raise RelayError: 502 when no listener could take it.
         """
-
-        def send(channel: IListenerChannel) -> bool:
-            return channel.send_control(payload) and (not body or channel.send_binary(body))
-
-        return self._send(admission, request_id, exchange, send, for_request=False, timeout=response_window)
+        return self._send(
+            admission,
+            request_id,
+            exchange,
+            lambda channel: channel.send_request(payload, body),
+            for_request=False,
+            timeout=response_window,
+        )
 
     def announce(
         self, admission: Admission, request_id: str, address: str, exchange: Any

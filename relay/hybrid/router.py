@@ -52,8 +52,12 @@ class IListenerChannel(Interface):
     def send_control(payload: bytes) -> bool:
         """Send one JSON text message; return C{False} if the channel can no longer take it."""
 
-    def send_binary(payload: bytes) -> bool:
-        """Send one binary message (a request body right after its C{request}); C{False} if closed."""
+    def send_request(payload: bytes, body: bytes) -> bool:
+        """
+        Send an HTTP C{request} message and its body (one binary message, unless empty) at once.
+
+        @return: C{False} if the channel can no longer take work (then nothing was sent).
+        """
 
     def add_pending(ticket: Ticket) -> None:
         """Remember a ticket issued through this channel, to fail it if the channel drops."""
