@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from types import SimpleNamespace
+from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -325,55 +326,20 @@ class ControlBacklogTests(SynchronousTestCase):
 
     def test_backlogged_channel_is_skipped(self) -> None:
         """Past the backlog limit the channel refuses announcements, so the router tries another listener."""
-        from relay.hybrid.control import MAX_CONTROL_BACKLOG, ControlChannel
-        from relay.hybrid.router import Admission
+        from relay.hybrid.control import MAX_CONTROL_BACKLOG
 
-        class Transport:
-            dataBuffer = b""
-            offset = 0
-            _tempDataLen = 0
-
-        class Protocol:
-            STATE_OPEN = 3
-            state = 3
-            transport = Transport()
-            sent: list[bytes] = []
-
-            def send_whole(self, payload: bytes, is_binary: bool) -> None:
-                self.sent.append(payload)
-
-        clock = Clock()
-        store = MemoryGatewayStore([(NS, [Entity("hyco", HYBRID_CONNECTION)])])
-        router = HybridConnectionRouter(store, ListenerRegistry(), clock, "wss://relay.example")
-        admission = Admission(NS, store.match(NS, "/hyco"), None)  # type: ignore[arg-type]
-        protocol = Protocol()
-        channel = ControlChannel(protocol, router, admission, "l1", "relay.example", clock)
+        protocol = ProtocolStandIn()
+        channel = control_channel_over(protocol)
         self.assertTrue(channel.send_control(b"{}"))
         protocol.transport._tempDataLen = MAX_CONTROL_BACKLOG + 1
         self.assertFalse(channel.send_control(b"{}"))
         self.assertFalse(channel.send_request(b'{"request":{}}', b"body"))
-        self.assertEqual(protocol.sent, [b"{}"])
+        self.assertEqual((protocol.sent, protocol.writes), ([b"{}"], []))
 
     def test_request_goes_at_once_with_its_body(self) -> None:
         """A relayed HTTP request and its body are one write, handed to the kernel at once."""
-        from relay.hybrid.control import ControlChannel
-        from relay.hybrid.router import Admission
-
-        class Protocol:
-            STATE_OPEN = 3
-            state = 3
-            transport = SimpleNamespace(dataBuffer=b"", offset=0, _tempDataLen=0)
-            writes: list[tuple[tuple[tuple[bytes, bool], ...], bool]] = []
-
-            def send_wholes(self, messages: tuple[tuple[bytes, bool], ...], at_once: bool = False) -> None:
-                self.writes.append((messages, at_once))
-
-        clock = Clock()
-        store = MemoryGatewayStore([(NS, [Entity("hyco", HYBRID_CONNECTION)])])
-        router = HybridConnectionRouter(store, ListenerRegistry(), clock, "wss://relay.example")
-        admission = Admission(NS, store.match(NS, "/hyco"), None)  # type: ignore[arg-type]
-        protocol = Protocol()
-        channel = ControlChannel(protocol, router, admission, "l1", "relay.example", clock)
+        protocol = ProtocolStandIn()
+        channel = control_channel_over(protocol)
         self.assertTrue(channel.send_request(b"{1}", b"body"))
         self.assertTrue(channel.send_request(b"{2}", b""))
         self.assertEqual(
@@ -383,3 +349,33 @@ class ControlBacklogTests(SynchronousTestCase):
         channel.closing = True
         self.assertFalse(channel.send_request(b"{3}", b""))
         self.assertEqual(len(protocol.writes), 2)
+
+
+class ProtocolStandIn:
+    """What a gateway L{ControlChannel} uses of its WebSocket protocol; it records what it is asked to send."""
+
+    STATE_OPEN = 3
+
+    def __init__(self) -> None:
+        self.state = self.STATE_OPEN
+        self.transport = SimpleNamespace(dataBuffer=b"", offset=0, _tempDataLen=0)
+        self.sent: list[bytes] = []
+        self.writes: list[tuple[tuple[tuple[bytes, bool], ...], bool]] = []
+
+    def send_whole(self, payload: bytes, is_binary: bool) -> None:
+        self.sent.append(payload)
+
+    def send_wholes(self, messages: tuple[tuple[bytes, bool], ...], at_once: bool = False) -> None:
+        self.writes.append((messages, at_once))
+
+
+def control_channel_over(protocol: ProtocolStandIn) -> Any:
+    """A gateway control channel for a listener of C{hyco}, over C{protocol}."""
+    from relay.hybrid.control import ControlChannel
+    from relay.hybrid.router import Admission
+
+    clock = Clock()
+    store = MemoryGatewayStore([(NS, [Entity("hyco", HYBRID_CONNECTION)])])
+    router = HybridConnectionRouter(store, ListenerRegistry(), clock, "wss://relay.example")
+    admission = Admission(NS, store.match(NS, "/hyco"), None)  # type: ignore[arg-type]
+    return ControlChannel(protocol, router, admission, "l1", "relay.example", clock)
