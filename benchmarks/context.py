@@ -67,10 +67,11 @@ class Gateway:
     proc: Proc
     port: int
     log: Path
+    ca: Path | None = None  # the development CA that signed its certificate, when it serves TLS
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
+        return f"{'wss' if self.ca else 'ws'}://127.0.0.1:{self.port}"
 
     def token(self, entity: str = ENTITY, ttl: float = 86400.0) -> str:
         from relay.auth import make_token
@@ -84,11 +85,9 @@ class Gateway:
         return {"ServiceBusAuthorization": self.token(entity)}
 
     def connection_string(self) -> str:
-        """A connection string with the root key for the plain-WebSocket gateway (C{relay expose})."""
-        return (
-            f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY};"
-            "UseDevelopmentEmulator=true"
-        )
+        """A connection string with the root key (C{relay expose}): plain WebSockets unless it serves TLS."""
+        plain = "" if self.ca else "UseDevelopmentEmulator=true"
+        return f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY};{plain}"
 
 
 def gateway_config(limits: Mapping[str, float]) -> str:
@@ -185,12 +184,14 @@ class Context:
         name: str = "gateway",
         wrapper: Sequence[str] = (),
         timeout: float = 30.0,
+        tls: bool = False,
     ) -> Gateway:
         """
         Start a gateway with the benchmark namespace on a free loopback port.
 
         @param wrapper: a command the gateway runs under (valgrind), with its options.
         @param timeout: seconds to wait until it listens.
+        @param tls: serve TLS with a certificate for 127.0.0.1 from a development CA made for the run.
         """
         merged = {"listener_failure_delay": 0.0, **(limits or {})}
         if self.settings.python_splice:
@@ -198,6 +199,15 @@ class Context:
         config = self.path(f"{name}.toml")
         config.write_text(gateway_config(merged))
         log = self.path(f"{name}.log")
+        listen, ca = "tcp:0:interface=127.0.0.1:backlog=4096", None
+        if tls:
+            from relay.certs import issue_server_certificate
+
+            certificate = issue_server_certificate(self.path("tls"), ["127.0.0.1"])
+            listen, ca = (
+                certificate.endpoint_description(0, "127.0.0.1") + ":backlog=4096",
+                certificate.ca_path,
+            )
         proc = self.procs.python(
             name,
             "benchmarks.gateway",
@@ -205,7 +215,7 @@ class Context:
             str(log),
             "--",
             "--listen",
-            "tcp:0:interface=127.0.0.1:backlog=4096",
+            listen,
             "--config",
             str(config),
             "--state-dir",
@@ -221,7 +231,7 @@ class Context:
             )
         else:
             self.note("gateway: WebSocket pairs relayed in Python (native thread off or not built)")
-        return Gateway(proc, int(line.split()[1]), log)
+        return Gateway(proc, int(line.split()[1]), log, ca)
 
     def autobahn_server(self) -> tuple[Proc, int]:
         """The direct endpoint: an Autobahn server counting (or echoing) messages."""

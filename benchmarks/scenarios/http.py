@@ -25,9 +25,11 @@ forwarders).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from benchmarks.context import WEB_ENTITY, Context, Gateway
@@ -51,11 +53,14 @@ class Route:
     headers: dict[str, str]
     path_procs: dict[str, Proc]
     other_procs: dict[str, Proc] = field(default_factory=dict)
+    ca: Path | None = None  # the CA to trust for an https URL
 
 
-def _fetch(url: str, headers: dict[str, str]) -> bytes | None:
+def _fetch(url: str, headers: dict[str, str], ca: Path | None = None) -> bytes | None:
+    context = ssl.create_default_context(cafile=str(ca)) if ca is not None else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as answer:
+        request = urllib.request.Request(url, headers=headers)
+        with urllib.request.urlopen(request, timeout=5, context=context) as answer:
             body: bytes = answer.read()
             return body if answer.status == 200 else None
     except OSError:
@@ -66,7 +71,7 @@ def wait_until_served(name: str, route: Route, expected: bytes, timeout: float =
     """Wait until the variant returns the upstream's file intact (listeners and tunnels take a moment)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _fetch(route.url, route.headers) == expected:
+        if _fetch(route.url, route.headers, route.ca) == expected:
             return
         for proc in (*route.path_procs.values(), *route.other_procs.values()):
             if not proc.alive():
@@ -84,6 +89,7 @@ def relay_route(
     @param wrapper: a command C{relay expose} runs under (valgrind), with its options.
     """
     gateway = gateway or ctx.gateway()
+    trust = ["--ca", str(gateway.ca)] if gateway.ca else []
     expose = ctx.procs.python(
         "relay-expose",
         "relay.cli",
@@ -93,15 +99,18 @@ def relay_route(
         WEB_ENTITY,
         "--connection-string",
         gateway.connection_string(),
+        *trust,
         "--quiet",
         ready=None,
         code=ctx.settings.gateway_from,
         wrapper=wrapper,
     )
+    scheme = "https" if gateway.ca else "http"
     return Route(
-        f"http://127.0.0.1:{gateway.port}/{WEB_ENTITY}/{FILE}",
+        f"{scheme}://127.0.0.1:{gateway.port}/{WEB_ENTITY}/{FILE}",
         {},
         {"gateway": gateway.proc, "listener": expose},
+        ca=gateway.ca,
     )
 
 
