@@ -188,26 +188,39 @@ def requests(ctx: Context) -> None:
     for name, route in routes.items():
         route.other_procs["upstream"] = upstream_proc
         wait_until_served(name, route, body)
-    seconds = ctx.settings.seconds
     names = [v for v in VARIANTS if v in routes]
     for run in ctx.repetitions():
         for case, connections in CASES:
             if not ctx.wants(case):
                 continue
-            rates: dict[str, float] = {}
-            shift = run % len(names)
-            for variant in names[shift:] + names[:shift]:
-                route = routes[variant]
-                args = ["benchmarks.httpload", wrk, route.url, str(connections), str(seconds)]
-                watch = {**route.path_procs, **route.other_procs}
-                result, cpu = ctx.load("wrk", [*args, json.dumps(route.headers)], watch, seconds * 10 + 60)
-                rate = result["requests_per_s"]
-                rates[variant] = rate
-                _record(ctx, case, variant, route, result, cpu, run)
+            loads = load_in_turn(ctx, wrk, {name: routes[name] for name in names}, case, connections, run)
+            rates = {variant: rate for variant, (rate, _) in loads.items()}
             relay = rates.get("relay")
             for base in ("localtunnel", "nginx", "floor"):
                 if relay is not None and rates.get(base):
                     ctx.record(case, f"relay/{base}", "requests/s", relay / rates[base], "x", run)
+
+
+def load_in_turn(
+    ctx: Context, wrk: str, routes: dict[str, Route], case: str, connections: int, run: int
+) -> dict[str, tuple[float, dict[str, float]]]:
+    """
+    Load each route with wrk in turn (the order rotated by C{run}) and record what it did.
+
+    @return: by variant, its requests/s and the CPU share of each watched process.
+    """
+    seconds = ctx.settings.seconds
+    names = list(routes)
+    shift = run % len(names)
+    loads: dict[str, tuple[float, dict[str, float]]] = {}
+    for variant in names[shift:] + names[:shift]:
+        route = routes[variant]
+        args = ["benchmarks.httpload", wrk, route.url, str(connections), str(seconds)]
+        watch = {**route.path_procs, **route.other_procs}
+        result, cpu = ctx.load("wrk", [*args, json.dumps(route.headers)], watch, seconds * 10 + 60)
+        loads[variant] = (result["requests_per_s"], cpu)
+        _record(ctx, case, variant, route, result, cpu, run)
+    return loads
 
 
 def _record(

@@ -16,11 +16,16 @@ diagnoses, and judges no target.
 
 from __future__ import annotations
 
-import json
-
 from benchmarks.context import Context
 from benchmarks.registry import scenario
-from benchmarks.scenarios.http import CASES, Route, _record, load_and_upstream, relay_route, wait_until_served
+from benchmarks.scenarios.http import (
+    CASES,
+    Route,
+    load_and_upstream,
+    load_in_turn,
+    relay_route,
+    wait_until_served,
+)
 
 VARIANTS = ("relay", "relay over TLS")
 
@@ -45,32 +50,16 @@ def tls(ctx: Context) -> None:
     for name, route in routes.items():
         route.other_procs["upstream"] = upstream_proc
         wait_until_served(name, route, body)
-    seconds = ctx.settings.seconds
     for run in ctx.repetitions():
         for case, connections in CASES:
             if not ctx.wants(case):
                 continue
-            rates: dict[str, float] = {}
-            per_request: dict[str, dict[str, float]] = {}
-            shift = run % len(VARIANTS)
-            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                route = routes[variant]
-                args = ["benchmarks.httpload", wrk, route.url, str(connections), str(seconds)]
-                watch = {**route.path_procs, **route.other_procs}
-                result, cpu = ctx.load("wrk", [*args, json.dumps(route.headers)], watch, seconds * 10 + 60)
-                _record(ctx, case, variant, route, result, cpu, run)
-                rate = rates[variant] = result["requests_per_s"]
-                if rate > 0:
-                    per_request[variant] = {
-                        name: cpu[name] / rate for name in route.path_procs if name in cpu
-                    }
-            if rates.get("relay") and rates.get("relay over TLS"):
-                ctx.record(
-                    case, "TLS/plain", "requests/s", rates["relay over TLS"] / rates["relay"], "x", run
-                )
-            plain, secure = per_request.get("relay", {}), per_request.get("relay over TLS", {})
+            loads = load_in_turn(ctx, wrk, routes, case, connections, run)
+            (plain_rate, plain_cpu), (tls_rate, tls_cpu) = loads["relay"], loads["relay over TLS"]
+            if not (plain_rate and tls_rate):
+                continue
+            ctx.record(case, "TLS/plain", "requests/s", tls_rate / plain_rate, "x", run)
             for name in ("gateway", "listener"):
-                if plain.get(name) and secure.get(name):
-                    ctx.record(
-                        case, "TLS/plain", f"cpu {name} per request", secure[name] / plain[name], "x", run
-                    )
+                if plain_cpu.get(name) and tls_cpu.get(name):
+                    ratio = (tls_cpu[name] / tls_rate) / (plain_cpu[name] / plain_rate)
+                    ctx.record(case, "TLS/plain", f"cpu {name} per request", ratio, "x", run)
