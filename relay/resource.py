@@ -52,6 +52,11 @@ def _host_name(raw: bytes) -> str:
     return host
 
 
+def _first_segment(path: str) -> str:
+    """A path's first segment as prefixes are registered: percent-decoded, lower-cased."""
+    return unquote(path.lstrip("/").split("/", 1)[0]).lower()
+
+
 class LeanRoute(NamedTuple):
     """Where L{GatewayRoot.lean_route} sends a plain head: the entity's resource factory and its arguments."""
 
@@ -145,14 +150,8 @@ class GatewayRoot(Resource):
         """Whether the resource for C{request} reads its body as a stream (the site's stream policy)."""
         if not self._streaming_kinds:
             return False
-        path = request.path.decode("latin-1")
-        if unquote(path.lstrip("/").split("/", 1)[0]).lower() in self._prefixes:
-            return False
-        namespace = self.store.namespace_for_host(request_host(request))
-        if namespace is None:
-            return False
-        match = self.store.match(namespace, path)
-        return match is not None and match.entity.kind in self._streaming_kinds
+        found = self._entity_at(request.path.decode("latin-1"), request_host(request))
+        return found is not None and found[1].entity.kind in self._streaming_kinds
 
     def register_namespace_root(self, factory: NamespaceResourceFactory) -> None:
         """Serve paths that name no entity (such as the service registry at C{/}) with C{factory}."""
@@ -172,17 +171,22 @@ class GatewayRoot(Resource):
         """
         if not self._lean_kinds:
             return None
-        path = head.target.partition(b"?")[0].decode("latin-1")
-        if unquote(path.lstrip("/").split("/", 1)[0]).lower() in self._prefixes:
-            return None
         host = _host_name(next((values[0] for name, values in head.headers if name == b"host"), b""))
+        found = self._entity_at(head.target.partition(b"?")[0].decode("latin-1"), host)
+        if found is None or found[1].entity.kind not in self._lean_kinds:
+            return None
+        namespace, match = found
+        return LeanRoute(self._kinds[match.entity.kind], namespace, match, host)
+
+    def _entity_at(self, path: str, host: str) -> tuple[Namespace, EntityMatch] | None:
+        """The namespace and entity C{path} names under C{host}; C{None} for a reserved prefix or no entity."""
+        if _first_segment(path) in self._prefixes:
+            return None
         namespace = self.store.namespace_for_host(host)
         if namespace is None:
             return None
         match = self.store.match(namespace, path)
-        if match is None or match.entity.kind not in self._lean_kinds:
-            return None
-        return LeanRoute(self._kinds[match.entity.kind], namespace, match, host)
+        return None if match is None else (namespace, match)
 
     def offer_lean(self, kind: str) -> None:
         """Let plain C{GET}s on entities of C{kind} take the lean channel (L{relay.leanchannel})."""
@@ -197,8 +201,7 @@ class GatewayRoot(Resource):
     def route(self, request: IRequest) -> IResource:
         """Find the resource for a request."""
         path = request.path.decode("latin-1")
-        first = unquote(path.lstrip("/").split("/", 1)[0]).lower()
-        prefixed = self._prefixes.get(first)
+        prefixed = self._prefixes.get(_first_segment(path))
         if prefixed is not None:
             return prefixed
         namespace = self.store.namespace_for_host(request_host(request))
