@@ -162,6 +162,7 @@ class LeanChannel(OneIdleTimer, HeadHoldingChannel, TwistedProtocol):
         self._pending = b""
         self._peer: Any = None
         self._host: Any = None
+        self._secure = False
         self._request_producer: Any = None
         self._write_blocked = False
         self._reading_paused = False
@@ -177,6 +178,7 @@ class LeanChannel(OneIdleTimer, HeadHoldingChannel, TwistedProtocol):
         """Be told when writes back up, so that a sender that does not read is not read either."""
         self._peer = self.transport.getPeer()
         self._host = self.transport.getHost()
+        self._secure = ISSLTransport(self.transport, None) is not None
         self.transport.registerProducer(self, True)
 
     def dataReceived(self, data: bytes) -> None:
@@ -239,8 +241,8 @@ class LeanChannel(OneIdleTimer, HeadHoldingChannel, TwistedProtocol):
         return self._host
 
     def isSecure(self) -> bool:  # noqa: N802
-        """Whether the connection is TLS (twisted.web's test)."""
-        return ISSLTransport(self.transport, None) is not None
+        """Whether the connection is TLS (twisted.web's test, made once)."""
+        return self._secure
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
         """A response's producer (a relayed download): paused while the sender's socket is full."""
