@@ -86,8 +86,8 @@ class Gateway:
 
     def connection_string(self) -> str:
         """A connection string with the root key (C{relay expose}): plain WebSockets unless it serves TLS."""
-        plain = "" if self.ca else "UseDevelopmentEmulator=true"
-        return f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY};{plain}"
+        text = f"Endpoint=sb://127.0.0.1:{self.port}/;SharedAccessKeyName={KEY_NAME};SharedAccessKey={KEY}"
+        return text if self.ca else text + ";UseDevelopmentEmulator=true"
 
 
 def gateway_config(limits: Mapping[str, float]) -> str:
