@@ -19,7 +19,8 @@ connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the sa
 Before measuring, each variant must return the file byte for byte. CPU per request is reported for
 every process on the path (robust to a busy machine), and C{cpu path per request} adds up the relaying
 processes of each variant (gateway and listener; localtunnel's server and client; nginx; both
-forwarders).
+forwarders). Its ratio C{relay/localtunnel} says how far the target is in CPU: on two cores, 2x
+localtunnel's rate needs the relay to spend about half of localtunnel's CPU per request (0.5x or less).
 """
 
 from __future__ import annotations
@@ -199,6 +200,14 @@ def requests(ctx: Context) -> None:
             for base in ("localtunnel", "nginx", "floor"):
                 if relay is not None and rates.get(base):
                     ctx.record(case, f"relay/{base}", "requests/s", relay / rates[base], "x", run)
+            # 2 x localtunnel's rate on these cores needs about half of its CPU per request: how far off
+            if "relay" in loads and "localtunnel" in loads:
+                relay_cost = path_cost(routes["relay"], *loads["relay"])
+                lt_cost = path_cost(routes["localtunnel"], *loads["localtunnel"])
+                if relay_cost and lt_cost:
+                    ctx.record(
+                        case, "relay/localtunnel", "cpu path per request", relay_cost / lt_cost, "x", run
+                    )
 
 
 def load_in_turn(
@@ -223,6 +232,11 @@ def load_in_turn(
     return loads
 
 
+def path_cost(route: Route, rate: float, cpu: dict[str, float]) -> float:
+    """CPU seconds per request of the route's relaying processes (its C{path_procs}); 0 without requests."""
+    return sum(cpu.get(name, 0.0) for name in route.path_procs) / rate if rate > 0 else 0.0
+
+
 def _record(
     ctx: Context,
     case: str,
@@ -244,8 +258,7 @@ def _record(
     for name, share in sorted(cpu.items()):
         ctx.record(case, variant, f"cpu {name}", share * 100, "%", run)
     if rate > 0:
-        path = sum(cpu.get(name, 0.0) for name in route.path_procs)
-        ctx.record(case, variant, "cpu path per request", path * 1e6 / rate, "us", run)
+        ctx.record(case, variant, "cpu path per request", path_cost(route, rate, cpu) * 1e6, "us", run)
         for name in route.path_procs:
             if name in cpu:
                 ctx.record(case, variant, f"cpu {name} per request", cpu[name] * 1e6 / rate, "us", run)
