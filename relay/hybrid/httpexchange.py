@@ -497,7 +497,8 @@ class Exchange:
         self._arm_idle()
 
     def _unregister_producer(self) -> None:
-        if self._producer is not None:
-            self._producer = None
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            producer.release()
             if not self.request._disconnected:
                 self.request.unregisterProducer()

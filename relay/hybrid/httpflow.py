@@ -27,16 +27,31 @@ class DownloadProducer:
     def __init__(self, exchange: Exchange, transport: Any) -> None:
         self._exchange = exchange
         self._transport = transport
+        self._paused = False
 
     def pauseProducing(self) -> None:
         """The sender reads slowly."""
+        self._paused = True
         self._transport.pauseProducing()
         self._exchange.download_paused()
 
     def resumeProducing(self) -> None:
         """The sender caught up."""
+        self._paused = False
         self._transport.resumeProducing()
         self._exchange.download_resumed()
+
+    def release(self) -> None:
+        """
+        The exchange is over: read the rendezvous again if this sender's full buffer had paused it.
+
+        The end of the body can arrive in the read that filled the sender's buffer; the sender's later
+        resume then reaches no producer, and a rendezvous kept for the sender's next request (or closing)
+        would never be read again.
+        """
+        if self._paused:
+            self._paused = False
+            self._transport.resumeProducing()
 
     def stopProducing(self) -> None:
         """The sender is gone; the exchange hears about it from the request."""
