@@ -63,3 +63,35 @@ class DownloadEndTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(self.gateway.http.exchanges, set())
         self.assertFalse(rendezvous.server_transport.reading_paused)
+
+
+class RelayedBytesTests(HttpTestCase):
+    """C{relay_bytes_transferred_total} counts request bodies only as far as they reached a listener."""
+
+    def relayed(self) -> float:
+        return self.gateway.metrics.value("relay_bytes_transferred_total", entity="hyco")
+
+    def test_body_never_fetched(self) -> None:
+        """A large upload announced for a rendezvous the listener never opens relayed nothing (504)."""
+        self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 100_000)
+        self.net.flush()
+        self.net.advance(31)  # past the rendezvous timeout
+        self.assertEqual(sender.reply.status, 504)
+        self.assertEqual(self.relayed(), 0)
+
+    def test_body_fetched_and_streamed(self) -> None:
+        """A fetched upload counts what went into the rendezvous, plus the answer's body."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 100_000)
+        self.net.flush()
+        announced = self.last_request(listener)
+        rendezvous = self.net.connect(announced["address"])
+        self.net.flush()
+        self.respond(rendezvous, announced["id"], body=b"done")
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"done"))
+        uploaded = sum(len(payload) for payload, binary in rendezvous.messages if binary)
+        self.assertEqual(uploaded, 100_000)
+        self.assertEqual(self.relayed(), 100_000 + 4)

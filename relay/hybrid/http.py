@@ -187,16 +187,15 @@ class HttpRelay:
         """
         Forget a finished exchange; count the bytes it relayed.
 
-        Those are the request body taken for the listener and the listener's answer body as far as it
-        reached the sender. A request refused before it went to a listener relayed nothing.
+        Those are the request body as far as it was handed to a listener and the listener's answer body
+        as far as it reached the sender. A request refused before it went to a listener, or never
+        fetched by one, relayed nothing of its body.
         """
         if exchange not in self.exchanges:
             return
         self.exchanges.discard(exchange)
-        body = exchange.request.body
-        received = body.received if body is not None else exchange.buffered_body_size
         self.router.instruments.bytes_transferred.inc(
-            exchange.admission.entity.name, amount=received + exchange.sent_bytes
+            exchange.admission.entity.name, amount=exchange.uploaded_bytes + exchange.sent_bytes
         )
 
     def responses(self, channel: ControlChannel) -> ControlResponses:

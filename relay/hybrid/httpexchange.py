@@ -78,8 +78,8 @@ class Exchange:
         self.state = State.WAITING
         self.rendezvous: RendezvousRole | None = None
         self.sent_bytes = 0
+        self.uploaded_bytes = 0  # request body bytes handed to a listener (the relayed ones)
         self._body = body
-        self.buffered_body_size = len(body) if body is not None else 0  # streamed: see request.body
         self._settings: HybridConnectionSettings = admission.settings
         self._channel: ControlChannel | None = None
         self._ticket: Ticket | None = None
@@ -130,6 +130,7 @@ class Exchange:
                 )
                 self._track(channel, ticket, for_request=False)
                 ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
+                self.uploaded_bytes = len(self._body)
                 self.request_delivered()
                 return
         channel, ticket = dispatcher.announce(self.admission, self.id, self.message.address, self)
@@ -209,6 +210,7 @@ class Exchange:
             return
         if has_body and self._body:
             protocol.sendMessage(self._body, isBinary=True)
+            self.uploaded_bytes = len(self._body)
         self.request_delivered()
 
     def request_delivered(self) -> None:

@@ -68,6 +68,7 @@ class UploadToRendezvous:
     def body_data(self, data: bytes) -> None:
         """Forward one piece as one frame."""
         self._protocol.sendMessageFrame(data)
+        self._exchange.uploaded_bytes += len(data)
 
     def body_end(self) -> None:
         """Close the message."""
