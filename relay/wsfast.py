@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.wsframes import FIN_BINARY, HAND_OVER, INCOMPLETE, read_frame
+from relay.wsframes import FIN_BINARY, HAND_OVER, INCOMPLETE, frame_size, read_frame
 
 
 class FastMessageReader:
@@ -36,7 +36,9 @@ class FastMessageReader:
         self._protocol = protocol
         self._masked = masked
         self._binary = binary
-        self._unread = b""
+        self._unread = b""  # the start of a frame that is not all there yet
+        self._more: list[bytes] = []  # reads since, joined once the frame can be whole
+        self._missing = 0  # bytes the frame still lacks (0: not known until its header is all there)
 
     def _autobahn_idle(self) -> bool:
         protocol = self._protocol
@@ -51,7 +53,12 @@ class FastMessageReader:
         """Read whole simple frames here; hand everything else to Autobahn, in order."""
         protocol = self._protocol
         if self._unread:
-            data, self._unread = self._unread + data, b""
+            if len(data) < self._missing:  # a frame trickling in is joined once, not on every read
+                self._more.append(data)
+                self._missing -= len(data)
+                return
+            data = b"".join((self._unread, *self._more, data))
+            self._unread, self._more = b"", []
         elif not self._autobahn_idle():
             protocol._dataReceived(data)  # handshake, closing, or Autobahn in the middle of something
             return
@@ -64,6 +71,8 @@ class FastMessageReader:
             end, payload = read_frame(data, offset, self._masked, limit, self._binary)
             if end == INCOMPLETE:
                 self._unread = data[offset:]
+                whole = frame_size(self._unread, 0)
+                self._missing = whole - len(self._unread) if whole else 0
                 return
             if end == HAND_OVER:
                 protocol._dataReceived(data[offset:])

@@ -98,6 +98,21 @@ HAND_OVER: Final = -1
 """L{read_frame}: leave everything from the offset on to the general parser (large or over the limit)."""
 
 
+def frame_size(buffer: bytes, offset: int) -> int:
+    """The bytes the frame at C{offset} takes in all (header, key, payload); 0 while its header is not all there."""
+    available = len(buffer) - offset
+    if available < 2:
+        return 0
+    second = buffer[offset + 1]
+    length, header = second & 0x7F, 2
+    if length >= 126:
+        header = 4 if length == 126 else 10
+        if available < header:
+            return 0
+        length = int.from_bytes(buffer[offset + 2 : offset + header], "big")
+    return header + (4 if second & _MASKED else 0) + length
+
+
 def read_frame(
     buffer: bytes, offset: int, masked: bool, max_payload: int, binary: bool = False
 ) -> tuple[int, bytes | None]:
@@ -125,23 +140,28 @@ def read_frame(
         if available < 4:
             return INCOMPLETE, None
         length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
+        if length < 126:  # not the shortest encoding, which RFC 6455 requires: Autobahn fails it
+            return HAND_OVER, None
         start = offset + 4
     elif length == 127:
         if available < 10:
             return INCOMPLETE, None
         length = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
+        if length <= 0xFFFF:
+            return HAND_OVER, None
         start = offset + 10
     if length > FAST_PAYLOAD_LIMIT or length > max_payload:
         return HAND_OVER, None
     has_mask = bool(second & _MASKED)
     key_end = start + 4 if has_mask else start
     end = key_end + length
+    is_binary = first == FIN_BINARY and binary
+    simple = (first == _FIN_TEXT or is_binary) and has_mask is masked
     if end > len(buffer):
         # Waiting for the rest of a large frame would copy what came so far on every read; Autobahn's
-        # parser takes such a frame piece by piece.
-        return (HAND_OVER if length > WAIT_LIMIT else INCOMPLETE), None
-    is_binary = first == FIN_BINARY and binary
-    if (first != _FIN_TEXT and not is_binary) or has_mask is not masked:
+        # parser takes such a frame piece by piece, and answers at once what it refuses from the header.
+        return (HAND_OVER if length > WAIT_LIMIT or not simple else INCOMPLETE), None
+    if not simple:
         return end, None
     payload = buffer[key_end:end]
     if has_mask:

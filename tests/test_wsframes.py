@@ -329,3 +329,70 @@ class FrameCacheTests(SynchronousTestCase):
         self.assertEqual(first, server_frame(payload))
         other = factory.frame_for(b"<other/>")
         self.assertEqual(other, server_frame(b"<other/>"))
+
+
+class StrictnessTests(SynchronousTestCase):
+    """What Autobahn refuses from a frame's header is refused the same with the fast path in front."""
+
+    def test_non_minimal_lengths_go_to_autobahn(self) -> None:
+        """A length in 2 or 8 bytes that fits in fewer is handed over (RFC 6455 5.2 requires the shortest)."""
+        short_in_16 = bytes((0x81, 0x80 | 126)) + (5).to_bytes(2, "big") + KEY + mask(b"hello", KEY)
+        short_in_64 = bytes((0x82, 0x80 | 127)) + (300).to_bytes(8, "big") + KEY + mask(b"x" * 300, KEY)
+        self.assertEqual(read_frame(short_in_16, 0, True, 1000), (HAND_OVER, None))
+        self.assertEqual(read_frame(short_in_64, 0, True, 1000, binary=True), (HAND_OVER, None))
+        shortest_in_16 = bytes((0x81, 0x80 | 126)) + (126).to_bytes(2, "big") + KEY + mask(b"y" * 126, KEY)
+        self.assertEqual(read_frame(shortest_in_16, 0, True, 1000), (len(shortest_in_16), b"y" * 126))
+
+    def test_autobahn_fails_a_non_minimal_length(self) -> None:
+        """A real client protocol (fast path in front) delivers nothing and drops the connection."""
+        from .test_writes import open_client
+
+        class Receiver:  # takes whole messages: the protocol reads through the fast path
+            def __init__(self) -> None:
+                self.messages: list[bytes] = []
+
+            def message_received(self, payload: bytes, is_binary: bool) -> None:
+                self.messages.append(payload)
+
+        protocol, _transport, _server, _reactor = open_client(self)
+        protocol.receiver = receiver = Receiver()
+        protocol.dataReceived(bytes((0x81, 1)) + b"a")
+        self.assertEqual(receiver.messages, [b"a"])
+        protocol.dataReceived(bytes((0x81, 126)) + (5).to_bytes(2, "big") + b"hello")
+        self.assertEqual(receiver.messages, [b"a"])
+        self.assertEqual(protocol.state, protocol.STATE_CLOSED)
+
+    def test_partial_frames_autobahn_refuses_are_not_waited_for(self) -> None:
+        """The start of a control, fragmented or wrongly masked frame goes to Autobahn at once."""
+        for frame in (
+            raw_frame(9, b"p" * 100),
+            raw_frame(1, b"part" * 50, fin=False),
+            raw_frame(1, b"unmasked" * 30, masked=False),
+            raw_frame(1, b"rsv" * 50, rsv=4),
+        ):
+            self.assertEqual(read_frame(frame[:-1], 0, True, 1000), (HAND_OVER, None), frame[:2])
+
+
+class TrickleTests(SynchronousTestCase):
+    """A frame that arrives a few bytes per read is put together once, not once per read."""
+
+    def test_frame_one_byte_per_read(self) -> None:
+        """Sixty thousand reads of one byte: a handful of parses, and the message once."""
+        import relay.wsfast
+
+        calls = [0]
+        real = relay.wsfast.read_frame
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            calls[0] += 1
+            return real(*args, **kwargs)
+
+        self.patch(relay.wsfast, "read_frame", counting)
+        protocol = FakeAutobahn(masked=True)
+        reader = FastMessageReader(protocol, masked=True)
+        payload = b"t" * 60_000
+        data = raw_frame(1, payload) + raw_frame(1, b"next")
+        for index in range(len(data)):
+            reader.data_received(data[index : index + 1])
+        self.assertEqual(protocol.events, [("fast", 1, True, payload), ("fast", 1, True, b"next")])
+        self.assertLess(calls[0], 20)
