@@ -65,6 +65,7 @@ def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
         sock is not None
         and transport.connected
         and not transport.disconnecting
+        and not transport._aborting  # aborted: Twisted drops what is written until the loss arrives
         and not pending_write_bytes(transport)
     ):
         try:

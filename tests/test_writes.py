@@ -32,7 +32,7 @@ from relay.firstread import FirstRead
 from relay.hybrid.handshake import accept_value
 from relay.hybrid.websocket import HybridConnectionProtocol
 from relay.webchannel import RelayHTTPChannel
-from relay.writes import WriteGate, no_delay, pending_write_bytes
+from relay.writes import WriteGate, no_delay, pending_write_bytes, plain_socket, write_now
 from relay.wsdata import QuietSendData
 from relay.wsframes import server_frame
 from tests.test_bridge import FakeSocket
@@ -346,6 +346,16 @@ class QuietSendDataTests(SynchronousTestCase):
         self.sender.sendData(b"c")
         self.assertEqual(self.sender.autobahn, [(b"a", True, None), (b"b", False, 1), (b"c", False, None)])
         self.assertEqual(bytes(self.sock.received), b"")
+
+
+    def test_nothing_after_an_abort(self) -> None:
+        """After C{abortConnection}, nothing reaches the socket (Twisted's own writes are dropped too)."""
+        self.sender.write_through = True
+        self.sender.sendData(b"before")
+        self.transport.abortConnection()
+        self.sender.sendData(b"after")
+        self.assertFalse(write_now(self.transport, b"late", plain_socket(self.transport)))
+        self.assertEqual(bytes(self.sock.received), b"before")
 
 
 class ResponseWriteTests(SynchronousTestCase):
