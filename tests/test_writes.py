@@ -347,7 +347,6 @@ class QuietSendDataTests(SynchronousTestCase):
         self.assertEqual(self.sender.autobahn, [(b"a", True, None), (b"b", False, 1), (b"c", False, None)])
         self.assertEqual(bytes(self.sock.received), b"")
 
-
     def test_nothing_after_an_abort(self) -> None:
         """After C{abortConnection}, nothing reaches the socket (Twisted's own writes are dropped too)."""
         self.sender.write_through = True
