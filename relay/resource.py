@@ -96,11 +96,11 @@ class ErrorResource(Resource):
         tracking_id = tracking_id_of(request)
         text = self.error.describe(tracking_id)
         self.log.info(
-            "refused {method} {path}: {kind} {message}",
+            "refused {method} {path}: {kind} {reason}",
             method=request.method.decode("latin-1"),
             path=request.path.decode("latin-1")[:200],
             kind=self.error.kind.name,
-            message=self.error.message,
+            reason=self.error.message,
             tracking_id=tracking_id,
         )
         request.setResponseCode(self.error.status, text.encode("latin-1", errors="replace")[:200])

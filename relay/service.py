@@ -34,7 +34,7 @@ from relay.connstr import ConnectionString
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.eventloop import lean_dispatch
-from relay.hybrid.addressing import websocket_base
+from relay.hybrid.addressing import hide_reserved_values, websocket_base
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
 from relay.hybrid.instruments import HybridInstruments
@@ -290,6 +290,7 @@ class GatewayService(MultiService):
             self.root.offer_lean(HYBRID_CONNECTION)
             site.lean_handler = self.root
         site.unrouted = self.root.unrouted  # a body for an unknown host or name is refused unread
+        site.log_target = hide_reserved_values  # tokens and rendezvous keys stay out of the access log
         self.site: Site = site
         self.public_url = settings.public_url
         self.ports: list[IListeningPort] = []

@@ -28,6 +28,7 @@ The request and channel that do this are in L{relay.webchannel}; this module hol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -92,6 +93,8 @@ class RelaySite(Site):
         C{None}: none, every connection gets a twisted.web channel at once.
     @ivar lean_handler: answers the plain C{GET}s it routes on a L{LeanChannel} instead of twisted.web's
         channel (relayed HTTP requests; L{relay.leanchannel}); C{None}: none.
+    @ivar log_target: a request's target as twisted.web's access log may show it (secrets in the query
+        hidden); C{None}: as it came.
     """
 
     logger = Logger()  # HTTPFactory.log is twisted's access-log method
@@ -123,6 +126,7 @@ class RelaySite(Site):
         self.max_headers = max_headers
         self.head_taker: HeadTaker | None = None
         self.lean_handler: LeanHandler | None = None
+        self.log_target: Callable[[bytes], bytes] | None = None
         self.displayTracebacks = False
 
     @override
@@ -157,5 +161,22 @@ class RelaySite(Site):
         completes (L{relay.hybrid.httpexchange}); a second line per request in the access log format cost as much
         CPU as relaying a small request's headers.
         """
-        if not getattr(request, "relay_logged", False):
-            super().log(request)
+        if getattr(request, "relay_logged", False):
+            return
+        shown = self.log_target
+        if shown is not None:
+            target = shown(request.uri)
+            if target is not request.uri:
+                request = _ShownTarget(request, target)  # type: ignore[assignment]
+        super().log(request)
+
+
+class _ShownTarget:
+    """A request as the access log reads it, with its target as the log may show it (C{log_target})."""
+
+    def __init__(self, request: http.Request, uri: bytes) -> None:
+        self._request = request
+        self.uri = uri
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)

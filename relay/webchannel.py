@@ -445,11 +445,11 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         tracking_id = new_tracking_id()
         peer = str(self.transport.getPeer()) if self.transport is not None else "-"
         _site_log.info(
-            "refused {what} from {peer}: {kind} {message}",
+            "refused {what} from {peer}: {kind} {reason}",
             what=what,
             peer=peer,
             kind=kind.name,
-            message=message,
+            reason=message,
             tracking_id=tracking_id,
             **fields,
         )

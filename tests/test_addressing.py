@@ -9,6 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.hybrid.addressing import (
     AddressError,
     hc_path,
+    hide_reserved_values,
     http_base,
     is_reserved,
     rendezvous_address,
@@ -73,6 +74,27 @@ class SplitTargetTests(SynchronousTestCase):
         target = split_target("/p?" + "&".join(raw_pairs))
         expected = [p for p in raw_pairs if not is_reserved(p)]
         self.assertEqual(target.query, "&".join(expected) if expected else "")
+
+
+class HiddenValuesTests(SynchronousTestCase):
+    """L{hide_reserved_values}: what the access log may show of a target."""
+
+    def test_secrets_hidden(self) -> None:
+        """Tokens and keys are hidden however their names are spelled; the action and the rest stay."""
+        raw = (
+            b"/hyco/x?sb-hc-action=request&sb-hc-token=SharedAccessSignature%20sig%3Dabc"
+            b"&a=1&%73B-HC-ID=key123&sb-hc-=z&b=sb-hc-token%3Dnot-a-name"
+        )
+        self.assertEqual(
+            hide_reserved_values(raw),
+            b"/hyco/x?sb-hc-action=request&sb-hc-token=(hidden)&a=1&%73B-HC-ID=(hidden)&sb-hc-=(hidden)"
+            b"&b=sb-hc-token%3Dnot-a-name",
+        )
+
+    def test_nothing_to_hide(self) -> None:
+        """A target without reserved values is given back as it is (the same object)."""
+        for raw in (b"/hyco/x", b"/hyco/x?a=1&b", b"/hyco/x?sb-hc-action=listen", b"/x?sb-hc-token"):
+            self.assertIs(hide_reserved_values(raw), raw)
 
 
 class PathTests(SynchronousTestCase):

@@ -86,6 +86,28 @@ def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -
     return RequestTarget(path=path, relay_params=params, query=passed if kept else "")
 
 
+def hide_reserved_values(raw_target: bytes) -> bytes:
+    """
+    C{raw_target} as a log line may show it: the values of reserved parameters hidden, C{sb-hc-action} kept.
+
+    Reserved parameters carry tokens (C{sb-hc-token}) and one-time rendezvous keys (C{sb-hc-id});
+    twisted.web's access log writes a request's target as it came. Names are matched as L{split_target}
+    reads them (percent-decoded, any case).
+    """
+    path, question, query = raw_target.partition(b"?")
+    if not question or b"=" not in query:
+        return raw_target
+    pairs = query.split(b"&")
+    hidden = False
+    for index, pair in enumerate(pairs):
+        raw_name, eq, _ = pair.partition(b"=")
+        name = unquote(raw_name.decode("latin-1")).lower()
+        if eq and name.startswith(RESERVED_PREFIX) and name != RESERVED_PREFIX + "action":
+            pairs[index] = raw_name + b"=(hidden)"
+            hidden = True
+    return path + b"?" + b"&".join(pairs) if hidden else raw_target
+
+
 def hc_path(path: str) -> str | None:
     """
     The part of a raw C{/$hc/...} path after the C{$hc} segment, or C{None} when the path is not under it.

@@ -311,11 +311,11 @@ class DirectUpgrades:
                 self._rendezvous(leg, upgrade, target, direct.uri)
         except RelayError as e:
             self.log.info(
-                "refused {action} upgrade on {path}: {kind} {message}",
+                "refused {action} upgrade on {path}: {kind} {reason}",
                 action=action,
                 path=path[:200],
                 kind=e.kind.name,
-                message=e.message,
+                reason=e.message,
                 tracking_id=leg.tracking_id,
                 peer=leg.peer,
             )

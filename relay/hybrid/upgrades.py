@@ -165,7 +165,7 @@ def sender_refusal(failure: Failure, tracking_id: str) -> tuple[int, str]:
         return error.status, safe_reason(error.description)
     if isinstance(error, RelayError):
         log.info(
-            "sender {tracking_id} not connected: {message}", tracking_id=tracking_id, message=error.message
+            "sender {tracking_id} not connected: {reason}", tracking_id=tracking_id, reason=error.message
         )
         refusal = deny(error, tracking_id)
         return refusal.code, str(refusal.reason)

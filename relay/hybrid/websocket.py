@@ -220,11 +220,11 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
             raise RelayError(ErrorKind.BAD_REQUEST, "Missing or unknown sb-hc-action")
         except RelayError as e:
             self.logger.info(
-                "refused {action} upgrade on {path}: {kind} {message}",
+                "refused {action} upgrade on {path}: {kind} {reason}",
                 action=action or "-",
                 path=path[:200],
                 kind=e.kind.name,
-                message=e.message,
+                reason=e.message,
                 tracking_id=self.tracking_id,
                 peer=self.peer,
             )
