@@ -20,6 +20,8 @@ HYBRID_CONNECTION = "hybrid_connection"
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")  # fullmatch: "$" would let a final "\n" through
 MAX_NAME_LENGTH = 260
+MAX_NAME_SEGMENTS = 16
+"""Segments a name may have: a request path is matched against names of up to this many (L{match_entity})."""
 RESERVED_FIRST_SEGMENTS = frozenset({"$hc", "$wcf", "$admin", "$metrics"})
 
 
@@ -41,6 +43,8 @@ def split_name(name: str) -> tuple[str, ...]:
     if len(stripped) > MAX_NAME_LENGTH:
         raise EntityNameError(f"entity name is longer than {MAX_NAME_LENGTH} characters")
     segments = tuple(stripped.split("/"))
+    if len(segments) > MAX_NAME_SEGMENTS:
+        raise EntityNameError(f"entity name has more than {MAX_NAME_SEGMENTS} segments")
     for segment in segments:
         if not _SEGMENT.fullmatch(segment):
             raise EntityNameError(
@@ -148,7 +152,9 @@ class EntityMatch:
     suffix: str
 
 
-def match_entity(entities: Mapping[str, Entity], path: str, max_segments: int = 16) -> EntityMatch | None:
+def match_entity(
+    entities: Mapping[str, Entity], path: str, max_segments: int = MAX_NAME_SEGMENTS
+) -> EntityMatch | None:
     """
     Find the entity whose name is the longest segment-wise, case-insensitive prefix of C{path}.
 

@@ -8,7 +8,16 @@ import random
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from relay.entities import HYBRID_CONNECTION, Entity, EntityNameError, Namespace, name_key, split_name
+from relay.entities import (
+    HYBRID_CONNECTION,
+    MAX_NAME_SEGMENTS,
+    Entity,
+    EntityNameError,
+    Namespace,
+    match_entity,
+    name_key,
+    split_name,
+)
 from relay.listeners import RandomChooser
 from relay.store import EntityConflict, IGatewayStore, MemoryGatewayStore
 
@@ -28,6 +37,20 @@ class NameTests(SynchronousTestCase):
         for name in ["", "/", "a//b", "a b", "-a", "a/$b", "ä", "x" * 261, "team\n", "team\n/app"]:
             with self.subTest(name=name):
                 self.assertRaises(EntityNameError, split_name, name)
+
+    def test_segments(self) -> None:
+        """
+        A name has at most as many segments as a request path is matched against: every name is reachable.
+
+        A longer one (the characters would allow 130) used to be accepted and never matched.
+        """
+        deepest = "/".join(f"s{i}" for i in range(MAX_NAME_SEGMENTS))
+        entity = Entity(deepest, HYBRID_CONNECTION)
+        match = match_entity({entity.key: entity}, f"/{deepest}/rest/of/path")
+        self.assertEqual(
+            (match.entity if match else None, match.suffix if match else None), (entity, "/rest/of/path")
+        )
+        self.assertRaises(EntityNameError, split_name, deepest + "/one-more")
 
     def test_key(self) -> None:
         """
