@@ -105,6 +105,7 @@ def read_addressing(envelope: Envelope, strict: bool = False) -> AddressingHeade
         (strict) differing copies.
     """
     first: dict[str, etree._Element] = {}
+    canonical_first: dict[str, bytes] = {}  # each first copy made canonical once, however many repeats
     duplicates: list[str] = []
     for block in envelope.headers:
         tag = block.tag
@@ -112,7 +113,12 @@ def read_addressing(envelope: Envelope, strict: bool = False) -> AddressingHeade
             continue
         name = tag[len(_WSA_PREFIX) :]
         if name in first:
-            if _canonical(first[name]) != _canonical(block) and name not in duplicates:
+            if name in duplicates:
+                continue
+            reference = canonical_first.get(name)
+            if reference is None:
+                reference = canonical_first[name] = _canonical(first[name])
+            if reference != _canonical(block):
                 if strict:
                     raise AddressingError(
                         RelayFault.INVALID_CARDINALITY, f"wsa:{name} appears more than once", name

@@ -302,7 +302,8 @@ class _SoapCall:
         result = gateway.deliver(bound, prepared, tracking_id)
         finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
         finished.addErrback(self._sender_gone, result)
-        result.addCallbacks(self._answer, self._failed, callbackArgs=(bound,))
+        # a failure in _answer (an unusable reply) is answered by _failed too: the caller never hangs
+        result.addCallback(self._answer, bound).addErrback(self._failed)
         return NOT_DONE_YET
 
     def _sender_gone(self, failure: Failure, result: Deferred[Any]) -> None:

@@ -186,6 +186,10 @@ def _check_encoding(data: bytes, charset: str | None) -> None:
             data.decode("utf-8")
         except UnicodeDecodeError:
             raise XmlRejected(Rule.ENCODING, "bytes are not valid UTF-8") from None
+        if b"\0" in data:
+            # XML has no NUL character; ASCII-only UTF-16 or UTF-32 without a byte order mark is valid
+            # UTF-8 byte for byte, and libxml2 would detect and decode it from its first bytes.
+            raise XmlRejected(Rule.ENCODING, "a NUL byte: not UTF-8 XML (UTF-16 or UTF-32 without a BOM?)")
         match = _DECLARATION.match(data.removeprefix(codecs.BOM_UTF8))
         if match and match.group(1).lower() not in (b"utf-8", b"utf8"):
             raise XmlRejected(Rule.ENCODING, "the XML declaration names another encoding than UTF-8")

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
+from urllib.parse import quote
 
 from lxml import etree
 
@@ -93,6 +94,10 @@ class SoapError(ValueError):
         self.xml_rule = xml_rule
 
 
+_FEW_ATTRIBUTES = 32
+"""Up to this many attributes, L{standalone} copies them one by one (cheaper than a serialise-and-parse)."""
+
+
 def standalone(element: etree._Element) -> etree._Element:
     """
     Copy an element so that it declares, on itself, every namespace in scope at its original place.
@@ -100,6 +105,13 @@ def standalone(element: etree._Element) -> etree._Element:
     A plain deep copy keeps only the declarations the copied names use, which breaks QNames inside
     attribute values and text.
     """
+    if len(element.attrib) > _FEW_ATTRIBUTES:
+        # Each attribute set on a new element walks the ones before it (libxml2 appends to a list), so
+        # copying many is quadratic; lxml serialises an element with every namespace in scope, and a
+        # parse of that is linear.
+        return etree.fromstring(
+            etree.tostring(element, with_tail=False), etree.XMLParser(**HARDENED_SETTINGS)
+        )
     new = etree.Element(element.tag, nsmap=element.nsmap)
     for name, value in element.attrib.items():
         new.set(name, value)
@@ -429,10 +441,15 @@ def classify_request(content_type: str | None, soap_action: str | None = None) -
     )
 
 
+_PRINTABLE_ASCII = "".join(chr(code) for code in range(0x20, 0x7F))
+
+
 def content_type_header(version: SoapVersion, action: str | None = None) -> str:
     """The C{Content-Type} for a UTF-8 envelope of C{version}, with the 1.2 C{action} parameter if given."""
     value = f"{version.media_type}; charset=utf-8"
     if action is not None and version is SoapVersion.SOAP12:
+        # An action is an IRI: as a URI (RFC 3987 3.1) it fits a header, whose bytes are Latin-1 at most.
+        action = quote(action, safe=_PRINTABLE_ASCII)
         escaped = action.replace("\\", "\\\\").replace('"', '\\"')
         value += f'; action="{escaped}"'
     return value

@@ -353,6 +353,19 @@ class HostileXmlTests(HttpTestCase):
         doc = f"<?xml version='1.0'?><!DOCTYPE s:Envelope [{entities}]>".encode()
         self.refused(doc + soap12("<c:Add><c:a>&j;</c:a><c:b>1</c:b></c:Add>"))
 
+    def test_utf16_and_utf32_without_bom(self) -> None:
+        """
+        ASCII in UTF-16 or UTF-32 without a byte order mark is valid UTF-8 byte for byte: refused all the same.
+
+        libxml2 would detect the encoding from the first bytes and parse it, past the UTF-8 rule and past
+        the check for an encoding style (which reads the bytes as UTF-8).
+        """
+        style = 'xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" e:encodingStyle="urn:any"'
+        text = '<?xml version="1.0"?>' + soap12(f"<c:Add {style}><c:a>2</c:a><c:b>3</c:b></c:Add>").decode()
+        for codec in ("utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+            with self.subTest(codec=codec):
+                self.assertIn("NUL byte", self.refused(text.encode(codec)))
+
     def test_external_dtd(self) -> None:
         """An external DTD (local file and network)."""
         dtd = os.path.abspath(self.mktemp())
