@@ -70,10 +70,18 @@ static int grow_table(PumpCore *pump)
     return 0;
 }
 
+uint32_t next_generation(uint32_t gen)
+{
+    /* 31 bits: epoll's data is the handle shifted left by one (the side in bit 0), so a 32nd bit would be
+       lost and the pair's events would no longer find it. 0 is never a generation. */
+    uint32_t next = (gen + 1) & GENERATION_MASK;
+    return next ? next : 1;
+}
+
 static void forget_slot(PumpCore *pump, size_t slot)
 {
     pump->pairs[slot] = NULL;
-    pump->gens[slot]++; /* the old handle names nothing from now on */
+    pump->gens[slot] = next_generation(pump->gens[slot]); /* the old handle names nothing from now on */
     pump->free_slots[pump->free_count++] = slot;
 }
 

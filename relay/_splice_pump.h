@@ -54,7 +54,7 @@ typedef struct {
     int thread_started;
     int stopping;
     pthread_mutex_t lock;
-    Pair **pairs; /* by slot; a handle is (generation << 32) | slot */
+    Pair **pairs; /* by slot; a handle is (generation << 32) | slot, the generation 31 bits */
     uint32_t *gens;
     size_t capacity, next_slot;
     size_t *free_slots;
@@ -64,6 +64,10 @@ typedef struct {
     size_t active;
 } PumpCore;
 
+#define GENERATION_MASK 0x7FFFFFFFu
+
+/* The generation a slot gets when its pair leaves: never 0, and within GENERATION_MASK. */
+uint32_t next_generation(uint32_t gen);
 /* Open the descriptors and start the thread; 0, or -1 with errno set. */
 int pump_open(PumpCore *pump, size_t read_size);
 /* Stop the thread and free everything (the legs' sockets stay open). */

@@ -275,6 +275,55 @@ class NativeSplicesTests(SynchronousTestCase):
         native.close()
         self.assertEqual(len(reactor.readers), 0)
 
+    def test_moved_counters_forgotten_with_the_last_pair(self) -> None:
+        """
+        The last pair taken back empties the pump's list of moved counters.
+
+        Counting stops with the last pair and restarts a full interval after the next add; a pair handed
+        over and back faster than that every time used to leave one stale handle per cycle on the list.
+        """
+        reactor = MemoryReactorClock()
+        native = NativeSplices(reactor, 65536)
+        self.addCleanup(native.close)
+        native.prepare()
+        pump = native._pump
+        collects = [0]
+
+        class CountingPump:
+            def collect(self) -> Any:
+                collects[0] += 1
+                return pump.collect()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(pump, name)
+
+        native._pump = CountingPump()
+        for _cycle in range(3):
+            pair = _Pair(native, fail=False)
+            self.join(native, pair).sendall(masked(OP_BINARY, b"moved"))
+            self.read_by_thread()
+            native.take(pair.handle)
+            reactor.advance(0.5)  # less than the counting interval: the counting call never comes due
+        self.assertEqual(collects[0], 3)
+
+
+class GenerationTests(SynchronousTestCase):
+    """A slot's generation stays within 31 bits: epoll's data is the handle shifted left by one."""
+
+    def test_wraps_within_31_bits(self) -> None:
+        import ctypes
+
+        library = ctypes.CDLL(_splice.__file__)
+        library.next_generation.restype = ctypes.c_uint32
+        library.next_generation.argtypes = [ctypes.c_uint32]
+        self.assertEqual(library.next_generation(1), 2)
+        self.assertEqual(library.next_generation(0x7FFFFFFE), 0x7FFFFFFF)
+        self.assertEqual(library.next_generation(0x7FFFFFFF), 1)  # past 2**31 - 1: not 0, not bit 31
+        for generation in (1, 0x7FFFFFFF):
+            handle = (generation << 32) | 0xFFFFFFFF
+            for side in (0, 1):
+                self.assertEqual((((handle << 1) | side) & (2**64 - 1)) >> 1, handle)
+
 
 class PumpArbitraryInputTests(SynchronousTestCase):
     """

@@ -155,9 +155,13 @@ class NativeSplices:
     def take(self, handle: int) -> tuple[int, SideResult, SideResult]:
         """Stop relaying the pair; everything the thread held for it, with its last byte counts."""
         del self._pairs[handle]
+        result: tuple[int, SideResult, SideResult] = self._pump.take(handle)
         if not self._pairs and self._counting.running:
             self._counting.stop()
-        result: tuple[int, SideResult, SideResult] = self._pump.take(handle)
+            # Counting restarts a full interval after the next add: a pair handed back sooner each time
+            # would keep the pump's list of moved counters (every taken pair's stale handle) from ever
+            # being emptied. With no pair left there is nothing on it to count.
+            self._pump.collect()
         return result
 
     def buffered(self, handle: int) -> int:
