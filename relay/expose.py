@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
@@ -45,6 +45,34 @@ _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 
 class ExposeError(Exception):
     """C{relay expose} cannot go on (bad target URL, refused credentials)."""
+
+
+DOTS_ABOVE = "the path climbs above the hybrid connection ('..')"
+
+
+def resolve_dots(suffix: str) -> str | None:
+    """
+    A path below the hybrid connection with its C{.} and C{..} segments resolved (RFC 3986 5.2.4).
+
+    The local path it goes to starts with the exposed URL's path, so a C{..} (C{%2e%2e} too) that would
+    climb above the hybrid connection gives C{None}: it would reach what was not exposed.
+    """
+    if "." not in suffix and "%2e" not in suffix and "%2E" not in suffix:
+        return suffix
+    kept: list[str] = []
+    segments = suffix.split("/")[1:]
+    for segment in segments:
+        name = unquote(segment)
+        if name == "..":
+            if not kept:
+                return None
+            kept.pop()
+        elif name != ".":
+            kept.append(segment)
+    ends_in_dots = bool(segments) and unquote(segments[-1]) in (".", "..")  # "/a/b/.." is "/a/"
+    if not kept:
+        return "/" if ends_in_dots else ""
+    return "/" + "/".join(kept) + ("/" if ends_in_dots else "")
 
 
 def local_base(url: str) -> str:
@@ -238,6 +266,9 @@ class Forwarder:
 
         It cannot when the head could not carry a character, or a line break would start a field of its own.
         """
+        suffix = resolve_dots(path)
+        if suffix is None:
+            return DOTS_ABOVE
         try:
             fields = [
                 (name.encode("latin-1"), value.encode("utf-8"))
@@ -248,7 +279,7 @@ class Forwarder:
             if host:
                 fields.append((b"X-Forwarded-Host", host.encode("latin-1")))
             encoded = method.encode("latin-1")
-            target = self.local_target(path, query)
+            target = self.local_target(suffix, query)
         except UnicodeEncodeError as e:  # JSON text may hold any character, lone surrogates too
             return f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
         problem = valid_request(target, fields, encoded)
@@ -295,7 +326,11 @@ class Forwarder:
             self._opening -= 1
 
     async def _open_local(self, context: AcceptContext) -> Accept | Reject:
-        url = self.url_for(context.suffix, context.query, websocket=True)
+        suffix = resolve_dots(context.suffix)
+        if suffix is None:
+            self._ws_line(context, 400, "bad request", 0.0)
+            return Reject(400, f"Bad request: {DOTS_ABOVE}")
+        url = self.url_for(suffix, context.query, websocket=True)
         headers = {
             name: value for name, value in context.request_headers.items() if name.lower() not in _HANDSHAKE
         }
@@ -305,7 +340,7 @@ class Forwarder:
             fields = [
                 (name.encode("latin-1"), value.encode("utf-8")) for name, value in [*headers.items(), offered]
             ]
-            problem = valid_request(self.local_target(context.suffix, context.query), fields)
+            problem = valid_request(self.local_target(suffix, context.query), fields)
         except UnicodeEncodeError as e:
             problem = f"{e.object[e.start : e.end]!r} cannot be sent as {e.encoding}"
         if problem is not None:

@@ -25,6 +25,8 @@ FRAMING_FIELDS = frozenset(
      b"upgrade"}
 )  # fmt: skip
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""What a reason phrase may not hold: control characters other than tab."""
 _PLAIN_FIELDS = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n\0]*\r\n)*")
 """Header fields, each with its CRLF, whose names are tokens, values without NUL, none a folded line."""
 
@@ -178,6 +180,8 @@ def _status_line(line: bytes) -> tuple[bytes, int, bytes]:
     digits, _, phrase = rest.partition(b" ")
     if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(digits) != 3 or not digits.isdigit():
         raise ResponseError(f"malformed status line {line[:80]!r}")
+    if _CONTROL.search(phrase) is not None:  # a reason phrase is tabs, spaces and visible bytes (RFC 9112)
+        raise ResponseError(f"control character in the status line {line[:80]!r}")
     code = int(digits)
     if code < 100:
         raise ResponseError(f"status code {code} out of range")

@@ -235,6 +235,12 @@ class LocalConnection(Protocol):
     def dataReceived(self, data: bytes) -> None:
         """Response bytes: a head, or body bytes for the response being read."""
         self.received_any = True
+        if self._waiting is None and self._head is None:
+            # Nothing is due (a body written after a HEAD, 204 or 304 answer, say): kept, these bytes would
+            # be read as the start of the next request's answer. The connection is spent.
+            self._client.forget(self)
+            self.abort()
+            return
         try:
             if self._head is None:
                 self._buffer += data
@@ -271,9 +277,9 @@ class LocalConnection(Protocol):
             if self.closed:
                 return
             if head.framing is Framing.NONE:
-                if rest:
-                    raise ResponseError("the local server sent bytes after the response")
-                self._end_body()
+                # Bytes after an answer that has no body (a HEAD, 204 or 304 answer written with one): the
+                # answer stands, the connection does not.
+                self._end_body(spent=bool(rest))
             elif rest:
                 self._body(rest)
 
@@ -301,7 +307,7 @@ class LocalConnection(Protocol):
         else:
             raise ResponseError("the local server sent bytes after the response")
 
-    def _end_body(self) -> None:
+    def _end_body(self, *, spent: bool = False) -> None:
         response, head = self._response, self._head
         if response is None or head is None:
             return
@@ -316,7 +322,7 @@ class LocalConnection(Protocol):
             return
         if not head.reusable:
             self.transport.loseConnection()
-        elif not self._body_sent:
+        elif spent or not self._body_sent:
             self.abort()  # answered before the whole request body was sent: this connection is spent
         else:
             self._idle()

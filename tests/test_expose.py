@@ -9,6 +9,8 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay.expose import resolve_dots
+
 from .client.test_http_abandon import ForwarderOverRendezvous, send_request
 
 
@@ -50,3 +52,54 @@ class LocalStatusTests(ForwarderOverRendezvous, SynchronousTestCase):
         self.assertEqual(head["statusCode"], 200)
         self.assertNotIn("Link", head.get("responseHeaders", {}))
         self.assertEqual(body, b"hi")
+
+
+class DotSegmentTests(ForwarderOverRendezvous, SynchronousTestCase):
+    """C{.} and C{..} below the hybrid connection are resolved; none climbs above it (to what is not exposed)."""
+
+    def test_resolved(self) -> None:
+        for suffix, resolved in (
+            ("", ""),
+            ("/a/b", "/a/b"),
+            ("/a.b/c.d", "/a.b/c.d"),
+            ("/a/./b", "/a/b"),
+            ("/a/b/../c", "/a/c"),
+            ("/a/b/..", "/a/"),
+            ("/a/%2E/b/%2e%2e", "/a/"),
+            ("/a/..", "/"),
+            ("/.", "/"),
+            ("/..", None),
+            ("/a/../..", None),
+            ("/%2e%2e/secret", None),
+            ("/.%2E/secret", None),
+        ):
+            with self.subTest(suffix=suffix):
+                self.assertEqual(resolve_dots(suffix), resolved)
+
+    def test_climbing_request_refused(self) -> None:
+        """A request whose path climbs above the hybrid connection gets 400; the local server sees nothing."""
+        send_request(self.channel, "GET", "/hyco/a/../../secret.txt")
+        self.assertEqual(self.local.connections, [])
+        [head] = [
+            json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"
+        ]
+        self.assertEqual(head["statusCode"], 400)
+
+    def test_resolved_request_forwarded(self) -> None:
+        send_request(self.channel, "GET", "/hyco/a/./b/../c?x=1")
+        [(_protocol, transport)] = self.local.connections
+        self.assertTrue(transport.value().startswith(b"GET /a/c?x=1 HTTP/1.1\r\n"))
+
+
+class BodilessAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
+    """A local HEAD answer written with a body anyway still answers the relay."""
+
+    def test_head_answer_with_body_bytes(self) -> None:
+        send_request(self.channel, "HEAD", "/hyco/file")
+        [(protocol, transport)] = self.local.connections
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        [head] = [
+            json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"
+        ]
+        self.assertEqual(head["statusCode"], 200)
+        self.assertTrue(transport.disconnecting or transport.disconnected)

@@ -181,6 +181,15 @@ class ResponseHeadTests(SynchronousTestCase):
                 data = b"HTTP/1.1 200 OK\r\n" + field + b"\r\nContent-Length: 0\r\n\r\n"
                 self.assertRaises(ResponseError, read_response_head, data, b"GET")
 
+    def test_control_characters_in_the_status_line(self) -> None:
+        """A reason phrase with a NUL, a lone CR or LF, or another control byte is a malformed head (502)."""
+        for phrase in (b"O\nK", b"O\rK", b"O\x00K", b"\x1b[2J"):
+            with self.subTest(phrase=phrase):
+                data = b"HTTP/1.1 200 " + phrase + b"\r\nContent-Length: 0\r\n\r\n"
+                self.assertRaises(ResponseError, read_response_head, data, b"GET")
+        head, _ = read_response_head(b"HTTP/1.1 200 Fine\tand \xe9\r\n\r\n", b"GET")
+        self.assertEqual(head.phrase, b"Fine\tand \xe9")
+
     def test_overlong_length(self) -> None:
         """A Content-Length of thousands of digits is invalid, not a L{ValueError} from C{int()}."""
         data = b"HTTP/1.1 200 OK\r\nContent-Length: " + b"1" * 5000 + b"\r\n\r\n"

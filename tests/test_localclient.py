@@ -237,6 +237,35 @@ class BodyTests(LocalClientTestCase):
         self.assertTrue(transport.disconnecting)
 
 
+class SpentConnectionTests(LocalClientTestCase):
+    """Bytes the local server sends when no answer is due: the connection is not reused."""
+
+    def test_bytes_on_an_idle_connection(self) -> None:
+        """A body written after a HEAD answer, in a later read: the connection leaves the pool at once."""
+        answer, connection, transport = self.send(b"HEAD")
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        self.head(answer).deliver(Sink())
+        self.assertEqual(self.client._idle, [connection])
+        connection.dataReceived(b"hello")
+        self.assertEqual(self.client._idle, [])
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+        second, fresh, _ = self.send(b"GET")
+        self.assertIsNot(fresh, connection)
+        fresh.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(self.head(second).code, 200)
+
+    def test_bytes_after_a_bodiless_answer(self) -> None:
+        """A HEAD answer with the body in the same read: the answer is complete, the connection spent."""
+        answer, connection, transport = self.send(b"HEAD")
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        sink = Sink()
+        response = self.head(answer)
+        response.deliver(sink)
+        self.assertEqual((response.code, sink.ended, sink.pieces, sink.failure), (200, True, [], None))
+        self.assertEqual(self.client._idle, [])
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+
+
 class FailureTests(LocalClientTestCase):
     def test_malformed_head(self) -> None:
         answer, connection, transport = self.send()
