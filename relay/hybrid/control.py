@@ -149,17 +149,21 @@ class ControlChannel:
             return
         try:
             obj = decode_object(payload)
+            unknown: list[str] = []
             for key, body in obj.items():
                 if key == "renewToken":
                     self._renew(parse_renew_token(body).token)
                 elif key in self.handlers:
                     self.handlers[key](self, body)
                 else:
-                    self.log.info(
-                        "ignored unknown control message {key!r} from listener {listener_id}",
-                        key=key[:64],
-                        listener_id=self.listener_id,
-                    )
+                    unknown.append(key)
+            if unknown:  # one line per message, however many keys it holds
+                self.log.info(
+                    "ignored unknown control message {keys} ({count} in all) from listener {listener_id}",
+                    keys=", ".join(repr(key[:64]) for key in unknown[:5]),
+                    count=len(unknown),
+                    listener_id=self.listener_id,
+                )
         except ControlMessageError as e:
             self.log.warn(
                 "malformed control message from listener {listener_id}: {error}",

@@ -438,9 +438,25 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
         self.factory.connections.add(self)
         super().connectionMade()
 
+    def _end_unopened_rendezvous(self) -> None:
+        """
+        A handshake that failed after C{onConnect} (Autobahn refusing an extension offer, say) never opens.
+
+        A listener's rendezvous that claimed its sender's ticket must then fail that sender (the claim
+        took the ticket's timer with it); a sender whose listener already accepted must close that leg.
+        """
+        ticket, self._accepted_ticket = self._accepted_ticket, None
+        if ticket is not None and not ticket.outcome.called:
+            ticket.outcome.errback(
+                RelayError(ErrorKind.BAD_GATEWAY, "The listener's rendezvous failed before it opened")
+            )
+        handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            handoff.protocol.close_with(1001, "The sender's handshake failed")
+
     @override
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        """Withdraw a waiting sender, release throttle slots."""
+        """Withdraw a waiting sender, end a rendezvous that never opened, release throttle slots."""
         self._gone = True
         if self._delayed is not None and self._delayed.active():
             self._delayed.cancel()
@@ -451,6 +467,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
             self.factory.router.sender_left(self._ticket)
+        self._end_unopened_rendezvous()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
 
