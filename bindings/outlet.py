@@ -32,8 +32,13 @@ class IListenerConnection(Interface):
 
     listener_id = Attribute("A short identifier for logs (never a token).")
 
-    def send_envelope(payload: bytes) -> None:
-        """Write one complete envelope (one WebSocket text message)."""
+    def send_envelope(payload: bytes) -> bool:
+        """
+        Write one complete envelope (one WebSocket text message).
+
+        @return: whether it was written; C{False} once the connection is closing (the envelope is not
+            sent, and its sender must hear so).
+        """
 
     def disconnect(code: int, reason: str) -> None:
         """Close the connection with a WebSocket close code and reason."""
@@ -134,10 +139,15 @@ class Outlet:
             return True  # one message always fits, even if larger than the byte bound
         return len(self._queue) < self._max_messages and self._queued_bytes + message.size <= self._max_bytes
 
-    def _write(self, item: _Item) -> None:
-        self.connection.send_envelope(item.message.payload)
+    def _write(self, item: _Item) -> bool:
+        """Write a message; C{False} (and its sender told C{ListenerGone}) when the listener is closing."""
+        written = self.connection.send_envelope(item.message.payload)
         if item.done is not None:
-            item.done.callback(None)
+            if written:
+                item.done.callback(None)
+            else:
+                item.done.errback(RelayFaultError(RelayFault.LISTENER_GONE, "the listener is closing"))
+        return written
 
     def _enqueue(self, item: _Item) -> None:
         self._queue.append(item)
@@ -177,8 +187,7 @@ class Outlet:
             return False
         item = _Item(message, None)
         if not self._paused and not self._queue:
-            self._write(item)
-            return True
+            return self._write(item)  # a closing subscriber is not counted
         if self._room_for(message):
             self._enqueue(item)
             return True
@@ -201,6 +210,7 @@ class Outlet:
         elif item in self._waiting:
             self._waiting.remove(item)
             self._release(item)
+        self._pump()  # the room it leaves lets held-back senders in
 
     def _release(self, item: _Item) -> None:
         if item.timer is not None and item.timer.active():
@@ -223,6 +233,7 @@ class Outlet:
             )
             if item.done is not None:
                 item.done.errback(RelayFaultError(RelayFault.SERVER_BUSY, "the listener's queue stayed full"))
+            self._pump()  # a smaller message behind it may fit
 
     def _pump(self) -> None:
         while not self._closed:

@@ -263,20 +263,21 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         elif self.state != self.STATE_CLOSED:
             self.dropConnection(abort=True)
 
-    def send_text(self, payload: bytes) -> None:
+    def send_text(self, payload: bytes) -> bool:
         """
-        Write one envelope (UTF-8 bytes) as one text message, if the socket is open.
+        Write one envelope (UTF-8 bytes) as one text message, if the socket is open; whether it was.
 
         The frame goes straight to the transport (see L{relay.wsframes}); only while Autobahn itself
         has frames queued (it never does on C{$wcf}, which sends nothing synchronously) does it go through
         Autobahn, to keep the order.
         """
         if self.state != self.STATE_OPEN:
-            return
+            return False
         if self.send_queue:
             self.sendMessage(payload, isBinary=False)
         else:
             self.transport.write(self.factory.frame_for(payload))
+        return True
 
     def send_envelope(self, envelope: Envelope) -> None:
         """Write one envelope as one text message, if the socket is open."""

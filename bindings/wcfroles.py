@@ -161,9 +161,9 @@ class ListenerRole:
 
     # IListenerConnection
 
-    def send_envelope(self, payload: bytes) -> None:
-        """Write one routed envelope to the listener."""
-        self.protocol.send_text(payload)
+    def send_envelope(self, payload: bytes) -> bool:
+        """Write one routed envelope to the listener; C{False} once its socket is closing."""
+        return self.protocol.send_text(payload)
 
     def disconnect(self, code: int, reason: str) -> None:
         """Close the listener's socket (queue overflow, shutdown)."""

@@ -16,8 +16,11 @@ class FakeConnection:
         self.sent: list[bytes] = []
         self.closed: tuple[int, str] | None = None
 
-    def send_envelope(self, payload: bytes) -> None:
+    def send_envelope(self, payload: bytes) -> bool:
+        if self.closed is not None:  # as a socket that is closing
+            return False
         self.sent.append(payload)
+        return True
 
     def disconnect(self, code: int, reason: str) -> None:
         self.closed = (code, reason)

@@ -120,9 +120,10 @@ class OutletTests(SynchronousTestCase):
         outlet, connection, _ = make()
         original = connection.send_envelope
 
-        def send_and_pause(payload: bytes) -> None:
-            original(payload)
+        def send_and_pause(payload: bytes) -> bool:
+            written = original(payload)
             outlet.pauseProducing()
+            return written
 
         connection.send_envelope = send_and_pause  # type: ignore[method-assign]
         outlet.pauseProducing()
@@ -131,6 +132,23 @@ class OutletTests(SynchronousTestCase):
         self.assertEqual(len(connection.sent), 1)
         self.successResultOf(ds[0])
         self.assertNoResult(ds[1])
+
+    def test_withdrawal_lets_a_held_back_sender_in(self) -> None:
+        """The room a withdrawn message leaves goes to the next held-back one (not a ServerBusy later)."""
+        outlet, connection, clock = make(max_messages=1)
+        outlet.pauseProducing()
+        first = outlet.offer(message(1))
+        flow = FakeFlow()
+        second = outlet.offer(message(2), flow)
+        self.assertFalse(flow.reading)
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+        self.assertTrue(flow.reading)
+        clock.advance(3600)
+        self.assertNoResult(second)  # queued, not refused
+        outlet.resumeProducing()
+        self.successResultOf(second)
+        self.assertEqual(len(connection.sent), 1)
 
     def test_cancel_withdraws(self) -> None:
         """Cancelling a queued or held-back offer removes it; the sender reads again."""

@@ -1,0 +1,58 @@
+"""A listener whose socket is closing gets no more messages, and no sender is told otherwise."""
+
+from __future__ import annotations
+
+from bindings.contracts import contract_of
+from bindings.control import parse_delivered
+from bindings.faultcodes import RelayFault
+from bindings.faults import parse_fault
+from bindings.settings import MULTICAST, ONEWAY
+from bindings.soap import SoapVersion, parse_envelope
+
+from .calculator import IChat
+from .wcfharness import BindingsTestCase, envelope_bytes
+
+SAY = contract_of(IChat).operation("Say")
+
+
+def say(number: int) -> bytes:
+    return envelope_bytes(
+        SAY.encode_request("me", str(number)), action=SAY.action, message_id=f"urn:uuid:m{number}"
+    )
+
+
+class ClosingListenerTests(BindingsTestCase):
+    """
+    The gateway closes a listener (its token lapsed) and waits for the close handshake.
+
+    Meanwhile the listener is still registered; what is routed to it is not written, and the senders
+    hear C{ListenerGone} instead of C{r:Delivered} (before, the message was dropped and counted).
+    """
+
+    def test_oneway(self) -> None:
+        listener = self.wcf("events", "listen", token=self.token("events", ttl=60))
+        self.register(listener, ONEWAY, IChat)
+        before = len(listener.messages)
+        sender = self.wcf("events", "send")
+        self.net.flush()
+        self.clock.advance(61)  # the token lapses: the gateway closes the listener with 1008
+        sender.sendMessage(say(1), isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(listener.messages), before)
+        answer = parse_envelope(sender.messages[-1][0], SoapVersion.SOAP12)
+        self.assertTrue(answer.is_fault)
+        fault = parse_fault(answer.body[0], SoapVersion.SOAP12)
+        self.assertEqual(fault.subcodes[-1][1], RelayFault.LISTENER_GONE.subcode_name)
+
+    def test_multicast_count(self) -> None:
+        closing = self.wcf("chat", "listen", token=self.token("chat", ttl=60))
+        self.register(closing, MULTICAST, IChat)
+        live = self.listener("chat", MULTICAST, IChat)
+        before = (len(closing.messages), len(live.messages))
+        sender = self.wcf("chat", "send")
+        self.net.flush()
+        self.clock.advance(61)
+        sender.sendMessage(say(1), isBinary=False)
+        self.net.flush()
+        self.assertEqual((len(closing.messages) - before[0], len(live.messages) - before[1]), (0, 1))
+        self.assertEqual(parse_delivered(parse_envelope(sender.messages[-1][0], SoapVersion.SOAP12)), 1)
