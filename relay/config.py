@@ -363,6 +363,11 @@ def parse_config(
         )
         for name, (default, low, high) in GATEWAY_LIMITS.items()
     }
+    if limits["listener_failure_max_delay"] < limits["listener_failure_delay"]:
+        raise gateway.error(
+            "listener_failure_max_delay",
+            f"must be at least listener_failure_delay ({limits['listener_failure_delay']:g})",
+        )
     state_dir = gateway.get("state_dir", str)
     admin = gateway.get("admin", str)
     if admin is not None and not admin.strip():
@@ -418,6 +423,8 @@ def load_config(path: str | Path, extra_sections: tuple[EntitySection, ...] = ()
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, "", f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ConfigError(source, "", "not valid TOML: nested too deeply") from None
     return parse_config(data, source, extra_sections)
 
 

@@ -105,7 +105,7 @@ def parse_connection_string(text: str) -> ConnectionString:
         parts = urlsplit(endpoint)
     except ValueError:  # an unclosed IPv6 bracket: "sb://[::1/"
         parts = None
-    if parts is None or not parts.scheme or not parts.netloc:
+    if parts is None or not parts.scheme or not parts.hostname:
         raise ConnectionStringError(f"Endpoint {endpoint!r} is not an absolute URI such as sb://host/")
     has_key = "SharedAccessKeyName" in values and "SharedAccessKey" in values
     if not has_key and "SharedAccessSignature" not in values:

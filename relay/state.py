@@ -7,8 +7,10 @@ and a restarted gateway agree on it.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from relay.auth import generate_key
@@ -30,17 +32,23 @@ def development_key(state_dir: Path) -> str:
     """Read the development namespace's key, creating it (and the directory) on first use."""
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = state_dir / _KEY_FILE
-    try:
-        key = path.read_text(encoding="ascii").strip()
-        if key:
-            return key
-    except FileNotFoundError:
-        pass
+    key = read_development_key(state_dir)
+    if key is not None:
+        return key
+    # Made under another name and linked into place, which fails if another process got there first:
+    # gateways starting together all end up with the one key on disk.
     key = generate_key()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(key + "\n")
-    return key
+    fd, name = tempfile.mkstemp(dir=state_dir, prefix=_KEY_FILE + ".")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(key + "\n")
+        try:
+            os.link(name, path)
+        except FileExistsError:
+            return read_development_key(state_dir) or key
+        return key
+    finally:
+        os.unlink(name)
 
 
 def readable_by_others(path: Path) -> str | None:
@@ -61,10 +69,13 @@ def readable_by_others(path: Path) -> str | None:
 
 def read_development_key(state_dir: Path) -> str | None:
     """The development key if the gateway has made one, else C{None}."""
+    path = state_dir / _KEY_FILE
     try:
-        return (state_dir / _KEY_FILE).read_text(encoding="ascii").strip() or None
+        return path.read_text(encoding="ascii").strip() or None
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise OSError(errno.EINVAL, "not a key (the file holds bytes other than ASCII)", str(path)) from None
 
 
 def write_endpoint(state_dir: Path, endpoint: str, plain: bool) -> None:

@@ -94,6 +94,32 @@ class CommandTests(SynchronousTestCase):
             (cs.endpoint, cs.key, cs.plain, cs.entity_path), ("sb://127.0.0.1:9999/", key, True, "hyco")
         )
 
+    def test_development_key_that_is_not_ascii(self) -> None:
+        """A development key file holding other bytes is one line on stderr (exit 1), not a traceback."""
+        state = Path(self.mktemp())
+        state.mkdir()
+        (state / "development-key").write_bytes(b"\xff\xfekey\n")
+        result = relay("connection-string", "--state-dir", str(state))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertIn("not a key", result.stderr)
+
+    def test_development_key_made_once(self) -> None:
+        """Another process that makes the key first (between our look and our write) wins: one key on disk."""
+        import relay.state
+
+        state = Path(self.mktemp())
+        state.mkdir()
+
+        def another_process_first() -> str:
+            (state / "development-key").write_text("theirs\n")
+            return "ours"
+
+        self.patch(relay.state, "generate_key", another_process_first)
+        self.assertEqual(development_key(state), "theirs")
+        self.assertEqual((state / "development-key").read_text(), "theirs\n")
+        self.assertEqual([p.name for p in state.iterdir()], ["development-key"])
+
     def test_key(self) -> None:
         """C{relay key} prints 256 random bits in base64, different each time."""
         first, second = relay("key").stdout.strip(), relay("key").stdout.strip()

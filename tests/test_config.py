@@ -141,6 +141,25 @@ class LoadConfigTests(SynchronousTestCase):
             load_config(self.write("[gateway\n"))
         self.assertIn("not valid TOML", str(ctx.exception))
 
+    def test_nested_too_deeply(self) -> None:
+        """An array nested thousands deep is a TOML error, not a RecursionError traceback."""
+        with self.assertRaises(ConfigError) as ctx:
+            load_config(self.write("a = " + "[" * 5000 + "]" * 5000 + "\n"))
+        self.assertIn("not valid TOML: nested too deeply", str(ctx.exception))
+
+    def test_failure_delay_within_its_maximum(self) -> None:
+        """A first refusal delay above the maximum would be capped silently (to 0: no throttle at all)."""
+        for gateway in (
+            {"listener_failure_delay": 20},
+            {"listener_failure_delay": 1, "listener_failure_max_delay": 0},
+        ):
+            with self.subTest(gateway=gateway):
+                with self.assertRaises(ConfigError) as ctx:
+                    parse_config({"gateway": gateway}, "f.toml")
+                self.assertIn("gateway.listener_failure_max_delay", str(ctx.exception))
+                self.assertIn("must be at least listener_failure_delay", str(ctx.exception))
+        parse_config({"gateway": {"listener_failure_delay": 8, "listener_failure_max_delay": 8}}, "f.toml")
+
     def test_empty(self) -> None:
         """An empty document is valid and configures nothing."""
         config = parse_config({}, "x.toml")

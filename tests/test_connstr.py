@@ -35,6 +35,8 @@ class ConnectionStringTests(SynchronousTestCase):
             ("SharedAccessKeyName=k;SharedAccessKey=v", "no Endpoint"),
             ("Endpoint=h;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),
             ("Endpoint=sb://[::1/;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),  # unclosed bracket
+            ("Endpoint=sb://:80/;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),  # no host name
+            ("Endpoint=sb://user@/;SharedAccessKeyName=k;SharedAccessKey=v", "absolute"),
             ("Endpoint=sb://h/", "needs"),
             ("Endpoint=sb://h/;junk", "no '='"),
         ]:
