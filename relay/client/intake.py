@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import CancelledError
+
 from relay.client.accepting import AcceptContext, Reject, decide
 from relay.client.commands import AcceptCommand
 from relay.client.connection import HybridWebSocket
@@ -66,8 +68,13 @@ class SenderIntake:
             await self._reject(command, context, busy)
             return
         self.queue.in_flight += 1
+        accepted: list[bool] = []  # the handler said yes: its sender is the application's to hear about
         try:
-            connection = await self._accepts.run(self._decide_and_dial, command, context)
+            connection = await self._accepts.run(self._decide_and_dial, command, context, accepted)
+        except CancelledError:
+            if accepted:  # the listener closed during the rendezvous: the sender never became a connection
+                self._accept_failed(context)
+            raise
         finally:
             self.queue.in_flight -= 1
         if isinstance(connection, Reject):
@@ -85,7 +92,7 @@ class SenderIntake:
             self.queue.put(connection)
 
     async def _decide_and_dial(
-        self, command: AcceptCommand, context: AcceptContext
+        self, command: AcceptCommand, context: AcceptContext, accepted: list[bool]
     ) -> HybridWebSocket | Reject | None:
         """Ask the accept handler, and dial the sender's rendezvous if it accepts (in an accept slot)."""
         listener = self._listener
@@ -94,6 +101,7 @@ class SenderIntake:
         )
         if isinstance(decision, Reject):
             return decision  # dialled in a rejection slot, not this one
+        accepted.append(True)
         return await accept_sender(self._reactor, command, context, decision.subprotocol, listener.options)
 
     async def _reject(self, command: AcceptCommand, context: AcceptContext, reject: Reject) -> None:

@@ -239,7 +239,7 @@ def endpoint_for(reactor: Any, url: str, options: WebSocketOptions) -> IStreamCl
     host = parts.hostname or ""
     secure = parts.scheme == "wss"
     port = parts.port or (443 if secure else 80)
-    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=int(options.open_timeout))
+    endpoint: IStreamClientEndpoint = HostnameEndpoint(reactor, host, port, timeout=options.open_timeout)
     if secure:
         endpoint = wrapClientTLS(options.tls_creator(host), endpoint)
     return endpoint

@@ -558,3 +558,19 @@ class FetchLimitTests(FlowTestCase, SynchronousTestCase):
         self.assertRaises(
             ValueError, HttpListener, listener, lambda request, response: None, max_fetch_dials=0
         )
+
+
+class AcceptFailedOnCloseTests(FlowTestCase, SynchronousTestCase):
+    def test_close_during_the_rendezvous(self) -> None:
+        """
+        A sender accepted while the listener closes, its rendezvous still being dialled: on_accept_failed.
+
+        C{relay expose} closes the local socket it opened for the sender there; it used to stay open.
+        """
+        failed: list[Any] = []
+        listener = self.open_listener(on_accept_failed=failed.append)
+        self.flood("s1")
+        self.assertEqual(len(self.dials), 1)
+        listener.close()
+        self.network.flush()
+        self.assertEqual([context.connection_id for context in failed], ["s1"])

@@ -200,6 +200,19 @@ class ConnectFailureTests(SenderTestCase, SynchronousTestCase):
         self.assertIsNone(error.status_code)
         self.assertIn("timeout", error.reason)
 
+    def test_subsecond_open_timeout(self) -> None:
+        """An C{open_timeout} under a second is kept as it is (it was truncated to 0: every connect failed)."""
+        from twisted.internet.testing import MemoryReactorClock
+
+        from relay.client.protocol import endpoint_for
+
+        reactor = MemoryReactorClock()
+        endpoint_for(reactor, "ws://127.0.0.1:80/x", WebSocketOptions(open_timeout=0.5)).connect(
+            Factory.forProtocol(Protocol)
+        )
+        reactor.advance(0)
+        self.assertEqual(reactor.tcpClients[0][3], 0.5)
+
     def test_status_must_be_three_digits(self) -> None:
         """
         A refusal whose status is not three ASCII digits carries no status.
