@@ -40,7 +40,7 @@ from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
 from bindings.faults import SOAP_FAULT_ACTION, Fault, fault_envelope
 from bindings.session import Backoff, IEnvelopeHandler, ListenerSession
 from bindings.settings import MULTICAST, Binding, RequestReplyBinding
-from bindings.soap import SOAP12_NEXT, SOAP12_NS, SOAP12_ULTIMATE_RECEIVER, Envelope, SoapVersion
+from bindings.soap import SOAP12_NEXT, SOAP12_NS, SOAP12_ULTIMATE_RECEIVER, Envelope, SoapVersion, xml_safe
 from bindings.wsclient import EndpointFactory, default_endpoint
 from bindings.wsdl import generate_wsdl
 
@@ -64,7 +64,7 @@ def exception_detail(error: BaseException) -> etree._Element:
     etree.SubElement(
         element, f"{{{RELAY_NS}}}Type"
     ).text = f"{type(error).__module__}.{type(error).__qualname__}"
-    etree.SubElement(element, f"{{{RELAY_NS}}}Message").text = str(error)
+    etree.SubElement(element, f"{{{RELAY_NS}}}Message").text = xml_safe(str(error))
     return element
 
 
@@ -182,7 +182,7 @@ class ServiceDispatcher:
         if self.include_exception_detail:
             return _fault(
                 FaultCode.RECEIVER,
-                str(error) or type(error).__name__,
+                xml_safe(str(error)) or type(error).__name__,
                 "InternalServiceFault",
                 (exception_detail(error),),
             )
@@ -204,7 +204,7 @@ class ServiceDispatcher:
                 detail = operation.encode_fault(error)
             except ContractError as e:
                 return self._reply_fault(self._internal(e), message_id) if expects_reply else None
-            fault = Fault(code=type(error).code, reason=error.reason(), detail=(detail,))
+            fault = Fault(code=type(error).code, reason=xml_safe(error.reason()), detail=(detail,))
             if operation.one_way or not expects_reply:
                 return None
             return self._reply_fault(fault, message_id, declared.action)

@@ -86,6 +86,8 @@ class BoundName:
     @ivar router: the router of its kind.
     @ivar contract: the contract the current listeners registered (kept after they leave, for C{?wsdl}).
     @ivar contract_hash: the hash of that contract.
+    @ivar listeners_hash: the contract hash the current listeners registered with (C{None}: no WSDL),
+        which a new listener must match; set anew by the first listener after the name had none.
     @ivar display_name: the registry title.
     @ivar updated: when the registration last changed.
     @ivar listeners: the registered listener connections, oldest first.
@@ -115,6 +117,7 @@ class BoundName:
             self.router = RequestReplyRouter(ListenerSet(entity.name, settings, clock, trace=trace), chooser)
         self.contract: Any = None
         self.contract_hash: str | None = None
+        self.listeners_hash: str | None = None
         self.display_name = settings.title(entity.name)
         self.updated = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
         self.listeners: list[IListenerConnection] = []
@@ -378,8 +381,10 @@ class NameTable:
                 RelayFault.QUOTA_EXCEEDED,
                 f"Quota exceeded: {entity.name!r} allows {bound.settings.max_listeners} listeners",
             ) from None
-        if not bound.listeners and policy.contract_hash is not None:
-            bound.contract, bound.contract_hash = policy.contract, policy.contract_hash
+        if not bound.listeners:
+            bound.listeners_hash = policy.contract_hash  # what the next listeners must match
+            if policy.contract_hash is not None:
+                bound.contract, bound.contract_hash = policy.contract, policy.contract_hash
         if not bound.settings.display_name and policy.display_name:
             bound.display_name = policy.display_name
         bound.updated = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
@@ -424,7 +429,7 @@ class NameTable:
             return f"the name requires client_auth={settings.client_auth.value}"
         if policy.discovery is not settings.discovery:
             return f"the name requires discovery={settings.discovery.value}"
-        if bound.listeners and policy.contract_hash != bound.contract_hash:
+        if bound.listeners and policy.contract_hash != bound.listeners_hash:
             return "the contract differs from the one the name's listeners registered"
         return None
 

@@ -212,6 +212,11 @@ def envelope_bytes(version: SoapVersion, headers: list[bytes], body: Iterable[et
 _NOT_XML_CHAR = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+def xml_safe(value: str) -> str:
+    """C{value} with the characters XML 1.0 cannot carry replaced by U+FFFD (for text we did not choose)."""
+    return _NOT_XML_CHAR.sub("\ufffd", value)
+
+
 def xml_text(value: str) -> str:
     """
     Escape character data exactly as lxml serialises an element's text.

@@ -56,3 +56,20 @@ class ClosingListenerTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual((len(closing.messages) - before[0], len(live.messages) - before[1]), (0, 1))
         self.assertEqual(parse_delivered(parse_envelope(sender.messages[-1][0], SoapVersion.SOAP12)), 1)
+
+
+class ContractAfterTheListenersLeftTests(BindingsTestCase):
+    """The contract new listeners must match is the current listeners' one, not a departed listener's."""
+
+    def test_subscribers_without_wsdl_after_one_with(self) -> None:
+        first = self.listener("chat", MULTICAST, IChat)  # registers with the contract's WSDL
+        first.sendClose(1000)
+        self.net.flush()
+        second = self.wcf("chat", "listen")
+        self.register(second, MULTICAST, None)  # no WSDL: allowed for multicast
+        third = self.wcf("chat", "listen")
+        self.register(third, MULTICAST, None)  # the same policy as the second
+        self.assertIsNone(third.closed)  # it was refused with AddressInUse (1008)
+        with_wsdl = self.wcf("chat", "listen")
+        self.register(with_wsdl, MULTICAST, IChat)  # another contract than the current listeners'
+        self.assertEqual(with_wsdl.closed[1], 1008)  # type: ignore[index]

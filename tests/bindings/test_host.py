@@ -126,6 +126,19 @@ class DispatcherTests(SynchronousTestCase):
         self.assertNotIn(b"Traceback", reply.to_bytes())  # type: ignore[union-attr]
         self.flushLoggedErrors(RuntimeError)
 
+    def test_exception_text_xml_cannot_carry(self) -> None:
+        """An exception message with control characters still makes a fault (they become U+FFFD)."""
+
+        class Garbled(Calculator):
+            def Add(self, a: int, b: int) -> int:
+                raise RuntimeError("bad byte \x01 in input")
+
+        dispatcher = ServiceDispatcher(Garbled(), CALC, include_exception_detail=True)
+        reply = self.successResultOf(dispatcher.handle(request("Add", 1, 2)))
+        code, reason, _ = self.fault(reply)
+        self.assertEqual((code, reason), ("Receiver", "bad byte \ufffd in input"))
+        self.flushLoggedErrors(RuntimeError)
+
     def test_one_way(self) -> None:
         """One-way operations get no reply, even when they fail (the failure is logged)."""
         self.assertIsNone(self.successResultOf(self.dispatcher.handle(request("Notify", "hi", reply=False))))
