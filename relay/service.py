@@ -356,10 +356,12 @@ class GatewayService(MultiService):
         for service in self:
             try:
                 service.privilegedStartService()
-            except CannotListenError as e:
+            except (CannotListenError, OSError) as e:
+                # A UNIX socket in a missing directory fails in Twisted's lock file with a bare OSError.
                 if self.on_listen_failure is not None:
                     where = self._descriptions.get(service, "an endpoint")  # type: ignore[call-overload]
-                    reason = getattr(e.socketError, "strerror", None) or e.socketError
+                    error = e.socketError if isinstance(e, CannotListenError) else e
+                    reason = getattr(error, "strerror", None) or error
                     self.on_listen_failure(f"cannot listen on {where}: {reason}")
                 raise
 

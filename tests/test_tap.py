@@ -211,6 +211,24 @@ class TwistdTests(SynchronousTestCase):
                 self.assertNotIn("Traceback", result.stdout)
                 self.assertFalse(os.path.exists(os.path.join(cwd, "twistd.pid")))
 
+    def test_unix_socket_in_a_missing_directory(self) -> None:
+        """A UNIX socket whose directory does not exist: one line on stderr, status 1 (not a traceback)."""
+        socket_path = os.path.join(os.path.abspath(self.mktemp()), "missing", "relay.sock")
+        state = os.path.abspath(self.mktemp())
+        result = subprocess.run(
+            ["twistd", "-n", "relay", "--listen", f"unix:{socket_path}", "--state-dir", state],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=self.mktemp_dir(),
+        )
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertEqual(
+            result.stderr.splitlines(),
+            [f"twistd relay: cannot listen on unix:{socket_path}: No such file or directory"],
+        )
+        self.assertNotIn("Traceback", result.stdout)
+
     def test_unusable_state_dir(self) -> None:
         """A state directory that is a file, or a key that is a directory: one line, status 1."""
         file = os.path.abspath(self.mktemp())
