@@ -113,8 +113,8 @@ AcceptHandler = Callable[[AcceptContext], AcceptResult | Awaitable[AcceptResult]
 """A listener's accept handler: sync or async, answering as described in this module."""
 
 
-def _handler_failed(context: AcceptContext) -> Reject:
-    # .NET answers a failing AcceptHandler with 502 and a description naming the tracking id.
+def handler_failed(context: AcceptContext) -> Reject:
+    """The rejection for a handler that failed: .NET answers 502, with a description naming the tracking id."""
     return Reject(502, f"The listener's accept handler failed. TrackingId:{context.connection_id}")
 
 
@@ -163,7 +163,7 @@ async def decide(
         return Reject(504, f"The listener's accept handler timed out. TrackingId:{context.connection_id}")
     except Exception:
         log.failure("accept handler failed for {connection_id}", connection_id=context.connection_id)
-        return _handler_failed(context)
+        return handler_failed(context)
     if result is True:
         return Accept(context.default_subprotocol)
     if result is False:
@@ -178,10 +178,10 @@ async def decide(
             subprotocol=result.subprotocol,
             connection_id=context.connection_id,
         )
-        return _handler_failed(context)
+        return handler_failed(context)
     log.error(
         "accept handler returned {kind} for {connection_id}; expected bool, Accept or Reject",
         kind=type(result).__name__,
         connection_id=context.connection_id,
     )
-    return _handler_failed(context)
+    return handler_failed(context)

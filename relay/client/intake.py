@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError
 
-from relay.client.accepting import AcceptContext, Reject, decide
+from relay.client.accepting import AcceptContext, Reject, decide, handler_failed
 from relay.client.commands import AcceptCommand
 from relay.client.connection import HybridWebSocket
 from relay.client.flow import ACCEPT_DIALS, REJECTION_DIALS, DialSlots, ReadingHolds
@@ -74,7 +74,15 @@ class SenderIntake:
         except CancelledError:
             if accepted:  # the listener closed during the rendezvous: the sender never became a connection
                 self._accept_failed(context)
-            raise
+            if accepted or listener.closed:
+                raise
+            # Not the listener closing: the accept handler's own awaited work was cancelled. That is a
+            # handler failure like any other (502 at once), not a sender left to the relay's timeout.
+            listener.log.warn(
+                "accept handler for {connection_id} was cancelled; rejected with 502",
+                connection_id=context.connection_id,
+            )
+            connection = handler_failed(context)
         finally:
             self.queue.in_flight -= 1
         if isinstance(connection, Reject):

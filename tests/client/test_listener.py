@@ -241,6 +241,25 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
         self.assertIn("TrackingId:t-9", error.reason)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_handler_whose_own_work_is_cancelled(self) -> None:
+        """
+        A handler that fails with CancelledError (its own lookup was cancelled) rejects with 502 at once.
+
+        Only the listener closing may cancel a decision silently; the sender used to wait for the relay's
+        timeout (504 after 30 s).
+        """
+
+        async def handler(context: AcceptContext) -> bool:
+            lookup: Deferred[bool] = Deferred()
+            lookup.cancel()
+            return await lookup
+
+        listener = self.open_listener(accept_handler=handler)
+        error = self.failureResultOf(self.sender(connection_id="t-7"), ConnectError).value
+        self.assertEqual(error.status_code, 502)
+        self.assertIn("TrackingId:t-7", error.reason)
+        self.assertTrue(listener.is_online)
+
     def test_nonsense_answers(self) -> None:
         """A subprotocol the sender did not offer, or a wrong type, is a handler bug: 502."""
         answers: list[Any] = [Accept("bogus"), "yes"]
