@@ -194,6 +194,10 @@ class SoapEndpoint(Resource):
         )
         request.setHeader(b"content-type", b"text/xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
+        # The document is a listener's: a browser must neither guess another type nor run what it holds
+        # (an XHTML script in wsdl:documentation would run on the gateway's origin).
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", b"sandbox; default-src 'none'")
         return body
 
     # -- messages -------------------------------------------------------------------------------------
@@ -391,9 +395,14 @@ class RegistryResourceFactory:
         if request.method not in (b"GET", b"HEAD"):
             return None
         prefix = path.strip("/")
-        if prefix and not self.gateway.names.listings(namespace, prefix):
+        if not prefix:
+            return RegistryFeed(self.gateway, namespace, prefix)
+        listings = self.gateway.names.listings(namespace, prefix)
+        if not listings:
             return None
-        return RegistryFeed(self.gateway, namespace, prefix)
+        # A prefix with only private names below it is a feed for Manage readers and, for anyone else,
+        # the same 404 as a prefix with nothing below it: its existence is not public either.
+        return RegistryFeed(self.gateway, namespace, prefix, hidden=not any(item.public for item in listings))
 
 
 class RegistryFeed(Resource):
@@ -404,11 +413,14 @@ class RegistryFeed(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, gateway: BindingsGateway, namespace: Namespace, prefix: str) -> None:
+    def __init__(
+        self, gateway: BindingsGateway, namespace: Namespace, prefix: str, *, hidden: bool = False
+    ) -> None:
         super().__init__()
         self.gateway = gateway
         self.namespace = namespace
         self.prefix = prefix
+        self.hidden = hidden  # only private names below the prefix
 
     @override
     def render(self, request: IRequest) -> bytes:
@@ -426,6 +438,8 @@ class RegistryFeed(Resource):
                 kind = ErrorKind.FORBIDDEN if e.kind is RelayFault.FORBIDDEN else ErrorKind.UNAUTHORIZED
                 return ErrorResource(RelayError(kind, e.message)).render(request)
             manage = True
+        if self.hidden and not manage:
+            return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No entity with this name")).render(request)
         entries = [
             RegistryEntry(url=item.url, display_name=item.display_name, updated=item.updated, kind=item.kind)
             for item in names.listings(self.namespace, self.prefix)

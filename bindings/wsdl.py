@@ -212,13 +212,21 @@ def _action(element: etree._Element) -> str | None:
 
 
 def _canonical_port_types(root: etree._Element) -> list[object]:
+    """
+    The contract as the hash sees it: linear in the document, however often a message is referenced.
+
+    Each input, output and fault names its message; each referenced message's parts are listed once, after
+    the portTypes (listing them at every reference made a document of a few hundred kilobytes cost
+    gigabytes). The bindings' C{soapAction}s are listed too: routing falls back to them.
+    """
     target = root.get("targetNamespace") or ""
     messages = {m.get("name"): m for m in root.iter(_q(WSDL_NS, "message"))}
+    referenced: set[str] = set()
     result: list[object] = []
     port_types = sorted(root.iter(_q(WSDL_NS, "portType")), key=lambda p: p.get("name") or "")
     for port_type in port_types:
         operations: list[object] = []
-        for op in port_type.iter(_q(WSDL_NS, "operation")):
+        for op in port_type.findall(_q(WSDL_NS, "operation")):
             items: list[object] = []
             for child in op:
                 if not isinstance(child.tag, str) or etree.QName(child).namespace != WSDL_NS:
@@ -227,20 +235,37 @@ def _canonical_port_types(root: etree._Element) -> list[object]:
                 if kind not in ("input", "output", "fault"):
                     continue
                 message_ref = _resolve(child, child.get("message"))
-                parts: list[object] = []
                 if message_ref is not None and message_ref[0] == target and message_ref[1] in messages:
-                    for part in messages[message_ref[1]].iter(_q(WSDL_NS, "part")):
-                        parts.append(
-                            [
-                                part.get("name"),
-                                _resolve(part, part.get("element")),
-                                _resolve(part, part.get("type")),
-                            ]
-                        )
-                items.append([kind, child.get("name"), message_ref, _action(child), parts])
+                    referenced.add(message_ref[1])
+                items.append([kind, child.get("name"), message_ref, _action(child)])
             operations.append([op.get("name"), items])
         result.append([target, port_type.get("name"), operations])
+    parts: list[object] = []
+    for name in sorted(referenced):
+        parts.append(
+            [
+                name,
+                [
+                    [part.get("name"), _resolve(part, part.get("element")), _resolve(part, part.get("type"))]
+                    for part in messages[name].iter(_q(WSDL_NS, "part"))
+                ],
+            ]
+        )
+    result.append(parts)
+    result.append(sorted(_soap_actions(root).items()))
     return result
+
+
+def _soap_actions(root: etree._Element) -> dict[str, str]:
+    """The bindings' C{soapAction} of each operation by name (the SOAP 1.2 binding's where both give one)."""
+    soap_actions: dict[str, str] = {}
+    for soap_ns in (SOAP11_BINDING_NS, SOAP12_BINDING_NS):
+        for binding_op in root.iter(_q(WSDL_NS, "binding")):
+            for op in binding_op.findall(_q(WSDL_NS, "operation")):
+                soap_op = op.find(_q(soap_ns, "operation"))
+                if soap_op is not None and soap_op.get("soapAction"):
+                    soap_actions[op.get("name") or ""] = soap_op.get("soapAction") or ""
+    return soap_actions
 
 
 def port_type_hash(root: etree._Element) -> str:
@@ -248,8 +273,9 @@ def port_type_hash(root: etree._Element) -> str:
     A hash of the canonical form of the document's portTypes, for the listener policy (spec 10.3).
 
     The canonical form lists each portType (by name), its operations in order and, for every input, output
-    and fault, the action and the resolved message parts. Prefixes, formatting, documentation, bindings and
-    addresses do not change the hash; a changed operation, parameter element or action does.
+    and fault, the action and the message; then every referenced message's resolved parts, and the
+    bindings' C{soapAction}s. Prefixes, formatting, documentation and addresses do not change the hash; a
+    changed operation, parameter element, action or C{soapAction} does.
     """
     text = json.dumps(_canonical_port_types(root), separators=(",", ":"), sort_keys=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -276,13 +302,7 @@ def describe_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
     """Read the operations of every portType of a WSDL, for routing by action or body element."""
     target = root.get("targetNamespace") or ""
     messages = {m.get("name"): m for m in root.iter(_q(WSDL_NS, "message"))}
-    soap_actions: dict[str, str] = {}
-    for soap_ns in (SOAP11_BINDING_NS, SOAP12_BINDING_NS):  # the 1.2 binding wins
-        for binding_op in root.iter(_q(WSDL_NS, "binding")):
-            for op in binding_op.findall(_q(WSDL_NS, "operation")):
-                soap_op = op.find(_q(soap_ns, "operation"))
-                if soap_op is not None and soap_op.get("soapAction"):
-                    soap_actions[op.get("name") or ""] = soap_op.get("soapAction") or ""
+    soap_actions = _soap_actions(root)
     operations: list[WsdlOperation] = []
     for port_type in root.iter(_q(WSDL_NS, "portType")):
         for op in port_type.findall(_q(WSDL_NS, "operation")):

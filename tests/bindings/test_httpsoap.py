@@ -496,6 +496,16 @@ class WsdlTests(HttpTestCase):
         ]
         self.assertEqual(locations, [f"https://{HOST}/calc"] * 2)
 
+    def test_not_a_page(self) -> None:
+        """A listener's document: the browser may not sniff another type nor run scripts from it."""
+        self.host()
+        status, headers, _data = self.http(
+            b"GET", "/calc?wsdl", headers={"ServiceBusAuthorization": self.token("calc")}
+        )
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
+        self.assertEqual(headers.getRawHeaders(b"content-security-policy"), [b"sandbox; default-src 'none'"])
+
     def test_rights_and_absence(self) -> None:
         """No token: 401; no contract registered yet: 404; an anonymous name needs no token."""
         self.assertEqual(self.http(b"GET", "/calc?wsdl")[0], 401)
@@ -554,6 +564,32 @@ class RegistryTests(HttpTestCase):
         self.net.flush()
         self.assertNotIn(f"https://{HOST}/rooms/blue", self.entries())
         self.assertEqual(self.http(b"GET", "/rooms/")[0], 404)
+
+    def test_private_prefix_hidden(self) -> None:
+        """
+        A prefix with only private names below it: 404 without a Manage token, as if nothing were there.
+
+        It was a 200 with an empty feed, which told anyone that a private name existed below it.
+        """
+        host = ServiceHost(
+            ChatRoom(),
+            IChat,
+            f"wss://{HOST}/hidden/orders",
+            MulticastBinding(discovery=Discovery.PRIVATE),
+            self.credentials(),
+            reactor=self.clock,
+            endpoint=self.endpoint,
+        )
+        host.open()
+        self.net.flush()
+        self.addCleanup(host.close)
+        anonymous = self.http(b"GET", "/hidden/")
+        nothing = self.http(b"GET", "/nothing/")
+        self.assertEqual((anonymous[0], nothing[0]), (404, 404))
+        self.assertEqual(anonymous[2].split(b"TrackingId")[0], nothing[2].split(b"TrackingId")[0])
+        self.assertEqual(
+            list(self.entries("/hidden/", token=self.token(""))), [f"https://{HOST}/hidden/orders"]
+        )
 
 
 class HttpChannelFactoryTests(HttpTestCase):

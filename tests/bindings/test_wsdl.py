@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import tempfile
 from decimal import Decimal
@@ -21,6 +22,7 @@ from bindings.wsdl import (
     WSDL_NS,
     WsdlError,
     WsdlOperation,
+    _canonical_port_types,
     describe_operations,
     generate_wsdl,
     parse_wsdl,
@@ -260,6 +262,31 @@ class HashTests(SynchronousTestCase):
         self.assertNotEqual(original, port_type_hash(parse_wsdl(changed_action)))
         changed_part = wsdl_bytes().replace(b'element="tns:Add"', b'element="tns:Divide"')
         self.assertNotEqual(original, port_type_hash(parse_wsdl(changed_part)))
+
+    def test_sensitive_to_soap_action(self) -> None:
+        """Without wsam:Action the routing uses the binding's soapAction: another soapAction, another hash."""
+        original = port_type_hash(parse_wsdl(SPYNE_LIKE))
+        changed = SPYNE_LIKE.replace(b'soapAction="Add"', b'soapAction="Subtract"')
+        self.assertNotEqual(original, port_type_hash(parse_wsdl(changed)))
+
+    def test_linear_in_references(self) -> None:
+        """
+        A message referenced by thousands of inputs is described once: the canonical form stays small.
+
+        Listing its parts at every reference made a WSDL of a few hundred kilobytes cost gigabytes.
+        """
+        parts, references = 400, 400
+        document = (
+            '<w:definitions xmlns:w="http://schemas.xmlsoap.org/wsdl/" targetNamespace="">'
+            '<w:message name="m">' + '<w:part name="p"/>' * parts + "</w:message>"
+            '<w:portType name="P"><w:operation name="o">'
+            + '<w:input message="m"/>'
+            * references
+            + "</w:operation>"
+            "</w:portType></w:definitions>"
+        ).encode()
+        canonical = json.dumps(_canonical_port_types(etree.fromstring(document)))
+        self.assertLess(len(canonical), 40 * (parts + references))
 
 
 class DescribeTests(SynchronousTestCase):
