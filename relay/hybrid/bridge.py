@@ -202,11 +202,11 @@ class Splice:
 
     def _relay(self, leg: SpliceLeg, buffer: bytearray, start: int, end: int) -> bool:
         """Rewrite and forward C{buffer[start:end]}, answering its control frames; C{False} once C{leg} closes."""
+        violation: FrameError | None = None
         try:
             items = leg.relay.feed_into(buffer, start, end)
-        except FrameError as e:
-            self._fail_leg(leg, e.code, e.reason)
-            return False
+        except FrameError as e:  # the frames before the broken one still go on, then the leg is failed
+            violation, items = e, e.items
         other = leg.other
         for item in items:
             if type(item) is memoryview:
@@ -217,6 +217,9 @@ class Splice:
                 self._control(leg, item)  # type: ignore[arg-type]
                 if leg.close_received or leg.finished:
                     return False
+        if violation is not None:
+            self._fail_leg(leg, violation.code, violation.reason)
+            return False
         return True
 
     def _hand_over(self) -> None:
@@ -429,7 +432,9 @@ class Splice:
         _lose(leg.transport)
         leg.other.transport.resumeProducing()
         if self.sender.finished and self.listener.finished:
-            self._cancel_close_timer()
+            # Both closed: what is left is for their sockets to drain, which a peer that stopped reading
+            # never lets happen. The close timer bounds that too (L{_close_timed_out} aborts them).
+            self._arm_close_timer()
 
     def _arm_close_timer(self) -> None:
         if self._close_timer is None:
@@ -452,6 +457,8 @@ class Splice:
                     _lose(leg.transport)
                 else:
                     leg.transport.abortConnection()
+            elif not leg.lost:  # closed, but its socket never drained: its peer stopped reading
+                leg.transport.abortConnection()
 
     def _ended(self) -> None:
         # One event per pair, when it ends (as nginx and HAProxy log a connection): logging is a large
@@ -505,9 +512,9 @@ class Splice:
         other.transport.resumeProducing()
         if other.lost:
             self._ended()
-        if other.finished:
             self._cancel_close_timer()
-            return
+        if other.finished:
+            return  # its socket still drains, under the close timer
         if other.close_received and not other.close_sent:
             # The other leg is waiting for its close to be answered: answer with its own code.
             self._send_close(other, other.close_code or CloseCode.NORMAL, other.close_reason)

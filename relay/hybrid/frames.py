@@ -52,6 +52,7 @@ class FrameError(Exception):
         super().__init__(f"{code} {reason}")
         self.code = code
         self.reason = reason
+        self.items: list[memoryview | ControlFrame] = []  # what the read held before the violation
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,82 +210,89 @@ class FrameRelay:
         items: list[memoryview | ControlFrame] = []
         out = memoryview(buffer)
         written = run_start = pos = start
-        while pos < end:
-            remaining = self._remaining
-            if remaining:
-                take = remaining if remaining <= end - pos else end - pos
-                xor_move(out, written, pos, take, _rotate(self._mask, self._offset))
-                written += take
-                self._offset += take
-                self._remaining = remaining - take
-                pos += take
-                continue
-            if end - pos < 2:
-                break
-            b0 = buffer[pos]
-            b1 = buffer[pos + 1]
-            if not b1 & 0x80:
-                raise FrameError(1002, "client frame is not masked")
-            if b0 & 0x70:
-                raise FrameError(1002, "reserved bits set without a negotiated extension")
-            length = b1 & 0x7F
-            header = 6
-            if length == 126:
-                header = 8
-                if end - pos < header:
+        try:
+            while pos < end:
+                remaining = self._remaining
+                if remaining:
+                    take = remaining if remaining <= end - pos else end - pos
+                    xor_move(out, written, pos, take, _rotate(self._mask, self._offset))
+                    written += take
+                    self._offset += take
+                    self._remaining = remaining - take
+                    pos += take
+                    continue
+                if end - pos < 2:
                     break
-                (length,) = _U16.unpack_from(buffer, pos + 2)
-            elif length == 127:
-                header = 14
-                if end - pos < header:
+                b0 = buffer[pos]
+                b1 = buffer[pos + 1]
+                if not b1 & 0x80:
+                    raise FrameError(1002, "client frame is not masked")
+                if b0 & 0x70:
+                    raise FrameError(1002, "reserved bits set without a negotiated extension")
+                length = b1 & 0x7F
+                header = 6
+                if length == 126:
+                    header = 8
+                    if end - pos < header:
+                        break
+                    (length,) = _U16.unpack_from(buffer, pos + 2)
+                elif length == 127:
+                    header = 14
+                    if end - pos < header:
+                        break
+                    (length,) = _U64.unpack_from(buffer, pos + 2)
+                    if length >> 63:
+                        raise FrameError(1002, "frame length has the most significant bit set")
+                elif end - pos < header:
                     break
-                (length,) = _U64.unpack_from(buffer, pos + 2)
-                if length >> 63:
-                    raise FrameError(1002, "frame length has the most significant bit set")
-            elif end - pos < header:
-                break
-            opcode = b0 & 0x0F
-            mask = bytes(buffer[pos + header - 4 : pos + header])  # a copy: the header is overwritten
-            if opcode in _CONTROL_OPCODES:
-                if not b0 & 0x80:
-                    raise FrameError(1002, "fragmented control frame")
-                if length > 125:
-                    raise FrameError(1002, "control frame payload longer than 125 bytes")
-                if end - pos < header + length:
-                    break
-                payload_at = pos + header
-                payload = unmask(out[payload_at : payload_at + length], mask)
-                pos = payload_at + length
-                if written > run_start:
-                    items.append(out[run_start:written])
-                items.append(ControlFrame(opcode, payload))
-                run_start = written
-                continue
-            if opcode not in _DATA_OPCODES:
-                raise FrameError(1002, f"reserved opcode {opcode}")
-            if opcode == OP_CONTINUATION:
-                if not self._in_message:
-                    raise FrameError(1002, "continuation frame outside a fragmented message")
-            elif self._in_message:
-                raise FrameError(1002, "new data message before the previous one finished")
-            self._in_message = not b0 & 0x80
-            if length < 126:
-                buffer[written] = b0
-                buffer[written + 1] = length
-                written += 2
-            else:
-                rewritten = data_header(b0, length)
-                out[written : written + len(rewritten)] = rewritten
-                written += len(rewritten)
-            pos += header
-            if length and length <= end - pos:  # the whole payload is here: unmask it right away
-                xor_move(out, written, pos, length, mask)
-                written += length
-                pos += length
-            elif length:
-                self._remaining = length
-                self._mask = mask
-                self._offset = 0
+                opcode = b0 & 0x0F
+                mask = bytes(buffer[pos + header - 4 : pos + header])  # a copy: the header is overwritten
+                if opcode in _CONTROL_OPCODES:
+                    if not b0 & 0x80:
+                        raise FrameError(1002, "fragmented control frame")
+                    if length > 125:
+                        raise FrameError(1002, "control frame payload longer than 125 bytes")
+                    if end - pos < header + length:
+                        break
+                    payload_at = pos + header
+                    payload = unmask(out[payload_at : payload_at + length], mask)
+                    pos = payload_at + length
+                    if written > run_start:
+                        items.append(out[run_start:written])
+                    items.append(ControlFrame(opcode, payload))
+                    run_start = written
+                    continue
+                if opcode not in _DATA_OPCODES:
+                    raise FrameError(1002, f"reserved opcode {opcode}")
+                if opcode == OP_CONTINUATION:
+                    if not self._in_message:
+                        raise FrameError(1002, "continuation frame outside a fragmented message")
+                elif self._in_message:
+                    raise FrameError(1002, "new data message before the previous one finished")
+                self._in_message = not b0 & 0x80
+                if length < 126:
+                    buffer[written] = b0
+                    buffer[written + 1] = length
+                    written += 2
+                else:
+                    rewritten = data_header(b0, length)
+                    out[written : written + len(rewritten)] = rewritten
+                    written += len(rewritten)
+                pos += header
+                if length and length <= end - pos:  # the whole payload is here: unmask it right away
+                    xor_move(out, written, pos, length, mask)
+                    written += length
+                    pos += length
+                elif length:
+                    self._remaining = length
+                    self._mask = mask
+                    self._offset = 0
+        except FrameError as error:
+            # The frames before the broken one are whole and rewritten: they are the peer's, and go on.
+            if written > run_start:
+                items.append(out[run_start:written])
+            error.items = items
+            raise
         if pos < end:
             self._buffer = bytes(out[pos:end])
         if written > run_start:
