@@ -57,8 +57,8 @@ def resolve_dots(suffix: str) -> str | None:
     The local path it goes to starts with the exposed URL's path, so a C{..} (C{%2e%2e} too) that would
     climb above the hybrid connection gives C{None}: it would reach what was not exposed.
     """
-    if "." not in suffix and "%2e" not in suffix and "%2E" not in suffix:
-        return suffix
+    if "/." not in suffix and "/%2e" not in suffix and "/%2E" not in suffix:
+        return suffix  # a dot segment starts right after a slash: "/file.txt" has none
     kept: list[str] = []
     segments = suffix.split("/")[1:]
     for segment in segments:
