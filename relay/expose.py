@@ -37,8 +37,9 @@ from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
 # as HTTP requests past the listener's 256 slots do.
 MAX_WEBSOCKETS = 256
 _HOP_BY_HOP = HOP_BY_HOP | {"host"}
-# The body's framing on the local connection is this client's own.
-_REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect"}
+# The body's framing on the local connection is this client's own; X-Forwarded-Host is expose's to say
+# (a sender's own would come first, and frameworks that read the first value would believe it).
+_REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect", "x-forwarded-host"}
 # Headers of the sender's upgrade that the local WebSocket handshake makes anew, and hyco-ws's junk "0".
 _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 

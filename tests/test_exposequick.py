@@ -181,6 +181,17 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertIn(b"X-N: 5\r\n", sent)
         self.assertTrue(sent.endswith(b"\r\n\r\npayload"))
 
+    def test_forwarded_host_is_expose_s_own(self) -> None:
+        """A sender's own X-Forwarded-Host does not reach the local server: only the Host it used does."""
+        quick, general = self.both(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nk",
+            headers={"Host": "relay.example", "x-forwarded-host": "evil.example"},
+        )
+        for lane in (quick, general):
+            sent = lane.local.connections[-1][1].value()
+            self.assertIn(b"X-Forwarded-Host: relay.example\r\n", sent)
+            self.assertNotIn(b"evil.example", sent)
+
     def test_answer_at_the_control_channel_limit(self) -> None:
         """The largest body the control channel takes still goes on the lane."""
         body = b"x" * CONTROL_RESPONSE_LIMIT
