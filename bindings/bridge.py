@@ -214,7 +214,14 @@ class SoapBridge:
         headers = read_addressing(envelope)
         expects_reply = headers.reply_to == ANONYMOUS
         started = time.monotonic()
-        body, http_headers = self._outgoing(envelope)
+        try:
+            body, http_headers = self._outgoing(envelope)
+        except SoapError as e:
+            # What the backend's SOAP version cannot carry (a SOAP 1.2 header's mustUnderstand="yes", say):
+            # the caller's fault, answered now, not after the gateway's timeout.
+            self.log.info("{action} not forwarded: {error}", action=headers.action, error=str(e))
+            fault = Fault(FaultCode.SENDER, f"The message cannot be sent to the backend: {e}")
+            return self._fault(fault, headers.message_id) if expects_reply else None
         status: int | str = "-"
         size = 0
         try:

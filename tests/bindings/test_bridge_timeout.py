@@ -83,3 +83,32 @@ class BridgeTimeoutTests(SynchronousTestCase):
         assert reply is not None
         self.assertTrue(reply.is_fault)
         self.assertTrue(backend.responses[0].body.stopped)  # type: ignore[union-attr]
+
+
+class BridgeRefusalTests(SynchronousTestCase):
+    def test_header_the_backend_version_cannot_carry(self) -> None:
+        """An invalid mustUnderstand on the way to a SOAP 1.1 backend: a Sender fault at once, nothing sent."""
+        backend = Backend()
+        bridge = SoapBridge(
+            "http://backend.test/service",
+            parse_address("sb://relay.test/legacy"),
+            None,
+            reactor=Clock(),
+            agent=backend,  # type: ignore[arg-type]
+            soap_version=SoapVersion.SOAP11,
+        )
+        custom = etree.fromstring(
+            b'<x:Trace xmlns:x="urn:x" xmlns:e="http://www.w3.org/2003/05/soap-envelope" '
+            b'e:mustUnderstand="yes">t</x:Trace>'
+        )
+        headers = addressing_headers(
+            action="urn:calc/Add", message_id=new_message_id(), reply_to_anonymous=True
+        )
+        envelope = Envelope(
+            SoapVersion.SOAP12, (*headers, custom), (etree.fromstring(b'<c:Add xmlns:c="urn:calc"/>'),)
+        )
+        reply = self.successResultOf(Deferred.fromCoroutine(bridge._forward(envelope)))
+        assert reply is not None
+        self.assertTrue(reply.is_fault)
+        self.assertIn(b"mustUnderstand", reply.to_bytes())
+        self.assertEqual(backend.responses, [])
