@@ -116,6 +116,7 @@ class _Call:
     operation: Operation
     result: Deferred[Any]
     timer: IDelayedCall | None = None
+    protocol: Any = None  # the connection it was sent on: its loss fails the call
 
 
 @implementer(IChannelOwner)
@@ -156,7 +157,7 @@ class ChannelFactory:
         self._connecting: Deferred[SoapClientProtocol] | None = None
         self._waiting: list[Deferred[SoapClientProtocol]] = []
         self._calls: dict[str, _Call] = {}
-        self._closing: Deferred[None] | None = None
+        self._closings: dict[SoapClientProtocol, Deferred[None]] = {}  # by connection being closed
 
     def create_channel(self) -> Any:
         """A proxy that provides the contract interface."""
@@ -180,8 +181,9 @@ class ChannelFactory:
         if protocol is None:
             return succeed(None)
         protocol.close_with(1000, "channel closing")
-        self._closing = Deferred()
-        return self._closing
+        closing: Deferred[None] = Deferred()
+        self._closings[protocol] = closing
+        return closing
 
     def _connection(self) -> Deferred[SoapClientProtocol]:
         if self._protocol is not None and self._protocol.state == self._protocol.STATE_OPEN:
@@ -243,6 +245,7 @@ class ChannelFactory:
         def send(protocol: SoapClientProtocol) -> None:
             if result.called:
                 return
+            entry.protocol = protocol
             self._calls[message_id] = entry
             entry.timer = self.clock.callLater(self.timeout, self._timed_out, message_id)
             # Back-pressure: while the socket's buffer is full (the gateway stopped reading it because the
@@ -319,13 +322,18 @@ class ChannelFactory:
         self._settle(headers.relates_to or "", outcome)
 
     def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
-        """Fail every call still waiting; the next call reconnects."""
-        if self._protocol is not None and protocol is not self._protocol:
-            return  # an attempt close() abandoned; its calls never existed
-        self._protocol = None
-        for message_id in list(self._calls):
-            self._settle(message_id, Failure(ChannelClosedError(f"closed with {code}: {reason}")))
-        closing, self._closing = self._closing, None
+        """
+        Fail every call still waiting on this connection; the next call reconnects.
+
+        A call made while a closed connection is still closing goes on a new one: each connection's
+        loss settles only its own calls and its own L{close}.
+        """
+        if protocol is self._protocol:
+            self._protocol = None
+        for message_id, entry in list(self._calls.items()):
+            if entry.protocol is protocol:
+                self._settle(message_id, Failure(ChannelClosedError(f"closed with {code}: {reason}")))
+        closing = self._closings.pop(protocol, None)
         if closing is not None:
             closing.callback(None)
 

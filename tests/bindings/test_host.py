@@ -352,6 +352,25 @@ class HostOnGatewayTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual(self.successResultOf(again), 2)
 
+    def test_call_again_before_the_close_completes(self) -> None:
+        """
+        A call made while the closed connection is still closing goes on a new one, and the old one's loss
+        still fails its own calls and fires L{close}'s Deferred (they waited for their timeout before).
+        """
+        service = Calculator()
+        service.hold = True
+        self.opened(self.host(service))
+        factory, calc = self.channel()
+        waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.net.flush()
+        closing = factory.close()
+        service.hold = False
+        again = calc.Add(1, 1)  # type: ignore[attr-defined]  # before the closing handshake ends
+        self.net.flush()
+        self.successResultOf(closing)
+        self.failureResultOf(waiting, ChannelClosedError)
+        self.assertEqual(self.successResultOf(again), 2)
+
     def test_close_while_connecting(self) -> None:
         """Closing a factory whose connection is still opening fails the waiting call and drops the socket."""
         self.opened(self.host())
