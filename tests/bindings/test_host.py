@@ -354,8 +354,10 @@ class HostOnGatewayTests(BindingsTestCase):
 
     def test_call_again_before_the_close_completes(self) -> None:
         """
-        A call made while the closed connection is still closing goes on a new one, and the old one's loss
-        still fails its own calls and fires L{close}'s Deferred (they waited for their timeout before).
+        A call made before the closing handshake ends goes on a new connection.
+
+        The old connection's loss still fails its own calls and fires L{close}'s Deferred (they waited
+        for their timeout before).
         """
         service = Calculator()
         service.hold = True
