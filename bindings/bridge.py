@@ -119,7 +119,7 @@ class SoapBridge:
 
             reactor = global_reactor
         self.backend_url = backend_url
-        self.wsdl_url = wsdl_url or f"{backend_url}?wsdl"
+        self.wsdl_url = wsdl_url or backend_url + ("&wsdl" if "?" in backend_url else "?wsdl")
         self.address = address
         self.credentials = credentials
         self.clock: IReactorTime = reactor

@@ -112,3 +112,14 @@ class BridgeRefusalTests(SynchronousTestCase):
         self.assertTrue(reply.is_fault)
         self.assertIn(b"mustUnderstand", reply.to_bytes())
         self.assertEqual(backend.responses, [])
+
+
+class BridgeWsdlUrlTests(SynchronousTestCase):
+    def test_default_wsdl_url(self) -> None:
+        """The contract is fetched at URL?wsdl, or URL&wsdl when the URL has a query of its own."""
+        for backend, expected in (
+            ("http://backend.test/service", "http://backend.test/service?wsdl"),
+            ("http://backend.test/service.asmx?v=2", "http://backend.test/service.asmx?v=2&wsdl"),
+        ):
+            bridge = SoapBridge(backend, parse_address("sb://relay.test/legacy"), None, reactor=Clock())
+            self.assertEqual(bridge.wsdl_url, expected)
