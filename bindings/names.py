@@ -40,7 +40,7 @@ from relay.auth import Grant, Rights, validate_any
 from relay.entities import Entity, EntityMatch, EntityNameError, Namespace, split_name
 from relay.errors import ErrorKind
 from relay.listeners import IListenerChooser, ListenerRegistry, QuotaExceeded
-from relay.store import EntityConflict, IGatewayStore
+from relay.store import EntityConflict, EntityQuotaExceeded, IGatewayStore
 
 Router = OneWayRouter | RequestReplyRouter | MulticastRouter
 _URL_CACHE_SIZE = 20_000
@@ -413,6 +413,8 @@ class NameTable:
             )
         except EntityConflict as e:
             raise RelayFaultError(RelayFault.NO_SUCH_ENTITY, str(e)) from None
+        except EntityQuotaExceeded as e:
+            raise RelayFaultError(RelayFault.QUOTA_EXCEEDED, str(e)) from None
         self.log.info(
             "created dynamic {kind} name {entity} in {namespace} for its first listener",
             kind=policy.kind,

@@ -194,6 +194,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "http_max_buffered_body": (67108864.0, 65536.0, 1073741824.0),
     "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
     "metrics_max_entities": (1000.0, 1.0, 100000.0),  # entity label values per metric; more: "_other"
+    "max_entities_per_namespace": (10000.0, 1.0, 1000000.0),  # dynamic names and HCs refused beyond it
 }
 INTEGER_LIMITS = frozenset(
     {
@@ -205,6 +206,7 @@ INTEGER_LIMITS = frozenset(
         "native_splice",
         "http_lean_channel",
         "metrics_max_entities",
+        "max_entities_per_namespace",
     }
 )
 """Limits that count bytes or things (or switch): a fraction is a mistake, not something to round."""

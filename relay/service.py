@@ -222,7 +222,7 @@ class GatewayService(MultiService):
                     exposed=exposed,
                 )
             namespaces.append(development_namespace(self.development_key))
-        self.store = MemoryGatewayStore(namespaces)
+        self.store = MemoryGatewayStore(namespaces, max_entities=int(limits["max_entities_per_namespace"]))
         self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)
         self.metrics = Registry(max_entities=int(limits["metrics_max_entities"]))
         self.metrics.reserve(e.name for n in self.store.namespaces() for e in self.store.entities(n))

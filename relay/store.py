@@ -19,6 +19,14 @@ class EntityConflict(ValueError):
     """A name is already taken by an entity of another kind."""
 
 
+class EntityQuotaExceeded(ValueError):
+    """A namespace already holds as many entities as it may: no dynamic one is added."""
+
+
+DEFAULT_MAX_ENTITIES = 10_000
+"""Entities per namespace (both specs' default): dynamic ones are refused beyond it."""
+
+
 class IGatewayStore(Interface):
     """Where namespaces and entity definitions live."""
 
@@ -42,6 +50,7 @@ class IGatewayStore(Interface):
         Add an entity, or return the existing one of the same kind and name.
 
         @raise EntityConflict: when the name belongs to an entity of another kind.
+        @raise EntityQuotaExceeded: for a dynamic entity, when the namespace is full.
         """
 
     def remove(namespace: Namespace, name: str) -> Entity | None:
@@ -56,7 +65,13 @@ class MemoryGatewayStore:
     Host lookup is exact (case-insensitive) first, then the wildcard namespace, if any.
     """
 
-    def __init__(self, namespaces: Iterable[tuple[Namespace, Iterable[Entity]]] = ()) -> None:
+    def __init__(
+        self,
+        namespaces: Iterable[tuple[Namespace, Iterable[Entity]]] = (),
+        *,
+        max_entities: int = DEFAULT_MAX_ENTITIES,
+    ) -> None:
+        self.max_entities = max_entities  # per namespace; configured entities may go past it, dynamic not
         self._namespaces: dict[str, Namespace] = {}
         self._by_host: dict[str, Namespace] = {}
         self._wildcard: Namespace | None = None
@@ -118,6 +133,10 @@ class MemoryGatewayStore:
             if existing.kind != entity.kind:
                 raise EntityConflict(f"{entity.name!r} is already a {existing.kind} entity")
             return existing
+        if entity.dynamic and len(table) >= self.max_entities:
+            raise EntityQuotaExceeded(
+                f"Quota exceeded: namespace {namespace.name!r} holds {self.max_entities} entities"
+            )
         table[entity.key] = entity
         return entity
 

@@ -146,6 +146,22 @@ class RouterTests(SynchronousTestCase):
             admission.entity,
         )
 
+    def test_auto_create_within_the_namespace_quota(self) -> None:
+        """Past the namespace's entity quota the first listener of a new name is refused: 403, nothing added."""
+        self.store.max_entities = 2
+        for name in ("first", "second"):
+            self.admit(f"/{name}", [token(name, "any.host")], Rights.LISTEN, "any.host")
+        self.assertRefused(
+            ErrorKind.QUOTA_EXCEEDED,
+            self.admit,
+            "/third",
+            [token("third", "any.host")],
+            Rights.LISTEN,
+            "any.host",
+        )
+        self.assertIsNone(self.store.get(AUTO, "third"))
+        self.admit("/first", [token("first", "any.host")], Rights.LISTEN, "any.host")  # existing ones: fine
+
     def test_refused_listener_creates_nothing(self) -> None:
         """In an auto-create namespace a listener without a valid token is refused and leaves no entity."""
         host = "any.host"

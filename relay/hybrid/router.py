@@ -34,7 +34,7 @@ from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.messages import Accept, RemoteEndpoint
 from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
 from relay.listeners import ListenerRegistry, QuotaExceeded
-from relay.store import EntityConflict, IGatewayStore
+from relay.store import EntityConflict, EntityQuotaExceeded, IGatewayStore
 
 CLIENT_CLOSED_REQUEST = 499
 """The status a sender that hung up while it waited is counted with (nginx's "client closed request")."""
@@ -169,6 +169,8 @@ class HybridConnectionRouter:
             entity = self.store.add(namespace, candidate)
         except EntityConflict:
             return None
+        except EntityQuotaExceeded as e:
+            raise RelayError(ErrorKind.QUOTA_EXCEEDED, str(e)) from None
         self.log.info(
             "created hybrid connection {entity} in {namespace} for its first listener",
             entity=entity.name,

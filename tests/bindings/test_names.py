@@ -177,6 +177,15 @@ class NameTableTests(SynchronousTestCase):
         self.assertIsNone(self.store.get(self.namespace, "rooms/red"))
         self.assertEqual(self.names.listings(self.namespace, "rooms"), [])
 
+    def test_dynamic_names_within_the_namespace_quota(self) -> None:
+        """Past the namespace's entity quota a new dynamic name is refused with QuotaExceeded."""
+        self.store.max_entities = len(self.store.entities(self.namespace)) + 1
+        self.names.register(self.namespace, "rooms/red", policy(MULTICAST, None), FakeConnection("a"))
+        with self.assertRaises(RelayFaultError) as refused:
+            self.names.register(self.namespace, "rooms/blue", policy(MULTICAST, None), FakeConnection("b"))
+        self.assertEqual(refused.exception.kind, RelayFault.QUOTA_EXCEEDED)
+        self.assertIsNone(self.store.get(self.namespace, "rooms/blue"))
+
     def test_no_dynamic_names(self) -> None:
         """Without auto_create unknown names are refused."""
         closed = Namespace("closed", ("closed.example",))
