@@ -82,12 +82,20 @@ class MulticastRouter:
         count = 0
         for connection, outlet in list(self._outlets.items()):
             was_closed = outlet.closed
-            if outlet.offer_or_drop(message):
+            try:
+                taken = outlet.offer_or_drop(message)
+            except Exception:  # one subscriber's failure is not the others'
+                self.log.failure(
+                    "a copy for subscriber {listener_id} failed", listener_id=connection.listener_id
+                )
+                continue
+            if taken:
                 count += 1
-            else:
+            elif outlet.closed:
                 self._outlets.pop(connection, None)
                 if not was_closed:  # it overflowed: dropped for being too slow
                     self.slow_disconnects.value += 1
+            # else its socket is closing: no copy, not counted; it leaves the router with its close
         if not self.trace:
             return succeed(count)
         self.log.debug(

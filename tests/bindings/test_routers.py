@@ -99,6 +99,29 @@ class MulticastRouterTests(SynchronousTestCase):
         for s in subscribers:
             self.assertEqual(s.sent, [message(i).payload for i in range(100)])
 
+    def test_one_failing_subscriber(self) -> None:
+        """A subscriber whose write raises gets no copy and is not counted; the others still get theirs."""
+
+        class Broken(FakeConnection):
+            def send_envelope(self, payload: bytes) -> bool:
+                raise RuntimeError("socket exploded")
+
+        first, broken, last = FakeConnection("a"), Broken("bad"), FakeConnection("c")
+        for subscriber in (first, broken, last):
+            self.router.subscribe(subscriber)
+        self.assertEqual(self.successResultOf(self.router.publish(message(1))), 2)
+        self.assertEqual((first.sent, last.sent), ([message(1).payload], [message(1).payload]))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_closing_subscriber_not_counted_nor_slow(self) -> None:
+        """A subscriber whose socket is closing gets no copy, is not counted, and is no slow disconnect."""
+        closing, live = FakeConnection("closing"), FakeConnection("live")
+        for subscriber in (closing, live):
+            self.router.subscribe(subscriber)
+        closing.closed = (1000, "bye")  # the fake writes nothing once closed, as a closing socket
+        self.assertEqual(self.successResultOf(self.router.publish(message(1))), 1)
+        self.assertEqual(self.router.slow_disconnects.value, 0)
+
     def test_membership_changes(self) -> None:
         """A late subscriber sees only later messages; one that left sees nothing more."""
         early, late = FakeConnection("early"), FakeConnection("late")
