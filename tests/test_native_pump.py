@@ -306,6 +306,36 @@ class NativeSplicesTests(SynchronousTestCase):
             reactor.advance(0.5)  # less than the counting interval: the counting call never comes due
         self.assertEqual(collects[0], 3)
 
+    def test_close_keeps_taken_pairs_in_python(self) -> None:
+        """
+        Pairs taken back by L{NativeSplices.close} may not go back on the thread it is stopping.
+
+        A taken-back splice hands itself over again when steady; it used to land on the stopping thread,
+        and nothing read its sockets any more.
+        """
+        reactor = MemoryReactorClock()
+        native = NativeSplices(reactor, 65536)
+        refused: list[OSError] = []
+
+        class Resuming(_Pair):
+            def native_ejected(self) -> None:
+                fds = self.fds
+                self.native.take(self.handle)
+                try:  # steady again: hand over, as Splice._take_back does
+                    self.handle = self.native.add(self, fds, (FRESH, FRESH))
+                except OSError as e:
+                    refused.append(e)
+
+        pair = Resuming(native, fail=False)
+        ends = [socket.socketpair(), socket.socketpair()]
+        for sock in (*ends[0], *ends[1]):
+            self.addCleanup(sock.close)
+        pair.fds = (ends[0][1].fileno(), ends[1][1].fileno())
+        pair.handle = native.add(pair, pair.fds, (FRESH, FRESH))
+        native.close()
+        self.assertEqual(len(native), 0)
+        self.assertEqual(len(refused), 1)
+
 
 class GenerationTests(SynchronousTestCase):
     """A slot's generation stays within 31 bits: epoll's data is the handle shifted left by one."""

@@ -14,6 +14,7 @@ and every pair is relayed in Python.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -126,6 +127,7 @@ class NativeSplices:
         self._reader: _EjectedReader | None = None
         self._counting = LoopingCall(self.count)
         self._counting.clock = reactor
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -144,7 +146,14 @@ class NativeSplices:
             self._reactor.addReader(self._reader)
 
     def add(self, pair: NativePair, fds: tuple[int, int], states: tuple[RewriterState, RewriterState]) -> int:
-        """Let the thread relay between the two sockets; the handle names the pair to L{take}."""
+        """
+        Let the thread relay between the two sockets; the handle names the pair to L{take}.
+
+        @raise OSError: the thread refused the sockets, or it has stopped (L{close}): the pair stays in
+            Python.
+        """
+        if self._closed:
+            raise OSError(errno.ESHUTDOWN, "the native thread has stopped")
         self.prepare()
         handle: int = self._pump.add(fds[0], fds[1], states[0], states[1])
         self._pairs[handle] = pair
@@ -182,8 +191,10 @@ class NativeSplices:
         """
         Stop the thread (the gateway stopped): pairs it still relays are taken back first.
 
-        After a stop every pair has been shut down, which takes it back, so normally there are none.
+        After a stop every pair has been shut down, which takes it back, so normally there are none. A pair
+        taken back here stays in Python: L{add} refuses it from now on.
         """
+        self._closed = True
         for pair in list(self._pairs.values()):
             pair.native_ejected()
         if self._counting.running:
