@@ -25,7 +25,7 @@ MAX_TTL = 36525 * 86400
 
 
 class CommandError(Exception):
-    """A failure to report on stderr with exit status 1."""
+    """A failure to report on stderr with exit status 1 (with no message: it was reported already)."""
 
 
 def _number(text: str) -> float:
@@ -189,7 +189,7 @@ def cmd_expose(args: argparse.Namespace) -> None:
     except ExposeError as e:
         raise CommandError(str(e)) from None
     if status:
-        raise CommandError("stopped")
+        raise CommandError("")  # why (refused, given up) is already on stderr, in one line
 
 
 def cmd_soap_bridge(args: argparse.Namespace) -> None:
@@ -337,7 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         output = run(args)
     except CommandError as e:
-        print(f"relay {args.command}: {e}", file=sys.stderr)
+        if str(e):
+            print(f"relay {args.command}: {e}", file=sys.stderr)
         return 1
     if output is not None:
         print(output)

@@ -82,9 +82,14 @@ def local_base(url: str) -> str:
 
     @raise ExposeError: unless it is an absolute C{http://} or C{https://} URL without query.
     """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ExposeError(f"the local URL must be http://HOST[:PORT][/PATH] or https://..., not {url!r}")
+    usage = f"the local URL must be http://HOST[:PORT][/PATH] or https://..., not {url!r}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises here
+    except ValueError:  # a bad port, an unclosed IPv6 bracket
+        raise ExposeError(usage) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ExposeError(usage)
     if parts.query or parts.fragment:
         raise ExposeError("the local URL must not have a query or fragment")
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"

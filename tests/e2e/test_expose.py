@@ -347,11 +347,20 @@ class ExposeTests(TestCase):
     async def test_usage_errors(self) -> None:
         """Unix habits: a bad URL or refused credentials exit 1 with one line on stderr; no string, usage error."""
         gateway = await start_gateway(self, CONFIG)
-        bad_url = await self.expose(gateway, "ftp://nowhere")
-        self.assertEqual(await bad_url.ended(), 1)
-        self.assertIn("the local URL must be", bad_url.stderr)
+        for url in (
+            "ftp://nowhere",
+            "http://127.0.0.1:99999",
+            "http://127.0.0.1:abc",
+            "http://[::1",
+            "http://:80",
+        ):
+            bad_url = await self.expose(gateway, url)
+            self.assertEqual(await bad_url.ended(), 1, url)
+            self.assertEqual(bad_url.stderr.count("the local URL must be"), 1, bad_url.stderr)
+            self.assertNotIn("Traceback", bad_url.stderr)
         wrong_key = gateway.connection_string.replace("SharedAccessKey=", "SharedAccessKey=x")
         refused = await self.expose(wrong_key, "http://127.0.0.1:9")
         self.assertEqual(await refused.ended(), 1)
         self.assertIn("refused the listener: 401", refused.stderr)
+        self.assertNotIn("relay expose: stopped", refused.stderr)  # the refusal is the one line that says why
         self.assertEqual(signal.SIGTERM, 15)
