@@ -98,19 +98,31 @@ HAND_OVER: Final = -1
 """L{read_frame}: leave everything from the offset on to the general parser (large or over the limit)."""
 
 
-def frame_size(buffer: bytes, offset: int) -> int:
-    """The bytes the frame at C{offset} takes in all (header, key, payload); 0 while its header is not all there."""
+def _extent(buffer: bytes, offset: int) -> tuple[int, int] | None:
+    """
+    Where the frame at C{offset} has its masking key (or payload), and its payload length.
+
+    C{None} while its header (the length's extension included) is not all there.
+    """
     available = len(buffer) - offset
     if available < 2:
+        return None
+    length = buffer[offset + 1] & 0x7F
+    if length < 126:
+        return offset + 2, length
+    header = 4 if length == 126 else 10
+    if available < header:
+        return None
+    return offset + header, int.from_bytes(buffer[offset + 2 : offset + header], "big")
+
+
+def frame_size(buffer: bytes, offset: int) -> int:
+    """The bytes the frame at C{offset} takes in all (header, key, payload); 0 while its header is not all there."""
+    extent = _extent(buffer, offset)
+    if extent is None:
         return 0
-    second = buffer[offset + 1]
-    length, header = second & 0x7F, 2
-    if length >= 126:
-        header = 4 if length == 126 else 10
-        if available < header:
-            return 0
-        length = int.from_bytes(buffer[offset + 2 : offset + header], "big")
-    return header + (4 if second & _MASKED else 0) + length
+    start, length = extent
+    return start - offset + (4 if buffer[offset + 1] & _MASKED else 0) + length
 
 
 def read_frame(
@@ -130,26 +142,14 @@ def read_frame(
         C{payload} is the unmasked payload of a simple frame (its first byte tells text from binary), or
         C{None} when the frame C{buffer[offset:end]} must go to the general parser.
     """
-    available = len(buffer) - offset
-    if available < 2:
+    extent = _extent(buffer, offset)
+    if extent is None:
         return INCOMPLETE, None
+    start, length = extent
+    # a length not in its shortest encoding, which RFC 6455 requires: Autobahn fails the connection
+    if (start - offset == 4 and length < 126) or (start - offset == 10 and length <= 0xFFFF):
+        return HAND_OVER, None
     first, second = buffer[offset], buffer[offset + 1]
-    length = second & 0x7F
-    start = offset + 2
-    if length == 126:
-        if available < 4:
-            return INCOMPLETE, None
-        length = int.from_bytes(buffer[offset + 2 : offset + 4], "big")
-        if length < 126:  # not the shortest encoding, which RFC 6455 requires: Autobahn fails it
-            return HAND_OVER, None
-        start = offset + 4
-    elif length == 127:
-        if available < 10:
-            return INCOMPLETE, None
-        length = int.from_bytes(buffer[offset + 2 : offset + 10], "big")
-        if length <= 0xFFFF:
-            return HAND_OVER, None
-        start = offset + 10
     if length > FAST_PAYLOAD_LIMIT or length > max_payload:
         return HAND_OVER, None
     has_mask = bool(second & _MASKED)
