@@ -51,10 +51,16 @@ class RequestTarget:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
+def reserved_name(pair: str) -> str | None:
+    """The name of a raw C{name=value} pair reserved for the relay (percent-decoded, lower case), else C{None}."""
+    raw_name, eq, _ = pair.partition("=")
+    name = unquote(raw_name).lower() if eq else ""
+    return name if name.startswith(RESERVED_PREFIX) else None
+
+
 def is_reserved(pair: str) -> bool:
     """Tell whether a raw C{name=value} pair is reserved for the relay."""
-    name, eq, _ = pair.partition("=")
-    return bool(eq) and unquote(name).lower().startswith(RESERVED_PREFIX)
+    return reserved_name(pair) is not None
 
 
 def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -> RequestTarget:
@@ -72,14 +78,13 @@ def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -
     params: dict[str, str] = {}
     if query:
         for pair in query.split("&"):
-            raw_name, eq, raw_value = pair.partition("=")
-            name = unquote(raw_name).lower() if eq else ""
-            if name.startswith(RESERVED_PREFIX):  # as is_reserved(pair), without reading the pair twice
+            name = reserved_name(pair)
+            if name is not None:
                 if name in params:
                     if name == RESERVED_PREFIX + "action":
                         raise AddressError("sb-hc-action is given more than once")
                     continue
-                params[name] = unquote_plus(raw_value)
+                params[name] = unquote_plus(pair.partition("=")[2])
             else:
                 kept.append(pair)
     passed = "&".join(kept)
@@ -100,10 +105,8 @@ def hide_reserved_values(raw_target: bytes) -> bytes:
     pairs = query.split(b"&")
     hidden = False
     for index, pair in enumerate(pairs):
-        raw_name, eq, _ = pair.partition(b"=")
-        name = unquote(raw_name.decode("latin-1")).lower()
-        if eq and name.startswith(RESERVED_PREFIX) and name != RESERVED_PREFIX + "action":
-            pairs[index] = raw_name + b"=(hidden)"
+        if reserved_name(pair.decode("latin-1")) not in (None, RESERVED_PREFIX + "action"):
+            pairs[index] = pair.partition(b"=")[0] + b"=(hidden)"
             hidden = True
     return path + b"?" + b"&".join(pairs) if hidden else raw_target
 
