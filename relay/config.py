@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from relay.auth import Rights, SharedAccessRule
 from relay.entities import (
     HYBRID_CONNECTION,
+    MAX_ENTITIES_PER_NAMESPACE,
     RESERVED_FIRST_SEGMENTS,
     Entity,
     EntityNameError,
@@ -194,7 +195,11 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     "http_max_buffered_body": (67108864.0, 65536.0, 1073741824.0),
     "trace_messages": (0.0, 0.0, 1.0),  # 1: the SOAP bindings log every routed message (debug)
     "metrics_max_entities": (1000.0, 1.0, 100000.0),  # entity label values per metric; more: "_other"
-    "max_entities_per_namespace": (10000.0, 1.0, 1000000.0),  # dynamic names and HCs refused beyond it
+    "max_entities_per_namespace": (
+        float(MAX_ENTITIES_PER_NAMESPACE),
+        1.0,
+        1000000.0,
+    ),  # dynamic ones refused past it
 }
 INTEGER_LIMITS = frozenset(
     {

@@ -20,6 +20,8 @@ HYBRID_CONNECTION = "hybrid_connection"
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")  # fullmatch: "$" would let a final "\n" through
 MAX_NAME_LENGTH = 260
+MAX_ENTITIES_PER_NAMESPACE = 10_000
+"""Entities a namespace may hold (both specs' default): dynamic ones are refused past it (L{relay.store})."""
 MAX_NAME_SEGMENTS = 16
 """Segments a name may have: a request path is matched against names of up to this many (L{match_entity})."""
 RESERVED_FIRST_SEGMENTS = frozenset({"$hc", "$wcf", "$admin", "$metrics"})

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from zope.interface import Interface, implementer
 
-from relay.entities import Entity, EntityMatch, Namespace, match_entity
+from relay.entities import MAX_ENTITIES_PER_NAMESPACE, Entity, EntityMatch, Namespace, match_entity
 
 
 class EntityConflict(ValueError):
@@ -21,10 +21,6 @@ class EntityConflict(ValueError):
 
 class EntityQuotaExceeded(ValueError):
     """A namespace already holds as many entities as it may: no dynamic one is added."""
-
-
-DEFAULT_MAX_ENTITIES = 10_000
-"""Entities per namespace (both specs' default): dynamic ones are refused beyond it."""
 
 
 class IGatewayStore(Interface):
@@ -69,7 +65,7 @@ class MemoryGatewayStore:
         self,
         namespaces: Iterable[tuple[Namespace, Iterable[Entity]]] = (),
         *,
-        max_entities: int = DEFAULT_MAX_ENTITIES,
+        max_entities: int = MAX_ENTITIES_PER_NAMESPACE,
     ) -> None:
         self.max_entities = max_entities  # per namespace; configured entities may go past it, dynamic not
         self._namespaces: dict[str, Namespace] = {}
