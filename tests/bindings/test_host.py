@@ -335,15 +335,21 @@ class HostOnGatewayTests(BindingsTestCase):
         service.held[0][0].callback(3)  # the late reply is dropped by the gateway
         self.net.flush()
 
-    def test_channel_closed(self) -> None:
-        """Calls waiting when the connection closes fail with ChannelClosedError; the next call reconnects."""
+    def closing_with_a_call_waiting(
+        self,
+    ) -> tuple[Calculator, Any, defer.Deferred[Any], defer.Deferred[None]]:
+        """A call the service holds, then C{close()}: the service, the channel, the call and the close."""
         service = Calculator()
         service.hold = True
         self.opened(self.host(service))
         factory, calc = self.channel()
         waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
         self.net.flush()
-        closing = factory.close()
+        return service, calc, waiting, factory.close()
+
+    def test_channel_closed(self) -> None:
+        """Calls waiting when the connection closes fail with ChannelClosedError; the next call reconnects."""
+        service, calc, waiting, closing = self.closing_with_a_call_waiting()
         self.net.flush()
         self.successResultOf(closing)
         self.failureResultOf(waiting, ChannelClosedError)
@@ -359,15 +365,9 @@ class HostOnGatewayTests(BindingsTestCase):
         The old connection's loss still fails its own calls and fires L{close}'s Deferred (they waited
         for their timeout before).
         """
-        service = Calculator()
-        service.hold = True
-        self.opened(self.host(service))
-        factory, calc = self.channel()
-        waiting = calc.Add(1, 2)  # type: ignore[attr-defined]
-        self.net.flush()
-        closing = factory.close()
+        service, calc, waiting, closing = self.closing_with_a_call_waiting()
         service.hold = False
-        again = calc.Add(1, 1)  # type: ignore[attr-defined]  # before the closing handshake ends
+        again = calc.Add(1, 1)  # before the closing handshake ends
         self.net.flush()
         self.successResultOf(closing)
         self.failureResultOf(waiting, ChannelClosedError)
