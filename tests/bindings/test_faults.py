@@ -267,7 +267,10 @@ class StatusTests(SynchronousTestCase):
 
 
 _names = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,10}", fullmatch=True)
-_reason = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=40)
+_reason = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"),
+    max_size=40,
+)
 
 
 class PropertyTests(SynchronousTestCase):
