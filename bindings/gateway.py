@@ -31,6 +31,7 @@ from bindings.outlet import RoutedMessage
 from bindings.requestreply import Reply
 from bindings.settings import BINDING_KINDS
 from bindings.wcf import WcfFactory, WcfResource
+from relay.connectionquota import NamespaceConnections
 from relay.listeners import IListenerChooser, ListenerRegistry
 from relay.metrics import Registry
 from relay.store import IGatewayStore
@@ -71,6 +72,10 @@ class GatewayHost(Protocol):
         """The gateway's metrics registry (shared with hybrid connections)."""
 
     @property
+    def connections(self) -> NamespaceConnections:
+        """The gateway's count of open connections per namespace (shared with hybrid connections)."""
+
+    @property
     def drain_sources(self) -> list[Callable[[], int]]:
         """Counts of work under way that a stopping gateway waits for while it drains."""
 
@@ -97,8 +102,10 @@ class BindingsGateway:
         limits: Mapping[str, float],
         registry: ListenerRegistry[Any] | None = None,
         metrics: Registry | None = None,
+        connections: NamespaceConnections | None = None,
     ) -> None:
         self.trace = bool(limits.get("trace_messages", 0))
+        self.connections = connections if connections is not None else NamespaceConnections()
         self.instruments = BindingInstruments(metrics)
         self.names = NameTable(
             store, clock, chooser, public_base, registry, trace=self.trace, instruments=self.instruments
@@ -184,6 +191,7 @@ def install(service: GatewayHost) -> None:
         service.settings.limits,
         service.registry,
         service.metrics,
+        service.connections,
     )
     service.root.register_prefix("$wcf", gateway.websocket_resource)
     for kind in BINDING_KINDS:

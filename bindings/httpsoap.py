@@ -54,6 +54,7 @@ from bindings.soap import (
 )
 from bindings.wsdl import rewrite_addresses
 from relay.auth import Grant, Rights
+from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.entities import Entity, EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError
 from relay.resource import ErrorResource, request_host, tracking_id_of
@@ -72,6 +73,12 @@ def _header(request: IRequest, name: bytes) -> str | None:
 
 def _is_sas(authorization: str | None) -> bool:
     return authorization is not None and authorization.strip().lower().startswith(SAS_SCHEME.lower())
+
+
+def _released(result: Any, lease: ConnectionLease) -> Any:
+    """Give a finished call's lease back; the result (or failure) goes on."""
+    lease.release()
+    return result
 
 
 def _write(request: IRequest, status: int, body: bytes, content_type: str | None) -> None:
@@ -303,8 +310,15 @@ class _SoapCall:
                 names=",".join(prepared.duplicates),
             )
         self.message_id, self.action = prepared.message_id, prepared.action
-        result = gateway.deliver(bound, prepared, tracking_id)
+        try:
+            lease = gateway.connections.take(endpoint.namespace.name)
+        except ConnectionQuotaExceeded as e:
+            return endpoint._fault(
+                request, RelayFault.QUOTA_EXCEEDED, e.message, self.version, prepared.message_id
+            )
         finished: Deferred[None] = request.notifyFinish()  # type: ignore[attr-defined]
+        finished.addBoth(_released, lease)  # the call counts against its namespace until it is answered
+        result = gateway.deliver(bound, prepared, tracking_id)
         finished.addErrback(self._sender_gone, result)
         # a failure in _answer (an unusable reply) is answered by _failed too: the caller never hangs
         result.addCallback(self._answer, bound).addErrback(self._failed)

@@ -33,6 +33,7 @@ from bindings.settings import (
 from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
+from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
 from relay.logbudget import LogBudget
@@ -200,6 +201,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         super().__init__()
         self.tracking_id = ""
         self.role: ListenerRole | SenderRole | None = None
+        self.connection_lease: ConnectionLease | None = None  # on the namespace's connections
         self.host = ""
         self._reader = FastMessageReader(self, masked=True)
         self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
@@ -236,6 +238,12 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
                 raise self._refuse(400, "Missing or unknown sb-wcf-action", target.action, target.path)
         except RelayFaultError as e:
             raise self._refuse(e.kind.status, e.message, target.action, target.path) from None
+        try:
+            self.connection_lease = self.factory.gateway.connections.take(self.role.namespace.name)
+        except ConnectionQuotaExceeded as e:
+            self.role = None
+            status = RelayFault.QUOTA_EXCEEDED.status
+            raise self._refuse(status, e.message, target.action, target.path) from None
         self.maxMessagePayloadSize = self.role.frame_cap
         return SUBPROTOCOL
 
@@ -405,7 +413,10 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
 
     @override
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
-        """Forget the connection."""
+        """Forget the connection; it no longer counts against its namespace."""
+        lease, self.connection_lease = self.connection_lease, None
+        if lease is not None:
+            lease.release()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.auth import Rights, SharedAccessRule
+from relay.connectionquota import MAX_CONNECTIONS_PER_NAMESPACE
 from relay.entities import (
     HYBRID_CONNECTION,
     MAX_ENTITIES_PER_NAMESPACE,
@@ -200,6 +201,11 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
         1.0,
         1000000.0,
     ),  # dynamic ones refused past it
+    "max_connections_per_namespace": (
+        float(MAX_CONNECTIONS_PER_NAMESPACE),
+        1.0,
+        10000000.0,
+    ),  # listeners, senders and relayed HTTP requests open at once; more are refused (403, QuotaExceeded)
 }
 INTEGER_LIMITS = frozenset(
     {
@@ -212,6 +218,7 @@ INTEGER_LIMITS = frozenset(
         "http_lean_channel",
         "metrics_max_entities",
         "max_entities_per_namespace",
+        "max_connections_per_namespace",
     }
 )
 """Limits that count bytes or things (or switch): a fraction is a mistake, not something to round."""

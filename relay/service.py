@@ -30,6 +30,7 @@ from typing_extensions import override
 from relay.admin import admin_site
 from relay.auth import Rights, SharedAccessRule
 from relay.config import GatewayConfig, default_limits
+from relay.connectionquota import NamespaceConnections
 from relay.connstr import ConnectionString
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
@@ -224,6 +225,7 @@ class GatewayService(MultiService):
             namespaces.append(development_namespace(self.development_key))
         self.store = MemoryGatewayStore(namespaces, max_entities=int(limits["max_entities_per_namespace"]))
         self.registry: ListenerRegistry[IListenerChannel] = ListenerRegistry(chooser)
+        self.connections = NamespaceConnections(int(limits["max_connections_per_namespace"]))
         self.metrics = Registry(max_entities=int(limits["metrics_max_entities"]))
         self.metrics.reserve(e.name for n in self.store.namespaces() for e in self.store.entities(n))
         self.instruments = HybridInstruments(self.metrics)
@@ -239,6 +241,7 @@ class GatewayService(MultiService):
             websocket_base(settings.public_url or "http://localhost"),
             rendezvous_timeout=limits["rendezvous_timeout"],
             instruments=self.instruments,
+            connections=self.connections,
         )
         self.hybrid_factory = HybridConnectionFactory(
             self.hybrid, self.throttle, reactor, limits, SERVER_NAME
@@ -267,6 +270,13 @@ class GatewayService(MultiService):
             "Relayed WebSocket pairs open per hybrid connection (Azure: ActiveConnections).",
             ("entity",),
             self._connection_levels,
+        )
+        self.metrics.sampled(
+            "relay_namespace_connections",
+            "Connections open per namespace, counted against max_connections_per_namespace: listeners, "
+            "WebSocket senders, relayed HTTP requests and SOAP calls.",
+            ("namespace",),
+            self._namespace_levels,
         )
         self.metrics.sampled(
             "relay_native_splice_pairs",
@@ -333,6 +343,12 @@ class GatewayService(MultiService):
         ]
         levels.extend(((splice.entity,), 1) for splice in self.hybrid_factory.splices)
         return levels
+
+    def _namespace_levels(self) -> list[tuple[Labels, float]]:
+        return [
+            ((namespace.name,), float(self.connections.count(namespace.name)))
+            for namespace in self.store.namespaces()
+        ]
 
     def _native_levels(self) -> list[tuple[Labels, float]]:
         native = self.hybrid_factory.native

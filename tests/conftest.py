@@ -12,6 +12,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests count examples, not seconds: a loaded machine must not turn a slow example into a failure
+# (Hypothesis's default deadline is 200 ms of wall-clock time per example).
+settings.register_profile("relay", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("relay")
 
 
 @pytest.fixture(autouse=True, scope="session")

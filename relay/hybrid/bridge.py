@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from relay.connectionquota import ConnectionLease
 from relay.errors import CloseCode
 from relay.firstread import attach
 from relay.hybrid.frames import (
@@ -76,6 +77,8 @@ class Splice:
         (L{shared_read_buffer}).
     @ivar metered: where each read's size is added (the entity's C{relay_bytes_transferred_total}).
     @ivar native_handle: the pair's handle while the native thread relays it (L{relay.hybrid.native}).
+    @ivar connection_lease: the sender's lease on its namespace's connections, released when the pair
+        ends (L{relay.connectionquota}).
     """
 
     log = Logger()
@@ -114,6 +117,7 @@ class Splice:
         if self._native is not None:
             self._native.prepare()
         self.native_handle: int | None = None
+        self.connection_lease: ConnectionLease | None = None
         self._taking_back = False
         self._reads = 0  # relayed here, counted until the pair may go to the native thread
         self._guarded = False  # the legs' connectionLost takes the pair back first (_take_back_before)

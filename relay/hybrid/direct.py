@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
+from relay.connectionquota import ConnectionLease
 from relay.errors import RelayError, new_tracking_id
 from relay.firstread import FirstRead, attach
 from relay.httphead import RequestHead
@@ -73,6 +74,7 @@ class DirectLeg(EarlyBytes, Protocol):
         self.data = b""
         self.is_open = False
         self._ticket: Ticket | None = None
+        self.connection_lease: ConnectionLease | None = None  # a sender's, until its pair ends
         self._gone = False
         self._closing: FrameRelay | None = None
         self._close_timer: IDelayedCall | None = None
@@ -157,7 +159,13 @@ class DirectLeg(EarlyBytes, Protocol):
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
             self.factory.router.sender_left(self._ticket)
+        self._release_lease()
         self.factory.connection_closed(self)
+
+    def _release_lease(self) -> None:
+        lease, self.connection_lease = self.connection_lease, None
+        if lease is not None:
+            lease.release()
 
     # -- sender ----------------------------------------------------------------------------------------
 
@@ -175,6 +183,7 @@ class DirectLeg(EarlyBytes, Protocol):
         self.release_early()  # the splice has what was held; it reads the rest
 
     def _listener_failed(self, failure: Failure) -> None:
+        self._release_lease()  # refused: no longer a relay connection, however long its socket lingers
         if self._gone:
             return
         try:
@@ -326,7 +335,7 @@ class DirectUpgrades:
             leg.refuse(500, f"Internal server error: {e}")
 
     def _sender(self, leg: DirectLeg, upgrade: Upgrade, target: RequestTarget, path: str) -> None:
-        ticket = announce_sender(
+        ticket, leg.connection_lease = announce_sender(
             self.factory,
             target,
             path,

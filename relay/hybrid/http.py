@@ -107,8 +107,8 @@ class HttpRelay:
         """
         Admit a sender's request and send it to a listener.
 
-        @raise RelayError: 400 (CONNECT, upgrades, bad target), 401/403 (token), 404 (HTTP disabled),
-            502 (no listener).
+        @raise RelayError: 400 (CONNECT, upgrades, bad target), 401/403 (token), 403 (namespace
+            connections), 404 (HTTP disabled), 502 (no listener).
         """
         method = request.method.decode("latin-1")
         if method == "CONNECT" or request.requestHeaders.hasHeader(b"upgrade"):
@@ -156,12 +156,14 @@ class HttpRelay:
             ),
             body=bool(body),
         )
-        exchange = Exchange(self, request, admission, message, body)
+        lease = self.router.take_connection(admission)
+        exchange = Exchange(self, request, admission, message, body, lease)
         self.exchanges.add(exchange)
         try:
             exchange.start()
         except RelayError:
             self.exchanges.discard(exchange)
+            exchange.connection_lease.release()
             exchange.state = State.DONE
             raise
         return exchange
@@ -194,6 +196,7 @@ class HttpRelay:
         if exchange not in self.exchanges:
             return
         self.exchanges.discard(exchange)
+        exchange.connection_lease.release()
         self.router.instruments.bytes_transferred.inc(
             exchange.admission.entity.name, amount=exchange.uploaded_bytes + exchange.sent_bytes
         )

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from relay.connectionquota import ConnectionLease
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.httpbody import BodyProducer
@@ -68,8 +69,10 @@ class Exchange:
         admission: Admission,
         message: HttpRequest,
         body: bytes | None,
+        connection_lease: ConnectionLease,
     ) -> None:
         self.relay = relay
+        self.connection_lease = connection_lease  # released by the relay when the exchange is done
         self.request = request
         self.sender_channel: Any = request.channel  # twisted drops request.channel once finished
         self.admission = admission

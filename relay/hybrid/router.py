@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from relay.auth import Grant, Rights, validate_any
+from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded, NamespaceConnections
 from relay.entities import (
     HYBRID_CONNECTION,
     Entity,
@@ -118,8 +119,11 @@ class HybridConnectionRouter:
         websocket_base: str,
         rendezvous_timeout: float = 30.0,
         instruments: HybridInstruments | None = None,
+        connections: NamespaceConnections | None = None,
     ) -> None:
         self.store = store
+        self.connections = connections if connections is not None else NamespaceConnections()
+        self._listener_leases: dict[IListenerChannel, ConnectionLease] = {}
         self.instruments = instruments if instruments is not None else HybridInstruments()
         self.registry = registry
         self.clock = clock
@@ -238,28 +242,52 @@ class HybridConnectionRouter:
             raise
         return Admission(namespace, match, grant)
 
+    def take_connection(self, admission: Admission, *, listener: bool = False) -> ConnectionLease:
+        """
+        Count a connection against its namespace's limit (L{relay.connectionquota}); refusals are counted.
+
+        @param listener: count a refusal for the listener role (else the sender role).
+        @raise RelayError: 403 when the namespace already holds its maximum of connections.
+        """
+        try:
+            return self.connections.take(admission.namespace.name)
+        except ConnectionQuotaExceeded as e:
+            error = RelayError(ErrorKind.QUOTA_EXCEEDED, e.message)
+            if listener:
+                self.instruments.listener_refused(admission.entity.name, error.status)
+            else:
+                self.instruments.sender_refused(admission.entity.name, error.status)
+            raise error from None
+
     def register_listener(self, admission: Admission, channel: IListenerChannel) -> None:
         """
         Make a control channel eligible for senders.
 
-        @raise RelayError: 403 when the hybrid connection already has its maximum of listeners.
+        @raise RelayError: 403 when the hybrid connection already has its maximum of listeners, or the
+            namespace its maximum of connections.
         """
+        lease = self.take_connection(admission, listener=True)
         try:
             self.registry.add(
                 admission.namespace, admission.entity, channel, admission.settings.max_listeners
             )
         except QuotaExceeded:
+            lease.release()
             error = RelayError(
                 ErrorKind.QUOTA_EXCEEDED,
                 f"Quota exceeded: {admission.entity.name!r} allows {admission.settings.max_listeners} listeners",
             )
             self.instruments.listener_refused(admission.entity.name, error.status)
             raise error from None
+        self._listener_leases[channel] = lease
         self.instruments.listener_connected(admission.entity.name)
 
     def unregister_listener(self, admission: Admission, channel: IListenerChannel) -> None:
         """Remove a control channel; senders no longer go to it. An auto-created HC goes with its last one."""
         namespace, entity = admission.namespace, admission.entity
+        lease = self._listener_leases.pop(channel, None)
+        if lease is not None:
+            lease.release()
         if not self.registry.remove(namespace, entity, channel):
             return
         self.instruments.listener_disconnected(entity.name)

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.auth import Rights
+from relay.connectionquota import ConnectionLease
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import RequestTarget, split_target
 from relay.hybrid.messages import RemoteEndpoint
@@ -133,25 +134,33 @@ def announce_sender(
     remote: RemoteEndpoint,
     protocols: tuple[str, ...],
     tracking_id: str,
-) -> Ticket:
+) -> tuple[Ticket, ConnectionLease]:
     """
-    Admit a sender's upgrade and announce it to a listener.
+    Admit a sender's upgrade, count it against its namespace, and announce it to a listener.
 
     @param headers: the upgrade's header fields, names in lower case.
-    @return: the ticket whose outcome fires with the listener's L{Handoff} (or fails: L{sender_refusal}).
-    @raise RelayError: 401/403 (token), 404 (no such hybrid connection or no listener).
+    @return: the ticket whose outcome fires with the listener's L{Handoff} (or fails: L{sender_refusal}),
+        and the sender's lease on its namespace's connections, for the caller to release when it ends.
+    @raise RelayError: 401/403 (token), 403 (namespace connections), 404 (no such hybrid connection or
+        no listener).
     """
     router = factory.router
     admission = router.admit(host, path, presented_tokens(headers, target), Rights.SEND)
-    return router.connect_sender(
-        admission,
-        target,
-        path,
-        connect_headers(headers),
-        remote,
-        protocols,
-        connection_id=tracking_id,
-    )
+    lease = router.take_connection(admission)
+    try:
+        ticket = router.connect_sender(
+            admission,
+            target,
+            path,
+            connect_headers(headers),
+            remote,
+            protocols,
+            connection_id=tracking_id,
+        )
+    except BaseException:
+        lease.release()
+        raise
+    return ticket, lease
 
 
 def sender_refusal(failure: Failure, tracking_id: str) -> tuple[int, str]:

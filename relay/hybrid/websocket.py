@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from relay.auth import Rights
+from relay.connectionquota import ConnectionLease
 from relay.draining import ConnectionDrain
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import (
@@ -122,6 +123,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
             metered=self.router.instruments.bytes_cell(entity),
             native=self.native,
         )
+        # The sender's namespace lease goes with the pair: its protocol hears no connectionLost now.
+        splice.connection_lease, sender.connection_lease = sender.connection_lease, None
         splice.start(self.spliced_connection_closed)
         self.splice_started(splice, (sender, listener))
         return splice
@@ -141,6 +144,8 @@ class HybridConnectionFactory(WebSocketServerFactory):
         if splice.ended and splice in self.splices:
             self.splices.discard(splice)
             self.router.instruments.sender_disconnected(splice.entity)
+            if splice.connection_lease is not None:
+                splice.connection_lease.release()
         self.connection_closed(connection)
 
     def connection_closed(self, protocol: Any) -> None:
@@ -182,6 +187,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
         self.control: ControlChannel | None = None
         self.http_role: Any = None
         self._ticket: Ticket | None = None
+        self.connection_lease: ConnectionLease | None = None  # a sender's, until its pair ends
         self._handoff: Handoff | None = None
         self._accepted_ticket: Ticket | None = None
         self._accepted_protocol: str | None = None
@@ -250,7 +256,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
     def _connect(
         self, request: ConnectionRequest, target: RequestTarget, path: str, host: str
     ) -> Deferred[Any]:
-        ticket = announce_sender(
+        ticket, self.connection_lease = announce_sender(
             self.factory,
             target,
             path,
@@ -274,6 +280,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
         return handoff.subprotocol
 
     def _listener_failed(self, failure: Failure) -> None:
+        self._release_lease()  # refused: no longer a relay connection, however long its socket lingers
         status, reason = sender_refusal(failure, self.tracking_id)
         raise ConnectionDeny(status, reason) from None
 
@@ -468,8 +475,14 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
             )
             self.factory.router.sender_left(self._ticket)
         self._end_unopened_rendezvous()
+        self._release_lease()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
+
+    def _release_lease(self) -> None:
+        lease, self.connection_lease = self.connection_lease, None
+        if lease is not None:
+            lease.release()
 
 
 HybridConnectionFactory.protocol = HybridConnectionProtocol

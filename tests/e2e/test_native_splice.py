@@ -163,6 +163,19 @@ class NativeSpliceTests(TestCase):
         code, _ = await pair.rendezvous.closed
         self.assertEqual(code, 1001)
 
+    async def test_the_sender_holds_its_namespace_place_until_the_pair_ends_on_the_thread(self) -> None:
+        """The listener and the sender count against the namespace; the vanished sender's place comes back."""
+        pair = await self.pair()
+        await pair.on_thread()
+        connections = pair.gateway.service.connections
+        self.assertEqual(sum(connections.counts().values()), 2)
+        pair.sender.transport.abortConnection()
+        await pair.rendezvous.closed
+        await until(lambda: sum(connections.counts().values()) == 1)
+        pair.control.sendClose(1000)
+        await pair.control.closed
+        await until(lambda: connections.counts() == {})
+
     async def test_counts_reach_the_metrics_while_the_pair_is_open(self) -> None:
         """The thread's byte counts are copied to the entity's counter every second, not only at the end."""
         pair = await self.pair()
