@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred
+from twisted.web._newclient import ResponseNeverReceived
 from twisted.web.http_headers import Headers
 
 from bindings.channels import BytesProducer, read_capped
@@ -92,4 +93,5 @@ class BindingConnectionLimitTests(HttpTestCase):
         pending.cancel()
         self.agent.flush()
         self.net.flush()
+        self.failureResultOf(pending, ResponseNeverReceived)
         self.assertEqual(self.count(), 1)
