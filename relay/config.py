@@ -9,6 +9,8 @@ L{EntitySection} values handed to L{load_config}; this module does not import th
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ from relay.entities import (
 
 MIN_KEY_LENGTH = 16
 _PUBLIC_URL_SCHEMES = ("http", "https", "ws", "wss")
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class ConfigError(ValueError):
@@ -240,6 +243,19 @@ def credential_problem(text: str) -> str | None:
     return None
 
 
+def _host_problem(host: str) -> str | None:
+    """What makes a public URL's host unusable in the addresses listeners dial, or C{None}."""
+    if ":" in host:  # urlsplit accepted it in brackets
+        try:
+            ipaddress.IPv6Address(host.partition("%")[0])
+        except ValueError:
+            return f"host {host!r} is not an IPv6 address"
+        return None
+    if not _HOST_NAME.fullmatch(host):
+        return f"host {host!r} may hold only letters, digits, '.', '-' and '_' (IDNA-encode other names)"
+    return None
+
+
 def public_url_problem(url: str) -> str | None:
     """What makes C{url} unusable as the base of rendezvous addresses, or C{None}."""
     try:
@@ -249,6 +265,10 @@ def public_url_problem(url: str) -> str | None:
         return f"{url!r} is not a valid URL ({e})"
     if parts.scheme.lower() not in _PUBLIC_URL_SCHEMES or not parts.hostname:
         return f"{url!r} must be an absolute URL: http://, https://, ws:// or wss:// and a host name"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return f"{url!r} must not contain white space or control characters"
+    if (problem := _host_problem(parts.hostname)) is not None:
+        return f"{url!r}: {problem}"
     if parts.username is not None or parts.query or parts.fragment or "?" in url or "#" in url:
         return f"{url!r} must have no user name, query or fragment"
     if port == 0:

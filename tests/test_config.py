@@ -255,9 +255,14 @@ class LoadConfigTests(SynchronousTestCase):
             "https://x/#f",
             "https://user@x/",
             "http://x:0",
+            "https://relay example.org/",
+            "https://relay<x>.org/",
+            "https://[::g]/",
         ):
             self.assertProblem(f'[gateway]\npublic_url = "{url}"\n', "gateway.public_url", url)
         self.assertEqual(
             load_config(self.write('[gateway]\npublic_url = "wss://relay.example:8443/base"\n')).public_url,
             "wss://relay.example:8443/base",
         )
+        for url in ("http://[::1]:9080", "http://10.0.0.1", "https://relay_1.internal/"):
+            self.assertEqual(load_config(self.write(f'[gateway]\npublic_url = "{url}"\n')).public_url, url)
