@@ -40,7 +40,7 @@ from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, ControlErro
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
-from bindings.settings import MESSAGE_BYTES, Binding, RequestReplyBinding
+from bindings.settings import LIMITS, MESSAGE_BYTES, Binding, RequestReplyBinding
 from bindings.soap import (
     Envelope,
     SoapError,
@@ -54,6 +54,8 @@ from bindings.wsclient import EndpointFactory, IChannelOwner, SoapClientProtocol
 PROFILES: Final = {"basic": SoapVersion.SOAP11, "ws": SoapVersion.SOAP12}
 REPLY_MARGIN: Final = 5.0
 """Seconds a proxy waits beyond the binding's request timeout (the gateway's C{Timeout} fault comes first)."""
+DEFAULT_REQUEST_TIMEOUT: Final = LIMITS["request_timeout"][0]
+"""A name's C{request_timeout} unless configured: what an HTTP proxy, which knows no binding, waits for."""
 
 
 class ChannelClosedError(ConnectionClosed):
@@ -418,6 +420,9 @@ class HttpChannelFactory:
 
     The token travels in the C{ServiceBusAuthorization} header, or, with C{token_in_header=True}, in the
     WCF-era C{RelayAccessToken} SOAP header.
+
+    @ivar timeout: seconds a call waits for its whole answer before failing with C{TimeoutError} (default:
+        the specs' 60 s C{request_timeout} and L{REPLY_MARGIN}, so the gateway's C{Timeout} fault comes first).
     """
 
     def __init__(
@@ -431,6 +436,7 @@ class HttpChannelFactory:
         agent: IAgent | None = None,
         token_in_header: bool = False,
         max_response_bytes: int | None = None,
+        timeout: float = DEFAULT_REQUEST_TIMEOUT + REPLY_MARGIN,
     ) -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {', '.join(PROFILES)}")
@@ -446,6 +452,7 @@ class HttpChannelFactory:
         self.agent: IAgent = agent if agent is not None else Agent(reactor)
         self.token_in_header = token_in_header
         self.max_response_bytes = max_response_bytes or MESSAGE_BYTES["requestreply"][0]
+        self.timeout = timeout
 
     def create_channel(self) -> Any:
         """A proxy that provides the contract interface."""
@@ -494,4 +501,28 @@ class HttpChannelFactory:
                 raise HttpError(response.code, data) from None
             return _outcome(envelope, operation)
 
-        return Deferred.fromCoroutine(answer())
+        return self._bounded(Deferred.fromCoroutine(answer()), operation)
+
+    def _bounded(self, call: Deferred[Any], operation: Operation) -> Deferred[Any]:
+        """
+        Fail C{call} with C{TimeoutError} once L{timeout} passed without its whole answer.
+
+        Cancelling drops the request (or the body being read): a gateway that stalls holds nothing here.
+        """
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            call.cancel()
+
+        timer = self.clock.callLater(self.timeout, expire)
+
+        def settle(outcome: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if expired and isinstance(outcome, Failure):
+                return Failure(TimeoutError(f"no answer to {operation.name} in {self.timeout:g} s"))
+            return outcome
+
+        return call.addBoth(settle)

@@ -8,7 +8,7 @@ from typing import Any
 
 from lxml import etree
 from treq.testing import RequestTraversalAgent
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
 
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
@@ -630,3 +630,29 @@ class HttpChannelFactoryTests(HttpTestCase):
             token_in_header=True,
         )
         self.assertEqual(self.settle(factory.create_channel().Add(1, 2)), 3)
+
+    def test_a_call_that_gets_no_answer_times_out(self) -> None:
+        """A call fails with TimeoutError after the factory's timeout, whatever the other end does."""
+        self.host()
+        self.calculator.hold = True
+        factory = HttpChannelFactory(
+            ICalculator,
+            f"http://{HOST}/calc",
+            "basic",
+            self.credentials(),
+            reactor=self.clock,
+            agent=self.agent,
+            timeout=2.0,
+        )
+        self.assertEqual(factory.timeout, 2.0)
+        self.assertEqual(
+            HttpChannelFactory(ICalculator, f"http://{HOST}/calc", reactor=self.clock).timeout, 65.0
+        )
+        call = factory.create_channel().Add(1, 2)
+        self.agent.flush()
+        self.net.flush()
+        self.assertNoResult(call)
+        self.clock.advance(1.9)
+        self.assertNoResult(call)
+        self.clock.advance(0.2)
+        self.assertIn("Add", str(self.failureResultOf(call, TimeoutError).value))
