@@ -2,15 +2,14 @@
 A request body read while the request is handled: what arrives goes to a consumer, with back-pressure.
 
 The gateway's HTTP server (L{relay.web}) makes one for each request whose body it streams; the HTTP relay
-attaches the body to wherever it goes (a listener's control channel, a rendezvous) and registers a
-L{BodyProducer} on that transport, so a slow reader pauses reading from the sender.
+attaches the body to wherever it goes (a listener's rendezvous) and registers a producer on that
+transport (L{relay.hybrid.httpflow.UploadProducer}), so a slow reader pauses reading from the sender.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import Interface, implementer
@@ -154,22 +153,3 @@ class RequestBody:
             channel.pause_body()
         else:
             channel.resume_body()
-
-
-@implementer(IPushProducer)
-class BodyProducer:
-    """Registered on the transport a body is written to: a full write buffer pauses reading the body."""
-
-    def __init__(self, body: RequestBody) -> None:
-        self._body = body
-
-    def pauseProducing(self) -> None:
-        """The other side's buffer is full."""
-        self._body.pause()
-
-    def resumeProducing(self) -> None:
-        """The other side drained."""
-        self._body.resume()
-
-    def stopProducing(self) -> None:
-        """The other side is gone; whoever consumes the body finds out on its own."""

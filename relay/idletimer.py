@@ -30,6 +30,7 @@ class OneIdleTimer:
     timeoutConnection: Callable[[], None]  # noqa: N815 - the channel's: it closes the connection
     _idle_call: IDelayedCall | None = None
     _idle_suspended = False
+    _idle_held = False
 
     def setTimeout(self, period: float | None) -> float | None:  # noqa: N802
         """Start, suspend (C{None}: while a request is handled) or resume the idle timeout."""
@@ -52,6 +53,20 @@ class OneIdleTimer:
         if call is not None and not self._idle_suspended and self.timeOut is not None and call.active():
             call.reset(self.timeOut)
 
+    def hold_idle(self) -> None:
+        """
+        The relay stopped reading the sender (a body's consumer is full, or not there yet).
+
+        The silence that follows is the relay's, not the sender's: the idle timeout does not end the
+        connection until reading resumes. What holds the sender back has its own deadline.
+        """
+        self._idle_held = True
+
+    def release_idle(self) -> None:
+        """Reading the sender again: its idle time starts over."""
+        self._idle_held = False
+        self.resetTimeout()
+
     def taken_over(self) -> None:
         """Another protocol has the connection now (an upgrade): the idle timer goes."""
         self.stop_idle_timer()
@@ -64,5 +79,5 @@ class OneIdleTimer:
 
     def _idle_expired(self) -> None:
         self._idle_call = None
-        if not self._idle_suspended:  # a request in hand: its own deadlines apply, not the idle one
+        if not self._idle_suspended and not self._idle_held:  # else deadlines of their own apply
             self.timeoutConnection()

@@ -484,11 +484,13 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         if not self._body_paused:
             self._body_paused = True
             self._networkProducer.pauseProducing()
+            self.hold_idle()
 
     def resume_body(self) -> None:
         """Read the body again."""
         if self._body_paused:
             self._body_paused = False
+            self.release_idle()
             if not self._waitingForTransport and not self._handlingRequest:
                 self._networkProducer.resumeProducing()
 
@@ -505,6 +507,7 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
     def requestDone(self, request: Any) -> None:
         """A request finished; its body pause (if any) ends with it."""
         self._body_paused = False
+        self._idle_held = False
         super().requestDone(request)
 
     @override

@@ -525,6 +525,28 @@ class RendezvousRequestTests(HttpTestCase):
         listener_side.producer.resumeProducing()
         self.assertFalse(sender.server_transport.reading_paused)
 
+    def test_a_listener_that_takes_no_body_gets_its_sender_a_504(self) -> None:
+        """A listener that takes none of a streamed upload for request_timeout: 504, its rendezvous closed."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, _ = self.fetch(listener)
+        sender.chunk(b"first")
+        self.net.flush()
+        listener_side = rendezvous.server_transport
+        listener_side.producer.pauseProducing()
+        self.net.advance(TIMEOUT - 0.5)
+        self.assertEqual(sender.replies, [])
+        listener_side.producer.resumeProducing()  # it took more: the stall starts over
+        listener_side.producer.pauseProducing()
+        self.net.advance(TIMEOUT - 0.5)
+        self.assertEqual(sender.replies, [])
+        self.net.advance(1)
+        self.assertEqual(sender.reply.status, 504)
+        self.assertIn(f"took none of the request body for {TIMEOUT:g}s".encode(), sender.reply.body)
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+
     def test_body_waits_for_the_rendezvous(self) -> None:
         """Until the listener has fetched the request, the sender's body is not read."""
         listener = self.listen()
@@ -816,3 +838,42 @@ class DrainTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(late.reply.status, 503)
         self.assertIsNone(listener.closed)
+
+
+class HeldUploadTests(HttpTestCase):
+    """An idle timeout (5 s) shorter than the hybrid connection's request timeout (10 s)."""
+
+    fetch = RendezvousRequestTests.fetch
+
+    def limits(self) -> dict[str, float]:
+        return {"http_idle_timeout": 5.0}
+
+    def test_a_sender_held_back_by_the_relay_is_not_idle(self) -> None:
+        """While the listener holds the upload back, the sender's idle timeout does not end its connection."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        listener_side = rendezvous.server_transport
+        listener_side.producer.pauseProducing()
+        self.net.advance(9)  # past the idle timeout, within the listener's request timeout
+        self.assertIsNone(sender.lost)
+        listener_side.producer.resumeProducing()
+        sender.chunk(b"rest")
+        sender.chunk(b"")
+        self.net.flush()
+        self.assertEqual(rendezvous.messages[-1], (b"rest", True))
+        self.respond(rendezvous, announcement["id"], body=b"done")
+        self.assertEqual(sender.reply.body, b"done")
+
+    def test_a_sender_that_stops_is_still_idle(self) -> None:
+        """A sender that stops sending its body while the relay reads is timed out as before."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        self.fetch(listener)
+        sender.chunk(b"some")
+        self.net.advance(6)
+        self.assertIsNotNone(sender.lost)

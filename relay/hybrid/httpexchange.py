@@ -27,11 +27,10 @@ from twisted.python.failure import Failure
 from relay.connectionquota import ConnectionLease
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
-from relay.httpbody import BodyProducer
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import fits_control_channel
 from relay.hybrid.headers import HeaderError, body_forbidden, reason_phrase, response_head
-from relay.hybrid.httpflow import DownloadProducer, UploadToRendezvous
+from relay.hybrid.httpflow import DownloadProducer, UploadProducer, UploadToRendezvous
 from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
@@ -94,6 +93,7 @@ class Exchange:
         self._producer: DownloadProducer | None = None
         self._response_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
+        self._upload_stall: IDelayedCall | None = None  # the listener takes none of the request body
         self._download_paused = False
         self._status = 0
         request.when_done(self._request_over)
@@ -207,7 +207,7 @@ class Exchange:
         protocol.sendMessage(replace(self.message, body=has_body).encode(), isBinary=False)
         if stream is not None and has_body:
             protocol.beginMessage(isBinary=True)
-            role.transport.registerProducer(BodyProducer(stream), True)
+            role.transport.registerProducer(UploadProducer(self, stream), True)
             self._uploading = True
             stream.attach(UploadToRendezvous(self, role))
             return
@@ -225,6 +225,7 @@ class Exchange:
             self._response_timer = self.clock.callLater(timeout, self._response_timed_out, timeout)
 
     def _stop_upload(self) -> None:
+        self.upload_resumed()
         if self._uploading:
             self._uploading = False
             role = self.rendezvous
@@ -490,6 +491,34 @@ class Exchange:
     def _stop_timers(self) -> None:
         self._cancel_response_timer()
         self._disarm_idle()
+        self.upload_resumed()
+
+    def upload_paused(self) -> None:
+        """
+        The listener's rendezvous takes no more of the request body: the sender is held back.
+
+        The sender's idle timeout stops counting (L{relay.idletimer.OneIdleTimer.hold_idle}); the
+        listener gets the hybrid connection's C{request_timeout} to take more, as for a silence in its
+        answer, and the sender a 504 after that.
+        """
+        if self._upload_stall is None and self.state is not State.DONE:
+            timeout = self._settings.request_timeout
+            self._upload_stall = self.clock.callLater(timeout, self._upload_stalled, timeout)
+
+    def upload_resumed(self) -> None:
+        """The listener took more of the body (or the upload ended)."""
+        stall, self._upload_stall = self._upload_stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
+
+    def _upload_stalled(self, timeout: float) -> None:
+        self._upload_stall = None
+        self.fail(
+            RelayError(
+                ErrorKind.LISTENER_TIMEOUT,
+                f"The listener took none of the request body for {timeout:g}s",
+            )
+        )
 
     def download_paused(self) -> None:
         """The sender's buffer is full: waiting on it is no stall of the listener."""

@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from relay.httpbody import IBodyConsumer
+from relay.httpbody import IBodyConsumer, RequestBody
 
 if TYPE_CHECKING:
     from relay.hybrid.httpexchange import Exchange
@@ -55,6 +55,28 @@ class DownloadProducer:
 
     def stopProducing(self) -> None:
         """The sender is gone; the exchange hears about it from the request."""
+
+
+@implementer(IPushProducer)
+class UploadProducer:
+    """Registered on the listener's rendezvous: its full write buffer pauses reading the sender's body."""
+
+    def __init__(self, exchange: Exchange, body: RequestBody) -> None:
+        self._exchange = exchange
+        self._body = body
+
+    def pauseProducing(self) -> None:
+        """The listener takes no more for now: stop reading the sender, and time the listener's stall."""
+        self._body.pause()
+        self._exchange.upload_paused()
+
+    def resumeProducing(self) -> None:
+        """The listener drained."""
+        self._body.resume()
+        self._exchange.upload_resumed()
+
+    def stopProducing(self) -> None:
+        """The rendezvous is gone; the exchange hears about it from its role."""
 
 
 @implementer(IBodyConsumer)
