@@ -50,6 +50,15 @@ def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
     return [str(a) for a in args], {str(k): str(v) for k, v in kw.items()}
 
 
+def serves_on_a_port(description: str) -> bool:
+    """Whether an endpoint listens on a host and a port (tcp, tcp6, ssl), so a URL can be derived from it."""
+    try:
+        args, _ = split_endpoint(description)
+    except EndpointProblem:
+        return False
+    return bool(args) and args[0] in _PORT_TYPES
+
+
 def _read(path: str, option: str) -> bytes:
     try:
         return Path(path).read_bytes()

@@ -22,6 +22,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -32,6 +33,7 @@ from relay.auth import Rights, SharedAccessRule
 from relay.config import GatewayConfig, default_limits
 from relay.connectionquota import NamespaceConnections
 from relay.connstr import ConnectionString
+from relay.endpointcheck import serves_on_a_port
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.eventloop import lean_dispatch
@@ -74,7 +76,8 @@ class GatewaySettings:
     What the gateway is asked to do: the configuration file merged with the command line.
 
     @ivar listen: endpoint strings (C{tcp:9080}, C{ssl:443:privateKey=...}).
-    @ivar public_url: base of rendezvous addresses; derived from the first endpoint when C{None}.
+    @ivar public_url: base of rendezvous addresses; derived from the first tcp, tcp6 or ssl endpoint when
+        C{None} (and left C{None} when there is none: addresses then say C{ws://localhost}).
     @ivar state_dir: where the development key and the last endpoint are kept.
     @ivar config: the configuration file's content (empty: the development namespace only).
     @ivar admin: endpoint string of the admin endpoint (C{/metrics}, C{/healthz}); none when C{None}.
@@ -396,6 +399,7 @@ class GatewayService(MultiService):
         waiting: list[Deferred[Any]] = [svc._waitingForPort for svc in services]  # type: ignore[misc]
         self.ready: Deferred[Any] = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
         self.ready.addCallback(self._listening)
+        self.ready.addErrback(self._not_started)
 
     def _listening(self, results: list[tuple[bool, IListeningPort]]) -> GatewayService:
         ports = [(svc, port) for svc, (_, port) in zip(self._waiting_services, results, strict=True)]
@@ -408,8 +412,8 @@ class GatewayService(MultiService):
                     endpoint=self.settings.admin,
                     address=str(port.getHost()),
                 )
-        if self.public_url is None and self.ports:
-            self.public_url = public_url_for(self.settings.listen[0], self.ports[0])
+        if self.public_url is None:
+            self.public_url = self._derived_public_url()
         if self.public_url is not None:
             self.hybrid.websocket_base = websocket_base(self.public_url)
         for description, port in zip(self.settings.listen, self.ports, strict=False):
@@ -431,6 +435,26 @@ class GatewayService(MultiService):
                 connection_string=connection_string,
             )
         return self
+
+    def _not_started(self, failure: Failure) -> Failure:
+        """
+        Say in one line that the start did not finish (no start lines, rendezvous addresses unset).
+
+        Under twistd nothing waits on L{ready}: without this line the failure stayed in it unseen. It is
+        passed on, for whoever does wait (tests, an embedding program).
+        """
+        error = failure.value
+        self.log.error(
+            "the gateway did not finish starting: {problem}", problem=f"{type(error).__name__}: {error}"
+        )
+        return failure
+
+    def _derived_public_url(self) -> str | None:
+        """The public URL of the first endpoint with a host and a port: a UNIX socket's path is no URL."""
+        for description, port in zip(self.settings.listen, self.ports, strict=False):
+            if serves_on_a_port(description):
+                return public_url_for(description, port)
+        return None
 
     def _endpoint(self) -> str:
         netloc = urlsplit(self.public_url or "http://localhost").netloc

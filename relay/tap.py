@@ -26,7 +26,7 @@ from typing_extensions import override
 from bindings.gateway import install as install_bindings
 from bindings.settings import ENTITY_SECTIONS
 from relay.config import ConfigError, GatewayConfig, load_config, public_url_problem
-from relay.endpointcheck import EndpointProblem, check_endpoint
+from relay.endpointcheck import EndpointProblem, check_endpoint, serves_on_a_port
 from relay.logtext import twistd_observer
 from relay.service import DEFAULT_LISTEN, GatewayService, GatewaySettings
 from relay.state import default_state_dir
@@ -56,7 +56,7 @@ class Options(usage.Options):
             None,
             None,
             "Base URL that rendezvous addresses use (e.g. https://relay.example.org) "
-            "[default: gateway.public_url, else derived from the first --listen endpoint].",
+            "[default: gateway.public_url, else derived from the first tcp, tcp6 or ssl endpoint].",
         ],
         [
             "state-dir",
@@ -131,6 +131,11 @@ class Options(usage.Options):
         if self["state-dir"] is not None and not self["state-dir"].strip():
             raise usage.UsageError("--state-dir: must not be empty")
         public_url = self["public-url"] or config.public_url
+        if public_url is None and not any(serves_on_a_port(d) for d in self["listen"]):
+            raise usage.UsageError(
+                "--public-url: needed, as no endpoint is tcp, tcp6 or ssl (a UNIX socket has no address "
+                "that listeners can dial)"
+            )
         state_dir = self["state-dir"] or config.state_dir
         admin = self["admin"] or config.admin
         self["settings"] = GatewaySettings(

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IServiceMaker
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogLevel, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.plugin import getPlugins
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
@@ -117,6 +117,35 @@ class PluginTests(SynchronousTestCase):
         [warning] = [e for e in events if "other users" in e.get("log_format", "")]
         self.assertEqual((warning["log_level"], warning["exposed"]), (LogLevel.warn, "mode 0604"))
 
+    def test_public_url_from_the_first_port(self) -> None:
+        """Without --public-url, rendezvous addresses come from the first tcp, tcp6 or ssl endpoint."""
+        socket_path = os.path.abspath(self.mktemp()) + ".sock"
+        options = self.options("--listen", f"unix:{socket_path}", "--listen", "tcp:7004:interface=127.0.0.1")
+        service = makeService(options, reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.successResultOf(service.ready)
+        self.assertEqual(
+            (service.public_url, service.hybrid.websocket_base),
+            ("http://localhost:7004", "ws://localhost:7004"),
+        )
+
+    def test_start_failure_is_one_log_line(self) -> None:
+        """A start that fails once the ports are bound is one error line in the log, and fails L{ready}."""
+        state = Path(self.mktemp())
+        service = makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
+        (state / "development-key").unlink()
+        state.rmdir()
+        state.write_text("a file where the state directory was")
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.failureResultOf(service.ready, FileExistsError)
+        [line] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertTrue(line.startswith("the gateway did not finish starting: FileExistsError: "), line)
+
 
 class TwistdTests(SynchronousTestCase):
     """The installed C{twistd} command (CI installs the project in editable compat mode)."""
@@ -215,8 +244,9 @@ class TwistdTests(SynchronousTestCase):
         """A UNIX socket whose directory does not exist: one line on stderr, status 1 (not a traceback)."""
         socket_path = os.path.join(os.path.abspath(self.mktemp()), "missing", "relay.sock")
         state = os.path.abspath(self.mktemp())
+        public = ("--public-url", "http://relay.example")  # a UNIX socket has no address to derive it from
         result = subprocess.run(
-            ["twistd", "-n", "relay", "--listen", f"unix:{socket_path}", "--state-dir", state],
+            ["twistd", "-n", "relay", "--listen", f"unix:{socket_path}", *public, "--state-dir", state],
             capture_output=True,
             text=True,
             timeout=60,
@@ -361,6 +391,18 @@ class EndpointCheckTests(SynchronousTestCase):
         future = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=30)
         early = issue_server_certificate(self.mktemp(), ["localhost"], now=future)
         self.assertUsage(("--admin", ssl_endpoint(early)), "the certificate is not valid before", files=True)
+
+    def test_public_url_needed_without_a_port(self) -> None:
+        """Only UNIX sockets: --public-url (or gateway.public_url) is needed, as no address can be derived."""
+        unix = ("--listen", f"unix:{os.path.abspath(self.mktemp())}")
+        self.assertUsage(unix, "--public-url: needed, as no endpoint is tcp, tcp6 or ssl", files=False)
+        self.assertEqual(
+            self.options(*unix, "--public-url", "http://relay.example")["settings"].public_url,
+            "http://relay.example",
+        )
+        path = self.mktemp()
+        Path(path).write_text('[gateway]\npublic_url = "http://relay.example"\n')
+        self.assertEqual(self.options(*unix, "--config", path)["settings"].public_url, "http://relay.example")
 
     def test_public_url(self) -> None:
         """--public-url needs a scheme, a host and a valid port; no query, fragment or user name."""
