@@ -76,6 +76,33 @@ def _public_key_bytes(key: Any) -> bytes:
     )
 
 
+def _is_root(pem: bytes) -> bool:
+    """Whether a PEM certificate is self-signed: a root, which clients bring themselves."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return False
+    return certificate.issuer == certificate.subject
+
+
+def _check_no_chain(cert_pem: bytes, cert_option: str, cert_path: str) -> None:
+    """
+    Refuse intermediate certificates after the first one of the certificate file (certbot's fullchain.pem).
+
+    Twisted serves the first certificate alone and drops the rest without a word, so clients that need
+    the intermediates fail to verify the server. A root after it (as in L{relay.certs}' combined file)
+    loses nothing: clients trust it already, and a server need not send it.
+    """
+    certificates = [block for label, block in _pem_blocks(cert_pem) if label == b"CERTIFICATE"]
+    if not all(_is_root(pem) for pem in certificates[1:]):
+        raise EndpointProblem(
+            f"{cert_option} {cert_path}: holds a certificate chain, of which Twisted would send only the "
+            "first certificate; put the intermediate certificates in extraCertChain, e.g. "
+            "certKey=cert.pem:extraCertChain=chain.pem",
+            files=True,
+        )
+
+
 def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
     """
     Check the files of an C{ssl:} endpoint as Twisted will read them, with a message for each mistake.
@@ -84,7 +111,8 @@ def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
     C{privateKey} (C{certKey} defaults to C{privateKey}, which defaults to C{server.pem}).
 
     @raise EndpointProblem: a file is missing or unreadable, holds no PEM certificate or key, the key is
-        encrypted or is not the certificate's, or the certificate is expired or not yet valid.
+        encrypted or is not the certificate's, the certificate is expired or not yet valid, or
+        intermediate certificates follow it (they belong in C{extraCertChain}).
     """
     key_path = kw.get("privateKey", "server.pem")
     cert_path = kw.get("certKey") or key_path
@@ -132,6 +160,7 @@ def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
             f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC",
             files=True,
         )
+    _check_no_chain(cert_pem, cert_option, cert_path)
     chain = kw.get("extraCertChain")
     if chain:
         chain_certificates = [

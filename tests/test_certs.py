@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
@@ -508,3 +508,91 @@ class TwistedLoopbackTests(TestCase):
         self.assertIsNotNone(client.reason)
         assert client.reason is not None
         self.assertTrue(client.reason.check(SSL.Error), client.reason)
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name)])
+
+
+def signed(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
+) -> x509.Certificate:
+    """A certificate as public CAs issue them (root, intermediate, leaf): a CA unless it is for localhost."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca = subject != "localhost"
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    )
+    if ca:
+        usage = x509.KeyUsage(True, False, False, False, False, True, True, False, False)
+        builder = builder.add_extension(usage, critical=True)
+    else:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class IntermediateChainTests(TestCase):
+    """A certificate from a public CA: root, intermediate, leaf (certbot's cert.pem, chain.pem, fullchain.pem)."""
+
+    def setUp(self) -> None:
+        base = scratch(self)
+        base.mkdir()
+        root_key, inter_key, leaf_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+        root = signed("test root", root_key, "test root", root_key)
+        inter = signed("test intermediate", inter_key, "test root", root_key)
+        leaf = signed("localhost", leaf_key, "test intermediate", inter_key)
+        pem = serialization.Encoding.PEM
+        self.root, self.leaf, self.inter = base / "root.pem", base / "cert.pem", base / "chain.pem"
+        self.full, self.key = base / "fullchain.pem", base / "privkey.pem"
+        self.root.write_bytes(root.public_bytes(pem))
+        self.leaf.write_bytes(leaf.public_bytes(pem))
+        self.inter.write_bytes(inter.public_bytes(pem))
+        self.full.write_bytes(leaf.public_bytes(pem) + inter.public_bytes(pem))
+        self.key.write_bytes(
+            leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        )
+        self.state = str(scratch(self))
+
+    def test_full_chain_in_cert_key_is_refused(self) -> None:
+        """C{certKey=fullchain.pem} stops the start (status 1), naming the file and pointing at extraCertChain."""
+        from relay.tap import FileProblem, Options
+
+        endpoint = f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.full}"
+        with self.assertRaises(FileProblem) as ctx:
+            Options().parseOptions(["--state-dir", self.state, "--listen", endpoint])
+        self.assertIn(f"certKey {self.full}: holds a certificate chain", str(ctx.exception))
+        self.assertIn("extraCertChain", str(ctx.exception))
+
+    async def test_intermediate_in_extra_cert_chain_is_served(self) -> None:
+        """What the refusal advises works: a client that trusts only the root verifies leaf and intermediate."""
+        from twisted.internet import reactor
+
+        from relay.tap import Options
+
+        endpoint = (
+            f"ssl:0:interface=127.0.0.1:privateKey={self.key}:certKey={self.leaf}:extraCertChain={self.inter}"
+        )
+        Options().parseOptions(["--state-dir", self.state, "--listen", endpoint])
+        port = await serverFromString(reactor, endpoint).listen(protocol.Factory.forProtocol(Greeter))
+        self.addCleanup(port.stopListening)
+        options = optionsForClientTLS("localhost", trustRoot=Certificate.loadPEM(self.root.read_bytes()))
+        client = Collector()
+        await SSL4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port, options).connect(
+            protocol.Factory.forProtocol(lambda: client)
+        )
+        await client.done
+        self.assertEqual(client.data, b"hello over TLS\n", client.reason)
+        self.assertEqual(client.chain, [load_cert(self.leaf), load_cert(self.inter)])
