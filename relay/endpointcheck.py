@@ -184,7 +184,7 @@ def check_endpoint(description: str, reactor: Any, now: datetime.datetime) -> No
     Check that an endpoint string can be served, before anything starts.
 
     @raise EndpointProblem: the string does not parse (unknown type, bad port, unknown argument) or, for
-        C{ssl:}, a file it names cannot be used.
+        C{ssl:}, a file it names cannot be used, by this check or by OpenSSL.
     """
     from twisted.internet.endpoints import serverFromString
 
@@ -201,8 +201,53 @@ def check_endpoint(description: str, reactor: Any, now: datetime.datetime) -> No
     if kind == "ssl":
         check_tls_files(kw, now)
     try:
-        serverFromString(reactor, description)
+        endpoint = serverFromString(reactor, description)
     except OSError as e:
         raise EndpointProblem(f"{e.filename}: {e.strerror}", files=True) from None
     except Exception as e:  # each endpoint parser (plugins too) complains in its own way
         raise EndpointProblem(f"cannot be used: {e}") from None
+    if kind == "ssl":
+        check_tls_context(endpoint, kw)
+
+
+def check_tls_context(endpoint: Any, kw: dict[str, str]) -> None:
+    """
+    Build an C{ssl:} endpoint's OpenSSL context now, as its first connection would.
+
+    Twisted builds it only then: a C{dhParameters} file that holds no DH parameters, or anything else
+    OpenSSL refuses, made every handshake fail with a traceback in the log while the gateway ran on.
+
+    @raise EndpointProblem: OpenSSL refuses the context, naming the file it refused.
+    """
+    from OpenSSL import SSL
+
+    factory = getattr(endpoint, "_sslContextFactory", None)  # SSL4ServerEndpoint keeps it there
+    if factory is None:
+        return
+    try:
+        factory.getContext()
+    except SSL.Error as e:
+        raise EndpointProblem(
+            f"{_refused_file(kw)}: OpenSSL cannot use it: {_ssl_reason(e)}", files=True
+        ) from None
+
+
+def _refused_file(kw: dict[str, str]) -> str:
+    """The C{dhParameters} file if OpenSSL refuses it alone, else the certificate and key files."""
+    from OpenSSL import SSL
+
+    dh = kw.get("dhParameters")
+    if dh:
+        try:
+            SSL.Context(SSL.TLS_SERVER_METHOD).load_tmp_dh(dh)
+        except SSL.Error:
+            return f"dhParameters {dh}"
+    files = [f"{name} {kw[name]}" for name in ("certKey", "privateKey", "extraCertChain") if kw.get(name)]
+    return " or ".join(files) or "privateKey server.pem"
+
+
+def _ssl_reason(error: Exception) -> str:
+    """OpenSSL's reasons, without its library and function names: C{no start line}."""
+    entries = error.args[0] if error.args and isinstance(error.args[0], list) else []
+    reasons = [str(entry[-1]) for entry in entries if isinstance(entry, tuple) and entry and entry[-1]]
+    return ", ".join(reasons) or str(error)

@@ -392,6 +392,17 @@ class EndpointCheckTests(SynchronousTestCase):
         early = issue_server_certificate(self.mktemp(), ["localhost"], now=future)
         self.assertUsage(("--admin", ssl_endpoint(early)), "the certificate is not valid before", files=True)
 
+    def test_dh_parameters_that_openssl_refuses(self) -> None:
+        """A C{dhParameters} file OpenSSL cannot use stops the start (status 1), naming the file."""
+        cert = issue_server_certificate(self.mktemp(), ["localhost"])
+        junk = Path(self.mktemp())
+        junk.write_text("not PEM\n")
+        self.assertUsage(
+            ("--listen", f"{ssl_endpoint(cert)}:dhParameters={junk}"),
+            f"dhParameters {junk}: OpenSSL cannot use it: no start line",
+            files=True,
+        )
+
     def test_public_url_needed_without_a_port(self) -> None:
         """Only UNIX sockets: --public-url (or gateway.public_url) is needed, as no address can be derived."""
         unix = ("--listen", f"unix:{os.path.abspath(self.mktemp())}")
