@@ -8,8 +8,10 @@ failure and 2 on usage errors. The gateway itself runs under C{twistd relay}.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -161,11 +163,33 @@ def cmd_cert(args: argparse.Namespace) -> str:
             f"server key:         {issued.key_path}",
             "",
             "Serve TLS with:",
-            f"  twistd -n relay --listen '{issued.endpoint_description(443)}' --public-url https://{args.host[0]}",
+            f"  twistd -n relay --listen {shlex.quote(issued.endpoint_description(443))} "
+            f"--public-url {shlex.quote(public_url_for_hosts(issued.hosts))}",
             "Trust it from Node clients with:",
-            f"  export NODE_EXTRA_CA_CERTS={issued.ca_path}",
+            f"  export NODE_EXTRA_CA_CERTS={shlex.quote(str(issued.ca_path))}",
         ]
     )
+
+
+def public_url_for_hosts(hosts: Sequence[str]) -> str:
+    """
+    The C{https} URL of the certificate's host that listeners are likeliest to dial, for C{--public-url}.
+
+    A DNS name before an IP address, a wildcard name last; an IPv6 address in brackets, without which
+    the URL is not one (C{https://::1}).
+    """
+    host = min(hosts, key=_host_rank)  # the first of the best rank
+    return f"https://[{host}]" if ":" in host else f"https://{host}"
+
+
+def _host_rank(host: str) -> int:
+    if host.startswith("*."):
+        return 2
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return 0
+    return 1
 
 
 def cmd_expose(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,29 @@ class CommandTests(SynchronousTestCase):
         self.assertEqual(main(["cert", "--host", "localhost", "--dir", directory]), 0)
         self.assertTrue((Path(directory) / "ca.pem").exists())
         self.assertEqual(main(["cert", "--host", "bad host!", "--dir", directory]), 1)
+
+    def test_cert_command_line_is_accepted(self) -> None:
+        """The lines C{relay cert} prints work as printed: twistd takes its endpoint and a dialable public URL."""
+        from relay.tap import Options
+
+        cases = [
+            (["::1"], "https://[::1]"),
+            (["127.0.0.1", "relay.example"], "https://relay.example"),
+            (["*.example.org", "10.0.0.1"], "https://10.0.0.1"),
+        ]
+        for hosts, public_url in cases:
+            with self.subTest(hosts=hosts):
+                directory = Path(self.mktemp()).absolute() / "it's here"
+                result = relay("cert", *(a for h in hosts for a in ("--host", h)), "--dir", str(directory))
+                self.assertEqual(result.returncode, 0, result.stderr)
+                [line] = [line for line in result.stdout.splitlines() if "twistd -n relay" in line]
+                [export] = [line for line in result.stdout.splitlines() if "export " in line]
+                self.assertEqual(shlex.split(export)[1], f"NODE_EXTRA_CA_CERTS={directory / 'ca.pem'}")
+                argv = shlex.split(line)
+                self.assertEqual(argv[:3], ["twistd", "-n", "relay"])
+                options = Options()
+                options.parseOptions([*argv[3:], "--state-dir", self.mktemp()])
+                self.assertEqual(options["settings"].public_url, public_url)
 
     def test_cert_warns_about_an_exposed_ca_key(self) -> None:
         """A CA key other users can read is named on stderr; the certificate is still issued (status 0)."""
