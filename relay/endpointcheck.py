@@ -33,6 +33,8 @@ class EndpointProblem(Exception):
 
 _PORT_TYPES = frozenset({"tcp", "tcp6", "ssl"})
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+# How Twisted's ssl: endpoint parser finds the certificates of extraCertChain (twisted.internet.endpoints).
+_TWISTED_CHAIN_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n.+?\n-----END CERTIFICATE-----", re.DOTALL)
 
 
 def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
@@ -103,6 +105,48 @@ def _check_no_chain(cert_pem: bytes, cert_option: str, cert_path: str) -> None:
         )
 
 
+def _check_chain(chain: str) -> None:
+    """
+    Check an C{extraCertChain} file: PEM certificates, each of which Twisted's own reading finds.
+
+    Twisted reads the file as ASCII and finds its certificates with a pattern that wants LF line ends: a
+    file saved with CRLF ends failed in Twisted's parser (reported as a mistake on the command line), and
+    a bundle with a few CRLF certificates among LF ones lost those without a word.
+    """
+    data = _read(chain, "extraCertChain")
+    certificates = [block for label, block in _pem_blocks(data) if label == b"CERTIFICATE"]
+    try:
+        if not certificates:
+            raise ValueError
+        for pem in certificates:
+            x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise EndpointProblem(
+            f"extraCertChain {chain}: no readable PEM certificate in it", files=True
+        ) from None
+    problem = _unread_by_twisted(data, len(certificates))
+    if problem is not None:
+        raise EndpointProblem(f"extraCertChain {chain}: {problem}", files=True)
+
+
+def _unread_by_twisted(data: bytes, count: int) -> str | None:
+    """What keeps Twisted from reading all C{count} certificates of a chain file, or C{None}."""
+    if not data.isascii():
+        return (
+            "holds characters that are not ASCII, which Twisted cannot read; keep only the PEM certificates"
+        )
+    found = len(_TWISTED_CHAIN_BLOCK.findall(data))
+    if found >= count:
+        return None
+    if b"\r" in data:
+        return (
+            "has CRLF line ends, which Twisted cannot read; convert it to LF line ends (e.g. with dos2unix)"
+        )
+    return (
+        f"Twisted finds {found} of its {count} certificates; put each BEGIN and END line on a line of its own"
+    )
+
+
 def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
     """
     Check the files of an C{ssl:} endpoint as Twisted will read them, with a message for each mistake.
@@ -163,18 +207,7 @@ def check_tls_files(kw: dict[str, str], now: datetime.datetime) -> None:
     _check_no_chain(cert_pem, cert_option, cert_path)
     chain = kw.get("extraCertChain")
     if chain:
-        chain_certificates = [
-            b for label, b in _pem_blocks(_read(chain, "extraCertChain")) if label == b"CERTIFICATE"
-        ]
-        try:
-            if not chain_certificates:
-                raise ValueError
-            for pem in chain_certificates:
-                x509.load_pem_x509_certificate(pem)
-        except ValueError:
-            raise EndpointProblem(
-                f"extraCertChain {chain}: no readable PEM certificate in it", files=True
-            ) from None
+        _check_chain(chain)
     if kw.get("dhParameters"):
         _read(kw["dhParameters"], "dhParameters")
 

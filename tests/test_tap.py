@@ -392,6 +392,23 @@ class EndpointCheckTests(SynchronousTestCase):
         early = issue_server_certificate(self.mktemp(), ["localhost"], now=future)
         self.assertUsage(("--admin", ssl_endpoint(early)), "the certificate is not valid before", files=True)
 
+    def test_chain_file_twisted_cannot_read(self) -> None:
+        """An C{extraCertChain} file with CRLF line ends or non-ASCII text is a file problem naming it."""
+        cert = issue_server_certificate(self.mktemp(), ["localhost"])
+        lf = cert.ca_path.read_bytes()
+        crlf = lf.replace(b"\n", b"\r\n")
+        cases = [
+            (crlf, "has CRLF line ends, which Twisted cannot read; convert it to LF"),
+            (lf + crlf, "has CRLF line ends"),  # Twisted dropped the second without a word
+            ("# Issuer: Főtanúsítvány\n".encode() + lf, "holds characters that are not ASCII"),
+        ]
+        for content, text in cases:
+            chain = Path(self.mktemp())
+            chain.write_bytes(content)
+            self.assertUsage(
+                ("--listen", ssl_endpoint(cert, chain=chain)), f"extraCertChain {chain}: {text}", files=True
+            )
+
     def test_dh_parameters_that_openssl_refuses(self) -> None:
         """A C{dhParameters} file OpenSSL cannot use stops the start (status 1), naming the file."""
         cert = issue_server_certificate(self.mktemp(), ["localhost"])
