@@ -170,11 +170,31 @@ class ControlReading:
 
         @param resume: read again if paused (closing: the relay's close frame is behind what was not read).
         """
+        if not self._ended:
+            self._say_unlogged()
         self._ended = True
         if self._reasons:
             self._reasons.clear()
             if resume:
                 self._transport.resumeProducing()
+
+    def _say_unlogged(self) -> None:
+        """
+        Count the pauses the budget held back since its last line: only the next pause line said them.
+
+        A channel that ends first (a reconnect makes a new one, with a new budget) would lose the count.
+        """
+        budget = self._budget
+        if budget is None or not budget.held:
+            return
+        self.log.info(
+            "listener {listener_id}: {unlogged} more pauses of its control channel were not logged "
+            "(at most one every {interval:g} s)",
+            listener_id=self._listener_id,
+            unlogged=budget.held,
+            interval=1 / budget.per_second,
+        )
+        budget.held = 0
 
 
 class _Channel(Protocol):

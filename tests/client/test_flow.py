@@ -127,6 +127,20 @@ class ControlReadingTests(SynchronousTestCase):
             f"listener L stops reading its control channel: {WRITE_BACKLOG} (15 earlier pauses not logged)",
         )
 
+    def test_pauses_not_logged_are_counted_when_the_channel_ends(self) -> None:
+        """A channel that ends with pauses held back by its budget says how many, once."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        reading = ControlReading(CountingTransport(), listener_id="L", clock=Clock())
+        for _ in range(20):
+            reading.hold(WRITE_BACKLOG)
+            reading.release(WRITE_BACKLOG)
+        reading.end(resume=True)
+        reading.end(resume=False)  # closing, then closed
+        self.assertEqual(
+            log_lines(observer)[10:],
+            ["listener L: 15 more pauses of its control channel were not logged (at most one every 60 s)"],
+        )
+
     def test_end(self) -> None:
         """A closing channel is read again; once ended, nothing holds it and nothing resumes it."""
         transport = CountingTransport()
