@@ -71,7 +71,7 @@ class RouterTests(SynchronousTestCase):
             path,
             [token(now=self.clock.seconds())] if tokens is None else tokens,
             needed,
-            create=needed == Rights.LISTEN,
+            listener=needed == Rights.LISTEN,
         )
 
     def assertRefused(self, kind: ErrorKind, f, *args, **kwargs) -> RelayError:
@@ -119,7 +119,7 @@ class RouterTests(SynchronousTestCase):
         self.assertRefused(ErrorKind.FORBIDDEN, self.admit, "/hyco", [token("other")])
         expired = token(now=self.clock.seconds() - 7200)
         self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, "/hyco", [expired])
-        admission = self.admit("/hyco/suffix/x")
+        admission = self.admit("/hyco/suffix/x", needed=Rights.SEND)
         self.assertEqual((admission.entity.name, admission.match.suffix), ("hyco", "/suffix/x"))
 
     def test_anonymous_senders(self) -> None:
@@ -145,6 +145,26 @@ class RouterTests(SynchronousTestCase):
             self.admit("/newhc", [token("newhc", "any.host")], Rights.SEND, "any.host").entity,
             admission.entity,
         )
+
+    def test_listener_names_its_hybrid_connection_exactly(self) -> None:
+        """A listener's path is the whole name: C{hyco/extra} is unknown (404), not a listener of C{hyco}."""
+        presented = [token(now=self.clock.seconds())]
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/hyco/extra", presented)
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/soap/extra", [token("soap/extra")])
+        self.assertEqual(self.admit("/HYCO/", presented).entity.name, "hyco")
+        self.assertEqual(self.admit("/hyco/extra", presented, Rights.SEND).match.suffix, "/extra")
+
+    def test_auto_create_below_an_existing_name(self) -> None:
+        """With auto-create, the first listener of C{team/app} creates it even when C{team} exists."""
+        host = "any.host"
+        team = self.admit("/team", [token("team", host)], Rights.LISTEN, host)
+        app = self.admit("/team/app", [token("team/app", host)], Rights.LISTEN, host)
+        self.assertEqual((team.entity.name, app.entity.name, app.match.suffix), ("team", "team/app", ""))
+        self.assertIs(self.store.get(AUTO, "team/app"), app.entity)
+        self.assertIs(self.admit("/team/app/x", [token("team", host)], Rights.SEND, host).entity, app.entity)
+        self.store.add(AUTO, Entity("svc", "oneway"))
+        self.assertRefused(ErrorKind.NOT_FOUND, self.admit, "/svc/x", [token("svc/x", host)], host=host)
+        self.assertIsNone(self.store.get(AUTO, "svc/x"))
 
     def test_auto_create_within_the_namespace_quota(self) -> None:
         """Past the namespace's entity quota the first listener of a new name is refused: 403, nothing added."""

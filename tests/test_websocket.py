@@ -78,6 +78,16 @@ class ListenerTests(GatewayTestCase):
         self.assertIn("Quota exceeded", third.status_line)
         self.assertEqual(bad_action.status, 400)
 
+    def test_listener_with_a_suffix_is_refused(self) -> None:
+        """A listener of C{hyco/extra} gets 404 and never receives the senders of C{hyco}."""
+        stray = self.listen("hyco/extra", token=self.token("hyco"))
+        self.net.advance(10)
+        self.assertEqual(stray.status, 404)
+        self.assertEqual(self.gateway.registry.total(), 0)
+        sender = self.send("hyco/extra")
+        self.net.advance(10)
+        self.assertEqual(sender.status, 404)
+
     def test_token_expiry_closes_with_1008(self) -> None:
         """A control channel whose token lapses unrenewed is closed with 1008."""
         listener = self.listen(token=self.token(ttl=60))

@@ -135,36 +135,60 @@ class HybridConnectionRouter:
         self._grants: dict[tuple[Any, ...], Grant] = {}
 
     def resolve(
-        self, host: str, path: str, *, create: bool = False, tokens: Sequence[str] = ()
+        self, host: str, path: str, *, listener: bool = False, tokens: Sequence[str] = ()
     ) -> tuple[Namespace, EntityMatch]:
         """
         Find the namespace and hybrid connection for a host and an entity path (after C{$hc}).
 
-        @param create: make the hybrid connection if the namespace auto-creates them (first listener), but
-            only once C{tokens} grant Listen on it.
+        A sender's path is matched by its longest prefix (the rest is its suffix); a listener's path is
+        the whole name (L{_listener_match}).
+
+        @param listener: resolve for a listener: the exact name, made if the namespace auto-creates
+            hybrid connections, but only once C{tokens} grant Listen on it.
         @raise RelayError: 404 when either is unknown or the name belongs to another entity kind; 401 or
             403 when a hybrid connection would be created but the tokens do not allow it.
         """
         namespace = self.store.namespace_for_host(host)
         if namespace is None:
             raise RelayError(ErrorKind.NOT_FOUND, "No namespace is served under this host name")
-        match = self.store.match(namespace, path)
-        if match is None and create and namespace.auto_create:
-            match = self._auto_create(namespace, path, host, tokens)
+        if listener:
+            match = self._listener_match(namespace, path, host, tokens)
+        else:
+            match = self.store.match(namespace, path)
         if match is None:
             raise RelayError(ErrorKind.NOT_FOUND, "No hybrid connection with this name")
         if match.entity.kind != HYBRID_CONNECTION:
             raise RelayError(ErrorKind.NOT_FOUND, f"{match.entity.name!r} is not a hybrid connection")
         return namespace, match
 
-    def _auto_create(
+    def _listener_match(
         self, namespace: Namespace, path: str, host: str, tokens: Sequence[str]
     ) -> EntityMatch | None:
+        """
+        The entity a listener names: the whole path, never a prefix of it, or C{None}.
+
+        A listener of C{hyco/extra} must not become one of C{hyco} and take its senders, and in an
+        auto-create namespace it makes C{hyco/extra}, as the bindings' dynamic names do. Below an entity
+        of another kind nothing is made: that entity is returned, to be refused.
+        """
         try:
-            segments = split_name(path)
+            name = "/".join(split_name(path))
         except EntityNameError:
             return None
-        candidate = Entity(name="/".join(segments), kind=HYBRID_CONNECTION, dynamic=True)
+        entity = self.store.get(namespace, name)
+        if entity is not None:
+            return EntityMatch(entity, "")
+        if not namespace.auto_create:
+            return None
+        below = self.store.match(namespace, path)
+        if below is not None and below.entity.kind != HYBRID_CONNECTION:
+            return below
+        return self._auto_create(namespace, name, host, tokens)
+
+    def _auto_create(
+        self, namespace: Namespace, name: str, host: str, tokens: Sequence[str]
+    ) -> EntityMatch | None:
+        candidate = Entity(name=name, kind=HYBRID_CONNECTION, dynamic=True)
         # Authorize before the store changes, so that a refused listener leaves nothing behind. The new
         # entity has no rules of its own: the namespace's rules decide, as they will once it exists (and
         # the grant cached here is the one admission then finds).
@@ -222,16 +246,17 @@ class HybridConnectionRouter:
         raise RelayError(decision.kind, decision.reason)
 
     def admit(
-        self, host: str, path: str, tokens: Sequence[str], needed: Rights, *, create: bool = False
+        self, host: str, path: str, tokens: Sequence[str], needed: Rights, *, listener: bool = False
     ) -> Admission:
         """
         Resolve and authorize in one step; a refusal is counted for the listener or sender role.
 
-        @param create: auto-create a missing hybrid connection (listeners), after its tokens are checked.
+        @param listener: admit a listener: its path is the exact name, auto-created where the namespace
+            allows once its tokens are checked (L{resolve}).
         """
         match: EntityMatch | None = None
         try:
-            namespace, match = self.resolve(host, path, create=create, tokens=tokens)
+            namespace, match = self.resolve(host, path, listener=listener, tokens=tokens)
             grant = self.authorize(namespace, match, host, tokens, needed)
         except RelayError as e:
             entity = match.entity.name if match is not None else None

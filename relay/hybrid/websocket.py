@@ -245,7 +245,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
     def _listen(self, request: ConnectionRequest, target: RequestTarget, path: str, host: str) -> None:
         router = self.factory.router
         admission = router.admit(
-            host, path, presented_tokens(request.headers, target), Rights.LISTEN, create=True
+            host, path, presented_tokens(request.headers, target), Rights.LISTEN, listener=True
         )
         channel = ControlChannel(self, router, admission, self.tracking_id, host, self.factory.clock)
         router.register_listener(admission, channel)
