@@ -7,6 +7,7 @@ and a restarted gateway agree on it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from relay.auth import generate_key
+from relay.config import MIN_KEY_LENGTH, credential_problem
 
 DEVELOPMENT_KEY_NAME = "RootManageSharedAccessKey"
 DEVELOPMENT_KEY_FILE = "development-key"
@@ -29,24 +31,40 @@ def default_state_dir() -> Path:
 
 
 def development_key(state_dir: Path) -> str:
-    """Read the development namespace's key, creating it (and the directory) on first use."""
+    """
+    Read the development namespace's key, creating it (and the directory) on first use.
+
+    The key returned is always the one read back from the file, so that C{relay connection-string} and
+    the next start agree with this one.
+    """
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = state_dir / _KEY_FILE
     key = read_development_key(state_dir)
-    if key is not None:
-        return key
-    # Made under another name and linked into place, which fails if another process got there first:
-    # gateways starting together all end up with the one key on disk.
-    key = generate_key()
+    if key is None:
+        _link_new_key(state_dir)
+        key = read_development_key(state_dir)
+    if key is None:
+        raise OSError(
+            errno.ENOENT, "the development key was removed as it was made", str(state_dir / _KEY_FILE)
+        )
+    return key
+
+
+def _link_new_key(state_dir: Path) -> None:
+    """
+    Write a new key under another name, on disk, and link it into place unless a key file exists.
+
+    Linking fails if another process got there first: gateways starting together all end up with the
+    one key on disk. The data reaches the disk before the link, so a power loss cannot leave the name
+    holding an empty file.
+    """
     fd, name = tempfile.mkstemp(dir=state_dir, prefix=_KEY_FILE + ".")  # mode 0600
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(key + "\n")
-        try:
-            os.link(name, path)
-        except FileExistsError:
-            return read_development_key(state_dir) or key
-        return key
+            f.write(generate_key() + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(name, state_dir / _KEY_FILE)
     finally:
         os.unlink(name)
 
@@ -68,14 +86,41 @@ def readable_by_others(path: Path) -> str | None:
 
 
 def read_development_key(state_dir: Path) -> str | None:
-    """The development key if the gateway has made one, else C{None}."""
+    """
+    The development key if the gateway has made one, else C{None}.
+
+    @raise OSError: C{EINVAL} when the file holds no key a connection string can carry (empty, too
+        short, a C{;}, ...): making a new one would replace the key clients hold, serving it would give
+        them a connection string that does not parse.
+    """
     path = state_dir / _KEY_FILE
     try:
-        return path.read_text(encoding="ascii").strip() or None
+        text = path.read_text(encoding="ascii")
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
-        raise OSError(errno.EINVAL, "not a key (the file holds bytes other than ASCII)", str(path)) from None
+        raise _not_a_key(path, "the file holds bytes other than ASCII") from None
+    key = text.strip()
+    problem = _key_problem(key)
+    if problem is not None:
+        raise _not_a_key(path, problem)
+    return key
+
+
+def _key_problem(key: str) -> str | None:
+    """What makes the (stripped) content of a key file unusable as a key, or C{None}."""
+    if not key:
+        return "the file is empty or blank"
+    if len(key) < MIN_KEY_LENGTH:
+        return f"it is shorter than {MIN_KEY_LENGTH} characters"
+    problem = credential_problem(key)
+    return None if problem is None else f"it {problem}"
+
+
+def _not_a_key(path: Path, problem: str) -> OSError:
+    """The error for a key file that holds no usable key, with the way out (a new key, made at start)."""
+    message = f"not a key: {problem}; remove it and the gateway makes a new one"
+    return OSError(errno.EINVAL, message, str(path))
 
 
 def write_endpoint(state_dir: Path, endpoint: str, plain: bool) -> None:

@@ -95,15 +95,16 @@ class CommandTests(SynchronousTestCase):
             (cs.endpoint, cs.key, cs.plain, cs.entity_path), ("sb://127.0.0.1:9999/", key, True, "hyco")
         )
 
-    def test_development_key_that_is_not_ascii(self) -> None:
-        """A development key file holding other bytes is one line on stderr (exit 1), not a traceback."""
-        state = Path(self.mktemp())
-        state.mkdir()
-        (state / "development-key").write_bytes(b"\xff\xfekey\n")
-        result = relay("connection-string", "--state-dir", str(state))
-        self.assertEqual(result.returncode, 1)
-        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
-        self.assertIn("not a key", result.stderr)
+    def test_development_key_that_is_not_a_key(self) -> None:
+        """A key file that is not ASCII, empty or unusable is one line on stderr (exit 1), not a traceback."""
+        for content in (b"\xff\xfekey\n", b"", b"abcdefgh;ijklmnop\n"):
+            state = Path(self.mktemp())
+            state.mkdir()
+            (state / "development-key").write_bytes(content)
+            result = relay("connection-string", "--state-dir", str(state))
+            self.assertEqual(result.returncode, 1)
+            self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+            self.assertIn("not a key", result.stderr)
 
     def test_development_key_made_once(self) -> None:
         """Another process that makes the key first (between our look and our write) wins: one key on disk."""
@@ -112,13 +113,30 @@ class CommandTests(SynchronousTestCase):
         state = Path(self.mktemp())
         state.mkdir()
 
+        theirs = "theirs-" + "k" * 37
+
         def another_process_first() -> str:
-            (state / "development-key").write_text("theirs\n")
-            return "ours"
+            (state / "development-key").write_text(theirs + "\n")
+            return "ours-" + "k" * 39
 
         self.patch(relay.state, "generate_key", another_process_first)
-        self.assertEqual(development_key(state), "theirs")
-        self.assertEqual((state / "development-key").read_text(), "theirs\n")
+        self.assertEqual(development_key(state), theirs)
+        self.assertEqual((state / "development-key").read_text(), theirs + "\n")
+        self.assertEqual([p.name for p in state.iterdir()], ["development-key"])
+
+    def test_development_key_is_the_one_on_disk(self) -> None:
+        """A key file another process left empty is an error, not a key of ours that no file holds."""
+        import relay.state
+
+        state = Path(self.mktemp())
+        state.mkdir()
+
+        def another_process_first() -> str:
+            (state / "development-key").write_text("")
+            return "ours-" + "k" * 39
+
+        self.patch(relay.state, "generate_key", another_process_first)
+        self.assertRaises(OSError, development_key, state)
         self.assertEqual([p.name for p in state.iterdir()], ["development-key"])
 
     def test_key(self) -> None:

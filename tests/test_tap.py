@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import os
 import socket
 import subprocess
@@ -102,6 +103,19 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(first.development_key, second.development_key)
         self.assertEqual(read_development_key(Path(state)), first.development_key)
         self.assertEqual(os.stat(Path(state) / "development-key").st_mode & 0o777, 0o600)
+
+    def test_development_key_file_that_is_not_a_key(self) -> None:
+        """A key file that is empty, blank, too short or holds a ';' stops the build and is left as it is."""
+        for content in ("", " \n", "short\n", "abcdefgh;ijklmnop\n"):
+            state = Path(self.mktemp())
+            state.mkdir()
+            (state / "development-key").write_text(content)
+            with self.assertRaises(OSError) as ctx:
+                makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
+            self.assertEqual(ctx.exception.errno, errno.EINVAL)
+            self.assertIn("not a key", ctx.exception.strerror)
+            self.assertEqual(ctx.exception.filename, str(state / "development-key"))
+            self.assertEqual((state / "development-key").read_text(), content)
 
     def test_exposed_development_key_is_warned_about(self) -> None:
         """A development key other users can read is logged as a warning when the gateway is built."""
@@ -260,7 +274,7 @@ class TwistdTests(SynchronousTestCase):
         self.assertNotIn("Traceback", result.stdout)
 
     def test_unusable_state_dir(self) -> None:
-        """A state directory that is a file, or a key that is a directory: one line, status 1."""
+        """A state directory that is a file, or a key that is a directory or empty: one line, status 1."""
         file = os.path.abspath(self.mktemp())
         Path(file).write_text("x")
         self.assertOneLine(
@@ -272,6 +286,14 @@ class TwistdTests(SynchronousTestCase):
             self.twistd_relay("--state-dir", str(state)),
             1,
             f"cannot use {state / 'development-key'}: Is a dir",
+        )
+        empty = Path(os.path.abspath(self.mktemp()))
+        empty.mkdir()
+        (empty / "development-key").write_text("")
+        self.assertOneLine(
+            self.twistd_relay("--state-dir", str(empty)),
+            1,
+            f"cannot use {empty / 'development-key'}: not a key",
         )
 
     def test_bad_config_exits_non_zero(self) -> None:
