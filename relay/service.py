@@ -58,6 +58,7 @@ from relay.shutdown import (
 from relay.state import (
     DEVELOPMENT_KEY_FILE,
     DEVELOPMENT_KEY_NAME,
+    ENDPOINT_FILE,
     development_key,
     readable_by_others,
     write_endpoint,
@@ -427,8 +428,7 @@ class GatewayService(MultiService):
         )
         connection_string = self.connection_string()
         if connection_string is not None:
-            plain = not (self.public_url or "").startswith("https")
-            write_endpoint(self.settings.state_dir, self._endpoint(), plain)
+            self._record_endpoint()
             self.log.info(
                 "development namespace (any host name, hybrid connections created on first listen); "
                 "connection string: {connection_string}",
@@ -455,6 +455,24 @@ class GatewayService(MultiService):
             if serves_on_a_port(description):
                 return public_url_for(description, port)
         return None
+
+    def _record_endpoint(self) -> None:
+        """
+        Write the endpoint for C{relay connection-string}, or warn that it could not be written.
+
+        A state directory that cannot take it (read-only, full) must not keep the gateway from saying
+        it is ready: C{ready} would fail before the connection string is logged, and nothing said why.
+        """
+        plain = not (self.public_url or "").startswith("https")
+        try:
+            write_endpoint(self.settings.state_dir, self._endpoint(), plain)
+        except OSError as e:
+            self.log.warn(
+                "cannot record the endpoint in {path}: {reason}; 'relay connection-string' will need "
+                "--endpoint",
+                path=str(self.settings.state_dir / ENDPOINT_FILE),
+                reason=e.strerror or e,
+            )
 
     def _endpoint(self) -> str:
         netloc = urlsplit(self.public_url or "http://localhost").netloc

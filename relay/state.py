@@ -21,7 +21,9 @@ DEVELOPMENT_KEY_NAME = "RootManageSharedAccessKey"
 DEVELOPMENT_KEY_FILE = "development-key"
 """The development key's file in the state directory."""
 _KEY_FILE = DEVELOPMENT_KEY_FILE
-_ENDPOINT_FILE = "gateway.json"
+ENDPOINT_FILE = "gateway.json"
+"""The last public endpoint's file in the state directory."""
+_ENDPOINT_FILE = ENDPOINT_FILE
 
 
 def default_state_dir() -> Path:

@@ -1,8 +1,21 @@
-"""The gateway service while it stops: connections already open get 503 for anything new (in memory)."""
+"""
+The gateway service as it starts and while it stops (in memory).
+
+Starting, it records its endpoint in the state directory; stopping, connections already open get 503 for
+anything new.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+
+from relay.service import GatewayService, GatewaySettings
 
 from .httpharness import RawHttpClient
 from .wsharness import GatewayTestCase, RecordingClient
@@ -13,6 +26,26 @@ UPGRADE = {
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     "Sec-WebSocket-Version": "13",
 }
+
+
+class StartingTests(SynchronousTestCase):
+    """What the gateway writes to its state directory as it starts."""
+
+    def test_endpoint_that_cannot_be_recorded(self) -> None:
+        """An endpoint record the state directory cannot take is one warning; the start goes on."""
+        state = Path(self.mktemp())
+        (state / "gateway.json" / "in-the-way").mkdir(parents=True)  # gateway.json cannot be replaced
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        service = GatewayService(GatewaySettings(state_dir=state), reactor=MemoryReactorClock())
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIs(self.successResultOf(service.ready), service)
+        [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
+        self.assertEqual(warning["path"], str(state / "gateway.json"))
+        self.assertIn("--endpoint", warning["log_format"])
+        self.assertTrue(any("connection_string" in e for e in events))
 
 
 class StoppingTests(GatewayTestCase):
