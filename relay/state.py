@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from relay.auth import generate_key
@@ -59,16 +60,28 @@ def _link_new_key(state_dir: Path) -> None:
     one key on disk. The data reaches the disk before the link, so a power loss cannot leave the name
     holding an empty file.
     """
-    fd, name = tempfile.mkstemp(dir=state_dir, prefix=_KEY_FILE + ".")  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(generate_key() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+    with _written(state_dir, _KEY_FILE, generate_key() + "\n") as name:
         with contextlib.suppress(FileExistsError):
             os.link(name, state_dir / _KEY_FILE)
+
+
+@contextlib.contextmanager
+def _written(state_dir: Path, prefix: str, text: str) -> Iterator[str]:
+    """
+    The name of a new file (mode 0600) in the state directory, holding C{text} on disk.
+
+    No other process uses the name; the file is removed afterwards, once linked or renamed into place.
+    """
+    fd, name = tempfile.mkstemp(dir=state_dir, prefix=prefix + ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        yield name
     finally:
-        os.unlink(name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
 
 
 def readable_by_others(path: Path) -> str | None:
@@ -126,11 +139,16 @@ def _not_a_key(path: Path, problem: str) -> OSError:
 
 
 def write_endpoint(state_dir: Path, endpoint: str, plain: bool) -> None:
-    """Remember where the gateway was last reachable, for C{relay connection-string}."""
+    """
+    Remember where the gateway was last reachable, for C{relay connection-string}.
+
+    Each writer renames a whole file of its own into place: gateways sharing the state directory used one
+    temporary name, and renamed away each other's file, or a half-written one.
+    """
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = state_dir / (_ENDPOINT_FILE + ".tmp")
-    tmp.write_text(json.dumps({"endpoint": endpoint, "plain": plain}) + "\n", encoding="utf-8")
-    tmp.replace(state_dir / _ENDPOINT_FILE)
+    record = json.dumps({"endpoint": endpoint, "plain": plain}) + "\n"
+    with _written(state_dir, _ENDPOINT_FILE, record) as name:
+        os.replace(name, state_dir / _ENDPOINT_FILE)
 
 
 def read_endpoint(state_dir: Path) -> tuple[str, bool] | None:

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from relay.auth import Grant, Rights, SharedAccessRule, validate_token
 from relay.cli import main
 from relay.connstr import parse_connection_string
-from relay.state import development_key, write_endpoint
+from relay.state import development_key, read_endpoint, write_endpoint
 
 
 def relay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -138,6 +138,23 @@ class CommandTests(SynchronousTestCase):
         self.patch(relay.state, "generate_key", another_process_first)
         self.assertRaises(OSError, development_key, state)
         self.assertEqual([p.name for p in state.iterdir()], ["development-key"])
+
+    def test_endpoint_recorded_by_two_gateways_at_once(self) -> None:
+        """Two gateways on one state directory recording their endpoints at once both succeed, whole."""
+        state = Path(self.mktemp())
+        state.mkdir()
+        real_replace = os.replace
+        others = ["sb://other:9081/"]
+
+        def other_gateway_in_between(source: str, target: str) -> None:
+            if others:
+                write_endpoint(state, others.pop(), True)
+            real_replace(source, target)
+
+        self.patch(os, "replace", other_gateway_in_between)
+        write_endpoint(state, "sb://mine:9080/", False)
+        self.assertEqual(read_endpoint(state), ("sb://mine:9080/", False))
+        self.assertEqual([p.name for p in state.iterdir()], ["gateway.json"])
 
     def test_key(self) -> None:
         """C{relay key} prints 256 random bits in base64, different each time."""
