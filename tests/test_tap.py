@@ -148,17 +148,21 @@ class PluginTests(SynchronousTestCase):
         """A start that fails once the ports are bound is one error line in the log, and fails L{ready}."""
         state = Path(self.mktemp())
         service = makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
-        (state / "development-key").unlink()
-        state.rmdir()
-        state.write_text("a file where the state directory was")
+
+        def broken() -> None:
+            raise RuntimeError("a bug after the ports were bound")
+
+        service._record_endpoint = broken  # type: ignore[method-assign]
         events: list[dict[str, Any]] = []
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         service.startService()
         self.addCleanup(service.stopService)
-        self.failureResultOf(service.ready, FileExistsError)
+        self.failureResultOf(service.ready, RuntimeError)
         [line] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
-        self.assertTrue(line.startswith("the gateway did not finish starting: FileExistsError: "), line)
+        self.assertEqual(
+            line, "the gateway did not finish starting: RuntimeError: a bug after the ports were bound"
+        )
 
 
 class TwistdTests(SynchronousTestCase):
