@@ -91,9 +91,23 @@ class HiddenValuesTests(SynchronousTestCase):
             b"&b=sb-hc-token%3Dnot-a-name",
         )
 
+    def test_wcf_secrets_hidden(self) -> None:
+        """The C{$wcf} binding's C{sb-wcf-*} values are hidden the same way, C{sb-wcf-action} kept."""
+        raw = b"/$wcf/calc?sb-wcf-action=send&SB-WCF-Token=SharedAccessSignature%20sig%3Dabc&sb-wcf-id=me&a=1"
+        self.assertEqual(
+            hide_reserved_values(raw),
+            b"/$wcf/calc?sb-wcf-action=send&SB-WCF-Token=(hidden)&sb-wcf-id=(hidden)&a=1",
+        )
+
     def test_nothing_to_hide(self) -> None:
         """A target without reserved values is given back as it is (the same object)."""
-        for raw in (b"/hyco/x", b"/hyco/x?a=1&b", b"/hyco/x?sb-hc-action=listen", b"/x?sb-hc-token"):
+        for raw in (
+            b"/hyco/x",
+            b"/hyco/x?a=1&b",
+            b"/hyco/x?sb-hc-action=listen",
+            b"/x?sb-hc-token",
+            b"/x?sb-wcf-action=listen",
+        ):
             self.assertIs(hide_reserved_values(raw), raw)
 
 

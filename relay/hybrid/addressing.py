@@ -14,6 +14,11 @@ from urllib.parse import quote, unquote, unquote_plus, urlsplit
 from relay.config import public_url_problem
 
 RESERVED_PREFIX = "sb-hc-"
+WCF_PREFIX = "sb-wcf-"
+"""The SOAP relay bindings' parameters (C{bindings.wcf}; named here because relay.* may not import bindings)."""
+LOGGED_PREFIXES = (RESERVED_PREFIX, WCF_PREFIX)
+"""Every relay-reserved parameter prefix: their values carry tokens or keys and stay out of logs."""
+SHOWN_NAMES = frozenset(prefix + "action" for prefix in LOGGED_PREFIXES)
 HC_SEGMENT = "$hc"
 
 ACTION_LISTEN = "listen"
@@ -51,11 +56,15 @@ class RequestTarget:
         return f"{self.path}?{self.query}" if self.query else self.path
 
 
-def reserved_name(pair: str) -> str | None:
-    """The name of a raw C{name=value} pair reserved for the relay (percent-decoded, lower case), else C{None}."""
+def reserved_name(pair: str, prefixes: tuple[str, ...] = (RESERVED_PREFIX,)) -> str | None:
+    """
+    The name of a raw C{name=value} pair reserved for the relay (percent-decoded, lower case), else C{None}.
+
+    @param prefixes: the reserved prefixes: C{sb-hc-} alone for hybrid connection URLs.
+    """
     raw_name, eq, _ = pair.partition("=")
     name = unquote(raw_name).lower() if eq else ""
-    return name if name.startswith(RESERVED_PREFIX) else None
+    return name if name.startswith(prefixes) else None
 
 
 def is_reserved(pair: str) -> bool:
@@ -93,11 +102,12 @@ def split_target(raw_target: str, *, repeatable: frozenset[str] = frozenset()) -
 
 def hide_reserved_values(raw_target: bytes) -> bytes:
     """
-    C{raw_target} as a log line may show it: the values of reserved parameters hidden, C{sb-hc-action} kept.
+    C{raw_target} as a log line may show it: the values of reserved parameters hidden, the actions kept.
 
-    Reserved parameters carry tokens (C{sb-hc-token}) and one-time rendezvous keys (C{sb-hc-id});
-    twisted.web's access log writes a request's target as it came. Names are matched as L{split_target}
-    reads them (percent-decoded, any case).
+    Reserved parameters carry tokens (C{sb-hc-token}, C{sb-wcf-token}) and one-time rendezvous keys
+    (C{sb-hc-id}); twisted.web's access log writes a request's target as it came, for C{$hc} and C{$wcf}
+    URLs and the bindings' SOAP POSTs alike. Names are matched as L{split_target} reads them
+    (percent-decoded, any case), under both prefixes (L{LOGGED_PREFIXES}).
     """
     path, question, query = raw_target.partition(b"?")
     if not question or b"=" not in query:
@@ -105,7 +115,8 @@ def hide_reserved_values(raw_target: bytes) -> bytes:
     pairs = query.split(b"&")
     hidden = False
     for index, pair in enumerate(pairs):
-        if reserved_name(pair.decode("latin-1")) not in (None, RESERVED_PREFIX + "action"):
+        name = reserved_name(pair.decode("latin-1"), LOGGED_PREFIXES)
+        if name is not None and name not in SHOWN_NAMES:
             pairs[index] = pair.partition(b"=")[0] + b"=(hidden)"
             hidden = True
     return path + b"?" + b"&".join(pairs) if hidden else raw_target

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 
 from bindings import wcf
 from bindings.addressing import ANONYMOUS, new_message_id, read_addressing, read_sender
@@ -24,6 +26,7 @@ from bindings.wcf import TargetError, parse_target
 from bindings.wcfroles import ListenerRole, ReadGate
 from bindings.wcfsender import SenderRole
 
+from ..httpharness import RawHttpClient
 from ..recording import RecordingProducer
 from .calculator import ICalculator, IChat
 from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
@@ -101,8 +104,6 @@ class AdmissionTests(BindingsTestCase):
 
     def test_query_token(self) -> None:
         """The sb-wcf-token query parameter carries a token too."""
-        from urllib.parse import quote
-
         client = self.wcf("calc", "send", token=None, query=f"&sb-wcf-token={quote(self.token('calc'))}")
         self.assertTrue(client.opened)
 
@@ -133,6 +134,42 @@ class AdmissionTests(BindingsTestCase):
         self.assertEqual(read_addressing(envelope(first.messages[-1][0])).action, ACTION_REGISTERED)
         self.assertRefused(self.wcf("small", "listen"), 403, "Quota exceeded")
         self.assertIsNone(first.closed)
+
+
+class AccessLogTests(BindingsTestCase):
+    """twisted.web's access line for a refused binding request shows no C{sb-wcf-token}."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.service.site.doStart()  # what listening on a port does: the access log goes to the log
+        self.addCleanup(self.service.site.doStop)
+
+    def assertNotLogged(self, token: str) -> None:
+        signature = token.split("sig=")[1].split("&")[0]
+        lines = [formatEvent(event) for event in self.events]
+        for secret in (signature, quote(signature, safe=""), quote(quote(signature, safe=""), safe="")):
+            self.assertEqual([line for line in lines if secret in line], [])
+
+    def test_wcf_url_without_upgrade(self) -> None:
+        """A C{$wcf} URL opened without an upgrade (400) does not log the live token in its query."""
+        token = self.token("calc")
+        client = self.net.attach(RawHttpClient())
+        client.request("GET", "/$wcf/calc?sb-wcf-action=send&sb-wcf-token=" + quote(token, safe=""), {})
+        self.net.flush()
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 400"), client.data[:80])
+        self.assertNotLogged(token)
+
+    def test_soap_post_with_query_token(self) -> None:
+        """A refused SOAP POST whose URL carries C{sb-wcf-token} does not log it either."""
+        token = self.token("calc")
+        client = self.net.attach(RawHttpClient())
+        client.request(
+            "POST", "/calc?sb-wcf-token=" + quote(token, safe=""), {"Content-Type": "text/xml"}, b"<x/>"
+        )
+        self.net.flush()
+        self.assertTrue(client.data.startswith(b"HTTP/1.1 400"), client.data[:80])
+        self.assertNotLogged(token)
 
 
 class RegistrationTests(BindingsTestCase):
