@@ -88,13 +88,17 @@ def _http_url(text: str) -> str:
 
 
 def _endpoint(text: str) -> str:
-    """A connection string's C{Endpoint}: an absolute URI such as C{sb://relay.example.org/}."""
+    """
+    A connection string's C{Endpoint}: an absolute URI such as C{sb://relay.example.org/}.
+
+    Errors do not quote the value: it may be a whole connection string, key included.
+    """
     if ";" in text:
-        raise argparse.ArgumentTypeError(f"must not contain ';': {text!r}")
+        raise argparse.ArgumentTypeError("must be the endpoint alone, without ';' (such as sb://HOST/)")
     try:
         parse_connection_string(f"Endpoint={text};SharedAccessSignature=x")
     except ConnectionStringError:
-        raise argparse.ArgumentTypeError(f"not an absolute URI such as sb://HOST/: {text!r}") from None
+        raise argparse.ArgumentTypeError("not an absolute URI such as sb://HOST/") from None
     return text
 
 

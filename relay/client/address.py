@@ -11,6 +11,7 @@ callers, so an application query cannot change the action or smuggle a token int
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
@@ -31,6 +32,10 @@ _SCHEMES = {"sb": "wss", "wss": "wss", "https": "wss", "ws": "ws", "http": "ws"}
 # Characters left alone when quoting path segments: RFC 3986 pchar plus "/" and "%" (so callers may
 # pass already-encoded text without having it encoded twice).
 _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
+
+# A connection string starts with a key and "=" (relay.connstr allows white space around it); a URI starts
+# with a scheme and ":", so the two cannot be confused whatever key comes first.
+_CONNECTION_STRING = re.compile(r"[;\s]*[A-Za-z]+\s*=")
 
 Query = str | Mapping[str, str] | Sequence[tuple[str, str]]
 """An application query: raw text (passed on byte for byte), or name/value pairs to encode."""
@@ -198,6 +203,16 @@ def _normalize_path(path: str) -> str:
     return quote(path, safe=_PATH_SAFE)
 
 
+def _quoted(uri: str) -> str:
+    """
+    C{uri} as an error may quote it: cut at its first white space or C{;}.
+
+    The text may be a mistyped connection string, whose key must reach no message or log.
+    """
+    head = re.split(r"[\s;]", uri, maxsplit=1)[0]
+    return repr(head) + ("..." if head != uri else "")
+
+
 def parse_address(
     endpoint_or_connection_string: str, path: str | None = None
 ) -> tuple[HybridConnectionAddress, ConnectionString | None]:
@@ -208,11 +223,12 @@ def parse_address(
         C{wss://host[:port][/hyco]}, C{ws://...}, C{https://...} or C{http://...}.
     @param path: the hybrid connection path, unless the first argument already names it (C{EntityPath}
         or a URI path); giving it twice is an error, as in the .NET client.
-    @raise ValueError: for unknown schemes, a missing or doubled path, or a URI with a query.
+    @raise ValueError: for unknown schemes, a missing or doubled path, or a URI with a query; the message
+        never quotes a key.
     """
     text = endpoint_or_connection_string.strip()
     cs: ConnectionString | None = None
-    if "=" in text and "endpoint=" in text.lower():
+    if _CONNECTION_STRING.match(text):
         cs = parse_connection_string(text)
         uri = cs.endpoint
         embedded = cs.entity_path or ""
@@ -222,15 +238,14 @@ def parse_address(
     parts = urlsplit(uri)
     scheme = _SCHEMES.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
-        raise ValueError(
-            f"endpoint {uri!r} must be an absolute sb://, wss://, ws://, https:// or http:// URI"
-        )
+        shown = f"endpoint {_quoted(uri)}" if "://" in uri else "the endpoint"  # else it may be a bare key
+        raise ValueError(f"{shown} must be an absolute sb://, wss://, ws://, https:// or http:// URI")
     if parts.query or parts.fragment:
         raise ValueError("the endpoint must not carry a query or fragment")
     try:
         _ = parts.port  # checked now: a bad port would fail every connection attempt, later
     except ValueError as e:
-        raise ValueError(f"endpoint {uri!r}: {e}") from None
+        raise ValueError(f"endpoint {_quoted(uri)}: {e}") from None
     if cs is not None and cs.plain:
         scheme = "ws"
     if cs is None:

@@ -18,6 +18,11 @@ from relay.client.address import (
 from relay.hybrid.addressing import split_target
 
 KEYS = ";SharedAccessKeyName=root;SharedAccessKey=s3cret"
+SECRET = "SuperSecretKey0123456789abcdef="
+SPACED = (
+    "Endpoint = sb://127.0.0.1:9080/; SharedAccessKeyName = RootManageSharedAccessKey; "
+    f"SharedAccessKey = {SECRET}; UseDevelopmentEmulator = true"
+)
 
 
 class ParseAddressTests(SynchronousTestCase):
@@ -44,6 +49,25 @@ class ParseAddressTests(SynchronousTestCase):
         for (endpoint, path), (scheme, netloc, hc) in cases:
             address, _ = parse_address(endpoint, path)
             self.assertEqual((address.scheme, address.netloc, address.path), (scheme, netloc, hc), endpoint)
+
+    def test_spaces_around_equals(self) -> None:
+        """A connection string with white space around C{=}, which relay.connstr accepts, is read as one."""
+        address, cs = parse_address(SPACED, "hyco")
+        self.assertEqual((address.scheme, address.netloc, address.path), ("ws", "127.0.0.1:9080", "hyco"))
+        assert cs is not None
+        self.assertEqual(cs.key, SECRET)
+
+    def test_refusal_does_not_echo_the_key(self) -> None:
+        """Whatever is wrong with a connection string, the error never shows its C{SharedAccessKey}."""
+        for text in (
+            SPACED.replace("Endpoint", "Endpiont"),
+            SPACED.replace(" = ", ": "),
+            SPACED.replace("sb://", "ftp://"),
+        ):
+            with self.subTest(text=text):
+                with self.assertRaises(ValueError) as ctx:
+                    parse_address(text, "other")
+                self.assertNotIn(SECRET, str(ctx.exception))
 
     def test_connection_string_is_returned(self) -> None:
         """The parsed connection string comes back so callers can take credentials from it."""
