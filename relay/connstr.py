@@ -7,6 +7,7 @@ plain C{ws://}/C{http://} instead of TLS; our development gateway prints it when
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -19,6 +20,10 @@ _KNOWN = {
     "usedevelopmentemulator": "UseDevelopmentEmulator",
     "operationtimeout": "OperationTimeout",
 }
+
+
+_SHOWN_NAME = 30
+"""The longest key an error quotes; a key with more letters, or with other characters, is not quoted."""
 
 
 class ConnectionStringError(ValueError):
@@ -81,22 +86,43 @@ class ConnectionString:
         return ";".join(parts)
 
 
+def _part(position: int, name: str) -> str:
+    """
+    How an error names a malformed part: its position, and its key if that is one word of letters.
+
+    A part with a mistyped C{=} (C{SharedAccessKey:q8bX...}) holds the key's value: of such a part only
+    the known key it starts with is shown.
+    """
+    name = name.strip()
+    if name.isascii() and name.isalpha() and len(name) <= _SHOWN_NAME:
+        return f"{position} ({name!r})"
+    known = [canonical for key, canonical in _KNOWN.items() if name.lower().startswith(key)]
+    return f"{position} ({max(known, key=len) + '...'!r})" if known else str(position)
+
+
+def _shown_endpoint(endpoint: str) -> str:
+    """The C{Endpoint} value as an error quotes it: up to a space, C{,} or C{=} (where a mistyped C{;} was)."""
+    head = re.split(r"[\s,=]", endpoint, maxsplit=1)[0]
+    return repr(head) + ("..." if head != endpoint else "")
+
+
 def parse_connection_string(text: str) -> ConnectionString:
     """
     Parse C{Key=Value;...} pairs (keys case-insensitive, unknown keys rejected).
 
-    @raise ConnectionStringError: when a pair is malformed, a key is unknown or the endpoint is missing.
+    @raise ConnectionStringError: when a pair is malformed, a key is unknown or the endpoint is missing;
+        the message never quotes a key.
     """
     values: dict[str, str] = {}
-    for part in text.strip().split(";"):
+    for position, part in enumerate(text.strip().split(";"), 1):
         if not part.strip():
             continue
         name, eq, value = part.partition("=")
         if not eq:
-            raise ConnectionStringError(f"connection string part {name.strip()[:30]!r} has no '='")
+            raise ConnectionStringError(f"connection string part {_part(position, name)} has no '='")
         canonical = _KNOWN.get(name.strip().lower())
         if canonical is None:
-            raise ConnectionStringError(f"unknown connection string key {name.strip()!r}")
+            raise ConnectionStringError(f"connection string part {_part(position, name)} has an unknown key")
         values[canonical] = value.strip()
     endpoint = values.get("Endpoint")
     if not endpoint:
@@ -106,7 +132,9 @@ def parse_connection_string(text: str) -> ConnectionString:
     except ValueError:  # an unclosed IPv6 bracket: "sb://[::1/"
         parts = None
     if parts is None or not parts.scheme or not parts.hostname:
-        raise ConnectionStringError(f"Endpoint {endpoint!r} is not an absolute URI such as sb://host/")
+        raise ConnectionStringError(
+            f"Endpoint {_shown_endpoint(endpoint)} is not an absolute URI such as sb://host/"
+        )
     has_key = "SharedAccessKeyName" in values and "SharedAccessKey" in values
     if not has_key and "SharedAccessSignature" not in values:
         raise ConnectionStringError("connection string needs SharedAccessKeyName and SharedAccessKey")

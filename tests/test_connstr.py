@@ -45,6 +45,20 @@ class ConnectionStringTests(SynchronousTestCase):
                     parse_connection_string(text)
                 self.assertIn(fragment, str(ctx.exception))
 
+    def test_errors_do_not_quote_the_key(self) -> None:
+        """A key written with C{:}, a space or nothing instead of C{=} is refused without quoting it."""
+        secret = "q8bXjA9S0uYkLm3nPzR7tV2wE5yH1cF4dG6iJ0oK8sM="
+        for pair in (f"SharedAccessKey:{secret}", f"SharedAccessKey {secret}", f"SharedAccessKey{secret}"):
+            for text in (
+                f"Endpoint=sb://h/;SharedAccessKeyName=root;{pair}",
+                f"Endpoint=h {pair}",
+                f"Endpoint=h,SharedAccessKeyName=root,SharedAccessKey={secret}",
+            ):
+                with self.subTest(text=text):
+                    with self.assertRaises(ConnectionStringError) as ctx:
+                        parse_connection_string(text)
+                    self.assertNotIn(secret[:6], str(ctx.exception))
+
     def test_key_hidden_from_repr(self) -> None:
         """The key never shows in reprs."""
         self.assertNotIn("secret", repr(ConnectionString("sb://h/", "k", "secret")))
