@@ -36,6 +36,7 @@ from bindings.wcfsender import SenderRole
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
+from relay.httphead import host_name
 from relay.logbudget import LogBudget
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
@@ -226,7 +227,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
             raise self._refuse(
                 400, "The 'soap' WebSocket subprotocol is required", target.action, target.path
             )
-        self.host = (self.http_request_host or "").lower()
+        self.host = host_name(self.http_request_host or "")  # "[::1]" is "::1", as for SOAP over HTTP
         tokens = choose_token(target.token, request.headers.get(_TOKEN_HEADER))
         presented = [tokens.token] if tokens.token else []
         try:

@@ -86,3 +86,19 @@ def read_head(
     if not _REFUSED_FIELDS.isdisjoint(headers):
         return None
     return RequestHead(b"GET", target, b"HTTP/1.1", list(headers.items()))
+
+
+def host_name(host: str) -> str:
+    """
+    A C{Host} value as namespaces and token audiences name hosts: lower case, no port, no IPv6 brackets.
+
+    Every entry point reads the host this way (plain HTTP, the C{$hc} and C{$wcf} upgrades, whether
+    Autobahn answers them or not): C{[::1]:9080} is C{::1}, as C{urlsplit} reads a token's C{sr}, whichever
+    path a client's request takes. A value whose port was removed already (Autobahn's) reads the same.
+    """
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        return host.rsplit(":", 1)[0]
+    return host

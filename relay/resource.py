@@ -19,7 +19,7 @@ from typing_extensions import override
 
 from relay.entities import EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError, new_tracking_id
-from relay.httphead import RequestHead
+from relay.httphead import RequestHead, host_name
 from relay.store import IGatewayStore
 
 if TYPE_CHECKING:
@@ -31,24 +31,15 @@ NamespaceResourceFactory = Callable[[IRequest, Namespace, str], IResource | None
 
 def request_host(request: IRequest) -> str:
     """
-    The C{Host} header's host name, lower-cased, without port (IPv6 brackets removed).
+    The C{Host} header's host name, lower-cased, without port (IPv6 brackets removed): L{host_name}.
 
     Kept on the request once read: routing, admission and both C{Via} entries of a relayed request ask.
     """
     known: str | None = getattr(request, "relay_host", None)
     if known is not None:
         return known
-    host = _host_name(request.getHeader(b"host") or b"")
+    host = host_name((request.getHeader(b"host") or b"").decode("latin-1"))
     request.relay_host = host  # type: ignore[attr-defined]
-    return host
-
-
-def _host_name(raw: bytes) -> str:
-    host = raw.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    if host.count(":") == 1:
-        return host.rsplit(":", 1)[0]
     return host
 
 
@@ -171,7 +162,9 @@ class GatewayRoot(Resource):
         """
         if not self._lean_kinds:
             return None
-        host = _host_name(next((values[0] for name, values in head.headers if name == b"host"), b""))
+        host = host_name(
+            next((values[0] for name, values in head.headers if name == b"host"), b"").decode("latin-1")
+        )
         found = self._entity_at(head.target.partition(b"?")[0].decode("latin-1"), host)
         if found is None or found[1].entity.kind not in self._lean_kinds:
             return None

@@ -59,14 +59,19 @@ class ReadUpgradeTests(SynchronousTestCase):
         )
 
     def test_valid_variants(self) -> None:
-        """Token lists, case, IPv6 hosts, subprotocols and extension offers (declined later) are fine."""
+        """
+        Token lists, case, IPv6 hosts, subprotocols and extension offers (declined later) are fine.
+
+        The host is read as every entry point reads it: lower case, no port, no IPv6 brackets.
+        """
         cases = [
             ({"Upgrade": "WebSocket"}, "relay.example", ()),
             ({"Connection": "keep-alive, Upgrade"}, "relay.example", ()),
             ({"Upgrade": "h2c, websocket"}, "relay.example", ()),
             ({"Host": "relay.example"}, "relay.example", ()),
-            ({"Host": "[::1]"}, "[::1]", ()),
-            ({"Host": "[::1]:9080"}, "[::1]", ()),
+            ({"Host": "[::1]"}, "::1", ()),  # as plain HTTP and token audiences read it
+            ({"Host": "[::1]:9080"}, "::1", ()),
+            ({"Host": "Relay.Example:443"}, "relay.example", ()),
             ({"Sec_WebSocket_Protocol": "a, b"}, "relay.example", ("a", "b")),
             ({"Sec_WebSocket_Extensions": "permessage-deflate; client_max_window_bits"}, "relay.example", ()),
             ({"ServiceBusAuthorization": "SharedAccessSignature sr=x"}, "relay.example", ()),

@@ -14,6 +14,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
 from relay import wsdata
+from relay.auth import make_token
 from relay.hybrid import bridge, direct
 from relay.hybrid.legs import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
@@ -920,3 +921,41 @@ class ShutdownTests(GatewayTestCase):
         self.assertEqual(waiting.status, 503)
         self.successResultOf(stopped)
         self.assertEqual(self.gateway.hybrid_factory.connections, set())
+
+
+class Ipv6HostTests(GatewayTestCase):
+    """
+    A client that dialed an IPv6 literal (C{Host: [::1]:9080}) in the development namespace (hosts C{*}).
+
+    Its upgrades are admitted with a token for C{http://[::1]/hyco/}, as its HTTP requests are.
+    """
+
+    def namespace_hosts(self) -> tuple[str, ...]:
+        return ("*",)
+
+    def upgrade(self, action: str, fields: str = "") -> bytes:
+        """The status line the gateway answers, if any, to an upgrade with C{Host: [::1]:9080}."""
+        token = make_token("http://[::1]/hyco/", "root", KEY, now=self.clock.seconds())
+        raw = RawClient()
+        self.net.attach(raw)
+        raw.transport.write(
+            (
+                f"GET /$hc/hyco?sb-hc-action={action} HTTP/1.1\r\nHost: [::1]:9080\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                f"Sec-WebSocket-Version: 13\r\nServiceBusAuthorization: {token}\r\n{fields}\r\n"
+            ).encode()
+        )
+        self.net.advance(2)  # past the delay of a refused listener's answer
+        return raw.received.split(b"\r\n", 1)[0]
+
+    def test_listener(self) -> None:
+        """A listener's upgrade is admitted (101), not refused with 403 for the token's audience."""
+        self.assertEqual(self.upgrade("listen"), b"HTTP/1.1 101 Switching Protocols")
+
+    def test_sender(self) -> None:
+        """A sender's upgrade, answered directly or (with an C{Origin}) by Autobahn, is announced."""
+        listener = self.listen()
+        self.assertEqual(self.upgrade("connect"), b"")  # waiting for the listener's answer
+        self.assertEqual(self.upgrade("connect", "Origin: http://app.example\r\n"), b"")
+        accepts = [m for m, _ in listener.messages if b'"accept"' in m]
+        self.assertEqual(len(accepts), 2)

@@ -199,7 +199,7 @@ class GatewayTestCase(SynchronousTestCase):
         self.addCleanup(setattr, txaio.config, "loop", old_loop)
         rule = SharedAccessRule("root", KEY, Rights.LISTEN | Rights.SEND | Rights.MANAGE)
         listen_only = SharedAccessRule("listen-only", KEY[::-1], Rights.LISTEN)
-        namespace = Namespace("test", (HOST,), (rule, listen_only))
+        namespace = Namespace("test", self.namespace_hosts(), (rule, listen_only))
         entities = self.entities()
         limits = {
             **default_limits(),
@@ -216,6 +216,10 @@ class GatewayTestCase(SynchronousTestCase):
         self.gateway = GatewayService(settings, reactor=self.clock, chooser=RoundRobinChooser())
         tls = TLSPair(Path(self.mktemp())) if self.use_tls else None
         self.net = Network(self.gateway.site, self.clock, tls)
+
+    def namespace_hosts(self) -> tuple[str, ...]:
+        """The host names of the test namespace (C{("*",)}: the wildcard, as the development namespace)."""
+        return (HOST,)
 
     def entities(self) -> tuple[Entity, ...]:
         """The hybrid connections of the test namespace."""

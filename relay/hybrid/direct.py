@@ -339,7 +339,7 @@ class DirectUpgrades:
             self.factory,
             target,
             path,
-            upgrade.host.lower(),
+            upgrade.host,
             upgrade.headers,
             leg.remote(),
             upgrade.protocols,

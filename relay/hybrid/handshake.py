@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from relay.httphead import host_name
+
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
 
@@ -32,7 +34,8 @@ class Upgrade:
     A valid WebSocket upgrade request.
 
     @ivar key: the C{Sec-WebSocket-Key}.
-    @ivar host: the C{Host} header without its port, as Autobahn reports it.
+    @ivar host: the C{Host} header's host name as every entry point reads it (L{host_name}): lower case,
+        no port, no IPv6 brackets.
     @ivar headers: every header field, names in lower case, repeated fields joined with C{","} (what
         Autobahn's handshake saw after twisted.web, so listeners get the same C{connectHeaders}).
     @ivar protocols: the offered subprotocols, in order.
@@ -81,7 +84,7 @@ def read_upgrade(
     if not host:
         return None
     if ":" in host and not host.endswith("]"):
-        host, _, port = host.rpartition(":")
+        port = host.rpartition(":")[2]
         if not (port.isascii() and port.strip().isdigit()):  # isdigit alone takes "²"
             return None
     protocols: tuple[str, ...] = ()
@@ -89,7 +92,7 @@ def read_upgrade(
         protocols = tuple(p.strip() for p in headers["sec-websocket-protocol"].split(","))
         if len(set(protocols)) != len(protocols):
             return None
-    return Upgrade(key=key, host=host, headers=headers, protocols=protocols)
+    return Upgrade(key=key, host=host_name(host), headers=headers, protocols=protocols)
 
 
 def accept_value(key: str) -> str:

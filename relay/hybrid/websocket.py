@@ -25,6 +25,7 @@ from relay.auth import Rights
 from relay.connectionquota import ConnectionLease
 from relay.draining import ConnectionDrain
 from relay.errors import ErrorKind, RelayError, new_tracking_id
+from relay.httphead import host_name
 from relay.hybrid.addressing import (
     ACTION_ACCEPT,
     ACTION_CONNECT,
@@ -209,7 +210,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocke
         self.tracking_id = target.param("id") or new_tracking_id()
         path = hc_path(target.path) or "/"
         action = target.param("action")
-        host = (self.http_request_host or "").lower()
+        host = host_name(self.http_request_host or "")  # "[::1]" is "::1", as for plain HTTP
         try:
             if action == ACTION_LISTEN:
                 return self._listen(request, target, path, host)

@@ -25,11 +25,12 @@ from bindings.soap import Envelope, SoapVersion, parse_envelope
 from bindings.wcf import TargetError, parse_target
 from bindings.wcfroles import ListenerRole, ReadGate
 from bindings.wcfsender import SenderRole
+from relay.auth import make_token
 
 from ..httpharness import RawHttpClient
 from ..recording import RecordingProducer
 from .calculator import ICalculator, IChat
-from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
+from .wcfharness import HOST, KEY, LISTEN_KEY, SEND_KEY, BindingsTestCase, envelope_bytes
 
 CALC = contract_of(ICalculator)
 CHAT = contract_of(IChat)
@@ -170,6 +171,29 @@ class AccessLogTests(BindingsTestCase):
         self.net.flush()
         self.assertTrue(client.data.startswith(b"HTTP/1.1 400"), client.data[:80])
         self.assertNotLogged(token)
+
+
+class Ipv6HostTests(BindingsTestCase):
+    """A client that dialed an IPv6 literal (C{Host: [::1]:9080}) in a wildcard namespace (hosts C{*})."""
+
+    def namespace_hosts(self) -> tuple[str, ...]:
+        return ("*",)
+
+    def test_token_for_the_literal(self) -> None:
+        """A listener and a sender with a token for C{http://[::1]/calc} are admitted (101), not refused 403."""
+        token = make_token("http://[::1]/calc", "root", KEY, now=self.clock.seconds())
+        for action in ("listen", "send"):
+            client = self.net.attach(RawHttpClient())
+            client.send(
+                (
+                    f"GET /$wcf/calc?sb-wcf-action={action} HTTP/1.1\r\nHost: [::1]:9080\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    f"Sec-WebSocket-Protocol: soap\r\nServiceBusAuthorization: {token}\r\n\r\n"
+                ).encode("latin-1")
+            )
+            self.net.flush()
+            self.assertEqual(client.data.split(b"\r\n", 1)[0], b"HTTP/1.1 101 Switching Protocols", action)
 
 
 class RegistrationTests(BindingsTestCase):

@@ -115,7 +115,7 @@ class BindingsTestCase(SynchronousTestCase):
             SharedAccessRule("listen-only", LISTEN_KEY, Rights.LISTEN),
             SharedAccessRule("send-only", SEND_KEY, Rights.SEND),
         )
-        namespace = Namespace("test", (HOST,), rules, auto_create=True)
+        namespace = Namespace("test", self.namespace_hosts(), rules, auto_create=True)
         limits = {**default_limits(), "listener_failure_delay": 0.0, **self.limits()}
         settings = GatewaySettings(
             listen=(),
@@ -135,6 +135,10 @@ class BindingsTestCase(SynchronousTestCase):
     def limits(self) -> dict[str, float]:
         """Gateway limits that differ from the defaults."""
         return {}
+
+    def namespace_hosts(self) -> tuple[str, ...]:
+        """The host names of the test namespace (C{("*",)}: the wildcard, as the development namespace)."""
+        return (HOST,)
 
     def token(self, path: str, key_name: str = "root", key: str = KEY, ttl: float = 3600) -> str:
         return make_token(f"http://{HOST}/{path}", key_name, key, ttl=ttl, now=self.clock.seconds())
