@@ -53,7 +53,7 @@ from bindings.soap import (
     parse_envelope,
 )
 from bindings.wsdl import rewrite_addresses
-from relay.auth import Grant, Rights
+from relay.auth import Grant, Rights, split_tokens
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.entities import Entity, EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError
@@ -69,6 +69,16 @@ _TOKEN_HEADER: Final = b"servicebusauthorization"
 def _header(request: IRequest, name: bytes) -> str | None:
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
+
+
+def _token_header(request: IRequest) -> str | None:
+    """
+    Every C{ServiceBusAuthorization} value, joined as Autobahn joins them for C{$wcf} upgrades.
+
+    A header given twice presents two tokens (L{split_tokens} parts them); C{getHeader} kept only the last.
+    """
+    values = request.requestHeaders.getRawHeaders(_TOKEN_HEADER)
+    return ", ".join(value.decode("latin-1") for value in values) if values else None
 
 
 def _is_sas(authorization: str | None) -> bool:
@@ -127,7 +137,7 @@ class SoapEndpoint(Resource):
             self.entity.name,
             self.entity.rules,
             request_host(request),
-            [token] if token else [],
+            split_tokens(token or ""),
             Rights.SEND,
             anonymous_ok=self.settings.client_auth is ClientAuth.ANONYMOUS,
         )
@@ -185,7 +195,7 @@ class SoapEndpoint(Resource):
             return ErrorResource(error).render(request)
         version = SoapVersion.SOAP11
         authorization = _header(request, b"authorization")
-        token = _header(request, _TOKEN_HEADER) or (authorization if _is_sas(authorization) else None)
+        token = _token_header(request) or (authorization if _is_sas(authorization) else None)
         try:
             self._authorize(request, token)
         except RelayFaultError as e:
@@ -257,7 +267,7 @@ class _SoapCall:
                 f"The message is larger than {limit} bytes",
                 self.version,
             )
-        service_bus = _header(request, _TOKEN_HEADER)
+        service_bus = _token_header(request)
         authorization = _header(request, b"authorization")
         try:
             grant = endpoint._authorize(request, service_bus) if service_bus else None
@@ -441,12 +451,12 @@ class RegistryFeed(Resource):
         """Write the feed; a presented token must be a valid Manage token (no silent downgrade)."""
         names = self.gateway.names
         authorization = _header(request, b"authorization")
-        token = _header(request, _TOKEN_HEADER) or (authorization if _is_sas(authorization) else None)
+        token = _token_header(request) or (authorization if _is_sas(authorization) else None)
         manage = False
         if token:
             try:
                 names.authorize(
-                    self.namespace, self.prefix, (), request_host(request), [token], Rights.MANAGE
+                    self.namespace, self.prefix, (), request_host(request), split_tokens(token), Rights.MANAGE
                 )
             except RelayFaultError as e:
                 kind = ErrorKind.FORBIDDEN if e.kind is RelayFault.FORBIDDEN else ErrorKind.UNAUTHORIZED

@@ -33,6 +33,7 @@ from bindings.settings import (
 from bindings.soap import Envelope, SoapVersion
 from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
+from relay.auth import split_tokens
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
@@ -229,7 +230,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
             )
         self.host = host_name(self.http_request_host or "")  # "[::1]" is "::1", as for SOAP over HTTP
         tokens = choose_token(target.token, request.headers.get(_TOKEN_HEADER))
-        presented = [tokens.token] if tokens.token else []
+        presented = split_tokens(tokens.token or "")  # a header given twice holds two; any valid one admits
         try:
             if target.action == "listen":
                 self.role = ListenerRole.admit(self, target.path, presented)

@@ -269,6 +269,16 @@ def validate_token(
     return Grant(key_name=matching.name, expiry=token.expiry, rights=matching.rights)
 
 
+def split_tokens(value: str) -> list[str]:
+    """
+    The tokens one header value presents: a repeated header reaches the gateway joined with C{", "}.
+
+    Autobahn joins the values of a field given twice; SAS tokens hold no comma (C{sr}, C{sig} and C{skn}
+    are percent-encoded, C{se} is digits), so every comma separates two tokens. Empty pieces are dropped.
+    """
+    return [token for token in (piece.strip() for piece in value.split(",")) if token]
+
+
 def validate_any(
     texts: Sequence[str],
     *,

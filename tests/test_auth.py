@@ -22,6 +22,7 @@ from relay.auth import (
     parse_token,
     scope_covers,
     sign_token,
+    split_tokens,
     validate_any,
     validate_token,
 )
@@ -262,6 +263,13 @@ class ValidateTests(SynchronousTestCase):
             validate_any([], needed=Rights.SEND, **kwargs),
             Denial(ErrorKind.UNAUTHORIZED, "No token presented"),
         )
+
+    def test_split_tokens(self) -> None:
+        """A header value given twice (joined with C{", "}) presents each token; empty pieces are none."""
+        token = make_token("http://ns/hyco", "root", KEY, now=NOW)
+        self.assertEqual(split_tokens(f"placeholder, {token}"), ["placeholder", token])
+        self.assertEqual(split_tokens(token), [token])
+        self.assertEqual(split_tokens(" , ,"), [])
 
     def test_rule_repr_hides_key(self) -> None:
         """Keys never appear in reprs, so they cannot leak into logs."""

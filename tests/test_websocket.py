@@ -227,6 +227,26 @@ class ListenerTests(GatewayTestCase):
         self.assertEqual(listener.closed[1], 1009)
         self.assertEqual(self.gateway.registry.total(), 0)
 
+    def test_placeholder_and_real_token_headers(self) -> None:
+        """Of two C{ServiceBusAuthorization} headers (a placeholder, then a token) the valid one admits, as on HTTP."""
+        answers = []
+        for action in ("listen", "connect"):
+            raw = RawClient()
+            self.net.attach(raw)
+            raw.transport.write(
+                (
+                    f"GET /$hc/hyco?sb-hc-action={action} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    "Sec-WebSocket-Version: 13\r\nServiceBusAuthorization: placeholder\r\n"
+                    f"ServiceBusAuthorization: {self.token()}\r\n\r\n"
+                ).encode()
+            )
+            self.net.advance(2)  # past the delay of a refused listener's answer
+            answers.append(raw.received.split(b"\r\n", 1)[0])
+        self.assertEqual(
+            answers, [b"HTTP/1.1 101 Switching Protocols", b""]
+        )  # the sender waits for an accept
+
     def test_malformed_url(self) -> None:
         """An upgrade whose target cannot be split (two actions) is refused with 400."""
         client = self.net.connect(f"wss://{HOST}/$hc/hyco?sb-hc-action=connect&sb-hc-action=listen")

@@ -18,7 +18,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from relay.auth import Rights
+from relay.auth import Rights, split_tokens
 from relay.connectionquota import ConnectionLease
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import RequestTarget, split_target
@@ -114,11 +114,12 @@ class Handoff:
 
 
 def presented_tokens(headers: Mapping[str, str], target: RequestTarget) -> list[str]:
-    """The relay tokens an upgrade presents: the C{ServiceBusAuthorization} header, then C{sb-hc-token}."""
-    tokens = []
-    header = headers.get(_TOKEN_HEADER)
-    if header:
-        tokens.append(header)
+    """
+    The relay tokens an upgrade presents: those of the C{ServiceBusAuthorization} header, then C{sb-hc-token}.
+
+    The header may hold several (given twice, joined by Autobahn); any valid one admits, as on HTTP.
+    """
+    tokens = split_tokens(headers.get(_TOKEN_HEADER, ""))
     query = target.param("token")
     if query:
         tokens.append(query)

@@ -421,6 +421,23 @@ class TokenTests(HttpTestCase):
         self.assertNotIn(token.split("sig=")[1].split("&")[0].encode(), delivered.to_bytes())
         self.assertEqual(read_sender(delivered).key_name, "send-only")  # type: ignore[union-attr]
 
+    def test_placeholder_and_real_token_headers(self) -> None:
+        """Of two C{ServiceBusAuthorization} headers (a token, then a placeholder) the valid one admits."""
+        headers = Headers(
+            {
+                b"Content-Type": [b"text/xml; charset=utf-8"],
+                b"SOAPAction": [f'"{ADD.action}"'.encode()],
+                b"ServiceBusAuthorization": [self.token("calc").encode(), b"placeholder"],
+            }
+        )
+        response = self.settle(
+            self.agent.request(
+                b"POST", f"http://{HOST}/calc".encode(), headers, BytesProducer(soap11(ADD_BODY))
+            )
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(self.recorder.seen), 1)
+
     def test_relay_access_token_header(self) -> None:
         """The WCF-era RelayAccessToken SOAP header works and is removed before delivery."""
         header = etree.tostring(relay_token_header(self.token("calc", "send-only", SEND_KEY))).decode()

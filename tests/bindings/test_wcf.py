@@ -108,6 +108,22 @@ class AdmissionTests(BindingsTestCase):
         client = self.wcf("calc", "send", token=None, query=f"&sb-wcf-token={quote(self.token('calc'))}")
         self.assertTrue(client.opened)
 
+    def test_placeholder_and_real_token_headers(self) -> None:
+        """Of two C{ServiceBusAuthorization} headers (a placeholder, then a real token) the valid one admits."""
+        for action in ("listen", "send"):
+            client = self.net.attach(RawHttpClient())
+            client.send(
+                (
+                    f"GET /$wcf/calc?sb-wcf-action={action} HTTP/1.1\r\nHost: {HOST}\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                    "Sec-WebSocket-Protocol: soap\r\nServiceBusAuthorization: placeholder\r\n"
+                    f"ServiceBusAuthorization: {self.token('calc')}\r\n\r\n"
+                ).encode("latin-1")
+            )
+            self.net.flush()
+            self.assertEqual(client.data.split(b"\r\n", 1)[0], b"HTTP/1.1 101 Switching Protocols", action)
+
     def test_rights(self) -> None:
         """A Listen-only token cannot send and a Send-only token cannot listen: 403."""
         listen_only = self.token("calc", "listen-only", LISTEN_KEY)
