@@ -3,9 +3,9 @@ Shared access signature (SAS) tokens: parse, sign and validate, as Azure Relay d
 
 A token reads C{SharedAccessSignature sr=<enc uri>&sig=<enc base64>&se=<unix time>&skn=<rule>}. The
 signature is HMAC-SHA256 keyed with the UTF-8 bytes of the rule's key string (not base64-decoded) over the
-C{sr} value exactly as it appears in the token, a newline, and C{se}. Validation returns a L{Grant} or a
-L{Denial} value; nothing here raises for bad client input, so callers can turn a decision into a status
-code without exception plumbing.
+C{sr} value exactly as it appears in the token, a newline, and C{se}, also as it appears. Validation
+returns a L{Grant} or a L{Denial} value; nothing here raises for bad client input, so callers can turn a
+decision into a status code without exception plumbing.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class SasToken:
     @ivar signature: the decoded HMAC bytes.
     @ivar expiry: Unix time after which the token is void.
     @ivar key_name: the rule name from C{skn}.
+    @ivar expiry_raw: the C{se} field exactly as written (C{01800000000} keeps its zero): what was signed.
     """
 
     resource_raw: str
@@ -95,6 +96,7 @@ class SasToken:
     signature: bytes = field(repr=False)
     expiry: int
     key_name: str
+    expiry_raw: str
 
 
 class TokenFormatError(ValueError):
@@ -142,6 +144,7 @@ def parse_token(text: str) -> SasToken:
         signature=signature,
         expiry=int(se),
         key_name=key_name,
+        expiry_raw=se,
     )
 
 
@@ -149,8 +152,9 @@ _NO_RULE = (SharedAccessRule(name="", key=secrets.token_urlsafe(32), rights=Righ
 """What an unknown key name is checked against: a key nobody knows, so that it takes as long as a known one."""
 
 
-def _signature(key: str, resource_raw: str, expiry: int) -> bytes:
-    return hmac.new(key.encode("utf-8"), f"{resource_raw}\n{expiry}".encode(), hashlib.sha256).digest()
+def _signature(key: str, resource_raw: str, expiry_raw: str) -> bytes:
+    """The HMAC over C{sr} and C{se} as the token writes them (spec 3.1), neither decoded nor normalised."""
+    return hmac.new(key.encode("utf-8"), f"{resource_raw}\n{expiry_raw}".encode(), hashlib.sha256).digest()
 
 
 def sign_token(resource_uri: str, key_name: str, key: str, expiry: int) -> str:
@@ -160,7 +164,7 @@ def sign_token(resource_uri: str, key_name: str, key: str, expiry: int) -> str:
     @param expiry: absolute Unix time in seconds.
     """
     sr = quote(resource_uri, safe="")
-    sig = base64.b64encode(_signature(key, sr, expiry)).decode("ascii")
+    sig = base64.b64encode(_signature(key, sr, str(expiry))).decode("ascii")
     return f"{TOKEN_PREFIX} sr={sr}&sig={quote(sig, safe='')}&se={expiry}&skn={quote(key_name, safe='')}"
 
 
@@ -255,7 +259,7 @@ def validate_token(
     for rule in candidates or _NO_RULE:
         # An unknown key name costs the same signature check and gets the same answer as a wrong key:
         # neither the text nor the time of the refusal tells a prober which key names exist.
-        expected = _signature(rule.key, token.resource_raw, token.expiry)
+        expected = _signature(rule.key, token.resource_raw, token.expiry_raw)
         if hmac.compare_digest(expected, token.signature) and candidates:
             matching = rule
     if matching is None:

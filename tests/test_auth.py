@@ -103,6 +103,16 @@ class SignatureTests(SynchronousTestCase):
         token = f"SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn=root"
         self.assertIsInstance(check(token), Grant)
 
+    def test_signature_covers_se_as_written(self) -> None:
+        """The signature covers C{se} as written (a leading zero), not the number it denotes."""
+        sr = quote("http://ns.example/hyco", safe="")
+        se = "01800000000"
+        digest = hmac.new(KEY.encode("utf-8"), f"{sr}\n{se}".encode(), hashlib.sha256).digest()
+        sig = quote(base64.b64encode(digest).decode(), safe="")
+        decision = check(f"SharedAccessSignature sr={sr}&sig={sig}&se={se}&skn=root")
+        self.assertEqual(decision, Grant("root", 1_800_000_000, ROOT.rights))
+        self.assertIsInstance(check(f"SharedAccessSignature sr={sr}&sig={sig}&se={se[1:]}&skn=root"), Denial)
+
     def test_key_is_not_base64_decoded(self) -> None:
         """The key string's UTF-8 bytes are the HMAC key, as in the Node, .NET and Python samples."""
         se = 1_800_000_000
