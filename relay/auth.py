@@ -24,6 +24,8 @@ from urllib.parse import quote, unquote, urlsplit
 from relay.errors import ErrorKind
 
 TOKEN_PREFIX = "SharedAccessSignature"  # noqa: S105 - a scheme name, not a secret
+_RIGHT_NAMES = frozenset({"LISTEN", "SEND", "MANAGE"})
+"""The right names rules may use: C{Rights["NONE"]} exists too, but a rule granting nothing is a mistake."""
 
 
 class Rights(Flag):
@@ -39,14 +41,14 @@ class Rights(Flag):
         """
         Turn rule right names (C{"Listen"}, C{"Send"}, C{"Manage"}; any case) into a flag set.
 
-        @raise ValueError: for an unknown name.
+        @raise ValueError: for an unknown name, C{"None"} included.
         """
         rights = cls.NONE
         for name in names:
-            try:
-                rights |= cls[name.strip().upper()]
-            except KeyError:
-                raise ValueError(f"unknown right {name!r} (expected Listen, Send or Manage)") from None
+            key = name.strip().upper()
+            if key not in _RIGHT_NAMES:
+                raise ValueError(f"unknown right {name!r} (expected Listen, Send or Manage)")
+            rights |= cls[key]
         return rights
 
     def allows(self, needed: Rights) -> bool:

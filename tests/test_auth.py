@@ -306,3 +306,9 @@ class ScopeTests(SynchronousTestCase):
         self.assertEqual(Rights.parse(["listen", "SEND"]), Rights.LISTEN | Rights.SEND)
         self.assertRaises(ValueError, Rights.parse, ["Read"])
         self.assertEqual((Rights.LISTEN | Rights.MANAGE).names(), ["Listen", "Manage"])
+
+    def test_none_is_not_a_right(self) -> None:
+        """Only Listen, Send and Manage are right names: C{None} (the empty flag) is refused like C{Read}."""
+        for names in (["None"], ["none"], ["Send", " NONE "]):
+            with self.subTest(names=names):
+                self.assertRaises(ValueError, Rights.parse, names)

@@ -126,6 +126,11 @@ class LoadConfigTests(SynchronousTestCase):
             "unknown right",
         )
         self.assertProblem(
+            rule + 'name = "r"\nkey = "0123456789abcdef0"\nrights = ["None"]\n',
+            "namespaces[0].rules[0].rights",
+            "unknown right",
+        )
+        self.assertProblem(
             rule + 'name = "r"\nkey = "0123456789abcdef0"\nrights = []\n',
             "namespaces[0].rules[0].rights",
             "non-empty",
