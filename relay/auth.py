@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from collections.abc import Iterable, Sequence
@@ -173,9 +174,13 @@ def sign_token(resource_uri: str, key_name: str, key: str, expiry: int) -> str:
 def make_token(
     resource_uri: str, key_name: str, key: str, ttl: float = 3600.0, now: float | None = None
 ) -> str:
-    """Make a token valid for C{ttl} seconds from C{now} (default: the current time)."""
+    """
+    Make a token valid for at least C{ttl} seconds from C{now} (default: the current time).
+
+    The expiry is rounded up to whole seconds: rounded down, C{ttl=0.5} made a token already expired.
+    """
     issued = time.time() if now is None else now
-    return sign_token(resource_uri, key_name, key, int(issued + ttl))
+    return sign_token(resource_uri, key_name, key, math.ceil(issued + ttl))
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,6 +274,15 @@ class ValidateTests(SynchronousTestCase):
             Denial(ErrorKind.UNAUTHORIZED, "No token presented"),
         )
 
+    def test_expiry_rounds_up(self) -> None:
+        """A token lives at least its C{ttl}: the expiry is rounded up to whole seconds, never down."""
+        self.assertEqual(
+            parse_token(make_token("http://ns/hyco", "root", KEY, ttl=0.5, now=NOW + 0.2)).expiry, NOW + 1
+        )
+        self.assertEqual(
+            parse_token(make_token("http://ns/hyco", "root", KEY, ttl=60, now=NOW)).expiry, NOW + 60
+        )
+
     def test_split_tokens(self) -> None:
         """A header value given twice (joined with C{", "}) presents each token; empty pieces are none."""
         token = make_token("http://ns/hyco", "root", KEY, now=NOW)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay import auth
 from relay.auth import Grant, Rights, SharedAccessRule, validate_token
 from relay.cli import main
 from relay.connstr import parse_connection_string
@@ -48,6 +49,25 @@ class CommandTests(SynchronousTestCase):
             entity_path="hyco",
             needed=Rights.SEND,
             now=__import__("time").time(),
+        )
+        self.assertIsInstance(decision, Grant)
+
+    def test_token_sub_second_ttl(self) -> None:
+        """C{relay token --ttl 0.5} prints a token that is valid when printed, not one already expired."""
+        now = 1_700_000_000.2
+        self.patch(auth.time, "time", lambda: now)
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        key = "k" * 20
+        status = main(["token", "--uri", "http://h/x", "--key-name", "root", "--key", key, "--ttl", "0.5"])
+        self.assertEqual(status, 0)
+        decision = validate_token(
+            out.getvalue().strip(),
+            rules=(SharedAccessRule("root", key, Rights.SEND),),
+            namespace_hosts=("h",),
+            entity_path="x",
+            needed=Rights.SEND,
+            now=now,
         )
         self.assertIsInstance(decision, Grant)
 
