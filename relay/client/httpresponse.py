@@ -14,6 +14,7 @@ from enum import Enum
 from http import HTTPStatus
 from typing import Any
 
+from autobahn.exception import Disconnected
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
@@ -54,6 +55,11 @@ class _SocketSink:
         self.close_after = close_after
         self.closed = False
         self.on_closed: Callable[[], object] | None = None  # the response a dedicated rendezvous carries
+
+    @property
+    def open(self) -> bool:
+        """Whether what is sent still leaves: not after the socket closed, nor after a close frame."""
+        return not self.closed and self.protocol.can_send()
 
     def socket_closed(self) -> None:
         """The socket is gone: writes fail from now on, and the response it carries hears it."""
@@ -340,7 +346,12 @@ class RelayedResponse:
         self._sink = sink
         sink.on_closed = self.socket_closed
         self._state = _State.STREAMING
-        self._stream()
+        try:
+            self._stream()
+        except Exception as e:  # a writer waiting for the rendezvous must not wait for ever
+            self.log.failure("sending the response to {request_id} failed", request_id=self.request_id)
+            self._fail(ConnectionClosedError(f"the response could not be sent: {e}"))
+            sink.abort()
         self._release_waiters()
 
     def _rendezvous_failed(self, failure: Failure) -> None:
@@ -354,9 +365,15 @@ class RelayedResponse:
     def _stream(self) -> None:
         sink = self._sink
         assert sink is not None  # noqa: S101 - streaming implies a sink
-        if sink.closed:
+        if not sink.open:  # Autobahn would drop the bytes silently, and the response pass as delivered
             self._fail(ConnectionClosedError(f"the rendezvous of request {self.request_id} closed"))
             return
+        try:
+            self._send(sink)
+        except Disconnected:
+            self._fail(ConnectionClosedError(f"the rendezvous of request {self.request_id} closed"))
+
+    def _send(self, sink: _SocketSink) -> None:
         if not self._head_sent:
             if not self._queue and not self._ending:
                 return

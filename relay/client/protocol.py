@@ -92,6 +92,15 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
         self._refusal: ConnectError | None = None
         self._reader = FastMessageReader(self, masked=False, binary=True)
 
+    def can_send(self) -> bool:
+        """
+        Whether messages still leave.
+
+        Once a close frame came or went, Autobahn drops frames without a word (C{beginMessage},
+        C{sendMessageFrame}, C{endMessage}) while the TCP connection may linger for seconds.
+        """
+        return bool(self.state == self.STATE_OPEN)
+
     def _cancel_open(self, _: Deferred[IWebSocketReceiver]) -> None:
         if self.transport is not None:
             self.dropConnection(abort=True)

@@ -47,6 +47,10 @@ class FakeProtocol:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
+        self.open = True
+
+    def can_send(self) -> bool:
+        return self.open
 
     def sendMessage(self, payload: bytes, isBinary: bool) -> None:
         self.calls.append(("text" if not isBinary else "binary", payload))
@@ -213,6 +217,34 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(self.protocol.calls[-1], ("drop", True))
         self.failureResultOf(streamed.finish(), ConnectionClosedError)
         self.assertRaises(RuntimeError, self.response_after_finish)
+
+    def test_a_rendezvous_that_fails_to_send_fails_the_waiting_writers(self) -> None:
+        """A rendezvous that raises as the response starts on it fails the writes waiting for it."""
+        response = self.response()
+        self.successResultOf(response.write(b"a" * CONTROL_RESPONSE_LIMIT))
+        blocked = response.write(b"b")
+        sink = self.sink()
+        sink.send_head = lambda payload, has_body: 1 / 0  # type: ignore[method-assign]
+        self.opened[0].callback(sink)
+        self.failureResultOf(blocked, ConnectionClosedError)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        self.assertEqual(self.protocol.calls, [("drop", True)])
+
+    def test_a_closing_rendezvous_takes_no_more(self) -> None:
+        """
+        Once a close frame came (the socket is still there), the response fails instead of being sent.
+
+        Autobahn drops frames silently then: the response would have been reported delivered.
+        """
+        response = RelayedResponse(
+            "r4", reactor=self.clock, sink=_SocketSink(self.protocol, self.gate, close_after=False)
+        )  # type: ignore[arg-type]
+        lost = response.when_lost()
+        self.successResultOf(response.write(b"part"))
+        self.protocol.open = False
+        self.failureResultOf(response.finish(b"rest"), ConnectionClosedError)
+        self.assertIsInstance(self.successResultOf(lost), ConnectionClosedError)
+        self.assertEqual([k for k, _ in self.protocol.calls], ["text", "begin", "frame"])
 
     def response_after_finish(self) -> None:
         response = self.response()

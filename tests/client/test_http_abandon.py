@@ -25,8 +25,10 @@ from relay.client.httpresponse import RelayedResponse
 from relay.client.options import MIB
 from relay.expose import Forwarder
 from relay.localclient import LocalClient, LocalConnection
+from relay.wsframes import server_frame
 
 from .test_http import FakeProtocol
+from .test_listener_flow import FlowTestCase, Rendezvous
 
 
 class FakeTransport:
@@ -76,6 +78,10 @@ class FakeLocalServer:
         protocol.makeConnection(transport)
         self.connections.append((protocol, transport))
         return succeed(protocol)
+
+
+CLOSE_1000 = b"\x88\x02\x03\xe8"
+"""The relay's close frame (1000), as it sends it when it gives up on an exchange."""
 
 
 def request_message(method: str, target: str, *, body: bool = False) -> bytes:
@@ -160,6 +166,71 @@ class WhenLostTests(SynchronousTestCase):
         channel.connection_closed(True, 1000, None)
         self.assertNoResult(lost)
         self.assertNoResult(response.when_lost())
+
+
+class RelayClosedTests(FlowTestCase, SynchronousTestCase):
+    """
+    A response on a request rendezvous the relay has closed (close frame sent, TCP not gone yet) fails.
+
+    Autobahn drops what is sent after a close frame without a word, so the response must not count on it.
+    """
+
+    def fetched(self, app: Any) -> Rendezvous:
+        """A listener serving C{app} has fetched request f1 over a rendezvous: the relay's end of it."""
+        listener = self.open_listener()
+        HttpListener(listener, app, reactor=self.reactor)
+        self.announce("f1")
+        [dial] = self.dials
+        dial.accept()
+        self.network.flush()
+        dial.transport.write(server_frame(request_message("GET", "/hyco/a")))
+        self.network.flush()
+        return dial
+
+    def test_response_finished_after_the_close_frame_is_lost(self) -> None:
+        """The rest of a started response and its end fail, and when_lost() fires."""
+        go: Deferred[None] = Deferred()
+        outcome: list[str] = []
+        lost: list[Exception] = []
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.when_lost().addCallback(lost.append)
+            await response.write(b"first part ")
+            await go
+            try:
+                await response.write(b"second part")
+                await response.finish()
+            except ConnectionClosedError:
+                outcome.append("failed")
+            else:
+                outcome.append("delivered")
+
+        dial = self.fetched(app)
+        dial.transport.write(CLOSE_1000)
+        self.network.flush()
+        go.callback(None)
+        self.network.advance(5)  # the TCP connection is gone by now too
+        self.assertEqual(outcome, ["failed"])
+        self.assertEqual(len(lost), 1)
+
+    def test_first_write_after_the_close_frame_fails(self) -> None:
+        """With nothing sent yet, write() fails with ConnectionClosedError, not with Autobahn's error."""
+        go: Deferred[None] = Deferred()
+        outcome: list[BaseException] = []
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            await go
+            try:
+                await response.write(b"answer")
+            except Exception as e:
+                outcome.append(e)
+
+        dial = self.fetched(app)
+        dial.transport.write(CLOSE_1000)
+        self.network.flush()
+        go.callback(None)
+        self.network.flush()
+        self.assertEqual([type(e) for e in outcome], [ConnectionClosedError])
 
 
 def forwarder_to_fake_local(reactor: Any, lines: list[str]) -> tuple[Forwarder, FakeLocalServer]:
