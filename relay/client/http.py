@@ -74,6 +74,7 @@ class _RequestChannel:
         self._announced: RequestBody | None = None
         self._body: RequestBody | None = None
         self._response: RelayedResponse | None = None
+        self._busy = False
         self.closed = False
         self.sink = _SocketSink(protocol, self._gate, close_after=False)
 
@@ -117,6 +118,10 @@ class _RequestChannel:
         if not isinstance(command, RequestCommand) or "method" not in command.fields:
             self.log.info("ignoring a message that is no request on a request rendezvous")
             return
+        if self._server.closed:  # the relay reuses a rendezvous for its sender's next request
+            self.log.info("request {request_id} not served: the listener closed", request_id=command.id)
+            self.close_when_idle()
+            return
         transport: Any = self._protocol.transport
         body = RequestBody(
             present=command.has_body, pause=transport.pauseProducing, resume=transport.resumeProducing
@@ -126,15 +131,28 @@ class _RequestChannel:
         else:
             body.end()
         response = RelayedResponse(command.id, reactor=self._server.reactor, sink=self.sink)
+        response.on_settled = self._settled
         self._response = response
+        self._busy = True
         self._server.handle(command, body, response)
 
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         """Unused: this receiver streams."""
 
+    def close_when_idle(self) -> None:
+        """The listener closed: close the rendezvous (1000) now, or once the response under way is done."""
+        if not self._busy and not self.closed:
+            self._protocol.sendClose(1000)
+
+    def _settled(self) -> None:
+        self._busy = False
+        if self._server.closed:
+            self.close_when_idle()
+
     def connection_closed(self, was_clean: bool, code: int | None, reason: str | None) -> None:
         self.closed = True
         self.sink.closed = True
+        self._server.forget(self)
         self._gate.stop()
         for body in (self._body, self._announced):
             if body is not None:
@@ -153,6 +171,9 @@ class HttpListener:
         for a rendezvous is fetched first, to be answered on it).
     @ivar on_response: called after each response with the request, the response and the seconds it
         took (for access logs).
+
+    Closing the listener closes the rendezvous sockets requests came on: idle ones at once, ones with a
+    response under way once it is done; a request the relay sends on one after that is not served.
     """
 
     log = Logger()
@@ -193,7 +214,22 @@ class HttpListener:
         self._fetches = DialSlots(max_fetch_dials, self._fetches_full)
         self._options = options or getattr(listener, "options", None) or WebSocketOptions()
         self._quick = quick_lane
+        self._channels: set[_RequestChannel] = set()
         listener.request_handler = self._request
+        listener.close_handler = self._listener_closed
+
+    @property
+    def closed(self) -> bool:
+        """Whether the listener was closed: no request is fetched or served any more."""
+        return bool(getattr(self.listener, "closed", False))
+
+    def _listener_closed(self) -> None:
+        for channel in list(self._channels):
+            channel.close_when_idle()
+
+    def forget(self, channel: _RequestChannel) -> None:
+        """A request rendezvous is gone."""
+        self._channels.discard(channel)
 
     def _request(self, command: RequestCommand, body: bytes | None) -> None:
         if "method" not in command.fields:
@@ -224,20 +260,27 @@ class HttpListener:
 
     async def _fetch(self, command: RequestCommand) -> None:
         def receiver(protocol: RelayClientProtocol) -> _RequestChannel:
-            return _RequestChannel(self, protocol)
+            channel = _RequestChannel(self, protocol)
+            self._channels.add(channel)
+            return channel
 
-        if getattr(self.listener, "closed", False):  # it waited for a slot while the listener closed
+        if self.closed:  # it waited for a slot while the listener closed
             self.log.info("request {request_id} not fetched: the listener closed", request_id=command.id)
             return
 
         try:
-            await open_websocket(self.reactor, command.address, options=self._options, make_receiver=receiver)
+            channel = await open_websocket(
+                self.reactor, command.address, options=self._options, make_receiver=receiver
+            )
         except CancelledError:
             raise
         except Exception as e:
             self.log.warn(
                 "could not fetch request {request_id}: {error}", request_id=command.id, error=str(e)
             )
+            return
+        if self.closed:  # the listener closed while this rendezvous was being opened
+            cast(_RequestChannel, channel).close_when_idle()
 
     def _fetches_full(self, full: bool) -> None:
         if full:

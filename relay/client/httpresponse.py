@@ -172,6 +172,8 @@ class RelayedResponse:
         self._done_waiters: list[Deferred[None]] = []
         self._lost_waiters: list[Deferred[Exception]] = []
         self._error: Exception | None = None
+        self.on_settled: Callable[[], object] | None = None
+        """Called once the response was delivered or failed (its request rendezvous is free again)."""
 
     @property
     def status_code(self) -> int:
@@ -423,6 +425,11 @@ class RelayedResponse:
         waiters, self._done_waiters = self._done_waiters, []
         for waiter in waiters:
             waiter.callback(None)
+        self._settled()
+
+    def _settled(self) -> None:
+        if self.on_settled is not None:
+            self.on_settled()
 
     def _fail(self, error: Exception) -> None:
         if self._state is _State.DONE:
@@ -439,3 +446,4 @@ class RelayedResponse:
         lost, self._lost_waiters = self._lost_waiters, []
         for watcher in lost:
             watcher.callback(error)
+        self._settled()

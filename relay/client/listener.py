@@ -77,6 +77,8 @@ class HybridConnectionListener:
         closed; or the listener closed meanwhile), so a handler that prepared something can let it go.
     @ivar request_handler: where HTTP C{request} commands go (L{relay.client.http.HttpListener} installs
         itself here). C{None} (the default) logs and drops them, consuming their body message.
+    @ivar close_handler: called when L{close} is called, so a request handler closes the sockets it
+        opened (L{relay.client.http.HttpListener} installs itself here too).
     @ivar on_connecting: called before every attempt to dial the control channel.
     @ivar on_online: called when the listener is registered.
     @ivar on_offline: called with the reason when the listener stops being online: a
@@ -161,6 +163,7 @@ class HybridConnectionListener:
         self.on_connection = on_connection
         self.on_accept_failed = on_accept_failed
         self.request_handler: RequestHandler | None = None
+        self.close_handler: Callable[[], object] | None = None
         self.on_connecting = on_connecting
         self.on_online = on_online
         self.on_offline = on_offline
@@ -270,6 +273,7 @@ class HybridConnectionListener:
         self._intake.queue.shut()
         for connection in self._intake.queue.drain():
             connection.close(1001, "listener closed")
+        self._notify(self.close_handler)
         channel, self._channel = self._channel, None
         self.log.info("listener {listener_id} closing", listener_id=self.listener_id)
         if channel is not None:

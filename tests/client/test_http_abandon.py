@@ -25,10 +25,9 @@ from relay.client.httpresponse import RelayedResponse
 from relay.client.options import MIB
 from relay.expose import Forwarder
 from relay.localclient import LocalClient, LocalConnection
-from relay.wsframes import server_frame
 
 from .test_http import FakeProtocol
-from .test_listener_flow import FlowTestCase, Rendezvous
+from .test_listener_flow import FlowTestCase
 
 
 class FakeTransport:
@@ -175,18 +174,6 @@ class RelayClosedTests(FlowTestCase, SynchronousTestCase):
     Autobahn drops what is sent after a close frame without a word, so the response must not count on it.
     """
 
-    def fetched(self, app: Any) -> Rendezvous:
-        """A listener serving C{app} has fetched request f1 over a rendezvous: the relay's end of it."""
-        listener = self.open_listener()
-        HttpListener(listener, app, reactor=self.reactor)
-        self.announce("f1")
-        [dial] = self.dials
-        dial.accept()
-        self.network.flush()
-        dial.transport.write(server_frame(request_message("GET", "/hyco/a")))
-        self.network.flush()
-        return dial
-
     def test_response_finished_after_the_close_frame_is_lost(self) -> None:
         """The rest of a started response and its end fail, and when_lost() fires."""
         go: Deferred[None] = Deferred()
@@ -205,7 +192,7 @@ class RelayClosedTests(FlowTestCase, SynchronousTestCase):
             else:
                 outcome.append("delivered")
 
-        dial = self.fetched(app)
+        _listener, dial = self.fetched(app)
         dial.transport.write(CLOSE_1000)
         self.network.flush()
         go.callback(None)
@@ -225,7 +212,7 @@ class RelayClosedTests(FlowTestCase, SynchronousTestCase):
             except Exception as e:
                 outcome.append(e)
 
-        dial = self.fetched(app)
+        _listener, dial = self.fetched(app)
         dial.transport.write(CLOSE_1000)
         self.network.flush()
         go.callback(None)

@@ -19,10 +19,18 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.client import HttpListener, HybridWebSocket, RelayedRequest, RelayedResponse
+from relay.client import (
+    HttpListener,
+    HybridConnectionListener,
+    HybridWebSocket,
+    RelayedRequest,
+    RelayedResponse,
+)
 from relay.client.accepting import AcceptContext
 from relay.client.flow import ACCEPT_DIALS, FETCH_DIALS, REJECTION_DIALS, WRITE_BACKLOG
+from relay.client.http import _RequestChannel
 from relay.hybrid.messages import Accept, RemoteEndpoint
+from relay.wsframes import server_frame
 
 from .network import ClientTransport
 from .test_listener import ListenerTestCase
@@ -106,6 +114,33 @@ class FlowTestCase(ListenerTestCase):
             message = {"request": {"address": address, "id": request_id}}
             self.control().sendMessage(json.dumps(message).encode(), isBinary=False)
         self.network.flush()
+
+    def fetched(self, app: Any) -> tuple[HybridConnectionListener, Rendezvous]:
+        """A listener serving C{app} has fetched request f1 over a rendezvous: it and the relay's end."""
+        listener = self.open_listener()
+        HttpListener(listener, app, reactor=self.reactor)
+        self.announce("f1")
+        [dial] = self.dials
+        dial.accept()
+        self.network.flush()
+        self.send_request(dial, "f1")
+        return listener, dial
+
+    def send_request(self, dial: Rendezvous, request_id: str) -> None:
+        """The relay sends a request (a GET without body) on a request rendezvous."""
+        address = f"ws://relay.test:81/$hc/hyco?sb-hc-action=request&sb-hc-id={request_id}"
+        fields = {"address": address, "id": request_id, "method": "GET", "requestTarget": "/hyco/a"}
+        dial.transport.write(server_frame(json.dumps({"request": fields}).encode()))
+        self.network.flush()
+
+    def request_rendezvous(self) -> Any:
+        """The listener's (one) request rendezvous socket."""
+        [protocol] = [
+            p._wrappedProtocol
+            for p in self.network.protocols
+            if isinstance(getattr(p._wrappedProtocol, "receiver", None), _RequestChannel)
+        ]
+        return protocol
 
     def responses(self) -> list[str]:
         return [m["response"]["requestId"] for m in self.relay.control_messages if isinstance(m, dict)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -14,13 +16,17 @@ from relay.client import (
     Backoff,
     ControlChannelLost,
     EndpointNotFoundError,
+    HttpListener,
     HybridConnectionListener,
     ListenerState,
+    RelayedRequest,
+    RelayedResponse,
     SharedAccessSignatureTokenProvider,
 )
 
 from .fakes import ROOT_KEY, ROOT_KEY_NAME
 from .test_listener import ListenerTestCase
+from .test_listener_flow import FlowTestCase
 
 
 class RecordingListenerTestCase(ListenerTestCase):
@@ -256,3 +262,64 @@ class CloseTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertTrue(deciding.called)
         self.network.advance(31)
         self.failureResultOf(sender)
+
+
+class HttpCloseTests(FlowTestCase, SynchronousTestCase):
+    """Closing a listener closes the rendezvous sockets its HTTP requests came on (the relay reuses them)."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.seen: list[str] = []
+        self.answers: dict[str, Deferred[None]] = {}
+        self.responses: dict[str, RelayedResponse] = {}
+
+    async def app(self, request: RelayedRequest, response: RelayedResponse) -> None:
+        """Answers 204 when the test fires C{self.answers[request.id]}."""
+        self.seen.append(request.id)
+        self.responses[request.id] = response
+        self.answers[request.id] = Deferred()
+        await self.answers[request.id]
+        response.status_code = 204
+
+    def assert_closed_by_the_listener(self, rendezvous: Any) -> None:
+        self.assertEqual(
+            (rendezvous.state, rendezvous.localCloseCode), (WebSocketProtocol.STATE_CLOSING, 1000)
+        )
+
+    def test_idle_request_rendezvous_is_closed_and_serves_no_more(self) -> None:
+        """An idle request rendezvous is closed (1000) by close(); a request sent on it then is not served."""
+        listener, dial = self.fetched(self.app)
+        self.answers["f1"].callback(None)
+        self.network.flush()
+        closing = listener.close()
+        self.network.flush()
+        self.successResultOf(closing)
+        self.assert_closed_by_the_listener(self.request_rendezvous())
+        self.send_request(dial, "f2")
+        self.assertEqual(self.seen, ["f1"])
+
+    def test_busy_request_rendezvous_closes_once_its_response_is_done(self) -> None:
+        """A response under way at close() is still delivered; its rendezvous closes (1000) after it."""
+        listener, _dial = self.fetched(self.app)
+        closing = listener.close()
+        self.network.flush()
+        self.successResultOf(closing)
+        rendezvous = self.request_rendezvous()
+        self.assertEqual(rendezvous.state, WebSocketProtocol.STATE_OPEN)
+        self.answers["f1"].callback(None)
+        self.network.flush()
+        self.successResultOf(self.responses["f1"].finish())  # delivered: handed to the open socket
+        self.assert_closed_by_the_listener(rendezvous)
+
+    def test_request_rendezvous_opened_after_close_is_closed_at_once(self) -> None:
+        """A fetch dialled before close() and opened after it serves nothing and closes (1000)."""
+        listener = self.open_listener()
+        HttpListener(listener, self.app, reactor=self.reactor)
+        self.announce("f1")
+        listener.close()
+        [dial] = self.dials
+        dial.accept()
+        self.network.flush()
+        self.send_request(dial, "f1")
+        self.assert_closed_by_the_listener(self.request_rendezvous())
+        self.assertEqual(self.seen, [])
