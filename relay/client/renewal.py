@@ -55,6 +55,7 @@ class TokenRenewal:
         self._token_ttl = token_ttl
         self._renew_fraction = renew_fraction
         self._call: IDelayedCall | None = None
+        self._warned_unchanged = False
 
     def schedule(self, delay: float | None = None) -> None:
         """
@@ -64,7 +65,8 @@ class TokenRenewal:
             not sooner than 1 s).
         """
         self.cancel()
-        if delay is None:
+        if delay is None:  # a new token (connected or renewed): it may warn again
+            self._warned_unchanged = False
             expiry = token_expiry(self.token) if self.token is not None else None
             remaining = self._token_ttl if expiry is None else expiry - self._reactor.seconds()
             delay = max(remaining * self._renew_fraction, _MIN_RENEW_DELAY)
@@ -99,13 +101,31 @@ class TokenRenewal:
         if channel is not listener.control_channel:
             return
         if token == self.token:
-            listener.log.warn(
-                "listener {listener_id} cannot renew: the token provider returned the same token; the relay "
-                "will close the control channel when it expires",
-                listener_id=listener.listener_id,
-            )
+            self._unchanged()
             return
         if channel.send_renew_token(token):
             self.token = token
             listener.log.info("listener {listener_id} renewed its token", listener_id=listener.listener_id)
             self.schedule()
+
+    def _unchanged(self) -> None:
+        """
+        The provider handed back the current token: ask again while it has time left.
+
+        A caching provider renews its token only shortly before expiry (often later than our renewal
+        point); giving up here would let the relay close the control channel (1008) at expiry.
+        """
+        listener = self._listener
+        if not self._warned_unchanged:
+            self._warned_unchanged = True
+            listener.log.warn(
+                "listener {listener_id} cannot renew yet: the token provider returned the current token; "
+                "asking again until it expires, when the relay closes the control channel",
+                listener_id=listener.listener_id,
+            )
+        expiry = token_expiry(self.token) if self.token is not None else None
+        if expiry is None:
+            return
+        delay = min(_RENEW_RETRY_DELAY, (expiry - self._reactor.seconds()) / 2)
+        if delay >= _MIN_RENEW_DELAY:
+            self.schedule(delay)

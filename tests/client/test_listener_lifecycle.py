@@ -23,6 +23,7 @@ from relay.client import (
     RelayedResponse,
     SharedAccessSignatureTokenProvider,
 )
+from relay.client.tokens import token_expiry
 
 from .fakes import ROOT_KEY, ROOT_KEY_NAME
 from .test_listener import ListenerTestCase
@@ -119,6 +120,49 @@ class RenewalTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertEqual(self.relay.control_messages, [])
         self.network.advance(10)
         self.assertEqual(len(self.relay.control_messages), 1)
+
+    def test_current_token_from_a_caching_provider_is_asked_for_again(self) -> None:
+        """
+        A provider still caching the current token at renewal time is asked again until it has a new one.
+
+        Token caches renew a few minutes before expiry (here 5): at 90 % of an hour 6 minutes are left, so
+        the first answer is the current token. The listener warns once and stays registered.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        provider = CachingProvider(self.root_tokens(), self.reactor, renew_before=300)
+        lost: list[BaseException | None] = []
+        listener = HybridConnectionListener(
+            "ws://relay.test:80", "hyco", provider, reactor=self.reactor, on_offline=lost.append
+        )
+        self.addCleanup(listener.close)
+        opening = listener.open()
+        self.network.flush()
+        self.successResultOf(opening)
+        self.network.advance(3700, step=5)
+        self.assertEqual(lost, [], "the relay dropped the listener: its token expired")
+        self.assertEqual(len(self.listen_times()), 1)
+        self.assertEqual(len(self.relay.listeners[0].renewals), 1)
+        self.assertGreater(provider.calls, 2)
+        warnings = [e for e in observer if "cannot renew" in e["log_format"]]
+        self.assertEqual(len(warnings), 1)
+
+
+class CachingProvider:
+    """A token cache: hands back its token until C{renew_before} seconds before it expires."""
+
+    def __init__(self, inner: Any, clock: Any, *, renew_before: float) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.renew_before = renew_before
+        self.token: str | None = None
+        self.calls = 0
+
+    def get_token(self, audience: str, ttl: float) -> str:
+        self.calls += 1
+        expiry = token_expiry(self.token) if self.token is not None else None
+        if expiry is None or expiry - self.clock.seconds() < self.renew_before:
+            self.token = self.inner.get_token(audience, ttl)
+        return self.token
 
 
 class ReconnectTests(RecordingListenerTestCase, SynchronousTestCase):
