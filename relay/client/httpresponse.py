@@ -7,7 +7,6 @@ anything larger or slower (2 s, as .NET does) streams over a rendezvous.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum
@@ -22,6 +21,7 @@ from twisted.python.failure import Failure
 
 from relay.client.errors import ConnectionClosedError
 from relay.client.protocol import RelayClientProtocol
+from relay.hybrid.headers import forwardable_value, is_token
 from relay.hybrid.messages import encode
 from relay.writes import WriteGate
 
@@ -86,12 +86,13 @@ class _SocketSink:
         self.protocol.dropConnection(abort=True)
 
 
-_BAD_VALUE = re.compile("[\r\n\0]")
-_BAD_NAME = re.compile("[ \t\r\n:\0]")
-
-
 class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
-    """Response headers: names are matched without regard to case; a list value sends one line per item."""
+    """
+    Response headers: names are matched without regard to case; a list value sends one line per item.
+
+    Names must be HTTP tokens and values free of CR, LF, NUL and lone surrogates, as the relay checks
+    them (L{relay.hybrid.headers}): it would answer the sender 502 for anything else, blaming the listener.
+    """
 
     def __init__(self) -> None:
         self._items: dict[str, tuple[str, str | list[str]]] = {}
@@ -101,10 +102,12 @@ class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
 
     def __setitem__(self, name: str, value: str | list[str]) -> None:
         for item in [value] if isinstance(value, str) else value:
-            if not isinstance(item, str) or _BAD_VALUE.search(item):
-                raise ValueError(f"header {name!r} needs string values without CR, LF or NUL")
-        if not name or _BAD_NAME.search(name):
-            raise ValueError(f"invalid header name {name!r}")
+            if not isinstance(item, str) or not forwardable_value(item):
+                raise ValueError(
+                    f"header {name!r:.60} needs string values without CR, LF, NUL or lone surrogates"
+                )
+        if not isinstance(name, str) or not is_token(name):
+            raise ValueError(f"header name {name!r:.60} is not an HTTP token (RFC 9110)")
         self._items[name.lower()] = (name, value)
 
     def __delitem__(self, name: str) -> None:

@@ -49,6 +49,20 @@ class HeaderError(ValueError):
     """A listener's response header cannot be forwarded safely."""
 
 
+def is_token(name: str) -> bool:
+    """
+    Whether C{name} is an HTTP token (RFC 9110 section 5.6.2), as a response header name must be.
+
+    The client library checks its response headers with this too, so what it accepts is forwarded.
+    """
+    return _TOKEN.fullmatch(name) is not None
+
+
+def forwardable_value(value: str) -> bool:
+    """Whether a response header value can be forwarded: no CR, LF, NUL or lone surrogate."""
+    return _FORBIDDEN_IN_VALUE.search(value) is None
+
+
 def connection_options(values: Iterable[str]) -> frozenset[str]:
     """The header names a C{Connection} header lists (they are hop-by-hop too)."""
     names = set()
@@ -163,11 +177,11 @@ def _checked_lines(fields: dict[str, Any]) -> list[tuple[str, str, str]]:
     """C{(lower-case name, name, value)} per header line, each name and value checked on its own."""
     lines: list[tuple[str, str, str]] = []
     for name, raw in fields.items():
-        if not _TOKEN.fullmatch(name):
+        if not is_token(name):
             raise HeaderError(f"response header name {name[:40]!r} is not a valid HTTP token")
         key = name.lower()
         for value in (raw,) if type(raw) is str else _values(name, raw):
-            if _FORBIDDEN_IN_VALUE.search(value):
+            if not forwardable_value(value):
                 raise HeaderError(f"response header {name[:40]!r} contains CR, LF, NUL or a lone surrogate")
             lines.append((key, name, value.strip(" \t")))
     return lines

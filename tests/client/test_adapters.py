@@ -1,4 +1,4 @@
-"""Tests for L{relay.client.adapters}: the address the sender used, and statuses the relay would refuse."""
+"""Tests for L{relay.client.adapters}: the address the sender used, and answers the relay would refuse."""
 
 from __future__ import annotations
 
@@ -91,13 +91,8 @@ class InlinePool:
             on_result(True, result)
 
 
-class StatusTests(SynchronousTestCase):
-    """
-    An adapted application that answers with a status the relay would refuse sends a 500 instead.
-
-    The relay takes 200-599 as a final status (it answers anything else 502 and blames the listener), and
-    L{relay.client.httpresponse.RelayedResponse} now refuses other statuses when they are set.
-    """
+class AdaptedAppTestCase:
+    """Serves one relayed request to an adapted application, with the log observed."""
 
     def setUp(self) -> None:
         self.reactor = InlineReactor()
@@ -115,6 +110,15 @@ class StatusTests(SynchronousTestCase):
         head = json.loads(control.sent[0][0])["response"]
         head["payload"] = b"".join(payload for payload, binary in control.sent[1:] if binary)
         return dict(head)
+
+
+class StatusTests(AdaptedAppTestCase, SynchronousTestCase):
+    """
+    An adapted application that answers with a status the relay would refuse sends a 500 instead.
+
+    The relay takes 200-599 as a final status (it answers anything else 502 and blames the listener), and
+    L{relay.client.httpresponse.RelayedResponse} now refuses other statuses when they are set.
+    """
 
     def test_twisted_web_resource(self) -> None:
         """
@@ -151,4 +155,20 @@ class StatusTests(SynchronousTestCase):
         self.assertTrue(head["payload"].startswith(b"The listener failed."), head["payload"])
         [failure] = [e for e in self.observer if "log_failure" in e]
         self.assertIsInstance(failure["log_failure"].value, ValueError)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class HeaderTests(AdaptedAppTestCase, SynchronousTestCase):
+    """A WSGI application's header that the relay would refuse fails it before anything is sent: a 500."""
+
+    def test_wsgi_app(self) -> None:
+        """A header name that is no token is refused as it is applied: the listener's 500, not the relay's 502."""
+
+        def application(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            start_response("200 OK", [("X(1)", "odd")])
+            return [b"body"]
+
+        head = self.serve(wsgi_app(application, reactor=self.reactor, threadpool=InlinePool()))
+        self.assertEqual(head["statusCode"], 500)
+        self.assertNotIn("X(1)", head["responseHeaders"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

@@ -21,6 +21,7 @@ from relay.client.httpresponse import (
     ResponseHeaders,
     _SocketSink,
 )
+from relay.hybrid.headers import HeaderError, response_head
 from relay.writes import WriteGate
 
 
@@ -293,6 +294,55 @@ class ResponseTests(SynchronousTestCase):
         self.assertRaises(ValueError, headers.__setitem__, "X", [b"bytes"])
         del headers["CONTENT-TYPE"]
         self.assertEqual(len(headers), 1)
+
+
+class HeaderValidityTests(SynchronousTestCase):
+    """Headers the relay would refuse (answering the sender 502, blaming the listener) are refused when set."""
+
+    NAMES = ("X(1)", "a/b", "{x}", 'say"hi"', "Caf\u00e9", "x,y", "k=v", "a b", "x:", "")
+    VALUES = ("\ud800", "a\udfffb", "a\rb", "a\nb", "a\0b")
+
+    def test_names_must_be_http_tokens(self) -> None:
+        """A name that is no RFC 9110 token raises ValueError and nothing is set."""
+        headers = ResponseHeaders()
+        for name in self.NAMES:
+            with self.subTest(name=name):
+                error = self.assertRaises(ValueError, headers.__setitem__, name, "v")
+                self.assertIn("is not an HTTP token", str(error))
+        self.assertEqual(len(headers), 0)
+
+    def test_values_must_be_forwardable(self) -> None:
+        """A value with CR, LF, NUL or a lone surrogate (no UTF-8 form) raises ValueError, alone or in a list."""
+        headers = ResponseHeaders()
+        for value in self.VALUES:
+            with self.subTest(value=value):
+                self.assertRaises(ValueError, headers.__setitem__, "X-V", value)
+                self.assertRaises(ValueError, headers.add, "X-V", value)
+                self.assertRaises(ValueError, headers.__setitem__, "X-V", ["ok", value])
+        self.assertEqual(len(headers), 0)
+
+    def test_the_relay_forwards_what_is_accepted(self) -> None:
+        """The client accepts exactly the names and values the relay's response check lets through."""
+        names = (*self.NAMES, "X-Ok", "!#$%&'*+-.^_`|~", "a1")
+        values = (*self.VALUES, "", "caf\u00e9 \U0001f600", "a\tb", " padded ")
+        for name in names:
+            for value in values:
+                with self.subTest(name=name, value=value):
+                    self.assertEqual(self.accepted(name, value), self.forwarded(name, value))
+
+    def accepted(self, name: str, value: str) -> bool:
+        try:
+            ResponseHeaders()[name] = value
+        except ValueError:
+            return False
+        return True
+
+    def forwarded(self, name: str, value: str) -> bool:
+        try:
+            response_head({name: value}, via="1.1 relay.test")
+        except HeaderError:
+            return False
+        return True
 
 
 class TargetTests(SynchronousTestCase):
