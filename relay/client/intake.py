@@ -95,7 +95,7 @@ class SenderIntake:
             connection.close(1001, "listener closed")
             self._accept_failed(context)
         elif listener.on_connection is not None:
-            listener.call_app(listener.on_connection, connection)
+            listener.call_app(listener.on_connection, connection, on_failure=lambda: _orphaned(connection))
         else:
             self.queue.put(connection)
 
@@ -119,3 +119,9 @@ class SenderIntake:
     def _accept_failed(self, context: AcceptContext) -> None:
         if self._listener.on_accept_failed is not None:
             self._listener.call_app(self._listener.on_accept_failed, context)
+
+
+def _orphaned(connection: HybridWebSocket) -> None:
+    """C{on_connection} failed: nobody serves the connection, so its sender is not left waiting on it."""
+    if not connection.closed:
+        connection.close(1011, "listener application failed")

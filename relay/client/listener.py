@@ -447,15 +447,29 @@ class HybridConnectionListener:
         if not failure.check(CancelledError):
             self.log.failure("listener {listener_id} task failed", failure, listener_id=self.listener_id)
 
-    def call_app(self, callback: Callable[..., object], *args: object) -> None:
-        """Call application code: its failure, or its awaitable's, is logged, never raised here."""
+    def call_app(
+        self, callback: Callable[..., object], *args: object, on_failure: Callable[[], object] | None = None
+    ) -> None:
+        """
+        Call application code: its failure, or its awaitable's, is logged, never raised here.
+
+        @param on_failure: called after such a failure (not after a cancellation), to clean up what the
+            application was given.
+        """
         try:
             result = callback(*args)
         except Exception:
             self.log.failure("listener {listener_id} callback failed", listener_id=self.listener_id)
+            if on_failure is not None:
+                on_failure()
             return
         if isinstance(result, Deferred) or inspect.isawaitable(result):
-            ensureDeferred(cast(Any, result)).addErrback(self._task_failed)
+            ensureDeferred(cast(Any, result)).addErrback(self._app_failed, on_failure)
+
+    def _app_failed(self, failure: Failure, on_failure: Callable[[], object] | None) -> None:
+        self._task_failed(failure)
+        if on_failure is not None and not failure.check(CancelledError):
+            on_failure()
 
     def _notify(self, callback: Callable[..., object] | None, *args: object) -> None:
         if callback is not None:

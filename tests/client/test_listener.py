@@ -284,6 +284,57 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
         self.assertEqual(self.successResultOf(sender.receive()), "welcome")
         self.assertNoResult(listener.accept_connection())
 
+    def test_on_connection_that_raises_closes_its_connection(self) -> None:
+        """An C{on_connection} that raises is logged and its connection closed (1011): nobody serves it."""
+        got: list[HybridWebSocket] = []
+
+        def on_connection(connection: HybridWebSocket) -> None:
+            got.append(connection)
+            raise RuntimeError("application bug")
+
+        self.open_listener(on_connection=on_connection)
+        sender = self.successResultOf(self.sender())
+        self.network.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assert_closed_as_failed(got[0], sender)
+
+    def test_on_connection_whose_coroutine_fails_closes_its_connection(self) -> None:
+        """An C{on_connection} coroutine failing later closes its connection too (1011)."""
+        got: list[HybridWebSocket] = []
+
+        async def on_connection(connection: HybridWebSocket) -> None:
+            got.append(connection)
+            await connection.receive()
+            raise RuntimeError("application bug")
+
+        self.open_listener(on_connection=on_connection)
+        sender = self.successResultOf(self.sender())
+        self.network.flush()
+        self.assertFalse(got[0].closed)
+        sender.send("hello")
+        self.network.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assert_closed_as_failed(got[0], sender)
+
+    def assert_closed_as_failed(self, connection: HybridWebSocket, sender: HybridWebSocket) -> None:
+        self.network.flush()
+        self.assertTrue(connection.closed)
+        self.assertTrue(sender.closed)
+        self.assertEqual((sender.close_code, sender.close_reason), (1011, "listener application failed"))
+
+    def test_on_connection_that_closed_its_connection_before_failing(self) -> None:
+        """A connection the application closed itself keeps its own close code."""
+
+        async def on_connection(connection: HybridWebSocket) -> None:
+            connection.close(4000, "mine")
+            raise RuntimeError("application bug")
+
+        self.open_listener(on_connection=on_connection)
+        sender = self.successResultOf(self.sender())
+        self.network.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual((sender.close_code, sender.close_reason), (4000, "mine"))
+
     def test_busy(self) -> None:
         """Beyond C{max_pending_connections} untaken connections, senders are rejected with 503."""
         listener = self.open_listener(max_pending_connections=1)
