@@ -27,7 +27,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any, cast
 
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -185,6 +185,8 @@ class HybridConnectionListener:
             self, reactor, self._spawn, token_ttl=token_ttl, renew_fraction=renew_fraction
         )
         self._tasks: set[Deferred[Any]] = set()
+        self._close_waiters: list[Deferred[None]] = []
+        self._close_finished = False
         self._intake = SenderIntake(
             self,
             reactor,
@@ -258,13 +260,26 @@ class HybridConnectionListener:
         Unregister: stop reconnecting and renewing, and close the control channel.
 
         Pending L{accept_connection} calls return C{None}. Connections already accepted stay open; ones
-        queued but never taken are closed with 1001.
+        queued but never taken are closed with 1001. Every call fires once the first one has finished.
         """
-        return Deferred.fromCoroutine(self._close())
+        if self._close_finished:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._close_waiters.append(waiter)
+        if self._state is not ListenerState.CLOSED:
+            Deferred.fromCoroutine(self._close()).addBoth(self._closed)
+        return waiter
+
+    def _closed(self, result: Failure | None) -> None:
+        self._close_finished = True
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
 
     async def _close(self) -> None:
-        if self._state is ListenerState.CLOSED:
-            return
         was_online = self._state is ListenerState.ONLINE
         self._state = ListenerState.CLOSED
         self._renewal.cancel()

@@ -284,6 +284,19 @@ class CloseTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertFalse(taken_sender.closed)
         self.successResultOf(listener.close())
 
+    def test_second_close_waits_for_the_first(self) -> None:
+        """A second close() fires only once the first has closed the control channel, and a later one at once."""
+        listener = self.open_listener()
+        first = listener.close()
+        second = listener.close()
+        self.assertNoResult(first)
+        self.assertNoResult(second)
+        self.network.flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+        self.successResultOf(listener.close())
+
     def test_close_during_open(self) -> None:
         """Closing while the first connection is being made abandons it."""
         listener = self.make_listener()
