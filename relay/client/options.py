@@ -43,7 +43,7 @@ class WebSocketOptions:
         channel and rendezvous hosts may differ), returns the client connection creator, e.g.
         C{lambda host: optionsForClientTLS(host, trustRoot=..., clientCertificate=...)}. Overrides
         C{trust_root}.
-    @ivar user_agent: the C{User-Agent} header of upgrades.
+    @ivar user_agent: the C{User-Agent} header of upgrades, unless a sender's C{connect} brings its own.
     """
 
     receive_buffer: int = 1 * MIB

@@ -220,12 +220,15 @@ class RelayClientFactory(WebSocketClientFactory):  # type: ignore[misc]
         options: WebSocketOptions,
         make_receiver: ReceiverFactory,
     ) -> None:
+        extra = {name: value for name, value in headers.items() if name.lower() != "user-agent"}
+        agents = [value for name, value in headers.items() if name.lower() == "user-agent"]
         super().__init__(
             url=url,
             reactor=reactor,
-            headers=dict(headers),
+            headers=extra,
             protocols=list(subprotocols),
-            useragent=options.user_agent,
+            # Autobahn writes its own User-Agent line besides any header: a caller's replaces it.
+            useragent=agents[-1] if agents else options.user_agent,
         )
         self.make_receiver = make_receiver
         self.setProtocolOptions(

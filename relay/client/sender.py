@@ -107,7 +107,8 @@ class HybridConnectionClient:
 
         @param suffix: a path below the hybrid connection, shown to the listener (C{"/chat"}).
         @param query: application query parameters, shown to the listener; C{sb-hc-*} names are refused.
-        @param headers: extra upgrade headers, forwarded to the listener in C{connectHeaders}.
+        @param headers: extra upgrade headers, forwarded to the listener in C{connectHeaders}; a
+            C{User-Agent} replaces the client's own (L{WebSocketOptions.user_agent}).
         @param subprotocols: subprotocols to offer, in order of preference.
         @param connection_id: the tracking id to use; a new GUID by default.
         @return: a L{Deferred} firing with the open connection, or failing with L{ConnectError} carrying

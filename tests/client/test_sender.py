@@ -113,6 +113,19 @@ class ConnectUrlTests(SenderTestCase, SynchronousTestCase):
         self.relay.anonymous_senders = True
         self.successResultOf(self.connect(client))
 
+    def test_user_agent_replaces_the_clients_own(self) -> None:
+        """A caller's C{User-Agent} is the one sent (Autobahn would add its own beside it) and reaches the listener."""
+        listener = self.listen()
+        self.successResultOf(self.connect(self.client(), headers={"user-agent": "mine/1.0"}))
+        connect = [u for u in self.relay.upgrades if u.action == "connect"][-1]
+        self.assertEqual(connect.headers["user-agent"], "mine/1.0")
+        accepted = self.successResultOf(listener.accept_connection())
+        assert accepted is not None
+        self.assertEqual(accepted.request_headers["user-agent"], "mine/1.0")
+        self.successResultOf(self.connect(self.client()))
+        connect = [u for u in self.relay.upgrades if u.action == "connect"][-1]
+        self.assertEqual(connect.headers["user-agent"], WebSocketOptions().user_agent)
+
     def test_reserved_headers_are_refused(self) -> None:
         """Headers owned by the handshake, the token header and header injection are refused."""
         client = self.client()
