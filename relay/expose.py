@@ -44,6 +44,43 @@ _REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect", "x-forwarded-host"
 _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 
 
+# A WebSocket sender's own forwarding headers say nothing the relay vouches for: expose writes them anew.
+_WEBSOCKET_DROPPED = _HANDSHAKE | {"x-forwarded-host", "x-forwarded-proto"}
+
+
+def websocket_forward_headers(context: AcceptContext) -> dict[str, str]:
+    """
+    The headers of a WebSocket sender's upgrade for the local handshake, with this hop's forwarding ones.
+
+    The relay passes the sender's upgrade headers as sent (C{connectHeaders}), so for HTTP requests it
+    adds C{Via} and C{X-Forwarded-For}/C{-Proto} itself and for WebSocket senders it cannot: here C{Via}
+    and C{X-Forwarded-For} (the address the relay saw) are appended, C{X-Forwarded-Host} is the host the
+    sender used, and a sender's own C{X-Forwarded-Host} and C{X-Forwarded-Proto} are dropped (the scheme
+    the sender used is not known here).
+    """
+    headers: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for name, value in context.request_headers.items():
+        key = name.lower()
+        if key not in _WEBSOCKET_DROPPED:
+            headers[name] = value
+            names[key] = name
+    host = context.request_headers.get("Host")
+    _extend(headers, names, "Via", f"1.1 {host or 'relay'}")
+    if context.remote_endpoint is not None and context.remote_endpoint.address:
+        _extend(headers, names, "X-Forwarded-For", context.remote_endpoint.address)
+    if host:
+        headers["X-Forwarded-Host"] = host
+    return headers
+
+
+def _extend(headers: dict[str, str], names: Mapping[str, str], name: str, item: str) -> None:
+    """Append C{item} to a list-valued header, under the spelling the sender used for it."""
+    spelling = names.get(name.lower(), name)
+    previous = headers.get(spelling)
+    headers[spelling] = f"{previous}, {item}" if previous else item
+
+
 class ExposeError(Exception):
     """C{relay expose} cannot go on (bad target URL, refused credentials)."""
 
@@ -337,9 +374,7 @@ class Forwarder:
             self._ws_line(context, 400, "bad request", 0.0)
             return Reject(400, f"Bad request: {DOTS_ABOVE}")
         url = self.url_for(suffix, context.query, websocket=True)
-        headers = {
-            name: value for name, value in context.request_headers.items() if name.lower() not in _HANDSHAKE
-        }
+        headers = websocket_forward_headers(context)
         # Autobahn writes the handshake as given: what would break it must not reach it.
         offered = ("Sec-WebSocket-Protocol", ", ".join(context.offered_subprotocols))
         try:

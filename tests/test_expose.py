@@ -9,7 +9,10 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.expose import resolve_dots
+from relay.client.accepting import AcceptContext
+from relay.client.headers import Headers
+from relay.expose import resolve_dots, websocket_forward_headers
+from relay.hybrid.messages import RemoteEndpoint
 
 from .client.test_http_abandon import ForwarderOverRendezvous, send_request
 
@@ -103,3 +106,47 @@ class BodilessAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
         ]
         self.assertEqual(head["statusCode"], 200)
         self.assertTrue(transport.disconnecting or transport.disconnected)
+
+
+class WebSocketForwardingTests(SynchronousTestCase):
+    """The headers a WebSocket sender's local handshake gets (the relay passes the sender's as sent)."""
+
+    def context(self, headers: dict[str, str], remote: str | None = "203.0.113.9") -> AcceptContext:
+        return AcceptContext(
+            connection_id="c1",
+            request_headers=Headers(headers),
+            suffix="/ws",
+            query="",
+            remote_endpoint=RemoteEndpoint(remote, 5000) if remote is not None else None,
+            offered_subprotocols=("chat",),
+        )
+
+    def test_forwarding_headers_are_this_hops(self) -> None:
+        """A sender's forged X-Forwarded-Host/-Proto go; Via and X-Forwarded-For get this hop appended."""
+        headers = websocket_forward_headers(
+            self.context(
+                {
+                    "Host": "relay.example.org",
+                    "Upgrade": "websocket",
+                    "Sec-WebSocket-Key": "k",
+                    "x-forwarded-for": "9.9.9.9",
+                    "X-Forwarded-Host": "evil.example",
+                    "X-Forwarded-Proto": "https",
+                    "Via": "1.1 fake",
+                    "X-App": "yes",
+                }
+            )
+        )
+        self.assertEqual(
+            headers,
+            {
+                "x-forwarded-for": "9.9.9.9, 203.0.113.9",
+                "Via": "1.1 fake, 1.1 relay.example.org",
+                "X-App": "yes",
+                "X-Forwarded-Host": "relay.example.org",
+            },
+        )
+
+    def test_without_host_or_address(self) -> None:
+        """No Host and no address from the relay: Via names the relay, nothing else is made up."""
+        self.assertEqual(websocket_forward_headers(self.context({}, remote=None)), {"Via": "1.1 relay"})
