@@ -30,6 +30,26 @@ class CommandError(Exception):
     """A failure to report on stderr with exit status 1 (with no message: it was reported already)."""
 
 
+class UsageError(CommandError):
+    """A mistake in the command line that the parser could not see alone: usage on stderr, exit status 2."""
+
+
+def _entity_named(name: str | None, connection_string: str) -> None:
+    """
+    Refuse a command line that names no entity: neither C{--name} nor C{EntityPath} in the string.
+
+    @raise UsageError: when neither is there (a string that does not parse is the command's to report).
+    """
+    if name:
+        return
+    try:
+        entity = parse_connection_string(connection_string).entity_path
+    except ConnectionStringError:
+        return
+    if not entity:
+        raise UsageError("give --name, or EntityPath in the connection string")
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -120,7 +140,7 @@ def cmd_token(args: argparse.Namespace) -> str:
             raise CommandError(str(e)) from None
         key_name, key = key_name or cs.key_name, key or cs.key
     if not key_name or not key:
-        raise CommandError("a key is needed: give --key-name and --key, or --connection-string")
+        raise UsageError("a key is needed: give --key-name and --key, or --connection-string")
     return make_token(args.uri, key_name, key, ttl=args.ttl)
 
 
@@ -203,7 +223,8 @@ def cmd_expose(args: argparse.Namespace) -> None:
 
     connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
     if not connection_string:
-        raise CommandError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+        raise UsageError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+    _entity_named(args.name, connection_string)
     try:
         status = run_expose(
             args.url,
@@ -227,6 +248,7 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
     from bindings.settings import ClientAuth, Discovery
     from bindings.soap import SoapVersion
 
+    _entity_named(args.name, args.connection_string)
     try:
         address, credentials = from_connection_string(args.connection_string, args.name)
     except ValueError as e:
@@ -267,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--ttl", type=_ttl, default=3600.0, metavar="SECONDS", help="lifetime in seconds (default 3600)"
     )
-    token.set_defaults(run=cmd_token)
+    token.set_defaults(run=cmd_token, parser=token)
 
     cs = commands.add_parser("connection-string", help="print the development namespace's connection string")
     cs.add_argument("--state-dir", help="the gateway's state directory (default $XDG_STATE_HOME/relay)")
@@ -314,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long the local server has to start each answer once the request is sent, before the "
         "sender gets 504 (default 60, the relay's default request timeout; 0: no limit)",
     )
-    expose.set_defaults(run=cmd_expose)
+    expose.set_defaults(run=cmd_expose, parser=expose)
 
     bridge = commands.add_parser(
         "soap-bridge", help="expose an existing HTTP SOAP service on a request/reply relay name"
@@ -351,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds to wait for the service's whole answer (default 60)",
     )
-    bridge.set_defaults(run=cmd_soap_bridge)
+    bridge.set_defaults(run=cmd_soap_bridge, parser=bridge)
     return parser
 
 
@@ -364,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], str | None] = args.run
     try:
         output = run(args)
+    except UsageError as e:
+        args.parser.error(str(e))
     except CommandError as e:
         if str(e):
             print(f"relay {args.command}: {e}", file=sys.stderr)

@@ -84,11 +84,21 @@ class CommandTests(SynchronousTestCase):
         self.assertIn("skn=a", result.stdout)
 
     def test_errors(self) -> None:
-        """Missing keys exit 1 with a message on stderr; usage errors exit 2."""
+        """A command line without what the command needs (a key, a name) is a usage error: exit 2, stderr."""
         missing = relay("token", "--uri", "http://h/x")
-        self.assertEqual(missing.returncode, 1)
+        self.assertEqual(missing.returncode, 2)
         self.assertEqual(missing.stdout, "")
         self.assertIn("a key is needed", missing.stderr)
+        self.assertIn("usage: relay token", missing.stderr)
+        string = "Endpoint=sb://127.0.0.1:9/;SharedAccessKeyName=a;SharedAccessKey=b"
+        for command in (
+            ("expose", "http://127.0.0.1:9", "--connection-string", string),
+            ("soap-bridge", "--url", "http://127.0.0.1:9/", "--connection-string", string),
+        ):
+            nameless = relay(*command)
+            self.assertEqual(nameless.returncode, 2, nameless.stderr)
+            self.assertIn("give --name, or EntityPath in the connection string", nameless.stderr)
+        self.assertEqual(relay("expose", "http://127.0.0.1:9").returncode, 2)  # no connection string
         self.assertEqual(relay("token").returncode, 2)
         self.assertEqual(relay("frobnicate").returncode, 2)
         self.assertEqual(relay("--help").returncode, 0)
