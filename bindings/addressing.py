@@ -19,7 +19,8 @@ from typing import Final
 from lxml import etree
 
 from bindings.faultcodes import RELAY_NS, WSA_NS, RelayFault
-from bindings.soap import Envelope, envelope_bytes, xml_text
+from bindings.safexml import CHUNK_SIZE, XmlLimits, new_pull_parser
+from bindings.soap import SOAP12_NS, Envelope, envelope_bytes, xml_text
 
 ANONYMOUS: Final = "http://www.w3.org/2005/08/addressing/anonymous"
 NONE_ADDRESS: Final = "http://www.w3.org/2005/08/addressing/none"
@@ -82,6 +83,9 @@ def _canonical(element: etree._Element) -> bytes:
 
 _ADDRESS_TAG: Final = f"{{{WSA_NS}}}Address"
 _WSA_PREFIX: Final = f"{{{WSA_NS}}}"
+_MESSAGE_ID_TAG: Final = f"{{{WSA_NS}}}MessageID"
+_SOAP12_ENVELOPE: Final = f"{{{SOAP12_NS}}}Envelope"
+_SOAP12_HEADER: Final = f"{{{SOAP12_NS}}}Header"
 
 
 def _endpoint_address(element: etree._Element, name: str) -> str:
@@ -150,6 +154,63 @@ def read_addressing(envelope: Envelope, strict: bool = False) -> AddressingHeade
         from_address=endpoints.get("From"),
         duplicates=tuple(duplicates),
     )
+
+
+def message_id_of(envelope: Envelope) -> str | None:
+    """
+    The first C{wsa:MessageID}'s text, without L{read_addressing}'s checks.
+
+    For a fault about an envelope whose addressing headers are refused: it still relates to the message
+    (spec 7.1), so a WebSocket sender can match it to the call.
+    """
+    found = envelope.find_headers(_MESSAGE_ID_TAG)
+    text = (found[0].text or "").strip() if found else ""
+    return text or None
+
+
+def peek_message_id(data: bytes, limits: XmlLimits) -> str | None:
+    """
+    The C{wsa:MessageID} of a SOAP 1.2 envelope that is not parsed (too large, or refused by the parser).
+
+    Only the first C{limits.max_bytes} bytes are read, with the hardened parser and the depth limit, and
+    parsing stops at the end of the header: the fault still relates to the message (spec 7.1) without
+    the limits the message broke being lifted to find out. C{None} when the header cannot be read so far.
+    """
+    parser = new_pull_parser()
+    path: list[str] = []
+    window = data[: limits.max_bytes]
+    found: str | None = None
+    try:
+        for offset in range(0, len(window), CHUNK_SIZE):
+            parser.feed(window[offset : offset + CHUNK_SIZE])
+            found = _header_events(parser, path, limits.max_depth)
+            if found is not None:
+                break
+    except etree.XMLSyntaxError:  # what was read before the error still counts
+        found = _header_events(parser, path, limits.max_depth)
+    return found or None
+
+
+def _header_events(parser: etree.XMLPullParser, path: list[str], max_depth: int) -> str | None:
+    """The parse events so far: the MessageID, C{""} to stop without one, C{None} to read on."""
+    for event, element in parser.read_events():
+        found = _header_event(path, event, element, max_depth)
+        if found is not None:
+            return found
+    return None
+
+
+def _header_event(path: list[str], event: str, element: etree._Element, max_depth: int) -> str | None:
+    """One event; C{path} holds the tags of the open elements, so a header block ends at length 2."""
+    if event == "start":
+        path.append(element.tag)
+        if len(path) > max_depth or path[:2] not in ([_SOAP12_ENVELOPE], [_SOAP12_ENVELOPE, _SOAP12_HEADER]):
+            return ""  # too deep, not a SOAP 1.2 envelope, or past the header (its first child)
+        return None
+    path.pop()
+    if len(path) == 2 and element.tag == _MESSAGE_ID_TAG:
+        return (element.text or "").strip()
+    return "" if len(path) < 2 else None
 
 
 def check_anonymous(headers: AddressingHeaders) -> None:

@@ -22,6 +22,7 @@ from bindings.addressing import (
     check_anonymous,
     delivery_bytes,
     extract_relay_token,
+    message_id_of,
     read_addressing,
     require,
     resolve_action,
@@ -160,7 +161,7 @@ def open_envelope(
     try:
         token, rest = extract_relay_token(envelope)
     except AddressingError as e:
-        raise Refusal(e.kind, str(e), envelope.version) from None
+        raise Refusal(e.kind, str(e), envelope.version, message_id_of(envelope)) from None
     return rest, token
 
 
@@ -256,7 +257,7 @@ def prepare(
     except SoapError as e:
         raise refusal_from_soap_error(e, source) from None
     except AddressingError as e:
-        raise Refusal(e.kind, str(e), source) from None
+        raise Refusal(e.kind, str(e), source, message_id_of(envelope)) from None
     try:
         check_anonymous(headers)
         if require_message_id:

@@ -15,7 +15,13 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from bindings.addressing import AddressingHeaders, SenderInfo, read_addressing
+from bindings.addressing import (
+    AddressingHeaders,
+    SenderInfo,
+    message_id_of,
+    peek_message_id,
+    read_addressing,
+)
 from bindings.control import (
     ACTION_RENEW_TOKEN,
     CONTROL_ACTIONS,
@@ -27,7 +33,7 @@ from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare
 from bindings.oneway import Delivered
 from bindings.outlet import ISenderFlow
 from bindings.requestreply import Reply
-from bindings.safexml import limits_for
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
 from bindings.settings import (
     BINDING_KINDS,
     MESSAGE_BYTES,
@@ -142,29 +148,28 @@ class SenderRole:
         names = self.protocol.factory.gateway.names
         entity = names.store.get(self.namespace, self.path)
         if entity is None or entity.kind not in BINDING_KINDS:
-            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            self._unread_fault(payload, RelayFault.NO_LISTENER, "No listener is connected")
             return
         self.entity = entity
         settings: BindingEntitySettings = entity.settings
         if len(payload) > settings.message_limit:
-            self.protocol.send_fault(
+            self._unread_fault(
+                payload,
                 RelayFault.MESSAGE_TOO_LARGE,
                 f"The message has {len(payload)} bytes; the name allows {settings.message_limit}",
             )
             return
         try:
             envelope, soap_token = open_envelope(
-                payload,
-                announced=SoapVersion.SOAP12,
-                charset=None,
-                limits=limits_for(settings.message_limit, settings.max_depth),
+                payload, announced=SoapVersion.SOAP12, charset=None, limits=self._limits()
             )
-            headers = read_addressing(envelope)
         except Refusal as e:
-            self._refused(e)
+            self._refused(e, payload)
             return
+        try:
+            headers = read_addressing(envelope)
         except ValueError as e:
-            self.protocol.send_fault(RelayFault.INVALID_ADDRESSING_HEADER, str(e))
+            self.protocol.send_fault(RelayFault.INVALID_ADDRESSING_HEADER, str(e), message_id_of(envelope))
             return
         if headers.action == ACTION_RENEW_TOKEN:
             renew_token(self.protocol, self, envelope, headers.message_id, Rights.SEND)
@@ -192,7 +197,7 @@ class SenderRole:
         bound = gateway.names.bound(self.namespace, entity)
         contract: RegisteredContract | None = bound.contract
         if contract is None and bound.kind != MULTICAST:
-            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected")
+            self.protocol.send_fault(RelayFault.NO_LISTENER, "No listener is connected", headers.message_id)
             return
         settings = bound.settings
         try:
@@ -248,12 +253,31 @@ class SenderRole:
             RelayFault.SERVER_BUSY, "The gateway could not deliver the message", message_id
         )
 
-    def _refused(self, refusal: Refusal) -> None:
+    def _limits(self) -> XmlLimits:
+        """The name's size and depth limits, as last seen (a name removed since keeps its last ones)."""
+        if self.entity is None:  # pragma: no cover - a sender is admitted with its entity
+            return limits_for(self.frame_cap, MAX_DEPTH_CAP)
+        settings: BindingEntitySettings = self.entity.settings
+        return limits_for(settings.message_limit, settings.max_depth)
+
+    def _unread_fault(self, payload: bytes, kind: RelayFault, message: str) -> None:
+        """
+        A fault about a message refused before it was parsed, related to its MessageID all the same.
+
+        A WebSocket sender matches faults to calls by C{RelatesTo} (spec 7.1); without it the call waited
+        for its timeout. The id is read from the header within the name's limits (L{peek_message_id}).
+        """
+        self.protocol.send_fault(kind, message, peek_message_id(payload, self._limits()))
+
+    def _refused(self, refusal: Refusal, payload: bytes | None = None) -> None:
         if refusal.kind is None:
             self.protocol.logger.info(
                 "fault VersionMismatch to sender {tracking_id}", tracking_id=self.protocol.tracking_id
             )
             self.protocol.send_envelope(version_mismatch(SoapVersion.SOAP12, self.protocol.tracking_id))
+            return
+        if refusal.relates_to is None and payload is not None:
+            self._unread_fault(payload, refusal.kind, refusal.message)
             return
         self.protocol.send_fault(refusal.kind, refusal.message, refusal.relates_to)
 

@@ -24,7 +24,9 @@ from bindings.addressing import (
     choose_token,
     delivery_bytes,
     extract_relay_token,
+    message_id_of,
     new_message_id,
+    peek_message_id,
     prepare_for_listener,
     read_addressing,
     read_sender,
@@ -34,6 +36,7 @@ from bindings.addressing import (
     sender_header,
 )
 from bindings.faultcodes import RELAY_NS, WSA_NS, RelayFault
+from bindings.safexml import XmlLimits
 from bindings.soap import SOAP12_NS, Envelope, SoapVersion, parse_envelope
 
 TOKEN = "SharedAccessSignature sr=x&sig=y&se=1&skn=k"
@@ -129,6 +132,35 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual(
             (error.kind, error.header), (RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "RelatesTo")
         )
+
+
+class MessageIdForFaultsTests(SynchronousTestCase):
+    """The MessageID a fault relates to, for messages refused before their headers are read."""
+
+    def test_message_id_of_unchecked_headers(self) -> None:
+        """The first MessageID is read even when other addressing headers are unusable; blank is None."""
+        envelope = envelope_with("<wsa:Action> </wsa:Action>", "<wsa:MessageID> m1 </wsa:MessageID>")
+        self.assertEqual(message_id_of(envelope), "m1")
+        self.assertIsNone(message_id_of(envelope_with("<wsa:MessageID> </wsa:MessageID>")))
+
+    def test_peek_reads_only_the_header_within_the_limits(self) -> None:
+        """Read from the header only, within the byte and depth limits; None beyond them or in the body."""
+        pad = "<p:pad xmlns:p='urn:p'>" + "x" * 400 + "</p:pad>"
+        data = envelope_with("<wsa:MessageID>m1</wsa:MessageID>").to_bytes()
+        late = envelope_with(pad, "<wsa:MessageID>m2</wsa:MessageID>").to_bytes()
+        nested = "<x:a xmlns:x='urn:x'><x:b><x:c/></x:b></x:a>"
+        deep = envelope_with(nested, "<wsa:MessageID>m3</wsa:MessageID>").to_bytes()
+        in_body = (
+            f'<s:Envelope xmlns:s="{SOAP12_NS}" xmlns:wsa="{WSA_NS}"><s:Body>'
+            "<wsa:MessageID>m4</wsa:MessageID></s:Body></s:Envelope>"
+        ).encode()
+        limits = XmlLimits(max_bytes=400, max_depth=4)
+        self.assertEqual(peek_message_id(data + b"<not xml", limits), "m1")
+        self.assertIsNone(peek_message_id(late, limits))
+        self.assertEqual(peek_message_id(late, XmlLimits(max_bytes=len(late))), "m2")
+        self.assertIsNone(peek_message_id(deep, limits))
+        self.assertIsNone(peek_message_id(in_body, limits))
+        self.assertIsNone(peek_message_id(b"\x00garbage", limits))
 
 
 class ActionTests(SynchronousTestCase):

@@ -323,6 +323,31 @@ class HostOnGatewayTests(BindingsTestCase):
         self.assertEqual(self.successResultOf(ok), 2)
         self.flushLoggedErrors(RuntimeError)
 
+    def test_no_listener_fails_the_call_at_once(self) -> None:
+        """A configured name nobody has listened on yet: the call fails with NoListener, not a timeout."""
+        _, calc = self.channel()
+        result = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.failureResultOf(result, SoapFault).value.subcodes[-1][1], "NoListener")
+
+    def test_message_too_large_fails_the_call_at_once(self) -> None:
+        """A datagram over the name's max_message_bytes (4096) but under the cap: MessageTooLarge at once."""
+        host = ServiceHost(
+            ChatRoom(),
+            IChat,
+            f"wss://{HOST}/events",
+            OneWayBinding(),
+            self.credentials(),
+            reactor=self.clock,
+            endpoint=self.endpoint,
+        )
+        host.open()
+        self.net.flush()
+        _, chat = self.channel("events", IChat, OneWayBinding())
+        result = chat.Say("a", "x" * 5000)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.failureResultOf(result, SoapFault).value.subcodes[-1][1], "MessageTooLarge")
+
     def test_gateway_timeout(self) -> None:
         """A service slower than request_timeout: the caller gets the gateway's Timeout fault."""
         service = Calculator()

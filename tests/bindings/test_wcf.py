@@ -610,6 +610,46 @@ class DatagramTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual(sender.closed[1], 1009)  # type: ignore[index]
 
+    def test_faults_before_parsing_relate_to_the_message(self) -> None:
+        """Over the name's limit or nested too deep, the fault still relates to the MessageID (spec 7.1)."""
+        from lxml import etree
+
+        self.listener("events", ONEWAY, IChat)
+        sender = self.wcf("events", "send")
+        say = CHAT.operation("Say")
+        large = envelope_bytes(
+            say.encode_request("a", "x" * 5000), action=say.action, message_id="urn:uuid:l"
+        )
+        deep = body = etree.Element("{urn:x}d")
+        for _ in range(100):
+            deep = etree.SubElement(deep, "{urn:x}d")
+        nested = envelope_bytes(body, action=say.action, message_id="urn:uuid:n")
+        for frame in (large, nested):
+            sender.sendMessage(frame, isBinary=False)
+        self.net.flush()
+        self.assertEqual(
+            [(subcode(m[0]), read_addressing(envelope(m[0])).relates_to) for m in sender.messages],
+            [("MessageTooLarge", "urn:uuid:l"), ("InvalidMessage", "urn:uuid:n")],
+        )
+
+    def test_removed_name_relates_no_listener_to_the_message(self) -> None:
+        """A sender whose name was removed since it connected gets NoListener related to its message."""
+        listener = self.wcf("dyn/room", "listen")
+        self.register(listener, MULTICAST, IChat)
+        sender = self.wcf("dyn/room", "send")
+        listener.sendClose(1000)
+        self.net.flush()
+        say = CHAT.operation("Say")
+        sender.sendMessage(
+            envelope_bytes(say.encode_request("a", "b"), action=say.action, message_id="urn:uuid:r"),
+            isBinary=False,
+        )
+        self.net.flush()
+        answer = sender.messages[-1][0]
+        self.assertEqual(
+            (subcode(answer), read_addressing(envelope(answer)).relates_to), ("NoListener", "urn:uuid:r")
+        )
+
     def test_busy_listener(self) -> None:
         """A listener whose queue stays full: the sender is held back, then gets ServerBusy."""
         listener = self.listener("events", ONEWAY, IChat)
