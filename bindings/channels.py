@@ -36,7 +36,7 @@ from bindings.addressing import (
     relay_token_header,
 )
 from bindings.contracts import Contract, ContractError, Operation, contract_of
-from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, ControlError, parse_delivered
+from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, parse_delivered
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
@@ -319,8 +319,10 @@ class ChannelFactory:
                 outcome: Any = parse_delivered(envelope)
             else:
                 outcome = _outcome(envelope, entry.operation)
-        except (SoapFault, ContractError, ControlError) as e:
-            outcome = Failure(e)
+        except Exception:
+            # SoapFault, ContractError, ControlError, or anything a contract's own types raise: it fails
+            # this call only; raised from here it would drop the connection and every call on it.
+            outcome = Failure()
         self._settle(headers.relates_to or "", outcome)
 
     def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:

@@ -27,6 +27,7 @@ from bindings.xsdtypes import (
     Struct,
     TypeSpec,
     ValueCodecError,
+    construct,
     decode_sequence,
     encode_value,
     spec_for,
@@ -265,9 +266,10 @@ class Operation:
             if detail.tag == f"{{{self.namespace}}}{fault.name}":
                 try:
                     values = decode_sequence(list(detail), fault.struct.fields, self.namespace)
+                    declared: DeclaredFault = construct(fault.python, values, fault.name)
                 except ValueCodecError as e:
                     raise ContractError(f"{fault.name}: {e}") from None
-                return fault.python(**values)
+                return declared
         return None
 
 

@@ -313,14 +313,30 @@ def decode_value(element: etree._Element, spec: Scalar | Struct, namespace: str)
     if _is_nil(element):
         raise ValueCodecError(f"{name} is nil but not optional")
     if isinstance(spec, Struct):
-        values = decode_sequence(list(element), spec.fields, namespace)
-        return spec.python(**values)
+        return construct(spec.python, decode_sequence(list(element), spec.fields, namespace), name)
     if len(element):
         raise ValueCodecError(f"{name} must hold text, not elements")
     try:
         return _read(spec, element.text or "")
     except (ValueError, binascii.Error, InvalidOperation, OverflowError):
         raise ValueCodecError(f"{name} is not a valid xsd:{spec.xsd}") from None
+
+
+def construct(python: type, values: dict[str, Any], name: str) -> Any:
+    """
+    Build a dataclass from decoded field values.
+
+    Its own checks (a validating C{__post_init__}) may refuse them: that is a malformed element too, not
+    an error to escape the codec. The exception's text is left out (it is the service's, not the wire's).
+
+    @raise ValueCodecError: when the constructor raises.
+    """
+    try:
+        return python(**values)
+    except Exception as e:
+        raise ValueCodecError(
+            f"{name} could not be built: {python.__name__} raised {type(e).__name__}"
+        ) from e
 
 
 def decode_sequence(

@@ -74,3 +74,31 @@ class IChat(Interface):
     @operation(one_way=True)
     def Say(who: str, text: str) -> None:
         """Say something."""
+
+
+@dataclass
+class Positive:
+    """A dataclass that validates itself, as many do."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        if self.value <= 0:
+            raise ValueError("must be positive")
+
+
+@contract(namespace="urn:example:checked", name="Checked")
+class IChecked(Interface):
+    """Values a peer may send that the contract's own types refuse to be rebuilt from."""
+
+    @operation()
+    def Check(p: Positive) -> int:
+        """A validated dataclass argument."""
+
+    @operation()
+    def Make(a: int) -> Positive:
+        """A validated dataclass result."""
+
+    @operation()
+    def Echo(a: int) -> int:
+        """Plain."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
+from .calculator import DivideByZero, ICalculator, IChat, IChecked, Point, Positive, Shape
 
 
 @implementer(ICalculator)
@@ -56,3 +56,27 @@ class ChatRoom:
 
     def Say(self, who: str, text: str) -> None:
         self.heard.append((who, text))
+
+
+@implementer(IChecked)
+class Checked:
+    """Sends what its peer cannot rebuild: C{Make} skips Positive's check; C{hold} makes C{Echo} wait."""
+
+    def __init__(self) -> None:
+        self.hold = False
+        self.held: list[Deferred[int]] = []
+
+    def Check(self, p: Positive) -> int:
+        return p.value
+
+    def Make(self, a: int) -> Positive:
+        made = Positive(1)
+        made.value = a  # not checked again: the reply carries a
+        return made
+
+    def Echo(self, a: int) -> int | Deferred[int]:
+        if self.hold:
+            waiting: Deferred[int] = Deferred()
+            self.held.append(waiting)
+            return waiting
+        return a

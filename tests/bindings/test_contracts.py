@@ -26,7 +26,7 @@ from bindings.faultcodes import FaultCode
 from bindings.safexml import parse_xml
 from bindings.xsdtypes import ValueCodecError, decode_value, encode_value, spec_for
 
-from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
+from .calculator import DivideByZero, ICalculator, IChat, IChecked, Point, Positive, Shape
 
 NS = "urn:example:calc"
 
@@ -471,6 +471,43 @@ class SerialisationTests(SynchronousTestCase):
         )
         self.assertEqual(DivideByZero(1).reason(), "Division by zero.")
         self.assertEqual(DivideByZero.code, FaultCode.SENDER)
+
+    def test_values_their_constructor_refuses(self) -> None:
+        """A dataclass whose own checks refuse the decoded values is a ContractError: argument, result or fault."""
+
+        @dataclass
+        class Overdrawn(DeclaredFault):
+            """Refuses a negative limit."""
+
+            limit: int
+
+            def __post_init__(self) -> None:
+                if self.limit < 0:
+                    raise ValueError("secret detail")
+
+        @contract(namespace=NS)
+        class IBank(Interface):
+            @operation(faults=[Overdrawn])
+            def Draw(amount: int) -> int:
+                """Raises Overdrawn."""
+
+        zero = Positive(1)
+        zero.value = 0
+        check, make = contract_of(IChecked).operation("Check"), contract_of(IChecked).operation("Make")
+        request = reparse(check.encode_request(zero))
+        response = reparse(make.encode_response(zero))
+        negative = Overdrawn(1)
+        negative.limit = -1
+        draw = contract_of(IBank).operation("Draw")
+        detail = reparse(draw.encode_fault(negative))
+        for decode, element in (
+            (check.decode_request, request),
+            (make.decode_response, response),
+            (draw.decode_fault, detail),
+        ):
+            error = self.assertRaises(ContractError, decode, element)
+            self.assertIn("raised ValueError", str(error))
+            self.assertNotIn("secret detail", str(error))
 
     def test_call_arguments(self) -> None:
         """Decoded values split into positional and keyword arguments for the implementation."""

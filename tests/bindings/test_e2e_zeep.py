@@ -15,13 +15,14 @@ from twisted.internet.defer import Deferred
 from zeep.plugins import HistoryPlugin
 
 from bindings.addressing import read_addressing, relay_token_header
+from bindings.contracts import ContractError
 from bindings.faults import SoapFault
 from bindings.settings import ClientAuth, RequestReplyBinding
 from bindings.soap import SoapVersion, parse_envelope
 
-from .calculator import DivideByZero, ICalculator
+from .calculator import DivideByZero, ICalculator, IChecked
 from .e2e_support import LISTEN_KEY, SEND_KEY, BindingsE2E, local
-from .services import Calculator
+from .services import Calculator, Checked
 
 WS_PORT = ("ICalculatorService", "ICalculator_ws")
 
@@ -251,6 +252,20 @@ class ChannelFactoryTests(BindingsE2E):
         self.assertEqual(await calc.Notify("n"), 1)
         await self.until(lambda: calculator.notified)
         self.assertEqual(calculator.notified, ["n"])
+
+    async def test_an_undecodable_reply_fails_only_its_call(self) -> None:
+        """A reply the contract cannot rebuild fails its call; the connection and other calls on it live on."""
+        await self.start()
+        service = Checked()
+        service.hold = True
+        await self.host(service, IChecked, "legacy")
+        _, checked = self.channel(IChecked, "legacy")
+        slow = checked.Echo(7)
+        await self.until(lambda: service.held)
+        with self.assertRaises(ContractError):
+            await checked.Make(0)
+        service.held[0].callback(7)
+        self.assertEqual(await slow, 7)
 
 
 async def _gather(calls: list[Deferred[Any]]) -> list[Any]:

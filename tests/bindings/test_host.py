@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from bindings.addressing import SenderInfo, addressing_headers, new_message_id, read_addressing, sender_header
 from bindings.channels import ChannelClosedError, ChannelFactory
-from bindings.contracts import contract_of
+from bindings.contracts import ContractError, Operation, contract_of
 from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
 from bindings.host import GENERIC_REASON, ServiceDispatcher, ServiceHost
@@ -26,8 +26,8 @@ from bindings.settings import MulticastBinding, OneWayBinding, RequestReplyBindi
 from bindings.soap import SOAP12_NS, Envelope, SoapVersion
 from bindings.wsclient import HandshakeRefused
 
-from .calculator import DivideByZero, ICalculator, IChat, Point, Shape
-from .services import Calculator, ChatRoom
+from .calculator import DivideByZero, ICalculator, IChat, IChecked, Point, Positive, Shape
+from .services import Calculator, ChatRoom, Checked
 from .wcfharness import HOST, LISTEN_KEY, BindingsTestCase
 
 CALC = contract_of(ICalculator)
@@ -347,6 +347,47 @@ class HostOnGatewayTests(BindingsTestCase):
         result = chat.Say("a", "x" * 5000)  # type: ignore[attr-defined]
         self.net.flush()
         self.assertEqual(self.failureResultOf(result, SoapFault).value.subcodes[-1][1], "MessageTooLarge")
+
+    def test_undecodable_reply_fails_only_its_call(self) -> None:
+        """A reply the contract's types refuse to rebuild fails that call with ContractError; the channel lives on."""
+        self.opened(self.host(Checked(), IChecked))
+        _, checked = self.channel(interface=IChecked)
+        bad = checked.Make(0)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.failureResultOf(bad, ContractError)
+        again = checked.Echo(7)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(again), 7)
+
+    def test_any_error_decoding_a_reply_fails_only_its_call(self) -> None:
+        """Whatever decoding a reply raises fails that call; it never reaches the connection."""
+        self.opened(self.host())
+        factory, calc = self.channel()
+
+        def broken(operation: Operation, element: object) -> object:
+            raise ZeroDivisionError
+
+        patched = self.patch(Operation, "decode_response", broken)
+        failed = calc.Add(1, 2)  # type: ignore[attr-defined]
+        self.net.flush()
+        patched.restore()
+        self.failureResultOf(failed, ZeroDivisionError)
+        connection = factory._protocol
+        again = calc.Add(2, 2)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual((self.successResultOf(again), factory._protocol), (4, connection))
+
+    def test_undecodable_request_gets_a_fault(self) -> None:
+        """A request the contract's types refuse to rebuild is answered with DeserializationFailed at once."""
+        self.opened(self.host(Checked(), IChecked))
+        _, checked = self.channel(interface=IChecked)
+        zero = Positive(1)
+        zero.value = 0
+        result = checked.Check(zero)  # type: ignore[attr-defined]
+        self.net.flush()
+        fault = self.failureResultOf(result, SoapFault).value
+        self.assertEqual(fault.subcodes[-1][1], "DeserializationFailed")
+        self.assertNotIn("must be positive", fault.reason)
 
     def test_gateway_timeout(self) -> None:
         """A service slower than request_timeout: the caller gets the gateway's Timeout fault."""
