@@ -342,11 +342,21 @@ def _join(namespace: str, *parts: str) -> str:
     return namespace + ("" if namespace.endswith("/") else "/") + "/".join(parts)
 
 
+_FAULT_ATTRIBUTES: Final = frozenset(name for name in dir(DeclaredFault) if not name.startswith("_"))
+"""C{code}, C{reason}, C{args}, ...: a field of that name would shadow what the host builds the fault from."""
+
+
 def _fault_contract(contract_name: str, op_name: str, action: str, error: Any) -> FaultContract:
     if not (isinstance(error, type) and issubclass(error, DeclaredFault)):
         raise TypeError(f"{contract_name}.{op_name}: faults must be DeclaredFault subclasses, not {error!r}")
     if not dataclasses.is_dataclass(error):
         raise TypeError(f"{contract_name}.{op_name}: fault {error.__name__} must be a dataclass")
+    shadowing = sorted(f.name for f in dataclasses.fields(error) if f.name in _FAULT_ATTRIBUTES)
+    if shadowing:
+        raise TypeError(
+            f"{contract_name}.{op_name}: fault {error.__name__} has fields named {', '.join(shadowing)}, "
+            "which DeclaredFault uses itself (rename them)"
+        )
     spec = spec_for(error)
     if not isinstance(spec, Struct):  # pragma: no cover - a dataclass always maps to a Struct
         raise TypeError(f"{contract_name}.{op_name}: fault {error.__name__} is not a complex type")

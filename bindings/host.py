@@ -159,6 +159,7 @@ class ServiceDispatcher:
             callbackArgs=(operation, message_id, expects_reply),
             errbackArgs=(operation, message_id, expects_reply),
         )
+        outcome.addErrback(self._unanswered, operation, message_id, expects_reply)
         return outcome
 
     def _result(
@@ -177,6 +178,27 @@ class ServiceDispatcher:
             return self._reply_fault(self._internal(e), message_id)
         headers = addressing_headers(action=operation.reply_action, relates_to=message_id)
         return Envelope(SoapVersion.SOAP12, headers, (body,))
+
+    def _unanswered(
+        self, failure: Failure, operation: Operation, message_id: str | None, expects_reply: bool
+    ) -> Envelope | None:
+        """
+        Building the reply or fault failed (a declared fault whose C{reason()} raises, say).
+
+        The host still answers, with the generic C{InternalServiceFault}: without a reply the caller would
+        wait for the gateway's C{Timeout}. Nothing of the exception is sent; it may be what failed.
+        """
+        self.log.failure(
+            "the answer to {operation} (message {message_id}) could not be built",
+            failure,
+            operation=operation.name,
+            message_id=message_id,
+        )
+        if operation.one_way or not expects_reply:
+            return None
+        return self._reply_fault(
+            _fault(FaultCode.RECEIVER, GENERIC_REASON, "InternalServiceFault"), message_id
+        )
 
     def _internal(self, error: BaseException) -> Fault:
         if self.include_exception_detail:

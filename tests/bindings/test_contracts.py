@@ -271,6 +271,32 @@ class DeclarationTests(SynchronousTestCase):
         self.assertRefused(plain, "DeclaredFault")
         self.assertRefused(not_dataclass, "dataclass")
 
+    def test_fault_fields_named_like_declared_fault_attributes(self) -> None:
+        """A fault field named reason or code (or args) would shadow what the host builds the fault from."""
+
+        @dataclass
+        class QuotaFault(DeclaredFault):
+            """Quota exceeded."""
+
+            reason: str
+
+        @dataclass
+        class AppFault(DeclaredFault):
+            """Application error."""
+
+            code: int = 0
+            text: str = ""
+
+        def declare(fault: type[DeclaredFault]) -> None:
+            @contract()
+            class IFaulty(Interface):
+                @operation(faults=[fault])
+                def Op() -> None:
+                    """Raises the fault."""
+
+        self.assertRefused(lambda: declare(QuotaFault), "fields named reason")
+        self.assertRefused(lambda: declare(AppFault), "fields named code")
+
     def test_type_name_clash(self) -> None:
         """Two different dataclasses with one name cannot share a contract."""
         first = Point

@@ -115,6 +115,22 @@ class DispatcherTests(SynchronousTestCase):
         self.assertNotIn(b"beast", reply.to_bytes())  # type: ignore[union-attr]
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_an_answer_that_cannot_be_built(self) -> None:
+        """Building the reply or the declared fault raises: InternalServiceFault with the generic reason."""
+
+        def broken(*args: object) -> object:
+            raise ZeroDivisionError
+
+        self.patch(DivideByZero, "reason", broken)
+        self.patch(Operation, "encode_response", broken)
+        for incoming in (request("Divide", 7, 0), request("Add", 1, 2)):
+            reply = self.successResultOf(self.dispatcher.handle(incoming))
+            self.assertEqual(
+                self.fault(reply), ("Receiver", GENERIC_REASON, ((RELAY_NS, "InternalServiceFault"),))
+            )
+            self.assertEqual(read_addressing(reply).relates_to, read_addressing(incoming).message_id)  # type: ignore[arg-type]
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 2)
+
     def test_exception_detail(self) -> None:
         """With include_exception_detail the message and type are sent, still no traceback."""
         dispatcher = ServiceDispatcher(self.service, CALC, include_exception_detail=True)
