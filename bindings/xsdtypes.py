@@ -200,7 +200,10 @@ def _format(spec: Scalar, value: Any) -> str:
     if python is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueCodecError(f"expected float, got {type(value).__name__}")
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond the double range
+            raise ValueCodecError("integer does not fit in xsd:double") from None
         if math.isnan(number):
             return "NaN"
         if math.isinf(number):

@@ -89,7 +89,7 @@ class Positive:
 
 @contract(namespace="urn:example:checked", name="Checked")
 class IChecked(Interface):
-    """Values a peer may send that the contract's own types refuse to be rebuilt from."""
+    """Values a peer may send that the contract's types refuse to be rebuilt from, or cannot write."""
 
     @operation()
     def Check(p: Positive) -> int:
@@ -98,6 +98,10 @@ class IChecked(Interface):
     @operation()
     def Make(a: int) -> Positive:
         """A validated dataclass result."""
+
+    @operation()
+    def Scale(x: float) -> float:
+        """A float argument and result."""
 
     @operation()
     def Echo(a: int) -> int:

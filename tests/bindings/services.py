@@ -60,7 +60,12 @@ class ChatRoom:
 
 @implementer(IChecked)
 class Checked:
-    """Sends what its peer cannot rebuild: C{Make} skips Positive's check; C{hold} makes C{Echo} wait."""
+    """
+    Answers what its peer cannot rebuild or it cannot write.
+
+    C{Make} skips Positive's check; C{Scale(0)} returns an int beyond the double range; C{hold} makes
+    C{Echo} wait.
+    """
 
     def __init__(self) -> None:
         self.hold = False
@@ -73,6 +78,9 @@ class Checked:
         made = Positive(1)
         made.value = a  # not checked again: the reply carries a
         return made
+
+    def Scale(self, x: float) -> float | int:
+        return 10**400 if x == 0 else x * 2  # an int too large for a double
 
     def Echo(self, a: int) -> int | Deferred[int]:
         if self.hold:

@@ -408,10 +408,13 @@ class SerialisationTests(SynchronousTestCase):
         self.assertIsNone(op.decode_request(element)["note"])
 
     def test_bad_arguments(self) -> None:
-        """Wrong types and wrong arity are ContractErrors."""
+        """Wrong types and wrong arity are ContractErrors, so is an int beyond the double range for a float."""
         add = contract_of(ICalculator).operation("Add")
         for args in ((1,), (1, 2, 3), ("1", 2), (True, 2), (2**63, 1)):
             self.assertRaises(ContractError, add.encode_request, *args)
+        scale = contract_of(IChecked).operation("Scale")
+        self.assertRaises(ContractError, scale.encode_request, 10**400)
+        self.assertRaises(ContractError, scale.encode_response, -(10**400))
         self.assertRaises(
             ContractError, contract_of(ICalculator).operation("Notify").encode_request, "bad\x01char"
         )

@@ -405,6 +405,21 @@ class HostOnGatewayTests(BindingsTestCase):
         self.assertEqual(fault.subcodes[-1][1], "DeserializationFailed")
         self.assertNotIn("must be positive", fault.reason)
 
+    def test_float_result_out_of_range_is_a_fault(self) -> None:
+        """A service returning an int beyond the double range for a float: InternalServiceFault at once."""
+        self.opened(self.host(Checked(), IChecked, include_exception_detail=True))
+        _, checked = self.channel(interface=IChecked)
+        result = checked.Scale(0.0)  # type: ignore[attr-defined]
+        self.net.flush()
+        fault = self.failureResultOf(result, SoapFault).value
+        self.assertEqual(fault.subcodes[-1][1], "InternalServiceFault")
+        self.assertIn("does not fit in xsd:double", fault.reason)
+
+    def test_float_argument_out_of_range_fails_the_deferred(self) -> None:
+        """The proxy reports an unencodable float argument through its Deferred, as for other bad values."""
+        _, checked = self.channel(interface=IChecked)
+        self.failureResultOf(checked.Scale(10**400), ContractError)  # type: ignore[attr-defined]
+
     def test_gateway_timeout(self) -> None:
         """A service slower than request_timeout: the caller gets the gateway's Timeout fault."""
         service = Calculator()
