@@ -140,7 +140,7 @@ class ListenerSession:
         self._running = False
         self._active = 0
         self._paused: SoapClientProtocol | None = None  # the connection whose reading is paused, if any
-        self._closed_waiters: list[Deferred[None]] = []
+        self._closing: dict[SoapClientProtocol, list[Deferred[None]]] = {}  # close() waiters by connection
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class ListenerSession:
         if protocol is None or protocol.state == protocol.STATE_CLOSED:
             return succeed(None)
         waiter: Deferred[None] = Deferred()
-        self._closed_waiters.append(waiter)
+        self._closing.setdefault(protocol, []).append(waiter)
         protocol.close_with(NORMAL_CLOSE, "listener closing")
         return waiter
 
@@ -243,6 +243,9 @@ class ListenerSession:
         except (SoapError, ValueError) as e:
             self.log.warn("ignored an unreadable envelope from the gateway: {error}", error=str(e))
             return
+        if protocol is not self._protocol:
+            self._from_closing(protocol, envelope, headers.relates_to)
+            return
         if self._register_id is not None:
             self._registration_answer(protocol, envelope, headers.relates_to)
             return
@@ -250,6 +253,19 @@ class ListenerSession:
             return
         if envelope.is_fault:
             self._gateway_fault(envelope)
+            return
+        self._dispatch(protocol, envelope)
+
+    def _from_closing(self, protocol: SoapClientProtocol, envelope: Envelope, relates_to: str | None) -> None:
+        """
+        A frame on a connection no longer current: L{close} is closing it (or a registration failed).
+
+        Requests and datagrams the gateway sent before it read the close were counted as delivered, so
+        they are served. Answers and faults concern nobody now; above all, they are never taken for the
+        answer to the registration of the connection that replaced this one.
+        """
+        if relates_to is not None or envelope.is_fault:
+            self.log.info("ignored an answer on a connection being closed")
             return
         self._dispatch(protocol, envelope)
 
@@ -324,19 +340,25 @@ class ListenerSession:
         result.addCallbacks(done, failed).addBoth(finally_)
 
     def connection_closed(self, protocol: SoapClientProtocol, code: int | None, reason: str | None) -> None:
-        """Reconnect unless closing; wake L{close} waiters."""
-        registering = self._register_id is not None
+        """
+        Wake the L{close} waiters of this connection; reconnect if it was the current one.
+
+        A connection no longer current (closed by L{close}, then L{open} called again before it was gone)
+        touches nothing of its successor's registration: it used to reset it and start another attempt,
+        which registered the listener twice and left one registered after the final L{close}.
+        """
         if self._paused is protocol:
             self._paused = None
-        if protocol is self._protocol or self._protocol is None:
-            self._protocol = None
+        for waiter in self._closing.pop(protocol, []):
+            waiter.callback(None)
+        if protocol is not self._protocol:
+            return
+        self._protocol = None
+        registering = self._register_id is not None
         self._register_id = None
         if self._register_timer is not None and self._register_timer.active():
             self._register_timer.cancel()
         self._register_timer = None
-        waiters, self._closed_waiters = self._closed_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
         if not self._running or self._retry is not None:
             return
         self.log.info(

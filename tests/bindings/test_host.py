@@ -22,7 +22,7 @@ from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
 from bindings.host import GENERIC_REASON, ServiceDispatcher, ServiceHost
 from bindings.session import Backoff, IEnvelopeHandler, RegistrationRefused
-from bindings.settings import MulticastBinding, OneWayBinding, RequestReplyBinding
+from bindings.settings import ClientAuth, MulticastBinding, OneWayBinding, RequestReplyBinding
 from bindings.soap import SOAP12_NS, Envelope, SoapVersion
 from bindings.wsclient import HandshakeRefused
 
@@ -568,6 +568,25 @@ class HostOnGatewayTests(BindingsTestCase):
         self.successResultOf(closing)
         self.assertEqual(self.endpoint.attempts, 1)
         self.assertFalse(host.session.is_registered)
+
+    def test_reopen_before_the_close_completes(self) -> None:
+        """open() right after close(): one registration, and none left after the final close()."""
+        host = self.host(
+            Calculator(), ICalculator, "open", RequestReplyBinding(client_auth=ClientAuth.ANONYMOUS)
+        )
+        d = host.open()
+        self.net.flush()
+        self.successResultOf(d)
+        host.close()  # not awaited
+        reopened = host.open()
+        self.net.advance(5)
+        self.successResultOf(reopened)
+        self.assertTrue(host.session.is_registered)
+        closing = host.close()
+        self.net.advance(10)
+        self.successResultOf(closing)
+        listeners = [p for p in self.bindings.websocket_factory.connections if p.role_name == "listener"]
+        self.assertEqual((listeners, self.endpoint.attempts), ([], 2))
 
     def test_one_way_binding(self) -> None:
         """A one-way host on a oneway name gets datagrams; senders learn count 1."""

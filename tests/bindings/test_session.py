@@ -1,16 +1,19 @@
-"""Tests for L{bindings.session.ListenerSession}'s bound on concurrent handler calls, across reconnects."""
+"""Tests for L{bindings.session.ListenerSession}: its bound on concurrent handler calls, its connections."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lxml import etree
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from bindings.control import Registration
+from bindings.addressing import addressing_headers
+from bindings.control import Registered, Registration, registered_envelope
 from bindings.credentials import parse_address
 from bindings.session import ListenerSession
+from bindings.soap import Envelope, SoapVersion
 from relay.writes import WriteGate
 
 
@@ -37,11 +40,15 @@ class Connection:
         self.transport = Reading()
         self.state = self.STATE_OPEN
         self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
         self.write_gate = WriteGate()
 
     def send_bytes(self, data: bytes) -> bool:
         self.sent.append(data)
         return True
+
+    def close_with(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
 
 
 class Hanging:
@@ -126,3 +133,53 @@ class ConcurrencyTests(SynchronousTestCase):
         self.assertEqual(connection.transport.resumed, 0)
         connection.write_gate.resumeProducing()
         self.assertEqual(connection.transport.resumed, 1)
+
+
+class StaleConnectionTests(SynchronousTestCase):
+    """A connection closed by close() while open() has started another one."""
+
+    def setUp(self) -> None:
+        self.handler = Hanging()
+        self.session = ListenerSession(
+            parse_address("ws://relay.test/rr"),
+            Registration(kind="requestreply"),
+            self.handler,
+            None,
+            Clock(),
+            lambda address: None,
+        )
+        self.stale, self.current = Connection(), Connection()
+        self.session._protocol = self.stale  # type: ignore[assignment]
+        self.closing = self.session.close()
+        self.session._running = True  # open() again: the new connection is registering
+        self.session._protocol = self.current  # type: ignore[assignment]
+        self.session._register_id = "urn:uuid:register"
+
+    def test_its_close_leaves_the_new_registration_alone(self) -> None:
+        """Its loss fires close()'s Deferred, and neither resets the registration under way nor retries."""
+        self.session.connection_closed(self.stale, 1000, "listener closing")  # type: ignore[arg-type]
+        self.successResultOf(self.closing)
+        self.assertEqual(
+            (self.session._protocol, self.session._register_id, self.session._retry),
+            (self.current, "urn:uuid:register", None),
+        )
+
+    def test_its_deliveries_are_served_and_its_answers_ignored(self) -> None:
+        """
+        A request on it is served (the gateway counted it delivered); an answer on it is no registration answer.
+
+        Before, while the new connection registered, the request was taken for the registration's
+        answer and dropped.
+        """
+        request = Envelope(
+            SoapVersion.SOAP12,
+            addressing_headers(action="urn:a", message_id="urn:uuid:1", reply_to_anonymous=True),
+            (etree.Element("{urn:x}A"),),
+        )
+        self.session.envelope_received(self.stale, request.to_bytes())  # type: ignore[arg-type]
+        self.assertEqual(len(self.handler.calls), 1)
+        answer = registered_envelope(
+            Registered("https://relay.test/rr", "rr", "requestreply"), "urn:uuid:register"
+        )
+        self.session.envelope_received(self.stale, answer.to_bytes())  # type: ignore[arg-type]
+        self.assertEqual((self.session._register_id, self.session.registered), ("urn:uuid:register", None))
