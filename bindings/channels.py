@@ -35,12 +35,12 @@ from bindings.addressing import (
     read_addressing,
     relay_token_header,
 )
-from bindings.contracts import Contract, ContractError, Operation, contract_of
+from bindings.contracts import Contract, ContractError, Operation, check_multicast, contract_of
 from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, parse_delivered
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
-from bindings.settings import LIMITS, MESSAGE_BYTES, Binding, RequestReplyBinding
+from bindings.settings import LIMITS, MESSAGE_BYTES, MULTICAST, Binding, RequestReplyBinding
 from bindings.soap import (
     Envelope,
     SoapError,
@@ -89,6 +89,18 @@ def _outcome(envelope: Envelope, operation: Operation) -> Any:
     return operation.decode_response(body)
 
 
+def _delivered(envelope: Envelope, operation: Operation) -> int:
+    """
+    The count of an C{r:Delivered} answer, which only a one-way operation may get.
+
+    A request delivered as a datagram (the listener's contract has the operation one-way, say) gets no
+    reply: its "result" would be the count.
+    """
+    if not operation.one_way:
+        raise ContractError(f"{operation.name} expects a reply, but the message was delivered as a datagram")
+    return parse_delivered(envelope)
+
+
 class _ChannelProxy:
     """Base of generated proxies: each contract method forwards to the factory's C{call}."""
 
@@ -131,6 +143,9 @@ class ChannelFactory:
         factory = ChannelFactory(ICalculator, "sb://relay.example/calc", RequestReplyBinding(), credentials)
         calc = factory.create_channel()
         assert await calc.Add(2, 3) == 5
+
+    @raise TypeError: when the interface is not a contract, or not all one-way on a multicast binding (a
+        multicast name answers every message with a count, never a reply).
     """
 
     log = Logger()
@@ -150,8 +165,10 @@ class ChannelFactory:
 
             reactor = global_reactor
         self.contract = contract_of(interface)
-        self.address = parse_address(address) if isinstance(address, str) else address
         self.binding = binding if binding is not None else RequestReplyBinding()
+        if self.binding.kind == MULTICAST:
+            check_multicast(self.contract)
+        self.address = parse_address(address) if isinstance(address, str) else address
         self.credentials = credentials
         self.clock: IReactorTime = reactor
         self._endpoint = endpoint or default_endpoint(reactor)
@@ -316,7 +333,7 @@ class ChannelFactory:
             return
         try:
             if headers.action == ACTION_DELIVERED:
-                outcome: Any = parse_delivered(envelope)
+                outcome: Any = _delivered(envelope, entry.operation)
             else:
                 outcome = _outcome(envelope, entry.operation)
         except Exception:

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from bindings.addressing import SenderInfo, addressing_headers, new_message_id, read_addressing, sender_header
 from bindings.channels import ChannelClosedError, ChannelFactory
-from bindings.contracts import ContractError, Operation, contract_of
+from bindings.contracts import ContractError, Operation, contract, contract_of, operation
 from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
 from bindings.host import GENERIC_REASON, ServiceDispatcher, ServiceHost
@@ -225,6 +225,13 @@ class HostConstructionTests(SynchronousTestCase):
             reactor=object(),
         )
 
+    def test_multicast_channel_needs_one_way(self) -> None:
+        """A channel on a multicast binding needs an all one-way contract too: a count is no reply."""
+        self.assertRaises(
+            TypeError, ChannelFactory, ICalculator, "ws://h/chat", MulticastBinding(), reactor=object()
+        )
+        ChannelFactory(IChat, "ws://h/chat", MulticastBinding(), reactor=object())
+
     def test_backoff(self) -> None:
         """Delays grow by the factor, are capped, and are jittered within [d/2, d]."""
         backoff = Backoff(initial=1.0, maximum=10.0, factor=2.0)
@@ -419,6 +426,23 @@ class HostOnGatewayTests(BindingsTestCase):
         """The proxy reports an unencodable float argument through its Deferred, as for other bad values."""
         _, checked = self.channel(interface=IChecked)
         self.failureResultOf(checked.Scale(10**400), ContractError)  # type: ignore[attr-defined]
+
+    def test_a_request_delivered_as_a_datagram_fails(self) -> None:
+        """An operation the listener's contract has one-way: r:Delivered is no result, the call fails."""
+
+        @contract(namespace="urn:example:chat", name="Chat")
+        class IAskingChat(Interface):
+            @operation()
+            def Say(who: str, text: str) -> int:
+                """The listener's contract has Say one-way."""
+
+        room = ChatRoom()
+        self.opened(self.host(room, IChat))
+        _, chat = self.channel(interface=IAskingChat)
+        result = chat.Say("a", "b")  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertIn("delivered as a datagram", str(self.failureResultOf(result, ContractError).value))
+        self.assertEqual(room.heard, [("a", "b")])
 
     def test_gateway_timeout(self) -> None:
         """A service slower than request_timeout: the caller gets the gateway's Timeout fault."""
