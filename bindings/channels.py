@@ -193,9 +193,10 @@ class ChannelFactory:
 
     def close(self) -> Deferred[None]:
         """Close the connection (or abandon one being opened); waiting calls fail with L{ChannelClosedError}."""
-        if self._connecting is not None:
-            self._connecting = None  # abandoned: closed as soon as it opens
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
             self._fail_waiting(Failure(ChannelClosedError("the channel was closed")))
+            connecting.cancel()  # drops the socket, or stops the TCP connect
         protocol, self._protocol = self._protocol, None
         if protocol is None:
             return succeed(None)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -133,6 +133,7 @@ class ListenerSession:
         self._client_id = client_id
         self._protocol: SoapClientProtocol | None = None
         self._opening: Deferred[Registered] | None = None
+        self._connecting: Deferred[SoapClientProtocol] | None = None  # the attempt under way, if any
         self._register_id: str | None = None
         self._register_timer: IDelayedCall | None = None
         self._retry: IDelayedCall | None = None
@@ -162,6 +163,9 @@ class ListenerSession:
         """Stop reconnecting and close the connection; fires when it is closed."""
         self._running = False
         self._cancel_retry()
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()  # drops the socket, or stops the TCP connect
         if self._opening is not None and not self._opening.called:
             self._opening.errback(HandshakeRefused(None, "the listener was closed before it registered"))
         protocol, self._protocol = self._protocol, None
@@ -187,9 +191,17 @@ class ListenerSession:
         connecting = connect(
             self.address, "listen", self, self.credentials, self.clock, self.endpoint(self.address), client_id
         )
-        connecting.addCallbacks(self._connected, self._failed)
+        self._connecting = connecting
+        connecting.addCallbacks(self._connected, self._not_connected)
+
+    def _not_connected(self, failure: Failure) -> None:
+        self._connecting = None
+        if failure.check(CancelledError):  # close() gave the attempt up: nothing to report
+            return
+        self._failed(failure)
 
     def _connected(self, protocol: SoapClientProtocol) -> None:
+        self._connecting = None
         if not self._running:
             protocol.close_with(NORMAL_CLOSE, "listener closing")
             return

@@ -88,7 +88,8 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
 
     Simple text frames from the gateway (unmasked) are read by L{FastMessageReader}, the rest by Autobahn.
 
-    @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused}.
+    @ivar opened: fires with the protocol when the handshake is done, or fails with L{HandshakeRefused};
+        cancelling it drops the connection.
     """
 
     logger = Logger()
@@ -97,11 +98,17 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
 
     def __init__(self) -> None:
         super().__init__()
-        self.opened: Deferred[SoapClientProtocol] = Deferred()
+        self.opened: Deferred[SoapClientProtocol] = Deferred(self._abandon)
+        self._abandoned = False
         self._renewal: IDelayedCall | None = None
         self._reader = FastMessageReader(self, masked=False)
         # Registered on the transport once it opens: a caller waits on it while the write buffer is full.
         self.write_gate = WriteGate()
+
+    def _abandon(self, opened: Deferred[SoapClientProtocol]) -> None:
+        """The owner gave the connection up before it opened (its C{close()}): drop it, and tell it nothing."""
+        self._abandoned = True
+        self.close_with(1000, "abandoned")
 
     @override
     def dataReceived(self, data: bytes) -> None:
@@ -111,6 +118,8 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     @override
     def onOpen(self) -> None:
         """Handshake done."""
+        if self._abandoned:  # pragma: no cover - dropped before the handshake's answer was read
+            return
         self.transport.registerProducer(self.write_gate, True)
         self._schedule_renewal()
         self.opened.callback(self)
@@ -138,7 +147,8 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
                     HandshakeRefused(None, reason or "the connection closed before it opened")
                 )
             return
-        self.factory.owner.connection_closed(self, code, reason)
+        if not self._abandoned:
+            self.factory.owner.connection_closed(self, code, reason)
 
     def send_bytes(self, payload: bytes) -> bool:
         """

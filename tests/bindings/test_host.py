@@ -10,8 +10,9 @@ from typing import Any
 from lxml import etree
 from twisted.internet import defer
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import Interface
+from zope.interface import Interface, implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
@@ -195,6 +196,23 @@ class DispatcherTests(SynchronousTestCase):
             self.fault(self.successResultOf(self.dispatcher.handle(bad)))[2],
             ((RELAY_NS, "DeserializationFailed"),),
         )
+
+
+@implementer(IStreamClientEndpoint)
+class PendingEndpoint:
+    """A gateway that has not answered the TCP connect yet."""
+
+    def __init__(self) -> None:
+        self.attempts: list[defer.Deferred[Any]] = []
+        self.cancelled: list[defer.Deferred[Any]] = []
+
+    def __call__(self, address: object) -> PendingEndpoint:
+        return self
+
+    def connect(self, factory: object) -> defer.Deferred[Any]:
+        attempt: defer.Deferred[Any] = defer.Deferred(self.cancelled.append)
+        self.attempts.append(attempt)
+        return attempt
 
 
 class NotCalculator:
@@ -504,6 +522,38 @@ class HostOnGatewayTests(BindingsTestCase):
         self.net.flush()
         senders = [p for p in self.bindings.websocket_factory.connections if p.role_name == "sender"]
         self.assertEqual(senders, [])
+
+    def test_channel_close_cancels_the_connection_attempt(self) -> None:
+        """close() while the TCP connect is under way cancels it (it used to connect later, for nobody)."""
+        endpoint = PendingEndpoint()
+        factory = ChannelFactory(
+            ICalculator, f"wss://{HOST}/calc", RequestReplyBinding(), reactor=self.clock, endpoint=endpoint
+        )
+        waiting = factory.create_channel().Add(1, 2)
+        self.successResultOf(factory.close())
+        self.failureResultOf(waiting, ChannelClosedError)
+        self.assertEqual(endpoint.cancelled, endpoint.attempts)
+
+    def test_host_close_cancels_the_connection_attempt(self) -> None:
+        """A host closed while the TCP connect is under way cancels it, quietly; open() fails."""
+        endpoint = PendingEndpoint()
+        host = ServiceHost(
+            Calculator(), ICalculator, f"wss://{HOST}/calc", reactor=self.clock, endpoint=endpoint
+        )
+        opening = host.open()
+        self.successResultOf(host.close())
+        self.failureResultOf(opening, HandshakeRefused)
+        self.assertEqual(endpoint.cancelled, endpoint.attempts)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_host_close_during_the_handshake(self) -> None:
+        """A host closed while its WebSocket handshake runs drops the socket; the gateway keeps no listener."""
+        host = self.host()
+        opening = host.open()
+        self.successResultOf(host.close())
+        self.net.flush()
+        self.failureResultOf(opening, HandshakeRefused)
+        self.assertEqual(self.bindings.websocket_factory.connections, set())
 
     def test_reconnects(self) -> None:
         """When the gateway drops the listener, the host registers again after a jittered delay."""
