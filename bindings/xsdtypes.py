@@ -5,7 +5,8 @@ The supported set is deliberately small (spec section 8): C{int}, C{str}, C{floa
 C{Decimal}, C{datetime}, C{date}, C{Optional[T]}, C{list[T]} and dataclasses of those. C{int} is
 C{xsd:long} (Python integers are wider than WCF's C{xsd:int}; values beyond 64 bits are refused rather
 than silently wrapped). Lexical forms are checked with regular expressions instead of Python's own
-parsers, which accept things XML Schema does not (C{"1_000"}, C{"infinity"}).
+parsers, which accept things XML Schema does not (C{"1_000"}, C{"infinity"}); the one exception is
+xsd:double's C{inf}, C{-inf} and C{nan}, which zeep writes as Python spells them and which are read too.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def structs_in(spec: TypeSpec) -> Iterator[Struct]:
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)")
-_DOUBLE = re.compile(r"([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?INF|NaN)")
+_DOUBLE = re.compile(r"([+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?|[+-]?INF|NaN|[+-]?inf|nan)")
+"""xsd:double's lexical forms, and Python's spellings of the specials, which zeep writes (read only)."""
 _DATE = re.compile(r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2})?")
 _DATETIME = re.compile(
     r"-?[0-9]{4,}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})?"
@@ -249,7 +251,7 @@ def _read(spec: Scalar, raw: str) -> Any:
     if python is float:
         if not _DOUBLE.fullmatch(text):
             raise ValueError
-        return float(text.replace("INF", "inf"))
+        return float(text)  # float() takes INF and NaN in any case; the pattern allows only these
     if python is Decimal:
         if not _DECIMAL.fullmatch(text):
             raise ValueError

@@ -461,7 +461,9 @@ class SerialisationTests(SynchronousTestCase):
         for python, text in (
             (int, "1_0"),
             (float, "infinity"),
-            (float, "nan"),
+            (float, "Inf"),
+            (float, "NAN"),
+            (float, "-nan"),
             (bool, "yes"),
             (Decimal, "1e5"),
             (bytes, "!!"),
@@ -470,6 +472,16 @@ class SerialisationTests(SynchronousTestCase):
             element = etree.Element("v")
             element.text = text
             self.assertRaises(ValueCodecError, decode_value, element, spec_for(python), NS)
+
+    def test_python_spellings_of_double_specials(self) -> None:
+        """inf, +inf, -inf and nan (as zeep writes them) are read; INF, -INF and NaN are still written."""
+        for text, expected in (("inf", "INF"), ("+inf", "INF"), ("-inf", "-INF"), ("nan", "NaN")):
+            element = etree.Element("v")
+            element.text = text
+            value = decode_value(element, spec_for(float), NS)  # type: ignore[arg-type]
+            parent = etree.Element("p")
+            encode_value(parent, "v", spec_for(float), value, NS)
+            self.assertEqual(parent[0].text, expected)
 
     def test_base64_only_xml_whitespace(self) -> None:
         """Inside xsd:base64Binary only XML whitespace is skipped, not the rest of Unicode's."""

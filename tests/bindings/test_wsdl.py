@@ -171,6 +171,30 @@ class ZeepTests(SynchronousTestCase):
                 {"shape": expected, "weights": [0.25, 0.75], "note": None},
             )
 
+    def test_infinity_and_nan_as_zeep_writes_them(self) -> None:
+        """zeep writes xsd:double specials as Python spells them (inf, -inf, nan); they decode."""
+        shape = {
+            "name": "s",
+            "points": [{"x": 0.0, "y": 0.0}],
+            "created": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC),
+            "price": Decimal("1"),
+            "data": b"",
+            "day": datetime.date(2024, 1, 1),
+            "visible": True,
+        }
+        for version, service in self.services():
+            message = self.client.create_message(
+                service,
+                "Centroid",
+                shape=shape,
+                weights=[float("inf"), float("-inf"), float("nan")],
+                note=None,
+            )
+            self.assertIn(b">inf<", etree.tostring(message))
+            weights = self.decode(message, version, "Centroid")["weights"]
+            self.assertEqual(weights[:2], [float("inf"), float("-inf")])
+            self.assertNotEqual(weights[2], weights[2])
+
     def test_one_way_and_empty(self) -> None:
         """One-way and parameterless operations build and decode."""
         for version, service in self.services():
