@@ -9,6 +9,7 @@ from urllib.parse import quote
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+import relay.hybrid.http
 from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings
 
 from .httpharness import RawHttpClient
@@ -683,6 +684,60 @@ class FailureTests(HttpTestCase):
         self.stream_response(rendezvous, request["id"], [b"123"], headers={"Content-Length": "10"})
         self.assertTrue(sender.server_transport.aborted)
         self.assertFalse(sender.reply.complete)
+
+
+class AbandonedRequestTests(HttpTestCase):
+    """A small request whose sender left keeps its address for a late answer, and nothing else."""
+
+    def abandon(self, listener: RecordingClient, count: int) -> list[dict[str, Any]]:
+        """Send C{count} 32 KiB POSTs on the control channel, each sender hanging up before its answer."""
+        requests = []
+        for _ in range(count):
+            sender = self.sender()
+            sender.request("POST", "/hyco/x", self.auth(), b"x" * 32 * 1024)
+            self.net.flush()
+            requests.append(self.texts(listener)[-1]["request"])
+            sender.transport.loseConnection()  # type: ignore[union-attr]
+            self.net.flush()
+        return requests
+
+    def test_an_abandoned_request_keeps_no_exchange(self) -> None:
+        """The addresses of ended requests hold neither their exchanges nor their bodies."""
+        listener = self.listen()
+        self.abandon(listener, 50)
+        self.assertEqual(len(listener.messages), 2 * 50)  # each request and its body reached the listener
+        self.assertEqual(self.gateway.http.exchanges, set())
+        tickets = list(self.gateway.hybrid.rendezvous._tickets.values())
+        self.assertEqual(len(tickets), 50)
+        self.assertEqual([t.context.exchange for t in tickets], [None] * 50)
+
+    def test_a_late_answer_rendezvous_is_accepted_and_closed(self) -> None:
+        """hyco-https opens an ended request's address for its large answer: 101, then 1000, not a 403."""
+        listener = self.listen()
+        (request,) = self.abandon(listener, 1)
+        late = self.net.connect(request["address"])
+        self.assertEqual(late.status, 101)
+        self.assertEqual(late.closed and late.closed[1], 1000)
+        self.assertEqual(self.net.connect(request["address"]).status, 403)  # used
+
+    def test_late_addresses_are_bounded(self) -> None:
+        """Past the limit of kept addresses the oldest is withdrawn (403); the newest stay claimable."""
+        self.patch(relay.hybrid.http, "MAX_LATE_ADDRESSES", 2)
+        listener = self.listen()
+        oldest, middle, newest = self.abandon(listener, 3)
+        self.assertEqual(len(self.gateway.hybrid.rendezvous), 2)
+        self.assertEqual(self.net.connect(oldest["address"]).status, 403)
+        self.assertEqual(self.net.connect(middle["address"]).status, 101)
+        self.assertEqual(self.net.connect(newest["address"]).status, 101)
+
+    def test_late_addresses_expire(self) -> None:
+        """An ended request's address lapses when its response window (request and rendezvous timeouts) does."""
+        listener = self.listen()
+        (request,) = self.abandon(listener, 1)
+        self.net.advance(TIMEOUT + 30 + 1)
+        self.assertEqual(len(self.gateway.hybrid.rendezvous), 0)
+        self.assertEqual(self.gateway.http._late, {})
+        self.assertEqual(self.net.connect(request["address"]).status, 403)
 
 
 class RequestRulesTests(HttpTestCase):

@@ -5,7 +5,8 @@ A request whose length is known and whose C{request} message plus body fit the c
 (64 kB in all, 32 kB of metadata) is sent there in full, followed by its body. Anything else is announced
 with the rendezvous-only C{request} (C{address} and C{id}), and the listener fetches it over a rendezvous
 WebSocket. Either way every request carries an address: a small request's listener may open it to send a
-large response, so that address stays claimable for as long as the request waits for its response.
+large response, so that address stays claimable for the request's timeout plus the rendezvous timeout,
+even when the request ends without a response first (then for nothing but a late answer: L{ABANDONED}).
 """
 
 from __future__ import annotations
@@ -49,13 +50,17 @@ class RequestWait:
     """
     The context of a ticket issued for an HTTP request's address.
 
-    @ivar exchange: the request's transport-side state.
+    @ivar exchange: the request's transport-side state; C{None} once it ended (L{ABANDONED}).
     @ivar for_request: C{True} when the listener comes to fetch the request (the socket may then carry
         later requests of the same sender); C{False} when it may only come to deliver a response.
     """
 
     exchange: Any
     for_request: bool
+
+
+ABANDONED = RequestWait(exchange=None, for_request=False)
+"""The context of a small request's address kept after its exchange ended (L{relay.hybrid.http.HttpRelay.keep_late})."""
 
 
 class HttpDispatcher:

@@ -17,6 +17,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
@@ -27,15 +28,19 @@ from relay.entities import EntityMatch, HybridConnectionSettings, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import AddressError, RequestTarget, split_target
 from relay.hybrid.control import ControlChannel
-from relay.hybrid.dispatch import HttpDispatcher, RequestWait
+from relay.hybrid.dispatch import ABANDONED, HttpDispatcher, RequestWait
 from relay.hybrid.headers import AUTHORIZATION, TOKEN_HEADER, forward_request_headers
 from relay.hybrid.httpcontrol import ControlResponses
 from relay.hybrid.httpexchange import Exchange, State
 from relay.hybrid.httprendezvous import RendezvousRole
 from relay.hybrid.messages import HttpRequest, RemoteEndpoint
+from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter
 from relay.resource import ErrorResource, request_host
 from relay.webchannel import RelayHTTPChannel, RelayRequest
+
+MAX_LATE_ADDRESSES = 4096
+"""Addresses of ended small requests kept claimable at once (L{HttpRelay.keep_late}); the oldest go first."""
 
 
 def _text(raw: bytes) -> str:
@@ -48,6 +53,15 @@ def _text(raw: bytes) -> str:
 def _remote(request: IRequest) -> RemoteEndpoint:
     peer = request.getClientAddress()
     return RemoteEndpoint(address=str(getattr(peer, "host", "")), port=int(getattr(peer, "port", 0) or 0))
+
+
+def _turn_away(role: RendezvousRole) -> None:
+    """A late response rendezvous to an ended request: accepted, then closed."""
+    role.close(CloseCode.NORMAL, "No response expected here")
+
+
+def _lapsed(failure: Failure) -> None:
+    """A kept address expired or was withdrawn: nobody waits on it."""
 
 
 class RelayResource(Resource):
@@ -98,6 +112,7 @@ class HttpRelay:
         self.exchanges: set[Exchange] = set()
         self.roles: set[RendezvousRole] = set()
         self._responses: dict[ControlChannel, ControlResponses] = {}
+        self._late: dict[str, Ticket] = {}  # ended small requests' addresses, oldest first (keep_late)
 
     def resource(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> IResource:
         """The resource factory registered for hybrid connections."""
@@ -247,6 +262,30 @@ class HttpRelay:
             role.close(CloseCode.NORMAL, "Closing")
             return None
         return role
+
+    def keep_late(self, ticket: Ticket) -> None:
+        """
+        Keep an ended small request's address claimable until its deadline, holding nothing of the request.
+
+        hyco-https opens that address for a late large answer without an error handler, and a refused
+        upgrade would crash it: the upgrade is accepted and closed instead. The address no longer keeps
+        the exchange, its body or its sender alive, and at most L{MAX_LATE_ADDRESSES} are kept, so senders
+        that leave before their answer cannot make the gateway hold an address each for long.
+        """
+        table = self.router.rendezvous
+        outcome = table.reissue(ticket, ABANDONED)
+        if outcome is None:
+            return
+        outcome.addCallbacks(_turn_away, _lapsed)
+        late = self._late
+        if len(late) >= MAX_LATE_ADDRESSES:
+            table.cancel(late.pop(next(iter(late))))
+        late[ticket.key] = ticket
+        ticket.when_done(self._late_done)
+
+    def _late_done(self, ticket: Ticket) -> None:
+        if self._late.get(ticket.key) is ticket:
+            del self._late[ticket.key]
 
     def request_rendezvous(self, protocol: Any, request: Any, target: RequestTarget) -> None:
         """

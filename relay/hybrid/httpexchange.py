@@ -152,14 +152,13 @@ class Exchange:
             self._channel = None
 
     def _drop_ticket(self, *, response_arrived: bool) -> None:
-        # A small request's address stays claimable after a failure: hyco-https opens it for a late large
-        # response without an error handler, and a refused upgrade would crash it. The upgrade is accepted
-        # and closed instead, until the ticket expires.
-        if not (response_arrived or self._ticket_for_request):
-            return
         ticket, self._ticket = self._ticket, None
-        if ticket is not None and not ticket.done:
+        if ticket is None or ticket.done:
+            return
+        if response_arrived or self._ticket_for_request:
             self.relay.router.rendezvous.cancel(ticket)
+        else:  # a small request's address outlives a failure, without this exchange (HttpRelay.keep_late)
+            self.relay.keep_late(ticket)
 
     def _fetched(self, role: RendezvousRole) -> None:
         self._ticket = None
