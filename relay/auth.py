@@ -25,6 +25,8 @@ from urllib.parse import quote, unquote, urlsplit
 from relay.errors import ErrorKind
 
 TOKEN_PREFIX = "SharedAccessSignature"  # noqa: S105 - a scheme name, not a secret
+MAX_TOKENS = 4
+"""Tokens one request may present; more are refused before any signature is checked (L{validate_any})."""
 _RIGHT_NAMES = frozenset({"LISTEN", "SEND", "MANAGE"})
 """The right names rules may use: C{Rights["NONE"]} exists too, but a rule granting nothing is a mistake."""
 
@@ -304,9 +306,13 @@ def validate_any(
 
     Some client setups send a placeholder header and a real query token; the first L{Grant} wins. With no
     grant, the most telling denial is returned (403 beats 401, since it proves the token was genuine).
+    More than L{MAX_TOKENS} are refused (401) unchecked: each costs an HMAC, and a header of commas would
+    make one anonymous request cost a thousand.
     """
     if not texts:
         return Denial(ErrorKind.UNAUTHORIZED, "No token presented")
+    if len(texts) > MAX_TOKENS:
+        return Denial(ErrorKind.UNAUTHORIZED, f"Too many tokens presented (at most {MAX_TOKENS})")
     denials: list[Denial] = []
     for text in texts:
         decision = validate_token(

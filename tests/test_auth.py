@@ -274,6 +274,26 @@ class ValidateTests(SynchronousTestCase):
             Denial(ErrorKind.UNAUTHORIZED, "No token presented"),
         )
 
+    def test_too_many_tokens_are_refused_unchecked(self) -> None:
+        """More than four tokens are a 401 before any signature is checked, even with a good one among them."""
+        calls = []
+        signature = auth._signature
+
+        def counting(key: str, resource_raw: str, expiry_raw: str) -> bytes:
+            calls.append(key)
+            return signature(key, resource_raw, expiry_raw)
+
+        self.patch(auth, "_signature", counting)
+        good = make_token("http://ns.example/hyco", "root", KEY, now=NOW)
+        kwargs = {"rules": (ROOT,), "namespace_hosts": ("ns.example",), "entity_path": "hyco", "now": NOW}
+        self.assertIsInstance(validate_any(["placeholder"] * 3 + [good], needed=Rights.SEND, **kwargs), Grant)
+        calls.clear()
+        self.assertEqual(
+            validate_any(["placeholder"] * 4 + [good], needed=Rights.SEND, **kwargs),
+            Denial(ErrorKind.UNAUTHORIZED, "Too many tokens presented (at most 4)"),
+        )
+        self.assertEqual(calls, [])
+
     def test_expiry_rounds_up(self) -> None:
         """A token lives at least its C{ttl}: the expiry is rounded up to whole seconds, never down."""
         self.assertEqual(

@@ -795,6 +795,18 @@ class RequestRulesTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(bad.reply.status, 403)
 
+    def test_too_many_tokens(self) -> None:
+        """Five C{ServiceBusAuthorization} headers are a 401, even when one of them holds a valid token."""
+        self.listen()
+        sender = self.sender()
+        tokens = ["placeholder"] * 4 + [self.token()]
+        head = "".join(f"ServiceBusAuthorization: {token}\r\n" for token in tokens)
+        sender.methods.append("GET")
+        sender.send(f"GET /hyco/x HTTP/1.1\r\nHost: relay.test\r\n{head}\r\n".encode())
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 401)
+        self.assertIn(b"Too many tokens", sender.reply.body)
+
 
 class RoutingTests(HttpTestCase):
     """Which channel and which listener a request goes to."""

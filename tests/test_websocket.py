@@ -13,7 +13,7 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from relay import wsdata
+from relay import auth, wsdata
 from relay.auth import make_token
 from relay.hybrid import bridge, direct
 from relay.hybrid.legs import SplicedConnection
@@ -277,6 +277,22 @@ class SenderTests(GatewayTestCase):
         sender = self.send()
         self.assertEqual(sender.status, 404)
         self.assertIn("No listener", sender.status_line)
+
+    def test_a_header_of_many_tokens_costs_no_signature_check(self) -> None:
+        """A 60 KB token header of a thousand comma-separated pieces is refused (401) without one HMAC."""
+        calls = []
+        signature = auth._signature
+
+        def counting(key: str, resource_raw: str, expiry_raw: str) -> bytes:
+            calls.append(key)
+            return signature(key, resource_raw, expiry_raw)
+
+        self.patch(auth, "_signature", counting)
+        bogus = "SharedAccessSignature sr=a&sig=&se=1&skn=root"
+        sender = self.send(token=", ".join([bogus] * (60 * 1024 // (len(bogus) + 2))))
+        self.assertEqual(sender.status, 401)
+        self.assertIn("Too many tokens", sender.status_line)
+        self.assertEqual(calls, [])
 
     def test_accept_message(self) -> None:
         """The accept names the address, the sender's id and headers (minus the token) and its endpoint."""
