@@ -9,7 +9,10 @@ summary at the end) can say how many there were. Counters and metrics still see 
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger, LogLevel
 
 
 class LogBudget:
@@ -44,3 +47,31 @@ class LogBudget:
         self._tokens -= 1.0
         held, self.held = self.held, 0
         return held
+
+    def emit(self, log: Logger, level: LogLevel, format: str, **fields: Any) -> None:
+        """
+        Log one line if the budget allows, else count it as held back.
+
+        A line after held-back ones says how many there were (field C{unlogged}).
+        """
+        unlogged = self.allow()
+        if unlogged is None:
+            return
+        if unlogged:
+            format += " ({unlogged} lines before this one were not logged)"
+        log.emit(level, format, unlogged=unlogged, **fields)
+
+    def report_held(self, log: Logger, about: str, **fields: Any) -> None:
+        """
+        Say how many lines are still held back (at the end of what they were about), if any.
+
+        @param about: what the lines were about, a format string (C{"listener {listener_id}"}).
+        """
+        if self.held:
+            log.info(
+                "{unlogged} more lines about " + about + " were not logged (at most {per_second:g} a second)",
+                unlogged=self.held,
+                per_second=self.per_second,
+                **fields,
+            )
+            self.held = 0

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
+import relay.hybrid.control
 import relay.hybrid.http
 from relay.entities import HYBRID_CONNECTION, Entity, HybridConnectionSettings
 
@@ -288,6 +289,33 @@ class SmallRequestTests(HttpTestCase):
         self.respond(listener, self.last_request(listener)["id"], body=b"mine")
         self.assertEqual(sender.reply.body, b"mine")
 
+    def test_responses_for_unknown_requests_are_logged_within_a_budget(self) -> None:
+        """A thousand responses for requests that do not exist get a burst of log lines, not one each."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/first", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"ok")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for i in range(1000):
+            self.respond(listener, f"nope-{i}")
+        self.assertIsNone(listener.closed)
+        self.assertEqual(len([e for e in events if "unknown request" in formatEvent(e)]), 20)
+
+    def test_a_response_before_any_request_is_for_an_unknown_request(self) -> None:
+        """A response on a channel that carried no request yet is logged as such, not as an unknown message."""
+        listener = self.listen()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.respond(listener, "nope", body=b"stray")
+        lines = [formatEvent(e) for e in events if e["log_level"] is not LogLevel.debug]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"^response for unknown request nope from listener \S+ dropped$")
+        sender = self.sender()
+        sender.request("GET", "/hyco/after", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"mine")
+        self.assertEqual(sender.reply.body, b"mine")
+
     def test_a_response_instead_of_the_announced_body_is_502(self) -> None:
         """
         A response announcing a body must be followed by it: another response first fails the request.
@@ -399,6 +427,23 @@ class SmallRequestTests(HttpTestCase):
         sender.request("GET", "/hyco/next", self.auth())
         self.net.flush()
         self.assertEqual(self.last_request(listener)["requestTarget"], "/hyco/next")
+
+    def test_junk_on_a_response_rendezvous_is_logged_within_a_budget(self) -> None:
+        """A listener's stray messages on a rendezvous get a burst of lines, and the rest a count at its close."""
+        _listener, _sender, _request, rendezvous = self.answer_over_rendezvous("/hyco/r")
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for i in range(1000):
+            rendezvous.sendMessage(b'{"x%d": 1}' % i, isBinary=False)
+        self.net.flush()
+        self.assertIsNone(rendezvous.closed)
+        self.assertEqual(len([e for e in events if "ignored a rendezvous message" in formatEvent(e)]), 20)
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        held = [formatEvent(e) for e in events if "were not logged (at most" in formatEvent(e)]
+        self.assertEqual(len(held), 1, held)
+        self.assertRegex(
+            held[0], r"^980 more lines about rendezvous \S+ were not logged \(at most 10 a second\)$"
+        )
 
 
 class RendezvousRequestTests(HttpTestCase):
@@ -631,6 +676,26 @@ class FailureTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(sender.reply.status, 502)
         self.assertIn(b"went away", sender.reply.body)
+
+    def test_a_listener_not_reading_is_warned_once_per_episode(self) -> None:
+        """A listener that stops reading is warned about once, not per request it is skipped for, until it reads again."""
+        self.listen("open")
+        unread = [2 * relay.hybrid.control.MAX_CONTROL_BACKLOG]  # what its control channel has not taken
+        self.patch(relay.hybrid.control, "pending_write_bytes", lambda transport: unread[0])
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        sender = self.sender()
+        for i in range(100):
+            sender.request("GET", f"/open/{i}")
+        self.net.flush()
+        self.assertEqual([r.status for r in sender.replies], [502] * 100)
+        self.assertEqual(len([e for e in events if "is not reading" in formatEvent(e)]), 1)
+        unread[0] = 0  # it reads again, then stops again: a new episode
+        self.sender().request("GET", "/open/read")
+        self.net.flush()
+        unread[0] = 2 * relay.hybrid.control.MAX_CONTROL_BACKLOG
+        self.sender().request("GET", "/open/stuck")
+        self.net.flush()
+        self.assertEqual(len([e for e in events if "is not reading" in formatEvent(e)]), 2)
 
     def test_listener_gone_leaves_no_channel_state(self) -> None:
         """

@@ -126,6 +126,38 @@ class ListenerTests(GatewayTestCase):
         self.assertEqual(self.gateway.hybrid_factory.connections, set())
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_unknown_control_messages_are_logged_within_a_budget(self) -> None:
+        """A flood of unknown control messages gets 20 lines, then 10 a second; the rest are counted."""
+        listener = self.listen()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for i in range(100):
+            listener.sendMessage(b'{"x%d": 1}' % i)
+        self.net.flush()
+        self.assertIsNone(listener.closed)
+        self.assertEqual(len([e for e in events if "unknown control message" in formatEvent(e)]), 20)
+        self.clock.advance(1)
+        listener.sendMessage(b'{"late": 1}')
+        self.net.flush()
+        self.assertTrue(formatEvent(events[-1]).endswith("(80 lines before this one were not logged)"))
+        for i in range(30):  # 9 of them fit the second's budget
+            listener.sendMessage(b'{"x%d": 1}' % i)
+        listener.sendClose(1000)
+        self.net.flush()
+        held = [formatEvent(e) for e in events if "were not logged (at most" in formatEvent(e)]
+        self.assertEqual(len(held), 1)
+        self.assertTrue(held[0].startswith("21 more lines about listener "), held[0])
+
+    def test_renew_token_flood_is_logged_within_a_budget(self) -> None:
+        """Renewing the token a thousand times a second keeps the channel and logs a burst of lines, not one each."""
+        listener = self.listen()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        payload = json.dumps({"renewToken": {"token": self.token()}}).encode()
+        for _ in range(1000):
+            listener.sendMessage(payload)
+        self.net.flush()
+        self.assertIsNone(listener.closed)
+        self.assertEqual(len([e for e in events if "renewed its token" in formatEvent(e)]), 20)
+
     def test_invalid_renew_token_closes(self) -> None:
         """A renewToken with a bad token closes the channel with 1008."""
         listener = self.listen()

@@ -3,7 +3,8 @@ The listener control channel: the long-lived WebSocket over which a listener is 
 
 It registers the listener, sends C{accept} messages, adopts renewed tokens, and closes with 1008 when the
 token lapses unrenewed. Messages from the listener other than C{renewToken} are handed to optional
-handlers (HTTP relaying adds C{response} handling); unknown keys are logged and ignored.
+handlers (HTTP relaying adds C{response} handling); unknown keys are logged and ignored. A listener sends
+as many messages as it likes, so the lines they cause are budgeted per channel (L{ControlChannel.note}).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from relay.auth import Rights
@@ -20,6 +21,7 @@ from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_renew_token
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
+from relay.logbudget import LogBudget
 from relay.writes import pending_write_bytes
 
 MAX_CONTROL_BACKLOG = 1024 * 1024
@@ -65,6 +67,8 @@ class ControlChannel:
         self._pending: set[Ticket] = set()
         self._expiry_call: IDelayedCall | None = None
         self._expiry = admission.grant.expiry if admission.grant else None
+        self._lines: LogBudget | None = None  # made with the first line the listener's messages cause
+        self._backlogged = False  # warned that the listener does not read; cleared once it takes work again
 
     @property
     def entity_name(self) -> str:
@@ -100,15 +104,19 @@ class ControlChannel:
 
         A listener that stops reading its control channel would otherwise make the gateway buffer every
         announcement sent to it; past L{MAX_CONTROL_BACKLOG} unsent bytes it is skipped like a closing one.
+        That is logged once until it takes work again, not for every request that skips it.
         """
         if self.closing or self.protocol.state != self.protocol.STATE_OPEN:
             return False
         if pending_write_bytes(self.protocol.transport) > MAX_CONTROL_BACKLOG:
-            self.log.warn(
-                "listener {listener_id} is not reading its control channel; skipping it",
-                listener_id=self.listener_id,
-            )
+            if not self._backlogged:
+                self._backlogged = True
+                self.log.warn(
+                    "listener {listener_id} is not reading its control channel; skipping it",
+                    listener_id=self.listener_id,
+                )
             return False
+        self._backlogged = False
         return True
 
     def send_control(self, payload: bytes) -> bool:
@@ -137,6 +145,27 @@ class ControlChannel:
         self._pending.add(ticket)
         ticket.when_done(self._pending.discard)
 
+    def note(self, log: Logger, level: LogLevel, format: str, **fields: Any) -> None:
+        """
+        Log a line that the listener's own messages cause, within the channel's budget (L{LogBudget}).
+
+        Past a burst of lines, a steady few a second get through; the others are counted, and the count
+        is said in the next line that gets through and when the channel closes.
+        """
+        lines = self._lines
+        if lines is None:
+            lines = self._lines = LogBudget(self.clock)
+        lines.emit(log, level, format, listener_id=self.listener_id, **fields)
+
+    def response_dropped(self, request_id: object) -> None:
+        """A C{response} for no request this channel carries, or before it carried any: logged and dropped."""
+        self.note(
+            self.log,
+            LogLevel.info,
+            "response for unknown request {request_id} from listener {listener_id} dropped",
+            request_id=request_id[:64] if isinstance(request_id, str) else repr(request_id)[:64],
+        )
+
     def message(self, payload: bytes, is_binary: bool) -> None:
         """Handle one complete message from the listener."""
         if is_binary:
@@ -155,14 +184,17 @@ class ControlChannel:
                     self._renew(parse_renew_token(body).token)
                 elif key in self.handlers:
                     self.handlers[key](self, body)
+                elif key == "response":  # HTTP relaying handles it from the channel's first request on
+                    self.response_dropped(body.get("requestId") if isinstance(body, dict) else None)
                 else:
                     unknown.append(key)
             if unknown:  # one line per message, however many keys it holds
-                self.log.info(
+                self.note(
+                    self.log,
+                    LogLevel.info,
                     "ignored unknown control message {keys} ({count} in all) from listener {listener_id}",
                     keys=", ".join(repr(key[:64]) for key in unknown[:5]),
                     count=len(unknown),
-                    listener_id=self.listener_id,
                 )
         except ControlMessageError as e:
             self.log.warn(
@@ -190,9 +222,10 @@ class ControlChannel:
         assert grant is not None  # noqa: S101 - listeners always need a token
         self._expiry = grant.expiry
         self._schedule_expiry()
-        self.log.info(
+        self.note(
+            self.log,
+            LogLevel.info,
             "listener {listener_id} renewed its token until {expiry}",
-            listener_id=self.listener_id,
             expiry=grant.expiry,
         )
 
@@ -222,6 +255,8 @@ class ControlChannel:
         """The socket is gone: unregister and fail whatever waited on this listener."""
         if not self.closing:
             self._withdraw()
+        if self._lines is not None:
+            self._lines.report_held(self.log, "listener {listener_id}", listener_id=self.listener_id)
         self.log.info(
             "listener {listener_id} offline from {entity} (close code {code})",
             listener_id=self.listener_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
@@ -26,8 +26,9 @@ class ControlResponses:
     The HTTP side of one control channel: the requests sent on it and the responses coming back.
 
     A C{response} is matched by C{requestId} against the requests sent on this channel only; a body message
-    belongs to the response right before it. Unknown ids are logged and their body dropped, and a binary
-    message nobody announced (hyco-https sends one after C{"body": false}) is ignored.
+    belongs to the response right before it. Unknown ids are logged (within the channel's budget,
+    L{ControlChannel.note}) and their body dropped, and a binary message nobody announced (hyco-https sends
+    one after C{"body": false}) is ignored.
     """
 
     log = Logger()
@@ -66,10 +67,8 @@ class ControlResponses:
         try:
             response = parse_response(body)
         except ControlMessageError as e:
-            self.log.warn(
-                "invalid response from listener {listener_id}: {error}",
-                listener_id=channel.listener_id,
-                error=str(e),
+            channel.note(
+                self.log, LogLevel.warn, "invalid response from listener {listener_id}: {error}", error=str(e)
             )
             request_id = body.get("requestId") if isinstance(body, dict) else None
             self._drop_body = isinstance(body, dict) and body.get("body") is True
@@ -81,11 +80,7 @@ class ControlResponses:
             return
         exchange = self.pending.get(response.request_id)
         if exchange is None or exchange.rendezvous is not None:
-            self.log.info(
-                "response for unknown request {request_id} from listener {listener_id} dropped",
-                request_id=response.request_id[:64],
-                listener_id=channel.listener_id,
-            )
+            channel.response_dropped(response.request_id)
             self._drop_body = response.body
             return
         wanted = exchange.response_started(response, streamed=False)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.hybrid.dispatch import RequestWait
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_response
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
+from relay.logbudget import LogBudget
 from relay.webchannel import RelayHTTPChannel
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class RendezvousRole:
         self._in_binary = False
         self._idle_timer: IDelayedCall | None = None
         self._parked: tuple[dict[Any, RendezvousRole], Any] | None = None
+        self._lines: LogBudget | None = None  # made with the first line the listener's messages cause
 
     @property
     def transport(self) -> Any:
@@ -166,7 +168,7 @@ class RendezvousRole:
         try:
             obj = decode_object(payload)
             if "response" not in obj:
-                self.log.info(
+                self._note(
                     "ignored a rendezvous message with keys {keys}", keys=[k[:40] for k in list(obj)[:5]]
                 )
                 return
@@ -176,13 +178,20 @@ class RendezvousRole:
             return
         exchange = self.exchange
         if exchange is None or response.request_id != exchange.id:
-            self.log.info(
+            self._note(
                 "ignored a response for {request_id} on a rendezvous that does not carry it",
                 request_id=response.request_id[:64],
             )
             return
         if exchange.response_started(response, streamed=True) and response.body:
             self._expect_body = exchange
+
+    def _note(self, format: str, **fields: Any) -> None:
+        """Log a line the listener's messages cause, within this socket's budget (L{LogBudget})."""
+        lines = self._lines
+        if lines is None:
+            lines = self._lines = LogBudget(self.relay.clock)
+        lines.emit(self.log, LogLevel.info, format, **fields)
 
     def _protocol_error(self, problem: str) -> None:
         self.log.warn("listener broke the rendezvous protocol: {problem}", problem=problem)
@@ -198,6 +207,10 @@ class RendezvousRole:
         self._closed = True
         self._unpark()
         self.relay.roles.discard(self)
+        if self._lines is not None:
+            self._lines.report_held(
+                self.log, "rendezvous {connection_id}", connection_id=self.ticket.connection_id
+            )
         if not self._opened:
             if not self.ticket.outcome.called:
                 self.ticket.outcome.errback(
