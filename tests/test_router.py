@@ -100,6 +100,15 @@ class RouterTests(SynchronousTestCase):
         self.clock.advance(61)
         self.assertRefused(ErrorKind.UNAUTHORIZED, self.admit, tokens=presented, needed=Rights.SEND)
 
+    def test_padded_tokens_are_not_remembered(self) -> None:
+        """A valid token padded with unsigned fields admits, but is not kept: the cache stays small in bytes."""
+        presented = token(now=self.clock.seconds())
+        for i in range(20):
+            padded = f"{presented}&x{i}={'p' * 32 * 1024}"
+            self.assertIsNotNone(self.admit(tokens=[padded], needed=Rights.SEND).grant)
+        self.admit(tokens=[presented], needed=Rights.SEND)
+        self.assertEqual([key[0] for key in self.router._grants], [(presented,)])
+
     def test_refusals_are_not_remembered(self) -> None:
         """A bad token is checked (and refused) every time."""
         bad = [token(now=self.clock.seconds()) + "x"]

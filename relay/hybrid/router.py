@@ -43,6 +43,14 @@ CLIENT_CLOSED_REQUEST = 499
 GRANT_CACHE_SIZE = 4096
 """Validated tokens remembered (the cache starts afresh when full)."""
 
+GRANT_CACHE_TOKEN_CHARS = 1024
+"""
+Longest presented tokens (characters, in all) whose grant is remembered.
+
+Real tokens are a few hundred characters, but fields the signature does not cover can pad a valid one to
+the header limit: remembered, 4,096 of them would hold hundreds of megabytes. Longer ones are checked anew.
+"""
+
 
 class IListenerChannel(Interface):
     """A listener's control channel as routing sees it."""
@@ -239,9 +247,10 @@ class HybridConnectionRouter:
             tokens, rules=rules, namespace_hosts=hosts, entity_path=entity.name, needed=needed, now=now
         )
         if isinstance(decision, Grant):
-            if len(self._grants) >= GRANT_CACHE_SIZE:
-                self._grants.clear()
-            self._grants[key] = decision
+            if sum(map(len, tokens)) <= GRANT_CACHE_TOKEN_CHARS:
+                if len(self._grants) >= GRANT_CACHE_SIZE:
+                    self._grants.clear()
+                self._grants[key] = decision
             return decision
         raise RelayError(decision.kind, decision.reason)
 
