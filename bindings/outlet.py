@@ -5,13 +5,15 @@ Routers never touch a transport. They talk to an L{IListenerConnection} (the tra
 write one envelope, close) through an L{Outlet}, which the transport registers as the push producer of the
 listener's socket: when the socket's buffer fills, the outlet is paused and queues; when the queue is full
 too, senders are held back (their L{ISenderFlow} is paused) for at most C{send_timeout} before they get
-C{ServerBusy}, or, for multicast subscribers, the subscriber is dropped. Every queue has a bound, and every
-message that cannot be written fails its sender's Deferred (never a silent drop).
+C{ServerBusy}, or, for multicast subscribers, the subscriber is dropped. Every queue has a bound, the
+held-back messages too (as many messages and bytes as the queue holds; past that, C{ServerBusy} at once),
+and every message that cannot be written fails its sender's Deferred (never a silent drop). A message is
+withdrawn (its sender left) in constant time, however many are queued or held back.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +24,7 @@ from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from bindings.faultcodes import RelayFault, RelayFaultError
+from relay.logbudget import LogBudget
 
 OVERFLOW_CLOSE_CODE = 1008
 OVERFLOW_REASON = "subscriber queue overflow"
@@ -108,9 +111,12 @@ class Outlet:
         self._max_bytes = max_bytes
         self._max_messages = max_messages
         self._send_timeout = send_timeout
-        self._queue: deque[_Item] = deque()
-        self._waiting: deque[_Item] = deque()
+        # Insertion-ordered and keyed by identity: FIFO, and a withdrawal is one lookup, not a scan.
+        self._queue: OrderedDict[_Item, None] = OrderedDict()
+        self._waiting: OrderedDict[_Item, None] = OrderedDict()
         self._queued_bytes = 0
+        self._waiting_bytes = 0
+        self._busy_lines: LogBudget | None = None  # made on the first refusal for a full held-back list
         self._paused = False
         self._closed = False
 
@@ -139,6 +145,16 @@ class Outlet:
             return True  # one message always fits, even if larger than the byte bound
         return len(self._queue) < self._max_messages and self._queued_bytes + message.size <= self._max_bytes
 
+    def _room_to_wait(self, message: RoutedMessage) -> bool:
+        if not self._waiting:
+            return True  # as for the queue: one message may always wait
+        return (
+            len(self._waiting) < self._max_messages and self._waiting_bytes + message.size <= self._max_bytes
+        )
+
+    def _first_waiting(self) -> _Item | None:
+        return next(iter(self._waiting), None)
+
     def _write(self, item: _Item) -> bool:
         """Write a message; C{False} (and its sender told C{ListenerGone}) when the listener is closing."""
         written = self.connection.send_envelope(item.message.payload)
@@ -150,16 +166,29 @@ class Outlet:
         return written
 
     def _enqueue(self, item: _Item) -> None:
-        self._queue.append(item)
+        self._queue[item] = None
         self._queued_bytes += item.message.size
+
+    def _hold_back(self, item: _Item) -> None:
+        self._waiting[item] = None
+        self._waiting_bytes += item.message.size
+
+    def _unhold(self, item: _Item) -> bool:
+        """Take an item off the held-back list; whether it was there."""
+        if item not in self._waiting:
+            return False
+        del self._waiting[item]
+        self._waiting_bytes -= item.message.size
+        return True
 
     def offer(self, message: RoutedMessage, flow: ISenderFlow | None = None) -> Deferred[None]:
         """
         Hand a message to the listener, waiting for room up to C{send_timeout}.
 
         @return: a Deferred that fires when the envelope has been written to the connection, or fails with
-            L{RelayFaultError} (C{ServerBusy} after the timeout, C{ListenerGone} if the listener leaves).
-            Cancelling it withdraws the message.
+            L{RelayFaultError} (C{ServerBusy} after the timeout, or at once when as many messages or bytes
+            are held back as the queue holds; C{ListenerGone} if the listener leaves). Cancelling it
+            withdraws the message.
         """
         if self._closed:
             return fail(RelayFaultError(RelayFault.LISTENER_GONE, "the listener has left"))
@@ -169,12 +198,34 @@ class Outlet:
             self._write(item)
         elif not self._waiting and self._room_for(message):
             self._enqueue(item)
-        else:
+        elif self._room_to_wait(message):
             item.timer = self._clock.callLater(self._send_timeout, self._expire, item)
-            self._waiting.append(item)
+            self._hold_back(item)
             if flow is not None:
                 flow.pause_reading()
+        else:
+            self._refuse_busy(message)
+            return fail(
+                RelayFaultError(RelayFault.SERVER_BUSY, "too many messages are held back for the listener")
+            )
         return item.done
+
+    def _refuse_busy(self, message: RoutedMessage) -> None:
+        """Log a refusal at the held-back bound, within a budget: senders cause them as fast as they send."""
+        if self._busy_lines is None:
+            self._busy_lines = LogBudget(self._clock)
+        unlogged = self._busy_lines.allow()
+        if unlogged is None:
+            return
+        self.log.info(
+            "message {message_id} for {entity} refused: listener {listener_id} is busy"
+            + (" ({unlogged} refusals before this one were not logged)" if unlogged else ""),
+            message_id=message.message_id,
+            entity=self._entity,
+            listener_id=self.connection.listener_id,
+            tracking_id=message.tracking_id,
+            unlogged=unlogged,
+        )
 
     def offer_or_drop(self, message: RoutedMessage) -> bool:
         """
@@ -205,10 +256,9 @@ class Outlet:
 
     def _withdraw(self, item: _Item) -> None:
         if item in self._queue:
-            self._queue.remove(item)
+            del self._queue[item]
             self._queued_bytes -= item.message.size
-        elif item in self._waiting:
-            self._waiting.remove(item)
+        elif self._unhold(item):
             self._release(item)
         self._pump()  # the room it leaves lets held-back senders in
 
@@ -221,8 +271,7 @@ class Outlet:
 
     def _expire(self, item: _Item) -> None:
         item.timer = None
-        if item in self._waiting:
-            self._waiting.remove(item)
+        if self._unhold(item):
             self._release(item)
             self.log.info(
                 "message {message_id} for {entity} refused: listener {listener_id} is busy",
@@ -238,15 +287,17 @@ class Outlet:
     def _pump(self) -> None:
         while not self._closed:
             while not self._paused and self._queue:
-                item = self._queue.popleft()
+                item, _ = self._queue.popitem(last=False)
                 self._queued_bytes -= item.message.size
                 self._write(item)
-            if not self._waiting or not self._room_for(self._waiting[0].message):
+            first = self._first_waiting()
+            if first is None or not self._room_for(first.message):
                 return
-            while self._waiting and self._room_for(self._waiting[0].message):
-                item = self._waiting.popleft()
-                self._release(item)
-                self._enqueue(item)
+            while first is not None and self._room_for(first.message):
+                self._unhold(first)
+                self._release(first)
+                self._enqueue(first)
+                first = self._first_waiting()
             if self._paused:
                 return
 
@@ -268,10 +319,17 @@ class Outlet:
         if self._closed:
             return
         self._closed = True
+        if self._busy_lines is not None and self._busy_lines.held:
+            self.log.info(
+                "{unlogged} more refusals for {entity} on listener {listener_id} were not logged",
+                unlogged=self._busy_lines.held,
+                entity=self._entity,
+                listener_id=self.connection.listener_id,
+            )
         pending = [*self._queue, *self._waiting]
         self._queue.clear()
         self._waiting.clear()
-        self._queued_bytes = 0
+        self._queued_bytes = self._waiting_bytes = 0
         for item in pending:
             self._release(item)
             if item.done is not None:

@@ -191,7 +191,8 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
     One C{$wcf} WebSocket: a listener or a sender.
 
     Simple text frames are read by L{FastMessageReader}, everything else by Autobahn (whose adapter's own
-    C{dataReceived}, with a debug message formatted on every read, is never used).
+    C{dataReceived}, with a debug message formatted on every read, is never used). The frames a sender sent
+    after a message that held it back wait in the reader until it is let go.
     """
 
     # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
@@ -205,8 +206,20 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         self.role: ListenerRole | SenderRole | None = None
         self.connection_lease: ConnectionLease | None = None  # on the namespace's connections
         self.host = ""
-        self._reader = FastMessageReader(self, masked=True)
+        self._reader = FastMessageReader(self, masked=True, held=self._reading_held)
         self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
+
+    def _reading_held(self) -> bool:
+        return isinstance(self.role, SenderRole) and self.role.reading_held
+
+    def reading_released(self) -> None:
+        """
+        A held-back sender was let go: read the frames it sent after the message that held it.
+
+        They are read in a later turn, never from inside the outlet (or the transport) that let it go.
+        """
+        if self._reader.keeping:
+            self.factory.gateway.clock.callLater(0, self._reader.resume)
 
     @property
     def role_name(self) -> str:

@@ -9,6 +9,7 @@ C{r:RenewToken} (L{renew_token}) and are closed with 1008 when their token lapse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.interfaces import IDelayedCall
@@ -64,9 +65,20 @@ class ReadGate:
     while replies to it cannot be written; both share this gate.
     """
 
-    def __init__(self, transport: Any) -> None:
+    def __init__(self, transport: Any, released: Callable[[], object] | None = None) -> None:
+        """
+        Gate C{transport}'s reading.
+
+        @param released: called after the last holder released (the transport reads again).
+        """
         self._transport = transport
+        self._released = released
         self._holds = 0
+
+    @property
+    def held(self) -> bool:
+        """Whether a holder keeps the transport paused."""
+        return self._holds > 0
 
     def hold(self) -> None:
         """Stop reading (first holder)."""
@@ -81,6 +93,8 @@ class ReadGate:
         self._holds -= 1
         if self._holds == 0:
             self._transport.resumeProducing()
+            if self._released is not None:
+                self._released()
 
 
 class TokenWatch:

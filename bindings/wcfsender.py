@@ -135,11 +135,16 @@ class SenderRole:
 
     # role
 
+    @property
+    def reading_held(self) -> bool:
+        """Whether the sender is held back: the frames it sent after the message that held it must wait."""
+        return self._gate is not None and self._gate.held
+
     def opened(self) -> None:
         """Watch the token; stop reading the sender while its answers back up."""
         self.tokens.start()
         transport = self.protocol.transport
-        self._gate = ReadGate(transport)
+        self._gate = ReadGate(transport, self.protocol.reading_released)
         transport.unregisterProducer()
         transport.registerProducer(_HoldWhileBuffered(self._gate), True)
 

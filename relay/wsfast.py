@@ -9,10 +9,16 @@ whole, simple frames out of each read itself (L{relay.wsframes.read_frame}) and 
 whole, to Autobahn's parser, which answers it as before: pings, pongs and closes, fragmented messages,
 protocol errors (a frame with the wrong mask bit, reserved bits), invalid UTF-8 (1007) and messages over
 the size limit (1009).
+
+A protocol that pauses its own reading from C{onMessage} (a C{$wcf} sender held back by a full listener
+queue) can say so with C{held}: the frames after that message, in the same read or in reads that come
+anyway, are kept until L{FastMessageReader.resume}, as the socket would have kept them had it been
+paused before the read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from relay.wsframes import FIN_BINARY, HAND_OVER, INCOMPLETE, frame_size, read_frame
@@ -25,17 +31,22 @@ class FastMessageReader:
     The protocol calls L{data_received} from its C{dataReceived}; messages reach its C{onMessage}.
     """
 
-    def __init__(self, protocol: Any, masked: bool, binary: bool = False) -> None:
+    def __init__(
+        self, protocol: Any, masked: bool, binary: bool = False, held: Callable[[], bool] | None = None
+    ) -> None:
         """
         Read for C{protocol}.
 
         @param protocol: an open-or-opening Autobahn C{WebSocketProtocol}.
         @param masked: whether the frames this side receives are masked (a server's are).
         @param binary: whether whole binary frames are read here too (else only text frames).
+        @param held: whether the protocol takes no more messages for now; C{None}: it always does.
         """
         self._protocol = protocol
         self._masked = masked
         self._binary = binary
+        self._held = held
+        self._kept: list[bytes] = []  # bytes read while held, from a frame boundary on, for resume()
         self._unread = b""  # the start of a frame that is not all there yet
         self._more: list[bytes] = []  # reads since, joined once the frame can be whole
         self._missing = 0  # bytes the frame still lacks (0: not known until its header is all there)
@@ -49,8 +60,37 @@ class FastMessageReader:
             and protocol.current_frame is None
         )
 
+    def _holding(self) -> bool:
+        return self._held is not None and self._held()
+
+    @property
+    def keeping(self) -> bool:
+        """Whether bytes read while the protocol was held wait for L{resume}."""
+        return bool(self._kept)
+
+    def resume(self) -> None:
+        """Read what was kept while the protocol was held, unless it is held again (or closed)."""
+        if not self._kept or self._holding():
+            return
+        data = b"".join(self._kept)
+        self._kept = []
+        if self._protocol.state != self._protocol.STATE_CLOSED:
+            self._read(data)
+
     def data_received(self, data: bytes) -> None:
         """Read whole simple frames here; hand everything else to Autobahn, in order."""
+        if self._kept or self._holding():
+            if self._unread:  # a frame begun before the hold is kept whole, from its start
+                self._kept = [self._unread, *self._more]
+                self._unread, self._more, self._missing = b"", [], 0
+            self._kept.append(data)
+            if self._holding():
+                return
+            data = b"".join(self._kept)
+            self._kept = []
+        self._read(data)
+
+    def _read(self, data: bytes) -> None:
         protocol = self._protocol
         if self._unread:
             if len(data) < self._missing:  # a frame trickling in is joined once, not on every read
@@ -84,3 +124,6 @@ class FastMessageReader:
                     protocol._cancelAutoPingTimeoutCall()  # as Autobahn does for every data frame
                 protocol.onMessage(payload, data[offset] == FIN_BINARY)
             offset = end
+            if offset < size and self._holding():  # the message held the protocol: the rest waits
+                self._kept.append(data[offset:])
+                return

@@ -157,6 +157,7 @@ class FakeAutobahn:
     """
 
     STATE_OPEN = 1
+    STATE_CLOSED = 3
 
     def __init__(self, masked: bool, max_payload: int = 1 << 20) -> None:
         self.state = self.STATE_OPEN
@@ -202,17 +203,22 @@ STREAM = [
 ]
 
 
+def stream_frames() -> list[tuple[int, bool, bytes]]:
+    """The frames of L{STREAM}: opcode, fin, payload."""
+    data = b"".join(STREAM)
+    frames = []
+    while data:
+        end, opcode, fin, payload = parse_one(data, True)
+        frames.append((opcode, fin, payload))
+        data = data[end:]
+    return frames
+
+
 class FastMessageReaderTests(SynchronousTestCase):
     """The reader keeps every frame, in order, whoever parses it, however the bytes are split."""
 
     def expected(self) -> list[tuple[int, bool, bytes]]:
-        data = b"".join(STREAM)
-        frames = []
-        while data:
-            end, opcode, fin, payload = parse_one(data, True)
-            frames.append((opcode, fin, payload))
-            data = data[end:]
-        return frames
+        return stream_frames()
 
     def feed(self, *chunks: bytes) -> FakeAutobahn:
         protocol = FakeAutobahn(masked=True)
@@ -275,6 +281,55 @@ class FastMessageReaderTests(SynchronousTestCase):
             [e[0] for e in protocol.events],
             ["fast", "autobahn"],
         )
+
+
+class HoldingAutobahn(FakeAutobahn):
+    """A protocol that is held (takes no more messages) after each message read on the fast path."""
+
+    def __init__(self) -> None:
+        super().__init__(masked=True)
+        self.held = False
+        self.handed_while_held = 0
+
+    def _dataReceived(self, data: bytes) -> None:
+        self.handed_while_held += self.held
+        super()._dataReceived(data)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.handed_while_held += self.held
+        super().onMessage(payload, isBinary)
+        self.held = True
+
+
+class HeldProtocolTests(SynchronousTestCase):
+    """A protocol held by a message gets nothing more until it is resumed; then every frame, in order."""
+
+    def test_split_at_every_byte(self) -> None:
+        """Two reads split anywhere: nothing is handed over while held, and resuming hands over the rest."""
+        data = b"".join(STREAM[:8])
+        expected = stream_frames()[:8]
+        for cut in range(len(data) + 1):
+            protocol = HoldingAutobahn()
+            reader = FastMessageReader(protocol, masked=True, held=lambda p=protocol: p.held)
+            reader.data_received(data[:cut])
+            reader.data_received(data[cut:])
+            self.assertEqual(protocol.events[-1][0], "fast", cut)  # the first fast message held the rest
+            for _ in range(len(expected)):
+                protocol.held = False
+                reader.resume()
+            self.assertEqual(protocol.handed_while_held, 0, cut)
+            self.assertEqual([e[1:] for e in protocol.events], expected, cut)
+
+    def test_closed_meanwhile(self) -> None:
+        """What was kept for a protocol that closed meanwhile is dropped."""
+        protocol = HoldingAutobahn()
+        reader = FastMessageReader(protocol, masked=True, held=lambda: protocol.held)
+        reader.data_received(raw_frame(1, b"one") + raw_frame(1, b"two"))
+        self.assertTrue(reader.keeping)
+        protocol.held, protocol.state = False, protocol.STATE_CLOSED
+        reader.resume()
+        self.assertFalse(reader.keeping)
+        self.assertEqual(protocol.events, [("fast", 1, True, b"one")])
 
 
 class BinaryFrameTests(SynchronousTestCase):

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from bindings.faultcodes import RelayFault, RelayFaultError
-from bindings.outlet import IListenerConnection, ISenderFlow, Outlet
+from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, _Item
 
 from .bindings_fakes import FakeConnection, FakeFlow, message
 
@@ -107,13 +107,60 @@ class OutletTests(SynchronousTestCase):
 
     def test_order_with_waiting(self) -> None:
         """A new message never overtakes held-back ones, even when the queue drains between them."""
-        outlet, connection, _ = make(max_messages=1)
+        outlet, connection, _ = make(max_messages=2)
         outlet.pauseProducing()
         for i in range(4):
             outlet.offer(message(i))
         outlet.resumeProducing()
         outlet.offer(message(4))
         self.assertEqual(connection.sent, [message(i).payload for i in range(5)])
+
+    def test_held_back_messages_are_bounded(self) -> None:
+        """As many messages and bytes are held back as the queue holds; the next sender gets ServerBusy at once."""
+        outlet, connection, _ = make(max_bytes=25, max_messages=2)
+        outlet.pauseProducing()
+        queued = [outlet.offer(message(i)) for i in range(2)]
+        flow = FakeFlow()
+        held = [outlet.offer(message(i), flow) for i in (2, 3)]
+        self.assertEqual((outlet.waiting_senders, flow.paused), (2, 2))
+        refused = outlet.offer(message(4), flow)
+        self.assertEqual(self.failureResultOf(refused, RelayFaultError).value.kind, RelayFault.SERVER_BUSY)
+        self.assertEqual((outlet.waiting_senders, flow.paused), (2, 2))
+        held[1].cancel()
+        self.failureResultOf(held[1], CancelledError)
+        too_large = outlet.offer(message(5, size=20))  # 30 bytes would be held back: over the byte bound
+        self.assertEqual(self.failureResultOf(too_large, RelayFaultError).value.kind, RelayFault.SERVER_BUSY)
+        later = outlet.offer(message(6, size=15))
+        outlet.resumeProducing()
+        for d in [*queued, held[0], later]:
+            self.successResultOf(d)
+        self.assertEqual(
+            connection.sent, [message(i, size=15 if i == 6 else 10).payload for i in (0, 1, 2, 6)]
+        )
+        self.assertTrue(flow.reading)
+
+    def test_withdrawal_does_not_scan(self) -> None:
+        """Withdrawing a queued or held-back message costs the same however many others there are."""
+        held = 2000
+        outlet, _, clock = make(max_bytes=10 * held, max_messages=held)
+        outlet.pauseProducing()
+        flows = [FakeFlow() for _ in range(2 * held)]
+        offers = [outlet.offer(message(i), flow) for i, flow in enumerate(flows)]
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (held, held))
+        comparisons = [0]
+
+        def counting_eq(item: object, other: object) -> bool:
+            comparisons[0] += 1
+            return item is other
+
+        self.patch(_Item, "__eq__", counting_eq)
+        for d in reversed(offers):  # the newest senders hang up first
+            d.cancel()
+            self.failureResultOf(d, CancelledError)
+        self.assertLessEqual(comparisons[0], 2 * held)  # a scan per withdrawal made millions
+        self.assertEqual((outlet.queued_messages, outlet.queued_bytes, outlet.waiting_senders), (0, 0, 0))
+        self.assertTrue(all(flow.reading for flow in flows))
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_pause_during_write(self) -> None:
         """A connection that pauses the outlet while being written to stops the pump at once."""

@@ -674,6 +674,34 @@ class DatagramTests(BindingsTestCase):
             [read_addressing(envelope(m[0])).action for m in sender.messages[1:]], [ACTION_DELIVERED] * 2
         )
 
+    def test_held_back_sender_is_handed_no_more_of_its_read(self) -> None:
+        """The frames a sender sent after the message that held it back wait until it is let go, in order."""
+        listener = self.listener("events", ONEWAY, IChat)
+        entity = self.service.store.get(self.namespace, "events")
+        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
+        outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        say = CHAT.operation("Say")
+        for i in range(6):  # one read: two fill the queue, the third holds the sender back
+            sender.sendMessage(
+                envelope_bytes(
+                    say.encode_request("me", str(i)), action=say.action, message_id=f"urn:uuid:{i}"
+                ),
+                isBinary=False,
+            )
+        self.net.flush()
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (2, 1))
+        self.assertEqual(sender.messages, [])
+        outlet.resumeProducing()
+        self.net.advance(0)
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).message_id for m in listener.messages[-6:]],
+            [f"urn:uuid:{i}" for i in range(6)],
+        )
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).action for m in sender.messages], [ACTION_DELIVERED] * 6
+        )
+
 
 class TokenTests(BindingsTestCase):
     """Token expiry and r:RenewToken (spec 4)."""
