@@ -314,12 +314,22 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         keeps asking without reading is closed with 1008 once L{FAULT_BACKLOG_LIMIT} bytes plus
         C{allowance} (the largest message that may legitimately wait for it) are unsent.
         """
-        if not self._closed_for_backlog(
+        if not self.answers_backlogged(allowance):
+            self.send_envelope(envelope)
+
+    def answers_backlogged(self, allowance: int) -> bool:
+        """
+        Whether the peer does not read its answers; if so it is closed with 1008 "Answers are not being read".
+
+        That is once L{FAULT_BACKLOG_LIMIT} plus C{allowance} bytes wait unsent for it. A sender is not
+        read while its answers back up, but the replies to what it already sent still come: without this
+        they would be queued for it without end.
+        """
+        return self._closed_for_backlog(
             FAULT_BACKLOG_LIMIT + allowance,
             "it asks for answers without reading them",
             "Answers are not being read",
-        ):
-            self.send_envelope(envelope)
+        )
 
     def _closed_for_backlog(self, limit: int, why: str, reason: str) -> bool:
         """Close with 1008 and C{reason} (logged with C{why}) once C{limit} bytes wait unsent; whether it did."""

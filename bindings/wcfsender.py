@@ -235,6 +235,11 @@ class SenderRole:
 
     def _answer(self, outcome: Delivered | Reply, message_id: str, result: Deferred[Any]) -> None:
         self._pending.discard(result)
+        entity = self.entity
+        allowance = entity.settings.message_limit if entity is not None else self.frame_cap
+        if self.protocol.answers_backlogged(allowance):  # closed: what it still waits for is withdrawn
+            self._withdraw_pending()
+            return
         if isinstance(outcome, Reply):
             self.protocol.send_text(outcome.payload)
         else:
@@ -289,12 +294,15 @@ class SenderRole:
     def closed(self, code: int | None) -> None:
         """The sender left: withdraw what it still waits for."""
         self.tokens.stop()
-        pending, self._pending = list(self._pending), set()
-        for result in pending:
-            result.cancel()
+        self._withdraw_pending()
         self.protocol.logger.info(
             "sender {tracking_id} left {entity} (close code {code})",
             tracking_id=self.protocol.tracking_id,
             entity=self.path,
             code=code,
         )
+
+    def _withdraw_pending(self) -> None:
+        pending, self._pending = list(self._pending), set()
+        for result in pending:
+            result.cancel()

@@ -395,6 +395,33 @@ class RequestReplyTests(BindingsTestCase):
         self.assertEqual(subcode(self.sender.messages[-1][0]), "ListenerGone")
         self.assertEqual(len(second.messages), 1)  # its r:Registered only
 
+    def test_replies_to_a_sender_that_does_not_read(self) -> None:
+        """A sender that stops reading is closed with 1008 once its replies back up; the rest are withdrawn."""
+        for i in range(50):  # 50 small requests, about 26 KB: one read in production
+            self.sender.sendMessage(add_request(message_id=f"urn:uuid:q{i}"), isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(self.listen.messages), 50)
+        # The sender stops reading: its connection is no longer pumped, and what the gateway writes to it
+        # stays queued where pending_write_bytes sees it, as it sees Twisted's write buffer in production.
+        self.net.pumps.remove(self.sender.pump)
+        transport = self.sender.server_transport
+
+        class Queued:
+            def __len__(self) -> int:
+                return sum(len(chunk) for chunk in transport.stream)
+
+        transport.dataBuffer = Queued()
+        pad = b"<p:pad xmlns:p='urn:p'>" + b"x" * (256 * 1024) + b"</p:pad></s:Header>"
+        for payload, _ in self.listen.messages:  # an honest service answering with 256 KB replies
+            self.listen.sendMessage(reply_for(payload, 5).replace(b"</s:Header>", pad), isBinary=False)
+        self.net.flush()
+        limit = self.service.store.get(self.namespace, "calc").settings.message_limit  # type: ignore[union-attr]
+        bound = wcf.FAULT_BACKLOG_LIMIT + limit + len(pad) + 2048  # the limit, and the reply that passed it
+        self.assertLess(len(transport.dataBuffer), bound)  # 13 MB were queued
+        (server,) = [p for p in self.bindings.websocket_factory.connections if p.role_name == "sender"]
+        self.assertEqual(server.state, server.STATE_CLOSING)  # closed with 1008 "Answers are not being read"
+        self.assertEqual(self.bindings.names.under_way(), 0)
+
     def test_oversized_reply(self) -> None:
         """A reply over the name's limit reaches the caller as MessageTooLarge; the listener is told too."""
         small_listener = self.listener("small")
