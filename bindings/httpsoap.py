@@ -6,7 +6,8 @@ message (C{text/xml} is SOAP 1.1, C{application/soap+xml} SOAP 1.2), answered wi
 a datagram (plus C{Relay-Delivered-Count} on a multicast name), with the listener's reply converted back to
 the sender's version for a request, or with a gateway fault of spec 7.1 whose HTTP status says what went
 wrong. C{GET ?wsdl} returns the registered contract with its addresses pointing at the public URL.
-L{RegistryFeed} is the Atom feed of public names at the namespace root (spec 13).
+L{RegistryFeed} is the Atom feed of public names at the namespace root (spec 13). Whether a prefix has names
+below it is looked up in the name table's index, and a rendered feed is kept until the registry changes.
 
 twisted.web reads a request's whole body before a resource sees it, and does not read the connection's
 next request while one is being answered; so an HTTP sender is held back by not being answered (the
@@ -16,7 +17,6 @@ C{Content-Length} before the body is parsed.
 
 from __future__ import annotations
 
-import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -38,7 +38,7 @@ from bindings.faults import (
     version_mismatch,
 )
 from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare
-from bindings.names import BoundName
+from bindings.names import BoundName, prefix_segments
 from bindings.oneway import Delivered
 from bindings.registry import ATOM_MEDIA_TYPE, RegistryEntry, build_feed
 from bindings.requestreply import Reply
@@ -63,6 +63,8 @@ if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
 
 DELIVERED_COUNT_HEADER: Final = b"Relay-Delivered-Count"
+_FEED_CACHE_SIZE: Final = 64
+"""Rendered registry feeds kept (per namespace, prefix and Manage reader) until the registry changes."""
 _TOKEN_HEADER: Final = b"servicebusauthorization"
 
 
@@ -413,20 +415,21 @@ class RegistryResourceFactory:
 
     def __init__(self, gateway: BindingsGateway) -> None:
         self.gateway = gateway
+        self.feeds: dict[tuple[str, str, bool, str], tuple[int, bytes]] = {}
 
     def __call__(self, request: IRequest, namespace: Namespace, path: str) -> IResource | None:
         """The feed at C{/}, or at a prefix below which binding names exist; C{None} otherwise."""
         if request.method not in (b"GET", b"HEAD"):
             return None
-        prefix = path.strip("/")
+        prefix = "/".join(prefix_segments(path))
         if not prefix:
-            return RegistryFeed(self.gateway, namespace, prefix)
-        listings = self.gateway.names.listings(namespace, prefix)
-        if not listings:
+            return RegistryFeed(self.gateway, namespace, prefix, feeds=self.feeds)
+        count, public = self.gateway.names.names_below(namespace, prefix)
+        if not count:
             return None
         # A prefix with only private names below it is a feed for Manage readers and, for anyone else,
         # the same 404 as a prefix with nothing below it: its existence is not public either.
-        return RegistryFeed(self.gateway, namespace, prefix, hidden=not any(item.public for item in listings))
+        return RegistryFeed(self.gateway, namespace, prefix, hidden=not public, feeds=self.feeds)
 
 
 class RegistryFeed(Resource):
@@ -438,13 +441,26 @@ class RegistryFeed(Resource):
     log = Logger()
 
     def __init__(
-        self, gateway: BindingsGateway, namespace: Namespace, prefix: str, *, hidden: bool = False
+        self,
+        gateway: BindingsGateway,
+        namespace: Namespace,
+        prefix: str,
+        *,
+        hidden: bool = False,
+        feeds: dict[tuple[str, str, bool, str], tuple[int, bytes]] | None = None,
     ) -> None:
+        """
+        The feed of the names below C{prefix} (lower case, as names are matched).
+
+        @param feeds: rendered feeds by namespace, prefix, Manage reader and public URL, with the registry
+            version they were rendered at (shared by the feeds of one gateway).
+        """
         super().__init__()
         self.gateway = gateway
         self.namespace = namespace
         self.prefix = prefix
         self.hidden = hidden  # only private names below the prefix
+        self.feeds = feeds if feeds is not None else {}
 
     @override
     def render(self, request: IRequest) -> bytes:
@@ -464,21 +480,32 @@ class RegistryFeed(Resource):
             manage = True
         if self.hidden and not manage:
             return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No entity with this name")).render(request)
-        entries = [
-            RegistryEntry(url=item.url, display_name=item.display_name, updated=item.updated, kind=item.kind)
-            for item in names.listings(self.namespace, self.prefix)
-            if item.public or manage
-        ]
-        base = names.public_url(self.namespace, self.prefix).rstrip("/") + "/"
-        feed = build_feed(
-            entries,
-            feed_url=base,
-            title=f"{self.namespace.name}/{self.prefix}".rstrip("/"),
-            updated=datetime.datetime.fromtimestamp(names.clock.seconds(), datetime.UTC),
-        )
+        feed = self._feed(manage)
         request.setHeader(b"content-type", f"{ATOM_MEDIA_TYPE}; charset=utf-8".encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         if request.method == b"HEAD":
             request.setHeader(b"content-length", str(len(feed)).encode("ascii"))
             return b""
+        return feed
+
+    def _feed(self, manage: bool) -> bytes:
+        """The feed document, rendered again only when the registry changed since it last was."""
+        names = self.gateway.names
+        version, changed = names.registry_version(self.namespace)
+        base = names.public_url(self.namespace, self.prefix).rstrip("/") + "/"
+        key = (self.namespace.name, self.prefix, manage, base)
+        cached = self.feeds.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        entries = [
+            RegistryEntry(url=item.url, display_name=item.display_name, updated=item.updated, kind=item.kind)
+            for item in names.listings(self.namespace, self.prefix)
+            if item.public or manage
+        ]
+        feed = build_feed(
+            entries, feed_url=base, title=f"{self.namespace.name}/{self.prefix}".rstrip("/"), updated=changed
+        )
+        if key not in self.feeds and len(self.feeds) >= _FEED_CACHE_SIZE:
+            self.feeds.clear()
+        self.feeds[key] = (version, feed)
         return feed

@@ -8,6 +8,10 @@ the others (C{client_auth}, C{discovery}, contract hash: spec 10.3, C{AddressInU
 dynamic names on a first registration when the namespace auto-creates names and removes them when their
 last listener leaves (spec 2). Quotas use the shared L{ListenerRegistry}. Nothing here touches a socket or
 an XML document: the contract is kept as an opaque value with its hash.
+
+For the service registry it keeps an index of the binding names below every prefix, updated as the store
+adds and removes entities, so that a path naming nothing is told apart in as many steps as it has
+segments (not by walking every name), and a version of what the registry shows, for caching its feeds.
 """
 
 from __future__ import annotations
@@ -75,6 +79,19 @@ class Listing:
     updated: datetime.datetime
     kind: str
     public: bool
+
+
+@dataclass(slots=True)
+class _Below:
+    """The binding names at or below one prefix (the registry index), in the order they were added."""
+
+    names: dict[str, Entity] = field(default_factory=dict)
+    public: int = 0
+
+
+def prefix_segments(prefix: str) -> tuple[str, ...]:
+    """The segments of a registry prefix as names are matched: lower case, empty ones dropped."""
+    return tuple(s.lower() for s in prefix.split("/") if s)
 
 
 class BoundName:
@@ -188,6 +205,13 @@ class NameTable:
         self._bound: dict[tuple[str, str], BoundName] = {}
         self._started = datetime.datetime.fromtimestamp(clock.seconds(), datetime.UTC)
         self._urls: dict[tuple[str, tuple[str, ...], str], str] = {}
+        self._below: dict[str, dict[tuple[str, ...], _Below]] = {}  # namespace -> prefix -> names
+        self._versions: dict[str, tuple[int, datetime.datetime]] = {}  # namespace -> registry version
+        store.watch(self._entity_changed)
+        for namespace in store.namespaces():
+            for entity in store.entities(namespace):
+                if entity.kind in BINDING_KINDS:
+                    self._index(namespace, entity, True)
 
     # -- lookup ---------------------------------------------------------------------------------------
 
@@ -257,6 +281,7 @@ class NameTable:
                 namespace, entity, self.clock, self.chooser, trace=self.trace, instruments=self.instruments
             )
             self._bound[key] = bound
+            self._registry_changed(namespace)  # its entry's time is now the BoundName's
         return bound
 
     def existing(self, namespace: Namespace, entity: Entity) -> BoundName | None:
@@ -388,6 +413,7 @@ class NameTable:
         if not bound.settings.display_name and policy.display_name:
             bound.display_name = policy.display_name
         bound.updated = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        self._registry_changed(namespace)
         outlet = bound.attach(connection)
         self.log.info(
             "listener {listener_id} registered on {kind} {entity} ({count} listeners)",
@@ -441,6 +467,7 @@ class NameTable:
             return
         self.registry.remove(bound.namespace, bound.entity, connection)
         bound.updated = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        self._registry_changed(bound.namespace)
         self.log.info(
             "listener {listener_id} left {entity} ({count} listeners)",
             listener_id=connection.listener_id,
@@ -480,21 +507,61 @@ class NameTable:
 
     # -- registry -------------------------------------------------------------------------------------
 
+    def _entity_changed(self, namespace: Namespace, entity: Entity, added: bool) -> None:
+        if entity.kind in BINDING_KINDS:
+            self._index(namespace, entity, added)
+            self._registry_changed(namespace)
+
+    def _index(self, namespace: Namespace, entity: Entity, added: bool) -> None:
+        """Add a binding entity to (or remove it from) the index at every prefix of its name, itself included."""
+        table = self._below.setdefault(namespace.name, {})
+        segments = prefix_segments(entity.name)
+        public = entity.settings.discovery is Discovery.PUBLIC
+        for depth in range(len(segments) + 1):
+            prefix = segments[:depth]
+            below = table.get(prefix)
+            if added:
+                if below is None:
+                    below = table[prefix] = _Below()
+                if entity.key not in below.names:
+                    below.names[entity.key] = entity
+                    below.public += public
+            elif below is not None and below.names.get(entity.key) is entity:
+                del below.names[entity.key]
+                below.public -= public
+                if not below.names:
+                    del table[prefix]
+
+    def _registry_changed(self, namespace: Namespace) -> None:
+        version, _ = self._versions.get(namespace.name, (0, self._started))
+        now = datetime.datetime.fromtimestamp(self.clock.seconds(), datetime.UTC)
+        self._versions[namespace.name] = (version + 1, now)
+
+    def registry_version(self, namespace: Namespace) -> tuple[int, datetime.datetime]:
+        """
+        A number that changes whenever what the registry shows of a namespace changes, and when it last did.
+
+        Names added or removed, listeners registered or gone: a feed rendered at one version is valid as
+        long as the version is the same (the time is the gateway's start until the first change).
+        """
+        return self._versions.get(namespace.name, (0, self._started))
+
+    def names_below(self, namespace: Namespace, prefix: str) -> tuple[int, int]:
+        """How many binding names are at or below C{prefix}, and how many of them are public; no walk."""
+        below = self._below.get(namespace.name, {}).get(prefix_segments(prefix))
+        return (len(below.names), below.public) if below is not None else (0, 0)
+
     def listings(self, namespace: Namespace, prefix: str = "") -> list[Listing]:
         """
         The binding names of a namespace below C{prefix} for the service registry (spec 13).
 
         Persistent names are listed whether or not they are listened on; dynamic names exist only while
-        they are. Visibility (public, or a Manage token) is the caller's filter.
+        they are. Visibility (public, or a Manage token) is the caller's filter. The cost is the names
+        listed, not the names of the namespace.
         """
-        wanted = [s.lower() for s in prefix.strip("/").split("/") if s]
+        below = self._below.get(namespace.name, {}).get(prefix_segments(prefix))
         listings: list[Listing] = []
-        for entity in self.store.entities(namespace):
-            if (
-                entity.kind not in BINDING_KINDS
-                or [s.lower() for s in entity.segments][: len(wanted)] != wanted
-            ):
-                continue
+        for entity in below.names.values() if below is not None else ():
             settings: BindingEntitySettings = entity.settings
             bound = self.existing(namespace, entity)
             listings.append(

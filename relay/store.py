@@ -8,7 +8,7 @@ serves from in memory; a shared store keeps that table in step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from zope.interface import Interface, implementer
 
@@ -21,6 +21,10 @@ class EntityConflict(ValueError):
 
 class EntityQuotaExceeded(ValueError):
     """A namespace already holds as many entities as it may: no dynamic one is added."""
+
+
+EntityObserver = Callable[[Namespace, Entity, bool], object]
+"""Told C{(namespace, entity, added)} after an entity was added (C{True}) or removed (C{False})."""
 
 
 class IGatewayStore(Interface):
@@ -52,6 +56,13 @@ class IGatewayStore(Interface):
     def remove(namespace: Namespace, name: str) -> Entity | None:
         """Remove an entity by name and return it, or C{None} if there was none."""
 
+    def watch(observer: EntityObserver) -> None:
+        """
+        Tell C{observer} of every entity added or removed from now on (not of an existing one C{add} returns).
+
+        For views kept beside the store (the service registry's index of names by prefix).
+        """
+
 
 @implementer(IGatewayStore)
 class MemoryGatewayStore:
@@ -72,6 +83,7 @@ class MemoryGatewayStore:
         self._by_host: dict[str, Namespace] = {}
         self._wildcard: Namespace | None = None
         self._entities: dict[str, dict[str, Entity]] = {}
+        self._observers: list[EntityObserver] = []
         for namespace, entities in namespaces:
             self.add_namespace(namespace)
             for entity in entities:
@@ -134,8 +146,18 @@ class MemoryGatewayStore:
                 f"Quota exceeded: namespace {namespace.name!r} holds {self.max_entities} entities"
             )
         table[entity.key] = entity
+        for observer in self._observers:
+            observer(namespace, entity, True)
         return entity
 
     def remove(self, namespace: Namespace, name: str) -> Entity | None:
         """Remove an entity by name."""
-        return self._entities[namespace.name].pop(name.strip("/").lower(), None)
+        entity = self._entities[namespace.name].pop(name.strip("/").lower(), None)
+        if entity is not None:
+            for observer in self._observers:
+                observer(namespace, entity, False)
+        return entity
+
+    def watch(self, observer: EntityObserver) -> None:
+        """Tell C{observer} of every entity added or removed from now on."""
+        self._observers.append(observer)

@@ -133,6 +133,16 @@ class StoreTests(SynchronousTestCase):
         assert match is not None
         self.assertEqual(match.entity.name, "team")
 
+    def test_watch(self) -> None:
+        """Observers hear of every entity added or removed, not of an existing one add returns."""
+        heard: list[tuple[str, str, bool]] = []
+        self.store.watch(lambda namespace, entity, added: heard.append((namespace.name, entity.name, added)))
+        self.store.add(NS, Entity("team", HYBRID_CONNECTION))
+        self.store.add(NS, Entity("Team/Other", HYBRID_CONNECTION))
+        self.store.remove(NS, "team/other")
+        self.store.remove(NS, "nothing")
+        self.assertEqual(heard, [(NS.name, "Team/Other", True), (NS.name, "Team/Other", False)])
+
     def test_duplicate_hosts(self) -> None:
         """Two namespaces cannot share a host, and only one may be the wildcard."""
         self.assertRaises(

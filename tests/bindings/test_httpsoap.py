@@ -11,6 +11,7 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
 
+from bindings import httpsoap
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
 from bindings.channels import BytesProducer, HttpChannelFactory, read_capped
 from bindings.contracts import contract_of
@@ -18,10 +19,11 @@ from bindings.control import read_http_authorization
 from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
 from bindings.host import ServiceHost
-from bindings.registry import ATOM_NS
-from bindings.settings import Discovery, MulticastBinding, RequestReplyBinding
+from bindings.registry import ATOM_NS, build_feed
+from bindings.settings import ONEWAY, BindingEntitySettings, Discovery, MulticastBinding, RequestReplyBinding
 from bindings.soap import SOAP11_NS, SOAP12_NS, Envelope, SoapVersion, parse_envelope
 from bindings.wsdl import SOAP11_BINDING_NS, SOAP12_BINDING_NS
+from relay.entities import Entity
 
 from .calculator import ICalculator, IChat
 from .services import Calculator, ChatRoom
@@ -607,6 +609,50 @@ class RegistryTests(HttpTestCase):
         self.assertEqual(
             list(self.entries("/hidden/", token=self.token(""))), [f"https://{HOST}/hidden/orders"]
         )
+
+    def test_unknown_paths_walk_no_names(self) -> None:
+        """A GET for a path that names nothing is a 404 found without walking the namespace's names."""
+        store = self.service.store
+        public = BindingEntitySettings(kind=ONEWAY, discovery=Discovery.PUBLIC)
+        for i in range(10_000):  # max_entities_per_namespace's default
+            store.add(self.namespace, Entity(f"svc{i}", ONEWAY, settings=public))
+        walked = [0]
+        entities = store.entities
+
+        def counting(namespace: Any) -> Any:
+            found = entities(namespace)
+            walked[0] += len(found)
+            return found
+
+        self.patch(store, "entities", counting)
+        statuses = [self.http(b"GET", f"/nothing-{i}")[0] for i in range(100)]
+        self.assertEqual(statuses, [404] * 100)
+        self.assertEqual(walked[0], 0)  # 1,000,600 names before: every 404 walked them all
+
+    def test_feed_rendered_once_per_change(self) -> None:
+        """The feed is rendered again only after the registry changed; it is updated as of that change."""
+        rendered = [0]
+
+        def counting(*args: Any, **kwargs: Any) -> bytes:
+            rendered[0] += 1
+            return build_feed(*args, **kwargs)
+
+        self.patch(httpsoap, "build_feed", counting)
+        first = self.http(b"GET", "/")[2]
+        self.clock.advance(60)
+        self.assertEqual([self.http(b"GET", "/")[2], self.http(b"HEAD", "/")[0]], [first, 200])
+        self.assertEqual(rendered[0], 1)
+        self.entries(token=self.token(""))  # a Manage reader's feed is another one
+        self.assertEqual(rendered[0], 2)
+        public = BindingEntitySettings(kind=ONEWAY, discovery=Discovery.PUBLIC)
+        self.service.store.add(self.namespace, Entity("Team/News", ONEWAY, settings=public))
+        self.assertIn(f"https://{HOST}/Team/News", self.entries())
+        self.assertEqual(rendered[0], 3)
+        feed = etree.fromstring(self.http(b"GET", "/TEAM/")[2])
+        self.assertEqual(feed.findtext(f"{{{ATOM_NS}}}title"), "test/team")
+        self.assertEqual(feed.findtext(f"{{{ATOM_NS}}}updated"), "2023-11-14T22:14:20Z")  # when it was added
+        self.http(b"GET", "/Team/")
+        self.assertEqual(rendered[0], 4)
 
 
 class HttpChannelFactoryTests(HttpTestCase):

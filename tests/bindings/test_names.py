@@ -193,6 +193,61 @@ class NameTableTests(SynchronousTestCase):
         self.assertRaises(RelayFaultError, self.names.listener_target, "closed.example", "x")
         self.assertRaises(RelayFaultError, self.names.register, closed, "x", policy(), FakeConnection("a"))
 
+    def test_names_below(self) -> None:
+        """The index counts the binding names at or below each prefix, and the public ones, as the store changes."""
+        private = BindingEntitySettings(kind=ONEWAY, discovery=Discovery.PRIVATE)
+        self.store.add(self.namespace, Entity("Team/Orders", ONEWAY, settings=private))
+        self.store.add(self.namespace, Entity("team/hyco", HYBRID_CONNECTION))
+        self.assertEqual(self.names.names_below(self.namespace, ""), (2, 1))
+        self.assertEqual(self.names.names_below(self.namespace, "/TEAM//"), (1, 0))
+        self.assertEqual(self.names.names_below(self.namespace, "team/orders"), (1, 0))
+        self.assertEqual(self.names.names_below(self.namespace, "team/hyco"), (0, 0))
+        bound, _ = self.names.register(
+            self.namespace,
+            "team/blue",
+            policy(MULTICAST, None, discovery=Discovery.PUBLIC),
+            FakeConnection("a"),
+        )
+        self.assertEqual(self.names.names_below(self.namespace, "team"), (2, 1))
+        self.assertEqual(
+            [item.url for item in self.names.listings(self.namespace, "Team")],
+            [
+                "https://relay.example:8443/base/Team/Orders",
+                "https://relay.example:8443/base/team/blue",
+            ],
+        )
+        self.names.unregister(bound, FakeConnection("a"))  # not its listener: nothing changes
+        self.store.remove(self.namespace, "team/orders")
+        self.assertEqual(self.names.names_below(self.namespace, "team"), (1, 1))
+        self.names.unregister(bound, bound.listeners[0])
+        self.assertEqual(self.names.names_below(self.namespace, "team"), (0, 0))
+        self.assertEqual(self.names.names_below(self.namespace, ""), (1, 1))
+
+    def test_registry_version(self) -> None:
+        """The registry version changes with names added or removed and listeners coming or going, and only then."""
+        versions = [self.names.registry_version(self.namespace)]
+
+        def changed() -> bool:
+            versions.append(self.names.registry_version(self.namespace))
+            return versions[-1] != versions[-2]
+
+        self.assertEqual(versions[0][1].timestamp(), self.clock.seconds())  # the start until a change
+        self.clock.advance(10)
+        self.store.add(self.namespace, Entity("hyco2", HYBRID_CONNECTION))
+        self.assertFalse(changed())
+        self.store.add(self.namespace, Entity("events", ONEWAY, settings=BindingEntitySettings(kind=ONEWAY)))
+        self.assertTrue(changed())
+        self.assertEqual(versions[-1][1].timestamp(), self.clock.seconds())
+        connection = FakeConnection("a")
+        bound, _ = self.names.register(self.namespace, "calc", policy(discovery=Discovery.PUBLIC), connection)
+        self.assertTrue(changed())
+        self.names.listings(self.namespace)
+        self.assertFalse(changed())
+        self.names.unregister(bound, connection)
+        self.assertTrue(changed())
+        self.store.remove(self.namespace, "events")
+        self.assertTrue(changed())
+
     def test_listings(self) -> None:
         """Persistent names are listed without listeners; hybrid connections never."""
         listings = self.names.listings(self.namespace)
