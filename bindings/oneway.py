@@ -19,6 +19,7 @@ from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage
 from bindings.settings import BindingEntitySettings
 from relay.listeners import IListenerChooser
+from relay.logbudget import LogBudget, unlogged_note
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +142,23 @@ class OneWayRouter:
 
         return outlet.offer(message, flow).addCallback(delivered)
 
-    def unexpected_reply(self, connection: IListenerConnection, relates_to: str | None) -> None:
-        """A one-way listener answered; spec 5.1.5 says log and drop."""
+    def unexpected_reply(
+        self, connection: IListenerConnection, relates_to: str | None, lines: LogBudget | None = None
+    ) -> None:
+        """
+        A one-way listener answered; spec 5.1.5 says log and drop.
+
+        @param lines: the listener connection's budget of such lines, if it has one (a listener may send
+            these as fast as it likes).
+        """
+        unlogged = lines.allow() if lines is not None else 0
+        if unlogged is None:
+            return
         self.log.info(
-            "dropped a reply from one-way listener {listener_id} of {entity} (RelatesTo {relates_to})",
+            "dropped a reply from one-way listener {listener_id} of {entity} (RelatesTo {relates_to})"
+            + unlogged_note(unlogged),
             listener_id=connection.listener_id,
             entity=self.listeners.entity,
             relates_to=relates_to,
+            unlogged=unlogged,
         )

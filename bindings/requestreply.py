@@ -21,6 +21,7 @@ from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.oneway import Delivered, ListenerSet, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage
 from relay.listeners import IListenerChooser
+from relay.logbudget import LogBudget, unlogged_note
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +145,32 @@ class RequestReplyRouter:
         )
         return caller
 
-    def reply(self, connection: IListenerConnection, relates_to: str | None, payload: bytes) -> bool:
+    def reply(
+        self,
+        connection: IListenerConnection,
+        relates_to: str | None,
+        payload: bytes,
+        lines: LogBudget | None = None,
+    ) -> bool:
         """
         Hand a listener's reply to the caller waiting for it.
 
+        @param lines: the listener connection's budget of lines about replies that match nothing, if it
+            has one (a listener may send these as fast as it likes).
         @return: whether a caller was waiting; a reply that matches nothing is logged and dropped.
         """
         pending = self._pop((connection, relates_to)) if relates_to is not None else None
         if pending is None:
-            self.log.info(
-                "dropped a reply from {listener_id} of {entity}: nothing waits for RelatesTo {relates_to}",
-                listener_id=connection.listener_id,
-                entity=self.listeners.entity,
-                relates_to=relates_to,
-            )
+            unlogged = lines.allow() if lines is not None else 0
+            if unlogged is not None:
+                self.log.info(
+                    "dropped a reply from {listener_id} of {entity}: nothing waits for RelatesTo {relates_to}"
+                    + unlogged_note(unlogged),
+                    listener_id=connection.listener_id,
+                    entity=self.listeners.entity,
+                    relates_to=relates_to,
+                    unlogged=unlogged,
+                )
             return False
         self._stop_timer(pending)
         pending.caller.callback(Reply(payload, connection.listener_id))

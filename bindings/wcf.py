@@ -25,7 +25,7 @@ from typing_extensions import override
 
 from bindings.addressing import choose_token
 from bindings.faultcodes import RelayFault, RelayFaultError
-from bindings.faults import gateway_fault
+from bindings.faults import gateway_fault, version_mismatch
 from bindings.settings import (
     MESSAGE_BYTES,
     REQUEST_REPLY,
@@ -38,7 +38,7 @@ from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
 from relay.httphead import host_name
-from relay.logbudget import LogBudget
+from relay.logbudget import LogBudget, unlogged_note
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedPongs, NoTimerAfterLoss
@@ -208,6 +208,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         self.host = ""
         self._reader = FastMessageReader(self, masked=True, held=self._reading_held)
         self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
+        self._message_lines: LogBudget | None = None  # lines about its messages that are not faults
 
     def _reading_held(self) -> bool:
         return isinstance(self.role, SenderRole) and self.role.reading_held
@@ -391,6 +392,52 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
             )
         )
 
+    def send_version_mismatch(self, cause: str) -> None:
+        """
+        Write a C{VersionMismatch} fault (spec 6.3) as L{send_fault} writes gateway faults.
+
+        It is counted, its log line comes out of the same budget, and a peer that does not read its faults
+        is closed with 1008 rather than sent another.
+        """
+        if self._closed_for_backlog(
+            FAULT_BACKLOG_LIMIT,
+            "it sends bad messages without reading the faults",
+            "Faults are not being read",
+        ):
+            return
+        entity = getattr(self.role, "entity", None)
+        self.factory.gateway.instruments.fault(entity.name if entity is not None else None, "VersionMismatch")
+        if self._fault_lines is None:
+            self._fault_lines = LogBudget(self.factory.gateway.clock)
+        unlogged = self._fault_lines.allow()
+        if unlogged is not None:
+            self.logger.info(
+                "fault VersionMismatch to {role} {tracking_id}: {cause}"
+                + (" ({unlogged} faults to it before this one were not logged)" if unlogged else ""),
+                role=self.role_name,
+                tracking_id=self.tracking_id,
+                cause=cause,
+                unlogged=unlogged,
+            )
+        self.send_envelope(version_mismatch(SoapVersion.SOAP12, self.tracking_id))
+
+    def message_lines(self) -> LogBudget:
+        """
+        The budget of log lines about this peer's messages that are not faults (renewals, dropped replies).
+
+        A peer causes them as fast as it sends, as it does faults: 20 at once, then 10 a second, and the
+        number held back is said in the next line let through (L{unlogged_note}) and when the socket closes.
+        """
+        if self._message_lines is None:
+            self._message_lines = LogBudget(self.factory.gateway.clock)
+        return self._message_lines
+
+    def log_message_line(self, text: str, **fields: Any) -> None:
+        """Log a line about one of this peer's messages within L{message_lines}."""
+        unlogged = self.message_lines().allow()
+        if unlogged is not None:
+            self.logger.info(text + unlogged_note(unlogged), unlogged=unlogged, **fields)
+
     @override
     def onOpen(self) -> None:
         """Start the role."""
@@ -421,6 +468,15 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
                 role=self.role_name,
                 tracking_id=self.tracking_id,
                 per_second=self._fault_lines.per_second,
+            )
+        if self._message_lines is not None and self._message_lines.held:
+            self.logger.info(
+                "{unlogged} more lines about messages from {role} {tracking_id} were not logged"
+                " (at most {per_second:g} a second)",
+                unlogged=self._message_lines.held,
+                role=self.role_name,
+                tracking_id=self.tracking_id,
+                per_second=self._message_lines.per_second,
             )
         if self.role is not None:
             self.role.closed(code)

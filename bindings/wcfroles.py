@@ -285,9 +285,9 @@ class ListenerRole:
         router = bound.router
         if not isinstance(router, RequestReplyRouter):
             if isinstance(router, OneWayRouter):
-                router.unexpected_reply(self, relates_to)
+                router.unexpected_reply(self, relates_to, self.protocol.message_lines())
             else:
-                self.protocol.logger.info(
+                self.protocol.log_message_line(
                     "dropped a message from subscriber {listener_id} of {entity}",
                     listener_id=self.listener_id,
                     entity=bound.entity.name,
@@ -310,7 +310,7 @@ class ListenerRole:
                 message=f"The listener's reply was refused: {message}",
                 relates_to=relates_to,
             ).to_bytes()
-        router.reply(self, relates_to, payload)
+        router.reply(self, relates_to, payload, self.protocol.message_lines())
 
     def closed(self, code: int | None) -> None:
         """The socket is gone: stop routing to it; its pending requests fail with C{ListenerGone}."""
@@ -370,7 +370,7 @@ def renew_token(
         return
     assert grant is not None  # noqa: S101 - a token was presented
     role.tokens.start(grant.expiry)
-    protocol.logger.info(
+    protocol.log_message_line(
         "{role} {tracking_id} renewed its token until {expiry}",
         role=role.name,
         tracking_id=protocol.tracking_id,

@@ -28,7 +28,6 @@ from bindings.control import (
     delivered_bytes,
 )
 from bindings.faultcodes import RelayFault, RelayFaultError
-from bindings.faults import version_mismatch
 from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare
 from bindings.oneway import Delivered
 from bindings.outlet import ISenderFlow
@@ -281,10 +280,7 @@ class SenderRole:
 
     def _refused(self, refusal: Refusal, payload: bytes | None = None) -> None:
         if refusal.kind is None:
-            self.protocol.logger.info(
-                "fault VersionMismatch to sender {tracking_id}", tracking_id=self.protocol.tracking_id
-            )
-            self.protocol.send_envelope(version_mismatch(SoapVersion.SOAP12, self.protocol.tracking_id))
+            self.protocol.send_version_mismatch(refusal.message)
             return
         if refusal.relates_to is None and payload is not None:
             self._unread_fault(payload, refusal.kind, refusal.message)

@@ -15,6 +15,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 
 
+def unlogged_note(unlogged: int) -> str:
+    """What a line that got through adds to its format when lines were held back before it (C{{unlogged}})."""
+    return " ({unlogged} such lines before this one were not logged)" if unlogged else ""
+
+
 class LogBudget:
     """
     A token bucket for log lines: C{burst} at once, then C{per_second}.

@@ -17,6 +17,7 @@ from bindings.outlet import RoutedMessage
 from bindings.requestreply import Reply, RequestReplyRouter
 from bindings.settings import MULTICAST, ONEWAY, REQUEST_REPLY, settings_for
 from relay.listeners import RoundRobinChooser
+from relay.logbudget import LogBudget
 
 from .bindings_fakes import FakeConnection, FakeFlow, message
 
@@ -77,6 +78,20 @@ class OneWayRouterTests(SynchronousTestCase):
         events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         self.router.unexpected_reply(self.a, "urn:m:1")
         self.assertEqual([e["relates_to"] for e in events], ["urn:m:1"])
+
+    def test_unexpected_replies_within_a_budget(self) -> None:
+        """With the connection's budget, lines past it are counted; the next one let through says how many."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        lines = LogBudget(self.clock, per_second=1, burst=2)
+        for i in range(5):
+            self.router.unexpected_reply(self.a, f"urn:m:{i}", lines)
+        self.clock.advance(1)
+        self.router.unexpected_reply(self.a, "urn:m:5", lines)
+        self.assertEqual(
+            [(e["relates_to"], e["unlogged"]) for e in events],
+            [("urn:m:0", 0), ("urn:m:1", 0), ("urn:m:5", 3)],
+        )
+        self.assertIn("were not logged", str(events[-1]["log_format"]))
 
 
 class MulticastRouterTests(SynchronousTestCase):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from twisted.internet.testing import EventLoggingObserver
@@ -728,6 +729,87 @@ class DatagramTests(BindingsTestCase):
         self.assertEqual(
             [read_addressing(envelope(m[0])).action for m in sender.messages], [ACTION_DELIVERED] * 6
         )
+
+
+class PerMessageLogLineTests(BindingsTestCase):
+    """A peer that sends a thousand messages within a second gets a budget of log lines, not a thousand."""
+
+    BUDGET = 20 + 10 + 5  # a burst of 20, 10 a second, some slack
+
+    def count_lines(self, client: Any, payloads: list[bytes]) -> int:
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for payload in payloads:
+            client.sendMessage(payload, isBinary=False)
+        self.net.flush()
+        self.assertIsNone(client.closed)
+        return len([e for e in events if str(e.get("log_namespace", "")).startswith(("bindings", "relay"))])
+
+    def say(self, message_id: str) -> bytes:
+        say = CHAT.operation("Say")
+        return envelope_bytes(say.encode_request("a", "b"), action=say.action, message_id=message_id)
+
+    def test_sender_soap11_version_mismatch(self) -> None:
+        """A sender's SOAP 1.1 envelopes each get a counted VersionMismatch fault, their lines budgeted."""
+        self.listener("calc")
+        sender = self.wcf("calc", "send")
+        soap11 = b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>'
+        self.assertLessEqual(self.count_lines(sender, [soap11] * 1000), self.BUDGET)
+        self.assertEqual(len(sender.messages), 1000)
+        self.assertEqual(
+            envelope(sender.messages[-1][0]).body[0].tag, "{http://www.w3.org/2003/05/soap-envelope}Fault"
+        )
+        self.assertEqual(self.bindings.instruments.faults.labels("calc", "VersionMismatch").value, 1000)
+
+    def test_sender_version_mismatches_without_reading(self) -> None:
+        """A sender that draws VersionMismatch faults without reading them is closed with 1008."""
+        sender = self.wcf("calc", "send")
+        self.patch(wcf, "pending_write_bytes", lambda transport: wcf.FAULT_BACKLOG_LIMIT)
+        sender.sendMessage(
+            b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/"><e:Body/></e:Envelope>',
+            isBinary=False,
+        )
+        self.net.flush()
+        self.assertEqual(sender.messages, [])
+        self.assertEqual(sender.closed[1], 1008)  # type: ignore[index]
+
+    def test_listener_renew_token_flood(self) -> None:
+        """A listener renewing its token a thousand times gets every answer and a budget of lines."""
+        listener = self.listener("calc")
+        answers = len(listener.messages)
+        token = self.token("calc")
+        payloads = [renew_token_envelope(token, f"urn:uuid:r{i}").to_bytes() for i in range(1000)]
+        self.assertLessEqual(self.count_lines(listener, payloads), self.BUDGET)
+        self.assertEqual(len(listener.messages) - answers, 1000)
+
+    def test_subscriber_sending_messages(self) -> None:
+        """A subscriber's own messages are dropped with a budget of lines."""
+        subscriber = self.listener("chat", MULTICAST, IChat)
+        self.assertLessEqual(self.count_lines(subscriber, [self.say("urn:uuid:s")] * 1000), self.BUDGET)
+
+    def test_oneway_listener_replying(self) -> None:
+        """A one-way listener's replies are dropped with a budget of lines."""
+        listener = self.listener("events", ONEWAY, IChat)
+        self.assertLessEqual(self.count_lines(listener, [self.say("urn:uuid:o")] * 1000), self.BUDGET)
+
+    def test_requestreply_listener_unmatched_replies(self) -> None:
+        """Replies that match nothing are dropped with a budget of lines; the close says how many were not."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listener("calc")
+        payloads = [reply_for(add_request(message_id=new_message_id()), 1) for _ in range(1000)]
+        self.assertLessEqual(self.count_lines(listener, payloads), self.BUDGET)
+        dropped = [e for e in events if str(e.get("log_format", "")).startswith("dropped a reply")]
+        self.assertEqual(len(dropped), 20)
+        self.clock.advance(0.15)
+        listener.sendMessage(payloads[0], isBinary=False)
+        self.net.flush()
+        self.assertEqual(events[-1]["unlogged"], 980)
+        for payload in payloads[:7]:
+            listener.sendMessage(payload, isBinary=False)
+        self.net.flush()
+        listener.sendClose(1000)
+        self.net.flush()
+        (summary,) = [e for e in events if "more lines about messages from" in str(e.get("log_format", ""))]
+        self.assertEqual((summary["unlogged"], summary["role"]), (7, "listener"))
 
 
 class TokenTests(BindingsTestCase):
