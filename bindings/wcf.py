@@ -358,28 +358,8 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         (L{LogBudget}: 20 at once, then 10 a second), with the number left out said in the next line or
         when the socket closes.
         """
-        if self._closed_for_backlog(
-            FAULT_BACKLOG_LIMIT,
-            "it sends bad messages without reading the faults",
-            "Faults are not being read",
-        ):
+        if not self._fault_accounted(kind.subcode_name, message, relates_to):
             return
-        entity = getattr(self.role, "entity", None)
-        self.factory.gateway.instruments.fault(entity.name if entity is not None else None, kind.subcode_name)
-        if self._fault_lines is None:
-            self._fault_lines = LogBudget(self.factory.gateway.clock)
-        unlogged = self._fault_lines.allow()
-        if unlogged is not None:
-            self.logger.info(
-                "fault {subcode} to {role} {tracking_id}: {cause}"
-                + (" ({unlogged} faults to it before this one were not logged)" if unlogged else ""),
-                subcode=kind.subcode_name,
-                role=self.role_name,
-                tracking_id=self.tracking_id,
-                cause=message,
-                relates_to=relates_to,
-                unlogged=unlogged,
-            )
         role_path = self.role.path if self.role is not None else ""
         self.send_envelope(
             gateway_fault(
@@ -399,27 +379,38 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # t
         It is counted, its log line comes out of the same budget, and a peer that does not read its faults
         is closed with 1008 rather than sent another.
         """
+        if self._fault_accounted("VersionMismatch", cause):
+            self.send_envelope(version_mismatch(SoapVersion.SOAP12, self.tracking_id))
+
+    def _fault_accounted(self, subcode: str, cause: str, relates_to: str | None = None) -> bool:
+        """
+        Count and log (within the fault budget) a fault about to be written to this peer.
+
+        @return: C{False} when the peer was closed instead: it does not read the faults it already has.
+        """
         if self._closed_for_backlog(
             FAULT_BACKLOG_LIMIT,
             "it sends bad messages without reading the faults",
             "Faults are not being read",
         ):
-            return
+            return False
         entity = getattr(self.role, "entity", None)
-        self.factory.gateway.instruments.fault(entity.name if entity is not None else None, "VersionMismatch")
+        self.factory.gateway.instruments.fault(entity.name if entity is not None else None, subcode)
         if self._fault_lines is None:
             self._fault_lines = LogBudget(self.factory.gateway.clock)
         unlogged = self._fault_lines.allow()
         if unlogged is not None:
             self.logger.info(
-                "fault VersionMismatch to {role} {tracking_id}: {cause}"
+                "fault {subcode} to {role} {tracking_id}: {cause}"
                 + (" ({unlogged} faults to it before this one were not logged)" if unlogged else ""),
+                subcode=subcode,
                 role=self.role_name,
                 tracking_id=self.tracking_id,
                 cause=cause,
+                relates_to=relates_to,
                 unlogged=unlogged,
             )
-        self.send_envelope(version_mismatch(SoapVersion.SOAP12, self.tracking_id))
+        return True
 
     def message_lines(self) -> LogBudget:
         """
