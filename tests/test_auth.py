@@ -43,6 +43,19 @@ def check(
     )
 
 
+def count_signatures(case: SynchronousTestCase) -> list[str]:
+    """Record the key of every signature check for the rest of C{case} (a list that grows as they happen)."""
+    calls: list[str] = []
+    signature = auth._signature
+
+    def counting(key: str, resource_raw: str, expiry_raw: str) -> bytes:
+        calls.append(key)
+        return signature(key, resource_raw, expiry_raw)
+
+    case.patch(auth, "_signature", counting)
+    return calls
+
+
 class ParseTokenTests(SynchronousTestCase):
     """The token text format."""
 
@@ -276,14 +289,7 @@ class ValidateTests(SynchronousTestCase):
 
     def test_too_many_tokens_are_refused_unchecked(self) -> None:
         """More than four tokens are a 401 before any signature is checked, even with a good one among them."""
-        calls = []
-        signature = auth._signature
-
-        def counting(key: str, resource_raw: str, expiry_raw: str) -> bytes:
-            calls.append(key)
-            return signature(key, resource_raw, expiry_raw)
-
-        self.patch(auth, "_signature", counting)
+        calls = count_signatures(self)
         good = make_token("http://ns.example/hyco", "root", KEY, now=NOW)
         kwargs = {"rules": (ROOT,), "namespace_hosts": ("ns.example",), "entity_path": "hyco", "now": NOW}
         self.assertIsInstance(validate_any(["placeholder"] * 3 + [good], needed=Rights.SEND, **kwargs), Grant)

@@ -13,12 +13,13 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent, globalLogPublisher
 
-from relay import auth, wsdata
+from relay import wsdata
 from relay.auth import make_token
 from relay.hybrid import bridge, direct
 from relay.hybrid.legs import SplicedConnection
 from relay.hybrid.websocket import HybridConnectionProtocol
 
+from .test_auth import count_signatures
 from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
 
 _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -312,14 +313,7 @@ class SenderTests(GatewayTestCase):
 
     def test_a_header_of_many_tokens_costs_no_signature_check(self) -> None:
         """A 60 KB token header of a thousand comma-separated pieces is refused (401) without one HMAC."""
-        calls = []
-        signature = auth._signature
-
-        def counting(key: str, resource_raw: str, expiry_raw: str) -> bytes:
-            calls.append(key)
-            return signature(key, resource_raw, expiry_raw)
-
-        self.patch(auth, "_signature", counting)
+        calls = count_signatures(self)
         bogus = "SharedAccessSignature sr=a&sig=&se=1&skn=root"
         sender = self.send(token=", ".join([bogus] * (60 * 1024 // (len(bogus) + 2))))
         self.assertEqual(sender.status, 401)
