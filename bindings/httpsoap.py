@@ -349,6 +349,7 @@ class _SoapCall:
         request = self.request
         if refusal.kind is None:
             tracking_id = tracking_id_of(request)
+            self.endpoint.gateway.instruments.fault(self.endpoint.entity.name, "VersionMismatch")
             self.log.info(
                 "{entity} refused: VersionMismatch {cause}",
                 entity=self.endpoint.entity.name,

@@ -287,12 +287,13 @@ class SoapPostTests(HttpTestCase):
         self.assertEqual(recorder.seen, [])
 
     def test_version_mismatch(self) -> None:
-        """A SOAP 1.2 envelope posted as text/xml: a SOAP 1.1 VersionMismatch fault."""
+        """A SOAP 1.2 envelope posted as text/xml: a SOAP 1.1 VersionMismatch fault, counted as $wcf's are."""
         recorder = self.host()
         status, _, data = self.post("/calc", soap12(ADD_BODY))
         self.assertEqual(status, 500)
         self.assertEqual(self.fault_of(data)[0], "VersionMismatch")
         self.assertEqual(recorder.seen, [])
+        self.assertEqual(self.bindings.instruments.faults.labels("calc", "VersionMismatch").value, 1)
 
     def test_addressing_faults(self) -> None:
         """A non-anonymous ReplyTo, a disagreeing action, an unknown action: 400 with the addressing fault."""
