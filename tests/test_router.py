@@ -7,6 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -318,6 +320,17 @@ class RouterTests(SynchronousTestCase):
         failure = self.failureResultOf(late.outcome, RelayError)
         self.assertEqual(failure.value.status, 504)
         self.assertRefused(ErrorKind.RENDEZVOUS_UNKNOWN, self.router.claim, late.key)
+
+    def test_expiry_names_the_tickets_own_window(self) -> None:
+        """A ticket opened with its own timeout expires after it, and its log line and error say that one."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        ticket = self.router.rendezvous.open("late-answer", timeout=90.0)
+        self.clock.advance(89)
+        self.assertNoResult(ticket.outcome)
+        self.clock.advance(1)
+        self.assertIn("within 90s", self.failureResultOf(ticket.outcome, RelayError).value.message)
+        [line] = [formatEvent(e) for e in events if "expired" in formatEvent(e)]
+        self.assertEqual(line, "rendezvous late-answer expired: no listener came within 90s")
 
     def test_refusing_channel_is_skipped(self) -> None:
         """If the chosen channel cannot take the accept, another listener gets it."""

@@ -88,9 +88,8 @@ class RendezvousTable:
         if ticket.key in self._tickets:
             raise ValueError("rendezvous key collision")
         self._tickets[ticket.key] = ticket
-        ticket._timer = self._clock.callLater(
-            self.timeout if timeout is None else timeout, self._expire, ticket
-        )
+        window = self.timeout if timeout is None else timeout
+        ticket._timer = self._clock.callLater(window, self._expire, ticket, window)
         return ticket
 
     def claim(self, key: str, context: type | None = None) -> Ticket | None:
@@ -134,19 +133,19 @@ class RendezvousTable:
             del self._tickets[ticket.key]
             ticket._finish()
 
-    def _expire(self, ticket: Ticket) -> None:
+    def _expire(self, ticket: Ticket, window: float) -> None:
         ticket._timer = None
         if self._tickets.get(ticket.key) is ticket:
             self.log.info(
-                "rendezvous {connection_id} expired: no listener came within {timeout}s",
+                "rendezvous {connection_id} expired: no listener came within {timeout:g}s",
                 connection_id=ticket.connection_id,
-                timeout=self.timeout,
+                timeout=window,
             )
             self.fail(
                 ticket,
                 RelayError(
                     ErrorKind.LISTENER_TIMEOUT,
-                    f"No listener accepted the connection within {self.timeout:g}s",
+                    f"No listener accepted the connection within {window:g}s",
                 ),
             )
 
