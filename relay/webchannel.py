@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, parse_qs
+from twisted.web.http import RESPONSES, HTTPChannel, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from twisted.web.server import version as server_version
@@ -462,8 +462,9 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         status = kind.status
         body = (RelayError(kind, message).describe(tracking_id) + "\n").encode("utf-8")
         self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n%s" % (status, _PHRASES.get(status, b"Error"), len(body), body)
+            b"HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, _phrase(status), SERVER_HEADER, len(body), body)
         )
         self.loseConnection()
 
@@ -526,3 +527,8 @@ _PHRASES = {
     414: b"URI Too Long",
     431: b"Request Header Fields Too Large",
 }
+
+
+def _phrase(status: int) -> bytes:
+    """The reason phrase of a refusal written without twisted.web (RFC 9110's names first)."""
+    return _PHRASES.get(status) or RESPONSES.get(status) or b"Error"

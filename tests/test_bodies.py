@@ -51,6 +51,8 @@ class BufferedBodyTests(HttpTestCase):
         self.assertEqual(reply.status, status)
         self.assertIn(cause, reply.body)
         self.assertIn(b"TrackingId:", reply.body)
+        self.assertEqual(reply.header("Server"), "relay")  # as the relay's other answers
+        self.assertNotEqual(reply.reason, "Error")
         self.assertTrue(sender.server_transport.disconnecting)  # type: ignore[attr-defined]
         self.assertIsNotNone(sender.lost)
 
