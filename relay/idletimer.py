@@ -63,9 +63,15 @@ class OneIdleTimer:
         self._idle_held = True
 
     def release_idle(self) -> None:
-        """Reading the sender again: its idle time starts over."""
+        """Reading the sender again: its idle time starts over (a timer that came due while held is made anew)."""
         self._idle_held = False
-        self.resetTimeout()
+        if self._idle_suspended or self.timeOut is None:
+            return
+        call = self._idle_call
+        if call is not None and call.active():
+            call.reset(self.timeOut)
+        else:
+            self._idle_call = self.callLater(self.timeOut, self._idle_expired)
 
     def taken_over(self) -> None:
         """Another protocol has the connection now (an upgrade): the idle timer goes."""

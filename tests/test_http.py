@@ -999,6 +999,24 @@ class HeldUploadTests(HttpTestCase):
         self.respond(rendezvous, announcement["id"], body=b"done")
         self.assertEqual(sender.reply.body, b"done")
 
+    def test_a_sender_that_stops_after_a_long_hold_is_still_idle(self) -> None:
+        """A hold longer than the idle timeout does not switch the idle timeout off for the rest of the upload."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, _ = self.fetch(listener)
+        listener_side = rendezvous.server_transport
+        listener_side.producer.pauseProducing()
+        self.net.advance(6)  # past the idle timeout, within the listener's request timeout
+        listener_side.producer.resumeProducing()
+        sender.chunk(b"more")
+        self.net.flush()
+        self.net.advance(4)
+        self.assertIsNone(sender.lost)
+        self.net.advance(2)  # the sender stopped its upload for good: idle
+        self.assertIsNotNone(sender.lost)
+
     def test_a_sender_that_stops_is_still_idle(self) -> None:
         """A sender that stops sending its body while the relay reads is timed out as before."""
         listener = self.listen()
