@@ -593,6 +593,25 @@ class RendezvousRequestTests(HttpTestCase):
         self.assertIn(f"took none of the request body for {TIMEOUT:g}s".encode(), sender.reply.body)
         self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
 
+    def test_an_upload_stall_does_not_cut_a_moving_download(self) -> None:
+        """Once the answer streams, a download that keeps moving is not cut, though the listener reads no more."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        sender.chunk(b"first")
+        self.net.flush()
+        rendezvous.server_transport.producer.pauseProducing()  # it takes no more of the upload
+        self.respond(rendezvous, announcement["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        for _ in range(4):
+            self.net.advance(TIMEOUT / 2)
+            rendezvous.sendMessageFrame(b"tick")
+            self.net.flush()
+        self.assertFalse(sender.server_transport.aborted)
+        self.assertEqual(sender.data.count(b"4\r\ntick\r\n"), 4)  # four chunks of the streamed answer
+
     def test_body_waits_for_the_rendezvous(self) -> None:
         """Until the listener has fetched the request, the sender's body is not read."""
         listener = self.listen()

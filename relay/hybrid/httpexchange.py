@@ -253,6 +253,7 @@ class Exchange:
             )
             return False
         self._cancel_response_timer()
+        self._cancel_upload_stall()  # answering: a held upload ends with the answer, not with a 504
         self._drop_ticket(response_arrived=True)
         if streamed:
             self._untrack()
@@ -498,14 +499,18 @@ class Exchange:
 
         The sender's idle timeout stops counting (L{relay.idletimer.OneIdleTimer.hold_idle}); the
         listener gets the hybrid connection's C{request_timeout} to take more, as for a silence in its
-        answer, and the sender a 504 after that.
+        answer, and the sender a 504 after that. Once the listener answers, the held upload ends with
+        the answer (a download that keeps moving is never cut), so the stall is timed only before it.
         """
-        if self._upload_stall is None and self.state is not State.DONE:
+        if self._upload_stall is None and self.state is State.WAITING:
             timeout = self._settings.request_timeout
             self._upload_stall = self.clock.callLater(timeout, self._upload_stalled, timeout)
 
     def upload_resumed(self) -> None:
         """The listener took more of the body (or the upload ended)."""
+        self._cancel_upload_stall()
+
+    def _cancel_upload_stall(self) -> None:
         stall, self._upload_stall = self._upload_stall, None
         if stall is not None and stall.active():
             stall.cancel()
