@@ -41,7 +41,7 @@ from relay.httphead import host_name
 from relay.logbudget import LogBudget, unlogged_note
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
-from relay.wsdata import BoundedPongs, NoTimerAfterLoss
+from relay.wsdata import BoundedDrop, BoundedPongs, NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
 from relay.wsframes import server_frame
 
@@ -186,7 +186,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(BoundedPongs, NoTimerAfterLoss, WebSocketServerProtocol):  # type: ignore[misc]
+class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One C{$wcf} WebSocket: a listener or a sender.
 

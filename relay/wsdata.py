@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import txaio
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.logger import Logger
 
@@ -53,6 +54,44 @@ class NoTimerAfterLoss:
         if call is not None:
             call.cancel()
             protocol.closeHandshakeTimeoutCall = None
+        super()._connectionLost(reason)  # type: ignore[misc]
+
+
+class BoundedDrop:
+    """
+    Mixin for our Autobahn server protocols (before C{WebSocketServerProtocol}): a graceful drop ends.
+
+    After a clean closing handshake the gateway ends TCP with a FIN (a reset would cost Node clients the
+    close code), which completes only once what is queued for the peer has been sent. A peer that
+    stopped reading never lets that happen, and the connection, with all it holds (a listener's
+    registration, its namespace place), would stay until the gateway stops. Such a drop is aborted after
+    the close handshake timeout.
+    """
+
+    _drop_call: Any = None
+
+    def dropConnection(self, abort: bool = False) -> None:  # noqa: N802 - Autobahn's name
+        """Drop as Autobahn does; bound a graceful drop by the close handshake timeout."""
+        protocol: Any = self
+        graceful = not abort and protocol.state != WebSocketProtocol.STATE_CLOSED
+        super().dropConnection(abort=abort)  # type: ignore[misc]
+        if graceful and self._drop_call is None and protocol.transport is not None:
+            self._drop_call = txaio.call_later(  # type: ignore[attr-defined]
+                protocol.closeHandshakeTimeout or 5.0, self._drop_overdue
+            )
+
+    def _drop_overdue(self) -> None:
+        self._drop_call = None
+        transport = getattr(self, "transport", None)
+        if transport is not None:
+            _log.info("aborting a connection whose peer did not take its last bytes after the close")
+            transport.abortConnection()
+
+    def _connectionLost(self, reason: Any) -> None:  # noqa: N802 - Autobahn's name
+        """The socket is gone: no drop timer outlives it."""
+        call, self._drop_call = self._drop_call, None
+        if call is not None and call.active():
+            call.cancel()
         super()._connectionLost(reason)  # type: ignore[misc]
 
 

@@ -452,6 +452,7 @@ class Splice:
     def _close_timed_out(self) -> None:
         self._close_timer = None
         self.log.info("closing handshake of {connection_id} timed out", connection_id=self.connection_id)
+        draining = False
         for leg in (self.sender, self.listener):
             if not leg.finished:
                 if leg.close_received:
@@ -459,10 +460,13 @@ class Splice:
                 leg.finished = True
                 if leg.close_received:
                     _lose(leg.transport)
+                    draining = True
                 else:
                     leg.transport.abortConnection()
             elif not leg.lost:  # closed, but its socket never drained: its peer stopped reading
                 leg.transport.abortConnection()
+        if draining:  # a graceful end completes only if the peer reads: the next expiry aborts it
+            self._arm_close_timer()
 
     def _ended(self) -> None:
         # One event per pair, when it ends (as nginx and HAProxy log a connection): logging is a large

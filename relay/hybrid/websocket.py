@@ -54,7 +54,7 @@ from relay.hybrid.upgrades import (
     sender_refusal,
 )
 from relay.throttle import FailureThrottle
-from relay.wsdata import BoundedPongs, QuietSendData
+from relay.wsdata import BoundedDrop, BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
 
 _FACTORY_OPTIONS = frozenset(WebSocketServerProtocol.CONFIG_ATTRS)
@@ -162,7 +162,7 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return self._drain.wait(timeout)
 
 
-class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, WebSocketServerProtocol):  # type: ignore[misc]
+class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, BoundedDrop, WebSocketServerProtocol):  # type: ignore[misc]
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
