@@ -300,7 +300,11 @@ class HybridConnectionRouter:
         @raise RelayError: 403 when the hybrid connection already has its maximum of listeners, or the
             namespace its maximum of connections.
         """
-        lease = self.take_connection(admission, listener=True)
+        try:
+            lease = self.take_connection(admission, listener=True)
+        except RelayError:
+            self._drop_unlistened(admission.namespace, admission.entity)  # auto-created for this listener
+            raise
         try:
             self.registry.add(
                 admission.namespace, admission.entity, channel, admission.settings.max_listeners
@@ -325,15 +329,22 @@ class HybridConnectionRouter:
         if not self.registry.remove(namespace, entity, channel):
             return
         self.instruments.listener_disconnected(entity.name)
+        self._drop_unlistened(namespace, entity)
+
+    def _drop_unlistened(self, namespace: Namespace, entity: Entity) -> None:
+        """
+        Remove an auto-created hybrid connection that has no listener (its last left, or its first was refused).
+
+        Kept, every name ever used would stay for good, and count against C{max_entities_per_namespace}.
+        """
         if (
             entity.dynamic
             and not self.registry.count(namespace, entity)
             and self.store.get(namespace, entity.name) is entity
         ):
-            # Created for its first listener (auto-create): kept, every name ever used would stay for good.
             self.store.remove(namespace, entity.name)
             self.log.info(
-                "removed hybrid connection {entity} from {namespace} with its last listener",
+                "removed hybrid connection {entity} from {namespace}: no listener",
                 entity=entity.name,
                 namespace=namespace.name,
             )

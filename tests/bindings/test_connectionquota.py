@@ -95,3 +95,18 @@ class BindingConnectionLimitTests(HttpTestCase):
         self.net.flush()
         self.failureResultOf(pending, ResponseNeverReceived)
         self.assertEqual(self.count(), 1)
+
+    def test_a_refused_listener_leaves_no_hybrid_connection_behind(self) -> None:
+        """A listener refused for the namespace's count does not leave its auto-created hybrid connection."""
+        self.host()
+        for _ in range(2):
+            self.wcf("calc", "send")
+        self.assertEqual(self.count(), 3)
+        refused = self.net.connect(
+            f"wss://{HOST}/$hc/fresh?sb-hc-action=listen",
+            headers={"ServiceBusAuthorization": self.token("fresh")},
+        )
+        self.net.advance(10)  # refused listeners are answered after the failure throttle's delay
+        self.assertEqual(refused.status, 403)
+        self.assertIn(FULL, refused.status_line)
+        self.assertIsNone(self.service.store.get(self.namespace, "fresh"))
