@@ -115,7 +115,9 @@ class RelaySite(Site):
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         max_headers: int = DEFAULT_MAX_HEADERS,
     ) -> None:
-        super().__init__(resource, timeout=timeout, reactor=reactor)
+        # A form body is the listener's to read: twisted.web's parser refused an empty FormData (400) and
+        # raised on a name*= field; nothing here reads form fields from request.args.
+        super().__init__(resource, timeout=timeout, reactor=reactor, parsePOSTFormSubmission=False)
         self.stream_policy = stream_policy
         self.buffered_body = buffered_body
         self.max_buffered_body = max_buffered_body

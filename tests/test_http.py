@@ -212,6 +212,33 @@ class SmallRequestTests(HttpTestCase):
         self.assertEqual(len(listener.messages), 1)
         self.assertIs(self.last_request(listener)["body"], False)
 
+    def test_a_small_multipart_post_is_relayed_unparsed(self) -> None:
+        """A form body is the listener's to read: an empty FormData or a C{name*=} field reaches it unparsed."""
+        listener = self.listen()
+        for body in (
+            b"------WebKitFormBoundaryx8YbZ1q2--\r\n",
+            b"------WebKitFormBoundaryx8YbZ1q2\r\nContent-Disposition: form-data; name*=UTF-8''%C3%A9\r\n\r\n"
+            b"1\r\n------WebKitFormBoundaryx8YbZ1q2--\r\n",
+        ):
+            with self.subTest(body=body):
+                sender = self.sender()
+                sender.request(
+                    "POST",
+                    "/hyco/form",
+                    {
+                        **self.auth(),
+                        "Content-Type": "multipart/form-data; boundary=----WebKitFormBoundaryx8YbZ1q2",
+                    },
+                    body,
+                )
+                self.net.flush()
+                self.assertEqual(sender.replies, [])
+                self.assertEqual(listener.messages[-1], (body, True))
+                request = self.texts(listener)[-1]["request"]
+                self.respond(listener, request["id"], status=422, body=b"bad form")
+                self.assertEqual((sender.reply.status, sender.reply.body), (422, b"bad form"))
+                self.assertIsNone(sender.lost)
+
     def test_multi_value_headers(self) -> None:
         """Repeated request headers are joined; response header arrays become one line per value."""
         listener = self.listen()
