@@ -435,6 +435,22 @@ class SmallRequestTests(HttpTestCase):
                 self.assertIsNone(reply.header("Via"))
         self.assertIsNone(listener.closed)
 
+    def test_control_channel_body_must_match_its_content_length(self) -> None:
+        """A held answer whose body message is shorter or longer than its Content-Length, or missing, is a 502."""
+        listener = self.listen()
+        for announced, body in (("10", b"12345"), ("3", b"12345"), ("5", None)):
+            with self.subTest(announced=announced, body=body):
+                sender = self.sender()
+                sender.request("GET", "/hyco/cl", self.auth())
+                self.net.flush()
+                request_id = self.last_request(listener)["id"]
+                self.respond(listener, request_id, headers={"Content-Length": announced}, body=body)
+                reply = sender.reply
+                self.assertEqual(reply.status, 502)
+                self.assertIn(f"TrackingId:{request_id}", reply.body.decode())
+                self.assertIsNone(reply.header("Via"))
+        self.assertIsNone(listener.closed)
+
     def test_large_response_over_a_response_rendezvous(self) -> None:
         """
         A listener may answer a small request on a rendezvous to its address.

@@ -280,11 +280,12 @@ class Exchange:
         if not self._forward_body:
             if head.content_length is not None and status != 204:
                 headers.setRawHeaders(b"content-length", [b"%d" % head.content_length])
-        elif streamed and head.content_length is not None:
-            headers.setRawHeaders(b"content-length", [b"%d" % head.content_length])
+        else:
             self._expected = head.content_length
+            if streamed and head.content_length is not None:
+                headers.setRawHeaders(b"content-length", [b"%d" % head.content_length])
         if not response.body:
-            self._complete(b"")
+            self._whole_body(b"")
             return False
         if streamed:
             if not request._disconnected:
@@ -327,7 +328,25 @@ class Exchange:
     def response_body(self, payload: bytes) -> None:
         """The whole body, as one control-channel message."""
         if self.state is State.RESPONDING:
-            self._complete(payload)
+            self._whole_body(payload)
+
+    def _whole_body(self, body: bytes) -> None:
+        """
+        Complete the response with a body that came whole, unless it belies its Content-Length.
+
+        The head is still held then, so the sender gets a 502 rather than a body passed off as complete
+        with the field rewritten (a streamed body that does this is cut off: L{response_end}).
+        """
+        expected = self._expected
+        if expected is not None and expected != len(body):
+            self.fail(
+                RelayError(
+                    ErrorKind.BAD_GATEWAY,
+                    f"The listener's body has {len(body)} bytes, not the {expected} of its Content-Length",
+                )
+            )
+            return
+        self._complete(body)
 
     def _complete(self, whole_body: bytes | None) -> None:
         """
