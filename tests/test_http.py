@@ -488,6 +488,19 @@ class SmallRequestTests(HttpTestCase):
             held[0], r"^980 more lines about rendezvous \S+ were not logged \(at most 10 a second\)$"
         )
 
+    def test_repeated_response_heads_on_a_rendezvous_are_logged_within_a_budget(self) -> None:
+        """A listener repeating its response head on a rendezvous gets a burst of lines, not one each."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/r")
+        self.respond(rendezvous, request["id"], streamed=True)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for _ in range(1000):
+            self.respond(rendezvous, request["id"], streamed=True)
+        lines = [e for e in events if f"response for request {request['id']} ignored" in formatEvent(e)]
+        self.assertEqual(len(lines), 20)
+        rendezvous.sendMessage(b"body", isBinary=True)
+        self.net.flush()
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"body"))
+
 
 class RendezvousRequestTests(HttpTestCase):
     """Requests too large for the control channel, or streamed."""

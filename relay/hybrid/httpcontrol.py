@@ -26,9 +26,9 @@ class ControlResponses:
     The HTTP side of one control channel: the requests sent on it and the responses coming back.
 
     A C{response} is matched by C{requestId} against the requests sent on this channel only; a body message
-    belongs to the response right before it. Unknown ids are logged (within the channel's budget,
-    L{ControlChannel.note}) and their body dropped, and a binary message nobody announced (hyco-https sends
-    one after C{"body": false}) is ignored.
+    belongs to the response right before it. Unknown ids (and a request's second response) are logged
+    (within the channel's budget, L{ControlChannel.note}) and their body dropped, and a binary message
+    nobody announced (hyco-https sends one after C{"body": false}) is ignored.
     """
 
     log = Logger()
@@ -79,7 +79,7 @@ class ControlResponses:
                 )
             return
         exchange = self.pending.get(response.request_id)
-        if exchange is None or exchange.rendezvous is not None:
+        if exchange is None or exchange.rendezvous is not None or exchange.responded:
             channel.response_dropped(response.request_id)
             self._drop_body = response.body
             return

@@ -237,21 +237,24 @@ class Exchange:
 
     # -- receiving the response ----------------------------------------------------------------------
 
+    @property
+    def responded(self) -> bool:
+        """
+        Whether the exchange took a response head already, or ended: a later head is not for it.
+
+        The caller drops such a head and logs it within the listener's budget (a listener can repeat heads
+        as fast as it sends).
+        """
+        return self.state is not State.WAITING
+
     def response_started(self, response: HttpResponse, *, streamed: bool) -> bool:
         """
-        The listener's C{response} arrived.
+        The listener's C{response} arrived (only while not L{responded}).
 
         @param streamed: whether the body comes frame by frame over a rendezvous (else as one
             control-channel message).
         @return: whether this exchange wants the body message that follows (if C{response.body}).
         """
-        if self.state is not State.WAITING:
-            self.log.info(
-                "late response for request {request_id} ignored ({state})",
-                request_id=self.id,
-                state=self.state.value,
-            )
-            return False
         self._cancel_response_timer()
         self._cancel_upload_stall()  # answering: a held upload ends with the answer, not with a 504
         self._drop_ticket(response_arrived=True)

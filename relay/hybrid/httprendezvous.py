@@ -183,6 +183,12 @@ class RendezvousRole:
                 request_id=response.request_id[:64],
             )
             return
+        if exchange.responded:
+            self._note(
+                "repeated response for request {request_id} ignored",
+                request_id=exchange.id,
+            )
+            return
         if exchange.response_started(response, streamed=True) and response.body:
             self._expect_body = exchange
 
