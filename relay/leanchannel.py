@@ -137,6 +137,10 @@ class LeanRequest(RelayRequest):
         """A relayed answer has neither C{Server} nor C{Date}: they are never made."""
         self._default_fields = False
 
+    def restore_default_fields(self) -> None:
+        """The relay answers itself after all: its head gets C{Server} and C{Date} when it is written."""
+        self._default_fields = True
+
     def write(self, data: bytes) -> None:
         """The head gets twisted.web's default fields first, as C{process} would have set them."""
         if self._default_fields and not self.startedWriting:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES, HTTPChannel, parse_qs
+from twisted.web.http import RESPONSES, HTTPChannel, datetimeToString, parse_qs
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 from twisted.web.server import version as server_version
@@ -120,14 +120,25 @@ class RelayRequest(Request):
         headers.removeHeader(b"server")
         headers.removeHeader(b"date")
 
+    def restore_default_fields(self) -> None:
+        """Put back what L{drop_default_fields} left out: the relay answers itself after all."""
+        headers = self.responseHeaders
+        headers.setRawHeaders(b"server", [SERVER_HEADER])
+        headers.setRawHeaders(b"date", [datetimeToString()])
+
     # The fields L{add_fields} put in C{responseHeaders} (on other sites' channels).
     _added_names: tuple[bytes, ...] = ()
 
     def clear_fields(self) -> None:
-        """Drop the fields L{add_fields} added, before the head was sent: an error answers instead."""
+        """
+        Drop the fields L{add_fields} added, before the head was sent: an error answers instead.
+
+        That answer is the relay's own, so it says C{Server} and C{Date} as the relay's answers do.
+        """
         self._extra_fields = b""
         for name in self._added_names:
             self.responseHeaders.removeHeader(name)
+        self.restore_default_fields()
 
     @override
     def write(self, data: bytes) -> None:

@@ -392,6 +392,24 @@ class SmallRequestTests(HttpTestCase):
         self.assertEqual((again.reply.status, again.reply.body), (200, b"two"))
         self.assertIsNone(listener.closed)
 
+    def test_a_held_answer_failing_is_the_relays_own_answer(self) -> None:
+        """The 502 for a held answer whose body never came has the relay's C{Server} and C{Date}, on either channel."""
+        listener = self.listen()
+        for method, body in (("GET", None), ("POST", b"form")):  # a lean channel's request; twisted.web's
+            with self.subTest(method=method):
+                sender = self.sender()
+                sender.request(method, "/hyco/one", self.auth(), body)
+                self.net.flush()
+                self.respond(
+                    listener, self.texts(listener)[-1]["request"]["id"], headers={"X-App": "1"}, streamed=True
+                )
+                self.net.advance(TIMEOUT + 1)
+                reply = sender.reply
+                self.assertEqual(reply.status, 502)
+                self.assertEqual(reply.header("Server"), "relay")
+                self.assertIsNotNone(reply.header("Date"))
+                self.assertIsNone(reply.header("X-App"))
+
     def test_the_body_timer_goes_with_the_channel(self) -> None:
         """The control channel's one timer for announced bodies does not outlive the channel."""
         listener = self.listen()
