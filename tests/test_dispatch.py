@@ -61,35 +61,36 @@ class DispatcherTests(SynchronousTestCase):
         self.assertTrue(verifyObject(IListenerChannel, FakeListenerChannel("l")))
 
     def test_address(self) -> None:
-        """A request's address names the hybrid connection, the request action and the id."""
+        """A request's address names the hybrid connection, the request action, the id and the key."""
         self.assertEqual(
-            self.dispatcher.address(self.admission, "abc"),
-            "wss://relay.example/$hc/hyco?sb-hc-action=request&sb-hc-id=abc",
+            self.dispatcher.address(self.admission, "abc", "k3y"),
+            "wss://relay.example/$hc/hyco?sb-hc-action=request&sb-hc-id=abc&sb-hc-key=k3y",
         )
 
     def test_small_request(self) -> None:
         """The request text and then its body go to one listener; the address stays claimable meanwhile."""
         channel = self.add(FakeListenerChannel("l1"))
         chosen, ticket = self.dispatcher.send_small(
-            self.admission, b'{"request":{}}', b"body", "id1", "x", 90.0
+            self.admission, b'{"request":{}}', b"body", "id1", "x", 90.0, key="key1"
         )
         self.assertIs(chosen, channel)
         self.assertEqual(channel.sent, [b'{"request":{}}', b"body"])
-        self.assertEqual(ticket.key, "id1")
+        self.assertEqual((ticket.connection_id, ticket.key), ("id1", "key1"))
         self.assertEqual(ticket.context, RequestWait("x", for_request=False))
         self.clock.advance(89)
-        self.assertIs(self.router.claim("id1"), ticket)
+        self.assertIsNone(self.router.rendezvous.claim("id1"))  # the id, which the sender may see
+        self.assertIs(self.router.claim("key1"), ticket)
 
     def test_empty_body_sends_no_binary_message(self) -> None:
         """No body: no binary message."""
         channel = self.add(FakeListenerChannel("l1"))
-        self.dispatcher.send_small(self.admission, b"{}", b"", "id1", None, 60.0)
+        self.dispatcher.send_small(self.admission, b"{}", b"", "id1", None, 60.0, key="key1")
         self.assertEqual(channel.sent, [b"{}"])
 
     def test_announcement_and_its_deadline(self) -> None:
         """A rendezvous-only request has two keys; the listener must come within the rendezvous timeout."""
         channel = self.add(FakeListenerChannel("l1"))
-        _, ticket = self.dispatcher.announce(self.admission, "id2", "wss://a", "x")
+        _, ticket = self.dispatcher.announce(self.admission, "id2", "wss://a", "x", key="key2")
         self.assertEqual(json.loads(channel.sent[0]), {"request": {"address": "wss://a", "id": "id2"}})
         self.assertTrue(ticket.context.for_request)
         failures: list[RelayError] = []
@@ -103,7 +104,9 @@ class DispatcherTests(SynchronousTestCase):
         closing.closing = True
         refusing = self.add(FakeListenerChannel("refusing", accepts=False))
         good = self.add(FakeListenerChannel("good"))
-        chosen, _ticket = self.dispatcher.send_small(self.admission, b"{}", b"", "id3", None, 60.0)
+        chosen, _ticket = self.dispatcher.send_small(
+            self.admission, b"{}", b"", "id3", None, 60.0, key="key3"
+        )
         self.assertIs(chosen, good)
         self.assertEqual((closing.sent, refusing.sent), ([], []))
         self.assertEqual(len(self.router.rendezvous), 1)
@@ -112,6 +115,6 @@ class DispatcherTests(SynchronousTestCase):
         """Nobody to take it: 502, and no address left behind."""
         self.add(FakeListenerChannel("refusing", accepts=False))
         with self.assertRaises(RelayError) as caught:
-            self.dispatcher.announce(self.admission, "id4", "wss://a", None)
+            self.dispatcher.announce(self.admission, "id4", "wss://a", None, key="key4")
         self.assertEqual(caught.exception.status, 502)
         self.assertEqual(len(self.router.rendezvous), 0)

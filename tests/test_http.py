@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import quote
 
@@ -877,6 +878,26 @@ class AbandonedRequestTests(HttpTestCase):
         self.assertEqual(late.status, 101)
         self.assertEqual(late.closed and late.closed[1], 1000)
         self.assertEqual(self.net.connect(request["address"]).status, 403)  # used
+
+    def test_a_senders_tracking_id_does_not_claim_the_late_address(self) -> None:
+        """The id a 504 shows its sender cannot open the late answer's address: that needs the listener's key."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/slow", self.auth())
+        self.net.flush()
+        request = self.last_request(listener)
+        self.assertIn("&sb-hc-key=", request["address"])
+        self.net.advance(TIMEOUT + 1)
+        self.assertEqual(sender.reply.status, 504)
+        tracking_id = re.search(r"TrackingId:(\S+)", sender.reply.body.decode())
+        assert tracking_id is not None
+        guess = self.net.connect(
+            f"wss://{HOST}/$hc/hyco?sb-hc-action=request&sb-hc-id={tracking_id.group(1)}", source="10.0.0.5"
+        )
+        self.assertEqual(guess.status, 403)
+        late = self.net.connect(request["address"])  # so hyco-https, which has no handler for a 403, lives
+        self.assertEqual(late.status, 101)
+        self.assertEqual(late.closed and late.closed[1], 1000)
 
     def test_late_addresses_are_bounded(self) -> None:
         """Past the limit of kept addresses the oldest is withdrawn (403); the newest stay claimable."""

@@ -77,10 +77,15 @@ class HttpDispatcher:
         self.router = router
         self.rendezvous_timeout = rendezvous_timeout
 
-    def address(self, admission: Admission, request_id: str) -> str:
-        """The one-time address of a request: C{.../$hc/NAME?sb-hc-action=request&sb-hc-id=ID}."""
+    def address(self, admission: Admission, request_id: str, key: str) -> str:
+        """
+        The one-time address of a request: C{.../$hc/NAME?sb-hc-action=request&sb-hc-id=ID&sb-hc-key=KEY}.
+
+        The id is the tracking id, which the sender sees in the relay's errors; only the C{key}, which only
+        the listener is told, claims the address (else a sender could take its late answer's address).
+        """
         return rendezvous_address(
-            self.router.websocket_base, "/" + admission.entity.name, "", ACTION_REQUEST, request_id
+            self.router.websocket_base, "/" + admission.entity.name, "", ACTION_REQUEST, request_id, key
         )
 
     def send_small(
@@ -91,12 +96,15 @@ class HttpDispatcher:
         request_id: str,
         exchange: Any,
         response_window: float,
+        *,
+        key: str,
     ) -> tuple[IListenerChannel, Ticket]:
         """
         Send a request (its encoded L{HttpRequest}) and its body on a listener's control channel.
 
         @param body: the body; sent as one binary message right after the request unless empty.
         @param response_window: seconds the request's address stays claimable for a response.
+        @param key: the secret of the request's address (L{address}).
         @return: the channel it went to, and the ticket of its address.
         @raise RelayError: 502 when no listener could take it.
         """
@@ -105,16 +113,18 @@ class HttpDispatcher:
             request_id,
             exchange,
             lambda channel: channel.send_request(payload, body),
+            key=key,
             for_request=False,
             timeout=response_window,
         )
 
     def announce(
-        self, admission: Admission, request_id: str, address: str, exchange: Any
+        self, admission: Admission, request_id: str, address: str, exchange: Any, *, key: str
     ) -> tuple[IListenerChannel, Ticket]:
         """
         Ask a listener to fetch a request over a rendezvous.
 
+        @param key: the secret of C{address} (L{address}).
         @return: the channel that was asked, and the ticket the listener's upgrade will claim; its
             outcome fires with the rendezvous, or fails with 504 when the listener does not come in time.
         @raise RelayError: 502 when no listener could take it.
@@ -125,6 +135,7 @@ class HttpDispatcher:
             request_id,
             exchange,
             lambda channel: channel.send_control(payload),
+            key=key,
             for_request=True,
             timeout=self.rendezvous_timeout,
         )
@@ -136,6 +147,7 @@ class HttpDispatcher:
         exchange: Any,
         send: Callable[[IListenerChannel], bool],
         *,
+        key: str,
         for_request: bool,
         timeout: float,
     ) -> tuple[IListenerChannel, Ticket]:
@@ -149,7 +161,7 @@ class HttpDispatcher:
             if channel.closing:
                 continue
             ticket = self.router.rendezvous.open(
-                request_id, RequestWait(exchange, for_request), key=request_id, timeout=timeout
+                request_id, RequestWait(exchange, for_request), key=key, timeout=timeout
             )
             if send(channel):
                 if for_request:  # small requests: the exchange's completion line is enough

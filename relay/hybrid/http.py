@@ -34,7 +34,7 @@ from relay.hybrid.httpcontrol import ControlResponses
 from relay.hybrid.httpexchange import Exchange, State
 from relay.hybrid.httprendezvous import RendezvousRole
 from relay.hybrid.messages import HttpRequest, RemoteEndpoint
-from relay.hybrid.rendezvous import Ticket
+from relay.hybrid.rendezvous import Ticket, new_key
 from relay.hybrid.router import Admission, HybridConnectionRouter
 from relay.resource import ErrorResource, request_host
 from relay.webchannel import RelayHTTPChannel, RelayRequest
@@ -156,8 +156,9 @@ class HttpRelay:
             content: Any = request.content
             content.seek(0)
             body = content.read()
+        key = new_key()
         message = HttpRequest(
-            address=self.dispatcher.address(admission, request_id),
+            address=self.dispatcher.address(admission, request_id, key),
             id=request_id,
             request_target=target.target,
             method=method,
@@ -172,7 +173,7 @@ class HttpRelay:
             body=bool(body),
         )
         lease = self.router.take_connection(admission)
-        exchange = Exchange(self, request, admission, message, body, lease)
+        exchange = Exchange(self, request, admission, message, body, lease, key)
         self.exchanges.add(exchange)
         try:
             exchange.start()
@@ -291,9 +292,11 @@ class HttpRelay:
         """
         The C{$hc} factory hook for C{sb-hc-action=request} upgrades: claim the address, install the role.
 
+        The address's key claims it, never its id: that is the tracking id the sender sees in errors.
+
         @raise RelayError: 403 when the address is unknown, used or expired.
         """
-        key = target.param("key") or target.param("id") or ""
+        key = target.param("key") or ""
         ticket = self.router.claim(key, RequestWait)
         protocol.tracking_id = ticket.connection_id
         protocol.autoPingInterval = 0

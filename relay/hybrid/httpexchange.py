@@ -69,6 +69,7 @@ class Exchange:
         message: HttpRequest,
         body: bytes | None,
         connection_lease: ConnectionLease,
+        key: str,
     ) -> None:
         self.relay = relay
         self.connection_lease = connection_lease  # released by the relay when the exchange is done
@@ -77,6 +78,7 @@ class Exchange:
         self.admission = admission
         self.message = message
         self.id = message.id
+        self._key = key  # the secret of message.address (HttpDispatcher.address)
         self.state = State.WAITING
         self.rendezvous: RendezvousRole | None = None
         self.sent_bytes = 0
@@ -130,13 +132,16 @@ class Exchange:
                     self.id,
                     self,
                     response_window=self._settings.request_timeout + dispatcher.rendezvous_timeout,
+                    key=self._key,
                 )
                 self._track(channel, ticket, for_request=False)
                 ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
                 self.uploaded_bytes = len(self._body)
                 self.request_delivered()
                 return
-        channel, ticket = dispatcher.announce(self.admission, self.id, self.message.address, self)
+        channel, ticket = dispatcher.announce(
+            self.admission, self.id, self.message.address, self, key=self._key
+        )
         self._track(channel, ticket, for_request=True)
         ticket.outcome.addCallbacks(self._fetched, self._not_fetched)
 
