@@ -95,6 +95,16 @@ class RequestBody:
             consumer.body_end()
         self._update_reading()
 
+    def detach(self) -> None:
+        """
+        Take the body from its consumer before any of it was delivered, to attach it elsewhere.
+
+        Reading from the sender pauses again until then.
+        """
+        self._consumer = None
+        self._consumer_paused = False
+        self._update_reading()
+
     def discard(self) -> None:
         """Drop the rest of the body (and anything held), reading it at full speed."""
         self._held = []

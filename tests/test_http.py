@@ -576,6 +576,90 @@ class RendezvousRequestTests(HttpTestCase):
         self.respond(rendezvous, follow_up["id"], body=b"again")
         self.assertEqual([r.body for r in sender.replies], [b"stored", b"again"])
 
+    def reused_then_closed(self, listener: RecordingClient, sender: RawHttpClient) -> RecordingClient:
+        """A rendezvous that fetched a 70 kB POST and answered it, parked for C{sender}'s next request."""
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70000)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        self.respond(rendezvous, announcement["id"], body=b"stored")
+        self.assertEqual(sender.reply.body, b"stored")
+        return rendezvous
+
+    def test_a_request_crossing_the_listeners_close_of_its_rendezvous(self) -> None:
+        """A request crossing the listener's close (1000) of its parked rendezvous goes on the control channel."""
+        listener = self.listen()
+        for method, body in (("GET", None), ("POST", b"small")):
+            with self.subTest(method=method):
+                sender = self.sender()
+                rendezvous = self.reused_then_closed(listener, sender)
+                sender.request(method, "/hyco/next", self.auth(), body)
+                rendezvous.sendClose(1000)  # the .NET listener closes every rendezvous after its answer
+                self.net.flush()
+                self.assertEqual(len(sender.replies), 1)  # no 502
+                following = self.texts(listener)[-1]["request"]
+                self.assertEqual((following["requestTarget"], following["body"]), ("/hyco/next", bool(body)))
+                if body:
+                    self.assertEqual(listener.messages[-1], (body, True))
+                self.respond(listener, following["id"], body=b"next")
+                self.assertEqual(
+                    [(r.status, r.body) for r in sender.replies], [(200, b"stored"), (200, b"next")]
+                )
+
+    def test_a_parked_rendezvous_the_listener_is_closing_is_not_reused(self) -> None:
+        """Once the listener's close came, the sender's next request goes on the control channel."""
+        listener = self.listen()
+        sender = self.sender()
+        rendezvous = self.reused_then_closed(listener, sender)
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        sender.request("GET", "/hyco/next", self.auth())
+        self.net.flush()
+        self.assertEqual(self.last_request(listener)["requestTarget"], "/hyco/next")
+
+    def test_a_streamed_body_already_sent_is_not_sent_again(self) -> None:
+        """A request whose streamed body went partly to the closing rendezvous cannot be repeated: 502."""
+        listener = self.listen()
+        sender = self.sender()
+        rendezvous = self.reused_then_closed(listener, sender)
+        sender.request("POST", "/hyco/next", self.auth(), b"part", chunked=True)
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(sender.replies[-1].status, 502)
+        self.assertEqual(len(listener.messages), 1)  # the first request's announcement only
+
+    def test_a_request_whose_answer_had_begun_is_not_sent_again(self) -> None:
+        """A rendezvous closed in the middle of a response head had a handler answering: 502."""
+        listener = self.listen()
+        sender = self.sender()
+        rendezvous = self.reused_then_closed(listener, sender)
+        sender.request("GET", "/hyco/next", self.auth())
+        self.net.flush()
+        rendezvous.beginMessage(isBinary=False)
+        rendezvous.sendMessageFrame(b'{"response": {')
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(sender.replies[-1].status, 502)
+        self.assertEqual(len(listener.messages), 1)
+
+    def test_a_streamed_body_not_yet_sent_is_announced_again(self) -> None:
+        """A streamed request whose body had not started when the rendezvous closed is fetched anew."""
+        listener = self.listen()
+        sender = self.sender()
+        rendezvous = self.reused_then_closed(listener, sender)
+        sender.request("POST", "/hyco/next", self.auth(), chunked=True)
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        self.assertEqual(len(sender.replies), 1)
+        again, announcement = self.fetch(listener)
+        sender.chunk(b"part")
+        sender.chunk(b"")
+        self.net.flush()
+        head, *body = again.messages
+        self.assertEqual(json.loads(head[0])["request"]["requestTarget"], "/hyco/next")
+        self.assertEqual(b"".join(data for data, _ in body), b"part")
+        self.respond(again, announcement["id"], body=b"next")
+        self.assertEqual([r.body for r in sender.replies], [b"stored", b"next"])
+
     def test_chunked_request_streams(self) -> None:
         """A chunked upload is announced at once and its chunks reach the listener as they arrive."""
         listener = self.listen()

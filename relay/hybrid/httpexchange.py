@@ -90,6 +90,7 @@ class Exchange:
         self._ticket_for_request = False
         self._uploading = False
         self._request_sent = False
+        self._on_kept_rendezvous = False  # put on a rendezvous kept from an earlier request (may go again)
         self._forward_body = True
         self._expected: int | None = None
         self._producer: DownloadProducer | None = None
@@ -119,8 +120,17 @@ class Exchange:
         role = self.relay.reusable_rendezvous(self.request, self.admission)
         if role is not None:
             self.log.debug("request {request_id} reuses a rendezvous", request_id=self.id)
+            self._on_kept_rendezvous = True
             role.assign(self)
             return
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """
+        Send the request on the control channel when it is small, else announce it there for a rendezvous.
+
+        @raise RelayError: 502 when no listener is connected.
+        """
         dispatcher = self.relay.dispatcher
         if self._body is not None:
             payload = self.message.encode()
@@ -449,10 +459,17 @@ class Exchange:
         """The listener's control channel closed while this exchange depended on it."""
         self.fail(RelayError(ErrorKind.BAD_GATEWAY, "The listener went away before responding"))
 
-    def rendezvous_closed(self, code: int | None, reason: str | None) -> None:
-        """The rendezvous carrying this exchange closed."""
+    def rendezvous_closed(self, code: int | None, reason: str | None, *, head_begun: bool = False) -> None:
+        """
+        The rendezvous carrying this exchange closed.
+
+        @param head_begun: part of a response head had come on it (a text message left unfinished).
+        """
         self.rendezvous = None
         if self.state is State.DONE:
+            return
+        if code == CloseCode.NORMAL and not head_begun and self._may_go_again():
+            self._go_again()
             return
         detail = ""
         if code:
@@ -466,6 +483,35 @@ class Exchange:
                     ErrorKind.BAD_GATEWAY, f"The listener closed the rendezvous before responding{detail}"
                 )
             )
+
+    def _may_go_again(self) -> bool:
+        """
+        Whether a request whose rendezvous closed (1000) before any of its answer may be sent again.
+
+        Only a request put on a rendezvous kept from an earlier one: the .NET listener closes every
+        rendezvous after its answer (spec 6.5), so a keep-alive request can cross that close, and no handler
+        saw it. The body must still be whole at hand: buffered, or streamed with none of it sent yet.
+        """
+        return (
+            self._on_kept_rendezvous
+            and self.state is State.WAITING
+            and (self._body is not None or self.uploaded_bytes == 0)
+        )
+
+    def _go_again(self) -> None:
+        """Send the request once more, on the control channel (no kept rendezvous: it may be closing too)."""
+        self.log.debug("request {request_id} crossed its rendezvous's close: sent again", request_id=self.id)
+        self._on_kept_rendezvous = False
+        self._cancel_response_timer()
+        self._stop_upload()
+        self._request_sent = False
+        self.uploaded_bytes = 0
+        if self.request.body is not None:
+            self.request.body.detach()
+        try:
+            self._dispatch()
+        except RelayError as e:
+            self.fail(e)
 
     def _request_over(self, failure: Failure | None) -> None:
         if failure is not None:

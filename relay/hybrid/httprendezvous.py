@@ -225,4 +225,4 @@ class RendezvousRole:
             return
         exchange, self.exchange = self.exchange, None
         if exchange is not None:
-            exchange.rendezvous_closed(code, reason)
+            exchange.rendezvous_closed(code, reason, head_begun=self._text is not None)
