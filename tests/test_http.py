@@ -588,7 +588,7 @@ class RendezvousRequestTests(HttpTestCase):
     def test_a_request_crossing_the_listeners_close_of_its_rendezvous(self) -> None:
         """A request crossing the listener's close (1000) of its parked rendezvous goes on the control channel."""
         listener = self.listen()
-        for method, body in (("GET", None), ("POST", b"small")):
+        for method, body in (("GET", None), ("PUT", b"small")):
             with self.subTest(method=method):
                 sender = self.sender()
                 rendezvous = self.reused_then_closed(listener, sender)
@@ -604,6 +604,18 @@ class RendezvousRequestTests(HttpTestCase):
                 self.assertEqual(
                     [(r.status, r.body) for r in sender.replies], [(200, b"stored"), (200, b"next")]
                 )
+
+    def test_a_post_crossing_the_close_is_not_sent_twice(self) -> None:
+        """A POST that may have reached a handler before the close gets its 502, never a second delivery."""
+        listener = self.listen()
+        sender = self.sender()
+        rendezvous = self.reused_then_closed(listener, sender)
+        announced = len(self.texts(listener))
+        sender.request("POST", "/hyco/next", self.auth(), b"small")
+        rendezvous.sendClose(1000)
+        self.net.flush()
+        self.assertEqual([r.status for r in sender.replies], [200, 502])
+        self.assertEqual(len(self.texts(listener)), announced)  # nothing sent again on the control channel
 
     def test_a_parked_rendezvous_the_listener_is_closing_is_not_reused(self) -> None:
         """Once the listener's close came, the sender's next request goes on the control channel."""
@@ -646,7 +658,7 @@ class RendezvousRequestTests(HttpTestCase):
         listener = self.listen()
         sender = self.sender()
         rendezvous = self.reused_then_closed(listener, sender)
-        sender.request("POST", "/hyco/next", self.auth(), chunked=True)
+        sender.request("PUT", "/hyco/next", self.auth(), chunked=True)
         rendezvous.sendClose(1000)
         self.net.flush()
         self.assertEqual(len(sender.replies), 1)

@@ -50,6 +50,10 @@ class State(Enum):
     DONE = "done"
 
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+"""Methods a request may be sent again with when no handler can have seen it (RFC 9110 section 9.2.2)."""
+
+
 class Exchange:
     """
     One relayed request: the sender's twisted.web request, the listener side it went to, and the timers.
@@ -490,10 +494,13 @@ class Exchange:
 
         Only a request put on a rendezvous kept from an earlier one: the .NET listener closes every
         rendezvous after its answer (spec 6.5), so a keep-alive request can cross that close, and no handler
-        saw it. The body must still be whole at hand: buffered, or streamed with none of it sent yet.
+        saw it. The body must still be whole at hand: buffered, or streamed with none of it sent yet. And
+        the method must be idempotent (RFC 9110 9.2.2): a listener that took the request and then closed
+        without a byte of answer cannot be told apart, and a POST must not be carried out twice.
         """
         return (
             self._on_kept_rendezvous
+            and self.message.method in IDEMPOTENT_METHODS
             and self.state is State.WAITING
             and (self._body is not None or self.uploaded_bytes == 0)
         )
