@@ -74,6 +74,23 @@ class HttpTestCase(GatewayTestCase):
             socket.sendMessage(body, isBinary=True)
         self.net.flush()
 
+    def fetch(self, listener: RecordingClient) -> tuple[RecordingClient, dict[str, Any]]:
+        """Open the rendezvous of the request last announced to C{listener}."""
+        announcement = self.last_request(listener)
+        self.assertEqual(set(announcement), {"address", "id"})
+        rendezvous = self.net.connect(announcement["address"])
+        self.assertTrue(rendezvous.opened)
+        return rendezvous, announcement
+
+    def streamed_upload(self) -> tuple[RawHttpClient, RecordingClient, dict[str, Any]]:
+        """A chunked POST announced to a new listener, which opened its rendezvous (no chunk sent yet)."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
+        self.net.flush()
+        rendezvous, announcement = self.fetch(listener)
+        return sender, rendezvous, announcement
+
     def answer_over_rendezvous(
         self, target: str
     ) -> tuple[RecordingClient, RawHttpClient, dict[str, Any], RecordingClient]:
@@ -524,13 +541,6 @@ class SmallRequestTests(HttpTestCase):
 class RendezvousRequestTests(HttpTestCase):
     """Requests too large for the control channel, or streamed."""
 
-    def fetch(self, listener: RecordingClient) -> tuple[RecordingClient, dict[str, Any]]:
-        announcement = self.last_request(listener)
-        self.assertEqual(set(announcement), {"address", "id"})
-        rendezvous = self.net.connect(announcement["address"])
-        self.assertTrue(rendezvous.opened)
-        return rendezvous, announcement
-
     def test_request_address_used_for_an_accept_rendezvous(self) -> None:
         """
         A request's address opened with C{sb-hc-action=accept} is unknown to that action (403), not a 500.
@@ -730,11 +740,7 @@ class RendezvousRequestTests(HttpTestCase):
 
     def test_upload_back_pressure(self) -> None:
         """A listener socket that cannot take more pauses reading from the sender until it drains."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
-        self.net.flush()
-        rendezvous, _ = self.fetch(listener)
+        sender, rendezvous, _ = self.streamed_upload()
         listener_side = rendezvous.server_transport
         self.assertFalse(sender.server_transport.reading_paused)
         listener_side.producer.pauseProducing()
@@ -744,11 +750,7 @@ class RendezvousRequestTests(HttpTestCase):
 
     def test_a_listener_that_takes_no_body_gets_its_sender_a_504(self) -> None:
         """A listener that takes none of a streamed upload for request_timeout: 504, its rendezvous closed."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
-        self.net.flush()
-        rendezvous, _ = self.fetch(listener)
+        sender, rendezvous, _ = self.streamed_upload()
         sender.chunk(b"first")
         self.net.flush()
         listener_side = rendezvous.server_transport
@@ -766,11 +768,7 @@ class RendezvousRequestTests(HttpTestCase):
 
     def test_an_upload_stall_does_not_cut_a_moving_download(self) -> None:
         """Once the answer streams, a download that keeps moving is not cut, though the listener reads no more."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
-        self.net.flush()
-        rendezvous, announcement = self.fetch(listener)
+        sender, rendezvous, announcement = self.streamed_upload()
         sender.chunk(b"first")
         self.net.flush()
         rendezvous.server_transport.producer.pauseProducing()  # it takes no more of the upload
@@ -1185,18 +1183,12 @@ class DrainTests(HttpTestCase):
 class HeldUploadTests(HttpTestCase):
     """An idle timeout (5 s) shorter than the hybrid connection's request timeout (10 s)."""
 
-    fetch = RendezvousRequestTests.fetch
-
     def limits(self) -> dict[str, float]:
         return {"http_idle_timeout": 5.0}
 
     def test_a_sender_held_back_by_the_relay_is_not_idle(self) -> None:
         """While the listener holds the upload back, the sender's idle timeout does not end its connection."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
-        self.net.flush()
-        rendezvous, announcement = self.fetch(listener)
+        sender, rendezvous, announcement = self.streamed_upload()
         listener_side = rendezvous.server_transport
         listener_side.producer.pauseProducing()
         self.net.advance(9)  # past the idle timeout, within the listener's request timeout
@@ -1211,11 +1203,7 @@ class HeldUploadTests(HttpTestCase):
 
     def test_a_sender_that_stops_after_a_long_hold_is_still_idle(self) -> None:
         """A hold longer than the idle timeout does not switch the idle timeout off for the rest of the upload."""
-        listener = self.listen()
-        sender = self.sender()
-        sender.request("POST", "/hyco/up", self.auth(), chunked=True)
-        self.net.flush()
-        rendezvous, _ = self.fetch(listener)
+        sender, rendezvous, _ = self.streamed_upload()
         listener_side = rendezvous.server_transport
         listener_side.producer.pauseProducing()
         self.net.advance(6)  # past the idle timeout, within the listener's request timeout
