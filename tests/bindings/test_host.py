@@ -373,16 +373,7 @@ class HostOnGatewayTests(BindingsTestCase):
 
     def test_message_too_large_fails_the_call_at_once(self) -> None:
         """A datagram over the name's max_message_bytes (4096) but under the cap: MessageTooLarge at once."""
-        host = ServiceHost(
-            ChatRoom(),
-            IChat,
-            f"wss://{HOST}/events",
-            OneWayBinding(),
-            self.credentials(),
-            reactor=self.clock,
-            endpoint=self.endpoint,
-        )
-        host.open()
+        self.host(ChatRoom(), IChat, "events", OneWayBinding()).open()
         self.net.flush()
         _, chat = self.channel("events", IChat, OneWayBinding())
         result = chat.Say("a", "x" * 5000)  # type: ignore[attr-defined]
