@@ -255,6 +255,7 @@ class GatewayService(MultiService):
             reactor,
             rendezvous_timeout=limits["rendezvous_timeout"],
             rendezvous_idle_timeout=limits["http_rendezvous_idle_timeout"],
+            sender_stall_timeout=limits["http_idle_timeout"],
         )
         self.hybrid_factory.request_rendezvous = self.http.request_rendezvous
         self.root = GatewayRoot(self.store)

@@ -924,6 +924,25 @@ class FailureTests(HttpTestCase):
         self.net.flush()
         self.assertTrue(sender.reply.complete)
 
+    def test_a_sender_that_reads_none_of_its_answer_is_cut_off(self) -> None:
+        """A sender that takes none of a streamed answer for http_idle_timeout (120 s) is idle: cut off."""
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")
+        self.respond(rendezvous, request["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"x" * 1000)
+        self.net.flush()
+        sender_side = sender.server_transport
+        sender_side.producer.pauseProducing()
+        self.net.advance(60)
+        sender_side.producer.resumeProducing()  # it took some: the stall starts over
+        sender_side.producer.pauseProducing()
+        self.net.advance(119)
+        self.assertFalse(sender_side.aborted)
+        self.net.advance(2)
+        self.assertTrue(sender_side.aborted)
+        self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+        self.assertEqual(self.gateway.http.exchanges, set())
+
     def test_sender_already_full(self) -> None:
         """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/full")

@@ -93,6 +93,8 @@ class HttpRelay:
     per-channel and per-sender-connection state.
 
     @ivar rendezvous_idle_timeout: seconds an idle rendezvous is kept for its sender connection.
+    @ivar sender_stall_timeout: seconds a sender may read none of its answer before it is cut off (the
+        gateway's C{http_idle_timeout}: a sender that takes nothing is idle too).
     """
 
     log = Logger()
@@ -104,8 +106,10 @@ class HttpRelay:
         *,
         rendezvous_timeout: float = 30.0,
         rendezvous_idle_timeout: float = 60.0,
+        sender_stall_timeout: float = 120.0,
     ) -> None:
         self.router = router
+        self.sender_stall_timeout = sender_stall_timeout
         self.clock = clock
         self.dispatcher = HttpDispatcher(router, rendezvous_timeout)
         self.rendezvous_idle_timeout = rendezvous_idle_timeout

@@ -101,6 +101,7 @@ class Exchange:
         self._response_timer: IDelayedCall | None = None
         self._idle_timer: IDelayedCall | None = None
         self._upload_stall: IDelayedCall | None = None  # the listener takes none of the request body
+        self._download_stall: IDelayedCall | None = None  # the sender takes none of the answer
         self._download_paused = False
         self._status = 0
         request.when_done(self._request_over)
@@ -572,6 +573,7 @@ class Exchange:
         self._cancel_response_timer()
         self._disarm_idle()
         self.upload_resumed()
+        self._cancel_download_stall()
 
     def upload_paused(self) -> None:
         """
@@ -605,14 +607,34 @@ class Exchange:
         )
 
     def download_paused(self) -> None:
-        """The sender's buffer is full: waiting on it is no stall of the listener."""
+        """
+        The sender's buffer is full: waiting on it is no stall of the listener.
+
+        A sender that takes none of its answer for the gateway's C{http_idle_timeout} is idle, though:
+        it is cut off, and the listener's rendezvous let go, rather than held for ever.
+        """
         self._download_paused = True
         self._disarm_idle()
+        if self._download_stall is None and self.state is not State.DONE:
+            timeout = self.relay.sender_stall_timeout
+            self._download_stall = self.clock.callLater(timeout, self._download_stalled, timeout)
 
     def download_resumed(self) -> None:
         """The sender drained its buffer."""
         self._download_paused = False
+        self._cancel_download_stall()
         self._arm_idle()
+
+    def _cancel_download_stall(self) -> None:
+        stall, self._download_stall = self._download_stall, None
+        if stall is not None and stall.active():
+            stall.cancel()
+
+    def _download_stalled(self, timeout: float) -> None:
+        self._download_stall = None
+        self.fail(
+            RelayError(ErrorKind.LISTENER_TIMEOUT, f"The sender read none of the answer for {timeout:g}s")
+        )
 
     def _unregister_producer(self) -> None:
         producer, self._producer = self._producer, None
