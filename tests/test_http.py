@@ -904,8 +904,8 @@ class FailureTests(HttpTestCase):
             self.assertEqual(self.gateway.http._responses, {})
             self.assertEqual(self.gateway.http.exchanges, set())
 
-    def test_download_back_pressure(self) -> None:
-        """A slow sender pauses reading the rendezvous; waiting for it is no stall of the listener."""
+    def streaming_to_a_full_sender(self) -> tuple[RawHttpClient, RecordingClient, Any]:
+        """A streamed answer begun over a rendezvous to a sender whose socket then fills (its server side)."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")
         self.respond(rendezvous, request["id"], streamed=True)
         rendezvous.beginMessage(isBinary=True)
@@ -913,6 +913,11 @@ class FailureTests(HttpTestCase):
         self.net.flush()
         sender_side = sender.server_transport
         sender_side.producer.pauseProducing()
+        return sender, rendezvous, sender_side
+
+    def test_download_back_pressure(self) -> None:
+        """A slow sender pauses reading the rendezvous; waiting for it is no stall of the listener."""
+        sender, rendezvous, sender_side = self.streaming_to_a_full_sender()
         self.assertTrue(rendezvous.server_transport.reading_paused)
         rendezvous.sendMessageFrame(b"y" * 1000)  # already on its way when reading paused
         self.net.flush()
@@ -926,13 +931,7 @@ class FailureTests(HttpTestCase):
 
     def test_a_sender_that_reads_none_of_its_answer_is_cut_off(self) -> None:
         """A sender that takes none of a streamed answer for http_idle_timeout (120 s) is idle: cut off."""
-        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/down")
-        self.respond(rendezvous, request["id"], streamed=True)
-        rendezvous.beginMessage(isBinary=True)
-        rendezvous.sendMessageFrame(b"x" * 1000)
-        self.net.flush()
-        sender_side = sender.server_transport
-        sender_side.producer.pauseProducing()
+        _sender, rendezvous, sender_side = self.streaming_to_a_full_sender()
         self.net.advance(60)
         sender_side.producer.resumeProducing()  # it took some: the stall starts over
         sender_side.producer.pauseProducing()
