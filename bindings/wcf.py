@@ -17,7 +17,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -38,7 +38,7 @@ from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
 from relay.httphead import host_name
-from relay.logbudget import LogBudget, unlogged_note
+from relay.logbudget import LogBudget
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedDrop, BoundedPongs, NoTimerAfterLoss
@@ -417,7 +417,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerPr
         The budget of log lines about this peer's messages that are not faults (renewals, dropped replies).
 
         A peer causes them as fast as it sends, as it does faults: 20 at once, then 10 a second, and the
-        number held back is said in the next line let through (L{unlogged_note}) and when the socket closes.
+        number held back is said in the next line let through (L{LogBudget.emit}) and when the socket closes.
         """
         if self._message_lines is None:
             self._message_lines = LogBudget(self.factory.gateway.clock)
@@ -425,9 +425,7 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerPr
 
     def log_message_line(self, text: str, **fields: Any) -> None:
         """Log a line about one of this peer's messages within L{message_lines}."""
-        unlogged = self.message_lines().allow()
-        if unlogged is not None:
-            self.logger.info(text + unlogged_note(unlogged), unlogged=unlogged, **fields)
+        self.message_lines().emit(self.logger, LogLevel.info, text, **fields)
 
     @override
     def onOpen(self) -> None:
@@ -460,14 +458,12 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerPr
                 tracking_id=self.tracking_id,
                 per_second=self._fault_lines.per_second,
             )
-        if self._message_lines is not None and self._message_lines.held:
-            self.logger.info(
-                "{unlogged} more lines about messages from {role} {tracking_id} were not logged"
-                " (at most {per_second:g} a second)",
-                unlogged=self._message_lines.held,
+        if self._message_lines is not None:
+            self._message_lines.report_held(
+                self.logger,
+                "messages from {role} {tracking_id}",
                 role=self.role_name,
                 tracking_id=self.tracking_id,
-                per_second=self._message_lines.per_second,
             )
         if self.role is not None:
             self.role.closed(code)

@@ -17,7 +17,7 @@ from twisted.logger import Logger, LogLevel
 
 def unlogged_note(unlogged: int) -> str:
     """What a line that got through adds to its format when lines were held back before it (C{{unlogged}})."""
-    return " ({unlogged} such lines before this one were not logged)" if unlogged else ""
+    return " ({unlogged} lines before this one were not logged)" if unlogged else ""
 
 
 class LogBudget:
@@ -60,11 +60,8 @@ class LogBudget:
         A line after held-back ones says how many there were (field C{unlogged}).
         """
         unlogged = self.allow()
-        if unlogged is None:
-            return
-        if unlogged:
-            format += " ({unlogged} lines before this one were not logged)"
-        log.emit(level, format, unlogged=unlogged, **fields)
+        if unlogged is not None:
+            log.emit(level, format + unlogged_note(unlogged), unlogged=unlogged, **fields)
 
     def report_held(self, log: Logger, about: str, **fields: Any) -> None:
         """
