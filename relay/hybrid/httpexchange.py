@@ -54,6 +54,12 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 """Methods a request may be sent again with when no handler can have seen it (RFC 9110 section 9.2.2)."""
 
 
+def _cancel(call: IDelayedCall | None) -> None:
+    """Cancel C{call} if it is still pending (the caller forgets it)."""
+    if call is not None and call.active():
+        call.cancel()
+
+
 class Exchange:
     """
     One relayed request: the sender's twisted.web request, the listener side it went to, and the timers.
@@ -276,7 +282,7 @@ class Exchange:
         @return: whether this exchange wants the body message that follows (if C{response.body}).
         """
         self._cancel_response_timer()
-        self._cancel_upload_stall()  # answering: a held upload ends with the answer, not with a 504
+        self.upload_resumed()  # answering: a held upload ends with the answer, not with a 504
         self._drop_ticket(response_arrived=True)
         if streamed:
             self._untrack()
@@ -546,8 +552,7 @@ class Exchange:
     # -- timers and back-pressure ----------------------------------------------------------------------
 
     def _cancel_response_timer(self) -> None:
-        if self._response_timer is not None and self._response_timer.active():
-            self._response_timer.cancel()
+        _cancel(self._response_timer)
         self._response_timer = None
 
     def _arm_idle(self) -> None:
@@ -559,8 +564,7 @@ class Exchange:
             self._idle_timer = self.clock.callLater(self._settings.request_timeout, self._idle_expired)
 
     def _disarm_idle(self) -> None:
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.cancel()
+        _cancel(self._idle_timer)
         self._idle_timer = None
 
     def _idle_expired(self) -> None:
@@ -573,7 +577,8 @@ class Exchange:
         self._cancel_response_timer()
         self._disarm_idle()
         self.upload_resumed()
-        self._cancel_download_stall()
+        _cancel(self._download_stall)
+        self._download_stall = None
 
     def upload_paused(self) -> None:
         """
@@ -589,13 +594,9 @@ class Exchange:
             self._upload_stall = self.clock.callLater(timeout, self._upload_stalled, timeout)
 
     def upload_resumed(self) -> None:
-        """The listener took more of the body (or the upload ended)."""
-        self._cancel_upload_stall()
-
-    def _cancel_upload_stall(self) -> None:
-        stall, self._upload_stall = self._upload_stall, None
-        if stall is not None and stall.active():
-            stall.cancel()
+        """The listener took more of the body (or the upload ended, or the answer began)."""
+        _cancel(self._upload_stall)
+        self._upload_stall = None
 
     def _upload_stalled(self, timeout: float) -> None:
         self._upload_stall = None
@@ -622,13 +623,9 @@ class Exchange:
     def download_resumed(self) -> None:
         """The sender drained its buffer."""
         self._download_paused = False
-        self._cancel_download_stall()
+        _cancel(self._download_stall)
+        self._download_stall = None
         self._arm_idle()
-
-    def _cancel_download_stall(self) -> None:
-        stall, self._download_stall = self._download_stall, None
-        if stall is not None and stall.active():
-            stall.cancel()
 
     def _download_stalled(self, timeout: float) -> None:
         self._download_stall = None
