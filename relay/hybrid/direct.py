@@ -26,7 +26,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
-from relay.connectionquota import ConnectionLease
 from relay.errors import RelayError, new_tracking_id
 from relay.firstread import FirstRead, attach
 from relay.httphead import RequestHead
@@ -45,6 +44,7 @@ from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.upgrades import (
     EarlyBytes,
     Handoff,
+    SenderLease,
     announce_sender,
     claim_rendezvous,
     deny,
@@ -57,7 +57,7 @@ from relay.writes import plain_socket, write_now
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})
 
 
-class DirectLeg(EarlyBytes, Protocol):
+class DirectLeg(EarlyBytes, SenderLease, Protocol):
     """
     A sender's or a listener's rendezvous socket from its upgrade until the splice takes it over.
 
@@ -74,7 +74,6 @@ class DirectLeg(EarlyBytes, Protocol):
         self.data = b""
         self.is_open = False
         self._ticket: Ticket | None = None
-        self.connection_lease: ConnectionLease | None = None  # a sender's, until its pair ends
         self._gone = False
         self._closing: FrameRelay | None = None
         self._close_timer: IDelayedCall | None = None
@@ -159,13 +158,8 @@ class DirectLeg(EarlyBytes, Protocol):
                 "sender {tracking_id} left before a listener accepted", tracking_id=self.tracking_id
             )
             self.factory.router.sender_left(self._ticket)
-        self._release_lease()
+        self.release_lease()
         self.factory.connection_closed(self)
-
-    def _release_lease(self) -> None:
-        lease, self.connection_lease = self.connection_lease, None
-        if lease is not None:
-            lease.release()
 
     # -- sender ----------------------------------------------------------------------------------------
 
@@ -183,7 +177,7 @@ class DirectLeg(EarlyBytes, Protocol):
         self.release_early()  # the splice has what was held; it reads the rest
 
     def _listener_failed(self, failure: Failure) -> None:
-        self._release_lease()  # refused: no longer a relay connection, however long its socket lingers
+        self.release_lease()  # refused: no longer a relay connection, however long its socket lingers
         if self._gone:
             return
         try:

@@ -66,6 +66,23 @@ def deny(error: RelayError, tracking_id: str) -> ConnectionDeny:
     return ConnectionDeny(error.status, safe_reason(error.describe(tracking_id)))
 
 
+class SenderLease:
+    """
+    Mixin for the two kinds of C{$hc} connection a sender arrives on (Autobahn's and the direct one).
+
+    A sender holds a lease on its namespace's connections (L{announce_sender}) until it is refused, it
+    goes, or the pair takes the lease over (L{relay.hybrid.websocket.HybridConnectionFactory.start_splice}).
+    """
+
+    connection_lease: ConnectionLease | None = None
+
+    def release_lease(self) -> None:
+        """The sender no longer counts (refused or gone); nothing if its pair took the lease over."""
+        lease, self.connection_lease = self.connection_lease, None
+        if lease is not None:
+            lease.release()
+
+
 class EarlyBytes:
     """
     Mixin for a C{$hc} connection waiting for its upgrade's answer: what the peer sends meanwhile is held.

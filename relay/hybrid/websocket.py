@@ -22,7 +22,6 @@ from twisted.python.failure import Failure
 from typing_extensions import override
 
 from relay.auth import Rights
-from relay.connectionquota import ConnectionLease
 from relay.draining import ConnectionDrain
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httphead import host_name
@@ -46,6 +45,7 @@ from relay.hybrid.router import HybridConnectionRouter, SenderContext
 from relay.hybrid.upgrades import (
     EarlyBytes,
     Handoff,
+    SenderLease,
     announce_sender,
     claim_rendezvous,
     deny,
@@ -162,7 +162,9 @@ class HybridConnectionFactory(WebSocketServerFactory):
         return self._drain.wait(timeout)
 
 
-class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, BoundedDrop, WebSocketServerProtocol):  # type: ignore[misc]
+class HybridConnectionProtocol(  # type: ignore[misc]
+    BoundedPongs, EarlyBytes, SenderLease, QuietSendData, BoundedDrop, WebSocketServerProtocol
+):
     """One C{$hc} WebSocket: a control channel, a sender, or a listener's rendezvous."""
 
     # Autobahn's own code logs through C{self.log} (a txaio logger honouring txaio's level); ours is separate.
@@ -188,7 +190,6 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, BoundedD
         self.control: ControlChannel | None = None
         self.http_role: Any = None
         self._ticket: Ticket | None = None
-        self.connection_lease: ConnectionLease | None = None  # a sender's, until its pair ends
         self._handoff: Handoff | None = None
         self._accepted_ticket: Ticket | None = None
         self._accepted_protocol: str | None = None
@@ -281,7 +282,7 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, BoundedD
         return handoff.subprotocol
 
     def _listener_failed(self, failure: Failure) -> None:
-        self._release_lease()  # refused: no longer a relay connection, however long its socket lingers
+        self.release_lease()  # refused: no longer a relay connection, however long its socket lingers
         status, reason = sender_refusal(failure, self.tracking_id)
         raise ConnectionDeny(status, reason) from None
 
@@ -476,14 +477,9 @@ class HybridConnectionProtocol(BoundedPongs, EarlyBytes, QuietSendData, BoundedD
             )
             self.factory.router.sender_left(self._ticket)
         self._end_unopened_rendezvous()
-        self._release_lease()
+        self.release_lease()
         super().connectionLost(reason)
         self.factory.connection_closed(self)
-
-    def _release_lease(self) -> None:
-        lease, self.connection_lease = self.connection_lease, None
-        if lease is not None:
-            lease.release()
 
 
 HybridConnectionFactory.protocol = HybridConnectionProtocol
