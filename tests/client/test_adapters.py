@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from relay.client.adapters import _server_address, resource_app, wsgi_app
+from relay.client.adapters import _server_address, _WsgiInput, resource_app, wsgi_app
 from relay.client.commands import parse_command
 from relay.client.headers import Headers
 from relay.client.http import HttpApp, HttpListener
@@ -172,3 +172,45 @@ class HeaderTests(AdaptedAppTestCase, SynchronousTestCase):
         self.assertEqual(head["statusCode"], 500)
         self.assertNotIn("X(1)", head["responseHeaders"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class WsgiInputTests(SynchronousTestCase):
+    """C{wsgi.input} over a streamed body: reads and lines across the pieces the body arrived in."""
+
+    def input_over(self, *pieces: bytes) -> _WsgiInput:
+        body = RequestBody()
+        for piece in pieces:
+            body.feed(piece)
+        body.end()
+        return _WsgiInput(body, InlineReactor())
+
+    def test_lines_across_pieces(self) -> None:
+        """Lines end at newlines whatever the pieces; the last line may have none."""
+        stream = self.input_over(b"ab", b"c\nd", b"e\n\nf", b"g")
+        self.assertEqual(list(stream), [b"abc\n", b"de\n", b"\n", b"fg"])
+        self.assertEqual(stream.read(), b"")
+
+    def test_sized_reads_and_lines(self) -> None:
+        """A size caps a line or a read; what is left is read next."""
+        stream = self.input_over(b"one\ntw", b"o\nthr", b"ee")
+        self.assertEqual(stream.readline(2), b"on")
+        self.assertEqual(stream.readline(), b"e\n")
+        self.assertEqual(stream.read(3), b"two")
+        self.assertEqual(stream.readline(10), b"\n")
+        self.assertEqual(stream.readline(4), b"thre")
+        self.assertEqual(stream.read(10), b"e")
+        self.assertEqual((stream.read(10), stream.readline()), (b"", b""))
+
+    def test_whole_read_of_many_pieces(self) -> None:
+        """C{read()} gives every piece once, in order, after a line was taken from the first."""
+        pieces = [b"%06d\n" % i for i in range(5000)]
+        stream = self.input_over(*pieces)
+        self.assertEqual(stream.readline(), pieces[0])
+        self.assertEqual(stream.read(), b"".join(pieces[1:]))
+        self.assertEqual(stream.read(), b"")
+
+    def test_a_long_line(self) -> None:
+        """A line longer than many pieces comes whole; C{readlines} gives the rest."""
+        stream = self.input_over(*([b"x" * 1000] * 300), b"\nlast")
+        self.assertEqual(stream.readline(), b"x" * 300_000 + b"\n")
+        self.assertEqual(stream.readlines(), [b"last"])

@@ -10,7 +10,8 @@ As a twisted.web resource (served on a loopback port, or through L{relay.client.
   - C{/fail}: raises;
   - C{/ws}: a WebSocket echo (text stays text, binary stays binary), choosing the first offered subprotocol.
 
-And the same routes, minus C{/ws} and C{/never}, as a WSGI application (L{wsgi_app}).
+And the same routes, minus C{/ws} and C{/never}, as a WSGI application (L{wsgi_app}), which also has
+C{/sized}: reads C{CONTENT_LENGTH} bytes as Django does (none without it), answers C{<CONTENT_LENGTH> <sha256>}.
 """
 
 from __future__ import annotations
@@ -180,6 +181,16 @@ def wsgi_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Ite
             length += len(chunk)
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [f"{length} {digest.hexdigest()}".encode()]
+    if path == "/sized":  # as Django reads: CONTENT_LENGTH bytes, none without it
+        declared = environ.get("CONTENT_LENGTH") or "-"
+        stream = environ["wsgi.input"]
+        digest = hashlib.sha256()
+        remaining = int(declared) if declared.isdigit() else 0
+        while remaining and (chunk := stream.read(min(remaining, 65536))):
+            digest.update(chunk)
+            remaining -= len(chunk)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"{declared} {digest.hexdigest()}".encode()]
     if path.startswith("/bulk/"):
         length = int(path.rsplit("/", 1)[1])
         start_response(

@@ -142,6 +142,35 @@ class PythonListenerTests(TestCase):
         )
         self.assertEqual([o.head for o in outcomes], [b"%d" % i for i in range(20)])
 
+    async def test_wsgi_app_told_the_length_of_a_streamed_body(self) -> None:
+        """
+        A streamed body is spooled so that C{CONTENT_LENGTH} is set: an app reading that many gets it all.
+
+        Django reads only C{CONTENT_LENGTH} bytes. The relay does not pass C{Content-Length} on, and such
+        a body used to reach the application without C{CONTENT_LENGTH}: Django read it as empty.
+        """
+        gateway = await self.serve(wsgi_app(localapp.wsgi_app, reactor=reactor, spool_size=MB))
+        auth = self.auth(gateway)
+        for upload in (Bulk(100), Bulk(200 * 1024), Bulk(5 * MB)):
+            outcome = await Requests(self).send(f"{gateway.http_url}/hyco/sized", "POST", auth, upload)
+            self.assertEqual(outcome.head.decode(), f"{upload.length} {upload.sha256()}", dumps(outcome))
+
+    async def test_wsgi_app_streaming_input(self) -> None:
+        """
+        With C{stream_input}, a large body arrives as it comes, without C{CONTENT_LENGTH}.
+
+        Read whole (C{read()}) or in pieces, all of it arrives.
+        """
+        gateway = await self.serve(wsgi_app(localapp.wsgi_app, reactor=reactor, stream_input=True))
+        auth = self.auth(gateway)
+        upload = Bulk(5 * MB)
+        outcome = await Requests(self).send(f"{gateway.http_url}/hyco/sized", "POST", auth, upload)
+        self.assertEqual(outcome.head.decode(), f"- {sha(b'')}", dumps(outcome))
+        outcome = await Treq(self).send(f"{gateway.http_url}/hyco/echo", "POST", auth, upload)
+        self.assertEqual((outcome.length, outcome.sha256), (upload.length, upload.sha256()), dumps(outcome))
+        outcome = await Curl(self).send(f"{gateway.http_url}/hyco/sink", "POST", auth, upload)
+        self.assertEqual(outcome.head.decode(), f"{upload.length} {upload.sha256()}", dumps(outcome))
+
 
 class LeanChannelTests(TestCase):
     """One real keep-alive connection: plain GETs on the lean channel, then twisted.web's from a POST on."""
