@@ -196,6 +196,25 @@ class ListenerTests(GatewayTestCase):
         self.net.flush()
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_malformed_control_message_flood_is_logged_within_a_budget(self) -> None:
+        """
+        Malformed messages sent in a burst get the channel's budget of lines, not one each.
+
+        The first closes the channel (1008), but those already sent, and those the listener goes on sending
+        until it answers the close, are read too: each made a warning, as fast as the listener sent them.
+        """
+        listener = self.listen()
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        for _ in range(200):
+            listener.sendMessage(b"not json")
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        lines = [formatEvent(e) for e in events if "malformed control message" in formatEvent(e)]
+        self.assertEqual(len(lines), 20)
+        held = [formatEvent(e) for e in events if "were not logged (at most" in formatEvent(e)]
+        self.assertEqual(len(held), 1)
+        self.assertTrue(held[0].startswith("180 more lines about listener "), held[0])
+
     def test_fragmented_control_message(self) -> None:
         """
         A control message in fragments, with a ping between them, is read as one message.

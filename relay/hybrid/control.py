@@ -197,9 +197,11 @@ class ControlChannel:
                     count=len(unknown),
                 )
         except ControlMessageError as e:
-            self.log.warn(
+            # Budgeted: the channel closes, but what the listener sent before it reads the close comes too.
+            self.note(
+                self.log,
+                LogLevel.warn,
                 "malformed control message from listener {listener_id}: {error}",
-                listener_id=self.listener_id,
                 error=str(e),
             )
             self.close(CloseCode.POLICY_VIOLATION, f"Malformed control message: {e}")
