@@ -114,3 +114,17 @@ def close_reason(text: str, limit: int = 123) -> str:
     if len(data) <= limit:
         return text
     return data[:limit].decode("utf-8", errors="ignore")
+
+
+def tracked_close_reason(reason: str, tracking_id: str, limit: int = 123) -> str:
+    """
+    C{reason} and the tracking id (C{"<reason>. TrackingId:<id>"}) in a close frame's room.
+
+    A long reason is shortened before the tracking id rather than the tracking id cut short, since the id
+    is what finds the gateway's log lines; only an id too long to leave a reason some room is clipped.
+    """
+    suffix = f". TrackingId:{tracking_id}"
+    room = limit - len(suffix.encode("utf-8"))
+    if room < 16:
+        return close_reason(reason + suffix, limit)
+    return close_reason(reason, room) + suffix

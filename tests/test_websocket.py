@@ -215,6 +215,25 @@ class ListenerTests(GatewayTestCase):
         self.assertEqual(len(held), 1)
         self.assertTrue(held[0].startswith("180 more lines about listener "), held[0])
 
+    def test_a_long_close_reason_keeps_its_tracking_id_whole(self) -> None:
+        """
+        A close reason too long for the close frame is shortened before its tracking id, not through it.
+
+        The whole text was clipped to the frame's 123 bytes, so a long cause (a JSON error with its position)
+        cut the tracking id in the middle, and the listener's operator could not find the gateway's lines.
+        """
+        listener = self.listen()
+        listener.sendMessage(b'{"renewToken": {"token": "x"}, ' + b'"y": ' * 10)
+        self.net.flush()
+        assert listener.closed is not None
+        code, reason = listener.closed[1], listener.closed[2] or ""
+        self.assertEqual(code, 1008)
+        self.assertTrue(reason.startswith("Malformed control message: not a JSON text: "), reason)
+        self.assertRegex(
+            reason, r"\. TrackingId:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        )
+        self.assertLessEqual(len(reason.encode()), 123)
+
     def test_fragmented_control_message(self) -> None:
         """
         A control message in fragments, with a ping between them, is read as one message.

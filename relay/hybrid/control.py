@@ -17,7 +17,7 @@ from twisted.logger import Logger, LogLevel
 from zope.interface import implementer
 
 from relay.auth import Rights
-from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
+from relay.errors import CloseCode, ErrorKind, RelayError, tracked_close_reason
 from relay.hybrid.messages import ControlMessageError, decode_object, parse_renew_token
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
@@ -236,7 +236,7 @@ class ControlChannel:
         if self.closing:
             return
         self._withdraw()
-        text = close_reason(f"{reason}. TrackingId:{self.listener_id}")
+        text = tracked_close_reason(reason, self.listener_id)
         self.protocol.close_with(int(code), text)
 
     def _withdraw(self) -> None:
