@@ -876,6 +876,23 @@ class SenderTests(GatewayTestCase):
         rendezvous = self.accept_next(listener, extra="&sb-hc-statusCode=403&sb-hc-statusDescription=No")
         self.assertEqual((rendezvous.status, sender.status), (410, 403))
 
+    def test_plain_reject_on_an_address_its_client_escaped(self) -> None:
+        """
+        A plain C{statusCode} reject is recognised when the listener's URL parser escaped the sender's query.
+
+        Node's parsers escape characters the sender sent raw (C{'}, and C{{}}|^} in ws 1.x): the address the
+        listener dialed no longer started with the one issued, so its reject was taken for an accept, and
+        the sender was joined to a rendezvous its listener had refused.
+        """
+        listener = self.listen()
+        sender = self.send(query="name=O'Brien&f={a}|b")
+        address = json.loads(listener.messages[-1][0])["accept"]["address"]
+        escaped = address.replace("'", "%27").replace("{", "%7B").replace("}", "%7D").replace("|", "%7C")
+        self.assertNotEqual(escaped, address)
+        rendezvous = self.net.connect(escaped + "&statusCode=401&statusDescription=Not%20you")
+        self.assertEqual((rendezvous.status, sender.status), (410, 401))
+        self.assertIn("Not you", sender.status_line)
+
     def test_sender_status_code_param_is_not_a_reject(self) -> None:
         """A sender's own C{statusCode} query parameter does not look like a rejection."""
         listener = self.listen()

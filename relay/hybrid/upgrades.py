@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote, unquote_plus
 
 from autobahn.websocket.types import ConnectionDeny
 from twisted.logger import Logger
@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from relay.auth import Rights, split_tokens
 from relay.connectionquota import ConnectionLease
 from relay.errors import ErrorKind, RelayError
-from relay.hybrid.addressing import RequestTarget, split_target
+from relay.hybrid.addressing import RequestTarget
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import SenderContext
@@ -240,6 +240,20 @@ def rendezvous_subprotocol(
     return offered[0]
 
 
+def _appended_pairs(query: str, issued_query: str) -> list[str]:
+    """
+    The C{name=value} pairs a listener's upgrade added after the address's query as issued.
+
+    The issued pairs are compared percent-decoded: a listener's URL parser may escape what the sender sent
+    raw (Node's escape C{'}, ws 1.x also C{{}}|^}), and the address is still the one issued.
+    """
+    issued = [unquote(pair) for pair in issued_query.split("&")]
+    pairs = query.split("&")
+    if [unquote(pair) for pair in pairs[: len(issued)]] != issued:
+        return []
+    return [pair for pair in pairs[len(issued) :] if pair]
+
+
 def _rejection(target: RequestTarget, raw_uri: str, issued_query: str) -> Rejection | None:
     """
     The status a listener's rendezvous upgrade carries to reject its sender, if any.
@@ -251,14 +265,12 @@ def _rejection(target: RequestTarget, raw_uri: str, issued_query: str) -> Reject
     code = target.param("statuscode")
     description = target.param("statusdescription")
     if code is None:
-        query = raw_uri.partition("?")[2]
-        appended = query[len(issued_query) :] if query.startswith(issued_query) else ""
-        if appended:
-            extra = split_target("/?" + appended.lstrip("&"))
-            pairs = dict(p.partition("=")[::2] for p in extra.query.split("&") if p)
-            lowered = {k.lower(): unquote_plus(v) for k, v in pairs.items()}
-            code = lowered.get("statuscode")
-            description = lowered.get("statusdescription", description)
+        appended: dict[str, str] = {}
+        for pair in _appended_pairs(raw_uri.partition("?")[2], issued_query):
+            name, _, value = pair.partition("=")
+            appended.setdefault(unquote(name).lower(), unquote_plus(value))
+        code = appended.get("statuscode")
+        description = appended.get("statusdescription", description)
     if code is None:
         return None
     try:

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
-from relay.client import HybridConnectionClient, HybridConnectionListener
+from relay.client import ConnectError, HybridConnectionClient, HybridConnectionListener
 
 from .gateway import ROOT_KEY, RunningGateway, start_gateway
 from .nodeharness import NodeScript, ensure_node_modules, payload, require_node, sha256_hex, spawn_script
@@ -196,6 +196,32 @@ class HycoWsTests(TestCase):
             ["--uri", send_uri(gateway), "--token", gateway.token("hyco"), "--message", "literal:x"],
         )
         self.assertEqual((await sender.event("upgrade-failed"))["status"], 403)
+        self.assertEqual((await listener.event("rejected"))["relay_status"], 410)
+
+    async def test_plain_reject_of_a_query_its_listener_escapes(self) -> None:
+        """
+        A hyco-ws listener's plain C{statusCode} reject holds for a sender whose query had a raw C{'}.
+
+        The listener's ws 1.x escapes it when it dials the accept address (C{%27}); the gateway took the
+        changed address for an accept with nothing appended, and joined the refused sender.
+        """
+        gateway = await start_gateway(self)
+        listener = await self.node_listener(
+            gateway,
+            "--behaviour",
+            "reject",
+            "--reject-status",
+            "403",
+            "--reject-description",
+            "Go away",
+            "--reject-style",
+            "plain",
+        )
+        client = HybridConnectionClient(gateway.connection_string, "hyco", reactor=reactor)
+        with self.assertRaises(ConnectError) as ctx:
+            await client.connect(query="name=O'Brien")
+        self.assertEqual(ctx.exception.status_code, 403)
+        self.assertIn("Go away", str(ctx.exception))
         self.assertEqual((await listener.event("rejected"))["relay_status"], 410)
 
     async def test_refused_listener_is_slowed_down(self) -> None:
