@@ -183,6 +183,7 @@ GATEWAY_LIMITS: dict[str, tuple[float, float, float]] = {
     # name: (default, low, high)
     "rendezvous_timeout": (30.0, 1.0, 300.0),
     "control_ping_interval": (30.0, 1.0, 3600.0),
+    "listener_token_grace": (10.0, 0.0, 300.0),  # a listener's token may be this late in being renewed
     "listener_failure_delay": (1.0, 0.0, 60.0),
     "listener_failure_max_delay": (8.0, 0.0, 600.0),
     "close_handshake_timeout": (5.0, 0.5, 60.0),

@@ -91,9 +91,9 @@ class ListenerTests(GatewayTestCase):
         self.assertEqual(sender.status, 404)
 
     def test_token_expiry_closes_with_1008(self) -> None:
-        """A control channel whose token lapses unrenewed is closed with 1008."""
+        """A control channel whose token lapses unrenewed is closed with 1008, after the 10 s grace."""
         listener = self.listen(token=self.token(ttl=60))
-        self.net.advance(59)
+        self.net.advance(69)
         self.assertIsNone(listener.closed)
         self.net.advance(2)
         assert listener.closed is not None
@@ -111,6 +111,21 @@ class ListenerTests(GatewayTestCase):
         self.net.advance(30)
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_a_renewal_sent_as_the_token_lapses_is_taken(self) -> None:
+        """
+        A renewToken that arrives just after the expiry, as the Node libraries send it, keeps the channel.
+
+        hyco-ws and hyco-https renew every hour with a token that lives an hour, made when the previous one
+        was: the renewal comes a fraction of a second after the token lapsed. Closed right at the expiry,
+        every such listener was dropped with 1008 once an hour, just before it would have renewed.
+        """
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.advance(60.5)
+        listener.sendMessage(json.dumps({"renewToken": {"token": self.token(ttl=60)}}).encode())
+        self.net.advance(60)
+        self.assertIsNone(listener.closed)
+        self.assertEqual(self.gateway.registry.total(), 1)
+
     def test_renew_token_crossing_the_expiry_close_leaves_no_timer(self) -> None:
         """
         A renewToken that crosses the gateway's expiry close arms no timer for the closed channel.
@@ -120,7 +135,9 @@ class ListenerTests(GatewayTestCase):
         """
         listener = self.listen(token=self.token(ttl=60))
         self.net.flush()
-        self.clock.advance(61)  # the gateway closes with 1008; the listener has not read it yet
+        self.clock.advance(
+            71
+        )  # the gateway closes with 1008 (past the grace); the listener has not read it yet
         listener.sendMessage(json.dumps({"renewToken": {"token": self.token(ttl=86400)}}).encode())
         self.net.advance(10)
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
@@ -323,6 +340,22 @@ class ListenerTests(GatewayTestCase):
         client = self.net.connect(f"wss://{HOST}/$hc/hyco?sb-hc-action=connect&sb-hc-action=listen")
         self.assertEqual(client.status, 400)
         self.assertIn("more than once", client.status_line)
+
+
+class StrictTokenExpiryTests(GatewayTestCase):
+    """A gateway with C{listener_token_grace = 0}: a listener's channel closes right at its token's expiry."""
+
+    def limits(self) -> dict[str, float]:
+        return {"listener_token_grace": 0.0}
+
+    def test_closed_at_the_expiry(self) -> None:
+        """The channel is closed with 1008 as the token lapses; a renewal sent after that is too late."""
+        listener = self.listen(token=self.token(ttl=60))
+        self.net.advance(59)
+        self.assertIsNone(listener.closed)
+        self.net.advance(2)
+        self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
+        self.assertEqual(self.gateway.registry.total(), 0)
 
 
 class SenderTests(GatewayTestCase):

@@ -2,9 +2,10 @@
 The listener control channel: the long-lived WebSocket over which a listener is told about senders.
 
 It registers the listener, sends C{accept} messages, adopts renewed tokens, and closes with 1008 when the
-token lapses unrenewed. Messages from the listener other than C{renewToken} are handed to optional
-handlers (HTTP relaying adds C{response} handling); unknown keys are logged and ignored. A listener sends
-as many messages as it likes, so the lines they cause are budgeted per channel (L{ControlChannel.note}).
+token lapses unrenewed (after a grace: the Node libraries renew only as their token lapses). Messages from
+the listener other than C{renewToken} are handed to optional handlers (HTTP relaying adds C{response}
+handling); unknown keys are logged and ignored. A listener sends as many messages as it likes, so the
+lines they cause are budgeted per channel (L{ControlChannel.note}).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from relay.writes import pending_write_bytes
 MAX_CONTROL_BACKLOG = 1024 * 1024
 """Bytes a listener may leave unread on its control channel before it gets no more work."""
 
+TOKEN_EXPIRY_GRACE = 10.0
+"""
+Seconds a listener's token may have lapsed before its channel is closed (the gateway's C{listener_token_grace}).
+
+hyco-ws and hyco-https renew every hour with a token that lives an hour, made when the one before was, so
+their C{renewToken} arrives a little after the expiry (up to a second for the token's whole-second C{se},
+plus timer lateness and the network); closed right at the expiry, they were dropped once an hour.
+"""
+
 MessageHandler = Callable[["ControlChannel", Any], None]
 BinaryHandler = Callable[["ControlChannel", bytes], None]
 
@@ -41,6 +51,7 @@ class ControlChannel:
     @ivar closing: set once the channel is going away; it then gets no new work.
     @ivar handlers: extra top-level message keys this channel understands (C{response} for HTTP).
     @ivar binary_handler: what to do with binary messages (HTTP response bodies); ignored when C{None}.
+    @ivar expiry_grace: seconds past the token's expiry before the channel is closed (L{TOKEN_EXPIRY_GRACE}).
     """
 
     log = Logger()
@@ -53,6 +64,7 @@ class ControlChannel:
         listener_id: str,
         host: str,
         clock: IReactorTime,
+        expiry_grace: float = TOKEN_EXPIRY_GRACE,
     ) -> None:
         self.protocol = protocol
         self.router = router
@@ -60,6 +72,7 @@ class ControlChannel:
         self.listener_id = listener_id
         self.host = host
         self.clock = clock
+        self.expiry_grace = expiry_grace
         self.closing = False
         self.handlers: dict[str, MessageHandler] = {}
         self.binary_handler: BinaryHandler | None = None
@@ -90,7 +103,7 @@ class ControlChannel:
             self._expiry_call.cancel()
         self._expiry_call = None
         if self._expiry is not None:
-            delay = max(0.0, self._expiry - self.clock.seconds())
+            delay = max(0.0, self._expiry + self.expiry_grace - self.clock.seconds())
             self._expiry_call = self.clock.callLater(delay, self._token_expired)
 
     def _token_expired(self) -> None:

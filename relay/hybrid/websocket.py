@@ -36,7 +36,7 @@ from relay.hybrid.addressing import (
     split_target,
 )
 from relay.hybrid.bridge import Splice
-from relay.hybrid.control import ControlChannel
+from relay.hybrid.control import TOKEN_EXPIRY_GRACE, ControlChannel
 from relay.hybrid.legs import SplicedConnection
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.native import NativeSplices
@@ -249,7 +249,15 @@ class HybridConnectionProtocol(  # type: ignore[misc]
         admission = router.admit(
             host, path, presented_tokens(request.headers, target), Rights.LISTEN, listener=True
         )
-        channel = ControlChannel(self, router, admission, self.tracking_id, host, self.factory.clock)
+        channel = ControlChannel(
+            self,
+            router,
+            admission,
+            self.tracking_id,
+            host,
+            self.factory.clock,
+            expiry_grace=float(self.factory.limits.get("listener_token_grace", TOKEN_EXPIRY_GRACE)),
+        )
         router.register_listener(admission, channel)
         self.factory.throttle.forget(self._source())
         self.control = channel

@@ -283,14 +283,51 @@ class HycoWsTests(TestCase):
         self.assertEqual((await sender.event("message"))["text"], "still")
 
     async def test_static_token_expires_with_1008(self) -> None:
-        """A hyco-ws listener with a static 2-second token is closed by the gateway with 1008 at expiry."""
-        gateway = await start_gateway(self)
+        """A hyco-ws listener with a static 2-second token is closed by the gateway with 1008 once it lapsed."""
+        gateway = await start_gateway(self, limits={"listener_token_grace": 1.0})
         listener = spawn_script(
             self, "ws-listener.js", ["--uri", listen_uri(gateway), "--token", gateway.token("hyco", ttl=2)]
         )
         await listener.event("online")
         offline = await listener.event("offline", timeout=10)
         self.assertEqual(offline.get("code"), 1008)
+
+    async def test_renewal_as_the_token_lapses(self) -> None:
+        """
+        A hyco-ws listener whose token lives as long as its renewal period (3600 s each by default) stays.
+
+        The library renews only when the period is over, a moment after the token lapsed: the gateway
+        closed such a listener with 1008 every period, just before its renewal came.
+        """
+        # A grace shorter than the run: a channel whose renewals were not taken would be closed in it.
+        gateway = await start_gateway(self, limits={"listener_token_grace": 3.0})
+        listener = spawn_script(
+            self,
+            "ws-listener.js",
+            [
+                "--uri",
+                listen_uri(gateway),
+                "--key-name",
+                "root",
+                "--key",
+                ROOT_KEY,
+                "--token-uri",
+                f"http://{gateway.host}/hyco",
+                "--token-mode",
+                "function",
+                "--token-ttl",
+                "2",
+                "--renew-interval-ms",
+                "2000",
+            ],
+        )
+        await listener.event("online")
+        await sleep(7.0)
+        self.assertEqual(listener.named("offline"), [])
+        purposes = [e["purpose"] for e in listener.named("token")]
+        self.assertEqual(purposes.count("connect"), 1, purposes)
+        self.assertGreaterEqual(purposes.count("renew"), 3, purposes)
+        self.assertEqual(gateway.service.registry.total(), 1)
 
     async def test_listener_process_killed_mid_stream(self) -> None:
         """Killing the hyco-ws listener process during a transfer closes the Python sender with 1001."""
