@@ -1008,6 +1008,31 @@ class SenderTests(GatewayTestCase):
         rendezvous = self.accept_next(listener)
         self.assertEqual((sender.status, rendezvous.status), (101, 101))
 
+    def test_a_sender_without_an_action(self) -> None:
+        """
+        An upgrade with no C{sb-hc-action} is a sender's, as Azure takes it (a browser's plain WebSocket).
+
+        The .NET client's own tests connect raw C{ClientWebSocket}s to C{wss://ns/$hc/path?sb-hc-token=..}
+        and, on an anonymous hybrid connection, to C{wss://ns/$hc/path}; the gateway refused both (400).
+        """
+        from urllib.parse import quote
+
+        listener = self.listen()
+        sender = self.net.connect(
+            f"wss://{HOST}/$hc/hyco/chat?room=1&sb-hc-token={quote(self.token(), safe='')}"
+        )
+        accept = json.loads(listener.messages[-1][0])["accept"]
+        self.assertIn("/$hc/hyco/chat?room=1&sb-hc-action=accept&sb-hc-id=", accept["address"])
+        rendezvous = self.net.connect(accept["address"])
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+        open_listener = self.listen("open")
+        anonymous = self.net.connect(f"wss://{HOST}/$hc/open")
+        rendezvous = self.accept_next(open_listener)
+        self.assertEqual((anonymous.status, rendezvous.status), (101, 101))
+        empty = self.net.connect(f"wss://{HOST}/$hc/open?sb-hc-action=")
+        rendezvous = self.accept_next(open_listener)
+        self.assertEqual((empty.status, rendezvous.status), (101, 101))
+
     def test_query_token(self) -> None:
         """A token in C{sb-hc-token} works and is not shown to the listener."""
         from urllib.parse import quote

@@ -210,7 +210,9 @@ class HybridConnectionProtocol(  # type: ignore[misc]
             raise deny(RelayError(ErrorKind.BAD_REQUEST, str(e)), self.tracking_id) from None
         self.tracking_id = target.param("id") or new_tracking_id()
         path = hc_path(target.path) or "/"
-        action = target.param("action")
+        # No action (or an empty one) is a sender's upgrade, as Azure reads it: a plain WebSocket client
+        # (a browser's) dials wss://ns/$hc/name[?sb-hc-token=..]; an unknown action is refused (400).
+        action = target.param("action") or ACTION_CONNECT
         host = host_name(self.http_request_host or "")  # "[::1]" is "::1", as for plain HTTP
         try:
             if action == ACTION_LISTEN:
@@ -225,7 +227,7 @@ class HybridConnectionProtocol(  # type: ignore[misc]
                 raise RelayError(
                     ErrorKind.RENDEZVOUS_UNKNOWN, "Rendezvous address is unknown, used or expired"
                 )
-            raise RelayError(ErrorKind.BAD_REQUEST, "Missing or unknown sb-hc-action")
+            raise RelayError(ErrorKind.BAD_REQUEST, "Unknown sb-hc-action")
         except RelayError as e:
             self.logger.info(
                 "refused {action} upgrade on {path}: {kind} {reason}",

@@ -118,6 +118,31 @@ class HycoWsTests(TestCase):
         self.assertNotIn("servicebusauthorization", headers)
         await sender.event("message")
 
+    async def test_sender_uri_without_an_action(self) -> None:
+        """
+        A plain WebSocket dialing C{/$hc/hyco?sb-hc-token=..}, with no C{sb-hc-action}, reaches the listener.
+
+        Azure takes such an upgrade for a sender's (the .NET client's tests dial raw WebSockets so); the
+        gateway answered 400.
+        """
+        gateway = await start_gateway(self)
+        await self.node_listener(gateway)
+        sender = spawn_script(
+            self,
+            "ws-sender.js",
+            [
+                "--uri",
+                f"{gateway.ws_url}/$hc/hyco",
+                "--token",
+                gateway.token("hyco"),
+                "--token-in",
+                "query",
+                "--message",
+                "literal:plain",
+            ],
+        )
+        self.assertEqual((await sender.event("message"))["text"], "plain")
+
     async def test_python_sender_to_hyco_ws_listener(self) -> None:
         """Our Python sender talks to a hyco-ws listener: subprotocol, text, binary and close code."""
         gateway = await start_gateway(self)
