@@ -77,6 +77,8 @@ class Exposer:
                 on_accept_failed=self.forwarder.accept_failed,
                 on_online=self._online,
                 on_offline=self._offline,
+                # The connection string is read once: a key the relay refuses now stays refused.
+                give_up_statuses=(401, 404),
             )
         except ValueError as e:
             raise ExposeError(str(e)) from None
@@ -107,7 +109,7 @@ class Exposer:
         if error is None:
             return
         if self.listener.state is ListenerState.OFFLINE:
-            self._note(f"giving up: {error}")
+            self._note(f"the relay refused the listener on reconnecting: {error}; giving up")
             self._finish(1)
         else:
             self._note(f"connection lost ({error}); reconnecting")

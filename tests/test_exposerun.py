@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import io
 
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay.auth import Rights, SharedAccessRule
 from relay.exposerun import Exposer, stderr_observer
+
+from .client.fakes import ROOT_KEY, ROOT_KEY_NAME, FakeRelayTestCase
 
 CONNECTION_STRING = (
     "Endpoint=sb://localhost:1/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0;EntityPath=hyco"
@@ -72,3 +76,63 @@ class ExposerLinesTests(SynchronousTestCase):
             self.err.getvalue(),
             f"relay expose: connection lost ({ESCAPED}\\nrelay expose: forged); reconnecting\n",
         )
+
+
+class ReconnectRefusedTests(FakeRelayTestCase, SynchronousTestCase):
+    """After a good start, how C{relay expose} takes the relay refusing it on reconnecting."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.err = io.StringIO()
+        connection_string = (
+            f"Endpoint=ws://relay.test:80/;SharedAccessKeyName={ROOT_KEY_NAME};"
+            f"SharedAccessKey={ROOT_KEY};EntityPath=hyco"
+        )
+        self.exposer = Exposer(
+            "http://127.0.0.1:8080",
+            connection_string,
+            None,
+            reactor=self.reactor,
+            out=io.StringIO(),
+            err=self.err,
+        )
+        self.running = Deferred.fromCoroutine(self.exposer.run())
+        self.network.flush()
+        self.assertIn("relay expose: online", self.err.getvalue())
+        self.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.advance(5)
+        self.successResultOf(stopping)
+
+    def listens(self) -> int:
+        return sum(1 for upgrade in self.relay.upgrades if upgrade.action == "listen")
+
+    def test_key_rotated(self) -> None:
+        """
+        A 401 on reconnecting (the key was changed on the relay) ends expose with status 1.
+
+        One line says so, as the same refusal does at start: retrying with the same key cannot help.
+        """
+        self.relay.rules = [SharedAccessRule(ROOT_KEY_NAME, "the-new-key", Rights.MANAGE)]
+        self.relay.close_listeners(1001, "Shutting down")
+        self.network.advance(600)
+        self.assertEqual(self.successResultOf(self.running), 1)
+        self.assertEqual(self.listens(), 2, "no retry after the refusal")
+        self.assertIn(
+            "relay expose: the relay refused the listener on reconnecting: 401", self.err.getvalue()
+        )
+
+    def test_forbidden_keeps_trying(self) -> None:
+        """A 403 (a full quota clears on its own) is retried with back-off until the relay takes it again."""
+        self.relay.deny = lambda upgrade: (403, "Quota exceeded") if upgrade.action == "listen" else None
+        self.relay.close_listeners(1001, "Shutting down")
+        self.network.advance(600)
+        self.assertNoResult(self.running)
+        self.assertGreater(self.listens(), 5)
+        self.assertLess(self.listens(), 60, "the back-off grew to its cap")
+        self.relay.deny = None
+        self.network.advance(60)
+        self.assertTrue(self.exposer.listener.is_online)
+        self.assertEqual(self.err.getvalue().count("relay expose: online"), 2)

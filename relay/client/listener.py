@@ -6,7 +6,7 @@ The API is modelled on .NET's C{HybridConnectionListener}.
 Life cycle: C{open()} dials the control channel once and fails with the relay's answer (404, 401, ...)
 if that does not work, as .NET's C{OpenAsync} does. Once online, a dropped channel is redialled with
 capped, jittered exponential back-off until C{close()}; 401/403 keep backing off (a key may be restored),
-404 stops for good (the entity is gone). Before the token expires a fresh one is sent as C{renewToken}
+404 stops for good (the entity is gone), and so does any status given in C{give_up_statuses}. Before the token expires a fresh one is sent as C{renewToken}
 (L{relay.client.renewal}).
 
 Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import random as _random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from enum import Enum
 from typing import Any, cast
@@ -38,7 +38,7 @@ from relay.client.backoff import Backoff
 from relay.client.commands import AcceptCommand, RequestCommand
 from relay.client.connection import HybridWebSocket
 from relay.client.control import ControlChannel
-from relay.client.errors import ControlChannelLost, EndpointNotFoundError
+from relay.client.errors import ConnectError, ControlChannelLost
 from relay.client.flow import MAX_ACCEPT_DIALS, MAX_REJECTION_DIALS
 from relay.client.intake import SenderIntake
 from relay.client.options import MIB, WebSocketOptions
@@ -82,8 +82,8 @@ class HybridConnectionListener:
     @ivar on_connecting: called before every attempt to dial the control channel.
     @ivar on_online: called when the listener is registered.
     @ivar on_offline: called with the reason when the listener stops being online: a
-        L{ControlChannelLost} (it will reconnect; see L{state}), an L{EndpointNotFoundError} (it gave
-        up), or C{None} after L{close}.
+        L{ControlChannelLost} (it will reconnect; see L{state}), the L{ConnectError} it gave up on (an
+        L{EndpointNotFoundError}, or a status in C{give_up_statuses}), or C{None} after L{close}.
     @ivar last_error: the most recent failure, C{None} while online.
     """
 
@@ -114,6 +114,7 @@ class HybridConnectionListener:
         max_accept_dials: int = MAX_ACCEPT_DIALS,
         accept_timeout: float = ACCEPT_DECISION_TIMEOUT,
         listener_id: str | None = None,
+        give_up_statuses: Collection[int] = (404,),
     ) -> None:
         """
         Configure the listener; nothing is dialled before L{open}.
@@ -142,6 +143,9 @@ class HybridConnectionListener:
             turn.
         @param accept_timeout: seconds an asynchronous accept handler has to decide; then it is
             cancelled and the sender rejected with 504, which frees its slot (0: no limit).
+        @param give_up_statuses: the relay's answers to a reconnect after which the listener stops
+            reconnecting (L{ListenerState.OFFLINE}); by default only 404. A program that cannot get other
+            credentials adds 401: its key was refused, and trying the same key again cannot help.
         """
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -157,6 +161,7 @@ class HybridConnectionListener:
         if max_pending_connections < 0:
             raise ValueError("max_pending_connections must not be negative")
         self.token_provider = token_provider
+        self._give_up_statuses = frozenset(give_up_statuses) | {404}
         self.listener_id = listener_id or str(uuid.uuid4())
         self.accept_handler = accept_handler
         self.accept_timeout = accept_timeout
@@ -379,12 +384,12 @@ class HybridConnectionListener:
             await deferLater(self._reactor, delay)
             try:
                 channel = await self._connect_once()
-            except EndpointNotFoundError as e:
-                self._give_up(e)
-                return
             except CancelledError:
                 raise
             except Exception as e:
+                if isinstance(e, ConnectError) and e.status_code in self._give_up_statuses:
+                    self._give_up(e)
+                    return
                 self.last_error = e
                 attempt += 1
                 self.log.warn(
@@ -396,7 +401,7 @@ class HybridConnectionListener:
                 continue
             self._went_online(channel)
 
-    def _give_up(self, error: EndpointNotFoundError) -> None:
+    def _give_up(self, error: ConnectError) -> None:
         self.last_error = error
         self._state = ListenerState.OFFLINE
         self.log.error(

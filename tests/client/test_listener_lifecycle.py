@@ -237,6 +237,19 @@ class ReconnectTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertEqual(listener.state, ListenerState.RECONNECTING)
         self.assertIsInstance(listener.last_error, AuthorizationError)
 
+    def test_gives_up_on_the_statuses_given(self) -> None:
+        """With 401 in C{give_up_statuses}, a refused key ends reconnecting as a 404 does; 403 does not."""
+        listener, events = self.recorded(backoff=self.backoff, give_up_statuses=(401,))
+        answers = iter([(403, "Quota exceeded"), (401, "Invalid token signature")])
+        self.relay.deny = lambda upgrade: next(answers)
+        self.relay.close_listeners()
+        self.network.advance(60)
+        self.assertEqual(listener.state, ListenerState.OFFLINE)
+        self.assertEqual(len(self.listen_times()), 3)
+        self.assertEqual(events[-1], "offline:AuthorizationError")
+        assert isinstance(listener.last_error, AuthorizationError)
+        self.assertEqual(listener.last_error.status_code, 401)
+
     def test_close_while_backing_off(self) -> None:
         """C{close()} during back-off cancels the pending attempt; no more dialling happens."""
         listener, events = self.recorded(backoff=self.backoff)
