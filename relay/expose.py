@@ -154,11 +154,16 @@ class _ResponsePipe:
         self._response.finish().addBoth(self._finished)
 
     def failed(self, reason: Failure) -> None:
-        """The copy stops (the local body was cut, or the relay gave up on the response): the first reason counts."""
+        """
+        The copy stops (the local body was cut, or the relay gave up on the response): the first reason counts.
+
+        A local body that broke off leaves the response to L{Forwarder.cut_short}, which may still answer.
+        """
         if self._failed:
             return
         self._failed = True
-        self._response.abort()
+        if not reason.check(ResponseError):
+            self._response.abort()
         if not self._done.called:
             self._done.errback(reason)
 
@@ -295,11 +300,27 @@ class Forwarder:
         try:
             await done
         except ResponseError as e:  # the local server's fault, not the application's: no traceback
-            self.log.warn(
-                "request {request_id}: the local server's response was cut: {error}",
-                request_id=request.id,
-                error=str(e),
-            )
+            await self.cut_short(request, response, e)
+
+    async def cut_short(self, request: RelayedRequest, response: RelayedResponse, error: Exception) -> None:
+        """
+        The local answer broke off: a 502 instead while none of it has left, else the relayed one is cut.
+
+        Sending nothing would leave the sender waiting for the relay's C{request_timeout}, then a 504.
+        """
+        self.log.warn(
+            "request {request_id}: the local server's response was cut: {error}",
+            request_id=request.id,
+            error=str(error),
+        )
+        if not response.reset():
+            response.abort()
+            return
+        response.status_code = 502
+        response.headers["Content-Type"] = "text/plain; charset=utf-8"
+        await response.finish(
+            f"The local server {self.base} broke off its answer. TrackingId:{request.id}\n".encode()
+        )
 
     def local_request(
         self, method: str, path: str, query: str, headers: Mapping[str, str]

@@ -11,7 +11,7 @@ Anything else continues on the general path before anything went back to the rel
 the same answer either way: a request the general path would refuse (it answers 400), no idle local
 connection, an access log other than the forwarder's own, a local answer without a length or larger than
 the control channel takes (relayed from the response head on), and a local server that fails before its
-answer (502 or 504).
+answer is complete (502 or 504).
 """
 
 from __future__ import annotations
@@ -200,18 +200,11 @@ class _QuickExchange:
             self._access(local.code, len(body))
 
     def failed(self, reason: Failure) -> None:
-        """The local body was cut: nothing goes back (the relay times the request out), as on the general path."""
-        listener = self._listener
-        listener.active -= 1
+        """The local body was cut: nothing went back yet, so the general path answers 502."""
         self._chunks = []
-        self._lane.log.warn(
-            "request {request_id}: the local server's response was cut: {error}",
-            request_id=self._command.id,
-            error=str(reason.value),
-        )
-        local = self._local
-        if listener.on_response is not None and local is not None:
-            self._access(local.code, 0)
+        forwarder = self._lane.forwarder
+        error = reason.value if isinstance(reason.value, Exception) else Exception(str(reason.value))
+        self._hand_over(lambda request, response: forwarder.cut_short(request, response, error))
 
     def _access(self, status: int, size: int) -> None:
         endpoint = remote_endpoint(self._command.fields.get("remoteEndpoint"))

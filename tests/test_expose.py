@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.accepting import AcceptContext
@@ -55,6 +57,36 @@ class LocalStatusTests(ForwarderOverRendezvous, SynchronousTestCase):
         self.assertEqual(head["statusCode"], 200)
         self.assertNotIn("Link", head.get("responseHeaders", {}))
         self.assertEqual(body, b"hi")
+
+
+class CutAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
+    """A local answer that breaks off: 502 while nothing of it has left, else the relayed answer is cut too."""
+
+    def cut(self, answer: bytes) -> tuple[list[dict[str, Any]], bytes]:
+        send_request(self.channel, "GET", "/hyco/x")
+        [(protocol, _transport)] = self.local.connections
+        protocol.dataReceived(answer)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        heads = [json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"]
+        body = b"".join(payload for kind, payload in self.rendezvous.calls if kind == "frame")
+        return heads, body
+
+    def test_cut_before_anything_left(self) -> None:
+        """A head and then nothing: the relay gets a 502 saying so, not a wait for its own timeout."""
+        heads, body = self.cut(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+        self.assertEqual([head["statusCode"] for head in heads], [502])
+        self.assertEqual(
+            body, b"The local server http://127.0.0.1:8000 broke off its answer. TrackingId:r1\n"
+        )
+        self.assertNotIn(("drop", True), self.rendezvous.calls)
+        self.assertIn('"GET /x" 502', self.lines[-1])
+
+    def test_cut_after_the_head_left(self) -> None:
+        """Once the answer streams to the relay its status cannot change: the rendezvous is dropped."""
+        heads, body = self.cut(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+        self.assertEqual([head["statusCode"] for head in heads], [200])
+        self.assertEqual(body, b"0123456789")
+        self.assertEqual(self.rendezvous.calls[-1], ("drop", True))
 
 
 class DotSegmentTests(ForwarderOverRendezvous, SynchronousTestCase):

@@ -276,18 +276,37 @@ class LaneTests(SynchronousTestCase):
         self.assertTrue(any("control channel closed" in e["log_format"] for e in events))
 
     def test_cut_body(self) -> None:
-        """A local body cut short sends nothing (the relay times the request out) and is logged."""
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
-        expose = Expose(quick=True)
-        expose.warm()
-        expose.request()
-        expose.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
-        protocol, _ = expose.local.connections[-1]
-        protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual((expose.sent(), expose.http.active), ([], 0))
-        [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
-        self.assertEqual(warning["request_id"], "r2")
-        self.assertEqual(expose.access(), ['192.0.2.7 "GET /x" 200 0'])
+        """
+        A local body cut short before anything went back gets the relay a 502 at once, on both paths.
+
+        Before, nothing went back: the sender waited for the relay's C{request_timeout} (60 s by
+        default) and got a 504 saying the listener had not answered.
+        """
+        runs = []
+        for quick in (True, False):
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            expose = Expose(quick)
+            expose.warm()
+            expose.request()
+            expose.answer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+            protocol, _ = expose.local.connections[-1]
+            protocol.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(expose.http.active, 0)
+            [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+            self.assertEqual(warning["request_id"], "r2")
+            self.assertIn("closed the connection", warning["error"])
+            runs.append(expose)
+        quick_run, general_run = runs
+        self.assertEqual(quick_run.taken, [True])
+        self.assertEqual(quick_run.sent(), general_run.sent())
+        [(head, _), (body, _)] = quick_run.sent()
+        self.assertEqual(head["response"]["statusCode"], 502)
+        self.assertEqual(
+            body, b"The local server http://127.0.0.1:8000 broke off its answer. TrackingId:r2\n"
+        )
+        self.assertNotIn(b"half", body)
+        self.assertEqual(quick_run.access(), general_run.access())
+        self.assertEqual(quick_run.access(), [f'192.0.2.7 "GET /x" 502 {len(body)}'])
 
 
 _NAMES = st.sampled_from(

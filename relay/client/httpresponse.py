@@ -268,6 +268,26 @@ class RelayedResponse:
             self._lost_waiters.append(waiter)
         return waiter
 
+    def reset(self) -> bool:
+        """
+        Take back what was written but has not left, to answer anew (with an error, say).
+
+        The body queued is dropped, and status, reason phrase and headers are back to their defaults.
+
+        @return: whether that was still possible: not once the head has left, or the response was finished
+            or failed.
+        """
+        if self._head_sent or self.finished:
+            return False
+        if self._state is _State.BUFFERING:
+            self._cancel_flush()
+        self._queue.clear()
+        self._queued = 0
+        self._status_code = 200
+        self.status_description = None
+        self.headers = ResponseHeaders()
+        return True
+
     def abort(self, error: Exception | None = None) -> None:
         """Give up: drop the rendezvous if a response was started on it, else send nothing at all."""
         if self._state is _State.DONE:
