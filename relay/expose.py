@@ -188,6 +188,8 @@ class Forwarder:
     @ivar base: the local base URL, without trailing slash.
     @ivar log_line: where access log lines go (one per request or WebSocket connection).
     @ivar max_websockets: WebSocket senders relayed at once; more are refused with 503.
+    @ivar draining: set when expose stops: new requests and WebSocket senders get 503 while the
+        answers in flight finish.
     """
 
     log = Logger()
@@ -204,6 +206,7 @@ class Forwarder:
     ) -> None:
         self.base = local_base(base)
         self.max_websockets = max_websockets
+        self.draining = False
         self._opening = 0  # local WebSockets being opened for senders
         self.reactor = reactor
         self.log_line = log_line
@@ -234,6 +237,11 @@ class Forwarder:
 
     async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
         """Forward one relayed request to the local server and its response back."""
+        if self.draining:
+            response.status_code = 503
+            response.headers["Content-Type"] = "text/plain; charset=utf-8"
+            await response.finish(f"relay expose is shutting down. TrackingId:{request.id}\n".encode())
+            return
         local_request = self.local_request(request.method, request.path, request.query, request.headers)
         if isinstance(local_request, str):
             self.log.warn(
@@ -380,6 +388,9 @@ class Forwarder:
 
     async def accept(self, context: AcceptContext) -> Accept | Reject:
         """Connect to the local WebSocket first; accept the sender with what the local server chose."""
+        if self.draining:
+            self._ws_line(context, 503, "shutting down", 0.0)
+            return Reject(503, "relay expose is shutting down")
         if self._opening + len(self._pending) + len(self.connections) >= self.max_websockets:
             self._ws_line(context, 503, "too many WebSocket connections", 0.0)
             return Reject(503, "Too many WebSocket connections through this listener")

@@ -73,6 +73,8 @@ class QuickLane:
     def __call__(self, command: RequestCommand, body: bytes | None, listener: HttpListener) -> bool:
         """Take the request (C{True}), or leave it to the general path before doing anything."""
         forwarder = self.forwarder
+        if forwarder.draining:
+            return False  # the general path answers 503
         logs = listener.on_response
         if logs is not None and logs != forwarder.access_line:
             return False  # someone else's access log wants the general path's request and response

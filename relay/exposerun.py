@@ -23,6 +23,9 @@ from relay.eventloop import lean_dispatch
 from relay.expose import LOCAL_TIMEOUT, ExposeError, Forwarder
 from relay.logtext import classic_observer, one_line
 
+DRAIN_TIMEOUT = 10.0
+"""Seconds a stop waits for the answers in flight before the listener closes."""
+
 
 def stderr_observer(err: IO[str], level: LogLevel) -> ILogObserver:
     """
@@ -58,8 +61,10 @@ class Exposer:
         retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         quiet: bool = False,
         local_timeout: float | None = LOCAL_TIMEOUT,
+        drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.reactor = reactor
+        self.drain_timeout = drain_timeout
         self.out: IO[str] | None = None if quiet else (out or sys.stdout)
         self.err = err or sys.stderr
         self.retry_delays = retry_delays
@@ -147,12 +152,31 @@ class Exposer:
             self._finished.callback(status)
 
     async def stop(self) -> None:
-        """Close the listener and end L{run} with status 0."""
+        """
+        Close the listener and end L{run} with status 0.
+
+        Answers in flight finish first, for up to L{drain_timeout} seconds: the relay fails every request
+        still due on a control channel that closes. Meanwhile new requests and senders get 503.
+        """
         self._finish(0)
         if self._sleep is not None:
             self._sleep.cancel()
+        self.forwarder.draining = True
+        await self._drain()
         await self.listener.close()
         self.forwarder.client.close()
+
+    async def _drain(self) -> None:
+        busy = self.http.active
+        if not busy or not self.listener.is_online:
+            return
+        answers = "answer" if busy == 1 else "answers"
+        self._note(
+            f"stopping: {busy} {answers} in flight, waiting for them (at most {self.drain_timeout:g}s)"
+        )
+        deadline = self.reactor.seconds() + self.drain_timeout
+        while self.http.active and self.listener.is_online and self.reactor.seconds() < deadline:
+            await deferLater(self.reactor, min(0.05, deadline - self.reactor.seconds()))
 
 
 def load_ca(ca_file: str) -> Any:

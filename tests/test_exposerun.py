@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
@@ -11,8 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from relay.auth import Rights, SharedAccessRule
 from relay.exposerun import Exposer, stderr_observer
+from relay.localclient import LocalClient
 
 from .client.fakes import ROOT_KEY, ROOT_KEY_NAME, FakeRelayTestCase
+from .client.test_http_abandon import FakeLocalServer
 
 CONNECTION_STRING = (
     "Endpoint=sb://localhost:1/;SharedAccessKeyName=k;SharedAccessKey=c2VjcmV0;EntityPath=hyco"
@@ -136,3 +139,95 @@ class ReconnectRefusedTests(FakeRelayTestCase, SynchronousTestCase):
         self.network.advance(60)
         self.assertTrue(self.exposer.listener.is_online)
         self.assertEqual(self.err.getvalue().count("relay expose: online"), 2)
+
+
+class StopTests(FakeRelayTestCase, SynchronousTestCase):
+    """SIGINT/SIGTERM (L{Exposer.stop}): answers in flight finish before the listener goes."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.err = io.StringIO()
+        connection_string = (
+            f"Endpoint=ws://relay.test:80/;SharedAccessKeyName={ROOT_KEY_NAME};"
+            f"SharedAccessKey={ROOT_KEY};EntityPath=hyco"
+        )
+        self.exposer = Exposer(
+            "http://127.0.0.1:8000",
+            connection_string,
+            None,
+            reactor=self.reactor,
+            out=io.StringIO(),
+            err=self.err,
+        )
+        self.local = FakeLocalServer()
+        self.exposer.forwarder.client = LocalClient(
+            self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local
+        )
+        self.running = Deferred.fromCoroutine(self.exposer.run())
+        self.network.flush()
+        self.assertTrue(self.exposer.listener.is_online)
+        self.count = 0
+
+    def request(self) -> None:
+        """The relay sends a small GET on the control channel."""
+        self.count += 1
+        fields = {
+            "address": f"ws://relay.test:80/$hc/hyco?sb-hc-action=request&sb-hc-id=r{self.count}",
+            "id": f"r{self.count}",
+            "method": "GET",
+            "requestTarget": "/hyco/x",
+            "requestHeaders": {"Host": "relay.test"},
+            "remoteEndpoint": {"address": "192.0.2.7", "port": 4000},
+            "body": False,
+        }
+        self.relay.listeners[0].protocol.sendMessage(json.dumps({"request": fields}).encode())
+        self.network.flush()
+
+    def statuses(self) -> dict[str, int]:
+        return {
+            m["response"]["requestId"]: m["response"]["statusCode"]
+            for m in self.relay.control_messages
+            if isinstance(m, dict) and "response" in m
+        }
+
+    def test_answer_in_flight_finishes(self) -> None:
+        """
+        The listener stays until the answer in flight has gone back; a request meanwhile gets 503.
+
+        Before, the control channel closed at once and the relay answered the sender 502 ("The listener
+        went away before responding").
+        """
+        self.request()
+        [(protocol, _transport)] = self.local.connections
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.advance(1, step=0.05)
+        self.assertNoResult(stopping)
+        self.assertEqual(self.relay.listener_closes, [])
+        self.request()
+        self.assertEqual(self.statuses(), {"r2": 503})
+        self.assertEqual(len(self.local.connections), 1, "nothing new reaches the local server")
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.network.advance(1, step=0.05)
+        self.successResultOf(stopping)
+        self.assertEqual(self.statuses(), {"r2": 503, "r1": 200})
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+        self.assertEqual(self.successResultOf(self.running), 0)
+        self.assertIn("relay expose: stopping: 1 answer in flight", self.err.getvalue())
+
+    def test_drain_is_bounded(self) -> None:
+        """A local server that never answers holds the stop for 10 s at most."""
+        self.request()
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.advance(9.5, step=0.25)
+        self.assertNoResult(stopping)
+        self.network.advance(1, step=0.25)
+        self.successResultOf(stopping)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+
+    def test_idle(self) -> None:
+        """With nothing in flight the listener closes at once, without a note."""
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.flush()
+        self.successResultOf(stopping)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+        self.assertNotIn("stopping", self.err.getvalue())

@@ -141,3 +141,12 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         self.assertIn('"WEBSOCKET /3" 503 too many WebSocket connections', self.lines[-1])
         self.forwarder.accept_failed(first)
         self.assertIsInstance(self.accept(third), Accept)
+
+    def test_senders_while_stopping_get_503(self) -> None:
+        """While expose stops (its answers in flight finishing), a new sender is refused without a local socket."""
+        self.forwarder.draining = True
+        refused = self.accept(context("late", "/chat"))
+        self.assertIsInstance(refused, Reject)
+        self.assertEqual(refused.status_code, 503)
+        self.assertEqual(self.opened, [])
+        self.assertIn('"WEBSOCKET /chat" 503 shutting down', self.lines[-1])
