@@ -224,7 +224,8 @@ class Forwarder:
         )
         self._pending: dict[int, _Pending] = {}  # by id() of the sender's AcceptContext
         self.quick = QuickLane(self, _HOP_BY_HOP)
-        self.connections: set[Deferred[Any]] = set()
+        self.connections: dict[Deferred[Any], tuple[HybridWebSocket, HybridWebSocket]] = {}
+        """The WebSocket pairs being relayed: each splice's task, with its sender and its local socket."""
 
     # -- HTTP ------------------------------------------------------------------------------------------
 
@@ -467,8 +468,14 @@ class Forwarder:
             sender.close(1011, "no local connection")
             return
         task: Deferred[Any] = Deferred.fromCoroutine(self._splice(sender, pending))
-        self.connections.add(task)
-        task.addBoth(lambda result: self.connections.discard(task))
+        self.connections[task] = (sender, pending.local)
+        task.addBoth(lambda result: self.connections.pop(task, None))
+
+    def close_websockets(self, reason: str) -> None:
+        """Close every WebSocket pair being relayed with 1001 (going away), both sides at once."""
+        for sender, local in list(self.connections.values()):
+            sender.close(1001, reason)
+            local.close(1001, reason)
 
     async def _splice(self, sender: HybridWebSocket, pending: _Pending) -> None:
         local = pending.local

@@ -162,20 +162,23 @@ class Exposer:
         if self._sleep is not None:
             self._sleep.cancel()
         self.forwarder.draining = True
+        self.forwarder.close_websockets("relay expose is shutting down")
         await self._drain()
         await self.listener.close()
         self.forwarder.client.close()
 
     async def _drain(self) -> None:
-        busy = self.http.active
-        if not busy or not self.listener.is_online:
-            return
-        answers = "answer" if busy == 1 else "answers"
-        self._note(
-            f"stopping: {busy} {answers} in flight, waiting for them (at most {self.drain_timeout:g}s)"
-        )
+        """Wait for the answers in flight (while the listener is online) and the WebSockets' closes."""
+        busy = self.http.active if self.listener.is_online else 0
+        if busy:
+            answers = "answer" if busy == 1 else "answers"
+            self._note(
+                f"stopping: {busy} {answers} in flight, waiting for them (at most {self.drain_timeout:g}s)"
+            )
         deadline = self.reactor.seconds() + self.drain_timeout
-        while self.http.active and self.listener.is_online and self.reactor.seconds() < deadline:
+        while self.reactor.seconds() < deadline and (
+            (self.http.active and self.listener.is_online) or self.forwarder.connections
+        ):
             await deferLater(self.reactor, min(0.05, deadline - self.reactor.seconds()))
 
 

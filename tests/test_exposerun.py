@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import json
 
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.auth import Rights, SharedAccessRule
+from relay.client import HybridConnectionClient
 from relay.exposerun import Exposer, stderr_observer
 from relay.localclient import LocalClient
 
@@ -231,3 +233,36 @@ class StopTests(FakeRelayTestCase, SynchronousTestCase):
         self.successResultOf(stopping)
         self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
         self.assertNotIn("stopping", self.err.getvalue())
+
+    def test_websockets_are_closed_going_away(self) -> None:
+        """
+        A WebSocket relayed at the stop is closed with 1001 on both sides, not dropped with the process.
+
+        Before, the local server saw its connection cut without a closing handshake (1006).
+        """
+        closes: list[tuple[bool, int | None]] = []
+
+        class Echo(WebSocketServerProtocol):  # type: ignore[misc]
+            def onMessage(self, payload: bytes, isBinary: bool) -> None:
+                self.sendMessage(payload, isBinary)
+
+            def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+                closes.append((wasClean, code))
+
+        factory = WebSocketServerFactory(reactor=self.reactor)
+        factory.protocol = Echo
+        self.network.serve(8000, factory)
+        client = HybridConnectionClient(
+            "ws://relay.test:80", "hyco", self.root_tokens(), reactor=self.reactor
+        )
+        connecting = client.connect()
+        self.network.flush()
+        sender = self.successResultOf(connecting)
+        sender.send("hi")
+        self.network.flush()
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.advance(2, step=0.05)
+        self.successResultOf(stopping)
+        self.assertEqual(closes, [(True, 1001)])
+        self.assertEqual(sender.close_code, 1001)
+        self.assertIn('"WEBSOCKET /" 101 closed', self.exposer.out.getvalue())  # type: ignore[union-attr]
