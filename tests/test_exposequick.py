@@ -217,6 +217,27 @@ class EquivalenceTests(SynchronousTestCase):
         self.both(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", method="HEAD")
         self.both(b"HTTP/1.1 204 No Content\r\n\r\n")
 
+    def test_length_of_answers_without_body(self) -> None:
+        """
+        A HEAD or 304 answer's C{Content-Length} reaches the relay (it says the size of what a GET gets).
+
+        Before, expose took it for the framing of a body that was not there and dropped it, so a C{curl
+        -I} through the relay showed no size. A 204 has none to give.
+        """
+        for method, answer, length in (
+            ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n", "12345"),
+            ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n", "999999999"),
+            ("GET", b'HTTP/1.1 304 Not Modified\r\nETag: "a"\r\nContent-Length: 7\r\n\r\n', "7"),
+            ("GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", None),
+            ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", None),
+        ):
+            with self.subTest(method=method, answer=answer):
+                quick, _ = self.both(answer, method=method)
+                [(head, _)] = quick.sent()
+                self.assertFalse(head["response"]["body"])
+                headers = head["response"]["responseHeaders"]
+                self.assertEqual(headers.get("Content-Length"), length)
+
     def test_local_failure(self) -> None:
         """A local server that answers garbage gets the relay the general path's 502."""
         quick, _ = self.both(b"garbage\r\n\r\n")
