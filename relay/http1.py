@@ -49,8 +49,9 @@ class ResponseHead:
     """
     A final (non-1xx) response head, or an interim one (L{interim}).
 
-    @ivar headers: the fields in the order received, names as sent, without the framing fields (but
-        with a valid C{Content-Length} of a HEAD or 304 answer, which frames no body).
+    @ivar headers: the fields in the order received, names as sent, without the framing fields and
+        those C{Connection} names (but with a valid C{Content-Length} of a HEAD or 304 answer, which
+        frames no body).
     @ivar length: the body's length when C{Content-Length} frames it, else C{None}.
     @ivar reusable: whether the connection can carry another request once this body has been read.
     """
@@ -171,6 +172,9 @@ def read_response_head(buffer: bytes | bytearray, method: bytes) -> tuple[Respon
             continue
         headers.append((name, value))
     keep_alive = b"keep-alive" in connection if version == b"HTTP/1.0" else b"close" not in connection
+    named = set(connection) - {b"close", b"keep-alive", b""}
+    if named:  # the fields Connection names belong to this connection (RFC 9110, 7.6.1)
+        headers = [(name, value) for name, value in headers if name.lower() not in named]
     framing, length = _framing(code, method, lengths, codings)
     if framing is Framing.NONE and length is None and len(lengths) == 1 and code >= 200 and code != 204:
         # A HEAD or 304 answer's length frames nothing: it tells the size a GET gets, and is passed on.

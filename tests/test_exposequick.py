@@ -167,6 +167,19 @@ class EquivalenceTests(SynchronousTestCase):
             },
         )
 
+    def test_fields_named_by_connection(self) -> None:
+        """
+        Fields the local C{Connection} names are hop-by-hop too (RFC 9110, 7.6.1) and stay out.
+
+        Before, expose dropped C{Connection} itself, and with it the only sign that they were this hop's.
+        """
+        quick, _ = self.both(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop, x-other\r\nX-Hop: 1\r\nX-Other: 2\r\n"
+            b"X-Kept: 3\r\nContent-Length: 0\r\n\r\n"
+        )
+        [(head, _)] = quick.sent()
+        self.assertEqual(head["response"]["responseHeaders"], {"X-Kept": "3", "Content-Length": "0"})
+
     def test_request_body_and_forwarded_host(self) -> None:
         """A request body and the sender's Host reach the local server as on the general path."""
         quick, _ = self.both(
