@@ -5,7 +5,8 @@ The API is modelled on .NET's C{HybridConnectionListener}.
 
 Life cycle: C{open()} dials the control channel once and fails with the relay's answer (404, 401, ...)
 if that does not work, as .NET's C{OpenAsync} does. Once online, a dropped channel is redialled with
-capped, jittered exponential back-off until C{close()}; 401/403 keep backing off (a key may be restored),
+capped, jittered exponential back-off until C{close()} (started over only after a connection that stayed
+up for the longest delay, so a relay that drops the listener at once is not redialled every second); 401/403 keep backing off (a key may be restored),
 404 stops for good (the entity is gone), and so does any status given in C{give_up_statuses}. Before the token expires a fresh one is sent as C{renewToken}
 (L{relay.client.renewal}).
 
@@ -186,6 +187,8 @@ class HybridConnectionListener:
         self._token_ttl = token_ttl
         self._state = ListenerState.NEW
         self._channel: ControlChannel | None = None
+        self._online_since = 0.0
+        self._attempts = 0  # failed and short-lived connections since the listener last stayed up
         self._renewal = TokenRenewal(
             self, reactor, self._spawn, token_ttl=token_ttl, renew_fraction=renew_fraction
         )
@@ -342,6 +345,7 @@ class HybridConnectionListener:
     def _went_online(self, channel: ControlChannel) -> None:
         self._channel = channel
         self._state = ListenerState.ONLINE
+        self._online_since = self._reactor.seconds()
         self.last_error = None
         self.log.info(
             "listener {listener_id} online on {path}", listener_id=self.listener_id, path=self.address.path
@@ -369,10 +373,12 @@ class HybridConnectionListener:
             reason=reason,
         )
         self._notify(self.on_offline, error)
+        if self._reactor.seconds() - self._online_since >= self._backoff.maximum:
+            self._attempts = 0  # it stayed up: the schedule starts over
         self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
-        attempt = 0
+        attempt = self._attempts
         while self._state is ListenerState.RECONNECTING:
             delay = self._backoff.delay(attempt, self._random)
             self.log.info(
@@ -399,6 +405,7 @@ class HybridConnectionListener:
                     error=str(e),
                 )
                 continue
+            self._attempts = attempt + 1  # unless this connection stays up
             self._went_online(channel)
 
     def _give_up(self, error: ConnectError) -> None:

@@ -172,7 +172,7 @@ class ReconnectTests(RecordingListenerTestCase, SynchronousTestCase):
         """
         After a drop the listener redials after 0.75, 1.5, 3, 6, 6 s (random fixed at 0.5).
 
-        It gets a fresh token each time, and starts the schedule over once online again.
+        It gets a fresh token each time, and starts the schedule over once it stayed online again.
         """
         listener, events = self.recorded(backoff=self.backoff, random=lambda: 0.5)
         self.relay.deny = lambda upgrade: (500, "Internal error") if upgrade.action == "listen" else None
@@ -193,9 +193,28 @@ class ReconnectTests(RecordingListenerTestCase, SynchronousTestCase):
         tokens = [u.headers["servicebusauthorization"] for u in self.relay.upgrades if u.action == "listen"]
         self.assertEqual(len(set(tokens)), len(tokens))
 
+        self.network.advance(8)  # the longest delay: it stayed up
         self.relay.close_listeners()
         self.network.advance(0.75, step=0.25)
         self.assertTrue(listener.is_online, "the schedule restarted at the first delay")
+
+    def test_backoff_goes_on_after_a_connection_that_did_not_stay_up(self) -> None:
+        """
+        A relay that takes the listener and drops it at once does not reset the schedule: it keeps growing.
+
+        Before, every registration started it over at the first delay, so such a relay was redialled
+        about once a second for ever, by every listener at once.
+        """
+        listener, _ = self.recorded(backoff=self.backoff, random=lambda: 0.0)
+        self.network.advance(10)
+        for _ in range(240):  # two minutes: every registration is dropped as soon as it is made
+            if listener.is_online:
+                self.relay.close_listeners(1011, "Internal error")
+            self.network.advance(0.25, step=0.25)
+        gaps = [
+            round(b - a, 2) for a, b in zip(self.listen_times()[1:], self.listen_times()[2:], strict=False)
+        ]
+        self.assertEqual(gaps[:5], [2.0, 4.0, 8.0, 8.0, 8.0])
 
     def test_drop_without_close_frame(self) -> None:
         """A control channel cut without a close frame (1006) is redialled as well."""
