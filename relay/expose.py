@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from relay.client.accepting import Accept, AcceptContext, Reject
 from relay.client.connection import SENDABLE_CLOSE_CODES, HybridWebSocket
 from relay.client.errors import ConnectError, ConnectionClosedError
+from relay.client.http import text_answer
 from relay.client.httprequest import RelayedRequest
 from relay.client.httpresponse import RelayedResponse
 from relay.client.options import WebSocketOptions
@@ -239,18 +240,14 @@ class Forwarder:
     async def __call__(self, request: RelayedRequest, response: RelayedResponse) -> None:
         """Forward one relayed request to the local server and its response back."""
         if self.draining:
-            response.status_code = 503
-            response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            await response.finish(f"relay expose is shutting down. TrackingId:{request.id}\n".encode())
+            await text_answer(response, 503, f"relay expose is shutting down. TrackingId:{request.id}")
             return
         local_request = self.local_request(request.method, request.path, request.query, request.headers)
         if isinstance(local_request, str):
             self.log.warn(
                 "request {request_id} not forwarded: {problem}", request_id=request.id, problem=local_request
             )
-            response.status_code = 400
-            response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            await response.finish(f"Bad request: {local_request}. TrackingId:{request.id}\n".encode())
+            await text_answer(response, 400, f"Bad request: {local_request}. TrackingId:{request.id}")
             return
         method, target, headers = local_request
         answer = self.client.request(method, target, headers, request.body if request.body.present else None)
@@ -282,10 +279,10 @@ class Forwarder:
         url = self.base + target.decode("utf-8", "replace")[len(self._base_path) :]
         self.log.warn("the local server did not answer {url}: {error}", url=url, error=str(error))
         late = isinstance(error, ResponseTimeout)
-        response.status_code = 504 if late else 502
-        response.headers["Content-Type"] = "text/plain; charset=utf-8"
         what = f"did not answer within {self.client.response_timeout:g}s" if late else "did not answer"
-        await response.finish(f"The local server {self.base} {what}. TrackingId:{request.id}\n".encode())
+        await text_answer(
+            response, 504 if late else 502, f"The local server {self.base} {what}. TrackingId:{request.id}"
+        )
 
     async def answer_from(
         self, request: RelayedRequest, response: RelayedResponse, local: LocalResponse
@@ -325,10 +322,8 @@ class Forwarder:
         if not response.reset():
             response.abort()
             return
-        response.status_code = 502
-        response.headers["Content-Type"] = "text/plain; charset=utf-8"
-        await response.finish(
-            f"The local server {self.base} broke off its answer. TrackingId:{request.id}\n".encode()
+        await text_answer(
+            response, 502, f"The local server {self.base} broke off its answer. TrackingId:{request.id}"
         )
 
     def local_request(

@@ -59,6 +59,47 @@ class LocalStatusTests(ForwarderOverRendezvous, SynchronousTestCase):
         self.assertEqual(body, b"hi")
 
 
+class OwnAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
+    """The answers expose makes itself (400, 502, 503) carry their length."""
+
+    def answered(self) -> tuple[dict[str, Any], bytes]:
+        [head] = [
+            json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"
+        ]
+        body = b"".join(payload for kind, payload in self.rendezvous.calls if kind == "frame")
+        return head, body
+
+    def test_lengths(self) -> None:
+        """
+        Streamed without a length, such an answer to an upload still under way never ended for the sender.
+
+        The relay sends an answer without a length chunked, and held its end until the upload was over:
+        a sender uploading to a local server that was down waited 10 s (the relay's linger) for a reset
+        instead of its 502.
+        """
+        for status, setup in (
+            (400, lambda: send_request(self.channel, "GET", "/hyco/../x")),
+            (502, lambda: self.cut(b"HTTP/1.1 600 Odd\r\n\r\n")),
+            (503, lambda: self.stopping()),
+        ):
+            with self.subTest(status=status):
+                self.rendezvous.calls.clear()
+                setup()
+                head, body = self.answered()
+                self.assertEqual(head["statusCode"], status)
+                self.assertEqual(head["responseHeaders"]["Content-Length"], str(len(body)))
+                self.forwarder.draining = False
+
+    def cut(self, answer: bytes) -> None:
+        send_request(self.channel, "GET", "/hyco/x")
+        protocol, _transport = self.local.connections[-1]
+        protocol.dataReceived(answer)
+
+    def stopping(self) -> None:
+        self.forwarder.draining = True
+        send_request(self.channel, "GET", "/hyco/x")
+
+
 class CutAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
     """A local answer that breaks off: 502 while nothing of it has left, else the relayed answer is cut too."""
 

@@ -322,9 +322,7 @@ class HttpListener:
             body=body,
         )
         if app is None and self.active >= self.max_concurrent:
-            response.status_code = 503
-            response.headers["Content-Type"] = "text/plain; charset=utf-8"
-            response.finish(f"Listener busy. TrackingId:{command.id}\n".encode()).addErrback(lambda _: None)
+            text_answer(response, 503, f"Listener busy. TrackingId:{command.id}").addErrback(lambda _: None)
             body.discard()
             return
         self._spawn(self._run(request, response, app or self.app))
@@ -348,12 +346,8 @@ class HttpListener:
             response.abort(e)
         except Exception:
             self.log.failure("the application failed on request {request_id}", request_id=request.id)
-            if not response.headers_sent and not response.finished:
-                response.status_code = 500
-                response.status_description = None
-                response.headers.clear()
-                response.headers["Content-Type"] = "text/plain; charset=utf-8"
-                done = response.finish(f"The listener failed. TrackingId:{request.id}\n".encode())
+            if response.reset():  # nothing left yet: what the application wrote is dropped
+                done = text_answer(response, 500, f"The listener failed. TrackingId:{request.id}")
                 done.addErrback(lambda _: None)
             else:
                 response.abort()
@@ -371,6 +365,20 @@ class HttpListener:
     def _task_failed(self, failure: Failure) -> None:
         if not failure.check(CancelledError):
             self.log.failure("HTTP task failed", failure)
+
+
+def text_answer(response: RelayedResponse, status: int, text: str) -> Deferred[None]:
+    """
+    Answer with one line of text, its length given.
+
+    Without a length the relay streams an answer chunked, and it ends such an answer to an upload still
+    under way only after the upload (or its linger time, then a reset).
+    """
+    body = f"{text}\n".encode()
+    response.status_code = status
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    response.headers["Content-Length"] = str(len(body))
+    return response.finish(body)
 
 
 @implementer(IStreamingReceiver)

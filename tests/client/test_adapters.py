@@ -18,6 +18,7 @@ from relay.client.commands import parse_command
 from relay.client.headers import Headers
 from relay.client.http import HttpApp, HttpListener
 from relay.client.httprequest import RelayedRequest, RequestBody
+from relay.client.httpresponse import RelayedResponse
 
 from .test_http import FakeControl
 from .test_http_abandon import FakeListener, request_message
@@ -214,3 +215,22 @@ class WsgiInputTests(SynchronousTestCase):
         stream = self.input_over(*([b"x" * 1000] * 300), b"\nlast")
         self.assertEqual(stream.readline(), b"x" * 300_000 + b"\n")
         self.assertEqual(stream.readlines(), [b"last"])
+
+
+class FailedAppTests(AdaptedAppTestCase, SynchronousTestCase):
+    """An application that fails before anything left: the listener's 500, alone and with its length."""
+
+    def test_written_part_is_dropped(self) -> None:
+        """What the application wrote before failing (still buffered) does not precede the 500's text."""
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.headers["X-Partial"] = "1"
+            await response.write(b"partial ")
+            raise RuntimeError("broken")
+
+        head = self.serve(app)
+        self.assertEqual(head["statusCode"], 500)
+        self.assertTrue(head["payload"].startswith(b"The listener failed."), head["payload"])
+        self.assertEqual(head["responseHeaders"].get("Content-Length"), str(len(head["payload"])))
+        self.assertNotIn("X-Partial", head["responseHeaders"])
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
