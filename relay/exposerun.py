@@ -7,6 +7,7 @@ and notes, signals and the exit status.
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import IO, Any
 
@@ -96,6 +97,7 @@ class Exposer:
         )
         self._finished: Deferred[int] = Deferred()
         self._sleep: Deferred[None] | None = None
+        self._hurried = False
 
     def _line(self, text: str) -> None:
         if self.out is not None:
@@ -176,10 +178,18 @@ class Exposer:
                 f"stopping: {busy} {answers} in flight, waiting for them (at most {self.drain_timeout:g}s)"
             )
         deadline = self.reactor.seconds() + self.drain_timeout
-        while self.reactor.seconds() < deadline and (
-            (self.http.active and self.listener.is_online) or self.forwarder.connections
+        while (
+            not self._hurried
+            and self.reactor.seconds() < deadline
+            and ((self.http.active and self.listener.is_online) or self.forwarder.connections)
         ):
             await deferLater(self.reactor, min(0.05, deadline - self.reactor.seconds()))
+
+    def hurry(self) -> None:
+        """Stop waiting for what is in flight (a second SIGINT or SIGTERM): L{stop} closes now."""
+        if not self._hurried:
+            self._hurried = True
+            self._note("stopping now")
 
 
 def load_ca(ca_file: str) -> Any:
@@ -264,6 +274,12 @@ def run_expose(
 
     def shutting_down() -> Deferred[None]:
         stopping.append(True)
+
+        def again(signum: int, frame: object) -> None:  # twistd's handler would only fail to stop again
+            reactor.callFromThread(exposer.hurry)  # type: ignore[attr-defined]
+
+        signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
         return Deferred.fromCoroutine(exposer.stop())
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]

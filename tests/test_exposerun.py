@@ -226,6 +226,18 @@ class StopTests(FakeRelayTestCase, SynchronousTestCase):
         self.successResultOf(stopping)
         self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
 
+    def test_second_signal_stops_at_once(self) -> None:
+        """L{Exposer.hurry} (a second SIGINT or SIGTERM) ends the wait: the listener goes now."""
+        self.request()
+        stopping = Deferred.fromCoroutine(self.exposer.stop())
+        self.network.advance(1, step=0.05)
+        self.assertNoResult(stopping)
+        self.exposer.hurry()
+        self.network.advance(0.1, step=0.05)
+        self.successResultOf(stopping)
+        self.assertEqual(self.relay.listener_closes, [(True, 1000, None)])
+        self.assertIn("relay expose: stopping now", self.err.getvalue())
+
     def test_idle(self) -> None:
         """With nothing in flight the listener closes at once, without a note."""
         stopping = Deferred.fromCoroutine(self.exposer.stop())
