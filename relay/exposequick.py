@@ -162,7 +162,7 @@ class _QuickExchange:
     def _hand_over(self, app: Any) -> None:
         listener = self._listener
         listener.active -= 1
-        listener.general(self._command, self._body, self._control, app)
+        listener.general(self._command, self._body, self._control, app, self._started)
 
     # -- the local body (a BodySink) -------------------------------------------------------------------
 

@@ -267,6 +267,36 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertEqual(quick.sent()[0][0]["response"]["statusCode"], 400)
 
 
+class DurationTests(SynchronousTestCase):
+    """The access line's duration counts from the request's arrival, on whichever path it ends."""
+
+    def test_handed_over_after_waiting(self) -> None:
+        """
+        A local answer the lane hands over (chunked, too large, or a failure) took as long as on the general path.
+
+        Before, the general path's clock started at the hand-over: a 504 after a minute was logged as 0 ms.
+        """
+        for answer in (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n",
+        ):
+            lines = []
+            for quick in (True, False):
+                expose = Expose(quick)
+                expose.warm()
+                expose.request()
+                expose.reactor.advance(5)
+                expose.answer(answer)
+                if answer.endswith(b"\r\n\r\n") and b"Content-Length: 10" in answer:
+                    protocol, _ = expose.local.connections[-1]
+                    protocol.connectionLost(Failure(ConnectionDone()))
+                lines.append(expose.lines[-1].split()[-1])
+            with self.subTest(answer=answer):
+                self.assertEqual(lines, ["5000.0ms", "5000.0ms"])
+        self.flushLoggedErrors()
+
+
 class LaneTests(SynchronousTestCase):
     """When the lane declines, and what it does when the relay or the local server goes away."""
 

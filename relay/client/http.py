@@ -242,13 +242,20 @@ class HttpListener:
         self.general(command, body, control)
 
     def general(
-        self, command: RequestCommand, body: bytes | None, control: Any, app: HttpApp | None = None
+        self,
+        command: RequestCommand,
+        body: bytes | None,
+        control: Any,
+        app: HttpApp | None = None,
+        started: float | None = None,
     ) -> None:
         """
         Serve a request that came whole on C{control} on the general path.
 
         @param app: the application to run instead of the listener's (a quick lane handing a request
             over continues it so); it runs even when the listener is busy, as the request was admitted.
+        @param started: when the request arrived (a quick lane handing it over took it then), for the
+            duration given to C{on_response}; now by default.
         """
         response = RelayedResponse(
             command.id,
@@ -256,7 +263,7 @@ class HttpListener:
             control=control,
             open_rendezvous=lambda: Deferred.fromCoroutine(self._response_rendezvous(command.address)),
         )
-        self.handle(command, RequestBody.whole(body if command.has_body else None), response, app)
+        self.handle(command, RequestBody.whole(body if command.has_body else None), response, app, started)
 
     async def _fetch(self, command: RequestCommand) -> None:
         def receiver(protocol: RelayClientProtocol) -> _RequestChannel:
@@ -303,6 +310,7 @@ class HttpListener:
         body: RequestBody,
         response: RelayedResponse,
         app: HttpApp | None = None,
+        started: float | None = None,
     ) -> None:
         """Run the application (or C{app}, which is never refused as busy) for one request."""
         fields = command.fields
@@ -325,11 +333,14 @@ class HttpListener:
             text_answer(response, 503, f"Listener busy. TrackingId:{command.id}").addErrback(lambda _: None)
             body.discard()
             return
-        self._spawn(self._run(request, response, app or self.app))
+        self._spawn(self._run(request, response, app or self.app, started))
 
-    async def _run(self, request: RelayedRequest, response: RelayedResponse, app: HttpApp) -> None:
+    async def _run(
+        self, request: RelayedRequest, response: RelayedResponse, app: HttpApp, started: float | None
+    ) -> None:
         self.active += 1
-        started = self.reactor.seconds()
+        if started is None:
+            started = self.reactor.seconds()
         try:
             result = app(request, response)
             if isinstance(result, Deferred) or inspect.iscoroutine(result):
