@@ -31,7 +31,7 @@ from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.sender import HANDSHAKE_HEADERS
 from relay.exposequick import QuickLane, response_headers
 from relay.http1 import ResponseError, valid_request
-from relay.hybrid.headers import HOP_BY_HOP
+from relay.hybrid.headers import HOP_BY_HOP, connection_options
 from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
 
 # WebSocket senders relayed at once (being opened, waiting for their sender, or relaying); more get 503,
@@ -46,7 +46,9 @@ _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}
 
 
 # A WebSocket sender's own forwarding headers say nothing the relay vouches for: expose writes them anew.
-_WEBSOCKET_DROPPED = _HANDSHAKE | {"x-forwarded-host", "x-forwarded-proto"}
+# Its hop-by-hop fields are about its connection to the relay, and a body length would make the local
+# server wait for a body before it answers the upgrade.
+_WEBSOCKET_DROPPED = _HANDSHAKE | HOP_BY_HOP | {"content-length", "x-forwarded-host", "x-forwarded-proto"}
 
 
 def websocket_forward_headers(context: AcceptContext) -> dict[str, str]:
@@ -57,13 +59,17 @@ def websocket_forward_headers(context: AcceptContext) -> dict[str, str]:
     adds C{Via} and C{X-Forwarded-For}/C{-Proto} itself and for WebSocket senders it cannot: here C{Via}
     and C{X-Forwarded-For} (the address the relay saw) are appended, C{X-Forwarded-Host} is the host the
     sender used, and a sender's own C{X-Forwarded-Host} and C{X-Forwarded-Proto} are dropped (the scheme
-    the sender used is not known here).
+    the sender used is not known here), as are its hop-by-hop fields (and those its C{Connection}
+    names) and any C{Content-Length}.
     """
     headers: dict[str, str] = {}
     names: dict[str, str] = {}
+    dropped = _WEBSOCKET_DROPPED | connection_options(
+        value for name, value in context.request_headers.items() if name.lower() == "connection"
+    )
     for name, value in context.request_headers.items():
         key = name.lower()
-        if key not in _WEBSOCKET_DROPPED:
+        if key not in dropped:
             headers[name] = value
             names[key] = name
     host = context.request_headers.get("Host")

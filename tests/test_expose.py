@@ -223,3 +223,40 @@ class WebSocketForwardingTests(SynchronousTestCase):
     def test_without_host_or_address(self) -> None:
         """No Host and no address from the relay: Via names the relay, nothing else is made up."""
         self.assertEqual(websocket_forward_headers(self.context({}, remote=None)), {"Via": "1.1 relay"})
+
+    def test_hop_by_hop_fields_stay_out(self) -> None:
+        """
+        The sender's hop-by-hop fields, those its Connection names, and a body length stay out.
+
+        They are about the sender's connection to the relay (C{Proxy-Authorization} is a credential for a
+        proxy on the way, not for the local server). This relay refuses an upgrade with a body length,
+        but a local handshake written with one waits for a body that never comes (twisted.web does).
+        """
+        headers = websocket_forward_headers(
+            self.context(
+                {
+                    "Host": "relay.example.org",
+                    "Connection": "Upgrade, X-Hop",
+                    "X-Hop": "1",
+                    "Keep-Alive": "timeout=5",
+                    "Proxy-Authorization": "Basic c2VjcmV0",
+                    "Proxy-Connection": "keep-alive",
+                    "TE": "trailers",
+                    "Trailer": "X-T",
+                    "Transfer-Encoding": "chunked",
+                    "Content-Length": "100",
+                    "Authorization": "Bearer app",
+                    "X-App": "yes",
+                }
+            )
+        )
+        self.assertEqual(
+            headers,
+            {
+                "Authorization": "Bearer app",
+                "X-App": "yes",
+                "Via": "1.1 relay.example.org",
+                "X-Forwarded-For": "203.0.113.9",
+                "X-Forwarded-Host": "relay.example.org",
+            },
+        )
