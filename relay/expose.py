@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -218,6 +218,9 @@ class Forwarder:
         self.reactor = reactor
         self.log_line = log_line
         self.options = options or WebSocketOptions()
+        # A trust root (--ca) is the relay's: a wss local server is checked as an https one is (LocalClient),
+        # by the platform's certificate authorities.
+        self._local_options = replace(self.options, trust_root=None, tls_options=None)
         parts = urlsplit(self.base)
         self._base_path = parts.path.encode()
         self.client = LocalClient(
@@ -436,7 +439,7 @@ class Forwarder:
                 await open_websocket(
                     self.reactor,
                     url,
-                    options=self.options,
+                    options=self._local_options,
                     make_receiver=receiver,
                     headers=headers,
                     subprotocols=context.offered_subprotocols,

@@ -150,3 +150,45 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         self.assertEqual(refused.status_code, 503)
         self.assertEqual(self.opened, [])
         self.assertIn('"WEBSOCKET /chat" 503 shutting down', self.lines[-1])
+
+
+class LocalTrustTests(SynchronousTestCase):
+    """C{--ca} is for the relay: a C{wss} local server is checked as an C{https} one is, by the platform's CAs."""
+
+    def test_local_websocket_ignores_the_relay_ca(self) -> None:
+        """
+        The local WebSocket's options have no trust root, the rest as given.
+
+        Before, it trusted only the relay's CA (and HTTP requests only the platform's), so with C{--ca}
+        every WebSocket sender to an C{https} local server with a public certificate got 502.
+        """
+        from twisted.internet.ssl import Certificate
+
+        from relay.client.options import WebSocketOptions
+
+        seen: list[Any] = []
+
+        async def open_websocket(reactor: Any, url: str, **kwargs: Any) -> FakeLocal:
+            seen.append(kwargs["options"])
+            return FakeLocal(url)
+
+        self.patch(expose, "open_websocket", open_websocket)
+        from relay.certs import ensure_ca
+
+        ca_path, _key_path = ensure_ca(self.mktemp())
+        relay_ca = Certificate.loadPEM(ca_path.read_bytes())
+        options = WebSocketOptions(trust_root=relay_ca, receive_buffer=12345)
+        forwarder = Forwarder(
+            "https://127.0.0.1:8443",
+            reactor=MemoryReactorClock(),
+            log_line=lambda line: None,
+            options=options,
+        )
+        from twisted.internet.defer import Deferred
+
+        accepted = self.successResultOf(Deferred.fromCoroutine(forwarder.accept(context("c", "/ws"))))
+        self.assertIsInstance(accepted, Accept)
+        [used] = seen
+        self.assertIsNone(used.trust_root)
+        self.assertEqual(used.receive_buffer, 12345)
+        self.assertIs(forwarder.options.trust_root, relay_ca)
