@@ -124,11 +124,17 @@ def local_base(url: str) -> str:
     """
     Check the local URL and return it without a trailing slash.
 
-    @raise ExposeError: unless it is an absolute C{http://} or C{https://} URL without query.
+    @raise ExposeError: unless it is an absolute C{http://} or C{https://} URL without user information,
+        query or fragment.
     """
     usage = f"the local URL must be http://HOST[:PORT][/PATH] or https://..., not {url!r}"
     try:
         parts = urlsplit(url)
+        if "@" in parts.netloc:  # said before anything quotes the URL, and its password, back
+            raise ExposeError(
+                "the local URL must not carry a user name or password: relay expose sends no "
+                "credentials to the local server, and its answers to senders name the URL"
+            )
         parts.port  # noqa: B018 - a port that is not a number from 0 to 65535 raises here
     except ValueError:  # a bad port, an unclosed IPv6 bracket
         raise ExposeError(usage) from None

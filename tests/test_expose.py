@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.accepting import AcceptContext
 from relay.client.headers import Headers
-from relay.expose import resolve_dots, websocket_forward_headers
+from relay.expose import ExposeError, local_base, resolve_dots, websocket_forward_headers
 from relay.hybrid.messages import RemoteEndpoint
 
 from .client.test_http_abandon import ForwarderOverRendezvous, send_request
@@ -128,6 +128,25 @@ class CutAnswerTests(ForwarderOverRendezvous, SynchronousTestCase):
         self.assertEqual([head["statusCode"] for head in heads], [200])
         self.assertEqual(body, b"0123456789")
         self.assertEqual(self.rendezvous.calls[-1], ("drop", True))
+
+
+class LocalBaseTests(SynchronousTestCase):
+    """The local URL given on the command line."""
+
+    def test_credentials_refused(self) -> None:
+        """
+        A user name or password in the URL is refused: expose sends none, and the URL is in its answers.
+
+        Before, it was taken, no C{Authorization} was sent, and every 502 or 504 told the sender the
+        password (C{The local server http://admin:secret@... did not answer}).
+        """
+        for url in ("http://admin:secret@127.0.0.1:8000", "https://token@example.org/app"):
+            with self.subTest(url=url):
+                with self.assertRaises(ExposeError) as raised:
+                    local_base(url)
+                self.assertNotIn("secret", str(raised.exception))
+                self.assertNotIn("token", str(raised.exception))
+        self.assertEqual(local_base("http://127.0.0.1:8000/app/"), "http://127.0.0.1:8000/app")
 
 
 class DotSegmentTests(ForwarderOverRendezvous, SynchronousTestCase):
