@@ -218,7 +218,7 @@ def _host_rank(host: str) -> int:
 
 def cmd_expose(args: argparse.Namespace) -> None:
     """Forward relayed HTTP requests and WebSocket senders to a local URL until interrupted."""
-    from relay.expose import ExposeError
+    from relay.exposeaddress import ExposeError
     from relay.exposerun import run_expose
 
     connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")

@@ -21,7 +21,8 @@ from relay.client.http import HttpListener
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
 from relay.eventloop import lean_dispatch
-from relay.expose import LOCAL_TIMEOUT, ExposeError, Forwarder
+from relay.expose import LOCAL_TIMEOUT, Forwarder
+from relay.exposeaddress import ExposeError
 from relay.logtext import classic_observer, one_line
 
 DRAIN_TIMEOUT = 10.0

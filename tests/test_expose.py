@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.accepting import AcceptContext
 from relay.client.headers import Headers
-from relay.expose import ExposeError, local_base, resolve_dots, websocket_forward_headers
+from relay.exposeaddress import ExposeError, local_base, resolve_dots, websocket_forward_headers
 from relay.hybrid.messages import RemoteEndpoint
 
 from .client.test_http_abandon import ForwarderOverRendezvous, send_request
