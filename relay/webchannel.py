@@ -254,12 +254,25 @@ class RelayRequest(Request):
         if body is not None and not body.complete and not self._disconnected:
             if not self._finish_pending:
                 self._finish_pending = True
+                self._end_response_now()
                 body.discard()
                 linger = float(getattr(self.channel.site, "linger_timeout", 10.0))
                 reactor: IReactorTime = self.channel.site.reactor
                 self._linger = reactor.callLater(linger, self._linger_expired)
             return
         super().finish()
+
+    def _end_response_now(self) -> None:
+        """
+        Send the whole response now, its last chunk included, while twisted.web's finish waits for the body.
+
+        A client that stops uploading when an answer comes early (curl does) waits for the answer's end.
+        """
+        if not self.startedWriting:
+            self.write(b"")
+        if self.chunked:
+            self.channel.write(b"0\r\n\r\n")
+            self.chunked = 0  # twisted.web's finish, once the body is read, writes no second end
 
     def _linger_expired(self) -> None:
         self._linger = None

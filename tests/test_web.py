@@ -66,6 +66,12 @@ class Streaming(Resource):
         if request.path == b"/takeover":  # as an upgrade does: another protocol gets the transport
             request.channel.transport = None
             return NOT_DONE_YET
+        if request.path.startswith(b"/refuse-unsized"):  # as a listener's answer without a length
+            request.setResponseCode(413)
+            request.write(b"no ")
+            request.write(b"thanks")
+            request.finish()
+            return NOT_DONE_YET
         if request.path.startswith(b"/refuse"):
             request.setResponseCode(413)
             return b"no thanks"
@@ -212,6 +218,30 @@ class SiteTests(SynchronousTestCase):
         client.request("POST", "/stream", body=b"small")
         pump.flush()
         self.assertEqual([r.status for r in client.replies], [413, 200])
+        self.assertFalse(transport.disconnecting)
+
+    def test_early_unsized_answer_ends_at_once(self) -> None:
+        """
+        A chunked answer before the body is complete is ended at once: its last chunk does not wait.
+
+        Clients such as curl stop uploading when an answer comes early and wait for its end; the last
+        chunk used to wait for the rest of the body, so they waited for the linger time and a reset.
+        The rest of a body that does come is still read and dropped, and the connection carries on.
+        """
+        client, transport, pump = self.connect()
+        client.request("PUT", "/refuse-unsized", chunked=True)
+        client.chunk(b"x" * 3000)
+        pump.flush()
+        reply = client.reply
+        self.assertEqual((reply.status, reply.chunked, reply.body), (413, True, b"no thanks"))
+        self.assertTrue(reply.complete)
+        client.chunk(b"y" * 3000)
+        client.chunk(b"")
+        client.request("POST", "/stream", body=b"small")
+        pump.flush()
+        self.assertEqual(
+            [(r.status, r.body) for r in client.replies], [(413, b"no thanks"), (200, b"buffered 5")]
+        )
         self.assertFalse(transport.disconnecting)
 
     def test_no_continue_after_an_answer(self) -> None:
