@@ -84,6 +84,7 @@ def _canonical(element: etree._Element) -> bytes:
 _ADDRESS_TAG: Final = f"{{{WSA_NS}}}Address"
 _WSA_PREFIX: Final = f"{{{WSA_NS}}}"
 _MESSAGE_ID_TAG: Final = f"{{{WSA_NS}}}MessageID"
+_RELATES_TO_TAG: Final = f"{{{WSA_NS}}}RelatesTo"
 _SOAP12_ENVELOPE: Final = f"{{{SOAP12_NS}}}Envelope"
 _SOAP12_HEADER: Final = f"{{{SOAP12_NS}}}Header"
 
@@ -176,6 +177,15 @@ def peek_message_id(data: bytes, limits: XmlLimits) -> str | None:
     parsing stops at the end of the header: the fault still relates to the message (spec 7.1) without
     the limits the message broke being lifted to find out. C{None} when the header cannot be read so far.
     """
+    return _peek_header(data, limits, _MESSAGE_ID_TAG)
+
+
+def peek_relates_to(data: bytes, limits: XmlLimits) -> str | None:
+    """The C{wsa:RelatesTo} of a SOAP 1.2 envelope that is not parsed, read as L{peek_message_id} reads."""
+    return _peek_header(data, limits, _RELATES_TO_TAG)
+
+
+def _peek_header(data: bytes, limits: XmlLimits, tag: str) -> str | None:
     parser = new_pull_parser()
     path: list[str] = []
     window = data[: limits.max_bytes]
@@ -183,24 +193,26 @@ def peek_message_id(data: bytes, limits: XmlLimits) -> str | None:
     try:
         for offset in range(0, len(window), CHUNK_SIZE):
             parser.feed(window[offset : offset + CHUNK_SIZE])
-            found = _header_events(parser, path, limits.max_depth)
+            found = _header_events(parser, path, limits.max_depth, tag)
             if found is not None:
                 break
     except etree.XMLSyntaxError:  # what was read before the error still counts
-        found = _header_events(parser, path, limits.max_depth)
+        found = _header_events(parser, path, limits.max_depth, tag)
     return found or None
 
 
-def _header_events(parser: etree.XMLPullParser, path: list[str], max_depth: int) -> str | None:
-    """The parse events so far: the MessageID, C{""} to stop without one, C{None} to read on."""
+def _header_events(parser: etree.XMLPullParser, path: list[str], max_depth: int, tag: str) -> str | None:
+    """The parse events so far: the header's text, C{""} to stop without one, C{None} to read on."""
     for event, element in parser.read_events():
-        found = _header_event(path, event, element, max_depth)
+        found = _header_event(path, event, element, max_depth, tag)
         if found is not None:
             return found
     return None
 
 
-def _header_event(path: list[str], event: str, element: etree._Element, max_depth: int) -> str | None:
+def _header_event(
+    path: list[str], event: str, element: etree._Element, max_depth: int, tag: str
+) -> str | None:
     """One event; C{path} holds the tags of the open elements, so a header block ends at length 2."""
     if event == "start":
         path.append(element.tag)
@@ -208,7 +220,7 @@ def _header_event(path: list[str], event: str, element: etree._Element, max_dept
             return ""  # too deep, not a SOAP 1.2 envelope, or past the header (its first child)
         return None
     path.pop()
-    if len(path) == 2 and element.tag == _MESSAGE_ID_TAG:
+    if len(path) == 2 and element.tag == tag:
         return (element.text or "").strip()
     return "" if len(path) < 2 else None
 

@@ -3,8 +3,8 @@ The C{$wcf} WebSocket endpoint: listeners and senders of the SOAP relay bindings
 
 C{onConnect} admits the upgrade (name, kind, token, quota, the C{soap} subprotocol) and gives the connection
 a role from L{bindings.wcfroles}: a L{ListenerRole} or a L{SenderRole}. Binary frames close with 1003,
-frames over the kind's hard cap with 1009 (Autobahn), frames over the name's limit get a C{MessageTooLarge}
-fault from the role.
+frames over the kind's hard cap with 1009 (Autobahn); a message over the name's limit gets a
+C{MessageTooLarge} fault from the role as soon as its bytes pass the limit (L{bindings.wcflimit}).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from bindings.settings import (
     REQUEST_REPLY,
 )
 from bindings.soap import Envelope, SoapVersion
+from bindings.wcflimit import LimitedAssembly
 from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
 from relay.auth import split_tokens
@@ -186,7 +187,7 @@ class WcfResource(Resource):
         return self._websocket.render(request)
 
 
-class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerProtocol):  # type: ignore[misc]
+class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerProtocol):  # type: ignore[misc]
     """
     One C{$wcf} WebSocket: a listener or a sender.
 
@@ -437,15 +438,28 @@ class WcfProtocol(BoundedPongs, NoTimerAfterLoss, BoundedDrop, WebSocketServerPr
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         """Binary frames end the connection (1003); text frames go to the role."""
         if isBinary:
-            self.logger.info(
-                "{role} {tracking_id} sent a binary frame", role=self.role_name, tracking_id=self.tracking_id
-            )
-            self.close_with(
-                CloseCode.UNSUPPORTED_DATA, "Only text frames carrying SOAP envelopes are accepted"
-            )
-            return
-        if self.role is not None:
+            self.binary_message()
+        elif self.role is not None:
             self.role.message(payload)
+
+    @override
+    def binary_message(self) -> None:
+        """A binary message ends the connection (1003)."""
+        self.logger.info(
+            "{role} {tracking_id} sent a binary frame", role=self.role_name, tracking_id=self.tracking_id
+        )
+        self.close_with(CloseCode.UNSUPPORTED_DATA, "Only text frames carrying SOAP envelopes are accepted")
+
+    @override
+    def assembly_limit(self) -> int:
+        """The name's current message size limit (Autobahn closes past the kind's hard cap)."""
+        return self.role.message_limit if self.role is not None else self.maxMessagePayloadSize  # type: ignore[no-any-return]
+
+    @override
+    def message_too_large(self, head: bytes, limit: int) -> None:
+        """A message passed the name's limit while it was assembled: the role refuses it now."""
+        if self.role is not None:
+            self.role.too_large(head, limit)
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

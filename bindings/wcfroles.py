@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from twisted.internet.interfaces import IDelayedCall
 from zope.interface import implementer
 
-from bindings.addressing import read_addressing
+from bindings.addressing import peek_relates_to, read_addressing
 from bindings.control import (
     ACTION_REGISTER,
     ACTION_RENEW_TOKEN,
@@ -279,19 +279,36 @@ class ListenerRole:
             registered_envelope(Registered(address, bound.entity.name, bound.kind), message_id)
         )
 
+    @property
+    def message_limit(self) -> int:
+        """The name's message size limit once registered; before, the largest C{r:Register} taken."""
+        return self.bound.settings.message_limit if self.bound is not None else self.frame_cap
+
+    def too_large(self, head: bytes, limit: int) -> None:
+        """
+        A message passed the name's limit while its frames came: a reply is refused at once.
+
+        The listener gets C{MessageTooLarge}, and so does the caller the reply was for (its C{RelatesTo}
+        is read from C{head}, the message's first C{limit} bytes); the rest is read and dropped.
+        """
+        message = f"the reply has more than {limit} bytes, which the name allows"
+        if self.bound is None:
+            self._refuse_registration(RelayFault.MESSAGE_TOO_LARGE, message, None)
+            return
+        relates_to = peek_relates_to(head, limits_for(limit, self.bound.settings.max_depth))
+        router = self._reply_router(relates_to)
+        if router is None:
+            return
+        if relates_to is None:
+            self.protocol.send_fault(RelayFault.MESSAGE_TOO_LARGE, message)
+            return
+        self._refuse_reply(router, relates_to, RelayFault.MESSAGE_TOO_LARGE, message)
+
     def _answer(self, envelope: Envelope, payload: bytes, relates_to: str | None) -> None:
         bound = self.bound
         assert bound is not None  # noqa: S101 - only called once registered
-        router = bound.router
-        if not isinstance(router, RequestReplyRouter):
-            if isinstance(router, OneWayRouter):
-                router.unexpected_reply(self, relates_to, self.protocol.message_lines())
-            else:
-                self.protocol.log_message_line(
-                    "dropped a message from subscriber {listener_id} of {entity}",
-                    listener_id=self.listener_id,
-                    entity=bound.entity.name,
-                )
+        router = self._reply_router(relates_to)
+        if router is None:
             return
         if relates_to is None:
             self.protocol.send_fault(
@@ -300,16 +317,40 @@ class ListenerRole:
             return
         problem = _reply_problem(envelope, len(payload), bound.settings.message_limit)
         if problem is not None:
-            kind, message = problem
-            self.protocol.send_fault(kind, message, relates_to)
-            payload = gateway_fault(
-                kind,
-                SoapVersion.SOAP12,
-                path=self.path,
-                tracking_id=self.listener_id,
-                message=f"The listener's reply was refused: {message}",
-                relates_to=relates_to,
-            ).to_bytes()
+            self._refuse_reply(router, relates_to, *problem)
+            return
+        router.reply(self, relates_to, payload, self.protocol.message_lines())
+
+    def _reply_router(self, relates_to: str | None) -> RequestReplyRouter | None:
+        """The name's request/reply router; on other kinds what a listener sends is logged and dropped."""
+        bound = self.bound
+        assert bound is not None  # noqa: S101 - only called once registered
+        router = bound.router
+        if isinstance(router, RequestReplyRouter):
+            return router
+        if isinstance(router, OneWayRouter):
+            router.unexpected_reply(self, relates_to, self.protocol.message_lines())
+        else:
+            self.protocol.log_message_line(
+                "dropped a message from subscriber {listener_id} of {entity}",
+                listener_id=self.listener_id,
+                entity=bound.entity.name,
+            )
+        return None
+
+    def _refuse_reply(
+        self, router: RequestReplyRouter, relates_to: str, kind: RelayFault, message: str
+    ) -> None:
+        """A reply that cannot be forwarded: the listener gets the fault, and so does the caller."""
+        self.protocol.send_fault(kind, message, relates_to)
+        payload = gateway_fault(
+            kind,
+            SoapVersion.SOAP12,
+            path=self.path,
+            tracking_id=self.listener_id,
+            message=f"The listener's reply was refused: {message}",
+            relates_to=relates_to,
+        ).to_bytes()
         router.reply(self, relates_to, payload, self.protocol.message_lines())
 
     def closed(self, code: int | None) -> None:

@@ -194,6 +194,26 @@ class SenderRole:
                 return
         self._route(entity, envelope, grant, headers)
 
+    @property
+    def message_limit(self) -> int:
+        """The name's message size limit, as it is now (or as last seen, for a name removed since)."""
+        entity = self.protocol.factory.gateway.names.store.get(self.namespace, self.path)
+        if entity is None or entity.kind not in BINDING_KINDS:
+            entity = self.entity
+        return entity.settings.message_limit if entity is not None else self.frame_cap  # type: ignore[no-any-return]
+
+    def too_large(self, head: bytes, limit: int) -> None:
+        """
+        A message passed the name's limit while its frames came: refused at once, related to its MessageID.
+
+        C{head} is its first C{limit} bytes; the rest of it is read and dropped (L{bindings.wcflimit}).
+        """
+        self._unread_fault(
+            head,
+            RelayFault.MESSAGE_TOO_LARGE,
+            f"The message has more than {limit} bytes, which the name allows",
+        )
+
     def _route(
         self, entity: Entity, envelope: Envelope, grant: Grant | None, headers: AddressingHeaders
     ) -> None:
