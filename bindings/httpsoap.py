@@ -52,7 +52,6 @@ from bindings.soap import (
     content_type_header,
     parse_envelope,
 )
-from bindings.wsdl import rewrite_addresses
 from relay.auth import Grant, Rights, split_tokens
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.entities import Entity, EntityMatch, Namespace
@@ -208,9 +207,7 @@ class SoapEndpoint(Resource):
             return self._fault(
                 request, RelayFault.NO_SUCH_ENTITY, "No contract has been registered for this name", version
             )
-        body = rewrite_addresses(
-            contract.root, self.gateway.names.public_url(self.namespace, self.entity.name)
-        )
+        body = contract.served(self.gateway.names.public_url(self.namespace, self.entity.name))
         request.setHeader(b"content-type", b"text/xml; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         # The document is a listener's: a browser must neither guess another type nor run what it holds

@@ -33,9 +33,17 @@ from bindings.faultcodes import RelayFault
 from bindings.safexml import Rule, XmlLimits
 from bindings.settings import REQUEST_REPLY
 from bindings.soap import Envelope, SoapError, SoapErrorKind, SoapVersion, parse_envelope, to_soap12
-from bindings.wsdl import WsdlError, WsdlOperation, describe_operations, parse_wsdl, port_type_hash
+from bindings.wsdl import (
+    WsdlError,
+    WsdlOperation,
+    describe_operations,
+    parse_wsdl,
+    port_type_hash,
+    rewrite_addresses,
+)
 
 _DEFAULT_VERSION: Final = SoapVersion.SOAP12
+_SERVED_URLS: Final = 4
 
 
 class Refusal(Exception):
@@ -128,6 +136,23 @@ class RegisteredContract:
     root: Any = field(repr=False)
     operations: Operations
     hash: str
+    _served: dict[str, bytes] = field(default_factory=dict, repr=False, compare=False)
+
+    def served(self, public_url: str) -> bytes:
+        """
+        The document C{?wsdl} serves: every address at C{public_url} (spec 9), built once per URL.
+
+        Copying and writing a WSDL of up to 1 MiB on every C{GET ?wsdl} let a flood of them cost the
+        gateway that much CPU; the document changes only with the contract (a new one is a new
+        L{RegisteredContract}) or the name's public URL (the configuration), so it is kept, for at most
+        L{_SERVED_URLS} URLs.
+        """
+        data = self._served.get(public_url)
+        if data is None:
+            if len(self._served) >= _SERVED_URLS:
+                self._served.clear()
+            data = self._served[public_url] = rewrite_addresses(self.root, public_url)
+        return data
 
 
 def register_contract(wsdl: bytes, kind: str, max_bytes: int) -> RegisteredContract:

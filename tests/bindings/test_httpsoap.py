@@ -11,7 +11,7 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
 
-from bindings import httpsoap
+from bindings import httpsoap, inbound, wsdl
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
 from bindings.channels import BytesProducer, HttpChannelFactory, read_capped
 from bindings.contracts import contract_of
@@ -25,7 +25,7 @@ from bindings.soap import SOAP11_NS, SOAP12_NS, Envelope, SoapVersion, parse_env
 from bindings.wsdl import SOAP11_BINDING_NS, SOAP12_BINDING_NS
 from relay.entities import Entity
 
-from .calculator import ICalculator, IChat
+from .calculator import ICalculator, IChat, IChecked
 from .services import Calculator, ChatRoom
 from .wcfharness import HOST, LISTEN_KEY, SEND_KEY, BindingsTestCase
 
@@ -525,6 +525,34 @@ class WsdlTests(HttpTestCase):
         self.assertEqual(status, 200)
         self.assertEqual(headers.getRawHeaders(b"x-content-type-options"), [b"nosniff"])
         self.assertEqual(headers.getRawHeaders(b"content-security-policy"), [b"sandbox; default-src 'none'"])
+
+    def test_built_once_per_contract(self) -> None:
+        """
+        The document is built once per registered contract, not on every request (a flood costs no CPU).
+
+        A contract registered anew after the listeners left is served from then on.
+        """
+        built: list[str] = []
+        rewrite = wsdl.rewrite_addresses
+
+        def counting(root: Any, public_url: str) -> bytes:
+            built.append(public_url)
+            return rewrite(root, public_url)
+
+        self.patch(inbound, "rewrite_addresses", counting)
+        token = {"ServiceBusAuthorization": self.token("calc")}
+        listener = self.wcf("calc", "listen")
+        self.register(listener)
+        served = {self.http(b"GET", "/calc?wsdl", headers=token)[2] for _ in range(5)}
+        self.assertEqual(len(served), 1)
+        self.assertEqual(built, [f"https://{HOST}/calc"])
+        listener.sendClose(1000)
+        self.net.flush()
+        other = self.wcf("calc", "listen")
+        self.register(other, interface=IChecked)
+        (document,) = {self.http(b"GET", "/calc?wsdl", headers=token)[2] for _ in range(3)}
+        self.assertIn(b"urn:example:checked", document)
+        self.assertEqual(len(built), 2)
 
     def test_rights_and_absence(self) -> None:
         """No token: 401; no contract registered yet: 404; an anonymous name needs no token."""
