@@ -268,16 +268,57 @@ def _soap_actions(root: etree._Element) -> dict[str, str]:
     return soap_actions
 
 
+_XSD_QNAME_ATTRIBUTES: Final = frozenset({"type", "ref", "base", "itemType", "substitutionGroup", "refer"})
+_NOT_HASHED: Final = frozenset({f"{{{XSD_NS}}}annotation", f"{{{WSDL_NS}}}documentation"})
+
+
+def _canonical_types(root: etree._Element) -> list[object]:
+    """
+    The schemas of C{wsdl:types} as the hash sees them: every element, its attributes and children in order.
+
+    QName values (C{type}, C{ref}, C{base}, ...) are resolved to namespace and local name, so prefixes do
+    not count; annotations, comments and whitespace do not either. One visit per element.
+    """
+    result: list[object] = []
+    for types in root.findall(_q(WSDL_NS, "types")):
+        result.extend(
+            _canonical_schema_node(child)
+            for child in types
+            if isinstance(child.tag, str) and child.tag not in _NOT_HASHED
+        )
+    return result
+
+
+def _canonical_schema_node(element: etree._Element) -> list[object]:
+    attributes: list[list[object]] = []
+    for name, value in sorted(element.attrib.items()):
+        if name in _XSD_QNAME_ATTRIBUTES:
+            attributes.append([name, _resolve(element, value)])
+        elif name == "memberTypes":
+            attributes.append([name, [_resolve(element, member) for member in value.split()]])
+        else:
+            attributes.append([name, value])
+    children = [
+        _canonical_schema_node(child)
+        for child in element
+        if isinstance(child.tag, str) and child.tag not in _NOT_HASHED
+    ]
+    return [element.tag, attributes, (element.text or "").strip(), children]
+
+
 def port_type_hash(root: etree._Element) -> str:
     """
-    A hash of the canonical form of the document's portTypes, for the listener policy (spec 10.3).
+    A hash of the canonical form of the document's contract, for the listener policy (spec 10.3).
 
     The canonical form lists each portType (by name), its operations in order and, for every input, output
-    and fault, the action and the message; then every referenced message's resolved parts, and the
-    bindings' C{soapAction}s. Prefixes, formatting, documentation and addresses do not change the hash; a
-    changed operation, parameter element, action or C{soapAction} does.
+    and fault, the action and the message; then every referenced message's resolved parts, the bindings'
+    C{soapAction}s, and the schemas of C{wsdl:types} that define the parts' elements and their types (a
+    listener whose parameter has another type cannot take the requests the others take). Prefixes,
+    formatting, documentation and addresses do not change the hash; a changed operation, parameter element,
+    action, C{soapAction} or type does.
     """
-    text = json.dumps(_canonical_port_types(root), separators=(",", ":"), sort_keys=False)
+    canonical = [*_canonical_port_types(root), _canonical_types(root)]
+    text = json.dumps(canonical, separators=(",", ":"), sort_keys=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

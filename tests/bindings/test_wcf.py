@@ -15,8 +15,10 @@ from bindings.control import (
     ACTION_DELIVERED,
     ACTION_REGISTERED,
     ACTION_TOKEN_RENEWED,
+    Registration,
     parse_delivered,
     parse_registered,
+    register_envelope,
     renew_token_envelope,
 )
 from bindings.faults import parse_fault
@@ -26,6 +28,7 @@ from bindings.soap import Envelope, SoapVersion, parse_envelope
 from bindings.wcf import TargetError, parse_target
 from bindings.wcfroles import ListenerRole, ReadGate
 from bindings.wcfsender import SenderRole
+from bindings.wsdl import generate_wsdl
 from relay.auth import make_token
 
 from ..httpharness import RawHttpClient
@@ -274,6 +277,23 @@ class RegistrationTests(BindingsTestCase):
         self.assertIsNone(first.closed)
         same = self.listener("calc")
         self.assertEqual(read_addressing(envelope(same.messages[-1][0])).action, ACTION_REGISTERED)
+
+    def test_address_in_use_for_other_types(self) -> None:
+        """A listener whose contract has the same operations but other types gets AddressInUse too."""
+        first = self.listener("calc")
+        retyped = generate_wsdl(CALC, "sb://elsewhere/x").replace(
+            b'<xsd:element name="a" type="xsd:long"/>', b'<xsd:element name="a" type="xsd:string"/>', 1
+        )
+        other = self.wcf("calc", "listen")
+        other.sendMessage(
+            register_envelope(
+                Registration(kind="requestreply", wsdl=retyped, discovery="public"), new_message_id()
+            ).to_bytes(),
+            isBinary=False,
+        )
+        self.net.flush()
+        self.assertEqual(subcode(other.messages[-1][0]), "AddressInUse")
+        self.assertIsNone(first.closed)
 
     def test_dynamic_name(self) -> None:
         """An unknown name is created by its first listener and removed with its last one."""

@@ -287,6 +287,31 @@ class HashTests(SynchronousTestCase):
         changed_part = wsdl_bytes().replace(b'element="tns:Add"', b'element="tns:Divide"')
         self.assertNotEqual(original, port_type_hash(parse_wsdl(changed_part)))
 
+    def test_sensitive_to_types(self) -> None:
+        """
+        The types the messages' elements are made of are part of the contract: another type, another hash.
+
+        A listener whose parameter became a string, or whose complex type gained a field, cannot take the
+        requests the name's other listeners take. Their prefixes, annotations and formatting do not count.
+        """
+        original = wsdl_bytes()
+        digest = port_type_hash(parse_wsdl(original))
+        add_a = b'<xsd:element name="a" type="xsd:long"/>'
+        self.assertIn(add_a, original)
+        retyped = original.replace(add_a, b'<xsd:element name="a" type="xsd:string"/>', 1)
+        point = b'<xsd:element name="y" type="xsd:double"/>'
+        grown = original.replace(point, point + b'<xsd:element name="z" type="xsd:double"/>')
+        for changed in (retyped, grown):
+            self.assertNotEqual(digest, port_type_hash(parse_wsdl(changed)))
+        reprefixed = original.replace(b"xsd:", b"xs:").replace(b"xmlns:xsd=", b"xmlns:xs=")
+        annotated = original.replace(
+            b'<xsd:complexType name="Point">',
+            b'<xsd:complexType name="Point"><xsd:annotation><xsd:documentation>A point.'
+            b"</xsd:documentation></xsd:annotation>",
+        )
+        for cosmetic in (reprefixed, annotated, original.replace(b"\n      ", b"\n")):
+            self.assertEqual(digest, port_type_hash(parse_wsdl(cosmetic)))
+
     def test_sensitive_to_soap_action(self) -> None:
         """Without wsam:Action the routing uses the binding's soapAction: another soapAction, another hash."""
         original = port_type_hash(parse_wsdl(SPYNE_LIKE))
