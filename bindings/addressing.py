@@ -204,6 +204,8 @@ def _peek_header(data: bytes, limits: XmlLimits, tag: str) -> str | None:
 def _header_events(parser: etree.XMLPullParser, path: list[str], max_depth: int, tag: str) -> str | None:
     """The parse events so far: the header's text, C{""} to stop without one, C{None} to read on."""
     for event, element in parser.read_events():
+        if event not in ("start", "end"):
+            continue  # a namespace declaration
         found = _header_event(path, event, element, max_depth, tag)
         if found is not None:
             return found

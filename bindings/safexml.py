@@ -38,12 +38,16 @@ HARDENED_SETTINGS: Final[dict[str, bool]] = {
 MAX_DEPTH_CAP: Final = 256
 """Hard cap on element depth; libxml2's own limit without C{huge_tree}."""
 
+MAX_NAMESPACES_IN_SCOPE: Final = 128
+"""Most namespace declarations in scope at any element (its own and its ancestors', redeclarations too)."""
+
 DEFAULT_MAX_BYTES: Final = 64 * 1024
 DEFAULT_MAX_DEPTH: Final = 64
 CHUNK_SIZE: Final = 4096
 
 _DECLARATION = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+_UTF16_XMLNS: Final = b"x\0m\0l\0n\0s"  # in UTF-16 LE and BE alike
 
 
 class Rule(Enum):
@@ -56,6 +60,7 @@ class Rule(Enum):
     ENTITY = "entity references are not allowed"
     PROCESSING_INSTRUCTION = "processing instructions are not allowed"
     ENCODING = "unsupported or inconsistent character encoding"
+    NAMESPACES = "too many namespace declarations in scope"
 
 
 class XmlRejected(ValueError):
@@ -109,11 +114,11 @@ def check_size(declared_length: int | None, limits: XmlLimits) -> None:
 
 def new_pull_parser() -> etree.XMLPullParser:
     """
-    Build a hardened incremental parser that reports start and end events.
+    Build a hardened incremental parser that reports start and end events, and namespace declarations.
 
     Exposed so tests can attach a spy resolver and prove nothing external is ever loaded.
     """
-    return etree.XMLPullParser(events=("start", "end"), **HARDENED_SETTINGS)
+    return etree.XMLPullParser(events=("start", "end", "start-ns", "end-ns"), **HARDENED_SETTINGS)
 
 
 def new_document_parser() -> etree.XMLParser:
@@ -209,16 +214,23 @@ def _check_encoding(data: bytes, charset: str | None) -> None:
 
 def _feed(parser: etree.XMLPullParser, data: bytes, max_depth: int) -> Any:
     depth = 0
+    in_scope = 0  # namespace declarations of the open elements (an element's come before its start)
 
     def count() -> None:
-        nonlocal depth
+        nonlocal depth, in_scope
         for event, _element in parser.read_events():
             if event == "start":
                 depth += 1
                 if depth > max_depth:
                     raise XmlRejected(Rule.DEPTH, f"deeper than {max_depth} elements")
-            else:
+            elif event == "end":
                 depth -= 1
+            elif event == "start-ns":
+                in_scope += 1
+                if in_scope > MAX_NAMESPACES_IN_SCOPE:
+                    raise XmlRejected(Rule.NAMESPACES, f"more than {MAX_NAMESPACES_IN_SCOPE} at one element")
+            else:
+                in_scope -= 1
 
     try:
         if len(data) <= CHUNK_SIZE:
@@ -257,6 +269,11 @@ def _check_tree(root: etree._Element) -> None:
         raise XmlRejected(Rule.PROCESSING_INSTRUCTION)
 
 
+def _declarations_at_most(data: bytes, limit: int) -> bool:
+    """Whether the document has at most C{limit} namespace declarations (each is an C{xmlns} in its text)."""
+    return data.count(b"xmlns") + data.count(_UTF16_XMLNS) <= limit
+
+
 def parse_xml(data: bytes, limits: XmlLimits = XmlLimits(), charset: str | None = None) -> etree._Element:
     """
     Parse one untrusted document, applying every rule of spec section 11 in order.
@@ -269,10 +286,11 @@ def parse_xml(data: bytes, limits: XmlLimits = XmlLimits(), charset: str | None 
     """
     check_size(len(data), limits)
     _check_encoding(data, charset)
-    if data.count(b"<") <= limits.max_depth:
+    if data.count(b"<") <= limits.max_depth and _declarations_at_most(data, MAX_NAMESPACES_IN_SCOPE):
         # Every element starts with a "<" byte (in UTF-16 too), so this document cannot nest deeper than
-        # the limit: the incremental parse and its depth counter have nothing to catch. Same settings,
-        # same checks after the parse; a fraction of the cost for a small envelope.
+        # the limit, nor have more namespace declarations in scope than it has "xmlns": the incremental
+        # parse and its counters have nothing to catch. Same settings, same checks after the parse; a
+        # fraction of the cost for a small envelope.
         try:
             root = etree.fromstring(data, _reused_document.get())
         except etree.XMLSyntaxError as e:
