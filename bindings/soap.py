@@ -309,7 +309,50 @@ def parse_envelope(
     # parse_xml accepted the bytes as UTF-8 when no charset (or UTF-8) was declared: an attribute named
     # encodingStyle would then have its name in the bytes as they are.
     utf8 = charset is None or charset.strip().strip('"').lower() in ("utf-8", "utf8")
-    return envelope_from_element(root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data)
+    envelope = envelope_from_element(
+        root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data
+    )
+    _check_inherited_declarations(envelope, limits)
+    return envelope
+
+
+_ESCAPED_IN_ATTRIBUTES: Final = ("&", "<", ">", '"', "\t", "\n", "\r")
+
+
+def _declarations_bytes(nsmap: dict[str | None, str]) -> int:
+    """At least as many bytes as C{nsmap}'s declarations take once written (C{ xmlns:p="uri"}, escaped)."""
+    size = 0
+    for prefix, uri in nsmap.items():
+        size += 10 + len(prefix or "") + len(uri.encode("utf-8"))
+        size += 5 * sum(uri.count(c) for c in _ESCAPED_IN_ATTRIBUTES)  # "&quot;" for '"'
+    return size
+
+
+def _check_inherited_declarations(envelope: Envelope, limits: XmlLimits) -> None:
+    """
+    Refuse an envelope whose blocks would carry more than C{limits.max_bytes} of inherited declarations.
+
+    Each header block and body child is written on its own with every namespace declaration in scope
+    (L{Envelope.to_bytes}), so what the Envelope, Header and Body declare is written once per block: one
+    long namespace name and thousands of empty blocks made a 60 KB message a 150 MB envelope. The repeated
+    declarations may add at most the message limit again.
+
+    @raise SoapError: C{InvalidMessage} with the size rule (answered with C{MessageTooLarge}).
+    """
+    inherited = 0
+    for blocks in (envelope.headers, envelope.body):
+        if blocks:
+            parent = blocks[0].getparent()
+            if parent is not None:
+                inherited += len(blocks) * _declarations_bytes(parent.nsmap)
+    if inherited > limits.max_bytes:
+        raise SoapError(
+            SoapErrorKind.INVALID_MESSAGE,
+            f"the namespace declarations its header blocks and body children inherit come to {inherited} "
+            f"bytes once written on each; the limit is {limits.max_bytes}",
+            envelope.version,
+            Rule.SIZE,
+        )
 
 
 _MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "false"}

@@ -1,10 +1,11 @@
 """
-Namespace declarations in hostile envelopes: what they may make the gateway compute.
+Namespace declarations in hostile envelopes: what they may make the gateway write and compute.
 
 Every header block and body child reaches the listener with the namespace declarations it inherits written on
 it (so that prefixes in attribute values and text still resolve), and lxml copies them for every block it
 serialises, comparing each with the others: a 37 KB message declaring 2,000 namespaces on its Envelope cost
-the gateway 13 s of CPU.
+the gateway 13 s of CPU, and a 60 KB message declaring one 30 KB namespace on its Envelope and holding 5,000
+empty header blocks became a 150 MB envelope.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
+from bindings.addressing import SenderInfo
 from bindings.contracts import contract_of
+from bindings.faultcodes import RelayFault
+from bindings.inbound import Refusal, open_envelope, prepare
 from bindings.safexml import MAX_NAMESPACES_IN_SCOPE, Rule, XmlLimits, XmlRejected, parse_xml
-from bindings.settings import ONEWAY
-from bindings.soap import SOAP12_NS, SoapVersion
+from bindings.settings import MULTICAST, ONEWAY
+from bindings.soap import SOAP11_NS, SOAP12_NS, SoapVersion
 
 from .calculator import IChat
 from .test_wcf import envelope, subcode
@@ -67,6 +71,41 @@ class InScopeTests(SynchronousTestCase):
         self.assertEqual(len(parse_xml(f"<r>{siblings}</r>".encode(), XmlLimits(max_bytes=1 << 20))), 384)
 
 
+class InheritedDeclarationsTests(SynchronousTestCase):
+    """What a block inherits is written on every block: that counts toward the message's size limit."""
+
+    def opened(self, data: bytes, limit: int = 64 * 1024) -> object:
+        envelope, _token = open_envelope(
+            data, announced=None, charset=None, limits=XmlLimits(max_bytes=limit)
+        )
+        return envelope
+
+    def test_repeated_on_every_block(self) -> None:
+        """A 30 KB namespace on the Envelope and 5,000 header blocks: MessageTooLarge, not 150 MB."""
+        data = soap12(f'xmlns:big="urn:{"x" * 30000}"', "<s:h/>" * 5000)
+        self.assertLess(len(data), 64 * 1024)
+        refusal = self.assertRaises(Refusal, self.opened, data)
+        self.assertEqual(refusal.kind, RelayFault.MESSAGE_TOO_LARGE)
+        soap11 = data.replace(SOAP12_NS.encode(), SOAP11_NS.encode())
+        refusal = self.assertRaises(Refusal, self.opened, soap11)
+        self.assertEqual(refusal.kind, RelayFault.MESSAGE_TOO_LARGE)
+
+    def test_within_the_limit(self) -> None:
+        """What the blocks inherit, repeated, within the limit: accepted and delivered within it too."""
+        data = soap12(f'xmlns:big="urn:{"x" * 1000}"', "<s:h/>" * 20)
+        envelope = self.opened(data)
+        prepared = prepare(
+            envelope,  # type: ignore[arg-type]
+            kind=MULTICAST,
+            operations=None,
+            to="https://relay.test/chat",
+            sender=SenderInfo("root", "t"),
+            require_message_id=True,
+        )
+        self.assertLess(len(prepared.payload), 64 * 1024)
+        self.assertGreater(len(prepared.payload), 20 * 1000)
+
+
 class SenderTests(BindingsTestCase):
     """A $wcf sender's hostile envelope is refused with a fault; nothing reaches the listener."""
 
@@ -85,4 +124,10 @@ class SenderTests(BindingsTestCase):
         listener = self.listener("events", ONEWAY, IChat)
         data = soap12(declarations(MAX_NAMESPACES_IN_SCOPE + 1), "", self.body(), SAY.action)
         self.assertEqual(self.send(data), "InvalidMessage")
+        self.assertEqual(len(listener.messages), 1)  # r:Registered
+
+    def test_declarations_repeated_past_the_limit(self) -> None:
+        listener = self.listener("events", ONEWAY, IChat)  # max_message_bytes = 4096
+        data = soap12(f'xmlns:big="urn:{"x" * 1000}"', "<s:h/>" * 20, self.body(), SAY.action)
+        self.assertEqual(self.send(data), "MessageTooLarge")
         self.assertEqual(len(listener.messages), 1)  # r:Registered
