@@ -44,6 +44,12 @@ class BindingInstruments:
             ("entity",),
         )
 
+        self.dropped_copies = r.counter(
+            "relay_binding_dropped_copies_total",
+            "Multicast copies queued for a subscriber and discarded unsent because it was dropped or left.",
+            ("entity",),
+        )
+
     def accepted(self, entity: str, shape: str, size: int) -> None:
         """A message was handed to its router."""
         self.messages.inc(entity, shape)
@@ -56,6 +62,10 @@ class BindingInstruments:
     def slow_cell(self, entity: str) -> Cell:
         """The slow-subscriber counter of a multicast name, kept by its router."""
         return self.slow_disconnects.labels(entity)
+
+    def dropped_cell(self, entity: str) -> Cell:
+        """The discarded-copies counter of a multicast name, kept by its router's outlets."""
+        return self.dropped_copies.labels(entity)
 
     def watch_queues(self, outlets: Callable[[], Iterable[tuple[str, int, int]]]) -> None:
         """

@@ -4,7 +4,8 @@ Multicast routing: each publish is copied to every subscriber registered when it
 Fan-out is synchronous: the payload is shared, not copied, and a name has at most 1,000 subscribers, so
 one publish costs at most that many queue appends in one reactor turn. That is also what makes the
 membership rule exact: subscribers added later see nothing earlier; removed ones see nothing more. A slow
-subscriber whose queue overflows is disconnected and not counted; the publisher is never held back.
+subscriber whose queue overflows is disconnected and not counted; the publisher is never held back. The
+copies still queued for a subscriber that is dropped or leaves are discarded: counted and logged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class MulticastRouter:
 
     @ivar trace: whether each publish is logged at debug level (see L{bindings.oneway.ListenerSet}).
     @ivar slow_disconnects: counts subscribers dropped because their queue overflowed (a metric).
+    @ivar dropped_copies: counts copies queued for a subscriber that were discarded unsent because it was
+        dropped or left (a metric; each such discard is logged too).
     """
 
     log = Logger()
@@ -36,10 +39,12 @@ class MulticastRouter:
         *,
         trace: bool = False,
         slow_disconnects: Cell | None = None,
+        dropped_copies: Cell | None = None,
     ) -> None:
         self.entity = entity
         self.trace = trace
         self.slow_disconnects = slow_disconnects if slow_disconnects is not None else Cell()
+        self.dropped_copies = dropped_copies if dropped_copies is not None else Cell()
         self._settings = settings
         self._clock = clock
         self._outlets: dict[IListenerConnection, Outlet] = {}
@@ -58,6 +63,7 @@ class MulticastRouter:
             max_bytes=self._settings.max_queue_bytes,
             max_messages=self._settings.max_queue_messages,
             send_timeout=self._settings.send_timeout,
+            discarded=self.dropped_copies,
         )
         self._outlets[connection] = outlet
         return outlet

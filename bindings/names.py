@@ -127,7 +127,10 @@ class BoundName:
         self.router: Router
         if entity.kind == MULTICAST:
             slow = instruments.slow_cell(entity.name) if instruments is not None else None
-            self.router = MulticastRouter(entity.name, settings, clock, trace=trace, slow_disconnects=slow)
+            dropped = instruments.dropped_cell(entity.name) if instruments is not None else None
+            self.router = MulticastRouter(
+                entity.name, settings, clock, trace=trace, slow_disconnects=slow, dropped_copies=dropped
+            )
         elif entity.kind == ONEWAY:
             self.router = OneWayRouter(ListenerSet(entity.name, settings, clock, trace=trace), chooser)
         else:

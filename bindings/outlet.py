@@ -25,6 +25,7 @@ from zope.interface import Attribute, Interface, implementer
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from relay.logbudget import LogBudget
+from relay.metrics import Cell
 
 OVERFLOW_CLOSE_CODE = 1008
 OVERFLOW_REASON = "subscriber queue overflow"
@@ -104,8 +105,15 @@ class Outlet:
         max_bytes: int,
         max_messages: int,
         send_timeout: float,
+        discarded: Cell | None = None,
     ) -> None:
+        """
+        A queue in front of C{connection}.
+
+        @param discarded: counts multicast copies queued for it that were dropped unsent when it closed.
+        """
         self.connection = connection
+        self._discarded = discarded
         self._clock = clock
         self._entity = entity
         self._max_bytes = max_bytes
@@ -330,6 +338,19 @@ class Outlet:
         self._queue.clear()
         self._waiting.clear()
         self._queued_bytes = self._waiting_bytes = 0
+        copies = sum(1 for item in pending if item.done is None)
+        if (
+            copies
+        ):  # multicast copies: their publisher was told they were taken, and nobody else waits on them
+            if self._discarded is not None:
+                self._discarded.value += copies
+            self.log.info(
+                "{copies} copies queued for subscriber {listener_id} of {entity} were discarded unsent: {why}",
+                copies=copies,
+                listener_id=self.connection.listener_id,
+                entity=self._entity,
+                why=message,
+            )
         for item in pending:
             self._release(item)
             if item.done is not None:

@@ -18,6 +18,7 @@ from bindings.requestreply import Reply, RequestReplyRouter
 from bindings.settings import MULTICAST, ONEWAY, REQUEST_REPLY, settings_for
 from relay.listeners import RoundRobinChooser
 from relay.logbudget import LogBudget
+from relay.metrics import Cell
 
 from .bindings_fakes import FakeConnection, FakeFlow, message
 
@@ -155,6 +156,27 @@ class MulticastRouterTests(SynchronousTestCase):
         self.router.subscribe(both)
         self.router.publish(message(1))
         self.assertEqual(both.sent, [message(1).payload])
+
+    def test_discarded_copies_counted_and_logged(self) -> None:
+        """
+        Copies queued for a subscriber that is dropped or leaves are discarded unsent: counted and logged.
+
+        The publisher was told they were taken; they must not vanish without a trace.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        dropped = Cell()
+        router = MulticastRouter(
+            "chat", settings_for(MULTICAST, max_queue_messages=2), Clock(), dropped_copies=dropped
+        )
+        slow, gone = FakeConnection("slow"), FakeConnection("gone")
+        router.subscribe(slow).pauseProducing()
+        router.subscribe(gone).pauseProducing()
+        self.assertEqual([self.successResultOf(router.publish(message(i))) for i in range(2)], [2, 2])
+        router.unsubscribe(gone)
+        self.assertEqual(self.successResultOf(router.publish(message(2))), 0)  # slow overflows
+        self.assertEqual(dropped.value, 4)
+        lines = [e for e in events if "discarded" in str(e.get("log_format", ""))]
+        self.assertEqual([(e["listener_id"], e["copies"]) for e in lines], [("gone", 2), ("slow", 2)])
 
     def test_slow_subscriber_dropped(self) -> None:
         """An overflowing subscriber is disconnected and not counted; the others are unaffected."""
