@@ -195,7 +195,8 @@ def install(service: GatewayHost) -> None:
     )
     service.root.register_prefix("$wcf", gateway.websocket_resource)
     for kind in BINDING_KINDS:
-        service.root.register_kind(kind, gateway.soap_resource)
+        # streamed: a body over the name's limit is refused as it comes, not once buffered (64 MiB at most)
+        service.root.register_kind(kind, gateway.soap_resource, streams_body=True)
     service.root.register_namespace_root(gateway.registry_resource)
     service.drain_sources.append(gateway.names.under_way)
     BindingsService(gateway).setServiceParent(IServiceCollection(service))

@@ -9,10 +9,11 @@ wrong. C{GET ?wsdl} returns the registered contract with its addresses pointing 
 L{RegistryFeed} is the Atom feed of public names at the namespace root (spec 13). Whether a prefix has names
 below it is looked up in the name table's index, and a rendered feed is kept until the registry changes.
 
-twisted.web reads a request's whole body before a resource sees it, and does not read the connection's
-next request while one is being answered; so an HTTP sender is held back by not being answered (the
-outlets' C{send_timeout} still ends in C{ServerBusy}), and the entity limit is applied to the declared
-C{Content-Length} before the body is parsed.
+A body is streamed to the resource (L{bindings.soapbody}) when it is chunked or larger than a control
+message, so the name's limit is applied to the declared C{Content-Length} before any of the body is read,
+and to a chunked body as it comes; a small one is read whole by twisted.web first. twisted.web does not
+read the connection's next request while one is being answered; so an HTTP sender is held back by not
+being answered (the outlets' C{send_timeout} still ends in C{ServerBusy}).
 """
 
 from __future__ import annotations
@@ -46,16 +47,19 @@ from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
 from bindings.settings import MESSAGE_BYTES, MULTICAST, BindingEntitySettings, ClientAuth
 from bindings.soap import (
     Envelope,
+    HttpSoapRequest,
     SoapError,
     SoapVersion,
     classify_request,
     content_type_header,
     parse_envelope,
 )
+from bindings.soapbody import LimitedBody
 from relay.auth import Grant, Rights, split_tokens
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.entities import Entity, EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError
+from relay.httpbody import RequestBody
 from relay.resource import ErrorResource, request_host, tracking_id_of
 
 if TYPE_CHECKING:
@@ -258,14 +262,50 @@ class _SoapCall:
                 f"The message has {int(declared)} bytes; the name allows {limit}",
                 self.version,
             )
-        data = request.content.read(limit + 1) if request.content is not None else b""
-        if len(data) > limit:
-            return endpoint._fault(
-                request,
-                RelayFault.MESSAGE_TOO_LARGE,
-                f"The message is larger than {limit} bytes",
-                self.version,
+        body: RequestBody | None = getattr(request, "body", None)
+        if body is None:  # a small body, read whole by twisted.web
+            data = request.content.read(limit + 1) if request.content is not None else b""
+            return self._too_large() if len(data) > limit else self._message(data, framing)
+        body.attach(
+            LimitedBody(
+                limit,
+                lambda data: self._respond(self._message(data, framing)),
+                lambda: self._respond(self._too_large()),
+                self._body_failed,
             )
+        )
+        return NOT_DONE_YET
+
+    def _too_large(self) -> bytes:
+        return self.endpoint._fault(
+            self.request,
+            RelayFault.MESSAGE_TOO_LARGE,
+            f"The message is larger than {self.endpoint.settings.message_limit} bytes",
+            self.version,
+        )
+
+    def _body_failed(self, reason: Failure) -> None:
+        self.gone = True
+        self.log.info(
+            "HTTP sender went away before the end of its message ({error})",
+            error=reason.getErrorMessage(),
+            tracking_id=tracking_id_of(self.request),
+        )
+
+    def _respond(self, result: bytes | int) -> None:
+        """Write an answer made after the body was streamed in (a fault), unless a reply is awaited."""
+        if isinstance(result, int) or self.gone:  # NOT_DONE_YET: _finish answers
+            return
+        request = self.request
+        request.setHeader(b"content-length", str(len(result)).encode("ascii"))
+        if request.method != b"HEAD":
+            request.write(result)
+        request.finish()
+
+    def _message(self, data: bytes, framing: HttpSoapRequest) -> bytes | int:
+        """Parse, authorize and route the whole message; a fault's bytes, or C{NOT_DONE_YET}."""
+        endpoint, request, settings = self.endpoint, self.request, self.endpoint.settings
+        limit = settings.message_limit
         service_bus = _token_header(request)
         authorization = _header(request, b"authorization")
         try:
