@@ -21,13 +21,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from typing_extensions import override
 
-from bindings.httpsoap import RegistryResourceFactory, SoapResourceFactory
+from bindings.httpsoap import SoapResourceFactory
 from bindings.inbound import Prepared
 from bindings.instruments import BindingInstruments
 from bindings.multicast import MulticastRouter
 from bindings.names import BoundName, NameTable
 from bindings.oneway import Delivered, OneWayRouter
 from bindings.outlet import RoutedMessage
+from bindings.registryfeed import RegistryResourceFactory
 from bindings.requestreply import Reply
 from bindings.settings import BINDING_KINDS
 from bindings.wcf import WcfFactory, WcfResource

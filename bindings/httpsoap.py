@@ -1,13 +1,12 @@
 """
-Plain HTTP for the SOAP relay bindings: SOAP 1.1 and 1.2 senders, C{?wsdl}, and the service registry.
+Plain HTTP for the SOAP relay bindings: SOAP 1.1 and 1.2 senders and C{?wsdl}.
 
 L{SoapEndpoint} serves C{https://{host}/{name}} for the three binding kinds (spec 3, 6.2, 6.3): a POST is one
 message (C{text/xml} is SOAP 1.1, C{application/soap+xml} SOAP 1.2), answered with 202 and an empty body for
 a datagram (plus C{Relay-Delivered-Count} on a multicast name), with the listener's reply converted back to
 the sender's version for a request, or with a gateway fault of spec 7.1 whose HTTP status says what went
 wrong. C{GET ?wsdl} returns the registered contract with its addresses pointing at the public URL.
-L{RegistryFeed} is the Atom feed of public names at the namespace root (spec 13). Whether a prefix has names
-below it is looked up in the name table's index, and a rendered feed is kept until the registry changes.
+The Atom feed of public names (spec 13) is in L{bindings.registryfeed}.
 
 A body is streamed to the resource (L{bindings.soapbody}) when it is chunked or larger than a control
 message, so the name's limit is applied to the declared C{Content-Length} before any of the body is read,
@@ -39,9 +38,8 @@ from bindings.faults import (
     version_mismatch,
 )
 from bindings.inbound import Refusal, RegisteredContract, open_envelope, prepare
-from bindings.names import BoundName, prefix_segments
+from bindings.names import BoundName
 from bindings.oneway import Delivered
-from bindings.registry import ATOM_MEDIA_TYPE, RegistryEntry, build_feed
 from bindings.requestreply import Reply
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
 from bindings.settings import MESSAGE_BYTES, MULTICAST, BindingEntitySettings, ClientAuth
@@ -66,17 +64,16 @@ if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
 
 DELIVERED_COUNT_HEADER: Final = b"Relay-Delivered-Count"
-_FEED_CACHE_SIZE: Final = 64
-"""Rendered registry feeds kept (per namespace, prefix and Manage reader) until the registry changes."""
 _TOKEN_HEADER: Final = b"servicebusauthorization"
 
 
-def _header(request: IRequest, name: bytes) -> str | None:
+def header_value(request: IRequest, name: bytes) -> str | None:
+    """A request header's value as text (Latin-1), or C{None}."""
     value = request.getHeader(name)
     return value.decode("latin-1") if value is not None else None
 
 
-def _token_header(request: IRequest) -> str | None:
+def token_header(request: IRequest) -> str | None:
     """
     Every C{ServiceBusAuthorization} value, joined as Autobahn joins them for C{$wcf} upgrades.
 
@@ -86,7 +83,8 @@ def _token_header(request: IRequest) -> str | None:
     return ", ".join(value.decode("latin-1") for value in values) if values else None
 
 
-def _is_sas(authorization: str | None) -> bool:
+def is_sas(authorization: str | None) -> bool:
+    """Whether an C{Authorization} value is a shared access signature."""
     return authorization is not None and authorization.strip().lower().startswith(SAS_SCHEME.lower())
 
 
@@ -199,8 +197,8 @@ class SoapEndpoint(Resource):
             )
             return ErrorResource(error).render(request)
         version = SoapVersion.SOAP11
-        authorization = _header(request, b"authorization")
-        token = _token_header(request) or (authorization if _is_sas(authorization) else None)
+        authorization = header_value(request, b"authorization")
+        token = token_header(request) or (authorization if is_sas(authorization) else None)
         try:
             self._authorize(request, token)
         except RelayFaultError as e:
@@ -244,12 +242,14 @@ class _SoapCall:
         endpoint, request = self.endpoint, self.request
         settings = endpoint.settings
         try:
-            framing = classify_request(_header(request, b"content-type"), _header(request, b"soapaction"))
+            framing = classify_request(
+                header_value(request, b"content-type"), header_value(request, b"soapaction")
+            )
         except SoapError as e:
             return endpoint._fault(request, RelayFault.INVALID_MESSAGE, str(e), SoapVersion.SOAP11)
         self.version = framing.version
         limit = settings.message_limit
-        declared = _header(request, b"content-length")
+        declared = header_value(request, b"content-length")
         if (
             declared is not None
             and declared.isascii()
@@ -306,8 +306,8 @@ class _SoapCall:
         """Parse, authorize and route the whole message; a fault's bytes, or C{NOT_DONE_YET}."""
         endpoint, request, settings = self.endpoint, self.request, self.endpoint.settings
         limit = settings.message_limit
-        service_bus = _token_header(request)
-        authorization = _header(request, b"authorization")
+        service_bus = token_header(request)
+        authorization = header_value(request, b"authorization")
         try:
             grant = endpoint._authorize(request, service_bus) if service_bus else None
             envelope, soap_token = open_envelope(
@@ -319,7 +319,7 @@ class _SoapCall:
             choice = choose_token(None, service_bus, soap_token, authorization)
             if not service_bus:
                 grant = endpoint._authorize(request, choice.token)
-            forward = authorization if choice.forward_authorization and not _is_sas(authorization) else None
+            forward = authorization if choice.forward_authorization and not is_sas(authorization) else None
             return self._route(envelope, grant, framing.media_action, framing.soap_action, forward)
         except Refusal as e:
             return self._refused(e)
@@ -446,104 +446,3 @@ class _SoapCall:
             error = RelayFaultError(RelayFault.SERVER_BUSY, "The gateway could not deliver the message")
         body = self.endpoint._fault(self.request, error.kind, error.message, self.version, self.message_id)
         self._finish(error.kind.status, body, content_type_header(self.version))
-
-
-class RegistryResourceFactory:
-    """The L{relay.resource.GatewayRoot} namespace-root factory: the Atom registry for GET and HEAD."""
-
-    def __init__(self, gateway: BindingsGateway) -> None:
-        self.gateway = gateway
-        self.feeds: dict[tuple[str, str, bool, str], tuple[int, bytes]] = {}
-
-    def __call__(self, request: IRequest, namespace: Namespace, path: str) -> IResource | None:
-        """The feed at C{/}, or at a prefix below which binding names exist; C{None} otherwise."""
-        if request.method not in (b"GET", b"HEAD"):
-            return None
-        prefix = "/".join(prefix_segments(path))
-        if not prefix:
-            return RegistryFeed(self.gateway, namespace, prefix, feeds=self.feeds)
-        count, public = self.gateway.names.names_below(namespace, prefix)
-        if not count:
-            return None
-        # A prefix with only private names below it is a feed for Manage readers and, for anyone else,
-        # the same 404 as a prefix with nothing below it: its existence is not public either.
-        return RegistryFeed(self.gateway, namespace, prefix, hidden=not public, feeds=self.feeds)
-
-
-class RegistryFeed(Resource):
-    """
-    The service registry (spec 13): public names without a token, private ones too with a Manage token.
-    """
-
-    isLeaf = True
-    log = Logger()
-
-    def __init__(
-        self,
-        gateway: BindingsGateway,
-        namespace: Namespace,
-        prefix: str,
-        *,
-        hidden: bool = False,
-        feeds: dict[tuple[str, str, bool, str], tuple[int, bytes]] | None = None,
-    ) -> None:
-        """
-        The feed of the names below C{prefix} (lower case, as names are matched).
-
-        @param feeds: rendered feeds by namespace, prefix, Manage reader and public URL, with the registry
-            version they were rendered at (shared by the feeds of one gateway).
-        """
-        super().__init__()
-        self.gateway = gateway
-        self.namespace = namespace
-        self.prefix = prefix
-        self.hidden = hidden  # only private names below the prefix
-        self.feeds = feeds if feeds is not None else {}
-
-    @override
-    def render(self, request: IRequest) -> bytes:
-        """Write the feed; a presented token must be a valid Manage token (no silent downgrade)."""
-        names = self.gateway.names
-        authorization = _header(request, b"authorization")
-        token = _token_header(request) or (authorization if _is_sas(authorization) else None)
-        manage = False
-        if token:
-            try:
-                names.authorize(
-                    self.namespace, self.prefix, (), request_host(request), split_tokens(token), Rights.MANAGE
-                )
-            except RelayFaultError as e:
-                kind = ErrorKind.FORBIDDEN if e.kind is RelayFault.FORBIDDEN else ErrorKind.UNAUTHORIZED
-                return ErrorResource(RelayError(kind, e.message)).render(request)
-            manage = True
-        if self.hidden and not manage:
-            return ErrorResource(RelayError(ErrorKind.NOT_FOUND, "No entity with this name")).render(request)
-        feed = self._feed(manage)
-        request.setHeader(b"content-type", f"{ATOM_MEDIA_TYPE}; charset=utf-8".encode("ascii"))
-        request.setHeader(b"cache-control", b"no-store")
-        if request.method == b"HEAD":
-            request.setHeader(b"content-length", str(len(feed)).encode("ascii"))
-            return b""
-        return feed
-
-    def _feed(self, manage: bool) -> bytes:
-        """The feed document, rendered again only when the registry changed since it last was."""
-        names = self.gateway.names
-        version, changed = names.registry_version(self.namespace)
-        base = names.public_url(self.namespace, self.prefix).rstrip("/") + "/"
-        key = (self.namespace.name, self.prefix, manage, base)
-        cached = self.feeds.get(key)
-        if cached is not None and cached[0] == version:
-            return cached[1]
-        entries = [
-            RegistryEntry(url=item.url, display_name=item.display_name, updated=item.updated, kind=item.kind)
-            for item in names.listings(self.namespace, self.prefix)
-            if item.public or manage
-        ]
-        feed = build_feed(
-            entries, feed_url=base, title=f"{self.namespace.name}/{self.prefix}".rstrip("/"), updated=changed
-        )
-        if key not in self.feeds and len(self.feeds) >= _FEED_CACHE_SIZE:
-            self.feeds.clear()
-        self.feeds[key] = (version, feed)
-        return feed

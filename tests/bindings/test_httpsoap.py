@@ -11,7 +11,7 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
 
-from bindings import httpsoap, inbound, wsdl
+from bindings import inbound, registryfeed, wsdl
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
 from bindings.channels import BytesProducer, HttpChannelFactory, read_capped
 from bindings.contracts import contract_of
@@ -666,7 +666,7 @@ class RegistryTests(HttpTestCase):
             rendered[0] += 1
             return build_feed(*args, **kwargs)
 
-        self.patch(httpsoap, "build_feed", counting)
+        self.patch(registryfeed, "build_feed", counting)
         first = self.http(b"GET", "/")[2]
         self.clock.advance(60)
         self.assertEqual([self.http(b"GET", "/")[2], self.http(b"HEAD", "/")[0]], [first, 200])
