@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from bindings.outlet import IListenerConnection, Outlet, RoutedMessage
+from bindings.outlet import IListenerConnection, Outlet, RoutedMessage, short_id
 from bindings.settings import BindingEntitySettings
 from relay.metrics import Cell
 
@@ -106,7 +106,7 @@ class MulticastRouter:
             return succeed(count)
         self.log.debug(
             "message {message_id} ({size} bytes) published on {entity} to {count} subscribers",
-            message_id=message.message_id,
+            message_id=short_id(message.message_id),
             size=message.size,
             entity=self.entity,
             count=count,

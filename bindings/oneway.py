@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from bindings.faultcodes import RelayFault, RelayFaultError
-from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage
+from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from bindings.settings import BindingEntitySettings
 from relay.listeners import IListenerChooser
 from relay.logbudget import LogBudget, unlogged_note
@@ -54,6 +54,31 @@ class ListenerSet:
         self.clock = clock
         self.trace = trace
         self._outlets: dict[IListenerConnection, Outlet] = {}
+        self._refusal_lines: LogBudget | None = None
+
+    def log_refusal(self, log: Logger, message: RoutedMessage, why: str) -> None:
+        """
+        Log a message refused by routing, within the name's budget of such lines (L{log_line}).
+
+        Senders cause refusals as fast as they send; the MessageID, the sender's own text, is shortened.
+        """
+        self.log_line(
+            log,
+            "message {message_id} for {entity} refused: {why}",
+            message_id=short_id(message.message_id),
+            why=why,
+            tracking_id=message.tracking_id,
+        )
+
+    def log_line(self, log: Logger, format: str, **fields: object) -> None:
+        """
+        Log a line about one sender's message within the name's budget (L{LogBudget}: 20, then 10 a second).
+
+        The next line let through says how many were left out. C{entity} is added to C{fields}.
+        """
+        if self._refusal_lines is None:
+            self._refusal_lines = LogBudget(self.clock)
+        self._refusal_lines.emit(log, LogLevel.info, format, entity=self.entity, **fields)
 
     def add(self, connection: IListenerConnection) -> Outlet:
         """Start routing to a connection; the transport registers the returned outlet as its producer."""
@@ -112,12 +137,7 @@ class OneWayRouter:
         entity = self.listeners.entity
         candidates = self.listeners.connections
         if not candidates:
-            self.log.info(
-                "message {message_id} for {entity} refused: no listener",
-                message_id=message.message_id,
-                entity=entity,
-                tracking_id=message.tracking_id,
-            )
+            self.listeners.log_refusal(self.log, message, "no listener")
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))
         connection: IListenerConnection = (
             candidates[0] if len(candidates) == 1 else self._chooser.choose(candidates)  # type: ignore[assignment]
@@ -159,6 +179,6 @@ class OneWayRouter:
             + unlogged_note(unlogged),
             listener_id=connection.listener_id,
             entity=self.listeners.entity,
-            relates_to=relates_to,
+            relates_to=relates_to and short_id(relates_to),
             unlogged=unlogged,
         )

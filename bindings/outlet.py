@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
@@ -27,8 +27,14 @@ from bindings.faultcodes import RelayFault, RelayFaultError
 from relay.logbudget import LogBudget
 from relay.metrics import Cell
 
+_SHORT_ID: Final = 200
 OVERFLOW_CLOSE_CODE = 1008
 OVERFLOW_REASON = "subscriber queue overflow"
+
+
+def short_id(message_id: str) -> str:
+    """A MessageID as log lines show it: at most 200 characters (a sender chooses its length)."""
+    return message_id if len(message_id) <= _SHORT_ID else message_id[:_SHORT_ID] + "..."
 
 
 class IListenerConnection(Interface):
@@ -228,7 +234,7 @@ class Outlet:
         self.log.info(
             "message {message_id} for {entity} refused: listener {listener_id} is busy"
             + (" ({unlogged} refusals before this one were not logged)" if unlogged else ""),
-            message_id=message.message_id,
+            message_id=short_id(message.message_id),
             entity=self._entity,
             listener_id=self.connection.listener_id,
             tracking_id=message.tracking_id,
@@ -254,7 +260,7 @@ class Outlet:
             "subscriber {listener_id} of {entity} dropped: queue overflow at message {message_id}",
             listener_id=self.connection.listener_id,
             entity=self._entity,
-            message_id=message.message_id,
+            message_id=short_id(message.message_id),
             tracking_id=message.tracking_id,
             queued_bytes=self._queued_bytes,
         )
@@ -283,7 +289,7 @@ class Outlet:
             self._release(item)
             self.log.info(
                 "message {message_id} for {entity} refused: listener {listener_id} is busy",
-                message_id=item.message.message_id,
+                message_id=short_id(item.message.message_id),
                 entity=self._entity,
                 listener_id=self.connection.listener_id,
                 tracking_id=item.message.tracking_id,

@@ -19,7 +19,7 @@ from twisted.python.failure import Failure
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.oneway import Delivered, ListenerSet, OneWayRouter
-from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage
+from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from relay.listeners import IListenerChooser
 from relay.logbudget import LogBudget, unlogged_note
 
@@ -137,7 +137,7 @@ class RequestReplyRouter:
             return caller
         self.log.debug(
             "request {message_id} ({size} bytes) for {entity} routed to {listener_id}",
-            message_id=message.message_id,
+            message_id=short_id(message.message_id),
             size=message.size,
             entity=entity,
             listener_id=connection.listener_id,
@@ -168,7 +168,7 @@ class RequestReplyRouter:
                     + unlogged_note(unlogged),
                     listener_id=connection.listener_id,
                     entity=self.listeners.entity,
-                    relates_to=relates_to,
+                    relates_to=relates_to and short_id(relates_to),
                     unlogged=unlogged,
                 )
             return False
@@ -197,7 +197,7 @@ class RequestReplyRouter:
             pending.written.cancel()
         self.log.info(
             "request {message_id} for {entity} failed: {subcode}",
-            message_id=pending.message_id,
+            message_id=short_id(pending.message_id),
             entity=self.listeners.entity,
             subcode=error.kind.subcode_name,
             listener_id=pending.connection.listener_id,
@@ -228,18 +228,12 @@ class RequestReplyRouter:
             self._stop_timer(pending)
             if pending.written is not None and not pending.written.called:
                 pending.written.cancel()
-            self.log.info(
+            self.listeners.log_line(  # a sender that leaves abandons all it sent: within a budget
+                self.log,
                 "request {message_id} for {entity} abandoned by its caller",
-                message_id=pending.message_id,
-                entity=self.listeners.entity,
+                message_id=short_id(pending.message_id),
                 tracking_id=pending.tracking_id,
             )
 
     def _refused(self, message: RoutedMessage, why: str) -> None:
-        self.log.info(
-            "request {message_id} for {entity} refused: {why}",
-            message_id=message.message_id,
-            entity=self.listeners.entity,
-            why=why,
-            tracking_id=message.tracking_id,
-        )
+        self.listeners.log_refusal(self.log, message, why)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IPushProducer
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -238,8 +239,10 @@ class SenderRole:
         except Refusal as e:
             self._refused(e)
             return
-        if prepared.duplicates:
-            self.protocol.logger.warn(
+        if prepared.duplicates:  # as often as it sends: within the connection's budget of such lines
+            self.protocol.message_lines().emit(
+                self.protocol.logger,
+                LogLevel.warn,
                 "sender {tracking_id} repeated addressing headers {names} with different values",
                 tracking_id=self.protocol.tracking_id,
                 names=",".join(prepared.duplicates),

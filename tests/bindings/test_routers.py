@@ -190,6 +190,57 @@ class MulticastRouterTests(SynchronousTestCase):
         self.assertEqual(len(fast.sent), 4)
 
 
+class RefusalLinesTests(SynchronousTestCase):
+    """
+    The routers' refusals are logged within a budget per name, with the MessageID shortened.
+
+    A WebSocket sender causes them as fast as it sends (its faults were budgeted, these lines were not).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.settings = settings_for(REQUEST_REPLY, request_timeout=60.0)
+
+    def refusals(self) -> list[dict[str, object]]:
+        return [e for e in self.events if "refused" in str(e.get("log_format", ""))]
+
+    def test_duplicates(self) -> None:
+        router = RequestReplyRouter(ListenerSet("calc", self.settings, self.clock), RoundRobinChooser())
+        router.add_listener(FakeConnection("A"))
+        long_id = "urn:uuid:" + "d" * 5000
+        first = router.request(RoutedMessage(b"x", long_id, "T"))
+        for _ in range(100):
+            d = router.request(RoutedMessage(b"x", long_id, "T"))
+            self.assertEqual(fault_of(self, d), RelayFault.DUPLICATE_MESSAGE_ID)
+        self.assertEqual(len(self.refusals()), 20)
+        self.assertLess(len(str(self.refusals()[0]["message_id"])), 300)
+        self.clock.advance(1)
+        self.assertEqual(
+            fault_of(self, router.request(RoutedMessage(b"x", long_id, "T"))), RelayFault.DUPLICATE_MESSAGE_ID
+        )
+        self.assertEqual(self.refusals()[-1]["unlogged"], 80)
+        first.cancel()
+        self.failureResultOf(first, CancelledError)
+
+    def test_abandoned(self) -> None:
+        """A sender that leaves abandons every request it has in flight: those lines are budgeted too."""
+        router = RequestReplyRouter(ListenerSet("calc", self.settings, self.clock), RoundRobinChooser())
+        router.add_listener(FakeConnection("A"))
+        calls = [router.request(message(i)) for i in range(100)]
+        for call in calls:
+            call.cancel()
+            self.failureResultOf(call, CancelledError)
+        lines = [e for e in self.events if "abandoned" in str(e.get("log_format", ""))]
+        self.assertEqual(len(lines), 20)
+
+    def test_no_listener(self) -> None:
+        router = OneWayRouter(ListenerSet("events", settings_for(ONEWAY), self.clock), RoundRobinChooser())
+        for i in range(100):
+            self.assertEqual(fault_of(self, router.send(message(i))), RelayFault.NO_LISTENER)
+        self.assertEqual(len(self.refusals()), 20)
+
+
 class RequestReplyRouterTests(SynchronousTestCase):
     """Spec 5.3."""
 

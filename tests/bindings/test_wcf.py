@@ -613,6 +613,21 @@ class DatagramTests(BindingsTestCase):
         self.assertEqual(len(listener.messages), answers)
         self.assertEqual(listener.closed[1], 1008)  # type: ignore[index]
 
+    def test_repeated_addressing_warnings_are_budgeted(self) -> None:
+        """A sender repeating an addressing header with another value in every message: 20 warnings, not 50."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        self.listener("calc")
+        sender = self.wcf("calc", "send")
+        extra = (
+            b'<wsa:Action xmlns:wsa="http://www.w3.org/2005/08/addressing">urn:other</wsa:Action></s:Header>'
+        )
+        for _ in range(50):
+            request = add_request().replace(b"</s:Header>", extra)
+            sender.sendMessage(request, isBinary=False)
+        self.net.flush()
+        warnings = [e for e in events if "repeated addressing headers" in str(e.get("log_format", ""))]
+        self.assertEqual(len(warnings), 20)
+
     def test_fault_log_lines_are_budgeted(self) -> None:
         """
         A peer that reads its faults gets every one, but its log lines are budgeted: 20, then 10 a second.
