@@ -464,7 +464,7 @@ class GatewayService(MultiService):
         A state directory that cannot take it (read-only, full) must not keep the gateway from saying
         it is ready: C{ready} would fail before the connection string is logged, and nothing said why.
         """
-        plain = not (self.public_url or "").startswith("https")
+        plain = not self._serves_tls()
         try:
             write_endpoint(self.settings.state_dir, self._endpoint(), plain)
         except OSError as e:
@@ -475,6 +475,10 @@ class GatewayService(MultiService):
                 reason=e.strerror or e,
             )
 
+    def _serves_tls(self) -> bool:
+        """Whether the public URL is TLS (C{https} or C{wss}, in any case), as its rendezvous addresses are."""
+        return websocket_base(self.public_url or "http://localhost").startswith("wss:")
+
     def _endpoint(self) -> str:
         netloc = urlsplit(self.public_url or "http://localhost").netloc
         return f"sb://{netloc}/"
@@ -483,7 +487,7 @@ class GatewayService(MultiService):
         """The development namespace's connection string, or C{None} when a configuration file is in use."""
         if self.development_key is None:
             return None
-        plain = not (self.public_url or "").startswith("https")
+        plain = not self._serves_tls()
         return ConnectionString(
             endpoint=self._endpoint(), key_name=DEVELOPMENT_KEY_NAME, key=self.development_key, plain=plain
         ).format()

@@ -47,6 +47,28 @@ class StartingTests(SynchronousTestCase):
         self.assertIn("--endpoint", warning["log_format"])
         self.assertTrue(any("connection_string" in e for e in events))
 
+    def test_tls_public_urls(self) -> None:
+        """A public URL with wss:// (or an upper-case HTTPS://) is TLS in the connection string and the record."""
+        for url in ("wss://relay.example.org", "HTTPS://relay.example.org", "WSS://relay.example.org:8443"):
+            state = Path(self.mktemp())
+            settings = GatewaySettings(state_dir=state, public_url=url)
+            service = GatewayService(settings, reactor=MemoryReactorClock())
+            service.startService()
+            self.addCleanup(service.stopService)
+            self.successResultOf(service.ready)
+            connection_string = service.connection_string()
+            assert connection_string is not None
+            self.assertNotIn("UseDevelopmentEmulator", connection_string, url)
+            self.assertFalse(json.loads((state / "gateway.json").read_text())["plain"], url)
+
+    def test_plain_public_urls(self) -> None:
+        """A public URL with ws:// or http:// is plain (UseDevelopmentEmulator=true)."""
+        for url in ("ws://relay.example.org", "http://relay.example.org"):
+            service = GatewayService(
+                GatewaySettings(state_dir=Path(self.mktemp()), public_url=url), reactor=MemoryReactorClock()
+            )
+            self.assertIn("UseDevelopmentEmulator=true", service.connection_string() or "", url)
+
 
 class StoppingTests(GatewayTestCase):
     """
