@@ -386,7 +386,9 @@ def parse_config(
     if not all(isinstance(e, str) and e for e in listen):
         raise gateway.error("listen", "must be an array of endpoint strings such as 'tcp:9080'")
     public_url = gateway.get("public_url", str)
-    if public_url is not None and not public_url.startswith(("http://", "https://", "ws://", "wss://")):
+    if public_url is not None and not public_url.lower().startswith(
+        ("http://", "https://", "ws://", "wss://")
+    ):
         raise gateway.error("public_url", "must start with http://, https://, ws:// or wss://")
     if public_url is not None and (problem := public_url_problem(public_url)) is not None:
         raise gateway.error("public_url", problem)

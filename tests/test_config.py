@@ -269,5 +269,10 @@ class LoadConfigTests(SynchronousTestCase):
             load_config(self.write('[gateway]\npublic_url = "wss://relay.example:8443/base"\n')).public_url,
             "wss://relay.example:8443/base",
         )
-        for url in ("http://[::1]:9080", "http://10.0.0.1", "https://relay_1.internal/"):
+        for url in (
+            "http://[::1]:9080",
+            "http://10.0.0.1",
+            "https://relay_1.internal/",
+            "HTTPS://relay.example",
+        ):
             self.assertEqual(load_config(self.write(f'[gateway]\npublic_url = "{url}"\n')).public_url, url)
