@@ -343,20 +343,48 @@ def parse_entity_name(section: Section) -> str:
     return "/".join(segments)
 
 
+def namespace_host(section: Section, host: str) -> str:
+    """
+    One of a namespace's C{hosts} as requests' host names are compared with it (L{relay.httphead.host_name}).
+
+    Lower case; an IPv6 address without brackets, in its compressed form (as clients write it). A name no
+    request's C{Host} could match (a wildcard pattern, a control character, an empty label) is refused.
+    """
+    if host == "*":
+        return host
+    bracketed = host.startswith("[") and host.endswith("]")
+    if ":" in host or bracketed:
+        try:
+            return ipaddress.IPv6Address(host[1:-1] if bracketed else host).compressed
+        except ValueError:
+            raise section.error(
+                "hosts", f"{host!r} must be a bare host name without scheme, port or path"
+            ) from None
+    if "/" in host or any(c.isspace() for c in host):
+        raise section.error("hosts", f"{host!r} must be a bare host name without scheme, port or path")
+    if not _HOST_NAME.fullmatch(host):
+        raise section.error(
+            "hosts",
+            f"{host!r} may hold only letters, digits, '.', '-' and '_' (IDNA-encode other names; "
+            "'*' alone stands for any host name)",
+        )
+    if "" in host.split("."):
+        raise section.error("hosts", f"{host!r} has an empty label (a leading, trailing or double dot)")
+    return host.lower()
+
+
 def parse_namespace(section: Section, index: int, kinds: Mapping[str, EntitySection]) -> NamespaceConfig:
     """Read one C{[[namespaces]]} table with its entities."""
     hosts = section.get("hosts", list, required=True)
     if not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
         raise section.error("hosts", "must be a non-empty array of host names (or '*' for any host)")
-    for host in hosts:
-        if host != "*" and (":" in host or "/" in host or " " in host):
-            raise section.error("hosts", f"{host!r} must be a bare host name without scheme, port or path")
     name = section.get("name", str, default=hosts[0] if hosts[0] != "*" else f"namespace{index}")
+    hosts = [namespace_host(section, host) for host in hosts]
     if not name.strip() or len(name) > 256:
         raise section.error("name", "must be 1 to 256 characters, not only white space")
     namespace = Namespace(
         name=name,
-        hosts=tuple(h.lower() for h in hosts),
+        hosts=tuple(hosts),
         rules=parse_rules(section),
         auto_create=section.get("auto_create", bool, False),
     )

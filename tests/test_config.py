@@ -137,6 +137,29 @@ class LoadConfigTests(SynchronousTestCase):
         )
         self.assertProblem(ns + '[[namespaces]]\nhosts = ["H"]\n', "namespaces[1].hosts", "already belongs")
 
+    def test_host_names(self) -> None:
+        """
+        A host that no request's Host could ever match is refused, naming it; IP literals are accepted.
+
+        A request's host is compared as it came (lower case, no port, IPv6 without brackets): a wildcard
+        pattern, a control character or a trailing dot would select this namespace for no request.
+        """
+        for host in (
+            "*.example.org",
+            "relay\\texample.org",
+            "relay.example.org.",
+            "ex\\u00e4mple.org",
+            ".",
+            "[::1",
+        ):
+            self.assertProblem(f'[[namespaces]]\nhosts = ["{host}"]\n', "namespaces[0].hosts", "")
+        config = load_config(
+            self.write('[[namespaces]]\nhosts = ["::1", "[FE80:0:0::1]", "10.0.0.1", "relay_1.internal"]\n')
+        )
+        self.assertEqual(
+            config.namespaces[0].namespace.hosts, ("::1", "fe80::1", "10.0.0.1", "relay_1.internal")
+        )
+
     def test_unreadable_and_not_toml(self) -> None:
         """A missing file and a syntax error are reported with the file name."""
         with self.assertRaises(ConfigError) as ctx:
