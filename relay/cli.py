@@ -20,7 +20,13 @@ from urllib.parse import urlsplit
 from relay.auth import generate_key, make_token
 from relay.connstr import ConnectionString, ConnectionStringError, parse_connection_string
 from relay.entities import EntityNameError, split_name
-from relay.state import DEVELOPMENT_KEY_NAME, default_state_dir, read_development_key, read_endpoint
+from relay.state import (
+    DEVELOPMENT_KEY_NAME,
+    ENDPOINT_FILE,
+    default_state_dir,
+    read_development_key,
+    read_endpoint,
+)
 
 MAX_TTL = 36525 * 86400
 """The longest token lifetime C{relay token} signs: 100 years (the gateway reads at most 12 digits of expiry)."""
@@ -157,7 +163,13 @@ def cmd_connection_string(args: argparse.Namespace) -> str:
         )
     endpoint, plain = args.endpoint, not args.tls
     if endpoint is None:
-        recorded = read_endpoint(state_dir)
+        try:
+            recorded = read_endpoint(state_dir)
+        except OSError as e:
+            raise CommandError(
+                f"cannot read the recorded endpoint {state_dir / ENDPOINT_FILE}: {e.strerror or e}; "
+                "give --endpoint"
+            ) from None
         endpoint, plain = recorded if recorded else ("sb://127.0.0.1:9080/", True)
     cs = ConnectionString(
         endpoint=endpoint, key_name=DEVELOPMENT_KEY_NAME, key=key, entity_path=args.entity, plain=plain

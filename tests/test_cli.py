@@ -269,6 +269,15 @@ class OptionValueTests(SynchronousTestCase):
         state = Path(self.mktemp())
         (state / "development-key").mkdir(parents=True)
         self.assertRefused(relay("connection-string", "--state-dir", str(state)), 1, "development key")
+        state = Path(self.mktemp())
+        development_key(state)
+        (state / "gateway.json").mkdir()  # the recorded endpoint cannot be read
+        refused = relay("connection-string", "--state-dir", str(state))
+        self.assertRefused(refused, 1, str(state / "gateway.json"))
+        self.assertIn("--endpoint", refused.stderr)
+        self.assertEqual(
+            relay("connection-string", "--state-dir", str(state), "--endpoint", "sb://h/").returncode, 0
+        )
 
     def test_connection_string_values(self) -> None:
         """
