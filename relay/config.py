@@ -434,6 +434,8 @@ def parse_config(
             f"must be at least listener_failure_delay ({limits['listener_failure_delay']:g})",
         )
     state_dir = gateway.get("state_dir", str)
+    if state_dir is not None and not state_dir.strip():
+        raise gateway.error("state_dir", "must not be empty")
     admin = gateway.get("admin", str)
     if admin is not None and not admin.strip():
         raise gateway.error("admin", "must be an endpoint string such as 'tcp:9090:interface=127.0.0.1'")

@@ -160,6 +160,12 @@ class LoadConfigTests(SynchronousTestCase):
             config.namespaces[0].namespace.hosts, ("::1", "fe80::1", "10.0.0.1", "relay_1.internal")
         )
 
+    def test_blank_state_dir(self) -> None:
+        """An empty state_dir is refused, as --state-dir '' is; it was taken as no setting (the default)."""
+        for blank in ('""', '"  "'):
+            self.assertProblem(f"[gateway]\nstate_dir = {blank}\n", "gateway.state_dir", "must not be empty")
+        self.assertEqual(load_config(self.write('[gateway]\nstate_dir = "st"\n')).state_dir, "st")
+
     def test_unreadable_and_not_toml(self) -> None:
         """A missing file and a syntax error are reported with the file name."""
         with self.assertRaises(ConfigError) as ctx:
