@@ -168,17 +168,31 @@ class RelaySite(Site):
         shown = self.log_target
         if shown is not None:
             target = shown(request.uri)
-            if target is not request.uri:
-                request = _ShownTarget(request, target)  # type: ignore[assignment]
+            referer = request.getHeader(b"referer")
+            shown_referer = shown(referer) if referer is not None else None
+            if target is not request.uri or shown_referer is not referer:
+                request = _ShownTarget(request, target, shown_referer)  # type: ignore[assignment]
         super().log(request)
 
 
 class _ShownTarget:
-    """A request as the access log reads it, with its target as the log may show it (C{log_target})."""
+    """
+    A request as the access log reads it, with its target as the log may show it (C{log_target}).
 
-    def __init__(self, request: http.Request, uri: bytes) -> None:
+    The C{Referer} too: a browser's page opened with a token in its query names that URL in the
+    requests it makes next.
+    """
+
+    def __init__(self, request: http.Request, uri: bytes, referer: bytes | None) -> None:
         self._request = request
         self.uri = uri
+        self._referer = referer
+
+    def getHeader(self, name: bytes) -> bytes | None:  # noqa: N802 - twisted's name
+        """The request's header, the C{Referer} as the log may show it."""
+        if name.lower() == b"referer":
+            return self._referer
+        return self._request.getHeader(name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._request, name)

@@ -47,6 +47,25 @@ class AccessLogTests(HttpTestCase):
         signature = quote(token.split("sig=")[1].split("&")[0], safe="")
         self.assertEqual([line for line in self.lines() if signature in line], [])
 
+    def test_referer_token_hidden(self) -> None:
+        """
+        A token in the C{Referer} of a refused request is not logged either.
+
+        A browser can only send a token in the query: a page opened with C{?sb-hc-token=...} names that
+        URL as the referer of each of its sub-requests, and those without a token get 401.
+        """
+        token = self.token("hyco")
+        page = "http://relay.test/hyco/page?sb-hc-token=" + quote(token, safe="") + "&lang=en"
+        sender = self.sender()
+        sender.request("GET", "/hyco/style.css", {"Referer": page})  # no token: 401
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 401)
+        signature = quote(token.split("sig=")[1].split("&")[0], safe="")
+        self.assertEqual([line for line in self.lines() if signature in line], [])
+        access = [line for line in self.lines() if '"GET /hyco/style.css' in line]
+        self.assertEqual(len(access), 1, self.lines())
+        self.assertIn('"http://relay.test/hyco/page?sb-hc-token=(hidden)&lang=en"', access[0])
+
 
 class RefusalReasonTests(HttpTestCase):
     """The refusal line keeps its reason when a legacy observer is listening too."""
