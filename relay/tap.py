@@ -16,7 +16,7 @@ import contextlib
 import datetime
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -185,18 +185,29 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
             raise
         raise SystemExit(f"twistd relay: {_start_problem(options['settings'], e)}") from None
     if parent is not None:
-        service.on_listen_failure = lambda problem: _exit_with(problem, parent.get("pidfile"))
+        service.on_listen_failure = lambda problem: _exit_with(problem, parent)
     return service
 
 
-def _exit_with(problem: str, pidfile: str | None) -> None:
+def _exit_with(problem: str, twistd_options: Mapping[str, Any]) -> None:
     """
     End C{twistd relay} with one line and status 1 (a port is taken, say), removing twistd's pid file.
 
     By then twistd logs what is written to stderr, so the line goes to the log; it is also written to the
     original stderr, the terminal of C{twistd -n}. twistd wrote its pid file already and would leave it
     behind on this way out.
+
+    A daemon's stderr is no terminal: twistd's parent process waits for the daemon's word on its status
+    pipe (with its own end of the pipe open, so the daemon's exit alone would leave it waiting for ever),
+    and prints what it is told, then ends with status 1.
     """
+    pidfile = twistd_options.get("pidfile")
+    status_pipe = twistd_options.get("statusPipe")
+    if status_pipe is not None:
+        with contextlib.suppress(OSError):
+            # As twistd writes a failure there: "1 " and the message, at most 100 bytes in all.
+            os.write(status_pipe, f"1 {problem}".encode("ascii", "backslashreplace")[:100])
+            os.close(status_pipe)
     if pidfile:
         with contextlib.suppress(OSError):
             if Path(pidfile).read_text().strip() == str(os.getpid()):

@@ -258,6 +258,37 @@ class TwistdTests(SynchronousTestCase):
                 self.assertNotIn("Traceback", result.stdout)
                 self.assertFalse(os.path.exists(os.path.join(cwd, "twistd.pid")))
 
+    def test_port_taken_as_a_daemon(self) -> None:
+        """
+        Started as a daemon (no C{-n}), a port that cannot be bound ends twistd too, with status 1.
+
+        The daemon tells twistd's waiting parent through its status pipe, which the parent prints; the
+        daemon's exit alone does not end the parent, which keeps the pipe's write end open itself: it
+        waited for ever.
+        """
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cwd = os.path.abspath(self.mktemp_dir())
+        args = ["--listen", f"tcp:{port}:interface=127.0.0.1", "--state-dir", os.path.join(cwd, "state")]
+        try:
+            result = subprocess.run(
+                ["twistd", "--logfile", "relay.log", "relay", *args],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                cwd=cwd,
+            )
+        except subprocess.TimeoutExpired:
+            self.fail("twistd did not end")
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertIn(
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use", result.stderr
+        )
+        self.assertFalse(os.path.exists(os.path.join(cwd, "twistd.pid")))
+
     def test_unix_socket_in_a_missing_directory(self) -> None:
         """A UNIX socket whose directory does not exist: one line on stderr, status 1 (not a traceback)."""
         socket_path = os.path.join(os.path.abspath(self.mktemp()), "missing", "relay.sock")
