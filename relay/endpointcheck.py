@@ -37,6 +37,11 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.
 _TWISTED_CHAIN_BLOCK = re.compile(rb"-----BEGIN CERTIFICATE-----\n.+?\n-----END CERTIFICATE-----", re.DOTALL)
 
 
+# An interface value cut short at its first unescaped ':', as Twisted splits "interface=::1".
+_UNESCAPED_IPV6 = re.compile(r"(?:^|:)interface=[0-9A-Fa-f]*(?<!\\):")
+_IPV6_HINT = " (escape each ':' of an IPv6 address with a backslash: interface=\\:\\:1)"
+
+
 def split_endpoint(description: str) -> tuple[list[str], dict[str, str]]:
     """
     The positional and keyword arguments of an endpoint string, by Twisted's own parser.
@@ -238,7 +243,8 @@ def check_endpoint(description: str, reactor: Any, now: datetime.datetime) -> No
     except OSError as e:
         raise EndpointProblem(f"{e.filename}: {e.strerror}", files=True) from None
     except Exception as e:  # each endpoint parser (plugins too) complains in its own way
-        raise EndpointProblem(f"cannot be used: {e}") from None
+        hint = _IPV6_HINT if len(args) > 2 and _UNESCAPED_IPV6.search(description) else ""
+        raise EndpointProblem(f"cannot be used: {e}{hint}") from None
     if kind == "ssl":
         check_tls_context(endpoint, kw)
 

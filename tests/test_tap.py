@@ -388,6 +388,11 @@ class EndpointCheckTests(SynchronousTestCase):
         for typeless in ("", "port=80", ":80"):
             self.assertUsage(("--listen", typeless), "has no endpoint type", files=False)
         self.assertUsage(("--admin", "tcp:65536"), "--admin tcp:65536: port", files=False)
+        for ipv6 in ("tcp:80:interface=::1", "tcp6:80:interface=fe80::1%eth0"):  # Twisted needs \:
+            self.assertUsage(("--listen", ipv6), "escape each ':' of an IPv6 address", files=False)
+        self.assertEqual(
+            self.options("--listen", "tcp6:0:interface=\\:\\:1")["listen"], ("tcp6:0:interface=\\:\\:1",)
+        )
         self.assertEqual(
             self.options("--listen", "tcp:0", "--admin", "unix:/tmp/x.sock")["listen"], ("tcp:0",)
         )
