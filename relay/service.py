@@ -8,7 +8,7 @@ C{MemoryReactorClock} or on real loopback ports.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -212,6 +212,8 @@ class GatewayService(MultiService):
 
             reactor = global_reactor
         self.reactor = reactor
+        # Where it is now: twistd changes to its --rundir before the endpoint is recorded at start.
+        settings = replace(settings, state_dir=settings.state_dir.absolute())
         self.settings = settings
         limits = settings.limits
         namespaces = [(n.namespace, n.entities) for n in settings.config.namespaces]

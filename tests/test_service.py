@@ -8,6 +8,7 @@ anything new.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,31 @@ class StartingTests(SynchronousTestCase):
         self.addCleanup(service.stopService)
         self.assertIs(self.successResultOf(service.ready), service)
         [warning] = [e for e in events if e.get("log_level") == LogLevel.warn]
-        self.assertEqual(warning["path"], str(state / "gateway.json"))
+        self.assertEqual(warning["path"], str(state.absolute() / "gateway.json"))
         self.assertIn("--endpoint", warning["log_format"])
         self.assertTrue(any("connection_string" in e for e in events))
+
+    def test_relative_state_dir_and_a_change_of_directory(self) -> None:
+        """
+        A relative state directory is where it was when the gateway was built, after a chdir too.
+
+        twistd changes to its C{--rundir} between building the service and starting it: the key was
+        made in one directory and gateway.json written in another, so C{relay connection-string} read no
+        endpoint, or an old one.
+        """
+        base = Path(self.mktemp()).absolute()
+        (base / "rundir").mkdir(parents=True)
+        self.addCleanup(os.chdir, os.getcwd())
+        os.chdir(base)
+        service = GatewayService(GatewaySettings(state_dir=Path("state")), reactor=MemoryReactorClock())
+        os.chdir(base / "rundir")
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.successResultOf(service.ready)
+        self.assertEqual(
+            sorted(p.name for p in (base / "state").iterdir()), ["development-key", "gateway.json"]
+        )
+        self.assertFalse((base / "rundir" / "state").exists())
 
     def test_tls_public_urls(self) -> None:
         """A public URL with wss:// (or an upper-case HTTPS://) is TLS in the connection string and the record."""

@@ -114,7 +114,7 @@ class PluginTests(SynchronousTestCase):
                 makeService(self.options("--state-dir", str(state)), reactor=MemoryReactorClock())
             self.assertEqual(ctx.exception.errno, errno.EINVAL)
             self.assertIn("not a key", ctx.exception.strerror)
-            self.assertEqual(ctx.exception.filename, str(state / "development-key"))
+            self.assertEqual(ctx.exception.filename, str(state.absolute() / "development-key"))
             self.assertEqual((state / "development-key").read_text(), content)
 
     def test_exposed_development_key_is_warned_about(self) -> None:
