@@ -170,7 +170,12 @@ def cmd_connection_string(args: argparse.Namespace) -> str:
                 f"cannot read the recorded endpoint {state_dir / ENDPOINT_FILE}: {e.strerror or e}; "
                 "give --endpoint"
             ) from None
-        endpoint, plain = recorded if recorded else ("sb://127.0.0.1:9080/", True)
+        if recorded is None:
+            raise CommandError(
+                f"no endpoint recorded in {state_dir / ENDPOINT_FILE} (the gateway writes it once it "
+                "listens); give --endpoint"
+            )
+        endpoint, plain = recorded
     cs = ConnectionString(
         endpoint=endpoint, key_name=DEVELOPMENT_KEY_NAME, key=key, entity_path=args.entity, plain=plain
     )

@@ -278,6 +278,10 @@ class OptionValueTests(SynchronousTestCase):
         self.assertEqual(
             relay("connection-string", "--state-dir", str(state), "--endpoint", "sb://h/").returncode, 0
         )
+        (state / "gateway.json").rmdir()  # none recorded (the gateway could not write it, or never listened)
+        refused = relay("connection-string", "--state-dir", str(state))
+        self.assertRefused(refused, 1, f"no endpoint recorded in {state / 'gateway.json'}")
+        self.assertIn("--endpoint", refused.stderr)
 
     def test_connection_string_values(self) -> None:
         """
