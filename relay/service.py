@@ -7,6 +7,7 @@ C{MemoryReactorClock} or on real loopback ports.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -191,6 +192,10 @@ class GatewayService(MultiService):
     _serving: dict[str, Any] | None = None  # what the site served with before it refused requests
     draining = False
     """Whether the gateway is stopping (C{/readyz} answers 503 from then on)."""
+    hurry_on_signal = False
+    """Whether a SIGINT or SIGTERM during a drain ends it (L{hurry}); C{twistd relay} sets it."""
+    _drain_wait: Deferred[bool] | None = None
+    _hurried = False
     on_listen_failure: Callable[[str], object] | None = None
     """
     Called with one line when an endpoint cannot be bound (port taken, privileged); C{twistd relay} exits
@@ -527,13 +532,41 @@ class GatewayService(MultiService):
             count=left,
             timeout=timeout,
         )
-        drained = wait_until_idle(self.reactor, self.in_flight, timeout)
+        drained = self._drain_wait = wait_until_idle(self.reactor, self.in_flight, timeout)
+        if self.hurry_on_signal:
+            self._take_second_signal()
         drained.addCallback(self._drained, timeout)
         return drained.addCallback(lambda _: self._end())
+
+    def hurry(self) -> None:
+        """End a drain under way now, as if C{drain_timeout} had passed (a second SIGINT or SIGTERM)."""
+        wait, self._drain_wait = self._drain_wait, None
+        if wait is not None and not wait.called:
+            self.log.info(
+                "stopping now: ending {count} pairs, requests and messages under way", count=self.in_flight()
+            )
+            self._hurried = True
+            wait.cancel()
+
+    def _take_second_signal(self) -> None:
+        """
+        Make a second SIGINT or SIGTERM during the drain end it (L{hurry}).
+
+        twistd's own handlers would call C{reactor.stop()} again, which only logs C{ReactorNotRunning} as
+        a critical error with a traceback, and the drain went on.
+        """
+
+        def again(signum: int, frame: object) -> None:
+            self.reactor.callFromThread(self.hurry)
+
+        signal.signal(signal.SIGINT, again)
+        signal.signal(signal.SIGTERM, again)
 
     def _drained(self, emptied: bool, timeout: float) -> None:
         if emptied:
             self.log.info("drained: nothing is under way any more")
+        elif self._hurried:
+            return
         else:
             self.log.info(
                 "drain_timeout ({timeout:g} s) passed with {count} pairs, requests and messages under way; "

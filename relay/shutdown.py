@@ -112,14 +112,21 @@ def restore_requests(site: Any, serving: dict[str, Any] | None) -> None:
 
 def wait_until_idle(clock: IReactorTime, in_flight: Any, timeout: float) -> Deferred[bool]:
     """
-    Fire with C{True} once C{in_flight()} is 0, or with C{False} after C{timeout} seconds.
+    Fire with C{True} once C{in_flight()} is 0, or with C{False} after C{timeout} seconds or when cancelled.
 
     It looks every L{POLL_INTERVAL} seconds: a drain happens once per process, so a look that costs a few
     set sizes is simpler than a notification from every place that ends a pair or a request.
     """
-    done: Deferred[bool] = Deferred()
     deadline = clock.seconds() + timeout
     pending: list[IDelayedCall] = []
+
+    def hurry(waiting: Deferred[bool]) -> None:  # cancelled: as if the timeout had passed
+        for call in pending:
+            call.cancel()
+        pending.clear()
+        waiting.callback(False)
+
+    done: Deferred[bool] = Deferred(hurry)
 
     def look() -> None:
         pending.clear()

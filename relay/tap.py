@@ -186,6 +186,7 @@ def makeService(options: Options, reactor: Any = None) -> GatewayService:
         raise SystemExit(f"twistd relay: {_start_problem(options['settings'], e)}") from None
     if parent is not None:
         service.on_listen_failure = lambda problem: _exit_with(problem, parent)
+        service.hurry_on_signal = True
     return service
 
 

@@ -264,6 +264,26 @@ class DrainTests(GatewayTestCase):
         self.net.advance(10)
         self.successResultOf(stopped)
 
+    def test_hurry_ends_the_drain(self) -> None:
+        """
+        L{GatewayService.hurry} (a second SIGINT or SIGTERM under twistd) ends the drain at once.
+
+        twistd's handlers took a second signal as another C{reactor.stop()}, logged C{ReactorNotRunning}
+        as a critical error, and the drain went on for up to C{drain_timeout}.
+        """
+        _, sender, rendezvous = self.pair()
+        stopped = self.gateway.stopService()
+        self.net.advance(1)
+        self.assertIsNone(sender.closed)
+        self.gateway.hurry()
+        self.net.flush()
+        self.net.advance(0.2)
+        self.assertEqual(sender.closed and sender.closed[1], 1001)
+        self.assertEqual(rendezvous.closed and rendezvous.closed[1], 1001)
+        self.net.advance(7)
+        self.successResultOf(stopped)
+        self.gateway.hurry()  # again, with nothing to hurry: nothing happens
+
     def test_nothing_under_way(self) -> None:
         """With nothing under way the stop does not wait."""
         self.listen()
