@@ -992,6 +992,28 @@ class SenderTests(GatewayTestCase):
         self.assertEqual(sender.status, 504)
         self.assertIn("went away", sender.status_line)
 
+    def test_sender_goes_to_another_listener_when_its_own_drops(self) -> None:
+        """
+        A sender whose listener goes offline before accepting is announced to another one, same address.
+
+        It used to fail with 504 while another listener was online (a listener restarted in a rolling
+        deployment failed every sender it had not yet accepted).
+        """
+        first = self.listen()
+        second = self.listen()
+        sender = self.send()
+        chosen, other = (
+            (first, second) if any("accept" in m[0].decode() for m in first.messages) else (second, first)
+        )
+        announced = json.loads(chosen.messages[-1][0])["accept"]
+        chosen.transport.abortConnection()
+        self.net.flush()
+        self.assertIsNone(sender.status)
+        again = json.loads(other.messages[-1][0])["accept"]
+        self.assertEqual(again, announced)
+        rendezvous = self.accept_next(other)
+        self.assertEqual((sender.status, rendezvous.status), (101, 101))
+
     def test_sender_leaves_while_waiting(self) -> None:
         """A sender that disconnects before the accept withdraws its address (late accept: 403)."""
         listener = self.listen()

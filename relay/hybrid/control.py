@@ -259,6 +259,8 @@ class ControlChannel:
             self._expiry_call.cancel()
         self._expiry_call = None
         for ticket in list(self._pending):
+            if self.router.announce_again(ticket, self):
+                continue
             self.router.rendezvous.fail(
                 ticket,
                 RelayError(

@@ -11,7 +11,7 @@ L{RelayError}s back, and the listener side is reached only through L{IListenerCh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -100,12 +100,18 @@ class Admission:
 
 @dataclass(frozen=True, slots=True)
 class SenderContext:
-    """What a waiting WebSocket sender offered, kept on its ticket for the listener's upgrade."""
+    """
+    What a waiting WebSocket sender offered, kept on its ticket for the listener's upgrade.
+
+    @ivar announcement: the C{accept} message and where it went, to announce the sender to another
+        listener when this one goes away first (L{HybridConnectionRouter.announce_again}).
+    """
 
     offered_protocols: tuple[str, ...]
     issued_query: str
     entity: str = ""
     listener_id: str = ""
+    announcement: tuple[Admission, bytes] | None = None
 
 
 class HybridConnectionRouter:
@@ -393,7 +399,11 @@ class HybridConnectionRouter:
             if channel.closing:
                 continue
             context = SenderContext(
-                tuple(offered_protocols), issued_query, admission.entity.name, channel.listener_id
+                tuple(offered_protocols),
+                issued_query,
+                admission.entity.name,
+                channel.listener_id,
+                (admission, payload),
             )
             ticket = self.rendezvous.open(connection_id, context, key=key)
             if channel.send_control(payload):
@@ -402,6 +412,38 @@ class HybridConnectionRouter:
                 # Logged once, when the pair ends (Splice), or when the rendezvous fails.
                 return ticket
             self.rendezvous.cancel(ticket)
+
+    def announce_again(self, ticket: Ticket, gone: IListenerChannel) -> bool:
+        """
+        Announce a waiting sender to another listener: the one it was announced to went away first.
+
+        The sender keeps its rendezvous address and deadline. Without this, a listener that restarted
+        (a rolling deployment) failed every sender it had not yet accepted, while other listeners were
+        online.
+
+        @return: whether another listener took the announcement.
+        """
+        context = ticket.context
+        if ticket.done or not isinstance(context, SenderContext) or context.announcement is None:
+            return False
+        admission, payload = context.announcement
+        tried = [gone]
+        while (
+            channel := self.registry.choose(admission.namespace, admission.entity, exclude=tried)
+        ) is not None:
+            tried.append(channel)
+            if channel.closing or not channel.send_control(payload):
+                continue
+            ticket.context = replace(context, listener_id=channel.listener_id)
+            channel.add_pending(ticket)
+            self.log.info(
+                "sender {connection_id} announced to listener {listener_id}: {gone_id} went away first",
+                connection_id=ticket.connection_id,
+                listener_id=channel.listener_id,
+                gone_id=context.listener_id,
+            )
+            return True
+        return False
 
     def sender_left(self, ticket: Ticket) -> None:
         """
