@@ -112,10 +112,10 @@ class Splice:
         self._started = clock.seconds()
         self.bytes_relayed = {"sender": 0, "listener": 0}
         plain = self.sender.socket is not None and self.listener.socket is not None
-        self._native = native if plain else None
-        self._may_hand_over = self._native is not None  # False from when the pair is ending
-        if self._native is not None:
-            self._native.prepare()
+        if not plain or (native is not None and not native.prepare()):
+            native = None  # TLS legs, or a thread that could not start (logged): relayed in Python
+        self._native = native
+        self._may_hand_over = native is not None  # False from when the pair is ending
         self.native_handle: int | None = None
         self.connection_lease: ConnectionLease | None = None
         self._taking_back = False

@@ -128,22 +128,40 @@ class NativeSplices:
         self._counting = LoopingCall(self.count)
         self._counting.clock = reactor
         self._closed = False
+        self._start_failed = False  # logged: the thread could not start, and has not started since
 
     def __len__(self) -> int:
         return len(self._pairs)
 
-    def prepare(self) -> None:
+    def prepare(self) -> bool:
         """
         Start the thread, if it is not running yet: called for every new pair.
 
         Its read buffer is then part of the process's footprint from the first pair on, as the Python
         splice's shared read buffer is (L{relay.hybrid.sockets.shared_read_buffer}).
+
+        @return: whether the thread runs. When it cannot start (the process has no descriptor or thread
+            left for it, or no memory), that is logged, once until it starts, and the pair is relayed in
+            Python; the next pair tries again. After L{close}, C{False}.
         """
         if self._pump is None:
+            if self._closed:
+                return False
             read_size = min(self.read_size, THREAD_READ_BYTES)
-            self._pump = _splice.Pump(read_size)  # type: ignore[union-attr]  # create() checked
+            try:
+                self._pump = _splice.Pump(read_size)  # type: ignore[union-attr]  # create() checked
+            except (OSError, MemoryError) as e:
+                if not self._start_failed:
+                    self._start_failed = True
+                    self.log.error(
+                        "the native thread could not start ({error}): pairs are relayed in Python until it can",
+                        error=e,
+                    )
+                return False
+            self._start_failed = False
             self._reader = _EjectedReader(self._pump.fileno(), self._ejected)
             self._reactor.addReader(self._reader)
+        return True
 
     def add(self, pair: NativePair, fds: tuple[int, int], states: tuple[RewriterState, RewriterState]) -> int:
         """
@@ -154,7 +172,8 @@ class NativeSplices:
         """
         if self._closed:
             raise OSError(errno.ESHUTDOWN, "the native thread has stopped")
-        self.prepare()
+        if not self.prepare():
+            raise OSError(errno.EAGAIN, "the native thread could not start")
         handle: int = self._pump.add(fds[0], fds[1], states[0], states[1])
         self._pairs[handle] = pair
         if not self._counting.running:
