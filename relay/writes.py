@@ -80,6 +80,20 @@ def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
     return False
 
 
+QUEUED_WRITE_COST = 64
+"""
+What a write queued on a transport holds beyond its bytes: Twisted keeps each as a bytes object of its
+own in a list (about 50 bytes on CPython) until it sends them. For small frames (a pong is 2 to 127
+bytes) that is most of what a queue holds, so bounds on what a peer that does not read can make us queue
+count it (L{queued_writes}).
+"""
+
+
+def queued_writes(transport: Any) -> int:
+    """How many writes a transport holds as objects of their own (Twisted joins them when it sends)."""
+    return len(getattr(tcp_transport(transport), "_tempDataBuffer", ()))
+
+
 def pending_write_bytes(transport: Any) -> int:
     """Bytes a transport has accepted but not yet handed to the kernel."""
     inner = tcp_transport(transport)

@@ -34,7 +34,7 @@ import txaio
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.logger import Logger
 
-from relay.writes import pending_write_bytes, plain_socket, write_now
+from relay.writes import QUEUED_WRITE_COST, pending_write_bytes, plain_socket, queued_writes, write_now
 from relay.wsframes import masked_frame, server_frame
 
 
@@ -106,7 +106,8 @@ class BoundedPongs:
     Autobahn answers every ping. A peer that floods pings and never reads would make us queue the pongs
     without end (the gateway, or a listener whose local WebSocket server misbehaves). RFC 6455 (5.5.3)
     lets an endpoint leave earlier pings unanswered, and past L{PONG_BACKLOG_LIMIT} unsent bytes this
-    one is.
+    one is. Each write queued counts with what it holds beyond its bytes (L{QUEUED_WRITE_COST}): an
+    empty pong is 2 to 6 bytes on the wire and an object of about 50 in the queue.
     """
 
     transport: Any
@@ -117,7 +118,8 @@ class BoundedPongs:
         """Answer, unless the peer already has more than L{PONG_BACKLOG_LIMIT} bytes waiting."""
         if self.state != WebSocketProtocol.STATE_OPEN:
             return
-        if pending_write_bytes(self.transport) < PONG_BACKLOG_LIMIT:
+        held = pending_write_bytes(self.transport) + QUEUED_WRITE_COST * queued_writes(self.transport)
+        if held < PONG_BACKLOG_LIMIT:
             self.sendPong(payload)  # type: ignore[attr-defined]
         elif not self._pongs_skipped:
             self._pongs_skipped = True

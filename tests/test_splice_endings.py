@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import tcp
@@ -11,7 +13,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.bridge import Splice
-from relay.hybrid.frames import OP_BINARY, OP_CLOSE, encode_frame
+from relay.hybrid.frames import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, encode_frame
+from relay.writes import pending_write_bytes
 
 from .test_bridge import FakeSocket
 from .test_frames import masked
@@ -85,6 +88,17 @@ class Stuck(Socket):
         raise BlockingIOError(errno.EAGAIN, "full")
 
 
+class AllButOne(Socket):
+    """A peer that reads, but never all: each send leaves the last byte in the gateway's queue."""
+
+    def send(self, data: Any) -> int:
+        taken = len(data) - 1
+        if taken <= 0:
+            raise BlockingIOError(errno.EAGAIN, "full")
+        self.received += bytes(data[:taken])
+        return taken
+
+
 class DrainTests(SynchronousTestCase):
     def test_closed_leg_that_never_drains_is_dropped(self) -> None:
         """Both legs closed, one socket never drains (its peer stopped reading): the close timeout drops it."""
@@ -107,3 +121,71 @@ class DrainTests(SynchronousTestCase):
         self.assertFalse(listener_transport._aborting)
         reactor.advance(2)
         self.assertTrue(listener_transport._aborting)
+
+
+def memory_held(action: Callable[[], None]) -> int:
+    """The bytes Python allocated during C{action} and still holds after it (tracemalloc)."""
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        action()
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+
+
+def splice_over(
+    sender_socket: Socket, listener_socket: Socket
+) -> tuple[Splice, tcp.Connection, tcp.Connection]:
+    """A started splice (reads of 64 KiB) over Twisted TCP transports of the given sockets."""
+    reactor = MemoryReactorClock()
+    sender, listener = Peer(), Peer()
+    sender_transport = tcp.Connection(sender_socket, sender, reactor)  # type: ignore[arg-type]
+    listener_transport = tcp.Connection(listener_socket, listener, reactor)  # type: ignore[arg-type]
+    for transport, protocol in ((sender_transport, sender), (listener_transport, listener)):
+        transport.connected = True
+        protocol.makeConnection(transport)
+    splice = Splice(sender, listener, reactor, "pair", buffer_size=65536)
+    splice.start()
+    return splice, sender_transport, listener_transport
+
+
+class QueuedMemoryTests(SynchronousTestCase):
+    """What a leg that reads nothing makes the gateway hold: about one read, in memory and not only in bytes."""
+
+    def test_pongs_for_a_leg_that_reads_nothing_hold_about_one_read(self) -> None:
+        """
+        A leg that pings without reading has pongs queued up to about one read's worth, in memory too.
+
+        Each queued pong is an object of its own: 2 bytes on the wire, about 50 in memory. Counted by their
+        bytes alone, 64 KiB of them held 1.5 MiB.
+        """
+        splice, sender_transport, _ = splice_over(Stuck(), Socket())
+        pings = b"".join(masked(OP_PING, b"", mask=b"mask") for _ in range(65536 // 6))
+
+        def flood() -> None:
+            for _ in range(10):
+                splice.data_received(splice.sender, pings)
+
+        held = memory_held(flood)
+        self.assertGreater(pending_write_bytes(sender_transport), 0)  # pongs were queued, then skipped
+        self.assertLess(held, 2 * 65536)
+
+    def test_a_leg_that_reads_but_never_all_gets_every_pong(self) -> None:
+        """
+        Pongs are skipped only while the queue holds a read's worth: a leg that reads gets them all.
+
+        Here the leg's queue is never found empty (each send leaves a byte), yet what it held is sent
+        between its pings.
+        """
+        sock = AllButOne()
+        splice, sender_transport, _ = splice_over(sock, Socket())
+        pongs = b""
+        for i in range(3000):
+            splice.data_received(splice.sender, masked(OP_PING, b"%d" % i))
+            pongs += encode_frame(OP_PONG, b"%d" % i)
+            sender_transport.doWrite()
+        self.assertEqual(bytes(sock.received), pongs[:-1])

@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from bindings.credentials import parse_address
 from bindings.wsclient import SoapClientFactory
+from relay import wsdata
 from relay.client.control import ControlChannel
 from relay.client.errors import ConnectionClosedError
 from relay.client.options import WebSocketOptions
@@ -36,6 +37,7 @@ from relay.writes import WriteGate, no_delay, pending_write_bytes, plain_socket,
 from relay.wsdata import QuietSendData
 from relay.wsframes import server_frame
 from tests.test_bridge import FakeSocket
+from tests.test_splice_endings import memory_held
 from tests.test_wsframes import parse_one
 
 
@@ -240,6 +242,26 @@ class CloseTimerTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost("dropped")))
         self.assertIsNone(protocol.closeHandshakeTimeoutCall)
         self.assertEqual([call for call in reactor.getDelayedCalls() if call.active()], [])
+
+
+class PongBacklogTests(SynchronousTestCase):
+    def test_pongs_for_a_peer_that_does_not_read_hold_about_the_limit(self) -> None:
+        """
+        Pongs queued on an Autobahn socket whose peer pings without reading hold about PONG_BACKLOG_LIMIT.
+
+        Each queued pong is an object of its own (6 bytes from a client, about 50 in memory): counted by
+        their bytes alone, the limit's worth held nine times as much.
+        """
+        protocol, transport, _, _ = open_client(self)
+        self.patch(wsdata, "PONG_BACKLOG_LIMIT", 65536)
+
+        def flood() -> None:
+            for _ in range(20000):
+                protocol.onPing(b"")
+
+        held = memory_held(flood)
+        self.assertGreater(pending_write_bytes(transport), 0)
+        self.assertLess(held, 2 * 65536)
 
 
 class AutobahnStandIn:

@@ -54,7 +54,7 @@ from relay.hybrid.native import (
 )
 from relay.hybrid.sockets import shared_read_buffer
 from relay.metrics import Cell
-from relay.writes import pending_write_bytes, tcp_transport, write_now
+from relay.writes import QUEUED_WRITE_COST, pending_write_bytes, queued_writes, tcp_transport, write_now
 
 HAND_OVER_AFTER_READS = 16
 """
@@ -369,13 +369,15 @@ class Splice:
             # A frame to this leg is half sent: the pong goes after it (only the latest ping's, as RFC
             # 6455 5.5.3 allows), or it would land inside the frame.
             leg.pong_waiting = payload
-        elif pending_write_bytes(leg.transport) < self._buffer_size:
+            return
+        transport = leg.transport
+        if pending_write_bytes(transport) + QUEUED_WRITE_COST * queued_writes(transport) < self._buffer_size:
             # at once, like relayed frames: queued, it would also keep the pair off the native thread
-            write_now(leg.transport, encode_frame(OP_PONG, payload), leg.socket)
+            write_now(transport, encode_frame(OP_PONG, payload), leg.socket)
         elif not leg.pongs_skipped:
             # A leg that pings without reading would have the gateway queue pongs without end. RFC 6455
-            # (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth queued,
-            # this one is.
+            # (5.5.3) lets an endpoint leave earlier pings unanswered; past one read's worth queued
+            # (each write queued counted with what it holds beyond its bytes), this one is.
             leg.pongs_skipped = True
             self.log.info(
                 "pair {pair_id}: the {leg} pings without reading; pongs skipped while its queue is full",
