@@ -174,6 +174,20 @@ class QueuedMemoryTests(SynchronousTestCase):
         self.assertGreater(pending_write_bytes(sender_transport), 0)  # pongs were queued, then skipped
         self.assertLess(held, 2 * 65536)
 
+    def test_data_split_by_pings_goes_to_the_other_leg_in_one_write(self) -> None:
+        """
+        The data frames of one read go to a leg that reads nothing as one queued write, pings between them.
+
+        Each run of frames between two pings was a write of its own, queued as an object of about 50 bytes:
+        a read of empty frames and pings held four times its size.
+        """
+        splice, _, listener_transport = splice_over(Socket(), Stuck())
+        frame_and_ping = masked(OP_BINARY, b"", mask=b"mask") + masked(OP_PING, b"", mask=b"mask")
+        read = frame_and_ping * (65536 // len(frame_and_ping))
+        held = memory_held(lambda: splice.data_received(splice.sender, read))
+        self.assertEqual(pending_write_bytes(listener_transport), 2 * (65536 // len(frame_and_ping)))
+        self.assertLess(held, len(read))
+
     def test_a_leg_that_reads_but_never_all_gets_every_pong(self) -> None:
         """
         Pongs are skipped only while the queue holds a read's worth: a leg that reads gets them all.

@@ -212,15 +212,22 @@ class Splice:
         except FrameError as e:  # the frames before the broken one still go on, then the leg is failed
             violation, items = e, e.items
         other = leg.other
+        runs: list[memoryview] = []  # for the other leg, in one write (SpliceLeg.send_runs)
         for item in items:
             if type(item) is memoryview:
                 if not other.close_sent:
                     self.bytes_relayed[leg.name] += len(item)
-                    other.send(item)
+                    runs.append(item)
             else:
-                self._control(leg, item)  # type: ignore[arg-type]
+                frame: ControlFrame = item  # type: ignore[assignment]
+                if runs and frame.opcode == OP_CLOSE:  # the close goes to the other leg after them
+                    other.send_runs(runs)
+                    runs = []
+                self._control(leg, frame)
                 if leg.close_received or leg.finished:
                     return False
+        if runs:
+            other.send_runs(runs)
         if violation is not None:
             self._fail_leg(leg, violation.code, violation.reason)
             return False
