@@ -25,7 +25,7 @@ import signal
 import sys
 from collections.abc import Mapping
 from functools import lru_cache
-from math import floor
+from math import modf
 from typing import Any
 
 from twisted.logger import (
@@ -74,6 +74,21 @@ def _sole_field(log_format: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _datetime_second(when: float) -> int:
+    """
+    The whole second C{datetime.fromtimestamp(when)} shows, which rounds to microseconds first.
+
+    C{floor} differs within half a microsecond before a second: C{3999999999.9999995} is C{...:40}.
+    """
+    fraction, whole = modf(when)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole += 1
+    elif micro < 0:
+        whole -= 1
+    return int(whole)
+
+
 class _Timestamps:
     """Twisted's RFC 3339 timestamp text, made once per second: it has no finer part."""
 
@@ -84,7 +99,7 @@ class _Timestamps:
         """C{when} as Twisted's L{formatTime} writes it; C{"-"} for none."""
         if when is None:
             return "-"
-        second = floor(when)
+        second = _datetime_second(when)
         last = self._last
         if second != last[0] or not last[1]:
             last = self._last = (second, formatTime(when))

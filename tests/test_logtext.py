@@ -97,6 +97,18 @@ class ClassicLinesTests(SynchronousTestCase):
         for event in batch:
             self.assertEqual(lines(event), escaped(formatEventAsClassicLogText(event)))
 
+    def test_timestamp_rounded_as_datetime_rounds(self) -> None:
+        """
+        A time half a microsecond before a second is written as that second, as Twisted writes it.
+
+        The once-per-second cache took the second with C{floor} and wrote the one before (Hypothesis found
+        C{3999999999.9999995} after C{3999999999.0}).
+        """
+        lines = ClassicLines()
+        for when in (3999999999.0, 3999999999.9999995, 0.9999996, 1.0, 1.4999994):
+            event = {"log_format": "x", "log_time": when, "log_namespace": "t"}
+            self.assertEqual(lines(event), formatEventAsClassicLogText(event))
+
     def test_controls_escaped(self) -> None:
         """
         A lone CR, an escape sequence, NUL, DEL and C1 CSI cannot rewrite the terminal or forge a line.
