@@ -205,6 +205,10 @@ def _check_encoding(data: bytes, charset: str | None) -> None:
             text = data.decode("utf-16")
         except UnicodeDecodeError:
             raise XmlRejected(Rule.ENCODING, "bytes are not valid UTF-16") from None
+        if "\0" in text:
+            # UTF-32's little-endian byte order mark starts with UTF-16's, and libxml2 would decode the
+            # document as UTF-32; as UTF-16 it holds NUL characters, which no XML document has.
+            raise XmlRejected(Rule.ENCODING, "a NUL character: not UTF-16 XML (UTF-32?)")
         match = _DECLARATION.match(text.encode("utf-8", errors="replace"))
         if match and not match.group(1).lower().startswith(b"utf-16"):
             raise XmlRejected(Rule.ENCODING, "the XML declaration names another encoding than UTF-16")

@@ -275,6 +275,23 @@ class EncodingTests(SynchronousTestCase):
         error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(), "utf-16")
         self.assertEqual(error.rule, Rule.ENCODING)
 
+    def test_utf32_is_not_utf16(self) -> None:
+        """
+        UTF-32 is refused under a UTF-16 charset: its little-endian byte order mark starts with UTF-16's.
+
+        Decoded as UTF-16 it is text full of NULs, which no XML document holds; libxml2 itself would
+        read it as UTF-32, whatever the transport said.
+        """
+        for text in ("<r>x</r>", '<?xml version="1.0" encoding="UTF-32"?><r>x</r>'):
+            data = codecs.BOM_UTF32_LE + text.encode("utf-32-le")
+            with self.subTest(text=text):
+                error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(), "utf-16")
+                self.assertEqual(error.rule, Rule.ENCODING)
+        self.assertEqual(
+            parse_xml(codecs.BOM_UTF16_LE + "<r>\u0100x</r>".encode("utf-16-le"), charset="utf-16").text,
+            "\u0100x",
+        )
+
     def test_utf16_charset_utf8_declaration(self) -> None:
         """A UTF-16 document whose declaration claims UTF-8 is refused."""
         data = codecs.BOM_UTF16_LE + '<?xml version="1.0" encoding="utf-8"?><r/>'.encode("utf-16-le")
