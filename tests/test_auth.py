@@ -18,6 +18,7 @@ from relay.auth import (
     Rights,
     SharedAccessRule,
     TokenFormatError,
+    generate_key,
     make_token,
     parse_token,
     scope_covers,
@@ -185,6 +186,12 @@ class ValidateTests(SynchronousTestCase):
         token = sign_token("http://ns.example/hyco", "root", KEY, int(NOW) - 1)
         self.assertEqual(check(token), Denial(ErrorKind.UNAUTHORIZED, "Token expired"))
 
+    def test_expiry_boundary(self) -> None:
+        """A token is void from the second its C{se} names: one second earlier it still holds."""
+        at_now = sign_token("http://ns.example/hyco", "root", KEY, int(NOW))
+        self.assertEqual(check(at_now), Denial(ErrorKind.UNAUTHORIZED, "Token expired"))
+        self.assertIsInstance(check(sign_token("http://ns.example/hyco", "root", KEY, int(NOW) + 1)), Grant)
+
     def test_unknown_key_name(self) -> None:
         """
         An unknown C{skn} is refused with 401, in the same words as a wrong key.
@@ -265,6 +272,25 @@ class ValidateTests(SynchronousTestCase):
         self.assertIsInstance(check(root, Rights.SEND), Grant)
         self.assertIsInstance(check(root, Rights.LISTEN), Grant)
 
+    def test_manage_implies_listen_and_send(self) -> None:
+        """A rule with Manage alone grants Listen and Send (spec 3.3, step 6)."""
+        manage = SharedAccessRule("admin", "manage-key-manage-key-xx", Rights.parse(["Manage"]))
+        token = make_token("http://ns.example/hyco", "admin", manage.key, now=NOW)
+        for needed in (Rights.LISTEN, Rights.SEND, Rights.MANAGE, Rights.LISTEN | Rights.SEND):
+            with self.subTest(needed=needed):
+                self.assertEqual(
+                    check(token, needed, rules=(manage,)), Grant("admin", NOW + 3600, Rights.MANAGE)
+                )
+        self.assertFalse(Rights.SEND.allows(Rights.MANAGE))
+        self.assertFalse((Rights.LISTEN | Rights.SEND).allows(Rights.MANAGE))
+
+    def test_hc_segment_is_not_an_entity(self) -> None:
+        """Only a leading C{$hc} is skipped: C{$hc/hyco} covers C{hyco} and nothing beside it."""
+        token = make_token("http://ns.example/$hc/hyco", "root", KEY, now=NOW)
+        self.assertIsInstance(check(token), Grant)
+        self.assertEqual(check(token, path="other").kind, ErrorKind.FORBIDDEN)  # type: ignore[union-attr]
+        self.assertEqual(check(token, path="$hc/other").kind, ErrorKind.FORBIDDEN)  # type: ignore[union-attr]
+
     def test_multi_segment_entity(self) -> None:
         """A token for C{team} covers C{team/app}; one for C{team/app} does not cover C{team}."""
         token = make_token("http://ns.example/team", "root", KEY, now=NOW)
@@ -309,6 +335,25 @@ class ValidateTests(SynchronousTestCase):
             parse_token(make_token("http://ns/hyco", "root", KEY, ttl=60, now=NOW)).expiry, NOW + 60
         )
 
+    def test_default_lifetime(self) -> None:
+        """Without a C{ttl}, a token is valid for an hour."""
+        self.assertEqual(parse_token(make_token("http://ns/hyco", "root", KEY, now=NOW)).expiry, NOW + 3600)
+
+    def test_surrounding_whitespace(self) -> None:
+        """Blanks around the token or after its prefix (a header value as typed) do not make it malformed."""
+        token = make_token("http://ns.example/hyco", "root", KEY, now=NOW)
+        prefix, body = token.split(" ", 1)
+        self.assertIsInstance(check(f"  {token}\t"), Grant)
+        self.assertIsInstance(check(f"{prefix}   {body} "), Grant)
+
+    def test_expiry_length(self) -> None:
+        """An C{se} of twelve digits parses; thirteen are refused before any arithmetic on them."""
+        self.assertEqual(
+            parse_token("SharedAccessSignature sr=a&sig=AAAA&se=999999999999&skn=k").expiry, 10**12 - 1
+        )
+        with self.assertRaises(TokenFormatError):
+            parse_token("SharedAccessSignature sr=a&sig=AAAA&se=1000000000000&skn=k")
+
     def test_split_tokens(self) -> None:
         """A header value given twice (joined with C{", "}) presents each token; empty pieces are none."""
         token = make_token("http://ns/hyco", "root", KEY, now=NOW)
@@ -328,6 +373,17 @@ class ValidateTests(SynchronousTestCase):
         self.assertIsInstance(check(token, Rights.SEND, rules=(rule,)), Grant)
 
 
+class KeyTests(SynchronousTestCase):
+    """L{generate_key}."""
+
+    def test_generated_keys(self) -> None:
+        """A new key is 44 characters of base64 for 32 random bytes, different every time."""
+        keys = {generate_key() for _ in range(8)}
+        self.assertEqual(len(keys), 8)
+        for key in keys:
+            self.assertEqual((len(key), len(base64.b64decode(key, validate=True))), (44, 32))
+
+
 class ScopeTests(SynchronousTestCase):
     """L{scope_covers} on its own."""
 
@@ -335,10 +391,17 @@ class ScopeTests(SynchronousTestCase):
         """Any of the namespace's host names (aliases) is accepted, case-insensitively."""
         self.assertTrue(scope_covers("http://Alias.Example/x", ("ns.example", "alias.example"), "x"))
         self.assertFalse(scope_covers("http://ns.example/x", (), "x"))
+        self.assertTrue(scope_covers("http://ns.example/x", ("NS.Example",), "x"))
+
+    def test_unparsable_resource(self) -> None:
+        """A C{sr} that is no URL (an unclosed IPv6 bracket) covers nothing."""
+        self.assertIs(scope_covers("http://[ns.example/x", ("ns.example", "[ns.example"), "x"), False)
+        self.assertIs(scope_covers("[ns.example", ("ns.example",), ""), False)
 
     def test_rights_parse(self) -> None:
         """Right names are case-insensitive; unknown ones are an error."""
         self.assertEqual(Rights.parse(["listen", "SEND"]), Rights.LISTEN | Rights.SEND)
+        self.assertEqual(Rights.parse([" Listen ", "manage"]), Rights.LISTEN | Rights.MANAGE)
         self.assertRaises(ValueError, Rights.parse, ["Read"])
         self.assertEqual((Rights.LISTEN | Rights.MANAGE).names(), ["Listen", "Manage"])
 
