@@ -59,6 +59,60 @@ class ConnectionStringTests(SynchronousTestCase):
                         parse_connection_string(text)
                     self.assertNotIn(secret[:6], str(ctx.exception))
 
+    def test_shortest_key_without_equals_is_not_quoted(self) -> None:
+        """
+        A part is quoted only when it is one word of at most 30 letters.
+
+        C{SharedAccessKey} and a key of 16 letters (the shortest a gateway accepts) run together are 31:
+        only the known key is shown.
+        """
+        for key in ("abcdefghijklmnop", "abcdefghijklmnopqrstuvwxyzabcdef"):
+            with self.subTest(key=key):
+                with self.assertRaises(ConnectionStringError) as ctx:
+                    parse_connection_string(f"Endpoint=sb://h/;SharedAccessKeyName=root;SharedAccessKey{key}")
+                self.assertEqual(
+                    str(ctx.exception), "connection string part 3 ('SharedAccessKey...') has no '='"
+                )
+        name = "A" * 30
+        with self.assertRaises(ConnectionStringError) as ctx:
+            parse_connection_string(f"Endpoint=sb://h/; {name} ;SharedAccessKeyName=root;SharedAccessKey=k")
+        self.assertEqual(str(ctx.exception), f"connection string part 2 ({name!r}) has no '='")
+
+    def test_every_key_and_blanks(self) -> None:
+        """
+        Every key Azure writes is read, and L{ConnectionString.format} writes each back.
+
+        Keys are read in any case, with blanks around names and values; empty parts are skipped.
+        """
+        cs = parse_connection_string(
+            " endpoint = sb://h:9443/ ;; SHAREDACCESSKEYNAME = root ; sharedaccesskey = k= ;"
+            "SharedAccessSignature=SharedAccessSignature sr=a&sig=b&se=1&skn=c; EntityPath = hc ; \t ;"
+            "OperationTimeout=00:01:00;UseDevelopmentEmulator=True"
+        )
+        self.assertEqual(
+            cs,
+            ConnectionString(
+                "sb://h:9443/", "root", "k=", "SharedAccessSignature sr=a&sig=b&se=1&skn=c", "hc", plain=True
+            ),
+        )
+        self.assertEqual(parse_connection_string(cs.format()), cs)
+        bare = ConnectionString("sb://h/", signature="SharedAccessSignature sr=a&sig=b&se=1&skn=c")
+        self.assertEqual(
+            bare.format(),
+            "Endpoint=sb://h/;SharedAccessSignature=SharedAccessSignature sr=a&sig=b&se=1&skn=c",
+        )
+        self.assertEqual(parse_connection_string(bare.format()), bare)
+        self.assertEqual(
+            ConnectionString("sb://h/", "n", "k").format(),
+            "Endpoint=sb://h/;SharedAccessKeyName=n;SharedAccessKey=k",
+        )
+
+    def test_key_name_and_key_go_together(self) -> None:
+        """A key name without a key (or a key without its name) is no credential."""
+        for text in ("Endpoint=sb://h/;SharedAccessKeyName=k", "Endpoint=sb://h/;SharedAccessKey=v"):
+            with self.subTest(text=text):
+                self.assertRaises(ConnectionStringError, parse_connection_string, text)
+
     def test_key_hidden_from_repr(self) -> None:
         """The key never shows in reprs."""
         self.assertNotIn("secret", repr(ConnectionString("sb://h/", "k", "secret")))
