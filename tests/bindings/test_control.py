@@ -128,6 +128,30 @@ class CredentialTests(SynchronousTestCase):
         for bad in ("ftp://h/x", "sb://h/", "calc"):
             self.assertRaises(ValueError, parse_address, bad)
 
+    def test_scheme_decides_tls(self) -> None:
+        """wss and https addresses are TLS, ws and http plain; the override changes sb:// addresses only."""
+        for scheme, secure in (("sb", True), ("wss", True), ("https", True), ("ws", False), ("http", False)):
+            for override in (None, True, False):
+                with self.subTest(scheme=scheme, override=override):
+                    address = parse_address(f"{scheme}://Relay.Example:8443/calc", secure=override)
+                    expected = override if scheme == "sb" and override is not None else secure
+                    self.assertEqual(address.secure, expected)
+                    self.assertEqual((address.host, address.port), ("relay.example", 8443))
+                    self.assertTrue(
+                        address.websocket_url("send").startswith("wss://" if expected else "ws://")
+                    )
+        self.assertEqual(parse_address("wss://relay.example/calc").port, 443)
+        self.assertEqual(parse_address("ws://relay.example/calc").port, 80)
+
+    def test_wcf_segment(self) -> None:
+        """A leading C{$wcf} segment (any case) is dropped, the rest of the name kept whole."""
+        for address in ("sb://h/$wcf/team/app/calc/", "wss://h/$WCF/team/app/calc", "sb://h/team/app/calc"):
+            with self.subTest(address=address):
+                self.assertEqual(parse_address(address).path, "team/app/calc")
+        for bad in ("sb://h/$wcf", "sb://h/$wcf/", "sb://h//"):
+            with self.subTest(bad=bad):
+                self.assertRaises(ValueError, parse_address, bad)
+
     def test_connection_string(self) -> None:
         """Endpoint, key and emulator flag become an address and credentials."""
         text = "Endpoint=sb://127.0.0.1:9080/;SharedAccessKeyName=root;SharedAccessKey=k0123456789abcdef;UseDevelopmentEmulator=true"
@@ -135,6 +159,19 @@ class CredentialTests(SynchronousTestCase):
         self.assertEqual((address.http_url, credentials.key_name), ("http://127.0.0.1:9080/calc", "root"))
         self.assertRaises(ValueError, from_connection_string, text)
         self.assertNotIn("k0123456789abcdef", repr(credentials))
+        tls, _ = from_connection_string(text.replace(";UseDevelopmentEmulator=true", ""), "calc")
+        self.assertEqual(tls.websocket_url("listen"), "wss://127.0.0.1:9080/$wcf/calc?sb-wcf-action=listen")
+
+    def test_connection_string_without_key(self) -> None:
+        """A string with a ready-made token but no key cannot sign renewals: refused, naming what is missing."""
+        text = (
+            "Endpoint=sb://relay.example/;SharedAccessSignature=SharedAccessSignature sr=x&sig=y&se=1&skn=z"
+        )
+        with self.assertRaises(ValueError) as ctx:
+            from_connection_string(text, "calc")
+        self.assertIn("SharedAccessKey", str(ctx.exception))
+        with self.assertRaises(ValueError):
+            from_connection_string(text + ";SharedAccessKeyName=root", "calc")
 
     def test_tokens(self) -> None:
         """Signed tokens validate for the name and last ttl seconds; renewal happens before expiry."""
@@ -152,6 +189,10 @@ class CredentialTests(SynchronousTestCase):
         self.assertEqual(decision.expiry, 1100)  # type: ignore[union-attr]
         self.assertEqual(credentials.renew_after, 80)
         self.assertRaises(ValueError, SasCredentials, "a", "b", ttl=0)
+        for fraction in (0, 1, 1.5, -0.1):
+            with self.subTest(fraction=fraction):
+                self.assertRaises(ValueError, SasCredentials, "a", "b", renew_fraction=fraction)
+        self.assertEqual(SasCredentials("a", "b", ttl=0.5, renew_fraction=0.5).renew_after, 0.25)
 
     def test_base64_of_token(self) -> None:
         """Sanity: SAS tokens are ASCII, so the RelayAccessToken carrier is plain base64 of them."""
