@@ -377,6 +377,40 @@ class ThrottleTests(SynchronousTestCase):
         self.assertFalse(throttle.begin_wait("x"))
         throttle.end_wait("x")
         self.assertTrue(throttle.begin_wait("x"))
+        self.assertFalse(throttle.begin_wait("x"))
+        for _ in range(2):
+            throttle.end_wait("x")
+        self.assertEqual(throttle._pending, {})  # a source with nothing waiting takes no memory
+        default = FailureThrottle(Clock())
+        self.assertEqual([default.begin_wait("y") for _ in range(65)].count(True), 64)
+
+    def test_least_recently_failing_is_forgotten(self) -> None:
+        """A full table forgets the source whose last failure is oldest, not the one failing now."""
+        clock = Clock()
+        throttle = FailureThrottle(clock, max_sources=2)
+        for source in ("a", "b", "a", "c"):
+            throttle.failure_delay(source)
+            clock.advance(1)
+        self.assertEqual(list(throttle._failures), ["a", "c"])
+        self.assertEqual(throttle.failure_delay("a"), 4)
+
+    def test_window_on_a_real_clock(self) -> None:
+        """On a wall clock (large times), failures up to C{window} seconds apart (60 s by default) still add up."""
+        clock = Clock()
+        clock.advance(1_700_000_000)
+        throttle = FailureThrottle(clock)
+        delays = []
+        for _ in range(3):
+            delays.append(throttle.failure_delay("a"))
+            clock.advance(60)
+        self.assertEqual(delays, [1, 2, 4])
+        clock.advance(0.5)
+        self.assertEqual(throttle.failure_delay("a"), 1)
+
+    def test_zero_base_turns_the_delay_off(self) -> None:
+        """C{listener_failure_delay = 0} answers refusals at once, however often they come."""
+        throttle = FailureThrottle(Clock(), base=0, maximum=0)
+        self.assertEqual([throttle.failure_delay("a") for _ in range(3)], [0.0, 0.0, 0.0])
 
 
 class ControlBacklogTests(SynchronousTestCase):
