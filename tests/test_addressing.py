@@ -126,6 +126,8 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(websocket_base("https://relay.example.org/"), "wss://relay.example.org")
         self.assertEqual(websocket_base("http://127.0.0.1:9080"), "ws://127.0.0.1:9080")
         self.assertEqual(http_base("wss://h:8443/base/"), "https://h:8443/base")
+        self.assertEqual(http_base("http://127.0.0.1:9080/"), "http://127.0.0.1:9080")
+        self.assertEqual(http_base("https://relay.example.org"), "https://relay.example.org")
         self.assertRaises(AddressError, websocket_base, "ftp://x")
         self.assertRaises(AddressError, websocket_base, "relay.example.org")
         self.assertRaises(AddressError, websocket_base, "https://[::1/")  # urlsplit raises a ValueError

@@ -234,6 +234,16 @@ class LimitTests(SynchronousTestCase):
         check_size(65536, XmlLimits())
         check_size(None, XmlLimits())
 
+    def test_limits_for(self) -> None:
+        """L{safexml.limits_for} gives the limits asked for, checked like any other, and shares them."""
+        limits = safexml.limits_for(1000, 8)
+        self.assertEqual(limits, XmlLimits(max_bytes=1000, max_depth=8))
+        self.assertIs(safexml.limits_for(1000, 8), limits)
+        self.assertRaises(ValueError, safexml.limits_for, 1000, 257)
+        self.assertEqual(
+            self.assertRaises(XmlRejected, parse_xml, b"<r>" + b" " * 995 + b"</r>", limits).rule, Rule.SIZE
+        )
+
     def test_limits_bounds(self) -> None:
         """Depth above the hard cap of 256 or a non-positive size cannot be configured."""
         self.assertRaises(ValueError, XmlLimits, max_depth=257)
@@ -302,6 +312,24 @@ class EncodingTests(SynchronousTestCase):
         """Charsets other than UTF-8 and UTF-16 are refused."""
         error = self.assertRaises(XmlRejected, parse_xml, b"<r/>", XmlLimits(), "iso-8859-1")
         self.assertEqual(error.rule, Rule.ENCODING)
+        utf16 = "<r/>".encode("utf-16")  # what the UTF-16 rule would take
+        for charset in ("iso-8859-1", "utf-32", "utf-16le"):
+            with self.subTest(charset=charset):
+                error = self.assertRaises(XmlRejected, parse_xml, utf16, XmlLimits(), charset)
+                self.assertEqual(error.rule, Rule.ENCODING)
+
+    def test_wide_encodings_without_bom(self) -> None:
+        """
+        UTF-16 and UTF-32 without a byte order mark, but with a declaration, are refused as UTF-8.
+
+        Their ASCII-only bytes are valid UTF-8 (with NULs), and libxml2 would detect and decode them
+        from their first bytes.
+        """
+        for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):
+            data = '<?xml version="1.0"?><r>x</r>'.encode(encoding)
+            with self.subTest(encoding=encoding):
+                error = self.assertRaises(XmlRejected, parse_xml, data)
+                self.assertEqual((error.rule, error.detail[:9]), (Rule.ENCODING, "a NUL byt"))
 
 
 _xml_text = st.text(
