@@ -249,6 +249,8 @@ class LimitTests(SynchronousTestCase):
         self.assertRaises(ValueError, XmlLimits, max_depth=257)
         self.assertRaises(ValueError, XmlLimits, max_depth=0)
         self.assertRaises(ValueError, XmlLimits, max_bytes=0)
+        self.assertEqual(XmlLimits(max_bytes=1, max_depth=1).max_depth, 1)
+        self.assertEqual(XmlLimits(max_depth=256).max_depth, 256)
 
 
 class EncodingTests(SynchronousTestCase):
@@ -267,6 +269,21 @@ class EncodingTests(SynchronousTestCase):
         """A document that declares Latin-1 is refused rather than decoded as Latin-1."""
         data = b'<?xml version="1.0" encoding="ISO-8859-1"?><r>x</r>'
         self.assertEqual(self.assertRaises(XmlRejected, parse_xml, data).rule, Rule.ENCODING)
+
+    def test_charset_and_declaration_spellings(self) -> None:
+        """Charset and declaration names are read in any case, quoted or not, with or without the hyphen."""
+        utf8 = '<?xml version="1.0" encoding="UTF-8"?><r>\u00e9</r>'.encode()
+        for charset in (None, "utf8", "UTF-8", '"utf-8"', " Utf-8 "):
+            with self.subTest(charset=charset):
+                self.assertEqual(parse_xml(utf8, charset=charset).text, "\u00e9")
+        self.assertEqual(parse_xml(b"<?xml version='1.0' encoding='Utf8'?><r/>").tag, "r")
+        self.assertEqual(parse_xml("<r>\u00e9</r>".encode("utf-16"), charset='"UTF-16"').text, "\u00e9")
+
+    def test_invalid_utf16(self) -> None:
+        """A lone surrogate under a UTF-16 charset is refused by the encoding rule."""
+        data = codecs.BOM_UTF16_LE + "<r>".encode("utf-16-le") + b"\x00\xd8" + "</r>".encode("utf-16-le")
+        error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(), "utf-16")
+        self.assertEqual((error.rule, error.detail), (Rule.ENCODING, "bytes are not valid UTF-16"))
 
     def test_utf16_declared(self) -> None:
         """UTF-16 with a byte order mark is accepted when the charset says UTF-16."""
@@ -392,6 +409,32 @@ class ParserPathTests(SynchronousTestCase):
             for fill in (b"", padding):
                 error = self.assertRaises(XmlRejected, parse_xml, body % fill, XmlLimits(max_depth=64))
                 self.assertEqual(error.rule, rule, (body, len(fill)))
+
+    def test_siblings_do_not_hide_depth(self) -> None:
+        """Depth is nesting, not a balance of starts and ends: closed siblings before a deep branch count nothing."""
+        for sibling in (b"<s/>", b"<s></s>", b"<s><t/></s>"):
+            data = b"<r>" + sibling * 100 + b"<a>" * 64 + b"</a>" * 64 + b"</r>"
+            with self.subTest(sibling=sibling):
+                self.assertEqual(self.assertRaises(XmlRejected, parse_xml, data).rule, Rule.DEPTH)
+        self.assertEqual(len(parse_xml(b"<r>" + b"<s/>" * 100 + b"<a>" * 63 + b"</a>" * 63 + b"</r>")), 101)
+
+    def test_depth_stops_the_parse(self) -> None:
+        """A document too deep in its first chunk is refused before the parser is fed the rest (spec 11, 2)."""
+        fed: list[int] = []
+
+        class CountingParser(etree.XMLPullParser):
+            def feed(self, data: bytes) -> None:
+                fed.append(len(data))
+                super().feed(data)
+
+        self.patch(
+            safexml,
+            "new_pull_parser",
+            lambda: CountingParser(events=("start", "end"), **safexml.HARDENED_SETTINGS),
+        )
+        data = b"<a>" * 65 + b"<p/>" * (4 * safexml.CHUNK_SIZE) + b"</a>" * 65
+        error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(max_bytes=1 << 20))
+        self.assertEqual((error.rule, fed), (Rule.DEPTH, [safexml.CHUNK_SIZE]))
 
     def test_depth_exactly_at_the_shortcut(self) -> None:
         """With as many '<' as max_depth the document cannot be too deep; one more nesting level is caught."""
