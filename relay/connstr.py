@@ -86,15 +86,19 @@ class ConnectionString:
         return ";".join(parts)
 
 
-def _part(position: int, name: str) -> str:
+def _part(position: int, name: str, *, whole: bool = False) -> str:
     """
     How an error names a malformed part: its position, and its key if that is one word of letters.
 
     A part with a mistyped C{=} (C{SharedAccessKey:q8bX...}) holds the key's value: of such a part only
     the known key it starts with is shown.
+
+    @param whole: C{name} is the whole part (it has no C{=}): it may be a key pasted alone, so it is
+        shown only when it is a known key's name.
     """
     name = name.strip()
-    if name.isascii() and name.isalpha() and len(name) <= _SHOWN_NAME:
+    shown = name.lower() in _KNOWN if whole else name.isascii() and name.isalpha()
+    if shown and len(name) <= _SHOWN_NAME:
         return f"{position} ({name!r})"
     known = [canonical for key, canonical in _KNOWN.items() if name.lower().startswith(key)]
     return f"{position} ({max(known, key=len) + '...'!r})" if known else str(position)
@@ -119,7 +123,9 @@ def parse_connection_string(text: str) -> ConnectionString:
             continue
         name, eq, value = part.partition("=")
         if not eq:
-            raise ConnectionStringError(f"connection string part {_part(position, name)} has no '='")
+            raise ConnectionStringError(
+                f"connection string part {_part(position, name, whole=True)} has no '='"
+            )
         canonical = _KNOWN.get(name.strip().lower())
         if canonical is None:
             raise ConnectionStringError(f"connection string part {_part(position, name)} has an unknown key")

@@ -73,10 +73,23 @@ class ConnectionStringTests(SynchronousTestCase):
                 self.assertEqual(
                     str(ctx.exception), "connection string part 3 ('SharedAccessKey...') has no '='"
                 )
-        name = "A" * 30
         with self.assertRaises(ConnectionStringError) as ctx:
-            parse_connection_string(f"Endpoint=sb://h/; {name} ;SharedAccessKeyName=root;SharedAccessKey=k")
-        self.assertEqual(str(ctx.exception), f"connection string part 2 ({name!r}) has no '='")
+            parse_connection_string(
+                "Endpoint=sb://h/; EntityPath ;SharedAccessKeyName=root;SharedAccessKey=k"
+            )
+        self.assertEqual(str(ctx.exception), "connection string part 2 ('EntityPath') has no '='")
+
+    def test_a_key_pasted_alone_is_not_quoted(self) -> None:
+        """
+        A part without C{=} that is no known key is not quoted: it may be a key pasted without its name.
+
+        A key of 16 to 30 letters alone was quoted whole in the error.
+        """
+        for part in ("abcdefghijklmnopqr", "A" * 30, "Endpiont"):
+            with self.subTest(part=part):
+                with self.assertRaises(ConnectionStringError) as ctx:
+                    parse_connection_string(f"Endpoint=sb://h/;SharedAccessKeyName=root;{part}")
+                self.assertEqual(str(ctx.exception), "connection string part 3 has no '='")
 
     def test_every_key_and_blanks(self) -> None:
         """
