@@ -193,7 +193,8 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
 
     Simple text frames are read by L{FastMessageReader}, everything else by Autobahn (whose adapter's own
     C{dataReceived}, with a debug message formatted on every read, is never used). The frames a sender sent
-    after a message that held it back wait in the reader until it is let go.
+    after a message that held it back wait in the reader until it is let go, also when Autobahn read that
+    message (L{processData}).
     """
 
     # Autobahn logs through C{self.log} (a txaio logger); ours is separate and must not shadow it.
@@ -486,6 +487,11 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
     def dataReceived(self, data: bytes) -> None:
         """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
         self._reader.data_received(data)
+
+    @override
+    def processData(self) -> bool:
+        """Autobahn parses its next frame, unless the message it just delivered held the sender back."""
+        return not self._reader.keeps_autobahn_rest() and super().processData()  # type: ignore[no-any-return]
 
     @override
     def connectionMade(self) -> None:

@@ -13,7 +13,8 @@ the size limit (1009).
 A protocol that pauses its own reading from C{onMessage} (a C{$wcf} sender held back by a full listener
 queue) can say so with C{held}: the frames after that message, in the same read or in reads that come
 anyway, are kept until L{FastMessageReader.resume}, as the socket would have kept them had it been
-paused before the read.
+paused before the read. So are those after a message Autobahn assembled (fragments, a large frame), if
+the protocol's C{processData} asks L{FastMessageReader.keeps_autobahn_rest} before each frame.
 """
 
 from __future__ import annotations
@@ -67,6 +68,23 @@ class FastMessageReader:
     def keeping(self) -> bool:
         """Whether bytes read while the protocol was held wait for L{resume}."""
         return bool(self._kept)
+
+    def keeps_autobahn_rest(self) -> bool:
+        """
+        Whether Autobahn must stop parsing its buffer: the message it just delivered held the protocol.
+
+        The protocol calls this from Autobahn's C{processData}, before each frame Autobahn parses. Between
+        messages, while held, Autobahn's buffered bytes (the frames that came after a fragmented or large
+        message in the same read) are kept for L{resume} as the fast path keeps its own.
+        """
+        protocol = self._protocol
+        if protocol.current_frame is not None or protocol.inside_message or not protocol.data:
+            return False
+        if not self._holding():
+            return False
+        self._kept.insert(0, protocol.data)  # read before anything kept since
+        protocol.data = b""
+        return True
 
     def resume(self) -> None:
         """Read what was kept while the protocol was held, unless it is held again (or closed)."""

@@ -1,0 +1,83 @@
+"""A $wcf sender held back by a full listener queue: what it sent afterwards waits unread, however it came."""
+
+from __future__ import annotations
+
+from bindings.addressing import read_addressing
+from bindings.contracts import contract_of
+from bindings.control import ACTION_DELIVERED
+from bindings.settings import ONEWAY
+
+from .calculator import IChat
+from .test_wcf import envelope
+from .test_wcf_limits import _CONTINUATION, _TEXT, frame
+from .wcfharness import BindingsTestCase, envelope_bytes
+
+SAY = contract_of(IChat).operation("Say")
+
+
+def say(i: int) -> bytes:
+    return envelope_bytes(SAY.encode_request("me", str(i)), action=SAY.action, message_id=f"urn:uuid:{i}")
+
+
+class HeldMidMessageTests(BindingsTestCase):
+    """The message that holds a sender back came in fragments: the messages after it are not read either."""
+
+    def test_fragmented_message_holds_the_rest_of_the_read(self) -> None:
+        """
+        Two messages fill the queue, the third (in two fragments) holds the sender; three more wait unread.
+
+        They used to be handed to Autobahn with the fragments, each offered (and held back, then refused with
+        ServerBusy) instead of waiting in the socket.
+        """
+        listener = self.listener("events", ONEWAY, IChat)
+        entity = self.service.store.get(self.namespace, "events")
+        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
+        outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        third = say(2)
+        read = b"".join(
+            [
+                frame(_TEXT, say(0), fin=True),
+                frame(_TEXT, say(1), fin=True),
+                frame(_TEXT, third[:100], fin=False),
+                frame(_CONTINUATION, third[100:], fin=True),
+                *(frame(_TEXT, say(i), fin=True) for i in range(3, 6)),
+            ]
+        )
+        sender.transport.write(read)
+        self.net.flush()
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (2, 1))
+        self.assertEqual(sender.messages, [])
+        outlet.resumeProducing()
+        self.net.advance(0)
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).message_id for m in listener.messages[-6:]],
+            [f"urn:uuid:{i}" for i in range(6)],
+        )
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).action for m in sender.messages], [ACTION_DELIVERED] * 6
+        )
+
+    def test_fragmented_message_then_later_reads(self) -> None:
+        """The fragments end in one read, the messages after them come in the next: they wait too."""
+        listener = self.listener("events", ONEWAY, IChat)
+        entity = self.service.store.get(self.namespace, "events")
+        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
+        outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        third = say(2)
+        sender.transport.write(frame(_TEXT, say(0), fin=True) + frame(_TEXT, say(1), fin=True))
+        sender.transport.write(frame(_TEXT, third[:100], fin=False))
+        self.net.flush()
+        sender.transport.write(frame(_CONTINUATION, third[100:], fin=True) + frame(_TEXT, say(3), fin=True))
+        self.net.flush()
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (2, 1))
+        sender.transport.write(frame(_TEXT, say(4), fin=True))
+        self.net.flush()
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (2, 1))
+        outlet.resumeProducing()
+        self.net.advance(0)
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).message_id for m in listener.messages[-5:]],
+            [f"urn:uuid:{i}" for i in range(5)],
+        )
