@@ -34,7 +34,7 @@ from bindings.names import BoundName, ListenerPolicy
 from bindings.oneway import OneWayRouter
 from bindings.outlet import IListenerConnection
 from bindings.requestreply import RequestReplyRouter
-from bindings.safexml import limits_for
+from bindings.safexml import Rule, limits_for
 from bindings.settings import (
     BINDING_KINDS,
     MESSAGE_BYTES,
@@ -204,12 +204,19 @@ class ListenerRole:
         """Handle one frame from the listener."""
         settings = _registered_settings(self.entity)
         depth = settings.max_depth if settings is not None else 64
+        limit = self.message_limit
+        if self.bound is not None and len(payload) > limit:
+            self._too_large(payload, limit, f"the reply has {len(payload)} bytes; the name allows {limit}")
+            return
         try:
-            envelope = parse_envelope(payload, None, limits_for(self.frame_cap, depth))
+            # with the name's limit, not the kind's cap: what its blocks inherit counts against it too
+            envelope = parse_envelope(payload, None, limits_for(limit, depth))
             headers = read_addressing(envelope)
         except (SoapError, ValueError) as e:
             if self.bound is None:
                 self._refuse_registration(RelayFault.INVALID_MESSAGE, str(e), None)
+            elif isinstance(e, SoapError) and e.xml_rule is Rule.SIZE:
+                self._too_large(payload, limit, f"the reply is too large: {e}")
             else:
                 self.protocol.send_fault(RelayFault.INVALID_MESSAGE, str(e))
             return
@@ -295,7 +302,17 @@ class ListenerRole:
         if self.bound is None:
             self._refuse_registration(RelayFault.MESSAGE_TOO_LARGE, message, None)
             return
-        relates_to = peek_relates_to(head, limits_for(limit, self.bound.settings.max_depth))
+        self._too_large(head, limit, message)
+
+    def _too_large(self, data: bytes, limit: int, message: str) -> None:
+        """
+        Refuse a registered listener's message over the name's limit: C{MessageTooLarge} to it and its caller.
+
+        The caller is found by the C{RelatesTo} read from the first C{limit} bytes of C{data}, unparsed.
+        """
+        bound = self.bound
+        assert bound is not None  # noqa: S101 - only called once registered
+        relates_to = peek_relates_to(data, limits_for(limit, bound.settings.max_depth))
         router = self._reply_router(relates_to)
         if router is None:
             return
@@ -315,7 +332,7 @@ class ListenerRole:
                 RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "A reply needs a wsa:RelatesTo header"
             )
             return
-        problem = _reply_problem(envelope, len(payload), bound.settings.message_limit)
+        problem = _reply_problem(envelope)
         if problem is not None:
             self._refuse_reply(router, relates_to, *problem)
             return
@@ -369,10 +386,8 @@ class ListenerRole:
         )
 
 
-def _reply_problem(envelope: Envelope, size: int, limit: int) -> tuple[RelayFault, str] | None:
-    """Why a listener's reply cannot be forwarded: too large, not SOAP 1.2, or a malformed fault."""
-    if size > limit:
-        return RelayFault.MESSAGE_TOO_LARGE, f"the reply has {size} bytes; the name allows {limit}"
+def _reply_problem(envelope: Envelope) -> tuple[RelayFault, str] | None:
+    """Why a listener's reply (within its name's limit) cannot be forwarded: not SOAP 1.2, or a malformed fault."""
     if envelope.version is not SoapVersion.SOAP12:
         return RelayFault.INVALID_MESSAGE, "listeners answer in SOAP 1.2"
     if envelope.is_fault:
