@@ -44,7 +44,7 @@ from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedDrop, BoundedPongs, NoTimerAfterLoss
 from relay.wsfast import FastMessageReader
-from relay.wsframes import server_frame
+from relay.wsframes import FrameCache
 
 if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
@@ -130,8 +130,7 @@ class WcfFactory(WebSocketServerFactory):
         self.connections: set[WcfProtocol] = set()
         self.register_timeout = REGISTER_TIMEOUT
         self._drain = ConnectionDrain(self.connections, gateway.clock)
-        self._last_payload = b""
-        self._last_frame = server_frame(b"")
+        self._frames = FrameCache(gateway.clock)
         ping = float(gateway.limits.get("control_ping_interval", 30.0))
         self.setProtocolOptions(
             openHandshakeTimeout=0,
@@ -148,12 +147,9 @@ class WcfFactory(WebSocketServerFactory):
         The text frame carrying C{payload}, built once for consecutive writes of the same bytes object.
 
         A multicast publish hands the same payload to every subscriber in one go, so each copy after the
-        first costs a transport write and nothing else.
+        first costs a transport write and nothing else; a large one is not kept past its turn (L{FrameCache}).
         """
-        if payload is not self._last_payload:
-            self._last_frame = server_frame(payload)
-            self._last_payload = payload
-        return self._last_frame
+        return self._frames.frame_for(payload)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every connection (gateway shutdown)."""

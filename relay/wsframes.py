@@ -12,7 +12,8 @@ straight to the transport, and L{read_frame} picks such frames out of a read.
 from __future__ import annotations
 
 import random
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol
 
 _FIN_TEXT: Final = 0x81
 FIN_BINARY: Final = 0x82
@@ -96,6 +97,47 @@ INCOMPLETE: Final = 0
 """L{read_frame}: the frame at the offset is not complete yet; wait for more bytes."""
 HAND_OVER: Final = -1
 """L{read_frame}: leave everything from the offset on to the general parser (large or over the limit)."""
+
+
+class Later(Protocol):
+    """What L{FrameCache} needs of a reactor (C{IReactorTime.callLater})."""
+
+    def callLater(self, delay: float, callable: Callable[[], None]) -> object:  # noqa: N802 - Twisted's name
+        """Call C{callable} after C{delay} seconds."""
+        ...
+
+
+class FrameCache:
+    """
+    The text frame of the payload written last, for further writes of the same bytes object.
+
+    A multicast publish hands one payload to every subscriber in one go, so each copy after the first costs
+    a transport write and nothing else (and the subscribers' transports share one frame). A payload over
+    C{keep} bytes and its frame are let go at the end of the reactor turn they were built in: kept until
+    the next write, they held up to twice the largest message (128 MiB) for as long as nothing else came.
+    """
+
+    def __init__(self, clock: Later, keep: int = WAIT_LIMIT) -> None:
+        self._clock = clock
+        self._keep = keep
+        self._payload = b""
+        self._frame = server_frame(b"")
+        self._forget: object | None = None
+
+    def frame_for(self, payload: bytes) -> bytes:
+        """The frame carrying C{payload}: the last one built if C{payload} is the same object."""
+        if payload is not self._payload:
+            self._frame = server_frame(payload)
+            self._payload = payload
+            if len(payload) > self._keep and self._forget is None:
+                self._forget = self._clock.callLater(0, self._forget_large)
+        return self._frame
+
+    def _forget_large(self) -> None:
+        self._forget = None
+        if len(self._payload) > self._keep:
+            self._payload = b""
+            self._frame = server_frame(b"")
 
 
 def _extent(buffer: bytes, offset: int) -> tuple[int, int] | None:

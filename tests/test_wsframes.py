@@ -14,6 +14,7 @@ from relay.wsframes import (
     HAND_OVER,
     INCOMPLETE,
     WAIT_LIMIT,
+    FrameCache,
     mask,
     masked_frame,
     read_frame,
@@ -384,6 +385,26 @@ class FrameCacheTests(SynchronousTestCase):
         self.assertEqual(first, server_frame(payload))
         other = factory.frame_for(b"<other/>")
         self.assertEqual(other, server_frame(b"<other/>"))
+
+    def test_large_payload_let_go_after_its_turn(self) -> None:
+        """A payload over 64 KiB shares its frame within its turn; after it, neither is held any more."""
+        import sys
+
+        from twisted.internet.task import Clock
+
+        clock = Clock()
+        cache = FrameCache(clock)
+        payload = b"x" * (WAIT_LIMIT + 1)
+        first = cache.frame_for(payload)
+        self.assertIs(cache.frame_for(payload), first)
+        held = sys.getrefcount(payload), sys.getrefcount(first)
+        clock.advance(0)
+        self.assertEqual((sys.getrefcount(payload), sys.getrefcount(first)), (held[0] - 1, held[1] - 1))
+        small = b"<s:Envelope/>"
+        self.assertIs(cache.frame_for(small), cache.frame_for(small))
+        kept = cache.frame_for(small)
+        clock.advance(0)
+        self.assertIs(cache.frame_for(small), kept)
 
 
 class StrictnessTests(SynchronousTestCase):
