@@ -459,6 +459,23 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
             self.role.too_large(head, limit)
 
     @override
+    def onAutoPingTimeout(self) -> None:
+        """
+        Drop a peer whose pong did not come in time, unless it may wait unread behind a held-back message.
+
+        A sender waiting for room in a listener's queue is not read (for up to C{send_timeout}, 5 minutes at
+        most, and again for each message that finds the queue full): its pong is given the time again.
+        """
+        if isinstance(self.role, SenderRole) and (
+            self.role.waiting_for_listener or (self._reader.keeping and not self.role.reading_held)
+        ):
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.factory.autoPingTimeout, self.onAutoPingTimeout
+            )
+            return
+        super().onAutoPingTimeout()
+
+    @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Let the role clean up; say how many faults went unlogged since the last line about them."""
         if self._fault_lines is not None and self._fault_lines.held:

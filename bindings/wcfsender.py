@@ -96,6 +96,7 @@ class SenderRole:
         self.tokens = TokenWatch(protocol, grant.expiry if grant is not None else None)
         self._gate: ReadGate | None = None
         self._pending: set[Deferred[Any]] = set()
+        self._listener_holds = 0  # messages of its held back by full listener queues
 
     @classmethod
     def admit(cls, protocol: WcfProtocol, path: str, tokens: list[str]) -> SenderRole:
@@ -126,11 +127,13 @@ class SenderRole:
     def pause_reading(self) -> None:
         """A listener's queue is full: stop reading this sender."""
         if self._gate is not None:
+            self._listener_holds += 1
             self._gate.hold()
 
     def resume_reading(self) -> None:
         """The queue has room again."""
-        if self._gate is not None:
+        if self._gate is not None and self._listener_holds > 0:
+            self._listener_holds -= 1
             self._gate.release()
 
     # role
@@ -139,6 +142,15 @@ class SenderRole:
     def reading_held(self) -> bool:
         """Whether the sender is held back: the frames it sent after the message that held it must wait."""
         return self._gate is not None and self._gate.held
+
+    @property
+    def waiting_for_listener(self) -> bool:
+        """
+        Whether a message of its waits for room in a listener's queue (for at most C{send_timeout}).
+
+        The sender is not read meanwhile, so its pong to the gateway's ping may be waiting unread too.
+        """
+        return self._listener_holds > 0
 
     def opened(self) -> None:
         """Watch the token; stop reading the sender while its answers back up."""

@@ -81,3 +81,34 @@ class HeldMidMessageTests(BindingsTestCase):
             [read_addressing(envelope(m[0])).message_id for m in listener.messages[-5:]],
             [f"urn:uuid:{i}" for i in range(5)],
         )
+
+
+class HeldPastThePingTimeoutTests(BindingsTestCase):
+    """A sender held back is not dropped for a pong it sent but the gateway did not read."""
+
+    def limits(self) -> dict[str, float]:
+        return {"control_ping_interval": 0.5}  # pong timeout 1 s; "events" holds senders up to 2 s
+
+    def test_held_sender_answers_busy_not_dropped(self) -> None:
+        """The third message waits 2 s and gets ServerBusy; the sender's pong waits with it, unread."""
+        listener = self.listener("events", ONEWAY, IChat)
+        entity = self.service.store.get(self.namespace, "events")
+        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
+        outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        for i in range(3):
+            sender.sendMessage(say(i), isBinary=False)
+        self.net.flush()
+        self.assertEqual((outlet.queued_messages, outlet.waiting_senders), (2, 1))
+        for _ in range(21):
+            self.net.advance(0.1)
+        self.assertIsNone(sender.closed)
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).relates_to for m in sender.messages], ["urn:uuid:2"]
+        )
+        outlet.resumeProducing()
+        self.net.advance(0)
+        self.assertEqual(len(listener.messages), 3)  # r:Registered and two messages
+        for _ in range(30):
+            self.net.advance(0.1)
+        self.assertIsNone(sender.closed)
