@@ -9,9 +9,7 @@ C{MessageTooLarge} fault from the role as soon as its bytes pass the limit (L{bi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -34,6 +32,7 @@ from bindings.soap import Envelope, SoapVersion
 from bindings.wcflimit import LimitedAssembly
 from bindings.wcfroles import ListenerRole
 from bindings.wcfsender import SenderRole
+from bindings.wcftarget import TargetError, parse_target, safe_reason
 from relay.auth import split_tokens
 from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.draining import ConnectionDrain
@@ -50,70 +49,17 @@ if TYPE_CHECKING:
     from bindings.gateway import BindingsGateway
 
 SUBPROTOCOL: Final = "soap"
-WCF_SEGMENT: Final = "$wcf"
-PARAM_PREFIX: Final = "sb-wcf-"
 REGISTER_TIMEOUT: Final = 30.0
 """Seconds a listener has to send C{r:Register} after its handshake."""
 _TOKEN_HEADER: Final = "servicebusauthorization"  # noqa: S105 - a header name
-_MAX_REASON: Final = 200
 
 # Unsent bytes past which a peer that draws faults is closed rather than sent another (L{send_fault}).
 FAULT_BACKLOG_LIMIT: Final = 1024 * 1024
 
 
-class TargetError(ValueError):
-    """A C{$wcf} URL is malformed (400)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WcfTarget:
-    """
-    A C{$wcf} request target.
-
-    @ivar path: the name (decoded, without C{$wcf}).
-    @ivar action: C{sb-wcf-action}.
-    @ivar token: C{sb-wcf-token}, if given.
-    @ivar client_id: C{sb-wcf-id}, the client's tracking id, if given.
-    """
-
-    path: str
-    action: str | None
-    token: str | None
-    client_id: str | None
-
-
-def parse_target(uri: str) -> WcfTarget:
-    """
-    Split a C{/$wcf/{path}?sb-wcf-...} request target.
-
-    @raise TargetError: when the path is not under C{$wcf} or a parameter is given twice.
-    """
-    parts = urlsplit(uri)
-    segments = parts.path.split("/", 2)
-    if len(segments) < 2 or unquote(segments[1]).lower() != WCF_SEGMENT:
-        raise TargetError("the path must start with /$wcf/")
-    params: dict[str, str] = {}
-    for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        key = name.lower()
-        if key.startswith(PARAM_PREFIX):
-            if key in params:
-                raise TargetError(f"{key} is given more than once")
-            params[key] = value
-    return WcfTarget(
-        path=unquote(segments[2]) if len(segments) > 2 else "",
-        action=params.get("sb-wcf-action"),
-        token=params.get("sb-wcf-token") or None,
-        client_id=params.get("sb-wcf-id") or None,
-    )
-
-
-def _safe_reason(text: str) -> str:
-    return "".join(c if 32 <= ord(c) < 127 else " " for c in text)[:_MAX_REASON]
-
-
 def deny(status: int, message: str, tracking_id: str) -> ConnectionDeny:
     """The handshake refusal: the status and a reason naming the cause and the tracking id (spec 3)."""
-    return ConnectionDeny(status, _safe_reason(f"{message}. TrackingId:{tracking_id}"))
+    return ConnectionDeny(status, safe_reason(f"{message}. TrackingId:{tracking_id}"))
 
 
 class WcfFactory(WebSocketServerFactory):
@@ -235,7 +181,7 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
             target = parse_target(self.http_request_uri)
         except TargetError as e:
             raise self._refuse(400, str(e), "-", "") from None
-        self.tracking_id = _safe_reason(target.client_id or "")[:64] or self.tracking_id
+        self.tracking_id = safe_reason(target.client_id or "")[:64] or self.tracking_id
         if SUBPROTOCOL not in request.protocols:
             raise self._refuse(
                 400, "The 'soap' WebSocket subprotocol is required", target.action, target.path

@@ -25,9 +25,9 @@ from bindings.faults import parse_fault
 from bindings.outlet import IListenerConnection
 from bindings.settings import MULTICAST, ONEWAY
 from bindings.soap import Envelope, SoapVersion, parse_envelope
-from bindings.wcf import TargetError, parse_target
 from bindings.wcfroles import ListenerRole, ReadGate
 from bindings.wcfsender import SenderRole
+from bindings.wcftarget import TargetError, parse_target
 from bindings.wsdl import generate_wsdl
 from relay.auth import make_token
 
