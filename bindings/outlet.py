@@ -88,7 +88,7 @@ class RoutedMessage:
 class _Item:
     message: RoutedMessage
     done: Deferred[None] | None
-    flow: Any = None
+    flow: Any = None  # the sender it holds back, while it does
     timer: IDelayedCall | None = None
 
 
@@ -206,7 +206,7 @@ class Outlet:
         """
         if self._closed:
             return fail(RelayFaultError(RelayFault.LISTENER_GONE, "the listener has left"))
-        item = _Item(message, None, flow)
+        item = _Item(message, None)
         item.done = Deferred(lambda _d: self._withdraw(item))
         if not self._paused and not self._queue and not self._waiting:
             self._write(item)
@@ -216,6 +216,7 @@ class Outlet:
             item.timer = self._clock.callLater(self._send_timeout, self._expire, item)
             self._hold_back(item)
             if flow is not None:
+                item.flow = flow  # released once, when it leaves the held-back list
                 flow.pause_reading()
         else:
             self._refuse_busy(message)
@@ -280,8 +281,9 @@ class Outlet:
         if item.timer is not None and item.timer.active():
             item.timer.cancel()
         item.timer = None
-        if item.flow is not None:
-            item.flow.resume_reading()
+        flow, item.flow = item.flow, None  # a queued message never held its sender; a let-in one no more
+        if flow is not None:
+            flow.resume_reading()
 
     def _expire(self, item: _Item) -> None:
         item.timer = None

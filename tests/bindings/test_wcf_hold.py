@@ -112,3 +112,42 @@ class HeldPastThePingTimeoutTests(BindingsTestCase):
         for _ in range(30):
             self.net.advance(0.1)
         self.assertIsNone(sender.closed)
+
+
+class HoldsOfOtherListenersTests(BindingsTestCase):
+    """A listener leaving lets go only of the holds it put on senders, not of another listener's."""
+
+    def test_leaving_listener_does_not_release_a_hold_elsewhere(self) -> None:
+        """
+        Two busy listeners; the sender waits for the first. The second leaving does not let the sender on.
+
+        Closing an outlet released the sender once for every message it still had, queued ones included,
+        which never held it: the hold the other listener had was undone, and the messages after the one
+        that waited were read, held back too or refused with ServerBusy at once.
+        """
+        first = self.listener("events", ONEWAY, IChat)
+        second = self.listener("events", ONEWAY, IChat)
+        entity = self.service.store.get(self.namespace, "events")
+        bound = self.bindings.names.existing(self.namespace, entity)  # type: ignore[arg-type]
+        outlets = bound.outlets()  # type: ignore[union-attr]
+        for outlet in outlets:
+            outlet.pauseProducing()
+        sender = self.wcf("events", "send")
+        for i in range(7):  # 0-3 fill both queues (in turn), 4 waits for the first; 5 and 6 stay unread
+            sender.sendMessage(say(i), isBinary=False)
+        self.net.flush()
+        self.assertEqual([(o.queued_messages, o.waiting_senders) for o in outlets], [(2, 1), (2, 0)])
+        second.sendClose(1000)
+        self.net.flush()
+        self.net.advance(0)
+        self.assertEqual((outlets[0].queued_messages, outlets[0].waiting_senders), (2, 1))
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).relates_to for m in sender.messages],
+            ["urn:uuid:1", "urn:uuid:3"],
+        )
+        outlets[0].resumeProducing()
+        self.net.advance(0)
+        self.assertEqual(
+            [read_addressing(envelope(m[0])).message_id for m in first.messages[1:]],
+            [f"urn:uuid:{i}" for i in (0, 2, 4, 5, 6)],
+        )
