@@ -3,9 +3,9 @@ C{relay expose}: put a local web server behind a hybrid connection.
 
 One listener on the hybrid connection forwards every relayed HTTP request to the local base URL (the path
 below the hybrid connection is appended: C{https://relay/myapp/api?x=1} becomes
-C{http://127.0.0.1:8000/api?x=1}) and every WebSocket sender to the same place as C{ws://}. Bodies stream
-both ways with back-pressure. The listener reconnects on its own; each request and each WebSocket
-connection is logged as one line on stdout.
+C{http://127.0.0.1:8000/api?x=1}) and every WebSocket sender to the same place as C{ws://}. Bodies, and
+WebSocket messages frame by frame, stream both ways with back-pressure. The listener reconnects on its
+own; each request and each WebSocket connection is logged as one line on stdout.
 """
 
 from __future__ import annotations
@@ -333,7 +333,9 @@ class Forwarder:
             return Reject(400, f"Bad request: {problem}"[:120])
 
         def receiver(protocol: RelayClientProtocol) -> HybridWebSocket:
-            return HybridWebSocket(protocol, tracking_id=context.connection_id, options=self.options)
+            local = HybridWebSocket(protocol, tracking_id=context.connection_id, options=self.options)
+            local.pause_reading()  # what the local server sends waits in TCP until the sender is here
+            return local
 
         try:
             local = cast(
@@ -405,13 +407,14 @@ class Forwarder:
 
 
 async def _pipe(source: HybridWebSocket, sink: HybridWebSocket) -> None:
-    """Copy messages until C{source} closes, then close C{sink} the same way."""
-    async for message in source:
-        try:
-            await sink.send(message)
-        except Exception:
-            source.abort()
-            return
+    """
+    Relay messages as their frames come until C{source} closes, then close C{sink} the same way.
+
+    Nothing is assembled, whatever a message's size, and C{source} is not read while C{sink}'s write
+    buffer is full. Once C{sink} is gone what C{source} still sends is discarded: the other direction's
+    pipe closes C{source} with C{sink}'s close code.
+    """
+    await source.relay_to(sink)
     code = source.close_code or 1000
     if code == 1005:
         code = 1000

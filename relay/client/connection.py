@@ -24,9 +24,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relay.client.errors import ConnectionClosedError
+from relay.client.forwarding import FrameForwarder
 from relay.client.headers import Headers
 from relay.client.options import WebSocketOptions
-from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
+from relay.client.protocol import IRelayingReceiver, IWebSocketReceiver, RelayClientProtocol
 from relay.writes import WriteGate
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ CLOSE_ABNORMAL = 1006
 _MAX_REASON_BYTES = 123
 
 
-@implementer(IWebSocketReceiver)
+@implementer(IWebSocketReceiver, IRelayingReceiver)
 class HybridWebSocket:
     """
     A WebSocket connection relayed through a hybrid connection.
@@ -90,6 +91,7 @@ class HybridWebSocket:
         self._close_waiters: list[Deferred[None]] = []
         self._gate = WriteGate(ConnectionClosedError)
         protocol.registerProducer(self._gate, True)
+        self._relay: FrameForwarder | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "closing" if self._closing else "open"
@@ -109,6 +111,66 @@ class HybridWebSocket:
     def reading_paused(self) -> bool:
         """Whether the connection has stopped reading from the network because the queue is full."""
         return self._reading_paused
+
+    @property
+    def streaming(self) -> bool:
+        """Whether this connection's messages are relayed to another as their frames come (L{relay_to})."""
+        return self._relay is not None
+
+    def pause_reading(self) -> None:
+        """
+        Stop reading from the network until L{relay_to} or L{close} (or a L{receive} of a queued message).
+
+        For a connection to be relayed once its partner arrives: what it receives meanwhile waits in
+        TCP's buffers instead of being assembled here. Messages already read are queued as usual.
+        """
+        if not self._reading_paused and not self._closing and not self._closed:
+            self._reading_paused = True
+            self._transport.pauseProducing()
+
+    def relay_to(self, sink: HybridWebSocket) -> Deferred[None]:
+        """
+        Relay every message of this connection to C{sink} as its frames come, until this connection ends.
+
+        Queued messages go first, whole. From then on nothing is assembled and no message size limit
+        applies here (the sink's peer has its own): each piece read is written to C{sink} at once, and
+        this connection stops reading while C{sink}'s write buffer is above its high-water mark. Text
+        stays text and binary stays binary. Messages that arrive after L{close} are discarded, as are
+        those C{sink} can no longer send. Nothing else may send on C{sink} meanwhile.
+
+        @return: a L{Deferred} that fires once this connection has ended (see L{when_closed}).
+        """
+        relay = self._relay = FrameForwarder(sink._protocol, sink._gate, self._relay_hold)
+        messages, self._messages, self._queued_bytes = self._messages, deque(), 0
+        for message, _size in messages:
+            binary = not isinstance(message, str)
+            relay.whole(message if isinstance(message, bytes) else message.encode("utf-8"), binary)
+        if not relay.holding:  # else it reads again once the sink has drained
+            self._relay_hold(False)
+        return self.when_closed()
+
+    def _relay_hold(self, hold: bool) -> None:
+        """Stop reading while the sink of L{relay_to} is full (not while closing: the close frame is behind)."""
+        if hold:
+            self.pause_reading()
+        elif self._reading_paused and not self._closed:
+            self._reading_paused = False
+            self._transport.resumeProducing()
+
+    def message_begin(self, is_binary: bool) -> None:
+        """A relayed message starts."""
+        if self._relay is not None and not self._closing:
+            self._relay.begin(is_binary)
+
+    def message_data(self, payload: bytes) -> None:
+        """A piece of a relayed message."""
+        if self._relay is not None and not self._closing:
+            self._relay.data(payload)
+
+    def message_end(self) -> None:
+        """A relayed message is complete."""
+        if self._relay is not None and not self._closing:
+            self._relay.end()
 
     def send(self, data: Message) -> Deferred[None]:
         """
@@ -206,6 +268,9 @@ class HybridWebSocket:
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         """Queue a message for the application, pausing the network when the queue is full."""
         if self._closing:
+            return
+        if self._relay is not None:
+            self._relay.whole(payload, is_binary)
             return
         message: Message = payload if is_binary else payload.decode("utf-8")
         if self._readers:

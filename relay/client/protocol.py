@@ -19,7 +19,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from typing_extensions import override
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 from relay.client.errors import ConnectError
 from relay.client.options import WebSocketOptions
@@ -60,6 +60,28 @@ class IStreamingReceiver(IWebSocketReceiver):
         """The current message is complete."""
 
 
+class IRelayingReceiver(IWebSocketReceiver):
+    """
+    A receiver that takes messages whole, or frame by frame while its C{streaming} attribute is true.
+
+    While streaming, a message read whole by the fast path (a small frame that came in one read) still
+    arrives through C{message_received}; the others come frame by frame, and nothing is assembled. The
+    choice is made as each message begins, so one in progress when C{streaming} turns true ends the
+    way it began.
+    """
+
+    streaming = Attribute("Whether messages that are not read whole come frame by frame now.")
+
+    def message_begin(is_binary: bool) -> None:
+        """A message starts (while streaming)."""
+
+    def message_data(payload: bytes) -> None:
+        """A piece of the current message (text payloads are UTF-8 bytes, validated as they come)."""
+
+    def message_end() -> None:
+        """The current message is complete."""
+
+
 ReceiverFactory = Callable[["RelayClientProtocol"], IWebSocketReceiver]
 
 
@@ -91,6 +113,7 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
         self.response_headers: dict[str, str] = {}
         self._refusal: ConnectError | None = None
         self._reader = FastMessageReader(self, masked=False, binary=True)
+        self._streamed: Any = None  # where the frames of the message being read go, if it is streamed
 
     def can_send(self) -> bool:
         """
@@ -119,10 +142,11 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
     @override
     def dataReceived(self, data: bytes) -> None:
         # Whole messages to a receiver that takes them whole (control channels, senders and listeners'
-        # connections) are read without Autobahn's frame machinery (relay.wsfast); the rest goes to
+        # connections, relayed ones too: the fast path reads only small frames that came whole) are read
+        # without Autobahn's frame machinery (relay.wsfast); the rest goes to
         # Autobahn's framework-neutral entry point, not to its Twisted adapter's dataReceived, which
         # formats a debug message per read (a cost that shows on 200 MB transfers).
-        if self.receiver is not None and self._streaming() is None:
+        if self.receiver is not None and not IStreamingReceiver.providedBy(self.receiver):
             self._reader.data_received(data)
         else:
             self._dataReceived(data)
@@ -132,13 +156,17 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
         if self.receiver is not None:
             self.receiver.message_received(payload, isBinary)
 
-    def _streaming(self) -> IStreamingReceiver | None:
+    def _streaming(self) -> Any:
         receiver = self.receiver
-        return receiver if IStreamingReceiver.providedBy(receiver) else None  # type: ignore[return-value]
+        if IStreamingReceiver.providedBy(receiver):
+            return receiver
+        if IRelayingReceiver.providedBy(receiver) and receiver.streaming:  # type: ignore[union-attr]
+            return receiver
+        return None
 
     @override
     def onMessageBegin(self, isBinary: bool) -> None:
-        streaming = self._streaming()
+        self._streamed = streaming = self._streaming()
         if streaming is not None:
             streaming.message_begin(isBinary)
         else:
@@ -146,12 +174,12 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
 
     @override
     def onMessageFrameBegin(self, length: int) -> None:
-        if self._streaming() is None:
+        if self._streamed is None:
             super().onMessageFrameBegin(length)
 
     @override
     def onMessageFrameData(self, payload: bytes) -> None:
-        streaming = self._streaming()
+        streaming = self._streamed
         if streaming is not None:
             streaming.message_data(payload)
         else:
@@ -159,12 +187,12 @@ class RelayClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol):
 
     @override
     def onMessageFrameEnd(self) -> None:
-        if self._streaming() is None:
+        if self._streamed is None:
             super().onMessageFrameEnd()
 
     @override
     def onMessageEnd(self) -> None:
-        streaming = self._streaming()
+        streaming, self._streamed = self._streamed, None
         if streaming is not None:
             streaming.message_end()
         else:

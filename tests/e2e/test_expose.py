@@ -19,7 +19,7 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.server import Site
 
 from .gateway import RunningGateway, start_gateway
@@ -31,6 +31,14 @@ from .test_http_node import CONFIG
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 BIG = 200 * MB
+
+
+def _peak_rss(pid: int) -> int:
+    """A process's peak resident memory in bytes (C{VmHWM})."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
 
 
 class ExposeProcess(ProcessProtocol):
@@ -326,6 +334,35 @@ class ExposeTests(TestCase):
         closed = await sender.event("close")
         self.assertEqual(closed["code"], 1000)
         await process.wait_for('"WEBSOCKET /ws?room=1" 101', where="stdout")
+
+    async def test_a_large_websocket_message_is_relayed_as_it_comes(self) -> None:
+        """
+        A 60 MiB message crosses expose both ways (sender, local echo, sender) without expose's memory growing.
+
+        Before, expose assembled it whole on each side: its peak RSS rose by about 300 MB.
+        """
+        status = Path("/proc/self/status")
+        if not status.exists():
+            raise SkipTest("needs /proc to read expose's peak memory")
+        gateway, process, _ = await self.exposed()
+        assert process.transport is not None
+        pid = process.transport.pid
+        sender = spawn_script(
+            self,
+            "ws-sender.js",
+            ["--uri", f"{gateway.ws_url}/$hc/hyco/ws?sb-hc-action=connect", "--token", gateway.token("hyco"),
+             "--message", "binary:1024", "--message", f"binary:{60 * MB}", "--send-delay-ms", "500"],
+        )  # fmt: skip
+        await sender.event("open")
+        await sender.event("message", index=0)
+        before = _peak_rss(pid)
+        sent = await sender.event("sent", index=1)
+        echoed = await sender.event("message", index=1)
+        self.assertEqual((echoed["type"], echoed["sha256"]), (sent["type"], sent["sha256"]))
+        grown = _peak_rss(pid) - before
+        self.assertLess(grown, 40 * MB, f"expose's peak memory grew by {grown // MB} MB for a 60 MiB message")
+        closed = await sender.event("close")
+        self.assertEqual(closed["code"], 1000)
 
     async def test_reconnects_on_its_own(self) -> None:
         """When the relay drops its control channel, expose comes back and serves again."""
