@@ -41,6 +41,7 @@ _HOP_BY_HOP = HOP_BY_HOP | {"host"}
 # The body's framing on the local connection is this client's own; X-Forwarded-Host is expose's to say
 # (a sender's own would come first, and frameworks that read the first value would believe it).
 _REQUEST_DROPPED = _HOP_BY_HOP | {"content-length", "expect", "x-forwarded-host"}
+_SHUTTING_DOWN = "relay expose is shutting down"
 LOCAL_TIMEOUT = 60.0
 """Seconds the local server has to start its answer (the relay's default request timeout); then 504."""
 
@@ -374,6 +375,14 @@ class Forwarder:
         pending = self._pending.pop(id(context), None) if context is not None else None
         if pending is None:
             sender.close(1011, "no local connection")
+            return
+        if self.draining:  # accepted before the stop, here after close_websockets: closed as the others were
+            sender.close(1001, _SHUTTING_DOWN)
+            pending.local.close(1001, _SHUTTING_DOWN)
+            if context is not None:
+                self._ws_line(
+                    context, 101, "closed 1001 (shutting down)", self.reactor.seconds() - pending.started
+                )
             return
         task: Deferred[Any] = Deferred.fromCoroutine(self._splice(sender, pending))
         self.connections[task] = (sender, pending.local)

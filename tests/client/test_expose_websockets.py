@@ -151,6 +151,25 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         self.assertEqual(self.opened, [])
         self.assertIn('"WEBSOCKET /chat" 503 shutting down', self.lines[-1])
 
+    def test_a_sender_arriving_while_stopping_is_closed_with_1001(self) -> None:
+        """
+        A sender accepted before the stop but arriving after it is closed at once, as the others were.
+
+        Before, it was relayed: expose's stop waited its full drain time for it, then dropped it (1006).
+        """
+        late = context("late", "/chat")
+        self.accept(late)
+        self.forwarder.draining = True
+        self.forwarder.close_websockets("relay expose is shutting down")
+        sender = FakeSender(late)
+        self.forwarder.connected(sender)  # type: ignore[arg-type]
+        self.assertEqual(self.spliced, [])
+        self.assertEqual(self.forwarder.connections, {})
+        self.assertEqual(sender.closed, (1001, "relay expose is shutting down"))
+        self.assertEqual(self.opened[0].closed, (1001, "relay expose is shutting down"))
+        self.assertEqual(self.forwarder._pending, {})
+        self.assertIn('"WEBSOCKET /chat" 101 closed 1001 (shutting down)', self.lines[-1])
+
 
 class LocalTrustTests(SynchronousTestCase):
     """C{--ca} is for the relay: a C{wss} local server is checked as an C{https} one is, by the platform's CAs."""
