@@ -37,6 +37,13 @@ def send_uri(gateway: RunningGateway, path: str = "hyco", query: str = "") -> st
     return f"{gateway.ws_url}/$hc/{path}?{query}{'&' if query else ''}sb-hc-action=connect"
 
 
+def renewing_listener(test: TestCase, gateway: RunningGateway, *, ttl: int, renew_ms: int) -> NodeScript:
+    """A hyco-ws listener with a token function: tokens of C{ttl} seconds, renewed every C{renew_ms}."""
+    token_options = ["--key-name", "root", "--key", ROOT_KEY, "--token-uri", f"http://{gateway.host}/hyco"]
+    timing = ["--token-mode", "function", "--token-ttl", str(ttl), "--renew-interval-ms", str(renew_ms)]
+    return spawn_script(test, "ws-listener.js", ["--uri", listen_uri(gateway), *token_options, *timing])
+
+
 class HycoWsTests(TestCase):
     """hyco-ws against the gateway."""
 
@@ -276,26 +283,7 @@ class HycoWsTests(TestCase):
     async def test_token_renewal(self) -> None:
         """A hyco-ws listener with a function token renews it (compressed clock) and outlives the first token."""
         gateway = await start_gateway(self)
-        listener = spawn_script(
-            self,
-            "ws-listener.js",
-            [
-                "--uri",
-                listen_uri(gateway),
-                "--key-name",
-                "root",
-                "--key",
-                ROOT_KEY,
-                "--token-uri",
-                f"http://{gateway.host}/hyco",
-                "--token-mode",
-                "function",
-                "--token-ttl",
-                "3",
-                "--renew-interval-ms",
-                "1000",
-            ],
-        )
+        listener = renewing_listener(self, gateway, ttl=3, renew_ms=1000)
         await listener.event("online")
         await sleep(5.0)
         self.assertEqual(gateway.service.registry.total(), 1)
@@ -326,26 +314,7 @@ class HycoWsTests(TestCase):
         """
         # A grace shorter than the run: a channel whose renewals were not taken would be closed in it.
         gateway = await start_gateway(self, limits={"listener_token_grace": 3.0})
-        listener = spawn_script(
-            self,
-            "ws-listener.js",
-            [
-                "--uri",
-                listen_uri(gateway),
-                "--key-name",
-                "root",
-                "--key",
-                ROOT_KEY,
-                "--token-uri",
-                f"http://{gateway.host}/hyco",
-                "--token-mode",
-                "function",
-                "--token-ttl",
-                "2",
-                "--renew-interval-ms",
-                "2000",
-            ],
-        )
+        listener = renewing_listener(self, gateway, ttl=2, renew_ms=2000)
         await listener.event("online")
         await sleep(7.0)
         self.assertEqual(listener.named("offline"), [])
