@@ -26,6 +26,15 @@ HOSTILE = "id\rforged line\x1b[2K\x1b]0;title\x07\x00\x7f\x9bend"
 ESCAPED = "id\\rforged line\\x1b[2K\\x1b]0;title\\x07\\x00\\x7f\\x9bend"
 
 
+def fake_relay_exposer(local_url: str, reactor: MemoryReactorClock, err: io.StringIO) -> Exposer:
+    """An L{Exposer} of C{hyco} on the fake relay (L{FakeRelayTestCase}), its lines written to C{err}."""
+    connection_string = (
+        f"Endpoint=ws://relay.test:80/;SharedAccessKeyName={ROOT_KEY_NAME};"
+        f"SharedAccessKey={ROOT_KEY};EntityPath=hyco"
+    )
+    return Exposer(local_url, connection_string, None, reactor=reactor, out=io.StringIO(), err=err)
+
+
 class StderrObserverTests(SynchronousTestCase):
     """The log on stderr: classic lines at the chosen level, controls from peers escaped."""
 
@@ -89,18 +98,7 @@ class ReconnectRefusedTests(FakeRelayTestCase, SynchronousTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.err = io.StringIO()
-        connection_string = (
-            f"Endpoint=ws://relay.test:80/;SharedAccessKeyName={ROOT_KEY_NAME};"
-            f"SharedAccessKey={ROOT_KEY};EntityPath=hyco"
-        )
-        self.exposer = Exposer(
-            "http://127.0.0.1:8080",
-            connection_string,
-            None,
-            reactor=self.reactor,
-            out=io.StringIO(),
-            err=self.err,
-        )
+        self.exposer = fake_relay_exposer("http://127.0.0.1:8080", self.reactor, self.err)
         self.running = Deferred.fromCoroutine(self.exposer.run())
         self.network.flush()
         self.assertIn("relay expose: online", self.err.getvalue())
@@ -149,18 +147,7 @@ class StopTests(FakeRelayTestCase, SynchronousTestCase):
     def setUp(self) -> None:
         super().setUp()
         self.err = io.StringIO()
-        connection_string = (
-            f"Endpoint=ws://relay.test:80/;SharedAccessKeyName={ROOT_KEY_NAME};"
-            f"SharedAccessKey={ROOT_KEY};EntityPath=hyco"
-        )
-        self.exposer = Exposer(
-            "http://127.0.0.1:8000",
-            connection_string,
-            None,
-            reactor=self.reactor,
-            out=io.StringIO(),
-            err=self.err,
-        )
+        self.exposer = fake_relay_exposer("http://127.0.0.1:8000", self.reactor, self.err)
         self.local = FakeLocalServer()
         self.exposer.forwarder.client = LocalClient(
             self.reactor, "http", "127.0.0.1", 8000, endpoint=self.local
