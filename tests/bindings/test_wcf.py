@@ -739,10 +739,7 @@ class DatagramTests(BindingsTestCase):
 
     def test_held_back_sender_is_handed_no_more_of_its_read(self) -> None:
         """The frames a sender sent after the message that held it back wait until it is let go, in order."""
-        listener = self.listener("events", ONEWAY, IChat)
-        entity = self.service.store.get(self.namespace, "events")
-        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
-        outlet.pauseProducing()
+        listener, outlet = self.paused_listener("events", ONEWAY, IChat)
         sender = self.wcf("events", "send")
         say = CHAT.operation("Say")
         for i in range(6):  # one read: two fill the queue, the third holds the sender back

@@ -29,10 +29,7 @@ class HeldMidMessageTests(BindingsTestCase):
         They used to be handed to Autobahn with the fragments, each offered (and held back, then refused with
         ServerBusy) instead of waiting in the socket.
         """
-        listener = self.listener("events", ONEWAY, IChat)
-        entity = self.service.store.get(self.namespace, "events")
-        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
-        outlet.pauseProducing()
+        listener, outlet = self.paused_listener("events", ONEWAY, IChat)
         sender = self.wcf("events", "send")
         third = say(2)
         read = b"".join(
@@ -60,10 +57,7 @@ class HeldMidMessageTests(BindingsTestCase):
 
     def test_fragmented_message_then_later_reads(self) -> None:
         """The fragments end in one read, the messages after them come in the next: they wait too."""
-        listener = self.listener("events", ONEWAY, IChat)
-        entity = self.service.store.get(self.namespace, "events")
-        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
-        outlet.pauseProducing()
+        listener, outlet = self.paused_listener("events", ONEWAY, IChat)
         sender = self.wcf("events", "send")
         third = say(2)
         sender.transport.write(frame(_TEXT, say(0), fin=True) + frame(_TEXT, say(1), fin=True))
@@ -91,10 +85,7 @@ class HeldPastThePingTimeoutTests(BindingsTestCase):
 
     def test_held_sender_answers_busy_not_dropped(self) -> None:
         """The third message waits 2 s and gets ServerBusy; the sender's pong waits with it, unread."""
-        listener = self.listener("events", ONEWAY, IChat)
-        entity = self.service.store.get(self.namespace, "events")
-        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
-        outlet.pauseProducing()
+        listener, outlet = self.paused_listener("events", ONEWAY, IChat)
         sender = self.wcf("events", "send")
         for i in range(3):
             sender.sendMessage(say(i), isBinary=False)

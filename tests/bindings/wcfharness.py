@@ -188,6 +188,14 @@ class BindingsTestCase(SynchronousTestCase):
         self.register(client, kind, interface)
         return client
 
+    def paused_listener(self, path: str, kind: str, interface: Any) -> tuple[RecordingClient, Any]:
+        """A listener whose queue does not drain (its outlet is paused), and that outlet."""
+        client = self.listener(path, kind, interface)
+        entity = self.service.store.get(self.namespace, path)
+        (outlet,) = self.bindings.names.existing(self.namespace, entity).outlets()  # type: ignore[arg-type,union-attr]
+        outlet.pauseProducing()
+        return client, outlet
+
 
 def envelope_bytes(
     body: Any,
