@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -338,6 +338,7 @@ class Forwarder:
             local.pause_reading()  # what the local server sends waits in TCP until the sender is here
             return local
 
+        started = self.reactor.seconds()
         try:
             local = cast(
                 HybridWebSocket,
@@ -354,6 +355,10 @@ class Forwarder:
             status = e.status_code if e.status_code and 400 <= e.status_code <= 599 else 502
             self._ws_line(context, status, "refused by the local server", 0.0)
             return Reject(status, f"The local server refused the WebSocket: {e.reason}"[:120])
+        except CancelledError:  # the listener's accept window ended: it answers 504
+            elapsed = self.reactor.seconds() - started
+            self._ws_line(context, 504, "the local server did not answer the upgrade", elapsed)
+            raise
         except Exception as e:
             self._ws_line(context, 502, "local server unreachable", 0.0)
             return Reject(502, f"The local server did not answer: {e}"[:120])

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay import expose
-from relay.client.accepting import Accept, AcceptContext, Reject
+from relay.client.accepting import Accept, AcceptContext, Reject, decide
 from relay.client.headers import Headers, parse_subprotocols
 from relay.expose import Forwarder
 
@@ -211,3 +211,37 @@ class LocalTrustTests(SynchronousTestCase):
         self.assertIsNone(used.trust_root)
         self.assertEqual(used.receive_buffer, 12345)
         self.assertIs(forwarder.options.trust_root, relay_ca)
+
+
+class HungLocalUpgradeTests(SynchronousTestCase):
+    """A local server that takes the connection but never answers the WebSocket upgrade."""
+
+    def test_the_accept_window_ends_with_504(self) -> None:
+        """
+        When the listener's accept window ends, the sender is rejected with 504 and the access line says so.
+
+        The cancellation was caught as an unreachable local server: a 502 with an empty reason.
+        """
+        from twisted.internet.defer import Deferred
+
+        clock = MemoryReactorClock()
+        lines: list[str] = []
+        forwarder = Forwarder("http://127.0.0.1:8000", reactor=clock, log_line=lines.append)
+        upgrades: list[Deferred[Any]] = []
+
+        def open_websocket(reactor: Any, url: str, **kwargs: Any) -> Deferred[Any]:
+            upgrades.append(Deferred())
+            return upgrades[-1]
+
+        self.patch(expose, "open_websocket", open_websocket)
+        deciding = Deferred.fromCoroutine(
+            decide(forwarder.accept, context("hung", "/ws"), clock=clock, timeout=30)
+        )
+        clock.advance(30)
+        answer = self.successResultOf(deciding)
+        self.assertIsInstance(answer, Reject)
+        self.assertEqual(answer.status_code, 504)
+        (line,) = lines
+        self.assertIn(" 504 ", line)
+        self.assertIn("did not answer the upgrade", line)
+        self.assertEqual(len(upgrades), 1)
