@@ -13,6 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_ANNOUNCEMENT = 64 * 1024
+"""
+The largest control-channel text message the relay sends (bytes): the .NET listener reads each into a
+64 kB buffer it never grows, and one larger stalls its control channel for good.
+"""
+
 
 class ControlMessageError(ValueError):
     """A message from a listener is not valid JSON or has the wrong shape."""

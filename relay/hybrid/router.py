@@ -32,7 +32,7 @@ from relay.entities import (
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import ACTION_ACCEPT, RequestTarget, rendezvous_address
 from relay.hybrid.instruments import HybridInstruments
-from relay.hybrid.messages import Accept, RemoteEndpoint
+from relay.hybrid.messages import MAX_ANNOUNCEMENT, Accept, RemoteEndpoint
 from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
 from relay.listeners import ListenerRegistry, QuotaExceeded
 from relay.store import EntityConflict, EntityQuotaExceeded, IGatewayStore
@@ -370,7 +370,8 @@ class HybridConnectionRouter:
 
         @param entity_path: the raw path after C{$hc} (entity name and the sender's suffix).
         @param connection_id: the tracking id to use when the sender chose none (default: a new GUID).
-        @raise RelayError: 404 when no listener is online (or none could take the announcement).
+        @raise RelayError: 404 when no listener is online (or none could take the announcement); 431 when
+            the C{accept} message would be larger than L{MAX_ANNOUNCEMENT}.
         """
         sender_id = target.param("id")
         connection_id = sender_id or connection_id or new_tracking_id()
@@ -386,6 +387,13 @@ class HybridConnectionRouter:
         issued_query = address.partition("?")[2]
         accept = Accept(address=address, id=connection_id, connect_headers=headers, remote_endpoint=remote)
         payload = accept.encode()
+        if len(payload) > MAX_ANNOUNCEMENT:
+            error = RelayError(
+                ErrorKind.HEADERS_TOO_LARGE,
+                f"The sender's headers and address make an accept message over {MAX_ANNOUNCEMENT} bytes",
+            )
+            self.instruments.sender_refused(admission.entity.name, error.status)
+            raise error
         tried: list[IListenerChannel] = []
         while True:
             channel = self.registry.choose(admission.namespace, admission.entity, exclude=tried)

@@ -160,7 +160,7 @@ def announce_sender(
     @return: the ticket whose outcome fires with the listener's L{Handoff} (or fails: L{sender_refusal}),
         and the sender's lease on its namespace's connections, for the caller to release when it ends.
     @raise RelayError: 401/403 (token), 403 (namespace connections), 404 (no such hybrid connection or
-        no listener).
+        no listener), 431 (the C{accept} message would not fit a listener's control-channel buffer).
     """
     router = factory.router
     admission = router.admit(host, path, presented_tokens(headers, target), Rights.SEND)
