@@ -15,6 +15,7 @@ class FakeListenerChannel:
     def __init__(self, listener_id: str, accepts: bool = True) -> None:
         self.listener_id = listener_id
         self.closing = False
+        self.keeps_rendezvous = True
         self.accepts = accepts
         self.sent: list[bytes] = []
         self.pending: list[Ticket] = []

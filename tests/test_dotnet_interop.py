@@ -8,8 +8,10 @@ U{https://github.com/Azure/azure-relay-dotnet} (paths below are under C{src/Micr
 from __future__ import annotations
 
 import json
+import uuid
 
-from .wsharness import GatewayTestCase
+from .test_http import HttpTestCase
+from .wsharness import HOST, GatewayTestCase, RecordingClient
 
 DOTNET_CONTROL_BUFFER = 64 * 1024
 """
@@ -68,3 +70,83 @@ class AcceptMessageSizeTests(GatewayTestCase):
         ((payload, _),) = listener.messages
         self.assertTrue(dotnet_control_pump_reads(payload))
         self.assertEqual(json.loads(payload)["accept"]["connectHeaders"]["X-Big"], "a" * 40000)
+
+
+DOTNET_USER_AGENT = "azure-relay-dotnet/2.0.15596.0 (Unix 5.15.0.0; .NET 6.0.36)"
+"""
+The C{Relay-User-Agent} of a .NET listener's control channel.
+
+C{HybridConnectionConstants.cs} lines 29-30 (C{ClientAgent}) and 51 (the header's name), set on the listen
+upgrade at C{HybridConnectionListener.cs} line 746; the rendezvous upgrades carry no such header
+(C{HybridHttpConnection.cs} lines 262-272).
+"""
+
+
+class DotnetRendezvousTests(HttpTestCase):
+    """HTTP rendezvous sockets of a .NET listener."""
+
+    def dotnet_listen(self) -> RecordingClient:
+        """
+        A control channel opened as C{HybridConnectionListener} opens it.
+
+        C{HybridConnectionListener.cs} lines 746-761: C{Relay-User-Agent}, the token in
+        C{ServiceBusAuthorization}, and C{sb-hc-action=listen&sb-hc-id=<GUID>} (C{HybridConnectionUtility.cs}
+        lines 28-45 and 108-126).
+        """
+        headers = {"Relay-User-Agent": DOTNET_USER_AGENT, "ServiceBusAuthorization": self.token()}
+        return self.net.connect(
+            f"wss://{HOST}/$hc/hyco?sb-hc-action=listen&sb-hc-id={uuid.uuid4()}", headers=headers
+        )
+
+    def answer_and_close(self, rendezvous: RecordingClient, request_id: str, body: bytes) -> None:
+        """
+        Answer on the rendezvous, then close it, as C{HybridHttpConnection} does after every response.
+
+        C{HybridHttpConnection.cs} lines 497-551 (C{ResponseStream.CloseAsync}): the response (lines
+        225-254), then C{CloseAsync} of the rendezvous with 1000 "NormalClosure" (lines 274-285); only the
+        first request on a rendezvous is ever read (C{ProcessFirstRequestAsync}, lines 88-106).
+        """
+        response = {"requestId": request_id, "statusCode": 200, "statusDescription": "OK", "body": True}
+        rendezvous.sendMessage(json.dumps({"response": response}).encode(), isBinary=False)
+        rendezvous.sendMessage(body, isBinary=True)
+        self.net.flush()
+
+    def test_dotnet_rendezvous_is_not_kept_for_the_next_request(self) -> None:
+        """
+        A POST after a large one on the same connection goes on the control channel: no 502.
+
+        It used to go to the rendezvous that had fetched the large one, which the .NET listener was closing
+        (it reads no second request there), and got a 502.
+        """
+        listener = self.dotnet_listen()
+        self.net.flush()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70000)
+        self.net.flush()
+        rendezvous, request = self.fetch(listener)
+        self.answer_and_close(rendezvous, request["id"], b"stored")
+        self.assertEqual(sender.reply.body, b"stored")
+        # The next request comes in before the listener's close frame does.
+        sender.request("POST", "/hyco/next", self.auth(), b"small")
+        self.net.flush()
+        rendezvous.sendClose(1000, "NormalClosure")
+        self.net.flush()
+        following = self.texts(listener)[-1]["request"]
+        self.assertEqual((following["requestTarget"], following["method"]), ("/hyco/next", "POST"))
+        self.assertEqual(listener.messages[-1], (b"small", True))
+        self.respond(listener, following["id"], body=b"next")
+        self.assertEqual([(r.status, r.body) for r in sender.replies], [(200, b"stored"), (200, b"next")])
+        self.assertEqual(len(rendezvous.messages), 2)  # the request fetched and its body; nothing more
+
+    def test_other_listeners_rendezvous_are_still_kept(self) -> None:
+        """A listener without the .NET agent (hyco-https reads further requests there) keeps its socket."""
+        listener = self.listen()
+        self.net.flush()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70000)
+        self.net.flush()
+        rendezvous, request = self.fetch(listener)
+        self.respond(rendezvous, request["id"], body=b"stored")
+        sender.request("POST", "/hyco/next", self.auth(), b"small")
+        self.net.flush()
+        self.assertEqual(json.loads(rendezvous.messages[-2][0])["request"]["requestTarget"], "/hyco/next")

@@ -37,6 +37,14 @@ their C{renewToken} arrives a little after the expiry (up to a second for the to
 plus timer lateness and the network); closed right at the expiry, they were dropped once an hour.
 """
 
+DOTNET_AGENT = "azure-relay-dotnet/"
+"""
+How the .NET listener's C{Relay-User-Agent} starts (C{HybridConnectionConstants.ClientAgent}).
+
+It fetches one request per rendezvous and closes the socket after the answer, so a socket kept for the
+sender's next request would take a request nobody reads.
+"""
+
 MessageHandler = Callable[["ControlChannel", Any], None]
 BinaryHandler = Callable[["ControlChannel", bytes], None]
 
@@ -52,6 +60,8 @@ class ControlChannel:
     @ivar handlers: extra top-level message keys this channel understands (C{response} for HTTP).
     @ivar binary_handler: what to do with binary messages (HTTP response bodies); ignored when C{None}.
     @ivar expiry_grace: seconds past the token's expiry before the channel is closed (L{TOKEN_EXPIRY_GRACE}).
+    @ivar keeps_rendezvous: whether the listener reads later requests on a rendezvous it fetched one over;
+        C{False} for the .NET listener (its listen upgrade's C{Relay-User-Agent} says L{DOTNET_AGENT}).
     """
 
     log = Logger()
@@ -65,6 +75,7 @@ class ControlChannel:
         host: str,
         clock: IReactorTime,
         expiry_grace: float = TOKEN_EXPIRY_GRACE,
+        agent: str = "",
     ) -> None:
         self.protocol = protocol
         self.router = router
@@ -73,6 +84,7 @@ class ControlChannel:
         self.host = host
         self.clock = clock
         self.expiry_grace = expiry_grace
+        self.keeps_rendezvous = not agent.startswith(DOTNET_AGENT)
         self.closing = False
         self.handlers: dict[str, MessageHandler] = {}
         self.binary_handler: BinaryHandler | None = None

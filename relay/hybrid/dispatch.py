@@ -53,10 +53,13 @@ class RequestWait:
     @ivar exchange: the request's transport-side state; C{None} once it ended (L{ABANDONED}).
     @ivar for_request: C{True} when the listener comes to fetch the request (the socket may then carry
         later requests of the same sender); C{False} when it may only come to deliver a response.
+    @ivar reusable: whether the listener reads later requests on a socket it fetched one over
+        (L{IListenerChannel.keeps_rendezvous}); when not, the socket is closed after its one answer.
     """
 
     exchange: Any
     for_request: bool
+    reusable: bool = True
 
 
 ABANDONED = RequestWait(exchange=None, for_request=False)
@@ -161,7 +164,10 @@ class HttpDispatcher:
             if channel.closing:
                 continue
             ticket = self.router.rendezvous.open(
-                request_id, RequestWait(exchange, for_request), key=key, timeout=timeout
+                request_id,
+                RequestWait(exchange, for_request, channel.keeps_rendezvous),
+                key=key,
+                timeout=timeout,
             )
             if send(channel):
                 if for_request:  # small requests: the exchange's completion line is enough

@@ -34,8 +34,9 @@ class RendezvousRole:
     """
     A listener's C{sb-hc-action=request} WebSocket: it fetches requests and carries responses.
 
-    @ivar for_request: opened to fetch a request, so it may carry the sender connection's later requests;
-        C{False} for a socket opened only to deliver a large response (never given a request).
+    @ivar for_request: opened to fetch a request, so it may carry the sender connection's later requests
+        (if its listener reads them there: L{RequestWait.reusable}); C{False} for a socket opened only to
+        deliver a large response (never given a request).
     @ivar exchange: the exchange using the socket now, or C{None} while idle.
     """
 
@@ -46,7 +47,7 @@ class RendezvousRole:
         self.protocol = protocol
         self.ticket = ticket
         wait: RequestWait = ticket.context
-        self.for_request = wait.for_request
+        self.for_request = wait.for_request and wait.reusable
         self.exchange: Exchange | None = None
         self._opened = False
         self._closed = False

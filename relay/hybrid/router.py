@@ -57,6 +57,10 @@ class IListenerChannel(Interface):
 
     listener_id = Attribute("The listener's tracking id.")
     closing = Attribute("True once the channel is closing; it then gets no new work.")
+    keeps_rendezvous = Attribute(
+        "Whether the listener may take a sender's later requests on a rendezvous it fetched one over "
+        "(not the .NET listener: it reads one request there and closes the socket)."
+    )
 
     def send_control(payload: bytes) -> bool:
         """Send one JSON text message; return C{False} if the channel can no longer take it."""

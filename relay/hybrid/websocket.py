@@ -259,6 +259,7 @@ class HybridConnectionProtocol(  # type: ignore[misc]
             host,
             self.factory.clock,
             expiry_grace=float(self.factory.limits.get("listener_token_grace", TOKEN_EXPIRY_GRACE)),
+            agent=request.headers.get("relay-user-agent", ""),
         )
         router.register_listener(admission, channel)
         self.factory.throttle.forget(self._source())
