@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import uuid
 
+from lxml import etree
+
+from .httpharness import Reply
 from .test_http import HttpTestCase
-from .wsharness import HOST, GatewayTestCase, RecordingClient
+from .wsharness import HOST, KEY, GatewayTestCase, RecordingClient
 
 DOTNET_CONTROL_BUFFER = 64 * 1024
 """
@@ -150,3 +153,88 @@ class DotnetRendezvousTests(HttpTestCase):
         sender.request("POST", "/hyco/next", self.auth(), b"small")
         self.net.flush()
         self.assertEqual(json.loads(rendezvous.messages[-2][0])["request"]["requestTarget"], "/hyco/next")
+
+
+ATOM = "{http://www.w3.org/2005/Atom}"
+CONNECT = "{http://schemas.microsoft.com/netservices/2010/10/servicebus/connect}"
+
+
+class RuntimeInformationTests(HttpTestCase):
+    """C{GetRuntimeInformationAsync} of C{HybridConnectionListener} and C{HybridConnectionClient}."""
+
+    def runtime_information(self, token: str | None = None, path: str = "/hyco?api-version=2016-07") -> Reply:
+        """
+        Ask as C{ManagementOperations.GetAsync} asks (C{ManagementOperations.cs} lines 22-36 and 64-70).
+
+        An HTTPS GET of the entity's URI with C{?api-version=2016-07}, C{X-PROCESS-AT: ServiceBus}, and a
+        token for the entity (C{http://HOST/NAME/}, as C{TokenProvider.NormalizeAudience} makes it) in
+        C{Authorization}.
+        """
+        sender = self.sender()
+        authorization = token if token is not None else self.token("hyco/")
+        sender.request("GET", path, {"X-PROCESS-AT": "ServiceBus", "Authorization": authorization})
+        self.net.flush()
+        return sender.reply
+
+    def description(self, reply: Reply) -> etree._Element:
+        """
+        The description the .NET client reads from the Atom entry (C{ManagementOperations.cs} lines 79-98).
+
+        The response must not say C{type=feed} (lines 100-117: that means "no such entity").
+        """
+        self.assertEqual(reply.status, 200)
+        self.assertIn("application/atom+xml", reply.header("content-type") or "")
+        self.assertNotIn("type=feed", reply.header("content-type") or "")
+        entry = etree.fromstring(reply.body)
+        self.assertEqual(entry.tag, f"{ATOM}entry")
+        content = entry.find(f"{ATOM}content")
+        assert content is not None
+        (description,) = list(content)
+        self.assertEqual(description.tag, f"{CONNECT}HybridConnectionDescription")
+        return description
+
+    def test_listener_count(self) -> None:
+        """
+        The gateway answers with the hybrid connection's description; the listener is not asked.
+
+        The members come in C{HybridConnectionRuntimeInformation.cs}'s order (lines 12-27): the data
+        contract serializer skips one out of order.
+        """
+        listener = self.listen()
+        self.net.flush()
+        description = self.description(self.runtime_information())
+        self.assertEqual(
+            [(child.tag, child.text) for child in description],
+            [(f"{CONNECT}RequiresClientAuthorization", "true"), (f"{CONNECT}ListenerCount", "1")],
+        )
+        self.assertEqual(listener.messages, [])
+
+    def test_no_listener(self) -> None:
+        """With no listener online the count is 0 (it was a 502: the request was relayed)."""
+        description = self.description(self.runtime_information())
+        self.assertEqual(description.findtext(f"{CONNECT}ListenerCount"), "0")
+
+    def test_listen_only_token(self) -> None:
+        """A listener's own Listen-only token is enough (it is the listener's method too)."""
+        listen_only = self.token("hyco/", key_name="listen-only", key=KEY[::-1])
+        description = self.description(self.runtime_information(listen_only))
+        self.assertEqual(description.findtext(f"{CONNECT}ListenerCount"), "0")
+
+    def test_needs_a_valid_token(self) -> None:
+        """No token, or a bad one: 401, as for any other request."""
+        self.assertEqual(self.runtime_information("").status, 401)
+        self.assertEqual(self.runtime_information(self.token("hyco/", key="wrong-key")).status, 401)
+
+    def test_other_requests_are_still_relayed(self) -> None:
+        """Without C{X-PROCESS-AT: ServiceBus}, or below the name, a GET is relayed as before."""
+        listener = self.listen()
+        self.net.flush()
+        self.sender().request("GET", "/hyco?api-version=2016-07", self.auth())
+        self.net.flush()
+        headers = {**self.auth(), "X-PROCESS-AT": "ServiceBus"}
+        self.sender().request("GET", "/hyco/sub?api-version=2016-07", headers)
+        self.net.flush()
+        self.assertEqual(
+            [request["request"]["requestTarget"] for request in self.texts(listener)],
+            ["/hyco?api-version=2016-07", "/hyco/sub?api-version=2016-07"],
+        )

@@ -36,6 +36,7 @@ from relay.hybrid.httprendezvous import RendezvousRole
 from relay.hybrid.messages import HttpRequest, RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket, new_key
 from relay.hybrid.router import Admission, HybridConnectionRouter
+from relay.hybrid.runtimeinfo import CONTENT_TYPE, is_runtime_info_request, runtime_info_entry
 from relay.resource import ErrorResource, request_host
 from relay.webchannel import RelayHTTPChannel, RelayRequest
 
@@ -77,8 +78,10 @@ class RelayResource(Resource):
 
     @override
     def render(self, request: IRequest) -> bytes | int:
-        """Start relaying, or refuse with the relay's error."""
+        """Start relaying (or answer the .NET client's runtime information query), or refuse."""
         try:
+            if is_runtime_info_request(request, self.match):
+                return self.relay.runtime_info(request, self.namespace, self.match)
             self.relay.begin(request, self.namespace, self.match)  # type: ignore[arg-type]
         except RelayError as e:
             return ErrorResource(e).render(request)  # type: ignore[no-any-return]
@@ -187,6 +190,44 @@ class HttpRelay:
             exchange.state = State.DONE
             raise
         return exchange
+
+    def runtime_info(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> bytes:
+        """
+        Answer the .NET client's C{GetRuntimeInformationAsync} (L{relay.hybrid.runtimeinfo}).
+
+        It needs a valid token for the hybrid connection with any right: listeners and senders both have
+        the method, each with its own right. Its token may come in C{Authorization}, as .NET sends it.
+
+        @raise RelayError: 400 (bad target), 401/403 (token).
+        """
+        try:
+            target = split_target(request.uri.decode("latin-1"))
+        except AddressError as e:
+            raise RelayError(ErrorKind.BAD_REQUEST, str(e)) from None
+        headers = request.requestHeaders
+        tokens = [_text(v) for v in headers.getRawHeaders(TOKEN_HEADER.encode(), [])]
+        tokens += [_text(v) for v in headers.getRawHeaders(AUTHORIZATION.encode(), [])]
+        query = target.param("token")
+        if query:
+            tokens.append(query)
+        host = request_host(request)
+        try:
+            self.router.authorize(namespace, match, host, tokens, Rights.LISTEN)
+        except RelayError as e:
+            if e.status != 403:
+                raise
+            self.router.authorize(namespace, match, host, tokens, Rights.SEND)
+        entity = match.entity
+        settings: HybridConnectionSettings = entity.settings
+        scheme = "https" if request.isSecure() else "http"
+        request.setHeader(b"content-type", CONTENT_TYPE)
+        return runtime_info_entry(
+            f"{scheme}://{host}/{entity.name}",
+            entity.name,
+            requires_authorization=settings.requires_client_authorization,
+            listeners=self.router.registry.count(namespace, entity),
+            now=self.clock.seconds(),
+        )
 
     def _tokens(
         self, request: IRequest, target: RequestTarget, settings: HybridConnectionSettings
