@@ -238,3 +238,86 @@ class RuntimeInformationTests(HttpTestCase):
             [request["request"]["requestTarget"] for request in self.texts(listener)],
             ["/hyco?api-version=2016-07", "/hyco/sub?api-version=2016-07"],
         )
+
+
+def dotnet_type_hints(value: object) -> list[str]:
+    """
+    The type hints the .NET listener's JSON reader finds in a control message: C{[]} unless it is refused.
+
+    C{ListenerCommand.ReadObject} (C{ListenerCommand.cs} lines 42 and 61-72) is a
+    C{DataContractJsonSerializer}. Its reader takes a C{"__type"} that is the first member of any object
+    for a type name (dotnet/corefx C{XmlJsonReader.ReadServerTypeAttribute}; then
+    C{XmlObjectSerializerReadContextComplexJson.ReadAttributes}), which no type of the contract answers
+    to: the whole command fails to deserialize.
+    """
+    if isinstance(value, dict):
+        found = [str(value["__type"])] if next(iter(value), None) == "__type" else []
+        for item in value.values():
+            found += dotnet_type_hints(item)
+        return found
+    if isinstance(value, list):
+        return [hint for item in value for hint in dotnet_type_hints(item)]
+    return []
+
+
+FORGED_ACCEPT = json.dumps(
+    {
+        "accept": {
+            "address": "wss://intranet.example/$hc/x?sb-hc-action=accept&sb-hc-id=1",
+            "id": "1",
+            "connectHeaders": {
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Version": "13",
+            },
+        }
+    }
+).encode()
+
+
+class TypeHintTests(HttpTestCase):
+    """A sender's header named C{__type} must not reach a .NET listener as the first key of an object."""
+
+    def test_request_headers(self) -> None:
+        """
+        A request whose first header is C{__type} reaches the .NET listener readable, without that header.
+
+        Unreadable, the listener dropped it without an answer (C{HybridConnectionListener.cs} lines
+        477-480: logged), and never took the body that followed (C{HybridHttpConnection.cs} lines 35-46
+        read it only after the command); its pump then read the body as a control command (lines 850-877
+        pass every message to C{OnCommandAsync}, whatever its type). A sender could so make the listener
+        dial any address it chose, inside its network, and hand the socket to the application as an
+        accepted connection (here: a forged C{accept}).
+        """
+        listener = self.listen()
+        self.net.flush()
+        sender = self.sender()
+        head = (
+            b"POST /hyco/x HTTP/1.1\r\n__type: ListenerCommand:#Microsoft.Azure.Relay\r\nHost: relay.test\r\n"
+            b"ServiceBusAuthorization: " + self.token().encode() + b"\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(FORGED_ACCEPT)
+        )
+        sender.send(head + FORGED_ACCEPT)
+        self.net.flush()
+        (payload, _), (body, is_binary) = listener.messages
+        request = json.loads(payload)
+        self.assertEqual(dotnet_type_hints(request), [])
+        self.assertNotIn("__type", request["request"]["requestHeaders"])
+        self.assertEqual((body, is_binary), (FORGED_ACCEPT, True))
+
+    def test_connect_headers(self) -> None:
+        """A WebSocket sender's C{__type} header is not in C{connectHeaders} (its accept was unreadable)."""
+        listener = self.listen()
+        self.net.flush()
+        sender = self.sender()
+        sender.send(
+            b"GET /$hc/hyco?sb-hc-action=connect HTTP/1.1\r\n__type: x\r\nHost: relay.test\r\n"
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"ServiceBusAuthorization: " + self.token().encode() + b"\r\n\r\n"
+        )
+        self.net.flush()
+        ((payload, _),) = listener.messages
+        accept = json.loads(payload)
+        self.assertEqual(dotnet_type_hints(accept), [])
+        self.assertNotIn("__type", accept["accept"]["connectHeaders"])
+        self.assertIn("Sec-WebSocket-Key", accept["accept"]["connectHeaders"])

@@ -18,6 +18,12 @@ from typing import Any
 
 TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
 AUTHORIZATION = "authorization"
+TYPE_HINT = "__type"
+"""
+A header name never forwarded: the .NET listener's JSON reader takes an object's first C{"__type"} member
+for a type name no type answers to, and drops the whole control message (for a request with a body, its
+pump then read the body, which the sender wrote, as a control message).
+"""
 
 HOP_BY_HOP = frozenset(
     {
@@ -35,7 +41,7 @@ HOP_BY_HOP = frozenset(
 )
 """Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus legacy spellings."""
 
-_REQUEST_DROPPED = HOP_BY_HOP | {"content-length", "expect", TOKEN_HEADER, "x-forwarded-proto"}
+_REQUEST_DROPPED = HOP_BY_HOP | {"content-length", "expect", TOKEN_HEADER, "x-forwarded-proto", TYPE_HINT}
 _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" would let a final "\n" through
 _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")

@@ -22,6 +22,7 @@ from relay.auth import Rights, split_tokens
 from relay.connectionquota import ConnectionLease
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import RequestTarget
+from relay.hybrid.headers import TYPE_HINT
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import SenderContext
@@ -51,8 +52,16 @@ def header_name(lower: str) -> str:
 
 
 def connect_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The sender's upgrade headers for the C{accept} message: all but the relay's token header."""
-    return {header_name(name): value for name, value in headers.items() if name != _TOKEN_HEADER}
+    """
+    The sender's upgrade headers for the C{accept} message: all but the relay's token header.
+
+    A header named C{__type} is left out too: the .NET listener could not read the message (L{TYPE_HINT}).
+    """
+    return {
+        header_name(name): value
+        for name, value in headers.items()
+        if name != _TOKEN_HEADER and name != TYPE_HINT
+    }
 
 
 def safe_reason(text: str) -> str:
