@@ -12,6 +12,8 @@ reconnects on its own (L{bindings.session.ListenerSession}).
 
 from __future__ import annotations
 
+import codecs
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, Final
@@ -61,6 +63,58 @@ def backend_version(wsdl: bytes) -> SoapVersion:
     if next(root.iter(f"{{{SOAP12_BINDING_NS}}}binding"), None) is not None:
         return SoapVersion.SOAP12
     raise BridgeError("the backend's WSDL has neither a SOAP 1.1 nor a SOAP 1.2 binding")
+
+
+_DECLARED_ENCODING: Final = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
+_DECLARATION: Final = re.compile(r"^<\?xml[^>]*\?>")
+_BOMS: Final = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def as_utf8(data: bytes, charset: str | None) -> bytes:
+    """
+    A document from the backend in UTF-8, whatever encoding it came in.
+
+    The gateway takes UTF-8 only from listeners, and the hardened parser UTF-8 or UTF-16 only; the backend
+    is a service the team cannot change, and older ones answer in ISO-8859-1, windows-1252 or Shift_JIS.
+    The encoding is the one its SOAP clients (lxml, so zeep) would use: the byte order mark, else the XML
+    declaration, else the C{Content-Type} charset, else UTF-8. The XML declaration is dropped (UTF-8 needs
+    none). The hardened parser still reads the result.
+
+    @raise ValueError: when the encoding is unknown or the bytes are not in it.
+    """
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
+    if encoding is None:
+        declared = _DECLARED_ENCODING.match(data)
+        if declared is not None:
+            encoding = declared.group(1).decode("ascii")
+        elif charset:
+            encoding = charset.strip().strip('"')
+        else:
+            return data  # UTF-8, checked by the parser
+    try:
+        if codecs.lookup(encoding).name == "utf-8":
+            return data
+        text = data.decode(encoding)
+    except LookupError:
+        raise ValueError(f"the encoding {encoding[:40]!r} is unknown") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"the bytes are not {encoding[:40]!r}") from None
+    return _DECLARATION.sub("", text.removeprefix("\ufeff"), count=1).encode("utf-8")
+
+
+def _charset(response: IResponse) -> str | None:
+    """The C{charset} of a response's C{Content-Type}, if it has one."""
+    types: Sequence[bytes] = response.headers.getRawHeaders(b"content-type") or [b""]
+    try:
+        return parse_content_type(types[0].decode("latin-1")).params.get("charset")
+    except SoapError:
+        return None
 
 
 def _backend_fault(reason: str) -> Fault:
@@ -148,6 +202,7 @@ class SoapBridge:
         if response.code != 200:
             raise BridgeError(f"the backend answered {response.code} for {self.wsdl_url}")
         try:
+            data = as_utf8(data, _charset(response))
             if self.version is None:
                 self.version = backend_version(data)
             else:
@@ -263,18 +318,13 @@ class SoapBridge:
     def _reply(
         self, response: IResponse, data: bytes, action: str | None, relates_to: str | None
     ) -> Envelope:
-        types: Sequence[bytes] = response.headers.getRawHeaders(b"content-type") or [b""]
-        charset = None
-        try:
-            charset = parse_content_type(types[0].decode("latin-1")).params.get("charset")
-        except SoapError:
-            charset = None
         if not data:
             return self._fault(
                 _backend_fault(f"The backend answered {response.code} without a body"), relates_to
             )
         try:
-            answer = parse_envelope(data, None, XmlLimits(self.max_message_bytes, MAX_DEPTH_CAP), charset)
+            utf8 = as_utf8(data, _charset(response))
+            answer = parse_envelope(utf8, None, XmlLimits(self.max_message_bytes, MAX_DEPTH_CAP))
             converted = reply_to_soap12(answer)
             backend_action = read_addressing(converted).action
         except (SoapError, FaultFormatError, ValueError) as e:

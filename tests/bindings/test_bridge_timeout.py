@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
 from bindings.addressing import addressing_headers, new_message_id
-from bindings.bridge import SoapBridge
+from bindings.bridge import SoapBridge, as_utf8
 from bindings.credentials import parse_address
 from bindings.soap import Envelope, SoapVersion
 
@@ -123,3 +123,33 @@ class BridgeWsdlUrlTests(SynchronousTestCase):
         ):
             bridge = SoapBridge(backend, parse_address("sb://relay.test/legacy"), None, reactor=Clock())
             self.assertEqual(bridge.wsdl_url, expected)
+
+
+class BackendEncodingTests(SynchronousTestCase):
+    """L{as_utf8}: what the backend sent, in the only encoding the gateway takes from listeners."""
+
+    def test_charset_of_the_content_type(self) -> None:
+        """Without an XML declaration, the Content-Type's charset tells (here windows-1252)."""
+        self.assertEqual(as_utf8("<a>€ é</a>".encode("cp1252"), "windows-1252"), "<a>€ é</a>".encode())
+
+    def test_declaration_wins_and_is_dropped(self) -> None:
+        """The declaration is what lxml (so zeep) would go by; a wrong charset does not matter."""
+        data = "<?xml version='1.0' encoding='iso-8859-1'?>\n<a>é</a>".encode("latin-1")
+        self.assertEqual(as_utf8(data, "utf-8"), "\n<a>é</a>".encode())
+
+    def test_byte_order_mark(self) -> None:
+        data = '<?xml version="1.0" encoding="UTF-16"?><a>é</a>'.encode("utf-16")
+        self.assertEqual(as_utf8(data, None), "<a>é</a>".encode())
+
+    def test_utf8_as_it_is(self) -> None:
+        data = "<?xml version='1.0' encoding='UTF-8'?><a>é</a>".encode()
+        self.assertIs(as_utf8(data, "utf-8"), data)
+        self.assertIs(as_utf8(data, None), data)
+
+    def test_unknown_or_wrong_encoding(self) -> None:
+        with self.assertRaises(ValueError):
+            as_utf8(b"<a/>", "x-no-such-charset")
+        with self.assertRaises(ValueError):
+            as_utf8(b"<a/>", "base64")  # a codec, but not a text encoding
+        with self.assertRaises(ValueError):
+            as_utf8(b"<a>\xff\xfe\xfd</a>", "shift_jis")

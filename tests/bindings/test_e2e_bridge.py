@@ -31,7 +31,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # spyne imports cgi
     from spyne import Application, Integer, ServiceBase, Unicode, rpc
     from spyne.model.fault import Fault
-    from spyne.protocol.soap import Soap11
+    from spyne.protocol.soap import Soap11, Soap12
     from spyne.server.wsgi import WsgiApplication
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,12 +57,13 @@ class LegacyCalculator(ServiceBase):  # type: ignore[misc]
         return a // b
 
 
-def legacy_site() -> Site:
+def legacy_site(protocol: Any = Soap11, encoding: str = "UTF-8") -> Site:
+    """The service speaking C{protocol}, its answers in C{encoding}."""
     application = Application(
         [LegacyCalculator],
         tns="urn:example:legacy",
-        in_protocol=Soap11(validator="lxml"),
-        out_protocol=Soap11(),
+        in_protocol=protocol(validator="lxml"),
+        out_protocol=protocol(encoding=encoding),
     )
     root = Resource()
     wsgi = WSGIResource(reactor, reactor.getThreadPool(), WsgiApplication(application))
@@ -80,9 +81,9 @@ class BridgeTests(BindingsE2E):
         self.addCleanup(self.port.stopListening)
         self.backend = f"http://127.0.0.1:{self.port.getHost().port}/service"  # type: ignore[attr-defined]
 
-    async def bridge(self) -> SoapBridge:
+    async def bridge(self, backend: str | None = None) -> SoapBridge:
         bridge = SoapBridge(
-            self.backend, parse_address(self.url("legacy")), self.credentials(), reactor=reactor
+            backend or self.backend, parse_address(self.url("legacy")), self.credentials(), reactor=reactor
         )
         await bridge.start()
         self.addCleanup(bridge.stop)
@@ -112,6 +113,23 @@ class BridgeTests(BindingsE2E):
         self.assertEqual(results["boom"], ("Client.Boom", "explicit fault: boom"))
         self.assertEqual(local(results["divide"][0]), "Server")
         self.assertEqual(results["auth"], "Basic dXNlcjpwYXNz")
+
+    async def test_backend_answering_in_latin1(self) -> None:
+        """
+        A service that answers in ISO-8859-1 (as its XML declaration says), in SOAP 1.1 and in SOAP 1.2.
+
+        Its answers were refused as not UTF-8, so every call became a BackendUnavailable fault, where zeep
+        calling the service directly reads them.
+        """
+        for protocol in (Soap11, Soap12):
+            port = reactor.listenTCP(0, legacy_site(protocol, "ISO-8859-1"), interface="127.0.0.1")
+            self.addCleanup(port.stopListening)
+            bridge = await self.bridge(f"http://127.0.0.1:{port.getHost().port}/service")  # type: ignore[attr-defined]
+            echoed = await self.in_thread(
+                lambda: self.zeep_client("legacy", self.token("legacy")).service.Echo("café ñ")
+            )
+            self.assertEqual(echoed, "café ñ")
+            await bridge.stop()
 
     async def test_one_log_line_per_call(self) -> None:
         """
