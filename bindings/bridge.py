@@ -21,7 +21,7 @@ from typing import Any, Final
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
@@ -127,16 +127,19 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def quiet_agent(reactor: Any) -> Agent:
+def quiet_agent(reactor: Any, trust_root: Any = None) -> Agent:
     """
     An C{Agent} for the backend, one connection per call, without two twisted log lines per call.
 
     twisted.web's connection factories announce their start and stop at info level, so the bridge's
     one line per call became three.
+
+    @param trust_root: what to trust for an C{https} backend (a C{Certificate} of a private CA); the
+        platform's certificate authorities when C{None}.
     """
     pool = HTTPConnectionPool(reactor, persistent=False)
     pool._factory = _QuietClientFactory  # type: ignore[misc]
-    return Agent(reactor, pool=pool)
+    return Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust_root), pool=pool)
 
 
 @implementer(IEnvelopeHandler)
@@ -146,6 +149,10 @@ class SoapBridge:
 
     @ivar backend_url: where the backend accepts POSTs (and C{?wsdl}).
     @ivar version: the SOAP version spoken to the backend, known after L{start}.
+
+    C{trust_root} and C{backend_trust_root} are what to trust for a C{wss} gateway and an C{https} backend
+    (a C{twisted.internet.ssl.Certificate} of a private CA); the platform's certificate authorities when
+    C{None}.
     """
 
     log = Logger()
@@ -167,6 +174,8 @@ class SoapBridge:
         request_timeout: float = 60.0,
         max_message_bytes: int = MESSAGE_BYTES[REQUEST_REPLY][0],
         backoff: Backoff | None = None,
+        trust_root: Any = None,
+        backend_trust_root: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -177,8 +186,8 @@ class SoapBridge:
         self.address = address
         self.credentials = credentials
         self.clock: IReactorTime = reactor
-        self.agent: IAgent = agent if agent is not None else quiet_agent(reactor)
-        self.endpoint = endpoint or default_endpoint(reactor)
+        self.agent: IAgent = agent if agent is not None else quiet_agent(reactor, backend_trust_root)
+        self.endpoint = endpoint or default_endpoint(reactor, trust_root)
         self.version = soap_version
         self.client_auth = client_auth
         self.discovery = discovery

@@ -67,13 +67,18 @@ class IChannelOwner(Interface):
         """The connection is gone (after it had opened)."""
 
 
-def default_endpoint(reactor: Any) -> EndpointFactory:
-    """Endpoints for real sockets: TCP, wrapped in TLS for secure addresses."""
+def default_endpoint(reactor: Any, trust_root: Any = None) -> EndpointFactory:
+    """
+    Endpoints for real sockets: TCP, wrapped in TLS for secure addresses.
+
+    @param trust_root: what to trust for TLS (a C{twisted.internet.ssl.Certificate} of a private CA, say);
+        the platform's certificate authorities when C{None}.
+    """
 
     def endpoint(address: ServiceAddress) -> IStreamClientEndpoint:
         tcp = TCP4ClientEndpoint(reactor, address.host, address.port, timeout=30)
         if address.secure:
-            return wrapClientTLS(optionsForClientTLS(address.host), tcp)
+            return wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust_root), tcp)
         return tcp
 
     return endpoint

@@ -264,11 +264,15 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
     from bindings.credentials import from_connection_string
     from bindings.settings import ClientAuth, Discovery
     from bindings.soap import SoapVersion
+    from relay.exposeaddress import ExposeError
+    from relay.exposerun import load_ca
 
     _entity_named(args.name, args.connection_string)
     try:
         address, credentials = from_connection_string(args.connection_string, args.name)
-    except ValueError as e:
+        trust_root = load_ca(args.ca) if args.ca is not None else None
+        backend_trust_root = load_ca(args.backend_ca, "--backend-ca") if args.backend_ca is not None else None
+    except (ValueError, ExposeError) as e:
         raise CommandError(str(e)) from None
     bridge = SoapBridge(
         args.url,
@@ -280,6 +284,8 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
         discovery=Discovery(args.discovery),
         display_name=args.display_name,
         request_timeout=args.request_timeout,
+        trust_root=trust_root,
+        backend_trust_root=backend_trust_root,
     )
     try:
         run_bridge(bridge)
@@ -389,6 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="seconds to wait for the service's whole answer (default 60)",
+    )
+    bridge.add_argument("--ca", help="trust this CA certificate (PEM) for a wss:// relay")
+    bridge.add_argument(
+        "--backend-ca", help="trust this CA certificate (PEM) for an https:// service (--url, --wsdl-url)"
     )
     bridge.set_defaults(run=cmd_soap_bridge, parser=bridge)
     return parser

@@ -193,9 +193,9 @@ class Exposer:
             self._note("stopping now")
 
 
-def load_ca(ca_file: str) -> Any:
+def load_ca(ca_file: str, option: str = "--ca") -> Any:
     """
-    The certificate of C{--ca}, to trust for a C{wss} relay.
+    The certificate of C{--ca} (or another C{option}), to trust for a C{wss} relay.
 
     @raise ExposeError: when the file cannot be read or holds no PEM certificate.
     """
@@ -206,11 +206,11 @@ def load_ca(ca_file: str) -> Any:
         with open(ca_file, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise ExposeError(f"cannot use --ca {ca_file}: {e.strerror or e}") from None
+        raise ExposeError(f"cannot use {option} {ca_file}: {e.strerror or e}") from None
     try:
         return Certificate.loadPEM(data)
     except (OpenSSLError, ValueError):
-        raise ExposeError(f"cannot use --ca {ca_file}: no PEM certificate in it") from None
+        raise ExposeError(f"cannot use {option} {ca_file}: no PEM certificate in it") from None
 
 
 def run_expose(

@@ -329,6 +329,11 @@ class OptionValueTests(SynchronousTestCase):
         self.assertRefused(
             relay(*base, "--url", "http://127.0.0.1:9/", "--wsdl-url", "ftp://x/"), 2, "argument --wsdl-url"
         )
+        ca = Path(self.mktemp())
+        ca.write_text("not a certificate\n")
+        for option in ("--ca", "--backend-ca"):
+            result = relay(*base, "--url", "https://127.0.0.1:9/", option, str(ca))
+            self.assertRefused(result, 1, f"cannot use {option} {ca}: no PEM certificate in it")
 
     def test_soap_bridge_stdout_stays_empty(self) -> None:
         """Nothing was asked of soap-bridge's stdout: stopping does not print there."""

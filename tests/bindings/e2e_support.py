@@ -60,9 +60,19 @@ class BindingsE2E(TestCase):
 
     gateway: RunningGateway
 
-    async def start(self, config: str = CONFIG, chooser: IListenerChooser | None = None) -> RunningGateway:
+    async def start(
+        self,
+        config: str = CONFIG,
+        chooser: IListenerChooser | None = None,
+        listen: str = "tcp:0:interface=127.0.0.1",
+    ) -> RunningGateway:
         self.gateway = await start_gateway(
-            self, config, extra_sections=ENTITY_SECTIONS, extensions=(install,), chooser=chooser
+            self,
+            config,
+            extra_sections=ENTITY_SECTIONS,
+            extensions=(install,),
+            chooser=chooser,
+            listen=listen,
         )
         self.addCleanup(self.http_quiet)
         return self.gateway
@@ -126,9 +136,14 @@ class BindingsE2E(TestCase):
             session.headers["ServiceBusAuthorization"] = token
         return session
 
-    def zeep_client(self, name: str, token: str | None = None, **kwargs: Any) -> zeep.Client:
-        """A plain C{zeep.Client(url_of_wsdl)} (call only from a thread)."""
+    def zeep_client(
+        self, name: str, token: str | None = None, verify: str | None = None, **kwargs: Any
+    ) -> zeep.Client:
+        """A plain C{zeep.Client(url_of_wsdl)} (call only from a thread); C{verify}: a CA file for https."""
         session = self.session(token)
+        if verify is not None:
+            session.verify = verify
+            session.trust_env = False  # else REQUESTS_CA_BUNDLE, when set, wins over the session's verify
         return zeep.Client(f"{self.url(name)}?wsdl", transport=zeep.Transport(session=session), **kwargs)
 
     def in_thread(self, function: Callable[[], T]) -> Deferred[T]:
