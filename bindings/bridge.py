@@ -27,7 +27,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
-from bindings.channels import BytesProducer, read_capped
+from bindings.channels import BytesProducer, TooLarge, read_capped
 from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
@@ -115,6 +115,15 @@ def _charset(response: IResponse) -> str | None:
         return parse_content_type(types[0].decode("latin-1")).params.get("charset")
     except SoapError:
         return None
+
+
+class _BackendTimeout(Exception):
+    """The backend's whole answer did not arrive within the request timeout."""
+
+
+def _timed_out(result: object, timeout: float) -> object:
+    """C{addTimeout}'s C{onTimeoutCancel}: whatever the cancelled call failed with, it timed out."""
+    raise _BackendTimeout()
 
 
 def _backend_fault(reason: str) -> Fault:
@@ -293,22 +302,29 @@ class SoapBridge:
                 b"POST", self.backend_url.encode(), http_headers, BytesProducer(body)
             )
             deadline = self.clock.seconds() + self.request_timeout
-            requested.addTimeout(self.request_timeout, self.clock)
+            # Cancelled, the agent's request fails with ResponseNeverReceived (CancelledError inside),
+            # which addTimeout does not recognise as its own: say it here.
+            requested.addTimeout(self.request_timeout, self.clock, _timed_out)
             response = await requested
             status = response.code
             # The whole answer within the timeout: a backend that stalls mid-body would hold the call.
             reading = read_capped(response, self.max_message_bytes)
-            reading.addTimeout(max(0.0, deadline - self.clock.seconds()), self.clock)
+            reading.addTimeout(max(0.0, deadline - self.clock.seconds()), self.clock, _timed_out)
             data = await reading
             size = len(data)
             reply = self._reply(response, data, headers.action, headers.message_id) if expects_reply else None
         except Exception as e:
-            status = type(e).__name__
-            reply = self._fault(
-                _backend_fault(f"The backend service could not be reached: {e}"), headers.message_id
-            )
-            if not expects_reply:
-                reply = None
+            if isinstance(e, _BackendTimeout):
+                status, reason = (
+                    "timeout",
+                    f"The backend service did not answer within {self.request_timeout:g} seconds",
+                )
+            elif isinstance(e, TooLarge):
+                status = "too large"
+                reason = f"The backend's answer is larger than {self.max_message_bytes} bytes, the most the bridge takes"
+            else:
+                status, reason = type(e).__name__, f"The backend service could not be reached: {e}"
+            reply = self._fault(_backend_fault(reason), headers.message_id) if expects_reply else None
         finally:
             self.log.info(
                 "{action} -> {status} in {duration_ms} ms ({size_in} bytes in, {size_out} bytes out)",

@@ -383,6 +383,10 @@ class BytesProducer:
         """Nothing to stop."""
 
 
+class TooLarge(ValueError):
+    """A response body went past the limit L{read_capped} was given."""
+
+
 class _CappedBody(Protocol):
     """
     Collects a response body up to a limit into L{finished}; a larger body fails the read.
@@ -404,7 +408,7 @@ class _CappedBody(Protocol):
         self._size += len(data)
         if self._size > self._limit:
             if not self.finished.called:
-                self.finished.errback(ValueError(f"the answer is larger than {self._limit} bytes"))
+                self.finished.errback(TooLarge(f"the answer is larger than {self._limit} bytes"))
             self.transport.stopProducing()  # type: ignore[union-attr]
             return
         self._parts.append(data)

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import globalLogPublisher
 from twisted.web import pages
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.wsgi import WSGIResource
 
 from bindings.bridge import BridgeError, SoapBridge
@@ -57,6 +57,15 @@ class LegacyCalculator(ServiceBase):  # type: ignore[misc]
         return a // b
 
 
+class Hanging(Resource):
+    """A service that takes every call and never answers."""
+
+    isLeaf = True
+
+    def render_POST(self, request: Any) -> int:
+        return NOT_DONE_YET
+
+
 def legacy_site(protocol: Any = Soap11, encoding: str = "UTF-8") -> Site:
     """The service speaking C{protocol}, its answers in C{encoding}."""
     application = Application(
@@ -69,6 +78,7 @@ def legacy_site(protocol: Any = Soap11, encoding: str = "UTF-8") -> Site:
     wsgi = WSGIResource(reactor, reactor.getThreadPool(), WsgiApplication(application))
     root.putChild(b"service", wsgi)
     root.putChild(b"missing", pages.notFound())
+    root.putChild(b"hanging", Hanging())
     return Site(root)
 
 
@@ -164,6 +174,51 @@ class BridgeTests(BindingsE2E):
         code, message = await self.in_thread(call)
         self.assertEqual(code, "BackendUnavailable")
         self.assertIn("could not be reached", message)
+
+    async def test_backend_too_slow_or_too_large(self) -> None:
+        """
+        The fault's reason and the log line say what happened: a timeout, or an answer too large.
+
+        Not that the backend "could not be reached", which it had been.
+
+        A timeout used to read "could not be reached: [<twisted.python.failure.Failure
+        twisted.internet.defer.CancelledError: >]", logged as status ResponseNeverReceived.
+        """
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        address, credentials = parse_address(self.url("legacy")), self.credentials()
+        hanging = SoapBridge(
+            self.backend.replace("/service", "/hanging"),
+            address,
+            credentials,
+            reactor=reactor,
+            wsdl_url=self.backend + "?wsdl",
+            request_timeout=0.5,
+        )
+        await hanging.start()
+
+        def call(text: str) -> str:
+            try:
+                self.zeep_client("legacy", self.token("legacy")).service.Echo(text)
+            except zeep.exceptions.Fault as fault:
+                return f"{local(fault.code)}: {fault.message}"
+            raise AssertionError("no fault")
+
+        self.assertEqual(
+            await self.in_thread(lambda: call("x")),
+            "BackendUnavailable: The backend service did not answer within 0.5 seconds",
+        )
+        await hanging.stop()
+        small = SoapBridge(self.backend, address, credentials, reactor=reactor, max_message_bytes=1000)
+        await small.start()
+        self.addCleanup(small.stop)
+        self.assertEqual(
+            await self.in_thread(lambda: call("x" * 2000)),
+            "BackendUnavailable: The backend's answer is larger than 1000 bytes, the most the bridge takes",
+        )
+        statuses = [e["status"] for e in events if "duration_ms" in e]
+        self.assertEqual(statuses, ["timeout", "too large"])
 
     async def test_unusable_wsdl(self) -> None:
         """A backend whose ?wsdl is not WSDL: the bridge refuses to start."""
