@@ -101,6 +101,20 @@ def _resource_uri(text: str) -> str:
     return text
 
 
+def _reply_bytes(text: str) -> int:
+    """A request/reply message size: 1 byte to the kind's hard cap (64 MiB)."""
+    from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+
+    cap = MESSAGE_BYTES[REQUEST_REPLY][1]
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= cap:
+        raise argparse.ArgumentTypeError(f"must be a number of bytes from 1 to {cap}: {text!r}")
+    return value
+
+
 def _http_url(text: str) -> str:
     """An absolute C{http://} or C{https://} URL with a host."""
     try:
@@ -284,6 +298,7 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
         discovery=Discovery(args.discovery),
         display_name=args.display_name,
         request_timeout=args.request_timeout,
+        max_message_bytes=args.max_message_bytes,
         trust_root=trust_root,
         backend_trust_root=backend_trust_root,
     )
@@ -395,6 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="seconds to wait for the service's whole answer (default 60)",
+    )
+    bridge.add_argument(
+        "--max-message-bytes",
+        type=_reply_bytes,
+        default=4 * 1024 * 1024,
+        metavar="BYTES",
+        help="the largest answer taken from the service; give the name's max_message_bytes when it is "
+        "more than the default (default 4194304)",
     )
     bridge.add_argument("--ca", help="trust this CA certificate (PEM) for a wss:// relay")
     bridge.add_argument(

@@ -335,6 +335,25 @@ class OptionValueTests(SynchronousTestCase):
             result = relay(*base, "--url", "https://127.0.0.1:9/", option, str(ca))
             self.assertRefused(result, 1, f"cannot use {option} {ca}: no PEM certificate in it")
 
+    def test_soap_bridge_max_message_bytes(self) -> None:
+        """
+        C{--max-message-bytes}: the largest answer the bridge takes from the service, for names allowed more.
+
+        The bridge took at most 4 MiB (the default limit) from the service whatever the name allowed (up
+        to 64 MiB), with no way to raise it.
+        """
+        import bindings.bridge
+
+        bridges: list[bindings.bridge.SoapBridge] = []
+        self.patch(bindings.bridge, "run_bridge", bridges.append)
+        base = ["soap-bridge", "--url", "http://127.0.0.1:9/", "--connection-string", CONNECTION_STRING]
+        self.assertEqual(main([*base, "--name", "x"]), 0)
+        self.assertEqual(main([*base, "--name", "x", "--max-message-bytes", "16777216"]), 0)
+        self.assertEqual([b.max_message_bytes for b in bridges], [4 * 1024 * 1024, 16 * 1024 * 1024])
+        for bad in ("0", "67108865", "lots"):
+            result = relay(*base, "--name", "x", "--max-message-bytes", bad)
+            self.assertRefused(result, 2, "argument --max-message-bytes")
+
     def test_soap_bridge_stdout_stays_empty(self) -> None:
         """Nothing was asked of soap-bridge's stdout: stopping does not print there."""
         import bindings.bridge
