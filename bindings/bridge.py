@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+from lxml import etree
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -45,7 +46,14 @@ from bindings.soap import (
     parse_envelope,
 )
 from bindings.wsclient import EndpointFactory, default_endpoint
-from bindings.wsdl import SOAP11_BINDING_NS, SOAP12_BINDING_NS, WSDL_MAX_BYTES, parse_wsdl
+from bindings.wsdl import (
+    SOAP11_BINDING_NS,
+    SOAP12_BINDING_NS,
+    WSDL_MAX_BYTES,
+    WSDL_NS,
+    describe_operations,
+    parse_wsdl,
+)
 
 BACKEND_SUBCODE: Final = "BackendUnavailable"
 _SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"
@@ -53,6 +61,28 @@ _SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"
 
 class BridgeError(Exception):
     """The bridge cannot start (the backend's WSDL is unreachable or unusable, or registration failed)."""
+
+
+def declared_soap_actions(root: etree._Element, version: SoapVersion) -> dict[str, str]:
+    """
+    The C{soapAction} the backend's WSDL declares for each operation, by the action the gateway routes on.
+
+    A SOAP 1.1 client sends the binding's C{soapAction} as it is (C{""} when empty), whatever action the
+    operation has otherwise; services that dispatch on it expect that value, not the gateway's action.
+    """
+    binding_ns = SOAP11_BINDING_NS if version is SoapVersion.SOAP11 else SOAP12_BINDING_NS
+    by_name: dict[str, str] = {}
+    for binding in root.iter(f"{{{WSDL_NS}}}binding"):
+        if binding.find(f"{{{binding_ns}}}binding") is None:
+            continue
+        for op in binding.findall(f"{{{WSDL_NS}}}operation"):
+            soap_op = op.find(f"{{{binding_ns}}}operation")
+            by_name.setdefault(
+                op.get("name") or "", soap_op.get("soapAction", "") if soap_op is not None else ""
+            )
+    return {
+        op.action: by_name[op.name] for op in describe_operations(root) if op.action and op.name in by_name
+    }
 
 
 def backend_version(wsdl: bytes) -> SoapVersion:
@@ -205,6 +235,7 @@ class SoapBridge:
         self.max_message_bytes = max_message_bytes
         self.backoff = backoff or Backoff()
         self.session: ListenerSession | None = None
+        self.soap_actions: dict[str, str] = {}
 
     async def fetch_wsdl(self) -> bytes:
         """
@@ -223,8 +254,7 @@ class SoapBridge:
             data = as_utf8(data, _charset(response))
             if self.version is None:
                 self.version = backend_version(data)
-            else:
-                parse_wsdl(data, WSDL_MAX_BYTES)
+            self.soap_actions = declared_soap_actions(parse_wsdl(data, WSDL_MAX_BYTES), self.version)
         except ValueError as e:
             raise BridgeError(f"the backend's WSDL is unusable: {e}") from None
         return data
@@ -275,9 +305,12 @@ class SoapBridge:
         if version is SoapVersion.SOAP11:  # basic profile: no WS-Addressing
             kept = [h for h in kept if not h.tag.startswith(f"{{{WSA_NS}}}")]
         outgoing = convert(envelope.replace(headers=kept), version)
-        http_headers = Headers({b"content-type": [content_type_header(version, headers.action).encode()]})
-        if version is SoapVersion.SOAP11 and headers.action is not None:
-            http_headers.setRawHeaders(b"soapaction", [f'"{headers.action}"'.encode()])
+        action = headers.action
+        if action is not None:
+            action = self.soap_actions.get(action, action)  # as the WSDL declares it, "" included
+        http_headers = Headers({b"content-type": [content_type_header(version, action or None).encode()]})
+        if version is SoapVersion.SOAP11:  # always there (SOAP 1.1 section 6.1.1); "" says: see the URL
+            http_headers.setRawHeaders(b"soapaction", [f'"{action or ""}"'.encode()])
         authorization = read_http_authorization(envelope)
         if authorization is not None:
             http_headers.setRawHeaders(b"authorization", [authorization.encode("latin-1", errors="replace")])

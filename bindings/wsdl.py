@@ -328,7 +328,8 @@ class WsdlOperation:
     What the gateway needs to know about one operation of a registered WSDL (spec 5.3.7).
 
     @ivar name: the operation name.
-    @ivar action: the request action (C{wsam:Action}, else the SOAP 1.2 then 1.1 C{soapAction}).
+    @ivar action: the request action: C{wsam:Action}, else the SOAP 1.2 then 1.1 C{soapAction}, else the
+        default action of WS-Addressing 1.0 Metadata (L{default_action}).
     @ivar one_way: whether the operation has no output.
     @ivar request_element: the request wrapper as C{(namespace, local)}, when the input has an element part.
     """
@@ -337,6 +338,20 @@ class WsdlOperation:
     action: str | None
     one_way: bool
     request_element: tuple[str, str] | None
+
+
+def default_action(target: str, port_type: str, message: str) -> str:
+    """
+    The action WS-Addressing 1.0 Metadata (section 4.4.4) gives a message that names none.
+
+    C{[target namespace]/[port type name]/[message name]}, with C{:} for C{/} in a URN namespace and no
+    doubled delimiter after a namespace ending with it. Services whose WSDL gives an operation neither a
+    C{wsam:Action} nor a C{soapAction} (JAX-WS and CXF do that by default) expect this one when they take
+    WS-Addressing.
+    """
+    delimiter = ":" if target.lower().startswith("urn:") else "/"
+    base = target if target.endswith(delimiter) else target + delimiter
+    return f"{base}{port_type}{delimiter}{message}"
 
 
 def describe_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
@@ -349,10 +364,13 @@ def describe_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
         for op in port_type.findall(_q(WSDL_NS, "operation")):
             name = op.get("name") or ""
             request = op.find(_q(WSDL_NS, "input"))
+            one_way = op.find(_q(WSDL_NS, "output")) is None
             element: tuple[str, str] | None = None
             action = None
             if request is not None:
-                action = _action(request)
+                input_name = request.get("name") or (name if one_way else f"{name}Request")
+                action = _action(request) or soap_actions.get(name)
+                action = action or default_action(target, port_type.get("name") or "", input_name)
                 ref = _resolve(request, request.get("message"))
                 message = messages.get(ref[1]) if ref is not None and ref[0] == target else None
                 part = message.find(_q(WSDL_NS, "part")) if message is not None else None
@@ -361,8 +379,8 @@ def describe_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
             operations.append(
                 WsdlOperation(
                     name=name,
-                    action=action or soap_actions.get(name),
-                    one_way=op.find(_q(WSDL_NS, "output")) is None,
+                    action=action,
+                    one_way=one_way,
                     request_element=element,
                 )
             )

@@ -23,6 +23,7 @@ from bindings.wsdl import (
     WsdlError,
     WsdlOperation,
     _canonical_port_types,
+    default_action,
     describe_operations,
     generate_wsdl,
     parse_wsdl,
@@ -351,6 +352,29 @@ class DescribeTests(SynchronousTestCase):
             WsdlOperation("Add", "urn:example:calc/ICalculator/Add", False, (NS, "Add")), operations
         )
         self.assertEqual(len(operations), 5)
+
+    def test_no_action_declared(self) -> None:
+        """
+        Neither wsam:Action nor a soapAction (JAX-WS's soapAction=""): the default action of WS-A Metadata.
+
+        The operation had no action, so the gateway refused every call to it (ActionNotSupported).
+        """
+        jaxws = SPYNE_LIKE.replace(b'soapAction="Add"', b'soapAction=""')
+        self.assertEqual(
+            describe_operations(parse_wsdl(jaxws)),
+            (WsdlOperation("Add", "urn:example:calc:Application:Add", False, (NS, "Add")),),
+        )
+        unnamed = jaxws.replace(b'<wsdl:input name="Add" message', b"<wsdl:input message")
+        (operation,) = describe_operations(parse_wsdl(unnamed))
+        self.assertEqual(operation.action, "urn:example:calc:Application:AddRequest")
+        self.assertEqual(
+            default_action("http://example.org/greeter", "Greeter", "greet"),
+            "http://example.org/greeter/Greeter/greet",
+        )
+        self.assertEqual(
+            default_action("http://example.org/", "Greeter", "greet"), "http://example.org/Greeter/greet"
+        )
+        self.assertEqual(default_action("URN:x:", "P", "m"), "URN:x:P:m")
 
     def test_spyne_like(self) -> None:
         """Without wsam:Action the soapAction (a bare name for spyne) is the action."""
