@@ -188,6 +188,8 @@ class SoapBridge:
 
     @ivar backend_url: where the backend accepts POSTs (and C{?wsdl}).
     @ivar version: the SOAP version spoken to the backend, known after L{start}.
+    @ivar ended: fires with a L{BridgeError} if the gateway refuses the bridge for good after L{start}
+        succeeded (its reconnections have stopped then).
 
     C{trust_root} and C{backend_trust_root} are what to trust for a C{wss} gateway and an C{https} backend
     (a C{twisted.internet.ssl.Certificate} of a private CA); the platform's certificate authorities when
@@ -236,6 +238,7 @@ class SoapBridge:
         self.backoff = backoff or Backoff()
         self.session: ListenerSession | None = None
         self.soap_actions: dict[str, str] = {}
+        self.ended: Deferred[BridgeError] = Deferred()
 
     async def fetch_wsdl(self) -> bytes:
         """
@@ -281,11 +284,16 @@ class SoapBridge:
             self.clock,
             self.endpoint,
             backoff=self.backoff,
+            on_stopped=self._stopped,
         )
         try:
             return await self.session.open()
         except Exception as e:
             raise BridgeError(f"the gateway refused the bridge: {e}") from None
+
+    def _stopped(self, error: BaseException) -> None:
+        if not self.ended.called:
+            self.ended.callback(BridgeError(f"the gateway refused the bridge: {error}"))
 
     def stop(self) -> Deferred[None] | None:
         """Stop listening."""
@@ -406,7 +414,7 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
 
     Logs go to stderr, one access-log line per call.
 
-    @raise BridgeError: when the bridge cannot start.
+    @raise BridgeError: when the bridge cannot start, or when the gateway refuses it for good later.
     """
     import sys
 
@@ -418,6 +426,13 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
         reactor = global_reactor
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     problems: list[BaseException] = []
+
+    def ended(error: BridgeError) -> None:
+        problems.append(error)
+        if reactor.running:
+            reactor.stop()
+
+    bridge.ended.addCallback(ended)
 
     def started(registered: Registered) -> None:
         Logger().info(

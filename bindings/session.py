@@ -100,6 +100,9 @@ class ListenerSession:
     One registered listener, kept registered across gateway restarts and network failures.
 
     @ivar registered: the gateway's last C{r:Registered}, once there has been one.
+
+    C{on_stopped} is called with the refusal when the gateway refuses the listener for good after L{open}
+    has fired (a restarted gateway where the name is gone, say): nothing reconnects after that.
     """
 
     log = Logger()
@@ -118,6 +121,7 @@ class ListenerSession:
         rng: random.Random | None = None,
         max_concurrent: int = 64,
         client_id: Callable[[], str] | None = None,
+        on_stopped: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.address = address
         self.registration = registration
@@ -131,6 +135,7 @@ class ListenerSession:
         self.max_concurrent = max_concurrent
         self.registered: Registered | None = None
         self._client_id = client_id
+        self._on_stopped = on_stopped
         self._protocol: SoapClientProtocol | None = None
         self._opening: Deferred[Registered] | None = None
         self._connecting: Deferred[SoapClientProtocol] | None = None  # the attempt under way, if any
@@ -218,12 +223,15 @@ class ListenerSession:
     def _failed(self, failure: Failure) -> None:
         self._protocol = None
         if _permanent(failure) or not self._running:
+            given_up = self._running
             self._running = False
             self.log.error(
                 "listener on {url} stopped: {error}", url=self.address.http_url, error=str(failure.value)
             )
             if self._opening is not None and not self._opening.called:
                 self._opening.errback(failure)
+            elif given_up and self._on_stopped is not None:
+                self._on_stopped(failure.value or Exception("stopped"))
             return
         delay = self.backoff.delay(self._failures, self.rng)
         self._failures += 1

@@ -1,0 +1,79 @@
+"""
+End to end: C{relay soap-bridge} across gateway restarts.
+
+It registers again when the gateway comes back; when the gateway refuses it for good after a restart
+(the name is no longer a request/reply name, say), the command ends with status 1 rather than staying up
+with nothing registered.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.interfaces import IListeningPort
+
+from .e2e_support import CONFIG, BindingsE2E
+from .test_e2e_bridge import ROOT, legacy_site
+
+LEGACY = '[[namespaces.requestreply]]\n  name = "legacy"'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BridgeRestartTests(BindingsE2E):
+    async def restart(self, config: str, listen: str) -> None:
+        await self.gateway.service.stopService()
+        await self.start(config, listen=listen)
+
+    async def test_gateway_restarts(self) -> None:
+        """Back on a restarted gateway; exit status 1 once a restarted gateway refuses the name for good."""
+        listen = f"tcp:{free_port()}:interface=127.0.0.1"
+        await self.start(CONFIG, listen=listen)
+        backend: IListeningPort = reactor.listenTCP(0, legacy_site(), interface="127.0.0.1")
+        self.addCleanup(backend.stopListening)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relay.cli",
+                "soap-bridge",
+                "--url",
+                f"http://127.0.0.1:{backend.getHost().port}/service",  # type: ignore[attr-defined]
+                "--name",
+                "legacy",
+                "--connection-string",
+                self.gateway.connection_string,
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+        def stop() -> None:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+        self.addCleanup(stop)
+        await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
+        await self.restart(CONFIG, listen)
+        await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
+        added = await self.in_thread(
+            lambda: self.zeep_client("legacy", self.token("legacy")).service.Add(2, 3)
+        )
+        self.assertEqual(added, 5)
+
+        await self.restart(CONFIG.replace(LEGACY, LEGACY.replace("requestreply", "oneway")), listen)
+        await self.until(lambda: process.poll() is not None, timeout=20)
+        _, stderr = await self.in_thread(lambda: process.communicate(timeout=10))
+        self.assertEqual(process.returncode, 1, stderr[-2000:])
+        self.assertIn("relay soap-bridge: ", stderr)
+        self.assertIn("is a oneway name, not requestreply", stderr.splitlines()[-1])
