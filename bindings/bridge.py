@@ -28,12 +28,13 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
+from bindings.bridgewsdl import inline_schemas
 from bindings.channels import BytesProducer, TooLarge, read_capped
 from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
 from bindings.faults import SOAP_FAULT_ACTION, Fault, FaultFormatError, fault_envelope, reply_to_soap12
-from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
+from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, parse_xml
 from bindings.session import Backoff, IEnvelopeHandler, ListenerSession
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY, ClientAuth, Discovery
 from bindings.soap import (
@@ -50,6 +51,7 @@ from bindings.wsdl import (
     SOAP11_BINDING_NS,
     SOAP12_BINDING_NS,
     WSDL_MAX_BYTES,
+    WSDL_MAX_DEPTH,
     WSDL_NS,
     describe_operations,
     parse_wsdl,
@@ -85,9 +87,8 @@ def declared_soap_actions(root: etree._Element, version: SoapVersion) -> dict[st
     }
 
 
-def backend_version(wsdl: bytes) -> SoapVersion:
+def backend_version(root: etree._Element) -> SoapVersion:
     """The SOAP version to speak to a backend: 1.1 when its WSDL has a SOAP 1.1 binding, else 1.2."""
-    root = parse_wsdl(wsdl, WSDL_MAX_BYTES)
     if next(root.iter(f"{{{SOAP11_BINDING_NS}}}binding"), None) is not None:
         return SoapVersion.SOAP11
     if next(root.iter(f"{{{SOAP12_BINDING_NS}}}binding"), None) is not None:
@@ -240,24 +241,41 @@ class SoapBridge:
         self.soap_actions: dict[str, str] = {}
         self.ended: Deferred[BridgeError] = Deferred()
 
+    async def _get(self, url: str, what: str) -> bytes:
+        """A document of the backend (its WSDL, a schema), in UTF-8."""
+        try:
+            response: IResponse = await self.agent.request(b"GET", url.encode())
+            data = await read_capped(response, WSDL_MAX_BYTES)
+        except Exception as e:
+            raise BridgeError(f"cannot fetch the backend's {what} from {url}: {e}") from None
+        if response.code != 200:
+            raise BridgeError(f"the backend answered {response.code} for {url}")
+        try:
+            return as_utf8(data, _charset(response))
+        except ValueError as e:
+            raise BridgeError(f"the backend's {what} at {url} is unusable: {e}") from None
+
+    async def _schema(self, url: str) -> etree._Element:
+        data = await self._get(url, "schema")
+        try:
+            return parse_xml(data, XmlLimits(WSDL_MAX_BYTES, WSDL_MAX_DEPTH))
+        except ValueError as e:
+            raise BridgeError(f"the backend's schema at {url} is unusable: {e}") from None
+
     async def fetch_wsdl(self) -> bytes:
         """
-        Fetch the backend's WSDL.
+        Fetch the backend's WSDL, with the schemas it imports put in it (L{inline_schemas}).
 
         @raise BridgeError: when it cannot be fetched or is not a usable WSDL 1.1 document.
         """
+        data = await self._get(self.wsdl_url, "WSDL")
         try:
-            response: IResponse = await self.agent.request(b"GET", self.wsdl_url.encode())
-            data = await read_capped(response, WSDL_MAX_BYTES)
-        except Exception as e:
-            raise BridgeError(f"cannot fetch the backend's WSDL from {self.wsdl_url}: {e}") from None
-        if response.code != 200:
-            raise BridgeError(f"the backend answered {response.code} for {self.wsdl_url}")
-        try:
-            data = as_utf8(data, _charset(response))
+            root = parse_wsdl(data, WSDL_MAX_BYTES)
+            if await inline_schemas(root, self.wsdl_url, self._schema):
+                data = etree.tostring(root, encoding="UTF-8", xml_declaration=True)
             if self.version is None:
-                self.version = backend_version(data)
-            self.soap_actions = declared_soap_actions(parse_wsdl(data, WSDL_MAX_BYTES), self.version)
+                self.version = backend_version(root)
+            self.soap_actions = declared_soap_actions(root, self.version)
         except ValueError as e:
             raise BridgeError(f"the backend's WSDL is unusable: {e}") from None
         return data

@@ -1,8 +1,9 @@
 """
-End to end: a service whose WSDL gives its operations no action (C{soapAction=""}, no C{wsam:Action}).
+End to end: services shaped like JAX-WS and WCF ones behind the bridge, called by zeep.
 
-That is the default of JAX-WS and Apache CXF services: they dispatch on the body element. zeep calls them
-with C{SOAPAction: ""} and no WS-Addressing headers.
+JAX-WS and Apache CXF give operations no action by default (C{soapAction=""}, no C{wsam:Action}) and
+dispatch on the body element; zeep calls them with C{SOAPAction: ""} and no WS-Addressing headers. Their
+WSDL imports its schema (C{?xsd=1}); a WCF service's C{?wsdl} imports a second WSDL (C{?wsdl=wsdl0}).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from bindings.bridge import SoapBridge
+from bindings.bridge import BridgeError, SoapBridge
 from bindings.credentials import parse_address
 
 from .e2e_support import BindingsE2E
@@ -27,12 +28,7 @@ WSDL = f"""<?xml version="1.0" encoding="UTF-8"?>
 <definitions xmlns="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"
     xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:tns="{TNS}" targetNamespace="{TNS}" name="GreeterService">
   <types>
-    <xsd:schema targetNamespace="{TNS}" elementFormDefault="unqualified">
-      <xsd:element name="greet"><xsd:complexType><xsd:sequence>
-        <xsd:element name="name" type="xsd:string"/></xsd:sequence></xsd:complexType></xsd:element>
-      <xsd:element name="greetResponse"><xsd:complexType><xsd:sequence>
-        <xsd:element name="return" type="xsd:string"/></xsd:sequence></xsd:complexType></xsd:element>
-    </xsd:schema>
+    <xsd:schema><xsd:import namespace="{TNS}" schemaLocation="greeter?xsd=1"/></xsd:schema>
   </types>
   <message name="greet"><part name="parameters" element="tns:greet"/></message>
   <message name="greetResponse"><part name="parameters" element="tns:greetResponse"/></message>
@@ -53,6 +49,17 @@ WSDL = f"""<?xml version="1.0" encoding="UTF-8"?>
 """.encode()
 
 
+XSD = f"""<?xml version="1.0" encoding="UTF-8"?>
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:tns="{TNS}" targetNamespace="{TNS}" version="1.0">
+  <xs:element name="greet" type="tns:greet"/>
+  <xs:element name="greetResponse" type="tns:greetResponse"/>
+  <xs:complexType name="greet"><xs:sequence><xs:element name="name" type="xs:string"/></xs:sequence></xs:complexType>
+  <xs:complexType name="greetResponse"><xs:sequence>
+    <xs:element name="return" type="xs:string"/></xs:sequence></xs:complexType>
+</xs:schema>
+""".encode()
+
+
 class Greeter(Resource):
     """What a JAX-WS endpoint does with such a contract: dispatch on the body element, note SOAPAction."""
 
@@ -64,6 +71,12 @@ class Greeter(Resource):
 
     def render_GET(self, request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/xml;charset=utf-8")
+        if request.args.get(b"xsd") == [b"1"]:
+            return XSD
+        if request.args.get(b"wsdl") == [b"wsdl0"] or b"wcf" in request.uri:
+            return WSDL.replace(
+                b"<types>", b'<import namespace="urn:other" location="greeter?wsdl=wsdl0"/><types>'
+            )
         return WSDL
 
     def render_POST(self, request: Any) -> bytes:
@@ -84,6 +97,8 @@ class ActionlessContractTests(BindingsE2E):
 
         The gateway refused it: no action came with it and the contract's operation had none
         (ActionNotSupported, "the message names no action and its body matches no operation").
+        The schema the WSDL imports (?xsd=1, relative) is put in the WSDL the relay serves: zeep looked for
+        it at the relay's URL and got 404.
         """
         await self.start()
         greeter = Greeter()
@@ -98,3 +113,26 @@ class ActionlessContractTests(BindingsE2E):
         )
         self.assertEqual(answer, "Hello Ada")
         self.assertEqual(greeter.soap_actions, [b'""'])
+
+    async def test_wsdl_importing_wsdl(self) -> None:
+        """
+        A WSDL that imports another WSDL (WCF's ?wsdl): the bridge says so at start.
+
+        It cannot be registered as one document; the message names WCF's single-document form, rather
+        than the bridge registering half a contract (routing found no operation in it).
+        """
+        await self.start()
+        port: IListeningPort = reactor.listenTCP(0, Site(Greeter()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        backend = f"http://127.0.0.1:{port.getHost().port}/greeter"  # type: ignore[attr-defined]
+        bridge = SoapBridge(
+            backend,
+            parse_address(self.url("legacy")),
+            self.credentials(),
+            reactor=reactor,
+            wsdl_url=backend + "?wsdl&wcf",
+        )
+        with self.assertRaises(BridgeError) as refused:
+            await bridge.start()
+        self.assertIn("imports another WSDL", str(refused.exception))
+        self.assertIn("?singleWsdl", str(refused.exception))

@@ -1,0 +1,97 @@
+"""
+A bridged service's WSDL as one document, since the gateway registers and serves one (spec section 9).
+
+JAX-WS, CXF and WCF services keep their schemas in documents of their own, imported from the WSDL by a
+C{schemaLocation} (C{?xsd=1}, C{?xsd=xsd0}) that callers of the relay cannot reach: relative ones resolve
+against the relay's URL, absolute ones name the service's own host. L{inline_schemas} fetches them from
+the service and puts them in C{wsdl:types}, as C{?singleWsdl} does for WCF. A WSDL that imports another
+WSDL (WCF's C{?wsdl}) cannot be made one document (each has its own target namespace): it is refused with
+a pointer to WCF's single-document form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+from urllib.parse import urljoin, urlsplit
+
+from lxml import etree
+
+from bindings.wsdl import WSDL_NS
+from bindings.xsdtypes import XSD_NS
+
+MAX_SCHEMAS: Final = 64
+"""The most schema documents fetched for one WSDL."""
+
+_TYPES: Final = f"{{{WSDL_NS}}}types"
+_SCHEMA: Final = f"{{{XSD_NS}}}schema"
+_REFERENCES: Final = (f"{{{XSD_NS}}}import", f"{{{XSD_NS}}}include")
+
+
+def _adopt(types: etree._Element, schema: etree._Element) -> etree._Element:
+    """
+    Move a schema document into C{types}, declaring on it every prefix its root declared.
+
+    A plain append lets lxml drop a declaration the new ancestors make under another prefix (C{xs} where
+    the WSDL says C{xsd}), and QNames in attribute values (C{type="xs:string"}) would name nothing.
+    """
+    adopted = etree.SubElement(types, schema.tag, attrib=dict(schema.attrib), nsmap=schema.nsmap)
+    adopted.text = schema.text
+    for child in list(schema):
+        adopted.append(child)
+    return adopted
+
+
+class WsdlImportError(ValueError):
+    """The WSDL cannot be made one document (it imports a WSDL, a schema is unusable or too many)."""
+
+
+async def inline_schemas(
+    root: etree._Element, url: str, fetch: Callable[[str], Awaitable[etree._Element]]
+) -> bool:
+    """
+    Put every schema the WSDL C{root} (fetched from C{url}) refers to by C{schemaLocation} in its types.
+
+    Each document is fetched once, whatever refers to it, and loses its C{schemaLocation}s: an import then
+    names a namespace defined in the same C{wsdl:types}; an include's schema, of the same namespace, sits
+    beside the schema that included it.
+
+    @param fetch: fetches and parses a document (through the hardened parser).
+    @return: whether anything changed.
+    @raise WsdlImportError: for a C{wsdl:import}, a referenced document that is not a schema, a
+        C{schemaLocation} that is not C{http(s)}, or more than L{MAX_SCHEMAS} documents.
+    """
+    for imported in root.iter(f"{{{WSDL_NS}}}import"):
+        raise WsdlImportError(
+            f"the WSDL imports another WSDL ({str(imported.get('location'))[:200]}), and the relay serves one"
+            " document: give --wsdl-url the service's single-document WSDL (WCF: URL?singleWsdl)"
+        )
+    types = root.find(_TYPES)
+    if types is None:
+        return False
+    loaded: dict[str, etree._Element] = {}
+    pending = [(schema, url) for schema in types.findall(_SCHEMA)]
+    changed = False
+    while pending:
+        schema, base = pending.pop()
+        for reference in schema:
+            if reference.tag not in _REFERENCES or reference.get("schemaLocation") is None:
+                continue
+            location = urljoin(base, str(reference.get("schemaLocation")).strip())
+            del reference.attrib["schemaLocation"]
+            changed = True
+            if location in loaded:
+                continue
+            if urlsplit(location).scheme.lower() not in ("http", "https"):
+                raise WsdlImportError(f"a schemaLocation the bridge cannot fetch: {location[:200]}")
+            if len(loaded) >= MAX_SCHEMAS:
+                raise WsdlImportError(f"the WSDL refers to more than {MAX_SCHEMAS} schema documents")
+            document = await fetch(location)
+            if document.tag != _SCHEMA:
+                raise WsdlImportError(f"{location[:200]} is not an XML schema")
+            adopted = _adopt(types, document)
+            loaded[location] = adopted
+            pending.append((adopted, location))
+        for include in [r for r in schema if r.tag == _REFERENCES[1] and r.get("schemaLocation") is None]:
+            schema.remove(include)  # its schema is in the types now, beside this one
+    return changed
