@@ -281,9 +281,12 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
     from relay.exposeaddress import ExposeError
     from relay.exposerun import load_ca
 
-    _entity_named(args.name, args.connection_string)
+    connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
+    if not connection_string:
+        raise UsageError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+    _entity_named(args.name, connection_string)
     try:
-        address, credentials = from_connection_string(args.connection_string, args.name)
+        address, credentials = from_connection_string(connection_string, args.name)
         trust_root = load_ca(args.ca) if args.ca is not None else None
         backend_trust_root = load_ca(args.backend_ca, "--backend-ca") if args.backend_ca is not None else None
     except (ValueError, ExposeError) as e:
@@ -386,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the service's SOAP endpoint, e.g. http://127.0.0.1:8000/",
     )
     bridge.add_argument("--name", help="the relay name (default: EntityPath of the connection string)")
-    bridge.add_argument("--connection-string", required=True, help="gateway endpoint and a key with Listen")
+    bridge.add_argument(
+        "--connection-string",
+        help="gateway endpoint and a key with Listen (default: $RELAY_CONNECTION_STRING, which keeps the key "
+        "out of the process list)",
+    )
     bridge.add_argument("--wsdl-url", type=_http_url, help="where the service's WSDL is (default: URL?wsdl)")
     bridge.add_argument(
         "--soap-version", choices=["1.1", "1.2"], help="default: what the WSDL offers, 1.1 first"

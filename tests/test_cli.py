@@ -354,6 +354,27 @@ class OptionValueTests(SynchronousTestCase):
             result = relay(*base, "--name", "x", "--max-message-bytes", bad)
             self.assertRefused(result, 2, "argument --max-message-bytes")
 
+    def test_soap_bridge_connection_string_from_the_environment(self) -> None:
+        """
+        The key may stay out of the command line (where C{ps} shows it to every user): C{RELAY_CONNECTION_STRING}.
+
+        C{--connection-string} was required, unlike expose's.
+        """
+        import bindings.bridge
+
+        bridges: list[bindings.bridge.SoapBridge] = []
+        self.patch(bindings.bridge, "run_bridge", bridges.append)
+        self.patch(os, "environ", {**os.environ, "RELAY_CONNECTION_STRING": CONNECTION_STRING})
+        self.assertEqual(main(["soap-bridge", "--url", "http://127.0.0.1:9/", "--name", "x"]), 0)
+        self.assertEqual(bridges[0].address.path, "x")
+        self.patch(os, "environ", {k: v for k, v in os.environ.items() if k != "RELAY_CONNECTION_STRING"})
+        err = io.StringIO()
+        self.patch(sys, "stderr", err)
+        with self.assertRaises(SystemExit) as exited:
+            main(["soap-bridge", "--url", "http://127.0.0.1:9/", "--name", "x"])
+        self.assertEqual(exited.exception.code, 2)
+        self.assertIn("--connection-string or RELAY_CONNECTION_STRING", err.getvalue())
+
     def test_soap_bridge_stdout_stays_empty(self) -> None:
         """Nothing was asked of soap-bridge's stdout: stopping does not print there."""
         import bindings.bridge
