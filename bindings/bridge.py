@@ -59,6 +59,7 @@ from bindings.wsdl import (
 
 BACKEND_SUBCODE: Final = "BackendUnavailable"
 _SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"
+_WSA_TO: Final = f"{{{WSA_NS}}}To"
 
 
 class BridgeError(Exception):
@@ -330,6 +331,10 @@ class SoapBridge:
         kept = [h for h in envelope.headers if h.tag not in drop]
         if version is SoapVersion.SOAP11:  # basic profile: no WS-Addressing
             kept = [h for h in kept if not h.tag.startswith(f"{{{WSA_NS}}}")]
+        elif headers.to is not None:
+            # The message now goes to the service: wsa:To names it (WCF's address filter checks), as a
+            # client calling it directly would.
+            kept = [*addressing_headers(to=self.backend_url), *(h for h in kept if h.tag != _WSA_TO)]
         outgoing = convert(envelope.replace(headers=kept), version)
         action = headers.action
         if action is not None:

@@ -153,3 +153,32 @@ class BackendEncodingTests(SynchronousTestCase):
             as_utf8(b"<a/>", "base64")  # a codec, but not a text encoding
         with self.assertRaises(ValueError):
             as_utf8(b"<a>\xff\xfe\xfd</a>", "shift_jis")
+
+
+class BridgeAddressingTests(SynchronousTestCase):
+    def test_to_names_the_backend(self) -> None:
+        """
+        To a SOAP 1.2 service the bridge sends wsa:To with the service's URL, not the relay's.
+
+        The gateway addresses the listener with the name's public URL; forwarded as it was, a service that
+        checks wsa:To (WCF's address filter) refused every call as not for it.
+        """
+        bridge = SoapBridge(
+            "http://backend.test/service",
+            parse_address("sb://relay.test/legacy"),
+            None,
+            reactor=Clock(),
+            soap_version=SoapVersion.SOAP12,
+        )
+        headers = addressing_headers(
+            to="https://relay.test/legacy",
+            action="urn:calc/Add",
+            message_id=new_message_id(),
+            reply_to_anonymous=True,
+        )
+        envelope = Envelope(SoapVersion.SOAP12, headers, (etree.fromstring(b'<c:Add xmlns:c="urn:calc"/>'),))
+        body, _ = bridge._outgoing(envelope)
+        sent = etree.fromstring(body)
+        wsa = "{http://www.w3.org/2005/08/addressing}"
+        self.assertEqual([e.text for e in sent.iter(f"{wsa}To")], ["http://backend.test/service"])
+        self.assertEqual([e.text for e in sent.iter(f"{wsa}Action")], ["urn:calc/Add"])
