@@ -28,7 +28,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
-from bindings.bridgewsdl import inline_schemas
+from bindings.bridgewsdl import inline_schemas, reply_actions
 from bindings.channels import BytesProducer, TooLarge, read_capped
 from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
 from bindings.credentials import SasCredentials, ServiceAddress
@@ -240,6 +240,7 @@ class SoapBridge:
         self.backoff = backoff or Backoff()
         self.session: ListenerSession | None = None
         self.soap_actions: dict[str, str] = {}
+        self.reply_actions: dict[str, str] = {}
         self.ended: Deferred[BridgeError] = Deferred()
 
     async def _get(self, url: str, what: str) -> bytes:
@@ -277,6 +278,7 @@ class SoapBridge:
             if self.version is None:
                 self.version = backend_version(root)
             self.soap_actions = declared_soap_actions(root, self.version)
+            self.reply_actions = reply_actions(root)
         except ValueError as e:
             raise BridgeError(f"the backend's WSDL is unusable: {e}") from None
         return data
@@ -426,7 +428,9 @@ class SoapBridge:
         if converted.is_fault:
             reply_action = backend_action or SOAP_FAULT_ACTION
         else:
-            reply_action = backend_action or (f"{action}Response" if action else None)
+            reply_action = backend_action or (
+                self.reply_actions.get(action, f"{action}Response") if action else None
+            )
         ours = addressing_headers(action=reply_action, relates_to=relates_to)
         return converted.replace(headers=(*ours, *kept))
 

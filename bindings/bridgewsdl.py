@@ -7,6 +7,8 @@ against the relay's URL, absolute ones name the service's own host. L{inline_sch
 the service and puts them in C{wsdl:types}, as C{?singleWsdl} does for WCF. A WSDL that imports another
 WSDL (WCF's C{?wsdl}) cannot be made one document (each has its own target namespace): it is refused with
 a pointer to WCF's single-document form.
+
+L{reply_actions} reads what the bridge puts in C{wsa:Action} of a reply the service gave none.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
-from bindings.wsdl import WSDL_NS
+from bindings.wsdl import WSAM_NS, WSAW_NS, WSDL_NS, default_action, describe_operations
 from bindings.xsdtypes import XSD_NS
 
 MAX_SCHEMAS: Final = 64
@@ -95,3 +97,32 @@ async def inline_schemas(
         for include in [r for r in schema if r.tag == _REFERENCES[1] and r.get("schemaLocation") is None]:
             schema.remove(include)  # its schema is in the types now, beside this one
     return changed
+
+
+def reply_actions(root: etree._Element) -> dict[str, str]:
+    """
+    Reply actions by request action, where the WSDL says better than C{"{request action}Response"}.
+
+    That is the output's C{wsam:Action}, or, for an operation whose request has WS-Addressing's default
+    action, the default action of its output (C{.../greetResponse}, not C{.../greetRequestResponse}).
+    """
+    target = root.get("targetNamespace") or ""
+    found: dict[str, str] = {}
+    operations = iter(describe_operations(root))
+    for port_type in root.iter(f"{{{WSDL_NS}}}portType"):
+        for op, described in zip(port_type.findall(f"{{{WSDL_NS}}}operation"), operations, strict=False):
+            output = op.find(f"{{{WSDL_NS}}}output")
+            request = op.find(f"{{{WSDL_NS}}}input")
+            if output is None or request is None or described.action is None:
+                continue
+            name = op.get("name") or ""
+            explicit = output.get(f"{{{WSAM_NS}}}Action") or output.get(f"{{{WSAW_NS}}}Action")
+            port = port_type.get("name") or ""
+            requested = default_action(target, port, request.get("name") or f"{name}Request")
+            if explicit:
+                found[described.action] = explicit
+            elif described.action == requested:
+                found[described.action] = default_action(
+                    target, port, output.get("name") or f"{name}Response"
+                )
+    return found

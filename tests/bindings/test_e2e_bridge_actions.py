@@ -114,6 +114,21 @@ class ActionlessContractTests(BindingsE2E):
         self.assertEqual(answer, "Hello Ada")
         self.assertEqual(greeter.soap_actions, [b'""'])
 
+        def soap12() -> Any:
+            body = (
+                f'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+                f'<g:greet xmlns:g="{TNS}"><name>Bo</name></g:greet></s:Body></s:Envelope>'
+            )
+            headers = {"content-type": "application/soap+xml; charset=utf-8"}
+            return self.session(self.token("legacy")).post(
+                self.url("legacy"), data=body.encode(), headers=headers
+            )
+
+        reply = await self.in_thread(soap12)
+        self.assertEqual(reply.status_code, 200)
+        # the reply action WS-Addressing Metadata gives the output (wsa:Action and the action parameter)
+        self.assertIn(f'action="{TNS}/Greeter/greetResponse"', reply.headers["content-type"])
+
     async def test_wsdl_importing_wsdl(self) -> None:
         """
         A WSDL that imports another WSDL (WCF's ?wsdl): the bridge says so at start.
