@@ -414,7 +414,9 @@ class ContentType:
 
 
 _TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
-_PARAM = re.compile(rf'\s*;\s*({_TCHARS})\s*=\s*("(?:[^"\\]|\\.)*"|{_TCHARS}|[^;]*)')
+# A value is a quoted string or whatever comes before the next ';' (a token alternative would stop an
+# unquoted action such as urn:a/Add at its first ':').
+_PARAM = re.compile(r"\s*;\s*(" + _TCHARS + r')\s*=\s*("(?:[^"\\]|\\.)*"(?=\s*(?:;|$))|[^;]*)')
 
 
 def parse_content_type(value: str) -> ContentType:

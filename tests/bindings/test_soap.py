@@ -239,6 +239,23 @@ class HttpFramingTests(SynchronousTestCase):
             (SoapVersion.SOAP12, "UTF-16", 'urn:a/"q"'),
         )
 
+    def test_unquoted_action_parameter(self) -> None:
+        """
+        An unquoted action parameter is read whole, to the next ';' (':' and '/' are no token characters).
+
+        It was cut at its first ':' (C{urn:a/Add} read as C{urn}), so the sender got ActionMismatch (with a
+        wsa:Action) or ActionNotSupported for an action its contract has.
+        """
+        for value in (
+            "application/soap+xml; charset=utf-8; action=urn:a/Add",
+            "application/soap+xml;action=urn:a/Add ;charset=utf-8",
+        ):
+            request = classify_request(value)
+            self.assertEqual((request.media_action, request.charset), ("urn:a/Add", "utf-8"))
+        self.assertEqual(
+            classify_request("application/soap+xml; action=http://x/y?a=b").media_action, "http://x/y?a=b"
+        )
+
     def test_empty_soap_action(self) -> None:
         """An empty SOAPAction, quoted or not, means no action; bare values are accepted."""
         self.assertIsNone(soap_action_value('""'))
