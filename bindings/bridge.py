@@ -453,11 +453,22 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
         reactor = global_reactor
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     problems: list[BaseException] = []
+    interrupted = False
 
-    def ended(error: BridgeError) -> None:
+    def give_up(error: BaseException) -> None:
+        if interrupted:  # stopped (SIGTERM, SIGINT) before it registered: not a failure
+            return
         problems.append(error)
         if reactor.running:
             reactor.stop()
+
+    def stop() -> Deferred[None] | None:
+        nonlocal interrupted
+        interrupted = True
+        return bridge.stop()
+
+    def ended(error: BridgeError) -> None:
+        give_up(error)
 
     bridge.ended.addCallback(ended)
 
@@ -470,11 +481,10 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
         )
 
     def failed(failure: Any) -> None:
-        problems.append(failure.value)
-        reactor.stop()
+        give_up(failure.value)
 
     reactor.callWhenRunning(lambda: Deferred.fromCoroutine(bridge.start()).addCallbacks(started, failed))
-    reactor.addSystemEventTrigger("before", "shutdown", bridge.stop)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
     reactor.run()
     if problems:
         raise BridgeError(str(problems[0]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
@@ -77,3 +78,45 @@ class BridgeRestartTests(BindingsE2E):
         self.assertEqual(process.returncode, 1, stderr[-2000:])
         self.assertIn("relay soap-bridge: ", stderr)
         self.assertIn("is a oneway name, not requestreply", stderr.splitlines()[-1])
+
+    async def test_stopped_while_the_gateway_is_unreachable(self) -> None:
+        """
+        SIGTERM while the bridge still retries its first connection: status 0, nothing else said.
+
+        It ended with status 1, "the gateway refused the bridge: the listener was closed before it
+        registered", and an unhandled ReactorNotRunning traceback.
+        """
+        await self.start()
+        backend: IListeningPort = reactor.listenTCP(0, legacy_site(), interface="127.0.0.1")
+        self.addCleanup(backend.stopListening)
+        nobody = f"Endpoint=sb://127.0.0.1:{free_port()}/;SharedAccessKeyName=root;SharedAccessKey=eA==;"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "relay.cli",
+                "soap-bridge",
+                "--url",
+                f"http://127.0.0.1:{backend.getHost().port}/service",  # type: ignore[attr-defined]
+                "--name",
+                "legacy",
+                "--connection-string",
+                nobody + "UseDevelopmentEmulator=true",
+            ],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        lines: list[str] = []
+        assert process.stderr is not None
+        reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # type: ignore[arg-type]
+        reader.start()
+        await self.until(lambda: any("retrying in" in line for line in lines), timeout=20)
+        process.terminate()
+        status = await self.in_thread(lambda: process.wait(10))
+        await self.in_thread(lambda: reader.join(10))
+        self.assertEqual(status, 0, "".join(lines)[-2000:])
+        self.assertNotIn("Traceback", "".join(lines))
+        self.assertNotIn("relay soap-bridge:", "".join(lines))
