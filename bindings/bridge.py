@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from lxml import etree
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
@@ -28,7 +29,7 @@ from twisted.web.iweb import IAgent, IResponse
 from zope.interface import implementer
 
 from bindings.addressing import ANONYMOUS, addressing_headers, read_addressing
-from bindings.bridgewsdl import inline_schemas, reply_actions
+from bindings.bridgewsdl import backend_version, declared_soap_actions, inline_schemas, reply_actions
 from bindings.channels import BytesProducer, TooLarge, read_capped
 from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, read_http_authorization
 from bindings.credentials import SasCredentials, ServiceAddress
@@ -48,12 +49,8 @@ from bindings.soap import (
 )
 from bindings.wsclient import EndpointFactory, default_endpoint
 from bindings.wsdl import (
-    SOAP11_BINDING_NS,
-    SOAP12_BINDING_NS,
     WSDL_MAX_BYTES,
     WSDL_MAX_DEPTH,
-    WSDL_NS,
-    describe_operations,
     parse_wsdl,
 )
 
@@ -64,37 +61,6 @@ _WSA_TO: Final = f"{{{WSA_NS}}}To"
 
 class BridgeError(Exception):
     """The bridge cannot start (the backend's WSDL is unreachable or unusable, or registration failed)."""
-
-
-def declared_soap_actions(root: etree._Element, version: SoapVersion) -> dict[str, str]:
-    """
-    The C{soapAction} the backend's WSDL declares for each operation, by the action the gateway routes on.
-
-    A SOAP 1.1 client sends the binding's C{soapAction} as it is (C{""} when empty), whatever action the
-    operation has otherwise; services that dispatch on it expect that value, not the gateway's action.
-    """
-    binding_ns = SOAP11_BINDING_NS if version is SoapVersion.SOAP11 else SOAP12_BINDING_NS
-    by_name: dict[str, str] = {}
-    for binding in root.iter(f"{{{WSDL_NS}}}binding"):
-        if binding.find(f"{{{binding_ns}}}binding") is None:
-            continue
-        for op in binding.findall(f"{{{WSDL_NS}}}operation"):
-            soap_op = op.find(f"{{{binding_ns}}}operation")
-            by_name.setdefault(
-                op.get("name") or "", soap_op.get("soapAction", "") if soap_op is not None else ""
-            )
-    return {
-        op.action: by_name[op.name] for op in describe_operations(root) if op.action and op.name in by_name
-    }
-
-
-def backend_version(root: etree._Element) -> SoapVersion:
-    """The SOAP version to speak to a backend: 1.1 when its WSDL has a SOAP 1.1 binding, else 1.2."""
-    if next(root.iter(f"{{{SOAP11_BINDING_NS}}}binding"), None) is not None:
-        return SoapVersion.SOAP11
-    if next(root.iter(f"{{{SOAP12_BINDING_NS}}}binding"), None) is not None:
-        return SoapVersion.SOAP12
-    raise BridgeError("the backend's WSDL has neither a SOAP 1.1 nor a SOAP 1.2 binding")
 
 
 _DECLARED_ENCODING: Final = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
@@ -168,19 +134,34 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def quiet_agent(reactor: Any, trust_root: Any = None) -> Agent:
-    """
-    An C{Agent} for the backend, one connection per call, without two twisted log lines per call.
+CLOSE_SECONDS: Final = 2.0
+"""How long L{SoapBridge.stop} waits for the backend's side of closing its idle connections."""
+IDLE_CONNECTION_SECONDS: Final = 2
+"""How long a backend connection is kept unused: shorter than services' own keep-alive timeouts (Apache's
+and Node's 5 s), so the bridge does not send a call on a connection the service is closing."""
 
-    twisted.web's connection factories announce their start and stop at info level, so the bridge's
-    one line per call became three.
+
+def quiet_agent(
+    reactor: Any, trust_root: Any = None, connections: int = 64
+) -> tuple[Agent, HTTPConnectionPool]:
+    """
+    An C{Agent} for the backend that keeps up to C{connections} connections alive and logs nothing itself.
+
+    A connection per call left one socket in TIME_WAIT on the bridge's side per call (when the service
+    closes after the bridge): a few hundred calls per second used up the ephemeral ports. twisted.web
+    retries a request on a connection the service had closed only for idempotent methods, never a SOAP
+    POST; the short idle time keeps that case rare. Its connection factories announce their start and
+    stop at info level, which would add two lines per connection to the bridge's one per call.
 
     @param trust_root: what to trust for an C{https} backend (a C{Certificate} of a private CA); the
         platform's certificate authorities when C{None}.
+    @param connections: idle connections kept (the calls the bridge runs at once).
     """
-    pool = HTTPConnectionPool(reactor, persistent=False)
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = connections
+    pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS
     pool._factory = _QuietClientFactory  # type: ignore[misc]
-    return Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust_root), pool=pool)
+    return Agent(reactor, BrowserLikePolicyForHTTPS(trustRoot=trust_root), pool=pool), pool
 
 
 @implementer(IEnvelopeHandler)
@@ -229,7 +210,10 @@ class SoapBridge:
         self.address = address
         self.credentials = credentials
         self.clock: IReactorTime = reactor
-        self.agent: IAgent = agent if agent is not None else quiet_agent(reactor, backend_trust_root)
+        self.pool: HTTPConnectionPool | None = None
+        if agent is None:
+            agent, self.pool = quiet_agent(reactor, backend_trust_root)
+        self.agent: IAgent = agent
         self.endpoint = endpoint or default_endpoint(reactor, trust_root)
         self.version = soap_version
         self.client_auth = client_auth
@@ -289,7 +273,11 @@ class SoapBridge:
 
         @raise BridgeError: when the WSDL is unusable or the gateway refuses the registration for good.
         """
-        wsdl = await self.fetch_wsdl()
+        try:
+            wsdl = await self.fetch_wsdl()
+        except BridgeError:
+            await self._close_connections()
+            raise
         registration = Registration(
             kind=REQUEST_REPLY,
             client_auth=self.client_auth.value,
@@ -310,15 +298,29 @@ class SoapBridge:
         try:
             return await self.session.open()
         except Exception as e:
+            await self._close_connections()
             raise BridgeError(f"the gateway refused the bridge: {e}") from None
+
+    async def _close_connections(self) -> None:
+        """Close the idle backend connections; a TLS one whose service does not answer the close is left."""
+        if self.pool is None:
+            return
+        closing: Deferred[None] = self.pool.closeCachedConnections()
+        closing.addTimeout(CLOSE_SECONDS, self.clock)
+        try:
+            await closing
+        except (DeferredTimeout, CancelledError):
+            pass
 
     def _stopped(self, error: BaseException) -> None:
         if not self.ended.called:
             self.ended.callback(BridgeError(f"the gateway refused the bridge: {error}"))
 
     def stop(self) -> Deferred[None] | None:
-        """Stop listening."""
-        return self.session.close() if self.session is not None else None
+        """Stop listening, and close the connections kept to the backend."""
+        closing = [self.session.close()] if self.session is not None else []
+        closing.append(Deferred.fromCoroutine(self._close_connections()))
+        return gatherResults(closing).addCallback(lambda _: None)
 
     # IEnvelopeHandler
 

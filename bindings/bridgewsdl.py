@@ -8,7 +8,8 @@ the service and puts them in C{wsdl:types}, as C{?singleWsdl} does for WCF. A WS
 WSDL (WCF's C{?wsdl}) cannot be made one document (each has its own target namespace): it is refused with
 a pointer to WCF's single-document form.
 
-L{reply_actions} reads what the bridge puts in C{wsa:Action} of a reply the service gave none.
+L{backend_version}, L{declared_soap_actions} and L{reply_actions} read what the bridge needs to call the
+service as its own clients do.
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree
 
-from bindings.wsdl import WSAM_NS, WSAW_NS, WSDL_NS, default_action, describe_operations
+from bindings.soap import SoapVersion
+from bindings.wsdl import (
+    SOAP11_BINDING_NS,
+    SOAP12_BINDING_NS,
+    WSAM_NS,
+    WSAW_NS,
+    WSDL_NS,
+    default_action,
+    describe_operations,
+)
 from bindings.xsdtypes import XSD_NS
 
 MAX_SCHEMAS: Final = 64
@@ -126,3 +136,34 @@ def reply_actions(root: etree._Element) -> dict[str, str]:
                     target, port, output.get("name") or f"{name}Response"
                 )
     return found
+
+
+def declared_soap_actions(root: etree._Element, version: SoapVersion) -> dict[str, str]:
+    """
+    The C{soapAction} the backend's WSDL declares for each operation, by the action the gateway routes on.
+
+    A SOAP 1.1 client sends the binding's C{soapAction} as it is (C{""} when empty), whatever action the
+    operation has otherwise; services that dispatch on it expect that value, not the gateway's action.
+    """
+    binding_ns = SOAP11_BINDING_NS if version is SoapVersion.SOAP11 else SOAP12_BINDING_NS
+    by_name: dict[str, str] = {}
+    for binding in root.iter(f"{{{WSDL_NS}}}binding"):
+        if binding.find(f"{{{binding_ns}}}binding") is None:
+            continue
+        for op in binding.findall(f"{{{WSDL_NS}}}operation"):
+            soap_op = op.find(f"{{{binding_ns}}}operation")
+            by_name.setdefault(
+                op.get("name") or "", soap_op.get("soapAction", "") if soap_op is not None else ""
+            )
+    return {
+        op.action: by_name[op.name] for op in describe_operations(root) if op.action and op.name in by_name
+    }
+
+
+def backend_version(root: etree._Element) -> SoapVersion:
+    """The SOAP version to speak to a backend: 1.1 when its WSDL has a SOAP 1.1 binding, else 1.2."""
+    if next(root.iter(f"{{{SOAP11_BINDING_NS}}}binding"), None) is not None:
+        return SoapVersion.SOAP11
+    if next(root.iter(f"{{{SOAP12_BINDING_NS}}}binding"), None) is not None:
+        return SoapVersion.SOAP12
+    raise WsdlImportError("it has neither a SOAP 1.1 nor a SOAP 1.2 binding")

@@ -141,6 +141,43 @@ class BridgeTests(BindingsE2E):
             self.assertEqual(echoed, "café ñ")
             await bridge.stop()
 
+    async def test_connections_to_the_backend_are_reused(self) -> None:
+        """
+        Calls share one backend connection (kept alive), which the bridge closes when it stops.
+
+        Each call had a connection of its own: against a service that closes a moment after answering,
+        the bridge's side kept each socket in TIME_WAIT, and at a few hundred calls per second sustained
+        the ephemeral ports ran out ("Cannot assign requested address" for every call).
+        """
+        site = legacy_site()
+        accepted: list[object] = []
+        build = site.buildProtocol
+        site.buildProtocol = lambda addr: accepted.append(addr) or build(addr)  # type: ignore[method-assign]
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        bridge = await self.bridge(f"http://127.0.0.1:{port.getHost().port}/service")  # type: ignore[attr-defined]
+
+        def calls() -> list[int]:
+            client = self.zeep_client("legacy", self.token("legacy"))
+            return [client.service.Add(n, 1) for n in range(5)]
+
+        self.assertEqual(await self.in_thread(calls), [1, 2, 3, 4, 5])
+        self.assertEqual(len(accepted), 1)  # the WSDL and five calls
+        open_ = [
+            r for r in reactor.getReaders() if getattr(getattr(r, "protocol", None), "factory", None) is site
+        ]
+        self.assertEqual(len(open_), 1)
+        await bridge.stop()
+        await self.until(
+            lambda: (
+                not [
+                    r
+                    for r in reactor.getReaders()
+                    if getattr(getattr(r, "protocol", None), "factory", None) is site
+                ]
+            )
+        )
+
     async def test_one_log_line_per_call(self) -> None:
         """
         A call is one line of the bridge's own; twisted's connection factory no longer adds two.
@@ -163,6 +200,9 @@ class BridgeTests(BindingsE2E):
         """A backend that stops listening: callers get a Receiver fault at once, not a timeout."""
         await self.bridge()
         await self.port.stopListening()
+        for reader in reactor.getReaders():  # the service's process is gone: so are its connections
+            if getattr(getattr(reader, "protocol", None), "factory", None) is self.port.factory:  # type: ignore[attr-defined]
+                reader.loseConnection()  # type: ignore[attr-defined]
 
         def call() -> tuple[str, str]:
             try:
