@@ -116,9 +116,14 @@ def _reply_bytes(text: str) -> int:
 
 
 def _http_url(text: str) -> str:
-    """An absolute C{http://} or C{https://} URL with a host."""
+    """An absolute C{http://} or C{https://} URL with a host, and no user name or password."""
     try:
         parts = urlsplit(text)
+        if "@" in parts.netloc:  # refused before any message quotes the URL, and its password, back
+            raise argparse.ArgumentTypeError(
+                "must not carry a user name or password: no credentials are sent to the service (a caller's "
+                "own Authorization header is)"
+            )
         _ = parts.port  # raises ValueError for a port out of range
     except ValueError:
         parts = None

@@ -326,6 +326,10 @@ class OptionValueTests(SynchronousTestCase):
             result = relay(*base, "--url", "http://127.0.0.1:9/", "--request-timeout", bad)
             self.assertRefused(result, 2, "argument --request-timeout")
         self.assertRefused(relay(*base, "--url", "notaurl"), 2, "argument --url")
+        for option in ("--url", "--wsdl-url"):  # the password was echoed in an "invalid hostname" error
+            result = relay(*base, "--url", "http://127.0.0.1:9/", option, "http://me:s3cret-pw@127.0.0.1:9/")
+            self.assertRefused(result, 2, f"argument {option}: must not carry a user name or password")
+            self.assertNotIn("s3cret-pw", result.stderr)
         self.assertRefused(
             relay(*base, "--url", "http://127.0.0.1:9/", "--wsdl-url", "ftp://x/"), 2, "argument --wsdl-url"
         )
