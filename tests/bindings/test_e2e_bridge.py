@@ -37,6 +37,28 @@ with warnings.catch_warnings():
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def bridge_process(
+    test: Any, url: str, connection_string: str, *options: str, stdout: int = subprocess.PIPE
+) -> subprocess.Popen[str]:
+    """C{relay soap-bridge} for the name C{legacy} as a real process, terminated at the test's end."""
+    command = [sys.executable, "-m", "relay.cli", "soap-bridge", "--url", url, "--name", "legacy"]
+    process = subprocess.Popen(
+        [*command, "--connection-string", connection_string, *options],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=stdout,
+        text=True,
+    )
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(10)
+
+    test.addCleanup(stop)
+    return process
+
+
 class LegacyCalculator(ServiceBase):  # type: ignore[misc]
     """A spyne service as teams run them on premises."""
 
@@ -270,31 +292,7 @@ class BridgeTests(BindingsE2E):
     async def test_command(self) -> None:
         """C{relay soap-bridge} as a real process: registers, forwards, logs one line per call, stops on SIGTERM."""
         connection_string = self.gateway.connection_string
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "soap-bridge",
-                "--url",
-                self.backend,
-                "--name",
-                "legacy",
-                "--connection-string",
-                connection_string,
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-        def stop() -> None:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-
-        self.addCleanup(stop)
+        process = bridge_process(self, self.backend, connection_string)
         await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
         results = await self.in_thread(
             lambda: self.zeep_client("legacy", self.token("legacy")).service.Add(20, 22)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 
 from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
 
 from .e2e_support import CONFIG, BindingsE2E
-from .test_e2e_bridge import ROOT, legacy_site
+from .test_e2e_bridge import bridge_process, legacy_site
 
 LEGACY = '[[namespaces.requestreply]]\n  name = "legacy"'
 
@@ -39,31 +38,8 @@ class BridgeRestartTests(BindingsE2E):
         await self.start(CONFIG, listen=listen)
         backend: IListeningPort = reactor.listenTCP(0, legacy_site(), interface="127.0.0.1")
         self.addCleanup(backend.stopListening)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "soap-bridge",
-                "--url",
-                f"http://127.0.0.1:{backend.getHost().port}/service",  # type: ignore[attr-defined]
-                "--name",
-                "legacy",
-                "--connection-string",
-                self.gateway.connection_string,
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-        def stop() -> None:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-
-        self.addCleanup(stop)
+        url = f"http://127.0.0.1:{backend.getHost().port}/service"  # type: ignore[attr-defined]
+        process = bridge_process(self, url, self.gateway.connection_string)
         await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
         await self.restart(CONFIG, listen)
         await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
@@ -90,25 +66,8 @@ class BridgeRestartTests(BindingsE2E):
         backend: IListeningPort = reactor.listenTCP(0, legacy_site(), interface="127.0.0.1")
         self.addCleanup(backend.stopListening)
         nobody = f"Endpoint=sb://127.0.0.1:{free_port()}/;SharedAccessKeyName=root;SharedAccessKey=eA==;"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "soap-bridge",
-                "--url",
-                f"http://127.0.0.1:{backend.getHost().port}/service",  # type: ignore[attr-defined]
-                "--name",
-                "legacy",
-                "--connection-string",
-                nobody + "UseDevelopmentEmulator=true",
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        self.addCleanup(lambda: process.poll() is None and process.kill())
+        url = f"http://127.0.0.1:{backend.getHost().port}/service"  # type: ignore[attr-defined]
+        process = bridge_process(self, url, nobody + "UseDevelopmentEmulator=true", stdout=subprocess.DEVNULL)
         lines: list[str] = []
         assert process.stderr is not None
         reader = threading.Thread(target=lambda: lines.extend(process.stderr), daemon=True)  # type: ignore[arg-type]

@@ -8,8 +8,6 @@ are trusted with C{--ca} and C{--backend-ca}; without them the bridge does not s
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from bindings.credentials import parse_address
 from relay.certs import ServerCertificate, issue_server_certificate
 
 from .e2e_support import CONFIG, BindingsE2E
-from .test_e2e_bridge import ROOT, legacy_site
+from .test_e2e_bridge import bridge_process, legacy_site
 
 
 class BridgeTLSTests(BindingsE2E):
@@ -64,35 +62,10 @@ class BridgeTLSTests(BindingsE2E):
         cert = self.certificate()
         await self.start(CONFIG, listen=cert.endpoint_description(0, interface="127.0.0.1"))
         backend = await self.https_backend(cert)
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "relay.cli",
-                "soap-bridge",
-                "--url",
-                backend,
-                "--name",
-                "legacy",
-                "--connection-string",
-                self.gateway.connection_string,
-                "--ca",
-                str(cert.ca_path),
-                "--backend-ca",
-                str(cert.ca_path),
-            ],
-            cwd=ROOT,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+        ca = str(cert.ca_path)
+        process = bridge_process(
+            self, backend, self.gateway.connection_string, "--ca", ca, "--backend-ca", ca
         )
-
-        def stop() -> None:
-            if process.poll() is None:
-                process.terminate()
-                process.wait(10)
-
-        self.addCleanup(stop)
         await self.until(lambda: self.listener_count("legacy") == 1 or process.poll() is not None, timeout=20)
         if process.poll() is not None:
             self.fail(process.communicate()[1])
