@@ -10,6 +10,7 @@ L{EntitySection} values handed to L{load_config}; this module does not import th
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -436,6 +437,8 @@ def parse_config(
     state_dir = gateway.get("state_dir", str)
     if state_dir is not None and not state_dir.strip():
         raise gateway.error("state_dir", "must not be empty")
+    if state_dir is not None:  # no shell reads the file: "~/relay" meant a directory named "~"
+        state_dir = os.path.expanduser(state_dir)
     admin = gateway.get("admin", str)
     if admin is not None and not admin.strip():
         raise gateway.error("admin", "must be an endpoint string such as 'tcp:9090:interface=127.0.0.1'")

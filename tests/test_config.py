@@ -166,6 +166,12 @@ class LoadConfigTests(SynchronousTestCase):
             self.assertProblem(f"[gateway]\nstate_dir = {blank}\n", "gateway.state_dir", "must not be empty")
         self.assertEqual(load_config(self.write('[gateway]\nstate_dir = "st"\n')).state_dir, "st")
 
+    def test_state_dir_in_the_home_directory(self) -> None:
+        """C{~} in state_dir is the home directory, as in a shell; it made a directory named C{~}."""
+        self.patch(os, "environ", {**os.environ, "HOME": "/home/relay"})
+        config = load_config(self.write('[gateway]\nstate_dir = "~/state"\n'))
+        self.assertEqual(config.state_dir, "/home/relay/state")
+
     def test_unreadable_and_not_toml(self) -> None:
         """A missing file and a syntax error are reported with the file name."""
         with self.assertRaises(ConfigError) as ctx:
