@@ -433,6 +433,23 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         super().lineReceived(line)
 
     @override
+    def allHeadersReceived(self) -> None:
+        """
+        Take a request target in absolute form as origin form, its authority as the host (RFC 9112 §3.2.2).
+
+        A server must accept C{GET http://host/path}; twisted.web took the whole URL for the path (404).
+        """
+        target = self._path
+        scheme, separator, rest = target.partition(b"://")
+        if separator and scheme.lower() in (b"http", b"https") and self.requests:
+            end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+            authority, path = rest[:end], rest[end:]
+            self._path = path if path.startswith(b"/") else b"/" + path
+            if authority:
+                self.requests[-1].requestHeaders.setRawHeaders(b"host", [authority.rpartition(b"@")[2]])
+        super().allHeadersReceived()
+
+    @override
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line without end that is longer than any allowed one."""
         if self._in_head:

@@ -117,6 +117,31 @@ class HttpTestCase(GatewayTestCase):
 class SmallRequestTests(HttpTestCase):
     """Requests that fit the control channel."""
 
+    def test_absolute_form_target(self) -> None:
+        """
+        A request target in absolute form (RFC 9112 §3.2.2) is served: its host is the namespace's, not C{Host}.
+
+        It got 404: the whole URL was taken for the path. A server must accept this form.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        for method, body in (("GET", None), ("POST", b"x" * 200_000)):
+            with self.subTest(method=method):
+                sender.request(
+                    method, f"HTTP://{HOST}/hyco/x?a=1", self.auth(), body, host="elsewhere.example"
+                )
+                self.net.flush()
+                request = self.last_request(listener)
+                if method == "POST":  # too large for the control channel: fetched over its rendezvous
+                    rendezvous = self.net.connect(request["address"])
+                    request = json.loads(rendezvous.messages[0][0])["request"]
+                else:
+                    rendezvous = listener
+                self.assertEqual((request["method"], request["requestTarget"]), (method, "/hyco/x?a=1"))
+                self.assertEqual(request["requestHeaders"]["Host"], HOST)
+                self.respond(rendezvous, request["id"], body=b"done")
+                self.assertEqual((sender.reply.status, sender.reply.body), (200, b"done"))
+
     def test_get_on_the_control_channel(self) -> None:
         """A GET arrives as a full C{request} with forwarding headers and no body message; the answer comes back."""
         listener = self.listen()
