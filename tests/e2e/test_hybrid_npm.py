@@ -37,6 +37,13 @@ def send_uri(gateway: RunningGateway, path: str = "hyco", query: str = "") -> st
     return f"{gateway.ws_url}/$hc/{path}?{query}{'&' if query else ''}sb-hc-action=connect"
 
 
+PLAIN_403_REJECT = (
+    *("--behaviour", "reject", "--reject-status", "403"),
+    *("--reject-description", "Go away", "--reject-style", "plain"),
+)
+"""ws-listener.js options: reject every sender with 403 "Go away" in the plain (unprefixed) style."""
+
+
 def renewing_listener(test: TestCase, gateway: RunningGateway, *, ttl: int, renew_ms: int) -> NodeScript:
     """A hyco-ws listener with a token function: tokens of C{ttl} seconds, renewed every C{renew_ms}."""
     token_options = ["--key-name", "root", "--key", ROOT_KEY, "--token-uri", f"http://{gateway.host}/hyco"]
@@ -211,17 +218,7 @@ class HycoWsTests(TestCase):
             ["--uri", send_uri(gateway), "--token", gateway.token("hyco"), "--message", "literal:x"],
         )
         self.assertEqual((await nobody.event("upgrade-failed"))["status"], 404)
-        listener = await self.node_listener(
-            gateway,
-            "--behaviour",
-            "reject",
-            "--reject-status",
-            "403",
-            "--reject-description",
-            "Go away",
-            "--reject-style",
-            "plain",
-        )
+        listener = await self.node_listener(gateway, *PLAIN_403_REJECT)
         sender = spawn_script(
             self,
             "ws-sender.js",
@@ -238,17 +235,7 @@ class HycoWsTests(TestCase):
         changed address for an accept with nothing appended, and joined the refused sender.
         """
         gateway = await start_gateway(self)
-        listener = await self.node_listener(
-            gateway,
-            "--behaviour",
-            "reject",
-            "--reject-status",
-            "403",
-            "--reject-description",
-            "Go away",
-            "--reject-style",
-            "plain",
-        )
+        listener = await self.node_listener(gateway, *PLAIN_403_REJECT)
         client = HybridConnectionClient(gateway.connection_string, "hyco", reactor=reactor)
         with self.assertRaises(ConnectError) as ctx:
             await client.connect(query="name=O'Brien")
