@@ -10,7 +10,7 @@ L{RelayError}s back, and the listener side is reached only through L{IListenerCh
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -398,18 +398,7 @@ class HybridConnectionRouter:
             )
             self.instruments.sender_refused(admission.entity.name, error.status)
             raise error
-        tried: list[IListenerChannel] = []
-        while True:
-            channel = self.registry.choose(admission.namespace, admission.entity, exclude=tried)
-            if channel is None:
-                error = RelayError(
-                    ErrorKind.NO_LISTENER, "No listener is connected to this hybrid connection"
-                )
-                self.instruments.sender_refused(admission.entity.name, error.status)
-                raise error
-            tried.append(channel)
-            if channel.closing:
-                continue
+        for channel in self._open_listeners(admission, tried=[]):
             context = SenderContext(
                 tuple(offered_protocols),
                 issued_query,
@@ -424,6 +413,24 @@ class HybridConnectionRouter:
                 # Logged once, when the pair ends (Splice), or when the rendezvous fails.
                 return ticket
             self.rendezvous.cancel(ticket)
+        error = RelayError(ErrorKind.NO_LISTENER, "No listener is connected to this hybrid connection")
+        self.instruments.sender_refused(admission.entity.name, error.status)
+        raise error
+
+    def _open_listeners(
+        self, admission: Admission, tried: list[IListenerChannel]
+    ) -> Iterator[IListenerChannel]:
+        """
+        The listeners to announce a sender to, as the registry chooses them.
+
+        Each is offered once, none in C{tried} (which grows with those offered), none closing.
+        """
+        while (
+            channel := self.registry.choose(admission.namespace, admission.entity, exclude=tried)
+        ) is not None:
+            tried.append(channel)
+            if not channel.closing:
+                yield channel
 
     def announce_again(self, ticket: Ticket, gone: IListenerChannel) -> bool:
         """
@@ -439,12 +446,8 @@ class HybridConnectionRouter:
         if ticket.done or not isinstance(context, SenderContext) or context.announcement is None:
             return False
         admission, payload = context.announcement
-        tried = [gone]
-        while (
-            channel := self.registry.choose(admission.namespace, admission.entity, exclude=tried)
-        ) is not None:
-            tried.append(channel)
-            if channel.closing or not channel.send_control(payload):
+        for channel in self._open_listeners(admission, tried=[gone]):
+            if not channel.send_control(payload):
                 continue
             ticket.context = replace(context, listener_id=channel.listener_id)
             channel.add_pending(ticket)
