@@ -18,6 +18,7 @@ C{_doReadOrWrite}; the context tracker's per-thread C{contexts} stack) and leave
 from __future__ import annotations
 
 import errno
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -97,3 +98,18 @@ def lean_dispatch(reactor: Any) -> Callable[[], None] | None:
             del reactor.doIteration
 
     return undo
+
+
+def on_second_signal(reactor: Any, hurry: Callable[[], object]) -> None:
+    """
+    From now on, have a SIGINT or SIGTERM call C{hurry} in the reactor's thread (a stop under way).
+
+    Installed once stopping has begun: twistd's and the reactor's own handlers would call C{reactor.stop()}
+    again, which only logs C{ReactorNotRunning} as a critical error with a traceback, and the stop went on.
+    """
+
+    def again(signum: int, frame: object) -> None:
+        reactor.callFromThread(hurry)
+
+    signal.signal(signal.SIGINT, again)
+    signal.signal(signal.SIGTERM, again)

@@ -7,7 +7,6 @@ and notes, signals and the exit status.
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import IO, Any
 
@@ -20,7 +19,7 @@ from relay.client.errors import ConnectError
 from relay.client.http import HttpListener
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
-from relay.eventloop import lean_dispatch
+from relay.eventloop import lean_dispatch, on_second_signal
 from relay.expose import LOCAL_TIMEOUT, Forwarder
 from relay.exposeaddress import ExposeError
 from relay.logtext import classic_observer, one_line
@@ -275,12 +274,7 @@ def run_expose(
 
     def shutting_down() -> Deferred[None]:
         stopping.append(True)
-
-        def again(signum: int, frame: object) -> None:  # twistd's handler would only fail to stop again
-            reactor.callFromThread(exposer.hurry)  # type: ignore[attr-defined]
-
-        signal.signal(signal.SIGINT, again)
-        signal.signal(signal.SIGTERM, again)
+        on_second_signal(reactor, exposer.hurry)
         return Deferred.fromCoroutine(exposer.stop())
 
     reactor.callWhenRunning(start)  # type: ignore[attr-defined]

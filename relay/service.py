@@ -7,7 +7,6 @@ C{MemoryReactorClock} or on real loopback ports.
 
 from __future__ import annotations
 
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from relay.connstr import ConnectionString
 from relay.endpointcheck import serves_on_a_port
 from relay.entities import HYBRID_CONNECTION, Entity, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError
-from relay.eventloop import lean_dispatch
+from relay.eventloop import lean_dispatch, on_second_signal
 from relay.hybrid.addressing import hide_reserved_values, websocket_base
 from relay.hybrid.direct import DirectUpgrades
 from relay.hybrid.http import HttpRelay
@@ -534,7 +533,7 @@ class GatewayService(MultiService):
         )
         drained = self._drain_wait = wait_until_idle(self.reactor, self.in_flight, timeout)
         if self.hurry_on_signal:
-            self._take_second_signal()
+            on_second_signal(self.reactor, self.hurry)
         drained.addCallback(self._drained, timeout)
         return drained.addCallback(lambda _: self._end())
 
@@ -547,20 +546,6 @@ class GatewayService(MultiService):
             )
             self._hurried = True
             wait.cancel()
-
-    def _take_second_signal(self) -> None:
-        """
-        Make a second SIGINT or SIGTERM during the drain end it (L{hurry}).
-
-        twistd's own handlers would call C{reactor.stop()} again, which only logs C{ReactorNotRunning} as
-        a critical error with a traceback, and the drain went on.
-        """
-
-        def again(signum: int, frame: object) -> None:
-            self.reactor.callFromThread(self.hurry)
-
-        signal.signal(signal.SIGINT, again)
-        signal.signal(signal.SIGTERM, again)
 
     def _drained(self, emptied: bool, timeout: float) -> None:
         if emptied:
