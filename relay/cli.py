@@ -56,6 +56,19 @@ def _entity_named(name: str | None, connection_string: str) -> None:
         raise UsageError("give --name, or EntityPath in the connection string")
 
 
+def _listener_connection_string(args: argparse.Namespace) -> str:
+    """
+    A listening command's C{--connection-string}, else C{$RELAY_CONNECTION_STRING}, naming an entity.
+
+    @raise UsageError: when there is none, or neither it nor C{--name} names the entity.
+    """
+    connection_string: str | None = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
+    if not connection_string:
+        raise UsageError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
+    _entity_named(args.name, connection_string)
+    return connection_string
+
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -257,10 +270,7 @@ def cmd_expose(args: argparse.Namespace) -> None:
     from relay.exposeaddress import ExposeError
     from relay.exposerun import run_expose
 
-    connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
-    if not connection_string:
-        raise UsageError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
-    _entity_named(args.name, connection_string)
+    connection_string = _listener_connection_string(args)
     try:
         status = run_expose(
             args.url,
@@ -286,10 +296,7 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
     from relay.exposeaddress import ExposeError
     from relay.exposerun import load_ca
 
-    connection_string = args.connection_string or os.environ.get("RELAY_CONNECTION_STRING")
-    if not connection_string:
-        raise UsageError("a connection string is needed: --connection-string or RELAY_CONNECTION_STRING")
-    _entity_named(args.name, connection_string)
+    connection_string = _listener_connection_string(args)
     try:
         address, credentials = from_connection_string(connection_string, args.name)
         trust_root = load_ca(args.ca) if args.ca is not None else None
