@@ -35,7 +35,7 @@ from bindings.control import HTTP_AUTHORIZATION_TAG, Registered, Registration, r
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
 from bindings.faults import SOAP_FAULT_ACTION, Fault, FaultFormatError, fault_envelope, reply_to_soap12
-from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, parse_xml
+from bindings.safexml import DECLARED_ENCODING, MAX_DEPTH_CAP, XmlLimits, parse_xml
 from bindings.session import Backoff, IEnvelopeHandler, ListenerSession
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY, ClientAuth, Discovery
 from bindings.soap import (
@@ -63,7 +63,6 @@ class BridgeError(Exception):
     """The bridge cannot start (the backend's WSDL is unreachable or unusable, or registration failed)."""
 
 
-_DECLARED_ENCODING: Final = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
 _DECLARATION: Final = re.compile(r"^<\?xml[^>]*\?>")
 _BOMS: Final = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -88,7 +87,7 @@ def as_utf8(data: bytes, charset: str | None) -> bytes:
     """
     encoding = next((name for bom, name in _BOMS if data.startswith(bom)), None)
     if encoding is None:
-        declared = _DECLARED_ENCODING.match(data)
+        declared = DECLARED_ENCODING.match(data)
         if declared is not None:
             encoding = declared.group(1).decode("ascii")
         elif charset:

@@ -45,7 +45,8 @@ DEFAULT_MAX_BYTES: Final = 64 * 1024
 DEFAULT_MAX_DEPTH: Final = 64
 CHUNK_SIZE: Final = 4096
 
-_DECLARATION = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
+DECLARED_ENCODING: Final = re.compile(rb"^<\?xml[^>]*?encoding\s*=\s*[\"']([A-Za-z0-9._\-]+)[\"']")
+"""The encoding an XML declaration at the start of a document names (group 1)."""
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _UTF16_XMLNS: Final = b"x\0m\0l\0n\0s"  # in UTF-16 LE and BE alike
 
@@ -195,7 +196,7 @@ def _check_encoding(data: bytes, charset: str | None) -> None:
             # XML has no NUL character; ASCII-only UTF-16 or UTF-32 without a byte order mark is valid
             # UTF-8 byte for byte, and libxml2 would detect and decode it from its first bytes.
             raise XmlRejected(Rule.ENCODING, "a NUL byte: not UTF-8 XML (UTF-16 or UTF-32 without a BOM?)")
-        match = _DECLARATION.match(data.removeprefix(codecs.BOM_UTF8))
+        match = DECLARED_ENCODING.match(data.removeprefix(codecs.BOM_UTF8))
         if match and match.group(1).lower() not in (b"utf-8", b"utf8"):
             raise XmlRejected(Rule.ENCODING, "the XML declaration names another encoding than UTF-8")
     elif wanted == "utf-16":
@@ -209,7 +210,7 @@ def _check_encoding(data: bytes, charset: str | None) -> None:
             # UTF-32's little-endian byte order mark starts with UTF-16's, and libxml2 would decode the
             # document as UTF-32; as UTF-16 it holds NUL characters, which no XML document has.
             raise XmlRejected(Rule.ENCODING, "a NUL character: not UTF-16 XML (UTF-32?)")
-        match = _DECLARATION.match(text.encode("utf-8", errors="replace"))
+        match = DECLARED_ENCODING.match(text.encode("utf-8", errors="replace"))
         if match and not match.group(1).lower().startswith(b"utf-16"):
             raise XmlRejected(Rule.ENCODING, "the XML declaration names another encoding than UTF-16")
     else:
