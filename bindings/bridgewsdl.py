@@ -24,9 +24,8 @@ from bindings.soap import SoapVersion
 from bindings.wsdl import (
     SOAP11_BINDING_NS,
     SOAP12_BINDING_NS,
-    WSAM_NS,
-    WSAW_NS,
     WSDL_NS,
+    declared_action,
     default_action,
     describe_operations,
 )
@@ -126,7 +125,7 @@ def reply_actions(root: etree._Element) -> dict[str, str]:
             if output is None or request is None or described.action is None:
                 continue
             name = op.get("name") or ""
-            explicit = output.get(f"{{{WSAM_NS}}}Action") or output.get(f"{{{WSAW_NS}}}Action")
+            explicit = declared_action(output)
             port = port_type.get("name") or ""
             requested = default_action(target, port, request.get("name") or f"{name}Request")
             if explicit:

@@ -206,7 +206,8 @@ def _resolve(element: etree._Element, value: str | None) -> list[str] | None:
     return [element.nsmap.get(prefix) or "", local]
 
 
-def _action(element: etree._Element) -> str | None:
+def declared_action(element: etree._Element) -> str | None:
+    """The C{wsam:Action} (else the older C{wsaw:Action}) an input, output or fault declares."""
     action: str | None = element.get(_q(WSAM_NS, "Action")) or element.get(_q(WSAW_NS, "Action"))
     return action
 
@@ -237,7 +238,7 @@ def _canonical_port_types(root: etree._Element) -> list[object]:
                 message_ref = _resolve(child, child.get("message"))
                 if message_ref is not None and message_ref[0] == target and message_ref[1] in messages:
                     referenced.add(message_ref[1])
-                items.append([kind, child.get("name"), message_ref, _action(child)])
+                items.append([kind, child.get("name"), message_ref, declared_action(child)])
             operations.append([op.get("name"), items])
         result.append([target, port_type.get("name"), operations])
     parts: list[object] = []
@@ -369,7 +370,7 @@ def describe_operations(root: etree._Element) -> tuple[WsdlOperation, ...]:
             action = None
             if request is not None:
                 input_name = request.get("name") or (name if one_way else f"{name}Request")
-                action = _action(request) or soap_actions.get(name)
+                action = declared_action(request) or soap_actions.get(name)
                 action = action or default_action(target, port_type.get("name") or "", input_name)
                 ref = _resolve(request, request.get("message"))
                 message = messages.get(ref[1]) if ref is not None and ref[0] == target else None
