@@ -19,7 +19,7 @@ from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from bindings.settings import BindingEntitySettings
 from relay.listeners import IListenerChooser
-from relay.logbudget import LogBudget, unlogged_note
+from relay.logbudget import LogBudget, emit_within
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,14 +171,12 @@ class OneWayRouter:
         @param lines: the listener connection's budget of such lines, if it has one (a listener may send
             these as fast as it likes).
         """
-        unlogged = lines.allow() if lines is not None else 0
-        if unlogged is None:
-            return
-        self.log.info(
-            "dropped a reply from one-way listener {listener_id} of {entity} (RelatesTo {relates_to})"
-            + unlogged_note(unlogged),
+        emit_within(
+            lines,
+            self.log,
+            LogLevel.info,
+            "dropped a reply from one-way listener {listener_id} of {entity} (RelatesTo {relates_to})",
             listener_id=connection.listener_id,
             entity=self.listeners.entity,
             relates_to=relates_to and short_id(relates_to),
-            unlogged=unlogged,
         )

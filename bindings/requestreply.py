@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.oneway import Delivered, ListenerSet, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from relay.listeners import IListenerChooser
-from relay.logbudget import LogBudget, unlogged_note
+from relay.logbudget import LogBudget, emit_within
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,16 +161,15 @@ class RequestReplyRouter:
         """
         pending = self._pop((connection, relates_to)) if relates_to is not None else None
         if pending is None:
-            unlogged = lines.allow() if lines is not None else 0
-            if unlogged is not None:
-                self.log.info(
-                    "dropped a reply from {listener_id} of {entity}: nothing waits for RelatesTo {relates_to}"
-                    + unlogged_note(unlogged),
-                    listener_id=connection.listener_id,
-                    entity=self.listeners.entity,
-                    relates_to=relates_to and short_id(relates_to),
-                    unlogged=unlogged,
-                )
+            emit_within(
+                lines,
+                self.log,
+                LogLevel.info,
+                "dropped a reply from {listener_id} of {entity}: nothing waits for RelatesTo {relates_to}",
+                listener_id=connection.listener_id,
+                entity=self.listeners.entity,
+                relates_to=relates_to and short_id(relates_to),
+            )
             return False
         self._stop_timer(pending)
         pending.caller.callback(Reply(payload, connection.listener_id))

@@ -20,6 +20,14 @@ def unlogged_note(unlogged: int) -> str:
     return " ({unlogged} lines before this one were not logged)" if unlogged else ""
 
 
+def emit_within(lines: LogBudget | None, log: Logger, level: LogLevel, format: str, **fields: Any) -> None:
+    """L{LogBudget.emit} the line through C{lines}; without a budget, log it."""
+    if lines is None:
+        log.emit(level, format, unlogged=0, **fields)
+    else:
+        lines.emit(log, level, format, **fields)
+
+
 class LogBudget:
     """
     A token bucket for log lines: C{burst} at once, then C{per_second}.
