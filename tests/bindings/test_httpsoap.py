@@ -10,6 +10,7 @@ from lxml import etree
 from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from bindings import inbound, registryfeed, wsdl
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
@@ -152,6 +153,22 @@ class HttpTestCase(BindingsTestCase):
             headers["ServiceBusAuthorization"] = token
         return self.http(b"POST", path, body, headers, wait)
 
+    def start_add(self, name: str) -> Deferred[IResponse]:
+        """POST a SOAP 1.1 C{Add} with the name's token and let it reach the listener; the response is pending."""
+        raw = Headers(
+            {
+                b"content-type": [b"text/xml"],
+                b"soapaction": [ADD.action.encode()],
+                b"servicebusauthorization": [self.token(name).encode()],
+            }
+        )
+        pending: Deferred[IResponse] = self.agent.request(
+            b"POST", f"http://{HOST}/{name}".encode(), raw, BytesProducer(soap11(ADD_BODY))
+        )
+        self.agent.flush()
+        self.net.flush()
+        return pending
+
     def fault_of(self, data: bytes, version: SoapVersion = SoapVersion.SOAP11) -> tuple[str, str]:
         envelope = parse_envelope(data, version)
         fault = parse_fault(envelope.body[0], version)
@@ -261,18 +278,7 @@ class SoapPostTests(HttpTestCase):
         """The listener leaving mid-request: 502 ListenerGone."""
         self.host()
         self.calculator.hold = True
-        raw = Headers(
-            {
-                b"content-type": [b"text/xml"],
-                b"soapaction": [ADD.action.encode()],
-                b"servicebusauthorization": [self.token("calc").encode()],
-            }
-        )
-        pending = self.agent.request(
-            b"POST", f"http://{HOST}/calc".encode(), raw, BytesProducer(soap11(ADD_BODY))
-        )
-        self.agent.flush()
-        self.net.flush()
+        pending = self.start_add("calc")
         self.bindings.websocket_factory.close_all(1001, "going")
         response = self.settle(pending)
         data = self.settle(read_capped(response, 1 << 24))

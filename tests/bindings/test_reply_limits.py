@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from twisted.web.http_headers import Headers
-
 from bindings.addressing import read_addressing
-from bindings.channels import BytesProducer, read_capped
+from bindings.channels import read_capped
 from bindings.contracts import contract_of
 from bindings.soap import SOAP12_NS
 
 from .calculator import ICalculator
-from .test_httpsoap import ADD_BODY, HttpTestCase, soap11
+from .test_httpsoap import HttpTestCase
 from .test_wcf import add_request, envelope, subcode
-from .wcfharness import HOST, RecordingClient
+from .wcfharness import RecordingClient
 
 ADD = contract_of(ICalculator).operation("Add")
 WSA = "http://www.w3.org/2005/08/addressing"
@@ -73,18 +71,7 @@ class InheritedDeclarationsInRepliesTests(HttpTestCase):
     def test_soap11_caller(self) -> None:
         """A SOAP 1.1 caller gets a MessageTooLarge fault, not a 45 KB conversion of a 2 KB reply."""
         listener = self.listener("small")
-        raw = Headers(
-            {
-                b"content-type": [b"text/xml"],
-                b"soapaction": [ADD.action.encode()],
-                b"servicebusauthorization": [self.token("small").encode()],
-            }
-        )
-        pending = self.agent.request(
-            b"POST", f"http://{HOST}/small".encode(), raw, BytesProducer(soap11(ADD_BODY))
-        )
-        self.agent.flush()
-        self.net.flush()
+        pending = self.start_add("small")
         request = envelope(listener.messages[-1][0])
         self.answer(listener, inheriting_reply(read_addressing(request).message_id or ""))
         response = self.settle(pending)
