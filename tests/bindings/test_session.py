@@ -70,18 +70,23 @@ class Reply:
         return b"<reply/>"
 
 
+def request_reply_session(handler: Hanging, **options: Any) -> ListenerSession:
+    """A session of a request-reply listener at C{ws://relay.test/rr} calling C{handler}, not yet open."""
+    return ListenerSession(
+        parse_address("ws://relay.test/rr"),
+        Registration(kind="requestreply"),
+        handler,
+        None,
+        Clock(),
+        lambda address: None,
+        **options,
+    )
+
+
 class ConcurrencyTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.handler = Hanging()
-        self.session = ListenerSession(
-            parse_address("ws://relay.test/rr"),
-            Registration(kind="requestreply"),
-            self.handler,
-            None,
-            Clock(),
-            lambda address: None,
-            max_concurrent=4,
-        )
+        self.session = request_reply_session(self.handler, max_concurrent=4)
 
     def dispatch(self, connection: Connection, count: int) -> None:
         for _ in range(count):
@@ -140,14 +145,7 @@ class StaleConnectionTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.handler = Hanging()
-        self.session = ListenerSession(
-            parse_address("ws://relay.test/rr"),
-            Registration(kind="requestreply"),
-            self.handler,
-            None,
-            Clock(),
-            lambda address: None,
-        )
+        self.session = request_reply_session(self.handler)
         self.stale, self.current = Connection(), Connection()
         self.session._protocol = self.stale  # type: ignore[assignment]
         self.closing = self.session.close()
