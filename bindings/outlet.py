@@ -347,9 +347,8 @@ class Outlet:
         self._waiting.clear()
         self._queued_bytes = self._waiting_bytes = 0
         copies = sum(1 for item in pending if item.done is None)
-        if (
-            copies
-        ):  # multicast copies: their publisher was told they were taken, and nobody else waits on them
+        # Multicast copies: their publisher was told they were taken, and nobody else waits on them.
+        if copies:
             if self._discarded is not None:
                 self._discarded.value += copies
             self.log.info(
