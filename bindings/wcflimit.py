@@ -29,7 +29,6 @@ class LimitedAssembly:
     message_data: Any
     message_is_binary: bool
     _assembly_limit = 0
-    _assembled = 0
     _dropping = False
     _buffer = bytearray()
 
@@ -49,7 +48,6 @@ class LimitedAssembly:
         """A message begins: note its limit; a binary one is refused at once and dropped."""
         super().onMessageBegin(isBinary)  # type: ignore[misc]
         self._buffer = bytearray()
-        self._assembled = 0
         self._dropping = isBinary
         self._assembly_limit = 0 if isBinary else self.assembly_limit()
         if isBinary:
@@ -59,12 +57,11 @@ class LimitedAssembly:
         """Keep the message's bytes up to the limit; past it, refuse the message and keep nothing more."""
         if self._dropping or self.failedByMe:
             return
-        self._assembled += len(payload)
-        if self._assembled <= self._assembly_limit:
+        limit = self._assembly_limit
+        if len(self._buffer) + len(payload) <= limit:
             self._buffer += payload  # Autobahn's list of pieces cost ~40 bytes a piece: 1-byte fragments
             return
-        limit = self._assembly_limit
-        head = bytes(self._buffer[:limit]) + payload[: max(0, limit - len(self._buffer))]
+        head = bytes(self._buffer) + payload[: limit - len(self._buffer)]
         self._buffer = bytearray()
         self._dropping = True
         self.message_too_large(head, limit)
