@@ -171,6 +171,15 @@ class _RelayedChannel:
             self.done.callback(None)
 
 
+async def _spool(request: RelayedRequest, spool_size: int) -> Any:
+    """The request's body, read to its end: in memory up to C{spool_size} bytes, then in a temporary file."""
+    spooled = SpooledTemporaryFile(max_size=spool_size)
+    async for chunk in request.body:
+        spooled.write(chunk)
+    spooled.seek(0)
+    return spooled
+
+
 def resource_app(resource: IResource, *, reactor: Any = None, spool_size: int = 1024 * 1024) -> HttpApp:
     """
     An L{HttpApp} that serves C{resource} as twisted.web would.
@@ -185,10 +194,7 @@ def resource_app(resource: IResource, *, reactor: Any = None, spool_size: int = 
     site.displayTracebacks = False
 
     async def app(request: RelayedRequest, response: RelayedResponse) -> None:
-        content: Any = SpooledTemporaryFile(max_size=spool_size)
-        async for chunk in request.body:
-            content.write(chunk)
-        content.seek(0)
+        content = await _spool(request, spool_size)
         channel = _RelayedChannel(site, request, response, reactor)
         twisted_request = Request(channel)
         channel.request = twisted_request
@@ -329,10 +335,7 @@ def wsgi_app(
         pool = threadpool if threadpool is not None else reactor.getThreadPool()
         spooled: Any = None
         if not stream_input and not request.body.complete:
-            spooled = SpooledTemporaryFile(max_size=spool_size)
-            async for chunk in request.body:
-                spooled.write(chunk)
-            spooled.seek(0)
+            spooled = await _spool(request, spool_size)
         try:
             await deferToThreadPool(
                 reactor, pool, _run_wsgi, application, request, response, reactor, spooled
