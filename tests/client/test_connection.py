@@ -47,6 +47,15 @@ class ConnectionTestCase(FakeRelayTestCase):
         self.network.flush()
         return d
 
+    def send_fragmented(self, connection: HybridWebSocket) -> None:
+        """Send the text message C{"fragm\u00e9nt"} in two frames, with a ping between them."""
+        peer = connection._protocol
+        peer.beginMessage(isBinary=False)
+        peer.sendMessageFrame(b"frag")
+        peer.sendPing(b"between")
+        peer.sendMessageFrame("m\u00e9nt".encode())
+        peer.endMessage()
+
     def transport(self, connection: HybridWebSocket) -> ClientTransport:
         transport = connection._transport
         assert isinstance(transport, ClientTransport)
@@ -94,12 +103,7 @@ class MessageTests(ConnectionTestCase, SynchronousTestCase):
     def test_fragmented_message_with_a_ping_inside(self) -> None:
         """A message the peer sends in fragments, with a ping between them, arrives whole and in order."""
         sender, accepted = self.pair()
-        peer = sender._protocol
-        peer.beginMessage(isBinary=False)
-        peer.sendMessageFrame(b"frag")
-        peer.sendPing(b"between")
-        peer.sendMessageFrame("m\u00e9nt".encode())
-        peer.endMessage()
+        self.send_fragmented(sender)
         sender.send(b"next")
         self.network.flush()
         received = [self.successResultOf(accepted.receive()) for _ in range(2)]

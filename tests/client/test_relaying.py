@@ -53,12 +53,7 @@ class RelayToTests(ConnectionTestCase, SynchronousTestCase):
         origin.send(b"\x00\xff")
         origin.send("")
         origin.send(b"")
-        peer = origin._protocol
-        peer.beginMessage(isBinary=False)
-        peer.sendMessageFrame(b"frag")
-        peer.sendPing(b"between")
-        peer.sendMessageFrame("m\u00e9nt".encode())
-        peer.endMessage()
+        self.send_fragmented(origin)
         big = bytes(range(256)) * (3 * MB // 256)
         origin.send(big)
         received = self.receive_all(destination, 6)
