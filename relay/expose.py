@@ -98,8 +98,8 @@ class Forwarder:
     @ivar base: the local base URL, without trailing slash.
     @ivar log_line: where access log lines go (one per request or WebSocket connection).
     @ivar max_websockets: WebSocket senders relayed at once; more are refused with 503.
-    @ivar draining: set when expose stops: new requests and WebSocket senders get 503 while the
-        answers in flight finish.
+    @ivar draining: set when expose stops (L{drain}): new requests and WebSocket senders get 503 while
+        the answers in flight finish.
     """
 
     log = Logger()
@@ -381,7 +381,7 @@ class Forwarder:
         if pending is None:
             sender.close(1011, "no local connection")
             return
-        if self.draining:  # accepted before the stop, here after close_websockets: closed as the others were
+        if self.draining:  # accepted before the stop, here after drain: closed as the others were
             sender.close(1001, _SHUTTING_DOWN)
             pending.local.close(1001, _SHUTTING_DOWN)
             if context is not None:
@@ -393,11 +393,16 @@ class Forwarder:
         self.connections[task] = (sender, pending.local)
         task.addBoth(lambda result: self.connections.pop(task, None))
 
-    def close_websockets(self, reason: str) -> None:
-        """Close every WebSocket pair being relayed with 1001 (going away), both sides at once."""
+    def drain(self) -> None:
+        """
+        Expose stops: new requests and WebSocket senders get 503 from now on (L{draining}).
+
+        Every WebSocket pair being relayed is closed with 1001 (going away), both sides at once.
+        """
+        self.draining = True
         for sender, local in list(self.connections.values()):
-            sender.close(1001, reason)
-            local.close(1001, reason)
+            sender.close(1001, _SHUTTING_DOWN)
+            local.close(1001, _SHUTTING_DOWN)
 
     async def _splice(self, sender: HybridWebSocket, pending: _Pending) -> None:
         local = pending.local

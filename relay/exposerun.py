@@ -163,8 +163,7 @@ class Exposer:
         self._finish(0)
         if self._sleep is not None:
             self._sleep.cancel()
-        self.forwarder.draining = True
-        self.forwarder.close_websockets("relay expose is shutting down")
+        self.forwarder.drain()
         await self._drain()
         await self.listener.close()
         self.forwarder.client.close()

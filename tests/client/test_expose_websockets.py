@@ -159,8 +159,7 @@ class ForwarderWebSocketTests(SynchronousTestCase):
         """
         late = context("late", "/chat")
         self.accept(late)
-        self.forwarder.draining = True
-        self.forwarder.close_websockets("relay expose is shutting down")
+        self.forwarder.drain()
         sender = FakeSender(late)
         self.forwarder.connected(sender)  # type: ignore[arg-type]
         self.assertEqual(self.spliced, [])

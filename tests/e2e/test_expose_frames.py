@@ -169,7 +169,7 @@ class ExposeFrameRelayTests(TestCase):
 
         async def close() -> None:
             if forwarder.connections:
-                forwarder.close_websockets("test over")
+                forwarder.drain()
                 for task in list(forwarder.connections):
                     await task
 
