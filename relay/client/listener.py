@@ -6,8 +6,9 @@ The API is modelled on .NET's C{HybridConnectionListener}.
 Life cycle: C{open()} dials the control channel once and fails with the relay's answer (404, 401, ...)
 if that does not work, as .NET's C{OpenAsync} does. Once online, a dropped channel is redialled with
 capped, jittered exponential back-off until C{close()} (started over only after a connection that stayed
-up for the longest delay, so a relay that drops the listener at once is not redialled every second); 401/403 keep backing off (a key may be restored),
-404 stops for good (the entity is gone), and so does any status given in C{give_up_statuses}. Before the token expires a fresh one is sent as C{renewToken}
+up for the longest delay, so a relay that drops the listener at once is not redialled every second);
+401/403 keep backing off (a key may be restored), 404 stops for good (the entity is gone), and so does
+any status given in C{give_up_statuses}. Before the token expires a fresh one is sent as C{renewToken}
 (L{relay.client.renewal}).
 
 Accepting: each C{accept} command is put to the accept handler (if any); accepted senders are dialled
