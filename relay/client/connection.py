@@ -153,9 +153,8 @@ class HybridWebSocket:
         """Stop reading while the sink of L{relay_to} is full (not while closing: the close frame is behind)."""
         if hold:
             self.pause_reading()
-        elif self._reading_paused and not self._closed:
-            self._reading_paused = False
-            self._transport.resumeProducing()
+        else:
+            self._resume_reading()
 
     def message_begin(self, is_binary: bool) -> None:
         """A relayed message starts."""
@@ -242,10 +241,7 @@ class HybridWebSocket:
         if not self._closing:
             self._closing = True
             self.log.debug("closing {tracking_id} with {code}", tracking_id=self.tracking_id, code=code)
-            if self._reading_paused:
-                # The peer's close frame is behind the data we stopped reading.
-                self._reading_paused = False
-                self._transport.resumeProducing()
+            self._resume_reading()  # the peer's close frame is behind the data we stopped reading
             # Autobahn's sendClose allows only 1000 and 3000-4999; 1001 (going away) and 1011 are
             # legitimate for an endpoint too, so the frame is sent directly.
             self._protocol.sendCloseFrame(code=code, reasonUtf8=reason.encode("utf-8") or None, isReply=False)
@@ -279,22 +275,26 @@ class HybridWebSocket:
         self._messages.append((message, len(payload)))
         self._queued_bytes += len(payload)
         if self._queued_bytes >= self._high_water and not self._reading_paused:
-            self._reading_paused = True
             self.log.debug(
                 "pausing {tracking_id}: {queued} bytes unread",
                 tracking_id=self.tracking_id,
                 queued=self._queued_bytes,
             )
-            self._transport.pauseProducing()
+            self.pause_reading()
 
     def _maybe_resume_reading(self) -> None:
         if self._reading_paused and not self._closed and self._queued_bytes <= self._low_water:
-            self._reading_paused = False
             self.log.debug(
                 "resuming {tracking_id}: {queued} bytes unread",
                 tracking_id=self.tracking_id,
                 queued=self._queued_bytes,
             )
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read from the network again, if reading was stopped and the connection is still there."""
+        if self._reading_paused and not self._closed:
+            self._reading_paused = False
             self._transport.resumeProducing()
 
     def connection_closed(self, was_clean: bool, code: int | None, reason: str | None) -> None:
