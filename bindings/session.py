@@ -44,6 +44,10 @@ PERMANENT_SUBCODES: Final = frozenset(
     {"AddressInUse", "InvalidMessage", "NoSuchEntity", "Unauthorized", "Forbidden"}
 )
 NORMAL_CLOSE: Final = 1000
+PING_INTERVAL: Final = 60.0
+"""Seconds between a listener's pings: a gateway gone without a close (a crash, a cut network) is noticed."""
+PING_TIMEOUT: Final = 30.0
+"""Seconds a listener waits for the pong before it drops the connection and dials again."""
 
 
 class IEnvelopeHandler(Interface):
@@ -122,7 +126,15 @@ class ListenerSession:
         max_concurrent: int = 64,
         client_id: Callable[[], str] | None = None,
         on_stopped: Callable[[BaseException], None] | None = None,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float = PING_TIMEOUT,
     ) -> None:
+        """
+        A listener of C{address}, not connected before L{open}.
+
+        @param ping_interval: seconds between the listener's pings to the gateway (0: none).
+        @param ping_timeout: seconds a pong may take; then the connection is taken for dead and redialled.
+        """
         self.address = address
         self.registration = registration
         self.handler = handler
@@ -133,6 +145,8 @@ class ListenerSession:
         self.backoff = backoff
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self.max_concurrent = max_concurrent
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
         self.registered: Registered | None = None
         self._client_id = client_id
         self._on_stopped = on_stopped
@@ -194,7 +208,15 @@ class ListenerSession:
             return
         client_id = self._client_id() if self._client_id is not None else None
         connecting = connect(
-            self.address, "listen", self, self.credentials, self.clock, self.endpoint(self.address), client_id
+            self.address,
+            "listen",
+            self,
+            self.credentials,
+            self.clock,
+            self.endpoint(self.address),
+            client_id,
+            ping_interval=self.ping_interval,
+            ping_timeout=self.ping_timeout,
         )
         self._connecting = connecting
         connecting.addCallbacks(self._connected, self._not_connected)
@@ -336,6 +358,7 @@ class ListenerSession:
             # Per connection: calls still running from a connection that was dropped count too, and the
             # one that replaced it must not take more until they finish.
             self._paused = protocol
+            protocol.reading_held = True  # the gateway's pong may wait unread: not a dead connection
             protocol.transport.pauseProducing()
         result: Deferred[Envelope | None] = maybeDeferred(self.handler.handle, envelope)
 
@@ -354,6 +377,7 @@ class ListenerSession:
             paused = self._paused
             if paused is not None and self._active < self.max_concurrent:
                 self._paused = None
+                paused.reading_held = False
                 if paused.state == paused.STATE_OPEN:
                     paused.transport.resumeProducing()
 

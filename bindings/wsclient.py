@@ -109,6 +109,9 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         self._reader = FastMessageReader(self, masked=False)
         # Registered on the transport once it opens: a caller waits on it while the write buffer is full.
         self.write_gate = WriteGate()
+        # Set by the owner while it does not read the socket: a pong may then wait unread (L{onAutoPingTimeout}).
+        self.reading_held = False
+        self._read_since_ping = False  # bytes came after our last ping: its pong may be behind them
 
     def _abandon(self, opened: Deferred[SoapClientProtocol]) -> None:
         """The owner gave the connection up before it opened (its C{close()}): drop it, and tell it nothing."""
@@ -118,6 +121,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     @override
     def dataReceived(self, data: bytes) -> None:
         """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
+        self._read_since_ping = True
         self._reader.data_received(data)
 
     @override
@@ -154,6 +158,30 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
             return
         if not self._abandoned:
             self.factory.owner.connection_closed(self, code, reason)
+
+    @override
+    def sendPing(self, payload: bytes | None = None) -> None:
+        """Ping the gateway; what is read from now on shows it is there, should the pong be late."""
+        self._read_since_ping = False
+        super().sendPing(payload)
+
+    @override
+    def onAutoPingTimeout(self) -> None:
+        """
+        Drop a connection whose pong did not come in time, and that was silent meanwhile: the gateway is gone.
+
+        The pong may be late behind a large message (the gateway skips pongs for a peer with more than
+        1 MiB unsent), or wait unread while the owner holds reading (a listener running its
+        C{max_concurrent} calls): then it is given the time again. Anything read means the gateway is there.
+        """
+        if (self.reading_held or self._read_since_ping) and self.state == self.STATE_OPEN:
+            self._read_since_ping = False  # the next look wants bytes of its own
+            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
+                self.factory.autoPingTimeout, self.onAutoPingTimeout
+            )
+            return
+        self.logger.info("no pong from {url} in time: dropping the connection", url=self.factory.url)
+        super().onAutoPingTimeout()
 
     def send_bytes(self, payload: bytes) -> bool:
         """
@@ -203,7 +231,16 @@ class SoapClientFactory(WebSocketClientFactory):
         credentials: SasCredentials | None,
         clock: IReactorTime,
         headers: dict[str, str],
+        ping_interval: float = 0.0,
+        ping_timeout: float = 0.0,
     ) -> None:
+        """
+        The factory of one connection to C{url}.
+
+        @param ping_interval: seconds between pings to the gateway (0: none), so that a connection that
+            went silent without closing is noticed.
+        @param ping_timeout: seconds a ping's pong may take before the connection is dropped.
+        """
         super().__init__(url, protocols=[SUBPROTOCOL], headers=headers, reactor=clock)
         self.address = address
         self.owner = owner
@@ -213,7 +250,8 @@ class SoapClientFactory(WebSocketClientFactory):
             openHandshakeTimeout=30,
             closeHandshakeTimeout=5,
             maxMessagePayloadSize=MESSAGE_BYTES[REQUEST_REPLY][1],
-            autoPingInterval=0,
+            autoPingInterval=ping_interval,
+            autoPingTimeout=ping_timeout,
             perMessageCompressionOffers=[],
         )
 
@@ -229,9 +267,15 @@ def connect(
     clock: IReactorTime,
     endpoint: IStreamClientEndpoint,
     client_id: str | None = None,
+    *,
+    ping_interval: float = 0.0,
+    ping_timeout: float = 0.0,
 ) -> Deferred[SoapClientProtocol]:
     """
     Open the WebSocket for C{action} (C{listen} or C{send}) with a freshly signed token.
+
+    @param ping_interval: seconds between pings to the gateway (0: none; see L{SoapClientFactory}).
+    @param ping_timeout: seconds a pong may take before the connection is dropped.
 
     @return: a Deferred firing with the open protocol, or failing with L{HandshakeRefused} (or the
         endpoint's connection error).
@@ -240,7 +284,7 @@ def connect(
     if credentials is not None:
         headers[TOKEN_HEADER] = credentials.token(address.http_url, clock.seconds())
     url = address.websocket_url(action, client_id)
-    factory = SoapClientFactory(url, address, owner, credentials, clock, headers)
+    factory = SoapClientFactory(url, address, owner, credentials, clock, headers, ping_interval, ping_timeout)
     connecting: Deferred[Any] = endpoint.connect(factory)
 
     def opened(protocol: SoapClientProtocol) -> Deferred[SoapClientProtocol]:

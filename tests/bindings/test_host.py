@@ -259,6 +259,25 @@ class HostConstructionTests(SynchronousTestCase):
             self.assertTrue(capped / 2 <= delay <= capped, (attempt, delay))
 
 
+class _CutWire:
+    """An in-memory connection whose wire was cut: bytes are lost, each end only learns of its own abort."""
+
+    def __init__(self, pump: Any) -> None:
+        self._pump = pump
+        self._told: set[int] = set()
+
+    def pump(self, advanceClock: bool = False) -> bool:  # noqa: N803 - IOPump's signature
+        moved = False
+        for io in (self._pump.clientIO, self._pump.serverIO):
+            io.getOutBuffer()  # lost on the way
+            if io.disconnecting and id(io) not in self._told:
+                self._told.add(id(io))
+                io.disconnected = True
+                io.reportDisconnect()
+                moved = True
+        return moved
+
+
 class HostOnGatewayTests(BindingsTestCase):
     """A ServiceHost and a ChannelFactory through the in-memory gateway."""
 
@@ -601,6 +620,74 @@ class HostOnGatewayTests(BindingsTestCase):
         self.net.advance(40)
         self.assertTrue(host.session.is_registered)
         self.assertEqual(self.endpoint.attempts, 1)
+
+    def cut(self, host: ServiceHost) -> None:
+        """Cut the host's connection silently: nothing more crosses it, and neither end is told."""
+        protocol = host.session._protocol
+        assert protocol is not None
+        index = self.net.pumps.index(protocol.pump)
+        self.net.pumps[index] = _CutWire(protocol.pump)  # type: ignore[call-overload]
+
+    def test_notices_a_silent_gateway(self) -> None:
+        """
+        A connection that goes silent (the gateway's machine died, the network was cut) is given up.
+
+        The host pings the gateway and reconnects when no pong comes; before, it sent nothing until its
+        token renewal, so it stayed off the name, believing itself registered, for most of an hour.
+        """
+        host = self.host()
+        self.opened(host)
+        self.cut(host)
+        for _ in range(30):
+            self.net.advance(5)
+        self.assertEqual(self.endpoint.attempts, 2)
+        self.assertTrue(host.session.is_registered)
+        _, calc = self.channel()
+        result = calc.Add(2, 3)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(result), 5)
+
+    def test_a_gateway_heard_from_is_there(self) -> None:
+        """
+        A gateway that does not answer the ping while a long message is coming is alive all the same.
+
+        It skips pongs while more than 1 MiB waits unsent for the listener (a large message on a slow link),
+        and no frame ends meanwhile: the host keeps its connection as long as bytes come.
+        """
+        host = self.host()
+        self.opened(host)
+        protocol = host.session._protocol
+        assert protocol is not None
+        self.cut(host)  # nothing else comes: no pong, no ping of the gateway's
+        size = 100_000
+        protocol.dataReceived(b"\x81\x7f" + size.to_bytes(8, "big"))  # a text frame's head, unmasked
+        for _ in range(60):
+            protocol.dataReceived(b"x" * 500)
+            self.net.advance(5)
+        self.assertEqual(self.endpoint.attempts, 1)
+        self.assertIs(host.session._protocol, protocol)
+
+    def test_no_pong_expected_while_not_reading(self) -> None:
+        """A host that stopped reading (max_concurrent_calls calls run) does not take the unread pong for a dead gateway."""
+        service = Calculator()
+        service.hold = True
+        host = self.host(service, max_concurrent_calls=1)
+        self.opened(host)
+        _, calc = self.channel()
+        call = calc.Add(2, 3)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(len(service.held), 1)  # the host stopped reading its socket
+        dialled = self.endpoint.attempts  # the host's and the channel's
+        self.cut(host)
+        for _ in range(30):
+            self.net.advance(5)
+        self.assertEqual(self.endpoint.attempts, dialled)
+        self.failureResultOf(call, SoapFault)  # the gateway's Timeout
+        service.held[0][0].callback(5)  # reading again: now the missing pong counts
+        for _ in range(30):
+            self.net.advance(5)
+        self.assertEqual(self.endpoint.attempts, dialled + 1)
+        self.assertTrue(host.session.is_registered)
 
     def test_multicast_subscribers(self) -> None:
         """Three subscribers hosted with MulticastBinding each hear every event; the publisher sees 3."""
