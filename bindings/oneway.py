@@ -109,6 +109,18 @@ class ListenerSet:
         """The routed connections, oldest first."""
         return list(self._outlets)
 
+    def candidates(self) -> list[IListenerConnection]:
+        """
+        The connections a message may be routed to: the open ones, or all of them when none is open.
+
+        A listener whose socket is closing stays registered until the close handshake ends; a message
+        routed to it fails with C{ListenerGone}, which is right only when no other listener could take it.
+        """
+        connections = list(self._outlets)
+        if len(connections) < 2:
+            return connections
+        return [c for c in connections if c.accepting] or connections
+
 
 class OneWayRouter:
     """Route datagrams of one C{oneway} name (or the one-way operations of a C{requestreply} name)."""
@@ -135,7 +147,7 @@ class OneWayRouter:
             L{RelayFaultError}: C{NoListener}, C{ServerBusy}, C{ListenerGone}.
         """
         entity = self.listeners.entity
-        candidates = self.listeners.connections
+        candidates = self.listeners.candidates()
         if not candidates:
             self.listeners.log_refusal(self.log, message, "no listener")
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))

@@ -41,6 +41,10 @@ class IListenerConnection(Interface):
     """A listener or subscriber connection as the routers see it."""
 
     listener_id = Attribute("A short identifier for logs (never a token).")
+    accepting = Attribute(
+        "Whether it still takes messages: C{False} once its socket is closing (it stays registered until"
+        " the close handshake ends, but the routers pass it over while another listener is open)."
+    )
 
     def send_envelope(payload: bytes) -> bool:
         """

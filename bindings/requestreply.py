@@ -101,7 +101,7 @@ class RequestReplyRouter:
             forgets the request; a later reply is dropped.
         """
         entity = self.listeners.entity
-        connections = self.listeners.connections
+        connections = self.listeners.candidates()
         if not connections:
             self._refused(message, "no listener")
             return fail(RelayFaultError(RelayFault.NO_LISTENER, "No listener is connected"))

@@ -175,6 +175,11 @@ class ListenerRole:
 
     # IListenerConnection
 
+    @property
+    def accepting(self) -> bool:
+        """Whether its socket is open: a closing one is still registered, but takes nothing more."""
+        return self.protocol.state == self.protocol.STATE_OPEN  # type: ignore[no-any-return]
+
     def send_envelope(self, payload: bytes) -> bool:
         """Write one routed envelope to the listener; C{False} once its socket is closing."""
         return self.protocol.send_text(payload)

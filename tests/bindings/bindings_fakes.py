@@ -16,6 +16,10 @@ class FakeConnection:
         self.sent: list[bytes] = []
         self.closed: tuple[int, str] | None = None
 
+    @property
+    def accepting(self) -> bool:
+        return self.closed is None
+
     def send_envelope(self, payload: bytes) -> bool:
         if self.closed is not None:  # as a socket that is closing
             return False

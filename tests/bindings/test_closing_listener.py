@@ -44,6 +44,22 @@ class ClosingListenerTests(BindingsTestCase):
         fault = parse_fault(answer.body[0], SoapVersion.SOAP12)
         self.assertEqual(fault.subcodes[-1][1], RelayFault.LISTENER_GONE.subcode_name)
 
+    def test_oneway_another_listener_takes_it(self) -> None:
+        """With another listener open, the messages go to it: none fails for the closing one."""
+        closing = self.wcf("events", "listen", token=self.token("events", ttl=60))
+        self.register(closing, ONEWAY, IChat)
+        live = self.listener("events", ONEWAY, IChat)
+        before = (len(closing.messages), len(live.messages))
+        sender = self.wcf("events", "send")
+        self.net.flush()
+        self.clock.advance(61)  # the gateway closes the first listener; its close handshake is under way
+        for n in range(2):
+            sender.sendMessage(say(n), isBinary=False)
+            self.net.flush()
+        self.assertEqual((len(closing.messages) - before[0], len(live.messages) - before[1]), (0, 2))
+        answers = [parse_envelope(m[0], SoapVersion.SOAP12) for m in sender.messages[-2:]]
+        self.assertEqual([parse_delivered(a) for a in answers], [1, 1])
+
     def test_multicast_count(self) -> None:
         closing = self.wcf("chat", "listen", token=self.token("chat", ttl=60))
         self.register(closing, MULTICAST, IChat)

@@ -62,6 +62,27 @@ class OneWayRouterTests(SynchronousTestCase):
         self.assertEqual(fault_of(self, queued), RelayFault.LISTENER_GONE)
         self.assertEqual(fault_of(self, self.router.send(message(2))), RelayFault.NO_LISTENER)
 
+    def test_closing_listener_not_chosen(self) -> None:
+        """
+        A listener whose socket is closing is passed over while another is open (a rolling restart).
+
+        The chooser picked among all registered listeners, and a message that landed on the closing one
+        failed with ListenerGone although another listener was there to take it.
+        """
+        self.listeners.add(self.a)
+        self.listeners.add(self.b)
+        self.a.closed = (1000, "bye")  # closing: registered until the close handshake ends
+        results = [self.successResultOf(self.router.send(message(i))) for i in range(4)]
+        self.assertEqual(results, [Delivered(1, ("B",))] * 4)
+        self.assertEqual(self.b.sent, [message(i).payload for i in range(4)])
+
+    def test_only_closing_listeners(self) -> None:
+        """When every listener is closing, the message fails with ListenerGone, as before."""
+        self.listeners.add(self.a)
+        self.listeners.add(self.b)
+        self.a.closed = self.b.closed = (1000, "bye")
+        self.assertEqual(fault_of(self, self.router.send(message(1))), RelayFault.LISTENER_GONE)
+
     def test_busy_listener(self) -> None:
         """A full listener queue holds the sender back, then ServerBusy after send_timeout."""
         self.listeners.add(self.a).pauseProducing()
@@ -254,6 +275,17 @@ class RequestReplyRouterTests(SynchronousTestCase):
     def test_no_listener(self) -> None:
         """A request without listeners fails with NoListener."""
         self.assertEqual(fault_of(self, self.router.request(message(1))), RelayFault.NO_LISTENER)
+
+    def test_closing_listener_not_chosen(self) -> None:
+        """A request goes to an open listener rather than to one whose socket is closing."""
+        self.router.add_listener(self.a)
+        self.router.add_listener(self.b)
+        self.a.closed = (1000, "bye")
+        pending = [self.router.request(message(i)) for i in range(2)]
+        self.assertEqual(self.b.sent, [message(0).payload, message(1).payload])
+        for d in pending:
+            self.assertNoResult(d)
+        self.assertEqual(self.router.in_flight(self.a), 0)
 
     def test_reply(self) -> None:
         """The reply whose RelatesTo matches reaches the caller; the entry is forgotten."""
