@@ -514,6 +514,10 @@ class HttpChannelFactory:
             response: IResponse = await requested
             data = await read_capped(response, self.max_response_bytes)
             if response.code == 202 and not data:
+                if not operation.one_way:  # as _delivered: a count is no result
+                    raise ContractError(
+                        f"{operation.name} expects a reply, but the message was delivered as a datagram"
+                    )
                 counted = response.headers.getRawHeaders(b"relay-delivered-count")
                 return int(counted[0]) if counted else 1
             content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0].decode("latin-1")

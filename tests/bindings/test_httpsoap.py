@@ -11,11 +11,12 @@ from treq.testing import RequestTraversalAgent
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
+from zope.interface import Interface
 
 from bindings import inbound, registryfeed, wsdl
 from bindings.addressing import ANONYMOUS, WSSE_NS, read_addressing, read_sender, relay_token_header
 from bindings.channels import BytesProducer, HttpChannelFactory, read_capped
-from bindings.contracts import contract_of
+from bindings.contracts import ContractError, contract, contract_of, operation
 from bindings.control import read_http_authorization
 from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
@@ -714,6 +715,39 @@ class HttpChannelFactoryTests(HttpTestCase):
             fault = self.failureResultOf(divide, SoapFault).value
             self.assertEqual(fault.declared.dividend, 1)  # type: ignore[union-attr]
             self.assertEqual(self.settle(calc.Notify("p")), 1)
+
+    def test_a_request_delivered_as_a_datagram_fails(self) -> None:
+        """
+        A call that expects a reply and gets 202 (the listener's contract has the operation one-way) fails.
+
+        As on the WebSocket channel: the count is no result. The HTTP proxy returned it, 1, as the
+        operation's typed result.
+        """
+
+        @contract(namespace="urn:example:chat", name="Chat")
+        class IAskingChat(Interface):
+            @operation()
+            def Say(who: str, text: str) -> int:
+                """The listener's contract has Say one-way."""
+
+        room = ChatRoom()
+        self.host("calc", room, IChat)
+        for profile in ("basic", "ws"):
+            factory = HttpChannelFactory(
+                IAskingChat,
+                f"http://{HOST}/calc",
+                profile,
+                self.credentials(),
+                reactor=self.clock,
+                agent=self.agent,
+            )
+            said = factory.create_channel().Say("a", profile)
+            for _ in range(10):
+                self.agent.flush()
+                self.net.flush()
+            error = self.failureResultOf(said, ContractError).value
+            self.assertIn("delivered as a datagram", str(error))
+        self.assertEqual(room.heard, [("a", "basic"), ("a", "ws")])
 
     def test_token_in_soap_header(self) -> None:
         """token_in_header sends the WCF-era RelayAccessToken header instead of the HTTP header."""
