@@ -80,6 +80,10 @@ class GatewayHost(Protocol):
     def drain_sources(self) -> list[Callable[[], int]]:
         """Counts of work under way that a stopping gateway waits for while it drains."""
 
+    @property
+    def draining(self) -> bool:
+        """Whether the gateway is stopping: no new work is taken, what is under way goes on."""
+
 
 class BindingsGateway:
     """
@@ -90,6 +94,7 @@ class BindingsGateway:
     @ivar instruments: the bindings' metrics.
     @ivar limits: gateway-wide limits (ping interval, close handshake timeout, C{trace_messages}: log
         every routed message at debug level, off unless set to 1).
+    @ivar stopping: whether the gateway is stopping (draining): senders' new messages are refused then.
     """
 
     log = Logger()
@@ -104,8 +109,10 @@ class BindingsGateway:
         registry: ListenerRegistry[Any] | None = None,
         metrics: Registry | None = None,
         connections: NamespaceConnections | None = None,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self.trace = bool(limits.get("trace_messages", 0))
+        self.stopping = stopping
         self.connections = connections if connections is not None else NamespaceConnections()
         self.instruments = BindingInstruments(metrics)
         self.names = NameTable(
@@ -193,6 +200,7 @@ def install(service: GatewayHost) -> None:
         service.registry,
         service.metrics,
         service.connections,
+        lambda: service.draining,
     )
     service.root.register_prefix("$wcf", gateway.websocket_resource)
     for kind in BINDING_KINDS:

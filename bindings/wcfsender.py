@@ -196,6 +196,13 @@ class SenderRole:
                 RelayFault.ACTION_NOT_SUPPORTED, "Senders may only renew tokens", headers.message_id
             )
             return
+        if self.protocol.factory.gateway.stopping():
+            # New work while the gateway drains: refused, as HTTP senders are (503), so the drain can end
+            # with what was under way rather than cut off what came last.
+            self.protocol.send_fault(
+                RelayFault.SERVER_BUSY, "The gateway is shutting down", headers.message_id
+            )
+            return
         grant = self.grant
         if grant is None and soap_token is not None:
             try:

@@ -518,6 +518,38 @@ class DrainTests(BindingsTestCase):
         self.net.flush()
         self.successResultOf(stopped)
 
+    def test_no_new_message_from_a_sender_while_draining(self) -> None:
+        """
+        A WebSocket sender's new message during the drain is refused with ServerBusy; what was under way goes on.
+
+        HTTP senders get 503 from the moment the stop begins, but a connected WebSocket sender's messages
+        were still routed: a busy one kept the drain from ever emptying, and what it sent last was cut off
+        with ListenerGone when the drain timed out.
+        """
+        listener = self.listener("calc")
+        sender = self.wcf("calc", "send")
+        sender.sendMessage(add_request(message_id="urn:uuid:d"), isBinary=False)
+        self.net.flush()
+        request = listener.messages[-1][0]
+        before = len(listener.messages)
+        stopped = self.service.stopService()
+        self.net.flush()
+        sender.sendMessage(add_request(message_id="urn:uuid:late"), isBinary=False)
+        self.net.flush()
+        self.assertEqual(len(listener.messages), before)
+        late = envelope(sender.messages[-1][0])
+        self.assertEqual(subcode(sender.messages[-1][0]), "ServerBusy")
+        self.assertEqual(read_addressing(late).relates_to, "urn:uuid:late")
+        listener.sendMessage(reply_for(request, 5), isBinary=False)
+        self.net.flush()
+        self.assertEqual(ADD.decode_response(envelope(sender.messages[-1][0]).body[0]), 5)
+        self.clock.advance(0.2)  # nothing is under way any more: the drain ends before its timeout
+        self.net.flush()
+        self.assertEqual(listener.closed[1], 1001)  # type: ignore[index]
+        self.clock.advance(10)
+        self.net.flush()
+        self.successResultOf(stopped)
+
 
 class DatagramTests(BindingsTestCase):
     """One-way and multicast over the WebSocket channel (spec 5.1, 5.2), frames and flow."""
