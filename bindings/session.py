@@ -36,7 +36,7 @@ from bindings.control import (
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faults import FaultFormatError, SoapFault, parse_fault
 from bindings.safexml import MAX_DEPTH_CAP, limits_for
-from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from bindings.settings import REQUEST_REPLY, delivery_cap
 from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
 from bindings.wsclient import EndpointFactory, HandshakeRefused, IChannelOwner, SoapClientProtocol, connect
 
@@ -279,7 +279,7 @@ class ListenerSession:
         """Registration answer, token answer, or an envelope for the handler."""
         try:
             envelope = parse_envelope(
-                payload, SoapVersion.SOAP12, limits_for(MESSAGE_BYTES[REQUEST_REPLY][1], MAX_DEPTH_CAP)
+                payload, SoapVersion.SOAP12, limits_for(delivery_cap(REQUEST_REPLY), MAX_DEPTH_CAP)
             )
             headers = read_addressing(envelope)
         except (SoapError, ValueError) as e:

@@ -31,6 +31,20 @@ MESSAGE_BYTES: Final = {
     MULTICAST: (64 * KIB, 1 * MIB),
     REQUEST_REPLY: (4 * MIB, 64 * MIB),
 }
+DELIVERY_HEADROOM: Final = 8 * MIB
+"""More than the headers the gateway adds to a message may take (HTTP's SOAPAction and Authorization, escaped)."""
+
+
+def delivery_cap(kind: str) -> int:
+    """
+    The largest envelope a listener of C{kind} may be delivered, which its client must be able to read.
+
+    A message of up to the kind's cap, the declarations its blocks inherit (up to the name's limit again:
+    L{bindings.soap.parse_envelope}) written into each, and the headers the gateway adds.
+    """
+    return 2 * MESSAGE_BYTES[kind][1] + DELIVERY_HEADROOM
+
+
 LIMITS: Final[dict[str, tuple[float, float, float]]] = {
     # name: (default, low, high)
     "max_listeners": (25, 1, 1000),

@@ -25,7 +25,7 @@ from zope.interface import Interface
 from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
-from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY
+from bindings.settings import REQUEST_REPLY, delivery_cap
 from relay.writes import WriteGate
 from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
@@ -249,7 +249,8 @@ class SoapClientFactory(WebSocketClientFactory):
         self.setProtocolOptions(
             openHandshakeTimeout=30,
             closeHandshakeTimeout=5,
-            maxMessagePayloadSize=MESSAGE_BYTES[REQUEST_REPLY][1],
+            # what a listener is delivered may be larger than any name's limit (see delivery_cap)
+            maxMessagePayloadSize=delivery_cap(REQUEST_REPLY),
             autoPingInterval=ping_interval,
             autoPingTimeout=ping_timeout,
             perMessageCompressionOffers=[],

@@ -16,15 +16,29 @@ from zope.interface import Interface, implementer
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
-from bindings.addressing import SenderInfo, addressing_headers, new_message_id, read_addressing, sender_header
+from bindings.addressing import (
+    SenderInfo,
+    addressing_header_bytes,
+    addressing_headers,
+    new_message_id,
+    read_addressing,
+    sender_header,
+)
 from bindings.channels import ChannelClosedError, ChannelFactory
 from bindings.contracts import ContractError, Operation, contract, contract_of, operation
 from bindings.faultcodes import RELAY_NS
 from bindings.faults import SoapFault, parse_fault
 from bindings.host import GENERIC_REASON, ServiceDispatcher, ServiceHost
 from bindings.session import Backoff, IEnvelopeHandler, RegistrationRefused
-from bindings.settings import ClientAuth, MulticastBinding, OneWayBinding, RequestReplyBinding
-from bindings.soap import SOAP12_NS, Envelope, SoapVersion
+from bindings.settings import (
+    MESSAGE_BYTES,
+    REQUEST_REPLY,
+    ClientAuth,
+    MulticastBinding,
+    OneWayBinding,
+    RequestReplyBinding,
+)
+from bindings.soap import SOAP12_NS, Envelope, SoapVersion, envelope_bytes
 from bindings.wsclient import HandshakeRefused
 
 from .calculator import DivideByZero, ICalculator, IChat, IChecked, Point, Positive, Shape
@@ -688,6 +702,44 @@ class HostOnGatewayTests(BindingsTestCase):
             self.net.advance(5)
         self.assertEqual(self.endpoint.attempts, dialled + 1)
         self.assertTrue(host.session.is_registered)
+
+    def test_a_message_at_the_size_limit_reaches_the_host(self) -> None:
+        """
+        A message as large as the name allows reaches its listener, on a name at the kind's cap.
+
+        The gateway adds headers (wsa:To, r:Sender, ...) to what it delivers, and blocks may carry the
+        declarations they inherit: what a listener receives can be larger than the name's limit. The
+        listener read frames of at most the cap only, so such a message closed its connection (1009),
+        failing every call on it. (The cap is made small for the test; it is 64 MiB.)
+        """
+        cap = 16 * 1024
+        self.patch_cap(cap)
+        service = Calculator()
+        binding = RequestReplyBinding(max_message_bytes=cap)
+        host = self.host(service, path="big", binding=binding)
+        d = host.open()
+        self.net.flush()
+        self.successResultOf(d)
+        dialled = self.endpoint.attempts
+        _, calc = self.channel("big", binding=binding)
+        notify = CALC.operation("Notify")
+        headers = addressing_header_bytes(
+            to=f"https://{HOST}/big", action=notify.action, message_id=new_message_id()
+        )
+        empty = len(envelope_bytes(SoapVersion.SOAP12, headers, (notify.encode_request(""),)))
+        text = "x" * (cap - empty)  # the sender's envelope is as large as the name allows
+        sent = calc.Notify(text)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(sent), 1)
+        self.assertTrue(service.notified == [text], f"{len(service.notified)} notifications")
+        self.assertEqual(self.endpoint.attempts, dialled + 1)  # the channel's: the host stayed connected
+        self.assertTrue(host.session.is_registered)
+
+    def patch_cap(self, cap: int) -> None:
+        """Make the request/reply kind's message cap (and default limit) C{cap} bytes for this test."""
+        original = MESSAGE_BYTES[REQUEST_REPLY]
+        MESSAGE_BYTES[REQUEST_REPLY] = (cap, cap)
+        self.addCleanup(MESSAGE_BYTES.__setitem__, REQUEST_REPLY, original)
 
     def test_multicast_subscribers(self) -> None:
         """Three subscribers hosted with MulticastBinding each hear every event; the publisher sees 3."""
