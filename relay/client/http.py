@@ -349,25 +349,33 @@ class HttpListener:
                 await ensureDeferred(cast(Any, result))
             if not response.finished:
                 await response.finish()
-        except CancelledError:
-            response.abort()
-            raise
         except ConnectionClosedError as e:
-            self.log.info("request {request_id} ended early: {error}", request_id=request.id, error=str(e))
-            response.abort(e)
+            if response.finished:  # the exchange itself is lost (the relay gave up): nobody to answer
+                self.log.info(
+                    "request {request_id} ended early: {error}", request_id=request.id, error=str(e)
+                )
+                response.abort(e)
+            else:  # from a connection of the application's own
+                self._failed(request, response)
         except Exception:
-            self.log.failure("the application failed on request {request_id}", request_id=request.id)
-            if response.reset():  # nothing left yet: what the application wrote is dropped
-                done = text_answer(response, 500, f"The listener failed. TrackingId:{request.id}")
-                done.addErrback(lambda _: None)
-            else:
-                response.abort()
+            # A CancelledError too: nothing cancels this task, so it is the application's own work that
+            # was cancelled, and its sender must not wait for the relay's request_timeout.
+            self._failed(request, response)
         finally:
             self.active -= 1
             # Nobody reads the rest of the body now: unread, it would keep its socket paused for good.
             request.body.discard()
         if self.on_response is not None:
             self.on_response(request, response, self.reactor.seconds() - started)
+
+    def _failed(self, request: RelayedRequest, response: RelayedResponse) -> None:
+        """The application raised: a 500 while nothing has left, else the response is cut off."""
+        self.log.failure("the application failed on request {request_id}", request_id=request.id)
+        if response.reset():  # nothing left yet: what the application wrote is dropped
+            done = text_answer(response, 500, f"The listener failed. TrackingId:{request.id}")
+            done.addErrback(lambda _: None)
+        else:
+            response.abort()
 
     def _spawn(self, coroutine: Any) -> None:
         task: Deferred[Any] = Deferred.fromCoroutine(coroutine)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -15,6 +16,7 @@ from twisted.web.server import Request
 
 from relay.client.adapters import _server_address, _WsgiInput, resource_app, wsgi_app
 from relay.client.commands import parse_command
+from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.http import HttpApp, HttpListener
 from relay.client.httprequest import RelayedRequest, RequestBody
@@ -234,3 +236,60 @@ class FailedAppTests(AdaptedAppTestCase, SynchronousTestCase):
         self.assertEqual(head["responseHeaders"].get("Content-Length"), str(len(head["payload"])))
         self.assertNotIn("X-Partial", head["responseHeaders"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_cancelled_work_is_a_failure(self) -> None:
+        """
+        An application whose own awaited work was cancelled answers 500, with a logged failure.
+
+        Nothing cancels the task that runs an application, so a L{CancelledError} out of it is the
+        application's own. It was taken for the listener stopping: nothing was sent or logged, and the
+        sender waited for the relay's C{request_timeout} (a minute), then got its 504.
+        """
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            work: Deferred[None] = Deferred()
+            work.cancel()
+            await work
+
+        head = self.serve(app)
+        self.assertEqual(head["statusCode"], 500)
+        self.assertTrue(head["payload"].startswith(b"The listener failed."), head["payload"])
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
+
+    def test_closed_connection_of_its_own_is_a_failure(self) -> None:
+        """
+        A L{ConnectionClosedError} the application raises while its response can still go is a 500.
+
+        It comes from a connection of the application's own (a hybrid connection it sends to, say): the
+        exchange with the relay is intact. It was taken for that exchange being lost: nothing was sent,
+        and the sender waited for the relay's 504.
+        """
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            raise ConnectionClosedError("connection upstream-1 is closed")
+
+        head = self.serve(app)
+        self.assertEqual(head["statusCode"], 500)
+        self.assertEqual(len(self.flushLoggedErrors(ConnectionClosedError)), 1)
+
+    def test_lost_exchange_is_not_answered(self) -> None:
+        """A L{ConnectionClosedError} from the response itself (the relay gave up): nothing more is sent."""
+        listener = FakeListener()
+        control = FakeControl()
+        control.open = False  # the control channel closed before the answer could go
+        listener.control_channel = control
+        errors: list[BaseException] = []
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            try:
+                await response.finish(b"late")
+            except ConnectionClosedError as e:
+                errors.append(e)
+                raise
+
+        HttpListener(listener, app, reactor=self.reactor)
+        listener.request_handler(parse_command(request_message("GET", "/hyco/x")), None)
+        self.reactor.advance(0)
+        self.assertEqual(len(errors), 1)
+        self.assertEqual(control.sent, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
