@@ -141,6 +141,16 @@ class _RelayedChannel:
             producer.resumeProducing()
 
     def _write_failed(self, failure: Failure) -> None:
+        self.lost(failure.value)
+
+    def lost(self, reason: object) -> None:
+        """
+        The response can no longer be delivered (a write failed, or the relay gave up on the exchange).
+
+        The resource hears it as twisted.web tells of a client that went away: its producer is stopped
+        and C{notifyFinish()} fails, so a long poll or an event stream stops instead of holding the
+        request (and one of the listener's C{max_concurrent} slots) for good.
+        """
         producer, self._producer = self._producer, None
         if producer is not None:
             producer.stopProducing()
@@ -195,9 +205,13 @@ def resource_app(resource: IResource, *, reactor: Any = None, spool_size: int = 
 
     async def app(request: RelayedRequest, response: RelayedResponse) -> None:
         content = await _spool(request, spool_size)
+        if response.finished:  # the relay gave up while the body was spooled: nobody to answer
+            content.close()
+            return
         channel = _RelayedChannel(site, request, response, reactor)
         twisted_request = Request(channel)
         channel.request = twisted_request
+        response.when_lost().addCallback(channel.lost)
         for name, value in request.headers.items():
             twisted_request.requestHeaders.addRawHeader(name.encode("latin-1"), value.encode("utf-8"))
         twisted_request.content = content

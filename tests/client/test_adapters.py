@@ -12,18 +12,18 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from relay.client.adapters import _server_address, _WsgiInput, resource_app, wsgi_app
 from relay.client.commands import parse_command
 from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
-from relay.client.http import HttpApp, HttpListener
+from relay.client.http import HttpApp, HttpListener, _RequestChannel
 from relay.client.httprequest import RelayedRequest, RequestBody
 from relay.client.httpresponse import RelayedResponse
 
 from .test_http import FakeControl
-from .test_http_abandon import FakeListener, request_message
+from .test_http_abandon import FakeListener, FakeRendezvous, request_message, send_request
 
 
 def request_with(headers: dict[str, str]) -> RelayedRequest:
@@ -292,4 +292,55 @@ class FailedAppTests(AdaptedAppTestCase, SynchronousTestCase):
         self.reactor.advance(0)
         self.assertEqual(len(errors), 1)
         self.assertEqual(control.sent, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
+class LostResourceResponseTests(SynchronousTestCase):
+    """A twisted.web resource learns, as twisted.web tells it, that the relay gave up on its response."""
+
+    def test_long_poll_hears_of_the_lost_exchange(self) -> None:
+        """
+        A resource waiting for an event (C{NOT_DONE_YET}, nothing written) whose rendezvous closes.
+
+        Its C{notifyFinish()} fails, as it does when a twisted.web client disconnects, and the request
+        no longer counts against C{max_concurrent}. The resource was never told: it kept waiting, and
+        the request held one of the listener's slots for good.
+        """
+        gone: list[Failure] = []
+
+        class LongPoll(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Request) -> int:
+                request.notifyFinish().addErrback(gone.append)
+                return NOT_DONE_YET
+
+        reactor = MemoryReactorClock()
+        http = HttpListener(FakeListener(), resource_app(LongPoll(), reactor=reactor), reactor=reactor)
+        channel = _RequestChannel(http, FakeRendezvous())  # type: ignore[arg-type]
+        send_request(channel, "GET", "/hyco/poll")
+        reactor.advance(0)
+        self.assertEqual((gone, http.active), ([], 1))
+        channel.connection_closed(False, 1006, None)
+        reactor.advance(0)
+        self.assertEqual(len(gone), 1)
+        self.assertEqual(http.active, 0)
+
+    def test_exchange_lost_before_the_resource_runs(self) -> None:
+        """A response lost while the body was spooled: the resource is not run, and nothing is logged."""
+        rendered: list[Request] = []
+
+        class Hello(Resource):
+            isLeaf = True
+
+            def render_GET(self, request: Request) -> bytes:
+                rendered.append(request)
+                return b"hi"
+
+        reactor = MemoryReactorClock()
+        response = RelayedResponse("r1", reactor=reactor, control=None)
+        response.abort(ConnectionClosedError("the relay gave up"))
+        app = resource_app(Hello(), reactor=reactor)
+        self.successResultOf(Deferred.fromCoroutine(app(request_with({}), response)))  # type: ignore[arg-type]
+        self.assertEqual(rendered, [])
         self.assertEqual(self.flushLoggedErrors(), [])
