@@ -70,6 +70,7 @@ class ControlChannel:
         self._awaiting_body: RequestCommand | None = None
         self._closed = False
         self._close_waiters: list[Deferred[None]] = []
+        self._watchers: set[Callable[[], object]] = set()
         transport = getattr(protocol, "transport", None)
         self._reading: ControlReading | None = None
         if transport is not None:
@@ -160,6 +161,24 @@ class ControlChannel:
         """Send C{renewToken}; C{False} when the channel is no longer open."""
         return self.send_message(renew_token_message(token))
 
+    def watch(self, watcher: Callable[[], object]) -> bool:
+        """
+        Call C{watcher} when the channel closes, unless L{unwatch} came first.
+
+        For an answer still due on the channel: the relay fails the requests due on a control channel that
+        closes (502 to their senders), so that answer can no longer go.
+
+        @return: C{False} (and C{watcher} is not kept) when the channel is closed already.
+        """
+        if self._closed:
+            return False
+        self._watchers.add(watcher)
+        return True
+
+    def unwatch(self, watcher: Callable[[], object]) -> None:
+        """C{watcher} no longer wants to hear of the close."""
+        self._watchers.discard(watcher)
+
     def close(self) -> Deferred[None]:
         """Close the channel normally (1000) and fire once it is gone."""
         if self._closed:
@@ -184,6 +203,9 @@ class ControlChannel:
         if self._reading is not None:
             self._reading.end(resume=False)
         self._on_closed(self, was_clean, code, reason)
+        watchers, self._watchers = self._watchers, set()
+        for watcher in watchers:
+            watcher()
         waiters, self._close_waiters = self._close_waiters, []
         for waiter in waiters:
             waiter.callback(None)

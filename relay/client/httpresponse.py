@@ -177,6 +177,9 @@ class RelayedResponse:
         self._error: Exception | None = None
         self.on_settled: Callable[[], object] | None = None
         """Called once the response was delivered or failed (its request rendezvous is free again)."""
+        watch = getattr(control, "watch", None) if sink is None else None
+        if watch is not None and not watch(self._control_closed):
+            self._fail(ConnectionClosedError(f"the control channel of request {request_id} is closed"))
 
     @property
     def status_code(self) -> int:
@@ -258,6 +261,9 @@ class RelayedResponse:
         An application producing the body slowly (a stream of events, a long poll, a proxied download) uses
         it to stop that work instead of finding out at its next L{write}.
 
+        A response that would go back on the control channel is lost when that channel closes while the
+        response has not started a rendezvous: the relay answers the sender 502 then.
+
         @return: a L{Deferred} firing with the reason (a L{ConnectionClosedError}, not as a failure); it
             never fires for a response that was delivered.
         """
@@ -302,6 +308,21 @@ class RelayedResponse:
             self._fail(ConnectionClosedError(f"the rendezvous of request {self.request_id} closed"))
 
     # -- internals -------------------------------------------------------------------------------------
+
+    def _control_closed(self) -> None:
+        """The control channel closed: the relay failed this request unless its answer went elsewhere."""
+        if self._state is _State.BUFFERING:
+            self._fail(
+                ConnectionClosedError(
+                    f"the control channel closed before the response to {self.request_id} was sent"
+                )
+            )
+
+    def _unwatch_control(self) -> None:
+        """The response no longer depends on the control channel (it left, or goes over a rendezvous)."""
+        unwatch = getattr(self._control, "unwatch", None)
+        if unwatch is not None:
+            unwatch(self._control_closed)
 
     def _head(self) -> bytes:
         status = self.status_code
@@ -358,6 +379,7 @@ class RelayedResponse:
 
     def _start_rendezvous(self) -> None:
         self._cancel_flush()
+        self._unwatch_control()
         if self._open_rendezvous is None:
             self._fail(ConnectionClosedError("no way to send this response"))
             return
@@ -443,6 +465,7 @@ class RelayedResponse:
     def _done(self) -> None:
         self._state = _State.DONE
         self._cancel_flush()
+        self._unwatch_control()
         self._release_waiters()
         self._lost_waiters = []
         waiters, self._done_waiters = self._done_waiters, []
@@ -460,6 +483,7 @@ class RelayedResponse:
         self._error = error
         self._state = _State.DONE
         self._cancel_flush()
+        self._unwatch_control()
         self._queue.clear()
         self._queued = 0
         self._release_waiters()

@@ -18,6 +18,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.client.address import parse_address
+from relay.client.commands import parse_command
+from relay.client.control import ControlChannel
 from relay.client.errors import ConnectionClosedError
 from relay.client.http import HttpListener, _RequestChannel, _ResponseChannel
 from relay.client.httprequest import RelayedRequest, RequestBody
@@ -26,6 +28,7 @@ from relay.client.options import MIB
 from relay.expose import Forwarder
 from relay.localclient import LocalClient, LocalConnection
 
+from .test_flow import FakeProtocol as FlowProtocol
 from .test_http import FakeProtocol
 from .test_listener_flow import FlowTestCase
 
@@ -152,6 +155,61 @@ class WhenLostTests(SynchronousTestCase):
         self.assertEqual(len(self.lost), 1)
         self.assertIsInstance(self.lost[0], ConnectionClosedError)
         self.failureResultOf(response.write(b"more"), ConnectionClosedError)
+
+    def control_channel(self) -> tuple[FakeListener, ControlChannel]:
+        """A listener whose control channel is a real L{ControlChannel} over a string transport."""
+        ignore: Any = lambda *args: None  # noqa: E731
+        control = ControlChannel(
+            FlowProtocol(StringTransport()),  # type: ignore[arg-type]
+            listener_id="L",
+            on_accept=ignore,
+            on_request=ignore,
+            on_closed=ignore,
+        )
+        listener = FakeListener()
+        listener.control_channel = control  # type: ignore[assignment]
+        return listener, control
+
+    def test_control_channel_closes(self) -> None:
+        """
+        The control channel a small request came on closes before the answer: the application is told.
+
+        The relay answers the senders of every request still due on a control channel that closes (502),
+        so the answer can no longer go. A long poll used to wait on, holding its request slot, until it
+        wrote.
+        """
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.when_lost().addCallback(self.lost.append)
+            await Deferred()  # a long poll: nothing to say yet
+
+        listener, control = self.control_channel()
+        http = HttpListener(listener, app, reactor=self.reactor)
+        listener.request_handler(parse_command(request_message("GET", "/hyco/poll")), None)
+        self.assertEqual((self.lost, http.active), ([], 1))
+        control.connection_closed(False, 1006, None)
+        self.assertEqual(len(self.lost), 1)
+        self.assertIsInstance(self.lost[0], ConnectionClosedError)
+
+    def test_control_channel_keeps_no_answered_response(self) -> None:
+        """
+        An answer that left (on the control channel or a rendezvous) is not lost when the channel closes.
+
+        Nor does the channel keep anything of it: a long-lived channel serves any number of requests.
+        """
+        _, control = self.control_channel()
+        rendezvous = _ResponseChannel(FakeRendezvous())  # type: ignore[arg-type]
+        small = RelayedResponse("r1", reactor=self.reactor, control=control)
+        large = RelayedResponse(
+            "r2", reactor=self.reactor, control=control, open_rendezvous=lambda: succeed(rendezvous.sink)
+        )
+        lost = [small.when_lost(), large.when_lost()]
+        self.successResultOf(small.finish(b"ok"))
+        self.successResultOf(large.write(b"x" * 100_000))
+        self.assertEqual(control._watchers, set())
+        control.connection_closed(False, 1006, None)
+        for waiter in lost:
+            self.assertNoResult(waiter)
 
     def test_delivered_response_is_not_lost(self) -> None:
         """A response that was delivered is never reported lost, not even when its socket closes after."""
