@@ -481,8 +481,8 @@ class HybridConnectionListener:
         """
         Call application code: its failure, or its awaitable's, is logged, never raised here.
 
-        @param on_failure: called after such a failure (not after a cancellation), to clean up what the
-            application was given.
+        @param on_failure: called after such a failure (a L{CancelledError} of the application's own
+            work included), to clean up what the application was given.
         """
         try:
             result = callback(*args)
@@ -495,8 +495,10 @@ class HybridConnectionListener:
             ensureDeferred(cast(Any, result)).addErrback(self._app_failed, on_failure)
 
     def _app_failed(self, failure: Failure, on_failure: Callable[[], object] | None) -> None:
-        self._task_failed(failure)
-        if on_failure is not None and not failure.check(CancelledError):
+        # A CancelledError too: the listener holds no application awaitable to cancel, so it is the
+        # application's own work that was cancelled (its connection would be left to nobody).
+        self.log.failure("listener {listener_id} callback failed", failure, listener_id=self.listener_id)
+        if on_failure is not None:
             on_failure()
 
     def _notify(self, callback: Callable[..., object] | None, *args: object) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -314,6 +314,28 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
         sender.send("hello")
         self.network.flush()
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assert_closed_as_failed(got[0], sender)
+
+    def test_on_connection_whose_own_work_is_cancelled_closes_its_connection(self) -> None:
+        """
+        An C{on_connection} coroutine failing with its own L{CancelledError} is a failure like any other.
+
+        Nothing cancels it but the application (the listener does not hold it), so its connection was left
+        open, served by nobody, with nothing logged: its sender waited for ever.
+        """
+        got: list[HybridWebSocket] = []
+        work: Deferred[None] = Deferred()
+
+        async def on_connection(connection: HybridWebSocket) -> None:
+            got.append(connection)
+            await work
+
+        self.open_listener(on_connection=on_connection)
+        sender = self.successResultOf(self.sender())
+        self.network.flush()
+        self.assertFalse(got[0].closed)
+        work.cancel()
+        self.assertEqual(len(self.flushLoggedErrors(CancelledError)), 1)
         self.assert_closed_as_failed(got[0], sender)
 
     def assert_closed_as_failed(self, connection: HybridWebSocket, sender: HybridWebSocket) -> None:
