@@ -36,6 +36,8 @@ from relay.client.httprequest import RelayedRequest, RequestBody
 from relay.client.httpresponse import RelayedResponse
 from relay.hybrid.headers import HOP_BY_HOP
 
+_log = Logger()
+
 
 def _call_in_reactor(reactor: Any, function: Callable[..., Any], *args: Any) -> Any:
     """Twisted's C{blockingCallFromThread}, typed loosely (our callables return Deferreds of values)."""
@@ -306,6 +308,16 @@ def _environ(request: RelayedRequest, reactor: Any, spooled: Any = None) -> dict
         "wsgi.run_once": False,
     }
     for header, value in request.headers.items():
+        if "_" in header:
+            # HTTP_X_FORWARDED_PROTO would stand for X_Forwarded_Proto and X-Forwarded-Proto alike, and the
+            # one a sender put last would win over the relay's own (as Django, gunicorn and waitress do).
+            _log.info(
+                "request {request_id}: header {name} dropped for the WSGI application (an underscore in "
+                "its name would make it pass for another)",
+                request_id=request.id,
+                name=header,
+            )
+            continue
         key = header.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
@@ -333,6 +345,9 @@ def wsgi_app(
     bodies over 64 kB arrive streamed. WSGI applications that read only C{CONTENT_LENGTH} bytes (Django
     does) would see such a body as empty, so by default it is spooled first, as waitress does: in memory
     up to C{spool_size}, then in a temporary file, and C{CONTENT_LENGTH} is set.
+
+    Request headers named with an underscore are not passed on: in the environ they would pass for the
+    same name with a hyphen (a sender's C{X_Forwarded_Proto} for the relay's C{X-Forwarded-Proto}).
 
     @param threadpool: where the application runs; the reactor's pool by default.
     @param stream_input: give a streamed body to the application as it arrives instead, without

@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from relay.client.adapters import _server_address, _WsgiInput, resource_app, wsgi_app
+from relay.client.adapters import _environ, _server_address, _WsgiInput, resource_app, wsgi_app
 from relay.client.commands import parse_command
 from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
@@ -175,6 +175,39 @@ class HeaderTests(AdaptedAppTestCase, SynchronousTestCase):
         self.assertEqual(head["statusCode"], 500)
         self.assertNotIn("X(1)", head["responseHeaders"])
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class WsgiEnvironTests(SynchronousTestCase):
+    """The WSGI environ a relayed request's headers make."""
+
+    def test_names_with_underscores_are_dropped(self) -> None:
+        """
+        A header named with an underscore is dropped: in the environ it would pass for another.
+
+        C{X_Forwarded_Proto: https} becomes C{HTTP_X_FORWARDED_PROTO} as C{X-Forwarded-Proto} does, so a
+        sender that put it after the relay's own replaced it (Django's C{SECURE_PROXY_SSL_HEADER} and
+        Werkzeug's C{ProxyFix} read it), and C{Content_Type} replaced C{CONTENT_TYPE}. Django's, gunicorn's
+        and waitress's servers drop such headers too.
+        """
+        environ = _environ(
+            request_with(
+                {
+                    "X-Forwarded-Proto": "http",
+                    "X_Forwarded_Proto": "https",
+                    "X-Forwarded-For": "192.0.2.1",
+                    "x_forwarded_for": "127.0.0.1",
+                    "Content-Type": "text/plain",
+                    "Content_Type": "application/json",
+                    "X-App": "1",
+                }
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertEqual(environ["HTTP_X_FORWARDED_PROTO"], "http")
+        self.assertEqual(environ["HTTP_X_FORWARDED_FOR"], "192.0.2.1")
+        self.assertEqual(environ["CONTENT_TYPE"], "text/plain")
+        self.assertEqual(environ["HTTP_X_APP"], "1")
+        self.assertEqual(environ["wsgi.url_scheme"], "http")
 
 
 class WsgiInputTests(SynchronousTestCase):
