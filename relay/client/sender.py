@@ -20,6 +20,7 @@ from relay.client.errors import ConnectError
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
+from relay.hybrid.headers import forwardable_value, is_token
 
 # Headers the WebSocket handshake owns; letting callers set them would produce duplicates.
 HANDSHAKE_HEADERS = frozenset(
@@ -39,12 +40,22 @@ HANDSHAKE_HEADERS = frozenset(
 def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     checked = {}
     for name, value in headers.items():
+        if not isinstance(name, str) or not is_token(name):
+            raise ValueError(f"header name {name!r:.60} is not an HTTP token (RFC 9110)")
         if name.lower() in HANDSHAKE_HEADERS:
             raise ValueError(f"header {name!r} is set by the client itself")
-        if any(c in name + value for c in "\r\n\0") or not name.strip() or ":" in name:
-            raise ValueError(f"header {name!r} has an invalid name or value")
+        # A lone surrogate cannot be encoded: the handshake would never be sent.
+        if not isinstance(value, str) or not forwardable_value(value):
+            raise ValueError(f"header {name!r} needs a string value without CR, LF, NUL or lone surrogates")
         checked[name] = value
     return checked
+
+
+def _check_subprotocols(subprotocols: Sequence[str]) -> list[str]:
+    for subprotocol in subprotocols:
+        if not isinstance(subprotocol, str) or not is_token(subprotocol):
+            raise ValueError(f"subprotocol {subprotocol!r:.60} is not an HTTP token (RFC 6455)")
+    return list(subprotocols)
 
 
 class HybridConnectionClient:
@@ -115,12 +126,15 @@ class HybridConnectionClient:
             the status: 404 (no listener online, or no such hybrid connection), 401/403 (token), 504
             (no listener accepted in time), or whatever status a listener rejected the sender with.
             Cancelling it abandons the attempt.
-        @raise ValueError: for reserved query parameters or headers the handshake owns.
+        @raise ValueError: for reserved query parameters or headers the handshake owns, header names
+            that are not HTTP tokens, values with CR, LF, NUL or a lone surrogate, and subprotocols that
+            are not tokens.
         """
         connection_id = connection_id or str(uuid.uuid4())
         url = self.address.connect_url(connection_id, suffix, query)
         extra = _check_headers(headers or {})
-        return Deferred.fromCoroutine(self._connect(url, connection_id, extra, list(subprotocols)))
+        offered = _check_subprotocols(subprotocols)
+        return Deferred.fromCoroutine(self._connect(url, connection_id, extra, offered))
 
     async def _connect(
         self, url: str, connection_id: str, headers: dict[str, str], subprotocols: list[str]

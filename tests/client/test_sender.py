@@ -139,6 +139,24 @@ class ConnectUrlTests(SenderTestCase, SynchronousTestCase):
             self.assertRaises(ValueError, client.connect, headers=headers)
         self.assertRaises(ValueError, client.connect, query="sb-hc-action=listen")
 
+    def test_headers_and_subprotocols_that_cannot_be_sent_are_refused(self) -> None:
+        """
+        A header name that is no HTTP token, a value with a lone surrogate, a subprotocol that is no token.
+
+        Each is a C{ValueError} at once. A lone surrogate made Autobahn's handshake fail to encode, with
+        a traceback logged, and C{connect} hung until the open timeout (60 s), then failed as a timeout;
+        a subprotocol C{"a,b"} was offered as two and failed as a mismatch, C{"a b"} reached the relay.
+        """
+        client = self.client()
+        for headers in ({"X-A": "\ud800"}, {"X App": "1"}, {"X(A)": "1"}, {"": "1"}):
+            with self.subTest(headers=headers):
+                self.assertRaises(ValueError, client.connect, headers=headers)
+        for subprotocols in (["\ud800"], ["a,b"], ["a b"], [""]):
+            with self.subTest(subprotocols=subprotocols):
+                self.assertRaises(ValueError, client.connect, subprotocols=subprotocols)
+        self.assertEqual(self.relay.upgrades, [])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_development_connection_string(self) -> None:
         """C{UseDevelopmentEmulator=true} connection strings dial plain C{ws://} with their own key."""
         self.listen()
