@@ -93,13 +93,15 @@ class Reject(Exception):
     Turn the sender away with an HTTP status and description; raise it or return it from a handler.
 
     @ivar status_code: 400-599; the sender's upgrade fails with it.
-    @ivar description: the reason phrase the sender sees (line breaks are replaced by spaces).
+    @ivar description: the reason phrase the sender sees (line breaks are replaced by spaces, and lone
+        surrogates, which no URL can carry, by C{?}).
     """
 
     def __init__(self, status_code: int = 400, description: str = _REJECTED_BY_USER_CODE) -> None:
         if not 400 <= status_code <= 599:
             raise ValueError(f"reject status {status_code} is not a 4xx or 5xx code")
-        description = " ".join(description.split()) or _REJECTED_BY_USER_CODE
+        description = " ".join(description.split()).encode("utf-8", "replace").decode("utf-8")
+        description = description or _REJECTED_BY_USER_CODE
         super().__init__(status_code, description)
         self.status_code = status_code
         self.description = description

@@ -222,6 +222,22 @@ class AcceptTests(ListenerTestCase, SynchronousTestCase):
         error = self.failureResultOf(self.sender(), ConnectError).value
         self.assertEqual((error.status_code, error.reason), (403, "Not on the list"))
 
+    def test_reject_with_a_lone_surrogate(self) -> None:
+        """
+        A description with a lone surrogate (text decoded with C{surrogateescape}, say) still rejects.
+
+        The surrogate is sent as C{?}. The reject URL could not be encoded: a traceback was logged, and
+        the sender waited for the relay's window (30 s) to end in a 504.
+        """
+
+        def handler(context: AcceptContext) -> bool:
+            raise Reject(403, "no \udcff here")
+
+        self.open_listener(accept_handler=handler)
+        error = self.failureResultOf(self.sender(), ConnectError).value
+        self.assertEqual((error.status_code, error.reason), (403, "no ? here"))
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_returned_reject(self) -> None:
         """A returned L{Reject} works like a raised one."""
         self.open_listener(accept_handler=lambda _: Reject(429, "Slow down"))
