@@ -7,6 +7,7 @@ anything larger or slower (2 s, as .NET does) streams over a rendezvous.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable, MutableMapping
 from enum import Enum
@@ -27,6 +28,8 @@ from relay.writes import WriteGate
 
 CONTROL_RESPONSE_LIMIT = 64 * 1024
 """A response body up to this size, complete in time, goes back on the control channel."""
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 FLUSH_DELAY = 2.0
 """Seconds a response may sit in the buffer before it is streamed over a rendezvous anyway."""
@@ -140,7 +143,6 @@ class RelayedResponse:
     Set L{status_code}, L{status_description} and L{headers} before the first L{write}; they are sent
     with the first bytes that leave (or at L{finish}).
 
-    @ivar status_description: the reason phrase; the standard one when C{None}.
     @ivar headers: the response headers.
     """
 
@@ -157,7 +159,7 @@ class RelayedResponse:
     ) -> None:
         self.request_id = request_id
         self._status_code = 200
-        self.status_description: str | None = None
+        self._status_description: str | None = None
         self.headers = ResponseHeaders()
         self.bytes_sent = 0
         self._reactor = reactor
@@ -201,6 +203,25 @@ class RelayedResponse:
                 f"status code {status} is out of range: the relay takes 200 to 599 (no interim 1xx status)"
             )
         self._status_code = int(status)
+
+    @property
+    def status_description(self) -> str | None:
+        """The reason phrase; the standard one for the status when C{None}."""
+        return self._status_description
+
+    @status_description.setter
+    def status_description(self, description: str | None) -> None:
+        """
+        Set the reason phrase.
+
+        @raise ValueError: for anything but a string without lone surrogates (or C{None}): the response
+            head could not be encoded, and nothing at all would reach the sender.
+        """
+        if description is not None and (
+            not isinstance(description, str) or _LONE_SURROGATE.search(description) is not None
+        ):
+            raise ValueError(f"a reason phrase is text without lone surrogates, not {description!r:.60}")
+        self._status_description = description
 
     @property
     def headers_sent(self) -> bool:
@@ -290,7 +311,7 @@ class RelayedResponse:
         self._queue.clear()
         self._queued = 0
         self._status_code = 200
-        self.status_description = None
+        self._status_description = None
         self.headers = ResponseHeaders()
         return True
 
@@ -361,8 +382,8 @@ class RelayedResponse:
         self._queue.clear()
         self._queued = 0
         self._has_body = bool(body)
-        self._head_sent = True
         messages = [(self._head(), False)]
+        self._head_sent = True
         if body:
             messages.append((body, True))
         sent = self._control.send_messages(messages)
@@ -425,8 +446,9 @@ class RelayedResponse:
             if not self._queue and not self._ending:
                 return
             self._has_body = bool(self._queue)
+            head = self._head()
             self._head_sent = True
-            sink.send_head(self._head(), self._has_body)
+            sink.send_head(head, self._has_body)
         while self._queue:
             data = self._queue.popleft()
             self._queued -= len(data)

@@ -270,6 +270,22 @@ class FailedAppTests(AdaptedAppTestCase, SynchronousTestCase):
         self.assertNotIn("X-Partial", head["responseHeaders"])
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
+    def test_reason_phrase_that_cannot_be_sent(self) -> None:
+        """
+        A reason phrase with a lone surrogate is refused when it is set: the application fails, a 500.
+
+        It used to be taken, and the response head could then not be encoded: the response was marked as
+        started before that, so nothing at all was sent and the sender waited for the relay's 504.
+        """
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            response.status_description = "Fine \udcff"
+            await response.finish(b"ok")
+
+        head = self.serve(app)
+        self.assertEqual(head["statusCode"], 500)
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
     def test_cancelled_work_is_a_failure(self) -> None:
         """
         An application whose own awaited work was cancelled answers 500, with a logged failure.

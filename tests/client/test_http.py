@@ -278,6 +278,17 @@ class ResponseTests(SynchronousTestCase):
         self.successResultOf(response.finish())
         self.assertEqual(json.loads(self.control.sent[0][0])["response"]["statusCode"], 201)
 
+    def test_status_description(self) -> None:
+        """A reason phrase is text the head can carry: a lone surrogate or a non-string is refused when set."""
+        response = self.response()
+        for value in ("Fine \udcff", b"Fine", 200):
+            with self.subTest(value=value):
+                self.assertRaises(ValueError, setattr, response, "status_description", value)
+        self.assertIsNone(response.status_description)
+        response.status_description = "Très bien"
+        self.successResultOf(response.finish())
+        self.assertEqual(json.loads(self.control.sent[0][0])["response"]["statusDescription"], "Très bien")
+
     def test_headers(self) -> None:
         """Names are matched without case; lists make several lines; bad names and values are refused."""
         headers = ResponseHeaders()
