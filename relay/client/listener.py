@@ -442,6 +442,9 @@ class HybridConnectionListener:
     # -- HTTP seam -------------------------------------------------------------------------------
 
     def _request_received(self, command: RequestCommand, body: bytes | None) -> None:
+        if self._state is ListenerState.CLOSED:  # read during the closing handshake; the relay fails it
+            self.log.info("request {request_id} not served: the listener closed", request_id=command.id)
+            return
         if self.request_handler is None:
             self.log.info(
                 "ignoring HTTP request {request_id}: this listener has no request handler",

@@ -489,6 +489,23 @@ class ControlChannelTests(ListenerTestCase, SynchronousTestCase):
             [("r1", "PUT", b"payload"), ("r2", None, None)],
         )
 
+    def test_requests_after_close_are_not_served(self) -> None:
+        """
+        A request the relay sent before it saw the listener's close is not served, as an accept is not.
+
+        The relay fails the requests due on a control channel that closes (502 to their senders); the
+        application was run for them all the same, after C{close()}, and answered over a rendezvous.
+        """
+        listener = self.open_listener()
+        got: list[RequestCommand] = []
+        listener.request_handler = lambda command, body: got.append(command)
+        closing = listener.close()
+        request = {"request": {"address": "ws://r/a", "id": "r1", "method": "GET"}}
+        self.control().sendMessage(json.dumps(request).encode(), isBinary=False)
+        self.network.flush()
+        self.successResultOf(closing)
+        self.assertEqual(got, [])
+
     def test_body_missing(self) -> None:
         """
         A text message where a body was announced leaves the request without body.
