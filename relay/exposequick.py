@@ -19,11 +19,13 @@ from __future__ import annotations
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.client.address import split_request_target
 from relay.client.commands import RequestCommand, remote_endpoint
+from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.httprequest import RequestBody
 from relay.client.httpresponse import CONTROL_RESPONSE_LIMIT
@@ -99,6 +101,8 @@ class QuickLane:
             method, target, local_headers, RequestBody.whole(data) if data is not None else None
         )
         answer.addCallbacks(exchange.head, exchange.no_head)
+        if not answer.called:
+            exchange.watch(answer)
         return True
 
 
@@ -106,10 +110,12 @@ class _QuickExchange:
     """One request on the quick lane: waiting for the local head, then collecting a small body."""
 
     __slots__ = (
+        "_answer",
         "_body",
         "_chunks",
         "_command",
         "_control",
+        "_given_up",
         "_lane",
         "_listener",
         "_local",
@@ -143,9 +149,35 @@ class _QuickExchange:
         self._started = listener.reactor.seconds()
         self._chunks: list[bytes] = []
         self._local: LocalResponse | None = None
+        self._answer: Deferred[LocalResponse] | None = None
+        self._given_up = False
+
+    def watch(self, answer: Deferred[LocalResponse]) -> None:
+        """Give up the local request if the control channel closes before the local head came."""
+        watch = getattr(self._control, "watch", None)
+        if watch is not None and watch(self._control_closed):
+            self._answer = answer
+
+    def _unwatch(self) -> None:
+        if self._answer is not None:
+            self._answer = None
+            self._control.unwatch(self._control_closed)
+
+    def _control_closed(self) -> None:
+        """
+        The relay failed the request (502 to its sender) as its control channel closed: stop waiting.
+
+        As the general path does (L{RelayedResponse.when_lost}): a slow local server, or an endless one
+        with no C{--timeout}, held its connection and a request slot until it answered.
+        """
+        answer, self._answer = self._answer, None
+        if answer is not None:
+            self._given_up = True
+            answer.cancel()  # its canceller drops the local connection; no_head hands the end over
 
     def head(self, local: LocalResponse) -> None:
         """The local head: a small answer with a length is collected here, anything else goes general."""
+        self._unwatch()
         if local.length is None or local.length > CONTROL_RESPONSE_LIMIT:
             forwarder = self._lane.forwarder
             self._hand_over(lambda request, response: forwarder.answer_from(request, response, local))
@@ -155,6 +187,15 @@ class _QuickExchange:
 
     def no_head(self, failure: Failure) -> None:
         """No answer from the local server: the general path says so (502, or 504 when it was late)."""
+        self._unwatch()
+        if self._given_up:  # the general path ends it as it ends its own: an info line, the access line
+            request_id = self._command.id
+
+            def given_up(request: Any, response: Any) -> None:
+                raise ConnectionClosedError(f"request {request_id} was given up: the control channel closed")
+
+            self._hand_over(given_up)
+            return
         forwarder, target = self._lane.forwarder, self._target
         error = failure.value if isinstance(failure.value, Exception) else Exception(str(failure.value))
         self._hand_over(lambda request, response: forwarder.local_failed(request, response, target, error))

@@ -297,8 +297,57 @@ class DurationTests(SynchronousTestCase):
         self.flushLoggedErrors()
 
 
+class WatchedControl(FakeControl):
+    """A control channel that tells who watches it when it closes, as L{ControlChannel} does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watchers: set[Any] = set()
+
+    def watch(self, watcher: Any) -> bool:
+        if not self.open:
+            return False
+        self.watchers.add(watcher)
+        return True
+
+    def unwatch(self, watcher: Any) -> None:
+        self.watchers.discard(watcher)
+
+    def close(self) -> None:
+        self.open = False
+        watchers, self.watchers = self.watchers, set()
+        for watcher in watchers:
+            watcher()
+
+
 class LaneTests(SynchronousTestCase):
     """When the lane declines, and what it does when the relay or the local server goes away."""
+
+    def test_control_channel_closes_before_the_local_head(self) -> None:
+        """
+        The control channel closes while the local server has not answered: it is given up, on both paths.
+
+        The relay answers that request 502 as the channel closes. The local connection is dropped and the
+        slot freed at once, with the same access line either way. The lane used to wait for the local
+        server: for ever without C{--timeout}, for an endless answer.
+        """
+        runs = []
+        for quick in (True, False):
+            expose = Expose(quick)
+            expose.control = WatchedControl()
+            expose.listener.control_channel = expose.control  # type: ignore[assignment]
+            expose.warm()
+            self.assertEqual(expose.control.watchers, set(), "an answered request is watched no more")
+            expose.request()
+            _, transport = expose.local.connections[-1]
+            self.assertEqual((expose.http.active, transport.disconnecting), (1, False))
+            expose.control.close()
+            self.assertEqual((expose.http.active, transport.disconnecting), (0, True))
+            self.assertEqual(expose.sent(), [])
+            runs.append(expose)
+        quick_run, general_run = runs
+        self.assertEqual(quick_run.taken, [True])
+        self.assertEqual(quick_run.access(), general_run.access())
 
     def test_no_kept_connection(self) -> None:
         """The first request has no kept connection to go to: the general path connects."""
