@@ -250,7 +250,8 @@ class ChunkedReader:
                 continue
             end = buffer.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
             if end < 0:
-                if len(buffer) - pos > MAX_CHUNK_LINE:
+                # A line of the longest length may have come without its LF yet: its CR is held too.
+                if len(buffer) - pos > MAX_CHUNK_LINE + buffer.endswith(b"\r"):
                     raise ResponseError("a chunk-size line or trailer field is too long")
                 self._buffer = buffer[pos:]
                 break

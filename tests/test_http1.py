@@ -6,6 +6,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from relay.http1 import (
     LAST_CHUNK,
+    MAX_CHUNK_LINE,
     MAX_HEAD_BYTES,
     ChunkedReader,
     Framing,
@@ -230,6 +231,22 @@ class ChunkedReaderTests(SynchronousTestCase):
     def test_malformed(self) -> None:
         for data in (b"zz\r\n", b"\r\n", b"5\r\nhello!!\r\n", b"-1\r\n", b"1" * 17 + b"\r\n"):
             self.assertRaises(ResponseError, ChunkedReader().feed, data)
+
+    def test_longest_line_split_between_cr_and_lf(self) -> None:
+        """A chunk-size line or trailer field of the longest length is read whether or not its LF comes later."""
+        size_line = b"5;" + b"x" * (MAX_CHUNK_LINE - 2) + b"\r"
+        trailer = b"5\r\nhello\r\n0\r\nt: " + b"y" * (MAX_CHUNK_LINE - 3) + b"\r"
+        for first, second in ((size_line, b"\nhello\r\n0\r\n\r\n"), (trailer, b"\n\r\n")):
+            reader = ChunkedReader()
+            self.assertEqual(reader.feed(first) + reader.feed(second), [b"hello"])
+            self.assertTrue(reader.done)
+
+    def test_line_one_byte_too_long(self) -> None:
+        """One byte more than the longest line is refused, held CR or not, in one read or two."""
+        body = b"5;" + b"x" * (MAX_CHUNK_LINE - 1) + b"\r\nhello\r\n0\r\n\r\n"
+        self.assertRaises(ResponseError, ChunkedReader().feed, body)
+        reader = ChunkedReader()
+        self.assertRaises(ResponseError, reader.feed, body[: MAX_CHUNK_LINE + 2])
 
     def test_endless_size_line(self) -> None:
         reader = ChunkedReader()
