@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.hybrid.frames import ControlFrame, FrameError, FrameRelay
+from relay.hybrid.frames import OP_CLOSE, ControlFrame, FrameError, FrameRelay, parse_close, valid_close_code
 
 _MOST_HELD = 14 + 125  # a control frame whose length takes the 8-byte form, all but its last byte
 
@@ -118,3 +118,12 @@ def check(data: bytes) -> None:
     expected, expected_code = reference(stream)
     assert code == expected_code, (code, expected_code)
     assert _joined(got) == _joined(expected), (got, expected)
+    for item in got:
+        if isinstance(item, ControlFrame) and item.opcode == OP_CLOSE:
+            try:
+                close_code, reason = parse_close(item.payload)
+            except FrameError as error:
+                assert error.code in (1002, 1007)
+                continue
+            assert close_code is None or valid_close_code(close_code)
+            assert reason.encode() == item.payload[2:]
