@@ -6,7 +6,8 @@ every frame we write must not be. Instead of decoding whole messages and re-enco
 Python object per frame and buffers whole messages), L{FrameRelay} walks each read buffer in a tight loop:
 it checks and rewrites data-frame headers, unmasks payload bytes as they arrive (a frame may span many
 reads, and is forwarded piece by piece), and hands control frames (ping, pong, close) to the caller, which
-answers them per leg. Memory per leg is bounded by one partial header or control frame (130 bytes).
+answers them per leg. Memory per leg is bounded by one partial header or control frame (at most 139
+bytes: a masked control frame whose length is written in the 8-byte form, all but its last byte).
 
 Text payloads are not UTF-8-checked here: the receiving endpoint validates them and closes with 1007,
 which the relay then carries back like any other close.
@@ -30,7 +31,7 @@ OP_PONG = 0xA
 _DATA_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
 _CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 HEADROOM = 256
-"""Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (130)."""
+"""Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (139)."""
 
 _LONGEST_HEADER = 14
 RewriterState = tuple[int, bytes, int, bool, bytes]
