@@ -104,6 +104,20 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual((error.kind, error.header), (RelayFault.INVALID_CARDINALITY, "To"))
         self.assertEqual(error.kind.subcodes[0][1], "InvalidAddressingHeader")
 
+    def test_duplicates_with_relative_namespace(self) -> None:
+        """
+        Copies holding a relative namespace URI (which XML allows, and canonical XML refuses) are compared.
+
+        The comparison used to raise lxml's C14NError, which no caller handles: an HTTP sender got a 500.
+        """
+        same = '<wsa:To xmlns:x="rel">urn:to<x:y/></wsa:To>'
+        envelope = envelope_with(same, same)
+        self.assertEqual(read_addressing(envelope, strict=True), read_addressing(envelope_with(same)))
+        envelope = envelope_with(same, '<wsa:To xmlns:x="rel">urn:other<x:y/></wsa:To>')
+        self.assertEqual(read_addressing(envelope).duplicates, ("To",))
+        error = self.assertRaises(AddressingError, read_addressing, envelope, True)
+        self.assertEqual((error.kind, error.header), (RelayFault.INVALID_CARDINALITY, "To"))
+
     def test_empty_values(self) -> None:
         """An empty header or an endpoint without Address is invalid."""
         for header in ("<wsa:Action> </wsa:Action>", "<wsa:ReplyTo/>"):

@@ -316,6 +316,14 @@ class SoapPostTests(HttpTestCase):
         self.assertEqual((status, self.fault_of(data)[0]), (400, "ActionNotSupported"))
         self.assertEqual(recorder.seen, [])
 
+    def test_repeated_header_with_relative_namespace(self) -> None:
+        """Copies of a WS-Addressing header with a relative namespace name in scope are compared (was a 500)."""
+        recorder = self.host()
+        copy = '<a:MessageID xmlns:x="relative">urn:uuid:7<x:y/></a:MessageID>'
+        status, _, data = self.post("/calc", soap12(ADD_BODY, copy + copy), SoapVersion.SOAP12)
+        self.assertEqual(status, 200, data)
+        self.assertEqual(read_addressing(recorder.seen[0]).message_id, "urn:uuid:7")
+
     def test_not_soap(self) -> None:
         """A body that is not a SOAP media type: 400 InvalidMessage."""
         status, _, data = self.http(b"POST", "/calc", b"{}", {"Content-Type": "application/json"})
@@ -404,6 +412,7 @@ class HostileXmlTests(HttpTestCase):
             soap11(f'<c:Add s:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/">{ADD_BODY}</c:Add>'),
             SoapVersion.SOAP11,
         )
+
 
 
 class TokenTests(HttpTestCase):
