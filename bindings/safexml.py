@@ -247,6 +247,7 @@ def _feed(parser: etree.XMLPullParser, data: bytes, max_depth: int) -> Any:
                 count()
         root = parser.close()
         count()
+        _check_errors(parser.feed_error_log)
     except etree.XMLSyntaxError as e:
         # libxml2 may stop at its own depth limit inside one chunk; the events it queued tell us so.
         count()
@@ -255,6 +256,20 @@ def _feed(parser: etree.XMLPullParser, data: bytes, max_depth: int) -> Any:
             raise XmlRejected(Rule.DEPTH, "deeper than the parser allows") from None
         raise XmlRejected(Rule.WELL_FORMED, message.split("\n")[0][:200]) from None
     return root
+
+
+def _check_errors(log: Any) -> None:
+    """
+    Refuse a document the parser logged an error for without raising (namespace errors, spec 11.1).
+
+    libxml2 reports an undeclared prefix or a namespace name that is not a URI as an error but goes on,
+    and lxml raises only when the last message it logged is an error: a warning after it (a relative
+    namespace name such as C{xmlns="n"}) let the document through, with tags like C{"m:Add"} in no
+    namespace that lxml can neither copy nor serialise as namespace-well-formed XML.
+    """
+    for entry in log:
+        if entry.level >= etree.ErrorLevels.ERROR:
+            raise XmlRejected(Rule.WELL_FORMED, str(entry.message)[:200])
 
 
 def _check_tree(root: etree._Element) -> None:
@@ -296,10 +311,12 @@ def parse_xml(data: bytes, limits: XmlLimits = XmlLimits(), charset: str | None 
         # the limit, nor have more namespace declarations in scope than it has "xmlns": the incremental
         # parse and its counters have nothing to catch. Same settings, same checks after the parse; a
         # fraction of the cost for a small envelope.
+        document_parser = _reused_document.get()
         try:
-            root = etree.fromstring(data, _reused_document.get())
+            root = etree.fromstring(data, document_parser)
         except etree.XMLSyntaxError as e:
             raise XmlRejected(Rule.WELL_FORMED, str(e).split("\n")[0][:200]) from None
+        _check_errors(document_parser.error_log)
     else:
         parser = _reused.take()
         root = _feed(parser, data, limits.max_depth)

@@ -413,6 +413,20 @@ class HostileXmlTests(HttpTestCase):
             SoapVersion.SOAP11,
         )
 
+    def test_namespace_errors(self) -> None:
+        """
+        An undeclared prefix, or a namespace name that is not a URI, followed by a relative namespace name.
+
+        The parser let these through (a 500 for SOAP 1.1, whose conversion could not copy the names; the
+        listener got XML it could not parse for SOAP 1.2).
+        """
+        later = '<w xmlns="relative"/>'
+        for version, make in ((SoapVersion.SOAP11, soap11), (SoapVersion.SOAP12, soap12)):
+            with self.subTest(version=version):
+                self.refused(make(f"<m:Add><c:a>2</c:a><c:b>3</c:b>{later}</m:Add>"), version)
+                self.refused(
+                    make(f'<c:Add xmlns:h="urn>:h"><c:a>2</c:a><c:b>3</c:b>{later}</c:Add>'), version
+                )
 
 
 class TokenTests(HttpTestCase):

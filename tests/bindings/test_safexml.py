@@ -410,6 +410,27 @@ class ParserPathTests(SynchronousTestCase):
                 error = self.assertRaises(XmlRejected, parse_xml, body % fill, XmlLimits(max_depth=64))
                 self.assertEqual(error.rule, rule, (body, len(fill)))
 
+    def test_namespace_errors_on_both_paths(self) -> None:
+        """
+        An undeclared prefix or a namespace name that is not a URI is not well-formed, whatever follows it.
+
+        libxml2 logs these and goes on; lxml raised only when nothing was logged after them, so a relative
+        namespace name later in the document (a warning) let an element named C{m:Add} in no namespace through.
+        """
+        padding = b"<p/>" * 70
+        later = b'<w xmlns="relative"/>'
+        for body in (
+            b"<m:r>%s%s</m:r>",
+            b'<r m:a="1">%s%s</r>',
+            b'<r xmlns:m="urn>:m">%s%s</r>',
+        ):
+            for fill in (b"", padding):
+                data = body % (fill, later)
+                error = self.assertRaises(XmlRejected, parse_xml, data, XmlLimits(max_depth=64))
+                self.assertEqual(error.rule, Rule.WELL_FORMED, data)
+        for fill in (b"", padding):  # a relative namespace name alone is only a warning
+            self.assertEqual(parse_xml(b"<r>%s%s</r>" % (fill, later), XmlLimits(max_depth=64)).tag, "r")
+
     def test_siblings_do_not_hide_depth(self) -> None:
         """Depth is nesting, not a balance of starts and ends: closed siblings before a deep branch count nothing."""
         for sibling in (b"<s/>", b"<s></s>", b"<s><t/></s>"):
