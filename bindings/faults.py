@@ -340,9 +340,15 @@ def reply_to_soap12(envelope: Envelope) -> Envelope:
     The reverse of L{reply_to_soap11}: header blocks are translated, a fault is re-rendered; a dotted
     C{faultcode} such as C{Client.Boom} becomes a subcode, so it reaches a SOAP 1.1 caller unchanged.
 
+    A SOAP 1.2 answer is kept as it is, but its fault must be well-formed too: the gateway refuses a
+    listener's malformed fault, and the caller would then get an C{InvalidMessage} about the bridge's reply
+    instead of the bridge's own fault about the backend.
+
     @raise FaultFormatError: when a fault body is malformed.
     """
     if envelope.version is SoapVersion.SOAP12:
+        if envelope.is_fault:
+            parse_fault(envelope.body[0], SoapVersion.SOAP12)
         return envelope
     converted = convert(envelope.replace(body=() if envelope.is_fault else None), SoapVersion.SOAP12)
     if envelope.is_fault:

@@ -14,6 +14,7 @@ from twisted.web.http_headers import Headers
 from bindings.addressing import addressing_headers, new_message_id
 from bindings.bridge import SoapBridge, as_utf8
 from bindings.credentials import parse_address
+from bindings.faults import FaultCode, parse_fault
 from bindings.soap import Envelope, SoapVersion
 
 
@@ -112,6 +113,32 @@ class BridgeRefusalTests(SynchronousTestCase):
         self.assertTrue(reply.is_fault)
         self.assertIn(b"mustUnderstand", reply.to_bytes())
         self.assertEqual(backend.responses, [])
+
+    def test_malformed_soap12_fault_from_the_backend(self) -> None:
+        """
+        A SOAP 1.2 backend's fault without a SOAP Code: the bridge's own BackendUnavailable fault.
+
+        It was passed on, the gateway refused it as the listener's malformed reply, and the caller got an
+        InvalidMessage (a Sender fault, as if its request were wrong).
+        """
+        bridge = SoapBridge(
+            "http://backend.test/service",
+            parse_address("sb://relay.test/legacy"),
+            None,
+            reactor=Clock(),
+            agent=Backend(),  # type: ignore[arg-type]
+            soap_version=SoapVersion.SOAP12,
+        )
+        response = StallingResponse()
+        response.headers = Headers({b"content-type": [b"application/soap+xml; charset=utf-8"]})
+        data = (
+            b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body><s:Fault><s:Code>'
+            b"<s:Value>s3Sender</s:Value></s:Code></s:Fault></s:Body></s:Envelope>"
+        )
+        reply = bridge._reply(response, data, "urn:calc/Add", "urn:uuid:1")  # type: ignore[arg-type]
+        fault = parse_fault(reply.body[0], SoapVersion.SOAP12)
+        self.assertEqual((fault.code, fault.subcodes[-1][1]), (FaultCode.RECEIVER, "BackendUnavailable"))
+        self.assertIn("no usable SOAP envelope", fault.reason)
 
 
 class BridgeWsdlUrlTests(SynchronousTestCase):

@@ -228,6 +228,20 @@ class ConversionTests(SynchronousTestCase):
         bad = etree.fromstring(f'<s:Fault xmlns:s="{SOAP11_NS}"><faultcode>zz:X</faultcode></s:Fault>')
         self.assertRaises(FaultFormatError, parse_fault, bad, SoapVersion.SOAP11)
 
+    def test_malformed_soap12_answer(self) -> None:
+        """
+        A SOAP 1.2 answer is kept as it is, unless its fault is malformed: that one is refused like a 1.1 one.
+
+        The gateway refuses a listener's malformed fault, so the bridge must not pass one on.
+        """
+        data = (
+            f'<s:Envelope xmlns:s="{SOAP12_NS}"><s:Body><s:Fault><s:Code><s:Value>Sender</s:Value>'
+            '</s:Code><s:Reason><s:Text xml:lang="en">x</s:Text></s:Reason></s:Fault></s:Body></s:Envelope>'
+        ).encode()
+        self.assertRaises(FaultFormatError, reply_to_soap12, parse_envelope(data))
+        good = parse_envelope(data.replace(b">Sender<", b">s:Sender<"))
+        self.assertIs(reply_to_soap12(good), good)
+
     def test_spyne_dotted_code(self) -> None:
         """A 1.1 faultcode like spyne's C{Client.Boom} reads as Sender."""
         element = etree.fromstring(
