@@ -282,13 +282,26 @@ def envelope_from_element(
     body = children[0]
     headers: list[etree._Element] = []
     if header is not None:
+        _no_text_inside(header, "Header", version)
         for block in header:
             if not block.tag.startswith("{"):
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
             headers.append(block)
+    _no_text_inside(body, "Body", version)
     return Envelope(version, tuple(headers), tuple(body))
+
+
+def _no_text_inside(part: etree._Element, name: str, version: SoapVersion) -> None:
+    """
+    Refuse text directly inside the Header or Body: only their child elements are carried.
+
+    Text before the first child was dropped, text after one went along with it only while the envelope
+    kept its version (a converted copy has no tail): data silently lost, or not, by chance.
+    """
+    if not _is_blank(part.text) or any(not _is_blank(child.tail) for child in part):
+        raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"text directly inside the {name}", version)
 
 
 def parse_envelope(

@@ -103,6 +103,30 @@ class ParseTests(SynchronousTestCase):
         error = self.assertRaises(SoapError, parse_envelope, data)
         self.assertEqual(error.kind, SoapErrorKind.INVALID_MESSAGE)
 
+    def test_text_inside_header_or_body(self) -> None:
+        """
+        Text directly inside the Header or the Body is refused, as inside the Envelope; XML whitespace is not.
+
+        Text before the first block was dropped, text after a block was forwarded only when the envelope
+        kept its version.
+        """
+        block = "<x:a xmlns:x='urn:x'/>"
+        for namespace in (SOAP11_NS, SOAP12_NS):
+            for inner in (
+                f"<s:Header>text{block}</s:Header><s:Body/>",
+                f"<s:Header>{block}text</s:Header><s:Body/>",
+                f"<s:Body>text{block}</s:Body>",
+                f"<s:Body>{block}text</s:Body>",
+                "<s:Body>text</s:Body>",
+            ):
+                data = f'<s:Envelope xmlns:s="{namespace}">{inner}</s:Envelope>'.encode()
+                error = self.assertRaises(SoapError, parse_envelope, data)
+                self.assertEqual(error.kind, SoapErrorKind.INVALID_MESSAGE, inner)
+                self.assertEqual(error.version, SoapVersion.for_namespace(namespace))
+            spaced = f'<s:Envelope xmlns:s="{namespace}"><s:Header>\n {block}\n</s:Header><s:Body>\r\n\t{block} </s:Body></s:Envelope>'
+            envelope = parse_envelope(spaced.encode())
+            self.assertEqual((len(envelope.headers), len(envelope.body)), (1, 1))
+
     def test_encoding_style_refused(self) -> None:
         """Any encodingStyle attribute, anywhere, is refused: only document/literal is supported."""
         style = 's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"'
