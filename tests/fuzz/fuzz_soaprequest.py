@@ -9,10 +9,10 @@ from bindings.contracts import contract_of
 from bindings.control import HTTP_AUTHORIZATION_TAG, read_http_authorization
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
 from bindings.faults import gateway_fault, parse_fault, version_mismatch
-from bindings.inbound import Operations, Refusal, open_envelope, prepare
+from bindings.inbound import Operations, Prepared, Refusal, open_envelope, prepare
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits
 from bindings.settings import REQUEST_REPLY
-from bindings.soap import SoapError, SoapVersion, classify_request, parse_envelope
+from bindings.soap import Envelope, SoapError, SoapVersion, classify_request, parse_envelope
 from bindings.wsdl import describe_operations, generate_wsdl, parse_wsdl
 from tests.bindings.calculator import ICalculator
 
@@ -52,7 +52,8 @@ def _same(a: etree._Element, b: etree._Element, top: bool = True) -> bool:
     )
 
 
-def _check_fault(refusal: Refusal, announced: SoapVersion) -> None:
+def check_refusal(refusal: Refusal, announced: SoapVersion) -> None:
+    """The fault a refusal is answered with: in the sender's version, with the refusal's Code."""
     assert refusal.version is announced, (refusal.version, announced, refusal.message)
     if refusal.kind is None:
         envelope = version_mismatch(refusal.version, "TRACK")
@@ -101,10 +102,13 @@ def check(data: bytes) -> None:
             authorization=authorization,
         )
     except Refusal as refusal:
-        _check_fault(refusal, announced)
+        check_refusal(refusal, announced)
         return
-    # What the listener receives: SOAP 1.2 with the gateway's addressing headers and r:Sender, the sender's
-    # other headers and its body, nothing forged.
+    check_delivered(envelope, prepared, authorization)
+
+
+def check_delivered(envelope: Envelope, prepared: Prepared, authorization: str | None) -> None:
+    """What the listener receives keeps the sender's headers and body and carries nothing forged."""
     delivered = parse_envelope(prepared.payload, SoapVersion.SOAP12, XmlLimits(1 << 22, MAX_DEPTH_CAP))
     headers = read_addressing(delivered, strict=True)
     assert headers.to == TO
@@ -123,3 +127,9 @@ def check(data: bytes) -> None:
             assert _same(before, after)
     assert len(delivered.body) == len(envelope.body)
     assert all(_same(a, b) for a, b in zip(delivered.body, envelope.body, strict=True))
+    if envelope.body:  # no text of the Body is lost on the way, whatever its place
+        assert _text(delivered.body[0].getparent()) == _text(envelope.body[0].getparent())
+
+
+def _text(element: etree._Element | None) -> str:
+    return "".join("".join(element.itertext()).split()) if element is not None else ""
