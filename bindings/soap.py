@@ -288,6 +288,15 @@ def envelope_from_element(
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
+            must = block.get(version.qname("mustUnderstand"))
+            if must is not None and must.strip() not in _MUST_UNDERSTAND_UP:
+                # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to
+                # the other version failed later, blaming the caller for its listener's reply.
+                raise SoapError(
+                    SoapErrorKind.INVALID_MESSAGE,
+                    f"mustUnderstand value {must[:20]!r} is not a boolean",
+                    version,
+                )
             headers.append(block)
     _no_text_inside(body, "Body", version)
     return Envelope(version, tuple(headers), tuple(body))

@@ -127,6 +127,30 @@ class ParseTests(SynchronousTestCase):
             envelope = parse_envelope(spaced.encode())
             self.assertEqual((len(envelope.headers), len(envelope.body)), (1, 1))
 
+    def test_must_understand_is_a_boolean(self) -> None:
+        """
+        A header block's mustUnderstand must be a boolean (1, 0, true, false, spaces around allowed).
+
+        A listener's reply with mustUnderstand="yes" went to SOAP 1.2 callers as written, unreadable, and
+        failed only in conversion for SOAP 1.1 callers, blamed on the caller.
+        """
+        for namespace in (SOAP11_NS, SOAP12_NS):
+            version = SoapVersion.for_namespace(namespace)
+            for value in ("yes", "", "TRUE", "2"):
+                data = (
+                    f'<s:Envelope xmlns:s="{namespace}"><s:Header><x:a xmlns:x="urn:x" '
+                    f's:mustUnderstand="{value}"/></s:Header><s:Body/></s:Envelope>'
+                ).encode()
+                error = self.assertRaises(SoapError, parse_envelope, data)
+                self.assertEqual((error.kind, error.version), (SoapErrorKind.INVALID_MESSAGE, version))
+                self.assertIn("mustUnderstand", str(error))
+            for value in ("1", "0", "true", "false", " true "):
+                data = (
+                    f'<s:Envelope xmlns:s="{namespace}"><s:Header><x:a xmlns:x="urn:x" '
+                    f's:mustUnderstand="{value}"/></s:Header><s:Body/></s:Envelope>'
+                ).encode()
+                self.assertEqual(len(parse_envelope(data).headers), 1)
+
     def test_encoding_style_refused(self) -> None:
         """Any encodingStyle attribute, anywhere, is refused: only document/literal is supported."""
         style = 's:encodingStyle="http://schemas.xmlsoap.org/soap/encoding/"'
