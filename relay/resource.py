@@ -8,6 +8,7 @@ registered for that entity's kind. Layers register here; this module imports non
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
@@ -24,6 +25,9 @@ from relay.store import IGatewayStore
 
 if TYPE_CHECKING:
     from relay.leanchannel import LeanRequest
+
+_NOT_IN_REASON = re.compile(r"[\x00-\x1f\x7f]+")
+"""Control characters, which a reason phrase must not hold (RFC 9112 section 4: CR or LF would end it)."""
 
 EntityResourceFactory = Callable[[IRequest, Namespace, EntityMatch], IResource]
 NamespaceResourceFactory = Callable[[IRequest, Namespace, str], IResource | None]
@@ -94,7 +98,9 @@ class ErrorResource(Resource):
             reason=self.error.message,
             tracking_id=tracking_id,
         )
-        request.setResponseCode(self.error.status, text.encode("latin-1", errors="replace")[:200])
+        # The message may quote a listener's words (a close reason): in the status line, without line breaks.
+        phrase = _NOT_IN_REASON.sub(" ", text).encode("latin-1", errors="replace")[:200]
+        request.setResponseCode(self.error.status, phrase)
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         body = (text + "\n").encode("utf-8")

@@ -890,6 +890,24 @@ class FailureTests(HttpTestCase):
         self.assertEqual(sender.reply.status, 502)
         self.assertIn(b"went away", sender.reply.body)
 
+    def test_a_close_reason_with_line_breaks_stays_out_of_the_head(self) -> None:
+        """
+        A listener's close reason named in the relay's 502 cannot add lines to the sender's response head.
+
+        The reason went into the status line as it came: CR LF in it ended the line, and the rest was read
+        as a header field of the relay's own answer.
+        """
+        _listener, sender, _request, rendezvous = self.answer_over_rendezvous("/hyco/x")
+        rendezvous.sendClose(4000, "x\r\nSet-Cookie: evil=1\r\n\x00")
+        self.net.flush()
+        reply = sender.reply
+        self.assertEqual(reply.status, 502)
+        self.assertIsNone(reply.header("Set-Cookie"))
+        status_line = sender.data.split(b"\r\n", 1)[0]
+        self.assertIsNone(re.search(rb"[\x00-\x1f\x7f]", status_line), status_line)
+        self.assertIn(b"close code 4000", status_line)
+        self.assertIn(b"Set-Cookie: evil=1", reply.body)  # the body names it as it came (text/plain)
+
     def test_a_listener_not_reading_is_warned_once_per_episode(self) -> None:
         """A listener that stops reading is warned about once, not per request it is skipped for, until it reads again."""
         self.listen("open")
