@@ -382,6 +382,7 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         self._head_count = 0
         self._refused = False
         self._host: Any = None
+        self._pipeline_held = False  # pipelined requests wait for the sender to read (requestDone)
 
     @override
     def getHost(self) -> Any:
@@ -537,20 +538,66 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
                 self._networkProducer.resumeProducing()
 
     @override
+    def pauseProducing(self) -> None:
+        """
+        The sender's socket is full: pause the answer's producer, and stop reading the sender.
+
+        twisted.web kept reading while a request was in hand, and buffered what came without a bound once
+        its socket was full (its read-ahead limit only counts while the socket is not): a sender that
+        took none of a download and kept sending had all of it held.
+        """
+        self._waitingForTransport = True
+        if self._requestProducer is not None:
+            self._requestProducer.pauseProducing()
+        if self.transport is not None:  # else an upgrade took the connection over: its protocol reads
+            self._networkProducer.pauseProducing()
+
+    @override
     def resumeProducing(self) -> None:
-        """The sender drained our responses; read again unless a body's consumer still holds us back."""
+        """
+        The sender drained our responses: the requests it pipelined meanwhile are read, then the socket.
+
+        Reading resumes unless a body's consumer still holds the sender back, or a request in hand has
+        as much read ahead as twisted.web buffers (C{_optimisticEagerReadSize}).
+        """
         self._waitingForTransport = False
         if self._requestProducer is not None:
             self._requestProducer.resumeProducing()
-        if not self._handlingRequest and not self._body_paused:
+        if self.transport is None:
+            return  # an upgrade took the connection over (it stays the transport's producer): not ours
+        if self._pipeline_held:
+            self._pipeline_held = False
+            self._handlingRequest = False
+            data = b"".join(self._dataBuffer)
+            self._dataBuffer = []
+            self.setLineMode(data)
+            if self.transport is None or self._waitingForTransport:
+                return  # gone, or the next answer filled the socket again
+        if self._body_paused:
+            return
+        if not self._handlingRequest or sum(map(len, self._dataBuffer)) <= self._optimisticEagerReadSize:
             self._networkProducer.resumeProducing()
 
     @override
     def requestDone(self, request: Any) -> None:
-        """A request finished; its body pause (if any) ends with it."""
+        """
+        A request finished; its body pause (if any) ends with it.
+
+        When its answer left the sender's socket full, the requests the sender pipelined behind it wait
+        until it reads (L{resumeProducing}): twisted.web went on to them at once, and each answer was
+        queued in the gateway, however many a sender that reads nothing had sent ahead.
+        """
         self._body_paused = False
         self._idle_held = False
-        super().requestDone(request)
+        if not (self._waitingForTransport and self.persistent and any(self._dataBuffer)):
+            super().requestDone(request)
+            return
+        held, self._dataBuffer = self._dataBuffer, []
+        super().requestDone(request)  # line mode, with nothing to parse yet
+        self._handlingRequest = True  # whatever else arrives is held with them, as while one is in hand
+        self.setRawMode()
+        self._dataBuffer = held + self._dataBuffer
+        self._pipeline_held = True
 
     @override
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]

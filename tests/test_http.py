@@ -985,6 +985,77 @@ class FailureTests(HttpTestCase):
         self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
         self.assertEqual(self.gateway.http.exchanges, set())
 
+    def test_pipelined_requests_wait_for_a_sender_that_reads_no_answers(self) -> None:
+        """
+        Requests pipelined behind one whose answer filled the sender's socket wait until it reads.
+
+        twisted.web went on to the next buffered request as each answer ended, socket full or not: a sender
+        that pipelined 64 KB of small GETs and read nothing had every answer (up to 64 KB each, from the
+        control channel) queued in the gateway, some 1,600 of them for one connection.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        head = f"GET /hyco/p HTTP/1.1\r\nHost: {HOST}\r\nServiceBusAuthorization: {self.token()}\r\n\r\n"
+        sender.methods += ["GET"] * 3
+        sender.send(head.encode() * 3)
+        self.net.flush()
+        self.assertEqual(len(listener.messages), 1)
+        sender_side = sender.server_transport  # type: ignore[attr-defined]
+        for answered in range(3):
+            sender_side.producer.pauseProducing()  # the answer below fills its socket
+            self.respond(listener, self.last_request(listener)["id"], body=b"%d" % answered)
+            self.assertEqual(len(listener.messages), answered + 1)  # the next request waits
+            self.assertTrue(sender_side.reading_paused)
+            sender_side.producer.resumeProducing()  # it read them
+            self.net.flush()
+        self.assertEqual(len(listener.messages), 3)
+        self.assertEqual([reply.body for reply in sender.replies], [b"0", b"1", b"2"])
+        self.assertFalse(sender_side.reading_paused)
+        self.assertEqual(self.gateway.http.exchanges, set())
+
+    def test_a_sender_that_reads_none_of_a_download_is_not_read_either(self) -> None:
+        """
+        While a streamed answer waits for the sender's full socket, what the sender sends is not read.
+
+        twisted.web kept reading a connection whose request was in hand, and held what came without a
+        bound once the socket was full (its read-ahead limit only applied while it was not).
+        """
+        listener = self.listen()
+        sender = self.sender()
+        # Two values of one field: twisted.web's channel, not the lean one (which bounds its read-ahead).
+        sender.request("GET", "/hyco/down", {**self.auth(), "Connection": "keep-alive, X-Hop"})
+        self.net.flush()
+        request = self.last_request(listener)
+        rendezvous = self.net.connect(request["address"])
+        self.respond(rendezvous, request["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"x" * 1000)
+        self.net.flush()
+        sender_side = sender.server_transport  # type: ignore[attr-defined]
+        self.assertFalse(sender_side.reading_paused)
+        sender_side.producer.pauseProducing()  # its socket is full
+        self.assertTrue(sender_side.reading_paused)
+        self.assertTrue(rendezvous.server_transport.reading_paused)  # type: ignore[union-attr]
+        sender_side.producer.resumeProducing()
+        self.assertFalse(sender_side.reading_paused)
+        rendezvous.endMessage()
+        self.net.flush()
+        self.assertEqual((sender.reply.body, sender.reply.complete), (b"x" * 1000, True))
+
+    def test_a_full_control_channel_is_still_read(self) -> None:
+        """
+        A listener's control channel whose socket is full is still read: its protocol decides, not twisted.web.
+
+        twisted.web's channel stays the producer of a connection an upgrade took over; pausing reading
+        there too when the socket filled left a listener that stopped reading unable to close cleanly.
+        """
+        listener = self.listen()
+        side = listener.server_transport  # type: ignore[attr-defined]
+        side.producer.pauseProducing()  # (under TLS, the TLS layer's: it tells twisted.web's channel)
+        self.assertFalse(side.reading_paused)
+        side.producer.resumeProducing()
+        self.assertFalse(side.reading_paused)
+
     def test_sender_already_full(self) -> None:
         """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/full")
