@@ -367,6 +367,7 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
     @ivar when_lost: callables run once when the connection is gone (the HTTP relay closes the sender's
         rendezvous sockets this way).
     @ivar affinity: per-connection state other layers keep (the HTTP relay's reusable rendezvous).
+    @ivar gone: whether the connection was lost (a rendezvous is no longer kept for it).
     """
 
     site: RelaySite
@@ -383,6 +384,7 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         self._refused = False
         self._host: Any = None
         self._pipeline_held = False  # pipelined requests wait for the sender to read (requestDone)
+        self.gone = False
 
     @override
     def getHost(self) -> Any:
@@ -603,6 +605,7 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         """Run the C{when_lost} callbacks after the requests learnt about the loss."""
         super().connectionLost(reason)
+        self.gone = True
         self.stop_idle_timer()
         callbacks, self.when_lost = self.when_lost, []
         for callback in callbacks:

@@ -1056,6 +1056,93 @@ class FailureTests(HttpTestCase):
         side.producer.resumeProducing()
         self.assertFalse(side.reading_paused)
 
+    def test_a_head_answer_is_complete_with_its_head(self) -> None:
+        """
+        An answer that has no body for the sender (HEAD, 204, 304) ends with its head, whatever body follows.
+
+        hyco-https sends a HEAD answer's body as for a GET. The sender's request was only finished once all
+        of it had come over the rendezvous (its next request on the connection waited as long), and a
+        listener that vanished or stalled in it had the sender's connection aborted, with the sender's
+        next request on it, though its answer was complete.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("POST", "/hyco/up", self.auth(), b"u" * 70_000)  # over a rendezvous, kept after
+        self.net.flush()
+        rendezvous, announced = self.fetch(listener)
+        self.respond(rendezvous, announced["id"], body=b"stored")
+        for method, status in (("HEAD", 200), ("GET", 304), ("DELETE", 204)):
+            with self.subTest(method=method, status=status):
+                sender.request(method, "/hyco/big", self.auth())
+                self.net.flush()
+                request = json.loads(rendezvous.messages[-1][0])["request"]
+                self.assertEqual(request["method"], method)
+                self.respond(
+                    rendezvous, request["id"], status, headers={"Content-Length": "1000000"}, streamed=True
+                )
+                rendezvous.beginMessage(isBinary=True)
+                rendezvous.sendMessageFrame(b"b" * 1000)  # the body begins, and the rest takes its time
+                self.net.flush()
+                reply = sender.replies[-1]
+                self.assertEqual((reply.status, reply.complete, reply.body), (status, True, b""))
+                sender.request("GET", "/hyco/next", self.auth())  # served meanwhile (control channel)
+                self.net.flush()
+                self.respond(listener, self.last_request(listener)["id"], body=b"next")
+                self.assertEqual((sender.reply.status, sender.reply.body), (200, b"next"))
+                rendezvous.sendMessageFrame(b"b" * 1000)
+                rendezvous.endMessage()  # the rendezvous is kept for the sender again
+                self.net.flush()
+        self.assertIsNone(rendezvous.closed)
+        self.assertFalse(sender.server_transport.aborted)  # type: ignore[attr-defined]
+        self.assertEqual(sender.data.count(b"b"), 0)
+        self.assertEqual(self.gateway.http.exchanges, set())
+
+    def test_a_rendezvous_drained_after_its_sender_left_is_closed(self) -> None:
+        """
+        A rendezvous whose body nobody reads ends after its sender left: it is closed, not kept for it.
+
+        A socket kept for a connection already gone stayed open until it idled out.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("HEAD", "/hyco/big", {**self.auth(), "X-Big": "h" * 40_000})  # over a rendezvous
+        self.net.flush()
+        rendezvous, announced = self.fetch(listener)
+        self.respond(rendezvous, announced["id"], streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"b" * 1000)
+        self.net.flush()
+        self.assertEqual(sender.reply.status, 200)
+        sender.transport.loseConnection()  # type: ignore[union-attr]
+        self.net.flush()
+        rendezvous.endMessage()
+        self.net.flush()
+        self.assertEqual(rendezvous.closed[1], 1000)  # type: ignore[index]
+        self.assertEqual(self.gateway.http.exchanges, set())
+
+    def test_a_head_answer_outlives_its_listener(self) -> None:
+        """A listener that vanishes in the middle of a HEAD answer's body leaves the sender's answer whole."""
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("HEAD", "/hyco/big", {**self.auth(), "X-Big": "h" * 40_000})  # over a rendezvous
+        self.net.flush()
+        rendezvous, announced = self.fetch(listener)
+        self.respond(rendezvous, announced["id"], headers={"Content-Length": "1000000"}, streamed=True)
+        rendezvous.beginMessage(isBinary=True)
+        rendezvous.sendMessageFrame(b"b" * 1000)
+        self.net.flush()
+        rendezvous.transport.loseConnection()  # type: ignore[union-attr]
+        self.net.flush()
+        self.assertFalse(sender.server_transport.aborted)  # type: ignore[attr-defined]
+        reply = sender.reply
+        self.assertEqual(
+            (reply.status, reply.complete, reply.header("Content-Length")), (200, True, "1000000")
+        )
+        sender.request("GET", "/hyco/next", self.auth())
+        self.net.flush()
+        self.respond(listener, self.last_request(listener)["id"], body=b"next")
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"next"))
+
     def test_sender_already_full(self) -> None:
         """A streamed answer to a sender whose socket is already full starts with the rendezvous paused."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/full")

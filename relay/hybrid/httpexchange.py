@@ -102,6 +102,7 @@ class Exchange:
         self._request_sent = False
         self._on_kept_rendezvous = False  # put on a rendezvous kept from an earlier request (may go again)
         self._forward_body = True
+        self._sender_done = False  # its answer is complete, the listener's unread body is still drained
         self._expected: int | None = None
         self._producer: DownloadProducer | None = None
         self._response_timer: IDelayedCall | None = None
@@ -319,7 +320,11 @@ class Exchange:
         if streamed:
             if not request._disconnected:
                 request.write(b"")  # the status line and headers go out now
-            if self._forward_body and self.rendezvous is not None:
+            if not self._forward_body:
+                # HEAD, 204, 304: the sender's answer is whole; the body only has to be drained from the
+                # rendezvous (hyco-https sends a HEAD answer's body as for a GET) before it carries more.
+                self._finish_sender()
+            elif self.rendezvous is not None:
                 self._producer = DownloadProducer(self, self.rendezvous.transport)
                 request.registerProducer(self._producer, True)
                 channel = self.sender_channel
@@ -400,6 +405,23 @@ class Exchange:
             # Kept for the sender's next request, unless the answer came before the upload ended: the
             # body message can then not be completed on this socket.
             role.exchange_done(self, reusable=self._request_sent)
+        if self._sender_done:
+            return
+        self._log_access()
+        if not request._disconnected:
+            if whole_body and self._forward_body:
+                request.write(whole_body)
+            request.finish()
+
+    def _finish_sender(self) -> None:
+        """The sender's answer is whole before the listener's is (a body it must not get is drained)."""
+        self._sender_done = True
+        self._log_access()
+        if not self.request._disconnected:
+            self.request.finish()
+
+    def _log_access(self) -> None:
+        """The request's one access line (it replaces twisted.web's)."""
         message = self.message
         method, target, client = message.method, message.request_target[:200], message.remote_endpoint.address
         # An f-string: twistd formats each field of a format string with string.Formatter, which made this
@@ -414,11 +436,7 @@ class Exchange:
             request_id=self.id,
             client=client,
         )
-        request.relay_logged = True  # type: ignore[attr-defined]  # this line replaces the access log's
-        if not request._disconnected:
-            if whole_body and self._forward_body:
-                request.write(whole_body)
-            request.finish()
+        self.request.relay_logged = True  # type: ignore[attr-defined]  # this line replaces the access log's
 
     # -- failures ------------------------------------------------------------------------------------
 
@@ -450,6 +468,13 @@ class Exchange:
         self._release_rendezvous(CloseCode.PROTOCOL_ERROR, reason)
 
     def _abort_sender(self, reason: str) -> None:
+        if self._sender_done:  # its answer was whole already: only the listener's unread body is cut
+            self.log.info(
+                "request {request_id}: the rest of a body the sender does not get was cut: {reason}",
+                request_id=self.id,
+                reason=reason,
+            )
+            return
         self.log.warn(
             "aborting the sender of request {request_id} after {size} bytes of its response: {reason}",
             request_id=self.id,

@@ -91,7 +91,9 @@ class RendezvousRole:
             return
         self.exchange = None
         channel = exchange.sender_channel
-        if self.for_request and reusable and self.is_open and isinstance(channel, RelayHTTPChannel):
+        # Not for a sender already gone (its answer can end before the listener's: a HEAD's unread body).
+        kept = isinstance(channel, RelayHTTPChannel) and not channel.gone
+        if self.for_request and reusable and self.is_open and kept:
             self._park(channel, exchange.admission)
         else:
             self.close(CloseCode.NORMAL, "Response complete")
