@@ -93,8 +93,9 @@ class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
     """
     Response headers: names are matched without regard to case; a list value sends one line per item.
 
-    Names must be HTTP tokens and values free of CR, LF, NUL and lone surrogates, as the relay checks
-    them (L{relay.hybrid.headers}): it would answer the sender 502 for anything else, blaming the listener.
+    Names must be HTTP tokens and values free of control characters (the tab aside) and lone surrogates, as
+    the relay checks them (L{relay.hybrid.headers}): it would answer the sender 502 for anything else,
+    blaming the listener.
     """
 
     def __init__(self) -> None:
@@ -107,7 +108,8 @@ class ResponseHeaders(MutableMapping[str, "str | list[str]"]):
         for item in [value] if isinstance(value, str) else value:
             if not isinstance(item, str) or not forwardable_value(item):
                 raise ValueError(
-                    f"header {name!r:.60} needs string values without CR, LF, NUL or lone surrogates"
+                    f"header {name!r:.60} needs string values without control characters (the tab aside) "
+                    "or lone surrogates"
                 )
         if not isinstance(name, str) or not is_token(name):
             raise ValueError(f"header name {name!r:.60} is not an HTTP token (RFC 9110)")

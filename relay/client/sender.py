@@ -46,7 +46,10 @@ def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"header {name!r} is set by the client itself")
         # A lone surrogate cannot be encoded: the handshake would never be sent.
         if not isinstance(value, str) or not forwardable_value(value):
-            raise ValueError(f"header {name!r} needs a string value without CR, LF, NUL or lone surrogates")
+            raise ValueError(
+                f"header {name!r} needs a string value without control characters (the tab aside) "
+                "or lone surrogates"
+            )
         checked[name] = value
     return checked
 
@@ -127,8 +130,8 @@ class HybridConnectionClient:
             (no listener accepted in time), or whatever status a listener rejected the sender with.
             Cancelling it abandons the attempt.
         @raise ValueError: for reserved query parameters or headers the handshake owns, header names
-            that are not HTTP tokens, values with CR, LF, NUL or a lone surrogate, and subprotocols that
-            are not tokens.
+            that are not HTTP tokens, values with a control character (the tab aside) or a lone
+            surrogate, and subprotocols that are not tokens.
         """
         connection_id = connection_id or str(uuid.uuid4())
         url = self.address.connect_url(connection_id, suffix, query)

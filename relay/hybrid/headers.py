@@ -46,8 +46,11 @@ _RESPONSE_DROPPED = HOP_BY_HOP | {"content-length"}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # fullmatch: "$" would let a final "\n" through
 _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+)*")
 """Names joined by line feeds, all of them tokens (one pass for a whole head)."""
-_FORBIDDEN_IN_VALUE = re.compile(r"[\x00\r\n\ud800-\udfff]")
-"""CR, LF and NUL would break the head; a lone surrogate (a JSON escape) has no UTF-8 form."""
+_FORBIDDEN_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+"""
+Control characters but the tab (RFC 9110 section 5.5): CR, LF and NUL would break the head, and Node's
+HTTP client refuses a head with any of the others; a lone surrogate (a JSON escape) has no UTF-8 form.
+"""
 _MAX_REASON = 120
 
 
@@ -65,7 +68,7 @@ def is_token(name: str) -> bool:
 
 
 def forwardable_value(value: str) -> bool:
-    """Whether a response header value can be forwarded: no CR, LF, NUL or lone surrogate."""
+    """Whether a header value can be forwarded: no control character but the tab, no lone surrogate."""
     return _FORBIDDEN_IN_VALUE.search(value) is None
 
 
@@ -143,7 +146,8 @@ def response_head(fields: Any, *, via: str) -> ResponseHead:
     Check and convert a C{responseHeaders} object.
 
     Values may be strings, numbers or arrays of them (one header line per element, so C{Set-Cookie} arrays
-    survive). Names must be HTTP tokens and values must not contain CR, LF, NUL or a lone surrogate.
+    survive). Names must be HTTP tokens and values must not contain a control character (the tab aside)
+    or a lone surrogate.
 
     @raise HeaderError: for a malformed object, name or value, or a C{Content-Length} that is not a number.
     """
@@ -188,7 +192,9 @@ def _checked_lines(fields: dict[str, Any]) -> list[tuple[str, str, str]]:
         key = name.lower()
         for value in (raw,) if type(raw) is str else _values(name, raw):
             if not forwardable_value(value):
-                raise HeaderError(f"response header {name[:40]!r} contains CR, LF, NUL or a lone surrogate")
+                raise HeaderError(
+                    f"response header {name[:40]!r} contains a control character or a lone surrogate"
+                )
             lines.append((key, name, value.strip(" \t")))
     return lines
 
