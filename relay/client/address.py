@@ -159,9 +159,13 @@ def split_accept_address(address: str, path: str) -> tuple[str, str]:
     so the name is stripped segment by segment ignoring case and percent-encoding.
 
     @param path: the listener's hybrid connection path (as in L{HybridConnectionAddress.path}).
-    @return: C{(suffix, query)}, e.g. C{("/chat", "room=1")}; C{("", "")} when there is neither.
+    @return: C{(suffix, query)}, e.g. C{("/chat", "room=1")}; C{("", "")} when there is neither, or when
+        the address cannot be read as a URL (the relay sent it; dialling it then fails, and is logged).
     """
-    parts = urlsplit(address)
+    try:
+        parts = urlsplit(address)
+    except ValueError:  # an unclosed "[" in the host, or one NFKC normalisation changes
+        return "", ""
     raw_target = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
         target = split_target(raw_target or "/")

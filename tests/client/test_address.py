@@ -174,6 +174,11 @@ class SplitAcceptAddressTests(SynchronousTestCase):
         for address, path, expected in cases:
             self.assertEqual(split_accept_address(address, path), expected, address)
 
+    def test_an_address_that_is_no_url(self) -> None:
+        """What urlsplit refuses (the relay sent it) reads as no suffix and no query, not a ValueError."""
+        for address in ("wss://[::1/$hc/hyco?sb-hc-action=accept", "wss://r\uff03x/$hc/hyco/a?q=1", "//]/x"):
+            self.assertEqual(split_accept_address(address, "hyco"), ("", ""), address)
+
     @given(
         suffix=st.lists(st.text(alphabet="abcXYZ019-._~ %", min_size=1, max_size=5), max_size=3),
         pairs=st.lists(

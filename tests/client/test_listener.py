@@ -455,6 +455,29 @@ class ControlChannelTests(ListenerTestCase, SynchronousTestCase):
         self.successResultOf(self.sender())
         self.assertIsNotNone(self.successResultOf(listener.accept_connection()))
 
+    def test_an_accept_address_that_is_no_url(self) -> None:
+        """
+        An accept address urlsplit refuses (an unclosed "[" in the host): decided about, dialled, failed.
+
+        Before, reading its path raised ValueError in the accept task: the handler never heard of the sender,
+        nor did on_accept_failed, and the log showed a traceback.
+        """
+        seen: list[AcceptContext] = []
+        failed: list[AcceptContext] = []
+
+        def handler(context: AcceptContext) -> bool:
+            seen.append(context)
+            return True
+
+        listener = self.open_listener(accept_handler=handler, on_accept_failed=failed.append)
+        address = "wss://[::1/$hc/hyco?sb-hc-action=accept&sb-hc-id=odd"
+        self.control().sendMessage(b'{"accept":{"address":"%s","id":"odd"}}' % address.encode())
+        self.network.flush()
+        self.assertEqual([(c.connection_id, c.suffix, c.query) for c in seen], [("odd", "", "")])
+        self.assertEqual(failed, seen)
+        self.assertTrue(listener.is_online)
+        self.successResultOf(self.sender())
+
     def test_requests_are_ignored_without_a_handler(self) -> None:
         """An HTTP request and its body message are consumed and dropped; the next accept works."""
         listener = self.open_listener()
