@@ -80,13 +80,23 @@ class UnknownMessage:
     keys: tuple[str, ...]
 
 
-# json.dumps builds a new encoder on every call made with options; this one is built once.
+# json.dumps builds a new encoder on every call made with options; these are built once.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def encode(obj: Mapping[str, Any]) -> bytes:
-    """Serialise a control message compactly as UTF-8."""
-    return _ENCODER.encode(obj).encode("utf-8")
+    """
+    Serialise a control message compactly as UTF-8.
+
+    Text that UTF-8 cannot hold (a lone surrogate, which a peer's JSON may carry in an id the answer
+    echoes) is written as JSON escapes, which read back as the same string.
+    """
+    text = _ENCODER.encode(obj)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(obj).encode("ascii")
 
 
 def decode_object(payload: bytes) -> dict[str, Any]:

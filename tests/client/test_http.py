@@ -72,6 +72,22 @@ class FakeProtocol:
         self.calls.append(("drop", abort))
 
 
+class RequestIdTests(SynchronousTestCase):
+    def test_an_id_utf8_cannot_hold_is_echoed(self) -> None:
+        """
+        A request id with a lone surrogate (JSON lets a relay send one) comes back as the same string.
+
+        Before, encoding the response raised UnicodeEncodeError: the application's answer, and the 500
+        after it, failed with tracebacks, and the sender got nothing until the relay gave up.
+        """
+        control = FakeControl()
+        response = RelayedResponse("\ud800-1", reactor=Clock(), control=control)
+        self.successResultOf(response.finish(b"hi"))
+        [(head, head_binary), (body, body_binary)] = control.sent
+        self.assertEqual(json.loads(head.decode("utf-8"))["response"]["requestId"], "\ud800-1")
+        self.assertEqual((head_binary, body, body_binary), (False, b"hi", True))
+
+
 class RequestBodyTests(SynchronousTestCase):
     """A request body read as it arrives, with flow control."""
 
