@@ -163,6 +163,7 @@ class LocalConnection(Protocol):
         self.received_any = False  # of the current response
         self.reused = False
         self.closed = False
+        self._spent = False  # dropped or closing: its close may not have been reported yet
         self._timer: IDelayedCall | None = None
         self._socket: Any = None
 
@@ -321,6 +322,7 @@ class LocalConnection(Protocol):
         if self.closed:
             return
         if not head.reusable:
+            self._spent = True
             self.transport.loseConnection()
         elif spent or not self._body_sent:
             self.abort()  # answered before the whole request body was sent: this connection is spent
@@ -328,6 +330,10 @@ class LocalConnection(Protocol):
             self._idle()
 
     def _idle(self) -> None:
+        if self._spent or self.closed:
+            # Dropped or closing (an answer that came before the request body was all sent, say): the
+            # reactor reports the close later, and until then the pool would hand it to the next request.
+            return
         self.reused = True
         self._client.release(self)
 
@@ -355,6 +361,7 @@ class LocalConnection(Protocol):
 
     def abort(self) -> None:
         """Drop the connection (the response is not wanted, or cannot be read)."""
+        self._spent = True
         if not self.closed:
             self.transport.abortConnection()
 

@@ -155,6 +155,30 @@ class RequestTests(LocalClientTestCase):
         self.assertTrue(sink.ended)
         self.assertTrue(transport.disconnecting)
 
+    def test_a_connection_answered_before_its_body_is_not_kept(self) -> None:
+        """
+        The request body ends after the early answer dropped (or closed) the connection: it is not kept.
+
+        Its close is reported by the reactor later. Before, ending the body put it back in the pool
+        meanwhile, and the next request went out on it and failed (a POST got 502).
+        """
+        for answer_bytes in (
+            b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 413 Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        ):
+            with self.subTest(answer=answer_bytes):
+                self.setUp()
+                body = RequestBody()
+                answer, connection, transport = self.send(b"POST", body)
+                body.feed(b"abc")
+                connection.dataReceived(answer_bytes)
+                self.head(answer).deliver(Sink())
+                self.assertTrue(transport.disconnecting)
+                body.end()
+                self.assertEqual(self.client._idle, [])
+                _next, fresh, _ = self.send(b"POST", RequestBody.whole(b"x"))
+                self.assertIsNot(fresh, connection)
+
     def test_interim_answers_are_skipped(self) -> None:
         answer, connection, _ = self.send()
         connection.dataReceived(
