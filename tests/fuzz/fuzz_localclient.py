@@ -10,6 +10,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.failure import Failure
 
+from relay.client.httprequest import RequestBody
 from relay.http1 import ResponseError
 from relay.localclient import LocalClient, LocalConnection, LocalResponse
 from tests.fuzz.pieces import pieces, split_input
@@ -49,11 +50,19 @@ class _Endpoint:
         return connected
 
 
-def run(method: bytes, reads: list[bytes]) -> tuple[Any, ...]:
-    """What the local client makes of C{reads}, then the server's close: a comparable outcome."""
+def run(method: bytes, reads: list[bytes], body_ends: int | None = None) -> tuple[Any, ...]:
+    """
+    What the local client makes of C{reads}, then the server's close: a comparable outcome.
+
+    @param body_ends: when given, the request has a streamed body, which ends after that many reads.
+    """
     endpoint = _Endpoint()
     client = LocalClient(MemoryReactor(), "http", "127.0.0.1", 8000, endpoint=endpoint)  # type: ignore[arg-type]
-    answer = client.request(method, b"/", [], None)
+    body = None
+    if body_ends is not None:
+        body = RequestBody()
+        body.feed(b"upload")
+    answer = client.request(method, b"/", [], body)
     [(connection, transport)] = endpoint.made
     results: list[Any] = []
     sink = _Sink()
@@ -63,12 +72,17 @@ def run(method: bytes, reads: list[bytes]) -> tuple[Any, ...]:
         response.deliver(sink)
 
     answer.addCallbacks(got, results.append)
-    for data in reads:
+    for index, data in enumerate(reads):
+        if body is not None and index == body_ends:
+            body.end()
         if transport.disconnecting:  # dropped or closed: no more reads arrive
             break
         connection.dataReceived(data)
+    if body is not None:
+        body.end()  # (if it did not yet) before the close is reported
     released = connection in client._idle
     dropped = transport.disconnecting
+    assert not (released and dropped), "the pool keeps a connection that was dropped or is closing"
     connection.connectionLost(Failure(ConnectionLost() if transport.disconnected else ConnectionDone()))
     assert len(results) == 1, "no answer (or two) once the local server closed: the sender would hang"
     [result] = results
@@ -127,9 +141,14 @@ def reference(method: bytes, stream: bytes) -> tuple[Any, ...] | None:
             break
     rest = stream[pos:]
     codings = [
-        v.strip(b" \t").lower() for name, value in fields if name == b"transfer-encoding" for v in value.split(b",")
+        v.strip(b" \t").lower()
+        for name, value in fields
+        if name == b"transfer-encoding"
+        for v in value.split(b",")
     ]
-    lengths = {v.strip(b" \t") for name, value in fields if name == b"content-length" for v in value.split(b",")}
+    lengths = {
+        v.strip(b" \t") for name, value in fields if name == b"content-length" for v in value.split(b",")
+    }
     if code in (204, 304) or method == b"HEAD":
         return ("ok", code, b"") if not rest else None
     if codings:
@@ -184,6 +203,9 @@ def _unchunk(data: bytes) -> tuple[bytes | None, bytes]:
 def check(data: bytes) -> None:
     method = _METHODS[data[0] % len(_METHODS)] if data else b"GET"
     sizes, stream = split_input(data[1:])
+    if data and data[0] & 0x80:  # a streamed request body, ending after a read the input chooses
+        run(method, pieces(stream, sizes), (data[0] >> 2) & 0x1F)
+        return
     whole = run(method, [stream] if stream else [])
     split = run(method, pieces(stream, sizes))
     expected = reference(method, stream)
