@@ -20,13 +20,19 @@ def _run(quick: bool, method: str, body: bytes | None, reads: list[bytes]) -> Ex
     expose = Expose(quick)
     expose.warm()
     expose.request(method, "/hyco/x?q=1", None, body)
-    protocol, transport = expose.local.connections[-1]
-    for data in reads:
-        if transport.disconnecting or protocol.closed:
-            break
-        protocol.dataReceived(data)
-    if not protocol.closed:  # the local server closes: what was read until then is its whole answer
-        protocol.connectionLost(Failure(ConnectionAborted() if transport.disconnected else ConnectionDone()))
+    answered = 0
+    while answered < len(expose.local.connections):  # a kept connection closed unused: a GET goes again
+        protocol, transport = expose.local.connections[answered]
+        answered += 1
+        if protocol.closed:
+            continue
+        for data in reads:
+            if transport.disconnecting or protocol.closed:
+                break
+            protocol.dataReceived(data)
+        if not protocol.closed:  # the local server closes: what was read until then is its whole answer
+            reason = ConnectionAborted() if transport.disconnected else ConnectionDone()
+            protocol.connectionLost(Failure(reason))
     return expose
 
 
