@@ -72,6 +72,7 @@ class _RequestChannel:
         self._text_size = 0
         self._binary = False
         self._announced: RequestBody | None = None
+        self._announced_id = ""  # the request whose body is announced
         self._body: RequestBody | None = None
         self._response: RelayedResponse | None = None
         self._busy = False
@@ -82,8 +83,18 @@ class _RequestChannel:
         self._binary = is_binary
         if is_binary:
             self._body, self._announced = self._announced, None
-        else:
-            self._text, self._text_size = [], 0
+            return
+        if self._announced is not None:
+            # The relay sends a body right after its request: a text message instead means it never comes.
+            # As on the control channel, the request goes on without one; left open, its application
+            # would wait for good (and hold one of the listener's request slots).
+            announced, self._announced = self._announced, None
+            self.log.warn(
+                "request {request_id} announced a body but a text message followed on its rendezvous",
+                request_id=self._announced_id,
+            )
+            announced.end()
+        self._text, self._text_size = [], 0
 
     def message_data(self, payload: bytes) -> None:
         if self._binary:
@@ -127,7 +138,7 @@ class _RequestChannel:
             present=command.has_body, pause=transport.pauseProducing, resume=transport.resumeProducing
         )
         if command.has_body:
-            self._announced = body
+            self._announced, self._announced_id = body, command.id
         else:
             body.end()
         response = RelayedResponse(command.id, reactor=self._server.reactor, sink=self.sink)

@@ -474,6 +474,29 @@ class DiscardedBodyTests(SynchronousTestCase):
         self.upload(channel, 2 * MIB)
         self.assert_drained()
 
+    def test_text_instead_of_the_announced_body(self) -> None:
+        """
+        A request announces a body, but the relay sends another request next: the first goes on without one.
+
+        Before, its body stayed open for good: its application waited on it forever, holding one of the
+        listener's request slots, and the rendezvous closing did not cut it either.
+        """
+        read: list[bytes] = []
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            read.append(await request.body.read_all())
+            await response.finish(b"ok")
+
+        channel = self.channel(app)
+        send_request(channel, "POST", "/hyco/up", body=True)
+        send_request(channel, "POST", "/hyco/next", body=True)
+        channel.message_begin(True)
+        channel.message_data(b"second")
+        channel.message_end()
+        self.assertEqual(read, [b"", b"second"])
+        heads = [json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"]
+        self.assertEqual([head["statusCode"] for head in heads], [200, 200])
+
     def test_paused_body_resumes(self) -> None:
         """A body that had paused its socket is resumed when discarded."""
         events: list[str] = []

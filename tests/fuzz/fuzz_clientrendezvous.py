@@ -58,7 +58,8 @@ def check(data: bytes) -> None:
         if body is None:
             continue
         if request.body.present:
-            assert body in binaries, body  # one whole binary message, never a part or a mix
+            # One whole binary message, never a part or a mix; none when a text message came instead.
+            assert body in binaries or body == b"", body
         else:
             assert body == b"", body
     # What finished before the close went back on the rendezvous, under its request's id, in that order.
