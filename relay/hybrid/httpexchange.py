@@ -69,6 +69,41 @@ class Exchange:
     @ivar rendezvous: the rendezvous carrying the request or the response, once there is one.
     """
 
+    # Slots: one exchange per relayed request, and its attributes are read many times each (cost.instructions
+    # counted 1 % fewer instructions per request in the gateway with them).
+    __slots__ = (
+        "_body",
+        "_channel",
+        "_download_paused",
+        "_download_stall",
+        "_expected",
+        "_forward_body",
+        "_idle_timer",
+        "_key",
+        "_on_kept_rendezvous",
+        "_producer",
+        "_request_sent",
+        "_response_timer",
+        "_sender_done",
+        "_settings",
+        "_status",
+        "_ticket",
+        "_ticket_for_request",
+        "_upload_stall",
+        "_uploading",
+        "admission",
+        "connection_lease",
+        "id",
+        "message",
+        "relay",
+        "rendezvous",
+        "request",
+        "sender_channel",
+        "sent_bytes",
+        "state",
+        "uploaded_bytes",
+    )
+
     log = Logger()
 
     def __init__(
