@@ -317,7 +317,13 @@ class HybridConnectionListener:
 
     async def _connect_once(self) -> ControlChannel:
         self._notify(self.on_connecting)
-        token = await fetch_token(self.token_provider, self.address.audience, self._token_ttl)
+        token = await fetch_token(
+            self.token_provider,
+            self.address.audience,
+            self._token_ttl,
+            clock=self._reactor,
+            timeout=self._control_options.open_timeout,
+        )
         url = self.address.listen_url(self.listener_id)
         self.log.info("listener {listener_id} connecting to {url}", listener_id=self.listener_id, url=url)
 

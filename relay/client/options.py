@@ -30,7 +30,9 @@ class WebSocketOptions:
         Autobahn assembles whole messages in memory, so this also bounds memory per connection. The
         default matches the Node C{ws} library's 100 MiB.
     @ivar open_timeout: seconds allowed for the opening handshake. A sender's upgrade is held by the
-        relay until a listener accepts (up to 30 s), so this must exceed that.
+        relay until a listener accepts (up to 30 s), so this must exceed that. A listener also gives its
+        token provider this long to answer (at each connect and renewal); then the attempt fails, and is
+        retried as other failures are.
     @ivar close_timeout: seconds to wait for the peer's close frame. The relay forwards a close end to
         end and answers only after the other party did, so this is longer than Autobahn's 1 s default.
     @ivar ping_interval: send a WebSocket ping after this many idle seconds (0: never).

@@ -88,7 +88,13 @@ class TokenRenewal:
         if channel is None:
             return
         try:
-            token = await fetch_token(listener.token_provider, listener.address.audience, self._token_ttl)
+            token = await fetch_token(
+                listener.token_provider,
+                listener.address.audience,
+                self._token_ttl,
+                clock=self._reactor,
+                timeout=listener.options.open_timeout,
+            )
         except CancelledError:
             raise
         except Exception:

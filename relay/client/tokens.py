@@ -104,18 +104,44 @@ def token_provider_from_connection_string(cs: ConnectionString) -> ITokenProvide
     raise ValueError("connection string has neither a shared access key nor a signature")
 
 
-async def fetch_token(provider: ITokenProvider, audience: str, ttl: float) -> str:
+async def fetch_token(
+    provider: ITokenProvider,
+    audience: str,
+    ttl: float,
+    *,
+    clock: IReactorTime | None = None,
+    timeout: float | None = None,
+) -> str:
     """
     Ask C{provider} for a token and wait for it, whatever kind of result it gives.
 
+    @param clock: with C{timeout}, bounds the wait for a provider that answers asynchronously.
+    @param timeout: seconds the provider has to answer; then its result is cancelled, so a provider
+        that never answers cannot stall a (re)connect or a renewal for good.
     @raise TypeError: when the provider produces something other than a string.
+    @raise TimeoutError: when the provider did not answer within C{timeout}.
     """
     result = provider.get_token(audience, ttl)
     if isinstance(result, Deferred) or inspect.isawaitable(result):
-        result = await cast(Awaitable[str], result)
+        if clock is not None and timeout is not None:
+            result = await _within(cast(Awaitable[str], result), clock, timeout)
+        else:
+            result = await cast(Awaitable[str], result)
     if not isinstance(result, str):
         raise TypeError(f"token provider returned {type(result).__name__}, not str")
     return result
+
+
+def _within(result: Awaitable[str], clock: IReactorTime, timeout: float) -> Deferred[str]:
+    """C{result} as a L{Deferred} that is cancelled and fails with L{TimeoutError} after C{timeout}."""
+
+    async def wait() -> str:
+        return await result
+
+    def timed_out(_result: object, _timeout: float) -> str:
+        raise TimeoutError(f"the token provider did not answer within {timeout:g} s")
+
+    return Deferred.fromCoroutine(wait()).addTimeout(timeout, clock, onTimeoutCancel=timed_out)
 
 
 def token_expiry(token: str) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,6 +22,7 @@ from relay.client import (
     RelayedRequest,
     RelayedResponse,
     SharedAccessSignatureTokenProvider,
+    WebSocketOptions,
 )
 from relay.client.tokens import token_expiry
 
@@ -145,6 +146,106 @@ class RenewalTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertGreater(provider.calls, 2)
         warnings = [e for e in observer if "cannot renew" in e["log_format"]]
         self.assertEqual(len(warnings), 1)
+
+
+class HangingProvider:
+    """Never answers the calls listed in C{hang} (counted from 1); answers the others from C{inner}."""
+
+    def __init__(self, inner: Any, hang: set[int]) -> None:
+        self.inner = inner
+        self.hang = hang
+        self.calls = 0
+        self.cancelled = 0
+
+    def get_token(self, audience: str, ttl: float) -> Any:
+        self.calls += 1
+        if self.calls in self.hang:
+            return Deferred(self._cancelled)
+        return succeed(self.inner.get_token(audience, ttl))
+
+    def _cancelled(self, _: object) -> None:
+        self.cancelled += 1
+
+
+class ProviderTimeoutTests(RecordingListenerTestCase, SynchronousTestCase):
+    """A token provider that never answers is given the open timeout, then counts as failed."""
+
+    options = WebSocketOptions(open_timeout=5)
+    backoff = Backoff(initial=1.0, factor=2.0, maximum=8.0, jitter=0.5)
+
+    def test_open_fails_when_the_provider_hangs(self) -> None:
+        """C{open()} fails with L{TimeoutError} after the open timeout; the provider's call is cancelled."""
+        provider = HangingProvider(self.root_tokens(), {1})
+        listener = HybridConnectionListener(
+            "ws://relay.test:80", "hyco", provider, reactor=self.reactor, options=self.options
+        )
+        self.addCleanup(listener.close)
+        opening = listener.open()
+        self.network.advance(4.5, step=0.5)
+        self.assertNoResult(opening)
+        self.network.advance(0.5)
+        self.failureResultOf(opening, TimeoutError)
+        self.assertEqual(provider.cancelled, 1)
+        self.assertEqual(listener.state, ListenerState.NEW)
+        self.assertEqual(self.listen_times(), [])
+
+    def test_hung_reconnect_is_a_failed_attempt(self) -> None:
+        """A reconnect whose provider hangs fails after the open timeout, is logged, and is retried."""
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        provider = HangingProvider(self.root_tokens(), {2})
+        listener = HybridConnectionListener(
+            "ws://relay.test:80",
+            "hyco",
+            provider,
+            reactor=self.reactor,
+            options=self.options,
+            backoff=self.backoff,
+            random=lambda: 0.0,
+        )
+        self.addCleanup(listener.close)
+        opening = listener.open()
+        self.network.flush()
+        self.successResultOf(opening)
+        self.relay.close_listeners()
+        self.network.advance(1 + 4.5, step=0.5)  # the first attempt starts at 1 s, and hangs
+        self.assertEqual(listener.state, ListenerState.RECONNECTING)
+        self.assertEqual(provider.calls, 2)
+        self.network.advance(0.5)
+        self.assertIsInstance(listener.last_error, TimeoutError)
+        failed = [e for e in observer if "attempt {attempt} failed" in e["log_format"]]
+        self.assertEqual([e["attempt"] for e in failed], [1])
+        self.assertIn("did not answer within 5 s", failed[0]["error"])
+        self.network.advance(1.5, step=0.5)
+        self.assertFalse(listener.is_online)
+        self.network.advance(0.5)  # the next delay: 2 s
+        self.assertTrue(listener.is_online)
+        self.assertEqual(len(self.listen_times()), 2)
+
+    def test_hung_renewal_is_retried(self) -> None:
+        """A renewal whose provider hangs fails after the open timeout and is tried again 10 s later."""
+        provider = HangingProvider(self.root_tokens(), {2})
+        listener = HybridConnectionListener(
+            "ws://relay.test:80",
+            "hyco",
+            provider,
+            reactor=self.reactor,
+            options=self.options,
+            token_ttl=1000,
+        )
+        self.addCleanup(listener.close)
+        opening = listener.open()
+        self.network.flush()
+        self.successResultOf(opening)
+        self.network.advance(900 + 4.5, step=0.5)
+        self.assertEqual(provider.calls, 2)
+        self.network.advance(0.5)
+        self.assertEqual(len(self.flushLoggedErrors(TimeoutError)), 1)
+        self.assertEqual(provider.cancelled, 1)
+        self.network.advance(9.5, step=0.5)
+        self.assertEqual(self.relay.control_messages, [])
+        self.network.advance(0.5)
+        self.assertEqual(len(self.relay.listeners[0].renewals), 1)
+        self.assertTrue(listener.is_online)
 
 
 class CachingProvider:
@@ -341,8 +442,6 @@ class CloseTests(RecordingListenerTestCase, SynchronousTestCase):
 
     def test_close_with_sender_being_decided(self) -> None:
         """Closing while an accept handler is still deciding cancels the decision."""
-        from twisted.internet.defer import Deferred
-
         deciding: Deferred[bool] = Deferred()
         listener = self.open_listener(accept_handler=lambda _: deciding)
         sender = self.sender()
