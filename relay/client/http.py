@@ -74,8 +74,9 @@ class _RequestChannel:
         self._announced: RequestBody | None = None
         self._announced_id = ""  # the request whose body is announced
         self._body: RequestBody | None = None
-        self._response: RelayedResponse | None = None
-        self._busy = False
+        # Every response under way here: the relay may send a request before the last one is answered
+        # (e.g. when a text message comes where an announced body was due), and each must hear the close.
+        self._responses: set[RelayedResponse] = set()
         self.closed = False
         self.sink = _SocketSink(protocol, self._gate, close_after=False)
 
@@ -142,21 +143,20 @@ class _RequestChannel:
         else:
             body.end()
         response = RelayedResponse(command.id, reactor=self._server.reactor, sink=self.sink)
-        response.on_settled = self._settled
-        self._response = response
-        self._busy = True
+        response.on_settled = lambda: self._settled(response)
+        self._responses.add(response)
         self._server.handle(command, body, response)
 
     def message_received(self, payload: bytes, is_binary: bool) -> None:
         """Unused: this receiver streams."""
 
     def close_when_idle(self) -> None:
-        """The listener closed: close the rendezvous (1000) now, or once the response under way is done."""
-        if not self._busy and not self.closed:
+        """The listener closed: close the rendezvous (1000) now, or once the responses under way are done."""
+        if not self._responses and not self.closed:
             self._protocol.sendClose(1000)
 
-    def _settled(self) -> None:
-        self._busy = False
+    def _settled(self, response: RelayedResponse) -> None:
+        self._responses.discard(response)
         if self._server.closed:
             self.close_when_idle()
 
@@ -168,8 +168,8 @@ class _RequestChannel:
         for body in (self._body, self._announced):
             if body is not None:
                 body.cut(ConnectionClosedError("the rendezvous closed in the middle of the request body"))
-        if self._response is not None:
-            self._response.socket_closed()
+        for response in list(self._responses):
+            response.socket_closed()
 
 
 class HttpListener:

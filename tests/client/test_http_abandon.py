@@ -140,6 +140,51 @@ class WhenLostTests(SynchronousTestCase):
         self.assertEqual(len(self.lost), 1)
         self.assertIsInstance(self.lost[0], ConnectionClosedError)
 
+    def test_request_rendezvous_closes_under_two_responses(self) -> None:
+        """
+        A second request came on the rendezvous before the first was answered: the close reaches both.
+
+        Before, only the latest response was kept, so the first application never heard that its sender
+        was gone.
+        """
+        answers: dict[str, RelayedResponse] = {}
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            answers[request.path] = response
+            response.when_lost().addCallback(self.lost.append)
+            await Deferred()  # not answered yet
+
+        http = HttpListener(FakeListener(), app, reactor=self.reactor)
+        channel = _RequestChannel(http, FakeRendezvous())  # type: ignore[arg-type]
+        send_request(channel, "GET", "/hyco/first")
+        send_request(channel, "GET", "/hyco/second")
+        self.assertEqual(sorted(answers), ["/first", "/second"])
+        channel.connection_closed(False, 1006, None)
+        self.assertEqual(len(self.lost), 2)
+        self.assertEqual([type(error) for error in self.lost], [ConnectionClosedError] * 2)
+
+    def test_listener_close_waits_for_every_response(self) -> None:
+        """Closing the listener closes the rendezvous only once the last response under way on it is done."""
+        answers: dict[str, Deferred[None]] = {}
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            answers[request.path] = Deferred()
+            await answers[request.path]
+            await response.finish(b"ok")
+
+        listener = FakeListener()
+        rendezvous = FakeRendezvous()
+        http = HttpListener(listener, app, reactor=self.reactor)
+        channel = _RequestChannel(http, rendezvous)  # type: ignore[arg-type]
+        send_request(channel, "GET", "/hyco/first")
+        send_request(channel, "GET", "/hyco/second")
+        listener.closed = True  # type: ignore[attr-defined]
+        channel.close_when_idle()
+        answers["/first"].callback(None)
+        self.assertNotIn(("close", 1000), rendezvous.calls)
+        answers["/second"].callback(None)
+        self.assertEqual(rendezvous.calls[-1], ("close", 1000))
+
     def test_response_rendezvous_closes(self) -> None:
         """The rendezvous opened for a large response closes before its end: the application is told."""
         rendezvous = FakeRendezvous()
