@@ -74,6 +74,7 @@ class _RequestChannel:
         self._announced: RequestBody | None = None
         self._announced_id = ""  # the request whose body is announced
         self._body: RequestBody | None = None
+        self._stray: int | None = None  # bytes of a binary message no request announced, while it comes
         # Every response under way here: the relay may send a request before the last one is answered
         # (e.g. when a text message comes where an announced body was due), and each must hear the close.
         self._responses: set[RelayedResponse] = set()
@@ -84,6 +85,8 @@ class _RequestChannel:
         self._binary = is_binary
         if is_binary:
             self._body, self._announced = self._announced, None
+            if self._body is None:
+                self._stray = 0
             return
         if self._announced is not None:
             # The relay sends a body right after its request: a text message instead means it never comes.
@@ -101,6 +104,8 @@ class _RequestChannel:
         if self._binary:
             if self._body is not None:
                 self._body.feed(payload)
+            elif self._stray is not None:
+                self._stray += len(payload)
             return
         if self._text is not None:
             self._text_size += len(payload)
@@ -118,6 +123,10 @@ class _RequestChannel:
             body, self._body = self._body, None
             if body is not None:
                 body.end()
+            elif self._stray is not None:
+                # As on the control channel: ignored (no request is waiting for it), but not silently.
+                size, self._stray = self._stray, None
+                self.log.info("ignoring a binary message ({size} bytes) on a request rendezvous", size=size)
             return
         if self._text is None:
             return

@@ -13,7 +13,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionAborted
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -541,6 +542,35 @@ class DiscardedBodyTests(SynchronousTestCase):
         self.assertEqual(read, [b"", b"second"])
         heads = [json.loads(payload)["response"] for kind, payload in self.rendezvous.calls if kind == "text"]
         self.assertEqual([head["statusCode"] for head in heads], [200, 200])
+
+    def test_stray_binary_message_is_logged(self) -> None:
+        """
+        A binary message no request announced is ignored with a log line giving its size.
+
+        As on the control channel; before, it was dropped without a trace. The next request and its body
+        are served as usual.
+        """
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        read: list[bytes] = []
+
+        async def app(request: RelayedRequest, response: RelayedResponse) -> None:
+            read.append(await request.body.read_all())
+            await response.finish(b"ok")
+
+        channel = self.channel(app)
+        channel.message_begin(True)
+        channel.message_data(b"x" * 5)
+        channel.message_data(b"y" * 7)
+        channel.message_end()
+        [event] = [e for e in observer if "binary message" in e["log_format"]]
+        self.assertEqual((event["log_level"], event["size"]), (LogLevel.info, 12))
+        self.assertIn("request rendezvous", event["log_format"])
+        send_request(channel, "POST", "/hyco/up", body=True)
+        channel.message_begin(True)
+        channel.message_data(b"body")
+        channel.message_end()
+        self.assertEqual(read, [b"body"])
+        self.assertEqual(len([e for e in observer if "binary message" in e["log_format"]]), 1)
 
     def test_paused_body_resumes(self) -> None:
         """A body that had paused its socket is resumed when discarded."""
