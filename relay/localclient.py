@@ -18,6 +18,7 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
@@ -145,8 +146,16 @@ class LocalResponse:
 
 
 class LocalConnection(Protocol):
-    """One connection to the local server, carrying one request at a time."""
+    """
+    One connection to the local server, carrying one request at a time.
 
+    Bytes beyond the end of an answer (past its C{Content-Length} or its last chunk, a body after a HEAD,
+    204 or 304 answer, bytes when nothing is due) never fail the answer: by its framing it was complete,
+    and whether they came in its last read or a later one is chance. They spend the connection instead: it
+    is dropped, with a warning, so they can never be read as the start of another request's answer.
+    """
+
+    log = Logger()
     transport: Any = None  # a TCP (or TLS) transport: pauses, resumes and aborts
 
     def __init__(self, client: LocalClient) -> None:
@@ -239,6 +248,7 @@ class LocalConnection(Protocol):
         if self._waiting is None and self._head is None:
             # Nothing is due (a body written after a HEAD, 204 or 304 answer, say): kept, these bytes would
             # be read as the start of the next request's answer. The connection is spent.
+            self._extra(len(data))
             self._client.forget(self)
             self.abort()
             return
@@ -280,6 +290,8 @@ class LocalConnection(Protocol):
             if head.framing is Framing.NONE:
                 # Bytes after an answer that has no body (a HEAD, 204 or 304 answer written with one): the
                 # answer stands, the connection does not.
+                if rest:
+                    self._extra(len(rest))
                 self._end_body(spent=bool(rest))
             elif rest:
                 self._body(rest)
@@ -290,23 +302,33 @@ class LocalConnection(Protocol):
         if head is None or response is None:
             raise ResponseError("the local server sent bytes after the response")
         if head.framing is Framing.LENGTH:
-            if len(data) > self._remaining:
-                raise ResponseError("the local server sent more than its Content-Length")
+            extra = len(data) - self._remaining
+            if extra > 0:  # the answer is complete; the rest spends the connection
+                data = data[: self._remaining]
             self._remaining -= len(data)
-            response.data(data)
-            if not self._remaining:
+            if data:
+                response.data(data)
+            if extra > 0:
+                self._extra(extra)
+                self._end_body(spent=True)
+            elif not self._remaining:
                 self._end_body()
         elif (chunks := self._chunks) is not None:  # chunked framing
             for piece in chunks.feed(data):
                 response.data(piece)
             if chunks.done:
                 if chunks.rest:
-                    raise ResponseError("the local server sent bytes after the response")
-                self._end_body()
+                    self._extra(len(chunks.rest))
+                self._end_body(spent=bool(chunks.rest))
         elif head.framing is Framing.CLOSE:
             response.data(data)
         else:
             raise ResponseError("the local server sent bytes after the response")
+
+    def _extra(self, size: int) -> None:
+        self.log.warn(
+            "the local server sent {size} bytes after its answer; dropping the connection", size=size
+        )
 
     def _end_body(self, *, spent: bool = False) -> None:
         response, head = self._response, self._head
