@@ -11,9 +11,10 @@ own; each request and each WebSocket connection is logged as one line on stdout.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
@@ -104,6 +105,13 @@ class Forwarder:
 
     log = Logger()
 
+    # What the access line of an undelivered request says after "given up:": the relay gave up (the sender
+    # left, its request_timeout expired, the channel closed) before the local server's answer came, before
+    # any of it left, or in the middle of it.
+    GIVEN_UP_UNANSWERED = "the local server had not answered"
+    GIVEN_UP_UNSENT = "the sender got nothing"
+    GIVEN_UP_CUT = "the sender got a cut answer"
+
     def __init__(
         self,
         base: str,
@@ -120,6 +128,9 @@ class Forwarder:
         self._opening = 0  # local WebSockets being opened for senders
         self.reactor = reactor
         self.log_line = log_line
+        # Responses the relay gave up on before the local server answered: their access line has no
+        # status to show (a response's 200 is only its default). Weak: each leaves with its response.
+        self._unanswered: weakref.WeakSet[RelayedResponse] = weakref.WeakSet()
         self.options = options or WebSocketOptions()
         # A trust root (--ca) is the relay's: a wss local server is checked as an https one is (LocalClient),
         # by the platform's certificate authorities.
@@ -178,7 +189,7 @@ class Forwarder:
         except Exception as e:
             waiting = False
             if response.finished:  # the relay gave up (or the response failed): nobody to answer
-                raise ConnectionClosedError(f"request {request.id} was given up: {e}") from e
+                self.given_up(request.id, response, str(e))
             await self.local_failed(request, response, target, e)
             return
         waiting = False
@@ -270,26 +281,59 @@ class Forwarder:
         target = self._base_path + (path.encode("utf-8") if path else (b"" if self._base_path else b"/"))
         return target + (b"?" + query.encode("utf-8") if query else b"")
 
+    def given_up(self, request_id: str, response: RelayedResponse, why: str) -> NoReturn:
+        """
+        The relay gave up on a request before the local server answered it: end it so.
+
+        @raise ConnectionClosedError: always; L{HttpListener} ends the request with an info line, and the
+            access line shows no status.
+        """
+        self._unanswered.add(response)
+        raise ConnectionClosedError(f"request {request_id} was given up: {why}")
+
     def access_line(self, request: RelayedRequest, response: RelayedResponse, seconds: float) -> None:
-        """Log one finished request."""
+        """Log one finished request, saying so when it was not delivered."""
         remote = request.remote_endpoint.address if request.remote_endpoint else "-"
+        unanswered = response in self._unanswered
+        given_up = None
+        if unanswered:
+            given_up = self.GIVEN_UP_UNANSWERED
+        elif response.lost is not None:
+            given_up = self.GIVEN_UP_CUT if response.headers_sent else self.GIVEN_UP_UNSENT
         self.access(
             remote,
             request.method,
             request.path,
             request.query,
-            response.status_code,
+            None if unanswered else response.status_code,
             response.bytes_sent,
             seconds,
+            given_up=given_up,
         )
 
     def access(
-        self, remote: str, method: str, path: str, query: str, status: int, size: int, seconds: float
+        self,
+        remote: str,
+        method: str,
+        path: str,
+        query: str,
+        status: int | None,
+        size: int,
+        seconds: float,
+        *,
+        given_up: str | None = None,
     ) -> None:
-        """Log one finished request from its parts (the quick lane has no request and response objects)."""
+        """
+        Log one finished request from its parts (the quick lane has no request and response objects).
+
+        @param status: the status of the answer, C{None} (shown as C{-}) when there was none.
+        @param given_up: what became of a request that was not delivered (the relay gave up on it, or its
+            answer was cut), appended after the duration.
+        """
         self.log_line(
             f'{_now()} {remote} "{method} {path or "/"}{"?" + query if query else ""}" '
-            f"{status} {size} {seconds * 1000:.1f}ms"
+            f"{'-' if status is None else status} {size} {seconds * 1000:.1f}ms"
+            + ("" if given_up is None else f" given up: {given_up}")
         )
 
     # -- WebSocket -------------------------------------------------------------------------------------

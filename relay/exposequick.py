@@ -25,7 +25,6 @@ from twisted.python.failure import Failure
 
 from relay.client.address import split_request_target
 from relay.client.commands import RequestCommand, remote_endpoint
-from relay.client.errors import ConnectionClosedError
 from relay.client.headers import Headers
 from relay.client.httprequest import RequestBody
 from relay.client.httpresponse import CONTROL_RESPONSE_LIMIT
@@ -189,10 +188,10 @@ class _QuickExchange:
         """No answer from the local server: the general path says so (502, or 504 when it was late)."""
         self._unwatch()
         if self._given_up:  # the general path ends it as it ends its own: an info line, the access line
-            request_id = self._command.id
+            request_id, forwarder = self._command.id, self._lane.forwarder
 
             def given_up(request: Any, response: Any) -> None:
-                raise ConnectionClosedError(f"request {request_id} was given up: the control channel closed")
+                forwarder.given_up(request_id, response, "the control channel closed")
 
             self._hand_over(given_up)
             return
@@ -233,14 +232,16 @@ class _QuickExchange:
         if body:
             messages.append((body, True))
         control = self._control
+        given_up = None
         if control is None or not control.send_messages(messages):
             lane.log.info(
                 "request {request_id} ended early: the control channel closed before the response was sent",
                 request_id=self._command.id,
             )
             body = b""
+            given_up = lane.forwarder.GIVEN_UP_UNSENT
         if listener.on_response is not None:
-            self._access(local.code, len(body))
+            self._access(local.code, len(body), given_up)
 
     def failed(self, reason: Failure) -> None:
         """The local body was cut: nothing went back yet, so the general path answers 502."""
@@ -249,7 +250,7 @@ class _QuickExchange:
         error = reason.value if isinstance(reason.value, Exception) else Exception(str(reason.value))
         self._hand_over(lambda request, response: forwarder.cut_short(request, response, error))
 
-    def _access(self, status: int, size: int) -> None:
+    def _access(self, status: int, size: int, given_up: str | None = None) -> None:
         endpoint = remote_endpoint(self._command.fields.get("remoteEndpoint"))
         listener = self._listener
         self._lane.forwarder.access(
@@ -260,4 +261,5 @@ class _QuickExchange:
             status,
             size,
             listener.reactor.seconds() - self._started,
+            given_up=given_up,
         )

@@ -9,6 +9,7 @@ access log.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from hypothesis import given
@@ -102,7 +103,9 @@ class Expose:
 
     def access(self) -> list[str]:
         """The access lines without their time stamp and duration."""
-        return [" ".join(line.split()[1:-1]) for line in self.lines]
+        return [
+            " ".join(f for f in line.split()[1:] if not re.fullmatch(r"[0-9.]+ms", f)) for line in self.lines
+        ]
 
 
 class EquivalenceTests(SynchronousTestCase):
@@ -348,6 +351,9 @@ class LaneTests(SynchronousTestCase):
         quick_run, general_run = runs
         self.assertEqual(quick_run.taken, [True])
         self.assertEqual(quick_run.access(), general_run.access())
+        self.assertEqual(
+            quick_run.access(), ['192.0.2.7 "GET /x" - 0 given up: the local server had not answered']
+        )
 
     def test_no_kept_connection(self) -> None:
         """The first request has no kept connection to go to: the general path connects."""
@@ -385,8 +391,23 @@ class LaneTests(SynchronousTestCase):
         expose.control.open = False
         expose.answer(WARM_UP)
         self.assertEqual((expose.taken, expose.sent(), expose.http.active), ([True], [], 0))
-        self.assertEqual(expose.access(), ['192.0.2.7 "GET /x" 200 0'])
+        self.assertEqual(expose.access(), ['192.0.2.7 "GET /x" 200 0 given up: the sender got nothing'])
         self.assertTrue(any("control channel closed" in e["log_format"] for e in events))
+
+    def test_answer_for_a_closed_control_channel_on_both_paths(self) -> None:
+        """
+        The local server answered but the control channel is gone: the line says the sender got nothing.
+
+        Before, it read "200 0" as if an empty answer had been delivered.
+        """
+        for quick in (True, False):
+            expose = Expose(quick)
+            expose.warm()
+            expose.request()
+            expose.control.open = False
+            expose.answer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\ngone")
+            self.assertEqual(expose.sent(), [])
+            self.assertEqual(expose.access(), ['192.0.2.7 "GET /x" 404 0 given up: the sender got nothing'])
 
     def test_cut_body(self) -> None:
         """

@@ -231,6 +231,11 @@ class RelayedResponse:
         return self._head_sent
 
     @property
+    def lost(self) -> Exception | None:
+        """Why the response could not be delivered (see L{when_lost}); C{None} while it can, or once it was."""
+        return self._error
+
+    @property
     def finished(self) -> bool:
         """Whether L{finish} was called (or the response failed)."""
         return self._ending or self._error is not None
@@ -385,13 +390,13 @@ class RelayedResponse:
         self._queued = 0
         self._has_body = bool(body)
         messages = [(self._head(), False)]
-        self._head_sent = True
         if body:
             messages.append((body, True))
         sent = self._control.send_messages(messages)
-        if not sent:
+        if not sent:  # nothing left: headers_sent stays false
             self._fail(ConnectionClosedError("the control channel closed before the response was sent"))
             return
+        self._head_sent = True
         self.bytes_sent = len(body)
         self._done()
 
