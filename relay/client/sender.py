@@ -144,7 +144,11 @@ class HybridConnectionClient:
     ) -> HybridWebSocket:
         if self.token_provider is not None:
             headers["ServiceBusAuthorization"] = await fetch_token(
-                self.token_provider, self.address.audience, self._token_ttl
+                self.token_provider,
+                self.address.audience,
+                self._token_ttl,
+                clock=self._reactor,
+                timeout=self._options.open_timeout,  # a provider that never answers fails the connect
             )
         self.log.info("connecting {connection_id} to {url}", connection_id=connection_id, url=url)
 

@@ -231,6 +231,23 @@ class ConnectFailureTests(SenderTestCase, SynchronousTestCase):
         self.assertIsNone(error.status_code)
         self.assertIn("timeout", error.reason)
 
+    def test_token_provider_that_never_answers(self) -> None:
+        """A token provider that never answers fails the connect after C{open_timeout}; its call is cancelled."""
+        cancelled: list[bool] = []
+
+        class Hung:
+            def get_token(self, audience: str, ttl: float) -> Deferred[str]:
+                return Deferred(lambda _: cancelled.append(True))
+
+        client = self.client(tokens=Hung(), options=WebSocketOptions(open_timeout=5))
+        d = self.connect(client)
+        self.network.advance(4)
+        self.assertNoResult(d)
+        self.network.advance(2)
+        self.failureResultOf(d, TimeoutError)
+        self.assertEqual(cancelled, [True])
+        self.assertEqual(self.relay.upgrades, [], "nothing was dialled")
+
     def test_subsecond_open_timeout(self) -> None:
         """An C{open_timeout} under a second is kept as it is (it was truncated to 0: every connect failed)."""
         from twisted.internet.testing import MemoryReactorClock
