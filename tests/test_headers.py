@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.hybrid.headers import (
+    MAX_SENDER_HEAD,
     HeaderError,
     body_forbidden,
     forward_request_headers,
+    oversized_head,
     reason_phrase,
     response_head,
 )
@@ -184,6 +186,18 @@ class ResponseHeaderTests(SynchronousTestCase):
         self.assertTrue(body_forbidden("GET", 304))
         self.assertTrue(body_forbidden("GET", 101))
         self.assertFalse(body_forbidden("GET", 200))
+
+    def test_oversized_head(self) -> None:
+        """A head's bytes are counted (status line, lines, end), values in UTF-8; only beyond the bound."""
+        fixed = len("HTTP/1.1 200 OK\r\n") + len("X: \r\n") + len("\r\n")
+        fits = MAX_SENDER_HEAD - fixed
+        self.assertIsNone(oversized_head("OK", [("X", "a" * fits)]))
+        self.assertEqual(oversized_head("OK", [("X", "a" * (fits + 1))]), MAX_SENDER_HEAD + 1)
+        self.assertIsNone(oversized_head("OK", [("X", "\u00e9" * (fits // 2))]))
+        wide = fits // 2 + 1
+        self.assertEqual(oversized_head("OK", [("X", "\u00e9" * wide)]), fixed + 2 * wide)
+        many = [("Set-Cookie", "c" * 100)] * 600  # each line 114 bytes
+        self.assertEqual(oversized_head("OK", many), len("HTTP/1.1 200 OK\r\n\r\n") + 600 * 114)
 
 
 class MessageTests(SynchronousTestCase):

@@ -496,6 +496,33 @@ class SmallRequestTests(HttpTestCase):
                 self.assertIsNone(reply.header("Via"))
         self.assertIsNone(listener.closed)
 
+    def test_a_response_head_too_large_for_senders_is_502(self) -> None:
+        """A head over 64 KiB (status line, header lines) is a logged 502, on either socket; 64 KiB is relayed."""
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listen()
+        # "HTTP/1.1 200 OK", "X-Big: ...", "Via: 1.1 <host>" lines and the empty line.
+        fixed = len("HTTP/1.1 200 OK\r\nX-Big: \r\nVia: 1.1 \r\n\r\n") + len(HOST)
+        for size, status in ((65536, 200), (65537, 502), (1000000, 502)):
+            with self.subTest(size=size):
+                sender = self.sender()
+                sender.request("GET", "/hyco/big", self.auth())
+                self.net.flush()
+                request_id = self.last_request(listener)["id"]
+                self.respond(listener, request_id, headers={"X-Big": "b" * (size - fixed)}, body=b"x")
+                self.assertEqual(sender.reply.status, status)
+                if status == 502:
+                    self.assertIn(f"TrackingId:{request_id}", sender.reply.body.decode())
+                    self.assertIsNone(sender.reply.header("Via"))
+                else:
+                    self.assertEqual(len(sender.reply.header("X-Big") or ""), size - fixed)
+        self.assertIsNone(listener.closed)
+        _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/r")
+        self.respond(rendezvous, request["id"], headers={"X-Big": "b" * 65536}, streamed=True)
+        self.assertEqual(sender.reply.status, 502)
+        self.assertIsNotNone(rendezvous.closed)
+        lines = [formatEvent(e) for e in events if "exceeds the relay's 65536 bytes" in formatEvent(e)]
+        self.assertEqual(len(lines), 3, lines)
+
     def test_control_channel_body_must_match_its_content_length(self) -> None:
         """A held answer whose body message is shorter or longer than its Content-Length, or missing, is a 502."""
         listener = self.listen()

@@ -218,6 +218,35 @@ def _content_length(value: str, previous: int | None) -> int:
     return length
 
 
+MAX_SENDER_HEAD = 64 * 1024
+"""
+Largest response head the gateway writes to a sender: status line and header lines (bytes).
+
+A listener may send a far larger one (its C{response} message may be up to 1 MiB on a rendezvous, 16 MiB on
+the control channel), but HTTP clients refuse much smaller heads (Node.js: 16 KiB), so the sender would see a
+broken answer instead of the relay's 502; 64 KiB is also the default limit of request heads
+(C{http_max_header_bytes}) and what relay expose accepts from its local server.
+"""
+
+
+def oversized_head(reason: str, fields: Sequence[tuple[str, str]]) -> int | None:
+    """
+    The size in bytes of a response head with C{reason} and C{fields} when it exceeds L{MAX_SENDER_HEAD}.
+
+    Counts the status line, one C{name: value} line per field (values in UTF-8) and the empty line that ends
+    the head; the few fields twisted.web adds itself (C{Connection}, C{Content-Length},
+    C{Transfer-Encoding}) are not counted. Only a large head is encoded to be measured.
+
+    @return: the size, or C{None} for a head within the bound.
+    """
+    size = len("HTTP/1.1 000 \r\n\r\n") + len(reason)
+    chars = size + sum([len(name) + len(value) + 4 for name, value in fields])
+    if chars * 4 <= MAX_SENDER_HEAD:  # at most 4 bytes a character
+        return None
+    size += sum([len(name) + len(value.encode("utf-8")) + 4 for name, value in fields])
+    return size if size > MAX_SENDER_HEAD else None
+
+
 def reason_phrase(status: int, description: Any) -> str:
     """
     The reason phrase for the sender.

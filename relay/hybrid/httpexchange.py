@@ -29,7 +29,14 @@ from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import fits_control_channel
-from relay.hybrid.headers import HeaderError, body_forbidden, reason_phrase, response_head
+from relay.hybrid.headers import (
+    MAX_SENDER_HEAD,
+    HeaderError,
+    body_forbidden,
+    oversized_head,
+    reason_phrase,
+    response_head,
+)
 from relay.hybrid.httpflow import DownloadProducer, UploadProducer, UploadToRendezvous
 from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
@@ -333,10 +340,20 @@ class Exchange:
         except HeaderError as e:
             self.fail(RelayError(ErrorKind.BAD_GATEWAY, f"The listener's response is invalid: {e}"))
             return False
+        reason = reason_phrase(status, response.status_description)
+        size = oversized_head(reason, head.headers)
+        if size is not None:  # senders would refuse it (Node.js takes 16 KiB): the relay's 502 instead
+            self.fail(
+                RelayError(
+                    ErrorKind.BAD_GATEWAY,
+                    f"The listener's response head of {size} bytes exceeds the relay's {MAX_SENDER_HEAD} bytes",
+                )
+            )
+            return False
         self.state = State.RESPONDING
         self._status = status
         request = self.request
-        request.setResponseCode(status, reason_phrase(status, response.status_description).encode("ascii"))
+        request.setResponseCode(status, reason.encode("ascii"))
         request.drop_default_fields()  # twisted.web's Connection stays; its Server and Date do not
         headers = request.responseHeaders
         request.defaultContentType = None
