@@ -93,7 +93,8 @@ def lean_head(data: bytes, site: RelaySite) -> RequestHead | None:
     if head is None:
         return None
     for name, values in head.headers:
-        # twisted.web closes after a response to "Connection: close" and says so; only keep-alive is lean
+        # A "close" option among any others is the gateway's twisted.web channel's to honour (it closes after
+        # the answer and says so: RelayHTTPChannel.checkPersistence); only a plain keep-alive is lean
         if name == b"connection" and values[0].strip().lower() != b"keep-alive":
             return None
     return head

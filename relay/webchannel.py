@@ -453,6 +453,19 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         super().allHeadersReceived()
 
     @override
+    def checkPersistence(self, request: Any, version: bytes) -> bool:
+        """
+        Close after the answer, and say so, when C{Connection} lists C{close} anywhere (RFC 9110 §7.6.1).
+
+        twisted.web splits the first C{Connection} field on spaces, so C{close, TE} or C{close,TE} kept the
+        connection open and the answer did not say C{Connection: close}.
+        """
+        if version == b"HTTP/1.1" and asks_to_close(request.requestHeaders.getRawHeaders(b"connection")):
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return bool(super().checkPersistence(request, version))
+
+    @override
     def lineLengthExceeded(self, line: bytes) -> None:
         """A line without end that is longer than any allowed one."""
         if self._in_head:
@@ -610,6 +623,13 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         callbacks, self.when_lost = self.when_lost, []
         for callback in callbacks:
             callback()
+
+
+def asks_to_close(values: Sequence[bytes] | None) -> bool:
+    """Whether C{Connection} field values list the option C{close} (comma-separated, any case, spaces optional)."""
+    if not values:
+        return False
+    return any(option.strip(b" \t").lower() == b"close" for value in values for option in value.split(b","))
 
 
 _PHRASES = {

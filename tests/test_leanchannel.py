@@ -128,13 +128,33 @@ class LeanLaneTests(LeanTestCase):
         self.assertEqual(len(self.web_channels), 1)  # the garbage went to twisted.web, which refuses it
 
     def test_connection_close(self) -> None:
-        """C{Connection: close} is twisted.web's: it says so and closes after the answer."""
+        """
+        C{Connection} listing C{close} is twisted.web's: it says so and closes after the answer.
+
+        Whatever the other options and spacing: twisted.web itself split the field on spaces only.
+        """
         listener = self.listen("open")
-        sender = self.sender()
-        self.get(sender, listener, Connection="close")
-        self.assertEqual(sender.reply.header("Connection"), "close")
-        self.assertIsNotNone(sender.lost)
-        self.assertEqual(len(self.web_channels), 1)
+        for count, value in enumerate(
+            ("close", "close, TE", "close,TE", "TE,CLOSE", "keep-alive , Close ", "TE,\tclose"), start=1
+        ):
+            with self.subTest(value=value):
+                sender = self.sender()
+                self.get(sender, listener, Connection=value)
+                self.assertEqual(sender.reply.body, b"hello")
+                self.assertEqual(sender.reply.header("Connection"), "close")
+                self.assertIsNotNone(sender.lost)
+                self.assertEqual(len(self.web_channels), count)
+
+    def test_options_without_close_keep_the_connection(self) -> None:
+        """Options that only look like C{close} keep an HTTP/1.1 connection (on twisted.web's channel)."""
+        listener = self.listen("open")
+        for value in ("TE", "closed", "keep-alive, TE", "close-ish,x"):
+            with self.subTest(value=value):
+                sender = self.sender()
+                self.get(sender, listener, Connection=value)
+                self.assertEqual(sender.reply.body, b"hello")
+                self.assertIsNone(sender.reply.header("Connection"))
+                self.assertIsNone(sender.lost)
 
     def test_unrouted_requests(self) -> None:
         """Unknown names and hosts, C{$hc} and the namespace root are routed (and refused) by twisted.web."""

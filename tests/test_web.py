@@ -285,6 +285,26 @@ class SiteTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual(client.reply.header("Server"), "relay")
 
+    def test_connection_close_among_other_options(self) -> None:
+        """
+        A request whose C{Connection} lists C{close} with other options is answered, then the connection closes.
+
+        The answer says C{Connection: close}, whatever the case and spacing; twisted.web split on spaces.
+        """
+        for value in ("close, TE", "close,TE", "TE ,CLOSE", "TE,\tclose"):
+            with self.subTest(value=value):
+                client, _, pump = self.connect()
+                client.request("POST", "/buffer", {"Connection": value}, body=b"abc")
+                pump.flush()
+                self.assertEqual(client.reply.body, b"buffered 3")
+                self.assertEqual(client.reply.header("Connection"), "close")
+                self.assertIsNotNone(client.lost)
+        client, _, pump = self.connect()
+        client.request("POST", "/buffer", {"Connection": "TE, closed"}, body=b"abc")
+        pump.flush()
+        self.assertIsNone(client.reply.header("Connection"))
+        self.assertIsNone(client.lost)
+
     def test_head_and_body_are_one_write(self) -> None:
         """A response written at once reaches the transport as one write: head and body together."""
         client, transport, pump = self.connect()
