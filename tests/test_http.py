@@ -1258,6 +1258,37 @@ class AbandonedRequestTests(HttpTestCase):
         self.assertEqual(self.gateway.http._late, {})
         self.assertEqual(self.net.connect(request["address"]).status, 403)
 
+    def test_a_late_address_lapsing_is_not_a_listener_missing(self) -> None:
+        """
+        The kept address of a request whose sender left, or got its 504, lapses with a debug line saying so.
+
+        It did log, at info level, that no listener came: for every such request, long after its end.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listen()
+        (left,) = self.abandon(listener, 1)
+        sender = self.sender()
+        sender.request("GET", "/hyco/slow", self.auth())
+        self.net.flush()
+        timed_out = self.last_request(listener)
+        self.net.advance(TIMEOUT + 1)
+        self.assertEqual(sender.reply.status, 504)
+        self.net.advance(30)
+        self.assertEqual(len(self.gateway.hybrid.rendezvous), 0)
+        lapsed = [
+            (e["log_level"], formatEvent(e)) for e in events if "rendezvous" in e.get("log_namespace", "")
+        ]
+        self.assertEqual(
+            lapsed,
+            [
+                (
+                    LogLevel.debug,
+                    f"response address of ended request {request['id']} lapsed: no late answer came within 40s",
+                )
+                for request in (left, timed_out)
+            ],
+        )
+
 
 class RequestRulesTests(HttpTestCase):
     """What is refused before any listener is involved, and tokens."""

@@ -56,6 +56,12 @@ def _remote(request: IRequest) -> RemoteEndpoint:
     return RemoteEndpoint(address=str(getattr(peer, "host", "")), port=int(getattr(peer, "port", 0) or 0))
 
 
+LATE_ADDRESS_LAPSED = (
+    "response address of ended request {connection_id} lapsed: no late answer came within {timeout:g}s"
+)
+"""What an address kept by L{HttpRelay.keep_late} logs (at debug level) when nobody opened it."""
+
+
 def _turn_away(role: RendezvousRole) -> None:
     """A late response rendezvous to an ended request: accepted, then closed."""
     role.close(CloseCode.NORMAL, "No response expected here")
@@ -319,7 +325,7 @@ class HttpRelay:
         that leave before their answer cannot make the gateway hold an address each for long.
         """
         table = self.router.rendezvous
-        outcome = table.reissue(ticket, ABANDONED)
+        outcome = table.reissue(ticket, ABANDONED, lapse_note=LATE_ADDRESS_LAPSED)
         if outcome is None:
             return
         outcome.addCallbacks(_turn_away, _lapsed)

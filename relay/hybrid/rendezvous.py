@@ -34,6 +34,9 @@ class Ticket:
     @ivar connection_id: the tracking id shown to both parties.
     @ivar outcome: fires with what the listener side hands over, or fails with a L{RelayError}.
     @ivar context: whatever the sender side needs to remember (offered subprotocols, headers).
+    @ivar lapse_note: for an address nobody waits on any more, what the debug line says when it lapses
+        unclaimed (a format with C{connection_id} and C{timeout}); C{None}: an info line that no listener
+        came.
     """
 
     key: str
@@ -43,6 +46,7 @@ class Ticket:
     _timer: IDelayedCall | None = None
     _on_done: list[Callable[[Ticket], None]] = field(default_factory=list)
     done: bool = False
+    lapse_note: str | None = None
 
     def when_done(self, callback: Callable[[Ticket], None]) -> None:
         """Call C{callback} once when the ticket is claimed, fails or is cancelled."""
@@ -106,17 +110,19 @@ class RendezvousTable:
         ticket._finish()
         return ticket
 
-    def reissue(self, ticket: Ticket, context: Any) -> Deferred[Any] | None:
+    def reissue(self, ticket: Ticket, context: Any, *, lapse_note: str | None = None) -> Deferred[Any] | None:
         """
         Hand a pending ticket's address, with its deadline, to a new C{context} and a new outcome.
 
         Whatever waited on the old outcome is let go: the table no longer keeps it alive.
 
+        @param lapse_note: the ticket's new L{Ticket.lapse_note}.
         @return: the new outcome, or C{None} when the ticket is no longer pending.
         """
         if self._tickets.get(ticket.key) is not ticket:
             return None
         ticket.context = context
+        ticket.lapse_note = lapse_note
         ticket.outcome = Deferred()
         return ticket.outcome
 
@@ -136,11 +142,14 @@ class RendezvousTable:
     def _expire(self, ticket: Ticket, window: float) -> None:
         ticket._timer = None
         if self._tickets.get(ticket.key) is ticket:
-            self.log.info(
-                "rendezvous {connection_id} expired: no listener came within {timeout:g}s",
-                connection_id=ticket.connection_id,
-                timeout=window,
-            )
+            if ticket.lapse_note is None:
+                self.log.info(
+                    "rendezvous {connection_id} expired: no listener came within {timeout:g}s",
+                    connection_id=ticket.connection_id,
+                    timeout=window,
+                )
+            else:  # nobody waits on it: its sender's failure or departure was logged already
+                self.log.debug(ticket.lapse_note, connection_id=ticket.connection_id, timeout=window)
             self.fail(
                 ticket,
                 RelayError(
