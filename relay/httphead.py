@@ -58,6 +58,8 @@ def read_head(
     """
     The head in C{data} if it is a plain C{GET} whose target starts with C{target_prefix}, else C{None}.
 
+    A plain head has one C{Host} field: without it (or with two) twisted.web's channel answers 400.
+
     @param data: the first bytes read from a connection; the head must end exactly where they end.
     @param max_request_line: longest request line (without its CRLF) the site accepts.
     @param max_header_bytes: most bytes of header fields (each with its CRLF) the site accepts.
@@ -83,8 +85,8 @@ def read_head(
         if name in headers:
             return None
         headers[name] = [value.strip(b" \t")]
-    if not _REFUSED_FIELDS.isdisjoint(headers):
-        return None
+    if not _REFUSED_FIELDS.isdisjoint(headers) or b"host" not in headers:
+        return None  # no Host: the site's channel refuses it (400, RFC 9112 section 3.2)
     return RequestHead(b"GET", target, b"HTTP/1.1", list(headers.items()))
 
 

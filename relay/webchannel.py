@@ -441,7 +441,18 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
         Take a request target in absolute form as origin form, its authority as the host (RFC 9112 §3.2.2).
 
         A server must accept C{GET http://host/path}; twisted.web took the whole URL for the path (404).
+
+        An HTTP/1.1 request without C{Host}, or any request with more than one, is refused with 400 (RFC 9112
+        §3.2): it was routed as if it named no host (a 404, or a wildcard namespace served it).
         """
+        if self.requests:
+            hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host")
+            if hosts is None and self._version == b"HTTP/1.1":
+                self._refuse(ErrorKind.BAD_REQUEST, "An HTTP/1.1 request must have a Host header field")
+                return
+            if hosts is not None and len(hosts) > 1:
+                self._refuse(ErrorKind.BAD_REQUEST, "A request must not have more than one Host header field")
+                return
         target = self._path
         scheme, separator, rest = target.partition(b"://")
         if separator and scheme.lower() in (b"http", b"https") and self.requests:
@@ -451,6 +462,12 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
             if authority:
                 self.requests[-1].requestHeaders.setRawHeaders(b"host", [authority.rpartition(b"@")[2]])
         super().allHeadersReceived()
+
+    @override
+    def allContentReceived(self) -> None:
+        """Nothing more for a request refused with its head (L{allHeadersReceived}): it is never handled."""
+        if not self._refused:
+            super().allContentReceived()
 
     @override
     def checkPersistence(self, request: Any, version: bytes) -> bool:

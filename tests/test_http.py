@@ -1290,6 +1290,59 @@ class AbandonedRequestTests(HttpTestCase):
         )
 
 
+class HostFieldTests(HttpTestCase):
+    """The Host rule of RFC 9112 section 3.2, in a namespace served under any host name (the wildcard)."""
+
+    def namespace_hosts(self) -> tuple[str, ...]:
+        return ("*",)
+
+    def raw(self, data: bytes, method: str = "GET") -> RawHttpClient:
+        sender = self.sender()
+        sender.send(data)
+        sender.methods.append(method)
+        self.net.flush()
+        return sender
+
+    def test_http_1_1_needs_one_host(self) -> None:
+        """
+        An HTTP/1.1 request without Host, or any with two, is a logged 400 and the connection closes.
+
+        Lean GETs and requests twisted.web parses alike; such requests were routed as naming no host.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listen("open")
+        cases = {
+            "no Host": (b"GET /open/x HTTP/1.1\r\n\r\n", "GET"),
+            "no Host, a body": (b"POST /open/x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", "POST"),
+            "no Host, absolute form": (b"GET http://relay.test/open/x HTTP/1.1\r\n\r\n", "GET"),
+            "two Host fields": (
+                b"GET /open/x HTTP/1.1\r\nHost: relay.test\r\nHost: relay.test\r\n\r\n",
+                "GET",
+            ),
+            "two Host fields, 1.0": (b"GET /open/x HTTP/1.0\r\nHost: a.test\r\nhost: b.test\r\n\r\n", "GET"),
+        }
+        for name, (data, method) in cases.items():
+            with self.subTest(name):
+                sender = self.raw(data, method)
+                self.assertEqual(sender.reply.status, 400)
+                self.assertIn(b"Host header field", sender.reply.body)
+                self.assertEqual(sender.reply.header("Connection"), "close")
+                self.assertIsNotNone(sender.lost)
+        self.assertEqual(self.texts(listener), [])
+        refusals = [formatEvent(e) for e in events if "Host header field" in formatEvent(e)]
+        self.assertEqual(len(refusals), len(cases), refusals)
+
+    def test_http_1_0_may_go_without_host(self) -> None:
+        """HTTP/1.0 needs no Host: such a request is relayed (here by the wildcard namespace)."""
+        listener = self.listen("open")
+        sender = self.raw(b"GET /open/x HTTP/1.0\r\n\r\n")
+        request = self.last_request(listener)
+        self.assertEqual(request["requestTarget"], "/open/x")
+        self.respond(listener, request["id"], body=b"hello")
+        self.assertEqual(sender.reply.status, 200)
+        self.assertEqual(sender.reply.body, b"hello")
+
+
 class RequestRulesTests(HttpTestCase):
     """What is refused before any listener is involved, and tokens."""
 

@@ -57,12 +57,14 @@ class ReadHeadTests(SynchronousTestCase):
 
     def test_other_bytes_in_values_are_kept(self) -> None:
         """twisted.web refuses only NUL, CR and LF in values; other bytes (obs-text too) are kept."""
-        head = read(head_with(b"X-Text: caf\xe9 \x7f \x0b\r\n"))
+        head = read(head_with(b"Host: h\r\nX-Text: caf\xe9 \x7f \x0b\r\n"))
         assert head is not None
-        self.assertEqual(head.headers, [(b"x-text", [b"caf\xe9 \x7f \x0b"])])
+        self.assertEqual(head.headers, [(b"host", [b"h"]), (b"x-text", [b"caf\xe9 \x7f \x0b"])])
 
-    def test_no_fields(self) -> None:
-        self.assertEqual(read(head_with(b"")), RequestHead(b"GET", TARGET, b"HTTP/1.1", []))
+    def test_host_only(self) -> None:
+        self.assertEqual(
+            read(head_with(b"host: \r\n")), RequestHead(b"GET", TARGET, b"HTTP/1.1", [(b"host", [b""])])
+        )
 
     def test_limits_are_inclusive(self) -> None:
         """A head exactly at each of the site's limits is read (one byte or field more is not)."""
@@ -118,12 +120,16 @@ class ReadHeadTests(SynchronousTestCase):
             "Transfer-Encoding": head_with(FIELDS + b"Transfer-Encoding: chunked\r\n"),
             "Expect": head_with(FIELDS + b"Expect: 100-continue\r\n"),
             "expect in lower case": head_with(FIELDS + b"expect: 100-continue\r\n"),
+            # twisted.web's channel answers 400 to an HTTP/1.1 request without Host, or with two
+            "no fields": head_with(b""),
+            "no Host": head_with(FIELDS.replace(b"Host: relay.example:443\r\n", b"")),
+            "two Host fields": head_with(FIELDS + b"host: other.example\r\n"),
         }
         for name, data in cases.items():
             with self.subTest(name):
                 self.assertIsNone(read(data), name)
 
     def test_default_prefix_is_any_origin_form_target(self) -> None:
-        head = read_head(head_with(b"", target=b"/anything"), **LIMITS)
+        head = read_head(head_with(b"Host: h\r\n", target=b"/anything"), **LIMITS)
         assert head is not None
         self.assertEqual(head.target, b"/anything")

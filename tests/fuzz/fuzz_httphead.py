@@ -16,6 +16,7 @@ def check(data: bytes) -> None:
     assert head.target.startswith(b"/") and len(head.target) < _LIMITS["max_request_line"]
     names = [name for name, _ in head.headers]
     assert len(names) == len(set(names)) <= _LIMITS["max_headers"], names
+    assert b"host" in names, "without Host, twisted.web's channel refuses it"
     for name, values in head.headers:
         assert name == name.lower() and len(values) == 1
         assert name not in (b"content-length", b"transfer-encoding", b"expect")
