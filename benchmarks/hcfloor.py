@@ -14,6 +14,11 @@ response header checks (the gateway's own function), and one access line per req
         Listen on 127.0.0.1:PORT (0: any free port) for one listener's control channel on the hybrid
         connection C{web} and for senders' requests to C{/web/...}; print C{READY <port>}.
 
+    The environment variable C{HCFLOOR_ADD} adds product machinery to the gateway, to size what a lane near
+    the floor would cost (a comma-separated list): C{timers} arms and cancels two timers per request (the
+    gateway's response timer and its response address's expiry), C{logger} writes the access line
+    through twisted.logger and the gateway's own log observer instead of a plain file write.
+
     python -m benchmarks.hcfloor listener GATEWAY_PORT UPSTREAM_PORT TOKEN
         Open a control channel for C{web} on the gateway and forward each request to the HTTP/1.1 server
         on 127.0.0.1:UPSTREAM_PORT over kept-alive connections (C{Content-Length} answers only); print
@@ -70,6 +75,20 @@ def run_gateway(port: int, log_path: str) -> None:
     log: IO[str] = open(log_path, "a")  # open for the life of the process
     listeners: list[Connection] = []
     pending: dict[str, tuple[Connection, str, str]] = {}
+    added = set(filter(None, os.environ.get("HCFLOOR_ADD", "").split(",")))
+    timers: dict[str, tuple[Any, Any]] = {}
+    access = None
+    if "logger" in added:
+        from twisted.logger import Logger, globalLogBeginner
+
+        from benchmarks.gateway import log_observer
+
+        log.close()
+        globalLogBeginner.beginLoggingTo([log_observer(log_path)], redirectStandardIO=False)
+        access = Logger(namespace="relay.hybrid.httpexchange.Exchange")
+
+    def never() -> None:
+        """A timer that is always cancelled before it fires."""
 
     class Connection(Protocol):
         """A sender's connection, until a WebSocket upgrade makes it a listener's control channel."""
@@ -149,6 +168,8 @@ def run_gateway(port: int, log_path: str) -> None:
                 }
             }
             pending[request_id] = (self, method, target)
+            if "timers" in added:
+                timers[request_id] = (reactor.callLater(60, never), reactor.callLater(90, never))  # type: ignore[attr-defined]
             listeners[0].transport.write(server_frame(_ENCODER.encode(message).encode()))
 
         def frames(self, data: bytes) -> None:
@@ -177,6 +198,10 @@ def run_gateway(port: int, log_path: str) -> None:
 
         def response(self, answer: dict[str, Any]) -> None:
             sender, method, target = pending.pop(answer["requestId"])
+            armed = timers.pop(answer["requestId"], None)
+            if armed is not None:
+                for timer in armed:
+                    timer.cancel()
             status = int(answer["statusCode"])
             try:
                 head = response_head(answer.get("responseHeaders") or {}, via="1.1 127.0.0.1")
@@ -201,6 +226,17 @@ def run_gateway(port: int, log_path: str) -> None:
             lines += [f"{name}: {value}" for name, value in fields if name.lower() != "content-length"]
             lines.append(f"Content-Length: {len(body)}\r\n\r\n")
             self.transport.write("\r\n".join(lines).encode() + body)
+            if access is not None:
+                access.info(
+                    "{access}",
+                    access=f"{method} {target} -> {status} ({len(body)} bytes) from {self.peer[0]}",
+                    method=method,
+                    target=target,
+                    status=status,
+                    size=len(body),
+                    client=self.peer[0],
+                )
+                return
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             log.write(
                 f"{stamp} [hcfloor] {method} {target} -> {status} ({len(body)} bytes) from {self.peer[0]}\n"

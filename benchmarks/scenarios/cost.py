@@ -21,6 +21,7 @@ for the other side of an A/B.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -34,7 +35,13 @@ from benchmarks.registry import scenario
 from benchmarks.scenarios.http import relay_route, upstream_file, wait_until_served
 from benchmarks.scenarios.scale import lean_listener
 
-CASES = ("HTTP request", "established pair", "64 B round trip", "HTTP request, relay expose")
+CASES = (
+    "HTTP request",
+    "established pair",
+    "64 B round trip",
+    "HTTP request, relay expose",
+    "HTTP request, floor gateway",
+)
 CONNECTIONS = 4
 STARTUP = 600.0  # seconds a gateway under valgrind may take to listen
 
@@ -101,6 +108,8 @@ def instructions(ctx: Context) -> None:
         _round_trips(ctx, valgrind)
     if ctx.wants(CASES[3]):
         _http_listener(ctx, valgrind)
+    if ctx.wants(CASES[4]):
+        _http_floor(ctx, valgrind)
 
 
 def _http(ctx: Context, valgrind: str) -> None:
@@ -190,3 +199,41 @@ def _round_trips(ctx: Context, valgrind: str) -> None:
         _record_per(ctx, case, run, result, "round_trips", "round trip")
     ctx.procs.stop(listener)
     ctx.procs.stop(gateway.proc)
+
+
+def _http_floor(ctx: Context, valgrind: str) -> None:
+    """
+    The same requests as L{_http}, counted in the floor's gateway (L{benchmarks.hcfloor}) serving C{relay expose}.
+
+    What the gateway's count is above this one is what its generality costs per request; C{HCFLOOR_ADD}
+    in the environment adds product machinery to the floor (see L{benchmarks.hcfloor}).
+    """
+    case = CASES[4]
+    wrk, _ = ensure_wrk(ctx.settings.install)
+    body, static = upstream_file(ctx)
+    if wrk is None or static is None:
+        ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+        return
+    out = ctx.path("hcfloor-gateway.callgrind")
+    log = ctx.path("hcfloor-gateway.log")
+    proc = ctx.procs.python(
+        "hcfloor-gateway",
+        "benchmarks.hcfloor",
+        "gateway",
+        "0",
+        str(log),
+        wrapper=(valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"),
+        timeout=STARTUP,
+    )
+    gateway = Gateway(proc, int(proc.lines[-1].split()[1]), log)
+    route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway)
+    wait_until_served("floor gateway", route, body, timeout=STARTUP)
+    window = _window(ctx)
+    added = os.environ.get("HCFLOOR_ADD", "")
+    ctx.note(f"cost.instructions, {case}: HCFLOOR_ADD={added!r}")
+    for run in ctx.repetitions():
+        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
+        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=_meter(gateway))
+        _record_per(ctx, case, run, result, "requests", "request")
+    for each in (route.path_procs["listener"], proc, static[0]):
+        ctx.procs.stop(each)
