@@ -410,10 +410,15 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
         Drop a peer whose pong did not come in time, unless it may wait unread behind a held-back message.
 
         A sender waiting for room in a listener's queue is not read (for up to C{send_timeout}, 5 minutes at
-        most, and again for each message that finds the queue full): its pong is given the time again.
+        most, and again for each message that finds the queue full): its pong is given the time again. So
+        is a listener with request/reply calls in flight (L{ListenerRole.awaited}): a host busy with as many
+        calls as it runs at once reads nothing, pings included, until one ends, and dropping it failed
+        every call in flight with C{ListenerGone}; each call still ends at its C{request_timeout}.
         """
-        if isinstance(self.role, SenderRole) and (
-            self.role.waiting_for_listener or (self._reader.keeping and not self.role.reading_held)
+        role = self.role
+        if (isinstance(role, ListenerRole) and role.awaited) or (
+            isinstance(role, SenderRole)
+            and (role.waiting_for_listener or (self._reader.keeping and not role.reading_held))
         ):
             self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
                 self.factory.autoPingTimeout, self.onAutoPingTimeout

@@ -343,6 +343,19 @@ class ListenerRole:
             return
         router.reply(self, relates_to, payload, self.protocol.message_lines())
 
+    @property
+    def awaited(self) -> bool:
+        """
+        Whether callers wait for this listener's replies (request/reply calls in flight on it).
+
+        A service host at its C{max_concurrent_calls} stops reading until a call ends, so the gateway's
+        pings wait unread behind the requests, however long the calls take; each call is bounded by the
+        name's C{request_timeout}, which fails it if the host is gone.
+        """
+        bound = self.bound
+        router = bound.router if bound is not None else None
+        return isinstance(router, RequestReplyRouter) and router.in_flight(self) > 0
+
     def _reply_router(self, relates_to: str | None) -> RequestReplyRouter | None:
         """The name's request/reply router; on other kinds what a listener sends is logged and dropped."""
         bound = self.bound

@@ -334,6 +334,44 @@ class RegistrationTests(BindingsTestCase):
         self.assertTrue(verifyObject(ISenderFlow, sender_role))
 
 
+class BusyListenerTests(BindingsTestCase):
+    """A request/reply listener busy with its calls is not dropped for pongs it has not read."""
+
+    def limits(self) -> dict[str, float]:
+        return {"control_ping_interval": 0.5}  # a pong is due within 1 s; "calc" calls time out at 5 s
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.listen = self.listener("calc")
+        self.listen.messages.clear()
+        self.sender = self.wcf("calc", "send")
+
+    def test_busy_listener_is_not_dropped_for_its_pong(self) -> None:
+        """
+        A listener that reads nothing while a call is in flight keeps its connection past the pong timeout.
+
+        A service host at max_concurrent_calls stops reading until a call ends; the gateway dropped it for
+        the pong it had not read yet, and every call in flight failed with ListenerGone. Once no call is in
+        flight, a listener that still answers no ping is dropped.
+        """
+        self.sender.sendMessage(add_request(message_id="urn:uuid:busy"), isBinary=False)
+        self.net.flush()
+        request = self.listen.messages[-1][0]
+        self.net.pumps.remove(self.listen.pump)  # the host reads nothing while its call runs
+        (server,) = [p for p in self.bindings.websocket_factory.connections if p.role_name == "listener"]
+        for _ in range(45):  # 4.5 s: pings every 0.5 s, each pong due within 1 s
+            self.net.advance(0.1)
+        self.assertEqual(server.state, server.STATE_OPEN)
+        self.net.pumps.append(self.listen.pump)
+        self.listen.sendMessage(reply_for(request, 5), isBinary=False)
+        self.net.flush()
+        self.assertEqual(read_addressing(envelope(self.sender.messages[-1][0])).relates_to, "urn:uuid:busy")
+        self.net.pumps.remove(self.listen.pump)  # idle now, and still silent: dropped at the pong timeout
+        for _ in range(30):
+            self.net.advance(0.1)
+        self.assertNotEqual(server.state, server.STATE_OPEN)
+
+
 class RequestReplyTests(BindingsTestCase):
     """Spec 5.3 over the WebSocket channel."""
 
