@@ -27,6 +27,11 @@ _HEAD = re.compile(
     rb"(?P<fields>(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00\r\n]*\r\n)*)\r\n"
 )
 _REFUSED_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
+# A Host field value (RFC 9112 section 3.2, RFC 3986 section 3.2.2): an IP literal in brackets, or a
+# registered name or IPv4 address in the characters a URI allows there, then an optional port; or empty.
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+(?:%25[0-9A-Za-z._~-]+)?\]|[0-9A-Za-z._~!$&'()*+,;=%-]*)(?::[0-9]*)?"
+)
 
 
 class RequestHead(NamedTuple):
@@ -85,9 +90,15 @@ def read_head(
         if name in headers:
             return None
         headers[name] = [value.strip(b" \t")]
-    if not _REFUSED_FIELDS.isdisjoint(headers) or b"host" not in headers:
-        return None  # no Host: the site's channel refuses it (400, RFC 9112 section 3.2)
+    host = headers.get(b"host")
+    if not _REFUSED_FIELDS.isdisjoint(headers) or host is None or not valid_host(host[0]):
+        return None  # no Host, or an invalid one: the site's channel refuses it (400, RFC 9112 section 3.2)
     return RequestHead(b"GET", target, b"HTTP/1.1", list(headers.items()))
+
+
+def valid_host(value: bytes) -> bool:
+    """Whether a C{Host} field value is a URI authority without user information (it may be empty)."""
+    return _HOST.fullmatch(value) is not None
 
 
 def host_name(host: str) -> str:

@@ -26,6 +26,7 @@ from typing_extensions import override
 
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httpbody import RequestBody
+from relay.httphead import valid_host
 from relay.idletimer import OneIdleTimer
 from relay.writes import plain_socket, write_now
 
@@ -442,8 +443,9 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
 
         A server must accept C{GET http://host/path}; twisted.web took the whole URL for the path (404).
 
-        An HTTP/1.1 request without C{Host}, or any request with more than one, is refused with 400 (RFC 9112
-        §3.2): it was routed as if it named no host (a 404, or a wildcard namespace served it).
+        An HTTP/1.1 request without C{Host}, any request with more than one or with an invalid one, is refused
+        with 400 (RFC 9112 §3.2): it was routed as if it named no host (a 404, or a wildcard namespace
+        served it).
         """
         if self.requests:
             hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host")
@@ -452,6 +454,9 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
                 return
             if hosts is not None and len(hosts) > 1:
                 self._refuse(ErrorKind.BAD_REQUEST, "A request must not have more than one Host header field")
+                return
+            if hosts is not None and not valid_host(hosts[0].strip(b" \t")):
+                self._refuse(ErrorKind.BAD_REQUEST, "The Host header field is not a valid host and port")
                 return
         target = self._path
         scheme, separator, rest = target.partition(b"://")

@@ -1332,6 +1332,37 @@ class HostFieldTests(HttpTestCase):
         refusals = [formatEvent(e) for e in events if "Host header field" in formatEvent(e)]
         self.assertEqual(len(refusals), len(cases), refusals)
 
+    def test_host_must_be_a_host_and_port(self) -> None:
+        """
+        A Host value that is no URI authority (spaces, a comma, user information) is a logged 400.
+
+        It was routed as a host name no namespace has (a 404), or the wildcard namespace relayed it.
+        """
+        listener = self.listen("open")
+        for value in (b"a b", b"a.test, b.test", b"user@a.test", b"a.test:8x", b"[::1", b"caf\xc3\xa9.test"):
+            for data in (
+                b"GET /open/x HTTP/1.1\r\nHost: %s\r\n\r\n" % value,  # the lean channel's kind
+                b"GET /open/x HTTP/1.1\r\nHost: %s\r\nX-A: 1\r\nX-A: 2\r\n\r\n" % value,  # twisted.web's
+            ):
+                with self.subTest(data=data):
+                    sender = self.raw(data)
+                    self.assertEqual(sender.reply.status, 400)
+                    self.assertIn(b"Host header field", sender.reply.body)
+        self.assertEqual(self.texts(listener), [])
+        for value in (
+            b"relay.test",
+            b"relay.test:9080",
+            b"127.0.0.1:80",
+            b"[::1]:9080",
+            b"RELAY.test",
+            b"a_b.test",
+        ):
+            with self.subTest(value=value):
+                sender = self.raw(b"GET /open/x HTTP/1.1\r\nHost: %s\r\n\r\n" % value)
+                request = self.last_request(listener)
+                self.respond(listener, request["id"], body=b"ok")
+                self.assertEqual(sender.reply.status, 200)
+
     def test_http_1_0_may_go_without_host(self) -> None:
         """HTTP/1.0 needs no Host: such a request is relayed (here by the wildcard namespace)."""
         listener = self.listen("open")
