@@ -23,9 +23,9 @@ class Backoff:
     itself. Jitter only ever shortens the delay ("equal jitter" with the default 0.5), so the cap is a true
     upper bound and the schedule never waits longer than configured.
 
-    @ivar initial: the base delay of the first reconnect attempt, in seconds.
+    @ivar initial: the base delay of the first reconnect attempt, in seconds (more than 0).
     @ivar factor: growth per failed attempt (1.0 gives a constant delay).
-    @ivar maximum: the cap on any delay, in seconds.
+    @ivar maximum: the cap on any delay, in seconds (more than 0).
     @ivar jitter: the fraction (0..1) of each delay that may be removed at random.
     """
 
@@ -35,8 +35,9 @@ class Backoff:
     jitter: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.initial < 0 or self.maximum < 0:
-            raise ValueError("back-off delays must not be negative")
+        if not (self.initial > 0 and self.maximum > 0):  # "not >": NaN is refused too
+            # A zero delay reconnects in a tight loop for as long as the gateway is down.
+            raise ValueError("back-off delays must be more than 0 seconds")
         if self.factor < 1:
             raise ValueError("back-off factor must be at least 1")
         if not 0 <= self.jitter <= 1:

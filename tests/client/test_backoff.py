@@ -29,8 +29,17 @@ class BackoffTests(SynchronousTestCase):
         self.assertEqual(Backoff(jitter=0).delay(10_000, lambda: 0.3), 30.0)
 
     def test_invalid_settings_are_refused(self) -> None:
-        """Negative delays, shrinking factors and jitter outside 0..1 are errors."""
-        for kwargs in ({"initial": -1}, {"maximum": -1}, {"factor": 0.5}, {"jitter": 1.5}, {"jitter": -0.1}):
+        """Delays of 0 or less (a tight reconnect loop), shrinking factors and jitter outside 0..1 are errors."""
+        for kwargs in (
+            {"initial": -1},
+            {"maximum": -1},
+            {"initial": 0},
+            {"maximum": 0},
+            {"initial": float("nan")},
+            {"factor": 0.5},
+            {"jitter": 1.5},
+            {"jitter": -0.1},
+        ):
             self.assertRaises(ValueError, Backoff, **kwargs)
 
     @given(
