@@ -69,6 +69,16 @@ class TokenRenewal:
             self._warned_unchanged = False
             expiry = token_expiry(self.token) if self.token is not None else None
             remaining = self._token_ttl if expiry is None else expiry - self._reactor.seconds()
+            if remaining <= 0:
+                # The relay took a token this machine's clock says has lapsed: one clock is wrong. Each
+                # new token would look lapsed too, and renewing every second would not help either.
+                self._listener.log.warn(
+                    "listener {listener_id}: this machine's clock is past its token's expiry; renewing "
+                    "after {fraction:g} of the requested lifetime instead (check the clock)",
+                    listener_id=self._listener.listener_id,
+                    fraction=self._renew_fraction,
+                )
+                remaining = self._token_ttl
             delay = max(remaining * self._renew_fraction, _MIN_RENEW_DELAY)
         self._call = self._reactor.callLater(delay, self._due)
 

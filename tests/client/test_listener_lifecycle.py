@@ -102,6 +102,28 @@ class RenewalTests(RecordingListenerTestCase, SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertIn("1008", events[0])
 
+    def test_a_clock_past_the_tokens_expiry_does_not_renew_every_second(self) -> None:
+        """
+        A token this machine's clock calls lapsed (the relay's clock disagrees) is renewed on the lifetime.
+
+        The delay came out negative and was raised to 1 s: a new token, equally "lapsed", every second.
+        """
+        from twisted.internet.task import Clock
+
+        from relay.client.renewal import TokenRenewal
+
+        observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.open_listener(token_ttl=100)
+        clock = Clock()
+        clock.advance(10_000)  # this machine's clock, far past what the token provider's says
+        renewal = TokenRenewal(listener, clock, lambda task: None, token_ttl=100, renew_fraction=0.9)
+        renewal.token = make_token("http://relay.test/hyco", ROOT_KEY_NAME, ROOT_KEY, ttl=60, now=0)
+        renewal.schedule()
+        (call,) = clock.getDelayedCalls()
+        self.assertAlmostEqual(call.getTime() - clock.seconds(), 90.0)
+        self.assertTrue(any("clock is past" in e["log_format"] for e in observer))
+        renewal.cancel()
+
     def test_provider_failure_is_retried(self) -> None:
         """When the provider fails at renewal time, the listener logs it and tries again 10 s later."""
         listener = self.open_listener(token_ttl=100)
