@@ -1,5 +1,5 @@
 """
-The listener's control channel: commands in, C{renewToken} (and, later, HTTP responses) out.
+The listener's control channel: commands in, C{renewToken} and HTTP responses out.
 
 The channel only translates: accepts and requests go to callbacks the listener supplies, so all
 decisions (accept or reject, reconnect or not) stay in L{relay.client.listener}. Robustness rules from

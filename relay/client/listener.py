@@ -236,7 +236,7 @@ class HybridConnectionListener:
         """
         Register the listener; fires once online.
 
-        @raise RuntimeError: when the listener was opened (successfully) or closed before.
+        @raise RuntimeError: when the listener is opening, was opened (successfully) or closed before.
         @return: a L{Deferred} failing with L{ConnectError} (L{EndpointNotFoundError},
             L{AuthorizationError}, ...) or a connection error if the first attempt fails; the listener
             can then be opened again.
