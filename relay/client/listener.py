@@ -46,7 +46,7 @@ from relay.client.intake import SenderIntake
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.renewal import TokenRenewal
-from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
+from relay.client.tokens import ITokenProvider, token_provider_from_connection_string
 
 RequestHandler = Callable[[RequestCommand, "bytes | None"], object]
 """The seam for HTTP relaying: called with each C{request} command and its body (if it had one)."""
@@ -185,7 +185,6 @@ class HybridConnectionListener:
         )
         self._backoff = backoff or Backoff()
         self._random = random
-        self._token_ttl = token_ttl
         self._state = ListenerState.NEW
         self._channel: ControlChannel | None = None
         self._online_since = 0.0
@@ -317,13 +316,7 @@ class HybridConnectionListener:
 
     async def _connect_once(self) -> ControlChannel:
         self._notify(self.on_connecting)
-        token = await fetch_token(
-            self.token_provider,
-            self.address.audience,
-            self._token_ttl,
-            clock=self._reactor,
-            timeout=self._control_options.open_timeout,
-        )
+        token = await self._renewal.fetch()
         url = self.address.listen_url(self.listener_id)
         self.log.info("listener {listener_id} connecting to {url}", listener_id=self.listener_id, url=url)
 

@@ -88,6 +88,21 @@ class TokenRenewal:
             self._call.cancel()
         self._call = None
 
+    async def fetch(self) -> str:
+        """
+        A token from the listener's provider, for a connect or a renewal alike.
+
+        @raise TimeoutError: when the provider did not answer within the listener's C{open_timeout}.
+        """
+        listener = self._listener
+        return await fetch_token(
+            listener.token_provider,
+            listener.address.audience,
+            self._token_ttl,
+            clock=self._reactor,
+            timeout=listener.options.open_timeout,
+        )
+
     def _due(self) -> None:
         self._call = None
         self._spawn(self._renew())
@@ -98,13 +113,7 @@ class TokenRenewal:
         if channel is None:
             return
         try:
-            token = await fetch_token(
-                listener.token_provider,
-                listener.address.audience,
-                self._token_ttl,
-                clock=self._reactor,
-                timeout=listener.options.open_timeout,
-            )
+            token = await self.fetch()
         except CancelledError:
             raise
         except Exception:
