@@ -30,10 +30,16 @@ from .fakes import ROOT_KEY, ROOT_KEY_NAME, FakeRelayTestCase
 
 
 class ListenerTestCase(FakeRelayTestCase):
-    def make_listener(self, path: str = "hyco", **kwargs: Any) -> HybridConnectionListener:
+    def make_listener(
+        self, path: str = "hyco", provider: Any = None, **kwargs: Any
+    ) -> HybridConnectionListener:
         kwargs.setdefault("random", lambda: 0.5)
         listener = HybridConnectionListener(
-            "ws://relay.test:80", path, self.root_tokens(), reactor=self.reactor, **kwargs
+            "ws://relay.test:80",
+            path,
+            provider if provider is not None else self.root_tokens(),
+            reactor=self.reactor,
+            **kwargs,
         )
         self.addCleanup(listener.close)
         return listener

@@ -198,10 +198,7 @@ class ProviderTimeoutTests(RecordingListenerTestCase, SynchronousTestCase):
     def test_open_fails_when_the_provider_hangs(self) -> None:
         """C{open()} fails with L{TimeoutError} after the open timeout; the provider's call is cancelled."""
         provider = HangingProvider(self.root_tokens(), {1})
-        listener = HybridConnectionListener(
-            "ws://relay.test:80", "hyco", provider, reactor=self.reactor, options=self.options
-        )
-        self.addCleanup(listener.close)
+        listener = self.make_listener(provider=provider, options=self.options)
         opening = listener.open()
         self.network.advance(4.5, step=0.5)
         self.assertNoResult(opening)
@@ -215,19 +212,9 @@ class ProviderTimeoutTests(RecordingListenerTestCase, SynchronousTestCase):
         """A reconnect whose provider hangs fails after the open timeout, is logged, and is retried."""
         observer = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         provider = HangingProvider(self.root_tokens(), {2})
-        listener = HybridConnectionListener(
-            "ws://relay.test:80",
-            "hyco",
-            provider,
-            reactor=self.reactor,
-            options=self.options,
-            backoff=self.backoff,
-            random=lambda: 0.0,
+        listener = self.open_listener(
+            provider=provider, options=self.options, backoff=self.backoff, random=lambda: 0.0
         )
-        self.addCleanup(listener.close)
-        opening = listener.open()
-        self.network.flush()
-        self.successResultOf(opening)
         self.relay.close_listeners()
         self.network.advance(1 + 4.5, step=0.5)  # the first attempt starts at 1 s, and hangs
         self.assertEqual(listener.state, ListenerState.RECONNECTING)
@@ -246,18 +233,7 @@ class ProviderTimeoutTests(RecordingListenerTestCase, SynchronousTestCase):
     def test_hung_renewal_is_retried(self) -> None:
         """A renewal whose provider hangs fails after the open timeout and is tried again 10 s later."""
         provider = HangingProvider(self.root_tokens(), {2})
-        listener = HybridConnectionListener(
-            "ws://relay.test:80",
-            "hyco",
-            provider,
-            reactor=self.reactor,
-            options=self.options,
-            token_ttl=1000,
-        )
-        self.addCleanup(listener.close)
-        opening = listener.open()
-        self.network.flush()
-        self.successResultOf(opening)
+        listener = self.open_listener(provider=provider, options=self.options, token_ttl=1000)
         self.network.advance(900 + 4.5, step=0.5)
         self.assertEqual(provider.calls, 2)
         self.network.advance(0.5)
