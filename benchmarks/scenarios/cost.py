@@ -85,6 +85,15 @@ def _record_per(ctx: Context, case: str, run: int, result: dict[str, Any], count
     ctx.record(case, "relay", f"{unit}s counted", units, "", run)
 
 
+def _count_requests(ctx: Context, case: str, wrk: str, url: str, meter: Callable[[], float]) -> None:
+    """Load C{url} with wrk for each repetition and record the instructions C{meter} counts per request."""
+    window = _window(ctx)
+    for run in ctx.repetitions():
+        args = ["benchmarks.httpload", wrk, url, str(CONNECTIONS), str(window), "{}"]
+        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=meter)
+        _record_per(ctx, case, run, result, "requests", "request")
+
+
 @scenario(
     "cost.instructions",
     "cost",
@@ -123,11 +132,7 @@ def _http(ctx: Context, valgrind: str) -> None:
     gateway = _gateway(ctx, valgrind, "gateway-http")
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway)
     wait_until_served("relay", route, body, timeout=STARTUP)
-    window = _window(ctx)
-    for run in ctx.repetitions():
-        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
-        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=_meter(gateway))
-        _record_per(ctx, case, run, result, "requests", "request")
+    _count_requests(ctx, case, wrk, route.url, _meter(gateway))
     for proc in (route.path_procs["listener"], gateway.proc, static[0]):
         ctx.procs.stop(proc)
 
@@ -146,12 +151,7 @@ def _http_listener(ctx: Context, valgrind: str) -> None:
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway, wrapper)
     wait_until_served("relay", route, body, timeout=STARTUP)
     listener = route.path_procs["listener"]
-    window = _window(ctx)
-    for run in ctx.repetitions():
-        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
-        meter = lambda: instruction_counter(listener.pid)  # noqa: E731
-        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=meter)
-        _record_per(ctx, case, run, result, "requests", "request")
+    _count_requests(ctx, case, wrk, route.url, lambda: instruction_counter(listener.pid))
     for proc in (listener, gateway.proc, static[0]):
         ctx.procs.stop(proc)
 
@@ -228,12 +228,8 @@ def _http_floor(ctx: Context, valgrind: str) -> None:
     gateway = Gateway(proc, int(proc.lines[-1].split()[1]), log)
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway)
     wait_until_served("floor gateway", route, body, timeout=STARTUP)
-    window = _window(ctx)
     added = os.environ.get("HCFLOOR_ADD", "")
     ctx.note(f"cost.instructions, {case}: HCFLOOR_ADD={added!r}")
-    for run in ctx.repetitions():
-        args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(window), "{}"]
-        result, _ = ctx.load("wrk", args, {}, window * 10 + 120, meter=_meter(gateway))
-        _record_per(ctx, case, run, result, "requests", "request")
+    _count_requests(ctx, case, wrk, route.url, _meter(gateway))
     for each in (route.path_procs["listener"], proc, static[0]):
         ctx.procs.stop(each)
