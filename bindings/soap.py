@@ -288,15 +288,9 @@ def envelope_from_element(
                 raise SoapError(
                     SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
                 )
-            must = block.get(version.qname("mustUnderstand"))
-            if must is not None and must.strip() not in _MUST_UNDERSTAND_UP:
-                # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to
-                # the other version failed later, blaming the caller for its listener's reply.
-                raise SoapError(
-                    SoapErrorKind.INVALID_MESSAGE,
-                    f"mustUnderstand value {must[:20]!r} is not a boolean",
-                    version,
-                )
+            # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to the
+            # other version failed later, blaming the caller for its listener's reply.
+            _must_understand(block, version)
             headers.append(block)
     _no_text_inside(body, "Body", version)
     return Envelope(version, tuple(headers), tuple(body))
@@ -381,16 +375,25 @@ _MUST_UNDERSTAND_UP = {"1": "true", "0": "false", "true": "true", "false": "fals
 _MUST_UNDERSTAND_DOWN = {"1": "1", "0": "0", "true": "1", "false": "0"}
 
 
+def _must_understand(block: etree._Element, version: SoapVersion) -> str | None:
+    """The block's C{mustUnderstand} without surrounding spaces, if it has one; a boolean or L{SoapError}."""
+    must: str | None = block.get(version.qname("mustUnderstand"))
+    if must is None:
+        return None
+    if must.strip() not in _MUST_UNDERSTAND_UP:
+        raise SoapError(
+            SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is not a boolean", version
+        )
+    return must.strip()
+
+
 def _convert_header(block: etree._Element, source: SoapVersion, target: SoapVersion) -> etree._Element:
+    must = _must_understand(block, source)  # checked again: an envelope built in code was not parsed
     new = standalone(block)
-    must = new.attrib.pop(source.qname("mustUnderstand"), None)
-    table = _MUST_UNDERSTAND_UP if target is SoapVersion.SOAP12 else _MUST_UNDERSTAND_DOWN
     if must is not None:
-        if must.strip() not in table:
-            raise SoapError(
-                SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is invalid", source
-            )
-        new.set(target.qname("mustUnderstand"), table[must.strip()])
+        del new.attrib[source.qname("mustUnderstand")]
+        table = _MUST_UNDERSTAND_UP if target is SoapVersion.SOAP12 else _MUST_UNDERSTAND_DOWN
+        new.set(target.qname("mustUnderstand"), table[must])
     if source is SoapVersion.SOAP11:
         actor = new.attrib.pop(source.qname("actor"), None)
         if actor is not None:
