@@ -6,6 +6,8 @@ No fuzzer runs here: these are fixed inputs, so the test is deterministic and ne
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.fuzz.runner import load, seeds, targets
@@ -20,5 +22,5 @@ def test_every_target_has_seeds() -> None:
 
 
 @pytest.mark.parametrize(("name", "path"), CASES, ids=[f"{n}/{p.name}" for n, p in CASES])
-def test_input(name: str, path: object) -> None:
-    load(name)(path.read_bytes())  # type: ignore[attr-defined]
+def test_input(name: str, path: Path) -> None:
+    load(name)(path.read_bytes())
