@@ -48,11 +48,7 @@ from bindings.soap import (
     parse_envelope,
 )
 from bindings.wsclient import EndpointFactory, default_endpoint
-from bindings.wsdl import (
-    WSDL_MAX_BYTES,
-    WSDL_MAX_DEPTH,
-    parse_wsdl,
-)
+from bindings.wsdl import WSDL_MAX_BYTES, WSDL_MAX_DEPTH, parse_wsdl
 
 BACKEND_SUBCODE: Final = "BackendUnavailable"
 _SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"
@@ -468,10 +464,7 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
         interrupted = True
         return bridge.stop()
 
-    def ended(error: BridgeError) -> None:
-        give_up(error)
-
-    bridge.ended.addCallback(ended)
+    bridge.ended.addCallback(give_up)
 
     def started(registered: Registered) -> None:
         Logger().info(
