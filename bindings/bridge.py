@@ -353,8 +353,8 @@ class SoapBridge:
         try:
             body, http_headers = self._outgoing(envelope)
         except SoapError as e:
-            # What the backend's SOAP version cannot carry (a SOAP 1.2 header's mustUnderstand="yes", say):
-            # the caller's fault, answered now, not after the gateway's timeout.
+            # What the backend's SOAP version cannot carry (the gateway checked the envelope on arrival, so
+            # this is rare): the caller's fault, answered now, not after the gateway's timeout.
             self.log.info("{action} not forwarded: {error}", action=headers.action, error=str(e))
             fault = Fault(FaultCode.SENDER, f"The message cannot be sent to the backend: {e}")
             return self._fault(fault, headers.message_id) if expects_reply else None

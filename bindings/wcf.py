@@ -420,9 +420,7 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
             isinstance(role, SenderRole)
             and (role.waiting_for_listener or (self._reader.keeping and not role.reading_held))
         ):
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
-                self.factory.autoPingTimeout, self.onAutoPingTimeout
-            )
+            self.wait_for_pong_again()
             return
         super().onAutoPingTimeout()
 

@@ -176,9 +176,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         """
         if (self.reading_held or self._read_since_ping) and self.state == self.STATE_OPEN:
             self._read_since_ping = False  # the next look wants bytes of its own
-            self.autoPingTimeoutCall = self.factory._batched_timer.call_later(
-                self.factory.autoPingTimeout, self.onAutoPingTimeout
-            )
+            self.wait_for_pong_again()
             return
         self.logger.info("no pong from {url} in time: dropping the connection", url=self.factory.url)
         super().onAutoPingTimeout()

@@ -112,6 +112,7 @@ class BoundedPongs:
 
     transport: Any
     state: int
+    autoPingTimeoutCall: Any  # noqa: N815 - Autobahn's name
     _pongs_skipped = False
 
     def onPing(self, payload: bytes) -> None:
@@ -127,6 +128,19 @@ class BoundedPongs:
                 "{peer} pings without reading; pongs skipped while its queue is full",
                 peer=getattr(self, "peer", "-"),
             )
+
+    def wait_for_pong_again(self) -> None:
+        """
+        Give the pong of the ping in flight another C{autoPingTimeout}, instead of dropping the peer now.
+
+        For a peer that may leave it unread for a while and is not gone (one held back, or busy): called
+        from C{onAutoPingTimeout} in place of Autobahn's drop.
+        """
+        factory: Any = self.factory  # type: ignore[attr-defined]
+        self.autoPingTimeoutCall = factory._batched_timer.call_later(  # Autobahn's own timer wheel
+            factory.autoPingTimeout,
+            self.onAutoPingTimeout,  # type: ignore[attr-defined]
+        )
 
 
 class QuietSendData(NoTimerAfterLoss):
