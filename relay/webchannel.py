@@ -445,27 +445,33 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
 
         An HTTP/1.1 request without C{Host}, any request with more than one or with an invalid one, is refused
         with 400 (RFC 9112 §3.2): it was routed as if it named no host (a 404, or a wildcard namespace
-        served it).
+        served it). A target's authority replaces C{Host}, so it must be a valid host and port as well.
         """
         if self.requests:
-            hosts = self.requests[-1].requestHeaders.getRawHeaders(b"host")
-            if hosts is None and self._version == b"HTTP/1.1":
-                self._refuse(ErrorKind.BAD_REQUEST, "An HTTP/1.1 request must have a Host header field")
-                return
-            if hosts is not None and len(hosts) > 1:
+            headers = self.requests[-1].requestHeaders
+            hosts = headers.getRawHeaders(b"host")  # values stripped of spaces and tabs by twisted.web
+            if hosts is None:
+                if self._version == b"HTTP/1.1":
+                    self._refuse(ErrorKind.BAD_REQUEST, "An HTTP/1.1 request must have a Host header field")
+                    return
+            elif len(hosts) > 1:
                 self._refuse(ErrorKind.BAD_REQUEST, "A request must not have more than one Host header field")
                 return
-            if hosts is not None and not valid_host(hosts[0].strip(b" \t")):
+            elif not valid_host(hosts[0]):
                 self._refuse(ErrorKind.BAD_REQUEST, "The Host header field is not a valid host and port")
                 return
-        target = self._path
-        scheme, separator, rest = target.partition(b"://")
-        if separator and scheme.lower() in (b"http", b"https") and self.requests:
-            end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
-            authority, path = rest[:end], rest[end:]
-            self._path = path if path.startswith(b"/") else b"/" + path
-            if authority:
-                self.requests[-1].requestHeaders.setRawHeaders(b"host", [authority.rpartition(b"@")[2]])
+            scheme, separator, rest = self._path.partition(b"://")
+            if separator and scheme.lower() in (b"http", b"https"):
+                end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+                authority, path = rest[:end].rpartition(b"@")[2], rest[end:]
+                if not valid_host(authority):  # it replaces the Host field: the same rule holds
+                    self._refuse(
+                        ErrorKind.BAD_REQUEST, "The request target's host is not a valid host and port"
+                    )
+                    return
+                self._path = path if path.startswith(b"/") else b"/" + path
+                if end:
+                    headers.setRawHeaders(b"host", [authority])
         super().allHeadersReceived()
 
     @override

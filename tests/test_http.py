@@ -1363,6 +1363,29 @@ class HostFieldTests(HttpTestCase):
                 self.respond(listener, request["id"], body=b"ok")
                 self.assertEqual(sender.reply.status, 200)
 
+    def test_absolute_form_host_must_be_a_host_and_port(self) -> None:
+        """
+        A request target in absolute form whose authority is no host and port is a logged 400.
+
+        Its authority replaces the Host field, so the same rule holds; it was routed as that host (here the
+        wildcard namespace relayed it).
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        listener = self.listen("open")
+        for authority in (b"a<b.test", b"a.test:8x", b'a"b.test'):
+            with self.subTest(authority=authority):
+                sender = self.raw(b"GET http://%s/open/x HTTP/1.1\r\nHost: relay.test\r\n\r\n" % authority)
+                self.assertEqual(sender.reply.status, 400)
+                self.assertIn(b"request target's host", sender.reply.body)
+        self.assertEqual(self.texts(listener), [])
+        refusals = [formatEvent(e) for e in events if "request target's host" in formatEvent(e)]
+        self.assertEqual(len(refusals), 3, refusals)
+        sender = self.raw(b"GET http://user@relay.test:9080/open/x HTTP/1.1\r\nHost: relay.test\r\n\r\n")
+        request = self.last_request(listener)
+        self.assertEqual(request["requestTarget"], "/open/x")
+        self.respond(listener, request["id"], body=b"ok")
+        self.assertEqual(sender.reply.status, 200)
+
     def test_http_1_0_may_go_without_host(self) -> None:
         """HTTP/1.0 needs no Host: such a request is relayed (here by the wildcard namespace)."""
         listener = self.listen("open")
