@@ -12,7 +12,8 @@ from urllib.parse import unquote, urlsplit
 
 from relay.client.accepting import AcceptContext
 from relay.client.sender import HANDSHAKE_HEADERS
-from relay.hybrid.headers import HOP_BY_HOP, connection_options
+from relay.httphead import connection_options
+from relay.hybrid.headers import HOP_BY_HOP
 
 # Headers of the sender's upgrade that the local WebSocket handshake makes anew, and hyco-ws's junk "0".
 _HANDSHAKE = HANDSHAKE_HEADERS | {"0"}

@@ -17,6 +17,7 @@ exactly as before: every refusal keeps its status, reason and body.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
 # One plain head, and nothing after it: a GET request line in HTTP/1.1 with a printable ASCII target, then
@@ -99,6 +100,17 @@ def read_head(
 def valid_host(value: bytes) -> bool:
     """Whether a C{Host} field value is a URI authority without user information (it may be empty)."""
     return _HOST.fullmatch(value) is not None
+
+
+def connection_options(values: Iterable[str]) -> frozenset[str]:
+    """The header names a C{Connection} header lists (they are hop-by-hop too)."""
+    names = set()
+    for value in values:
+        for item in value.split(","):
+            item = item.strip().lower()
+            if item:
+                names.add(item)
+    return frozenset(names)
 
 
 def host_name(host: str) -> str:

@@ -26,7 +26,7 @@ from typing_extensions import override
 
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httpbody import RequestBody
-from relay.httphead import valid_host
+from relay.httphead import connection_options, valid_host
 from relay.idletimer import OneIdleTimer
 from relay.writes import plain_socket, write_now
 
@@ -654,10 +654,10 @@ class RelayHTTPChannel(OneIdleTimer, HeadHoldingChannel, HTTPChannel):
 
 
 def asks_to_close(values: Sequence[bytes] | None) -> bool:
-    """Whether C{Connection} field values list the option C{close} (comma-separated, any case, spaces optional)."""
+    """Whether C{Connection} field values list the option C{close} (L{connection_options}' reading)."""
     if not values:
         return False
-    return any(option.strip(b" \t").lower() == b"close" for value in values for option in value.split(b","))
+    return "close" in connection_options(value.decode("latin-1") for value in values)
 
 
 _PHRASES = {

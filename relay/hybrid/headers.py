@@ -11,10 +11,12 @@ headers are dropped (the relay frames the body itself) and C{Via} is extended.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
+
+from relay.httphead import connection_options
 
 TOKEN_HEADER = "servicebusauthorization"  # noqa: S105 - a header name
 AUTHORIZATION = "authorization"
@@ -70,17 +72,6 @@ def is_token(name: str) -> bool:
 def forwardable_value(value: str) -> bool:
     """Whether a header value can be forwarded: no control character but the tab, no lone surrogate."""
     return _FORBIDDEN_IN_VALUE.search(value) is None
-
-
-def connection_options(values: Iterable[str]) -> frozenset[str]:
-    """The header names a C{Connection} header lists (they are hop-by-hop too)."""
-    names = set()
-    for value in values:
-        for item in value.split(","):
-            item = item.strip().lower()
-            if item:
-                names.add(item)
-    return frozenset(names)
 
 
 def forward_request_headers(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from relay.httphead import connection_options
 from relay.hybrid import headers as hdr
 from relay.hybrid.messages import (
     ControlMessageError,
@@ -51,7 +52,7 @@ def _check_head(fields: Any) -> None:
 def _check_forwarded(fields: dict[str, Any]) -> None:
     """The same object's string fields as a sender's request headers: what reaches the listener."""
     pairs = [(name, value) for name, value in fields.items() if isinstance(value, str)]
-    connection = hdr.connection_options(v for n, v in pairs if n.lower() == "connection")
+    connection = connection_options(v for n, v in pairs if n.lower() == "connection")
     out = hdr.forward_request_headers(
         pairs, strip_authorization=True, via="1.1 relay", client_address="10.0.0.1", scheme="https"
     )
