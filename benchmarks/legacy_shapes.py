@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,15 +66,27 @@ class Result:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def spawn(args: list[str], name: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{HERE}"}
+def spawn(
+    args: list[str], name: str, wrapper: tuple[str, ...] = (), code: Path | None = None
+) -> subprocess.Popen[str]:
+    """
+    Run C{args} under this Python (and under C{wrapper}, e.g. valgrind, when given).
+
+    @param code: the checkout whose C{relay} and C{bindings} packages it imports (this one by default).
+    """
+    env = {**os.environ, "PYTHONPATH": f"{code or ROOT}{os.pathsep}{HERE}"}
     log = open(Path(tempfile.gettempdir()) / f"legacy-shapes-{name}.log", "a")
     return subprocess.Popen(
-        [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, env=env
+        [*wrapper, sys.executable, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env,
     )
 
 
-def wait_ready(process: subprocess.Popen[str], what: str, timeout: float = 60) -> None:
+def wait_ready(process: subprocess.Popen[str], what: str, timeout: float = 60.0) -> None:
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -153,7 +166,14 @@ def measure(
     run: int,
     serializer: str = "msgpack",
     profile: Path | None = None,
+    meter: Callable[[int], float] | None = None,
 ) -> Result:
+    """
+    One timed measurement of C{scenario} on C{system}.
+
+    @param meter: also read this counter of the router's processes (callgrind's instructions) around the
+        timed part; the difference is in the result's C{extra["metered"]}.
+    """
     listeners, sender = load_processes(system, scenario, port, window, serializer)
     everyone = [*listeners, sender]
     spy = None
@@ -165,12 +185,14 @@ def measure(
             busiest = max(router_pids, key=cpu_seconds)
             spy = record(busiest, seconds, profile / f"profile-{scenario}-{system}.txt")
         before = sum(cpu_seconds(pid) for pid in router_pids)
+        metered = -sum(meter(pid) for pid in router_pids) if meter else 0.0
         for process in everyone:
             tell(process, "mark")
         time.sleep(seconds)
         for process in everyone:
             tell(process, "report")
         after = sum(cpu_seconds(pid) for pid in router_pids)
+        metered += sum(meter(pid) for pid in router_pids) if meter else 0.0
         reports = []
         for process in everyone:
             assert process.stdout is not None
@@ -201,7 +223,7 @@ def measure(
         router_cpu_us=(after - before) * 1e6 / count,
         client_cpu_us=client_cpu * 1e6 / count,
         errors=int(sum(r["errors"] for r in reports)),
-        extra={"sender_rate": sent["count"] / elapsed},
+        extra={"sender_rate": sent["count"] / elapsed, "metered": metered, "count": count},
     )
 
 

@@ -41,6 +41,8 @@ CASES = (
     "64 B round trip",
     "HTTP request, relay expose",
     "HTTP request, floor gateway",
+    "request/reply call",
+    "one-way message",
 )
 CONNECTIONS = 4
 STARTUP = 600.0  # seconds a gateway under valgrind may take to listen
@@ -119,6 +121,9 @@ def instructions(ctx: Context) -> None:
         _http_listener(ctx, valgrind)
     if ctx.wants(CASES[4]):
         _http_floor(ctx, valgrind)
+    for case, shape in ((CASES[5], "requestreply"), (CASES[6], "oneway")):
+        if ctx.wants(case):
+            _legacy(ctx, valgrind, case, shape)
 
 
 def _http(ctx: Context, valgrind: str) -> None:
@@ -233,3 +238,34 @@ def _http_floor(ctx: Context, valgrind: str) -> None:
     _count_requests(ctx, case, wrk, route.url, _meter(gateway))
     for each in (route.path_procs["listener"], proc, static[0]):
         ctx.procs.stop(each)
+
+
+def _legacy(ctx: Context, valgrind: str, case: str, shape: str) -> None:
+    """
+    The legacy scenario C{shape} (L{benchmarks.scenarios.legacy}'s processes) counted in the gateway.
+
+    The caller keeps 8 calls in flight rather than 64: under valgrind the gateway is slow enough that more
+    would only queue.
+    """
+    from benchmarks import legacy_shapes as shapes
+
+    port = shapes.free_port()
+    out = ctx.path(f"gateway-{shape}.callgrind")
+    wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
+    script = str(shapes.HERE / "bindings_throughput.py")
+    code = ctx.settings.gateway_from
+    gateway = shapes.spawn([script, "gateway", str(port)], f"gateway-{shape}", wrapper=wrapper, code=code)
+    try:
+        shapes.wait_ready(gateway, "gateway", timeout=STARTUP)
+        unit = "call" if shape == "requestreply" else "message"
+        for run in ctx.repetitions():
+            result = shapes.measure(
+                "relay", shape, port, [gateway.pid], _window(ctx), 8, run, meter=instruction_counter
+            )
+            extra = result.extra
+            if result.errors:
+                ctx.note(f"cost.instructions, {case}: {result.errors} errors in run {run + 1}")
+            _record_per(ctx, case, run, {"metered": extra["metered"], unit: extra["count"]}, unit, unit)
+    finally:
+        gateway.terminate()
+        gateway.wait(60)

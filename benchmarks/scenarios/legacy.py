@@ -54,7 +54,8 @@ def _run(ctx: Context, shape: str, metric: str, *, baseline: bool) -> None:
     shapes = _shapes()
     seconds = ctx.settings.seconds
     port = shapes.free_port()
-    gateway = shapes.spawn([str(shapes.HERE / "bindings_throughput.py"), "gateway", str(port)], "gateway")
+    script = str(shapes.HERE / "bindings_throughput.py")
+    gateway = shapes.spawn([script, "gateway", str(port)], "gateway", code=ctx.settings.gateway_from)
     node = None
     try:
         shapes.wait_ready(gateway, "gateway")
