@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# the checkout whose relay and bindings run: this one, or another for an A/B (legacy_shapes.spawn's code)
+sys.path.insert(0, os.environ.get("RELAY_BENCH_CODE") or str(ROOT))
 
 KEY = "benchmark-key-0123456789abcdefghij"
 PAYLOAD = "x" * 256

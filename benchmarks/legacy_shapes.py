@@ -74,7 +74,11 @@ def spawn(
 
     @param code: the checkout whose C{relay} and C{bindings} packages it imports (this one by default).
     """
-    env = {**os.environ, "PYTHONPATH": f"{code or ROOT}{os.pathsep}{HERE}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{code or ROOT}{os.pathsep}{HERE}",
+        "RELAY_BENCH_CODE": str(code or ROOT),
+    }
     log = open(Path(tempfile.gettempdir()) / f"legacy-shapes-{name}.log", "a")
     return subprocess.Popen(
         [*wrapper, sys.executable, *args],
