@@ -51,7 +51,7 @@ class SoapVersion(Enum):
 
     def qname(self, local: str) -> str:
         """A Clark-notation name in this version's envelope namespace."""
-        return f"{{{self.namespace}}}{local}"
+        return f"{{{SOAP11_NS if self is SoapVersion.SOAP11 else SOAP12_NS}}}{local}"
 
     @classmethod
     def for_namespace(cls, namespace: str | None) -> SoapVersion | None:
@@ -63,6 +63,8 @@ _VERSIONS: Final = {SOAP11_NS: SoapVersion.SOAP11, SOAP12_NS: SoapVersion.SOAP12
 _ENVELOPE_TAGS: Final = {f"{{{ns}}}Envelope": version for ns, version in _VERSIONS.items()}
 _HEADER_TAGS: Final = {version: f"{{{ns}}}Header" for ns, version in _VERSIONS.items()}
 _BODY_TAGS: Final = {version: f"{{{ns}}}Body" for ns, version in _VERSIONS.items()}
+_MUST_UNDERSTAND_ATTRIBUTES: Final = {version: f"{{{ns}}}mustUnderstand" for ns, version in _VERSIONS.items()}
+_XML_SPACE: Final = " \t\n\r"  # str.strip() alone would take NBSP and other Unicode spaces too
 
 
 class SoapErrorKind(Enum):
@@ -233,7 +235,7 @@ def xml_text(value: str) -> str:
 
 
 def _is_blank(text: str | None) -> bool:
-    return text is None or not text.strip(" \t\n\r")  # XML whitespace only: str.strip() takes NBSP too
+    return text is None or not text.strip(_XML_SPACE)
 
 
 def envelope_from_element(
@@ -270,8 +272,7 @@ def envelope_from_element(
                     version,
                 )
     children = list(root)
-    if not _is_blank(root.text) or any(not _is_blank(c.tail) for c in children):
-        raise SoapError(SoapErrorKind.INVALID_MESSAGE, "text directly inside the Envelope", version)
+    _no_text_inside(root, "Envelope", version)
     header: etree._Element | None = None
     if children and children[0].tag == _HEADER_TAGS[version]:
         header = children.pop(0)
@@ -303,8 +304,13 @@ def _no_text_inside(part: etree._Element, name: str, version: SoapVersion) -> No
     Text before the first child was dropped, text after one went along with it only while the envelope
     kept its version (a converted copy has no tail): data silently lost, or not, by chance.
     """
-    if not _is_blank(part.text) or any(not _is_blank(child.tail) for child in part):
+    text = part.text
+    if text is not None and text.strip(_XML_SPACE):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"text directly inside the {name}", version)
+    for child in part:  # a loop, not any() over a generator: this runs for every message relayed
+        text = child.tail
+        if text is not None and text.strip(_XML_SPACE):
+            raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"text directly inside the {name}", version)
 
 
 def parse_envelope(
@@ -328,7 +334,7 @@ def parse_envelope(
     envelope = envelope_from_element(
         root, expected, may_have_encoding_style=not utf8 or b"encodingStyle" in data
     )
-    _check_inherited_declarations(envelope, limits)
+    _check_inherited_declarations(envelope, limits, len(data))
     return envelope
 
 
@@ -344,7 +350,7 @@ def _declarations_bytes(nsmap: dict[str | None, str]) -> int:
     return size
 
 
-def _check_inherited_declarations(envelope: Envelope, limits: XmlLimits) -> None:
+def _check_inherited_declarations(envelope: Envelope, limits: XmlLimits, size: int) -> None:
     """
     Refuse an envelope whose blocks would carry more than C{limits.max_bytes} of inherited declarations.
 
@@ -353,8 +359,14 @@ def _check_inherited_declarations(envelope: Envelope, limits: XmlLimits) -> None
     long namespace name and thousands of empty blocks made a 60 KB message a 150 MB envelope. The repeated
     declarations may add at most the message limit again.
 
+    @param size: the message's length in bytes. Every declaration in scope is written in it, and none
+        takes more than six times its bytes there once written again (L{_declarations_bytes} counts
+        C{&quot;} and the like as six bytes, UTF-8 takes at most three for a UTF-16 character's two),
+        so a message whose blocks times six times its size is within the limit needs no count.
     @raise SoapError: C{InvalidMessage} with the size rule (answered with C{MessageTooLarge}).
     """
+    if (len(envelope.headers) + len(envelope.body)) * 6 * size <= limits.max_bytes:
+        return
     inherited = 0
     for blocks in (envelope.headers, envelope.body):
         if blocks:
@@ -377,14 +389,15 @@ _MUST_UNDERSTAND_DOWN = {"1": "1", "0": "0", "true": "1", "false": "0"}
 
 def _must_understand(block: etree._Element, version: SoapVersion) -> str | None:
     """The block's C{mustUnderstand} without surrounding spaces, if it has one; a boolean or L{SoapError}."""
-    must: str | None = block.get(version.qname("mustUnderstand"))
+    must: str | None = block.get(_MUST_UNDERSTAND_ATTRIBUTES[version])
     if must is None:
         return None
-    if must.strip() not in _MUST_UNDERSTAND_UP:
+    must = must.strip()
+    if must not in _MUST_UNDERSTAND_UP:
         raise SoapError(
             SoapErrorKind.INVALID_MESSAGE, f"mustUnderstand value {must[:20]!r} is not a boolean", version
         )
-    return must.strip()
+    return must
 
 
 def _convert_header(block: etree._Element, source: SoapVersion, target: SoapVersion) -> etree._Element:
