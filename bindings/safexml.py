@@ -291,6 +291,8 @@ def _check_tree(root: etree._Element) -> None:
 
 def _declarations_at_most(data: bytes, limit: int) -> bool:
     """Whether the document has at most C{limit} namespace declarations (each is an C{xmlns} in its text)."""
+    if data.count(b"=") <= limit:  # every declaration has one "=" byte, in UTF-16 too: a fifth of the cost
+        return True
     return data.count(b"xmlns") + data.count(_UTF16_XMLNS) <= limit
 
 

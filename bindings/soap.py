@@ -39,6 +39,10 @@ class SoapVersion(Enum):
     SOAP11 = "1.1"
     SOAP12 = "1.2"
 
+    # Enum's own hash is a Python function, run for every lookup keyed by a version (several per message
+    # relayed); members are singletons compared by identity, so the object's hash is as good.
+    __hash__ = object.__hash__
+
     @property
     def namespace(self) -> str:
         """The envelope namespace URI."""
@@ -271,8 +275,7 @@ def envelope_from_element(
                     "encodingStyle is not supported; only document/literal messages are",
                     version,
                 )
-    children = list(root)
-    _no_text_inside(root, "Envelope", version)
+    children = _children_without_text(root, "Envelope", version)
     header: etree._Element | None = None
     if children and children[0].tag == _HEADER_TAGS[version]:
         header = children.pop(0)
@@ -280,37 +283,38 @@ def envelope_from_element(
         raise SoapError(
             SoapErrorKind.INVALID_MESSAGE, "the Envelope must hold an optional Header and one Body", version
         )
-    body = children[0]
-    headers: list[etree._Element] = []
-    if header is not None:
-        _no_text_inside(header, "Header", version)
-        for block in header:
-            if not block.tag.startswith("{"):
-                raise SoapError(
-                    SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
-                )
-            # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to the
-            # other version failed later, blaming the caller for its listener's reply.
-            _must_understand(block, version)
-            headers.append(block)
-    _no_text_inside(body, "Body", version)
-    return Envelope(version, tuple(headers), tuple(body))
+    headers = () if header is None else tuple(_children_without_text(header, "Header", version))
+    must_understand = _MUST_UNDERSTAND_ATTRIBUTES[version]
+    for block in headers:  # one loop, no call per block: this runs for every message relayed
+        if not block.tag.startswith("{"):
+            raise SoapError(
+                SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
+            )
+        # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to the
+        # other version failed later, blaming the caller for its listener's reply.
+        must = block.get(must_understand)
+        if must is not None and must.strip() not in _MUST_UNDERSTAND_UP:
+            _must_understand(block, version)  # raises, with the value in its message
+    return Envelope(version, headers, tuple(_children_without_text(children[0], "Body", version)))
 
 
-def _no_text_inside(part: etree._Element, name: str, version: SoapVersion) -> None:
+def _children_without_text(part: etree._Element, name: str, version: SoapVersion) -> list[etree._Element]:
     """
-    Refuse text directly inside the Header or Body: only their child elements are carried.
+    The Envelope's, Header's or Body's child elements; text directly inside it is refused.
 
-    Text before the first child was dropped, text after one went along with it only while the envelope
-    kept its version (a converted copy has no tail): data silently lost, or not, by chance.
+    Only child elements are carried: text before the first child was dropped, text after one went along
+    with it only while the envelope kept its version (a converted copy has no tail), data silently lost
+    or not, by chance.
     """
     text = part.text
     if text is not None and text.strip(_XML_SPACE):
         raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"text directly inside the {name}", version)
-    for child in part:  # a loop, not any() over a generator: this runs for every message relayed
+    children = list(part)
+    for child in children:
         text = child.tail
         if text is not None and text.strip(_XML_SPACE):
             raise SoapError(SoapErrorKind.INVALID_MESSAGE, f"text directly inside the {name}", version)
+    return children
 
 
 def parse_envelope(
