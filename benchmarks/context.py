@@ -34,6 +34,8 @@ class Settings:
 
     @ivar seconds: length of one timed measurement.
     @ivar py_spy: sample the gateway with py-spy during measurements (slows it; for diagnosis only).
+    @ivar cprofile: run gateways under cProfile, writing C{<name>.prof} beside their logs (slows them a lot;
+        for diagnosis only: which functions run how often per unit of work).
     """
 
     quick: bool
@@ -41,6 +43,7 @@ class Settings:
     seconds: float
     out: Path
     py_spy: bool = False
+    cprofile: bool = False
     install: bool = True
     cases: tuple[str, ...] = ()
     gateway_from: Path | None = None
@@ -223,6 +226,7 @@ class Context:
             "benchmarks.gateway",
             "--log",
             str(log),
+            *(["--cprofile", str(self.path(f"{name}.prof"))] if self.settings.cprofile else []),
             "--",
             "--listen",
             listen,

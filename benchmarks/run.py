@@ -71,6 +71,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, help="length of one timed measurement (default 3, quick 1)")
     parser.add_argument("--out", type=Path, help="result directory (default benchmarks/results/<time>)")
     parser.add_argument("--py-spy", action="store_true", help="sample the gateway with py-spy (diagnosis)")
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="run each gateway under cProfile, stats in <out>/<scenario>/<gateway>.prof (diagnosis)",
+    )
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install nginx when missing")
     parser.add_argument(
         "--gateway-from",
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds or (1.0 if args.quick else 3.0),
         out=(args.out or ROOT / "benchmarks" / "results" / stamp).resolve(),
         py_spy=args.py_spy,
+        cprofile=args.cprofile,
         install=not args.no_install,
         cases=tuple(args.case),
         gateway_from=args.gateway_from.resolve() if args.gateway_from else None,
