@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
+from relay.errors import new_tracking_id
 from relay.hybrid.addressing import (
     AddressError,
     hc_path,
@@ -13,9 +14,11 @@ from relay.hybrid.addressing import (
     http_base,
     is_reserved,
     rendezvous_address,
+    request_address,
     split_target,
     websocket_base,
 )
+from relay.hybrid.rendezvous import new_key
 
 
 class SplitTargetTests(SynchronousTestCase):
@@ -138,3 +141,15 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(address, "wss://r.example/$hc/hyco/chat?room=1&sb-hc-action=accept&sb-hc-id=abc")
         keyed = rendezvous_address("ws://r", "/hyco", "", "accept", "my id", key="k1")
         self.assertEqual(keyed, "ws://r/$hc/hyco?sb-hc-action=accept&sb-hc-id=my%20id&sb-hc-key=k1")
+
+    @given(
+        base=st.sampled_from(["ws://r", "wss://relay.example:8443/base"]),
+        entity=st.sampled_from(["/a", "/x/y"]),
+    )
+    def test_request_address(self, base: str, entity: str) -> None:
+        """An HTTP request's address, made from a cached start, is the one rendezvous_address makes."""
+        request_id, key = new_tracking_id(), new_key()
+        self.assertEqual(
+            request_address(base, entity, request_id, key),
+            rendezvous_address(base, entity, "", "request", request_id, key=key),
+        )

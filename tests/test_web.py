@@ -570,3 +570,56 @@ class BufferedBodyLimitTests(SynchronousTestCase):
         self.assertEqual([len(c.data) for c in self.resource.collectors], [50000, 60000])
         self.assertTrue(all(c.ended for c in self.resource.collectors))
         self.assertEqual(self.refusals(), [])
+
+
+class _Answers(Resource):
+    """Answers as a relayed response does: C{/whole...} with L{RelayRequest.write_whole}, others as twisted.web."""
+
+    isLeaf = True
+
+    def render(self, request: Any) -> Any:
+        code = int(request.args.get(b"code", [b"201"])[0])
+        body = request.args.get(b"body", [b"made"])[0]
+        request.setResponseCode(code, b"Made It")
+        request.drop_default_fields()
+        request.defaultContentType = None
+        request.add_fields([("X-A", "1"), ("X-U", "\u00e9t\u00e9")])
+        if request.path.startswith(b"/whole"):
+            request.write_whole(body)
+        else:
+            request.setHeader(b"content-length", b"%d" % len(body))
+            if body:
+                request.write(body)
+        request.finish()
+        return NOT_DONE_YET
+
+
+class WriteWholeTests(SynchronousTestCase):
+    """L{RelayRequest.write_whole} writes what twisted.web would, byte for byte, in one write."""
+
+    def answer(self, raw: bytes) -> tuple[bytes, int]:
+        """What a client sending C{raw} gets, and how many writes the gateway made."""
+        site = RelaySite(_Answers(), reactor=Clock())
+        client, transport, pump, _ = connect_to(site)
+        client.transport.write(raw)  # type: ignore[union-attr]
+        pump.flush()
+        return client.data, len(transport.writes)
+
+    def test_same_bytes(self) -> None:
+        for request in (
+            b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET %s?body= HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET %s HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET %s HTTP/1.0\r\n\r\n",
+            b"HEAD %s HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET %s?code=204&body= HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET %s?code=304 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST %s HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+        ):
+            with self.subTest(request=request):
+                whole, writes = self.answer(request.replace(b"%s", b"/whole"))
+                general, _ = self.answer(request.replace(b"%s", b"/general"))
+                self.assertEqual(whole, general)
+                self.assertIn(b"\r\nX-U: \xc3\xa9t\xc3\xa9\r\n", whole)
+                if b"code=" not in request and not request.startswith(b"HEAD"):
+                    self.assertEqual(writes, 1)  # head and body in one write

@@ -9,6 +9,7 @@ original order and encoding (a bare C{sb-hc-x} without C{=} is not reserved).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 from relay.config import public_url_problem
@@ -152,6 +153,21 @@ def http_base(public_url: str) -> str:
     """The C{http://} or C{https://} base matching L{websocket_base}, for addresses shown to HTTP clients."""
     ws = websocket_base(public_url)
     return "https" + ws[3:] if ws.startswith("wss") else "http" + ws[2:]
+
+
+@lru_cache(maxsize=1024)
+def _request_address_start(ws_base: str, entity_path: str) -> str:
+    return rendezvous_address(ws_base, entity_path, "", ACTION_REQUEST, "")
+
+
+def request_address(ws_base: str, entity_path: str, request_id: str, key: str) -> str:
+    """
+    L{rendezvous_address} for an HTTP request (action C{request}, no query), made from a cached start.
+
+    Every relayed request has one; its id is a tracking id (L{relay.errors.new_tracking_id}: hex digits
+    and hyphens, which need no quoting) and its key hex digits, so only they are appended.
+    """
+    return f"{_request_address_start(ws_base, entity_path)}{request_id}&{RESERVED_PREFIX}key={key}"
 
 
 def rendezvous_address(

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from relay.errors import ErrorKind, RelayError
-from relay.hybrid.addressing import ACTION_REQUEST, rendezvous_address
+from relay.hybrid.addressing import request_address
 from relay.hybrid.messages import RendezvousRequest
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
@@ -87,9 +87,7 @@ class HttpDispatcher:
         The id is the tracking id, which the sender sees in the relay's errors; only the C{key}, which only
         the listener is told, claims the address (else a sender could take its late answer's address).
         """
-        return rendezvous_address(
-            self.router.websocket_base, "/" + admission.entity.name, "", ACTION_REQUEST, request_id, key
-        )
+        return request_address(self.router.websocket_base, "/" + admission.entity.name, request_id, key)
 
     def send_small(
         self,

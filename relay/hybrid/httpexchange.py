@@ -442,8 +442,6 @@ class Exchange:
             streamed.
         """
         request = self.request
-        if whole_body is not None and self._forward_body:
-            request.setHeader(b"content-length", b"%d" % len(whole_body))
         self.state = State.DONE
         self._stop_timers()
         self._unregister_producer()
@@ -461,8 +459,8 @@ class Exchange:
             return
         self._log_access()
         if not request._disconnected:
-            if whole_body and self._forward_body:
-                request.write(whole_body)
+            if whole_body is not None and self._forward_body:
+                request.write_whole(whole_body)
             request.finish()
 
     def _finish_sender(self) -> None:
