@@ -15,7 +15,6 @@ from relay.hybrid.dispatch import (
     CONTROL_MESSAGE_LIMIT,
     CONTROL_METADATA_LIMIT,
     HttpDispatcher,
-    RequestWait,
     fits_control_channel,
 )
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
@@ -68,23 +67,17 @@ class DispatcherTests(SynchronousTestCase):
         )
 
     def test_small_request(self) -> None:
-        """The request text and then its body go to one listener; the address stays claimable meanwhile."""
+        """The request text and then its body go to one listener; no ticket is opened for its address."""
         channel = self.add(FakeListenerChannel("l1"))
-        chosen, ticket = self.dispatcher.send_small(
-            self.admission, b'{"request":{}}', b"body", "id1", "x", 90.0, key="key1"
-        )
+        chosen = self.dispatcher.send_small(self.admission, b'{"request":{}}', b"body")
         self.assertIs(chosen, channel)
         self.assertEqual(channel.sent, [b'{"request":{}}', b"body"])
-        self.assertEqual((ticket.connection_id, ticket.key), ("id1", "key1"))
-        self.assertEqual(ticket.context, RequestWait("x", for_request=False))
-        self.clock.advance(89)
-        self.assertIsNone(self.router.rendezvous.claim("id1"))  # the id, which the sender may see
-        self.assertIs(self.router.claim("key1"), ticket)
+        self.assertEqual(len(self.router.rendezvous), 0)  # the exchange holds it (HttpRelay.hold_address)
 
     def test_empty_body_sends_no_binary_message(self) -> None:
         """No body: no binary message."""
         channel = self.add(FakeListenerChannel("l1"))
-        self.dispatcher.send_small(self.admission, b"{}", b"", "id1", None, 60.0, key="key1")
+        self.dispatcher.send_small(self.admission, b"{}", b"")
         self.assertEqual(channel.sent, [b"{}"])
 
     def test_announcement_and_its_deadline(self) -> None:
@@ -104,12 +97,13 @@ class DispatcherTests(SynchronousTestCase):
         closing.closing = True
         refusing = self.add(FakeListenerChannel("refusing", accepts=False))
         good = self.add(FakeListenerChannel("good"))
-        chosen, _ticket = self.dispatcher.send_small(
-            self.admission, b"{}", b"", "id3", None, 60.0, key="key3"
-        )
+        chosen = self.dispatcher.send_small(self.admission, b"{}", b"")
         self.assertIs(chosen, good)
         self.assertEqual((closing.sent, refusing.sent), ([], []))
+        _, ticket = self.dispatcher.announce(self.admission, "id3", "wss://a", None, key="key3")
+        self.assertEqual(good.sent[-1], b'{"request":{"address":"wss://a","id":"id3"}}')
         self.assertEqual(len(self.router.rendezvous), 1)
+        self.assertIs(self.router.claim("key3"), ticket)
 
     def test_no_listener(self) -> None:
         """Nobody to take it: 502, and no address left behind."""
@@ -118,3 +112,6 @@ class DispatcherTests(SynchronousTestCase):
             self.dispatcher.announce(self.admission, "id4", "wss://a", None, key="key4")
         self.assertEqual(caught.exception.status, 502)
         self.assertEqual(len(self.router.rendezvous), 0)
+        with self.assertRaises(RelayError) as caught:
+            self.dispatcher.send_small(self.admission, b"{}", b"")
+        self.assertEqual(caught.exception.status, 502)

@@ -177,6 +177,34 @@ class SmallRequestTests(HttpTestCase):
         self.assertIsNone(reply.header("Server"))
         self.assertIsNone(reply.header("Date"))
 
+    def test_address_while_the_answer_is_due(self) -> None:
+        """
+        A small request's address is held by its exchange, not a ticket: claimable once, with its key.
+
+        No ticket is opened for it while the answer is due (one per request cost 3 % of a relayed
+        request); a second upgrade to it, its tracking id, or an upgrade after the answer came are 403.
+        """
+        listener = self.listen()
+        sender = self.sender()
+        sender.request("GET", "/hyco/one", self.auth())
+        self.net.flush()
+        first = self.last_request(listener)
+        self.assertEqual(len(self.gateway.hybrid.rendezvous), 0)
+        by_id = f"wss://{HOST}/$hc/hyco?sb-hc-action=request&sb-hc-id={first['id']}"
+        self.assertEqual(self.net.connect(by_id, source="10.0.0.5").status, 403)
+        rendezvous = self.net.connect(first["address"])
+        self.assertEqual(rendezvous.status, 101)
+        self.assertEqual(self.net.connect(first["address"]).status, 403)  # used
+        self.respond(rendezvous, first["id"], body=b"over the rendezvous")
+        self.assertEqual((sender.reply.status, sender.reply.body), (200, b"over the rendezvous"))
+        sender.request("GET", "/hyco/two", self.auth())
+        self.net.flush()
+        second = self.last_request(listener)
+        self.respond(listener, second["id"], body=b"on the control channel")
+        self.assertEqual(sender.replies[-1].body, b"on the control channel")
+        self.assertEqual(self.net.connect(second["address"]).status, 403)  # answered: no longer claimable
+        self.assertEqual((self.gateway.http._addresses, len(self.gateway.hybrid.rendezvous)), ({}, 0))
+
     def test_listener_fields_reach_the_sender_as_sent(self) -> None:
         """
         The listener's header lines reach the sender in order, a repeated one once per line.

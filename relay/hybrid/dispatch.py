@@ -11,7 +11,7 @@ even when the request ends without a response first (then for nothing but a late
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,35 +89,22 @@ class HttpDispatcher:
         """
         return request_address(self.router.websocket_base, "/" + admission.entity.name, request_id, key)
 
-    def send_small(
-        self,
-        admission: Admission,
-        payload: bytes,
-        body: bytes,
-        request_id: str,
-        exchange: Any,
-        response_window: float,
-        *,
-        key: str,
-    ) -> tuple[IListenerChannel, Ticket]:
+    def send_small(self, admission: Admission, payload: bytes, body: bytes) -> IListenerChannel:
         """
         Send a request (its encoded L{HttpRequest}) and its body on a listener's control channel.
 
+        No ticket is opened for the request's address: its exchange holds the address while it waits for
+        the answer (L{relay.hybrid.http.HttpRelay.hold_address}), and a ticket is made only if a listener
+        comes to it, or for a late answer once the exchange ended without one.
+
         @param body: the body; sent as one binary message right after the request unless empty.
-        @param response_window: seconds the request's address stays claimable for a response.
-        @param key: the secret of the request's address (L{address}).
-        @return: the channel it went to, and the ticket of its address.
+        @return: the channel it went to.
         @raise RelayError: 502 when no listener could take it.
         """
-        return self._send(
-            admission,
-            request_id,
-            exchange,
-            lambda channel: channel.send_request(payload, body),
-            key=key,
-            for_request=False,
-            timeout=response_window,
-        )
+        for channel in self._candidates(admission):
+            if channel.send_request(payload, body):
+                return channel
+        raise AssertionError("unreachable: the candidates end with a RelayError")
 
     def announce(
         self, admission: Admission, request_id: str, address: str, exchange: Any, *, key: str
@@ -131,27 +118,29 @@ class HttpDispatcher:
         @raise RelayError: 502 when no listener could take it.
         """
         payload = RendezvousRequest(address=address, id=request_id).encode()
-        return self._send(
-            admission,
-            request_id,
-            exchange,
-            lambda channel: channel.send_control(payload),
-            key=key,
-            for_request=True,
-            timeout=self.rendezvous_timeout,
-        )
+        for channel in self._candidates(admission):
+            ticket = self.router.rendezvous.open(
+                request_id,
+                RequestWait(exchange, True, channel.keeps_rendezvous),
+                key=key,
+                timeout=self.rendezvous_timeout,
+            )
+            if channel.send_control(payload):
+                self.log.debug(
+                    "request {request_id} announced to listener {listener_id} for a rendezvous",
+                    request_id=request_id,
+                    listener_id=channel.listener_id,
+                )
+                return channel, ticket
+            self.router.rendezvous.cancel(ticket)
+        raise AssertionError("unreachable: the candidates end with a RelayError")
 
-    def _send(
-        self,
-        admission: Admission,
-        request_id: str,
-        exchange: Any,
-        send: Callable[[IListenerChannel], bool],
-        *,
-        key: str,
-        for_request: bool,
-        timeout: float,
-    ) -> tuple[IListenerChannel, Ticket]:
+    def _candidates(self, admission: Admission) -> Iterator[IListenerChannel]:
+        """
+        The listeners to try in turn, each once; closing ones are skipped.
+
+        @raise RelayError: 502 when none is left.
+        """
         registry = self.router.registry
         tried: list[IListenerChannel] = []
         while True:
@@ -159,20 +148,5 @@ class HttpDispatcher:
             if channel is None:
                 raise RelayError(ErrorKind.BAD_GATEWAY, "No listener is connected to this hybrid connection")
             tried.append(channel)
-            if channel.closing:
-                continue
-            ticket = self.router.rendezvous.open(
-                request_id,
-                RequestWait(exchange, for_request, channel.keeps_rendezvous),
-                key=key,
-                timeout=timeout,
-            )
-            if send(channel):
-                if for_request:  # small requests: the exchange's completion line is enough
-                    self.log.debug(
-                        "request {request_id} announced to listener {listener_id} for a rendezvous",
-                        request_id=request_id,
-                        listener_id=channel.listener_id,
-                    )
-                return channel, ticket
-            self.router.rendezvous.cancel(ticket)
+            if not channel.closing:
+                yield channel

@@ -28,7 +28,7 @@ from relay.connectionquota import ConnectionLease
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
-from relay.hybrid.dispatch import fits_control_channel
+from relay.hybrid.dispatch import RequestWait, fits_control_channel
 from relay.hybrid.headers import (
     MAX_SENDER_HEAD,
     HeaderError,
@@ -79,6 +79,8 @@ class Exchange:
     # Slots: one exchange per relayed request, and its attributes are read many times each (cost.instructions
     # counted 1 % fewer instructions per request in the gateway with them).
     __slots__ = (
+        "_address_deadline",
+        "_address_window",
         "_body",
         "_channel",
         "_download_paused",
@@ -95,7 +97,6 @@ class Exchange:
         "_settings",
         "_status",
         "_ticket",
-        "_ticket_for_request",
         "_upload_stall",
         "_uploading",
         "admission",
@@ -139,7 +140,8 @@ class Exchange:
         self._settings: HybridConnectionSettings = admission.settings
         self._channel: ControlChannel | None = None
         self._ticket: Ticket | None = None
-        self._ticket_for_request = False
+        self._address_deadline: float | None = None  # while it holds its address (a small request)
+        self._address_window = 0.0
         self._uploading = False
         self._request_sent = False
         self._on_kept_rendezvous = False  # put on a rendezvous kept from an earlier request (may go again)
@@ -189,30 +191,26 @@ class Exchange:
         if self._body is not None:
             payload = self.message.encode()
             if fits_control_channel(len(payload), len(self._body)):
-                channel, ticket = dispatcher.send_small(
-                    self.admission,
-                    payload,
-                    self._body,
-                    self.id,
-                    self,
-                    response_window=self._settings.request_timeout + dispatcher.rendezvous_timeout,
-                    key=self._key,
-                )
-                self._track(channel, ticket, for_request=False)
-                ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
+                channel = dispatcher.send_small(self.admission, payload, self._body)
+                self._track(channel, None)
+                # claimable for a response over a rendezvous while the answer is due, and after that
+                # (for a late one, HttpRelay.release_address) until the end of the response window
+                window = self._settings.request_timeout + dispatcher.rendezvous_timeout
+                self._address_deadline = self.clock.seconds() + window
+                self._address_window = window
+                self.relay.hold_address(self)
                 self.uploaded_bytes = len(self._body)
                 self.request_delivered()
                 return
         channel, ticket = dispatcher.announce(
             self.admission, self.id, self.message.address, self, key=self._key
         )
-        self._track(channel, ticket, for_request=True)
+        self._track(channel, ticket)
         ticket.outcome.addCallbacks(self._fetched, self._not_fetched)
 
-    def _track(self, channel: Any, ticket: Ticket, *, for_request: bool) -> None:
+    def _track(self, channel: Any, ticket: Ticket | None) -> None:
         self._channel = channel
         self._ticket = ticket
-        self._ticket_for_request = for_request
         self.relay.responses(channel).track(self)
 
     def _untrack(self) -> None:
@@ -220,14 +218,31 @@ class Exchange:
             self.relay.untrack(self._channel, self)
             self._channel = None
 
+    @property
+    def key(self) -> str:
+        """The secret of the request's address (L{relay.hybrid.dispatch.HttpDispatcher.address})."""
+        return self._key
+
+    def address_claimed(self) -> Ticket:
+        """
+        A listener opened the address this exchange holds (a small request's): the ticket it claimed.
+
+        Made now, already claimed; its outcome fires with the rendezvous once the upgrade completes.
+        """
+        self._address_deadline = None
+        wait = RequestWait(self, False, False)  # a socket opened for a response is never reused
+        ticket = self._ticket = Ticket(key=self._key, connection_id=self.id, context=wait, done=True)
+        ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
+        return ticket
+
     def _drop_ticket(self, *, response_arrived: bool) -> None:
+        deadline, self._address_deadline = self._address_deadline, None
+        if deadline is not None:  # a small request's address, held: dropped, or kept for a late answer
+            self.relay.release_address(self, None if response_arrived else (deadline, self._address_window))
         ticket, self._ticket = self._ticket, None
         if ticket is None or ticket.done:
             return
-        if response_arrived or self._ticket_for_request:
-            self.relay.router.rendezvous.cancel(ticket)
-        else:  # a small request's address outlives a failure, without this exchange (HttpRelay.keep_late)
-            self.relay.keep_late(ticket)
+        self.relay.router.rendezvous.cancel(ticket)
 
     def _fetched(self, role: RendezvousRole) -> None:
         self._ticket = None

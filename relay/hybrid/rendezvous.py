@@ -80,20 +80,32 @@ class RendezvousTable:
         return len(self._tickets)
 
     def open(
-        self, connection_id: str, context: Any = None, key: str | None = None, timeout: float | None = None
+        self,
+        connection_id: str,
+        context: Any = None,
+        key: str | None = None,
+        timeout: float | None = None,
+        *,
+        lapse_note: str | None = None,
+        told_window: float | None = None,
     ) -> Ticket:
         """
         Create a ticket that fails with 504 unless claimed within the timeout.
 
         @param timeout: seconds the ticket stays claimable, when not the table's default (the response
             address of an HTTP request is good for as long as the request waits for its response).
+        @param lapse_note: its L{Ticket.lapse_note}.
+        @param told_window: the window its lapse line names, when not C{timeout} (an address opened for
+            what is left of a window that began earlier).
         """
         ticket = Ticket(key=key or new_key(), connection_id=connection_id, context=context)
+        ticket.lapse_note = lapse_note
         if ticket.key in self._tickets:
             raise ValueError("rendezvous key collision")
         self._tickets[ticket.key] = ticket
         window = self.timeout if timeout is None else timeout
-        ticket._timer = self._clock.callLater(window, self._expire, ticket, window)
+        told = window if told_window is None else told_window
+        ticket._timer = self._clock.callLater(window, self._expire, ticket, told)
         return ticket
 
     def claim(self, key: str, context: type | None = None) -> Ticket | None:
