@@ -286,14 +286,26 @@ class _WsgiInput:
         return iter(self.readline, b"")
 
 
+def _native(text: str) -> str:
+    """
+    C{text} as PEP 3333 wants it in the environ: its UTF-8 bytes, each as one character (a "native string").
+
+    Applications recover the bytes with C{.encode("latin-1")} (Werkzeug and Django do); the text itself
+    failed that for characters past U+00FF and gave the wrong bytes for the others.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogatepass").decode("latin-1")
+
+
 def _environ(request: RelayedRequest, reactor: Any, spooled: Any = None) -> dict[str, Any]:
     name, port, secure = _server_address(request)
     environ: dict[str, Any] = {
         "REQUEST_METHOD": request.method,
         "SCRIPT_NAME": "",
         "PATH_INFO": unquote_to_bytes(request.path or "/").decode("latin-1"),
-        "QUERY_STRING": request.query,
-        "SERVER_NAME": name,
+        "QUERY_STRING": _native(request.query),
+        "SERVER_NAME": _native(name),
         "SERVER_PORT": str(port),
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": request.remote_endpoint.address if request.remote_endpoint else "",
@@ -319,6 +331,7 @@ def _environ(request: RelayedRequest, reactor: Any, spooled: Any = None) -> dict
             )
             continue
         key = header.upper().replace("-", "_")
+        value = _native(value)
         if key == "CONTENT_TYPE":
             environ["CONTENT_TYPE"] = value
         elif key == "CONTENT_LENGTH":

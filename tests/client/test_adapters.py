@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -208,6 +209,19 @@ class WsgiEnvironTests(SynchronousTestCase):
         self.assertEqual(environ["CONTENT_TYPE"], "text/plain")
         self.assertEqual(environ["HTTP_X_APP"], "1")
         self.assertEqual(environ["wsgi.url_scheme"], "http")
+
+    def test_values_are_native_strings(self) -> None:
+        """
+        Header values and the query hold their UTF-8 bytes as latin-1 characters (PEP 3333's native strings).
+
+        A value past U+00FF made C{.encode("latin-1")} fail in the application, and C{é} came back as the
+        one byte E9 instead of its UTF-8.
+        """
+        request = replace(request_with({"X-Name": "caf\u00e9 \u4e2d", "X-Plain": "ascii"}), query="q=\u00e9")
+        environ = _environ(request, MemoryReactorClock())
+        self.assertEqual(environ["HTTP_X_NAME"].encode("latin-1").decode("utf-8"), "caf\u00e9 \u4e2d")
+        self.assertEqual(environ["QUERY_STRING"].encode("latin-1"), "q=\u00e9".encode())
+        self.assertEqual(environ["HTTP_X_PLAIN"], "ascii")
 
 
 class WsgiInputTests(SynchronousTestCase):
