@@ -40,6 +40,7 @@ from bindings.control import ACTION_DELIVERED, ACTION_TOKEN_RENEWED, parse_deliv
 from bindings.credentials import SasCredentials, ServiceAddress, parse_address
 from bindings.faults import Fault, FaultCode, FaultFormatError, SoapFault, parse_fault
 from bindings.safexml import MAX_DEPTH_CAP, XmlLimits, limits_for
+from bindings.session import PING_INTERVAL, PING_TIMEOUT
 from bindings.settings import LIMITS, MESSAGE_BYTES, MULTICAST, Binding, RequestReplyBinding
 from bindings.soap import (
     Envelope,
@@ -144,6 +145,13 @@ class ChannelFactory:
         calc = factory.create_channel()
         assert await calc.Add(2, 3) == 5
 
+    @param ping_interval: seconds between pings to the gateway (0: none), so that a connection that went
+        silent (the gateway's machine died, the network was cut) is noticed: its calls fail with
+        L{ChannelClosedError} and the next call dials again. Without pings that took the kernel's TCP
+        retries, about a quarter of an hour.
+    @param ping_timeout: seconds a pong may take; by default L{PING_TIMEOUT} plus the binding's
+        C{send_timeout}, as long as the gateway may stop reading the channel while a listener's queue is
+        full.
     @raise TypeError: when the interface is not a contract, or not all one-way on a multicast binding (a
         multicast name answers every message with a count, never a reply).
     """
@@ -159,6 +167,8 @@ class ChannelFactory:
         *,
         reactor: Any = None,
         endpoint: EndpointFactory | None = None,
+        ping_interval: float = PING_INTERVAL,
+        ping_timeout: float | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -166,6 +176,10 @@ class ChannelFactory:
             reactor = global_reactor
         self.contract = contract_of(interface)
         self.binding = binding if binding is not None else RequestReplyBinding()
+        self.ping_interval = ping_interval
+        self.ping_timeout = (
+            PING_TIMEOUT + float(self.binding.send_timeout) if ping_timeout is None else ping_timeout
+        )
         if self.binding.kind == MULTICAST:
             check_multicast(self.contract)
         self.address = parse_address(address) if isinstance(address, str) else address
@@ -212,7 +226,14 @@ class ChannelFactory:
         self._waiting.append(waiter)
         if self._connecting is None:
             connecting = connect(
-                self.address, "send", self, self.credentials, self.clock, self._endpoint(self.address)
+                self.address,
+                "send",
+                self,
+                self.credentials,
+                self.clock,
+                self._endpoint(self.address),
+                ping_interval=self.ping_interval,
+                ping_timeout=self.ping_timeout,
             )
             self._connecting = connecting
             connecting.addCallbacks(

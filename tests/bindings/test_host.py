@@ -661,6 +661,35 @@ class HostOnGatewayTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual(self.successResultOf(result), 5)
 
+    def test_channel_notices_a_silent_gateway(self) -> None:
+        """
+        A ChannelFactory whose connection went silent gives it up: the next call dials again.
+
+        It pinged nothing, so a cut network was noticed only by the kernel's TCP retries, about a quarter
+        of an hour, and every call made meanwhile waited out its own timeout on the dead connection.
+        """
+        self.opened(self.host())
+        factory, calc = self.channel()
+        self.assertEqual(factory.ping_timeout, 30.0 + factory.binding.send_timeout)
+        first = calc.Add(1, 1)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.successResultOf(first), 2)
+        protocol = factory._protocol
+        assert protocol is not None
+        self.net.pumps[self.net.pumps.index(protocol.pump)] = _CutWire(protocol.pump)  # type: ignore[call-overload]
+        dialled = self.endpoint.attempts
+        due = self.clock.seconds() + 60 + factory.ping_timeout  # the next ping, and its pong overdue
+        while self.clock.seconds() < due - 5:
+            self.net.advance(5)
+        self.assertIs(factory._protocol, protocol)
+        for _ in range(3):  # Autobahn's timers are batched: due within a few seconds
+            self.net.advance(5)
+        self.assertIsNone(factory._protocol)
+        again = calc.Add(3, 3)  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(self.endpoint.attempts, dialled + 1)
+        self.assertEqual(self.successResultOf(again), 6)
+
     def test_a_gateway_heard_from_is_there(self) -> None:
         """
         A gateway that does not answer the ping while a long message is coming is alive all the same.
