@@ -153,6 +153,7 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
         self._reader = FastMessageReader(self, masked=True, held=self._reading_held)
         self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
         self._message_lines: LogBudget | None = None  # lines about its messages that are not faults
+        self._heard_since_ping = False  # bytes came from the peer after our last ping
 
     def _reading_held(self) -> bool:
         return isinstance(self.role, SenderRole) and self.role.reading_held
@@ -413,16 +414,25 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
         most, and again for each message that finds the queue full): its pong is given the time again. So
         is a listener with request/reply calls in flight (L{ListenerRole.awaited}): a host busy with as many
         calls as it runs at once reads nothing, pings included, until one ends, and dropping it failed
-        every call in flight with C{ListenerGone}; each call still ends at its C{request_timeout}.
+        every call in flight with C{ListenerGone}; each call still ends at its C{request_timeout}. And so
+        is a listener the gateway heard from since its ping: a host busy with one-way calls (whose end the
+        gateway cannot see) sends unsolicited pongs while it reads nothing (L{bindings.wsclient}).
         """
         role = self.role
-        if (isinstance(role, ListenerRole) and role.awaited) or (
+        heard, self._heard_since_ping = self._heard_since_ping, False  # the next look wants bytes of its own
+        if (isinstance(role, ListenerRole) and (role.awaited or heard)) or (
             isinstance(role, SenderRole)
             and (role.waiting_for_listener or (self._reader.keeping and not role.reading_held))
         ):
             self.wait_for_pong_again()
             return
         super().onAutoPingTimeout()
+
+    @override
+    def sendPing(self, payload: bytes | None = None) -> None:
+        """Ping the peer; what it sends from now on shows it is there, should the pong be late."""
+        self._heard_since_ping = False
+        super().sendPing(payload)
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -448,6 +458,7 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
     @override
     def dataReceived(self, data: bytes) -> None:
         """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
+        self._heard_since_ping = True
         self._reader.data_received(data)
 
     @override

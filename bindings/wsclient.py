@@ -34,6 +34,14 @@ from relay.wsframes import masked_frame
 SUBPROTOCOL: Final = "soap"
 TOKEN_HEADER: Final = "ServiceBusAuthorization"  # noqa: S105 - a header name
 PERMANENT_STATUSES: Final = frozenset({400, 401, 403, 404})
+HEARTBEAT_INTERVAL: Final = 5.0
+"""
+Seconds between unsolicited pongs while the owner reads nothing (RFC 6455 5.5.3: a one-way heartbeat).
+
+The gateway's pings wait unread then; it takes what it hears meanwhile as a sign of life instead of the
+pong (L{bindings.wcf.WcfProtocol.onAutoPingTimeout}). Well within its pong timeout (twice its
+C{control_ping_interval}, 60 s by default).
+"""
 
 EndpointFactory = Callable[[ServiceAddress], IStreamClientEndpoint]
 
@@ -109,9 +117,37 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         self._reader = FastMessageReader(self, masked=False)
         # Registered on the transport once it opens: a caller waits on it while the write buffer is full.
         self.write_gate = WriteGate()
-        # Set by the owner while it does not read the socket: a pong may then wait unread (L{onAutoPingTimeout}).
-        self.reading_held = False
+        self._reading_held = False
+        self._heartbeat: IDelayedCall | None = None
         self._read_since_ping = False  # bytes came after our last ping: its pong may be behind them
+
+    @property
+    def reading_held(self) -> bool:
+        """
+        Whether the owner reads nothing now (set by it): a pong may wait unread (L{onAutoPingTimeout}).
+
+        Meanwhile the gateway hears a heartbeat every L{HEARTBEAT_INTERVAL}: its own pings wait unread too.
+        """
+        return self._reading_held
+
+    @reading_held.setter
+    def reading_held(self, held: bool) -> None:
+        self._reading_held = held
+        if held and self._heartbeat is None:
+            self._heartbeat = self.factory.clock.callLater(HEARTBEAT_INTERVAL, self._beat)
+        elif not held:
+            self._stop_heartbeat()
+
+    def _beat(self) -> None:
+        self._heartbeat = None
+        if self._reading_held and self.state == self.STATE_OPEN:
+            self.sendPong(b"")
+            self._heartbeat = self.factory.clock.callLater(HEARTBEAT_INTERVAL, self._beat)
+
+    def _stop_heartbeat(self) -> None:
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None and heartbeat.active():
+            heartbeat.cancel()
 
     def _abandon(self, opened: Deferred[SoapClientProtocol]) -> None:
         """The owner gave the connection up before it opened (its C{close()}): drop it, and tell it nothing."""
@@ -143,6 +179,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         """Fail the opening Deferred, or tell the owner."""
         self.write_gate.stop()
+        self._stop_heartbeat()
         if self._renewal is not None and self._renewal.active():
             self._renewal.cancel()
         self._renewal = None

@@ -292,6 +292,20 @@ class _CutWire:
         return moved
 
 
+class _HostNotReading:
+    """An in-memory connection whose client (a host) reads nothing: its bytes go out, the gateway's wait."""
+
+    def __init__(self, pump: Any) -> None:
+        self._pump = pump
+
+    def pump(self, advanceClock: bool = False) -> bool:  # noqa: N803 - IOPump's signature
+        data = self._pump.clientIO.getOutBuffer()
+        self._pump.clientIO._checkProducer()
+        if data:
+            self._pump.serverIO.bufferReceived(data)
+        return bool(data)
+
+
 class HostOnGatewayTests(BindingsTestCase):
     """A ServiceHost and a ChannelFactory through the in-memory gateway."""
 
@@ -660,6 +674,48 @@ class HostOnGatewayTests(BindingsTestCase):
         result = calc.Add(2, 3)  # type: ignore[attr-defined]
         self.net.flush()
         self.assertEqual(self.successResultOf(result), 5)
+
+    def test_busy_one_way_host_stays(self) -> None:
+        """
+        A one-way host busy with its max_concurrent_calls calls keeps its connection: it sends heartbeats.
+
+        It reads nothing while the calls run, the gateway's pings included, and the gateway cannot see
+        when one-way calls end: it dropped the host for the pong it had not read, after about a minute.
+        """
+
+        @implementer(IChat)
+        class SlowRoom:
+            def __init__(self) -> None:
+                self.held: list[defer.Deferred[None]] = []
+
+            def Say(self, who: str, text: str) -> defer.Deferred[None]:
+                self.held.append(defer.Deferred())
+                return self.held[-1]
+
+        room = SlowRoom()
+        host = self.host(room, IChat, "events", OneWayBinding(), max_concurrent_calls=1)
+        host.open()
+        self.net.flush()
+        _, chat = self.channel("events", IChat, OneWayBinding())
+        chat.Say("a", "b")  # type: ignore[attr-defined]
+        self.net.flush()
+        self.assertEqual(len(room.held), 1)  # the host stopped reading its socket
+        (server,) = [p for p in self.bindings.websocket_factory.connections if p.role_name == "listener"]
+        protocol = host.session._protocol
+        assert protocol is not None
+        wire = protocol.pump
+        index = self.net.pumps.index(wire)
+        self.net.pumps[index] = _HostNotReading(wire)  # type: ignore[call-overload]
+        dialled = self.endpoint.attempts
+        for _ in range(60):  # 5 minutes; the gateway pings every 30 s and wants the pong within 60 s
+            self.net.advance(5)
+        self.assertEqual((server.state, self.endpoint.attempts), (server.STATE_OPEN, dialled))
+        self.net.pumps[index] = wire
+        room.held[0].callback(None)  # reading again: the pings it owes are read and answered
+        self.net.flush()
+        for _ in range(30):
+            self.net.advance(5)
+        self.assertEqual((server.state, self.endpoint.attempts), (server.STATE_OPEN, dialled))
 
     def test_channel_notices_a_silent_gateway(self) -> None:
         """

@@ -372,6 +372,33 @@ class BusyListenerTests(BindingsTestCase):
         self.assertNotEqual(server.state, server.STATE_OPEN)
 
 
+class HeardListenerTests(BindingsTestCase):
+    """A one-way listener that reads nothing but is heard from is not dropped for its pong."""
+
+    def limits(self) -> dict[str, float]:
+        return {"control_ping_interval": 0.5}  # a pong is due within 1 s
+
+    def test_heard_listener_is_not_dropped(self) -> None:
+        """
+        What the gateway hears from a listener since its ping shows it is there, when the pong does not.
+
+        A host busy with one-way calls (whose end the gateway cannot see) reads nothing, the gateway's pings
+        included, and sends unsolicited pongs instead; the gateway dropped it for the pong it had not read.
+        Once it is silent too, it is dropped.
+        """
+        listener = self.listener("events", ONEWAY, IChat)
+        self.net.pumps.remove(listener.pump)  # reads nothing, and nothing it writes moves by itself
+        (server,) = [p for p in self.bindings.websocket_factory.connections if p.role_name == "listener"]
+        for step in range(45):  # 4.5 s: pings every 0.5 s, each pong due within 1 s
+            if step % 4 == 0:
+                server.dataReceived(b"\x8a\x80\x00\x00\x00\x00")  # an unsolicited pong, masked, empty
+            self.net.advance(0.1)
+        self.assertEqual(server.state, server.STATE_OPEN)
+        for _ in range(30):  # silent now
+            self.net.advance(0.1)
+        self.assertNotEqual(server.state, server.STATE_OPEN)
+
+
 class RequestReplyTests(BindingsTestCase):
     """Spec 5.3 over the WebSocket channel."""
 
