@@ -32,7 +32,8 @@ from twisted.web.http_headers import Headers
 from relay.firstread import attach
 from relay.httphead import RequestHead, read_head
 from relay.idletimer import OneIdleTimer
-from relay.webchannel import SERVER_HEADER, HeadHoldingChannel, RelayRequest
+from relay.webchannel import SERVER_HEADER, HeadHoldingChannel
+from relay.webrequest import RelayRequest
 
 if TYPE_CHECKING:
     from relay.web import RelaySite

@@ -41,13 +41,8 @@ from typing_extensions import override
 from relay.firstread import FirstRead
 from relay.httphead import RequestHead
 from relay.leanchannel import LeanChannel, LeanHandler, lean_request
-from relay.webchannel import (
-    DEFAULT_BUFFERED_BODY,
-    RelayHTTPChannel,
-    RelayRequest,
-    StreamPolicy,
-    Unrouted,
-)
+from relay.webchannel import RelayHTTPChannel
+from relay.webrequest import DEFAULT_BUFFERED_BODY, RelayRequest, StreamPolicy, Unrouted
 
 DEFAULT_MAX_BUFFERED_BODY = 64 * 1024 * 1024  # the largest max_message_bytes a SOAP binding name may have
 DEFAULT_MAX_REQUEST_LINE = 16 * 1024

@@ -21,7 +21,8 @@ from zope.interface import implementer
 
 from relay.httpbody import IBodyConsumer
 from relay.web import RelaySite
-from relay.webchannel import RelayHTTPChannel, RelayRequest
+from relay.webchannel import RelayHTTPChannel
+from relay.webrequest import RelayRequest
 
 from .httpharness import RawHttpClient
 from .wsharness import RecordingTransport

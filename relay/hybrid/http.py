@@ -38,7 +38,8 @@ from relay.hybrid.rendezvous import Ticket, new_key
 from relay.hybrid.router import Admission, HybridConnectionRouter
 from relay.hybrid.runtimeinfo import CONTENT_TYPE, is_runtime_info_request, runtime_info_entry
 from relay.resource import ErrorResource, request_host
-from relay.webchannel import RelayHTTPChannel, RelayRequest
+from relay.webchannel import RelayHTTPChannel
+from relay.webrequest import RelayRequest
 
 MAX_LATE_ADDRESSES = 4096
 """Addresses of ended small requests kept claimable at once (L{HttpRelay.keep_late}); the oldest go first."""

@@ -42,7 +42,7 @@ from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.resource import ErrorResource
-from relay.webchannel import RelayRequest
+from relay.webrequest import RelayRequest
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
