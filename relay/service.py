@@ -565,6 +565,7 @@ class GatewayService(MultiService):
         gate = self.site.resource
         if isinstance(gate, ShuttingDownResource):
             gate.passthrough = None  # no rendezvous upgrades any more either
+        self.http.stopping = True  # nor addresses kept for late answers
         self.hybrid.rendezvous.fail_all(SHUTTING_DOWN)
         for namespace in self.store.namespaces():
             for entity in self.store.entities(namespace):

@@ -1525,6 +1525,8 @@ class RoutingTests(HttpTestCase):
         self.net.flush()
         self.assertEqual(waiting.reply.status, 503)
         self.assertEqual(rendezvous.closed[1], 1001)  # type: ignore[index]
+        # no address is kept for a late answer: the stopping gateway takes no rendezvous any more
+        self.assertEqual((len(self.gateway.hybrid.rendezvous), self.gateway.http._late), (0, {}))
 
 
 class DrainTests(HttpTestCase):

@@ -128,6 +128,7 @@ class HttpRelay:
         self._responses: dict[ControlChannel, ControlResponses] = {}
         self._late: dict[str, Ticket] = {}  # ended small requests' addresses, oldest first (_keep_late)
         self._addresses: dict[str, Exchange] = {}  # small requests' addresses by key, while answers are due
+        self.stopping = False  # set as the gateway stops: it takes no rendezvous, so keeps no late address
 
     def resource(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> IResource:
         """The resource factory registered for hybrid connections."""
@@ -336,7 +337,7 @@ class HttpRelay:
         if self._addresses.get(exchange.key) is not exchange:
             return  # claimed by a listener already
         del self._addresses[exchange.key]
-        if late is not None:
+        if late is not None and not self.stopping:
             deadline, window = late
             remaining = deadline - self.clock.seconds()
             if remaining > 0:
