@@ -100,6 +100,8 @@ class ReadUpgradeTests(SynchronousTestCase):
             ("no Host", b"GET", b"HTTP/1.1", URI, headers(Host=None)),
             ("bad port", b"GET", b"HTTP/1.1", URI, headers(Host="relay.example:https")),
             ("superscript port", b"GET", b"HTTP/1.1", URI, headers(Host="relay.example:\u00b2")),
+            ("not a host", b"GET", b"HTTP/1.1", URI, headers(Host="relay example")),
+            ("user information", b"GET", b"HTTP/1.1", URI, headers(Host="user@relay.example")),
             ("Origin", b"GET", b"HTTP/1.1", URI, headers(Origin="https://app.example")),
             ("duplicate subprotocol", b"GET", b"HTTP/1.1", URI, headers(Sec_WebSocket_Protocol="a, a")),
             ("repeated field", b"GET", b"HTTP/1.1", URI, [*headers(), (b"X-Twice", [b"1", b"2"])]),

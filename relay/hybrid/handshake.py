@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from relay.httphead import host_name
+from relay.httphead import connection_options, host_name, valid_host
 
 WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _KEY = re.compile(r"[A-Za-z0-9+/]{22}==")
@@ -47,12 +47,6 @@ class Upgrade:
     protocols: tuple[str, ...]
 
 
-def _has_token(value: str, token: str) -> bool:
-    """Whether a comma-separated header value lists C{token} (case-insensitive)."""
-    value = value.lower()
-    return value == token or any(part.strip() == token for part in value.split(","))
-
-
 def read_upgrade(
     method: bytes, version: bytes, uri: bytes, raw_headers: Iterable[tuple[bytes, Sequence[bytes]]]
 ) -> Upgrade | None:
@@ -71,9 +65,9 @@ def read_upgrade(
         return None
     if "origin" in headers or "sec-websocket-origin" in headers:
         return None  # Autobahn checks origins
-    if not _has_token(headers.get("upgrade", ""), "websocket"):
+    if "websocket" not in connection_options((headers.get("upgrade", ""),)):
         return None
-    if not _has_token(headers.get("connection", ""), "upgrade"):
+    if "upgrade" not in connection_options((headers.get("connection", ""),)):
         return None
     if headers.get("sec-websocket-version") != "13":
         return None
@@ -81,12 +75,8 @@ def read_upgrade(
     if _KEY.fullmatch(key) is None:
         return None
     host = headers.get("host", "")
-    if not host:
+    if not host or not valid_host(host.encode("latin-1")):  # the channel's own rule (RFC 9112 section 3.2)
         return None
-    if ":" in host and not host.endswith("]"):
-        port = host.rpartition(":")[2]
-        if not (port.isascii() and port.strip().isdigit()):  # isdigit alone takes "²"
-            return None
     protocols: tuple[str, ...] = ()
     if "sec-websocket-protocol" in headers:
         protocols = tuple(p.strip() for p in headers["sec-websocket-protocol"].split(","))
