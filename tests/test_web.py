@@ -607,6 +607,7 @@ class WriteWholeTests(SynchronousTestCase):
         return client.data, len(transport.writes)
 
     def test_same_bytes(self) -> None:
+        """Plain answers, empty bodies, HTTP/1.0, Connection: close, and what takes twisted.web's way."""
         for request in (
             b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n",
             b"GET %s?body= HTTP/1.1\r\nHost: a\r\n\r\n",
