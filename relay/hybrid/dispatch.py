@@ -63,7 +63,7 @@ class RequestWait:
 
 
 ABANDONED = RequestWait(exchange=None, for_request=False)
-"""The context of a small request's address kept after its exchange ended (L{relay.hybrid.http.HttpRelay.keep_late})."""
+"""The context of a small request's address kept after its exchange ended (L{relay.hybrid.http.HttpRelay.release_address})."""
 
 
 class HttpDispatcher:

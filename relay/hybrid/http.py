@@ -42,7 +42,7 @@ from relay.webchannel import RelayHTTPChannel
 from relay.webrequest import RelayRequest
 
 MAX_LATE_ADDRESSES = 4096
-"""Addresses of ended small requests kept claimable at once (L{HttpRelay.keep_late}); the oldest go first."""
+"""Addresses of ended small requests kept claimable at once (L{HttpRelay.release_address}); the oldest go first."""
 
 
 def _text(raw: bytes) -> str:
@@ -60,7 +60,7 @@ def _remote(request: IRequest) -> RemoteEndpoint:
 LATE_ADDRESS_LAPSED = (
     "response address of ended request {connection_id} lapsed: no late answer came within {timeout:g}s"
 )
-"""What an address kept by L{HttpRelay.keep_late} logs (at debug level) when nobody opened it."""
+"""What an address kept by L{HttpRelay.release_address} logs (at debug level) when nobody opened it."""
 
 
 def _turn_away(role: RendezvousRole) -> None:

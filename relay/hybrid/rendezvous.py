@@ -122,22 +122,6 @@ class RendezvousTable:
         ticket._finish()
         return ticket
 
-    def reissue(self, ticket: Ticket, context: Any, *, lapse_note: str | None = None) -> Deferred[Any] | None:
-        """
-        Hand a pending ticket's address, with its deadline, to a new C{context} and a new outcome.
-
-        Whatever waited on the old outcome is let go: the table no longer keeps it alive.
-
-        @param lapse_note: the ticket's new L{Ticket.lapse_note}.
-        @return: the new outcome, or C{None} when the ticket is no longer pending.
-        """
-        if self._tickets.get(ticket.key) is not ticket:
-            return None
-        ticket.context = context
-        ticket.lapse_note = lapse_note
-        ticket.outcome = Deferred()
-        return ticket.outcome
-
     def fail(self, ticket: Ticket, error: RelayError) -> None:
         """Withdraw a pending ticket and fail its sender."""
         if self._tickets.get(ticket.key) is ticket:
