@@ -282,13 +282,15 @@ class ChannelFactory:
         payload = envelope_bytes(SoapVersion.SOAP12, headers, (body,))
         result: Deferred[Any] = Deferred(lambda _: self._forget(message_id))
         entry = _Call(operation, result)
+        # The call's time runs from now, the connection's opening included: a gateway that does not answer
+        # the connect or the handshake fails it at its timeout, as one that does not answer the call does.
+        self._calls[message_id] = entry
+        entry.timer = self.clock.callLater(self.timeout, self._timed_out, message_id)
 
         def send(protocol: SoapClientProtocol) -> None:
             if result.called:
                 return
             entry.protocol = protocol
-            self._calls[message_id] = entry
-            entry.timer = self.clock.callLater(self.timeout, self._timed_out, message_id)
             # Back-pressure: while the socket's buffer is full (the gateway stopped reading it because the
             # listener is behind), the call waits here, within its timeout, instead of queuing its bytes.
             protocol.write_gate.when_writable().addCallbacks(lambda _: write(protocol), lambda _: closed())
@@ -301,8 +303,7 @@ class ChannelFactory:
             self._settle(message_id, Failure(ChannelClosedError("the channel is not open")))
 
         def not_connected(failure: Failure) -> None:
-            if not result.called:
-                result.errback(failure)
+            self._settle(message_id, failure)
 
         self._connection().addCallbacks(send, not_connected)
         return result

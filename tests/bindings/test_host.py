@@ -572,6 +572,24 @@ class HostOnGatewayTests(BindingsTestCase):
         self.failureResultOf(waiting, ChannelClosedError)
         self.assertEqual(endpoint.cancelled, endpoint.attempts)
 
+    def test_call_time_counts_the_connection(self) -> None:
+        """
+        A call whose connection does not open fails at its timeout, counted from the call.
+
+        Its timer started only once the connection was open, so a call waited for as long as the connect
+        and the handshake took (a blackholed gateway: the kernel's TCP timeout) before its own time began.
+        """
+        endpoint = PendingEndpoint()
+        factory = ChannelFactory(
+            ICalculator, f"wss://{HOST}/calc", RequestReplyBinding(), reactor=self.clock, endpoint=endpoint
+        )
+        waiting = factory.create_channel().Add(1, 2)
+        self.clock.advance(factory.timeout - 1)
+        self.assertNoResult(waiting)
+        self.clock.advance(2)
+        self.failureResultOf(waiting, defer.TimeoutError)
+        self.assertEqual(factory._calls, {})
+
     def test_host_close_cancels_the_connection_attempt(self) -> None:
         """A host closed while the TCP connect is under way cancels it, quietly; open() fails."""
         endpoint = PendingEndpoint()
