@@ -153,7 +153,6 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
         self._reader = FastMessageReader(self, masked=True, held=self._reading_held)
         self._fault_lines: LogBudget | None = None  # made with the factory's clock on the first fault
         self._message_lines: LogBudget | None = None  # lines about its messages that are not faults
-        self._heard_since_ping = False  # bytes came from the peer after our last ping
 
     def _reading_held(self) -> bool:
         return isinstance(self.role, SenderRole) and self.role.reading_held
@@ -419,7 +418,7 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
         gateway cannot see) sends unsolicited pongs while it reads nothing (L{bindings.wsclient}).
         """
         role = self.role
-        heard, self._heard_since_ping = self._heard_since_ping, False  # the next look wants bytes of its own
+        heard = self.heard_since_ping()
         if (isinstance(role, ListenerRole) and (role.awaited or heard)) or (
             isinstance(role, SenderRole)
             and (role.waiting_for_listener or (self._reader.keeping and not role.reading_held))
@@ -427,12 +426,6 @@ class WcfProtocol(LimitedAssembly, BoundedPongs, NoTimerAfterLoss, BoundedDrop, 
             self.wait_for_pong_again()
             return
         super().onAutoPingTimeout()
-
-    @override
-    def sendPing(self, payload: bytes | None = None) -> None:
-        """Ping the peer; what it sends from now on shows it is there, should the pong be late."""
-        self._heard_since_ping = False
-        super().sendPing(payload)
 
     @override
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

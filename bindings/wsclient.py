@@ -119,7 +119,6 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         self.write_gate = WriteGate()
         self._reading_held = False
         self._heartbeat: IDelayedCall | None = None
-        self._read_since_ping = False  # bytes came after our last ping: its pong may be behind them
 
     @property
     def reading_held(self) -> bool:
@@ -157,7 +156,7 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
     @override
     def dataReceived(self, data: bytes) -> None:
         """Simple text frames are read by L{FastMessageReader}; everything else by Autobahn's parser."""
-        self._read_since_ping = True
+        self._heard_since_ping = True
         self._reader.data_received(data)
 
     @override
@@ -197,12 +196,6 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
             self.factory.owner.connection_closed(self, code, reason)
 
     @override
-    def sendPing(self, payload: bytes | None = None) -> None:
-        """Ping the gateway; what is read from now on shows it is there, should the pong be late."""
-        self._read_since_ping = False
-        super().sendPing(payload)
-
-    @override
     def onAutoPingTimeout(self) -> None:
         """
         Drop a connection whose pong did not come in time, and that was silent meanwhile: the gateway is gone.
@@ -211,8 +204,8 @@ class SoapClientProtocol(BoundedPongs, QuietSendData, WebSocketClientProtocol): 
         1 MiB unsent), or wait unread while the owner holds reading (a listener running its
         C{max_concurrent} calls): then it is given the time again. Anything read means the gateway is there.
         """
-        if (self.reading_held or self._read_since_ping) and self.state == self.STATE_OPEN:
-            self._read_since_ping = False  # the next look wants bytes of its own
+        heard = self.heard_since_ping()
+        if (self.reading_held or heard) and self.state == self.STATE_OPEN:
             self.wait_for_pong_again()
             return
         self.logger.info("no pong from {url} in time: dropping the connection", url=self.factory.url)

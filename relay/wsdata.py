@@ -114,6 +114,9 @@ class BoundedPongs:
     state: int
     autoPingTimeoutCall: Any  # noqa: N815 - Autobahn's name
     _pongs_skipped = False
+    # Bytes came from the peer since our last ping (its subclass's dataReceived sets it): its pong may be
+    # late behind them, or unread, while the peer is plainly there (L{heard_since_ping}).
+    _heard_since_ping = False
 
     def onPing(self, payload: bytes) -> None:
         """Answer, unless the peer already has more than L{PONG_BACKLOG_LIMIT} bytes waiting."""
@@ -128,6 +131,16 @@ class BoundedPongs:
                 "{peer} pings without reading; pongs skipped while its queue is full",
                 peer=getattr(self, "peer", "-"),
             )
+
+    def sendPing(self, payload: bytes | None = None) -> None:  # noqa: N802 - Autobahn's name
+        """Ping the peer; what it sends from now on shows it is there, should the pong be late."""
+        self._heard_since_ping = False
+        super().sendPing(payload)  # type: ignore[misc]
+
+    def heard_since_ping(self) -> bool:
+        """Whether the peer sent anything since our last ping, or since the last time this was asked."""
+        heard, self._heard_since_ping = self._heard_since_ping, False
+        return heard
 
     def wait_for_pong_again(self) -> None:
         """
