@@ -63,10 +63,13 @@ def instruction_counter(pid: int) -> float:
     return float(sum(counts))
 
 
+def _callgrind(ctx: Context, valgrind: str, name: str) -> tuple[str, ...]:
+    """The command a process runs under to be counted, its counts written to C{<name>.callgrind}."""
+    return (valgrind, "--tool=callgrind", f"--callgrind-out-file={ctx.path(f'{name}.callgrind')}")
+
+
 def _gateway(ctx: Context, valgrind: str, name: str) -> Gateway:
-    out = ctx.path(f"{name}.callgrind")
-    wrapper = [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"]
-    return ctx.gateway(name=name, wrapper=wrapper, timeout=STARTUP)
+    return ctx.gateway(name=name, wrapper=_callgrind(ctx, valgrind, name), timeout=STARTUP)
 
 
 def _window(ctx: Context) -> float:
@@ -151,8 +154,7 @@ def _http_listener(ctx: Context, valgrind: str) -> None:
         ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
         return
     gateway = ctx.gateway(name="gateway-http-native")
-    out = ctx.path("expose-http.callgrind")
-    wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
+    wrapper = _callgrind(ctx, valgrind, "expose-http")
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway, wrapper)
     wait_until_served("relay", route, body, timeout=STARTUP)
     listener = route.path_procs["listener"]
@@ -219,7 +221,6 @@ def _http_floor(ctx: Context, valgrind: str) -> None:
     if wrk is None or static is None:
         ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
         return
-    out = ctx.path("hcfloor-gateway.callgrind")
     log = ctx.path("hcfloor-gateway.log")
     proc = ctx.procs.python(
         "hcfloor-gateway",
@@ -227,7 +228,7 @@ def _http_floor(ctx: Context, valgrind: str) -> None:
         "gateway",
         "0",
         str(log),
-        wrapper=(valgrind, "--tool=callgrind", f"--callgrind-out-file={out}"),
+        wrapper=_callgrind(ctx, valgrind, "hcfloor-gateway"),
         timeout=STARTUP,
     )
     gateway = Gateway(proc, int(proc.lines[-1].split()[1]), log)
@@ -250,8 +251,7 @@ def _legacy(ctx: Context, valgrind: str, case: str, shape: str) -> None:
     from benchmarks import legacy_shapes as shapes
 
     port = shapes.free_port()
-    out = ctx.path(f"gateway-{shape}.callgrind")
-    wrapper = (valgrind, "--tool=callgrind", f"--callgrind-out-file={out}")
+    wrapper = _callgrind(ctx, valgrind, f"gateway-{shape}")
     script = str(shapes.HERE / "bindings_throughput.py")
     code = ctx.settings.gateway_from
     gateway = shapes.spawn([script, "gateway", str(port)], f"gateway-{shape}", wrapper=wrapper, code=code)
