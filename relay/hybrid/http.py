@@ -327,21 +327,20 @@ class HttpRelay:
         """
         self._addresses[exchange.key] = exchange
 
-    def release_address(self, exchange: Exchange, late: tuple[float, float] | None) -> None:
+    def release_address(self, exchange: Exchange, late_until: float | None) -> None:
         """
         The exchange no longer waits on its address: forget it, or keep it for a late answer.
 
-        @param late: the end of the address's response window and the window's length, to keep it
-            claimable until then (L{_keep_late}); C{None} when the answer came.
+        @param late_until: the end of the address's response window, to keep it claimable until then
+            (L{_keep_late}); C{None} when the answer came.
         """
         if self._addresses.get(exchange.key) is not exchange:
             return  # claimed by a listener already
         del self._addresses[exchange.key]
-        if late is not None and not self.stopping:
-            deadline, window = late
-            remaining = deadline - self.clock.seconds()
+        if late_until is not None and not self.stopping:
+            remaining = late_until - self.clock.seconds()
             if remaining > 0:
-                self._keep_late(exchange.key, exchange.id, remaining, window)
+                self._keep_late(exchange.key, exchange.id, remaining, exchange.address_window)
 
     def _keep_late(self, key: str, request_id: str, remaining: float, window: float) -> None:
         """

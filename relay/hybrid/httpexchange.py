@@ -80,7 +80,6 @@ class Exchange:
     # counted 1 % fewer instructions per request in the gateway with them).
     __slots__ = (
         "_address_deadline",
-        "_address_window",
         "_body",
         "_channel",
         "_download_paused",
@@ -141,7 +140,6 @@ class Exchange:
         self._channel: ControlChannel | None = None
         self._ticket: Ticket | None = None
         self._address_deadline: float | None = None  # while it holds its address (a small request)
-        self._address_window = 0.0
         self._uploading = False
         self._request_sent = False
         self._on_kept_rendezvous = False  # put on a rendezvous kept from an earlier request (may go again)
@@ -195,9 +193,7 @@ class Exchange:
                 self._track(channel, None)
                 # claimable for a response over a rendezvous while the answer is due, and after that
                 # (for a late one, HttpRelay.release_address) until the end of the response window
-                window = self._settings.request_timeout + dispatcher.rendezvous_timeout
-                self._address_deadline = self.clock.seconds() + window
-                self._address_window = window
+                self._address_deadline = self.clock.seconds() + self.address_window
                 self.relay.hold_address(self)
                 self.uploaded_bytes = len(self._body)
                 self.request_delivered()
@@ -219,6 +215,11 @@ class Exchange:
             self._channel = None
 
     @property
+    def address_window(self) -> float:
+        """Seconds a small request's address stays claimable from its dispatch: its timeout and a rendezvous's."""
+        return self._settings.request_timeout + self.relay.dispatcher.rendezvous_timeout
+
+    @property
     def key(self) -> str:
         """The secret of the request's address (L{relay.hybrid.dispatch.HttpDispatcher.address})."""
         return self._key
@@ -238,7 +239,7 @@ class Exchange:
     def _drop_ticket(self, *, response_arrived: bool) -> None:
         deadline, self._address_deadline = self._address_deadline, None
         if deadline is not None:  # a small request's address, held: dropped, or kept for a late answer
-            self.relay.release_address(self, None if response_arrived else (deadline, self._address_window))
+            self.relay.release_address(self, None if response_arrived else deadline)
         ticket, self._ticket = self._ticket, None
         if ticket is None or ticket.done:
             return
