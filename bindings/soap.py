@@ -284,17 +284,14 @@ def envelope_from_element(
             SoapErrorKind.INVALID_MESSAGE, "the Envelope must hold an optional Header and one Body", version
         )
     headers = () if header is None else tuple(_children_without_text(header, "Header", version))
-    must_understand = _MUST_UNDERSTAND_ATTRIBUTES[version]
-    for block in headers:  # one loop, no call per block: this runs for every message relayed
+    for block in headers:
         if not block.tag.startswith("{"):
             raise SoapError(
                 SoapErrorKind.INVALID_MESSAGE, "header blocks must be namespace-qualified", version
             )
         # Passed on as written, a SOAP 1.2 caller got a reply it cannot read, and a conversion to the
         # other version failed later, blaming the caller for its listener's reply.
-        must = block.get(must_understand)
-        if must is not None and must.strip() not in _MUST_UNDERSTAND_UP:
-            _must_understand(block, version)  # raises, with the value in its message
+        _must_understand(block, version)
     return Envelope(version, headers, tuple(_children_without_text(children[0], "Body", version)))
 
 
