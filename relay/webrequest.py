@@ -57,6 +57,8 @@ class RelayRequest(Request):
             value = SERVER_HEADER
         super().setHeader(name, value)
 
+    # Server and Date still to be made as the head is written (a lean request's: L{relay.leanchannel}).
+    _default_fields = False
     _extra_fields: bytes = b""
     _when_done: list[Callable[[Failure | None], object]] | None = None
 
@@ -157,7 +159,7 @@ class RelayRequest(Request):
             or self._disconnected
             or self.method == b"HEAD"
             or self.code in NO_BODY_CODES
-            or getattr(self, "_default_fields", False)  # a lean request's Server and Date, made when written
+            or self._default_fields
             or self.lastModified is not None
             or self.etag is not None
             or self.cookies
