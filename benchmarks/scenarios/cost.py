@@ -129,14 +129,23 @@ def instructions(ctx: Context) -> None:
             _legacy(ctx, valgrind, case, shape)
 
 
-def _http(ctx: Context, valgrind: str) -> None:
-    case = CASES[0]
+def _http_tools(ctx: Context, case: str) -> tuple[str, bytes, Any] | None:
+    """wrk, and the upstream file with the nginx serving it, for an HTTP case; C{None} (noted) without them."""
     wrk, note = ensure_wrk(ctx.settings.install)
     ctx.note(note)
     body, static = upstream_file(ctx)
     if wrk is None or static is None:
         ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+        return None
+    return wrk, body, static
+
+
+def _http(ctx: Context, valgrind: str) -> None:
+    case = CASES[0]
+    tools = _http_tools(ctx, case)
+    if tools is None:
         return
+    wrk, body, static = tools
     gateway = _gateway(ctx, valgrind, "gateway-http")
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway)
     wait_until_served("relay", route, body, timeout=STARTUP)
@@ -148,11 +157,10 @@ def _http(ctx: Context, valgrind: str) -> None:
 def _http_listener(ctx: Context, valgrind: str) -> None:
     """The same requests as L{_http}, counted in C{relay expose} instead of the gateway."""
     case = CASES[3]
-    wrk, _ = ensure_wrk(ctx.settings.install)
-    body, static = upstream_file(ctx)
-    if wrk is None or static is None:
-        ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+    tools = _http_tools(ctx, case)
+    if tools is None:
         return
+    wrk, body, static = tools
     gateway = ctx.gateway(name="gateway-http-native")
     wrapper = _callgrind(ctx, valgrind, "expose-http")
     route = relay_route(ctx, f"http://127.0.0.1:{static[1]}", gateway, wrapper)
@@ -216,11 +224,10 @@ def _http_floor(ctx: Context, valgrind: str) -> None:
     in the environment adds product machinery to the floor (see L{benchmarks.hcfloor}).
     """
     case = CASES[4]
-    wrk, _ = ensure_wrk(ctx.settings.install)
-    body, static = upstream_file(ctx)
-    if wrk is None or static is None:
-        ctx.note(f"cost.instructions, {case}: needs wrk and nginx; skipped")
+    tools = _http_tools(ctx, case)
+    if tools is None:
         return
+    wrk, body, static = tools
     log = ctx.path("hcfloor-gateway.log")
     proc = ctx.procs.python(
         "hcfloor-gateway",
