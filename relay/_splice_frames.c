@@ -63,6 +63,10 @@ size_t splice_rewrite(FrameState *state, unsigned char *buf, size_t start, size_
             if (end - pos < header)
                 break;
             length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
+            if (length < 126) { /* not the shortest form: Python's rewriter fails the leg */
+                *stop = pos;
+                return written - start;
+            }
         } else if (length == 127) {
             header = 14;
             if (end - pos < header)
@@ -70,7 +74,7 @@ size_t splice_rewrite(FrameState *state, unsigned char *buf, size_t start, size_
             length = 0;
             for (int k = 0; k < 8; k++)
                 length = (length << 8) | buf[pos + 2 + k];
-            if (length >> 63) {
+            if ((length >> 63) || length < 65536) { /* top bit set, or not the shortest form */
                 *stop = pos;
                 return written - start;
             }

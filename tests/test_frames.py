@@ -221,6 +221,9 @@ class FrameRelayTests(SynchronousTestCase):
             "stray continuation": masked(OP_CONTINUATION, b"x"),
             "interleaved message": masked(OP_TEXT, b"a", fin=False) + masked(OP_BINARY, b"b"),
             "huge length": bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + b"mask",
+            "16-bit length under 126": bytes((0x82, 0xFE)) + struct.pack("!H", 125) + b"mask" + bytes(125),
+            "64-bit length under 65536": bytes((0x82, 0xFF)) + struct.pack("!Q", 65535) + b"mask",
+            "control frame in the 16-bit form": bytes((0x89, 0xFE)) + struct.pack("!H", 1) + b"maskp",
         }
         for name, data in cases.items():
             with self.subTest(case=name):

@@ -70,13 +70,15 @@ class NativeRewriterDetailTests(SynchronousTestCase):
         self.assertEqual(state, (0, b"", 0, False, b""))
 
     def test_stops_at_every_kind_of_broken_frame_without_judging_it(self) -> None:
-        """Unmasked, reserved bits, reserved opcode, stray continuation, 64-bit length with the top bit."""
+        """Unmasked, reserved bits, reserved opcode, stray continuation, a length with the top bit or too long a form."""
         cases = [
             encode_frame(OP_TEXT, b"x"),
             masked(OP_TEXT, b"x", rsv=0x40),
             masked(0x3, b"x"),
             masked(OP_CONTINUATION, b"x"),
             bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + b"mask",
+            bytes((0x82, 0xFE)) + struct.pack("!H", 125) + b"mask",  # lengths not in their shortest form
+            bytes((0x82, 0xFF)) + struct.pack("!Q", 65535) + b"mask",
         ]
         for data in cases:
             with self.subTest(data=data[:4]):
@@ -135,6 +137,16 @@ def _raw_frame(opcode: int, fin: bool, rsv: int, length: int, key: bytes | None)
     return header + (key + xor_mask(payload, key) if key is not None else payload)
 
 
+def _longer_form(opcode: int, length: int, key: bytes) -> bytes:
+    """A masked frame whose length is written in a longer form than the shortest (64-bit if over 125)."""
+    if length < 126:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + struct.pack("!H", length)
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + struct.pack("!Q", length)
+    payload = bytes(length)
+    return head + key + xor_mask(payload, key)
+
+
 _lengths = st.one_of(st.integers(0, 200), st.sampled_from([125, 126, 127, 65535, 65536, 70000]))
 _keys = st.binary(min_size=4, max_size=4)
 
@@ -166,6 +178,9 @@ _broken = st.one_of(
     ),
     st.builds(_raw_frame, st.just(OP_PING), st.just(True), st.just(0), st.sampled_from([126, 65536]), _keys),
     st.just(bytes((0x82, 0xFF)) + struct.pack("!Q", 1 << 63) + b"mask"),
+    st.builds(
+        _longer_form, st.sampled_from([OP_BINARY, OP_CONTINUATION, OP_PING]), st.integers(0, 200), _keys
+    ),
     st.binary(min_size=1, max_size=40),
 )
 

@@ -6,8 +6,8 @@ every frame we write must not be. Instead of decoding whole messages and re-enco
 Python object per frame and buffers whole messages), L{FrameRelay} walks each read buffer in a tight loop:
 it checks and rewrites data-frame headers, unmasks payload bytes as they arrive (a frame may span many
 reads, and is forwarded piece by piece), and hands control frames (ping, pong, close) to the caller, which
-answers them per leg. Memory per leg is bounded by one partial header or control frame (at most 139
-bytes: a masked control frame whose length is written in the 8-byte form, all but its last byte).
+answers them per leg. Memory per leg is bounded by one partial header or control frame (at most 130
+bytes: a masked control frame of 125 bytes, all but its last byte; lengths must be in their shortest form).
 
 Text payloads are not UTF-8-checked here: the receiving endpoint validates them and closes with 1007,
 which the relay then carries back like any other close.
@@ -31,12 +31,14 @@ OP_PONG = 0xA
 _DATA_OPCODES = frozenset({OP_CONTINUATION, OP_TEXT, OP_BINARY})
 _CONTROL_OPCODES = frozenset({OP_CLOSE, OP_PING, OP_PONG})
 HEADROOM = 256
-"""Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (139)."""
+"""Scratch bytes L{FrameRelay.feed_into} needs in front of new data: more than it ever holds back (130)."""
 
 _LONGEST_HEADER = 14
 RewriterState = tuple[int, bytes, int, bool, bytes]
 """L{FrameRelay.saved_state}: payload still to come, its mask, the mask offset, in a message, held bytes."""
 
+_NOT_SHORTEST = "frame length not in its shortest form"
+"""RFC 6455 section 5.2 requires the minimal length encoding; Autobahn fails such a frame with 1002 too."""
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 
@@ -237,6 +239,8 @@ class FrameRelay:
                     if end - pos < header:
                         break
                     (length,) = _U16.unpack_from(buffer, pos + 2)
+                    if length < 126:
+                        raise FrameError(1002, _NOT_SHORTEST)
                 elif length == 127:
                     header = 14
                     if end - pos < header:
@@ -244,6 +248,8 @@ class FrameRelay:
                     (length,) = _U64.unpack_from(buffer, pos + 2)
                     if length >> 63:
                         raise FrameError(1002, "frame length has the most significant bit set")
+                    if length < 65536:
+                        raise FrameError(1002, _NOT_SHORTEST)
                 elif end - pos < header:
                     break
                 opcode = b0 & 0x0F

@@ -55,6 +55,11 @@ ENDINGS: dict[str, tuple[bytes, tuple[int, str], tuple[int, str] | None]] = {
         (1001, "NAME failed: control frame payload longer than 125 bytes"),
         (1002, "control frame payload longer than 125 bytes"),
     ),
+    "length not in its shortest form": (
+        bytes((0x82, 0xFE)) + struct.pack("!H", 3) + b"mask" + b"abc",
+        (1001, "NAME failed: frame length not in its shortest form"),
+        (1002, "frame length not in its shortest form"),
+    ),
     "end of stream": (b"", (1001, "NAME went away"), None),
 }
 

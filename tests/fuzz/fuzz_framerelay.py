@@ -51,7 +51,7 @@ def reference(stream: bytes) -> tuple[list[bytes | ControlFrame], int | None]:
             break
         if header > 6:
             length = int.from_bytes(stream[pos + 2 : pos + header - 4], "big")
-            if length >> 63:
+            if length >> 63 or length < (126 if header == 8 else 65536):  # top bit, or not the shortest form
                 code = 1002
                 break
         key = stream[pos + header - 4 : pos + header]
