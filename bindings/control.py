@@ -2,7 +2,7 @@
 The control messages of the C{$wcf} WebSocket channel (spec section 4), as SOAP 1.2 envelopes.
 
 Actions live in the relay namespace: C{r:Register} (listener, first frame), C{r:Registered},
-C{r:Delivered}, C{r:RenewToken} and C{r:TokenRenewed}. Each body is one element of the same name whose
+C{r:Delivered}, C{r:RenewToken}, C{r:TokenRenewed}, C{r:Unregister} and C{r:Unregistered}. Each body is one element of the same name whose
 children are simple text values; the WSDL travels base64-encoded in C{r:Register/r:Wsdl}, so the
 gateway re-parses it as a separate document with the WSDL limits (spec section 9) instead of as part of the
 envelope.
@@ -26,8 +26,18 @@ ACTION_REGISTERED: Final = f"{RELAY_NS}/Registered"
 ACTION_DELIVERED: Final = f"{RELAY_NS}/Delivered"
 ACTION_RENEW_TOKEN: Final = f"{RELAY_NS}/RenewToken"
 ACTION_TOKEN_RENEWED: Final = f"{RELAY_NS}/TokenRenewed"
+ACTION_UNREGISTER: Final = f"{RELAY_NS}/Unregister"
+ACTION_UNREGISTERED: Final = f"{RELAY_NS}/Unregistered"
 CONTROL_ACTIONS: Final = frozenset(
-    {ACTION_REGISTER, ACTION_REGISTERED, ACTION_DELIVERED, ACTION_RENEW_TOKEN, ACTION_TOKEN_RENEWED}
+    {
+        ACTION_REGISTER,
+        ACTION_REGISTERED,
+        ACTION_DELIVERED,
+        ACTION_RENEW_TOKEN,
+        ACTION_TOKEN_RENEWED,
+        ACTION_UNREGISTER,
+        ACTION_UNREGISTERED,
+    }
 )
 
 HTTP_AUTHORIZATION_TAG: Final = f"{{{RELAY_NS}}}HttpAuthorization"
@@ -242,6 +252,22 @@ def token_renewed_envelope(expiry: int, relates_to: str) -> Envelope:
     return _envelope(
         ACTION_TOKEN_RENEWED, _body("TokenRenewed", {"Expires": str(expiry)}), relates_to=relates_to
     )
+
+
+def unregister_envelope(message_id: str) -> Envelope:
+    """
+    The C{r:Unregister} a listener sends to leave gracefully: route nothing more to me, then tell me.
+
+    The gateway answers C{r:Unregistered} once everything it had accepted for the listener is written,
+    so that answer is a fence: what came before it is all the listener will get, and it closes once it
+    has served that.
+    """
+    return _envelope(ACTION_UNREGISTER, _body("Unregister", {}), message_id=message_id)
+
+
+def unregistered_envelope(relates_to: str) -> Envelope:
+    """The C{r:Unregistered} answer: nothing more will be routed to the listener (see L{unregister_envelope})."""
+    return _envelope(ACTION_UNREGISTERED, _body("Unregistered", {}), relates_to=relates_to)
 
 
 def http_authorization_header(value: str) -> etree._Element:

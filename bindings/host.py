@@ -306,6 +306,7 @@ class ServiceHost:
             clock,
             endpoint or default_endpoint(reactor),
             open_timeout=self.binding.open_timeout,
+            close_timeout=self.binding.close_timeout,
             backoff=backoff or Backoff(),
             rng=rng,
             max_concurrent=max_concurrent_calls,
@@ -315,9 +316,18 @@ class ServiceHost:
         """Register with the gateway; fires with C{r:Registered} (the public address), keeps reconnecting."""
         return self.session.open()
 
-    def close(self) -> Deferred[None]:
-        """Stop listening."""
-        return self.session.close()
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop listening gracefully: nothing new is routed here, calls in progress finish, then it closes.
+
+        It waits at most C{timeout} seconds (the binding's C{close_timeout} by default); see
+        L{bindings.session.ListenerSession.close}.
+        """
+        return self.session.close(timeout)
+
+    def abort(self) -> Deferred[None]:
+        """Stop listening at once: calls in progress fail at their callers with C{ListenerGone}."""
+        return self.session.abort()
 
     @property
     def public_address(self) -> str | None:

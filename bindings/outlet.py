@@ -137,6 +137,8 @@ class Outlet:
         self._busy_lines: LogBudget | None = None  # made on the first refusal for a full held-back list
         self._paused = False
         self._closed = False
+        self._sealed = False
+        self._on_drained: list[Callable[[], None]] = []  # sealed: called once nothing is left to write
 
     @property
     def queued_bytes(self) -> int:
@@ -152,6 +154,31 @@ class Outlet:
     def closed(self) -> bool:
         """Whether the outlet was closed (its listener left or was dropped)."""
         return self._closed
+
+    @property
+    def sealed(self) -> bool:
+        """Whether the listener is leaving (L{seal}): it takes nothing new, what it accepted is written."""
+        return self._sealed
+
+    def seal(self, on_drained: Callable[[], None]) -> None:
+        """
+        Take no more messages; call C{on_drained} once every message accepted before is written.
+
+        A listener that leaves gracefully (C{r:Unregister}) is sent what was queued or held back for it,
+        and nothing else: an offer from now on fails with C{ListenerGone} at once (a multicast copy is
+        not taken). C{on_drained} is not called if the outlet is closed first (the listener left).
+        """
+        if self._closed:
+            return
+        self._sealed = True
+        self._on_drained.append(on_drained)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self._sealed and not self._closed and not self._queue and not self._waiting:
+            callbacks, self._on_drained = self._on_drained, []
+            for callback in callbacks:
+                callback()
 
     @property
     def waiting_senders(self) -> int:
@@ -210,6 +237,8 @@ class Outlet:
         """
         if self._closed:
             return fail(RelayFaultError(RelayFault.LISTENER_GONE, "the listener has left"))
+        if self._sealed:
+            return fail(RelayFaultError(RelayFault.LISTENER_GONE, "the listener is leaving"))
         item = _Item(message, None)
         item.done = Deferred(lambda _d: self._withdraw(item))
         if not self._paused and not self._queue and not self._waiting:
@@ -253,7 +282,7 @@ class Outlet:
         @return: whether the subscriber took the copy; on overflow the subscriber is disconnected with
             1008 "subscriber queue overflow" and this outlet is closed.
         """
-        if self._closed:
+        if self._closed or self._sealed:
             return False
         item = _Item(message, None)
         if not self._paused and not self._queue:
@@ -280,6 +309,7 @@ class Outlet:
         elif self._unhold(item):
             self._release(item)
         self._pump()  # the room it leaves lets held-back senders in
+        self._check_drained()
 
     def _release(self, item: _Item) -> None:
         if item.timer is not None and item.timer.active():
@@ -303,6 +333,7 @@ class Outlet:
             if item.done is not None:
                 item.done.errback(RelayFaultError(RelayFault.SERVER_BUSY, "the listener's queue stayed full"))
             self._pump()  # a smaller message behind it may fit
+            self._check_drained()
 
     def _pump(self) -> None:
         while not self._closed:
@@ -329,6 +360,7 @@ class Outlet:
         """The connection drained: write what is queued and let held-back senders in."""
         self._paused = False
         self._pump()
+        self._check_drained()
 
     def stopProducing(self) -> None:
         """The connection is gone."""
@@ -339,6 +371,7 @@ class Outlet:
         if self._closed:
             return
         self._closed = True
+        self._on_drained = []
         if self._busy_lines is not None and self._busy_lines.held:
             self.log.info(
                 "{unlogged} more refusals for {entity} on listener {listener_id} were not logged",

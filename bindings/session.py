@@ -32,6 +32,7 @@ from bindings.control import (
     Registration,
     parse_registered,
     register_envelope,
+    unregister_envelope,
 )
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faults import FaultFormatError, SoapFault, parse_fault
@@ -48,6 +49,18 @@ PING_INTERVAL: Final = 60.0
 """Seconds between a listener's pings: a gateway gone without a close (a crash, a cut network) is noticed."""
 PING_TIMEOUT: Final = 30.0
 """Seconds a listener waits for the pong before it drops the connection and dials again."""
+CLOSE_TIMEOUT: Final = 60.0
+"""Seconds L{ListenerSession.close} waits for the calls it is serving before it closes anyway (WCF's default)."""
+
+
+@dataclass(slots=True)
+class _Leaving:
+    """A graceful close under way: C{r:Unregister} sent on C{protocol}, its answer awaited, then the calls."""
+
+    protocol: SoapClientProtocol
+    message_id: str
+    timer: IDelayedCall
+    fenced: bool = False  # r:Unregistered came: nothing more will be routed here
 
 
 class IEnvelopeHandler(Interface):
@@ -128,12 +141,14 @@ class ListenerSession:
         on_stopped: Callable[[BaseException], None] | None = None,
         ping_interval: float = PING_INTERVAL,
         ping_timeout: float = PING_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         """
         A listener of C{address}, not connected before L{open}.
 
         @param ping_interval: seconds between the listener's pings to the gateway (0: none).
         @param ping_timeout: seconds a pong may take; then the connection is taken for dead and redialled.
+        @param close_timeout: seconds L{close} waits for the gateway's fence and the calls being served.
         """
         self.address = address
         self.registration = registration
@@ -147,6 +162,7 @@ class ListenerSession:
         self.max_concurrent = max_concurrent
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.close_timeout = close_timeout
         self.registered: Registered | None = None
         self._client_id = client_id
         self._on_stopped = on_stopped
@@ -161,6 +177,7 @@ class ListenerSession:
         self._active = 0
         self._paused: SoapClientProtocol | None = None  # the connection whose reading is paused, if any
         self._closing: dict[SoapClientProtocol, list[Deferred[None]]] = {}  # close() waiters by connection
+        self._leaving: _Leaving | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -178,8 +195,25 @@ class ListenerSession:
         self._attempt()
         return self._opening
 
-    def close(self) -> Deferred[None]:
-        """Stop reconnecting and close the connection; fires when it is closed."""
+    def close(self, timeout: float | None = None) -> Deferred[None]:
+        """
+        Stop reconnecting and leave gracefully; fires when the connection is closed.
+
+        A registered listener sends C{r:Unregister}, so the gateway routes nothing new to it, and serves
+        what came before the gateway's C{r:Unregistered}: calls in progress finish and their replies reach
+        their callers. It then closes (1000). After C{timeout} seconds (L{close_timeout} by default) it
+        closes whatever is still running; C{0} closes at once, as L{abort} does: calls in progress then
+        fail at their callers with C{ListenerGone}.
+        """
+        grace = self.close_timeout if timeout is None else timeout
+        leaving = self._leaving
+        if leaving is not None and self._protocol is None:  # a second close while the first one drains
+            waiter: Deferred[None] = Deferred()
+            self._closing.setdefault(leaving.protocol, []).append(waiter)
+            if grace <= 0:
+                self._finish_leaving("listener closing")
+            return waiter
+        registered = self.is_registered
         self._running = False
         self._cancel_retry()
         connecting, self._connecting = self._connecting, None
@@ -190,10 +224,46 @@ class ListenerSession:
         protocol, self._protocol = self._protocol, None
         if protocol is None or protocol.state == protocol.STATE_CLOSED:
             return succeed(None)
-        waiter: Deferred[None] = Deferred()
+        waiter = Deferred()
         self._closing.setdefault(protocol, []).append(waiter)
-        protocol.close_with(NORMAL_CLOSE, "listener closing")
+        if not registered or grace <= 0 or protocol.state != protocol.STATE_OPEN:
+            protocol.close_with(NORMAL_CLOSE, "listener closing")
+            return waiter
+        message_id = new_message_id()
+        timer = self.clock.callLater(grace, self._finish_leaving, "close timeout; calls still running")
+        self._leaving = _Leaving(protocol, message_id, timer)
+        protocol.send_bytes(unregister_envelope(message_id).to_bytes())
         return waiter
+
+    def abort(self) -> Deferred[None]:
+        """Stop reconnecting and close at once: calls in progress fail at their callers (C{ListenerGone})."""
+        return self.close(0)
+
+    def _fenced(self, leaving: _Leaving, envelope: Envelope) -> None:
+        """The gateway answered C{r:Unregister}: once the calls in progress end, close."""
+        if envelope.is_fault:  # a gateway that does not know r:Unregister: close as before
+            self.log.info("the gateway refused r:Unregister; closing without waiting for it")
+        leaving.fenced = True
+        self._leave_when_idle()
+
+    def _leave_when_idle(self) -> None:
+        leaving = self._leaving
+        if leaving is not None and leaving.fenced and self._active == 0:
+            self._finish_leaving("listener closing")
+
+    def _finish_leaving(self, reason: str) -> None:
+        leaving, self._leaving = self._leaving, None
+        if leaving is None:
+            return
+        if leaving.timer.active():
+            leaving.timer.cancel()
+        else:
+            self.log.warn(
+                "listener on {url} closed at its close timeout with {active} calls still running",
+                url=self.address.http_url,
+                active=self._active,
+            )
+        leaving.protocol.close_with(NORMAL_CLOSE, reason)
 
     @property
     def is_registered(self) -> bool:
@@ -306,6 +376,10 @@ class ListenerSession:
         they are served. Answers and faults concern nobody now; above all, they are never taken for the
         answer to the registration of the connection that replaced this one.
         """
+        leaving = self._leaving
+        if leaving is not None and leaving.protocol is protocol and relates_to == leaving.message_id:
+            self._fenced(leaving, envelope)
+            return
         if relates_to is not None or envelope.is_fault:
             self.log.info("ignored an answer on a connection being closed")
             return
@@ -380,6 +454,7 @@ class ListenerSession:
                 paused.reading_held = False
                 if paused.state == paused.STATE_OPEN:
                     paused.transport.resumeProducing()
+            self._leave_when_idle()
 
         result.addCallbacks(done, failed).addBoth(finally_)
 
@@ -393,6 +468,11 @@ class ListenerSession:
         """
         if self._paused is protocol:
             self._paused = None
+        leaving = self._leaving
+        if leaving is not None and leaving.protocol is protocol:  # gone before it finished leaving
+            self._leaving = None
+            if leaving.timer.active():
+                leaving.timer.cancel()
         for waiter in self._closing.pop(protocol, []):
             waiter.callback(None)
         if protocol is not self._protocol:

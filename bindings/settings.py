@@ -137,6 +137,8 @@ def _check_binding(kind: str, binding: object, names: tuple[str, ...]) -> None:
         _check(name, getattr(binding, name))
     if binding.open_timeout <= 0:  # type: ignore[attr-defined]
         raise ValueError("open_timeout must be positive")
+    if not 0 <= binding.close_timeout <= 86400:  # type: ignore[attr-defined]  # NaN fails too
+        raise ValueError(f"close_timeout must be between 0 and 86400, got {binding.close_timeout!r}")  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,7 @@ class OneWayBinding:
     A one-way (unicast datagram) binding for a service host or channel factory.
 
     @ivar open_timeout: seconds to wait for the gateway to accept a registration or channel.
+    @ivar close_timeout: seconds a service host's C{close} waits for the calls it is serving (0: none).
     """
 
     kind: ClassVar[str] = ONEWAY
@@ -153,6 +156,7 @@ class OneWayBinding:
     display_name: str | None = None
     max_message_bytes: int = MESSAGE_BYTES[ONEWAY][0]
     open_timeout: float = 60.0
+    close_timeout: float = 60.0
     send_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -169,6 +173,7 @@ class MulticastBinding:
     display_name: str | None = None
     max_message_bytes: int = MESSAGE_BYTES[MULTICAST][0]
     open_timeout: float = 60.0
+    close_timeout: float = 60.0
     send_timeout: float = 30.0
 
     def __post_init__(self) -> None:
@@ -185,6 +190,7 @@ class RequestReplyBinding:
     display_name: str | None = None
     max_message_bytes: int = MESSAGE_BYTES[REQUEST_REPLY][0]
     open_timeout: float = 60.0
+    close_timeout: float = 60.0
     send_timeout: float = 30.0
     request_timeout: float = 60.0
 

@@ -19,6 +19,7 @@ from bindings.addressing import peek_relates_to, read_addressing
 from bindings.control import (
     ACTION_REGISTER,
     ACTION_RENEW_TOKEN,
+    ACTION_UNREGISTER,
     CONTROL_ACTIONS,
     ControlError,
     Registered,
@@ -26,13 +27,14 @@ from bindings.control import (
     parse_renew_token,
     registered_envelope,
     token_renewed_envelope,
+    unregistered_envelope,
 )
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.faults import FaultFormatError, gateway_fault, parse_fault
 from bindings.inbound import RegisteredContract, register_contract
 from bindings.names import BoundName, ListenerPolicy
 from bindings.oneway import OneWayRouter
-from bindings.outlet import IListenerConnection
+from bindings.outlet import IListenerConnection, Outlet
 from bindings.requestreply import RequestReplyRouter
 from bindings.safexml import Rule, limits_for
 from bindings.settings import (
@@ -156,6 +158,8 @@ class ListenerRole:
         self.bound: BoundName | None = None
         self.frame_cap = MESSAGE_BYTES[entity.kind][1] if entity is not None else REGISTER_FRAME_CAP
         self.tokens = TokenWatch(protocol, grant.expiry)
+        self.leaving = False  # it sent r:Unregister: registered until it closes, but routed nothing new
+        self._outlet: Outlet | None = None
         self._register_timer: IDelayedCall | None = None
 
     @classmethod
@@ -177,8 +181,8 @@ class ListenerRole:
 
     @property
     def accepting(self) -> bool:
-        """Whether its socket is open: a closing one is still registered, but takes nothing more."""
-        return self.protocol.state == self.protocol.STATE_OPEN  # type: ignore[no-any-return]
+        """Whether it takes new messages: a closing or leaving one is still registered, but takes nothing more."""
+        return not self.leaving and self.protocol.state == self.protocol.STATE_OPEN  # type: ignore[no-any-return]
 
     def send_envelope(self, payload: bytes) -> bool:
         """Write one routed envelope to the listener; C{False} once its socket is closing."""
@@ -235,9 +239,13 @@ class ListenerRole:
             return
         if headers.action == ACTION_RENEW_TOKEN:
             renew_token(self.protocol, self, envelope, headers.message_id, Rights.LISTEN)
+        elif headers.action == ACTION_UNREGISTER:
+            self._unregister(headers.message_id)
         elif headers.action in CONTROL_ACTIONS:
             self.protocol.send_fault(
-                RelayFault.ACTION_NOT_SUPPORTED, "Listeners may only renew tokens", headers.message_id
+                RelayFault.ACTION_NOT_SUPPORTED,
+                "Listeners may only renew tokens and unregister",
+                headers.message_id,
             )
         else:
             self._answer(envelope, payload, headers.relates_to)
@@ -281,6 +289,7 @@ class ListenerRole:
             self._register_timer.cancel()
         self._register_timer = None
         self.bound, self.entity = bound, bound.entity
+        self._outlet = outlet
         self.frame_cap = MESSAGE_BYTES[bound.kind][1]
         self.protocol.maxMessagePayloadSize = self.frame_cap
         transport = self.protocol.transport
@@ -290,6 +299,35 @@ class ListenerRole:
         self.protocol.send_envelope(
             registered_envelope(Registered(address, bound.entity.name, bound.kind), message_id)
         )
+
+    def _unregister(self, message_id: str | None) -> None:
+        """
+        C{r:Unregister}: route nothing new to this listener; answer C{r:Unregistered} once its queue is written.
+
+        The answer is a fence (L{bindings.control.unregister_envelope}): the listener serves what came
+        before it, then closes; replies to requests in flight are still taken until it does. A request or
+        message for the name now goes to another listener, or fails with C{ListenerGone} when none is left.
+        """
+        bound, outlet = self.bound, self._outlet
+        assert bound is not None and outlet is not None  # noqa: S101 - only called once registered
+        if message_id is None:
+            self.protocol.send_fault(
+                RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "r:Unregister needs a wsa:MessageID"
+            )
+            return
+        if not self.leaving:
+            self.leaving = True
+            self.protocol.logger.info(
+                "listener {listener_id} leaving {entity}: {queued} messages still to write",
+                listener_id=self.listener_id,
+                entity=bound.entity.name,
+                queued=outlet.queued_messages + outlet.waiting_senders,
+            )
+
+        def drained() -> None:
+            self.protocol.send_answer(unregistered_envelope(message_id), bound.settings.message_limit)
+
+        outlet.seal(drained)
 
     @property
     def message_limit(self) -> int:

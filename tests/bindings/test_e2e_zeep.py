@@ -139,7 +139,7 @@ class ZeepTests(BindingsE2E):
         self.calculator.held[0][0].callback(3)  # a late reply, dropped by the gateway
         calling = self.in_thread(call)
         await self.until(lambda: len(self.calculator.held) == 2)
-        await self.service_host.close()
+        await self.service_host.abort()
         gone = await calling
         self.assertEqual(local(gone.code), "ListenerGone")
 

@@ -237,3 +237,78 @@ class OutletTests(SynchronousTestCase):
         self.assertEqual(connection.closed, (1008, "subscriber queue overflow"))
         self.assertFalse(outlet.offer_or_drop(message(4)))
         self.assertEqual(outlet.queued_messages, 0)
+
+
+class SealTests(SynchronousTestCase):
+    """A listener leaving gracefully: what it accepted is written, nothing new is taken, then it is told."""
+
+    def test_nothing_queued_drains_at_once(self) -> None:
+        """Sealed with nothing to write: the callback runs at once."""
+        outlet, _, _ = make()
+        drained: list[str] = []
+        outlet.seal(lambda: drained.append("x"))
+        self.assertEqual((drained, outlet.sealed), (["x"], True))
+
+    def test_queued_and_held_back_are_written_first(self) -> None:
+        """Queued and held-back messages are written, in order, before the callback; then it runs once."""
+        outlet, connection, _ = make(max_messages=2)
+        outlet.pauseProducing()
+        flow = FakeFlow()
+        sent = [outlet.offer(message(i), flow) for i in range(3)]  # two queued, one held back
+        drained: list[int] = []
+        outlet.seal(lambda: drained.append(len(connection.sent)))
+        self.assertEqual(drained, [])
+        outlet.resumeProducing()
+        self.assertEqual(connection.sent, [message(i).payload for i in range(3)])
+        self.assertEqual(drained, [3])
+        for d in sent:
+            self.successResultOf(d)
+        self.assertTrue(flow.reading)
+
+    def test_offers_after_the_seal_fail_at_once(self) -> None:
+        """A message offered after the seal fails with ListenerGone; a multicast copy is not taken."""
+        outlet, connection, _ = make()
+        outlet.seal(lambda: None)
+        failure = self.failureResultOf(outlet.offer(message(1)), RelayFaultError)
+        self.assertEqual(failure.value.kind, RelayFault.LISTENER_GONE)
+        self.assertFalse(outlet.offer_or_drop(message(2)))
+        self.assertEqual(connection.sent, [])
+        self.assertFalse(outlet.closed)
+
+    def test_withdrawn_and_expired_messages_count_as_gone(self) -> None:
+        """The last message leaving by withdrawal or by its send timeout ends the drain too."""
+        outlet, _, _ = make(max_messages=1, send_timeout=5)
+        outlet.pauseProducing()
+        queued = outlet.offer(message(1))
+        held = outlet.offer(message(2))
+        drained: list[str] = []
+        outlet.seal(lambda: drained.append("x"))
+        queued.cancel()
+        self.failureResultOf(queued, CancelledError)
+        self.assertEqual(drained, [])  # the held-back one moved into the queue
+        held.cancel()
+        self.failureResultOf(held, CancelledError)
+        self.assertEqual(drained, ["x"])
+        outlet2, _, clock2 = make(max_messages=1, send_timeout=5)
+        outlet2.pauseProducing()
+        outlet2.offer(message(1)).addErrback(lambda _: None)
+        late = outlet2.offer(message(2))
+        drained2: list[str] = []
+        outlet2.seal(lambda: drained2.append("x"))
+        clock2.advance(5)
+        self.failureResultOf(late, RelayFaultError)
+        self.assertEqual(drained2, [])  # the queued one is still unwritten
+        outlet2.resumeProducing()
+        self.assertEqual(drained2, ["x"])
+
+    def test_closed_before_draining(self) -> None:
+        """A listener gone before its queue was written: the callback never runs, the queue fails as before."""
+        outlet, _, _ = make()
+        outlet.pauseProducing()
+        queued = outlet.offer(message(1))
+        drained: list[str] = []
+        outlet.seal(lambda: drained.append("x"))
+        outlet.stopProducing()
+        self.assertEqual(self.failureResultOf(queued, RelayFaultError).value.kind, RelayFault.LISTENER_GONE)
+        outlet.seal(lambda: drained.append("y"))
+        self.assertEqual(drained, [])

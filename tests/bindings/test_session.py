@@ -9,11 +9,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from bindings.addressing import addressing_headers
-from bindings.control import Registered, Registration, registered_envelope
+from bindings.addressing import addressing_headers, read_addressing
+from bindings.control import (
+    ACTION_UNREGISTER,
+    Registered,
+    Registration,
+    registered_envelope,
+    unregistered_envelope,
+)
 from bindings.credentials import parse_address
+from bindings.faultcodes import RelayFault
+from bindings.faults import gateway_fault
 from bindings.session import ListenerSession
-from bindings.soap import Envelope, SoapVersion
+from bindings.soap import Envelope, SoapVersion, parse_envelope
 from relay.writes import WriteGate
 
 
@@ -181,3 +189,120 @@ class StaleConnectionTests(SynchronousTestCase):
         )
         self.session.envelope_received(self.stale, answer.to_bytes())  # type: ignore[arg-type]
         self.assertEqual((self.session._register_id, self.session.registered), ("urn:uuid:register", None))
+
+
+def _request(number: int) -> bytes:
+    return Envelope(
+        SoapVersion.SOAP12,
+        addressing_headers(action="urn:a", message_id=f"urn:uuid:{number}", reply_to_anonymous=True),
+        (etree.Element("{urn:x}A"),),
+    ).to_bytes()
+
+
+class LeavingTests(SynchronousTestCase):
+    """close(): r:Unregister, serve what came before the gateway's r:Unregistered, then close."""
+
+    def setUp(self) -> None:
+        self.handler = Hanging()
+        self.session = request_reply_session(self.handler, close_timeout=5.0)
+        self.clock: Clock = self.session.clock  # type: ignore[assignment]
+        self.connection = Connection()
+        self.session._protocol = self.connection  # type: ignore[assignment]
+        self.session._running = True
+        self.session.registered = Registered("https://relay.test/rr", "rr", "requestreply")
+
+    def receive(self, payload: bytes) -> None:
+        self.session.envelope_received(self.connection, payload)  # type: ignore[arg-type]
+
+    def unregister_id(self) -> str:
+        envelope = parse_envelope(self.connection.sent[-1], SoapVersion.SOAP12)
+        headers = read_addressing(envelope)
+        self.assertEqual(headers.action, ACTION_UNREGISTER)
+        assert headers.message_id is not None
+        return headers.message_id
+
+    def test_calls_in_progress_finish_before_the_close(self) -> None:
+        """Calls running, and one that came before the fence, end with their replies sent; then it closes."""
+        self.receive(_request(1))
+        self.receive(_request(2))
+        closed = self.session.close()
+        fence = self.unregister_id()
+        self.receive(_request(3))  # written by the gateway before it read r:Unregister: served
+        self.receive(unregistered_envelope(fence).to_bytes())
+        self.assertEqual((len(self.handler.calls), self.connection.closed), (3, None))
+        for call in self.handler.calls:
+            self.assertIsNone(self.connection.closed)
+            call.callback(Reply())
+        self.assertEqual(self.connection.sent[-3:], [b"<reply/>"] * 3)
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+        self.assertNoResult(closed)
+        self.session.connection_closed(self.connection, 1000, "listener closing")  # type: ignore[arg-type]
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_calls_ended_before_the_fence(self) -> None:
+        """With nothing running it still waits for the fence: requests may be on their way."""
+        self.session.close()
+        fence = self.unregister_id()
+        self.clock.advance(4)
+        self.assertIsNone(self.connection.closed)
+        self.receive(unregistered_envelope(fence).to_bytes())
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+
+    def test_close_timeout(self) -> None:
+        """A call still running at the close timeout is cut off: it closes anyway."""
+        self.receive(_request(1))
+        self.session.close()
+        self.receive(unregistered_envelope(self.unregister_id()).to_bytes())
+        self.clock.advance(4.9)
+        self.assertIsNone(self.connection.closed)
+        self.clock.advance(0.1)
+        self.assertEqual(self.connection.closed, (1000, "close timeout; calls still running"))
+        self.handler.calls[0].callback(Reply())  # too late: nothing more happens
+        self.assertEqual(self.connection.closed, (1000, "close timeout; calls still running"))
+
+    def test_a_gateway_that_refuses_unregister(self) -> None:
+        """A fault in answer (a gateway without r:Unregister) is taken as the fence."""
+        self.session.close()
+        fault = gateway_fault(
+            RelayFault.ACTION_NOT_SUPPORTED,
+            SoapVersion.SOAP12,
+            path="rr",
+            tracking_id="t",
+            relates_to=self.unregister_id(),
+        )
+        self.receive(fault.to_bytes())
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+
+    def test_abort_and_close_zero_close_at_once(self) -> None:
+        """abort(), or close(0), sends no r:Unregister and closes at once, calls running or not."""
+        self.receive(_request(1))
+        self.session.abort()
+        self.assertEqual(self.connection.sent, [])
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+
+    def test_abort_while_leaving(self) -> None:
+        """An abort during a graceful close closes at once; both Deferreds fire when the socket is gone."""
+        self.receive(_request(1))
+        first = self.session.close()
+        self.unregister_id()
+        second = self.session.abort()
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.session.connection_closed(self.connection, 1000, "listener closing")  # type: ignore[arg-type]
+        self.successResultOf(first)
+        self.successResultOf(second)
+
+    def test_connection_lost_while_leaving(self) -> None:
+        """The gateway gone before the fence: close() fires, its timer is cancelled, nothing reconnects."""
+        closed = self.session.close()
+        self.session.connection_closed(self.connection, 1006, None)  # type: ignore[arg-type]
+        self.successResultOf(closed)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertIsNone(self.connection.closed)
+
+    def test_not_registered_closes_at_once(self) -> None:
+        """A connection still registering has nothing to leave: it is closed at once."""
+        self.session.registered = None
+        self.session.close()
+        self.assertEqual((self.connection.sent, self.connection.closed), ([], (1000, "listener closing")))
