@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from lxml import etree
-from twisted.internet.defer import CancelledError, Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -312,10 +312,14 @@ class SoapBridge:
             self.ended.callback(BridgeError(f"the gateway refused the bridge: {error}"))
 
     def stop(self) -> Deferred[None] | None:
-        """Stop listening, and close the connections kept to the backend."""
-        closing = [self.session.close()] if self.session is not None else []
-        closing.append(Deferred.fromCoroutine(self._close_connections()))
-        return gatherResults(closing).addCallback(lambda _: None)
+        """
+        Leave gracefully, then close the connections kept to the backend.
+
+        Calls in progress are answered first (within the session's close timeout): their connections
+        are only idle, and closed here, once they are.
+        """
+        leaving = self.session.close() if self.session is not None else succeed(None)
+        return leaving.addCallback(lambda _: Deferred.fromCoroutine(self._close_connections()))
 
     # IEnvelopeHandler
 

@@ -15,6 +15,7 @@ from typing import Any
 import zeep
 from twisted.internet import reactor
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.logger import globalLogPublisher
 from twisted.web import pages
 from twisted.web.resource import Resource
@@ -86,6 +87,30 @@ class Hanging(Resource):
 
     def render_POST(self, request: Any) -> int:
         return NOT_DONE_YET
+
+
+class Held(Resource):
+    """A service that keeps each call until the test answers it (C{answer}) with an C{Echo} result."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[Any] = []
+
+    def render_POST(self, request: Any) -> int:
+        self.requests.append(request)
+        return NOT_DONE_YET
+
+    def answer(self, text: str) -> None:
+        request = self.requests.pop(0)
+        request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+        request.write(
+            b'<e:Envelope xmlns:e="http://schemas.xmlsoap.org/soap/envelope/" xmlns:t="urn:example:legacy">'
+            b"<e:Body><t:EchoResponse><t:EchoResult>%s</t:EchoResult></t:EchoResponse></e:Body></e:Envelope>"
+            % text.encode()
+        )
+        request.finish()
 
 
 def legacy_site(protocol: Any = Soap11, encoding: str = "UTF-8") -> Site:
@@ -281,6 +306,30 @@ class BridgeTests(BindingsE2E):
         )
         statuses = [e["status"] for e in events if "duration_ms" in e]
         self.assertEqual(statuses, ["timeout", "too large"])
+
+    async def test_stop_answers_the_calls_in_progress(self) -> None:
+        """A bridge stopped while a call waits for the backend still answers it, then leaves."""
+        held = Held()
+        port = reactor.listenTCP(0, Site(held), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        bridge = SoapBridge(
+            f"http://127.0.0.1:{port.getHost().port}/held",  # type: ignore[attr-defined]
+            parse_address(self.url("legacy")),
+            self.credentials(),
+            reactor=reactor,
+            wsdl_url=self.backend + "?wsdl",
+        )
+        await bridge.start()
+        token = self.token("legacy")
+        calling = self.in_thread(lambda: self.zeep_client("legacy", token).service.Echo("x"))
+        await self.until(lambda: len(held.requests) == 1)
+        stopping = bridge.stop()
+        assert stopping is not None
+        await deferLater(reactor, 0.2, lambda: None)
+        self.assertFalse(stopping.called)
+        held.answer("answered while stopping")
+        self.assertEqual(await calling, "answered while stopping")
+        await stopping
 
     async def test_unusable_wsdl(self) -> None:
         """A backend whose ?wsdl is not WSDL: the bridge refuses to start."""
