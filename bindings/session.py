@@ -229,6 +229,8 @@ class ListenerSession:
         if not registered or grace <= 0 or protocol.state != protocol.STATE_OPEN:
             protocol.close_with(NORMAL_CLOSE, "listener closing")
             return waiter
+        if self._leaving is not None:  # closed, opened and closed again: the first connection goes now
+            self._finish_leaving("listener closing")
         message_id = new_message_id()
         timer = self.clock.callLater(grace, self._finish_leaving, "close timeout; calls still running")
         self._leaving = _Leaving(protocol, message_id, timer)
@@ -242,7 +244,7 @@ class ListenerSession:
     def _fenced(self, leaving: _Leaving, envelope: Envelope) -> None:
         """The gateway answered C{r:Unregister}: once the calls in progress end, close."""
         if envelope.is_fault:  # a gateway that does not know r:Unregister: close as before
-            self.log.info("the gateway refused r:Unregister; closing without waiting for it")
+            self.log.info("the gateway refused r:Unregister; closing once the calls in progress end")
         leaving.fenced = True
         self._leave_when_idle()
 

@@ -306,3 +306,22 @@ class LeavingTests(SynchronousTestCase):
         self.session.registered = None
         self.session.close()
         self.assertEqual((self.connection.sent, self.connection.closed), ([], (1000, "listener closing")))
+
+    def test_closed_opened_and_closed_again(self) -> None:
+        """A second leave on a new connection ends the first one's at once: no connection is left open."""
+        self.session.close()
+        first_fence = self.unregister_id()
+        second = Connection()
+        self.session._protocol = second  # type: ignore[assignment]  # open() again, registered again
+        self.session._running = True
+        self.session.close()
+        self.assertEqual(self.connection.closed, (1000, "listener closing"))
+        self.assertIsNone(second.closed)
+        self.session.envelope_received(second, unregistered_envelope(first_fence).to_bytes())  # type: ignore[arg-type]
+        self.assertIsNone(second.closed)  # the first connection's fence is not the second's
+        envelope = parse_envelope(second.sent[-1], SoapVersion.SOAP12)
+        fence = read_addressing(envelope).message_id
+        assert fence is not None
+        self.session.envelope_received(second, unregistered_envelope(fence).to_bytes())  # type: ignore[arg-type]
+        self.assertEqual(second.closed, (1000, "listener closing"))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
