@@ -100,7 +100,8 @@ static void reference(const FrameState *initial, const unsigned char *s, size_t 
             for (size_t k = 0; k < extra; k++)
                 length = length * 256 + s[pos + 2 + k];
         }
-        if (len7 == 127 && (s[pos + 2] & 0x80)) {
+        if ((len7 == 127 && (s[pos + 2] & 0x80)) || (len7 == 126 && length < 126) ||
+            (len7 == 127 && length < 65536)) { /* top bit set, or a length not in its shortest form */
             r->stop = pos;
             return;
         }
