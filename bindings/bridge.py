@@ -36,7 +36,7 @@ from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.faultcodes import RELAY_NS, WSA_NS, FaultCode
 from bindings.faults import SOAP_FAULT_ACTION, Fault, FaultFormatError, fault_envelope, reply_to_soap12
 from bindings.safexml import DECLARED_ENCODING, MAX_DEPTH_CAP, XmlLimits, parse_xml
-from bindings.session import Backoff, IEnvelopeHandler, ListenerSession
+from bindings.session import CLOSE_TIMEOUT, Backoff, IEnvelopeHandler, ListenerSession
 from bindings.settings import MESSAGE_BYTES, REQUEST_REPLY, ClientAuth, Discovery
 from bindings.soap import (
     Envelope,
@@ -195,6 +195,7 @@ class SoapBridge:
         backoff: Backoff | None = None,
         trust_root: Any = None,
         backend_trust_root: Any = None,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -217,6 +218,7 @@ class SoapBridge:
         self.request_timeout = request_timeout
         self.max_message_bytes = max_message_bytes
         self.backoff = backoff or Backoff()
+        self.close_timeout = close_timeout
         self.session: ListenerSession | None = None
         self.soap_actions: dict[str, str] = {}
         self.reply_actions: dict[str, str] = {}
@@ -289,6 +291,7 @@ class SoapBridge:
             self.endpoint,
             backoff=self.backoff,
             on_stopped=self._stopped,
+            close_timeout=self.close_timeout,
         )
         try:
             return await self.session.open()
@@ -320,6 +323,11 @@ class SoapBridge:
         """
         leaving = self.session.close() if self.session is not None else succeed(None)
         return leaving.addCallback(lambda _: Deferred.fromCoroutine(self._close_connections()))
+
+    def hurry(self) -> None:
+        """Stop waiting for the calls in progress (a second SIGTERM or SIGINT): leave at once."""
+        if self.session is not None:
+            self.session.abort()
 
     # IEnvelopeHandler
 
@@ -448,6 +456,8 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
 
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
+    from relay.eventloop import on_second_signal
+
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
@@ -466,6 +476,7 @@ def run_bridge(bridge: SoapBridge, reactor: Any = None) -> None:
     def stop() -> Deferred[None] | None:
         nonlocal interrupted
         interrupted = True
+        on_second_signal(reactor, bridge.hurry)  # a second signal does not wait for the calls in progress
         return bridge.stop()
 
     bridge.ended.addCallback(give_up)

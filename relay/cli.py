@@ -314,6 +314,7 @@ def cmd_soap_bridge(args: argparse.Namespace) -> None:
         display_name=args.display_name,
         request_timeout=args.request_timeout,
         max_message_bytes=args.max_message_bytes,
+        close_timeout=args.close_timeout,
         trust_root=trust_root,
         backend_trust_root=backend_trust_root,
     )
@@ -429,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="SECONDS",
         help="seconds to wait for the service's whole answer (default 60)",
+    )
+    bridge.add_argument(
+        "--close-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="once stopped, how long to wait for the calls in progress; a second signal stops at once "
+        "(default 60)",
     )
     bridge.add_argument(
         "--max-message-bytes",

@@ -51,10 +51,11 @@ def bridge_process(
         text=True,
     )
 
-    def stop() -> None:
-        if process.poll() is None:
+    def stop() -> Any:
+        if process.poll() is None:  # waited for in a thread: the bridge leaves through the test's gateway
             process.terminate()
-            process.wait(10)
+            return test.in_thread(lambda: process.wait(20))
+        return None
 
     test.addCleanup(stop)
     return process
@@ -330,6 +331,50 @@ class BridgeTests(BindingsE2E):
         held.answer("answered while stopping")
         self.assertEqual(await calling, "answered while stopping")
         await stopping
+
+    async def held_command(self) -> tuple[Held, subprocess.Popen[str], Any]:
+        """C{relay soap-bridge} to a backend that holds calls, with one call held: backend, process, call."""
+        held = Held()
+        port = reactor.listenTCP(0, Site(held), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        process = bridge_process(
+            self,
+            f"http://127.0.0.1:{port.getHost().port}/held",  # type: ignore[attr-defined]
+            self.gateway.connection_string,
+            "--wsdl-url",
+            self.backend + "?wsdl",
+        )
+        await self.until(lambda: self.listener_count("legacy") == 1, timeout=20)
+        token = self.token("legacy")
+
+        def call() -> Any:
+            try:
+                return self.zeep_client("legacy", token).service.Echo("x")
+            except zeep.exceptions.Fault as fault:
+                return local(fault.code)
+
+        calling = self.in_thread(call)
+        await self.until(lambda: len(held.requests) == 1)
+        process.terminate()
+        await deferLater(reactor, 0.5, lambda: None)
+        self.assertIsNone(process.poll())  # waiting for the call in progress
+        return held, process, calling
+
+    async def test_command_stopped_answers_the_call_in_progress(self) -> None:
+        """SIGTERM: the bridge answers the call it is forwarding, then exits 0."""
+        held, process, calling = await self.held_command()
+        held.answer("answered while stopping")
+        self.assertEqual(await calling, "answered while stopping")
+        await self.in_thread(lambda: process.communicate(timeout=10))
+        self.assertEqual(process.returncode, 0)
+
+    async def test_command_second_signal_stops_at_once(self) -> None:
+        """A second SIGTERM does not wait: the bridge exits, and the held call's caller gets ListenerGone."""
+        _, process, calling = await self.held_command()
+        process.terminate()
+        await self.in_thread(lambda: process.communicate(timeout=10))
+        self.assertEqual(process.returncode, 0)
+        self.assertEqual(await calling, "ListenerGone")
 
     async def test_unusable_wsdl(self) -> None:
         """A backend whose ?wsdl is not WSDL: the bridge refuses to start."""
