@@ -143,6 +143,20 @@ class ZeepTests(BindingsE2E):
         gone = await calling
         self.assertEqual(local(gone.code), "ListenerGone")
 
+    async def test_close_answers_the_call_in_progress(self) -> None:
+        """Over real sockets: a call the host is serving when close() is called still gets its answer."""
+        self.calculator.hold = True
+        token = self.token_value
+        calling = self.in_thread(lambda: self.zeep_client("calc", token).service.Add(1, 2))
+        await self.until(lambda: len(self.calculator.held) == 1)
+        closing = self.service_host.close()
+        await self.until(lambda: self.service_host.session._leaving is not None)
+        await self.until(lambda: self.service_host.session._leaving.fenced)  # type: ignore[union-attr]
+        self.assertFalse(closing.called)
+        self.calculator.held[0][0].callback(3)
+        self.assertEqual(await calling, 3)
+        await closing
+
     async def test_no_listener(self) -> None:
         """With no listener left the name still serves its WSDL, and calls fail with NoListener (502)."""
         await self.service_host.close()
