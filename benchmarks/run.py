@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -35,6 +36,28 @@ from benchmarks.report import (
     write_csv,
     write_verdicts_csv,
 )
+
+
+def build_extension(code: Path) -> str:
+    """
+    Build the splice's C extension in a C{--gateway-from} checkout that has its source but no build.
+
+    A C{git archive} holds no built extension, and its gateway would then relay WebSocket pairs in Python:
+    an A/B against this checkout (which has one) would compare the two splices, not the two versions.
+    @return: a note for the report, or C{""} when nothing needed building.
+    """
+    if not (code / "setup.py").is_file() or not (code / "relay" / "_splice.c").is_file():
+        return ""
+    if any((code / "relay").glob("_splice*.so")):
+        return ""
+    print(f"building the splice extension in {code} (setup.py build_ext --inplace)", file=sys.stderr)
+    done = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"], cwd=code, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return f"--gateway-from: building its splice extension failed ({tail[0]}); it relays in Python"
+    return f"--gateway-from: built its splice extension (setup.py build_ext --inplace in {code})"
 
 
 def machine() -> list[str]:
@@ -146,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     runnable = [sc for sc in chosen if sc.run is not None]
     nginx, nginx_note = ensure_nginx(settings.install) if runnable else (None, "")
     notes = [nginx_note] if nginx_note else []
+    if settings.gateway_from is not None and not settings.python_splice and runnable:
+        built = build_extension(settings.gateway_from)
+        if built:
+            notes.append(built)
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# {command.strip()}", file=sys.stderr)
     samples: list[Sample] = []
