@@ -309,7 +309,6 @@ class Outlet:
         elif self._unhold(item):
             self._release(item)
         self._pump()  # the room it leaves lets held-back senders in
-        self._check_drained()
 
     def _release(self, item: _Item) -> None:
         if item.timer is not None and item.timer.active():
@@ -333,9 +332,14 @@ class Outlet:
             if item.done is not None:
                 item.done.errback(RelayFaultError(RelayFault.SERVER_BUSY, "the listener's queue stayed full"))
             self._pump()  # a smaller message behind it may fit
-            self._check_drained()
 
     def _pump(self) -> None:
+        """Write what is queued, let held-back senders in as room appears; a sealed outlet may be drained."""
+        self._write_queued()
+        if self._sealed:
+            self._check_drained()
+
+    def _write_queued(self) -> None:
         while not self._closed:
             while not self._paused and self._queue:
                 item, _ = self._queue.popitem(last=False)
@@ -360,7 +364,6 @@ class Outlet:
         """The connection drained: write what is queued and let held-back senders in."""
         self._paused = False
         self._pump()
-        self._check_drained()
 
     def stopProducing(self) -> None:
         """The connection is gone."""

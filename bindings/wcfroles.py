@@ -158,7 +158,6 @@ class ListenerRole:
         self.bound: BoundName | None = None
         self.frame_cap = MESSAGE_BYTES[entity.kind][1] if entity is not None else REGISTER_FRAME_CAP
         self.tokens = TokenWatch(protocol, grant.expiry)
-        self.leaving = False  # it sent r:Unregister: registered until it closes, but routed nothing new
         self._outlet: Outlet | None = None
         self._register_timer: IDelayedCall | None = None
 
@@ -183,6 +182,11 @@ class ListenerRole:
     def accepting(self) -> bool:
         """Whether it takes new messages: a closing or leaving one is still registered, but takes nothing more."""
         return not self.leaving and self.protocol.state == self.protocol.STATE_OPEN  # type: ignore[no-any-return]
+
+    @property
+    def leaving(self) -> bool:
+        """Whether it sent C{r:Unregister}: registered until it closes, but routed nothing new (its outlet is sealed)."""
+        return self._outlet is not None and self._outlet.sealed
 
     def send_envelope(self, payload: bytes) -> bool:
         """Write one routed envelope to the listener; C{False} once its socket is closing."""
@@ -315,8 +319,7 @@ class ListenerRole:
                 RelayFault.MESSAGE_ADDRESSING_HEADER_REQUIRED, "r:Unregister needs a wsa:MessageID"
             )
             return
-        if not self.leaving:
-            self.leaving = True
+        if not outlet.sealed:
             self.protocol.logger.info(
                 "listener {listener_id} leaving {entity}: {queued} messages still to write",
                 listener_id=self.listener_id,

@@ -81,17 +81,8 @@ class LegacyCalculator(ServiceBase):  # type: ignore[misc]
         return a // b
 
 
-class Hanging(Resource):
-    """A service that takes every call and never answers."""
-
-    isLeaf = True
-
-    def render_POST(self, request: Any) -> int:
-        return NOT_DONE_YET
-
-
 class Held(Resource):
-    """A service that keeps each call until the test answers it (C{answer}) with an C{Echo} result."""
+    """A service that keeps every call: it never answers unless the test does (C{answer}, an C{Echo} result)."""
 
     isLeaf = True
 
@@ -126,7 +117,7 @@ def legacy_site(protocol: Any = Soap11, encoding: str = "UTF-8") -> Site:
     wsgi = WSGIResource(reactor, reactor.getThreadPool(), WsgiApplication(application))
     root.putChild(b"service", wsgi)
     root.putChild(b"missing", pages.notFound())
-    root.putChild(b"hanging", Hanging())
+    root.putChild(b"hanging", Held())
     return Site(root)
 
 

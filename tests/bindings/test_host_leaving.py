@@ -31,6 +31,16 @@ class LeavingTests(BindingsTestCase):
         self.assertEqual(len(service.held), 1)
         return service, host, waiting, calc
 
+    def answer_then_closed(
+        self, service: Calculator, waiting: defer.Deferred[object], closing: object
+    ) -> None:
+        """The held call ends: its caller gets the answer, and only then is the host's close complete."""
+        self.assertNoResult(closing)
+        service.held[0][0].callback(3)
+        self.net.flush()
+        self.assertEqual(self.successResultOf(waiting), 3)
+        self.successResultOf(closing)
+
     def test_a_call_in_progress_gets_its_reply(self) -> None:
         """The held call's reply reaches its caller after close(); a call made meanwhile gets ListenerGone."""
         service, host, waiting, calc = self.holding()
@@ -41,10 +51,7 @@ class LeavingTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual(self.failureResultOf(late, SoapFault).value.subcodes[-1][1], "ListenerGone")
         self.assertEqual(len(service.held), 1)  # nothing new reached the leaving host
-        service.held[0][0].callback(3)
-        self.net.flush()
-        self.assertEqual(self.successResultOf(waiting), 3)
-        self.successResultOf(closing)
+        self.answer_then_closed(service, waiting, closing)
 
     def test_new_calls_go_to_the_other_listener(self) -> None:
         """With a second host on the name, calls made while the first one leaves are all served by it."""
@@ -59,10 +66,7 @@ class LeavingTests(BindingsTestCase):
         self.net.flush()
         self.assertEqual([self.successResultOf(d) for d in later], [0, 2, 4, 6])
         self.assertEqual(len(service.held), 1)
-        service.held[0][0].callback(3)
-        self.net.flush()
-        self.assertEqual(self.successResultOf(waiting), 3)
-        self.successResultOf(closing)
+        self.answer_then_closed(service, waiting, closing)
 
     def test_abort_fails_the_call_in_progress(self) -> None:
         """abort() leaves at once: the held call's caller gets ListenerGone."""

@@ -96,6 +96,9 @@ class BindingTests(SynchronousTestCase):
         self.assertRaises(ValueError, MulticastBinding, send_timeout=0)
         self.assertRaises(ValueError, RequestReplyBinding, request_timeout=601)
         self.assertRaises(ValueError, RequestReplyBinding, open_timeout=0)
+        for bad in (-1, float("nan"), 86401):
+            self.assertRaises(ValueError, OneWayBinding, close_timeout=bad)
+        self.assertEqual(MulticastBinding(close_timeout=0).close_timeout, 0)
         self.assertEqual(
             RequestReplyBinding(max_message_bytes=64 * 1024 * 1024).max_message_bytes, 64 * 1024 * 1024
         )
