@@ -14,8 +14,13 @@ if sys.platform.startswith("linux"):
     extensions.append(
         Extension(
             "relay._splice",
-            sources=["relay/_splice.c", "relay/_splice_frames.c", "relay/_splice_pump.c"],
-            depends=["relay/_splice_frames.h", "relay/_splice_pump.h"],
+            sources=[
+                "relay/_splice.c",
+                "relay/_splice_codec.c",
+                "relay/_splice_frames.c",
+                "relay/_splice_pump.c",
+            ],
+            depends=["relay/_splice_codec.h", "relay/_splice_frames.h", "relay/_splice_pump.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
             optional=True,
         )

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "_splice_codec.h"
 #include "_splice_frames.h"
 #include "_splice_pump.h"
 
@@ -355,8 +356,15 @@ static PyObject *module_rewrite(PyObject *Py_UNUSED(module), PyObject *args)
     return result;
 }
 
+PyDoc_STRVAR(read_frame_doc, "read_frame(buffer, offset, masked, max_payload, binary=False) -> (end, payload)\n\n"
+                             "relay.wsframes.read_frame, in C (_splice_codec.c).");
+PyDoc_STRVAR(xor_move_doc, "xor_move(view, to, at, n, key) -> None\n\n"
+                           "relay.wsframes.xor_move, in C (_splice_codec.c): to <= at, writable view.");
+
 static PyMethodDef module_methods[] = {
     {"rewrite", module_rewrite, METH_VARARGS, rewrite_doc},
+    {"read_frame", (PyCFunction)(void (*)(void))codec_read_frame, METH_VARARGS | METH_KEYWORDS, read_frame_doc},
+    {"xor_move", codec_xor_move, METH_VARARGS, xor_move_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -36,7 +36,7 @@ def _header(opcode_byte: int, length: int, mask_bit: int) -> bytes:
     return bytes((opcode_byte, mask_bit | 127)) + length.to_bytes(8, "big")
 
 
-def xor_move(view: memoryview, to: int, at: int, n: int, key: bytes) -> None:
+def py_xor_move(view: memoryview, to: int, at: int, n: int, key: bytes) -> None:
     """
     XOR the C{n} bytes at C{view[at:]} with the 4-byte C{key} repeated and put them at C{view[to:]}.
 
@@ -167,7 +167,7 @@ def frame_size(buffer: bytes, offset: int) -> int:
     return start - offset + (4 if buffer[offset + 1] & _MASKED else 0) + length
 
 
-def read_frame(
+def py_read_frame(
     buffer: bytes, offset: int, masked: bool, max_payload: int, binary: bool = False
 ) -> tuple[int, bytes | None]:
     """
@@ -215,3 +215,18 @@ def read_frame(
     except UnicodeDecodeError:
         return end, None
     return end, payload
+
+
+xor_move: Callable[[memoryview, int, int, int, bytes], None] = py_xor_move
+"""L{py_xor_move}, in C where the extension C{relay._splice} is built (C{_splice_codec.c})."""
+read_frame: Callable[..., tuple[int, bytes | None]] = py_read_frame
+"""L{py_read_frame}, in C where the extension C{relay._splice} is built (C{_splice_codec.c})."""
+NATIVE_CODEC = False
+"""Whether L{read_frame} and L{xor_move} are the C ones."""
+
+try:  # the Python functions above are the reference: tests hold the C ones to their answers
+    from relay import _splice  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - not built (no compiler, not Linux): the Python functions serve
+    pass
+else:
+    xor_move, read_frame, NATIVE_CODEC = _splice.xor_move, _splice.read_frame, True

@@ -1,0 +1,14 @@
+/* relay._splice's frame codec for Python (see _splice_codec.c): read_frame and xor_move of relay.wsframes. */
+#ifndef RELAY_SPLICE_CODEC_H
+#define RELAY_SPLICE_CODEC_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* read_frame(buffer, offset, masked, max_payload, binary=False) -> (end, payload or None) */
+PyObject *codec_read_frame(PyObject *module, PyObject *args, PyObject *kwargs);
+
+/* xor_move(view, to, at, n, key) -> None: view[to:to+n] = view[at:at+n] XOR key repeated */
+PyObject *codec_xor_move(PyObject *module, PyObject *args);
+
+#endif
