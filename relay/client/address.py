@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, quote_plus, unquote, urlencode, urlsplit
 
 from relay.connstr import ConnectionString, parse_connection_string
@@ -194,10 +195,16 @@ def split_request_target(request_target: str, path: str) -> tuple[str, str]:
 def _below(raw_path: str, path: str) -> str:
     """The part of C{raw_path} (starting with C{/}) below the hybrid connection C{path}."""
     segments = raw_path.split("/")[1:]
-    own = [unquote(s).lower() for s in path.split("/") if s]
+    own = _own_segments(path)
     if [unquote(s).lower() for s in segments[: len(own)]] == own:
         segments = segments[len(own) :]
     return "/" + "/".join(segments) if segments else ""
+
+
+@lru_cache(maxsize=64)
+def _own_segments(path: str) -> list[str]:
+    """A hybrid connection path's segments as L{_below} compares them (a listener's, for its every request)."""
+    return [unquote(s).lower() for s in path.split("/") if s]
 
 
 def _normalize_path(path: str) -> str:

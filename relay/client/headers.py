@@ -8,7 +8,7 @@ able to ask for C{headers["sec-websocket-protocol"]} either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, Mapping
 
 
 class Headers(Mapping[str, str]):
@@ -37,8 +37,21 @@ class Headers(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def items(self) -> ItemsView[str, str]:
+        """The names (original spelling) and values; iterated without looking each name up again."""
+        return _Items(self)
+
     def __repr__(self) -> str:
         return f"Headers({dict(self.items())!r})"
+
+
+class _Items(ItemsView[str, str]):
+    """L{Headers.items}: C{Mapping}'s view iterates the names and looks each one up (a relayed request's every field)."""
+
+    _mapping: Headers
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._mapping._items.values())
 
 
 def parse_subprotocols(value: str | None) -> tuple[str, ...]:

@@ -134,6 +134,16 @@ class HeadersTests(SynchronousTestCase):
         self.assertEqual(len(headers), 2)
         self.assertIn("chat", repr(headers))
 
+    def test_items(self) -> None:
+        """C{items()} gives the original spellings with their values, and is the view a mapping's is."""
+        headers = Headers({"Sec-WebSocket-Protocol": "chat", "x-app": "1"})
+        self.assertEqual(list(headers.items()), [("Sec-WebSocket-Protocol", "chat"), ("x-app", "1")])
+        self.assertIn(("X-App", "1"), headers.items())  # looked up case-insensitively, as Mapping's view does
+        self.assertNotIn(("x-app", "2"), headers.items())
+        self.assertEqual(len(headers.items()), 2)
+        self.assertEqual(dict(headers.items()), {"Sec-WebSocket-Protocol": "chat", "x-app": "1"})
+        self.assertEqual(headers, {"Sec-WebSocket-Protocol": "chat", "x-app": "1"})
+
     def test_subprotocols(self) -> None:
         """Offers are split on commas, trimmed, blanks dropped, order kept."""
         self.assertEqual(parse_subprotocols("chat, superchat,,  v2 "), ("chat", "superchat", "v2"))
