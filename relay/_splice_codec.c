@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "_splice_codec.h"
+#include "_splice_frames.h"
 
 #define FIN_TEXT 0x81
 #define FIN_BINARY 0x82
@@ -22,23 +23,6 @@
 #define WAIT_LIMIT (64 * 1024)           /* relay.wsframes.WAIT_LIMIT */
 #define INCOMPLETE 0
 #define HAND_OVER (-1)
-
-/* dst[k] = src[k] ^ key[k & 3] for k < n; dst <= src (the ranges may overlap). */
-static void xor_forward(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char key[4])
-{
-    unsigned char twice[8] = {key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]};
-    uint64_t word_key;
-    memcpy(&word_key, twice, 8);
-    size_t k = 0;
-    for (; k + 8 <= n; k += 8) {
-        uint64_t word;
-        memcpy(&word, src + k, 8);
-        word ^= word_key;
-        memcpy(dst + k, &word, 8);
-    }
-    for (; k < n; k++)
-        dst[k] = src[k] ^ twice[k & 7];
-}
 
 static PyObject *result(Py_ssize_t end, PyObject *payload)
 {
@@ -110,7 +94,7 @@ PyObject *codec_read_frame(PyObject *Py_UNUSED(module), PyObject *args, PyObject
         goto done;
     unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(payload);
     if (has_mask)
-        xor_forward(dst, buf + key_end, (size_t)length, buf + start);
+        unmask_move(dst, buf + key_end, (size_t)length, buf + start, 0);
     else
         memcpy(dst, buf + key_end, (size_t)length);
     if (!is_binary) {
@@ -143,7 +127,7 @@ PyObject *codec_xor_move(PyObject *Py_UNUSED(module), PyObject *args)
     else if (to < 0 || at < 0 || n < 0 || to > at || at > view.len || n > view.len - at)
         PyErr_SetString(PyExc_ValueError, "xor_move needs 0 <= to <= at and at + n within the buffer");
     else {
-        xor_forward((unsigned char *)view.buf + to, (const unsigned char *)view.buf + at, (size_t)n, key.buf);
+        unmask_move((unsigned char *)view.buf + to, (const unsigned char *)view.buf + at, (size_t)n, key.buf, 0);
         out = Py_NewRef(Py_None);
     }
     PyBuffer_Release(&key);

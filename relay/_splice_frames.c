@@ -3,9 +3,8 @@
 
 #include <string.h>
 
-/* Move n bytes from src to dst (dst <= src) and unmask them with key starting at key[offset]. */
-static void unmask_move(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char key[4],
-                        unsigned offset)
+void unmask_move(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char key[4],
+                 unsigned offset)
 {
     unsigned char rotated[8];
     for (int k = 0; k < 8; k++)

@@ -24,6 +24,9 @@ typedef struct {
     unsigned held_len;
 } FrameState;
 
+/* Move n bytes from src to dst (dst <= src; the ranges may overlap) and unmask them with key from key[offset]. */
+void unmask_move(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char key[4], unsigned offset);
+
 /*
  * Rewrite buf[start:end] in place (the caller has put state->held in front of the new bytes and set
  * held_len to 0). Returns the number of output bytes, written from buf + start. *stop is the position of
