@@ -62,11 +62,12 @@ def write_now(transport: Any, data: bytes | memoryview, sock: Any) -> bool:
     @return: whether the socket was found full: part of C{data} was sent and the rest is now queued.
     """
     if (
-        sock is not None
+        sock is not None  # a plain TCP transport (L{plain_socket}): its write queue is read directly
         and transport.connected
         and not transport.disconnecting
         and not transport._aborting  # aborted: Twisted drops what is written until the loss arrives
-        and not pending_write_bytes(transport)
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
     ):
         try:
             sent = sock.send(data)
