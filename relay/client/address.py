@@ -196,15 +196,15 @@ def _below(raw_path: str, path: str) -> str:
     """The part of C{raw_path} (starting with C{/}) below the hybrid connection C{path}."""
     segments = raw_path.split("/")[1:]
     own = _own_segments(path)
-    if [unquote(s).lower() for s in segments[: len(own)]] == own:
+    if tuple([unquote(s).lower() for s in segments[: len(own)]]) == own:
         segments = segments[len(own) :]
     return "/" + "/".join(segments) if segments else ""
 
 
 @lru_cache(maxsize=64)
-def _own_segments(path: str) -> list[str]:
+def _own_segments(path: str) -> tuple[str, ...]:
     """A hybrid connection path's segments as L{_below} compares them (a listener's, for its every request)."""
-    return [unquote(s).lower() for s in path.split("/") if s]
+    return tuple([unquote(s).lower() for s in path.split("/") if s])
 
 
 def _normalize_path(path: str) -> str:
