@@ -361,10 +361,15 @@ PyDoc_STRVAR(read_frame_doc, "read_frame(buffer, offset, masked, max_payload, bi
 PyDoc_STRVAR(xor_move_doc, "xor_move(view, to, at, n, key) -> None\n\n"
                            "relay.wsframes.xor_move, in C (_splice_codec.c): to <= at, writable view.");
 
+PyDoc_STRVAR(build_frame_doc, "build_frame(payload, first_byte, key) -> bytes\n\n"
+                              "One whole frame: the header in the shortest length form, then the payload,\n"
+                              "masked with key (4 bytes) when key is not None (relay.wsframes.py_build_frame).");
+
 static PyMethodDef module_methods[] = {
     {"rewrite", module_rewrite, METH_VARARGS, rewrite_doc},
     {"read_frame", (PyCFunction)(void (*)(void))codec_read_frame, METH_VARARGS | METH_KEYWORDS, read_frame_doc},
     {"xor_move", codec_xor_move, METH_VARARGS, xor_move_doc},
+    {"build_frame", codec_build_frame, METH_VARARGS, build_frame_doc},
     {NULL, NULL, 0, NULL},
 };
 

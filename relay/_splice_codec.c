@@ -134,3 +134,54 @@ PyObject *codec_xor_move(PyObject *Py_UNUSED(module), PyObject *args)
     PyBuffer_Release(&view);
     return out;
 }
+
+PyObject *codec_build_frame(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer payload;
+    int first;
+    PyObject *key_object;
+    if (!PyArg_ParseTuple(args, "y*iO", &payload, &first, &key_object))
+        return NULL;
+    PyObject *out = NULL;
+    const unsigned char *key = NULL;
+    if (key_object != Py_None) {
+        if (!PyBytes_Check(key_object) || PyBytes_GET_SIZE(key_object) != 4) {
+            PyErr_SetString(PyExc_ValueError, "the masking key must be 4 bytes, or None");
+            goto done;
+        }
+        key = (const unsigned char *)PyBytes_AS_STRING(key_object);
+    }
+    if (first < 0 || first > 255) {
+        PyErr_SetString(PyExc_ValueError, "the first byte must be 0-255");
+        goto done;
+    }
+    size_t length = (size_t)payload.len;
+    size_t header = length <= 125 ? 2 : length <= 0xFFFF ? 4 : 10;
+    size_t total = header + (key ? 4 : 0) + length;
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)total);
+    if (out == NULL)
+        goto done;
+    unsigned char *frame = (unsigned char *)PyBytes_AS_STRING(out);
+    unsigned char mask_bit = key ? 0x80 : 0;
+    frame[0] = (unsigned char)first;
+    if (header == 2) {
+        frame[1] = mask_bit | (unsigned char)length;
+    } else if (header == 4) {
+        frame[1] = mask_bit | 126;
+        frame[2] = (unsigned char)(length >> 8);
+        frame[3] = (unsigned char)length;
+    } else {
+        frame[1] = mask_bit | 127;
+        for (int k = 0; k < 8; k++)
+            frame[2 + k] = (unsigned char)((uint64_t)length >> (56 - 8 * k));
+    }
+    if (key) {
+        memcpy(frame + header, key, 4);
+        unmask_move(frame + header + 4, payload.buf, length, key, 0);
+    } else {
+        memcpy(frame + header, payload.buf, length);
+    }
+done:
+    PyBuffer_Release(&payload);
+    return out;
+}

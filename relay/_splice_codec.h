@@ -11,4 +11,7 @@ PyObject *codec_read_frame(PyObject *module, PyObject *args, PyObject *kwargs);
 /* xor_move(view, to, at, n, key) -> None: view[to:to+n] = view[at:at+n] XOR key repeated */
 PyObject *codec_xor_move(PyObject *module, PyObject *args);
 
+/* build_frame(payload, first_byte, key or None) -> bytes: one whole frame, masked with key when given */
+PyObject *codec_build_frame(PyObject *module, PyObject *args);
+
 #endif

@@ -76,17 +76,24 @@ def masked_frame(payload: bytes, key: bytes | None = None, *, binary: bool = Fal
     """
     if key is None:
         key = random.getrandbits(32).to_bytes(4, "big")
-    frame = bytearray(_header(FIN_BINARY if binary else _FIN_TEXT, len(payload), _MASKED))
+    return build_frame(payload, FIN_BINARY if binary else _FIN_TEXT, key)
+
+
+def server_frame(payload: bytes, *, binary: bool = False) -> bytes:
+    """One unfragmented, unmasked text or binary frame (server to client)."""
+    return build_frame(payload, FIN_BINARY if binary else _FIN_TEXT, None)
+
+
+def py_build_frame(payload: bytes | memoryview, first: int, key: bytes | None) -> bytes:
+    """One whole frame with C{first} as its first byte: masked with C{key} when given, else plain."""
+    if key is None:
+        return _header(first, len(payload), 0) + payload
+    frame = bytearray(_header(first, len(payload), _MASKED))
     frame += key
     start = len(frame)
     frame += payload
     xor_move(memoryview(frame), start, start, len(payload), key)  # masked in place, not in a copy of its own
     return bytes(frame)
-
-
-def server_frame(payload: bytes, *, binary: bool = False) -> bytes:
-    """One unfragmented, unmasked text or binary frame (server to client)."""
-    return _header(FIN_BINARY if binary else _FIN_TEXT, len(payload), 0) + payload
 
 
 FAST_PAYLOAD_LIMIT: Final = 1024 * 1024
@@ -221,12 +228,15 @@ xor_move: Callable[[memoryview, int, int, int, bytes], None] = py_xor_move
 """L{py_xor_move}, in C where the extension C{relay._splice} is built (C{_splice_codec.c})."""
 read_frame: Callable[..., tuple[int, bytes | None]] = py_read_frame
 """L{py_read_frame}, in C where the extension C{relay._splice} is built (C{_splice_codec.c})."""
+build_frame: Callable[[bytes | memoryview, int, bytes | None], bytes] = py_build_frame
+"""L{py_build_frame}, in C where the extension C{relay._splice} is built (C{_splice_codec.c})."""
 NATIVE_CODEC = False
-"""Whether L{read_frame} and L{xor_move} are the C ones."""
+"""Whether L{read_frame}, L{xor_move} and L{build_frame} are the C ones."""
 
 try:  # the Python functions above are the reference: tests hold the C ones to their answers
     from relay import _splice  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - not built (no compiler, not Linux): the Python functions serve
     pass
 else:
-    xor_move, read_frame, NATIVE_CODEC = _splice.xor_move, _splice.read_frame, True
+    xor_move, read_frame, build_frame = _splice.xor_move, _splice.read_frame, _splice.build_frame
+    NATIVE_CODEC = True

@@ -1,5 +1,5 @@
 """
-The C frame codec (C{relay._splice.read_frame} and C{xor_move}) against the Python reference in L{relay.wsframes}.
+The C frame codec (C{relay._splice.read_frame}, C{xor_move}, C{build_frame}) against the Python reference in L{relay.wsframes}.
 
 Where the extension is built, L{relay.wsframes.read_frame} and C{xor_move} are the C ones, so the tests of
 L{relay.wsframes} test those; here the Python functions run the same tests, and Hypothesis holds the two to
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay import wsframes
-from relay.wsframes import FAST_PAYLOAD_LIMIT, WAIT_LIMIT, py_read_frame, py_xor_move
+from relay.wsframes import FAST_PAYLOAD_LIMIT, WAIT_LIMIT, py_build_frame, py_read_frame, py_xor_move
 
 from . import test_wsframes as base  # a module: its classes would be collected again here
 from .nativeneed import native_module
@@ -141,8 +141,36 @@ class EquivalenceTests(SynchronousTestCase):
         self.assertRaises(ValueError, _splice.xor_move, buffer, 0, 10, 7, b"abcd")
         self.assertRaises(TypeError, _splice.xor_move, b"read-only", 0, 0, 4, b"abcd")
 
+    @settings(max_examples=500, deadline=None)
+    @given(
+        payload=st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from([125, 126, 127, 0xFFFF, 0x10000, 0x10001]).map(bytes),
+        ),
+        first=st.integers(min_value=0, max_value=255),
+        key=st.one_of(st.none(), st.binary(min_size=4, max_size=4)),
+    )
+    def test_build_frame(self, payload: bytes, first: int, key: bytes | None) -> None:
+        """Any payload, first byte and key (or none): the same frame as the Python reference, and readable."""
+        frame = _splice.build_frame(payload, first, key)
+        self.assertEqual(frame, py_build_frame(payload, first, key))
+        self.assertEqual(_splice.build_frame(memoryview(payload), first, key), frame)
+        if first in (0x81, 0x82):
+            end, read = py_read_frame(frame, 0, key is not None, 1 << 30, binary=True)
+            self.assertEqual(end, len(frame))
+            if read is not None:
+                self.assertEqual(read, payload)
+
+    def test_build_frame_refuses_what_it_cannot_do(self) -> None:
+        """A key that is not 4 bytes (or None), a first byte out of range: refused."""
+        self.assertRaises(ValueError, _splice.build_frame, b"x", 0x81, b"abc")
+        self.assertRaises(ValueError, _splice.build_frame, b"x", 0x81, bytearray(b"abcd"))
+        self.assertRaises(ValueError, _splice.build_frame, b"x", 256, None)
+        self.assertRaises(ValueError, _splice.build_frame, b"x", -1, None)
+
     def test_in_use(self) -> None:
         """The extension is built here, so L{relay.wsframes} uses its functions."""
         self.assertTrue(wsframes.NATIVE_CODEC)
         self.assertIs(wsframes.read_frame, _splice.read_frame)
         self.assertIs(wsframes.xor_move, _splice.xor_move)
+        self.assertIs(wsframes.build_frame, _splice.build_frame)

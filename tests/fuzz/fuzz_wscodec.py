@@ -1,8 +1,8 @@
-"""The C frame codec (relay._splice.read_frame, xor_move) against the Python reference in relay.wsframes: the same answer for any bytes, offset and setting."""
+"""The C frame codec (relay._splice.read_frame, xor_move, build_frame) against the Python reference in relay.wsframes: the same answer for any bytes, offset and setting."""
 
 from __future__ import annotations
 
-from relay.wsframes import py_read_frame, py_xor_move
+from relay.wsframes import py_build_frame, py_read_frame, py_xor_move
 
 try:
     from relay import _splice  # type: ignore[attr-defined]
@@ -32,3 +32,5 @@ def check(data: bytes) -> None:
         _splice.xor_move(memoryview(ours), to, at, n, key)
         py_xor_move(memoryview(theirs), to, at, n, key)
         assert ours == theirs, (to, at, n)
+        masking = None if flags & 0x10 else key
+        assert _splice.build_frame(rest, offset, masking) == py_build_frame(rest, offset, masking)
