@@ -56,7 +56,7 @@ def build_extension(code: Path) -> str:
     )
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return f"--gateway-from: building its splice extension failed ({tail[0]}); it relays in Python"
+        return f"--gateway-from: building its splice extension failed ({tail[0]}); its splice and frame codec run in Python"
     return f"--gateway-from: built its splice extension (setup.py build_ext --inplace in {code})"
 
 

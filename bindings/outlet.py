@@ -336,8 +336,7 @@ class Outlet:
     def _pump(self) -> None:
         """Write what is queued, let held-back senders in as room appears; a sealed outlet may be drained."""
         self._write_queued()
-        if self._sealed:
-            self._check_drained()
+        self._check_drained()
 
     def _write_queued(self) -> None:
         while not self._closed:

@@ -357,9 +357,9 @@ static PyObject *module_rewrite(PyObject *Py_UNUSED(module), PyObject *args)
 }
 
 PyDoc_STRVAR(read_frame_doc, "read_frame(buffer, offset, masked, max_payload, binary=False) -> (end, payload)\n\n"
-                             "relay.wsframes.read_frame, in C (_splice_codec.c).");
+                             "relay.wsframes.py_read_frame, in C (_splice_codec.c).");
 PyDoc_STRVAR(xor_move_doc, "xor_move(view, to, at, n, key) -> None\n\n"
-                           "relay.wsframes.xor_move, in C (_splice_codec.c): to <= at, writable view.");
+                           "relay.wsframes.py_xor_move, in C (_splice_codec.c): to <= at, writable view.");
 
 PyDoc_STRVAR(build_frame_doc, "build_frame(payload, first_byte, key) -> bytes\n\n"
                               "One whole frame: the header in the shortest length form, then the payload,\n"

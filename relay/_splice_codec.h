@@ -1,4 +1,4 @@
-/* relay._splice's frame codec for Python (see _splice_codec.c): read_frame and xor_move of relay.wsframes. */
+/* relay._splice's frame codec for Python (see _splice_codec.c): read_frame, xor_move and build_frame of relay.wsframes. */
 #ifndef RELAY_SPLICE_CODEC_H
 #define RELAY_SPLICE_CODEC_H
 

@@ -55,50 +55,19 @@ size_t splice_rewrite(FrameState *state, unsigned char *buf, size_t start, size_
             *stop = pos;
             return written - start;
         }
-        uint64_t length = b1 & 0x7F;
-        size_t header = 6;
-        if (length == 126) {
-            header = 8;
-            if (end - pos < header)
-                break;
-            length = ((uint64_t)buf[pos + 2] << 8) | buf[pos + 3];
-            if (length < 126) { /* not the shortest form: Python's rewriter fails the leg */
-                *stop = pos;
-                return written - start;
-            }
-        } else if (length == 127) {
-            header = 14;
-            if (end - pos < header)
-                break;
-            length = 0;
-            for (int k = 0; k < 8; k++)
-                length = (length << 8) | buf[pos + 2 + k];
-            if ((length >> 63) || length < 65536) { /* top bit set, or not the shortest form */
-                *stop = pos;
-                return written - start;
-            }
-        } else if (end - pos < header) {
+        unsigned seven = b1 & 0x7F;
+        size_t header = seven < 126 ? 6 : seven == 126 ? 8 : 14; /* with the masking key */
+        if (end - pos < header)
             break;
+        uint64_t length = 0;
+        if (frame_length(buf + pos, header, &length) < 0 || (length >> 63)) {
+            *stop = pos; /* not the shortest form, or the top bit set: Python's rewriter fails the leg */
+            return written - start;
         }
         memcpy(state->mask, buf + pos + header - 4, 4);
         state->offset = 0;
         state->in_message = !(b0 & 0x80);
-        /* The unmasked header: the same first byte, the shortest length form, no mask bit. */
-        buf[written] = b0;
-        if (length < 126) {
-            buf[written + 1] = (unsigned char)length;
-            written += 2;
-        } else if (length < 65536) {
-            buf[written + 1] = 126;
-            buf[written + 2] = (unsigned char)(length >> 8);
-            buf[written + 3] = (unsigned char)length;
-            written += 4;
-        } else {
-            buf[written + 1] = 127;
-            for (int k = 0; k < 8; k++)
-                buf[written + 2 + k] = (unsigned char)(length >> (56 - 8 * k));
-            written += 10;
-        }
+        written += put_header(buf + written, b0, 0, length); /* unmasked, in the shortest form */
         pos += header;
         state->remaining = length;
     }

@@ -24,6 +24,57 @@ typedef struct {
     unsigned held_len;
 } FrameState;
 
+/*
+ * The payload length of the frame header at p, with avail bytes there: returns the header's bytes before
+ * any masking key (2, 4 or 10), 0 while those have not all arrived, or -1 when the length is not in its
+ * shortest form (RFC 6455 section 5.2 requires it; Autobahn and FrameRelay fail such a frame with 1002).
+ */
+static inline int frame_length(const unsigned char *p, size_t avail, uint64_t *length)
+{
+    if (avail < 2)
+        return 0;
+    uint64_t n = p[1] & 0x7F;
+    if (n < 126) {
+        *length = n;
+        return 2;
+    }
+    int size = n == 126 ? 4 : 10;
+    if (avail < (size_t)size)
+        return 0;
+    n = 0;
+    for (int k = 2; k < size; k++)
+        n = (n << 8) | p[k];
+    if (n < (size == 4 ? 126u : 65536u))
+        return -1;
+    *length = n;
+    return size;
+}
+
+/* The bytes of a frame header without masking key for a payload of length (2, 4 or 10: the shortest form). */
+static inline size_t header_size(uint64_t length)
+{
+    return length < 126 ? 2 : length < 65536 ? 4 : 10;
+}
+
+/* Write a frame header: first byte, mask bit (0 or 0x80) and length in its shortest form; returns its bytes. */
+static inline size_t put_header(unsigned char *out, unsigned char first, unsigned char mask_bit, uint64_t length)
+{
+    size_t size = header_size(length);
+    out[0] = first;
+    if (size == 2) {
+        out[1] = mask_bit | (unsigned char)length;
+    } else if (size == 4) {
+        out[1] = mask_bit | 126;
+        out[2] = (unsigned char)(length >> 8);
+        out[3] = (unsigned char)length;
+    } else {
+        out[1] = mask_bit | 127;
+        for (int k = 0; k < 8; k++)
+            out[2 + k] = (unsigned char)(length >> (56 - 8 * k));
+    }
+    return size;
+}
+
 /* Move n bytes from src to dst (dst <= src; the ranges may overlap) and unmask them with key from key[offset]. */
 void unmask_move(unsigned char *dst, const unsigned char *src, size_t n, const unsigned char key[4], unsigned offset);
 

@@ -121,13 +121,13 @@ class EquivalenceTests(SynchronousTestCase):
     @given(
         data=st.binary(max_size=200),
         key=st.binary(min_size=4, max_size=4),
-        positions=st.tuples(st.integers(0, 200), st.integers(0, 200), st.integers(0, 200)),
+        cuts=st.tuples(st.floats(0, 1), st.floats(0, 1), st.floats(0, 1)),
     )
-    def test_xor_move(self, data: bytes, key: bytes, positions: tuple[int, int, int]) -> None:
+    def test_xor_move(self, data: bytes, key: bytes, cuts: tuple[float, float, float]) -> None:
         """Moves down an overlapping range with the XOR: the same bytes as the Python reference."""
-        to, at, n = sorted(positions)[0], sorted(positions)[1], positions[2]
-        at, n = min(at, len(data)), min(n, max(len(data) - min(at, len(data)), 0))
-        to = min(to, at)
+        at = int(cuts[0] * len(data))
+        to = int(cuts[1] * at)  # 0 <= to <= at
+        n = int(cuts[2] * (len(data) - at))  # within the buffer
         c_buffer, py_buffer = bytearray(data), bytearray(data)
         _splice.xor_move(memoryview(c_buffer), to, at, n, key)
         py_xor_move(memoryview(py_buffer), to, at, n, key)

@@ -24,9 +24,8 @@ def check(data: bytes) -> None:
         assert answer == expected, (at, answer, expected)
     if len(buffer) >= 4:
         key, rest = buffer[:4], buffer[4:]
-        to = min(offset % (len(rest) + 1), len(rest))
-        at, n = to + (flags >> 5), len(rest)
-        at = min(at, len(rest))
+        to = offset % (len(rest) + 1)
+        at = min(to + (flags >> 5), len(rest))  # at most 7 bytes further on: the ranges overlap
         n = len(rest) - at
         ours, theirs = bytearray(rest), bytearray(rest)
         _splice.xor_move(memoryview(ours), to, at, n, key)

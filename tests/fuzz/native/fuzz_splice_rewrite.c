@@ -43,7 +43,7 @@ typedef struct {
     FrameState end;  /* remaining, mask, offset and in_message after the stream */
 } Reference;
 
-static void put_header(Reference *r, unsigned char b0, uint64_t length)
+static void reference_header(Reference *r, unsigned char b0, uint64_t length)
 {
     r->out[r->out_len++] = b0;
     if (length < 126) {
@@ -109,7 +109,7 @@ static void reference(const FrameState *initial, const unsigned char *s, size_t 
         st->offset = 0;
         st->in_message = !fin;
         st->remaining = length;
-        put_header(r, b0, length);
+        reference_header(r, b0, length);
         pos += 2 + extra + 4;
     }
 }
