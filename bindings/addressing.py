@@ -10,7 +10,6 @@ anonymous, and forged C{r:Sender} headers never reach a listener.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -21,6 +20,7 @@ from lxml import etree
 from bindings.faultcodes import RELAY_NS, WSA_NS, RelayFault
 from bindings.safexml import CHUNK_SIZE, XmlLimits, new_pull_parser
 from bindings.soap import SOAP12_NS, Envelope, envelope_bytes, xml_text
+from relay.entropy import random16
 
 ANONYMOUS: Final = "http://www.w3.org/2005/08/addressing/anonymous"
 NONE_ADDRESS: Final = "http://www.w3.org/2005/08/addressing/none"
@@ -342,9 +342,10 @@ def new_message_id() -> str:
     A fresh C{urn:uuid:} message id: a random (version 4) UUID, as C{uuid.uuid4()} makes it.
 
     Written out here because the C{uuid.UUID} object around the 16 random bytes cost more than the rest of
-    a one-way call; the bytes still come from C{os.urandom}, so ids stay unguessable to other senders.
+    a one-way call; the bytes still come from the kernel's CSPRNG (L{relay.entropy.random16}), so ids stay
+    unguessable to other senders.
     """
-    raw = bytearray(os.urandom(16))
+    raw = bytearray(random16())
     raw[6] = raw[6] & 0x0F | 0x40  # version 4
     raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
     h = raw.hex()

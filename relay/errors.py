@@ -7,9 +7,10 @@ table decide, so that every path that refuses a client says the same thing for t
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from enum import Enum
+
+from relay.entropy import random16
 
 
 class CloseCode(int, Enum):
@@ -62,10 +63,10 @@ def new_tracking_id() -> str:
     """
     Make a tracking id the way Azure does: a GUID, which the .NET client also accepts as an activity id.
 
-    A random (version 4) UUID from C{os.urandom}, as C{uuid.uuid4()} makes it, written without the
-    C{UUID} object (every relayed request needs one).
+    A random (version 4) UUID from the kernel's CSPRNG (L{relay.entropy.random16}), as C{uuid.uuid4()}
+    makes it, written without the C{UUID} object (every relayed request needs one).
     """
-    h = os.urandom(16).hex()
+    h = random16().hex()
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 

@@ -8,7 +8,6 @@ or cancellation it is gone and any later use is refused (403).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +16,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from relay.entropy import random16
 from relay.errors import ErrorKind, RelayError
 
 
 def new_key() -> str:
-    """An unguessable rendezvous key (128 random bits, URL-safe)."""
-    return secrets.token_hex(16)
+    """An unguessable rendezvous key (128 random bits from the kernel's CSPRNG, URL-safe)."""
+    return random16().hex()
 
 
 @dataclass(eq=False)
