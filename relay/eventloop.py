@@ -50,6 +50,7 @@ def lean_dispatch(reactor: Any) -> Callable[[], None] | None:
     poller = reactor._poller
     selectables: dict[int, Any] = reactor._selectables
     handle = reactor._doReadOrWrite
+    turns: Any = reactor  # holds the list of calls for the end of the poll being dispatched (at_turn_end)
 
     def dispatch(events: list[tuple[int, int]], shared: dict[str, Any]) -> None:
         for fd, event in events:
@@ -86,10 +87,20 @@ def lean_dispatch(reactor: Any) -> Callable[[], None] | None:
         top = contexts[-1]
         shared = dict(top.get(log.ILogContext) or {})
         contexts.append({**top, log.ILogContext: shared})
+        after: list[Callable[[], object]] = []
+        turns._relay_poll_end = after
         try:
             dispatch(events, shared)
         finally:
+            turns._relay_poll_end = None
             contexts.pop()
+        for call in after:
+            try:
+                call()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
+                log.err(system="-")
 
     reactor.doIteration = poll  # type: ignore[method-assign]
 
@@ -98,6 +109,21 @@ def lean_dispatch(reactor: Any) -> Callable[[], None] | None:
             del reactor.doIteration
 
     return undo
+
+
+def at_turn_end(reactor: Any, call: Callable[[], object]) -> None:
+    """
+    Call C{call} once the reactor has handled the I/O it is handling now, before it waits again.
+
+    With L{lean_dispatch}, during a poll's events that is right after the last of them, for the cost of a
+    list append; otherwise (another reactor, or from a timer) it is a C{callLater(0)}, which the reactor runs
+    before it waits again as well.
+    """
+    after = getattr(reactor, "_relay_poll_end", None)
+    if after is None:
+        reactor.callLater(0, call)
+    else:
+        after.append(call)
 
 
 def on_second_signal(reactor: Any, hurry: Callable[[], object]) -> None:

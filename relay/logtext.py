@@ -14,7 +14,8 @@ starting a terminal escape sequence, or a NUL from a request id, a path or an er
 overwrite, forge or hide log lines on a terminal. A line feed stays Twisted's C{"\n\t"} and a tab stays.
 
 L{twistd_observer} picks the same destination twistd would (stdout, a named file with SIGUSR1 rotation,
-or C{twistd.log} for a daemon) and leaves the rest to twistd: C{--logger}, C{--syslog}, and the errors
+or C{twistd.log} for a daemon), writes there the lines of a reactor turn together (L{relay.turnlines}),
+and leaves the rest to twistd: C{--logger}, C{--syslog}, and the errors
 twistd reports itself.
 """
 
@@ -37,6 +38,8 @@ from twisted.logger import (
     formatTime,
 )
 from twisted.python.logfile import LogFile
+
+from relay.turnlines import TurnLines
 
 _ONE_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -151,25 +154,32 @@ def classic_observer(out: Any) -> ILogObserver:
     return FileLogObserver(out, ClassicLines())
 
 
-def _rotate_on_sigusr1(log_file: LogFile) -> None:
-    """Rotate the log on SIGUSR1, as twistd does for its own log file, unless a handler is set."""
+def _rotate_on_sigusr1(log_file: LogFile, lines: TurnLines, reactor: Any) -> None:
+    """
+    Rotate the log on SIGUSR1, as twistd does for its own log file, unless a handler is set.
+
+    The lines held for the turn are written first, so each line lands in the file it was logged to.
+    """
     if signal.getsignal(signal.SIGUSR1):
         return
 
-    def rotate(signum: int, frame: Any) -> None:
-        from twisted.internet import reactor
+    def rotate_now() -> None:
+        lines.flush()
+        log_file.rotate()
 
-        reactor.callFromThread(log_file.rotate)  # type: ignore[attr-defined]
+    def rotate(signum: int, frame: Any) -> None:
+        reactor.callFromThread(rotate_now)
 
     signal.signal(signal.SIGUSR1, rotate)
 
 
-def twistd_observer(twistd_options: Mapping[str, Any] | None) -> ILogObserver | None:
+def twistd_observer(twistd_options: Mapping[str, Any] | None, reactor: Any = None) -> ILogObserver | None:
     """
     The observer for twistd's own logging choice, or L{None} where twistd should decide.
 
     L{None} without twistd's options, off POSIX, with C{--logger} or C{--syslog}, and for a daemon asked to
-    log to stdout (twistd refuses that with its own message).
+    log to stdout (twistd refuses that with its own message). The lines of a reactor turn are written
+    together (L{TurnLines}, on C{reactor}, by default the global one).
     """
     if twistd_options is None or sys.platform == "win32":
         return None
@@ -177,8 +187,11 @@ def twistd_observer(twistd_options: Mapping[str, Any] | None) -> ILogObserver | 
         return None
     logfile = twistd_options.get("logfile") or ""
     daemon = not twistd_options.get("nodaemon", False)
+    if reactor is None:
+        from twisted.internet import reactor
     if logfile == "-" or (not logfile and not daemon):
-        return None if daemon else classic_observer(sys.stdout)
+        return None if daemon else TurnLines(sys.stdout, ClassicLines(), reactor)
     log_file = LogFile.fromFullPath(logfile or "twistd.log")
-    _rotate_on_sigusr1(log_file)
-    return classic_observer(log_file)
+    lines = TurnLines(log_file, ClassicLines(), reactor)
+    _rotate_on_sigusr1(log_file, lines, reactor)
+    return lines

@@ -16,7 +16,7 @@ from twisted.python import context, log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from relay.eventloop import lean_dispatch
+from relay.eventloop import at_turn_end, lean_dispatch
 
 
 class Readable:
@@ -139,6 +139,47 @@ class LeanDispatchTests(SynchronousTestCase):
         self.assertEqual(context.get(log.ILogContext)["system"], "-")
         self.flushLoggedErrors(ValueError)
 
+    def test_turn_end_calls_run_after_every_event_of_the_poll(self) -> None:
+        """Calls asked for while a poll's events are handled run once, after the last event, in order."""
+        order: list[str] = []
+
+        def handle(name: str) -> None:
+            order.append(name)
+            at_turn_end(self.reactor, lambda: order.append(f"end {name}"))
+
+        self.ready("first", lambda: handle("first"))
+        self.ready("second", lambda: handle("second"))
+        self.reactor.doIteration(0)
+        self.assertEqual(order, ["first", "second", "end first", "end second"])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])  # no timer was needed
+        self.reactor.doIteration(0)
+        self.assertEqual(len(order), 4)
+
+    def test_a_failing_turn_end_call_is_logged_and_the_others_run(self) -> None:
+        ran: list[int] = []
+
+        def fail() -> None:
+            raise ValueError("end")
+
+        def handle() -> None:
+            at_turn_end(self.reactor, fail)
+            at_turn_end(self.reactor, lambda: ran.append(1))
+
+        self.ready("one", handle)
+        self.reactor.doIteration(0)
+        self.assertEqual(ran, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+    def test_turn_end_outside_a_poll_is_a_timer_of_no_delay(self) -> None:
+        """From a timer or before the reactor polls, the call waits for the reactor's next round."""
+        ran: list[int] = []
+        at_turn_end(self.reactor, lambda: ran.append(1))
+        (call,) = self.reactor.getDelayedCalls()
+        self.assertLessEqual(call.getTime(), self.reactor.seconds())
+        self.assertEqual(self.reactor.timeout(), 0)  # the next poll does not wait
+        self.reactor.runUntilCurrent()
+        self.assertEqual(ran, [1])
+
     def test_undo(self) -> None:
         """The reactor's own dispatch comes back; a second install on the same reactor changes nothing."""
         assert self.undo is not None
@@ -163,3 +204,13 @@ class OtherReactorsTests(SynchronousTestCase):
         self.assertIsNone(lean_dispatch(custom))
         self.assertNotIn("doIteration", vars(custom))
         self.assertIsNone(lean_dispatch(Clock()))
+
+
+class TurnEndWithoutLeanDispatchTests(SynchronousTestCase):
+    def test_other_reactors_get_a_timer_of_no_delay(self) -> None:
+        clock = Clock()
+        ran: list[int] = []
+        at_turn_end(clock, lambda: ran.append(1))
+        self.assertEqual(ran, [])
+        clock.advance(0)
+        self.assertEqual(ran, [1])
