@@ -22,7 +22,6 @@ from lxml import etree
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, _HTTP11ClientFactory
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgent, IResponse
@@ -49,6 +48,7 @@ from bindings.soap import (
 )
 from bindings.wsclient import EndpointFactory, default_endpoint
 from bindings.wsdl import WSDL_MAX_BYTES, WSDL_MAX_DEPTH, parse_wsdl
+from relay.logger import Logger
 
 BACKEND_SUBCODE: Final = "BackendUnavailable"
 _SENDER_TAG: Final = f"{{{RELAY_NS}}}Sender"

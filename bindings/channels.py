@@ -20,7 +20,6 @@ from twisted.internet.defer import Deferred, TimeoutError, fail, succeed
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IConsumer, IDelayedCall, IReactorTime
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http_headers import Headers
@@ -51,6 +50,7 @@ from bindings.soap import (
     parse_envelope,
 )
 from bindings.wsclient import EndpointFactory, IChannelOwner, SoapClientProtocol, connect, default_endpoint
+from relay.logger import Logger
 
 PROFILES: Final = {"basic": SoapVersion.SOAP11, "ws": SoapVersion.SOAP12}
 REPLY_MARGIN: Final = 5.0

@@ -18,7 +18,6 @@ from typing import Any, Protocol
 from twisted.application.service import IServiceCollection, Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from typing_extensions import override
 
 from bindings.httpsoap import SoapResourceFactory
@@ -34,6 +33,7 @@ from bindings.settings import BINDING_KINDS
 from bindings.wcf import WcfFactory, WcfResource
 from relay.connectionquota import NamespaceConnections
 from relay.listeners import IListenerChooser, ListenerRegistry
+from relay.logger import Logger
 from relay.metrics import Registry
 from relay.store import IGatewayStore
 

@@ -19,7 +19,6 @@ from typing import Any, Final
 from lxml import etree
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -43,6 +42,7 @@ from bindings.settings import MULTICAST, Binding, RequestReplyBinding
 from bindings.soap import SOAP12_NEXT, SOAP12_NS, SOAP12_ULTIMATE_RECEIVER, Envelope, SoapVersion, xml_safe
 from bindings.wsclient import EndpointFactory, default_endpoint
 from bindings.wsdl import generate_wsdl
+from relay.logger import Logger
 
 GENERIC_REASON: Final = (
     "The server was unable to process the request due to an internal error. Turn on "

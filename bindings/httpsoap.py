@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -58,6 +57,7 @@ from relay.connectionquota import ConnectionLease, ConnectionQuotaExceeded
 from relay.entities import Entity, EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError
 from relay.httpbody import RequestBody
+from relay.logger import Logger
 from relay.resource import ErrorResource, request_host, tracking_id_of
 
 if TYPE_CHECKING:

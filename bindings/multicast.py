@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from bindings.outlet import IListenerConnection, Outlet, RoutedMessage, short_id
 from bindings.settings import BindingEntitySettings
+from relay.logger import Logger
 from relay.metrics import Cell
 
 

@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.instruments import BindingInstruments
@@ -44,6 +43,7 @@ from relay.auth import Grant, Rights, validate_any
 from relay.entities import Entity, EntityMatch, EntityNameError, Namespace, split_name
 from relay.errors import ErrorKind
 from relay.listeners import IListenerChooser, ListenerRegistry, QuotaExceeded
+from relay.logger import Logger
 from relay.store import EntityConflict, EntityQuotaExceeded, IGatewayStore
 
 Router = OneWayRouter | RequestReplyRouter | MulticastRouter

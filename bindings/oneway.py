@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from bindings.settings import BindingEntitySettings
 from relay.listeners import IListenerChooser
 from relay.logbudget import LogBudget, emit_within
+from relay.logger import Logger
 
 
 @dataclass(frozen=True, slots=True)

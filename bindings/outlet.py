@@ -20,11 +20,11 @@ from typing import Any, Final
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface, implementer
 
 from bindings.faultcodes import RelayFault, RelayFaultError
 from relay.logbudget import LogBudget
+from relay.logger import Logger
 from relay.metrics import Cell
 
 _SHORT_ID: Final = 200

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from typing_extensions import override
@@ -22,6 +21,7 @@ from bindings.registry import ATOM_MEDIA_TYPE, RegistryEntry, build_feed
 from relay.auth import Rights, split_tokens
 from relay.entities import Namespace
 from relay.errors import ErrorKind, RelayError
+from relay.logger import Logger
 from relay.resource import ErrorResource, request_host
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from bindings.faultcodes import RelayFault, RelayFaultError
@@ -22,6 +22,7 @@ from bindings.oneway import Delivered, ListenerSet, OneWayRouter
 from bindings.outlet import IListenerConnection, ISenderFlow, Outlet, RoutedMessage, short_id
 from relay.listeners import IListenerChooser
 from relay.logbudget import LogBudget, emit_within
+from relay.logger import Logger
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,6 @@ from typing import Final
 
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
@@ -40,6 +39,7 @@ from bindings.safexml import MAX_DEPTH_CAP, limits_for
 from bindings.settings import REQUEST_REPLY, delivery_cap
 from bindings.soap import Envelope, SoapError, SoapVersion, parse_envelope
 from bindings.wsclient import EndpointFactory, HandshakeRefused, IChannelOwner, SoapClientProtocol, connect
+from relay.logger import Logger
 
 PERMANENT_SUBCODES: Final = frozenset(
     {"AddressInUse", "InvalidMessage", "NoSuchEntity", "Unauthorized", "Forbidden"}

@@ -15,7 +15,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
@@ -39,6 +39,7 @@ from relay.draining import ConnectionDrain
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason, new_tracking_id
 from relay.httphead import host_name
 from relay.logbudget import LogBudget
+from relay.logger import Logger
 from relay.resource import ErrorResource
 from relay.writes import pending_write_bytes
 from relay.wsdata import BoundedDrop, BoundedPongs, NoTimerAfterLoss

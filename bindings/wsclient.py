@@ -17,7 +17,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IStreamClientEndpoint
 from twisted.internet.ssl import optionsForClientTLS
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 from zope.interface import Interface
@@ -26,6 +25,7 @@ from bindings.addressing import new_message_id
 from bindings.control import renew_token_envelope
 from bindings.credentials import SasCredentials, ServiceAddress
 from bindings.settings import REQUEST_REPLY, delivery_cap
+from relay.logger import Logger
 from relay.writes import WriteGate
 from relay.wsdata import BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader

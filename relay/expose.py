@@ -18,7 +18,6 @@ from typing import Any, NoReturn, cast
 from urllib.parse import urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.client.accepting import Accept, AcceptContext, Reject
@@ -34,6 +33,7 @@ from relay.exposequick import QuickLane, response_headers
 from relay.http1 import ResponseError, valid_request
 from relay.hybrid.headers import HOP_BY_HOP
 from relay.localclient import LocalClient, LocalResponse, ResponseTimeout
+from relay.logger import Logger
 
 # WebSocket senders relayed at once (being opened, waiting for their sender, or relaying); more get 503,
 # as HTTP requests past the listener's 256 slots do.

@@ -20,7 +20,6 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.client.address import split_request_target
@@ -30,6 +29,7 @@ from relay.client.httprequest import RequestBody
 from relay.client.httpresponse import CONTROL_RESPONSE_LIMIT
 from relay.hybrid.messages import encode
 from relay.localclient import LocalResponse
+from relay.logger import Logger
 
 if TYPE_CHECKING:
     from relay.client.http import HttpListener

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-from twisted.logger import FilteringLogObserver, ILogObserver, Logger, LogLevel, LogLevelFilterPredicate
+from twisted.logger import FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate
 from twisted.python.failure import Failure
 
 from relay.client.errors import ConnectError
@@ -22,6 +22,7 @@ from relay.client.options import WebSocketOptions
 from relay.eventloop import lean_dispatch, on_second_signal
 from relay.expose import LOCAL_TIMEOUT, Forwarder
 from relay.exposeaddress import ExposeError
+from relay.logger import Logger
 from relay.logtext import classic_observer, one_line
 
 DRAIN_TIMEOUT = 10.0

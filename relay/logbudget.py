@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
+
+from relay.logger import Logger
 
 
 def unlogged_note(unlogged: int) -> str:

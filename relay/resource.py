@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import unquote
 
-from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from typing_extensions import override
@@ -21,6 +20,7 @@ from typing_extensions import override
 from relay.entities import EntityMatch, Namespace
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httphead import RequestHead, host_name
+from relay.logger import Logger
 from relay.store import IGatewayStore
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import ILogObserver, Logger
+from twisted.logger import ILogObserver
 from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -46,6 +46,7 @@ from relay.hybrid.router import HybridConnectionRouter, IListenerChannel, Sender
 from relay.hybrid.sockets import keep_read_buffers
 from relay.hybrid.websocket import HybridConnectionFactory
 from relay.listeners import IListenerChooser, ListenerRegistry
+from relay.logger import Logger
 from relay.metrics import Labels, Registry, status_class
 from relay.resource import EntityResourceFactory, ErrorResource, GatewayRoot
 from relay.shutdown import (

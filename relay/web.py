@@ -32,7 +32,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.resource import IResource
 from twisted.web.server import Site
@@ -41,6 +40,7 @@ from typing_extensions import override
 from relay.firstread import FirstRead
 from relay.httphead import RequestHead
 from relay.leanchannel import LeanChannel, LeanHandler, lean_request
+from relay.logger import Logger
 from relay.webchannel import RelayHTTPChannel
 from relay.webrequest import DEFAULT_BUFFERED_BODY, RelayRequest, StreamPolicy, Unrouted
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.http_headers import Headers
@@ -22,6 +21,7 @@ from typing_extensions import override
 from relay.errors import ErrorKind, RelayError, new_tracking_id
 from relay.httphead import connection_options, valid_host
 from relay.idletimer import OneIdleTimer
+from relay.logger import Logger
 from relay.writes import plain_socket, write_now
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ from typing import Any
 
 import txaio
 from autobahn.websocket.protocol import WebSocketProtocol
-from twisted.logger import Logger
 
+from relay.logger import Logger
 from relay.writes import QUEUED_WRITE_COST, pending_write_bytes, plain_socket, queued_writes, write_now
 from relay.wsframes import masked_frame, server_frame
 

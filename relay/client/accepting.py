@@ -19,12 +19,12 @@ from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
 from relay.client.address import split_accept_address
 from relay.client.commands import AcceptCommand
 from relay.client.headers import Headers, parse_subprotocols
 from relay.hybrid.messages import RemoteEndpoint
+from relay.logger import Logger
 
 log = Logger(namespace="relay.client.accepting")
 

@@ -25,7 +25,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.threads import deferToThreadPool
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers as TwistedHeaders
 from twisted.web.resource import IResource
@@ -35,6 +34,7 @@ from relay.client.http import HttpApp
 from relay.client.httprequest import RelayedRequest, RequestBody
 from relay.client.httpresponse import RelayedResponse
 from relay.hybrid.headers import HOP_BY_HOP
+from relay.logger import Logger
 
 _log = Logger()
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from autobahn.exception import Disconnected
 from autobahn.websocket.protocol import WebSocketProtocol
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from relay.client.errors import ConnectionClosedError
@@ -28,6 +27,7 @@ from relay.client.forwarding import FrameForwarder
 from relay.client.headers import Headers
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import IRelayingReceiver, IWebSocketReceiver, RelayClientProtocol
+from relay.logger import Logger
 from relay.writes import WriteGate
 
 if TYPE_CHECKING:

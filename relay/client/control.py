@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from autobahn.exception import Disconnected
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import implementer
 
 from relay.client.commands import (
@@ -30,6 +29,7 @@ from relay.client.commands import (
 from relay.client.flow import ControlReading, register_gate
 from relay.client.protocol import IWebSocketReceiver, RelayClientProtocol
 from relay.hybrid.messages import ControlMessageError
+from relay.logger import Logger
 
 
 @implementer(IWebSocketReceiver)

@@ -39,11 +39,11 @@ from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import DeferredSemaphore
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from typing_extensions import override
 
 from relay.client.errors import ConnectionClosedError
 from relay.logbudget import LogBudget
+from relay.logger import Logger
 from relay.writes import WriteGate
 
 MAX_REJECTION_DIALS = 64

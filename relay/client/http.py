@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -45,6 +44,7 @@ from relay.client.httpresponse import RelayedResponse, _SocketSink
 from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import IStreamingReceiver, RelayClientProtocol, open_websocket
 from relay.hybrid.messages import ControlMessageError
+from relay.logger import Logger
 from relay.writes import WriteGate
 
 _MAX_REQUEST_HEAD = 1 * MIB

@@ -17,13 +17,13 @@ from typing import Any
 from autobahn.exception import Disconnected
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.client.errors import ConnectionClosedError
 from relay.client.protocol import RelayClientProtocol
 from relay.hybrid.headers import forwardable_value, is_token
 from relay.hybrid.messages import encode
+from relay.logger import Logger
 from relay.writes import WriteGate
 
 CONTROL_RESPONSE_LIMIT = 64 * 1024

@@ -31,7 +31,6 @@ from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from twisted.internet.task import deferLater
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.client.accepting import ACCEPT_DECISION_TIMEOUT, AcceptContext, AcceptHandler
@@ -47,6 +46,7 @@ from relay.client.options import MIB, WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.renewal import TokenRenewal
 from relay.client.tokens import ITokenProvider, token_provider_from_connection_string
+from relay.logger import Logger
 
 RequestHandler = Callable[[RequestCommand, "bytes | None"], object]
 """The seam for HTTP relaying: called with each C{request} command and its body (if it had one)."""

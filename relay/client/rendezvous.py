@@ -10,7 +10,6 @@ from collections import deque
 from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
-from twisted.logger import Logger
 
 from relay.client.accepting import AcceptContext, Reject
 from relay.client.address import reject_url
@@ -19,6 +18,7 @@ from relay.client.connection import HybridWebSocket
 from relay.client.errors import ConnectError
 from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
+from relay.logger import Logger
 
 REJECT_DELIVERED = 410
 """The relay's answer to a reject upgrade when it passed the rejection on to the sender."""

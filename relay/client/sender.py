@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from relay.client.address import Query, parse_address
 from relay.client.connection import HybridWebSocket
@@ -21,6 +20,7 @@ from relay.client.options import WebSocketOptions
 from relay.client.protocol import RelayClientProtocol, open_websocket
 from relay.client.tokens import ITokenProvider, fetch_token, token_provider_from_connection_string
 from relay.hybrid.headers import forwardable_value, is_token
+from relay.logger import Logger
 
 # Headers the WebSocket handshake owns; letting callers set them would produce duplicates.
 HANDSHAKE_HEADERS = frozenset(

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.connectionquota import ConnectionLease
@@ -53,6 +52,7 @@ from relay.hybrid.native import (
     SideResult,
 )
 from relay.hybrid.sockets import shared_read_buffer
+from relay.logger import Logger
 from relay.metrics import Cell
 from relay.writes import QUEUED_WRITE_COST, pending_write_bytes, queued_writes, tcp_transport, write_now
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from relay.auth import Rights
@@ -23,6 +23,7 @@ from relay.hybrid.messages import ControlMessageError, decode_object, parse_rene
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
 from relay.logbudget import LogBudget
+from relay.logger import Logger
 from relay.writes import pending_write_bytes
 
 MAX_CONTROL_BACKLOG = 1024 * 1024

@@ -22,7 +22,6 @@ from typing import Any
 from autobahn.twisted.util import peer2str
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
@@ -52,6 +51,7 @@ from relay.hybrid.upgrades import (
     sender_refusal,
 )
 from relay.hybrid.websocket import HybridConnectionFactory
+from relay.logger import Logger
 from relay.writes import plain_socket, write_now
 
 DIRECT_ACTIONS = frozenset({ACTION_CONNECT, ACTION_ACCEPT})

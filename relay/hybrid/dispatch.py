@@ -15,13 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.logger import Logger
-
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.addressing import request_address
 from relay.hybrid.messages import RendezvousRequest
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission, HybridConnectionRouter, IListenerChannel
+from relay.logger import Logger
 
 CONTROL_MESSAGE_LIMIT = 64 * 1024
 """A request on the control channel: its JSON plus its body, at most (bytes)."""

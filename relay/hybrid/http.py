@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
@@ -37,6 +36,7 @@ from relay.hybrid.messages import HttpRequest, RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket, new_key
 from relay.hybrid.router import Admission, HybridConnectionRouter
 from relay.hybrid.runtimeinfo import CONTENT_TYPE, is_runtime_info_request, runtime_info_entry
+from relay.logger import Logger
 from relay.resource import ErrorResource, request_host
 from relay.webchannel import RelayHTTPChannel
 from relay.webrequest import RelayRequest

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from relay.errors import ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.messages import ControlMessageError, parse_response
+from relay.logger import Logger
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay

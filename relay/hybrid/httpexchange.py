@@ -21,7 +21,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.connectionquota import ConnectionLease
@@ -41,6 +40,7 @@ from relay.hybrid.httpflow import DownloadProducer, UploadProducer, UploadToRend
 from relay.hybrid.messages import HttpRequest, HttpResponse
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
+from relay.logger import Logger
 from relay.resource import ErrorResource
 from relay.webrequest import RelayRequest
 

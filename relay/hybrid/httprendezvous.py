@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.logger import Logger, LogLevel
+from twisted.logger import LogLevel
 
 from relay.errors import CloseCode, ErrorKind, RelayError, close_reason
 from relay.hybrid.dispatch import RequestWait
@@ -20,6 +20,7 @@ from relay.hybrid.messages import ControlMessageError, decode_object, parse_resp
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.logbudget import LogBudget
+from relay.logger import Logger
 from relay.webchannel import RelayHTTPChannel
 
 if TYPE_CHECKING:

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from relay.hybrid.frames import RewriterState
+from relay.logger import Logger
 
 if TYPE_CHECKING:  # pragma: no cover
     from types import ModuleType

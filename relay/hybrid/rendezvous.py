@@ -14,10 +14,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 
 from relay.entropy import random16
 from relay.errors import ErrorKind, RelayError
+from relay.logger import Logger
 
 
 def new_key() -> str:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from zope.interface import Attribute, Interface
 
 from relay.auth import Grant, Rights, validate_any
@@ -35,6 +34,7 @@ from relay.hybrid.instruments import HybridInstruments
 from relay.hybrid.messages import MAX_ANNOUNCEMENT, Accept, RemoteEndpoint
 from relay.hybrid.rendezvous import RendezvousTable, Ticket, new_key
 from relay.listeners import ListenerRegistry, QuotaExceeded
+from relay.logger import Logger
 from relay.store import EntityConflict, EntityQuotaExceeded, IGatewayStore
 
 CLIENT_CLOSED_REQUEST = 499

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_plus
 
 from autobahn.websocket.types import ConnectionDeny
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from relay.auth import Rights, split_tokens
@@ -26,6 +25,7 @@ from relay.hybrid.headers import TYPE_HINT
 from relay.hybrid.messages import RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import SenderContext
+from relay.logger import Logger
 
 if TYPE_CHECKING:
     from relay.hybrid.websocket import HybridConnectionFactory, HybridConnectionProtocol

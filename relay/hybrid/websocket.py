@@ -17,7 +17,6 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from typing_extensions import override
 
@@ -53,6 +52,7 @@ from relay.hybrid.upgrades import (
     rendezvous_subprotocol,
     sender_refusal,
 )
+from relay.logger import Logger
 from relay.throttle import FailureThrottle
 from relay.wsdata import BoundedDrop, BoundedPongs, QuietSendData
 from relay.wsfast import FastMessageReader
