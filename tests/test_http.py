@@ -897,6 +897,31 @@ class FailureTests(HttpTestCase):
         self.assertEqual(sender.reply.status, 504)
         self.assertIn(f"did not respond within {TIMEOUT:g}s".encode(), sender.reply.body)
 
+    def test_overlapping_requests_time_out_each_at_its_own_deadline(self) -> None:
+        """Requests share one response timer; each still gets its 504 one timeout after it was sent."""
+        listener = self.listen()
+        senders = []
+        for i in range(3):
+            sender = self.sender()
+            sender.request("GET", f"/hyco/{i}", self.auth())
+            self.net.flush()
+            senders.append((sender, self.last_request(listener)))
+            self.net.advance(1)
+        self.respond(listener, senders[1][1]["id"], body=b"in time")
+        self.assertEqual(senders[1][0].reply.body, b"in time")
+        self.net.advance(TIMEOUT - 3.5)  # 0.5 s before the first request's deadline
+        self.assertEqual([sender.replies for sender, _ in (senders[0], senders[2])], [[], []])
+        self.net.advance(1)
+        self.assertEqual(senders[0][0].reply.status, 504)
+        self.assertEqual(senders[2][0].replies, [])
+        self.net.advance(1)
+        self.assertEqual(senders[2][0].replies, [])  # 0.5 s left
+        self.net.advance(1)
+        self.assertEqual(senders[2][0].reply.status, 504)
+        self.assertEqual(len(senders[1][0].replies), 1)
+        response_timers = [c for c in self.net.clock.getDelayedCalls() if "Deadlines" in repr(c.func)]
+        self.assertEqual(response_timers, [])  # no response due: no response timer left
+
     def test_slow_body_is_not_cut(self) -> None:
         """Once the response started, a body that keeps coming is never cut, however long it takes."""
         _listener, sender, request, rendezvous = self.answer_over_rendezvous("/hyco/slow")

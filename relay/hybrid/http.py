@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET
 from typing_extensions import override
 
 from relay.auth import Rights
+from relay.deadlines import Deadlines
 from relay.entities import EntityMatch, HybridConnectionSettings, Namespace
 from relay.errors import CloseCode, ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import AddressError, RequestTarget, split_target
@@ -129,6 +130,14 @@ class HttpRelay:
         self._late: dict[str, Ticket] = {}  # ended small requests' addresses, oldest first (_keep_late)
         self._addresses: dict[str, Exchange] = {}  # small requests' addresses by key, while answers are due
         self.stopping = False  # set as the gateway stops: it takes no rendezvous, so keeps no late address
+        self._response_deadlines: dict[float, Deadlines] = {}  # by request timeout
+
+    def response_deadlines(self, timeout: float) -> Deadlines:
+        """The response deadlines of requests with this timeout: one timer for all of them."""
+        deadlines = self._response_deadlines.get(timeout)
+        if deadlines is None:
+            deadlines = self._response_deadlines[timeout] = Deadlines(self.clock, timeout, _response_overdue)
+        return deadlines
 
     def resource(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> IResource:
         """The resource factory registered for hybrid connections."""
@@ -392,3 +401,7 @@ class HttpRelay:
             exchange.fail(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
         for role in list(self.roles):
             role.close(CloseCode.GOING_AWAY, "Server shutting down")
+
+
+def _response_overdue(exchange: Exchange) -> None:
+    exchange.response_overdue()

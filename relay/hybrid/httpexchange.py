@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from relay.connectionquota import ConnectionLease
+from relay.deadlines import Deadlines
 from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
@@ -91,7 +92,7 @@ class Exchange:
         "_on_kept_rendezvous",
         "_producer",
         "_request_sent",
-        "_response_timer",
+        "_response_deadline",
         "_sender_done",
         "_settings",
         "_status",
@@ -147,7 +148,7 @@ class Exchange:
         self._sender_done = False  # its answer is complete, the listener's unread body is still drained
         self._expected: int | None = None
         self._producer: DownloadProducer | None = None
-        self._response_timer: IDelayedCall | None = None
+        self._response_deadline: Deadlines | None = None  # set while its response is due
         self._idle_timer: IDelayedCall | None = None
         self._upload_stall: IDelayedCall | None = None  # the listener takes none of the request body
         self._download_stall: IDelayedCall | None = None  # the sender takes none of the answer
@@ -304,9 +305,11 @@ class Exchange:
         """The whole request reached the listener's socket: its response is now due."""
         self._request_sent = True
         self._stop_upload()
-        if self.state is State.WAITING and self._response_timer is None:
-            timeout = self._settings.request_timeout
-            self._response_timer = self.clock.callLater(timeout, self._response_timed_out, timeout)
+        if self.state is State.WAITING and self._response_deadline is None:
+            deadlines = self._response_deadline = self.relay.response_deadlines(
+                self._settings.request_timeout
+            )
+            deadlines.set(self)
 
     def _stop_upload(self) -> None:
         self.upload_resumed()
@@ -316,8 +319,10 @@ class Exchange:
             if role is not None and role.transport is not None:
                 role.transport.unregisterProducer()
 
-    def _response_timed_out(self, timeout: float) -> None:
-        self._response_timer = None
+    def response_overdue(self) -> None:
+        """The response did not come within the request timeout (L{HybridHttpRelay.response_deadlines})."""
+        deadlines, self._response_deadline = self._response_deadline, None
+        timeout = self._settings.request_timeout if deadlines is None else deadlines.period
         self.fail(RelayError(ErrorKind.LISTENER_TIMEOUT, f"The listener did not respond within {timeout:g}s"))
 
     # -- receiving the response ----------------------------------------------------------------------
@@ -643,8 +648,10 @@ class Exchange:
     # -- timers and back-pressure ----------------------------------------------------------------------
 
     def _cancel_response_timer(self) -> None:
-        _cancel(self._response_timer)
-        self._response_timer = None
+        deadlines = self._response_deadline
+        if deadlines is not None:
+            self._response_deadline = None
+            deadlines.clear(self)
 
     def _arm_idle(self) -> None:
         if self._download_paused:
