@@ -58,6 +58,10 @@ class TurnLines:
         text = self._format(event)
         if text is None:
             return
+        if not isInIOThread():  # the held lines are the reactor thread's alone: this one is written now
+            self._out.write(text)
+            self._out.flush()
+            return
         self._held.append(text)
         self._size += len(text)
         if (
@@ -65,7 +69,6 @@ class TurnLines:
             or event.get("log_level") in _URGENT
             or "log_failure" in event
             or not self._reactor.running
-            or not isInIOThread()
         ):
             self.flush()
         elif not self._turn_end:
@@ -85,8 +88,7 @@ class TurnLines:
         """Write and flush every line held, in order."""
         if not self._held:
             return
-        text = "".join(self._held) if len(self._held) > 1 else self._held[0]
-        self._held = []
-        self._size = 0
+        held, self._held, self._size = self._held, [], 0
+        text = "".join(held) if len(held) > 1 else held[0]
         self._out.write(text)
         self._out.flush()

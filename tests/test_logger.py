@@ -29,7 +29,9 @@ module_logger = Logger()
 
 def _comparable(event: dict[str, Any]) -> dict[str, Any]:
     """The event without what differs between the two loggers by construction."""
-    return {k: v for k, v in event.items() if k not in ("log_time", "log_logger", "log_source", "log_namespace")}
+    return {
+        k: v for k, v in event.items() if k not in ("log_time", "log_logger", "log_source", "log_namespace")
+    }
 
 
 class LoggerTests(SynchronousTestCase):

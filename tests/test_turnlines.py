@@ -118,7 +118,30 @@ class TurnLinesTests(SynchronousTestCase):
         thread = threading.Thread(target=self.lines, args=(event("from a worker"),))
         thread.start()
         thread.join()
-        self.assertEqual(self.out.getvalue(), "held in the reactor thread\nfrom a worker\n")
+        self.assertEqual(self.out.getvalue(), "from a worker\n")  # the reactor's held line is its own
+        self.reactor.advance(0)
+        self.assertEqual(self.out.getvalue(), "from a worker\nheld in the reactor thread\n")
+
+    def test_no_line_is_lost_while_threads_log(self) -> None:
+        def worker(n: int) -> None:
+            for i in range(500):
+                self.lines(event(f"worker {n} line {i}"))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for i in range(1500):
+            self.lines(event(f"reactor line {i}"))
+            if i % 100 == 99:
+                self.reactor.advance(0)
+        for thread in threads:
+            thread.join()
+        self.reactor.advance(0)
+        written = self.out.getvalue().splitlines()
+        self.assertEqual(len(written), 3000)
+        self.assertEqual(len(set(written)), 3000)
+        reactor_lines = [line for line in written if line.startswith("reactor")]
+        self.assertEqual(reactor_lines, [f"reactor line {i}" for i in range(1500)])  # in order
 
     def test_written_once_the_held_lines_reach_the_limit(self) -> None:
         chunk = "x" * 1023
