@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, LogLevel
+from twisted.python import threadable
 from twisted.trial.unittest import SynchronousTestCase
 
 from relay.auth import Rights, SharedAccessRule
@@ -78,6 +80,27 @@ class ExposerLinesTests(SynchronousTestCase):
         """A path with controls or a line feed is written escaped, on one line."""
         self.exposer.forwarder.log_line(f'"GET /{HOSTILE}\n" 200\t1ms')
         self.assertEqual(self.out.getvalue(), f'"GET /{ESCAPED}\\n" 200\t1ms\n')
+
+    def test_a_running_reactors_turn_writes_its_lines_together(self) -> None:
+        """While the reactor runs, a turn's access lines go out in one write at the turn's end, in order."""
+        reactor: Any = self.exposer.reactor
+        reactor.running = True
+        previous_io_thread = threadable.ioThread
+        threadable.registerAsIOThread()
+        self.addCleanup(setattr, threadable, "ioThread", previous_io_thread)
+        writes: list[str] = []
+        real_write = self.out.write
+        self.patch(self.out, "write", lambda text: writes.append(text) or real_write(text))
+        for i in range(3):
+            self.exposer.forwarder.log_line(f'"GET /{i}" 200\t1ms')
+        self.assertEqual(self.out.getvalue(), "")
+        reactor.advance(0)  # the end of the turn (a timer of no delay on a reactor without the lean dispatch)
+        self.assertEqual(writes, ['"GET /0" 200\t1ms\n"GET /1" 200\t1ms\n"GET /2" 200\t1ms\n'])
+        self.exposer.forwarder.log_line('"GET /last" 200\t1ms')
+        self.exposer.flush_lines()  # what run_expose does once the reactor has stopped
+        self.assertEqual(writes[1:], ['"GET /last" 200\t1ms\n'])
+        reactor.advance(0)
+        self.assertEqual(len(writes), 2)
 
     def test_quick_lane(self) -> None:
         """The listener offers requests to the forwarder's quick lane first."""
