@@ -16,7 +16,12 @@ connections), and is loaded by the same wrk (L{benchmarks.httpload}) with the sa
     stand where the gateway and C{relay expose} stand, on the same reactor, with the same system calls
     per request; the relay's CPU per request above theirs is what its protocol work costs.
 
-Before measuring, each variant must return the file byte for byte. CPU per request is reported for
+Before measuring, each variant must return the file byte for byte, and is then loaded for
+L{WARM_UP} seconds unmeasured (L{warm_up}), on top of the 1 s of warm-up every load has
+(L{benchmarks.httpload}): localtunnel runs on Node.js, whose compiler needs that load before it reaches
+its steady speed. With only the 1 s, a fresh localtunnel served a fifth fewer requests/s (the first
+repetition of a full run, 1,622 against 1,900-2,125 in the next four) to a third fewer (C{http.floor},
+where every pairing starts fresh). CPython's relay has no such warm-up. CPU per request is reported for
 every process on the path (robust to a busy machine), and C{cpu path per request} adds up the relaying
 processes of each variant (gateway and listener; localtunnel's server and client; nginx; both
 forwarders). Its ratio C{relay/localtunnel} says how far the target is in CPU: on two cores, 2x
@@ -42,6 +47,8 @@ from benchmarks.registry import Target, scenario
 VARIANTS = ("relay", "localtunnel", "nginx", "floor")
 FILE = "hello.txt"
 SIZE = 1024
+WARM_UP = 2.0
+"""Seconds of unmeasured load each variant gets before its first measurement (L{warm_up})."""
 CASES = (("GET 1 KB, 16 connections", 16), ("GET 1 KB, 64 connections", 64))
 SUBDOMAIN = "benchrelay"
 
@@ -149,6 +156,12 @@ def upstream_file(ctx: Context) -> tuple[bytes, tuple[Proc, int] | None]:
     return body, ctx.nginx_static(root)
 
 
+def warm_up(ctx: Context, wrk: str, route: Route, connections: int) -> None:
+    """Load C{route} for L{WARM_UP} seconds and forget the result: steady speed before measuring."""
+    args = ["benchmarks.httpload", wrk, route.url, str(connections), str(WARM_UP)]
+    ctx.load("wrk-warm-up", [*args, json.dumps(route.headers)], {}, WARM_UP * 10 + 60)
+
+
 def load_and_upstream(ctx: Context, skipped: str) -> tuple[str, bytes, tuple[Proc, int]] | None:
     """wrk, the file every variant fetches and the nginx serving it; C{None} (noted) without wrk or nginx."""
     wrk, note = ensure_wrk(ctx.settings.install)
@@ -189,6 +202,7 @@ def requests(ctx: Context) -> None:
     for name, route in routes.items():
         route.other_procs["upstream"] = upstream_proc
         wait_until_served(name, route, body)
+        warm_up(ctx, wrk, route, CASES[0][1])
     names = [v for v in VARIANTS if v in routes]
     for run in ctx.repetitions():
         for case, connections in CASES:

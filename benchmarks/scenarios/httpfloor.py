@@ -37,6 +37,7 @@ from benchmarks.scenarios.http import (
     load_and_upstream,
     relay_route,
     wait_until_served,
+    warm_up,
 )
 
 VARIANTS = ("relay", "floor gateway", "floor listener", "floor", "localtunnel")
@@ -111,6 +112,7 @@ def floor(ctx: Context) -> None:
             route, procs = _pairing(ctx, variant, upstream_port, node)
             route.other_procs["upstream"] = upstream_proc
             wait_until_served(variant, route, body)
+            warm_up(ctx, wrk, route, CONNECTIONS)  # each pairing starts anew: localtunnel's JIT included
             args = ["benchmarks.httpload", wrk, route.url, str(CONNECTIONS), str(seconds)]
             watch = {**route.path_procs, **route.other_procs}
             result, cpu = ctx.load("wrk", [*args, json.dumps(route.headers)], watch, seconds * 10 + 60)
