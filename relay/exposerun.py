@@ -14,17 +14,17 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import FilteringLogObserver, ILogObserver, LogLevel, LogLevelFilterPredicate
 from twisted.python.failure import Failure
-from twisted.python.threadable import isInIOThread
 
 from relay.client.errors import ConnectError
 from relay.client.http import HttpListener
 from relay.client.listener import HybridConnectionListener, ListenerState
 from relay.client.options import WebSocketOptions
-from relay.eventloop import at_turn_end, lean_dispatch, on_second_signal
+from relay.eventloop import lean_dispatch, on_second_signal
 from relay.expose import LOCAL_TIMEOUT, Forwarder
 from relay.exposeaddress import ExposeError
 from relay.logger import Logger
 from relay.logtext import classic_observer, one_line
+from relay.turnlines import TurnWriter
 
 DRAIN_TIMEOUT = 10.0
 """Seconds a stop waits for the answers in flight before the listener closes."""
@@ -71,6 +71,8 @@ class Exposer:
         self.out: IO[str] | None = None if quiet else (out or sys.stdout)
         self.err = err or sys.stderr
         self.retry_delays = retry_delays
+        # A turn that answered many requests writes their lines in one system call, not one each.
+        self._access = TurnWriter(self.out, reactor) if self.out is not None else None
         self.forwarder = Forwarder(
             url, reactor=reactor, log_line=self._line, options=options, local_timeout=local_timeout
         )
@@ -97,37 +99,14 @@ class Exposer:
             on_response=None if quiet else self.forwarder.access_line,
             quick_lane=self.forwarder.quick,
         )
-        self._held_lines: list[str] = []
         self._finished: Deferred[int] = Deferred()
         self._sleep: Deferred[None] | None = None
         self._hurried = False
 
     def _line(self, text: str) -> None:
-        """
-        One access line on stdout, written with the rest of its reactor turn's (L{at_turn_end}).
-
-        A turn that answered many requests writes their lines in one system call instead of one each;
-        before the reactor runs, and from other threads, a line is written at once.
-        """
-        out = self.out
-        if out is None:
-            return
-        line = one_line(text) + "\n"
-        if not getattr(self.reactor, "running", False) or not isInIOThread():
-            out.write(line)
-            out.flush()
-            return
-        held = self._held_lines
-        held.append(line)
-        if len(held) == 1:
-            at_turn_end(self.reactor, self.flush_lines)
-
-    def flush_lines(self) -> None:
-        """Write the access lines held for the end of the turn (also once the reactor has stopped)."""
-        held, self._held_lines = self._held_lines, []
-        if held and self.out is not None:
-            self.out.write("".join(held))
-            self.out.flush()
+        """One access line on stdout, written with the rest of its reactor turn's (L{TurnWriter})."""
+        if self._access is not None:
+            self._access.write(one_line(text) + "\n")
 
     def _note(self, text: str) -> None:
         self.err.write(f"relay expose: {one_line(text)}\n")
@@ -305,5 +284,4 @@ def run_expose(
     reactor.addSystemEventTrigger("before", "shutdown", shutting_down)  # type: ignore[attr-defined]
     lean_dispatch(reactor)  # as the gateway's: no log context built per socket event
     reactor.run()  # type: ignore[attr-defined]
-    exposer.flush_lines()  # lines of a last turn that ended in the reactor's stop
     return status[0]

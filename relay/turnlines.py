@@ -32,44 +32,33 @@ HOLD_LIMIT = 64 * 1024
 """Characters held before they are written without waiting for the turn's end."""
 
 
-@implementer(ILogObserver)
-class TurnLines:
+class TurnWriter:
     """
-    A log observer: each event's line, through C{format_event}, written to C{out} at the end of its turn.
+    Text written to C{out} at the end of the reactor turn that wrote it (see the module docstring).
 
     @param out: a text file (a C{LogFile}, stdout); written and flushed.
-    @param format_event: an event's line, with its line end, or L{None} for none (L{relay.logtext.ClassicLines}).
-    @param reactor: the reactor whose turns batch the lines.
+    @param reactor: the reactor whose turns batch the writes.
     """
 
-    def __init__(self, out: IO[str], format_event: Callable[[LogEvent], str | None], reactor: Any) -> None:
+    def __init__(self, out: IO[str], reactor: Any) -> None:
         self._out = out
-        self._format = format_event
         self._reactor = reactor
         self._held: list[str] = []
         self._size = 0
-        self._turn_end = False  # whether the end of this turn will write the held lines
+        self._turn_end = False  # whether the end of this turn will write the held text
         self._failed = False
         reactor.addSystemEventTrigger("after", "shutdown", self.flush)
         atexit.register(self.flush)
 
-    def __call__(self, event: LogEvent) -> None:
-        """Hold the event's line until the turn ends, or write it now (see the module docstring)."""
-        text = self._format(event)
-        if text is None:
-            return
-        if not isInIOThread():  # the held lines are the reactor thread's alone: this one is written now
+    def write(self, text: str, *, now: bool = False) -> None:
+        """Hold C{text} until the turn ends, or write it (and what is held before it) C{now}."""
+        if not isInIOThread():  # what is held is the reactor thread's alone: this is written now
             self._out.write(text)
             self._out.flush()
             return
         self._held.append(text)
         self._size += len(text)
-        if (
-            self._size >= HOLD_LIMIT
-            or event.get("log_level") in _URGENT
-            or "log_failure" in event
-            or not self._reactor.running
-        ):
+        if now or self._size >= HOLD_LIMIT or not getattr(self._reactor, "running", False):
             self.flush()
         elif not self._turn_end:
             self._turn_end = True
@@ -85,10 +74,37 @@ class TurnLines:
                 sys.stderr.write(f"relay: cannot write the log: {e}\n")
 
     def flush(self) -> None:
-        """Write and flush every line held, in order."""
+        """Write and flush everything held, in order."""
         if not self._held:
             return
         held, self._held, self._size = self._held, [], 0
         text = "".join(held) if len(held) > 1 else held[0]
         self._out.write(text)
         self._out.flush()
+
+
+@implementer(ILogObserver)
+class TurnLines:
+    """
+    A log observer: each event's line, through C{format_event}, written to C{out} at the end of its turn.
+
+    Errors, critical events and failures are written at once, with the lines before them.
+
+    @param out: a text file (a C{LogFile}, stdout); written and flushed.
+    @param format_event: an event's line, with its line end, or L{None} for none (L{relay.logtext.ClassicLines}).
+    @param reactor: the reactor whose turns batch the lines.
+    """
+
+    def __init__(self, out: IO[str], format_event: Callable[[LogEvent], str | None], reactor: Any) -> None:
+        self._format = format_event
+        self._writer = TurnWriter(out, reactor)
+
+    def __call__(self, event: LogEvent) -> None:
+        """Hold the event's line until the turn ends, or write it now (see the module docstring)."""
+        text = self._format(event)
+        if text is not None:
+            self._writer.write(text, now=event.get("log_level") in _URGENT or "log_failure" in event)
+
+    def flush(self) -> None:
+        """Write and flush every line held, in order."""
+        self._writer.flush()

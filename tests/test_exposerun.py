@@ -97,7 +97,8 @@ class ExposerLinesTests(SynchronousTestCase):
         reactor.advance(0)  # the end of the turn (a timer of no delay on a reactor without the lean dispatch)
         self.assertEqual(writes, ['"GET /0" 200\t1ms\n"GET /1" 200\t1ms\n"GET /2" 200\t1ms\n'])
         self.exposer.forwarder.log_line('"GET /last" 200\t1ms')
-        self.exposer.flush_lines()  # what run_expose does once the reactor has stopped
+        for function, args, kwargs in reactor.triggers["after"]["shutdown"]:  # the reactor stops
+            function(*args, **kwargs)
         self.assertEqual(writes[1:], ['"GET /last" 200\t1ms\n'])
         reactor.advance(0)
         self.assertEqual(len(writes), 2)

@@ -136,7 +136,9 @@ class HttpRelay:
         """The response deadlines of requests with this timeout: one timer for all of them."""
         deadlines = self._response_deadlines.get(timeout)
         if deadlines is None:
-            deadlines = self._response_deadlines[timeout] = Deadlines(self.clock, timeout, _response_overdue)
+            deadlines = self._response_deadlines[timeout] = Deadlines(
+                self.clock, timeout, lambda exchange: exchange.response_overdue(timeout)
+            )
         return deadlines
 
     def resource(self, request: IRequest, namespace: Namespace, match: EntityMatch) -> IResource:
@@ -401,7 +403,3 @@ class HttpRelay:
             exchange.fail(RelayError(ErrorKind.SHUTTING_DOWN, "Server shutting down"))
         for role in list(self.roles):
             role.close(CloseCode.GOING_AWAY, "Server shutting down")
-
-
-def _response_overdue(exchange: Exchange) -> None:
-    exchange.response_overdue()

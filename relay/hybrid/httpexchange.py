@@ -319,10 +319,9 @@ class Exchange:
             if role is not None and role.transport is not None:
                 role.transport.unregisterProducer()
 
-    def response_overdue(self) -> None:
-        """The response did not come within the request timeout (L{HybridHttpRelay.response_deadlines})."""
-        deadlines, self._response_deadline = self._response_deadline, None
-        timeout = self._settings.request_timeout if deadlines is None else deadlines.period
+    def response_overdue(self, timeout: float) -> None:
+        """The response did not come within C{timeout} (its deadline in L{HybridHttpRelay.response_deadlines})."""
+        self._response_deadline = None
         self.fail(RelayError(ErrorKind.LISTENER_TIMEOUT, f"The listener did not respond within {timeout:g}s"))
 
     # -- receiving the response ----------------------------------------------------------------------
