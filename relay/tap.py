@@ -204,15 +204,17 @@ def _exit_with(problem: str, twistd_options: Mapping[str, Any]) -> None:
     """
     pidfile = twistd_options.get("pidfile")
     status_pipe = twistd_options.get("statusPipe")
+    # The pid file goes first: once told, the waiting parent ends at once, and whoever started it may look
+    # for the pid file before this process would have got round to removing it.
+    if pidfile:
+        with contextlib.suppress(OSError):
+            if Path(pidfile).read_text().strip() == str(os.getpid()):
+                Path(pidfile).unlink()
     if status_pipe is not None:
         with contextlib.suppress(OSError):
             # As twistd writes a failure there: "1 " and the message, at most 100 bytes in all.
             os.write(status_pipe, f"1 {problem}".encode("ascii", "backslashreplace")[:100])
             os.close(status_pipe)
-    if pidfile:
-        with contextlib.suppress(OSError):
-            if Path(pidfile).read_text().strip() == str(os.getpid()):
-                Path(pidfile).unlink()
     line = f"twistd relay: {problem}"
     if sys.__stderr__ is not None and sys.stderr is not sys.__stderr__:
         sys.__stderr__.write(line + "\n")

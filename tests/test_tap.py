@@ -24,7 +24,7 @@ from relay.certs import ServerCertificate, issue_server_certificate
 from relay.endpointcheck import split_endpoint
 from relay.service import GatewayService
 from relay.state import read_development_key
-from relay.tap import FileProblem, Options, makeService
+from relay.tap import FileProblem, Options, _exit_with, makeService
 
 CONFIG = """
 [gateway]
@@ -163,6 +163,33 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             line, "the gateway did not finish starting: RuntimeError: a bug after the ports were bound"
         )
+
+    def test_daemon_told_after_its_pid_file_is_gone(self) -> None:
+        """
+        A daemon that cannot start removes its pid file before it tells twistd's waiting parent.
+
+        The parent ends as soon as it reads the status pipe; whoever started it may look for the pid file
+        at once, and found it when the daemon told first (seen in CI).
+        """
+        pidfile = Path(self.mktemp())
+        pidfile.write_text(str(os.getpid()))
+        read_end, write_end = os.pipe()
+        self.addCleanup(os.close, read_end)
+        seen_at_tell: list[bool] = []
+        real_write = os.write
+
+        def write(fd: int, data: bytes) -> int:
+            if fd == write_end:
+                seen_at_tell.append(pidfile.exists())
+            return real_write(fd, data)
+
+        self.patch(os, "write", write)
+        self.patch(sys, "stderr", sys.__stderr__)
+        with self.assertRaises(SystemExit) as raised:
+            _exit_with("cannot listen on tcp:1: taken", {"pidfile": str(pidfile), "statusPipe": write_end})
+        self.assertEqual(str(raised.exception), "twistd relay: cannot listen on tcp:1: taken")
+        self.assertEqual(seen_at_tell, [False])
+        self.assertEqual(os.read(read_end, 200), b"1 cannot listen on tcp:1: taken")
 
 
 class TwistdTests(SynchronousTestCase):
