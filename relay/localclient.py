@@ -16,13 +16,14 @@ from typing import Protocol as TypingProtocol
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IDelayedCall, IStreamClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from relay.client.errors import ConnectionClosedError
 from relay.client.httprequest import RequestBody
+from relay.deadlines import Deadlines
 from relay.http1 import (
     LAST_CHUNK,
     ChunkedReader,
@@ -173,7 +174,7 @@ class LocalConnection(Protocol):
         self.reused = False
         self.closed = False
         self._spent = False  # dropped or closing: its close may not have been reported yet
-        self._timer: IDelayedCall | None = None
+        self._timed = False  # the response deadline is set (in the client's Deadlines)
         self._socket: Any = None
 
     def connectionMade(self) -> None:
@@ -263,7 +264,7 @@ class LocalConnection(Protocol):
             self.abort()
 
     def _read_heads(self) -> None:
-        while self._head is None:
+        while self._head is None and self._buffer:  # an answer read whole leaves nothing to look at
             found = read_response_head(self._buffer, self._method)
             if found is None:
                 return
@@ -389,19 +390,21 @@ class LocalConnection(Protocol):
 
     def _start_timer(self) -> None:
         """The whole request is sent: the local server's time to answer starts (as the relay's does)."""
-        timeout = self._client.response_timeout
-        if timeout is not None:
-            self._timer = self._client.reactor.callLater(timeout, self._timed_out, timeout)
+        deadlines = self._client.deadlines
+        if deadlines is not None:
+            deadlines.set(self)
+            self._timed = True
 
-    def _timed_out(self, timeout: float) -> None:
-        self._timer = None
+    def timed_out(self, timeout: float) -> None:
+        """No response head within C{timeout} seconds of the request's last byte: it fails, the connection goes."""
+        self._timed = False
         self._fail(Failure(ResponseTimeout(f"the local server did not answer within {timeout:g}s")))
         self.abort()
 
     def _stop_timer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._timed:
+            self._timed = False
+            self._client.deadlines.clear(self)  # type: ignore[union-attr]  # _timed: it is set
 
     def _fail(self, reason: Failure) -> None:
         self._stop_timer()
@@ -437,7 +440,7 @@ class LocalClient:
 
     @ivar max_idle: idle connections kept for reuse.
     @ivar response_timeout: seconds a request waits for its response head (C{None}: no limit); then its
-        connection is dropped and the request fails with L{ResponseTimeout}.
+        connection is dropped and the request fails with L{ResponseTimeout}. Given at construction.
     """
 
     def __init__(
@@ -455,6 +458,13 @@ class LocalClient:
         self.reactor = reactor
         self.max_idle = max_idle
         self.response_timeout = response_timeout
+        # The requests share one timeout, so their deadlines come due in the order they were set: one
+        # timer for all (relay.deadlines), not a callLater and a cancel per request.
+        self.deadlines = (
+            None
+            if response_timeout is None
+            else Deadlines(reactor, response_timeout, lambda late: late.timed_out(response_timeout))
+        )
         default_port = port == (443 if scheme == "https" else 80)
         self.host_header = host_header or (host if default_port else f"{host}:{port}").encode("idna")
         if endpoint is None:

@@ -445,6 +445,38 @@ class FailureTests(LocalClientTestCase):
         self.assertEqual((sink.pieces, sink.ended), ([b"ab", b"cd"], True))
         self.assertFalse(transport.disconnecting)
 
+    def test_overlapping_requests_time_out_at_their_own_deadlines(self) -> None:
+        """
+        Requests sent at different times each get their full time (the deadlines share one timer).
+
+        The second one's answer, given in time, neither moves nor cancels the others'; once none waits, no
+        timer is left.
+        """
+        clock = MemoryReactorClock()
+        self.client = LocalClient(
+            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
+        )  # type: ignore[arg-type]
+        first, _, first_transport = self.send()
+        clock.advance(20)
+        second, second_connection, second_transport = self.send()
+        clock.advance(20)
+        third, _, third_transport = self.send()
+        second_connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.head(second)
+        clock.advance(19.5)
+        self.assertNoResult(first)
+        clock.advance(0.5)  # 60 s after the first was sent
+        self.failureResultOf(first, ResponseTimeout)
+        self.assertTrue(first_transport.disconnecting)
+        clock.advance(39.5)
+        self.assertNoResult(third)
+        clock.advance(0.5)  # 60 s after the third was sent
+        self.failureResultOf(third, ResponseTimeout)
+        self.assertTrue(third_transport.disconnecting)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertFalse(second_transport.disconnecting)  # answered: kept for the next request
+        self.assertEqual(self.client._idle, [second_connection])
+
     def test_cancel_drops_the_connection(self) -> None:
         answer, _, transport = self.send()
         answer.cancel()
