@@ -393,12 +393,17 @@ class FailureTests(LocalClientTestCase):
         connection.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.client._idle, [])
 
-    def test_a_server_that_never_answers_times_out(self) -> None:
-        """Without a response head in time the request fails and its connection is dropped (expose: 504)."""
+    def timed_client(self) -> MemoryReactorClock:
+        """A client whose requests wait 60 s for a response head, on the clock returned."""
         clock = MemoryReactorClock()
         self.client = LocalClient(
             clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
         )  # type: ignore[arg-type]
+        return clock
+
+    def test_a_server_that_never_answers_times_out(self) -> None:
+        """Without a response head in time the request fails and its connection is dropped (expose: 504)."""
+        clock = self.timed_client()
         answer, connection, transport = self.send()
         clock.advance(59)
         self.assertNoResult(answer)
@@ -411,10 +416,7 @@ class FailureTests(LocalClientTestCase):
 
     def test_the_timer_starts_once_the_request_is_sent(self) -> None:
         """A slow upload is not cut: the local server's time to answer starts after the body's last byte."""
-        clock = MemoryReactorClock()
-        self.client = LocalClient(
-            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
-        )  # type: ignore[arg-type]
+        clock = self.timed_client()
         body = RequestBody()
         answer, _, transport = self.send(b"PUT", body)
         for _ in range(5):
@@ -431,10 +433,7 @@ class FailureTests(LocalClientTestCase):
 
     def test_the_timer_stops_at_the_head(self) -> None:
         """The limit is for the head: a body that takes longer is not cut, and no timer is left behind."""
-        clock = MemoryReactorClock()
-        self.client = LocalClient(
-            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
-        )  # type: ignore[arg-type]
+        clock = self.timed_client()
         answer, connection, transport = self.send()
         connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
         sink = Sink()
@@ -452,10 +451,7 @@ class FailureTests(LocalClientTestCase):
         The second one's answer, given in time, neither moves nor cancels the others'; once none waits, no
         timer is left.
         """
-        clock = MemoryReactorClock()
-        self.client = LocalClient(
-            clock, "http", "127.0.0.1", 8000, endpoint=self.endpoint, response_timeout=60
-        )  # type: ignore[arg-type]
+        clock = self.timed_client()
         first, _, first_transport = self.send()
         clock.advance(20)
         second, second_connection, second_transport = self.send()
