@@ -2,7 +2,10 @@
 HTTP relaying: one exchange, a sender's request followed from its arrival until its response is complete.
 
 An L{Exchange} sends the request on the listener's control channel or a rendezvous
-(L{relay.hybrid.httprendezvous}), and relays the response that comes back on either.
+(L{relay.hybrid.httprendezvous}), and relays the response that comes back on either. This module holds
+the request's dispatch, the answer and the failures; the rendezvous side is in
+L{relay.hybrid.exchangerendezvous} and the timers in L{relay.hybrid.exchangeflow} (one state machine in
+three modules, L{relay.hybrid.exchangefields}).
 
 Bodies stream in both directions with back-pressure: a listener socket that cannot take more pauses
 reading from the sender, and a sender that reads slowly pauses reading from the listener's rendezvous.
@@ -16,19 +19,17 @@ aborted, so a cut-off body can never pass for a complete one.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from relay.connectionquota import ConnectionLease
-from relay.deadlines import Deadlines
-from relay.entities import HybridConnectionSettings
 from relay.errors import CloseCode, ErrorKind, RelayError
 from relay.hybrid.control import ControlChannel
-from relay.hybrid.dispatch import RequestWait, fits_control_channel
+from relay.hybrid.dispatch import fits_control_channel
+from relay.hybrid.exchangefields import State
+from relay.hybrid.exchangeflow import ExchangeFlow
+from relay.hybrid.exchangerendezvous import IDEMPOTENT_METHODS, ExchangeRendezvous
 from relay.hybrid.headers import (
     MAX_SENDER_HEAD,
     HeaderError,
@@ -37,9 +38,8 @@ from relay.hybrid.headers import (
     reason_phrase,
     response_head,
 )
-from relay.hybrid.httpflow import DownloadProducer, UploadProducer, UploadToRendezvous
+from relay.hybrid.httpflow import DownloadProducer
 from relay.hybrid.messages import HttpRequest, HttpResponse
-from relay.hybrid.rendezvous import Ticket
 from relay.hybrid.router import Admission
 from relay.logger import Logger
 from relay.resource import ErrorResource
@@ -47,28 +47,12 @@ from relay.webrequest import RelayRequest
 
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
-    from relay.hybrid.httprendezvous import RendezvousRole
+    from relay.hybrid.rendezvous import Ticket
+
+__all__ = ["IDEMPOTENT_METHODS", "Exchange", "State"]
 
 
-class State(Enum):
-    """Where an exchange is."""
-
-    WAITING = "waiting for the response"
-    RESPONDING = "relaying the response"
-    DONE = "done"
-
-
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
-"""Methods a request may be sent again with when no handler can have seen it (RFC 9110 section 9.2.2)."""
-
-
-def _cancel(call: IDelayedCall | None) -> None:
-    """Cancel C{call} if it is still pending (the caller forgets it)."""
-    if call is not None and call.active():
-        call.cancel()
-
-
-class Exchange:
+class Exchange(ExchangeRendezvous, ExchangeFlow):
     """
     One relayed request: the sender's twisted.web request, the listener side it went to, and the timers.
 
@@ -77,40 +61,7 @@ class Exchange:
     @ivar rendezvous: the rendezvous carrying the request or the response, once there is one.
     """
 
-    # Slots: one exchange per relayed request, and its attributes are read many times each (cost.instructions
-    # counted 1 % fewer instructions per request in the gateway with them).
-    __slots__ = (
-        "_address_deadline",
-        "_body",
-        "_channel",
-        "_download_paused",
-        "_download_stall",
-        "_expected",
-        "_forward_body",
-        "_idle_timer",
-        "_key",
-        "_on_kept_rendezvous",
-        "_producer",
-        "_request_sent",
-        "_response_deadline",
-        "_sender_done",
-        "_settings",
-        "_status",
-        "_ticket",
-        "_upload_stall",
-        "_uploading",
-        "admission",
-        "connection_lease",
-        "id",
-        "message",
-        "relay",
-        "rendezvous",
-        "request",
-        "sender_channel",
-        "sent_bytes",
-        "state",
-        "uploaded_bytes",
-    )
+    __slots__ = ()  # all in ExchangeFields
 
     log = Logger()
 
@@ -133,33 +84,28 @@ class Exchange:
         self.id = message.id
         self._key = key  # the secret of message.address (HttpDispatcher.address)
         self.state = State.WAITING
-        self.rendezvous: RendezvousRole | None = None
+        self.rendezvous = None
         self.sent_bytes = 0
         self.uploaded_bytes = 0  # request body bytes handed to a listener (the relayed ones)
         self._body = body
-        self._settings: HybridConnectionSettings = admission.settings
+        self._settings = admission.settings
         self._channel: ControlChannel | None = None
-        self._ticket: Ticket | None = None
-        self._address_deadline: float | None = None  # while it holds its address (a small request)
+        self._ticket = None
+        self._address_deadline = None  # while it holds its address (a small request)
         self._uploading = False
         self._request_sent = False
         self._on_kept_rendezvous = False  # put on a rendezvous kept from an earlier request (may go again)
         self._forward_body = True
         self._sender_done = False  # its answer is complete, the listener's unread body is still drained
         self._expected: int | None = None
-        self._producer: DownloadProducer | None = None
-        self._response_deadline: Deadlines | None = None  # set while its response is due
-        self._idle_timer: IDelayedCall | None = None
-        self._upload_stall: IDelayedCall | None = None  # the listener takes none of the request body
-        self._download_stall: IDelayedCall | None = None  # the sender takes none of the answer
+        self._producer = None
+        self._response_deadline = None  # set while its response is due
+        self._idle_timer = None
+        self._upload_stall = None  # the listener takes none of the request body
+        self._download_stall = None  # the sender takes none of the answer
         self._download_paused = False
         self._status = 0
         request.when_done(self._request_over)
-
-    @property
-    def clock(self) -> IReactorTime:
-        """The relay's clock."""
-        return self.relay.clock
 
     # -- sending the request -------------------------------------------------------------------------
 
@@ -215,92 +161,6 @@ class Exchange:
             self.relay.untrack(self._channel, self)
             self._channel = None
 
-    @property
-    def address_window(self) -> float:
-        """Seconds a small request's address stays claimable from its dispatch: its timeout and a rendezvous's."""
-        return self._settings.request_timeout + self.relay.dispatcher.rendezvous_timeout
-
-    @property
-    def key(self) -> str:
-        """The secret of the request's address (L{relay.hybrid.dispatch.HttpDispatcher.address})."""
-        return self._key
-
-    def address_claimed(self) -> Ticket:
-        """
-        A listener opened the address this exchange holds (a small request's): the ticket it claimed.
-
-        Made now, already claimed; its outcome fires with the rendezvous once the upgrade completes.
-        """
-        self._address_deadline = None
-        wait = RequestWait(self, False, False)  # a socket opened for a response is never reused
-        ticket = self._ticket = Ticket(key=self._key, connection_id=self.id, context=wait, done=True)
-        ticket.outcome.addCallbacks(self._response_rendezvous, self._response_address_expired)
-        return ticket
-
-    def _drop_ticket(self, *, response_arrived: bool) -> None:
-        deadline, self._address_deadline = self._address_deadline, None
-        if deadline is not None:  # a small request's address, held: dropped, or kept for a late answer
-            self.relay.release_address(self, None if response_arrived else deadline)
-        ticket, self._ticket = self._ticket, None
-        if ticket is None or ticket.done:
-            return
-        self.relay.router.rendezvous.cancel(ticket)
-
-    def _fetched(self, role: RendezvousRole) -> None:
-        self._ticket = None
-        if self.state is not State.WAITING:
-            role.close(CloseCode.NORMAL, "The sender went away")
-            return
-        self._untrack()
-        role.assign(self)
-
-    def _not_fetched(self, failure: Failure) -> None:
-        self._ticket = None
-        error = failure.value
-        if isinstance(error, RelayError):
-            if error.kind is ErrorKind.LISTENER_TIMEOUT:
-                error = RelayError(
-                    ErrorKind.LISTENER_TIMEOUT,
-                    f"The listener did not fetch the request within {self.relay.dispatcher.rendezvous_timeout:g}s",
-                )
-            self.fail(error)
-        else:
-            self.log.failure("request {request_id}: rendezvous failed", failure, request_id=self.id)
-            self.fail(RelayError(ErrorKind.INTERNAL, "Internal error"))
-
-    def _response_rendezvous(self, role: RendezvousRole) -> None:
-        self._ticket = None
-        if self.state is not State.WAITING or self.rendezvous is not None:
-            role.close(CloseCode.NORMAL, "No response expected here")
-            return
-        self._untrack()
-        self.rendezvous = role
-        role.exchange = self
-
-    def _response_address_expired(self, failure: Failure) -> None:
-        self._ticket = None  # the response timer reports the timeout; the address is no longer claimable
-
-    def attached(self, role: RendezvousRole) -> None:
-        """A rendezvous is ready for this request: send it the full request, then stream the body."""
-        self.rendezvous = role
-        protocol = role.protocol
-        stream = self.request.body if self._body is None else None
-        if stream is not None:
-            has_body = not (stream.complete and stream.received == 0)
-        else:
-            has_body = bool(self._body)
-        protocol.sendMessage(replace(self.message, body=has_body).encode(), isBinary=False)
-        if stream is not None and has_body:
-            protocol.beginMessage(isBinary=True)
-            role.transport.registerProducer(UploadProducer(self, stream), True)
-            self._uploading = True
-            stream.attach(UploadToRendezvous(self, role))
-            return
-        if has_body and self._body:
-            protocol.sendMessage(self._body, isBinary=True)
-            self.uploaded_bytes = len(self._body)
-        self.request_delivered()
-
     def request_delivered(self) -> None:
         """The whole request reached the listener's socket: its response is now due."""
         self._request_sent = True
@@ -310,19 +170,6 @@ class Exchange:
                 self._settings.request_timeout
             )
             deadlines.set(self)
-
-    def _stop_upload(self) -> None:
-        self.upload_resumed()
-        if self._uploading:
-            self._uploading = False
-            role = self.rendezvous
-            if role is not None and role.transport is not None:
-                role.transport.unregisterProducer()
-
-    def response_overdue(self, timeout: float) -> None:
-        """The response did not come within C{timeout} (its deadline in L{HybridHttpRelay.response_deadlines})."""
-        self._response_deadline = None
-        self.fail(RelayError(ErrorKind.LISTENER_TIMEOUT, f"The listener did not respond within {timeout:g}s"))
 
     # -- receiving the response ----------------------------------------------------------------------
 
@@ -555,72 +402,9 @@ class Exchange:
         if channel is not None and channel.transport is not None:
             channel.transport.abortConnection()
 
-    def _release_rendezvous(self, code: int, reason: str) -> None:
-        role, self.rendezvous = self.rendezvous, None
-        if role is not None and role.exchange is self:
-            role.exchange = None
-            role.close(code, reason)
-
     def listener_gone(self) -> None:
         """The listener's control channel closed while this exchange depended on it."""
         self.fail(RelayError(ErrorKind.BAD_GATEWAY, "The listener went away before responding"))
-
-    def rendezvous_closed(self, code: int | None, reason: str | None, *, head_begun: bool = False) -> None:
-        """
-        The rendezvous carrying this exchange closed.
-
-        @param head_begun: part of a response head had come on it (a text message left unfinished).
-        """
-        self.rendezvous = None
-        if self.state is State.DONE:
-            return
-        if code == CloseCode.NORMAL and not head_begun and self._may_go_again():
-            self._go_again()
-            return
-        detail = ""
-        if code:
-            short = f": {reason}" if reason and len(reason) <= 80 else ""
-            detail = f" (close code {code}{short})"
-        if self.state is State.RESPONDING:
-            self._abort(f"The listener closed the rendezvous in the middle of the response{detail}")
-        else:
-            self.fail(
-                RelayError(
-                    ErrorKind.BAD_GATEWAY, f"The listener closed the rendezvous before responding{detail}"
-                )
-            )
-
-    def _may_go_again(self) -> bool:
-        """
-        Whether a request whose rendezvous closed (1000) before any of its answer may be sent again.
-
-        Only a request put on a rendezvous kept from an earlier one: the .NET listener closes every
-        rendezvous after its answer (spec 6.5), so a keep-alive request can cross that close, and no handler
-        saw it. The body must still be whole at hand: buffered, or streamed with none of it sent yet. And
-        the method must be idempotent (RFC 9110 9.2.2): a listener that took the request and then closed
-        without a byte of answer cannot be told apart, and a POST must not be carried out twice.
-        """
-        return (
-            self._on_kept_rendezvous
-            and self.message.method in IDEMPOTENT_METHODS
-            and self.state is State.WAITING
-            and (self._body is not None or self.uploaded_bytes == 0)
-        )
-
-    def _go_again(self) -> None:
-        """Send the request once more, on the control channel (no kept rendezvous: it may be closing too)."""
-        self.log.debug("request {request_id} crossed its rendezvous's close: sent again", request_id=self.id)
-        self._on_kept_rendezvous = False
-        self._cancel_response_timer()
-        self._stop_upload()
-        self._request_sent = False
-        self.uploaded_bytes = 0
-        if self.request.body is not None:
-            self.request.body.detach()
-        try:
-            self._dispatch()
-        except RelayError as e:
-            self.fail(e)
 
     def _request_over(self, failure: Failure | None) -> None:
         if failure is not None:
@@ -643,96 +427,3 @@ class Exchange:
         if self.request.body is not None and not self.request.body.complete:
             self.request.body.discard()
         self.relay.done(self)
-
-    # -- timers and back-pressure ----------------------------------------------------------------------
-
-    def _cancel_response_timer(self) -> None:
-        deadlines = self._response_deadline
-        if deadlines is not None:
-            self._response_deadline = None
-            deadlines.clear(self)
-
-    def _arm_idle(self) -> None:
-        if self._download_paused:
-            return
-        if self._idle_timer is not None and self._idle_timer.active():
-            self._idle_timer.reset(self._settings.request_timeout)
-        elif self.state is State.RESPONDING:
-            self._idle_timer = self.clock.callLater(self._settings.request_timeout, self._idle_expired)
-
-    def _disarm_idle(self) -> None:
-        _cancel(self._idle_timer)
-        self._idle_timer = None
-
-    def _idle_expired(self) -> None:
-        self._idle_timer = None
-        self._abort(
-            f"The listener sent nothing for {self._settings.request_timeout:g}s in the middle of the body"
-        )
-
-    def _stop_timers(self) -> None:
-        self._cancel_response_timer()
-        self._disarm_idle()
-        self.upload_resumed()
-        _cancel(self._download_stall)
-        self._download_stall = None
-
-    def upload_paused(self) -> None:
-        """
-        The listener's rendezvous takes no more of the request body: the sender is held back.
-
-        The sender's idle timeout stops counting (L{relay.idletimer.OneIdleTimer.hold_idle}); the
-        listener gets the hybrid connection's C{request_timeout} to take more, as for a silence in its
-        answer, and the sender a 504 after that. Once the listener answers, the held upload ends with
-        the answer (a download that keeps moving is never cut), so the stall is timed only before it.
-        """
-        if self._upload_stall is None and self.state is State.WAITING:
-            timeout = self._settings.request_timeout
-            self._upload_stall = self.clock.callLater(timeout, self._upload_stalled, timeout)
-
-    def upload_resumed(self) -> None:
-        """The listener took more of the body (or the upload ended, or the answer began)."""
-        _cancel(self._upload_stall)
-        self._upload_stall = None
-
-    def _upload_stalled(self, timeout: float) -> None:
-        self._upload_stall = None
-        self.fail(
-            RelayError(
-                ErrorKind.LISTENER_TIMEOUT,
-                f"The listener took none of the request body for {timeout:g}s",
-            )
-        )
-
-    def download_paused(self) -> None:
-        """
-        The sender's buffer is full: waiting on it is no stall of the listener.
-
-        A sender that takes none of its answer for the gateway's C{http_idle_timeout} is idle, though:
-        it is cut off, and the listener's rendezvous let go, rather than held for ever.
-        """
-        self._download_paused = True
-        self._disarm_idle()
-        if self._download_stall is None and self.state is not State.DONE:
-            timeout = self.relay.sender_stall_timeout
-            self._download_stall = self.clock.callLater(timeout, self._download_stalled, timeout)
-
-    def download_resumed(self) -> None:
-        """The sender drained its buffer."""
-        self._download_paused = False
-        _cancel(self._download_stall)
-        self._download_stall = None
-        self._arm_idle()
-
-    def _download_stalled(self, timeout: float) -> None:
-        self._download_stall = None
-        self.fail(
-            RelayError(ErrorKind.LISTENER_TIMEOUT, f"The sender read none of the answer for {timeout:g}s")
-        )
-
-    def _unregister_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.release()
-            if not self.request._disconnected:
-                self.request.unregisterProducer()
