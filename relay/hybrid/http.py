@@ -29,9 +29,10 @@ from relay.errors import CloseCode, ErrorKind, RelayError, new_tracking_id
 from relay.hybrid.addressing import AddressError, RequestTarget, split_target
 from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import ABANDONED, HttpDispatcher, RequestWait
+from relay.hybrid.exchangefields import State
 from relay.hybrid.headers import AUTHORIZATION, TOKEN_HEADER, forward_request_headers
 from relay.hybrid.httpcontrol import ControlResponses
-from relay.hybrid.httpexchange import Exchange, State
+from relay.hybrid.httpexchange import Exchange
 from relay.hybrid.httprendezvous import RendezvousRole
 from relay.hybrid.messages import HttpRequest, RemoteEndpoint
 from relay.hybrid.rendezvous import Ticket, new_key

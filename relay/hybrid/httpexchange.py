@@ -29,7 +29,7 @@ from relay.hybrid.control import ControlChannel
 from relay.hybrid.dispatch import fits_control_channel
 from relay.hybrid.exchangefields import State
 from relay.hybrid.exchangeflow import ExchangeFlow
-from relay.hybrid.exchangerendezvous import IDEMPOTENT_METHODS, ExchangeRendezvous
+from relay.hybrid.exchangerendezvous import ExchangeRendezvous
 from relay.hybrid.headers import (
     MAX_SENDER_HEAD,
     HeaderError,
@@ -48,8 +48,6 @@ from relay.webrequest import RelayRequest
 if TYPE_CHECKING:
     from relay.hybrid.http import HttpRelay
     from relay.hybrid.rendezvous import Ticket
-
-__all__ = ["IDEMPOTENT_METHODS", "Exchange", "State"]
 
 
 class Exchange(ExchangeRendezvous, ExchangeFlow):
