@@ -353,7 +353,7 @@ class ExposeTests(TestCase):
             self,
             "ws-sender.js",
             ["--uri", f"{gateway.ws_url}/$hc/hyco/ws?sb-hc-action=connect", "--token", gateway.token("hyco"),
-             "--message", "binary:1024", "--message", f"binary:{60 * MB}", "--send-delay-ms", "500"],
+             "--message", "binary:1024", "--message", f"bulk:{60 * MB}", "--send-delay-ms", "500"],
         )  # fmt: skip
         await sender.event("open")
         await sender.event("message", index=0)

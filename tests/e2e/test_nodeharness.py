@@ -43,6 +43,7 @@ from .nodeharness import (
     NodeHarnessError,
     NodeScript,
     NodeScriptExited,
+    bulk_chunks,
     ensure_node_modules,
     payload,
     require_node,
@@ -823,13 +824,13 @@ class WebSocketSenderTests(NodeTestCase):
         """
         The sender sends deterministic messages and reports their echoes with their types.
 
-        It offers the subprotocols, headers, id and token given, and closes normally at the end.
+        A C{bulk:} message is the bulk payload (L{bulk_chunks}), sent as binary. It offers the subprotocols, headers, id and token given, and closes normally at the end.
         """
         relay = RelayDouble()
         relay.echo = True
         await relay.start(self)
         token = sas_token("http://127.0.0.1/hyco")
-        specs = ["literal:hello", "binary:100000", "text:70000", "binary:0"]
+        specs = ["literal:hello", "binary:100000", "text:70000", "binary:0", "bulk:200000"]
         sender = self.spawn(
             "ws-sender.js",
             "--uri",
@@ -863,6 +864,7 @@ class WebSocketSenderTests(NodeTestCase):
             (payload("binary", 100000, index=1), "binary"),
             (payload("text", 70000, index=2), "text"),
             (b"", "binary"),
+            (b"".join(bulk_chunks(200000, index=4)), "binary"),
         ]
         for index, (data, kind) in enumerate(expected):
             self.assertEqual(await connection.next_message(), (data, kind == "binary"))
@@ -873,7 +875,7 @@ class WebSocketSenderTests(NodeTestCase):
                     (event["type"], event["length"], event["sha256"]), (kind, len(data), sha256_hex(data))
                 )
         closed = await sender.event("close")
-        self.assertEqual((closed["code"], closed["received"]), (1000, 4))
+        self.assertEqual((closed["code"], closed["received"]), (1000, 5))
         self.assertEqual(await within(connection.closed), (1000, None))
         self.assertEqual(await sender.exited(), 0)
 

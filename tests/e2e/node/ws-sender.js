@@ -35,7 +35,7 @@ Handshake:
   --header "N: V"        extra upgrade request header (repeatable)
 
 Messages (sent in order, one after the other; each waits for the previous write to finish):
-  --message SPEC         text:<length>, binary:<length> or literal:<text> (repeatable); the content
+  --message SPEC         text:<length>, binary:<length>, bulk:<length> or literal:<text> (repeatable); the content
                          of message i is payload(kind, length, seed, i), see README.md
   --seed SEED            payload seed (default "relay")
   --send-delay-ms MS     pause between messages (default 0)
@@ -175,7 +175,7 @@ function main() {
       return;
     }
     const data = h.messageData(config.messages[index], config.seed, index);
-    const binary = config.messages[index].kind === 'binary';
+    const binary = h.isBinarySpec(config.messages[index]);
     const summary = Object.assign(h.describe(data, binary), { index: index });
     const next = function () {
       if (config.sendDelayMs) {

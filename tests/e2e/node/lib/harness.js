@@ -203,11 +203,11 @@ class Digest {
   }
 }
 
-/** Parse a message spec: text:<length>, binary:<length> or literal:<text>. */
+/** Parse a message spec: text:<length>, binary:<length>, bulk:<length> or literal:<text>. */
 function messageSpec(spec) {
-  const match = /^(text|binary|literal):([\s\S]*)$/.exec(spec);
+  const match = /^(text|binary|bulk|literal):([\s\S]*)$/.exec(spec);
   if (!match) {
-    throw new UsageError('--message must be text:<length>, binary:<length> or literal:<text>, not ' +
+    throw new UsageError('--message must be text:<length>, binary:<length>, bulk:<length> or literal:<text>, not ' +
       JSON.stringify(spec));
   }
   if (match[1] === 'literal') {
@@ -219,10 +219,21 @@ function messageSpec(spec) {
   return { kind: match[1], length: Number(match[2]) };
 }
 
-/** Build the data of a message spec: a string for text, a Buffer for binary. */
+/** Whether a message spec is sent as a binary message (binary and bulk). */
+function isBinarySpec(spec) {
+  return spec.kind === 'binary' || spec.kind === 'bulk';
+}
+
+/**
+ * Build the data of a message spec: a string for text, a Buffer for binary and bulk. A bulk message is
+ * the bulk payload below (cheap for tens of megabytes, where binary's hash per 32 bytes takes seconds).
+ */
 function messageData(spec, seed, index) {
   if (spec.kind === 'literal') {
     return spec.text;
+  }
+  if (spec.kind === 'bulk') {
+    return Buffer.concat(Array.from(bulkChunks(spec.length, seed, index, 1024 * 1024)));
   }
   return payload(spec.kind, spec.length, seed, index);
 }
@@ -537,6 +548,7 @@ module.exports = {
   integer,
   listenForCommands,
   listenerToken,
+  isBinarySpec,
   messageData,
   messageSpec,
   parseCommandLine,
