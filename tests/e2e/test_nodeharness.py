@@ -824,7 +824,8 @@ class WebSocketSenderTests(NodeTestCase):
         """
         The sender sends deterministic messages and reports their echoes with their types.
 
-        A C{bulk:} message is the bulk payload (L{bulk_chunks}), sent as binary. It offers the subprotocols, headers, id and token given, and closes normally at the end.
+        A C{bulk:} message is the bulk payload (L{bulk_chunks}), sent as binary. It offers the subprotocols,
+        headers, id and token given, and closes normally at the end.
         """
         relay = RelayDouble()
         relay.echo = True

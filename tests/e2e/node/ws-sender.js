@@ -36,7 +36,8 @@ Handshake:
 
 Messages (sent in order, one after the other; each waits for the previous write to finish):
   --message SPEC         text:<length>, binary:<length>, bulk:<length> or literal:<text> (repeatable); the content
-                         of message i is payload(kind, length, seed, i), see README.md
+                         of message i is payload(kind, length, seed, i), or the bulk payload for
+                         bulk, see README.md
   --seed SEED            payload seed (default "relay")
   --send-delay-ms MS     pause between messages (default 0)
   --burst                hand all messages to the socket at once instead of one by one
